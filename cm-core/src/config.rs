@@ -1,0 +1,439 @@
+//! The cluster configuration: one TOML file, identical on every node.
+//!
+//! ```toml
+//! name = "demo"
+//!
+//! [[az]]
+//! name = "AZ1"
+//! priority = 1
+//!
+//! [[node]]
+//! id = 1
+//! name = "n1"
+//! address = "127.0.0.1"
+//! az = "AZ1"
+//! state_dir = "/var/lib/cm/n1"
+//! monitor_port = 17001          # om_monitor's control port (cm_ctl reaches the node here)
+//! cms_port = 17101              # present iff this node runs a cm_server
+//!
+//! [[group]]
+//! id = 1
+//! [[group.member]]
+//! instance = 6001
+//! node = 1
+//! data_dir = "/var/lib/pg/dn1"
+//! port = 5432
+//!
+//! [params]                      # openGauss names, SPEC.md §11
+//! profile = "default"
+//! ```
+//!
+//! [`ClusterConfig::from_toml_str`] parses and validates; every problem is returned with its
+//! location (`node[2].az`), not only the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AzName, GroupId, InstanceId, NodeId};
+use crate::params::Params;
+
+/// One problem in a configuration, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigIssue {
+    /// Where: a key path such as `node[2].az` or `params.agent_report_interval`.
+    pub location: String,
+    /// What is wrong and, where useful, what to do.
+    pub message: String,
+}
+
+/// A configuration that could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not valid TOML or does not have the expected shape.
+    #[error("{0}")]
+    Syntax(String),
+    /// The configuration parsed but breaks one or more rules.
+    #[error("{}", render_issues(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn render_issues(issues: &[ConfigIssue]) -> String {
+    let mut s = format!("{} problem(s) in the cluster config:", issues.len());
+    for i in issues {
+        s.push_str(&format!("\n  {}: {}", i.location, i.message));
+    }
+    s
+}
+
+/// An availability zone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzConfig {
+    /// Its name.
+    pub name: AzName,
+    /// Failover preference: lower is preferred (§4.2).
+    #[serde(default)]
+    pub priority: u32,
+}
+
+/// A host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Its id (unique, > 0).
+    pub id: NodeId,
+    /// Its name, as shown by `cm_ctl query`.
+    pub name: String,
+    /// The address other nodes reach it at.
+    pub address: String,
+    /// Its availability zone.
+    pub az: AzName,
+    /// The directory holding its flag files, terms and quorum store.
+    pub state_dir: String,
+    /// The TCP port of om_monitor's control port.
+    pub monitor_port: u16,
+    /// The TCP port of its cm_server, if it runs one.
+    #[serde(default)]
+    pub cms_port: Option<u16>,
+}
+
+/// One DN of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// The instance id (unique in the cluster), e.g. 6001.
+    pub instance: InstanceId,
+    /// The node it runs on.
+    pub node: NodeId,
+    /// Its data directory.
+    pub data_dir: String,
+    /// Its database port.
+    pub port: u16,
+}
+
+/// A DN group: one primary plus standbys. The first member is the install-time primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Its id (unique).
+    pub id: GroupId,
+    /// Its members in config order (order breaks candidate ties, §4.2).
+    #[serde(rename = "member")]
+    pub members: Vec<MemberConfig>,
+}
+
+/// How the agents run the databases (driver settings, read by cm-io only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Which driver: `postgres`.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Directory of the database binaries.
+    #[serde(default = "default_bin_dir")]
+    pub bin_dir: String,
+    /// The unprivileged OS user that runs the database.
+    #[serde(default = "default_os_user")]
+    pub os_user: String,
+    /// The database user the agent connects as.
+    #[serde(default = "default_os_user")]
+    pub db_user: String,
+}
+
+fn default_kind() -> String {
+    "postgres".into()
+}
+fn default_bin_dir() -> String {
+    "/usr/lib/postgresql/15/bin".into()
+}
+fn default_os_user() -> String {
+    "postgres".into()
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            kind: default_kind(),
+            bin_dir: default_bin_dir(),
+            os_user: default_os_user(),
+            db_user: default_os_user(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: String,
+    #[serde(default)]
+    secret_file: Option<String>,
+    #[serde(default, rename = "az")]
+    azs: Vec<AzConfig>,
+    #[serde(rename = "node")]
+    nodes: Vec<NodeConfig>,
+    #[serde(default, rename = "group")]
+    groups: Vec<GroupConfig>,
+    #[serde(default)]
+    database: DatabaseConfig,
+    #[serde(default)]
+    params: toml::Table,
+}
+
+/// A validated cluster configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// The cluster's name.
+    pub name: String,
+    /// Path of the file holding the per-cluster secret that authenticates connections.
+    pub secret_file: Option<String>,
+    /// Availability zones (an AZ named by a node but not listed gets priority 0).
+    pub azs: Vec<AzConfig>,
+    /// Hosts, in config order.
+    pub nodes: Vec<NodeConfig>,
+    /// DN groups, in config order.
+    pub groups: Vec<GroupConfig>,
+    /// Database driver settings.
+    pub database: DatabaseConfig,
+    /// Parameters.
+    pub params: Params,
+}
+
+impl ClusterConfig {
+    /// Parses and validates a TOML configuration.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let mut issues = Vec::new();
+        let params = match Params::from_toml_table(&raw.params) {
+            Ok(p) => p,
+            Err(errs) => {
+                for e in errs {
+                    let (loc, msg) = match &e {
+                        crate::params::ParamError::Unknown(n) => {
+                            (format!("params.{n}"), "unknown parameter".to_owned())
+                        }
+                        crate::params::ParamError::Invalid { name, reason } => {
+                            (format!("params.{name}"), reason.clone())
+                        }
+                    };
+                    issues.push(ConfigIssue {
+                        location: loc,
+                        message: msg,
+                    });
+                }
+                Params::defaults()
+            }
+        };
+        let cfg = Self {
+            name: raw.name,
+            secret_file: raw.secret_file,
+            azs: raw.azs,
+            nodes: raw.nodes,
+            groups: raw.groups,
+            database: raw.database,
+            params,
+        };
+        issues.extend(cfg.validate());
+        if issues.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid(issues))
+        }
+    }
+
+    /// Every rule the configuration breaks, with locations. Empty means valid.
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut v = Validator::default();
+        v.check_nodes(self);
+        v.check_groups(self);
+        for (name, msg) in self.params.check_orderings() {
+            v.push(format!("params.{name}"), msg);
+        }
+        if self.cms_nodes().is_empty() {
+            v.push(
+                "node",
+                "no node runs a cm_server: give at least one node a `cms_port`".into(),
+            );
+        }
+        v.issues
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The nodes that run a cm_server, in config order.
+    pub fn cms_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.cms_port.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The group with this id.
+    pub fn group(&self, id: GroupId) -> Option<&GroupConfig> {
+        self.groups.iter().find(|g| g.id == id)
+    }
+
+    /// The group and member config of an instance.
+    pub fn member(&self, instance: InstanceId) -> Option<(&GroupConfig, &MemberConfig)> {
+        self.groups.iter().find_map(|g| {
+            g.members
+                .iter()
+                .find(|m| m.instance == instance)
+                .map(|m| (g, m))
+        })
+    }
+
+    /// The instances that run on a node, in config order.
+    pub fn instances_on(&self, node: NodeId) -> Vec<InstanceId> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.members.iter())
+            .filter(|m| m.node == node)
+            .map(|m| m.instance)
+            .collect()
+    }
+
+    /// The AZ of a node.
+    pub fn az_of(&self, node: NodeId) -> Option<&AzName> {
+        self.node(node).map(|n| &n.az)
+    }
+
+    /// The failover priority of an AZ (0 when not listed).
+    pub fn az_priority(&self, az: &AzName) -> u32 {
+        self.azs
+            .iter()
+            .find(|a| &a.name == az)
+            .map_or(0, |a| a.priority)
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    issues: Vec<ConfigIssue>,
+}
+
+impl Validator {
+    fn push(&mut self, location: impl Into<String>, message: String) {
+        self.issues.push(ConfigIssue {
+            location: location.into(),
+            message,
+        });
+    }
+
+    fn check_nodes(&mut self, cfg: &ClusterConfig) {
+        if cfg.nodes.is_empty() {
+            self.push("node", "the cluster has no nodes".into());
+        }
+        let azs: BTreeSet<&AzName> = cfg.azs.iter().map(|a| &a.name).collect();
+        let mut ids = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        let mut endpoints: BTreeMap<(String, u16), String> = BTreeMap::new();
+        for (i, n) in cfg.nodes.iter().enumerate() {
+            let at = |k: &str| format!("node[{i}].{k}");
+            if n.id.0 == 0 {
+                self.push(at("id"), "node ids start at 1".into());
+            }
+            if !ids.insert(n.id) {
+                self.push(at("id"), format!("duplicate node id {}", n.id.0));
+            }
+            if !names.insert(n.name.as_str()) {
+                self.push(at("name"), format!("duplicate node name `{}`", n.name));
+            }
+            if n.address.trim().is_empty() {
+                self.push(at("address"), "empty address".into());
+            }
+            if n.state_dir.trim().is_empty() {
+                self.push(at("state_dir"), "empty state directory".into());
+            }
+            if !cfg.azs.is_empty() && !azs.contains(&n.az) {
+                self.push(at("az"), format!("AZ `{}` is not declared in [[az]]", n.az));
+            }
+            let mut ports = vec![("monitor_port", n.monitor_port)];
+            if let Some(p) = n.cms_port {
+                ports.push(("cms_port", p));
+            }
+            for (key, port) in ports {
+                self.claim_port(&mut endpoints, &n.address, port, at(key));
+            }
+        }
+    }
+
+    fn claim_port(
+        &mut self,
+        endpoints: &mut BTreeMap<(String, u16), String>,
+        address: &str,
+        port: u16,
+        location: String,
+    ) {
+        if port == 0 {
+            self.push(location, "port 0 is not a fixed port".into());
+            return;
+        }
+        if let Some(prev) = endpoints.insert((address.to_owned(), port), location.clone()) {
+            self.push(
+                location,
+                format!("{address}:{port} is already used by {prev}"),
+            );
+        }
+    }
+
+    fn check_groups(&mut self, cfg: &ClusterConfig) {
+        let node_ids: BTreeSet<NodeId> = cfg.nodes.iter().map(|n| n.id).collect();
+        let mut group_ids = BTreeSet::new();
+        let mut instances = BTreeSet::new();
+        let mut endpoints: BTreeMap<(String, u16), String> = BTreeMap::new();
+        for n in &cfg.nodes {
+            endpoints.insert((n.address.clone(), n.monitor_port), "a monitor port".into());
+            if let Some(p) = n.cms_port {
+                endpoints.insert((n.address.clone(), p), "a cms port".into());
+            }
+        }
+        for (gi, g) in cfg.groups.iter().enumerate() {
+            if !group_ids.insert(g.id) {
+                self.push(
+                    format!("group[{gi}].id"),
+                    format!("duplicate group id {}", g.id.0),
+                );
+            }
+            if g.members.is_empty() {
+                self.push(
+                    format!("group[{gi}].member"),
+                    "a group needs at least one member".into(),
+                );
+            }
+            let mut dirs_on_node = BTreeSet::new();
+            for (mi, m) in g.members.iter().enumerate() {
+                let at = |k: &str| format!("group[{gi}].member[{mi}].{k}");
+                if m.instance.0 == 0 {
+                    self.push(at("instance"), "instance ids start at 1".into());
+                }
+                if !instances.insert(m.instance) {
+                    self.push(
+                        at("instance"),
+                        format!("duplicate instance id {}", m.instance.0),
+                    );
+                }
+                if !node_ids.contains(&m.node) {
+                    self.push(at("node"), format!("node {} is not declared", m.node.0));
+                } else if let Some(n) = cfg.node(m.node) {
+                    self.claim_port(&mut endpoints, &n.address, m.port, at("port"));
+                }
+                if m.data_dir.trim().is_empty() {
+                    self.push(at("data_dir"), "empty data directory".into());
+                }
+                if !dirs_on_node.insert((m.node, m.data_dir.clone())) {
+                    self.push(at("data_dir"), "two members share a data directory".into());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

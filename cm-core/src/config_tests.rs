@@ -1,0 +1,120 @@
+use super::*;
+
+pub(crate) const THREE_NODES: &str = r#"
+name = "demo"
+
+[[az]]
+name = "AZ1"
+priority = 1
+
+[[az]]
+name = "AZ2"
+priority = 2
+
+[[node]]
+id = 1
+name = "n1"
+address = "127.0.0.1"
+az = "AZ1"
+state_dir = "/tmp/cm/n1"
+monitor_port = 17001
+cms_port = 17101
+
+[[node]]
+id = 2
+name = "n2"
+address = "127.0.0.2"
+az = "AZ1"
+state_dir = "/tmp/cm/n2"
+monitor_port = 17001
+cms_port = 17101
+
+[[node]]
+id = 3
+name = "n3"
+address = "127.0.0.3"
+az = "AZ2"
+state_dir = "/tmp/cm/n3"
+monitor_port = 17001
+cms_port = 17101
+
+[[group]]
+id = 1
+[[group.member]]
+instance = 6001
+node = 1
+data_dir = "/tmp/pg/dn1"
+port = 5432
+[[group.member]]
+instance = 6002
+node = 2
+data_dir = "/tmp/pg/dn2"
+port = 5432
+[[group.member]]
+instance = 6003
+node = 3
+data_dir = "/tmp/pg/dn3"
+port = 5432
+"#;
+
+#[test]
+fn a_good_config_parses_with_defaults() {
+    let c = ClusterConfig::from_toml_str(THREE_NODES).unwrap();
+    assert_eq!(c.cms_nodes(), vec![NodeId(1), NodeId(2), NodeId(3)]);
+    assert_eq!(c.instances_on(NodeId(2)), vec![InstanceId(6002)]);
+    assert_eq!(c.member(InstanceId(6003)).unwrap().1.node, NodeId(3));
+    assert_eq!(c.params, Params::defaults());
+    assert_eq!(c.az_priority(&"AZ2".into()), 2);
+    assert_eq!(c.database.os_user, "postgres");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_location() {
+    let text = THREE_NODES
+        .replace("id = 2\nname = \"n2\"", "id = 1\nname = \"n1\"")
+        .replace("az = \"AZ2\"", "az = \"AZ9\"")
+        .replace("node = 3\n", "node = 7\n")
+        .replace(
+            "[[group]]\nid = 1",
+            "[params]\nagent_report_interval = 0.001\n\n[[group]]\nid = 1",
+        );
+    let err = ClusterConfig::from_toml_str(&text).unwrap_err();
+    let ConfigError::Invalid(issues) = err else {
+        panic!("{err:?}")
+    };
+    let locs: Vec<&str> = issues.iter().map(|i| i.location.as_str()).collect();
+    assert!(locs.contains(&"node[1].id"), "{locs:?}");
+    assert!(locs.contains(&"node[1].name"), "{locs:?}");
+    assert!(locs.contains(&"node[2].az"), "{locs:?}");
+    assert!(locs.contains(&"group[0].member[2].node"), "{locs:?}");
+    assert!(locs.contains(&"params.agent_report_interval"), "{locs:?}");
+}
+
+#[test]
+fn port_clashes_on_one_address_are_found() {
+    let text = THREE_NODES.replacen("port = 5432", "port = 17101", 1);
+    let ConfigError::Invalid(issues) = ClusterConfig::from_toml_str(&text).unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].location, "group[0].member[0].port");
+    assert!(issues[0].message.contains("127.0.0.1:17101"));
+}
+
+#[test]
+fn syntax_errors_and_unknown_keys_are_reported() {
+    assert!(matches!(
+        ClusterConfig::from_toml_str("name = "),
+        Err(ConfigError::Syntax(_))
+    ));
+    let text = THREE_NODES.replacen("monitor_port = 17001", "monitor_port = 17001\nbogus = 1", 1);
+    let err = ClusterConfig::from_toml_str(&text).unwrap_err();
+    assert!(err.to_string().contains("bogus"), "{err}");
+}
+
+#[test]
+fn a_cluster_without_cms_is_invalid() {
+    let text = THREE_NODES.replace("cms_port = 17101\n", "");
+    let err = ClusterConfig::from_toml_str(&text).unwrap_err();
+    assert!(err.to_string().contains("cm_server"), "{err}");
+}

@@ -1,0 +1,221 @@
+//! Control requests and replies (cm_ctl ↔ cm_server, cm_ctl ↔ om_monitor) and the status
+//! schema of `cm_ctl query` (`--json` prints [`ClusterStatus`] as is).
+
+use serde::{Deserialize, Serialize};
+
+use crate::dn::{DbState, DnRole, StopMode};
+use crate::flags::{Flag, FlagSet};
+use crate::ids::{GroupId, InstanceId, NodeId, Position, QuorumTerm, Term};
+use crate::params::ParamSide;
+
+/// A request to the CMS leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CtlRequest {
+    /// The full cluster status (`cm_ctl query -Cv`).
+    Query,
+    /// `switchover -n NODE -D DIR [-f]`: promote this standby.
+    Switchover {
+        /// The target standby.
+        instance: InstanceId,
+        /// `-f`.
+        fast: bool,
+    },
+    /// `switchover -a`: every group back to its install-time primary.
+    SwitchoverAll,
+    /// `pause`.
+    Pause,
+    /// `resume`.
+    Resume,
+    /// `start` (whole cluster): candidates wait `cluster_starting_arbit_delay` for this long.
+    ClusterStarting {
+        /// Seconds the starting state lasts (cm_ctl's `-t`).
+        timeout_s: u32,
+    },
+    /// `stop` (whole cluster): halt arbitration until the next start.
+    ClusterStopping,
+    /// `set --param --agent|--server -k NAME=VALUE`.
+    SetParam {
+        /// Which side.
+        side: ParamSide,
+        /// Name.
+        name: String,
+        /// Value text.
+        value: String,
+    },
+    /// `list --param`.
+    ListParams,
+    /// `build -n NODE -D DIR`.
+    Build {
+        /// The instance to rebuild.
+        instance: InstanceId,
+    },
+}
+
+/// The CMS's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CtlReply {
+    /// The cluster status.
+    Status(Box<ClusterStatus>),
+    /// The request was accepted (and committed where it changes state).
+    Accepted,
+    /// Parameter listing: (name, side, value).
+    Params(Vec<(String, ParamSide, String)>),
+    /// Refused; the refusal says why.
+    Refused(Refusal),
+}
+
+/// Why a control request was refused (data, not an error: §STYLE "refusals are data").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// This CMS is not the leader.
+    #[error("this cm_server is not the leader{}", .leader.map(|l| format!(" (the leader is node {})", l.0)).unwrap_or_default())]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The leader does not hold its lease right now; try again.
+    #[error("the leader does not hold its lease; try again")]
+    NoLease,
+    /// The cluster is paused.
+    #[error("the cluster is paused; run `cm_ctl resume` first")]
+    Paused,
+    /// Another operation is in progress.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The request does not make sense for the cluster.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// CMS process role as shown in the CMS table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmsRole {
+    /// The leader ("Primary" in CM's table).
+    Primary,
+    /// A follower ("Standby").
+    Standby,
+    /// Not reachable.
+    Down,
+}
+
+/// One row of `[ CMServer State ]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmsRow {
+    /// Node id.
+    pub node: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Node address.
+    pub address: String,
+    /// Role.
+    pub role: CmsRole,
+}
+
+/// `cluster_state` of `cm_ctl query`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterHealth {
+    /// Every group has a Normal primary and every standby is Normal.
+    Normal,
+    /// Every group has a primary, but something is not Normal.
+    Degraded,
+    /// Some group has no primary.
+    Unavailable,
+}
+
+/// One DN row of `[ Datanode State ]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnRow {
+    /// Node id.
+    pub node: NodeId,
+    /// Node name.
+    pub node_name: String,
+    /// Node address.
+    pub address: String,
+    /// Instance id.
+    pub instance: InstanceId,
+    /// Data directory.
+    pub data_dir: String,
+    /// Port.
+    pub port: u16,
+    /// Static role: `P` if static primary, else `S`.
+    pub static_primary: bool,
+    /// Dynamic role.
+    pub role: DnRole,
+    /// HA state.
+    pub state: DbState,
+    /// Term the instance reports.
+    pub term: Term,
+    /// Position.
+    pub position: Position,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// One group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// Group id.
+    pub group: GroupId,
+    /// Committed group term.
+    pub term: Term,
+    /// Members in config order.
+    pub members: Vec<DnRow>,
+}
+
+/// The whole status, as the CMS leader sees it (`cm_ctl query --json` schema).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The leader's quorum term.
+    pub quorum_term: QuorumTerm,
+    /// CMS table.
+    pub cms: Vec<CmsRow>,
+    /// Cluster state.
+    pub state: ClusterHealth,
+    /// Every group's primary is its install-time primary.
+    pub balanced: bool,
+    /// Paused.
+    pub paused: bool,
+    /// Groups.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// A request to a node's om_monitor control port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MonitorRequest {
+    /// Liveness and the node's flags and agent state.
+    Status,
+    /// Writes a flag file (with a stop mode for the manual-start flags).
+    WriteFlag {
+        /// The flag.
+        flag: Flag,
+        /// Stop mode written inside manual-start flags.
+        mode: StopMode,
+    },
+    /// Removes a flag file (absent is fine).
+    RemoveFlag {
+        /// The flag.
+        flag: Flag,
+    },
+    /// Removes `cluster_manual_start` and every `instance_manual_start_*` (cm_ctl start).
+    RemoveAllManualStart,
+}
+
+/// om_monitor's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MonitorReply {
+    /// Node status.
+    Status {
+        /// The node.
+        node: NodeId,
+        /// A cm_agent runs.
+        agent_running: bool,
+        /// Flags present.
+        flags: FlagSet,
+    },
+    /// Done.
+    Done,
+    /// Failed (I/O), with what and where.
+    Failed(String),
+}

@@ -1,0 +1,348 @@
+//! Database-instance (DN) facts and actions shared by the agent, the server, the drivers and
+//! the simulator: the report an agent sends, the timeline history positions are compared along,
+//! and the one [`DnAction`] enum every database driver implements.
+
+use core::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CmdSeq, InstanceId, Lsn, Position, Term, Timeline};
+
+/// A DN's dynamic role as the agent observed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DnRole {
+    /// Accepts writes.
+    Primary,
+    /// Recovering and following (or locked away from) a primary.
+    Standby,
+    /// Started as a standby with no upstream; waits for `Notify standby`.
+    Pending,
+    /// The process runs but its status could not be read, or the member timed out.
+    Unknown,
+    /// No process runs.
+    Down,
+}
+
+/// A DN's HA state, as CM's `db_state` (shown in `cm_ctl query`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DbState {
+    /// Healthy.
+    Normal,
+    /// Diverged from the primary; needs Build.
+    NeedRepair,
+    /// Starting up.
+    Starting,
+    /// Promotion in progress.
+    Promoting,
+    /// Demotion (switchover) in progress.
+    Demoting,
+    /// Build in progress.
+    Building,
+    /// Catching up with the primary.
+    CatchUp,
+    /// Stopped by an operator (manual-start flag).
+    ManuallyStopped,
+    /// The disk probe failed 3 times (§3).
+    DiskDamaged,
+    /// A Build failed.
+    BuildFailed,
+    /// The status query failed.
+    Unknown,
+}
+
+/// The replication lock state of a DN (§4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LockState {
+    /// Normal following of the current primary.
+    None,
+    /// Lock1 took effect: no WAL receiver, empty upstream, local WAL exhausted.
+    Prohibit,
+    /// Lock2: follows only this instance.
+    Specified(InstanceId),
+    /// Not known (status query failed).
+    Unknown,
+}
+
+/// The state of one OS process, as read from /proc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ProcState {
+    /// Running or sleeping (R/S/I).
+    Running,
+    /// Uninterruptible sleep (D).
+    DiskSleep,
+    /// Stopped (T), e.g. SIGSTOP.
+    Stopped,
+    /// Zombie (Z).
+    Zombie,
+}
+
+/// Mode of a database stop (`cm_ctl stop -m`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StopMode {
+    /// Wait for clients to disconnect.
+    Smart,
+    /// Disconnect clients, checkpoint, stop.
+    #[default]
+    Fast,
+    /// Stop at once, without a checkpoint.
+    Immediate,
+}
+
+impl StopMode {
+    /// The name used by cm_ctl and in flag files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Smart => "smart",
+            Self::Fast => "fast",
+            Self::Immediate => "immediate",
+        }
+    }
+
+    /// Parses `smart|fast|immediate` (and CM's one-letter forms `s|f|i`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "smart" | "s" => Some(Self::Smart),
+            "fast" | "f" => Some(Self::Fast),
+            "immediate" | "i" => Some(Self::Immediate),
+            _ => None,
+        }
+    }
+}
+
+/// A timeline history: for each ancestor timeline, the LSN at which it ended (PostgreSQL's
+/// `.history` file). Empty for timeline 1.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct History {
+    /// The timeline this history leads to.
+    pub timeline: Timeline,
+    /// `(ancestor timeline, switch LSN)` in increasing timeline order.
+    pub forks: Vec<(Timeline, Lsn)>,
+}
+
+impl History {
+    /// The history of a first timeline.
+    pub fn root(timeline: Timeline) -> Self {
+        Self {
+            timeline,
+            forks: Vec::new(),
+        }
+    }
+
+    /// Whether `pos` lies on this history: on the current timeline, or on an ancestor at or
+    /// before the point where it was left. A position past an ancestor's fork point is diverged.
+    pub fn contains(&self, pos: Position) -> bool {
+        if pos.timeline == self.timeline {
+            return true;
+        }
+        self.forks
+            .iter()
+            .any(|(tli, end)| *tli == pos.timeline && pos.lsn <= *end)
+    }
+
+    /// The history a promotion at `at` on this history's timeline creates, to timeline `next`.
+    pub fn branch(&self, at: Lsn, next: Timeline) -> Self {
+        let mut forks = self.forks.clone();
+        forks.push((self.timeline, at));
+        Self {
+            timeline: next,
+            forks,
+        }
+    }
+}
+
+/// A standby's WAL receiver, as seen on the standby (`pg_stat_wal_receiver`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    /// The instance it streams from (resolved by the driver from the conninfo).
+    pub instance: InstanceId,
+    /// Age of the last message received from it.
+    pub last_msg_age: Duration,
+}
+
+/// One downstream standby streaming from a primary (`pg_stat_replication`, state `streaming`,
+/// name and address of a valid member).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Downstream {
+    /// The standby.
+    pub instance: InstanceId,
+    /// Age of its last reply (`reply_time`).
+    pub reply_age: Duration,
+}
+
+/// What a DN status query returned (the driver's answer to the agent's status probe).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnStatus {
+    /// Dynamic role.
+    pub role: DnRole,
+    /// HA state.
+    pub db_state: DbState,
+    /// (timeline, LSN) per §9.
+    pub position: Position,
+    /// The timeline history of the current timeline.
+    pub history: History,
+    /// Lock state (§4.1, §9).
+    pub lock: LockState,
+    /// The WAL receiver on a standby.
+    pub upstream: Option<Upstream>,
+    /// Streaming standbys on a primary.
+    pub downstreams: Vec<Downstream>,
+    /// `default_transaction_read_only` is on.
+    pub read_only: bool,
+}
+
+/// One DN's part of an agent report (DESIGN.md "DN report"). Ages, never timestamps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnReport {
+    /// The instance.
+    pub instance: InstanceId,
+    /// Dynamic role (`Down` when no process runs).
+    pub role: DnRole,
+    /// HA state.
+    pub db_state: DbState,
+    /// The CM term the agent recorded for this instance (from its state directory).
+    pub term: Term,
+    /// (timeline, LSN).
+    pub position: Position,
+    /// Timeline history of the instance's timeline.
+    pub history: History,
+    /// Lock state.
+    pub lock: LockState,
+    /// The last CMS command sequence number the agent applied to this instance.
+    pub last_applied: CmdSeq,
+    /// WAL receiver (standby).
+    pub upstream: Option<Upstream>,
+    /// Streaming standbys (primary).
+    pub downstreams: Vec<Downstream>,
+    /// `default_transaction_read_only` is on.
+    pub read_only: bool,
+    /// Consecutive phony-dead hits (§6).
+    pub phony_dead_hits: u32,
+    /// Data path usage in percent.
+    pub data_disk_pct: u8,
+    /// Log path usage in percent.
+    pub log_disk_pct: u8,
+    /// The disk probe failed 3 times in a row.
+    pub disk_damaged: bool,
+    /// States of the instance's processes (empty when none runs).
+    pub processes: Vec<ProcState>,
+    /// Restarts of this instance by the agent within the last 10 minutes.
+    pub restarts_10min: u32,
+    /// Restarts within the last hour.
+    pub restarts_1h: u32,
+    /// An operator stopped it (`instance_manual_start_<id>` or `cluster_manual_start`).
+    pub manually_stopped: bool,
+}
+
+impl DnReport {
+    /// A report of an instance with no process and nothing known.
+    pub fn down(instance: InstanceId) -> Self {
+        Self {
+            instance,
+            role: DnRole::Down,
+            db_state: DbState::Unknown,
+            term: Term(0),
+            position: Position::default(),
+            history: History::default(),
+            lock: LockState::Unknown,
+            last_applied: CmdSeq(0),
+            upstream: None,
+            downstreams: Vec::new(),
+            read_only: false,
+            phony_dead_hits: 0,
+            data_disk_pct: 0,
+            log_disk_pct: 0,
+            disk_damaged: false,
+            processes: Vec::new(),
+            restarts_10min: 0,
+            restarts_1h: 0,
+            manually_stopped: false,
+        }
+    }
+}
+
+/// Everything a database driver can be asked to do (DESIGN.md "DN actions"). The agent emits
+/// them, cm-io's database trait implements them, the simulator's database model executes them.
+/// Instances are named by id; the driver resolves them to addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DnAction {
+    /// Start as a standby with no upstream ("pending", §1).
+    StartPending,
+    /// Stop with a mode.
+    Stop {
+        /// How.
+        mode: StopMode,
+    },
+    /// SIGKILL every process of the instance (fence, §3).
+    Kill,
+    /// Stop replicating from any primary and never reconnect (§4.1).
+    Lock1,
+    /// Follow only this primary.
+    Lock2 {
+        /// The chosen primary.
+        primary: InstanceId,
+    },
+    /// Normal following of the current primary.
+    Unlock {
+        /// The current primary.
+        primary: InstanceId,
+    },
+    /// Turn a pending DN into a standby of the current primary.
+    NotifyStandby {
+        /// The current primary.
+        primary: InstanceId,
+    },
+    /// Promote to primary; `term` has already been persisted by the agent.
+    Promote {
+        /// The new CM term.
+        term: Term,
+    },
+    /// Switchover, old primary's half: fast shutdown (WAL shipped up to the shutdown checkpoint).
+    Demote,
+    /// Resynchronise from the primary (rewind, else full copy).
+    Build {
+        /// The primary to copy from.
+        source: InstanceId,
+    },
+    /// `default_transaction_read_only` on/off.
+    SetReadOnly {
+        /// On or off.
+        on: bool,
+    },
+    /// `synchronous_standby_names = 'ANY k (members…)'` (k = 0: asynchronous).
+    SetSyncStandbys {
+        /// How many standbys must acknowledge.
+        k: u32,
+        /// The member names, in config order.
+        members: Vec<InstanceId>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_contains_positions_before_the_fork_only() {
+        let h1 = History::root(Timeline(1));
+        let h2 = h1.branch(Lsn(100), Timeline(2));
+        let h3 = h2.branch(Lsn(250), Timeline(3));
+        assert!(h3.contains(Position::new(3, 9999)));
+        assert!(h3.contains(Position::new(2, 250)));
+        assert!(
+            !h3.contains(Position::new(2, 251)),
+            "past the fork point: diverged"
+        );
+        assert!(h3.contains(Position::new(1, 100)));
+        assert!(!h3.contains(Position::new(1, 101)));
+        assert!(!h2.contains(Position::new(3, 1)));
+    }
+
+    #[test]
+    fn stop_mode_parses_cm_forms() {
+        for m in [StopMode::Smart, StopMode::Fast, StopMode::Immediate] {
+            assert_eq!(StopMode::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(StopMode::parse("i"), Some(StopMode::Immediate));
+        assert_eq!(StopMode::parse("x"), None);
+    }
+}

@@ -1,0 +1,157 @@
+//! The input and command pieces every machine shares: connections, frames, persistence, alarms,
+//! and the [`Machine`] trait that gives the daemons and the simulator one way to drive them all.
+//!
+//! Machine-specific inputs and commands live with each machine (`monitor`, `agent`, `server`)
+//! and wrap these.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{GroupId, InstanceId, NodeId, WriteToken};
+use crate::msg::{Endpoint, Envelope};
+use crate::time::Instant;
+
+/// A connection-level fact reported by the transport (DESIGN.md "connections are decisions").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NetEvent {
+    /// An outbound connection the machine asked for is up (authenticated).
+    Connected {
+        /// The peer.
+        peer: Endpoint,
+    },
+    /// An outbound connection attempt failed.
+    ConnectFailed {
+        /// The peer.
+        peer: Endpoint,
+    },
+    /// A connection (either direction) closed.
+    Closed {
+        /// The peer.
+        peer: Endpoint,
+    },
+    /// A frame arrived and decoded.
+    FrameReceived {
+        /// The connection's authenticated peer (the envelope's `from` must match it).
+        peer: Endpoint,
+        /// The envelope.
+        envelope: Envelope,
+    },
+}
+
+/// A connection-level order to the transport.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NetCommand {
+    /// Open (or keep) a connection to a peer.
+    Connect {
+        /// The peer.
+        peer: Endpoint,
+    },
+    /// Close the connection to a peer.
+    Disconnect {
+        /// The peer.
+        peer: Endpoint,
+    },
+    /// Send an envelope to `envelope.to` on the connection to it (dropped when there is none).
+    Send {
+        /// The envelope.
+        envelope: Envelope,
+    },
+}
+
+/// Durable state to write: the machine acts on it only after [`WriteCompleted`] for its token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistState {
+    /// Matches the completion.
+    pub token: WriteToken,
+    /// The whole persisted state, encoded with [`crate::codec::encode_persisted`].
+    pub bytes: Vec<u8>,
+}
+
+/// A write finished (durably, e.g. after fsync) — or failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteCompleted {
+    /// The token of the `PersistState`.
+    pub token: WriteToken,
+    /// `Err(reason)` when the write failed (disk full, I/O error).
+    pub result: Result<(), String>,
+}
+
+/// An alarm (CM's alarm items), raised or cleared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Alarm {
+    /// om_monitor could not keep cm_agent running (3 start attempts).
+    AbnormalCmaProcess {
+        /// The node.
+        node: NodeId,
+    },
+    /// A DN was found hung and restarted (§6).
+    PhonyDead {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// A group failed over.
+    Failover {
+        /// The group.
+        group: GroupId,
+        /// The new primary.
+        instance: InstanceId,
+    },
+    /// Fresh streaming evidence says the silent primary is alive (§8).
+    PrimaryAliveButSilent {
+        /// The group.
+        group: GroupId,
+        /// The old primary.
+        instance: InstanceId,
+    },
+    /// Two primaries were seen in one group.
+    DoublePrimary {
+        /// The group.
+        group: GroupId,
+    },
+    /// Disk usage reached the pre-alarm threshold (68 % by default).
+    StorageThresholdPreAlarm {
+        /// The instance.
+        instance: InstanceId,
+        /// Usage percent.
+        usage_pct: u8,
+    },
+    /// A DN was made read-only by the disk threshold.
+    TransactionReadOnly {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// A disk probe failed 3 times.
+    DiskDamaged {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// cpu/mem/io above `environment_threshold`.
+    Environment {
+        /// Which resource.
+        resource: String,
+        /// Usage percent.
+        usage_pct: u8,
+    },
+}
+
+/// The driving contract every cm-core machine implements.
+///
+/// * `step(now, input)`: feed one fact; get the orders to execute, **in order**. `now` must
+///   never go backwards (the machine asserts it, in release builds too).
+/// * `next_deadline()`: when the machine next wants a `Tick`-like input; drivers sleep until
+///   then. It is pure; a spurious early tick is a no-op.
+/// * `status()`: plain data for cm_ctl, the simulator's checkers and metrics.
+pub trait Machine {
+    /// Facts the machine accepts.
+    type Input;
+    /// Orders the machine emits.
+    type Command;
+    /// Its observable state.
+    type Status;
+
+    /// Feeds one input at `now`; returns the commands to execute in order.
+    fn step(&mut self, now: Instant, input: Self::Input) -> Vec<Self::Command>;
+    /// The next instant at which the machine wants to be ticked.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// A snapshot of its state.
+    fn status(&self) -> Self::Status;
+}

@@ -1,0 +1,137 @@
+use super::*;
+
+#[test]
+fn split_brain_timeout_is_63_s_with_defaults_and_3_cms() {
+    assert_eq!(
+        Params::defaults().split_brain_timeout(3),
+        Duration::from_secs(63)
+    );
+}
+
+#[test]
+fn split_brain_timeout_follows_its_formula() {
+    let mut p = Params::defaults();
+    p.agent_connect_timeout = 2.0;
+    p.agent_connect_retries = 10;
+    p.agent_heartbeat_timeout = 5.0;
+    // 5 × 2 × 10 + 5 + 10
+    assert_eq!(p.split_brain_timeout(5), Duration::from_secs(115));
+    assert_eq!(
+        Params::defaults().split_brain_timeout(1),
+        Duration::from_secs(33)
+    );
+}
+
+#[test]
+fn fencing_floor_with_defaults_is_about_7_6_s() {
+    let f = Params::defaults().fencing_floor();
+    // 6 × 1.01/0.99 = 6.1212… + 1 + 0.5
+    assert_eq!(f.as_millis(), 7621);
+}
+
+#[test]
+fn lease_is_shorter_than_min_election_timeout_by_the_drift_bound() {
+    let p = Params::defaults();
+    assert_eq!(p.leader_lease().as_millis(), 784); // 800 × 0.99 / 1.01
+    assert_eq!(p.startup_vote_holdoff().as_millis(), 1632); // 1600 × 1.01 / 0.99 (ceil)
+}
+
+#[test]
+fn read_only_thresholds() {
+    let p = Params::defaults();
+    assert_eq!(p.datastorage_threshold_value_check, 85);
+    assert_eq!(p.read_only_prealarm_pct(), 68);
+    assert_eq!(p.read_only_clear_pct(), 80);
+}
+
+#[test]
+fn defaults_and_fast_profile_pass_the_ordering_rules() {
+    assert!(
+        Params::defaults().check_orderings().is_empty(),
+        "{:?}",
+        Params::defaults().check_orderings()
+    );
+    assert!(
+        Params::fast().check_orderings().is_empty(),
+        "{:?}",
+        Params::fast().check_orderings()
+    );
+}
+
+#[test]
+fn a_self_fence_timeout_below_two_elections_is_rejected() {
+    let mut p = Params::defaults();
+    p.agent_self_fence_timeout = 5.2; // exactly 2 × 1.6 + 2 × 1: must exceed
+    let problems = p.check_orderings();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].0, "agent_self_fence_timeout");
+}
+
+#[test]
+fn freshness_window_must_be_below_half_the_heartbeat_timeout() {
+    let mut p = Params::defaults();
+    p.wal_receiver_timeout = 3.1;
+    p.instance_heartbeat_timeout = 6.0;
+    assert_eq!(p.check_orderings()[0].0, "wal_receiver_timeout");
+}
+
+#[test]
+fn toml_table_applies_profile_then_keys_and_reports_every_error() {
+    let t: toml::Table = toml::from_str(
+        "profile = \"fast\"\nagent_report_interval = 0.5\ncluster_starting_aribt_delay = 90\n",
+    )
+    .unwrap();
+    let p = Params::from_toml_table(&t).unwrap();
+    assert_eq!(p.profile, Profile::Fast);
+    assert_eq!(p.agent_report_interval, 0.5);
+    assert_eq!(p.cluster_starting_arbit_delay, 90);
+    assert_eq!(p.instance_heartbeat_timeout, 1.5);
+
+    let bad: toml::Table =
+        toml::from_str("wait_static_primary_times = 3\nno_such = 1\nenable_self_fence = 7\n")
+            .unwrap();
+    let errs = Params::from_toml_table(&bad).unwrap_err();
+    assert_eq!(errs.len(), 3, "{errs:?}");
+}
+
+#[test]
+fn set_and_get_by_text_like_cm_ctl() {
+    let mut p = Params::defaults();
+    p.set_text("phony_dead_effective_time", "7").unwrap();
+    assert_eq!(
+        p.get_text("phony_dead_effective_time").as_deref(),
+        Some("7")
+    );
+    p.set_text("enable_transaction_read_only", "off").unwrap();
+    assert_eq!(
+        p.get_text("enable_transaction_read_only").as_deref(),
+        Some("off")
+    );
+    assert_eq!(
+        p.set_text("datastorage_threshold_value_check", "100"),
+        Err(ParamError::Invalid {
+            name: "datastorage_threshold_value_check".into(),
+            reason: "100 is outside [1, 99]".into()
+        })
+    );
+    assert!(matches!(
+        p.set_text("nope", "1"),
+        Err(ParamError::Unknown(_))
+    ));
+    assert_eq!(
+        Params::side_of("agent_report_interval"),
+        Some(ParamSide::Both)
+    );
+    assert_eq!(
+        Params::side_of("cluster_starting_aribt_delay"),
+        Some(ParamSide::Server)
+    );
+}
+
+#[test]
+fn candidate_waits() {
+    let p = Params::defaults();
+    assert_eq!(p.candidate_wait_rounds(false), 6);
+    assert_eq!(p.candidate_wait_rounds(true), 180);
+    assert_eq!(Params::STATIC_PRIMARY_WAIT_ROUNDS, 5);
+}

@@ -1,0 +1,3 @@
+//! cm_server: the CMS quorum and, on the leader, DN arbitration.
+
+pub mod quorum;

@@ -1,0 +1,100 @@
+//! Messages of the CMS quorum protocol (Raft-style, SPEC.md §5). They travel inside
+//! [`crate::msg::Envelope`], whose `quorum_term` is the sender's current term.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{LogIndex, QuorumTerm};
+use crate::state::{Change, ClusterState};
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// The term of the leader that created it.
+    pub term: QuorumTerm,
+    /// Its index.
+    pub index: LogIndex,
+    /// What it carries.
+    pub payload: EntryPayload,
+}
+
+/// The content of a log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryPayload {
+    /// Appended by a new leader so that it can commit entries of earlier terms.
+    Noop,
+    /// A change to the cluster state.
+    Change(Change),
+}
+
+/// The quorum protocol's messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum QuorumMsg {
+    /// "Would you vote for me at `term`?" (not binding; no term change).
+    PreVote {
+        /// The term the candidate would campaign at.
+        term: QuorumTerm,
+        /// Term and index of the candidate's last log entry.
+        last_term: QuorumTerm,
+        /// Index of the candidate's last log entry.
+        last_index: LogIndex,
+    },
+    /// Answer to a pre-vote.
+    PreVoteReply {
+        /// The term asked about.
+        term: QuorumTerm,
+        /// Granted or not.
+        granted: bool,
+    },
+    /// Request for a vote at the envelope's term.
+    Vote {
+        /// Term of the candidate's last log entry.
+        last_term: QuorumTerm,
+        /// Index of the candidate's last log entry.
+        last_index: LogIndex,
+    },
+    /// Answer to a vote request.
+    VoteReply {
+        /// Granted or not.
+        granted: bool,
+    },
+    /// Log replication and heartbeat.
+    Append {
+        /// Index of the entry before `entries`.
+        prev_index: LogIndex,
+        /// Term of the entry before `entries`.
+        prev_term: QuorumTerm,
+        /// New entries (empty for a heartbeat).
+        entries: Vec<LogEntry>,
+        /// The leader's commit index.
+        commit: LogIndex,
+        /// Identifies the heartbeat round (lease accounting, §5.2).
+        round: u64,
+    },
+    /// Answer to an append.
+    AppendReply {
+        /// Whether the entries matched and were appended (after persistence).
+        success: bool,
+        /// On success the highest index known to match; on failure a hint for backing off.
+        match_index: LogIndex,
+        /// The round answered.
+        round: u64,
+    },
+    /// Whole-state snapshot for a follower far behind or new.
+    Snapshot {
+        /// Index of the last entry the snapshot covers.
+        last_index: LogIndex,
+        /// Term of that entry.
+        last_term: QuorumTerm,
+        /// The state.
+        state: ClusterState,
+        /// The round.
+        round: u64,
+    },
+    /// Answer to a snapshot.
+    SnapshotReply {
+        /// Index installed.
+        last_index: LogIndex,
+        /// The round answered.
+        round: u64,
+    },
+}

@@ -1,0 +1,640 @@
+//! The replicated cluster state (SPEC.md §5.1) and the narrow interface between the arbiter and
+//! whatever replicates it (the CMS quorum, or an in-memory single node for tests).
+//!
+//! The state is small and holds no node-local [`Instant`](crate::Instant): long timers are wall
+//! clock deadlines ([`WallMillis`]). Every [`Change`] that could race is a compare-and-set, so a
+//! repeated or stale proposal cannot bump a term twice; a refused change is an outcome, not an
+//! error of the replication.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dn::History;
+use crate::ids::{GroupId, InstanceId, NodeId, ProposalId, Term, Timeline};
+use crate::time::WallMillis;
+
+/// The read-only FSM state of one instance (§7.2; CM's DDB values 0..3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReadOnlyState {
+    /// Not read-only by CM (0).
+    #[default]
+    Off,
+    /// CM decided read-only; `SetReadOnly{on}` is being applied (1).
+    ExpectOn,
+    /// CM made it read-only and the DN reported it (2, final).
+    On,
+    /// CM decided to clear it; `SetReadOnly{off}` is being applied (3).
+    ExpectOff,
+}
+
+/// A switchover the CMS is driving (§4.5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSwitchover {
+    /// The member to promote.
+    pub target: InstanceId,
+    /// The primary being demoted.
+    pub from: InstanceId,
+    /// The term committed for it.
+    pub term: Term,
+    /// `-f`: skip the caught-up wait for a planned but faster swap.
+    pub fast: bool,
+    /// Abandoned after this wall-clock deadline.
+    pub deadline: WallMillis,
+}
+
+/// Per-group replicated facts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// The group's term (promotion counter).
+    pub term: Term,
+    /// The static primary: the member arbitration regards as the rightful primary.
+    pub static_primary: InstanceId,
+    /// The install-time primary (`switchover -a` moves back to it).
+    pub initial_primary: InstanceId,
+    /// Term → timeline recorded after each promotion, with the history the promotion created.
+    pub timelines: BTreeMap<Term, History>,
+    /// Read-only FSM per instance.
+    pub read_only: BTreeMap<InstanceId, ReadOnlyState>,
+    /// Phony-dead cool-down deadlines per instance (§6).
+    pub phony_dead_cooldown: BTreeMap<InstanceId, WallMillis>,
+    /// A switchover in progress.
+    pub switchover: Option<PendingSwitchover>,
+}
+
+impl GroupState {
+    /// The newest recorded timeline history, if any.
+    pub fn latest_history(&self) -> Option<&History> {
+        self.timelines.values().next_back()
+    }
+
+    /// The timeline the latest term promoted onto, if recorded.
+    pub fn latest_timeline(&self) -> Option<Timeline> {
+        self.latest_history().map(|h| h.timeline)
+    }
+}
+
+/// The whole replicated state. Snapshots are this struct.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Per-group state.
+    pub groups: BTreeMap<GroupId, GroupState>,
+    /// `cm_ctl pause`: no arbitration, no automatic restarts, no self-fence kills.
+    pub paused: bool,
+    /// `cm_ctl stop` in progress: arbitration halted until the next start.
+    pub stopping: bool,
+    /// `cm_ctl start` in progress until this wall-clock deadline (§2, §4.2).
+    pub starting_until: Option<WallMillis>,
+    /// Parameter values set with `cm_ctl set --server`, by canonical name.
+    pub param_overrides: BTreeMap<String, String>,
+    /// CMS nodes that lost their store and rejoined as non-voters (§5.1).
+    pub non_voters: BTreeSet<NodeId>,
+}
+
+impl ClusterState {
+    /// The initial state of a configured cluster: term 0, first member static primary.
+    pub fn initial(config: &crate::config::ClusterConfig) -> Self {
+        let groups = config
+            .groups
+            .iter()
+            .filter_map(|g| {
+                let first = g.members.first()?.instance;
+                Some((
+                    g.id,
+                    GroupState {
+                        term: Term(0),
+                        static_primary: first,
+                        initial_primary: first,
+                        timelines: BTreeMap::new(),
+                        read_only: BTreeMap::new(),
+                        phony_dead_cooldown: BTreeMap::new(),
+                        switchover: None,
+                    },
+                ))
+            })
+            .collect();
+        Self {
+            groups,
+            ..Self::default()
+        }
+    }
+
+    /// Whether `cm_ctl start` is still in effect at `wall`.
+    pub fn is_starting(&self, wall: WallMillis) -> bool {
+        self.starting_until.is_some_and(|until| wall < until)
+    }
+
+    /// Applies a committed change. Deterministic: every replica reaches the same state.
+    /// A failed compare-and-set leaves the state unchanged and is returned as the outcome.
+    pub fn apply(&mut self, change: &Change) -> Result<(), Conflict> {
+        match change {
+            Change::Promote {
+                group,
+                expected_term,
+                static_primary,
+            } => {
+                let g = self.group_mut(*group)?;
+                if g.term != *expected_term {
+                    return Err(Conflict::TermMoved {
+                        expected: *expected_term,
+                        actual: g.term,
+                    });
+                }
+                g.term = expected_term.next();
+                g.static_primary = *static_primary;
+                Ok(())
+            }
+            Change::SetStaticPrimary {
+                group,
+                expected_term,
+                instance,
+            } => {
+                let g = self.group_mut(*group)?;
+                if g.term != *expected_term {
+                    return Err(Conflict::TermMoved {
+                        expected: *expected_term,
+                        actual: g.term,
+                    });
+                }
+                g.static_primary = *instance;
+                Ok(())
+            }
+            Change::RecordTimeline {
+                group,
+                term,
+                history,
+            } => {
+                let g = self.group_mut(*group)?;
+                if *term > g.term {
+                    return Err(Conflict::TermMoved {
+                        expected: *term,
+                        actual: g.term,
+                    });
+                }
+                g.timelines.insert(*term, history.clone());
+                Ok(())
+            }
+            Change::ReadOnly {
+                group,
+                instance,
+                from,
+                to,
+            } => {
+                let g = self.group_mut(*group)?;
+                let cur = g.read_only.get(instance).copied().unwrap_or_default();
+                if cur != *from {
+                    return Err(Conflict::ReadOnlyMoved {
+                        expected: *from,
+                        actual: cur,
+                    });
+                }
+                if *to == ReadOnlyState::Off {
+                    g.read_only.remove(instance);
+                } else {
+                    g.read_only.insert(*instance, *to);
+                }
+                Ok(())
+            }
+            Change::PhonyDeadCooldown {
+                group,
+                instance,
+                until,
+            } => {
+                let g = self.group_mut(*group)?;
+                match until {
+                    Some(u) => g.phony_dead_cooldown.insert(*instance, *u),
+                    None => g.phony_dead_cooldown.remove(instance),
+                };
+                Ok(())
+            }
+            Change::BeginSwitchover {
+                group,
+                expected_term,
+                switchover,
+            } => {
+                let g = self.group_mut(*group)?;
+                if g.term != *expected_term {
+                    return Err(Conflict::TermMoved {
+                        expected: *expected_term,
+                        actual: g.term,
+                    });
+                }
+                if g.switchover.is_some() {
+                    return Err(Conflict::Busy);
+                }
+                g.term = expected_term.next();
+                g.switchover = Some(PendingSwitchover {
+                    term: g.term,
+                    ..switchover.clone()
+                });
+                Ok(())
+            }
+            Change::EndSwitchover {
+                group,
+                term,
+                promoted,
+            } => {
+                let g = self.group_mut(*group)?;
+                match &g.switchover {
+                    Some(s) if s.term == *term => {
+                        if *promoted {
+                            g.static_primary = s.target;
+                        }
+                        g.switchover = None;
+                        Ok(())
+                    }
+                    _ => Err(Conflict::NoSuchSwitchover),
+                }
+            }
+            Change::SetPaused(p) => {
+                self.paused = *p;
+                Ok(())
+            }
+            Change::SetStopping(s) => {
+                self.stopping = *s;
+                Ok(())
+            }
+            Change::SetStarting(until) => {
+                self.starting_until = *until;
+                Ok(())
+            }
+            Change::SetParam { name, value } => {
+                self.param_overrides.insert(name.clone(), value.clone());
+                Ok(())
+            }
+            Change::SetVoter { node, voter } => {
+                if *voter {
+                    self.non_voters.remove(node);
+                } else {
+                    self.non_voters.insert(*node);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn group_mut(&mut self, id: GroupId) -> Result<&mut GroupState, Conflict> {
+        self.groups.get_mut(&id).ok_or(Conflict::NoSuchGroup(id))
+    }
+}
+
+/// A change to the replicated state, proposed by the CMS leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Failover: term := expected_term + 1 and static primary := candidate, if the term is still
+    /// `expected_term` (§4.2).
+    Promote {
+        /// The group.
+        group: GroupId,
+        /// The term the proposer saw.
+        expected_term: Term,
+        /// The candidate.
+        static_primary: InstanceId,
+    },
+    /// Moves the static primary without a promotion (phony-dead, §6), if the term is unchanged.
+    SetStaticPrimary {
+        /// The group.
+        group: GroupId,
+        /// The term the proposer saw.
+        expected_term: Term,
+        /// The new static primary.
+        instance: InstanceId,
+    },
+    /// Records the timeline history a promotion at `term` created.
+    RecordTimeline {
+        /// The group.
+        group: GroupId,
+        /// The term of the promotion.
+        term: Term,
+        /// The new primary's history.
+        history: History,
+    },
+    /// A read-only FSM transition, compare-and-set on the current state (§7.2).
+    ReadOnly {
+        /// The group.
+        group: GroupId,
+        /// The instance.
+        instance: InstanceId,
+        /// Expected current state.
+        from: ReadOnlyState,
+        /// New state.
+        to: ReadOnlyState,
+    },
+    /// Starts (`Some`) or clears (`None`) an instance's phony-dead cool-down.
+    PhonyDeadCooldown {
+        /// The group.
+        group: GroupId,
+        /// The instance.
+        instance: InstanceId,
+        /// Cool-down deadline.
+        until: Option<WallMillis>,
+    },
+    /// Starts a switchover: term := expected + 1, recorded as pending (§4.5).
+    BeginSwitchover {
+        /// The group.
+        group: GroupId,
+        /// The term the proposer saw.
+        expected_term: Term,
+        /// The switchover (its `term` field is overwritten with the new term).
+        switchover: PendingSwitchover,
+    },
+    /// Ends the switchover of `term`; `promoted` moves the static primary to its target.
+    EndSwitchover {
+        /// The group.
+        group: GroupId,
+        /// The switchover's term.
+        term: Term,
+        /// Whether the target was promoted.
+        promoted: bool,
+    },
+    /// `cm_ctl pause` / `resume`.
+    SetPaused(bool),
+    /// `cm_ctl stop` begins (`true`) or `cm_ctl start` ends it (`false`).
+    SetStopping(bool),
+    /// `cm_ctl start` in progress until a deadline (`None` clears it).
+    SetStarting(Option<WallMillis>),
+    /// `cm_ctl set --server`.
+    SetParam {
+        /// Canonical parameter name.
+        name: String,
+        /// Value text.
+        value: String,
+    },
+    /// Marks a CMS node voter or non-voter (§5.1).
+    SetVoter {
+        /// The CMS node.
+        node: NodeId,
+        /// Voter or not.
+        voter: bool,
+    },
+}
+
+/// Why a committed change did not apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Conflict {
+    /// The group's term is no longer the expected one.
+    #[error("term moved: expected {expected}, found {actual}")]
+    TermMoved {
+        /// Expected.
+        expected: Term,
+        /// Found.
+        actual: Term,
+    },
+    /// The read-only FSM is not in the expected state.
+    #[error("read-only state moved: expected {expected:?}, found {actual:?}")]
+    ReadOnlyMoved {
+        /// Expected.
+        expected: ReadOnlyState,
+        /// Found.
+        actual: ReadOnlyState,
+    },
+    /// No such group.
+    #[error("no group {0}")]
+    NoSuchGroup(GroupId),
+    /// Another switchover is pending.
+    #[error("another switchover is pending")]
+    Busy,
+    /// No matching switchover.
+    #[error("no such switchover")]
+    NoSuchSwitchover,
+}
+
+/// The outcome of one proposal, learned once it committed (or was dropped).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The proposal.
+    pub id: ProposalId,
+    /// The change as proposed.
+    pub change: Change,
+    /// Applied, refused by its compare-and-set, or dropped because leadership was lost.
+    pub result: Result<(), OutcomeError>,
+}
+
+/// Why a proposal did not take effect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum OutcomeError {
+    /// Committed, but its compare-and-set failed.
+    #[error("{0}")]
+    Conflict(Conflict),
+    /// Never committed: this node stopped leading.
+    #[error("dropped: leadership lost")]
+    Dropped,
+}
+
+/// The arbiter's view of the replicated state (DESIGN.md "Replicated state interface").
+///
+/// Asynchronous even when local: `propose` only queues; the outcome is learned on a later step
+/// through [`ReplicatedState::take_outcomes`]. The arbiter acts only on committed state.
+pub trait ReplicatedState {
+    /// Queues a change. `None` when this node cannot propose (not the leader).
+    fn propose(&mut self, change: Change) -> Option<ProposalId>;
+    /// The committed state.
+    fn committed(&self) -> &ClusterState;
+    /// Outcomes learned since the last call, in commit order.
+    fn take_outcomes(&mut self) -> Vec<Outcome>;
+}
+
+/// A single-node, in-memory [`ReplicatedState`] for tests and single-CMS unit harnesses:
+/// proposals commit when [`InMemoryState::commit_all`] is called.
+#[derive(Clone, Debug, Default)]
+pub struct InMemoryState {
+    state: ClusterState,
+    queued: Vec<(ProposalId, Change)>,
+    outcomes: Vec<Outcome>,
+    next_id: u64,
+    /// When false, `propose` refuses (simulates "not leader").
+    pub leader: bool,
+}
+
+impl InMemoryState {
+    /// A leader holding `state`.
+    pub fn new(state: ClusterState) -> Self {
+        Self {
+            state,
+            queued: Vec::new(),
+            outcomes: Vec::new(),
+            next_id: 1,
+            leader: true,
+        }
+    }
+
+    /// Commits every queued proposal in order.
+    pub fn commit_all(&mut self) {
+        for (id, change) in std::mem::take(&mut self.queued) {
+            let result = self.state.apply(&change).map_err(OutcomeError::Conflict);
+            self.outcomes.push(Outcome { id, change, result });
+        }
+    }
+
+    /// Drops every queued proposal (leadership lost).
+    pub fn drop_all(&mut self) {
+        for (id, change) in std::mem::take(&mut self.queued) {
+            self.outcomes.push(Outcome {
+                id,
+                change,
+                result: Err(OutcomeError::Dropped),
+            });
+        }
+    }
+
+    /// Proposals queued and not yet committed.
+    pub fn queued(&self) -> Vec<Change> {
+        self.queued.iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    /// Mutable access to the committed state, for test set-up.
+    pub fn state_mut(&mut self) -> &mut ClusterState {
+        &mut self.state
+    }
+}
+
+impl ReplicatedState for InMemoryState {
+    fn propose(&mut self, change: Change) -> Option<ProposalId> {
+        if !self.leader {
+            return None;
+        }
+        let id = ProposalId(self.next_id);
+        self.next_id += 1;
+        self.queued.push((id, change));
+        Some(id)
+    }
+
+    fn committed(&self) -> &ClusterState {
+        &self.state
+    }
+
+    fn take_outcomes(&mut self) -> Vec<Outcome> {
+        std::mem::take(&mut self.outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_group() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.groups.insert(
+            GroupId(1),
+            GroupState {
+                term: Term(3),
+                static_primary: InstanceId(1),
+                initial_primary: InstanceId(1),
+                timelines: BTreeMap::new(),
+                read_only: BTreeMap::new(),
+                phony_dead_cooldown: BTreeMap::new(),
+                switchover: None,
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn promote_is_compare_and_set_so_a_repeat_cannot_bump_twice() {
+        let mut s = one_group();
+        let c = Change::Promote {
+            group: GroupId(1),
+            expected_term: Term(3),
+            static_primary: InstanceId(2),
+        };
+        assert_eq!(s.apply(&c), Ok(()));
+        assert_eq!(s.groups[&GroupId(1)].term, Term(4));
+        assert_eq!(s.groups[&GroupId(1)].static_primary, InstanceId(2));
+        assert_eq!(
+            s.apply(&c),
+            Err(Conflict::TermMoved {
+                expected: Term(3),
+                actual: Term(4)
+            })
+        );
+        assert_eq!(s.groups[&GroupId(1)].term, Term(4));
+    }
+
+    #[test]
+    fn read_only_transitions_check_the_current_state() {
+        let mut s = one_group();
+        let on = |from, to| Change::ReadOnly {
+            group: GroupId(1),
+            instance: InstanceId(2),
+            from,
+            to,
+        };
+        assert!(
+            s.apply(&on(ReadOnlyState::Off, ReadOnlyState::ExpectOn))
+                .is_ok()
+        );
+        assert!(
+            s.apply(&on(ReadOnlyState::Off, ReadOnlyState::ExpectOn))
+                .is_err()
+        );
+        assert!(
+            s.apply(&on(ReadOnlyState::ExpectOn, ReadOnlyState::On))
+                .is_ok()
+        );
+        assert!(
+            s.apply(&on(ReadOnlyState::On, ReadOnlyState::ExpectOff))
+                .is_ok()
+        );
+        assert!(
+            s.apply(&on(ReadOnlyState::ExpectOff, ReadOnlyState::Off))
+                .is_ok()
+        );
+        assert!(s.groups[&GroupId(1)].read_only.is_empty());
+    }
+
+    #[test]
+    fn switchover_bumps_the_term_once_and_ends_by_term() {
+        let mut s = one_group();
+        let sw = PendingSwitchover {
+            target: InstanceId(2),
+            from: InstanceId(1),
+            term: Term(0),
+            fast: false,
+            deadline: WallMillis(1000),
+        };
+        let begin = Change::BeginSwitchover {
+            group: GroupId(1),
+            expected_term: Term(3),
+            switchover: sw,
+        };
+        assert!(s.apply(&begin).is_ok());
+        assert_eq!(
+            s.groups[&GroupId(1)].switchover.as_ref().unwrap().term,
+            Term(4)
+        );
+        assert!(s.apply(&begin).is_err());
+        let end = Change::EndSwitchover {
+            group: GroupId(1),
+            term: Term(4),
+            promoted: true,
+        };
+        assert!(s.apply(&end).is_ok());
+        assert_eq!(s.groups[&GroupId(1)].static_primary, InstanceId(2));
+        assert_eq!(s.apply(&end), Err(Conflict::NoSuchSwitchover));
+    }
+
+    #[test]
+    fn in_memory_state_commits_only_when_told_and_drops_on_leadership_loss() {
+        let mut r = InMemoryState::new(one_group());
+        let id = r
+            .propose(Change::Promote {
+                group: GroupId(1),
+                expected_term: Term(3),
+                static_primary: InstanceId(2),
+            })
+            .unwrap();
+        assert_eq!(r.committed().groups[&GroupId(1)].term, Term(3));
+        assert!(r.take_outcomes().is_empty());
+        r.commit_all();
+        let out = r.take_outcomes();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].id, id);
+        assert_eq!(out[0].result, Ok(()));
+        r.propose(Change::SetPaused(true));
+        r.drop_all();
+        assert_eq!(r.take_outcomes()[0].result, Err(OutcomeError::Dropped));
+        assert!(!r.committed().paused);
+        r.leader = false;
+        assert_eq!(r.propose(Change::SetPaused(true)), None);
+    }
+}

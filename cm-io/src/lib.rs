@@ -1,0 +1,1 @@
+//! Real drivers feeding cm-core: processes, files, TCP transport, databases.

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command of README.md: every unit, property, simulation and end-to-end test.
+# End-to-end tests need PostgreSQL server binaries; on a machine without them this script
+# installs them with apt-get (as root), as CI's fresh machines need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "PostgreSQL server binaries missing: installing them with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "PostgreSQL is missing: install it (Debian: sudo apt-get install postgresql)" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v cargo-nextest >/dev/null; then
+  cargo install cargo-nextest --locked
+fi
+cargo nextest run --workspace --locked --no-fail-fast
+cargo test --workspace --doc --locked

@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{CmdSeq, InstanceId, Lsn, Position, Term, Timeline};
+use crate::ids::{CmdStamp, InstanceId, Lsn, Position, Term, Timeline};
 
 /// A DN's dynamic role as the agent observed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -207,8 +207,8 @@ pub struct DnReport {
     pub history: History,
     /// Lock state.
     pub lock: LockState,
-    /// The last CMS command sequence number the agent applied to this instance.
-    pub last_applied: CmdSeq,
+    /// The stamp of the last CMS command the agent applied to this instance.
+    pub last_applied: CmdStamp,
     /// WAL receiver (standby).
     pub upstream: Option<Upstream>,
     /// Streaming standbys (primary).
@@ -244,7 +244,7 @@ impl DnReport {
             position: Position::default(),
             history: History::default(),
             lock: LockState::Unknown,
-            last_applied: CmdSeq(0),
+            last_applied: CmdStamp::default(),
             upstream: None,
             downstreams: Vec::new(),
             read_only: false,

@@ -106,6 +106,25 @@ impl LogIndex {
     }
 }
 
+/// The stamp of a CMS command: (quorum term of the leader that sent it, its per-member
+/// sequence number). Stamps order lexicographically, so a new leader (higher quorum term) may
+/// restart its sequence numbers at 1 and its commands are still newer (§3).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct CmdStamp {
+    /// The quorum term of the sending leader.
+    pub quorum_term: QuorumTerm,
+    /// The per-member sequence number within that term.
+    pub seq: CmdSeq,
+}
+
+impl fmt::Display for CmdStamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.quorum_term, self.seq)
+    }
+}
+
 /// The name of an availability zone, as in the cluster config.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -39,6 +39,7 @@ pub mod dn;
 pub mod flags;
 pub mod ids;
 pub mod io;
+pub mod monitor;
 pub mod msg;
 pub mod params;
 pub mod rng;

@@ -1,12 +1,14 @@
 //! Test helpers shared by the agent's handler tests: a small cluster, envelopes, statuses, and
 //! a `boot` that brings an agent to a known steady state.
 
-use core::time::Duration;
+pub(super) use core::time::Duration;
 
-use super::*;
-use crate::dn::{DbState, Downstream, History, LockState};
-use crate::ids::{CmdSeq, Position, ReportSeq, Timeline};
-use crate::msg::{AgentReport, CmsCommand, Envelope, Msg, ReportAnswer, ReportReply, SequencedCommand};
+pub(super) use super::*;
+pub(super) use crate::dn::{DbState, Downstream, History, LockState, StopMode};
+pub(super) use crate::ids::{CmdSeq, Position, ReportSeq, Timeline};
+pub(super) use crate::msg::{
+    AgentReport, CmsCommand, Envelope, Msg, ReportAnswer, ReportReply, SequencedCommand,
+};
 
 /// Three nodes, each running a CMS; group 1 = 6001 (node 1), 6002 (node 2), 6003 (node 3).
 pub(super) const ONE_DN: &str = r#"
@@ -279,9 +281,12 @@ pub(super) fn boot_with(mut a: Agent, role: DnRole) -> Agent {
     let mut out = Vec::new();
     a.send_report(now, &mut out);
     let seq = a.cms.report_seq;
-    let cmds = a.step(now, leader_reply(CMS[0], 1, seq, false));
-    let token = persist_token(&cmds);
-    a.step(now, write_ok(token));
+    let qterm = a.highest_qterm.0.max(1);
+    let cmds = a.step(now, leader_reply(CMS[0], qterm, seq, false));
+    if cmds.iter().any(|c| matches!(c, AgentCommand::PersistState(_))) {
+        a.step(now, write_ok(persist_token(&cmds)));
+    }
+    assert_eq!(a.cms.leader, Some(CMS[0]), "boot: node 1 leads");
     a
 }
 

@@ -64,12 +64,21 @@ fn report_goes_to_every_connected_cms_each_report_interval() {
         cmds,
         vec![
             AgentCommand::ReadFlags,
-            AgentCommand::SampleProcesses { op: sample_op(&cmds, DN), instance: DN },
-            AgentCommand::QueryDnStatus { op: query_op(&cmds, DN), instance: DN },
+            AgentCommand::SampleProcesses {
+                op: sample_op(&cmds, DN),
+                instance: DN
+            },
+            AgentCommand::QueryDnStatus {
+                op: query_op(&cmds, DN),
+                instance: DN
+            },
             send(NodeId(1)),
             send(NodeId(2)),
             send(NodeId(3)),
-            AgentCommand::SampleDisk { op: OpId(query_op(&cmds, DN).0 + 1), instance: DN },
+            AgentCommand::SampleDisk {
+                op: OpId(query_op(&cmds, DN).0 + 1),
+                instance: DN
+            },
             AgentCommand::ProbeDisk {
                 op: OpId(query_op(&cmds, DN).0 + 2),
                 instance: DN,
@@ -86,7 +95,12 @@ fn reports_are_withheld_until_every_dn_was_sampled() {
     let mut a = agent();
     tick(&mut a, ms(0));
     for n in CMS {
-        a.step(ms(0), AgentInput::Net(NetEvent::Connected { peer: Endpoint::server(n) }));
+        a.step(
+            ms(0),
+            AgentInput::Net(NetEvent::Connected {
+                peer: Endpoint::server(n),
+            }),
+        );
     }
     assert_eq!(reports(&tick(&mut a, ms(1000))), vec![]);
 }
@@ -100,7 +114,9 @@ fn only_a_leader_reply_makes_a_leader_and_its_not_leader_reply_unmakes_it() {
             1,
             Msg::ReportReply(ReportReply {
                 seq: ReportSeq(1),
-                answer: ReportAnswer::NotLeader { leader: Some(CMS[0]) },
+                answer: ReportAnswer::NotLeader {
+                    leader: Some(CMS[0]),
+                },
             }),
         )
     };

@@ -317,7 +317,11 @@ impl Agent {
         let mut rekill = false;
         match inst.fence {
             Fence::Pending if only_d => {
-                inst.fence = if running { Fence::Confirmed } else { Fence::None };
+                inst.fence = if running {
+                    Fence::Confirmed
+                } else {
+                    Fence::None
+                };
                 inst.status = None;
             }
             Fence::Pending => rekill = !inst.in_flight(|k| k == ActionKind::Kill),
@@ -432,7 +436,12 @@ impl Agent {
         if let Err(e) = &result {
             tracing::warn!(instance = %id, ?kind, error = %e, "DN action failed");
         }
-        if kind == (ActionKind::Start { under_starting_flag: true }) && result.is_ok() {
+        if kind
+            == (ActionKind::Start {
+                under_starting_flag: true,
+            })
+            && result.is_ok()
+        {
             self.after_start_under_flag(out);
         }
         self.check_cluster_stop_done(now, out);

@@ -7,9 +7,11 @@ use crate::codec::encode_persisted;
 fn first_tick_connects_to_every_cms_reads_flags_and_samples_without_reporting() {
     let mut a = agent();
     let cmds = tick(&mut a, ms(0));
-    let connect = |n| AgentCommand::Net(NetCommand::Connect {
-        peer: Endpoint::server(n),
-    });
+    let connect = |n| {
+        AgentCommand::Net(NetCommand::Connect {
+            peer: Endpoint::server(n),
+        })
+    };
     let timeout = Duration::from_secs(3600);
     assert_eq!(
         cmds,
@@ -18,10 +20,23 @@ fn first_tick_connects_to_every_cms_reads_flags_and_samples_without_reporting() 
             connect(NodeId(2)),
             connect(NodeId(3)),
             AgentCommand::ReadFlags,
-            AgentCommand::SampleProcesses { op: OpId(1), instance: DN },
-            AgentCommand::QueryDnStatus { op: OpId(2), instance: DN },
-            AgentCommand::SampleDisk { op: OpId(3), instance: DN },
-            AgentCommand::ProbeDisk { op: OpId(4), instance: DN, timeout },
+            AgentCommand::SampleProcesses {
+                op: OpId(1),
+                instance: DN
+            },
+            AgentCommand::QueryDnStatus {
+                op: OpId(2),
+                instance: DN
+            },
+            AgentCommand::SampleDisk {
+                op: OpId(3),
+                instance: DN
+            },
+            AgentCommand::ProbeDisk {
+                op: OpId(4),
+                instance: DN,
+                timeout
+            },
             AgentCommand::SampleSystem,
         ]
     );
@@ -114,7 +129,7 @@ fn normal_start_suppresses_alarms_for_300_s() {
         io_pct: 10,
     };
     assert_eq!(a.step(ms(1000), hot.clone()), vec![]);
-    a.step(ms(2000), cool.clone());
+    a.step(ms(2000), cool);
     assert_eq!(
         a.step(ms(300_000), hot),
         vec![AgentCommand::RaiseAlarm(Alarm::Environment {
@@ -129,9 +144,18 @@ fn normal_start_suppresses_alarms_for_300_s() {
 #[derive(Clone, Debug)]
 enum Ev {
     Advance(u64),
-    Sample { second: bool, procs: u8 },
-    Flags { cluster: bool, instance: bool, starting: bool },
-    Leader { paused: bool },
+    Sample {
+        second: bool,
+        procs: u8,
+    },
+    Flags {
+        cluster: bool,
+        instance: bool,
+        starting: bool,
+    },
+    Leader {
+        paused: bool,
+    },
     CompleteOldest,
     CompleteNewest,
 }
@@ -140,8 +164,13 @@ fn ev() -> impl Strategy<Value = Ev> {
     prop_oneof![
         (1u64..3000).prop_map(Ev::Advance),
         (any::<bool>(), 0u8..4).prop_map(|(second, procs)| Ev::Sample { second, procs }),
-        (any::<bool>(), any::<bool>(), any::<bool>())
-            .prop_map(|(cluster, instance, starting)| Ev::Flags { cluster, instance, starting }),
+        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(cluster, instance, starting)| {
+            Ev::Flags {
+                cluster,
+                instance,
+                starting,
+            }
+        }),
         any::<bool>().prop_map(|paused| Ev::Leader { paused }),
         Just(Ev::CompleteOldest),
         Just(Ev::CompleteNewest),
@@ -157,11 +186,22 @@ struct Model {
 impl Model {
     fn check(&mut self, a: &Agent, cmds: &[AgentCommand]) -> Result<(), TestCaseError> {
         for c in cmds {
-            if let AgentCommand::RunDnAction { op, instance, action } = c {
+            if let AgentCommand::RunDnAction {
+                op,
+                instance,
+                action,
+            } = c
+            {
                 self.actions.push((*op, *instance));
                 if *action == DnAction::StartPending {
-                    prop_assert!(self.flags.keeps_stopped(*instance).is_none(), "start under a manual-start flag");
-                    prop_assert!(!a.status().paused || self.flags.cluster_manual_starting, "start while paused");
+                    prop_assert!(
+                        self.flags.keeps_stopped(*instance).is_none(),
+                        "start under a manual-start flag"
+                    );
+                    prop_assert!(
+                        !a.status().paused || self.flags.cluster_manual_starting,
+                        "start while paused"
+                    );
                     let s = self.starts.entry(*instance).or_default();
                     s.push(*op);
                     prop_assert!(s.len() <= 1, "two starts in flight for {instance}");
@@ -194,7 +234,7 @@ proptest! {
         for e in evs {
             let input = match e {
                 Ev::Advance(d) => {
-                    now = now + Duration::from_millis(d);
+                    now += Duration::from_millis(d);
                     AgentInput::Tick
                 }
                 Ev::Sample { second, procs } => AgentInput::ProcessesSampled {

@@ -47,10 +47,7 @@ impl Agent {
                 inst.phony_hits += 1;
                 continue;
             }
-            if !matches!(
-                inst.known_role(),
-                Some(DnRole::Primary | DnRole::Standby)
-            ) {
+            if !matches!(inst.known_role(), Some(DnRole::Primary | DnRole::Standby)) {
                 inst.phony_hits = 0;
                 continue;
             }
@@ -218,7 +215,11 @@ impl Agent {
         }
         inst.peers_probe = None;
         if !reachable && !paused && lapsed && inst.is_live_primary() {
-            self.fence(id, "isolated primary: no peer DN reachable, CMS contact lapsed", out);
+            self.fence(
+                id,
+                "isolated primary: no peer DN reachable, CMS contact lapsed",
+                out,
+            );
         }
     }
 
@@ -253,7 +254,11 @@ impl Agent {
             .map(|(&id, _)| id)
             .collect();
         for id in doomed {
-            self.fence(id, "self-fence: no leader-answered report within the timeout", out);
+            self.fence(
+                id,
+                "self-fence: no leader-answered report within the timeout",
+                out,
+            );
         }
     }
 }

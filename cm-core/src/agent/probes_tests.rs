@@ -2,14 +2,26 @@ use crate::agent::testkit::*;
 
 fn only_kills(cmds: &[AgentCommand]) -> Vec<AgentCommand> {
     cmds.iter()
-        .filter(|c| matches!(c, AgentCommand::RunDnAction { action: DnAction::Kill, .. }))
+        .filter(|c| {
+            matches!(
+                c,
+                AgentCommand::RunDnAction {
+                    action: DnAction::Kill,
+                    ..
+                }
+            )
+        })
         .cloned()
         .collect()
 }
 
 fn phony_probe(cmds: &[AgentCommand]) -> Option<(OpId, Duration)> {
     cmds.iter().find_map(|c| match c {
-        AgentCommand::ProbePhonyDead { op, connect_timeout, .. } => Some((*op, *connect_timeout)),
+        AgentCommand::ProbePhonyDead {
+            op,
+            connect_timeout,
+            ..
+        } => Some((*op, *connect_timeout)),
         _ => None,
     })
 }
@@ -54,21 +66,33 @@ fn phony_dead_probe_failure_is_a_hit_only_when_the_wal_is_older_than_the_interva
     let failed = |op, age| AgentInput::PhonyDeadProbed {
         op,
         instance: DN,
-        outcome: PhonyProbe::Failed { newest_wal_age: Some(Duration::from_secs(age)) },
+        outcome: PhonyProbe::Failed {
+            newest_wal_age: Some(Duration::from_secs(age)),
+        },
     };
     assert_eq!(a.step(ms(12_000), failed(op, 11)), vec![]);
     assert_eq!(hits(&a), 1);
-    let (op, _) = phony_probe(&phony_round(&mut a, ms(20_000), vec![ProcState::Running])).expect("probe");
+    let (op, _) =
+        phony_probe(&phony_round(&mut a, ms(20_000), vec![ProcState::Running])).expect("probe");
     a.step(ms(22_000), failed(op, 3));
-    assert_eq!(hits(&a), 0, "WAL still written: not hung, and the count resets");
+    assert_eq!(
+        hits(&a),
+        0,
+        "WAL still written: not hung, and the count resets"
+    );
 }
 
 #[test]
 fn phony_dead_too_many_clients_is_not_a_hit() {
     let mut a = boot(DnRole::Primary);
     a.insts.get_mut(&DN).expect("dn").phony_hits = 3;
-    let (op, _) = phony_probe(&phony_round(&mut a, ms(10_000), vec![ProcState::Running])).expect("probe");
-    let busy = AgentInput::PhonyDeadProbed { op, instance: DN, outcome: PhonyProbe::TooManyClients };
+    let (op, _) =
+        phony_probe(&phony_round(&mut a, ms(10_000), vec![ProcState::Running])).expect("probe");
+    let busy = AgentInput::PhonyDeadProbed {
+        op,
+        instance: DN,
+        outcome: PhonyProbe::TooManyClients,
+    };
     a.step(ms(11_000), busy);
     assert_eq!(hits(&a), 0);
 }
@@ -100,7 +124,15 @@ fn three_failed_disk_probes_make_the_dn_disk_damaged_and_kill_a_primary() {
     let mut a = boot(DnRole::Primary);
     let fail = |a: &mut Agent, now| {
         let op = a.insts[&DN].disk_probe.expect("probe outstanding").0;
-        a.step(now, AgentInput::DiskProbed { op, instance: DN, result: Err("EIO".into()), elapsed: Duration::ZERO })
+        a.step(
+            now,
+            AgentInput::DiskProbed {
+                op,
+                instance: DN,
+                result: Err("EIO".into()),
+                elapsed: Duration::ZERO,
+            },
+        )
     };
     tick(&mut a, ms(1000));
     assert_eq!(fail(&mut a, ms(1001)), vec![]);
@@ -131,11 +163,27 @@ fn hung_disk_probe_counts_as_failed_and_success_resets_the_count() {
     tick(&mut a, ms(4000));
     let op = a.insts[&DN].disk_probe.expect("probe").0;
     let slow = Duration::from_millis(2500);
-    a.step(ms(4500), AgentInput::DiskProbed { op, instance: DN, result: Ok(()), elapsed: slow });
+    a.step(
+        ms(4500),
+        AgentInput::DiskProbed {
+            op,
+            instance: DN,
+            result: Ok(()),
+            elapsed: slow,
+        },
+    );
     assert_eq!(a.insts[&DN].disk_failures, 2);
     tick(&mut a, ms(5000));
     let op = a.insts[&DN].disk_probe.expect("probe").0;
-    a.step(ms(5100), AgentInput::DiskProbed { op, instance: DN, result: Ok(()), elapsed: Duration::from_millis(5) });
+    a.step(
+        ms(5100),
+        AgentInput::DiskProbed {
+            op,
+            instance: DN,
+            result: Ok(()),
+            elapsed: Duration::from_millis(5),
+        },
+    );
     assert_eq!(a.insts[&DN].disk_failures, 0);
 }
 
@@ -149,9 +197,17 @@ fn isolated_primary_is_killed_only_once_cms_contact_has_lapsed() {
             _ => None,
         })
     };
-    let unreachable = |op| AgentInput::PeersProbed { op, instance: DN, reachable: false };
+    let unreachable = |op| AgentInput::PeersProbed {
+        op,
+        instance: DN,
+        reachable: false,
+    };
     let op = probe(&tick(&mut a, ms(1000)));
-    assert_eq!(a.step(ms(1100), unreachable(op)), vec![], "the CMS still answers: it decides");
+    assert_eq!(
+        a.step(ms(1100), unreachable(op)),
+        vec![],
+        "the CMS still answers: it decides"
+    );
     let op = probe(&tick(&mut a, ms(6000)));
     let cmds = a.step(ms(6100), unreachable(op));
     assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::Kill)]);
@@ -203,9 +259,9 @@ fn fresh_streaming_standby_outside_any_lock1_quorum_prevents_the_self_fence() {
     // n = 3, q = 2: more than n − 1 − q = 0 fresh rows protect.
     let cases = [
         (vec![(6002, 500)], true),
-        (vec![(6002, 2500)], false),           // stale reply
-        (vec![(9999, 100)], false),            // not a member
-        (vec![(6001, 100)], false),            // itself
+        (vec![(6002, 2500)], false), // stale reply
+        (vec![(9999, 100)], false),  // not a member
+        (vec![(6001, 100)], false),  // itself
         (vec![(6002, 100), (6003, 100)], true),
     ];
     for (rows, protected) in cases {
@@ -247,8 +303,15 @@ fn self_fence_is_off_when_disabled_or_paused() {
 #[test]
 fn system_usage_above_threshold_raises_an_alarm_on_each_crossing_only() {
     let mut a = boot(DnRole::Standby);
-    let s = |c| AgentInput::SystemSampled { cpu_pct: c, mem_pct: 50, io_pct: 90 };
-    let alarm = AgentCommand::RaiseAlarm(Alarm::Environment { resource: "cpu".into(), usage_pct: 95 });
+    let s = |c| AgentInput::SystemSampled {
+        cpu_pct: c,
+        mem_pct: 50,
+        io_pct: 90,
+    };
+    let alarm = AgentCommand::RaiseAlarm(Alarm::Environment {
+        resource: "cpu".into(),
+        usage_pct: 95,
+    });
     assert_eq!(a.step(ms(1000), s(95)), vec![alarm.clone()]);
     assert_eq!(a.step(ms(2000), s(95)), vec![]);
     assert_eq!(a.step(ms(3000), s(90)), vec![], "90 is not above 90");

@@ -262,20 +262,44 @@ pub(super) fn boot_with(mut a: Agent, role: DnRole) -> Agent {
     let cmds = a.step(now, AgentInput::Tick);
     for c in &cmds {
         if let AgentCommand::ProbeDisk { op, instance, .. } = c {
-            let ok = AgentInput::DiskProbed { op: *op, instance: *instance, result: Ok(()), elapsed: Duration::ZERO };
+            let ok = AgentInput::DiskProbed {
+                op: *op,
+                instance: *instance,
+                result: Ok(()),
+                elapsed: Duration::ZERO,
+            };
             a.step(now, ok);
         }
     }
     for n in CMS {
-        a.step(now, AgentInput::Net(NetEvent::Connected { peer: Endpoint::server(n) }));
+        a.step(
+            now,
+            AgentInput::Net(NetEvent::Connected {
+                peer: Endpoint::server(n),
+            }),
+        );
     }
     a.step(now, AgentInput::FlagsObserved(FlagSet::default()));
     let ids: Vec<InstanceId> = a.insts.keys().copied().collect();
     for id in ids {
         let s = sample_op(&cmds, id);
         let q = query_op(&cmds, id);
-        a.step(now, AgentInput::ProcessesSampled { op: s, instance: id, processes: vec![ProcState::Running] });
-        a.step(now, AgentInput::DnStatusQueried { op: q, instance: id, result: Ok(status(role)) });
+        a.step(
+            now,
+            AgentInput::ProcessesSampled {
+                op: s,
+                instance: id,
+                processes: vec![ProcState::Running],
+            },
+        );
+        a.step(
+            now,
+            AgentInput::DnStatusQueried {
+                op: q,
+                instance: id,
+                result: Ok(status(role)),
+            },
+        );
     }
     // Report #0 was withheld (nothing sampled yet): make the leader answer a report we send now.
     let mut out = Vec::new();
@@ -283,7 +307,10 @@ pub(super) fn boot_with(mut a: Agent, role: DnRole) -> Agent {
     let seq = a.cms.report_seq;
     let qterm = a.highest_qterm.0.max(1);
     let cmds = a.step(now, leader_reply(CMS[0], qterm, seq, false));
-    if cmds.iter().any(|c| matches!(c, AgentCommand::PersistState(_))) {
+    if cmds
+        .iter()
+        .any(|c| matches!(c, AgentCommand::PersistState(_)))
+    {
         a.step(now, write_ok(persist_token(&cmds)));
     }
     assert_eq!(a.cms.leader, Some(CMS[0]), "boot: node 1 leads");

@@ -286,17 +286,11 @@ fn streaming_rows_age_with_the_sample() {
 }
 
 #[test]
-fn self_fence_is_off_when_disabled_or_paused() {
+fn self_fence_is_off_when_disabled() {
     let mut a = boot(DnRole::Primary);
     a.params.enable_self_fence = false;
     let mut out = Vec::new();
     a.self_fence_check(ms(7000), &mut out);
-    assert_eq!(out, vec![]);
-    let mut a = boot(DnRole::Primary);
-    a.cms.leader_paused = true;
-    a.cms.answered_send = Some(ms(1000));
-    // Pause holds only while contact does: at 6.5 s it still holds, the fence waits.
-    a.self_fence_check(ms(6500), &mut out);
     assert_eq!(out, vec![]);
 }
 

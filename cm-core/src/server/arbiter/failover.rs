@@ -80,10 +80,7 @@ impl GroupArbiter {
 
     /// Members that count as locked (§4.2).
     pub fn locked_count(&self, ctx: &Ctx<'_>) -> usize {
-        self.members
-            .iter()
-            .filter(|m| m.is_locked(ctx.now, ctx.params))
-            .count()
+        self.locked_count_at(ctx.now, ctx.params)
     }
 
     /// The candidate among the locked standbys (§4.2).

@@ -185,6 +185,14 @@ impl GroupArbiter {
         (m.instance == g.static_primary && term == g.term).then_some(first)
     }
 
+    /// Members that count as locked at `now` (§4.2).
+    pub fn locked_count_at(&self, now: Instant, params: &Params) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.is_locked(now, params))
+            .count()
+    }
+
     /// Clears every round counter.
     pub fn reset_rounds(&mut self) {
         for m in &mut self.members {

@@ -432,7 +432,12 @@ impl Core {
                             && r.db_state == crate::dn::DbState::Normal
                     })
                 })
-                .max_by_key(|m| m.position())
+                .max_by(|a, b| {
+                    // Greatest position; ties go to config order.
+                    a.position()
+                        .cmp(&b.position())
+                        .then(b.instance.cmp(&a.instance))
+                })
                 .map(|m| m.instance);
             if let Some(t) = target {
                 let _ = self.switchovers.begin(ctx, arb, t, false);

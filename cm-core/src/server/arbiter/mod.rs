@@ -171,11 +171,18 @@ impl GroupArbiter {
         }
     }
 
-    /// The valid primary (§4.2): the only serving primary, the static primary, at the group's
-    /// term.
+    /// The valid primary (§4.2): the only serving primary at the group's term, and the static
+    /// primary. Primaries below the group's term are being restarted (§4.4) and do not count:
+    /// locking the standbys away from the rightful primary because of them would stall it.
     pub fn valid_primary(&self, ctx: &Ctx<'_>, g: &GroupState) -> Option<usize> {
         let mut live = (0..self.members.len())
-            .filter(|&i| self.members[i].is_live_primary(ctx.now, ctx.params));
+            .filter(|&i| self.members[i].is_live_primary(ctx.now, ctx.params))
+            .filter(|&i| {
+                self.members[i]
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| r.term >= g.term)
+            });
         let first = live.next()?;
         if live.next().is_some() {
             return None;

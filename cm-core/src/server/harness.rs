@@ -3,7 +3,9 @@
 
 use core::time::Duration;
 
-use crate::config::{AzConfig, ClusterConfig, DatabaseConfig, GroupConfig, MemberConfig, NodeConfig};
+use crate::config::{
+    AzConfig, ClusterConfig, DatabaseConfig, GroupConfig, MemberConfig, NodeConfig,
+};
 use crate::ctl::{CtlReply, CtlRequest};
 use crate::dn::{DbState, DnReport, DnRole, History, LockState, Upstream};
 use crate::ids::{
@@ -99,10 +101,6 @@ impl Rb {
     pub(crate) fn down(mut self) -> Self {
         self.0.role = DnRole::Down;
         self.0.db_state = DbState::Unknown;
-        self
-    }
-    pub(crate) fn term(mut self, t: u64) -> Self {
-        self.0.term = Term(t);
         self
     }
     pub(crate) fn db(mut self, s: DbState) -> Self {
@@ -260,10 +258,10 @@ impl H {
     /// Remembers the sequence number of the latest Lock1 sent to each instance.
     fn observe(&mut self, out: Vec<LeaderOutput>) -> Vec<LeaderOutput> {
         for o in &out {
-            if let LeaderOutput::Command { cmd, .. } = o {
-                if cmd.cmd == CmsCommand::Lock1 {
-                    self.lock1.insert(cmd.instance.0 - 6000, cmd.seq.0);
-                }
+            if let LeaderOutput::Command { cmd, .. } = o
+                && cmd.cmd == CmsCommand::Lock1
+            {
+                self.lock1.insert(cmd.instance.0 - 6000, cmd.seq.0);
             }
         }
         out

@@ -1,5 +1,5 @@
 //! The CMS leader's decisions (everything §4, §6, §7.2, §8 and §10 leave to it), composed from
-//! the per-group [`GroupArbiter`], [`phony_dead`](super::phony_dead), the
+//! the per-group [`GroupArbiter`], [`phony_dead`], the
 //! [`ReadOnlyChecker`], [`Switchovers`] and the cm_ctl requests.
 //!
 //! Driving contract: the `Server` calls these only while it leads with a lease, starting with
@@ -452,13 +452,14 @@ impl Core {
         let w = &mut self.waits[i];
         w.pending.remove(&o.id);
         if let Err(e) = &o.result {
-            w.refusal.get_or_insert(match e {
+            let refusal = match e {
                 OutcomeError::Dropped => Refusal::NotLeader { leader: None },
                 OutcomeError::Conflict(Conflict::Busy) => {
                     Refusal::Busy("another switchover is pending".into())
                 }
                 OutcomeError::Conflict(c) => Refusal::Busy(c.to_string()),
-            });
+            };
+            w.refusal.get_or_insert(refusal);
         }
         if w.pending.is_empty() {
             let w = self.waits.remove(i);
@@ -573,12 +574,7 @@ impl Core {
 }
 
 /// Validates `cm_ctl set` and returns the change to commit.
-fn set_param(
-    ctx: &Ctx<'_>,
-    side: ParamSide,
-    name: &str,
-    value: &str,
-) -> Result<Change, Refusal> {
+fn set_param(ctx: &Ctx<'_>, side: ParamSide, name: &str, value: &str) -> Result<Change, Refusal> {
     let canon = Params::canonical(name)
         .ok_or_else(|| Refusal::Invalid(format!("unknown parameter `{name}`")))?;
     let actual = Params::side_of(canon).unwrap_or(ParamSide::Both);

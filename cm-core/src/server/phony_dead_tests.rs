@@ -6,7 +6,7 @@ use crate::dn::DnRole;
 use crate::ids::{InstanceId, Term};
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
-use crate::server::harness::{cmds, command, dn, H, G};
+use crate::server::harness::{G, H, cmds, command, dn};
 use crate::server::leader::LeaderOutput;
 use crate::state::Change;
 
@@ -35,15 +35,26 @@ fn phony_dead_at_the_fifth_hit_not_the_fourth() {
             command(3, 1, CmsCommand::Lock1),
         ]
     );
-    let m = h.leader.groups()[&G].member(InstanceId(6001)).unwrap().clone();
+    let m = h.leader.groups()[&G]
+        .member(InstanceId(6001))
+        .unwrap()
+        .clone();
     assert_eq!(m.role(h.now, h.leader.params()), DnRole::Unknown);
-    assert_eq!(static_moves(&h), vec![], "nobody is strictly ahead: the static primary stays");
+    assert_eq!(
+        static_moves(&h),
+        vec![],
+        "nobody is strictly ahead: the static primary stays"
+    );
 }
 
 #[test]
 fn the_static_primary_moves_to_a_member_strictly_ahead_that_is_not_hung() {
     let mut h = H::new(3);
-    h.reports(vec![dn(1).primary(1), dn(2).pos(1, 150).hits(5), dn(3).pos(1, 120)]);
+    h.reports(vec![
+        dn(1).primary(1),
+        dn(2).pos(1, 150).hits(5),
+        dn(3).pos(1, 120),
+    ]);
     h.report(dn(1).primary(1).hits(5));
     assert_eq!(
         static_moves(&h),

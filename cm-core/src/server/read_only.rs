@@ -82,20 +82,22 @@ impl ReadOnlyChecker {
         let g = ctx.group(arb.id)?;
         let p = ctx.params;
         let (thr, clear) = (p.datastorage_threshold_value_check, p.read_only_clear_pct());
-        let usage = |m: &super::arbiter::Member| {
-            m.report.as_ref().map(|r| u64::from(r.data_disk_pct))
-        };
+        let usage =
+            |m: &super::arbiter::Member| m.report.as_ref().map(|r| u64::from(r.data_disk_pct));
         let static_m = arb.member(g.static_primary);
         let static_usage = static_m.and_then(usage);
         let static_fsm = fsm(&g, g.static_primary);
         let forced = static_usage.is_some_and(|u| {
-            u >= thr || (matches!(static_fsm, ReadOnlyState::On | ReadOnlyState::ExpectOn) && u >= clear)
+            u >= thr
+                || (matches!(static_fsm, ReadOnlyState::On | ReadOnlyState::ExpectOn) && u >= clear)
         });
         for i in 0..arb.members.len() {
             if arb.members[i].timed_out(ctx.now, ctx.params) {
                 continue;
             }
-            let Some(u) = usage(&arb.members[i]) else { continue };
+            let Some(u) = usage(&arb.members[i]) else {
+                continue;
+            };
             self.prealarm(ctx, arb.members[i].instance, u);
             let want_on = u >= thr || forced;
             let want_off = u < clear && !forced;
@@ -205,10 +207,22 @@ impl ReadOnlyChecker {
         }
         match fsm(&g, m.instance) {
             ReadOnlyState::ExpectOn if r.read_only => {
-                self.propose(ctx, arb.id, m.instance, ReadOnlyState::ExpectOn, ReadOnlyState::On);
+                self.propose(
+                    ctx,
+                    arb.id,
+                    m.instance,
+                    ReadOnlyState::ExpectOn,
+                    ReadOnlyState::On,
+                );
             }
             ReadOnlyState::ExpectOff if !r.read_only => {
-                self.propose(ctx, arb.id, m.instance, ReadOnlyState::ExpectOff, ReadOnlyState::Off);
+                self.propose(
+                    ctx,
+                    arb.id,
+                    m.instance,
+                    ReadOnlyState::ExpectOff,
+                    ReadOnlyState::Off,
+                );
             }
             _ => {}
         }
@@ -222,7 +236,10 @@ impl ReadOnlyChecker {
         outcome: &Outcome,
     ) {
         let Change::ReadOnly {
-            group, instance, to, ..
+            group,
+            instance,
+            to,
+            ..
         } = &outcome.change
         else {
             return;
@@ -236,8 +253,12 @@ impl ReadOnlyChecker {
             ReadOnlyState::ExpectOff => false,
             _ => return,
         };
-        let Some(arb) = groups.get_mut(group) else { return };
-        let Some(i) = arb.index_of(*instance) else { return };
+        let Some(arb) = groups.get_mut(group) else {
+            return;
+        };
+        let Some(i) = arb.index_of(*instance) else {
+            return;
+        };
         arb.members[i].send(ctx.out, ctx.now, CmsCommand::SetReadOnly { on });
     }
 }

@@ -5,7 +5,7 @@ use core::time::Duration;
 use crate::ids::InstanceId;
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
-use crate::server::harness::{cluster, cmds, dn, Rb, H, G};
+use crate::server::harness::{G, H, Rb, cluster, cmds, dn};
 use crate::server::leader::LeaderOutput;
 use crate::state::{Change, ReadOnlyState};
 
@@ -85,7 +85,11 @@ fn cleared_only_below_80_percent() {
     check(&mut h, dn(2).disk(80).ro(true));
     assert_eq!(read_only_changes(&h), vec![]);
     h.now += Duration::from_secs(9);
-    h.reports(vec![dn(1).primary(1).disk(50), dn(2).disk(79).ro(true), dn(3).disk(50)]);
+    h.reports(vec![
+        dn(1).primary(1).disk(50),
+        dn(2).disk(79).ro(true),
+        dn(3).disk(50),
+    ]);
     h.now += Duration::from_secs(1);
     h.tick();
     assert_eq!(
@@ -114,7 +118,11 @@ fn read_only_set_by_hand_is_left_alone() {
 fn the_static_primary_over_the_threshold_makes_its_group_read_only_and_asks_for_a_switchover() {
     let mut h = H::new(3);
     h.now = crate::time::Instant::from_secs(109);
-    h.reports(vec![dn(1).primary(1).disk(90), dn(2).disk(50), dn(3).disk(50)]);
+    h.reports(vec![
+        dn(1).primary(1).disk(90),
+        dn(2).disk(50),
+        dn(3).disk(50),
+    ]);
     h.now = crate::time::Instant::from_secs(110);
     h.tick();
     let changes = read_only_changes(&h);
@@ -147,9 +155,15 @@ fn checks_run_every_interval_only() {
     h.now = crate::time::Instant::from_secs(105);
     h.reports(vec![dn(1).primary(1), dn(2).disk(90), dn(3)]);
     h.tick();
-    assert_eq!(read_only_changes(&h), vec![], "first check 10 s after the election");
     assert_eq!(
-        h.leader.next_deadline().map(|d| d.as_nanos() / 1_000_000_000),
+        read_only_changes(&h),
+        vec![],
+        "first check 10 s after the election"
+    );
+    assert_eq!(
+        h.leader
+            .next_deadline()
+            .map(|d| d.as_nanos() / 1_000_000_000),
         Some(108)
     );
 }

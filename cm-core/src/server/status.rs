@@ -80,7 +80,11 @@ pub fn cluster_status(
 pub fn health(groups: &[GroupStatus]) -> ClusterHealth {
     let mut normal = true;
     for g in groups {
-        let primaries = g.members.iter().filter(|r| r.role == DnRole::Primary).count();
+        let primaries = g
+            .members
+            .iter()
+            .filter(|r| r.role == DnRole::Primary)
+            .count();
         if primaries == 0 {
             return ClusterHealth::Unavailable;
         }

@@ -2,7 +2,7 @@
 
 use crate::ctl::ClusterHealth;
 use crate::ids::{InstanceId, QuorumTerm};
-use crate::server::harness::{dn, H};
+use crate::server::harness::{H, dn};
 
 fn status(h: &H) -> crate::ctl::ClusterStatus {
     h.leader

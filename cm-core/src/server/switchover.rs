@@ -74,7 +74,10 @@ impl Switchovers {
             .ok_or_else(|| Refusal::Invalid(format!("no {}", arb.id)))?;
         let proposing = self.proposed.values().any(|g| *g == arb.id);
         if g.switchover.is_some() || arb.pending_promote.is_some() || proposing {
-            return Err(Refusal::Busy(format!("{} is already changing primary", arb.id)));
+            return Err(Refusal::Busy(format!(
+                "{} is already changing primary",
+                arb.id
+            )));
         }
         let Some(p) = arb.valid_primary(ctx, &g) else {
             return Err(Refusal::Invalid(format!("{} has no valid primary", arb.id)));
@@ -130,7 +133,10 @@ impl Switchovers {
             return;
         };
         let promoted = arb.members[t].is_live_primary(ctx.now, ctx.params)
-            && arb.members[t].report.as_ref().is_some_and(|r| r.term == sw.term);
+            && arb.members[t]
+                .report
+                .as_ref()
+                .is_some_and(|r| r.term == sw.term);
         if promoted || ctx.wall >= sw.deadline {
             prog.end_proposed = true;
             ctx.state.propose(Change::EndSwitchover {
@@ -154,21 +160,22 @@ impl Switchovers {
             }
             return;
         }
-        if !from.timed_out(ctx.now, ctx.params) {
-            if let Some(r) = &from.report {
-                if r.role != DnRole::Primary && r.position.lsn.0 > 0 {
-                    prog.final_position = Some(r.position);
-                }
-            }
+        if !from.timed_out(ctx.now, ctx.params)
+            && let Some(r) = &from.report
+            && r.role != DnRole::Primary
+            && r.position.lsn.0 > 0
+        {
+            prog.final_position = Some(r.position);
         }
         let Some(final_pos) = prog.final_position else {
             return;
         };
         let target = &arb.members[t];
         let ready = !target.timed_out(ctx.now, ctx.params)
-            && target.report.as_ref().is_some_and(|r| {
-                r.role == DnRole::Standby && (sw.fast || r.position >= final_pos)
-            });
+            && target
+                .report
+                .as_ref()
+                .is_some_and(|r| r.role == DnRole::Standby && (sw.fast || r.position >= final_pos));
         if ready {
             prog.switch_sent = true;
             arb.note_promotion(sw.term);

@@ -6,7 +6,7 @@ use crate::ctl::{CtlReply, CtlRequest, Refusal};
 use crate::dn::History;
 use crate::ids::{InstanceId, Lsn, Term, Timeline};
 use crate::msg::CmsCommand;
-use crate::server::harness::{cmds, command, dn, reply, H};
+use crate::server::harness::{H, cmds, command, dn, reply};
 use crate::state::Change;
 
 fn sw(i: u32) -> CtlRequest {
@@ -138,7 +138,11 @@ fn switchover_is_abandoned_after_its_timeout() {
 fn switchover_all_moves_groups_back_to_their_install_time_primary() {
     let mut h = H::new(3);
     h.group_mut().static_primary = InstanceId(6002);
-    h.reports(vec![dn(2).primary(1), dn(1).upstream(2, 100), dn(3).upstream(2, 100)]);
+    h.reports(vec![
+        dn(2).primary(1),
+        dn(1).upstream(2, 100),
+        dn(3).upstream(2, 100),
+    ]);
     assert_eq!(h.ctl(4, CtlRequest::SwitchoverAll), vec![]);
     let begin = h.queued().into_iter().find_map(|c| match c {
         Change::BeginSwitchover { switchover, .. } => Some((switchover.from, switchover.target)),

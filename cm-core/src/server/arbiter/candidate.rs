@@ -59,10 +59,10 @@ pub fn select(
     if let Some(c) = eligible.iter().find(|c| c.instance == static_primary) {
         return Some(c.instance);
     }
-    if let Some(az) = static_az {
-        if let Some(c) = eligible.iter().find(|c| c.az == az) {
-            return Some(c.instance);
-        }
+    if let Some(az) = static_az
+        && let Some(c) = eligible.iter().find(|c| c.az == az)
+    {
+        return Some(c.instance);
     }
     eligible
         .iter()

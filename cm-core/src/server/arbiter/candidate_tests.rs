@@ -24,8 +24,20 @@ fn candidate_is_the_static_primary_when_it_is_at_the_maximum() {
     let (a1, a2) = (az("AZ1"), az("AZ2"));
     let h = History::root(Timeline(1));
     let l = [
-        Locked { instance: InstanceId(2), az: &a2, az_priority: 0, position: Position::new(1, 50), history: &h },
-        Locked { instance: InstanceId(1), az: &a1, az_priority: 1, position: Position::new(1, 50), history: &h },
+        Locked {
+            instance: InstanceId(2),
+            az: &a2,
+            az_priority: 0,
+            position: Position::new(1, 50),
+            history: &h,
+        },
+        Locked {
+            instance: InstanceId(1),
+            az: &a1,
+            az_priority: 1,
+            position: Position::new(1, 50),
+            history: &h,
+        },
     ];
     assert_eq!(select(&l, InstanceId(1), Some(&a1)), Some(InstanceId(1)));
 }
@@ -35,8 +47,20 @@ fn candidate_must_hold_the_maximum_position() {
     let a1 = az("AZ1");
     let h = History::root(Timeline(1));
     let l = [
-        Locked { instance: InstanceId(1), az: &a1, az_priority: 1, position: Position::new(1, 40), history: &h },
-        Locked { instance: InstanceId(2), az: &a1, az_priority: 1, position: Position::new(1, 50), history: &h },
+        Locked {
+            instance: InstanceId(1),
+            az: &a1,
+            az_priority: 1,
+            position: Position::new(1, 40),
+            history: &h,
+        },
+        Locked {
+            instance: InstanceId(2),
+            az: &a1,
+            az_priority: 1,
+            position: Position::new(1, 50),
+            history: &h,
+        },
     ];
     assert_eq!(select(&l, InstanceId(1), Some(&a1)), Some(InstanceId(2)));
 }
@@ -46,7 +70,13 @@ fn candidate_prefers_the_static_primarys_az_then_the_lowest_priority_then_config
     let (a1, a2, a3) = (az("AZ1"), az("AZ2"), az("AZ3"));
     let h = History::root(Timeline(1));
     let p = Position::new(1, 10);
-    let mk = |i, a, pr| Locked { instance: InstanceId(i), az: a, az_priority: pr, position: p, history: &h };
+    let mk = |i, a, pr| Locked {
+        instance: InstanceId(i),
+        az: a,
+        az_priority: pr,
+        position: p,
+        history: &h,
+    };
     // Static primary (1, AZ1) is not locked: the AZ1 member wins over a better-priority AZ.
     let l = [mk(3, &a3, 0), mk(2, &a1, 5)];
     assert_eq!(select(&l, InstanceId(1), Some(&a1)), Some(InstanceId(2)));
@@ -65,8 +95,20 @@ fn a_newer_timeline_beats_a_longer_diverged_old_one() {
     let h2 = h1.branch(Lsn(100), Timeline(2));
     let l = [
         // Diverged: 150 on timeline 1 is past the fork at 100.
-        Locked { instance: InstanceId(1), az: &a1, az_priority: 0, position: Position::new(1, 150), history: &h1 },
-        Locked { instance: InstanceId(2), az: &a1, az_priority: 0, position: Position::new(2, 120), history: &h2 },
+        Locked {
+            instance: InstanceId(1),
+            az: &a1,
+            az_priority: 0,
+            position: Position::new(1, 150),
+            history: &h1,
+        },
+        Locked {
+            instance: InstanceId(2),
+            az: &a1,
+            az_priority: 0,
+            position: Position::new(2, 120),
+            history: &h2,
+        },
     ];
     assert!(is_max_along_history(&l[1], &l));
     assert!(!is_max_along_history(&l[0], &l));

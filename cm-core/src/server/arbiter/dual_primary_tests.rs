@@ -3,7 +3,7 @@
 use crate::ids::{GroupId, InstanceId, Term};
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
-use crate::server::harness::{cmds, command, dn, H, G};
+use crate::server::harness::{G, H, cmds, command, dn};
 use crate::server::leader::LeaderOutput;
 use crate::state::{Change, PendingSwitchover};
 use crate::time::WallMillis;
@@ -50,7 +50,11 @@ fn the_demoting_primary_of_a_switchover_is_not_restarted() {
 
 fn begin_target(h: &H) -> Option<InstanceId> {
     h.queued().into_iter().find_map(|c| match c {
-        Change::BeginSwitchover { group: GroupId(1), switchover, .. } => Some(switchover.target),
+        Change::BeginSwitchover {
+            group: GroupId(1),
+            switchover,
+            ..
+        } => Some(switchover.target),
         _ => None,
     })
 }
@@ -59,7 +63,10 @@ fn begin_target(h: &H) -> Option<InstanceId> {
 fn a_primary_restarted_more_than_3_times_in_10_minutes_or_8_in_an_hour_is_switched_over() {
     for (r10, r1h, wanted) in [(3, 8, false), (4, 4, true), (3, 9, true)] {
         let mut h = H::new(3);
-        h.reports(vec![dn(2).upstream(1, 100), dn(3).upstream(1, 100).pos(1, 90)]);
+        h.reports(vec![
+            dn(2).upstream(1, 100),
+            dn(3).upstream(1, 100).pos(1, 90),
+        ]);
         h.report(dn(1).primary(1).restarts(r10, r1h));
         let want = wanted.then_some(InstanceId(6002));
         assert_eq!(begin_target(&h), want, "restarts {r10}/10min {r1h}/1h");

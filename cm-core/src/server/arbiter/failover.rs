@@ -20,10 +20,7 @@ impl GroupArbiter {
             return;
         }
         self.send_lock1s(ctx);
-        let q = candidate::lock1_quorum(
-            self.members.len(),
-            ctx.params.test_lock1_quorum_override,
-        );
+        let q = candidate::lock1_quorum(self.members.len(), ctx.params.test_lock1_quorum_override);
         if self.locked_count(ctx) < q {
             // As in CM: the send counts reset when the locked count falls below q.
             for m in &mut self.members {
@@ -186,10 +183,7 @@ impl GroupArbiter {
         let Some(g) = ctx.group(self.id) else {
             return false;
         };
-        let q = candidate::lock1_quorum(
-            self.members.len(),
-            ctx.params.test_lock1_quorum_override,
-        );
+        let q = candidate::lock1_quorum(self.members.len(), ctx.params.test_lock1_quorum_override);
         // The committed Promote made the candidate the static primary, so selection prefers
         // it whenever it is still at the maximum.
         self.locked_count(ctx) >= q

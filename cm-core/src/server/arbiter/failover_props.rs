@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use crate::dn::{DnReport, DnRole, LockState};
 use crate::ids::{CmdStamp, InstanceId, Term};
 use crate::msg::CmsCommand;
-use crate::server::harness::{dn, stamp, H};
+use crate::server::harness::{H, dn, stamp};
 use crate::server::leader::LeaderOutput;
 use crate::time::Instant;
 
@@ -78,7 +78,10 @@ impl Oracle {
                     self.released.insert(i);
                 }
                 CmsCommand::Failover { term } => {
-                    prop_assert!(self.failover_terms.insert(*term), "two Failovers for {term}");
+                    prop_assert!(
+                        self.failover_terms.insert(*term),
+                        "two Failovers for {term}"
+                    );
                     prop_assert!(
                         self.failover_terms.iter().next_back() == Some(term),
                         "Failover terms must increase"

@@ -4,7 +4,7 @@ use crate::dn::LockState;
 use crate::ids::{InstanceId, Term};
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
-use crate::server::harness::{cmds, command, dn, Rb, H, G};
+use crate::server::harness::{G, H, Rb, cmds, command, dn};
 use crate::server::leader::LeaderOutput;
 use crate::state::Change;
 
@@ -49,7 +49,13 @@ fn primary_killed(n: u32) -> H {
 /// Members `locked` report Prohibit after applying their Lock1; the rest keep streaming.
 fn lock_round(h: &mut H, n: u32, locked: &[u32]) -> Vec<LeaderOutput> {
     let rs: Vec<Rb> = (2..=n)
-        .map(|i| if locked.contains(&i) { h.locked(i) } else { dn(i) })
+        .map(|i| {
+            if locked.contains(&i) {
+                h.locked(i)
+            } else {
+                dn(i)
+            }
+        })
         .collect();
     round(h, &rs)
 }
@@ -105,7 +111,10 @@ fn rounds_until_promote(restarted_lsn: u64) -> (usize, Vec<Change>) {
     let mut h = primary_killed(3);
     // The old primary comes back pending and is locked like the others.
     h.advance_ms(1000);
-    assert_eq!(cmds(&h.report(dn(1).pending().pos(1, restarted_lsn))), vec![(6001, LOCK1)]);
+    assert_eq!(
+        cmds(&h.report(dn(1).pending().pos(1, restarted_lsn))),
+        vec![(6001, LOCK1)]
+    );
     h.report(dn(2).prohibit(1));
     h.report(dn(3).prohibit(1));
     for r in 3..=10 {

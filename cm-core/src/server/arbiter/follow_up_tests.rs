@@ -3,7 +3,7 @@
 use crate::dn::{DbState, History, LockState};
 use crate::ids::{InstanceId, Lsn, Term, Timeline};
 use crate::msg::CmsCommand;
-use crate::server::harness::{cmds, dn, H};
+use crate::server::harness::{H, cmds, dn};
 
 /// 6002 was promoted at term 2 onto timeline 2, forking timeline 1 at LSN 100.
 fn promoted() -> (H, History) {
@@ -19,7 +19,13 @@ const P: InstanceId = InstanceId(6002);
 #[test]
 fn a_locked_new_primary_is_unlocked() {
     let (mut h, h2) = promoted();
-    let out = h.report(dn(2).primary(2).pos(2, 10).hist(h2).lock(LockState::Prohibit));
+    let out = h.report(
+        dn(2)
+            .primary(2)
+            .pos(2, 10)
+            .hist(h2)
+            .lock(LockState::Prohibit),
+    );
     assert_eq!(cmds(&out), vec![(6002, CmsCommand::Unlock { primary: P })]);
 }
 
@@ -52,7 +58,10 @@ fn a_diverged_standby_is_built_one_at_a_time_in_small_groups() {
     let out = h.reports(vec![dn(1).pos(1, 120), dn(3).pos(1, 130)]);
     assert_eq!(cmds(&out), vec![(6001, CmsCommand::Build { source: P })]);
     h.advance_ms(1000);
-    let out = h.reports(vec![dn(1).pos(1, 120).db(DbState::Building), dn(3).pos(1, 130)]);
+    let out = h.reports(vec![
+        dn(1).pos(1, 120).db(DbState::Building),
+        dn(3).pos(1, 130),
+    ]);
     assert_eq!(cmds(&out), vec![], "one build at a time");
     h.advance_ms(1000);
     let out = h.reports(vec![dn(1).pos(2, 10).applied(1), dn(3).pos(1, 130)]);

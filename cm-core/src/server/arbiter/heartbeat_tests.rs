@@ -6,7 +6,7 @@ use crate::dn::DnRole;
 use crate::ids::{InstanceId, Term};
 use crate::msg::CmsCommand;
 use crate::params::Params;
-use crate::server::harness::{cmds, dn, H, G};
+use crate::server::harness::{G, H, cmds, dn};
 use crate::state::Change;
 use crate::time::Instant;
 
@@ -74,19 +74,32 @@ fn a_dead_nodes_group_fails_over_after_its_heartbeat_timeout_not_before_the_fenc
         }
         if k == 6 {
             let arb = &h.leader.groups()[&G];
-            assert!(arb.members.iter().all(|m| m.rounds >= 181), "rounds raised at 6 s");
+            assert!(
+                arb.members.iter().all(|m| m.rounds >= 181),
+                "rounds raised at 6 s"
+            );
         }
     }
-    assert_eq!(lock1_at, Some(t0 + Duration::from_secs(3)), "Unknown after 3 s");
+    assert_eq!(
+        lock1_at,
+        Some(t0 + Duration::from_secs(3)),
+        "Unknown after 3 s"
+    );
     assert!(
-        !h.queued().iter().any(|c| matches!(c, Change::Promote { .. })),
+        !h.queued()
+            .iter()
+            .any(|c| matches!(c, Change::Promote { .. })),
         "no Failover before the fencing floor"
     );
     let floor = t0 + h.leader.params().fencing_floor();
     assert_eq!(h.leader.next_deadline(), Some(floor));
     h.now = floor - Duration::from_nanos(1);
     h.tick();
-    assert!(!h.queued().iter().any(|c| matches!(c, Change::Promote { .. })));
+    assert!(
+        !h.queued()
+            .iter()
+            .any(|c| matches!(c, Change::Promote { .. }))
+    );
     h.now = floor;
     h.tick();
     assert!(h.queued().contains(&Change::Promote {
@@ -105,12 +118,28 @@ fn a_new_leader_counts_the_fencing_floor_from_its_election() {
     for _ in 0..7 {
         h.advance_ms(1000);
         h.tick();
-        let r2 = if h.lock1_seq(2) > 0 { h.locked(2) } else { dn(2) };
-        let r3 = if h.lock1_seq(3) > 0 { h.locked(3) } else { dn(3) };
+        let r2 = if h.lock1_seq(2) > 0 {
+            h.locked(2)
+        } else {
+            dn(2)
+        };
+        let r3 = if h.lock1_seq(3) > 0 {
+            h.locked(3)
+        } else {
+            dn(3)
+        };
         h.reports(vec![r2, r3]);
     }
-    assert!(!h.queued().iter().any(|c| matches!(c, Change::Promote { .. })));
+    assert!(
+        !h.queued()
+            .iter()
+            .any(|c| matches!(c, Change::Promote { .. }))
+    );
     h.now = t0 + h.leader.params().fencing_floor();
     h.tick();
-    assert!(h.queued().iter().any(|c| matches!(c, Change::Promote { .. })));
+    assert!(
+        h.queued()
+            .iter()
+            .any(|c| matches!(c, Change::Promote { .. }))
+    );
 }

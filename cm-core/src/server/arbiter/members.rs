@@ -130,7 +130,9 @@ impl Member {
 
     /// The newest report says Primary (whether or not it is still heard from).
     pub fn last_said_primary(&self) -> bool {
-        self.report.as_ref().is_some_and(|r| r.role == DnRole::Primary)
+        self.report
+            .as_ref()
+            .is_some_and(|r| r.role == DnRole::Primary)
     }
 
     /// A standby or pending member that is heard from (Lock1 goes to these, §4.2).
@@ -187,10 +189,11 @@ impl Member {
         cmd: CmsCommand,
         resend: Duration,
     ) -> bool {
-        if let Some(last) = &self.last_cmd {
-            if last.cmd == cmd && now.saturating_since(last.at) < resend {
-                return false;
-            }
+        if let Some(last) = &self.last_cmd
+            && last.cmd == cmd
+            && now.saturating_since(last.at) < resend
+        {
+            return false;
         }
         self.send(out, now, cmd);
         true

@@ -4,7 +4,7 @@ use crate::dn::LockState;
 use crate::ids::{AzName, InstanceId, NodeId, Term};
 use crate::msg::CmsCommand;
 use crate::params::Params;
-use crate::server::harness::{dn, H, G};
+use crate::server::harness::{G, H, dn};
 use crate::server::outbox::Outbox;
 use crate::time::Instant;
 
@@ -13,7 +13,13 @@ use super::Member;
 fn member() -> (Member, Outbox, Params) {
     let mut out = Outbox::default();
     out.start_term(crate::ids::QuorumTerm(1));
-    let m = Member::new(InstanceId(6002), NodeId(2), AzName::from("AZ1"), 1, Instant::ZERO);
+    let m = Member::new(
+        InstanceId(6002),
+        NodeId(2),
+        AzName::from("AZ1"),
+        1,
+        Instant::ZERO,
+    );
     (m, out, Params::defaults())
 }
 
@@ -35,8 +41,12 @@ fn locked_needs_prohibit_reported_after_the_latest_lock1() {
 #[test]
 fn a_member_sent_unlock_or_lock2_since_the_latest_lock1_is_not_locked() {
     for release in [
-        CmsCommand::Unlock { primary: InstanceId(6001) },
-        CmsCommand::Lock2 { primary: InstanceId(6001) },
+        CmsCommand::Unlock {
+            primary: InstanceId(6001),
+        },
+        CmsCommand::Lock2 {
+            primary: InstanceId(6001),
+        },
     ] {
         let (mut m, mut out, p) = member();
         let now = Instant::from_secs(1);
@@ -82,7 +92,11 @@ fn rounds_count_per_report_and_reset_while_the_group_has_a_valid_primary() {
     assert!(h.leader.groups()[&G].members.iter().all(|m| m.rounds == 0));
     h.advance_ms(1000);
     h.reports(vec![dn(1).down(), dn(2), dn(3), dn(2)]);
-    let rounds: Vec<u64> = h.leader.groups()[&G].members.iter().map(|m| m.rounds).collect();
+    let rounds: Vec<u64> = h.leader.groups()[&G]
+        .members
+        .iter()
+        .map(|m| m.rounds)
+        .collect();
     assert_eq!(rounds, vec![1, 2, 1]);
     h.reports(vec![dn(1).primary(1)]);
     assert!(h.leader.groups()[&G].members.iter().all(|m| m.rounds == 0));

@@ -6,13 +6,15 @@ use crate::ids::{InstanceId, NodeId, Term};
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
 use crate::params::Params;
-use crate::server::harness::{cluster, cmds, dn, H, G};
+use crate::server::harness::{G, H, cluster, cmds, dn};
 use crate::server::leader::LeaderOutput;
 use crate::state::Change;
 use crate::time::Instant;
 
 fn promoted(h: &H) -> bool {
-    h.queued().iter().any(|c| matches!(c, Change::Promote { .. }))
+    h.queued()
+        .iter()
+        .any(|c| matches!(c, Change::Promote { .. }))
 }
 
 /// The primary's agent goes silent at t0 while its standbys keep streaming from it, one
@@ -141,7 +143,11 @@ fn evidence_that_stops_before_the_timeout_resumes_the_normal_path() {
     }
     h.advance_ms(1000);
     assert_eq!(cmds(&h.tick()), vec![]);
-    assert_eq!(cmds(&h.report(dn(2))), vec![], "6003 still shows fresh evidence");
+    assert_eq!(
+        cmds(&h.report(dn(2))),
+        vec![],
+        "6003 still shows fresh evidence"
+    );
     assert_eq!(
         cmds(&h.report(dn(3))),
         vec![(6002, CmsCommand::Lock1), (6003, CmsCommand::Lock1)]

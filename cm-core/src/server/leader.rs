@@ -51,6 +51,7 @@ pub struct Leader {
     cms_count: usize,
     elected: bool,
     guard: MonotonicGuard,
+    last_wall: WallMillis,
     out: Outbox,
     core: Core,
 }
@@ -70,6 +71,7 @@ impl Leader {
             cms_count: config.cms_nodes().len().max(1),
             elected: false,
             guard: MonotonicGuard::default(),
+            last_wall: WallMillis(0),
             out: Outbox::default(),
             core: Core {
                 groups,
@@ -119,6 +121,7 @@ impl Leader {
         state: &mut dyn ReplicatedState,
     ) -> Vec<LeaderOutput> {
         self.enter(now, state);
+        self.last_wall = self.last_wall.max(wall);
         self.elected = true;
         self.out.start_term(quorum_term);
         for arb in self.core.groups.values_mut() {
@@ -162,6 +165,7 @@ impl Leader {
         state: &mut dyn ReplicatedState,
     ) -> Vec<LeaderOutput> {
         self.enter(now, state);
+        self.last_wall = self.last_wall.max(wall);
         if !self.elected {
             return Vec::new();
         }
@@ -207,6 +211,7 @@ impl Leader {
         state: &mut dyn ReplicatedState,
     ) -> Vec<LeaderOutput> {
         self.enter(now, state);
+        self.last_wall = self.last_wall.max(wall);
         if !self.elected {
             return Vec::new();
         }
@@ -241,6 +246,7 @@ impl Leader {
         state: &mut dyn ReplicatedState,
     ) -> Vec<LeaderOutput> {
         self.enter(now, state);
+        self.last_wall = self.last_wall.max(wall);
         if !self.elected {
             return Vec::new();
         }
@@ -295,6 +301,7 @@ impl Leader {
         state: &mut dyn ReplicatedState,
     ) -> Vec<LeaderOutput> {
         self.enter(now, state);
+        self.last_wall = self.last_wall.max(wall);
         if !self.elected {
             return vec![LeaderOutput::Reply {
                 client,
@@ -349,9 +356,8 @@ impl Leader {
         if !self.elected {
             return Vec::new();
         }
-        // No wall clock comes with this input; the wall time only matters for deadlines that
-        // the next tick checks again.
-        let wall = WallMillis(0);
+        // No wall clock comes with this input: the last one seen stands in for it.
+        let wall = self.last_wall;
         let mut ctx = Ctx {
             now,
             wall,

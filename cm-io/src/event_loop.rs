@@ -173,7 +173,10 @@ pub const MIN_TICK_GAP: Duration = Duration::from_millis(1);
 
 /// When to tick next: the machine's deadline, but never sooner than [`MIN_TICK_GAP`] after
 /// the previous tick when that deadline was not moved past it.
-pub fn effective_deadline(deadline: Option<Instant>, last_tick: Option<Instant>) -> Option<Instant> {
+pub fn effective_deadline(
+    deadline: Option<Instant>,
+    last_tick: Option<Instant>,
+) -> Option<Instant> {
     let d = deadline?;
     match last_tick {
         Some(t) if d <= t => Some(t.saturating_add(MIN_TICK_GAP)),

@@ -1,6 +1,7 @@
 //! Real drivers feeding cm-core: processes, files, TCP transport, databases.
 //!
 //! Nothing here decides anything: drivers measure, execute and report back as inputs.
+#![warn(missing_docs)]
 
 pub mod disk;
 pub mod event_loop;

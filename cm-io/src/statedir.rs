@@ -97,9 +97,8 @@ pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
 /// On failure the temporary file is removed and the old content of `path`, if any, is intact.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let tmp = temp_path(path);
-    let result = write_temp(&tmp, bytes).and_then(|()| {
-        fs::rename(&tmp, path).map_err(|e| FileError::new(FileOp::Rename, path, e))
-    });
+    let result = write_temp(&tmp, bytes)
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| FileError::new(FileOp::Rename, path, e)));
     if result.is_err() {
         // Best effort: a leftover temp file is harmless but wastes space on a full disk.
         let _ = fs::remove_file(&tmp);

@@ -23,8 +23,9 @@ pub enum StoreError {
     #[error(transparent)]
     Io(#[from] FileError),
     /// The file exists but is not a valid persisted state (torn write, bit rot, wrong file).
-    #[error("corrupt state file {}: {source}; move it aside to start from scratch only if \
-             this node may forget its terms", .path.display())]
+    #[error("corrupt state file {}: {source} (restore it from a backup, or move it aside to \
+             start this process with empty state, forgetting the terms it had recorded)",
+            .path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,

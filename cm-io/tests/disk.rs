@@ -14,7 +14,10 @@ fn usage_is_a_percentage_of_the_real_filesystem() {
     // The same filesystem seen through a file path gives the same answer.
     let f = dir.path().join("f");
     fs::write(&f, b"x").unwrap();
-    assert_eq!(disk::usage_pct(&f).unwrap(), disk::usage_pct(dir.path()).unwrap());
+    assert_eq!(
+        disk::usage_pct(&f).unwrap(),
+        disk::usage_pct(dir.path()).unwrap()
+    );
 }
 
 #[test]
@@ -22,7 +25,10 @@ fn usage_of_a_missing_path_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing");
     let err = disk::usage_pct(&missing).unwrap_err();
-    assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -35,8 +41,16 @@ fn data_dir_paths_follow_symlinked_subdirectories_and_tablespaces() {
     fs::create_dir(elsewhere.path().join("ts")).unwrap();
     symlink(elsewhere.path().join("wal"), data.path().join("pg_wal")).unwrap();
     fs::create_dir(data.path().join("pg_tblspc")).unwrap();
-    symlink(elsewhere.path().join("ts"), data.path().join("pg_tblspc/16384")).unwrap();
-    symlink(elsewhere.path().join("gone"), data.path().join("pg_tblspc/16385")).unwrap();
+    symlink(
+        elsewhere.path().join("ts"),
+        data.path().join("pg_tblspc/16384"),
+    )
+    .unwrap();
+    symlink(
+        elsewhere.path().join("gone"),
+        data.path().join("pg_tblspc/16385"),
+    )
+    .unwrap();
     symlink(elsewhere.path().join("ts"), data.path().join("pg_stat_tmp")).unwrap();
 
     let paths = disk::data_dir_paths(data.path()).unwrap();
@@ -105,7 +119,10 @@ async fn a_stuck_probe_is_hung_and_blocks_further_probes_until_it_finishes() {
     let reader = std::thread::spawn(move || fs::read(&fifo));
     let give_up = std::time::Instant::now() + Duration::from_secs(30);
     while prober.busy() {
-        assert!(std::time::Instant::now() < give_up, "probe thread never finished");
+        assert!(
+            std::time::Instant::now() < give_up,
+            "probe thread never finished"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     reader.join().unwrap().unwrap();

@@ -19,11 +19,15 @@ fn an_empty_state_directory_has_no_flags() {
 fn written_flags_are_read_back_with_their_stop_modes() {
     let dir = tempfile::tempdir().unwrap();
     let flags = FlagDir::new(dir.path());
-    flags.write(Flag::ClusterManualStart, StopMode::Immediate).unwrap();
+    flags
+        .write(Flag::ClusterManualStart, StopMode::Immediate)
+        .unwrap();
     flags
         .write(Flag::InstanceManualStart(InstanceId(6001)), StopMode::Smart)
         .unwrap();
-    flags.write(Flag::ClusterManualStarting, StopMode::Fast).unwrap();
+    flags
+        .write(Flag::ClusterManualStarting, StopMode::Fast)
+        .unwrap();
     flags.write(Flag::DilatationStatus, StopMode::Fast).unwrap();
     fs::write(dir.path().join("unrelated_file"), b"x").unwrap();
     let set = flags.read().unwrap();
@@ -59,7 +63,9 @@ fn unreadable_content_of_a_present_flag_means_fast() {
 fn removing_a_flag_clears_it_and_absent_is_fine() {
     let dir = tempfile::tempdir().unwrap();
     let flags = FlagDir::new(dir.path());
-    flags.write(Flag::ClusterManualStarting, StopMode::Fast).unwrap();
+    flags
+        .write(Flag::ClusterManualStarting, StopMode::Fast)
+        .unwrap();
     assert!(flags.remove(Flag::ClusterManualStarting).unwrap());
     assert!(!flags.remove(Flag::ClusterManualStarting).unwrap());
     assert!(!flags.read().unwrap().cluster_manual_starting);
@@ -69,7 +75,9 @@ fn removing_a_flag_clears_it_and_absent_is_fine() {
 fn remove_manual_start_removes_cluster_and_instance_flags_only() {
     let dir = tempfile::tempdir().unwrap();
     let flags = FlagDir::new(dir.path());
-    flags.write(Flag::ClusterManualStart, StopMode::Fast).unwrap();
+    flags
+        .write(Flag::ClusterManualStart, StopMode::Fast)
+        .unwrap();
     flags
         .write(Flag::InstanceManualStart(InstanceId(6001)), StopMode::Fast)
         .unwrap();
@@ -117,5 +125,8 @@ fn a_flag_that_cannot_be_read_is_an_error_naming_it() {
     fs::create_dir(&path).unwrap();
     let err = FlagDir::new(dir.path()).read().unwrap_err();
     assert_eq!(err.op, FileOp::Read);
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
 }

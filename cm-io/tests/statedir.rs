@@ -18,10 +18,17 @@ fn write_then_read_returns_the_bytes_and_overwrite_replaces_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("term");
     statedir::write_atomic(&path, b"first").unwrap();
-    assert_eq!(statedir::read(&path).unwrap().as_deref(), Some(&b"first"[..]));
+    assert_eq!(
+        statedir::read(&path).unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
     statedir::write_atomic(&path, b"2").unwrap();
     assert_eq!(statedir::read(&path).unwrap().as_deref(), Some(&b"2"[..]));
-    assert_eq!(names(dir.path()), ["term"], "no temporary file is left behind");
+    assert_eq!(
+        names(dir.path()),
+        ["term"],
+        "no temporary file is left behind"
+    );
 }
 
 #[test]
@@ -48,7 +55,10 @@ fn a_write_into_a_missing_directory_names_the_path() {
     assert_eq!(err.op, FileOp::Write);
     let msg = err.to_string();
     assert!(msg.contains("cannot write"), "{msg}");
-    assert!(msg.contains(&dir.path().join("missing").display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&dir.path().join("missing").display().to_string()),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -18,7 +18,10 @@ fn persisted(token: u64, value: u64) -> PersistState {
 #[test]
 fn load_is_none_before_the_first_write() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(Store::new(dir.path().join("server.state")).load().unwrap(), None);
+    assert_eq!(
+        Store::new(dir.path().join("server.state")).load().unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -54,7 +57,10 @@ fn a_corrupt_state_file_is_an_error_naming_it() {
             ..
         }
     ));
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
 
     fs::write(&path, b"not a state").unwrap();
     assert!(matches!(

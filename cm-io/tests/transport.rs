@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cm_core::NodeId;
+use cm_core::QuorumTerm;
 use cm_core::codec;
 use cm_core::io::NetEvent;
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
-use cm_core::QuorumTerm;
 use cm_io::transport::auth::client_handshake;
 use cm_io::transport::{
     AddressBook, Limits, Secret, SendError, Transport, TransportConfig, TransportStats,
@@ -109,7 +109,10 @@ async fn next_settled(rx: &mut Receiver<NetEvent>) -> NetEvent {
 async fn until_stats(t: &Transport, what: &str, pred: impl Fn(&TransportStats) -> bool) {
     let give_up = tokio::time::Instant::now() + PATIENCE;
     while !pred(&t.stats()) {
-        assert!(tokio::time::Instant::now() < give_up, "never reached: {what}");
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "never reached: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -163,7 +166,10 @@ async fn a_peer_with_a_wrong_secret_is_refused_and_no_frame_passes() {
     let wrong = Secret::new(b"some-other-secret-entirely-00000".to_vec()).unwrap();
     let (client, mut cli_rx) = dialer(CMS2, wrong, &[(CMS1, &server)]).await;
     client.connect(CMS1);
-    assert_eq!(next(&mut cli_rx).await, NetEvent::ConnectFailed { peer: CMS1 });
+    assert_eq!(
+        next(&mut cli_rx).await,
+        NetEvent::ConnectFailed { peer: CMS1 }
+    );
     until_stats(&server, "a failed handshake", |s| s.handshake_failed >= 1).await;
     assert_eq!(
         client.send(&envelope(CMS2, CMS1, 1)),
@@ -197,7 +203,10 @@ async fn malformed_oversized_and_forged_frames_close_that_connection_only() {
         s.write_all(payload).await.unwrap();
         read_until_closed(&mut s).await;
         assert_eq!(next(&mut srv_rx).await, NetEvent::Closed { peer: agent });
-        until_stats(&server, "malformed counted", |st| st.malformed == i as u64 + 1).await;
+        until_stats(&server, "malformed counted", |st| {
+            st.malformed == i as u64 + 1
+        })
+        .await;
     }
     // The listener keeps serving authentic peers.
     let (client, mut cli_rx) = dialer(CMS2, secret(), &[(CMS1, &server)]).await;
@@ -220,7 +229,9 @@ async fn a_silent_unauthenticated_peer_is_dropped_at_the_handshake_timeout() {
         ..limits()
     };
     let (server, _rx) = listener_on(CMS1, secret(), "127.0.0.1:0".parse().unwrap(), quick).await;
-    let mut s = TcpStream::connect(server.local_addr().unwrap()).await.unwrap();
+    let mut s = TcpStream::connect(server.local_addr().unwrap())
+        .await
+        .unwrap();
     read_until_closed(&mut s).await;
     until_stats(&server, "handshake failure", |st| st.handshake_failed == 1).await;
 }
@@ -233,14 +244,23 @@ async fn the_dialer_reconnects_after_the_server_restarts() {
     client.connect(CMS1);
     assert_eq!(next(&mut cli_rx).await, NetEvent::Connected { peer: CMS1 });
     client.send(&envelope(CMS2, CMS1, 1)).unwrap();
-    assert!(matches!(next(&mut srv_rx).await, NetEvent::FrameReceived { .. }));
+    assert!(matches!(
+        next(&mut srv_rx).await,
+        NetEvent::FrameReceived { .. }
+    ));
 
     server.shutdown().await;
     drop(server);
-    assert_eq!(next_settled(&mut cli_rx).await, NetEvent::Closed { peer: CMS1 });
+    assert_eq!(
+        next_settled(&mut cli_rx).await,
+        NetEvent::Closed { peer: CMS1 }
+    );
 
     let (server, mut srv_rx) = listener_on(CMS1, secret(), addr, limits()).await;
-    assert_eq!(next_settled(&mut cli_rx).await, NetEvent::Connected { peer: CMS1 });
+    assert_eq!(
+        next_settled(&mut cli_rx).await,
+        NetEvent::Connected { peer: CMS1 }
+    );
     client.send(&envelope(CMS2, CMS1, 2)).unwrap();
     assert_eq!(
         next(&mut srv_rx).await,
@@ -264,8 +284,14 @@ async fn an_idle_connection_is_closed_and_the_dialer_reopens_it() {
     client.connect(CMS1);
     assert_eq!(next(&mut cli_rx).await, NetEvent::Connected { peer: CMS1 });
     assert_eq!(next(&mut srv_rx).await, NetEvent::Closed { peer: CMS2 });
-    assert_eq!(next_settled(&mut cli_rx).await, NetEvent::Closed { peer: CMS1 });
-    assert_eq!(next_settled(&mut cli_rx).await, NetEvent::Connected { peer: CMS1 });
+    assert_eq!(
+        next_settled(&mut cli_rx).await,
+        NetEvent::Closed { peer: CMS1 }
+    );
+    assert_eq!(
+        next_settled(&mut cli_rx).await,
+        NetEvent::Connected { peer: CMS1 }
+    );
 }
 
 #[tokio::test]
@@ -292,9 +318,13 @@ async fn a_newer_inbound_connection_from_the_same_peer_replaces_the_older() {
     let (server, mut srv_rx) = listener(CMS1, secret()).await;
     let addr = server.local_addr().unwrap();
     let mut old = TcpStream::connect(addr).await.unwrap();
-    client_handshake(&mut old, &secret(), agent, Some(CMS1)).await.unwrap();
+    client_handshake(&mut old, &secret(), agent, Some(CMS1))
+        .await
+        .unwrap();
     let mut new = TcpStream::connect(addr).await.unwrap();
-    client_handshake(&mut new, &secret(), agent, Some(CMS1)).await.unwrap();
+    client_handshake(&mut new, &secret(), agent, Some(CMS1))
+        .await
+        .unwrap();
     // The old connection is closed by the server, without a Closed event (one remains).
     read_until_closed(&mut old).await;
     let frame = codec::encode(&envelope(CMS1, agent, 5)).unwrap();

@@ -85,8 +85,14 @@ mod tests {
         "#;
         let cfg = ClusterConfig::from_toml_str(text).unwrap();
         let book = AddressBook::from_config(&cfg);
-        assert_eq!(book.get(Endpoint::server(NodeId(1))), Some("10.0.0.1:17101"));
-        assert_eq!(book.get(Endpoint::monitor(NodeId(1))), Some("10.0.0.1:17001"));
+        assert_eq!(
+            book.get(Endpoint::server(NodeId(1))),
+            Some("10.0.0.1:17101")
+        );
+        assert_eq!(
+            book.get(Endpoint::monitor(NodeId(1))),
+            Some("10.0.0.1:17001")
+        );
         assert_eq!(book.get(Endpoint::monitor(NodeId(2))), Some("[::1]:17002"));
         assert_eq!(book.get(Endpoint::server(NodeId(2))), None);
         assert_eq!(book.get(Endpoint::agent(NodeId(1))), None);

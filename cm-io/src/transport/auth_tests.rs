@@ -59,9 +59,10 @@ async fn a_client_without_the_secret_is_refused_by_the_server() {
     // A client that skips verifying the server and answers with a proof made from a wrong
     // secret: the server must reject the proof.
     let (mut c, mut s) = duplex(1024);
-    let server = tokio::spawn(async move {
-        server_handshake(&mut s, &secret("0123456789abcdef"), CMS1).await
-    });
+    let server =
+        tokio::spawn(
+            async move { server_handshake(&mut s, &secret("0123456789abcdef"), CMS1).await },
+        );
     c.write_all(&hello(CMA2, &[7u8; NONCE_LEN])).await.unwrap();
     let mut buf = [0u8; HELLO_LEN + PROOF_LEN];
     c.read_exact(&mut buf).await.unwrap();
@@ -84,9 +85,10 @@ async fn a_client_without_the_secret_is_refused_by_the_server() {
 async fn the_servers_own_proof_cannot_be_reflected_as_a_client_proof() {
     // An attacker sends the server's nonce back as its own and replays the server's proof.
     let (mut c, mut s) = duplex(1024);
-    let server = tokio::spawn(async move {
-        server_handshake(&mut s, &secret("0123456789abcdef"), CMS1).await
-    });
+    let server =
+        tokio::spawn(
+            async move { server_handshake(&mut s, &secret("0123456789abcdef"), CMS1).await },
+        );
     c.write_all(&hello(CMS1, &[9u8; NONCE_LEN])).await.unwrap();
     let mut buf = [0u8; HELLO_LEN + PROOF_LEN];
     c.read_exact(&mut buf).await.unwrap();

@@ -300,11 +300,7 @@ impl Transport {
                         source,
                     })?;
                 let bound = l.local_addr().ok();
-                let task = tokio::spawn(accept_loop(
-                    Arc::clone(&ctx),
-                    l,
-                    shutdown.subscribe(),
-                ));
+                let task = tokio::spawn(accept_loop(Arc::clone(&ctx), l, shutdown.subscribe()));
                 (Some(task), bound)
             }
             None => (None, None),

@@ -169,8 +169,17 @@ async fn e2e_pg_lock1_failover_lock2_and_rewind_rejoin() {
             np.position.timeline
         );
 
-        // The old primary rejoins: rewind from the new primary, start pending, follow.
+        // The old primary rejoins: rewind from the new primary, start pending, follow. A rewind
+        // rewrites files in place, a base backup recreates them: the inode tells which ran.
+        let inode = || {
+            use std::os::unix::fs::MetadataExt as _;
+            std::fs::metadata(c.data_dir(0).join("PG_VERSION"))
+                .map(|m| m.ino())
+                .expect("PG_VERSION")
+        };
+        let before = inode();
         act(&c, 0, DnAction::Build { source: c.id(new) }).await;
+        assert_eq!(inode(), before, "pg_rewind did the Build, not a full copy");
         act(&c, 0, DnAction::StartPending).await;
         act(&c, 0, DnAction::NotifyStandby { primary: c.id(new) }).await;
         wait_streaming(&c, 0, new).await;
@@ -315,6 +324,21 @@ async fn e2e_pg_sigstopped_postmaster_fails_the_probe_while_proc_shows_stopped()
         c.initdb(0).expect("initdb");
         act(&c, 0, DnAction::StartPending).await;
         let d = c.driver(0);
+        // Every slot taken (a hot standby must keep initdb's max_connections, 100).
+        let mut sessions = Vec::new();
+        for _ in 0..100 {
+            sessions.push(c.client(0).await.expect("a slot"));
+        }
+        let full = d
+            .phony_dead_probe(c.id(0), Duration::from_secs(1))
+            .await
+            .expect("probe");
+        assert_eq!(full.connect, ProbeConnect::TooManyClients);
+        assert!(
+            !full.is_hit(Duration::from_secs(1)),
+            "too many clients is not a hit"
+        );
+        drop(sessions);
         let ok = d
             .phony_dead_probe(c.id(0), Duration::from_secs(1))
             .await

@@ -8,7 +8,7 @@ use cm_core::InstanceId;
 use cm_core::dn::{DbState, DnAction, DnStatus, LockState, ProcState, StopMode};
 use tokio_postgres::Client;
 
-use super::driver::{Instance, lock};
+use super::driver::{Instance, lock, set_mode};
 use super::settings::{Endpoint, Upstream, instance_name, sync_standby_names};
 use super::{DatabaseDriver, DriverError, PgDriver, PhonyDeadProbe, Streaming};
 
@@ -258,7 +258,9 @@ impl PgDriver {
             res.map_err(io)?;
         }
         self.user.chown(&inst.data_dir).map_err(io)?;
-        let args = vec![
+        // PostgreSQL refuses a data directory others can read.
+        set_mode(&inst.data_dir, 0o700)?;
+        let mut args: Vec<String> = vec![
             "-h".into(),
             src.address.clone(),
             "-p".into(),
@@ -273,6 +275,9 @@ impl PgDriver {
             "fast".into(),
             "--no-password".into(),
         ];
+        if !self.opts.sync_data {
+            args.push("--no-sync".into());
+        }
         self.run_tool("pg_basebackup", args)
             .await
             .map_err(|e| DriverError::BuildFailed {

@@ -53,6 +53,9 @@ pub struct PgOptions {
     pub max_slot_wal_keep_size_mb: u64,
     /// Synchronous replication mode (§9).
     pub sync_mode: SyncMode,
+    /// Whether pg_rewind and pg_basebackup fsync what they wrote. Only throwaway test clusters
+    /// turn it off.
+    pub sync_data: bool,
 }
 
 impl PgOptions {
@@ -74,6 +77,7 @@ impl PgOptions {
             wal_receiver_timeout: Duration::from_secs_f64(p.wal_receiver_timeout),
             max_slot_wal_keep_size_mb: 1024,
             sync_mode: p.dn_sync_mode,
+            sync_data: true,
         }
     }
 }
@@ -511,7 +515,7 @@ async fn connect_with(
     }
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), DriverError> {
+pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), DriverError> {
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
 }

@@ -70,8 +70,11 @@ impl TestCluster {
             std::fs::create_dir_all(&dir).expect("data dir");
             user.chown(&dir).expect("chown data dir");
             let node = cm_core::NodeId(i as u32 + 1);
-            let driver = PgDriver::new(Arc::clone(&config), node, PgOptions::from_config(&config))
-                .expect("driver");
+            let opts = PgOptions {
+                sync_data: false,
+                ..PgOptions::from_config(&config)
+            };
+            let driver = PgDriver::new(Arc::clone(&config), node, opts).expect("driver");
             cluster.drivers.push(driver);
         }
         Some(cluster)
@@ -136,7 +139,7 @@ impl TestCluster {
         self.config.groups[0].members[i].port
     }
 
-    /// `initdb` of member `i` as the `postgres` OS user (trust auth, no fsync: throwaway).
+    /// `initdb` of member `i` as the `postgres` OS user (trust auth, `fsync = off`: throwaway).
     pub fn initdb(&self, i: usize) -> Result<(), DriverError> {
         let user = OsUser::lookup("postgres")?;
         let mut cmd = Command::new(Path::new(BIN_DIR).join("initdb"));
@@ -157,6 +160,18 @@ impl TestCluster {
             source,
         })?;
         if out.status.success() {
+            // Throwaway data: skip fsync (also the whole-directory sync after a crash, which
+            // takes seconds here). Rewinds and base backups copy this file to the others.
+            let conf = self.data_dir(i).join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).map_err(|source| DriverError::Io {
+                path: conf.display().to_string(),
+                source,
+            })?;
+            text.push_str("\nfsync = off\n");
+            std::fs::write(&conf, text).map_err(|source| DriverError::Io {
+                path: conf.display().to_string(),
+                source,
+            })?;
             return Ok(());
         }
         Err(DriverError::Tool {
@@ -193,6 +208,8 @@ impl Drop for TestCluster {
                 let _ = pm.kill_group(std::time::Duration::from_secs(5));
             }
         }
-        let _ = std::fs::remove_dir_all(&self.root);
+        if std::env::var_os("CM_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }

@@ -95,6 +95,102 @@ async fn count_rows(c: &TestCluster, i: usize) -> Option<i64> {
     Some(row.get(0))
 }
 
+/// Lock1 → Prohibit; the member neither receives nor reconnects while the primary writes;
+/// Unlock resumes streaming.
+async fn lock1_holds_until_unlock(c: &TestCluster) {
+    let p0 = c.client(0).await.expect("client");
+    act(c, 1, DnAction::Lock1).await;
+    let locked = status(c, 1).await;
+    assert_eq!((locked.lock, locked.upstream), (LockState::Prohibit, None));
+    for v in 2..20 {
+        p0.execute("INSERT INTO t VALUES ($1)", &[&v])
+            .await
+            .expect("insert, acknowledged by the other standby");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let still = status(c, 1).await;
+    assert_eq!((still.lock, still.upstream), (LockState::Prohibit, None));
+    assert_eq!(
+        still.position, locked.position,
+        "nothing received while locked"
+    );
+    assert!(status(c, 0).await.position > still.position);
+    act(c, 1, DnAction::Unlock { primary: c.id(0) }).await;
+    wait_streaming(c, 1, 0).await;
+}
+
+/// The primary crashes (kill -9 of the postmaster alone); both standbys get Lock1, the one with
+/// the greater position is promoted, the other follows it with Lock2, and a write commits.
+/// Returns the new primary's index.
+async fn fail_over_after_crash(c: &TestCluster) -> usize {
+    let pm = PostmasterPid::read(&c.data_dir(0)).expect("postmaster.pid");
+    kill(Pid::from_raw(pm.pid), Signal::SIGKILL).expect("kill -9");
+    let (a, b) = tokio::join!(
+        c.driver(1).run(c.id(1), DnAction::Lock1),
+        c.driver(2).run(c.id(2), DnAction::Lock1)
+    );
+    a.expect("lock1 on 6002");
+    b.expect("lock1 on 6003");
+    let (s1, s2) = (status(c, 1).await, status(c, 2).await);
+    assert_eq!(
+        (s1.lock, s2.lock),
+        (LockState::Prohibit, LockState::Prohibit)
+    );
+    let (new, other) = if s2.position > s1.position {
+        (2, 1)
+    } else {
+        (1, 2)
+    };
+    act(c, new, DnAction::Promote { term: Term(2) }).await;
+    let np = status(c, new).await;
+    assert_eq!(np.role, DnRole::Primary);
+    assert_eq!(np.position.timeline.0, s1.position.timeline.0 + 1);
+    assert!(np.history.contains(s1.position) && np.history.contains(s2.position));
+
+    act(c, other, DnAction::Lock2 { primary: c.id(new) }).await;
+    wait_streaming(c, other, new).await;
+    let os = status(c, other).await;
+    assert_eq!(os.lock, LockState::Specified(c.id(new)));
+    let writer = c.client(new).await.expect("client");
+    writer
+        .execute("INSERT INTO t VALUES (100)", &[])
+        .await
+        .expect("write on the new primary, acknowledged by the Lock2'd standby");
+    assert_eq!(
+        status(c, other).await.position.timeline,
+        np.position.timeline
+    );
+    new
+}
+
+/// The old primary rejoins: Build (rewind) from the new primary, start pending, follow it.
+async fn rejoin_by_rewind(c: &TestCluster, new: usize) {
+    // A rewind rewrites files in place, a base backup recreates them: the inode tells which ran.
+    let inode = || {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(c.data_dir(0).join("PG_VERSION"))
+            .map(|m| m.ino())
+            .expect("PG_VERSION")
+    };
+    let before = inode();
+    act(c, 0, DnAction::Build { source: c.id(new) }).await;
+    assert_eq!(inode(), before, "pg_rewind did the Build, not a full copy");
+    act(c, 0, DnAction::StartPending).await;
+    act(c, 0, DnAction::NotifyStandby { primary: c.id(new) }).await;
+    wait_streaming(c, 0, new).await;
+    let rejoined = status(c, 0).await;
+    assert_eq!(rejoined.role, DnRole::Standby);
+    assert_eq!(
+        rejoined.history.timeline,
+        status(c, new).await.position.timeline
+    );
+    let want = count_rows(c, new).await.expect("rows on primary");
+    eventually("old primary caught up", || async {
+        (count_rows(c, 0).await? == want).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_pg_lock1_failover_lock2_and_rewind_rejoin() {
     let Some(c) = TestCluster::new("failover", 3, SyncMode::Quorum) else {
@@ -102,97 +198,122 @@ async fn e2e_pg_lock1_failover_lock2_and_rewind_rejoin() {
     };
     bounded(async {
         primary_with_standbys(&c).await;
+        // A physical slot per member on every member, a standby included.
+        let standby = c.client(1).await.expect("client");
+        let slots: Vec<String> = standby
+            .query(
+                "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("slots")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(slots, ["dn_6001", "dn_6003"]);
         let p0 = c.client(0).await.expect("client");
         p0.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
             .await
             .expect("sync commit with ANY 1 and two standbys");
-
-        // Lock1 → Prohibit, and the member does not reconnect while the primary keeps writing.
-        act(&c, 1, DnAction::Lock1).await;
-        let locked = status(&c, 1).await;
-        assert_eq!(locked.lock, LockState::Prohibit);
-        assert_eq!(locked.upstream, None);
-        for v in 2..20 {
-            p0.execute("INSERT INTO t VALUES ($1)", &[&v])
-                .await
-                .expect("insert");
-        }
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        let still = status(&c, 1).await;
-        assert_eq!((still.lock, still.upstream), (LockState::Prohibit, None));
-        assert_eq!(
-            still.position, locked.position,
-            "nothing received while locked"
-        );
-        assert!(status(&c, 0).await.position > still.position);
-        act(&c, 1, DnAction::Unlock { primary: c.id(0) }).await;
-        wait_streaming(&c, 1, 0).await;
-        drop(p0);
-
-        // The primary crashes: kill -9 of the postmaster alone, as a crash would.
-        let pm = PostmasterPid::read(&c.data_dir(0)).expect("postmaster.pid");
-        kill(Pid::from_raw(pm.pid), Signal::SIGKILL).expect("kill -9");
-        let (a, b) = tokio::join!(
-            c.driver(1).run(c.id(1), DnAction::Lock1),
-            c.driver(2).run(c.id(2), DnAction::Lock1)
-        );
-        a.expect("lock1 on 6002");
-        b.expect("lock1 on 6003");
-        let (s1, s2) = (status(&c, 1).await, status(&c, 2).await);
-        assert_eq!(
-            (s1.lock, s2.lock),
-            (LockState::Prohibit, LockState::Prohibit)
-        );
-        let (new, other) = if s2.position > s1.position {
-            (2, 1)
-        } else {
-            (1, 2)
-        };
-        let old_tli = s1.position.timeline;
-        act(&c, new, DnAction::Promote { term: Term(2) }).await;
-        let np = status(&c, new).await;
-        assert_eq!(np.role, DnRole::Primary);
-        assert_eq!(np.position.timeline.0, old_tli.0 + 1);
-        assert!(np.history.contains(s1.position) && np.history.contains(s2.position));
-
-        act(&c, other, DnAction::Lock2 { primary: c.id(new) }).await;
-        wait_streaming(&c, other, new).await;
-        let os = status(&c, other).await;
-        assert_eq!(os.lock, LockState::Specified(c.id(new)));
-        let writer = c.client(new).await.expect("client");
-        writer
-            .execute("INSERT INTO t VALUES (100)", &[])
-            .await
-            .expect("write on the new primary, acknowledged by the Lock2'd standby");
-        assert_eq!(
-            status(&c, other).await.position.timeline,
-            np.position.timeline
-        );
-
-        // The old primary rejoins: rewind from the new primary, start pending, follow. A rewind
-        // rewrites files in place, a base backup recreates them: the inode tells which ran.
-        let inode = || {
-            use std::os::unix::fs::MetadataExt as _;
-            std::fs::metadata(c.data_dir(0).join("PG_VERSION"))
-                .map(|m| m.ino())
-                .expect("PG_VERSION")
-        };
-        let before = inode();
-        act(&c, 0, DnAction::Build { source: c.id(new) }).await;
-        assert_eq!(inode(), before, "pg_rewind did the Build, not a full copy");
-        act(&c, 0, DnAction::StartPending).await;
-        act(&c, 0, DnAction::NotifyStandby { primary: c.id(new) }).await;
-        wait_streaming(&c, 0, new).await;
-        let rejoined = status(&c, 0).await;
-        assert_eq!(rejoined.role, DnRole::Standby);
-        assert_eq!(rejoined.history.timeline, np.position.timeline);
-        let want = count_rows(&c, new).await.expect("rows on primary");
-        eventually("old primary caught up", || async {
-            (count_rows(&c, 0).await? == want).then_some(())
-        })
-        .await;
+        lock1_holds_until_unlock(&c).await;
+        let new = fail_over_after_crash(&c).await;
+        rejoin_by_rewind(&c, new).await;
     })
     .await;
+}
+
+/// SetReadOnly on → a new session's INSERT is refused; off → accepted.
+async fn read_only_toggles(c: &TestCluster) {
+    act(c, 0, DnAction::SetReadOnly { on: true }).await;
+    assert!(status(c, 0).await.read_only);
+    let s = c.client(0).await.expect("client");
+    let err = s
+        .execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .expect_err("read-only");
+    assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+    act(c, 0, DnAction::SetReadOnly { on: false }).await;
+    let s = c.client(0).await.expect("client");
+    s.execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .expect("writable again");
+}
+
+/// ANY 1 with no standby streaming: the commit waits for a standby. (statement_timeout cannot
+/// show it: PostgreSQL disables it before the commit. A cancel ends the wait; the row is then
+/// committed locally but not acknowledged.)
+async fn sync_standbys_make_commits_wait(c: &TestCluster) {
+    let members = vec![InstanceId(6001), InstanceId(6002)];
+    act(c, 0, DnAction::SetSyncStandbys { k: 1, members }).await;
+    let s = c.client(0).await.expect("client");
+    let cancel = s.cancel_token();
+    let insert = tokio::spawn(async move { s.execute("INSERT INTO t VALUES (2)", &[]).await });
+    let watcher = c.client(0).await.expect("client");
+    let sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'";
+    eventually("a commit waiting on SyncRep", || async {
+        let row = watcher.query_one(sql, &[]).await.ok()?;
+        (row.get::<_, i64>(0) == 1).then_some(())
+    })
+    .await;
+    assert!(!insert.is_finished(), "the commit waits for a standby");
+    cancel
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
+    insert
+        .await
+        .expect("join")
+        .expect("cancelled wait: committed locally with a warning");
+    let none = DnAction::SetSyncStandbys {
+        k: 0,
+        members: vec![],
+    };
+    act(c, 0, none).await;
+    let s = c.client(0).await.expect("client");
+    s.execute("INSERT INTO t VALUES (3)", &[])
+        .await
+        .expect("asynchronous again");
+}
+
+/// ALTER SYSTEM of a managed key does not survive a start: postgresql.auto.conf is stripped.
+async fn alter_system_of_managed_keys_is_undone_at_start(c: &TestCluster) {
+    let s = c.client(0).await.expect("client");
+    for stmt in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "ALTER SYSTEM SET work_mem = '5MB'",
+    ] {
+        s.batch_execute(stmt).await.expect("alter system");
+    }
+    drop(s);
+    act(c, 0, DnAction::Kill).await;
+    assert!(!c.driver(0).is_running(c.id(0)).expect("running?"));
+    act(c, 0, DnAction::StartPending).await;
+    assert!(!status(c, 0).await.read_only, "managed key removed");
+    let auto = std::fs::read_to_string(c.data_dir(0).join("postgresql.auto.conf")).expect("auto");
+    assert!(auto.contains("work_mem") && !auto.contains("default_transaction_read_only"));
+}
+
+/// An agent restart: a fresh driver adopts the running postmaster and can fence it.
+async fn restarted_agent_adopts_and_kills(c: &TestCluster) {
+    let again = cm_io::postgres::PgDriver::new(
+        std::sync::Arc::clone(&c.config),
+        cm_core::NodeId(1),
+        c.driver(0).options().clone(),
+    )
+    .expect("driver");
+    assert!(again.is_running(c.id(0)).expect("adopted"));
+    let st = again.status(c.id(0)).await.expect("status");
+    assert_eq!(st.role, DnRole::Pending, "desired state restored from disk");
+    again
+        .run(c.id(0), DnAction::Kill)
+        .await
+        .expect("kill adopted");
+    assert!(!c.driver(0).is_running(c.id(0)).expect("running?"));
+    assert!(
+        !c.data_dir(0).join("postmaster.pid").exists(),
+        "stale lock removed"
+    );
+    act(c, 0, DnAction::StartPending).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,109 +329,10 @@ async fn e2e_pg_read_only_sync_standbys_auto_conf_and_adoption() {
         s.batch_execute("CREATE TABLE t (v int)")
             .await
             .expect("create");
-
-        act(&c, 0, DnAction::SetReadOnly { on: true }).await;
-        assert!(status(&c, 0).await.read_only);
-        let s = c.client(0).await.expect("client");
-        let err = s
-            .execute("INSERT INTO t VALUES (1)", &[])
-            .await
-            .expect_err("read-only");
-        assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
-        act(&c, 0, DnAction::SetReadOnly { on: false }).await;
-        let s = c.client(0).await.expect("client");
-        s.execute("INSERT INTO t VALUES (1)", &[])
-            .await
-            .expect("writable again");
-
-        // ANY 1 with no standby streaming: the commit waits for a standby. (statement_timeout
-        // cannot show it: PostgreSQL disables it before the commit; a cancel ends the wait, and the
-        // row is then committed locally but not acknowledged.)
-        let members = vec![InstanceId(6001), InstanceId(6002)];
-        act(&c, 0, DnAction::SetSyncStandbys { k: 1, members }).await;
-        let s = c.client(0).await.expect("client");
-        let cancel = s.cancel_token();
-        let insert = tokio::spawn(async move { s.execute("INSERT INTO t VALUES (2)", &[]).await });
-        let watcher = c.client(0).await.expect("client");
-        eventually("a commit waiting on SyncRep", || async {
-            let row = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
-                    &[],
-                )
-                .await
-                .ok()?;
-            (row.get::<_, i64>(0) == 1).then_some(())
-        })
-        .await;
-        assert!(
-            !insert.is_finished(),
-            "the commit waits for a synchronous standby"
-        );
-        cancel
-            .cancel_query(tokio_postgres::NoTls)
-            .await
-            .expect("cancel");
-        insert
-            .await
-            .expect("join")
-            .expect("cancelled wait: committed locally with a warning");
-        act(
-            &c,
-            0,
-            DnAction::SetSyncStandbys {
-                k: 0,
-                members: vec![],
-            },
-        )
-        .await;
-        let s = c.client(0).await.expect("client");
-        s.execute("INSERT INTO t VALUES (3)", &[])
-            .await
-            .expect("asynchronous again");
-
-        // ALTER SYSTEM of a managed key does not survive a start: auto.conf is stripped.
-        for stmt in [
-            "ALTER SYSTEM SET default_transaction_read_only = on",
-            "ALTER SYSTEM SET work_mem = '5MB'",
-        ] {
-            s.batch_execute(stmt).await.expect("alter system");
-        }
-        drop(s);
-        act(&c, 0, DnAction::Kill).await;
-        assert!(!c.driver(0).is_running(c.id(0)).expect("running?"));
-        act(&c, 0, DnAction::StartPending).await;
-        let st = status(&c, 0).await;
-        assert!(
-            !st.read_only,
-            "managed key removed from postgresql.auto.conf"
-        );
-        let auto =
-            std::fs::read_to_string(c.data_dir(0).join("postgresql.auto.conf")).expect("auto");
-        assert!(auto.contains("work_mem") && !auto.contains("default_transaction_read_only"));
-
-        // An agent restart: a fresh driver adopts the running postmaster, and can fence it.
-        let again = cm_io::postgres::PgDriver::new(
-            std::sync::Arc::clone(&c.config),
-            cm_core::NodeId(1),
-            c.driver(0).options().clone(),
-        )
-        .expect("driver");
-        assert!(again.is_running(c.id(0)).expect("adopted"));
-        assert_eq!(
-            again.status(c.id(0)).await.expect("status").role,
-            DnRole::Pending
-        );
-        again
-            .run(c.id(0), DnAction::Kill)
-            .await
-            .expect("kill adopted");
-        assert!(!c.driver(0).is_running(c.id(0)).expect("running?"));
-        assert!(
-            !c.data_dir(0).join("postmaster.pid").exists(),
-            "stale lock removed"
-        );
-        act(&c, 0, DnAction::StartPending).await;
+        read_only_toggles(&c).await;
+        sync_standbys_make_commits_wait(&c).await;
+        alter_system_of_managed_keys_is_undone_at_start(&c).await;
+        restarted_agent_adopts_and_kills(&c).await;
     })
     .await;
 }

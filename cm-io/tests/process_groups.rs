@@ -1,6 +1,5 @@
 //! Process control against real processes: groups, states from /proc, kill and reap, adoption.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -126,8 +125,7 @@ fn adoption_checks_the_start_time_not_just_the_pid() {
 
 #[test]
 fn stale_pid_file_of_a_dead_postmaster_is_removed_live_one_kept() {
-    let dir =
-        PathBuf::from(std::env::temp_dir()).join(format!("cm-io-pidfile-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("cm-io-pidfile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
     let child = Supervised::spawn(sh("exec sleep 30"), None).expect("spawn");
     let _guard = Guard(vec![child.clone()]);

@@ -419,7 +419,9 @@ impl PgDriver {
 
     /// Kill (§3): SIGKILL to the whole group, confirmed, then the stale lock file removed.
     pub(super) async fn kill(&self, inst: &Instance) -> Result<(), DriverError> {
-        let Some(pm) = self.running(inst) else {
+        // A dead postmaster's group can still hold live backends (they exit on their own only
+        // when they notice), so the last known group is killed too.
+        let Some(pm) = self.running(inst).or_else(|| lock(&inst.proc).clone()) else {
             process::remove_stale_pid_file(&inst.data_dir).map_err(io_err(&inst.data_dir))?;
             return Ok(());
         };
@@ -437,7 +439,7 @@ impl PgDriver {
     /// Kills every managed instance at once, without a runtime (test guards, agent shutdown).
     pub fn kill_all_blocking(&self) {
         for inst in self.instances.values() {
-            if let Some(pm) = self.running(inst) {
+            if let Some(pm) = self.running(inst).or_else(|| lock(&inst.proc).clone()) {
                 let _ = pm.kill_group(self.opts.kill_timeout);
             }
             let _ = process::remove_stale_pid_file(&inst.data_dir);

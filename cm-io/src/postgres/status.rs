@@ -75,6 +75,44 @@ fn same_address(configured: &str, seen: &str) -> bool {
     }
 }
 
+/// What a status query found about replication, before role and history are added.
+struct Replication {
+    position: Position,
+    upstream: Option<Up>,
+    downstreams: Vec<Downstream>,
+    lock: LockState,
+}
+
+/// The lock state a standby reports (§4.1, §9). After Lock1 it is `Prohibit` only once its
+/// upstream setting is empty, no WAL receiver runs and the startup process waits because local
+/// WAL is exhausted — not on a stable replay position (replay can stall on a conflict with WAL
+/// left) nor on receive = replay (the receive LSN is NULL after a restart). Until then `None`.
+pub(super) fn standby_lock_state(
+    intent: Upstream,
+    conninfo_empty: bool,
+    receiver_runs: bool,
+    startup_wait: Option<&str>,
+) -> LockState {
+    match intent {
+        Upstream::Lock1
+            if conninfo_empty && !receiver_runs && startup_wait == Some(WAL_EXHAUSTED_WAIT) =>
+        {
+            LockState::Prohibit
+        }
+        Upstream::Follow {
+            primary,
+            locked: true,
+        } => LockState::Specified(primary),
+        _ => LockState::None,
+    }
+}
+
+fn lsn_at(row: &tokio_postgres::Row, idx: usize) -> Option<Lsn> {
+    row.get::<_, Option<String>>(idx)
+        .as_deref()
+        .and_then(wal::parse_lsn)
+}
+
 impl PgDriver {
     pub(super) async fn query_status(&self, inst: &Instance) -> Result<DnStatus, DriverError> {
         let client = self.connect_or_err(inst).await?;
@@ -84,69 +122,17 @@ impl PgDriver {
             .await
             .map_err(sql_err(id))?;
         let in_recovery: bool = row.get(0);
-        let read_only: bool = row.get(6);
         let desired = lock(&inst.desired).clone();
         let busy = *lock(&inst.busy);
-        let (position, upstream, downstreams, lock_state) = if in_recovery {
-            let recv = row
-                .get::<_, Option<String>>(3)
-                .as_deref()
-                .and_then(wal::parse_lsn);
-            let replay = row
-                .get::<_, Option<String>>(4)
-                .as_deref()
-                .and_then(wal::parse_lsn);
-            let conninfo: String = row.get(5);
-            let startup_wait: Option<String> = row.get(7);
-            let segsize: i64 = row.get(8);
-            let receiver = self.receiver(&client, id).await?;
-            let position = self.standby_position(inst, recv, replay, receiver.as_ref(), segsize)?;
-            let lock_state = match desired.upstream {
-                Upstream::Lock1 => {
-                    let prohibit = conninfo.is_empty()
-                        && receiver.is_none()
-                        && startup_wait.as_deref() == Some(WAL_EXHAUSTED_WAIT);
-                    if prohibit {
-                        LockState::Prohibit
-                    } else {
-                        LockState::None
-                    }
-                }
-                Upstream::Follow {
-                    primary,
-                    locked: true,
-                } => LockState::Specified(primary),
-                _ => LockState::None,
-            };
-            let upstream = receiver
-                .as_ref()
-                .filter(|r| r.status == "streaming")
-                .and_then(|r| self.resolve_upstream(inst, &desired.upstream, r));
-            (position, upstream, Vec::new(), lock_state)
+        let repl = if in_recovery {
+            self.standby_replication(&client, inst, &row, desired.upstream)
+                .await?
         } else {
-            let lsn = row
-                .get::<_, Option<String>>(1)
-                .as_deref()
-                .and_then(wal::parse_lsn);
-            let tli = row
-                .get::<_, Option<String>>(2)
-                .and_then(|t| u32::from_str_radix(&t, 16).ok());
-            let (Some(lsn), Some(tli)) = (lsn, tli) else {
-                return Err(bad(id, "primary without a flush position"));
-            };
-            let downs = self.downstreams(&client, inst).await?;
-            (
-                Position {
-                    timeline: Timeline(tli),
-                    lsn,
-                },
-                None,
-                downs,
-                LockState::None,
-            )
+            self.primary_replication(&client, inst, &row).await?
         };
-        let history = wal::read_history(&inst.data_dir.join("pg_wal"), position.timeline)
-            .ok_or_else(|| bad(id, format!("no readable history for {}", position.timeline)))?;
+        let timeline = repl.position.timeline;
+        let history = wal::read_history(&inst.data_dir.join("pg_wal"), timeline)
+            .ok_or_else(|| bad(id, format!("no readable history for {timeline}")))?;
         let role = match (in_recovery, desired.pending) {
             (false, _) => DnRole::Primary,
             (true, true) => DnRole::Pending,
@@ -155,12 +141,68 @@ impl PgDriver {
         Ok(DnStatus {
             role,
             db_state: busy.unwrap_or(DbState::Normal),
-            position,
+            position: repl.position,
             history,
-            lock: lock_state,
+            lock: repl.lock,
+            upstream: repl.upstream,
+            downstreams: repl.downstreams,
+            read_only: row.get(6),
+        })
+    }
+
+    async fn standby_replication(
+        &self,
+        client: &Client,
+        inst: &Instance,
+        row: &tokio_postgres::Row,
+        intent: Upstream,
+    ) -> Result<Replication, DriverError> {
+        let (recv, replay) = (lsn_at(row, 3), lsn_at(row, 4));
+        let conninfo: String = row.get(5);
+        let startup_wait: Option<String> = row.get(7);
+        let segsize: i64 = row.get(8);
+        let receiver = self.receiver(client, inst.id).await?;
+        let position = self.standby_position(inst, recv, replay, receiver.as_ref(), segsize)?;
+        let lock = standby_lock_state(
+            intent,
+            conninfo.is_empty(),
+            receiver.is_some(),
+            startup_wait.as_deref(),
+        );
+        let upstream = receiver
+            .as_ref()
+            .filter(|r| r.status == "streaming")
+            .and_then(|r| self.resolve_upstream(inst, &intent, r));
+        Ok(Replication {
+            position,
             upstream,
-            downstreams,
-            read_only,
+            downstreams: Vec::new(),
+            lock,
+        })
+    }
+
+    /// A primary's position: (current timeline, `pg_current_wal_flush_lsn()`), the timeline
+    /// from the current WAL file name (`pg_control_checkpoint()` lags after a promotion).
+    async fn primary_replication(
+        &self,
+        client: &Client,
+        inst: &Instance,
+        row: &tokio_postgres::Row,
+    ) -> Result<Replication, DriverError> {
+        let tli = row
+            .get::<_, Option<String>>(2)
+            .and_then(|t| u32::from_str_radix(&t, 16).ok());
+        let (Some(lsn), Some(tli)) = (lsn_at(row, 1), tli) else {
+            return Err(bad(inst.id, "primary without a flush position"));
+        };
+        Ok(Replication {
+            position: Position {
+                timeline: Timeline(tli),
+                lsn,
+            },
+            upstream: None,
+            downstreams: self.downstreams(client, inst).await?,
+            lock: LockState::None,
         })
     }
 
@@ -328,5 +370,74 @@ impl PgDriver {
                 .collect()
         })
         .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: InstanceId = InstanceId(6001);
+
+    #[test]
+    fn prohibit_needs_empty_conninfo_no_receiver_and_exhausted_local_wal() {
+        let wait = Some(WAL_EXHAUSTED_WAIT);
+        let lock1 = Upstream::Lock1;
+        assert_eq!(
+            standby_lock_state(lock1, true, false, wait),
+            LockState::Prohibit
+        );
+        assert_eq!(
+            standby_lock_state(lock1, false, false, wait),
+            LockState::None,
+            "reload pending"
+        );
+        assert_eq!(
+            standby_lock_state(lock1, true, true, wait),
+            LockState::None,
+            "receiver alive"
+        );
+        assert_eq!(
+            standby_lock_state(lock1, true, false, None),
+            LockState::None,
+            "startup still replaying local WAL"
+        );
+        assert_eq!(
+            standby_lock_state(lock1, true, false, Some("RecoveryConflictSnapshot")),
+            LockState::None,
+            "replay stalled on a conflict"
+        );
+    }
+
+    #[test]
+    fn lock2_reports_the_named_primary_and_unlock_nothing() {
+        let lock2 = Upstream::Follow {
+            primary: P,
+            locked: true,
+        };
+        let unlock = Upstream::Follow {
+            primary: P,
+            locked: false,
+        };
+        assert_eq!(
+            standby_lock_state(lock2, false, true, None),
+            LockState::Specified(P)
+        );
+        assert_eq!(
+            standby_lock_state(unlock, false, true, None),
+            LockState::None
+        );
+        assert_eq!(
+            standby_lock_state(Upstream::None, true, false, None),
+            LockState::None
+        );
+    }
+
+    #[test]
+    fn addresses_compare_as_ips() {
+        assert!(same_address("127.0.0.1", "127.0.0.1"));
+        assert!(same_address("::1", "0:0:0:0:0:0:0:1"));
+        assert!(!same_address("10.0.0.1", "10.0.0.2"));
+        assert!(!same_address("10.0.0.1", "not-an-ip"));
     }
 }

@@ -84,6 +84,10 @@ async fn primary_with_standbys(c: &TestCluster) {
 /// Runs a test body with an overall bound, so a hang fails (and unwinds through the cluster's
 /// drop guard) instead of being killed from outside with its processes left behind.
 async fn bounded(body: impl Future<Output = ()>) {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("cm_io=info")
+        .try_init();
     tokio::time::timeout(Duration::from_secs(120), body)
         .await
         .expect("test body finished within its bound");
@@ -352,7 +356,7 @@ async fn e2e_pg_sigstopped_postmaster_fails_the_probe_while_proc_shows_stopped()
             sessions.push(c.client(0).await.expect("a slot"));
         }
         let full = d
-            .phony_dead_probe(c.id(0), Duration::from_secs(1))
+            .phony_dead_probe(c.id(0), Duration::from_secs(5))
             .await
             .expect("probe");
         assert_eq!(full.connect, ProbeConnect::TooManyClients);
@@ -362,7 +366,7 @@ async fn e2e_pg_sigstopped_postmaster_fails_the_probe_while_proc_shows_stopped()
         );
         drop(sessions);
         let ok = d
-            .phony_dead_probe(c.id(0), Duration::from_secs(1))
+            .phony_dead_probe(c.id(0), Duration::from_secs(5))
             .await
             .expect("probe");
         assert_eq!(ok.connect, ProbeConnect::Answered);
@@ -370,8 +374,12 @@ async fn e2e_pg_sigstopped_postmaster_fails_the_probe_while_proc_shows_stopped()
 
         let pm = PostmasterPid::read(&c.data_dir(0)).expect("postmaster.pid");
         kill(Pid::from_raw(pm.pid), Signal::SIGSTOP).expect("SIGSTOP");
-        let states = d.processes(c.id(0)).expect("processes");
-        assert!(states.contains(&ProcState::Stopped), "{states:?}");
+        // The stop takes effect when the postmaster is next scheduled.
+        eventually("the postmaster in state T", || async {
+            let states = d.processes(c.id(0)).ok()?;
+            states.contains(&ProcState::Stopped).then_some(())
+        })
+        .await;
         let probe = d
             .phony_dead_probe(c.id(0), Duration::from_secs(1))
             .await
@@ -387,7 +395,7 @@ async fn e2e_pg_sigstopped_postmaster_fails_the_probe_while_proc_shows_stopped()
 
         kill(Pid::from_raw(pm.pid), Signal::SIGCONT).expect("SIGCONT");
         let probe = d
-            .phony_dead_probe(c.id(0), Duration::from_secs(1))
+            .phony_dead_probe(c.id(0), Duration::from_secs(5))
             .await
             .expect("probe");
         assert_eq!(probe.connect, ProbeConnect::Answered);

@@ -479,22 +479,32 @@ pub fn adopt_postmaster(data_dir: &Path) -> Option<(Supervised, PostmasterPid)> 
     Supervised::adopt(file.pid, stat.starttime).map(|s| (s, file))
 }
 
-/// Removes a `postmaster.pid` whose postmaster no longer runs (absent, or a zombie not yet
-/// reaped by init — PostgreSQL's `kill(pid, 0)` check would otherwise refuse to start or rewind
-/// for as long as the zombie lingers). Returns whether a file was removed.
+/// Removes a `postmaster.pid` whose postmaster no longer runs: absent, a zombie not yet reaped
+/// by init, or a recycled pid (a process whose working directory is not the data directory).
+/// PostgreSQL's own `kill(pid, 0)` check would otherwise refuse to start or rewind for as long
+/// as the zombie lingers or the pid is reused. Returns whether a file was removed.
 pub fn remove_stale_pid_file(data_dir: &Path) -> std::io::Result<bool> {
     let path = data_dir.join("postmaster.pid");
     let Ok(text) = fs::read_to_string(&path) else {
         return Ok(false);
     };
-    let live = PostmasterPid::parse(&text)
-        .map(|f| matches!(proc_state(f.pid), Some(s) if s != ProcState::Zombie))
-        .unwrap_or(false);
-    if live {
+    if PostmasterPid::parse(&text).is_some_and(|f| runs_in(f.pid, data_dir)) {
         return Ok(false);
     }
     fs::remove_file(&path)?;
     Ok(true)
+}
+
+/// Whether `pid` is a live (non-zombie) process working in `dir`, as a postmaster does.
+fn runs_in(pid: i32, dir: &Path) -> bool {
+    let Ok(proc) = procfs::process::Process::new(pid) else {
+        return false;
+    };
+    let live = proc
+        .stat()
+        .is_ok_and(|s| proc_state_of(s.state) != ProcState::Zombie);
+    let want = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    live && proc.cwd().is_ok_and(|cwd| cwd == want)
 }
 
 #[cfg(test)]

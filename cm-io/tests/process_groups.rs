@@ -124,24 +124,30 @@ fn adoption_checks_the_start_time_not_just_the_pid() {
 }
 
 #[test]
-fn stale_pid_file_of_a_dead_postmaster_is_removed_live_one_kept() {
+fn stale_pid_file_of_a_dead_or_recycled_postmaster_is_removed_live_one_kept() {
     let dir = std::env::temp_dir().join(format!("cm-io-pidfile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let child = Supervised::spawn(sh("exec sleep 30"), None).expect("spawn");
+    let mut cmd = sh("exec sleep 30");
+    cmd.current_dir(&dir);
+    let child = Supervised::spawn(cmd, None).expect("spawn");
     let _guard = Guard(vec![child.clone()]);
-    let write = |pid: i32| {
-        std::fs::write(
-            dir.join("postmaster.pid"),
-            format!("{pid}\n{}\n1\n5432\n", dir.display()),
-        )
-        .expect("write")
+    let write = |pid: u32| {
+        let text = format!("{pid}\n{}\n1\n5432\n", dir.display());
+        std::fs::write(dir.join("postmaster.pid"), text).expect("write")
     };
-    write(child.pid());
+    write(child.pid() as u32);
     assert!(
         !remove_stale_pid_file(&dir).expect("check"),
         "live postmaster: kept"
     );
     assert_eq!(PostmasterPid::read(&dir).map(|f| f.pid), Some(child.pid()));
+    // A live process working elsewhere holds a recycled pid: the file is stale.
+    write(std::process::id());
+    assert!(
+        remove_stale_pid_file(&dir).expect("check"),
+        "recycled pid: removed"
+    );
+    write(child.pid() as u32);
     child.kill_group(Duration::from_secs(5)).expect("fenced");
     assert!(
         remove_stale_pid_file(&dir).expect("check"),

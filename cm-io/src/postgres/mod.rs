@@ -27,6 +27,9 @@ pub use driver::{PgDriver, PgOptions};
 /// Why a driver call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
+    /// The node is not in the cluster config.
+    #[error("node {0} is not in the cluster config")]
+    UnknownNode(cm_core::NodeId),
     /// The instance is not configured on this node.
     #[error("instance {0} is not managed by this node's driver")]
     UnknownInstance(InstanceId),

@@ -2,6 +2,13 @@
 //! binaries in `fuzz_targets/` call them, and `tests/corpus_replay.rs` replays every corpus file
 //! through them on stable.
 
+mod agent_steps;
+pub mod bytes;
+mod monitor_steps;
+
+pub use agent_steps::agent_steps;
+pub use monitor_steps::monitor_steps;
+
 use clap::Parser;
 use cm_core::codec;
 use cm_core::config::ClusterConfig;

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cm_core::Instant;
 use cm_core::agent::{Agent, AgentCommand, AgentInput, PhonyProbe};
-use cm_core::config::ClusterConfig;
 use cm_core::dn::StopMode;
 use cm_core::dn::{DbState, DnAction, DnRole, DnStatus, Downstream, History, LockState, ProcState};
 use cm_core::flags::{Flag, FlagSet};
@@ -142,7 +141,7 @@ fn op_or_stale(b: &mut Bytes, ops: &[OpId]) -> OpId {
 }
 
 fn result(b: &mut Bytes) -> Result<(), String> {
-    if b.u8() % 4 == 0 {
+    if b.u8().is_multiple_of(4) {
         Err("failed".into())
     } else {
         Ok(())
@@ -463,8 +462,8 @@ fn op_of(c: &AgentCommand) -> Option<OpId> {
 /// Drives an [`Agent`] of node 1 built from [`crate::SAMPLE_CONFIG`] with decoded inputs;
 /// panics if a rule is broken.
 pub fn agent_steps(data: &[u8]) {
-    let cfg = ClusterConfig::from_toml_str(crate::SAMPLE_CONFIG).expect("sample config");
-    let mut agent = Agent::new(&cfg, ME, 0, None).expect("agent of node 1");
+    let cfg = crate::sample_config();
+    let mut agent = Agent::new(cfg, ME, 0, None).expect("agent of node 1");
     let mut driver = Driver::new(cfg.params.clone());
     let mut b = Bytes::new(data);
     let mut now = Instant::ZERO;

@@ -2,7 +2,6 @@
 //! SPEC.md §1–2 checked after every step against a small independent model.
 
 use cm_core::Instant;
-use cm_core::config::ClusterConfig;
 use cm_core::ctl::MonitorRequest;
 use cm_core::dn::{ProcState, StopMode};
 use cm_core::flags::{Flag, FlagSet};
@@ -231,8 +230,8 @@ impl Model {
 /// Drives a [`Monitor`] built from [`crate::SAMPLE_CONFIG`] with decoded inputs; panics if a
 /// rule is broken.
 pub fn monitor_steps(data: &[u8]) {
-    let cfg = ClusterConfig::from_toml_str(crate::SAMPLE_CONFIG).expect("sample config");
-    let mut monitor = Monitor::new(&cfg, NodeId(1), 0, None);
+    let cfg = crate::sample_config();
+    let mut monitor = Monitor::new(cfg, NodeId(1), 0, None);
     let mut model = Model::default();
     let mut b = Bytes::new(data);
     let mut now = Instant::ZERO;

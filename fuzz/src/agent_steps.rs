@@ -224,6 +224,13 @@ impl Driver {
                 let highest = QuorumTerm(u64::from(b.small(4)));
                 frame(from, b.small(4), Msg::TermCheckReply { nonce, highest })
             }
+            _ => self.answer(kind % 19, b),
+        })
+    }
+
+    /// Kinds 6–18: answers to what the agent asked, flags, system samples, reloads.
+    fn answer(&self, kind: u8, b: &mut Bytes) -> AgentInput {
+        match kind {
             6 => AgentInput::ProcessesSampled {
                 op: op_or_stale(b, &self.samples),
                 instance: if b.small(7) == 0 { PEER } else { DN },
@@ -307,7 +314,7 @@ impl Driver {
                 p.enable_self_fence = b.bool();
                 AgentInput::ParamsReloaded(p)
             }
-        })
+        }
     }
 
     /// What completes before the step: answered actions leave the in-flight sets.

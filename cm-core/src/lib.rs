@@ -32,19 +32,25 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod codec;
 pub mod config;
 pub mod ctl;
+pub mod ctl_plan;
 pub mod dn;
 pub mod flags;
 pub mod ids;
 pub mod io;
+pub mod monitor;
 pub mod msg;
 pub mod params;
 pub mod rng;
 pub mod server;
 pub mod state;
 pub mod time;
+
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use ids::*;
 pub use time::Instant;

@@ -498,7 +498,10 @@ impl Quorum {
 
     /// The CMS nodes in config order.
     fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.members.iter().copied().filter(move |n| *n != self.node)
+        self.members
+            .iter()
+            .copied()
+            .filter(move |n| *n != self.node)
     }
 
     fn start(&mut self, now: Instant) {

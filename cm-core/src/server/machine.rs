@@ -34,8 +34,9 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// cm_ctl requests waiting for a reply, at most.
 const MAX_PENDING_CLIENTS: usize = 1024;
 
-/// A fact fed to the [`Server`].
-#[derive(Clone, Debug, PartialEq)]
+/// A fact fed to the [`Server`]. Serializable so that daemons can journal their inputs for
+/// replay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ServerInput {
     /// Time passed.
     Tick,

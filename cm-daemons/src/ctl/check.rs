@@ -30,7 +30,11 @@ pub fn find(binary: &str, path: &str) -> std::io::Result<Vec<u32>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -64,13 +68,37 @@ mod tests {
     #[test]
     fn program_name_and_path_must_both_match() {
         let path = "/etc/cm/cluster.toml";
-        assert!(cmdline_matches(&argv("/usr/bin/cm_server -c /etc/cm/cluster.toml -n 1"), "cm_server", path));
-        assert!(cmdline_matches(&argv("cm_server --config=/etc/cm/cluster.toml"), "cm_server", path));
-        assert!(cmdline_matches(&argv("postgres -D/data/dn1/"), "postgres", "/data/dn1"));
-        assert!(!cmdline_matches(&argv("postgres -D /data/dn10"), "postgres", "/data/dn1"));
-        assert!(!cmdline_matches(&argv("cm_agent -c /etc/cm/cluster.toml"), "cm_server", path));
+        assert!(cmdline_matches(
+            &argv("/usr/bin/cm_server -c /etc/cm/cluster.toml -n 1"),
+            "cm_server",
+            path
+        ));
+        assert!(cmdline_matches(
+            &argv("cm_server --config=/etc/cm/cluster.toml"),
+            "cm_server",
+            path
+        ));
+        assert!(cmdline_matches(
+            &argv("postgres -D/data/dn1/"),
+            "postgres",
+            "/data/dn1"
+        ));
+        assert!(!cmdline_matches(
+            &argv("postgres -D /data/dn10"),
+            "postgres",
+            "/data/dn1"
+        ));
+        assert!(!cmdline_matches(
+            &argv("cm_agent -c /etc/cm/cluster.toml"),
+            "cm_server",
+            path
+        ));
         // cm_ctl's own command line names both, but its program is cm_ctl.
-        assert!(!cmdline_matches(&argv("cm_ctl check -B cm_server -T /etc/cm/cluster.toml"), "cm_server", path));
+        assert!(!cmdline_matches(
+            &argv("cm_ctl check -B cm_server -T /etc/cm/cluster.toml"),
+            "cm_server",
+            path
+        ));
         assert!(!cmdline_matches(&[], "cm_server", path));
     }
 
@@ -79,8 +107,10 @@ mod tests {
         let marker = format!("/tmp/cm-check-marker-{}", std::process::id());
         // argv = ["sh", "-c", "sleep 30; :", MARKER]: program `sh`, started with MARKER (the
         // trailing `:` keeps sh from exec'ing sleep in its place).
+        use std::os::unix::process::CommandExt as _;
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30; :", &marker])
+            .process_group(0)
             .spawn()
             .unwrap();
         // Patience: right after fork the child still shows this test's command line.
@@ -92,7 +122,9 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        child.kill().unwrap();
+        // The whole group, so that the `sleep` does not outlive the test.
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
         child.wait().unwrap();
         assert_eq!(found, vec![child.id()]);
         assert_eq!(find("sh", &marker).unwrap(), Vec::<u32>::new());

@@ -72,7 +72,11 @@ impl CtlClient {
             addresses,
             secret,
             local,
-            servers: config.cms_nodes().into_iter().map(Endpoint::server).collect(),
+            servers: config
+                .cms_nodes()
+                .into_iter()
+                .map(Endpoint::server)
+                .collect(),
             connected: BTreeSet::new(),
             next_id: 1,
         })
@@ -145,7 +149,13 @@ impl CtlClient {
                     tries.waiting.insert(id, peer);
                 }
             }
-            let wake = tries.send_at.values().copied().min().unwrap_or(deadline).min(deadline);
+            let wake = tries
+                .send_at
+                .values()
+                .copied()
+                .min()
+                .unwrap_or(deadline)
+                .min(deadline);
             let ev = tokio::select! {
                 ev = self.events.recv() => ev,
                 () = tokio::time::sleep_until(wake) => None,

@@ -76,7 +76,11 @@ impl CmsExecutor {
     fn persist(&mut self, p: cm_core::io::PersistState) {
         self.submitted += 1;
         if let Err(refused) = self.writer.submit(p) {
-            tracing::error!(token = refused.token.0, "quorum write refused: {:?}", refused.result);
+            tracing::error!(
+                token = refused.token.0,
+                "quorum write refused: {:?}",
+                refused.result
+            );
             self.completed.fetch_add(1, Ordering::SeqCst);
             self.feed(ServerInput::WriteCompleted(refused));
         }
@@ -103,7 +107,7 @@ impl Executor<CmsOrder> for CmsExecutor {
                 command,
             } => {
                 let tx = self.inputs.clone();
-                                tokio::spawn(async move {
+                tokio::spawn(async move {
                     let target = fence::Target {
                         group,
                         instance,
@@ -117,7 +121,7 @@ impl Executor<CmsOrder> for CmsExecutor {
             }
             CmsOrder::ProbeGateways { gateways } => {
                 let tx = self.inputs.clone();
-                                tokio::spawn(async move {
+                tokio::spawn(async move {
                     let reachable = gateways::all_answer(&gateways, GATEWAY_TIMEOUT).await;
                     tracing::info!(%gateways, reachable, "third-party gateways probed");
                     let _ = tx.send(ServerInput::GatewaysProbed { reachable }).await;

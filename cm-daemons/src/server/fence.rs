@@ -28,7 +28,10 @@ const OUTPUT_LOG_BYTES: usize = 2048;
 /// Runs `command` for `target`, bounded by `limit`; true iff it exited 0 in time.
 pub async fn run(command: &str, target: Target, limit: Duration) -> bool {
     if command.trim().is_empty() {
-        tracing::warn!(group = target.group.0, "no fence_command configured; nothing run");
+        tracing::warn!(
+            group = target.group.0,
+            "no fence_command configured; nothing run"
+        );
         return false;
     }
     let child = tokio::process::Command::new("sh")
@@ -60,7 +63,9 @@ pub async fn run(command: &str, target: Target, limit: Duration) -> bool {
     );
     match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(Ok(out)) => {
-            let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(OUTPUT_LOG_BYTES)]).into_owned();
+            let text = |b: &[u8]| {
+                String::from_utf8_lossy(&b[..b.len().min(OUTPUT_LOG_BYTES)]).into_owned()
+            };
             let ok = out.status.success();
             tracing::warn!(
                 %command,
@@ -125,12 +130,19 @@ mod tests {
         for _ in 0..200 {
             match std::fs::read_to_string(&stat) {
                 Err(_) => return,
-                Ok(s) if s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) => {
+                Ok(s)
+                    if s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+                {
                     return;
                 }
                 Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
-        panic!("the fence command's background child {} survived", pid.trim());
+        panic!(
+            "the fence command's background child {} survived",
+            pid.trim()
+        );
     }
 }

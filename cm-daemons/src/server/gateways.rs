@@ -25,21 +25,36 @@ pub fn parse(list: &str) -> Result<Vec<Vec<SocketAddr>>, String> {
             if let Ok(sa) = entry.parse::<SocketAddr>() {
                 Ok(vec![sa])
             } else if let Ok(ip) = entry.trim_matches(['[', ']']).parse::<IpAddr>() {
-                Ok(DEFAULT_PORTS.iter().map(|p| SocketAddr::new(ip, *p)).collect())
+                Ok(DEFAULT_PORTS
+                    .iter()
+                    .map(|p| SocketAddr::new(ip, *p))
+                    .collect())
             } else {
-                Err(format!("third_party_gateway_ip: `{entry}` is not an IP address or ip:port"))
+                Err(format!(
+                    "third_party_gateway_ip: `{entry}` is not an IP address or ip:port"
+                ))
             }
         })
         .collect()
 }
 
-/// Whether one address answers within `limit` (connected or refused).
-async fn answers(addr: SocketAddr, limit: Duration) -> bool {
-    match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(e)) => e.kind() == ErrorKind::ConnectionRefused,
-        Err(_) => false,
+/// Whether a connection attempt's outcome is an answer: connected or refused. `None` is a
+/// timeout.
+pub fn is_answer(outcome: Option<&std::io::Result<()>>) -> bool {
+    match outcome {
+        Some(Ok(())) => true,
+        Some(Err(e)) => e.kind() == ErrorKind::ConnectionRefused,
+        None => false,
     }
+}
+
+/// Whether one address answers within `limit`.
+async fn answers(addr: SocketAddr, limit: Duration) -> bool {
+    let outcome = tokio::time::timeout(limit, TcpStream::connect(addr))
+        .await
+        .ok()
+        .map(|r| r.map(drop));
+    is_answer(outcome.as_ref())
 }
 
 /// Whether every gateway in `list` answers within `limit` (all probed concurrently).
@@ -78,12 +93,19 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                vec!["10.0.0.1:80".parse().unwrap(), "10.0.0.1:443".parse().unwrap()],
+                vec![
+                    "10.0.0.1:80".parse().unwrap(),
+                    "10.0.0.1:443".parse().unwrap()
+                ],
                 vec!["10.0.0.2:8080".parse().unwrap()],
                 vec!["[::1]:80".parse().unwrap(), "[::1]:443".parse().unwrap()],
             ]
         );
-        assert!(parse("gateway.example").unwrap_err().contains("gateway.example"));
+        assert!(
+            parse("gateway.example")
+                .unwrap_err()
+                .contains("gateway.example")
+        );
         assert!(parse("").unwrap().is_empty());
     }
 
@@ -100,7 +122,22 @@ mod tests {
         assert!(all_answer(&format!("{open},{closed}"), limit).await);
         assert!(!all_answer("", limit).await);
         assert!(!all_answer("not-an-ip", limit).await);
-        // TEST-NET-1 (RFC 5737) is never routed: no answer within the limit.
-        assert!(!all_answer(&format!("{open},192.0.2.1:80"), Duration::from_millis(300)).await);
+    }
+
+    #[test]
+    fn only_a_connection_or_a_refusal_is_an_answer() {
+        use std::io::Error;
+        assert!(is_answer(Some(&Ok(()))));
+        assert!(is_answer(Some(&Err(Error::from(
+            ErrorKind::ConnectionRefused
+        )))));
+        assert!(!is_answer(Some(&Err(Error::from(
+            ErrorKind::HostUnreachable
+        )))));
+        assert!(!is_answer(Some(&Err(Error::from(
+            ErrorKind::NetworkUnreachable
+        )))));
+        assert!(!is_answer(Some(&Err(Error::from(ErrorKind::TimedOut)))));
+        assert!(!is_answer(None));
     }
 }

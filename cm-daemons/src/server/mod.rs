@@ -44,7 +44,11 @@ const INPUT_QUEUE: usize = 1024;
 
 /// cm_server's command line.
 #[derive(Debug, Parser)]
-#[command(name = "cm_server", version, about = "The CMS: quorum member and, when leading, arbiter")]
+#[command(
+    name = "cm_server",
+    version,
+    about = "The CMS: quorum member and, when leading, arbiter"
+)]
 pub struct ServerArgs {
     /// Node, config and logging.
     #[command(flatten)]
@@ -119,7 +123,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let store = Store::new(state_dir.join(STORE_FILE));
     let restored = store.load()?;
     let machine = CmsMachine::new(&config, me.id, seed(me.id), restored).with_context(|| {
-        format!("cannot restore the quorum state from {}", store.path().display())
+        format!(
+            "cannot restore the quorum state from {}",
+            store.path().display()
+        )
     })?;
     let secret = Secret::load(&common::secret_path(&cfg_path, &config)?)?;
     let listen = listen_addr(&me.address, port).await?;
@@ -132,9 +139,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     })
     .await?;
     let journal: Option<Box<dyn Journal<ServerInput> + Send>> = match &args.journal {
-        Some(p) => Some(Box::new(JsonLinesJournal::append_to(p).with_context(|| {
-            format!("cannot open the input journal {}", p.display())
-        })?)),
+        Some(p) => Some(Box::new(JsonLinesJournal::append_to(p).with_context(
+            || format!("cannot open the input journal {}", p.display()),
+        )?)),
         None => None,
     };
     let map = InputMap {
@@ -171,7 +178,11 @@ fn spawn_wall_clock(inputs: mpsc::Sender<ServerInput>) {
         loop {
             // The first tick is immediate: the machine gets the wall clock at start.
             every.tick().await;
-            if inputs.send(ServerInput::WallClock(wall_now())).await.is_err() {
+            if inputs
+                .send(ServerInput::WallClock(wall_now()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -5,6 +5,8 @@
 //! this library: cm_ctl's argument handling, plan execution and `query` rendering, and
 //! cm_server's wiring and executor.
 
+#![warn(missing_docs)]
+
 pub mod common;
 pub mod ctl;
 pub mod ctl_cli;

@@ -18,12 +18,18 @@ use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
 /// Bound on any wait; never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(90);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Distinct free loopback ports: every listener is held until all are chosen, so the OS cannot
+/// hand out the same port twice.
+#[derive(Default)]
+struct Ports(Vec<TcpListener>);
+
+impl Ports {
+    fn next(&mut self) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        self.0.push(l);
+        port
+    }
 }
 
 /// A cluster of `n` CMS nodes in a temporary directory, with its processes.
@@ -45,14 +51,15 @@ impl Cluster {
         .unwrap();
         let mut toml = String::from("name = \"e2e\"\nsecret_file = \"secret\"\n");
         let mut cms_ports = Vec::new();
+        let mut ports = Ports::default();
         for id in 1..=n {
-            let port = free_port();
+            let port = ports.next();
             cms_ports.push(port);
             toml.push_str(&format!(
                 "[[node]]\nid = {id}\nname = \"n{id}\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
                  state_dir = \"{}\"\nmonitor_port = {}\ncms_port = {port}\n",
                 dir.path().join(format!("n{id}")).display(),
-                free_port()
+                ports.next()
             ));
         }
         toml.push_str("[[group]]\nid = 1\n");
@@ -60,7 +67,7 @@ impl Cluster {
             toml.push_str(&format!(
                 "[[group.member]]\ninstance = {}\nnode = {id}\ndata_dir = \"/nonexistent/dn{id}\"\nport = {}\n",
                 6000 + id,
-                free_port()
+                ports.next()
             ));
         }
         let config = dir.path().join("cluster.toml");
@@ -139,10 +146,22 @@ impl Cluster {
 
     /// Polls `cm_ctl query --json` until `accept` holds; panics with the last output after
     /// [`PATIENCE`].
-    fn wait_status(&self, what: &str, accept: impl Fn(&ClusterStatus) -> bool) -> ClusterStatus {
+    fn wait_status(
+        &mut self,
+        what: &str,
+        accept: impl Fn(&ClusterStatus) -> bool,
+    ) -> ClusterStatus {
         let start = Instant::now();
         let mut last = String::new();
         while start.elapsed() < PATIENCE {
+            for (i, c) in self.servers.iter_mut().enumerate() {
+                if let Some(status) = c.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                    panic!(
+                        "cm_server {} exited ({status}) while waiting for {what}",
+                        i + 1
+                    );
+                }
+            }
             let out = self.ctl(&["query", "--json"]);
             if out.status.success() {
                 let s: ClusterStatus = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

@@ -443,7 +443,7 @@ impl Quorum {
         match &self.lead {
             Some(lead) => {
                 at.push(lead.heartbeat_at);
-                at.push(lead.quorum_heard_at + self.params.election_timeout_min());
+                at.push(lead.quorum_heard_at + self.check_quorum_timeout());
                 if let Some(since) = self.few_agents_since {
                     if self.minority_demotion_applies() {
                         at.push(since + lease::DEMOTE_AFTER);

@@ -284,13 +284,14 @@ impl Quorum {
     /// Becomes a follower at `term` (≥ the current one), stepping down if leading.
     pub(super) fn become_follower(&mut self, now: Instant, term: QuorumTerm, leader: Option<NodeId>) {
         assert!(term >= self.term, "terms never decrease");
+        // Step down first, so that `SteppedDown` names the term that was led.
+        if self.role == Role::Leader {
+            self.step_down(now);
+        }
         if term > self.term {
             self.term = term;
             self.voted_for = None;
             self.dirty = true;
-        }
-        if self.role == Role::Leader {
-            self.step_down(now);
         }
         if self.role != Role::Follower {
             self.role = Role::Follower;

@@ -14,7 +14,9 @@
 //! * Votes go to candidates whose log is at least as up to date (election restriction), once
 //!   per term, and are answered only after the vote is durable.
 
-use super::{AfterWrite, EntryPayload, LeaderState, LogEntry, Quorum, QuorumMsg, QuorumOutput, Role};
+use super::{
+    AfterWrite, EntryPayload, LeaderState, LogEntry, Quorum, QuorumMsg, QuorumOutput, Role,
+};
 use crate::ids::{LogIndex, NodeId, QuorumTerm};
 use crate::time::Instant;
 
@@ -70,7 +72,13 @@ impl Quorum {
             ),
             QuorumMsg::Vote { .. } => self.send(from, QuorumMsg::VoteReply { granted: false }),
             QuorumMsg::PreVote { term, .. } => {
-                self.send(from, QuorumMsg::PreVoteReply { term, granted: false });
+                self.send(
+                    from,
+                    QuorumMsg::PreVoteReply {
+                        term,
+                        granted: false,
+                    },
+                );
             }
             _ => {}
         }
@@ -130,9 +138,8 @@ impl Quorum {
         if self.in_startup_holdoff(now) {
             return false;
         }
-        !self
-            .leader_seen_at
-            .is_some_and(|seen| now < seen + self.params.election_timeout_min())
+        self.leader_seen_at
+            .is_none_or(|seen| now >= seen + self.params.election_timeout_min())
     }
 
     /// A freshly started CMS may have forgotten a leader it heard (§5.1). A lone CMS has
@@ -152,8 +159,9 @@ impl Quorum {
         last_term: QuorumTerm,
         last_index: LogIndex,
     ) {
-        let granted =
-            term > self.term && self.can_vote(now) && self.log.is_behind_or_equal(last_term, last_index);
+        let granted = term > self.term
+            && self.can_vote(now)
+            && self.log.is_behind_or_equal(last_term, last_index);
         self.send(from, QuorumMsg::PreVoteReply { term, granted });
     }
 
@@ -174,7 +182,10 @@ impl Quorum {
             return self.send(from, QuorumMsg::VoteReply { granted: false });
         }
         if self.voted_for.is_none() {
-            assert!(self.role != Role::Candidate, "a candidate votes only for itself");
+            assert!(
+                self.role != Role::Candidate,
+                "a candidate votes only for itself"
+            );
             self.voted_for = Some(from);
             self.dirty = true;
         }
@@ -197,7 +208,7 @@ impl Quorum {
     fn may_campaign(&self, now: Instant) -> bool {
         self.is_voter()
             && !self.in_startup_holdoff(now)
-            && !self.demoted_until.is_some_and(|u| now < u)
+            && self.demoted_until.is_none_or(|u| now >= u)
             && self.two_node_may_lead()
     }
 
@@ -275,14 +286,20 @@ impl Quorum {
             self.few_agents_since = Some(now);
         }
         tracing::info!(node = %self.node, term = %self.term, "became CMS leader");
-        self.out.push(QuorumOutput::BecameLeader { term: self.term });
+        self.out
+            .push(QuorumOutput::BecameLeader { term: self.term });
         // A no-op of the new term lets entries of earlier terms commit (Raft §5.4.2).
         self.append_local(EntryPayload::Noop);
         self.broadcast(now);
     }
 
     /// Becomes a follower at `term` (≥ the current one), stepping down if leading.
-    pub(super) fn become_follower(&mut self, now: Instant, term: QuorumTerm, leader: Option<NodeId>) {
+    pub(super) fn become_follower(
+        &mut self,
+        now: Instant,
+        term: QuorumTerm,
+        leader: Option<NodeId>,
+    ) {
         assert!(term >= self.term, "terms never decrease");
         // Step down first, so that `SteppedDown` names the term that was led.
         if self.role == Role::Leader {

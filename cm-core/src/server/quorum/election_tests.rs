@@ -94,7 +94,11 @@ fn a_freshly_started_cms_grants_no_vote_during_the_holdoff() {
         out,
         vec![Out::Send(1, 0, QuorumMsg::VoteReply { granted: false })]
     );
-    assert_eq!(q.term, t(0), "a refused vote request does not move the term");
+    assert_eq!(
+        q.term,
+        t(0),
+        "a refused vote request does not move the term"
+    );
     let out = norm(q.step(ms(0) + holdoff, message(1, 1, vote(0, 0))));
     assert_eq!(out.len(), 1, "granted once the hold-off is over: {out:?}");
     assert_eq!(q.voted_for, Some(n(1)));
@@ -207,7 +211,11 @@ fn a_single_cms_elects_itself_after_persisting() {
         last_index: 0,
     };
     assert_eq!(out, vec![campaign]);
-    assert_eq!(q.role, Role::Candidate, "not leader before the vote is durable");
+    assert_eq!(
+        q.role,
+        Role::Candidate,
+        "not leader before the vote is durable"
+    );
     let out = norm(q.step(at, done(crate::WriteToken(2))));
     let noop = Out::Persist {
         token: 3,

@@ -76,8 +76,14 @@ fn the_lease_expires_before_a_voter_that_acknowledged_it_grants_a_vote() {
         }
     }
     let (lease_end, grant) = (lease_end.unwrap(), grant.unwrap());
-    assert!(lease_end <= grant, "lease ends at {lease_end} µs, vote at {grant} µs");
-    assert!(grant - lease_end < 1_000, "the lease is not needlessly short");
+    assert!(
+        lease_end <= grant,
+        "lease ends at {lease_end} µs, vote at {grant} µs"
+    );
+    assert!(
+        grant - lease_end < 1_000,
+        "the lease is not needlessly short"
+    );
 }
 
 /// Drives a 3-node leader for `secs`, acknowledging every round from node 2.

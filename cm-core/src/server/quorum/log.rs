@@ -113,7 +113,8 @@ impl Log {
     /// Installs a leader's snapshot: keeps the entries after it when the log agrees with it at
     /// `index` (Raft §7), otherwise discards the whole log.
     pub(crate) fn install(&mut self, snapshot: SnapshotMeta) {
-        if self.term_at(snapshot.index) == Some(snapshot.term) && snapshot.index > self.snapshot.index
+        if self.term_at(snapshot.index) == Some(snapshot.term)
+            && snapshot.index > self.snapshot.index
         {
             let drop = usize::try_from(snapshot.index.0 - self.snapshot.index.0).unwrap_or(0);
             self.entries.drain(..drop.min(self.entries.len()));

@@ -444,10 +444,10 @@ impl Quorum {
             Some(lead) => {
                 at.push(lead.heartbeat_at);
                 at.push(lead.quorum_heard_at + self.check_quorum_timeout());
-                if let Some(since) = self.few_agents_since {
-                    if self.minority_demotion_applies() {
-                        at.push(since + lease::DEMOTE_AFTER);
-                    }
+                if let Some(since) = self.few_agents_since
+                    && self.minority_demotion_applies()
+                {
+                    at.push(since + lease::DEMOTE_AFTER);
                 }
             }
             None => at.push(self.election_at),
@@ -498,7 +498,10 @@ impl Quorum {
 
     /// The CMS nodes in config order.
     fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.members.iter().copied().filter(move |n| *n != self.node)
+        self.members
+            .iter()
+            .copied()
+            .filter(move |n| *n != self.node)
     }
 
     fn start(&mut self, now: Instant) {
@@ -610,12 +613,12 @@ impl Quorum {
                 }
             }
             AfterWrite::SelfAppended { term, index } => {
-                if term == self.term {
-                    if let Some(lead) = self.lead.as_mut() {
-                        let m = lead.matched.entry(self.node).or_default();
-                        *m = (*m).max(index);
-                        self.advance_commit(now);
-                    }
+                if term == self.term
+                    && let Some(lead) = self.lead.as_mut()
+                {
+                    let m = lead.matched.entry(self.node).or_default();
+                    *m = (*m).max(index);
+                    self.advance_commit(now);
                 }
             }
         }

@@ -69,7 +69,9 @@ impl Quorum {
     }
 
     fn current_round(&self) -> u64 {
-        self.lead.as_ref().map_or(0, |l| l.next_round.saturating_sub(1))
+        self.lead
+            .as_ref()
+            .map_or(0, |l| l.next_round.saturating_sub(1))
     }
 
     /// Follower side of `Append` (the term already equals ours).
@@ -102,7 +104,8 @@ impl Quorum {
         if prev_index > self.log.last_index() {
             return self.send(from, fail(self.log.last_index()));
         }
-        if prev_index >= self.log.snapshot_index() && self.log.term_at(prev_index) != Some(prev_term)
+        if prev_index >= self.log.snapshot_index()
+            && self.log.term_at(prev_index) != Some(prev_term)
         {
             let hint = LogIndex(prev_index.0.saturating_sub(1)).max(self.commit);
             return self.send(from, fail(hint));
@@ -207,7 +210,11 @@ impl Quorum {
             let back = LogIndex(next.0.saturating_sub(1)).min(match_index.next());
             lead.next.insert(from, back.max(matched.next()));
         }
-        let resend = !success || lead.next.get(&from).is_some_and(|n| *n <= self.log.last_index());
+        let resend = !success
+            || lead
+                .next
+                .get(&from)
+                .is_some_and(|n| *n <= self.log.last_index());
         self.ack_round(now, from, round);
         if success {
             self.advance_commit(now);
@@ -218,16 +225,32 @@ impl Quorum {
         }
     }
 
-    pub(super) fn on_snapshot_reply(&mut self, now: Instant, from: NodeId, last_index: LogIndex, round: u64) {
+    pub(super) fn on_snapshot_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        last_index: LogIndex,
+        round: u64,
+    ) {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
         if !lead.next.contains_key(&from) {
             return;
         }
-        let m = lead.matched.get(&from).copied().unwrap_or_default().max(last_index);
+        let m = lead
+            .matched
+            .get(&from)
+            .copied()
+            .unwrap_or_default()
+            .max(last_index);
         lead.matched.insert(from, m);
-        let next = lead.next.get(&from).copied().unwrap_or_default().max(m.next());
+        let next = lead
+            .next
+            .get(&from)
+            .copied()
+            .unwrap_or_default()
+            .max(m.next());
         lead.next.insert(from, next);
         self.ack_round(now, from, round);
         self.advance_commit(now);

@@ -36,7 +36,10 @@ fn ack(match_index: u64, round: u64) -> QuorumMsg {
 fn a_follower_acknowledges_entries_only_once_durable() {
     let cfg = config(3);
     let mut q = started(&cfg, 2, ms(0));
-    let out = norm(q.step(ms(10), message(1, 1, append((0, 0), vec![entry(1, 1, None)], 0))));
+    let out = norm(q.step(
+        ms(10),
+        message(1, 1, append((0, 0), vec![entry(1, 1, None)], 0)),
+    ));
     let persist = Out::Persist {
         token: 1,
         term: 1,
@@ -140,7 +143,10 @@ fn a_committed_proposal_reports_its_outcome() {
         vec![persist, Out::Send(2, 1, app.clone()), Out::Send(3, 1, app)]
     );
     let _ = q.step(now, done(WriteToken(3)));
-    assert!(q.take_outcomes().is_empty(), "one durable copy is not a quorum");
+    assert!(
+        q.take_outcomes().is_empty(),
+        "one durable copy is not a quorum"
+    );
     let _ = q.step(now, message(2, 1, ack(2, 2)));
     let outcome = Outcome {
         id,
@@ -191,15 +197,21 @@ fn a_leader_proposes_only_while_its_lease_holds() {
     let cfg = config(3);
     let (mut q, now) = leader(&cfg);
     let expiry = now + q.params.leader_lease();
-    let _ = q.step(expiry - Duration::from_millis(1), QuorumInput::AgentsConnected {
-        count: 3,
-        includes_local: true,
-    });
+    let _ = q.step(
+        expiry - Duration::from_millis(1),
+        QuorumInput::AgentsConnected {
+            count: 3,
+            includes_local: true,
+        },
+    );
     assert!(q.propose(Change::SetPaused(true)).is_some());
-    let _ = q.step(expiry, QuorumInput::AgentsConnected {
-        count: 3,
-        includes_local: true,
-    });
+    let _ = q.step(
+        expiry,
+        QuorumInput::AgentsConnected {
+            count: 3,
+            includes_local: true,
+        },
+    );
     assert_eq!(q.role, Role::Leader);
     assert_eq!(q.propose(Change::SetPaused(true)), None);
 }
@@ -233,7 +245,10 @@ fn a_snapshot_replaces_the_state_and_is_acknowledged_once_durable() {
     };
     assert_eq!(out, vec![Out::Send(1, 1, reply)]);
     let restored = Quorum::new(&cfg, crate::NodeId(2), 1, Some(stored_bytes(&q))).unwrap();
-    assert!(restored.committed().paused, "the snapshot survives a restart");
+    assert!(
+        restored.committed().paused,
+        "the snapshot survives a restart"
+    );
 }
 
 fn stored_bytes(q: &Quorum) -> Vec<u8> {
@@ -266,7 +281,14 @@ fn the_log_is_compacted_and_a_lagging_follower_gets_the_snapshot() {
         .filter(|o| matches!(o, Out::Send(3, ..)))
         .collect();
     assert_eq!(to_3.len(), 1);
-    let Out::Send(_, _, QuorumMsg::Snapshot { last_index, state, .. }) = &to_3[0] else {
+    let Out::Send(
+        _,
+        _,
+        QuorumMsg::Snapshot {
+            last_index, state, ..
+        },
+    ) = &to_3[0]
+    else {
         panic!("expected a snapshot, got {to_3:?}");
     };
     assert_eq!(*last_index, idx(COMPACT_AFTER));

@@ -92,8 +92,13 @@ impl Sim {
         let nodes = (1..=n)
             .map(|i| {
                 let disk = fresh_store(&cfg);
-                let q = Quorum::new(&cfg, NodeId(i), derive_seed(seed, u64::from(i)), Some(disk.clone()))
-                    .unwrap();
+                let q = Quorum::new(
+                    &cfg,
+                    NodeId(i),
+                    derive_seed(seed, u64::from(i)),
+                    Some(disk.clone()),
+                )
+                .unwrap();
                 Node {
                     q: Some(q),
                     disk,
@@ -153,13 +158,21 @@ impl Sim {
                     for _ in 0..copies {
                         let at = self.now + self.rng.range_inclusive(MS / 2, 30 * MS);
                         self.seq += 1;
-                        self.net.push(Msg { at, seq: self.seq, from, to, term, msg: msg.clone() });
+                        self.net.push(Msg {
+                            at,
+                            seq: self.seq,
+                            from,
+                            to,
+                            term,
+                            msg: msg.clone(),
+                        });
                     }
                 }
                 QuorumOutput::Persist(p) => {
                     let node = &mut self.nodes[i];
                     let last = node.writes.back().map_or(self.now, |w| w.2);
-                    let at = last.max(self.now) + self.rng.range_inclusive(MS / 5, self.disk_ms * MS);
+                    let at =
+                        last.max(self.now) + self.rng.range_inclusive(MS / 5, self.disk_ms * MS);
                     node.writes.push_back((p.token, p.bytes, at));
                 }
                 QuorumOutput::BecameLeader { term } => {
@@ -215,7 +228,12 @@ impl Sim {
                 best = (at, ev);
             }
         };
-        if let Some((k, m)) = self.net.iter().enumerate().min_by_key(|(_, m)| (m.at, m.seq)) {
+        if let Some((k, m)) = self
+            .net
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, m)| (m.at, m.seq))
+        {
             consider(m.at, Ev::Net(k));
         }
         for (i, node) in self.nodes.iter().enumerate() {
@@ -240,7 +258,11 @@ impl Sim {
                 let m = self.net.swap_remove(k);
                 let (f, t) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
                 if !self.blocked.contains(&(f, t)) {
-                    let input = QuorumInput::Message { from: m.from, term: m.term, msg: m.msg };
+                    let input = QuorumInput::Message {
+                        from: m.from,
+                        term: m.term,
+                        msg: m.msg,
+                    };
                     self.step_node(t, input);
                 }
             }
@@ -263,7 +285,10 @@ impl Sim {
             self.nodes[i].disk = bytes;
             Ok(())
         };
-        self.step_node(i, QuorumInput::WriteCompleted(WriteCompleted { token, result }));
+        self.step_node(
+            i,
+            QuorumInput::WriteCompleted(WriteCompleted { token, result }),
+        );
     }
 
     fn restart(&mut self, i: usize) {
@@ -294,7 +319,10 @@ impl Sim {
             }
             3 => self.blocked.clear(),
             4 => {
-                self.blocked = (0..n).filter(|j| *j != i).flat_map(|j| [(i, j), (j, i)]).collect();
+                self.blocked = (0..n)
+                    .filter(|j| *j != i)
+                    .flat_map(|j| [(i, j), (j, i)])
+                    .collect();
             }
             5 => {
                 let side: Vec<bool> = (0..n).map(|_| self.rng.chance(0.5)).collect();
@@ -328,7 +356,10 @@ impl Sim {
             let leased = q.holds_lease(local);
             let accepted = q.propose(change).is_some();
             if accepted != leased {
-                self.fail(&format!("node{} accepted={accepted} with lease={leased}", i + 1));
+                self.fail(&format!(
+                    "node{} accepted={accepted} with lease={leased}",
+                    i + 1
+                ));
             }
             let _ = q.take_outcomes();
             if accepted {
@@ -367,7 +398,11 @@ impl Sim {
     }
 
     fn check_log(&mut self, i: usize) {
-        let top = self.nodes.iter().filter_map(|n| n.q.as_ref().map(|q| q.term)).max();
+        let top = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.q.as_ref().map(|q| q.term))
+            .max();
         let top = top.unwrap_or_default();
         let q = self.nodes[i].q.as_ref().unwrap();
         let mut problem = None;
@@ -386,7 +421,9 @@ impl Sim {
             }
         }
         match self.states.get(&q.applied) {
-            Some(s) if *s != q.state => problem = Some(format!("state at {} differs on node{}", q.applied, i + 1)),
+            Some(s) if *s != q.state => {
+                problem = Some(format!("state at {} differs on node{}", q.applied, i + 1))
+            }
             Some(_) => {}
             None => {
                 self.states.insert(q.applied, q.state.clone());
@@ -421,13 +458,25 @@ fn sweep(n: u32) {
     for seed in 0..seeds {
         let mut sim = Sim::new(n, 0xC0FFEE + seed * 7919 + u64::from(n));
         sim.run(secs * 1_000 * MS);
-        eprintln!("n={n} seed={seed} leaders={} committed={} disk_losses={} loss={:.2}", sim.leaders.len(), sim.committed.len(), sim.disk_losses, sim.loss);
+        eprintln!(
+            "n={n} seed={seed} leaders={} committed={} disk_losses={} loss={:.2}",
+            sim.leaders.len(),
+            sim.committed.len(),
+            sim.disk_losses,
+            sim.loss
+        );
         elected += sim.leaders.len();
         committed += sim.committed.len();
     }
     // Not vacuous: elections happened and entries committed.
-    assert!(elected as u64 >= seeds, "only {elected} elections in {seeds} runs");
-    assert!(committed as u64 >= seeds * 10, "only {committed} commits in {seeds} runs");
+    assert!(
+        elected as u64 >= seeds,
+        "only {elected} elections in {seeds} runs"
+    );
+    assert!(
+        committed as u64 >= seeds * 10,
+        "only {committed} commits in {seeds} runs"
+    );
 }
 
 #[test]

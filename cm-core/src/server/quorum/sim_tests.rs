@@ -445,7 +445,7 @@ impl Sim {
 
 fn runs() -> (u64, u64) {
     if std::env::var("CM_LONG_TESTS").is_ok_and(|v| v == "1") {
-        (60, 120)
+        (40, 60)
     } else {
         (6, 40)
     }

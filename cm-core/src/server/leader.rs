@@ -555,7 +555,7 @@ impl Core {
         &mut self,
         ctx: &mut Ctx<'_>,
         config: &ClusterConfig,
-        instance: crate::ids::InstanceId,
+        instance: InstanceId,
     ) -> Result<Vec<ProposalId>, Refusal> {
         if ctx.committed().paused {
             return Err(Refusal::Paused);

@@ -448,7 +448,7 @@ impl Sim {
 
 fn runs() -> (u64, u64) {
     if std::env::var("CM_LONG_TESTS").is_ok_and(|v| v == "1") {
-        (40, 60)
+        (100, 120)
     } else {
         (6, 40)
     }

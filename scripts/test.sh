@@ -21,3 +21,5 @@ if ! command -v cargo-nextest >/dev/null; then
 fi
 cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --doc --locked
+# Fuzz corpora and regression inputs replay as ordinary tests (fuzz/ is its own workspace).
+cargo test --manifest-path fuzz/Cargo.toml --locked

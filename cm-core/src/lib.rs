@@ -35,6 +35,7 @@
 pub mod codec;
 pub mod config;
 pub mod ctl;
+pub mod ctl_plan;
 pub mod dn;
 pub mod flags;
 pub mod ids;
@@ -45,6 +46,9 @@ pub mod rng;
 pub mod server;
 pub mod state;
 pub mod time;
+
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use ids::*;
 pub use time::Instant;

@@ -1,1 +1,7 @@
-//! The cluster manager daemons: cm_server, cm_agent, om_monitor, cm_ctl.
+//! The cluster manager daemons (`cm_server`, `cm_agent`, `om_monitor`) and the `cm_ctl` CLI.
+//!
+//! The binaries are thin: they parse arguments, load the cluster config, install logging and
+//! wire cm-io's drivers to the cm-core machines. What is testable without processes lives in
+//! this library: cm_ctl's argument handling and its `query` rendering.
+
+pub mod ctl_cli;

@@ -1,0 +1,449 @@
+//! The pure planner behind `cm_ctl start | stop | switchover | pause | resume` (SPEC.md §2, §4.5,
+//! §10). It decides the order of the steps; cm_ctl (over TCP) and the simulator's operator
+//! (in virtual time) execute them and feed results back, so both follow the same sequence.
+//!
+//! A plan is a small state machine: [`Plan::next`] takes the result of the previous step and
+//! returns the next [`Step`], until [`Step::Done`] or [`Step::Failed`].
+
+use core::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ClusterConfig;
+use crate::ctl::{
+    ClusterHealth, ClusterStatus, CtlReply, CtlRequest, MonitorReply, MonitorRequest,
+};
+use crate::dn::{DbState, DnRole, StopMode};
+use crate::flags::Flag;
+use crate::ids::{InstanceId, NodeId};
+
+/// What the operator asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// `cm_ctl start` (whole cluster), waiting up to `timeout` for Normal.
+    StartCluster {
+        /// `-t`.
+        timeout: Duration,
+    },
+    /// `cm_ctl start -n NODE [-D DIR]`: remove the flag(s) of one node or instance.
+    StartInstance {
+        /// The node.
+        node: NodeId,
+        /// The instance, or every instance of the node.
+        instance: Option<InstanceId>,
+        /// `-t`.
+        timeout: Duration,
+    },
+    /// `cm_ctl stop` (whole cluster).
+    StopCluster {
+        /// `-m`.
+        mode: StopMode,
+        /// `-t`.
+        timeout: Duration,
+    },
+    /// `cm_ctl stop -n NODE [-D DIR]`.
+    StopInstance {
+        /// The node.
+        node: NodeId,
+        /// The instance, or every instance of the node.
+        instance: Option<InstanceId>,
+        /// `-m`.
+        mode: StopMode,
+        /// `-t`.
+        timeout: Duration,
+    },
+    /// Any request answered by the CMS leader alone (switchover, pause, resume, set, ...).
+    Leader(CtlRequest),
+}
+
+/// One step for the executor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// Send `req` to the om_monitor of every node in `nodes`; report each answer.
+    Monitors {
+        /// The nodes.
+        nodes: Vec<NodeId>,
+        /// The request.
+        req: MonitorRequest,
+    },
+    /// Send `req` to the CMS leader (try every CMS until one leads).
+    Leader(CtlRequest),
+    /// Query the leader again after `after` (polling), then report the status.
+    PollStatus {
+        /// Delay before the query.
+        after: Duration,
+    },
+    /// The operation finished.
+    Done(String),
+    /// The operation failed; the message says what and what to do.
+    Failed(String),
+}
+
+/// The result of executing a step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepResult {
+    /// Nothing has run yet.
+    Begin,
+    /// Answers of the monitors (a missing node means unreachable).
+    Monitors(Vec<(NodeId, Result<MonitorReply, String>)>),
+    /// The leader's answer, or why none could be had.
+    Leader(Result<CtlReply, String>),
+    /// A status from polling, with the time spent so far in the operation.
+    Status {
+        /// The status (or why it could not be had).
+        status: Result<Box<ClusterStatus>, String>,
+        /// Elapsed since the operation began.
+        elapsed: Duration,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Start,
+    CheckedMonitors,
+    FlagsWritten,
+    LeaderTold,
+    Polling,
+    Finished,
+}
+
+/// A running operation.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    op: Operation,
+    nodes: Vec<NodeId>,
+    instances: Vec<InstanceId>,
+    phase: Phase,
+}
+
+/// How often cm_ctl polls while waiting (CM sleeps 3 s; 1 s shows progress sooner).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Plan {
+    /// Plans `op` for a cluster. Fails at once for unknown nodes or instances.
+    pub fn new(config: &ClusterConfig, op: Operation) -> Result<Self, String> {
+        let (nodes, instances) = match &op {
+            Operation::StartInstance { node, instance, .. }
+            | Operation::StopInstance { node, instance, .. } => {
+                if config.node(*node).is_none() {
+                    return Err(format!("node {} is not in the cluster config", node.0));
+                }
+                let on_node = config.instances_on(*node);
+                let chosen = match instance {
+                    Some(i) if !on_node.contains(i) => {
+                        return Err(format!("instance {} does not run on node {}", i.0, node.0));
+                    }
+                    Some(i) => vec![*i],
+                    None => on_node,
+                };
+                (vec![*node], chosen)
+            }
+            _ => (config.nodes.iter().map(|n| n.id).collect(), Vec::new()),
+        };
+        Ok(Self {
+            op,
+            nodes,
+            instances,
+            phase: Phase::Start,
+        })
+    }
+
+    /// The next step, given the result of the previous one.
+    pub fn next(&mut self, result: StepResult) -> Step {
+        let step = match self.op.clone() {
+            Operation::Leader(req) => self.leader_only(req, result),
+            Operation::StartCluster { timeout } => self.start_cluster(timeout, result),
+            Operation::StopCluster { mode, timeout } => self.stop_cluster(mode, timeout, result),
+            Operation::StartInstance { timeout, .. } => self.start_instances(timeout, result),
+            Operation::StopInstance { mode, timeout, .. } => {
+                self.stop_instances(mode, timeout, result)
+            }
+        };
+        if matches!(step, Step::Done(_) | Step::Failed(_)) {
+            self.phase = Phase::Finished;
+        }
+        step
+    }
+
+    fn leader_only(&mut self, req: CtlRequest, result: StepResult) -> Step {
+        match (self.phase, result) {
+            (Phase::Start, _) => {
+                self.phase = Phase::LeaderTold;
+                Step::Leader(req)
+            }
+            (Phase::LeaderTold, StepResult::Leader(r)) => leader_outcome(r),
+            _ => Step::Failed("internal: unexpected step result".into()),
+        }
+    }
+
+    fn start_cluster(&mut self, timeout: Duration, result: StepResult) -> Step {
+        match (self.phase, result) {
+            (Phase::Start, _) => {
+                self.phase = Phase::CheckedMonitors;
+                Step::Monitors {
+                    nodes: self.nodes.clone(),
+                    req: MonitorRequest::Status,
+                }
+            }
+            (Phase::CheckedMonitors, StepResult::Monitors(answers)) => {
+                if let Some(msg) = unreachable(&self.nodes, &answers) {
+                    return Step::Failed(format!(
+                        "cannot start: {msg}; start om_monitor there (systemd unit or cron line)"
+                    ));
+                }
+                self.phase = Phase::FlagsWritten;
+                Step::Monitors {
+                    nodes: self.nodes.clone(),
+                    req: MonitorRequest::RemoveAllManualStart,
+                }
+            }
+            (Phase::FlagsWritten, StepResult::Monitors(answers)) => {
+                if let Some(msg) = failed(&self.nodes, &answers) {
+                    return Step::Failed(format!("could not remove the stop flags: {msg}"));
+                }
+                self.phase = Phase::LeaderTold;
+                let timeout_s = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
+                Step::Leader(CtlRequest::ClusterStarting { timeout_s })
+            }
+            // The CMS may still be starting: not reaching it yet is not a failure, polling waits.
+            (Phase::LeaderTold, StepResult::Leader(_)) => {
+                self.phase = Phase::Polling;
+                Step::PollStatus {
+                    after: POLL_INTERVAL,
+                }
+            }
+            (Phase::Polling, StepResult::Status { status, elapsed }) => {
+                poll_until(status, elapsed, timeout, "start", |s| {
+                    s.state == ClusterHealth::Normal
+                })
+            }
+            _ => Step::Failed("internal: unexpected step result".into()),
+        }
+    }
+
+    fn stop_cluster(&mut self, mode: StopMode, timeout: Duration, result: StepResult) -> Step {
+        match (self.phase, result) {
+            // Tell the leader first, so arbitration halts before instances go down (§2).
+            (Phase::Start, _) => {
+                self.phase = Phase::LeaderTold;
+                Step::Leader(CtlRequest::ClusterStopping)
+            }
+            (Phase::LeaderTold, StepResult::Leader(_)) => {
+                self.phase = Phase::FlagsWritten;
+                Step::Monitors {
+                    nodes: self.nodes.clone(),
+                    req: MonitorRequest::WriteFlag {
+                        flag: Flag::ClusterManualStart,
+                        mode,
+                    },
+                }
+            }
+            (Phase::FlagsWritten, StepResult::Monitors(answers)) => {
+                match failed(&self.nodes, &answers) {
+                    Some(msg) => Step::Failed(format!(
+                        "the stop flag could not be written everywhere: {msg}; nodes that got it are stopping"
+                    )),
+                    None => {
+                        self.phase = Phase::Polling;
+                        Step::Monitors {
+                            nodes: self.nodes.clone(),
+                            req: MonitorRequest::Status,
+                        }
+                    }
+                }
+            }
+            (Phase::Polling, StepResult::Monitors(answers)) => {
+                let running: Vec<String> = answers
+                    .iter()
+                    .filter(|(_, a)| {
+                        matches!(
+                            a,
+                            Ok(MonitorReply::Status {
+                                agent_running: true,
+                                ..
+                            })
+                        )
+                    })
+                    .map(|(n, _)| n.0.to_string())
+                    .collect();
+                if running.is_empty() {
+                    Step::Done("cluster stopped".into())
+                } else {
+                    Step::PollStatus {
+                        after: POLL_INTERVAL,
+                    }
+                }
+            }
+            (Phase::Polling, StepResult::Status { elapsed, .. }) => {
+                if elapsed >= timeout {
+                    Step::Failed(format!(
+                        "stop did not finish within {} s; agents still running",
+                        timeout.as_secs()
+                    ))
+                } else {
+                    Step::Monitors {
+                        nodes: self.nodes.clone(),
+                        req: MonitorRequest::Status,
+                    }
+                }
+            }
+            _ => Step::Failed("internal: unexpected step result".into()),
+        }
+    }
+
+    fn start_instances(&mut self, timeout: Duration, result: StepResult) -> Step {
+        let instances = self.instances.clone();
+        match (self.phase, result) {
+            (Phase::Start, _) => {
+                self.phase = Phase::FlagsWritten;
+                self.flag_step(true, StopMode::Fast)
+            }
+            (Phase::FlagsWritten, StepResult::Monitors(answers)) => {
+                if let Some(msg) = failed(&self.nodes, &answers) {
+                    return Step::Failed(format!("could not remove the stop flag: {msg}"));
+                }
+                self.phase = Phase::Polling;
+                Step::PollStatus {
+                    after: POLL_INTERVAL,
+                }
+            }
+            (Phase::Polling, StepResult::Status { status, elapsed }) => {
+                poll_until(status, elapsed, timeout, "start", |s| {
+                    instances.iter().all(|i| instance_up(s, *i))
+                })
+            }
+            _ => Step::Failed("internal: unexpected step result".into()),
+        }
+    }
+
+    fn stop_instances(&mut self, mode: StopMode, timeout: Duration, result: StepResult) -> Step {
+        let instances = self.instances.clone();
+        match (self.phase, result) {
+            (Phase::Start, _) => {
+                self.phase = Phase::FlagsWritten;
+                self.flag_step(false, mode)
+            }
+            (Phase::FlagsWritten, StepResult::Monitors(answers)) => {
+                if let Some(msg) = failed(&self.nodes, &answers) {
+                    return Step::Failed(format!("could not write the stop flag: {msg}"));
+                }
+                self.phase = Phase::Polling;
+                Step::PollStatus {
+                    after: POLL_INTERVAL,
+                }
+            }
+            (Phase::Polling, StepResult::Status { status, elapsed }) => {
+                poll_until(status, elapsed, timeout, "stop", |s| {
+                    instances.iter().all(|i| instance_stopped(s, *i))
+                })
+            }
+            _ => Step::Failed("internal: unexpected step result".into()),
+        }
+    }
+
+    /// One monitor request per instance is folded into one step per node: the node's flags for
+    /// every chosen instance (the executor sends them in order).
+    fn flag_step(&self, remove: bool, mode: StopMode) -> Step {
+        let flag = match self.instances.as_slice() {
+            [one] => Flag::InstanceManualStart(*one),
+            _ => Flag::ClusterManualStart,
+        };
+        let req = match (remove, self.instances.len()) {
+            (true, 1) => MonitorRequest::RemoveFlag { flag },
+            (true, _) => MonitorRequest::RemoveAllManualStart,
+            (false, 1) => MonitorRequest::WriteFlag { flag, mode },
+            // A whole node: the node's cluster flag stops every local instance and its agent.
+            (false, _) => MonitorRequest::WriteFlag {
+                flag: Flag::ClusterManualStart,
+                mode,
+            },
+        };
+        Step::Monitors {
+            nodes: self.nodes.clone(),
+            req,
+        }
+    }
+}
+
+fn leader_outcome(r: Result<CtlReply, String>) -> Step {
+    match r {
+        Ok(CtlReply::Refused(why)) => Step::Failed(format!("refused: {why}")),
+        Ok(_) => Step::Done("done".into()),
+        Err(e) => Step::Failed(format!(
+            "can't reach the cm_server leader: {e}. Maybe cm_server is not running, or the \
+             cluster has no leader; try again"
+        )),
+    }
+}
+
+fn poll_until(
+    status: Result<Box<ClusterStatus>, String>,
+    elapsed: Duration,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&ClusterStatus) -> bool,
+) -> Step {
+    if status.as_ref().is_ok_and(|s| done(s)) {
+        return Step::Done(format!("{what} succeeded"));
+    }
+    if elapsed >= timeout {
+        let detail = match status {
+            Ok(s) => format!("cluster state {:?}", s.state),
+            Err(e) => e,
+        };
+        return Step::Failed(format!(
+            "{what} did not finish within {} s ({detail}); check `cm_ctl query -Cv`",
+            timeout.as_secs()
+        ));
+    }
+    Step::PollStatus {
+        after: POLL_INTERVAL,
+    }
+}
+
+fn unreachable(
+    nodes: &[NodeId],
+    answers: &[(NodeId, Result<MonitorReply, String>)],
+) -> Option<String> {
+    let bad: Vec<String> = nodes
+        .iter()
+        .filter(|n| !answers.iter().any(|(a, r)| a == *n && r.is_ok()))
+        .map(|n| format!("node {}", n.0))
+        .collect();
+    (!bad.is_empty()).then(|| format!("om_monitor unreachable on {}", bad.join(", ")))
+}
+
+fn failed(nodes: &[NodeId], answers: &[(NodeId, Result<MonitorReply, String>)]) -> Option<String> {
+    let mut bad = Vec::new();
+    for n in nodes {
+        match answers.iter().find(|(a, _)| a == n) {
+            Some((_, Ok(MonitorReply::Done | MonitorReply::Status { .. }))) => {}
+            Some((_, Ok(MonitorReply::Failed(why)))) => bad.push(format!("node {}: {why}", n.0)),
+            Some((_, Err(e))) => bad.push(format!("node {}: {e}", n.0)),
+            None => bad.push(format!("node {}: no answer", n.0)),
+        }
+    }
+    (!bad.is_empty()).then(|| bad.join("; "))
+}
+
+fn instance_row(s: &ClusterStatus, i: InstanceId) -> Option<&crate::ctl::DnRow> {
+    s.groups
+        .iter()
+        .flat_map(|g| g.members.iter())
+        .find(|m| m.instance == i)
+}
+
+fn instance_up(s: &ClusterStatus, i: InstanceId) -> bool {
+    instance_row(s, i).is_some_and(|r| {
+        matches!(r.role, DnRole::Primary | DnRole::Standby) && r.state == DbState::Normal
+    })
+}
+
+fn instance_stopped(s: &ClusterStatus, i: InstanceId) -> bool {
+    instance_row(s, i)
+        .is_some_and(|r| r.role == DnRole::Down || r.state == DbState::ManuallyStopped)
+}
+
+#[cfg(test)]
+#[path = "ctl_plan_tests.rs"]
+mod tests;

@@ -1,0 +1,308 @@
+use super::*;
+use crate::ctl::{CmsRow, DnRow, GroupStatus, Refusal};
+use crate::flags::FlagSet;
+use crate::ids::{GroupId, Position, QuorumTerm, Term};
+
+fn config() -> ClusterConfig {
+    ClusterConfig::from_toml_str(crate::testkit::THREE_NODES).unwrap()
+}
+
+fn ok_status(n: u32) -> (NodeId, Result<MonitorReply, String>) {
+    (
+        NodeId(n),
+        Ok(MonitorReply::Status {
+            node: NodeId(n),
+            agent_running: true,
+            flags: FlagSet::default(),
+        }),
+    )
+}
+
+fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<ClusterStatus> {
+    let row = |i: u32, role, state| DnRow {
+        node: NodeId(i - 6000),
+        node_name: format!("n{}", i - 6000),
+        address: "127.0.0.1".into(),
+        instance: InstanceId(i),
+        data_dir: "/d".into(),
+        port: 5432,
+        static_primary: i == 6001,
+        role,
+        state,
+        term: Term(1),
+        position: Position::default(),
+        read_only: false,
+    };
+    Box::new(ClusterStatus {
+        cluster: "demo".into(),
+        quorum_term: QuorumTerm(1),
+        cms: vec![CmsRow {
+            node: NodeId(1),
+            name: "n1".into(),
+            address: "127.0.0.1".into(),
+            role: crate::ctl::CmsRole::Primary,
+        }],
+        state,
+        balanced: true,
+        paused: false,
+        groups: vec![GroupStatus {
+            group: GroupId(1),
+            term: Term(1),
+            members: vec![
+                row(6001, DnRole::Primary, DbState::Normal),
+                row(6002, role_of_6002, db_state),
+                row(6003, DnRole::Standby, DbState::Normal),
+            ],
+        }],
+    })
+}
+
+#[test]
+fn start_checks_every_monitor_then_removes_flags_then_tells_the_leader_then_polls() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::StartCluster {
+            timeout: Duration::from_secs(300),
+        },
+    )
+    .unwrap();
+    let all = vec![NodeId(1), NodeId(2), NodeId(3)];
+    assert_eq!(
+        p.next(StepResult::Begin),
+        Step::Monitors {
+            nodes: all.clone(),
+            req: MonitorRequest::Status
+        }
+    );
+    assert_eq!(
+        p.next(StepResult::Monitors(vec![
+            ok_status(1),
+            ok_status(2),
+            ok_status(3)
+        ])),
+        Step::Monitors {
+            nodes: all,
+            req: MonitorRequest::RemoveAllManualStart
+        }
+    );
+    let done = |n| (NodeId(n), Ok(MonitorReply::Done));
+    assert_eq!(
+        p.next(StepResult::Monitors(vec![done(1), done(2), done(3)])),
+        Step::Leader(CtlRequest::ClusterStarting { timeout_s: 300 })
+    );
+    assert_eq!(
+        p.next(StepResult::Leader(Err("connection refused".into()))),
+        Step::PollStatus {
+            after: POLL_INTERVAL
+        }
+    );
+    assert_eq!(
+        p.next(StepResult::Status {
+            status: Ok(status(
+                ClusterHealth::Degraded,
+                DnRole::Standby,
+                DbState::Starting
+            )),
+            elapsed: Duration::from_secs(5),
+        }),
+        Step::PollStatus {
+            after: POLL_INTERVAL
+        }
+    );
+    assert!(matches!(
+        p.next(StepResult::Status {
+            status: Ok(status(
+                ClusterHealth::Normal,
+                DnRole::Standby,
+                DbState::Normal
+            )),
+            elapsed: Duration::from_secs(6),
+        }),
+        Step::Done(_)
+    ));
+}
+
+#[test]
+fn start_refuses_when_a_monitor_is_unreachable() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::StartCluster {
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    p.next(StepResult::Begin);
+    let step = p.next(StepResult::Monitors(vec![
+        ok_status(1),
+        (NodeId(2), Err("connection refused".into())),
+        ok_status(3),
+    ]));
+    let Step::Failed(msg) = step else {
+        panic!("{step:?}")
+    };
+    assert!(msg.contains("node 2"), "{msg}");
+}
+
+#[test]
+fn start_times_out_with_the_cluster_state() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::StartCluster {
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    p.next(StepResult::Begin);
+    p.next(StepResult::Monitors(vec![
+        ok_status(1),
+        ok_status(2),
+        ok_status(3),
+    ]));
+    let done = |n| (NodeId(n), Ok(MonitorReply::Done));
+    p.next(StepResult::Monitors(vec![done(1), done(2), done(3)]));
+    p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
+    let step = p.next(StepResult::Status {
+        status: Ok(status(
+            ClusterHealth::Unavailable,
+            DnRole::Down,
+            DbState::Unknown,
+        )),
+        elapsed: Duration::from_secs(5),
+    });
+    let Step::Failed(msg) = step else {
+        panic!("{step:?}")
+    };
+    assert!(msg.contains("Unavailable"), "{msg}");
+}
+
+#[test]
+fn stop_tells_the_leader_first_then_flags_every_node_then_waits_for_agents_to_exit() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::StopCluster {
+            mode: StopMode::Immediate,
+            timeout: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        p.next(StepResult::Begin),
+        Step::Leader(CtlRequest::ClusterStopping)
+    );
+    let all = vec![NodeId(1), NodeId(2), NodeId(3)];
+    assert_eq!(
+        p.next(StepResult::Leader(Ok(CtlReply::Accepted))),
+        Step::Monitors {
+            nodes: all.clone(),
+            req: MonitorRequest::WriteFlag {
+                flag: Flag::ClusterManualStart,
+                mode: StopMode::Immediate
+            }
+        }
+    );
+    let done = |n| (NodeId(n), Ok(MonitorReply::Done));
+    assert_eq!(
+        p.next(StepResult::Monitors(vec![done(1), done(2), done(3)])),
+        Step::Monitors {
+            nodes: all,
+            req: MonitorRequest::Status
+        }
+    );
+    assert_eq!(
+        p.next(StepResult::Monitors(vec![ok_status(1)])),
+        Step::PollStatus {
+            after: POLL_INTERVAL
+        }
+    );
+    let stopped = |n| {
+        (
+            NodeId(n),
+            Ok(MonitorReply::Status {
+                node: NodeId(n),
+                agent_running: false,
+                flags: FlagSet::default(),
+            }),
+        )
+    };
+    p.next(StepResult::Status {
+        status: Err("no leader".into()),
+        elapsed: Duration::from_secs(2),
+    });
+    assert!(matches!(
+        p.next(StepResult::Monitors(vec![
+            stopped(1),
+            stopped(2),
+            stopped(3)
+        ])),
+        Step::Done(_)
+    ));
+}
+
+#[test]
+fn stopping_one_instance_writes_its_flag_on_its_node_only() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::StopInstance {
+            node: NodeId(2),
+            instance: Some(InstanceId(6002)),
+            mode: StopMode::Fast,
+            timeout: Duration::from_secs(30),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        p.next(StepResult::Begin),
+        Step::Monitors {
+            nodes: vec![NodeId(2)],
+            req: MonitorRequest::WriteFlag {
+                flag: Flag::InstanceManualStart(InstanceId(6002)),
+                mode: StopMode::Fast
+            }
+        }
+    );
+    p.next(StepResult::Monitors(vec![(
+        NodeId(2),
+        Ok(MonitorReply::Done),
+    )]));
+    assert!(matches!(
+        p.next(StepResult::Status {
+            status: Ok(status(
+                ClusterHealth::Degraded,
+                DnRole::Down,
+                DbState::ManuallyStopped
+            )),
+            elapsed: Duration::from_secs(1),
+        }),
+        Step::Done(_)
+    ));
+}
+
+#[test]
+fn unknown_nodes_and_instances_are_refused_up_front() {
+    let c = config();
+    let op = |node, instance: Option<u32>| Operation::StartInstance {
+        node: NodeId(node),
+        instance: instance.map(InstanceId),
+        timeout: Duration::from_secs(1),
+    };
+    assert!(Plan::new(&c, op(9, None)).unwrap_err().contains("node 9"));
+    assert!(
+        Plan::new(&c, op(1, Some(6002)))
+            .unwrap_err()
+            .contains("6002")
+    );
+}
+
+#[test]
+fn leader_requests_report_refusals_and_unreachable_leaders() {
+    let mut p = Plan::new(&config(), Operation::Leader(CtlRequest::Pause)).unwrap();
+    assert_eq!(p.next(StepResult::Begin), Step::Leader(CtlRequest::Pause));
+    let step = p.next(StepResult::Leader(Ok(CtlReply::Refused(Refusal::Busy(
+        "switchover".into(),
+    )))));
+    assert!(matches!(step, Step::Failed(m) if m.contains("switchover")));
+    let mut p = Plan::new(&config(), Operation::Leader(CtlRequest::Resume)).unwrap();
+    p.next(StepResult::Begin);
+    let step = p.next(StepResult::Leader(Err("timeout".into())));
+    assert!(matches!(step, Step::Failed(m) if m.contains("can't reach")));
+}

@@ -1,0 +1,96 @@
+//! Fuzz target logic. Each function takes arbitrary bytes and must never panic; the libFuzzer
+//! binaries in `fuzz_targets/` call them, and `tests/corpus_replay.rs` replays every corpus file
+//! through them on stable.
+
+use clap::Parser;
+use cm_core::codec;
+use cm_core::config::ClusterConfig;
+use cm_core::msg::Msg;
+
+/// The frame decoder: arbitrary bytes as a stream; whatever decodes must re-encode to the same
+/// frame (the codec is canonical).
+pub fn frame_decoder(data: &[u8]) {
+    let mut rest = data;
+    while let Ok(Some((env, used))) = codec::decode_frame(rest) {
+        let again = codec::encode(&env).expect("a decoded envelope re-encodes");
+        assert_eq!(codec::decode(&again).expect("re-decodes"), env);
+        rest = &rest[used..];
+    }
+    let _ = codec::decode_persisted::<cm_core::state::ClusterState>(data);
+}
+
+/// The cluster config parser: any text either parses into a config that validates clean, or
+/// yields an error that names what is wrong.
+pub fn config_parser(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match ClusterConfig::from_toml_str(text) {
+        Ok(cfg) => assert!(cfg.validate().is_empty(), "a parsed config is valid"),
+        Err(e) => assert!(!e.to_string().is_empty(), "errors say something"),
+    }
+}
+
+/// The ctl request paths: cm_ctl's argument parser on whitespace-split text, and ctl requests
+/// decoded from frames.
+pub fn ctl_request(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let mut argv = vec!["cm_ctl"];
+        argv.extend(text.split_whitespace());
+        if let Ok(cli) = cm_daemons::ctl_cli::Cli::try_parse_from(argv) {
+            let cfg = ClusterConfig::from_toml_str(SAMPLE_CONFIG).expect("sample config");
+            let _ = cm_daemons::ctl_cli::operation(&cfg, &cli.command);
+        }
+    }
+    if let Ok(env) = codec::decode(data) {
+        if let Msg::CtlRequest { req, .. } = env.msg {
+            let _ = format!("{req:?}");
+        }
+    }
+}
+
+/// A small valid cluster config used by targets that need one.
+pub const SAMPLE_CONFIG: &str = r#"
+name = "fuzz"
+[[node]]
+id = 1
+name = "n1"
+address = "127.0.0.1"
+az = "AZ1"
+state_dir = "/tmp/fuzz/n1"
+monitor_port = 17001
+cms_port = 17101
+[[node]]
+id = 2
+name = "n2"
+address = "127.0.0.2"
+az = "AZ1"
+state_dir = "/tmp/fuzz/n2"
+monitor_port = 17001
+cms_port = 17101
+[[node]]
+id = 3
+name = "n3"
+address = "127.0.0.3"
+az = "AZ2"
+state_dir = "/tmp/fuzz/n3"
+monitor_port = 17001
+cms_port = 17101
+[[group]]
+id = 1
+[[group.member]]
+instance = 6001
+node = 1
+data_dir = "/data/dn1"
+port = 5432
+[[group.member]]
+instance = 6002
+node = 2
+data_dir = "/data/dn2"
+port = 5432
+[[group.member]]
+instance = 6003
+node = 3
+data_dir = "/data/dn3"
+port = 5432
+"#;

@@ -15,7 +15,7 @@ use cm_core::dn::{
 };
 use cm_core::params::{Params, SyncMode};
 use cm_core::rng::Prng;
-use cm_core::{GroupId, Instant, InstanceId, Lsn, NodeId, Position, Term, Timeline};
+use cm_core::{GroupId, InstanceId, Instant, Lsn, NodeId, Position, Term, Timeline};
 use serde::{Deserialize, Serialize};
 
 /// Delays of database operations, as `[min, max]` milliseconds.
@@ -306,7 +306,6 @@ impl Databases {
     /// [`Databases::finish`] after `after`. `Err` when the action cannot start at all.
     pub fn begin(
         &mut self,
-        now: Instant,
         id: InstanceId,
         action: &DnAction,
         rng: &mut Prng,
@@ -589,7 +588,9 @@ impl Databases {
             };
             let reachable = u.responsive() && u.role == DnRole::Primary && talk(s.node, u.node);
             if !reachable {
-                if s.receiver.is_some_and(|r| now - r.last_contact > self.wal_timeout) {
+                if s.receiver
+                    .is_some_and(|r| now - r.last_contact > self.wal_timeout)
+                {
                     s.receiver = None;
                 }
                 continue;
@@ -676,7 +677,11 @@ impl Databases {
             position: p.position(),
             accepted_at: now,
         });
-        if p.sync_k == 0 { self.acknowledge() } else { Vec::new() }
+        if p.sync_k == 0 {
+            self.acknowledge()
+        } else {
+            Vec::new()
+        }
     }
 
     /// Members of `group` that could acknowledge a commit right now (S4): accepting writes and,
@@ -727,4 +732,4 @@ fn start_pending(inst: &mut Instance, now: Instant) {
 
 #[cfg(test)]
 #[path = "db_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -58,8 +58,8 @@ fn all_talk(_: NodeId, _: NodeId) -> bool {
 }
 
 fn run(dbs: &mut Databases, now: &mut Instant, id: InstanceId, a: DnAction, rng: &mut Prng) {
-    let b = dbs.begin(*now, id, &a, rng).expect("begins");
-    *now = *now + b.after;
+    let b = dbs.begin(id, &a, rng).expect("begins");
+    *now += b.after;
     dbs.finish(*now, id, &a, b.incarnation).expect("finishes");
 }
 
@@ -72,9 +72,21 @@ fn running_group() -> (Databases, Instant, Prng) {
     for id in [P, S1, S2] {
         run(&mut dbs, &mut now, id, DnAction::StartPending, &mut rng);
     }
-    run(&mut dbs, &mut now, P, DnAction::Promote { term: Term(1) }, &mut rng);
+    run(
+        &mut dbs,
+        &mut now,
+        P,
+        DnAction::Promote { term: Term(1) },
+        &mut rng,
+    );
     for id in [S1, S2] {
-        run(&mut dbs, &mut now, id, DnAction::NotifyStandby { primary: P }, &mut rng);
+        run(
+            &mut dbs,
+            &mut now,
+            id,
+            DnAction::NotifyStandby { primary: P },
+            &mut rng,
+        );
     }
     dbs.replicate(now, &all_talk);
     (dbs, now, rng)
@@ -97,9 +109,12 @@ fn sync_write_is_acknowledged_only_once_k_standbys_hold_it() {
     assert_eq!(dbs.get(P).map(|p| p.sync_k), Some(1), "1P2S: k = n - q = 1");
     assert!(dbs.write(now, P).is_empty(), "no standby has it yet");
     let talk_none = |a: NodeId, b: NodeId| a == b;
-    now = now + Duration::from_millis(50);
-    assert!(dbs.replicate(now, &talk_none).is_empty(), "nobody received it");
-    now = now + Duration::from_millis(50);
+    now += Duration::from_millis(50);
+    assert!(
+        dbs.replicate(now, &talk_none).is_empty(),
+        "nobody received it"
+    );
+    now += Duration::from_millis(50);
     let acks = dbs.replicate(now, &all_talk);
     assert_eq!(acks.len(), 1);
     assert_eq!(acks[0].instance, P);
@@ -117,13 +132,14 @@ fn async_write_is_acknowledged_at_once() {
 #[test]
 fn lock1_stops_streaming_and_reports_prohibit_after_its_delay() {
     let (mut dbs, now, mut rng) = running_group();
-    let b = dbs.begin(now, S1, &DnAction::Lock1, &mut rng).expect("begins");
+    let b = dbs.begin(S1, &DnAction::Lock1, &mut rng).expect("begins");
     assert!(b.after >= Duration::from_millis(250) && b.after <= Duration::from_millis(450));
     let st = dbs.status_of(now, dbs.get(S1).expect("s1"));
     assert_eq!(st.lock, LockState::None, "not yet effective");
     assert_eq!(st.upstream, None);
     let done = now + b.after;
-    dbs.finish(done, S1, &DnAction::Lock1, b.incarnation).expect("ok");
+    dbs.finish(done, S1, &DnAction::Lock1, b.incarnation)
+        .expect("ok");
     dbs.replicate(done, &all_talk);
     let st = dbs.status_of(done, dbs.get(S1).expect("s1"));
     assert_eq!(st.lock, LockState::Prohibit);
@@ -135,14 +151,36 @@ fn killed_primary_with_unacked_wal_diverges_after_a_failover() {
     let (mut dbs, mut now, mut rng) = running_group();
     dbs.write(now, P);
     dbs.kill(P);
-    run(&mut dbs, &mut now, S1, DnAction::Promote { term: Term(2) }, &mut rng);
+    run(
+        &mut dbs,
+        &mut now,
+        S1,
+        DnAction::Promote { term: Term(2) },
+        &mut rng,
+    );
     run(&mut dbs, &mut now, P, DnAction::StartPending, &mut rng);
-    run(&mut dbs, &mut now, P, DnAction::NotifyStandby { primary: S1 }, &mut rng);
+    run(
+        &mut dbs,
+        &mut now,
+        P,
+        DnAction::NotifyStandby { primary: S1 },
+        &mut rng,
+    );
     dbs.replicate(now, &all_talk);
     let p = dbs.get(P).expect("p");
-    assert_eq!(p.db_state, DbState::NeedRepair, "its WAL is past the fork point");
+    assert_eq!(
+        p.db_state,
+        DbState::NeedRepair,
+        "its WAL is past the fork point"
+    );
     assert!(p.receiver.is_none());
-    run(&mut dbs, &mut now, P, DnAction::Build { source: S1 }, &mut rng);
+    run(
+        &mut dbs,
+        &mut now,
+        P,
+        DnAction::Build { source: S1 },
+        &mut rng,
+    );
     dbs.replicate(now, &all_talk);
     let p = dbs.get(P).expect("p");
     assert_eq!(p.db_state, DbState::Normal);
@@ -161,11 +199,11 @@ fn receiver_survives_a_short_outage_and_dies_after_the_wal_timeout() {
 
 #[test]
 fn only_a_primary_with_k_streaming_standbys_can_acknowledge() {
-    let (mut dbs, now, mut rng) = running_group();
+    let (mut dbs, _, mut rng) = running_group();
     let nobody_frozen = |_: NodeId| false;
     assert_eq!(dbs.can_acknowledge(GroupId(1), &nobody_frozen), vec![P]);
     for s in [S1, S2] {
-        dbs.begin(now, s, &DnAction::Lock1, &mut rng).expect("begins");
+        dbs.begin(s, &DnAction::Lock1, &mut rng).expect("begins");
     }
     assert!(dbs.can_acknowledge(GroupId(1), &nobody_frozen).is_empty());
     let p_frozen = |n: NodeId| n == NodeId(1);
@@ -181,8 +219,19 @@ fn hung_instance_times_out_status_queries_and_actions() {
     let (after, res) = dbs.query(now, P, false, &mut rng);
     assert_eq!(after, Duration::from_secs(2));
     assert!(res.is_err());
-    let b = dbs.begin(now, P, &DnAction::SetReadOnly { on: true }, &mut rng).expect("b");
-    assert!(dbs.finish(now + b.after, P, &DnAction::SetReadOnly { on: true }, b.incarnation).is_err());
-    dbs.begin(now, P, &DnAction::Kill, &mut rng).expect("kill works on a hung process");
+    let b = dbs
+        .begin(P, &DnAction::SetReadOnly { on: true }, &mut rng)
+        .expect("b");
+    assert!(
+        dbs.finish(
+            now + b.after,
+            P,
+            &DnAction::SetReadOnly { on: true },
+            b.incarnation
+        )
+        .is_err()
+    );
+    dbs.begin(P, &DnAction::Kill, &mut rng)
+        .expect("kill works on a hung process");
     assert!(!dbs.get(P).is_some_and(|p| p.running));
 }

@@ -134,7 +134,10 @@ mod tests {
         let mut d = Disk::new(10.0);
         d.write_error = true;
         d.begin_write(Role::Agent, WriteToken(1), vec![1]);
-        assert!(matches!(d.complete(Role::Agent, WriteToken(1)), Some(Err(_))));
+        assert!(matches!(
+            d.complete(Role::Agent, WriteToken(1)),
+            Some(Err(_))
+        ));
         assert_eq!(d.durable(Role::Agent), None);
         assert_eq!(d.probe(), ProbeOutcome::Failed);
     }

@@ -206,17 +206,20 @@ mod tests {
             drift: 0.01,
             wall_origin_ms: 0,
         };
-        assert_eq!(c.local(Instant::from_secs(10)), Instant::from_millis(110_100));
+        assert_eq!(
+            c.local(Instant::from_secs(10)),
+            Instant::from_millis(110_100)
+        );
         for local_ms in [100_000u64, 100_001, 110_100, 123_457] {
             let local = Instant::from_millis(local_ms);
             let g = c.global_at(local);
             assert!(c.local(g) >= local);
             assert!(g == Instant::ZERO || c.local(g - Duration::from_nanos(1)) < local);
         }
-        let slow = NodeClock {
-            drift: -0.01,
-            ..c
-        };
-        assert_eq!(slow.local(Instant::from_secs(10)), Instant::from_millis(109_900));
+        let slow = NodeClock { drift: -0.01, ..c };
+        assert_eq!(
+            slow.local(Instant::from_secs(10)),
+            Instant::from_millis(109_900)
+        );
     }
 }

@@ -63,6 +63,7 @@ pub struct Network {
     /// Behaviour.
     pub params: NetParams,
     blocked: BTreeSet<(NodeId, NodeId)>,
+    cut: BTreeSet<ConnKey>,
     conns: BTreeMap<ConnKey, u64>,
     next_conn: u64,
     fifo: BTreeMap<(Endpoint, Endpoint), Instant>,
@@ -85,6 +86,25 @@ impl Network {
     /// Whether `a` and `b` can hold a connection (both directions pass).
     pub fn link_up(&self, a: NodeId, b: NodeId) -> bool {
         self.reaches(a, b) && self.reaches(b, a)
+    }
+
+    /// Whether processes `a` and `b` can hold a connection (nodes linked, pair not cut).
+    pub fn endpoints_up(&self, a: Endpoint, b: Endpoint) -> bool {
+        self.link_up(a.node, b.node) && !self.cut.contains(&conn_key(a, b))
+    }
+
+    /// Cuts process `a` from each of `peers` (both directions), leaving their nodes linked:
+    /// e.g. one agent from every cm_server while its DN keeps streaming. Returns the peers whose
+    /// connection broke.
+    pub fn cut_endpoints(&mut self, a: Endpoint, peers: &[Endpoint]) -> Vec<Endpoint> {
+        let mut broken = Vec::new();
+        for p in peers {
+            self.cut.insert(conn_key(a, *p));
+            if self.close(a, *p) {
+                broken.push(*p);
+            }
+        }
+        broken
     }
 
     /// Blocks traffic from every node of `from` to every node of `to` (and back unless
@@ -115,11 +135,12 @@ impl Network {
     /// Removes every partition.
     pub fn heal(&mut self) {
         self.blocked.clear();
+        self.cut.clear();
     }
 
     /// Whether any partition is in place.
     pub fn is_partitioned(&self) -> bool {
-        !self.blocked.is_empty()
+        !self.blocked.is_empty() || !self.cut.is_empty()
     }
 
     /// A one-way latency draw (loopback is ~50 µs).
@@ -228,7 +249,10 @@ mod tests {
         );
         assert!(!net.reaches(n(1), n(2)) && !net.reaches(n(2), n(1)));
         assert!(net.reaches(n(2), n(3)));
-        assert!(net.conn(Endpoint::agent(n(3)), Endpoint::server(n(2))).is_some());
+        assert!(
+            net.conn(Endpoint::agent(n(3)), Endpoint::server(n(2)))
+                .is_some()
+        );
         net.heal();
         assert!(net.link_up(n(1), n(2)));
     }

@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod codec;
 pub mod config;
 pub mod ctl;
@@ -40,6 +41,7 @@ pub mod dn;
 pub mod flags;
 pub mod ids;
 pub mod io;
+pub mod monitor;
 pub mod msg;
 pub mod params;
 pub mod rng;

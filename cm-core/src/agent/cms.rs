@@ -1,0 +1,203 @@
+//! CMS contact (SPEC.md §3): a connection to every CMS node, reports to all of them, the
+//! leader learned from `Leader` replies, pause learned from the leader, and the send time of
+//! the newest answered report that times the self-fence (§8).
+
+use std::collections::BTreeMap;
+
+use super::{Agent, AgentCommand};
+use crate::ids::{NodeId, QuorumTerm, ReportSeq};
+use crate::io::{NetCommand, NetEvent};
+use crate::msg::{AgentReport, Endpoint, Envelope, Msg, ReportAnswer, Role};
+use crate::time::Instant;
+
+/// How many sent reports are remembered to match replies to their send times.
+const SENT_REPORTS_KEPT: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnState {
+    Down,
+    Connecting,
+    Up,
+}
+
+#[derive(Clone, Debug)]
+struct Conn {
+    state: ConnState,
+    /// When the current attempt started, or when the connection last heard anything.
+    last_heard: Instant,
+}
+
+/// The agent's view of the CMS nodes.
+#[derive(Clone, Debug)]
+pub(super) struct Contact {
+    conns: BTreeMap<NodeId, Conn>,
+    /// The CMS whose latest reply was `Leader`.
+    pub(super) leader: Option<NodeId>,
+    /// `paused` of the latest `Leader` reply.
+    pub(super) leader_paused: bool,
+    /// Send time of the newest report a leader answered.
+    pub(super) answered_send: Option<Instant>,
+    pub(super) report_seq: u64,
+    sent: BTreeMap<ReportSeq, Instant>,
+}
+
+impl Contact {
+    pub(super) fn new(cms: &[NodeId]) -> Self {
+        let conns = cms
+            .iter()
+            .map(|&n| {
+                (
+                    n,
+                    Conn {
+                        state: ConnState::Down,
+                        last_heard: Instant::ZERO,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            conns,
+            leader: None,
+            leader_paused: false,
+            answered_send: None,
+            report_seq: 0,
+            sent: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn connected(&self) -> Vec<NodeId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.state == ConnState::Up)
+            .map(|(&n, _)| n)
+            .collect()
+    }
+}
+
+impl Agent {
+    /// The 200 ms loop: open missing connections, reopen silent ones.
+    pub(super) fn cms_loop(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
+        let timeout = self.params.agent_heartbeat_timeout();
+        for (&n, conn) in &mut self.cms.conns {
+            let peer = Endpoint::server(n);
+            match conn.state {
+                ConnState::Down => {}
+                ConnState::Connecting | ConnState::Up if now - conn.last_heard >= timeout => {
+                    tracing::info!(%peer, "connection silent for agent_heartbeat_timeout: reopening");
+                    out.push(AgentCommand::Net(NetCommand::Disconnect { peer }));
+                }
+                ConnState::Connecting | ConnState::Up => continue,
+            }
+            conn.state = ConnState::Connecting;
+            conn.last_heard = now;
+            out.push(AgentCommand::Net(NetCommand::Connect { peer }));
+        }
+    }
+
+    pub(super) fn on_net(&mut self, now: Instant, ev: NetEvent, out: &mut Vec<AgentCommand>) {
+        let (peer, next) = match &ev {
+            NetEvent::Connected { peer } => (*peer, Some(ConnState::Up)),
+            NetEvent::ConnectFailed { peer } | NetEvent::Closed { peer } => {
+                (*peer, Some(ConnState::Down))
+            }
+            NetEvent::FrameReceived { peer, .. } => (*peer, None),
+        };
+        if peer.role != Role::Server {
+            return;
+        }
+        let Some(conn) = self.cms.conns.get_mut(&peer.node) else {
+            return;
+        };
+        conn.last_heard = now;
+        if let Some(state) = next {
+            conn.state = state;
+        }
+        if let NetEvent::FrameReceived { envelope, .. } = ev {
+            if envelope.from != peer || envelope.to != self.me() {
+                tracing::warn!(%peer, from = %envelope.from, "misrouted frame dropped");
+                return;
+            }
+            self.on_frame(peer.node, envelope, out);
+            self.persist_if_needed(out);
+        }
+    }
+
+    fn on_frame(&mut self, from: NodeId, env: Envelope, out: &mut Vec<AgentCommand>) {
+        let qterm = env.quorum_term;
+        match env.msg {
+            Msg::ReportReply(reply) => match reply.answer {
+                ReportAnswer::Leader { paused, .. } => {
+                    if qterm < self.highest_qterm {
+                        tracing::info!(cms = %from, %qterm, "Leader reply from a deposed term ignored");
+                        return;
+                    }
+                    self.cms.leader = Some(from);
+                    self.cms.leader_paused = paused;
+                    if let Some(&sent) = self.cms.sent.get(&reply.seq) {
+                        let newest = self.cms.answered_send.map_or(sent, |t| t.max(sent));
+                        self.cms.answered_send = Some(newest);
+                    }
+                    self.observe_qterm(qterm);
+                }
+                ReportAnswer::NotLeader { .. } => {
+                    if self.cms.leader == Some(from) {
+                        self.cms.leader = None;
+                    }
+                    self.observe_qterm(qterm);
+                }
+            },
+            Msg::Command(cmd) => self.on_command(from, qterm, cmd),
+            Msg::TermCheckReply { nonce, highest } => {
+                self.on_term_check_reply(from, nonce, highest, qterm, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Raises the highest quorum term seen; the rise is persisted by `persist_if_needed`.
+    pub(super) fn observe_qterm(&mut self, t: QuorumTerm) {
+        self.highest_qterm = self.highest_qterm.max(t);
+    }
+
+    /// Sends one report to every connected CMS, once every local DN has been sampled (a DN
+    /// not yet sampled must be neither reported absent nor restarted: adoption, §1).
+    pub(super) fn send_report(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
+        if !self.insts.values().all(|i| i.sampled) {
+            return;
+        }
+        let connected = self.cms.connected();
+        if connected.is_empty() {
+            return;
+        }
+        self.cms.report_seq += 1;
+        let seq = ReportSeq(self.cms.report_seq);
+        self.cms.sent.insert(seq, now);
+        while self.cms.sent.len() > SENT_REPORTS_KEPT {
+            self.cms.sent.pop_first();
+        }
+        let report = AgentReport {
+            seq,
+            dns: self.insts.values().map(|i| i.report(now)).collect(),
+            cms_process: None,
+            normal_start: self.start_kind == crate::monitor::StartKind::Normal,
+        };
+        for n in connected {
+            out.push(self.envelope(n, Msg::AgentReport(report.clone())));
+        }
+    }
+
+    pub(super) fn envelope(&self, to: NodeId, msg: Msg) -> AgentCommand {
+        AgentCommand::Net(NetCommand::Send {
+            envelope: Envelope {
+                from: self.me(),
+                to: Endpoint::server(to),
+                quorum_term: self.highest_qterm,
+                msg,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "cms_tests.rs"]
+mod tests;

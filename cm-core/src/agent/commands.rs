@@ -1,0 +1,312 @@
+//! Commands from the CMS leader (SPEC.md §3, §4.1): acceptance (leader only, quorum-term
+//! fencing, stamp ordering), persistence before execution, execution into DN actions, and the
+//! term check that must pass before a Failover/Switchover promotes.
+
+use std::collections::BTreeSet;
+
+use super::{Agent, AgentCommand, Persisted, PersistedInstance};
+use crate::codec::encode_persisted;
+use crate::dn::DnAction;
+use crate::ids::{CmdStamp, InstanceId, NodeId, QuorumTerm, Term, WriteToken};
+use crate::io::{PersistState, WriteCompleted};
+use crate::msg::{CmsCommand, Msg, SequencedCommand};
+use crate::time::Instant;
+
+/// Commands accepted but not yet durable are bounded; beyond it a command is dropped (the CMS
+/// resends: its stamp is not reported as applied).
+const MAX_QUEUED_COMMANDS: usize = 256;
+
+/// A command accepted and waiting for its stamp to be durable.
+#[derive(Clone, Debug)]
+pub(super) struct Deferred {
+    instance: InstanceId,
+    stamp: CmdStamp,
+    qterm: QuorumTerm,
+    cmd: CmsCommand,
+    /// For Failover/Switchover: the command's term is not below the DN's term.
+    promote_ok: bool,
+}
+
+/// The persistence pipeline: at most one write in flight, later commands queued behind it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Batch {
+    in_flight: Option<(WriteToken, Vec<Deferred>, Persisted)>,
+    queued: Vec<Deferred>,
+}
+
+/// A Failover/Switchover waiting for a majority of CMS nodes to confirm no higher quorum term.
+#[derive(Clone, Debug)]
+pub(super) struct TermCheck {
+    pub(super) nonce: u64,
+    pub(super) term: Term,
+    pub(super) qterm: QuorumTerm,
+    pub(super) started: Instant,
+    ok: BTreeSet<NodeId>,
+}
+
+impl Agent {
+    pub(super) fn on_command(&mut self, from: NodeId, qterm: QuorumTerm, sc: SequencedCommand) {
+        if self.cms.leader != Some(from) {
+            tracing::warn!(cms = %from, cmd = ?sc.cmd, "command from a CMS that is not the leader rejected");
+            return;
+        }
+        if qterm < self.highest_qterm {
+            tracing::warn!(cms = %from, %qterm, highest = %self.highest_qterm, "command from a deposed term rejected");
+            return;
+        }
+        if self.batch.queued.len() >= MAX_QUEUED_COMMANDS {
+            tracing::warn!(cmd = ?sc.cmd, "command queue full: dropped, the CMS will resend");
+            return;
+        }
+        self.observe_qterm(qterm);
+        let Some(inst) = self.insts.get_mut(&sc.instance) else {
+            tracing::warn!(instance = %sc.instance, "command for an instance not on this node");
+            return;
+        };
+        let stamp = CmdStamp {
+            quorum_term: qterm,
+            seq: sc.seq,
+        };
+        if stamp <= inst.accepted {
+            tracing::debug!(%stamp, last = %inst.accepted, "command already applied");
+            return;
+        }
+        inst.accepted = stamp;
+        let promote_ok = match sc.cmd {
+            CmsCommand::Failover { term } | CmsCommand::Switchover { term } => {
+                // A DN term never decreases: a command for a lower term is stale.
+                let ok = term >= inst.accepted_term;
+                inst.accepted_term = inst.accepted_term.max(term);
+                ok
+            }
+            _ => true,
+        };
+        self.batch.queued.push(Deferred {
+            instance: sc.instance,
+            stamp,
+            qterm,
+            cmd: sc.cmd,
+            promote_ok,
+        });
+    }
+
+    /// Writes the agent's state when accepted commands or a higher quorum term are not yet
+    /// durable and no write is in flight.
+    pub(super) fn persist_if_needed(&mut self, out: &mut Vec<AgentCommand>) {
+        if self.batch.in_flight.is_some()
+            || (self.batch.queued.is_empty() && self.highest_qterm <= self.durable_qterm)
+        {
+            return;
+        }
+        let snapshot = Persisted {
+            highest_quorum_term: self.highest_qterm,
+            instances: self
+                .insts
+                .iter()
+                .map(|(&id, i)| {
+                    let p = PersistedInstance {
+                        term: i.accepted_term,
+                        last_applied: i.accepted,
+                    };
+                    (id, p)
+                })
+                .collect(),
+        };
+        let bytes = match encode_persisted(&snapshot) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the agent state");
+                return;
+            }
+        };
+        let token = self.token();
+        let batch = core::mem::take(&mut self.batch.queued);
+        self.batch.in_flight = Some((token, batch, snapshot));
+        out.push(AgentCommand::PersistState(PersistState { token, bytes }));
+    }
+
+    pub(super) fn on_write_completed(
+        &mut self,
+        now: Instant,
+        w: WriteCompleted,
+        out: &mut Vec<AgentCommand>,
+    ) {
+        let Some((token, batch, snapshot)) = self.batch.in_flight.take() else {
+            return;
+        };
+        if token != w.token {
+            self.batch.in_flight = Some((token, batch, snapshot));
+            return;
+        }
+        if let Err(e) = w.result {
+            tracing::error!(error = %e, dropped = batch.len(), "agent state write failed");
+            self.roll_back_accepted();
+            return;
+        }
+        self.durable_qterm = snapshot.highest_quorum_term;
+        for (id, p) in &snapshot.instances {
+            if let Some(inst) = self.insts.get_mut(id) {
+                assert!(
+                    p.term >= inst.term,
+                    "DN {id} term would decrease from {} to {}",
+                    inst.term,
+                    p.term
+                );
+                inst.term = p.term;
+                inst.applied = p.last_applied;
+            }
+        }
+        for d in batch {
+            self.execute(now, d, out);
+        }
+        self.persist_if_needed(out);
+    }
+
+    /// After a failed write: what is accepted is what is durable plus what is still queued
+    /// (commands accepted after the failed write was issued).
+    fn roll_back_accepted(&mut self) {
+        for inst in self.insts.values_mut() {
+            inst.accepted = inst.applied;
+            inst.accepted_term = inst.term;
+        }
+        for d in &self.batch.queued {
+            if let Some(inst) = self.insts.get_mut(&d.instance) {
+                inst.accepted = inst.accepted.max(d.stamp);
+                if let CmsCommand::Failover { term } | CmsCommand::Switchover { term } = d.cmd {
+                    inst.accepted_term = inst.accepted_term.max(term);
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, now: Instant, d: Deferred, out: &mut Vec<AgentCommand>) {
+        let id = d.instance;
+        let Some(inst) = self.insts.get_mut(&id) else {
+            return;
+        };
+        let action = match d.cmd {
+            CmsCommand::Lock1 => {
+                inst.watch.prohibit = true;
+                DnAction::Lock1
+            }
+            CmsCommand::Lock2 { primary } => DnAction::Lock2 { primary },
+            CmsCommand::Unlock { primary } => DnAction::Unlock { primary },
+            CmsCommand::NotifyStandby { primary } => DnAction::NotifyStandby { primary },
+            CmsCommand::Build { source } => DnAction::Build { source },
+            CmsCommand::SetReadOnly { on } => {
+                inst.watch.read_only = Some(on);
+                DnAction::SetReadOnly { on }
+            }
+            CmsCommand::SetSyncStandbys { k, members } => DnAction::SetSyncStandbys { k, members },
+            CmsCommand::Demote => DnAction::Demote,
+            CmsCommand::Restart => {
+                self.fence(id, "Restart command", out);
+                return;
+            }
+            CmsCommand::Failover { term } | CmsCommand::Switchover { term } => {
+                if d.promote_ok {
+                    self.start_term_check(now, id, term, d.qterm, out);
+                } else {
+                    tracing::warn!(instance = %id, %term, "promotion to a term below the DN's refused");
+                }
+                return;
+            }
+        };
+        self.run_action(id, action, super::instance::ActionKind::Other, out);
+    }
+
+    fn start_term_check(
+        &mut self,
+        now: Instant,
+        id: InstanceId,
+        term: Term,
+        qterm: QuorumTerm,
+        out: &mut Vec<AgentCommand>,
+    ) {
+        let nonce = self.op().0;
+        if let Some(inst) = self.insts.get_mut(&id) {
+            inst.term_check = Some(TermCheck {
+                nonce,
+                term,
+                qterm,
+                started: now,
+                ok: BTreeSet::new(),
+            });
+        }
+        for n in self.cms_nodes.clone() {
+            out.push(self.envelope(n, Msg::TermCheck { nonce }));
+        }
+    }
+
+    pub(super) fn on_term_check_reply(
+        &mut self,
+        from: NodeId,
+        nonce: u64,
+        highest: QuorumTerm,
+        qterm: QuorumTerm,
+        out: &mut Vec<AgentCommand>,
+    ) {
+        self.observe_qterm(qterm.max(highest));
+        let majority = self.cms_nodes.len() / 2 + 1;
+        let Some((&id, inst)) = self
+            .insts
+            .iter_mut()
+            .find(|(_, i)| i.term_check.as_ref().is_some_and(|t| t.nonce == nonce))
+        else {
+            return;
+        };
+        let Some(tc) = inst.term_check.as_mut() else {
+            return;
+        };
+        if highest > tc.qterm {
+            tracing::warn!(instance = %id, cms = %from, %highest, ordered_in = %tc.qterm,
+                "a CMS knows a higher quorum term: promotion abandoned");
+            inst.term_check = None;
+            return;
+        }
+        tc.ok.insert(from);
+        if tc.ok.len() >= majority {
+            let term = tc.term;
+            inst.term_check = None;
+            self.promote(id, term, out);
+        }
+    }
+
+    fn promote(&mut self, id: InstanceId, term: Term, out: &mut Vec<AgentCommand>) {
+        let Some(inst) = self.insts.get_mut(&id) else {
+            return;
+        };
+        assert!(
+            inst.last_promoted.is_none_or(|t| term > t),
+            "DN {id}: a second promotion for term {term}"
+        );
+        inst.last_promoted = Some(term);
+        inst.watch.primary = true;
+        self.run_action(
+            id,
+            DnAction::Promote { term },
+            super::instance::ActionKind::Other,
+            out,
+        );
+    }
+
+    /// A term check that got no majority within `agent_heartbeat_timeout` is abandoned: a
+    /// promotion long after the command could act on a stale decision.
+    pub(super) fn term_check_timeouts(&mut self, now: Instant) {
+        let limit = self.params.agent_heartbeat_timeout();
+        for (id, inst) in &mut self.insts {
+            if inst
+                .term_check
+                .as_ref()
+                .is_some_and(|t| now >= t.started + limit)
+            {
+                tracing::warn!(instance = %id, "term check got no majority: promotion abandoned");
+                inst.term_check = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "commands_tests.rs"]
+mod tests;

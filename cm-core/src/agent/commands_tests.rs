@@ -1,0 +1,325 @@
+use crate::agent::testkit::*;
+use crate::codec::encode_persisted;
+
+fn stamp(q: u64, s: u64) -> CmdStamp {
+    CmdStamp {
+        quorum_term: QuorumTerm(q),
+        seq: CmdSeq(s),
+    }
+}
+
+fn persisted(qterm: u64, term: u64, applied: CmdStamp) -> Vec<u8> {
+    let mut p = Persisted {
+        highest_quorum_term: QuorumTerm(qterm),
+        ..Persisted::default()
+    };
+    p.instances.insert(
+        DN,
+        PersistedInstance {
+            term: Term(term),
+            last_applied: applied,
+        },
+    );
+    encode_persisted(&p).expect("encode")
+}
+
+/// Feeds a command, completes its write, returns the commands of the completion.
+fn apply(a: &mut Agent, now: Instant, seq: u64, cmd: CmsCommand) -> Vec<AgentCommand> {
+    let cmds = a.step(now, command(CMS[0], 1, seq, cmd));
+    a.step(now, write_ok(persist_token(&cmds)))
+}
+
+#[test]
+fn command_from_a_cms_that_is_not_the_leader_is_rejected() {
+    let mut a = boot(DnRole::Standby);
+    assert_eq!(
+        a.step(ms(10), command(CMS[1], 1, 1, CmsCommand::Lock1)),
+        vec![]
+    );
+}
+
+#[test]
+fn command_below_the_highest_quorum_term_seen_is_rejected() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = a.step(ms(10), leader_reply(CMS[1], 2, 1, false));
+    a.step(ms(10), write_ok(persist_token(&cmds)));
+    // CMS 2 leads in term 2, but this command carries term 1 (sent before it learned of 2).
+    assert_eq!(
+        a.step(ms(20), command(CMS[1], 1, 7, CmsCommand::Lock1)),
+        vec![]
+    );
+}
+
+#[test]
+fn command_is_persisted_before_it_runs() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = a.step(ms(10), command(CMS[0], 1, 1, CmsCommand::Lock1));
+    let token = persist_token(&cmds);
+    assert_eq!(
+        cmds,
+        vec![AgentCommand::PersistState(PersistState {
+            token,
+            bytes: persisted(1, 0, stamp(1, 1)),
+        })]
+    );
+    let cmds = a.step(ms(20), write_ok(token));
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::Lock1)]);
+}
+
+#[test]
+fn only_newer_stamps_apply_and_a_new_leader_may_restart_its_sequence() {
+    let mut a = boot(DnRole::Standby);
+    apply(&mut a, ms(10), 5, CmsCommand::Lock1);
+    assert_eq!(
+        a.step(ms(20), command(CMS[0], 1, 5, CmsCommand::Lock1)),
+        vec![]
+    );
+    assert_eq!(
+        a.step(ms(20), command(CMS[0], 1, 4, CmsCommand::Lock1)),
+        vec![]
+    );
+    let cmds = a.step(ms(30), leader_reply(CMS[1], 2, 1, false));
+    a.step(ms(30), write_ok(persist_token(&cmds)));
+    let cmds = a.step(ms(40), command(CMS[1], 2, 1, CmsCommand::Lock1));
+    assert_eq!(cmds.len(), 1);
+    assert!(matches!(cmds[0], AgentCommand::PersistState(_)));
+}
+
+#[test]
+fn last_applied_is_reported_once_durable() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = a.step(ms(10), command(CMS[0], 1, 3, CmsCommand::Lock1));
+    assert_eq!(
+        a.insts[&DN].report(ms(10)).last_applied,
+        CmdStamp::default()
+    );
+    a.step(ms(20), write_ok(persist_token(&cmds)));
+    assert_eq!(a.insts[&DN].report(ms(20)).last_applied, stamp(1, 3));
+    let sent = reports(&tick(&mut a, ms(1000)));
+    assert!(
+        sent.iter()
+            .all(|(_, r)| r.dns[0].last_applied == stamp(1, 3))
+    );
+}
+
+#[test]
+fn failed_write_runs_nothing_and_the_resend_is_accepted() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = a.step(ms(10), command(CMS[0], 1, 3, CmsCommand::Lock1));
+    let failed = AgentInput::WriteCompleted(WriteCompleted {
+        token: persist_token(&cmds),
+        result: Err("ENOSPC".into()),
+    });
+    assert_eq!(a.step(ms(20), failed), vec![]);
+    assert_eq!(
+        a.insts[&DN].report(ms(20)).last_applied,
+        CmdStamp::default()
+    );
+    let cmds = a.step(ms(30), command(CMS[0], 1, 3, CmsCommand::Lock1));
+    assert!(matches!(cmds.as_slice(), [AgentCommand::PersistState(_)]));
+}
+
+#[test]
+fn commands_map_to_their_dn_actions() {
+    let p = InstanceId(6002);
+    let table = [
+        (CmsCommand::Lock1, DnAction::Lock1),
+        (
+            CmsCommand::Lock2 { primary: p },
+            DnAction::Lock2 { primary: p },
+        ),
+        (
+            CmsCommand::Unlock { primary: p },
+            DnAction::Unlock { primary: p },
+        ),
+        (
+            CmsCommand::NotifyStandby { primary: p },
+            DnAction::NotifyStandby { primary: p },
+        ),
+        (
+            CmsCommand::Build { source: p },
+            DnAction::Build { source: p },
+        ),
+        (
+            CmsCommand::SetReadOnly { on: true },
+            DnAction::SetReadOnly { on: true },
+        ),
+        (
+            CmsCommand::SetSyncStandbys {
+                k: 1,
+                members: vec![DN, p],
+            },
+            DnAction::SetSyncStandbys {
+                k: 1,
+                members: vec![DN, p],
+            },
+        ),
+        (CmsCommand::Demote, DnAction::Demote),
+        (CmsCommand::Restart, DnAction::Kill),
+    ];
+    for (seq, (cmd, action)) in table.into_iter().enumerate() {
+        let mut a = boot(DnRole::Standby);
+        let cmds = apply(&mut a, ms(10), seq as u64 + 1, cmd.clone());
+        assert_eq!(cmds, vec![run(action_op(&cmds), action)], "{cmd:?}");
+    }
+}
+
+#[test]
+fn failover_persists_the_term_then_checks_every_cms_then_promotes_on_a_majority() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = a.step(
+        ms(10),
+        command(CMS[0], 1, 1, CmsCommand::Failover { term: Term(4) }),
+    );
+    assert_eq!(
+        cmds,
+        vec![AgentCommand::PersistState(PersistState {
+            token: persist_token(&cmds),
+            bytes: persisted(1, 4, stamp(1, 1)),
+        })]
+    );
+    let cmds = a.step(ms(20), write_ok(persist_token(&cmds)));
+    let nonce = a.insts[&DN].term_check.as_ref().expect("check").nonce;
+    let check = |n| to_cms(&a, n, Msg::TermCheck { nonce });
+    assert_eq!(cmds, vec![check(CMS[0]), check(CMS[1]), check(CMS[2])]);
+    assert_eq!(a.insts[&DN].report(ms(20)).term, Term(4));
+    let reply = |n, h| {
+        from_cms(
+            n,
+            1,
+            Msg::TermCheckReply {
+                nonce,
+                highest: QuorumTerm(h),
+            },
+        )
+    };
+    assert_eq!(a.step(ms(30), reply(CMS[2], 1)), vec![]);
+    let cmds = a.step(ms(40), reply(CMS[1], 0));
+    assert_eq!(
+        cmds,
+        vec![run(action_op(&cmds), DnAction::Promote { term: Term(4) })]
+    );
+    // A late third answer promotes nothing more.
+    assert_eq!(a.step(ms(50), reply(CMS[0], 1)), vec![]);
+}
+
+#[test]
+fn failover_is_abandoned_when_a_cms_knows_a_higher_quorum_term() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = a.step(
+        ms(10),
+        command(CMS[0], 1, 1, CmsCommand::Switchover { term: Term(2) }),
+    );
+    a.step(ms(20), write_ok(persist_token(&cmds)));
+    let nonce = a.insts[&DN].term_check.as_ref().expect("check").nonce;
+    let reply = |n, h| {
+        from_cms(
+            n,
+            1,
+            Msg::TermCheckReply {
+                nonce,
+                highest: QuorumTerm(h),
+            },
+        )
+    };
+    a.step(ms(30), reply(CMS[0], 1));
+    let cmds = a.step(ms(40), reply(CMS[1], 2));
+    // No promotion; only the higher term is recorded.
+    assert!(
+        cmds.iter()
+            .all(|c| matches!(c, AgentCommand::PersistState(_))),
+        "{cmds:?}"
+    );
+    assert_eq!(a.step(ms(50), reply(CMS[2], 1)), vec![]);
+    assert!(a.insts[&DN].term_check.is_none());
+}
+
+#[test]
+fn failover_to_a_term_below_the_dns_term_does_not_promote() {
+    let a = Agent::new(&config(ONE_DN), ME, 0, Some(persisted(1, 5, stamp(1, 1)))).expect("agent");
+    let mut a = boot_with(a, DnRole::Standby);
+    let cmds = apply(&mut a, ms(10), 2, CmsCommand::Failover { term: Term(4) });
+    assert_eq!(cmds, vec![]);
+    assert_eq!(a.insts[&DN].term, Term(5), "a DN term never decreases");
+    assert_eq!(a.insts[&DN].applied, stamp(1, 2));
+}
+
+#[test]
+fn term_check_without_a_majority_is_abandoned_after_agent_heartbeat_timeout() {
+    let mut a = boot(DnRole::Standby);
+    apply(&mut a, ms(10), 1, CmsCommand::Failover { term: Term(1) });
+    let nonce = a.insts[&DN].term_check.as_ref().expect("check").nonce;
+    assert_eq!(a.next_deadline().map(|d| d <= ms(8010)), Some(true));
+    tick(&mut a, ms(8010));
+    assert!(a.insts[&DN].term_check.is_none());
+    let reply = |n| {
+        from_cms(
+            n,
+            1,
+            Msg::TermCheckReply {
+                nonce,
+                highest: QuorumTerm(1),
+            },
+        )
+    };
+    a.step(ms(8020), reply(CMS[0]));
+    assert_eq!(a.step(ms(8030), reply(CMS[1])), vec![]);
+}
+
+#[test]
+fn restart_kills_then_starts_pending_once_no_process_remains() {
+    let mut a = boot(DnRole::Primary);
+    let cmds = apply(&mut a, ms(10), 1, CmsCommand::Restart);
+    let kill = action_op(&cmds);
+    assert_eq!(cmds, vec![run(kill, DnAction::Kill)]);
+    assert_eq!(a.step(ms(20), done(kill)), vec![]);
+    let cmds = tick(&mut a, ms(1000));
+    let cmds = a.step(ms(1010), sampled(sample_op(&cmds, DN), vec![]));
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+}
+
+#[test]
+fn prohibit_reached_after_lock1_is_reported_at_once() {
+    let mut a = boot(DnRole::Standby);
+    apply(&mut a, ms(10), 1, CmsCommand::Lock1);
+    let cmds = tick(&mut a, ms(1000));
+    let q = query_op(&cmds, DN);
+    let locked = DnStatus {
+        lock: LockState::Prohibit,
+        ..status(DnRole::Standby)
+    };
+    let cmds = a.step(ms(1300), queried(q, Ok(locked)));
+    let sent = reports(&cmds);
+    assert_eq!(sent.len(), 3, "{cmds:?}");
+    assert_eq!(sent[0].1.dns[0].lock, LockState::Prohibit);
+    // Reached once: the next status round does not report out of turn.
+    let cmds = tick(&mut a, ms(2000));
+    let q = query_op(&cmds, DN);
+    let again = DnStatus {
+        lock: LockState::Prohibit,
+        ..status(DnRole::Standby)
+    };
+    assert_eq!(reports(&a.step(ms(2100), queried(q, Ok(again)))), vec![]);
+}
+
+#[test]
+fn promotion_done_and_read_only_set_are_reported_at_once() {
+    let mut a = boot(DnRole::Standby);
+    apply(&mut a, ms(10), 1, CmsCommand::SetReadOnly { on: true });
+    let cmds = tick(&mut a, ms(1000));
+    let ro = DnStatus {
+        read_only: true,
+        ..status(DnRole::Standby)
+    };
+    assert_eq!(
+        reports(&a.step(ms(1100), queried(query_op(&cmds, DN), Ok(ro)))).len(),
+        3
+    );
+    a.insts.get_mut(&DN).expect("dn").watch.primary = true;
+    let cmds = tick(&mut a, ms(2000));
+    let cmds = a.step(
+        ms(2100),
+        queried(query_op(&cmds, DN), Ok(status(DnRole::Primary))),
+    );
+    assert_eq!(reports(&cmds).len(), 3);
+}

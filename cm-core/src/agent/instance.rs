@@ -1,0 +1,488 @@
+//! Local DNs (SPEC.md §1–3): process samples and adoption, restarts, kills (fence), flag-file
+//! stops and the exit after `cluster_manual_start`, status queries, and the DN report.
+
+use core::time::Duration;
+use std::collections::BTreeMap;
+
+use super::commands::TermCheck;
+use super::{Agent, AgentCommand, InstanceStatus, PersistedInstance};
+use crate::config::ClusterConfig;
+use crate::dn::{DbState, DnAction, DnReport, DnRole, DnStatus, LockState, ProcState};
+use crate::flags::{Flag, FlagSet};
+use crate::ids::{CmdStamp, InstanceId, OpId, Term};
+use crate::time::Instant;
+
+const TEN_MINUTES: Duration = Duration::from_secs(600);
+const ONE_HOUR: Duration = Duration::from_secs(3600);
+
+/// What a DN action in flight is, for the rules that depend on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ActionKind {
+    /// `StartPending`; `under_starting_flag`: issued while paused, allowed by
+    /// `cluster_manual_starting`.
+    Start { under_starting_flag: bool },
+    /// `Stop` for a manual-start flag.
+    Stop,
+    /// `Kill` (fence).
+    Kill,
+    /// Anything else.
+    Other,
+}
+
+/// Progress of a kill (§3 "kill means fence").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fence {
+    /// No kill pending.
+    None,
+    /// Killed; no sample has yet shown it gone.
+    Pending,
+    /// A sample showed only processes in state D (each holds a pending SIGKILL): stopped.
+    Confirmed,
+}
+
+/// Effects whose arrival triggers an immediate report (§3).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Watch {
+    pub(super) prohibit: bool,
+    pub(super) primary: bool,
+    pub(super) read_only: Option<bool>,
+}
+
+/// One local DN.
+#[derive(Clone, Debug)]
+pub(super) struct Inst {
+    pub(super) id: InstanceId,
+    /// The group's members in config order (this one included).
+    pub(super) group: Vec<InstanceId>,
+    /// Durable term and last applied stamp.
+    pub(super) term: Term,
+    pub(super) applied: CmdStamp,
+    /// Accepted (durable or being written).
+    pub(super) accepted: CmdStamp,
+    pub(super) accepted_term: Term,
+    pub(super) sampled: bool,
+    pub(super) processes: Vec<ProcState>,
+    /// Samples and queries requested before the latest action completed are stale.
+    sample_floor: OpId,
+    last_query_op: OpId,
+    /// Seen running since the agent last started it: its next start is a restart.
+    seen_running: bool,
+    pub(super) status: Option<DnStatus>,
+    pub(super) status_at: Instant,
+    query_ok: bool,
+    actions: BTreeMap<OpId, ActionKind>,
+    pub(super) fence: Fence,
+    restarts: Vec<Instant>,
+    pub(super) manually_stopped: bool,
+    pub(super) watch: Watch,
+    pub(super) term_check: Option<TermCheck>,
+    pub(super) last_promoted: Option<Term>,
+    pub(super) next_phony: Instant,
+    pub(super) phony_hits: u32,
+    pub(super) phony_probe: Option<(OpId, Duration)>,
+    pub(super) data_pct: u8,
+    pub(super) log_pct: u8,
+    pub(super) disk_probe: Option<(OpId, Instant)>,
+    pub(super) disk_failures: u32,
+    pub(super) disk_damaged: bool,
+    pub(super) peers_probe: Option<OpId>,
+}
+
+impl Inst {
+    pub(super) fn new(config: &ClusterConfig, id: InstanceId, saved: PersistedInstance) -> Self {
+        let group = config
+            .member(id)
+            .map(|(g, _)| g.members.iter().map(|m| m.instance).collect())
+            .unwrap_or_default();
+        Self {
+            id,
+            group,
+            term: saved.term,
+            applied: saved.last_applied,
+            accepted: saved.last_applied,
+            accepted_term: saved.term,
+            sampled: false,
+            processes: Vec::new(),
+            sample_floor: OpId(0),
+            last_query_op: OpId(0),
+            seen_running: false,
+            status: None,
+            status_at: Instant::ZERO,
+            query_ok: false,
+            actions: BTreeMap::new(),
+            fence: Fence::None,
+            restarts: Vec::new(),
+            manually_stopped: false,
+            watch: Watch::default(),
+            term_check: None,
+            last_promoted: None,
+            next_phony: Instant::ZERO,
+            phony_hits: 0,
+            phony_probe: None,
+            data_pct: 0,
+            log_pct: 0,
+            disk_probe: None,
+            disk_failures: 0,
+            disk_damaged: false,
+            peers_probe: None,
+        }
+    }
+
+    pub(super) fn running(&self) -> bool {
+        !self.processes.is_empty()
+    }
+
+    fn in_flight(&self, pred: impl Fn(ActionKind) -> bool) -> bool {
+        self.actions.values().any(|&k| pred(k))
+    }
+
+    pub(super) fn starting(&self) -> bool {
+        self.in_flight(|k| matches!(k, ActionKind::Start { .. }))
+    }
+
+    fn lifecycle_busy(&self) -> bool {
+        self.in_flight(|k| !matches!(k, ActionKind::Other))
+    }
+
+    /// The last known role (kept while the process runs but its query fails, §3).
+    pub(super) fn known_role(&self) -> Option<DnRole> {
+        self.status.as_ref().map(|s| s.role)
+    }
+
+    /// A running primary not being killed: what the self-fence and the peer check guard.
+    pub(super) fn is_live_primary(&self) -> bool {
+        self.running() && self.fence == Fence::None && self.known_role() == Some(DnRole::Primary)
+    }
+
+    pub(super) fn disk_probe_deadline(&self) -> Option<Instant> {
+        self.disk_probe.map(|(_, at)| at)
+    }
+
+    fn restarts_within(&self, now: Instant, window: Duration) -> u32 {
+        let n = self.restarts.iter().filter(|&&t| now - t < window).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn reported_role_state(&self) -> (DnRole, DbState, LockState) {
+        match (self.fence, self.running(), &self.status) {
+            (Fence::Pending, _, _) => (DnRole::Unknown, DbState::Unknown, LockState::Unknown),
+            (Fence::Confirmed, _, _) | (Fence::None, false, _) => {
+                let state = if self.manually_stopped {
+                    DbState::ManuallyStopped
+                } else if self.disk_damaged {
+                    DbState::DiskDamaged
+                } else if self.starting() {
+                    DbState::Starting
+                } else {
+                    DbState::Unknown
+                };
+                (DnRole::Down, state, LockState::Unknown)
+            }
+            (Fence::None, true, Some(s)) if self.query_ok => (s.role, s.db_state, s.lock),
+            (Fence::None, true, Some(s)) => (s.role, DbState::Unknown, LockState::Unknown),
+            (Fence::None, true, None) => (DnRole::Unknown, DbState::Unknown, LockState::Unknown),
+        }
+    }
+
+    /// This DN's part of the agent report.
+    pub(super) fn report(&self, now: Instant) -> DnReport {
+        let mut r = DnReport::down(self.id);
+        let (role, db_state, lock) = self.reported_role_state();
+        r.role = role;
+        r.db_state = db_state;
+        r.lock = lock;
+        if let (Some(s), DnRole::Primary | DnRole::Standby | DnRole::Pending) = (&self.status, role)
+        {
+            r.position = s.position;
+            r.history = s.history.clone();
+            r.upstream = s.upstream;
+            r.downstreams = s.downstreams.clone();
+            r.read_only = s.read_only;
+        }
+        r.term = self.term;
+        r.last_applied = self.applied;
+        r.phony_dead_hits = self.phony_hits;
+        r.data_disk_pct = self.data_pct;
+        r.log_disk_pct = self.log_pct;
+        r.disk_damaged = self.disk_damaged;
+        r.processes = self.processes.clone();
+        r.restarts_10min = self.restarts_within(now, TEN_MINUTES);
+        r.restarts_1h = self.restarts_within(now, ONE_HOUR);
+        r.manually_stopped = self.manually_stopped;
+        r
+    }
+
+    pub(super) fn status(&self, _now: Instant) -> InstanceStatus {
+        InstanceStatus {
+            instance: self.id,
+            role: self.reported_role_state().0,
+            processes: self.processes.clone(),
+            term: self.term,
+            last_applied: self.applied,
+            phony_dead_hits: self.phony_hits,
+            disk_damaged: self.disk_damaged,
+            manually_stopped: self.manually_stopped,
+            starting: self.starting(),
+            fencing: self.fence == Fence::Pending,
+        }
+    }
+
+    /// Whether a watched effect is reached by the current status; clears the watches reached.
+    fn effect_reached(&mut self) -> bool {
+        let Some(s) = self.status.as_ref().filter(|_| self.query_ok) else {
+            return false;
+        };
+        let mut hit = false;
+        if self.watch.prohibit && s.lock == LockState::Prohibit {
+            self.watch.prohibit = false;
+            hit = true;
+        }
+        if self.watch.primary && s.role == DnRole::Primary {
+            self.watch.primary = false;
+            hit = true;
+        }
+        if self.watch.read_only == Some(s.read_only) {
+            self.watch.read_only = None;
+            hit = true;
+        }
+        hit
+    }
+}
+
+impl Agent {
+    /// The DN status loop: sample every DN's processes, query its status, then report.
+    pub(super) fn status_loop(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
+        let ids: Vec<InstanceId> = self.insts.keys().copied().collect();
+        for instance in ids {
+            let op = self.op();
+            out.push(AgentCommand::SampleProcesses { op, instance });
+            let op = self.op();
+            out.push(AgentCommand::QueryDnStatus { op, instance });
+        }
+        self.send_report(now, out);
+    }
+
+    pub(super) fn run_action(
+        &mut self,
+        instance: InstanceId,
+        action: DnAction,
+        kind: ActionKind,
+        out: &mut Vec<AgentCommand>,
+    ) {
+        let op = self.op();
+        if let Some(inst) = self.insts.get_mut(&instance) {
+            inst.actions.insert(op, kind);
+        }
+        out.push(AgentCommand::RunDnAction {
+            op,
+            instance,
+            action,
+        });
+    }
+
+    /// Kills every process of the instance (§3): reported stopped once a sample confirms it.
+    pub(super) fn fence(&mut self, id: InstanceId, why: &str, out: &mut Vec<AgentCommand>) {
+        let Some(inst) = self.insts.get_mut(&id) else {
+            return;
+        };
+        tracing::warn!(instance = %id, why, "killing the instance");
+        inst.fence = Fence::Pending;
+        if !inst.in_flight(|k| k == ActionKind::Kill) {
+            self.run_action(id, DnAction::Kill, ActionKind::Kill, out);
+        }
+    }
+
+    pub(super) fn on_processes(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        id: InstanceId,
+        processes: Vec<ProcState>,
+        out: &mut Vec<AgentCommand>,
+    ) {
+        let Some(inst) = self.insts.get_mut(&id) else {
+            return;
+        };
+        if op < inst.sample_floor {
+            return;
+        }
+        inst.sampled = true;
+        inst.processes = processes;
+        let running = inst.running();
+        if !running {
+            inst.status = None;
+            inst.query_ok = false;
+        }
+        let only_d = inst.processes.iter().all(|p| *p == ProcState::DiskSleep);
+        let mut rekill = false;
+        match inst.fence {
+            Fence::Pending if only_d => {
+                inst.fence = if running {
+                    Fence::Confirmed
+                } else {
+                    Fence::None
+                };
+                inst.status = None;
+            }
+            Fence::Pending => rekill = !inst.in_flight(|k| k == ActionKind::Kill),
+            Fence::Confirmed if !running => inst.fence = Fence::None,
+            Fence::None if running => inst.seen_running = true,
+            _ => {}
+        }
+        if rekill {
+            self.run_action(id, DnAction::Kill, ActionKind::Kill, out);
+        }
+        self.maybe_start(now, id, out);
+        self.check_cluster_stop_done(now, out);
+    }
+
+    /// Starts an absent DN as pending unless a rule forbids it (§1–3, §7.1).
+    fn maybe_start(&mut self, now: Instant, id: InstanceId, out: &mut Vec<AgentCommand>) {
+        let paused = self.paused(now);
+        let Some(flags) = &self.flags else {
+            return;
+        };
+        if flags.keeps_stopped(id).is_some() || (paused && !flags.cluster_manual_starting) {
+            return;
+        }
+        let Some(inst) = self.insts.get_mut(&id) else {
+            return;
+        };
+        if !inst.sampled
+            || inst.running()
+            || inst.fence != Fence::None
+            || inst.disk_damaged
+            || inst.lifecycle_busy()
+        {
+            return;
+        }
+        if inst.seen_running {
+            inst.seen_running = false;
+            inst.restarts.retain(|&t| now - t < ONE_HOUR);
+            inst.restarts.push(now);
+        }
+        inst.status = None;
+        inst.query_ok = false;
+        let kind = ActionKind::Start {
+            under_starting_flag: paused,
+        };
+        self.run_action(id, DnAction::StartPending, kind, out);
+    }
+
+    pub(super) fn on_status(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        id: InstanceId,
+        result: Result<DnStatus, String>,
+        out: &mut Vec<AgentCommand>,
+    ) {
+        let Some(inst) = self.insts.get_mut(&id) else {
+            return;
+        };
+        if op < inst.sample_floor || op < inst.last_query_op {
+            return;
+        }
+        inst.last_query_op = op;
+        match result {
+            Ok(s) => {
+                inst.status = Some(s);
+                inst.status_at = now;
+                inst.query_ok = true;
+            }
+            Err(e) => {
+                tracing::debug!(instance = %id, error = %e, "status query failed");
+                inst.query_ok = false;
+            }
+        }
+        if inst.effect_reached() {
+            self.send_report(now, out);
+        }
+    }
+
+    pub(super) fn on_flags(&mut self, now: Instant, flags: FlagSet, out: &mut Vec<AgentCommand>) {
+        let ids: Vec<InstanceId> = self.insts.keys().copied().collect();
+        for id in ids {
+            let mode = flags.keeps_stopped(id);
+            let Some(inst) = self.insts.get_mut(&id) else {
+                continue;
+            };
+            inst.manually_stopped = mode.is_some();
+            let Some(mode) = mode else { continue };
+            if inst.running() && inst.fence == Fence::None && !inst.lifecycle_busy() {
+                self.run_action(id, DnAction::Stop { mode }, ActionKind::Stop, out);
+            }
+        }
+        self.flags = Some(flags);
+        self.check_cluster_stop_done(now, out);
+    }
+
+    pub(super) fn on_action_completed(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        id: InstanceId,
+        result: Result<(), String>,
+        out: &mut Vec<AgentCommand>,
+    ) {
+        let floor = OpId(self.next_op);
+        let Some(inst) = self.insts.get_mut(&id) else {
+            return;
+        };
+        let Some(kind) = inst.actions.remove(&op) else {
+            return;
+        };
+        inst.sample_floor = floor;
+        if let Err(e) = &result {
+            tracing::warn!(instance = %id, ?kind, error = %e, "DN action failed");
+        }
+        if kind
+            == (ActionKind::Start {
+                under_starting_flag: true,
+            })
+            && result.is_ok()
+        {
+            self.after_start_under_flag(out);
+        }
+        self.check_cluster_stop_done(now, out);
+    }
+
+    /// `cluster_manual_starting` is removed once the starts it allowed are done (§2).
+    fn after_start_under_flag(&mut self, out: &mut Vec<AgentCommand>) {
+        let more = self.insts.values().any(Inst::starting);
+        let Some(flags) = self.flags.as_mut() else {
+            return;
+        };
+        if !more && flags.cluster_manual_starting {
+            flags.cluster_manual_starting = false;
+            out.push(AgentCommand::RemoveFlag {
+                flag: Flag::ClusterManualStarting,
+            });
+        }
+    }
+
+    /// Under `cluster_manual_start`, exits once every local DN is down (§2), after a last
+    /// report so the CMS sees them manually stopped.
+    fn check_cluster_stop_done(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
+        let stopping = self
+            .flags
+            .as_ref()
+            .is_some_and(|f| f.cluster_manual_start.is_some());
+        if self.exit_sent || !stopping {
+            return;
+        }
+        let all_down = self
+            .insts
+            .values()
+            .all(|i| i.sampled && !i.running() && !i.lifecycle_busy());
+        if all_down {
+            self.send_report(now, out);
+            out.push(AgentCommand::Exit);
+            self.exit_sent = true;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "instance_tests.rs"]
+mod tests;

@@ -1,0 +1,272 @@
+use crate::agent::testkit::*;
+
+/// Runs a status round at `now` and feeds the DN's sample; returns the sample's commands.
+fn round(a: &mut Agent, now: Instant, processes: Vec<ProcState>) -> Vec<AgentCommand> {
+    let cmds = tick(a, now);
+    a.step(now, sampled(sample_op(&cmds, DN), processes))
+}
+
+fn flags_with(f: impl FnOnce(&mut FlagSet)) -> AgentInput {
+    let mut flags = FlagSet::default();
+    f(&mut flags);
+    AgentInput::FlagsObserved(flags)
+}
+
+#[test]
+fn absent_dn_is_started_pending() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = round(&mut a, ms(1000), vec![]);
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+}
+
+#[test]
+fn dn_running_at_agent_start_is_adopted_not_restarted_nor_reported_absent() {
+    let mut a = agent();
+    let cmds = tick(&mut a, ms(0));
+    for n in CMS {
+        a.step(
+            ms(0),
+            AgentInput::Net(NetEvent::Connected {
+                peer: Endpoint::server(n),
+            }),
+        );
+    }
+    a.step(ms(0), AgentInput::FlagsObserved(FlagSet::default()));
+    assert_eq!(
+        a.step(
+            ms(5),
+            sampled(sample_op(&cmds, DN), vec![ProcState::Running])
+        ),
+        vec![]
+    );
+    a.step(
+        ms(6),
+        queried(query_op(&cmds, DN), Ok(status(DnRole::Primary))),
+    );
+    let sent = reports(&tick(&mut a, ms(1000)));
+    assert_eq!(sent[0].1.dns[0].role, DnRole::Primary);
+    assert_eq!(sent[0].1.dns[0].restarts_1h, 0);
+}
+
+#[test]
+fn no_start_before_the_flags_are_known() {
+    let mut a = agent();
+    let cmds = tick(&mut a, ms(0));
+    assert_eq!(a.step(ms(5), sampled(sample_op(&cmds, DN), vec![])), vec![]);
+}
+
+#[test]
+fn instance_manual_start_flag_stops_only_that_dn_with_its_mode_and_keeps_it_down() {
+    let mut a = boot(DnRole::Standby);
+    let flags = flags_with(|f| {
+        f.instance_manual_start.insert(DN, StopMode::Immediate);
+    });
+    let cmds = a.step(ms(100), flags);
+    let stop = action_op(&cmds);
+    assert_eq!(
+        cmds,
+        vec![run(
+            stop,
+            DnAction::Stop {
+                mode: StopMode::Immediate
+            }
+        )]
+    );
+    a.step(ms(200), done(stop));
+    assert_eq!(round(&mut a, ms(1000), vec![]), vec![]);
+    let r = a.insts[&DN].report(ms(1000));
+    assert_eq!(
+        (r.role, r.db_state, r.manually_stopped),
+        (DnRole::Down, DbState::ManuallyStopped, true)
+    );
+    assert_eq!(
+        round(&mut a, ms(2000), vec![]),
+        vec![],
+        "never restarted while the flag exists"
+    );
+    a.step(ms(2100), AgentInput::FlagsObserved(FlagSet::default()));
+    let cmds = round(&mut a, ms(3000), vec![]);
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+}
+
+#[test]
+fn cluster_manual_start_stops_every_dn_then_exits_once_all_are_down() {
+    let text = two_dn_config();
+    let a = Agent::new(&config(&text), ME, 0, None).expect("agent");
+    let mut a = boot_with(a, DnRole::Standby);
+    let cmds = a.step(
+        ms(100),
+        flags_with(|f| f.cluster_manual_start = Some(StopMode::Smart)),
+    );
+    let ops: Vec<OpId> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            AgentCommand::RunDnAction { op, .. } => Some(*op),
+            _ => None,
+        })
+        .collect();
+    let stop = |op, instance| AgentCommand::RunDnAction {
+        op,
+        instance,
+        action: DnAction::Stop {
+            mode: StopMode::Smart,
+        },
+    };
+    assert_eq!(cmds, vec![stop(ops[0], DN), stop(ops[1], DN2)]);
+    for (op, instance) in [(ops[0], DN), (ops[1], DN2)] {
+        a.step(
+            ms(200),
+            AgentInput::ActionCompleted {
+                op,
+                instance,
+                result: Ok(()),
+            },
+        );
+    }
+    let cmds = tick(&mut a, ms(1000));
+    assert_eq!(
+        a.step(ms(1001), sampled(sample_op(&cmds, DN), vec![])),
+        vec![]
+    );
+    let last = a.step(
+        ms(1002),
+        AgentInput::ProcessesSampled {
+            op: sample_op(&cmds, DN2),
+            instance: DN2,
+            processes: vec![],
+        },
+    );
+    assert_eq!(last.last(), Some(&AgentCommand::Exit));
+    let final_reports = reports(&last);
+    assert_eq!(final_reports.len(), 3);
+    assert!(
+        final_reports[0]
+            .1
+            .dns
+            .iter()
+            .all(|d| d.db_state == DbState::ManuallyStopped)
+    );
+    assert_eq!(a.next_deadline(), None);
+    assert_eq!(tick(&mut a, ms(5000)), vec![]);
+}
+
+#[test]
+fn paused_agent_starts_nothing_unless_cluster_manual_starting_which_it_then_removes() {
+    let mut a = boot(DnRole::Standby);
+    tick(&mut a, ms(1000));
+    a.step(ms(1100), leader_reply(CMS[0], 1, a.cms.report_seq, true));
+    assert_eq!(round(&mut a, ms(2000), vec![]), vec![]);
+    a.step(ms(2100), flags_with(|f| f.cluster_manual_starting = true));
+    let cmds = round(&mut a, ms(3000), vec![]);
+    let start = action_op(&cmds);
+    assert_eq!(cmds, vec![run(start, DnAction::StartPending)]);
+    assert_eq!(
+        a.step(ms(3500), done(start)),
+        vec![AgentCommand::RemoveFlag {
+            flag: Flag::ClusterManualStarting
+        }]
+    );
+}
+
+#[test]
+fn never_two_starts_in_flight_and_stale_samples_are_ignored() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = round(&mut a, ms(1000), vec![]);
+    let start = action_op(&cmds);
+    assert_eq!(
+        round(&mut a, ms(2000), vec![]),
+        vec![],
+        "start still in flight"
+    );
+    // A sample requested before the start completed, answered after it: stale.
+    let cmds = tick(&mut a, ms(3000));
+    let early = sample_op(&cmds, DN);
+    a.step(ms(3100), done(start));
+    assert_eq!(a.step(ms(3200), sampled(early, vec![])), vec![]);
+}
+
+#[test]
+fn disk_damaged_dn_is_not_restarted() {
+    let mut a = boot(DnRole::Standby);
+    a.insts.get_mut(&DN).expect("dn").disk_damaged = true;
+    assert_eq!(round(&mut a, ms(1000), vec![]), vec![]);
+    assert_eq!(a.insts[&DN].report(ms(1000)).db_state, DbState::DiskDamaged);
+}
+
+#[test]
+fn restarts_are_counted_per_10_minutes_and_per_hour() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = round(&mut a, ms(1000), vec![]);
+    a.step(ms(1500), done(action_op(&cmds)));
+    round(&mut a, ms(2000), vec![ProcState::Running]);
+    let r = a.insts[&DN].report(ms(2000));
+    assert_eq!((r.restarts_10min, r.restarts_1h), (1, 1));
+    let r = a.insts[&DN].report(ms(1000 + 600_000));
+    assert_eq!((r.restarts_10min, r.restarts_1h), (0, 1));
+    let r = a.insts[&DN].report(ms(1000 + 3_600_000));
+    assert_eq!((r.restarts_10min, r.restarts_1h), (0, 0));
+}
+
+#[test]
+fn failed_status_query_keeps_the_last_role_with_unknown_state_and_lock() {
+    let mut a = boot(DnRole::Primary);
+    let cmds = tick(&mut a, ms(1000));
+    a.step(
+        ms(1001),
+        sampled(sample_op(&cmds, DN), vec![ProcState::Running]),
+    );
+    a.step(
+        ms(1002),
+        queried(query_op(&cmds, DN), Err("timeout".into())),
+    );
+    let r = a.insts[&DN].report(ms(1002));
+    assert_eq!(
+        (r.role, r.db_state, r.lock),
+        (DnRole::Primary, DbState::Unknown, LockState::Unknown)
+    );
+}
+
+#[test]
+fn kill_is_reported_stopped_only_when_no_process_or_only_d_state_remains() {
+    let mut a = boot(DnRole::Primary);
+    let mut out = Vec::new();
+    a.fence(DN, "test", &mut out);
+    let kill = action_op(&out);
+    a.step(ms(10), done(kill));
+    let cmds = round(
+        &mut a,
+        ms(1000),
+        vec![ProcState::Running, ProcState::DiskSleep],
+    );
+    assert_eq!(
+        cmds,
+        vec![run(action_op(&cmds), DnAction::Kill)],
+        "the kill is repeated"
+    );
+    a.step(ms(1010), done(action_op(&cmds)));
+    assert_eq!(
+        a.insts[&DN].report(ms(1010)).role,
+        DnRole::Unknown,
+        "not yet stopped"
+    );
+    round(&mut a, ms(2000), vec![ProcState::DiskSleep]);
+    let r = a.insts[&DN].report(ms(2000));
+    assert_eq!(
+        (r.role, r.processes),
+        (DnRole::Down, vec![ProcState::DiskSleep])
+    );
+    // No start while a D process remains; once it is gone, restart pending.
+    assert_eq!(round(&mut a, ms(3000), vec![ProcState::DiskSleep]), vec![]);
+    let cmds = round(&mut a, ms(4000), vec![]);
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+}
+
+#[test]
+fn kill_that_did_not_take_is_repeated_on_the_next_sample() {
+    let mut a = boot(DnRole::Primary);
+    let mut out = Vec::new();
+    a.fence(DN, "test", &mut out);
+    a.step(ms(10), done(action_op(&out)));
+    let cmds = round(&mut a, ms(1000), vec![ProcState::Running]);
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::Kill)]);
+}

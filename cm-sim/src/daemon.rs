@@ -127,8 +127,16 @@ pub enum SimInput {
         op: OpId,
         /// Which daemon.
         role: Role,
-        /// Its state.
-        state: Option<ProcState>,
+        /// Its state, pid (the world's process incarnation) and the incarnation that started
+        /// it (None: the init system).
+        state: Option<(ProcState, u64, Option<u64>)>,
+    },
+    /// A daemon this process started exited (the parent reaps its child).
+    ChildExited {
+        /// Which daemon.
+        role: Role,
+        /// Killed or crashed, rather than exiting on its own.
+        abnormal: bool,
     },
 }
 
@@ -229,10 +237,12 @@ pub enum EnvOp {
         /// Started right after `cluster_manual_start` disappeared ("normal" start).
         normal: bool,
     },
-    /// SIGKILL a local daemon.
+    /// SIGKILL a local daemon (only the process with this pid, if given).
     KillProcess {
         /// Which.
         role: Role,
+        /// The pid (the world's process incarnation) it must have.
+        pid: Option<u64>,
     },
     /// Sample a local daemon's process.
     SampleProcess {
@@ -292,6 +302,8 @@ pub struct Spawn<'a> {
     pub node: NodeId,
     /// Seed of this process incarnation.
     pub seed: u64,
+    /// This process's incarnation (its pid in the simulated world).
+    pub incarnation: u64,
     /// What its earlier incarnations persisted (None: nothing, or unreadable).
     pub restored: Option<Vec<u8>>,
     /// A "normal" start (right after `cm_ctl start`).

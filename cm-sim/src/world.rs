@@ -68,6 +68,7 @@ pub(crate) enum Event {
         role: Role,
         normal: bool,
         boot: u64,
+        parent: Option<u64>,
     },
     Boot {
         node: NodeId,
@@ -86,6 +87,8 @@ pub struct Proc {
     pub inc: u64,
     /// SIGSTOPped.
     pub stopped: bool,
+    /// The incarnation of the process that started it (None: the init system).
+    pub parent: Option<u64>,
     held: Vec<SimInput>,
     deadline: Option<Instant>,
 }
@@ -135,6 +138,7 @@ pub struct World {
     /// Print every event as it happens.
     pub verbose: bool,
     next_inc: u64,
+    pub(crate) exiting: Option<Endpoint>,
     last_restart_cmd: BTreeMap<InstanceId, Instant>,
 }
 
@@ -188,6 +192,7 @@ impl World {
             timeline: Vec::new(),
             verbose: false,
             next_inc: 0,
+            exiting: None,
             last_restart_cmd: BTreeMap::new(),
         };
         let nodes: Vec<NodeId> = w.hosts.keys().copied().collect();
@@ -294,7 +299,8 @@ impl World {
                 role,
                 normal,
                 boot,
-            } => self.spawn(node, role, normal, boot),
+                parent,
+            } => self.spawn(node, role, normal, boot, parent),
             Event::Boot { node, boot } => self.on_boot(node, boot),
             Event::Replicate => self.on_replicate(),
             Event::Write => self.on_write(),
@@ -425,6 +431,7 @@ impl World {
                     role,
                     normal: false,
                     boot,
+                    parent: None,
                 },
             );
         }
@@ -434,7 +441,7 @@ impl World {
         self.factory.boot_roles(is_cms)
     }
 
-    fn spawn(&mut self, node: NodeId, role: Role, normal: bool, boot: u64) {
+    fn spawn(&mut self, node: NodeId, role: Role, normal: bool, boot: u64, parent: Option<u64>) {
         let Some(h) = self.hosts.get(&node) else {
             return;
         };
@@ -458,6 +465,7 @@ impl World {
             config: &self.scenario.config,
             node,
             seed,
+            incarnation: inc,
             restored,
             normal_start: normal,
         };
@@ -473,6 +481,7 @@ impl World {
                     daemon,
                     inc,
                     stopped: false,
+                    parent,
                     held: Vec::new(),
                     deadline: None,
                 },
@@ -486,10 +495,15 @@ impl World {
         let Some(h) = self.hosts.get_mut(&ep.node) else {
             return;
         };
-        if h.procs.remove(&ep.role).is_none() {
+        let Some(gone) = h.procs.remove(&ep.role) else {
             return;
-        }
+        };
         let (up, boot) = (h.up, h.boot);
+        let parent = h
+            .procs
+            .iter()
+            .find(|(_, p)| Some(p.inc) == gone.parent)
+            .map(|(r, p)| (*r, p.inc));
         self.note(format!("exit {ep}"));
         if up && self.factory.world_supervised().contains(&ep.role) {
             let ev = Event::Spawn {
@@ -497,8 +511,22 @@ impl World {
                 role: ep.role,
                 normal: false,
                 boot,
+                parent: None,
             };
             self.queue.push_after(Duration::from_secs(1), ev);
+        }
+        if let (true, Some((role, inc))) = (up, parent) {
+            let abnormal = self.exiting != Some(ep);
+            let input = SimInput::ChildExited {
+                role: ep.role,
+                abnormal,
+            };
+            let to = Endpoint {
+                node: ep.node,
+                role,
+            };
+            let ev = Event::Input { to, inc, input };
+            self.queue.push_after(Duration::from_millis(1), ev);
         }
         for peer in self.net.close_all_of(ep) {
             self.notify_closed(peer, ep, close_after);

@@ -193,17 +193,18 @@ impl World {
                         role,
                         normal,
                         boot,
+                        parent: Some(inc),
                     },
                 );
             }
-            EnvOp::KillProcess { role } => {
-                self.kill_proc(
-                    Endpoint {
-                        node: ep.node,
-                        role,
-                    },
-                    Duration::from_millis(1),
-                );
+            EnvOp::KillProcess { role, pid } => {
+                let target = Endpoint {
+                    node: ep.node,
+                    role,
+                };
+                if pid.is_none() || self.inc_of(target) == pid {
+                    self.kill_proc(target, Duration::from_millis(1));
+                }
             }
             EnvOp::SampleProcess { op, role } => {
                 let state = self
@@ -211,15 +212,20 @@ impl World {
                     .get(&ep.node)
                     .and_then(|h| h.procs.get(&role))
                     .map(|p| {
-                        if p.stopped {
+                        let st = if p.stopped {
                             cm_core::dn::ProcState::Stopped
                         } else {
                             cm_core::dn::ProcState::Running
-                        }
+                        };
+                        (st, p.inc, p.parent)
                     });
                 self.reply(ep, inc, fast, SimInput::ProcessSampled { op, role, state });
             }
-            EnvOp::Exit => self.kill_proc(ep, Duration::from_millis(1)),
+            EnvOp::Exit => {
+                self.exiting = Some(ep);
+                self.kill_proc(ep, Duration::from_millis(1));
+                self.exiting = None;
+            }
             EnvOp::Alarm(a) => self.note(format!("{ep} alarm {a:?}")),
         }
     }

@@ -1,18 +1,41 @@
 //! The simulated drivers of the cm-core machines: one adapter per process role translating the
-//! world's generic [`SimInput`]/[`EnvOp`] vocabulary to and from the machine's own
-//! `Input`/`Command` enums, exactly as cm-io's drivers do for the real OS.
+//! world's generic [`SimInput`](crate::daemon::SimInput)/[`EnvOp`](crate::daemon::EnvOp)
+//! vocabulary to and from the machine's own `Input`/`Command` enums, exactly as cm-io's drivers
+//! do for the real OS.
+
+pub mod agent;
+pub mod monitor;
 
 use cm_core::msg::Role;
 
 use crate::daemon::{DaemonFactory, SimDaemon, Spawn};
 
-/// Builds the cm-core machines that exist in this build of cm-core.
+/// Builds the cm-core machines: om_monitor (started at boot, starts cm_agent), cm_agent.
+/// cm_server is started at boot and restarted 1 s after it dies by the world (the agent
+/// machine has no command for it).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Machines;
 
 impl DaemonFactory for Machines {
     fn spawn(&self, role: Role, spawn: Spawn<'_>) -> Option<Box<dyn SimDaemon>> {
-        let _ = (role, spawn);
-        None
+        match role {
+            Role::Monitor => Some(Box::new(monitor::MonitorAdapter::new(&spawn))),
+            Role::Agent => {
+                agent::AgentAdapter::new(&spawn).map(|a| Box::new(a) as Box<dyn SimDaemon>)
+            }
+            Role::Server | Role::Ctl => None,
+        }
+    }
+
+    fn boot_roles(&self, is_cms: bool) -> Vec<Role> {
+        if is_cms {
+            vec![Role::Monitor, Role::Server]
+        } else {
+            vec![Role::Monitor]
+        }
+    }
+
+    fn world_supervised(&self) -> Vec<Role> {
+        vec![Role::Server]
     }
 }

@@ -1,0 +1,211 @@
+//! The failover flow of §4.2: Lock1, the Lock1 quorum, the candidate and its wait, the fencing
+//! floor of §8, then a compare-and-set Promote; the Failover itself goes out only once that
+//! Promote committed ([`GroupArbiter::on_promote_outcome`]).
+
+use crate::dn::LockState;
+use crate::ids::{InstanceId, Term};
+use crate::io::Alarm;
+use crate::msg::CmsCommand;
+use crate::params::Params;
+use crate::state::{Change, GroupState, Outcome};
+
+use super::candidate::{self, Locked};
+use super::{Ctx, GroupArbiter, PendingPromote};
+
+impl GroupArbiter {
+    /// The group has no valid primary: lock the followers and, once every condition holds,
+    /// propose the promotion.
+    pub(super) fn fail_over(&mut self, ctx: &mut Ctx<'_>, g: &GroupState) {
+        if !self.split_brain_gate(ctx, g) {
+            return;
+        }
+        self.send_lock1s(ctx);
+        let q = candidate::lock1_quorum(self.members.len(), ctx.params.test_lock1_quorum_override);
+        if self.locked_count(ctx) < q {
+            // As in CM: the send counts reset when the locked count falls below q.
+            for m in &mut self.members {
+                m.failovers_sent = 0;
+            }
+            return;
+        }
+        let Some(cand) = self.candidate(ctx, g) else {
+            return;
+        };
+        if !self.wait_done(ctx, g, cand)
+            || self.primary_still_running(ctx)
+            || !self.fencing_floor_passed(ctx)
+            || !self.split_brain_allows_failover(ctx)
+        {
+            return;
+        }
+        if let Some(proposal) = ctx.state.propose(Change::Promote {
+            group: self.id,
+            expected_term: g.term,
+            static_primary: cand,
+        }) {
+            self.pending_promote = Some(PendingPromote {
+                proposal,
+                expected: g.term,
+                candidate: cand,
+            });
+        }
+    }
+
+    /// Lock1 to every heard-from standby and pending member that is not locked: once per
+    /// incident, again after the resend interval if it did not take effect.
+    fn send_lock1s(&mut self, ctx: &mut Ctx<'_>) {
+        let resend = ctx.resend_interval();
+        for m in &mut self.members {
+            if !m.is_follower(ctx.now, ctx.params) || m.is_locked(ctx.now, ctx.params) {
+                continue;
+            }
+            let due = match (m.lock1, &m.report) {
+                (None, _) => true,
+                _ if m.released_since_lock1 => true,
+                (Some((stamp, _)), Some(r))
+                    if r.last_applied >= stamp && r.lock == LockState::Prohibit =>
+                {
+                    false
+                }
+                (Some((_, at)), _) => ctx.now.saturating_since(at) >= resend,
+            };
+            if due {
+                m.send(ctx.out, ctx.now, CmsCommand::Lock1);
+            }
+        }
+    }
+
+    /// Members that count as locked (§4.2).
+    pub fn locked_count(&self, ctx: &Ctx<'_>) -> usize {
+        self.locked_count_at(ctx.now, ctx.params)
+    }
+
+    /// The candidate among the locked standbys (§4.2).
+    pub fn candidate(&self, ctx: &Ctx<'_>, g: &GroupState) -> Option<InstanceId> {
+        let locked: Vec<Locked<'_>> = self
+            .members
+            .iter()
+            .filter(|m| m.is_locked(ctx.now, ctx.params))
+            .filter_map(|m| {
+                let r = m.report.as_ref()?;
+                Some(Locked {
+                    instance: m.instance,
+                    az: &m.az,
+                    az_priority: m.az_priority,
+                    position: r.position,
+                    history: &r.history,
+                })
+            })
+            .collect();
+        let static_az = self.member(g.static_primary).map(|m| &m.az);
+        candidate::select(&locked, g.static_primary, static_az)
+    }
+
+    /// The candidate's wait in rounds (§4.2), and `delay_arbitrate_timeout` for a candidate
+    /// outside the static primary's AZ.
+    fn wait_done(&self, ctx: &Ctx<'_>, g: &GroupState, cand: InstanceId) -> bool {
+        let max_rounds = self.members.iter().map(|m| m.rounds).max().unwrap_or(0);
+        let wait = if cand == g.static_primary {
+            Params::STATIC_PRIMARY_WAIT_ROUNDS
+        } else {
+            ctx.params
+                .candidate_wait_rounds(ctx.committed().is_starting(ctx.wall))
+        };
+        if max_rounds < wait {
+            return false;
+        }
+        let delay = ctx.params.delay_arbitrate_timeout;
+        if cand == g.static_primary || delay == 0 || max_rounds > delay {
+            return true;
+        }
+        let Some(static_az) = self.member(g.static_primary).map(|m| m.az.clone()) else {
+            return true;
+        };
+        if self.member(cand).is_some_and(|c| c.az == static_az) {
+            return true;
+        }
+        // Hold a cross-AZ promotion unless every online member of the static AZ is locked.
+        self.members
+            .iter()
+            .filter(|m| m.az == static_az)
+            .filter(|m| {
+                !matches!(
+                    m.role(ctx.now, ctx.params),
+                    crate::dn::DnRole::Unknown | crate::dn::DnRole::Down
+                )
+            })
+            .all(|m| m.is_locked(ctx.now, ctx.params))
+    }
+
+    /// Fencing comes first: a heard-from member that still says Primary (a stale or hung one
+    /// being restarted) must be down before another is promoted.
+    fn primary_still_running(&self, ctx: &Ctx<'_>) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.last_said_primary() && !m.timed_out(ctx.now, ctx.params))
+    }
+
+    /// §8: no Failover before the fencing floor has passed since the receipt of the newest
+    /// report of every member that may still be a primary (its newest report said Primary, or
+    /// nothing was heard since the election).
+    pub fn fencing_floor_passed(&self, ctx: &Ctx<'_>) -> bool {
+        if ctx.params.test_skip_fencing_floor {
+            return true;
+        }
+        let floor = ctx.params.fencing_floor();
+        self.members
+            .iter()
+            .filter(|m| m.report.is_none() || m.last_said_primary())
+            .all(|m| ctx.now >= m.receipt + floor)
+    }
+
+    /// The Promote committed (send the Failover) or was refused (nothing to do).
+    pub fn on_promote_outcome(&mut self, ctx: &mut Ctx<'_>, outcome: &Outcome) {
+        let Some(p) = self.pending_promote else {
+            return;
+        };
+        if p.proposal != outcome.id {
+            return;
+        }
+        self.pending_promote = None;
+        if outcome.result.is_err() || ctx.halted() {
+            return;
+        }
+        let term = p.expected.next();
+        if !self.still_eligible(ctx, p.candidate) {
+            // The term is spent without a Failover: harmless, terms only need to be unique.
+            return;
+        }
+        self.send_failover(ctx, p.candidate, term);
+    }
+
+    fn still_eligible(&self, ctx: &Ctx<'_>, cand: InstanceId) -> bool {
+        let Some(g) = ctx.group(self.id) else {
+            return false;
+        };
+        let q = candidate::lock1_quorum(self.members.len(), ctx.params.test_lock1_quorum_override);
+        // The committed Promote made the candidate the static primary, so selection prefers
+        // it whenever it is still at the maximum.
+        self.locked_count(ctx) >= q
+            && self.candidate(ctx, &g) == Some(cand)
+            && !self.primary_still_running(ctx)
+    }
+
+    fn send_failover(&mut self, ctx: &mut Ctx<'_>, cand: InstanceId, term: Term) {
+        self.note_promotion(term);
+        let Some(idx) = self.index_of(cand) else {
+            return;
+        };
+        self.members[idx].send(ctx.out, ctx.now, CmsCommand::Failover { term });
+        ctx.out.alarm(Alarm::Failover {
+            group: self.id,
+            instance: cand,
+        });
+        self.reset_rounds();
+        self.awaiting = Some((term, cand));
+    }
+}
+
+#[cfg(test)]
+#[path = "failover_tests.rs"]
+mod tests;

@@ -1,0 +1,320 @@
+//! The failover flow of §4.2, asserted command by command.
+
+use crate::dn::LockState;
+use crate::ids::{InstanceId, Term};
+use crate::io::Alarm;
+use crate::msg::CmsCommand;
+use crate::server::harness::{G, H, Rb, cmds, command, dn};
+use crate::server::leader::LeaderOutput;
+use crate::state::Change;
+
+const LOCK1: CmsCommand = CmsCommand::Lock1;
+
+fn promote(to: u32, expected: u64) -> Change {
+    Change::Promote {
+        group: G,
+        expected_term: Term(expected),
+        static_primary: InstanceId(6000 + to),
+    }
+}
+
+fn promotes(h: &H) -> Vec<Change> {
+    h.queued()
+        .into_iter()
+        .filter(|c| matches!(c, Change::Promote { .. }))
+        .collect()
+}
+
+/// One second, then one report per member: 6001 down (agent alive), the others as given.
+fn round(h: &mut H, others: &[Rb]) -> Vec<LeaderOutput> {
+    h.advance_ms(1000);
+    let mut out = h.report(dn(1).down());
+    for r in others {
+        out.extend(h.report(r.clone()));
+    }
+    out
+}
+
+/// A healthy group whose primary process then dies: Lock1 goes to every standby at once.
+fn primary_killed(n: u32) -> H {
+    let mut h = H::new(n as usize);
+    assert_eq!(h.healthy_round(n), vec![]);
+    let standbys: Vec<Rb> = (2..=n).map(dn).collect();
+    let out = round(&mut h, &standbys);
+    let expected: Vec<LeaderOutput> = (2..=n).map(|i| command(i, 1, LOCK1)).collect();
+    assert_eq!(out, expected);
+    h
+}
+
+/// Members `locked` report Prohibit after applying their Lock1; the rest keep streaming.
+fn lock_round(h: &mut H, n: u32, locked: &[u32]) -> Vec<LeaderOutput> {
+    let rs: Vec<Rb> = (2..=n)
+        .map(|i| {
+            if locked.contains(&i) {
+                h.locked(i)
+            } else {
+                dn(i)
+            }
+        })
+        .collect();
+    round(h, &rs)
+}
+
+#[test]
+fn one_primary_two_standbys_needs_both_standbys_locked() {
+    let mut h = primary_killed(3);
+    for _ in 0..10 {
+        lock_round(&mut h, 3, &[2]);
+    }
+    assert_eq!(promotes(&h), vec![]);
+    lock_round(&mut h, 3, &[2, 3]);
+    assert_eq!(promotes(&h), vec![promote(2, 1)]);
+}
+
+#[test]
+fn one_primary_three_standbys_needs_two_locked() {
+    let mut h = primary_killed(4);
+    for _ in 0..10 {
+        lock_round(&mut h, 4, &[2]);
+    }
+    assert_eq!(promotes(&h), vec![]);
+    lock_round(&mut h, 4, &[2, 3]);
+    assert_eq!(promotes(&h), vec![promote(2, 1)]);
+}
+
+#[test]
+fn one_primary_four_standbys_needs_three_locked() {
+    let mut h = primary_killed(5);
+    for _ in 0..10 {
+        lock_round(&mut h, 5, &[2, 3]);
+    }
+    assert_eq!(promotes(&h), vec![]);
+    lock_round(&mut h, 5, &[2, 3, 4]);
+    assert_eq!(promotes(&h), vec![promote(2, 1)]);
+}
+
+#[test]
+fn lock1_quorum_override_replaces_q() {
+    let mut cfg = crate::server::harness::cluster(&[("AZ1", 1)], &["AZ1"; 5], Default::default());
+    cfg.params.test_lock1_quorum_override = 1;
+    let mut h = H::with(cfg);
+    h.healthy_round(5);
+    round(&mut h, &[dn(2), dn(3), dn(4), dn(5)]);
+    for _ in 0..6 {
+        lock_round(&mut h, 5, &[2]);
+    }
+    assert_eq!(promotes(&h), vec![promote(2, 1)]);
+}
+
+/// Rounds after the kill at which the Promote appears: (round, first report of the round).
+fn rounds_until_promote(restarted_lsn: u64) -> (usize, Vec<Change>) {
+    let mut h = primary_killed(3);
+    // The old primary comes back pending and is locked like the others.
+    h.advance_ms(1000);
+    assert_eq!(
+        cmds(&h.report(dn(1).pending().pos(1, restarted_lsn))),
+        vec![(6001, LOCK1)]
+    );
+    h.report(dn(2).prohibit(1));
+    h.report(dn(3).prohibit(1));
+    for r in 3..=10 {
+        h.advance_ms(1000);
+        h.report(dn(1).pending().pos(1, restarted_lsn).prohibit(1));
+        let p = promotes(&h);
+        if !p.is_empty() {
+            return (r, p);
+        }
+        h.report(dn(2).prohibit(1));
+        h.report(dn(3).prohibit(1));
+    }
+    panic!("no promotion");
+}
+
+#[test]
+fn restarted_static_primary_wins_after_five_rounds() {
+    assert_eq!(rounds_until_promote(100), (5, vec![promote(1, 1)]));
+}
+
+#[test]
+fn another_candidate_waits_six_rounds() {
+    // The restarted old primary lost WAL: 6002 holds the maximum and waits 6 rounds.
+    assert_eq!(rounds_until_promote(90), (6, vec![promote(2, 1)]));
+}
+
+#[test]
+fn a_non_static_candidate_waits_the_start_delay_while_the_cluster_starts() {
+    let mut h = primary_killed(3);
+    let until = h.wall.saturating_add(core::time::Duration::from_secs(1000));
+    h.state.state_mut().starting_until = Some(until);
+    // The kill round counted 1; 178 more reach 179 rounds, one short of the delay.
+    for _ in 0..178 {
+        lock_round(&mut h, 3, &[2, 3]);
+    }
+    assert_eq!(promotes(&h), vec![]);
+    lock_round(&mut h, 3, &[2, 3]);
+    assert_eq!(promotes(&h), vec![promote(2, 1)]);
+}
+
+#[test]
+fn failover_is_sent_only_once_the_promote_committed() {
+    let mut h = primary_killed(3);
+    let mut out = Vec::new();
+    for _ in 0..6 {
+        out.extend(lock_round(&mut h, 3, &[2, 3]));
+    }
+    assert_eq!(promotes(&h), vec![promote(2, 1)]);
+    assert_eq!(cmds(&out), vec![], "nothing is sent before the commit");
+    let out = h.commit();
+    assert_eq!(
+        out,
+        vec![
+            command(2, 2, CmsCommand::Failover { term: Term(2) }),
+            LeaderOutput::Alarm(Alarm::Failover {
+                group: G,
+                instance: InstanceId(6002)
+            }),
+        ]
+    );
+    assert_eq!(h.group().term, Term(2));
+    assert_eq!(h.group().static_primary, InstanceId(6002));
+}
+
+#[test]
+fn a_refused_promote_sends_nothing() {
+    let mut h = primary_killed(3);
+    for _ in 0..6 {
+        lock_round(&mut h, 3, &[2, 3]);
+    }
+    // Someone else moved the term first: the compare-and-set fails.
+    h.group_mut().term = Term(7);
+    let out = h.commit();
+    assert_eq!(cmds(&out), vec![]);
+    assert_eq!(h.group().term, Term(7));
+}
+
+#[test]
+fn every_resend_commits_a_fresh_term() {
+    let mut h = primary_killed(3);
+    for _ in 0..6 {
+        lock_round(&mut h, 3, &[2, 3]);
+    }
+    assert_eq!(
+        cmds(&h.commit()),
+        vec![(6002, CmsCommand::Failover { term: Term(2) })]
+    );
+    // 6002 never promotes: after 5 more rounds (it is now the static primary) a fresh term.
+    for _ in 0..5 {
+        lock_round(&mut h, 3, &[2, 3]);
+    }
+    assert_eq!(promotes(&h), vec![promote(2, 2)]);
+    assert_eq!(
+        cmds(&h.commit()),
+        vec![(6002, CmsCommand::Failover { term: Term(3) })]
+    );
+}
+
+#[test]
+fn a_member_sent_ten_failovers_is_no_candidate() {
+    let mut h = primary_killed(4);
+    let mut sent = 0;
+    // 6002 gets a Failover after 6 rounds, then every 5: ten by round 51; then 6003 takes over.
+    for _ in 0..90 {
+        lock_round(&mut h, 4, &[2, 3, 4]);
+        sent += cmds(&h.commit())
+            .iter()
+            .filter(|(i, c)| *i == 6002 && matches!(c, CmsCommand::Failover { .. }))
+            .count();
+    }
+    assert_eq!(sent, 10);
+    let arb = &h.leader.groups()[&G];
+    assert_eq!(arb.member(InstanceId(6002)).unwrap().failovers_sent, 10);
+    // The others took over as candidates.
+    assert!(arb.member(InstanceId(6003)).unwrap().failovers_sent > 0);
+}
+
+#[test]
+fn a_prohibit_report_from_before_the_latest_lock1_is_not_locked() {
+    let mut h = primary_killed(3);
+    // Prohibit, but the agent has applied only command 0: the Lock1 (seq 1) is not confirmed.
+    for _ in 0..10 {
+        let rs = vec![dn(2).lock(LockState::Prohibit), dn(3).prohibit(1)];
+        round(&mut h, &rs);
+    }
+    assert_eq!(promotes(&h), vec![]);
+    let arb = &h.leader.groups()[&G];
+    assert_eq!(arb.locked_count_at(h.now, h.leader.params()), 1);
+}
+
+#[test]
+fn no_failover_while_a_heard_from_member_still_says_primary() {
+    let mut h = primary_killed(3);
+    for _ in 0..10 {
+        // A stale primary (term 0 < 1) is being restarted and still reports.
+        h.advance_ms(1000);
+        h.report(dn(1).primary(0));
+        h.report(h.locked(2));
+        h.report(h.locked(3));
+    }
+    assert_eq!(promotes(&h), vec![]);
+}
+
+#[test]
+fn delay_arbitrate_timeout_holds_a_cross_az_candidate() {
+    let mut cfg = crate::server::harness::cluster(
+        &[("AZ1", 1), ("AZ2", 2)],
+        &["AZ1", "AZ1", "AZ2"],
+        Default::default(),
+    );
+    cfg.params.delay_arbitrate_timeout = 20;
+    let mut h = H::with(cfg);
+    h.healthy_round(3);
+    round(&mut h, &[dn(2), dn(3)]);
+    // 6002 (same AZ as the static primary) is behind; 6003 in AZ2 holds the maximum. 6002 is
+    // online and locked, so every online member of AZ1 is locked: no delay.
+    for _ in 0..6 {
+        round(&mut h, &[dn(2).pos(1, 90).prohibit(1), dn(3).prohibit(1)]);
+    }
+    assert_eq!(promotes(&h), vec![promote(3, 1)]);
+}
+
+#[test]
+fn delay_arbitrate_timeout_waits_while_an_online_member_of_the_static_az_is_unlocked() {
+    let mut cfg = crate::server::harness::cluster(
+        &[("AZ1", 1), ("AZ2", 2)],
+        &["AZ1", "AZ1", "AZ2", "AZ2"],
+        Default::default(),
+    );
+    cfg.params.delay_arbitrate_timeout = 20;
+    let mut h = H::with(cfg);
+    h.healthy_round(4);
+    round(&mut h, &[dn(2), dn(3), dn(4)]);
+    // Rounds reach 20 (= the delay) after 19 more: held; at 21 the delay is over.
+    for _ in 0..19 {
+        round(&mut h, &[dn(2), dn(3).prohibit(1), dn(4).prohibit(1)]);
+    }
+    assert_eq!(promotes(&h), vec![]);
+    round(&mut h, &[dn(2), dn(3).prohibit(1), dn(4).prohibit(1)]);
+    assert_eq!(promotes(&h), vec![promote(3, 1)]);
+}
+
+#[test]
+fn no_arbitration_while_paused_or_stopping() {
+    for pause in [true, false] {
+        let mut h = primary_killed(3);
+        if pause {
+            h.state.state_mut().paused = true;
+        } else {
+            h.state.state_mut().stopping = true;
+        }
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            out.extend(lock_round(&mut h, 3, &[2, 3]));
+            out.extend(h.tick());
+        }
+        assert_eq!(cmds(&out), vec![]);
+        assert_eq!(promotes(&h), vec![]);
+    }
+}
+
+#[path = "failover_props.rs"]
+mod props;

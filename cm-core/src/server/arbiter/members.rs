@@ -1,0 +1,201 @@
+//! Per-member bookkeeping of a group (§4.2): the newest report and its receipt, the round
+//! counter, the Failover send count, and the command stamps that confirm a lock.
+
+use core::time::Duration;
+
+use crate::dn::{DbState, DnReport, DnRole, LockState};
+use crate::ids::{AzName, CmdStamp, InstanceId, NodeId, Position};
+use crate::msg::CmsCommand;
+use crate::params::Params;
+use crate::server::outbox::Outbox;
+use crate::server::phony_dead::PhonyDeadMember;
+use crate::time::Instant;
+
+/// Failovers sent to one member after which it is no candidate any more (CM's
+/// `MAX_SEND_FAILOVER_TIMES`).
+pub const MAX_FAILOVER_SENDS: u32 = 10;
+
+/// The last command sent to a member, for resend suppression.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastCommand {
+    /// The command.
+    pub cmd: CmsCommand,
+    /// Its stamp.
+    pub stamp: CmdStamp,
+    /// When it was sent.
+    pub at: Instant,
+}
+
+/// What the leader knows about one member of a group.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The node its agent runs on.
+    pub node: NodeId,
+    /// The node's AZ.
+    pub az: AzName,
+    /// The AZ's failover priority (lower preferred).
+    pub az_priority: u32,
+    /// The newest report (none since this node became leader).
+    pub report: Option<DnReport>,
+    /// Receipt of the newest report, or the election time (§8).
+    pub receipt: Instant,
+    /// Arbitration rounds (§4.2).
+    pub rounds: u64,
+    /// Failovers sent to it since the last reset.
+    pub failovers_sent: u32,
+    /// Stamp of the latest Lock1 sent to it, and when.
+    pub lock1: Option<(CmdStamp, Instant)>,
+    /// An Unlock or Lock2 was sent after the latest Lock1.
+    pub released_since_lock1: bool,
+    /// The last command sent, for resend suppression.
+    pub last_cmd: Option<LastCommand>,
+    /// Phony-dead bookkeeping (§6).
+    pub phony: PhonyDeadMember,
+}
+
+impl Member {
+    /// A member nobody has heard from, with `receipt` as its newest receipt.
+    pub fn new(
+        instance: InstanceId,
+        node: NodeId,
+        az: AzName,
+        az_priority: u32,
+        receipt: Instant,
+    ) -> Self {
+        Self {
+            instance,
+            node,
+            az,
+            az_priority,
+            report: None,
+            receipt,
+            rounds: 0,
+            failovers_sent: 0,
+            lock1: None,
+            released_since_lock1: false,
+            last_cmd: None,
+            phony: PhonyDeadMember::default(),
+        }
+    }
+
+    /// Forgets everything learned under a previous leadership; `now` becomes the receipt.
+    pub fn reset(&mut self, now: Instant) {
+        *self = Self::new(
+            self.instance,
+            self.node,
+            self.az.clone(),
+            self.az_priority,
+            now,
+        );
+    }
+
+    /// Time since the newest receipt.
+    pub fn silence(&self, now: Instant) -> Duration {
+        now.saturating_since(self.receipt)
+    }
+
+    /// Silent for half of `instance_heartbeat_timeout`: its role is Unknown (§4.3).
+    pub fn timed_out(&self, now: Instant, params: &Params) -> bool {
+        self.silence(now) >= params.instance_heartbeat_timeout() / 2
+    }
+
+    /// Silent for all of `instance_heartbeat_timeout`: its group's rounds are raised (§4.3).
+    pub fn heartbeat_expired(&self, now: Instant, params: &Params) -> bool {
+        self.silence(now) >= params.instance_heartbeat_timeout()
+    }
+
+    /// The role arbitration works with: Unknown when timed out, never reported since the
+    /// election, or a phony-dead primary (§6); otherwise the reported role.
+    pub fn role(&self, now: Instant, params: &Params) -> DnRole {
+        match &self.report {
+            None => DnRole::Unknown,
+            Some(_) if self.timed_out(now, params) => DnRole::Unknown,
+            Some(r) if r.role == DnRole::Primary && self.phony.is_hung(r, params) => {
+                DnRole::Unknown
+            }
+            Some(r) => r.role,
+        }
+    }
+
+    /// A primary that serves: reported Primary, heard from recently, not hung, disk healthy.
+    pub fn is_live_primary(&self, now: Instant, params: &Params) -> bool {
+        self.role(now, params) == DnRole::Primary
+            && self
+                .report
+                .as_ref()
+                .is_some_and(|r| !r.disk_damaged && r.db_state != DbState::DiskDamaged)
+    }
+
+    /// The newest report says Primary (whether or not it is still heard from).
+    pub fn last_said_primary(&self) -> bool {
+        self.report
+            .as_ref()
+            .is_some_and(|r| r.role == DnRole::Primary)
+    }
+
+    /// A standby or pending member that is heard from (Lock1 goes to these, §4.2).
+    pub fn is_follower(&self, now: Instant, params: &Params) -> bool {
+        matches!(self.role(now, params), DnRole::Standby | DnRole::Pending)
+    }
+
+    /// Locked (§4.2): its newest report was sent after it applied the latest Lock1 sent to it,
+    /// says Prohibit, no Unlock/Lock2 was sent since, and fewer than 10 Failovers were sent.
+    pub fn is_locked(&self, now: Instant, params: &Params) -> bool {
+        let (Some(r), Some((stamp, _))) = (&self.report, self.lock1) else {
+            return false;
+        };
+        self.is_follower(now, params)
+            && !r.disk_damaged
+            && r.lock == LockState::Prohibit
+            && r.last_applied >= stamp
+            && !self.released_since_lock1
+            && self.failovers_sent < MAX_FAILOVER_SENDS
+    }
+
+    /// The reported position (origin when never reported).
+    pub fn position(&self) -> Position {
+        self.report.as_ref().map(|r| r.position).unwrap_or_default()
+    }
+
+    /// Sends a command, recording what lock confirmation and send counting need.
+    pub fn send(&mut self, out: &mut Outbox, now: Instant, cmd: CmsCommand) -> CmdStamp {
+        let stamp = out.command(self.node, self.instance, cmd.clone());
+        match &cmd {
+            CmsCommand::Lock1 => {
+                self.lock1 = Some((stamp, now));
+                self.released_since_lock1 = false;
+            }
+            CmsCommand::Unlock { .. } | CmsCommand::Lock2 { .. } => {
+                self.released_since_lock1 = true;
+            }
+            CmsCommand::Failover { .. } => self.failovers_sent += 1,
+            _ => {}
+        }
+        self.last_cmd = Some(LastCommand {
+            cmd,
+            stamp,
+            at: now,
+        });
+        stamp
+    }
+
+    /// Sends `cmd` unless the same command went out less than `resend` ago.
+    pub fn send_unless_recent(
+        &mut self,
+        out: &mut Outbox,
+        now: Instant,
+        cmd: CmsCommand,
+        resend: Duration,
+    ) -> bool {
+        if let Some(last) = &self.last_cmd
+            && last.cmd == cmd
+            && now.saturating_since(last.at) < resend
+        {
+            return false;
+        }
+        self.send(out, now, cmd);
+        true
+    }
+}

@@ -1,0 +1,330 @@
+//! DN arbitration of one group on the CMS leader (§4): rounds, Lock1, candidate selection,
+//! Failover with a committed fresh term, follow-ups, dual primaries, heartbeat timeouts and the
+//! split-brain rule of §8.
+//!
+//! Driving contract: the [`Leader`](crate::server::leader::Leader) feeds each member's reports
+//! ([`GroupArbiter::record_report`]), calls [`GroupArbiter::arbitrate`] after every report and
+//! tick, and routes the outcomes of the proposals it made
+//! ([`GroupArbiter::on_promote_outcome`]). `now` never goes backwards. The arbiter acts only on
+//! committed state: a Failover is sent only after the `Promote` carrying its term committed.
+
+mod dual_primary;
+mod failover;
+mod follow_up;
+mod heartbeat;
+mod split_brain;
+
+pub mod candidate;
+pub mod members;
+
+use core::time::Duration;
+
+use crate::config::{ClusterConfig, GroupConfig};
+use crate::dn::DnReport;
+use crate::ids::{GroupId, InstanceId, ProposalId, Term};
+use crate::params::Params;
+use crate::server::outbox::Outbox;
+use crate::state::{ClusterState, GroupState, ReplicatedState};
+use crate::time::{Instant, WallMillis};
+
+pub use members::Member;
+pub use split_brain::SplitBrain;
+
+/// Everything a handler needs for one step.
+pub struct Ctx<'a> {
+    /// The step's monotonic time.
+    pub now: Instant,
+    /// The step's wall-clock time (for deadlines stored in the replicated state).
+    pub wall: WallMillis,
+    /// Effective parameters (config plus committed `cm_ctl set --server` overrides).
+    pub params: &'a Params,
+    /// Number of CMS nodes (enters the split-brain timeout).
+    pub cms_count: usize,
+    /// The replicated state.
+    pub state: &'a mut dyn ReplicatedState,
+    /// Outputs.
+    pub out: &'a mut Outbox,
+}
+
+impl Ctx<'_> {
+    /// The committed cluster state.
+    pub fn committed(&self) -> &ClusterState {
+        self.state.committed()
+    }
+
+    /// A copy of the committed state of one group.
+    pub fn group(&self, id: GroupId) -> Option<GroupState> {
+        self.committed().groups.get(&id).cloned()
+    }
+
+    /// Paused or stopping: no arbitration (§2, §4).
+    pub fn halted(&self) -> bool {
+        let s = self.committed();
+        s.paused || s.stopping
+    }
+
+    /// How long before an unanswered command of the same kind is sent again.
+    pub fn resend_interval(&self) -> Duration {
+        resend_interval(self.params)
+    }
+}
+
+/// Resend interval of unanswered commands: half of `instance_heartbeat_timeout` (3 s).
+pub fn resend_interval(params: &Params) -> Duration {
+    params.instance_heartbeat_timeout() / 2
+}
+
+/// A Promote proposed and not yet committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingPromote {
+    /// The proposal.
+    pub proposal: ProposalId,
+    /// The term the proposal compares against.
+    pub expected: Term,
+    /// The member to promote once it commits.
+    pub candidate: InstanceId,
+}
+
+/// The leader's arbitration state of one DN group.
+#[derive(Clone, Debug)]
+pub struct GroupArbiter {
+    /// The group.
+    pub id: GroupId,
+    /// Members in config order.
+    pub members: Vec<Member>,
+    /// The Promote in flight.
+    pub pending_promote: Option<PendingPromote>,
+    /// A Failover sent and not yet answered: (term, member).
+    pub awaiting: Option<(Term, InstanceId)>,
+    /// The highest term a Failover or Switchover was sent with (at most one per term, §13 S2).
+    pub last_promotion_term: Term,
+    /// The split-brain incident in progress (§8).
+    pub split: Option<SplitBrain>,
+    /// Last time the rounds were raised past every wait (§4.3).
+    pub last_raise: Option<Instant>,
+    /// A DoublePrimary alarm was raised for the current incident.
+    pub double_primary_alarmed: bool,
+    /// Term whose timeline was proposed for recording.
+    pub timeline_proposed: Option<Term>,
+    /// Term at which a SetStaticPrimary adoption was proposed.
+    pub adopt_proposed: Option<Term>,
+}
+
+impl GroupArbiter {
+    /// A group as configured; every member's receipt is `now`.
+    pub fn new(config: &ClusterConfig, group: &GroupConfig, now: Instant) -> Self {
+        let members = group
+            .members
+            .iter()
+            .map(|m| {
+                let az = config.az_of(m.node).cloned().unwrap_or_default();
+                let prio = config.az_priority(&az);
+                Member::new(m.instance, m.node, az, prio, now)
+            })
+            .collect();
+        Self {
+            id: group.id,
+            members,
+            pending_promote: None,
+            awaiting: None,
+            last_promotion_term: Term(0),
+            split: None,
+            last_raise: None,
+            double_primary_alarmed: false,
+            timeline_proposed: None,
+            adopt_proposed: None,
+        }
+    }
+
+    /// Forgets everything learned under a previous leadership (§8: the election time becomes
+    /// every agent's newest receipt).
+    pub fn reset(&mut self, now: Instant) {
+        for m in &mut self.members {
+            m.reset(now);
+        }
+        self.pending_promote = None;
+        self.awaiting = None;
+        self.split = None;
+        self.last_raise = None;
+        self.double_primary_alarmed = false;
+        self.timeline_proposed = None;
+        self.adopt_proposed = None;
+    }
+
+    /// The index of an instance among the members.
+    pub fn index_of(&self, instance: InstanceId) -> Option<usize> {
+        self.members.iter().position(|m| m.instance == instance)
+    }
+
+    /// The member of an instance.
+    pub fn member(&self, instance: InstanceId) -> Option<&Member> {
+        self.members.iter().find(|m| m.instance == instance)
+    }
+
+    /// Stores a member's report; counts a round unless arbitration is halted (§4.2).
+    pub fn record_report(&mut self, idx: usize, report: DnReport, now: Instant, halted: bool) {
+        let m = &mut self.members[idx];
+        m.report = Some(report);
+        m.receipt = now;
+        if !halted {
+            m.rounds += 1;
+        }
+    }
+
+    /// The valid primary (§4.2): the only serving primary at the group's term, and the static
+    /// primary. Primaries below the group's term are being restarted (§4.4) and do not count:
+    /// locking the standbys away from the rightful primary because of them would stall it.
+    pub fn valid_primary(&self, ctx: &Ctx<'_>, g: &GroupState) -> Option<usize> {
+        let mut live = (0..self.members.len())
+            .filter(|&i| self.members[i].is_live_primary(ctx.now, ctx.params))
+            .filter(|&i| {
+                self.members[i]
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| r.term >= g.term)
+            });
+        let first = live.next()?;
+        if live.next().is_some() {
+            return None;
+        }
+        let m = &self.members[first];
+        let term = m.report.as_ref().map(|r| r.term)?;
+        (m.instance == g.static_primary && term == g.term).then_some(first)
+    }
+
+    /// Members that count as locked at `now` (§4.2).
+    pub fn locked_count_at(&self, now: Instant, params: &Params) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.is_locked(now, params))
+            .count()
+    }
+
+    /// Clears every round counter.
+    pub fn reset_rounds(&mut self) {
+        for m in &mut self.members {
+            m.rounds = 0;
+        }
+    }
+
+    /// Records a Failover or Switchover term; at most one per (group, term), terms increasing.
+    /// Stays on in release builds (SPEC §13 S2).
+    pub fn note_promotion(&mut self, term: Term) {
+        assert!(
+            term > self.last_promotion_term,
+            "{}: a second promotion for {term} (last sent {}): one Failover/Switchover per term",
+            self.id,
+            self.last_promotion_term
+        );
+        self.last_promotion_term = term;
+    }
+
+    /// One arbitration pass: called after each report of a member and on each tick.
+    pub fn arbitrate(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(g) = ctx.group(self.id) else {
+            return;
+        };
+        if ctx.halted() {
+            self.reset_rounds();
+            return;
+        }
+        self.record_answers(ctx, &g);
+        self.restart_stale_primaries(ctx, &g);
+        if g.switchover.is_some() {
+            // The switchover drives the group until it ends (§4.5).
+            return;
+        }
+        if let Some(p) = self.valid_primary(ctx, &g) {
+            self.on_valid_primary(ctx, &g, p);
+            return;
+        }
+        if self.pending_promote.is_some() || self.adopt_sole_primary(ctx, &g) {
+            return;
+        }
+        if self.promotion_in_progress(ctx) || !self.static_primary_known(ctx, &g) {
+            return;
+        }
+        self.fail_over(ctx, &g);
+    }
+
+    fn on_valid_primary(&mut self, ctx: &mut Ctx<'_>, g: &GroupState, p: usize) {
+        self.reset_rounds();
+        for m in &mut self.members {
+            m.failovers_sent = 0;
+        }
+        self.split = None;
+        self.double_primary_alarmed = false;
+        self.follow_up(ctx, g, p);
+    }
+
+    /// The static primary has either reported since the election or timed out: until then a
+    /// fresh leader knows too little to lock anyone.
+    fn static_primary_known(&self, ctx: &Ctx<'_>, g: &GroupState) -> bool {
+        self.member(g.static_primary)
+            .is_none_or(|m| m.report.is_some() || m.timed_out(ctx.now, ctx.params))
+    }
+
+    /// The member a Failover went to still reports that it is promoting: do not send another.
+    fn promotion_in_progress(&self, ctx: &Ctx<'_>) -> bool {
+        let Some((_, inst)) = self.awaiting else {
+            return false;
+        };
+        self.member(inst).is_some_and(|m| {
+            !m.timed_out(ctx.now, ctx.params)
+                && m.report
+                    .as_ref()
+                    .is_some_and(|r| r.db_state == crate::dn::DbState::Promoting)
+        })
+    }
+
+    /// A primary reporting the group's term whose history is not recorded yet: record it
+    /// (term → timeline, §5.1), and close the Failover it answers.
+    fn record_answers(&mut self, ctx: &mut Ctx<'_>, g: &GroupState) {
+        for m in &self.members {
+            if !m.is_live_primary(ctx.now, ctx.params) {
+                continue;
+            }
+            let Some(r) = &m.report else { continue };
+            if self.awaiting == Some((r.term, m.instance)) {
+                self.awaiting = None;
+            }
+            if r.term == g.term
+                && g.term > Term(0)
+                && !g.timelines.contains_key(&r.term)
+                && self.timeline_proposed != Some(r.term)
+                && r.history.timeline == r.position.timeline
+            {
+                self.timeline_proposed = Some(r.term);
+                ctx.state.propose(crate::state::Change::RecordTimeline {
+                    group: self.id,
+                    term: r.term,
+                    history: r.history.clone(),
+                });
+            }
+        }
+    }
+
+    /// Instants at which this group's decisions may change without any report arriving.
+    pub fn deadlines(&self, params: &Params, cms_count: usize) -> Vec<Instant> {
+        let mut d = Vec::new();
+        let hb = params.instance_heartbeat_timeout();
+        for m in &self.members {
+            d.push(m.receipt + hb / 2);
+            d.push(m.receipt + hb);
+            d.push(m.receipt + params.fencing_floor());
+        }
+        if let Some(s) = &self.split {
+            d.push(s.since + params.split_brain_timeout(cms_count));
+            d.push(s.last_stream + params.freshness_window());
+            d.push(s.last_stream + params.split_brain_fence_wait());
+        }
+        if let Some(t) = self.last_raise {
+            d.push(t + Duration::from_secs(1));
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

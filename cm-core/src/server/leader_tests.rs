@@ -1,0 +1,202 @@
+//! cm_ctl requests, leadership changes and command sequencing.
+
+use crate::ctl::{CtlReply, CtlRequest, Refusal};
+use crate::ids::{InstanceId, QuorumTerm};
+use crate::msg::CmsCommand;
+use crate::params::ParamSide;
+use crate::server::harness::{H, command, dn, reply};
+use crate::server::leader::LeaderOutput;
+use crate::state::Change;
+
+#[test]
+fn pause_and_resume_reply_once_committed() {
+    let mut h = H::new(3);
+    assert_eq!(h.ctl(1, CtlRequest::Pause), vec![]);
+    assert_eq!(h.queued(), vec![Change::SetPaused(true)]);
+    assert_eq!(h.commit(), vec![reply(1, CtlReply::Accepted)]);
+    assert!(h.state.state_mut().paused);
+    h.ctl(2, CtlRequest::Resume);
+    assert_eq!(h.commit(), vec![reply(2, CtlReply::Accepted)]);
+    assert!(!h.state.state_mut().paused);
+}
+
+#[test]
+fn a_dropped_proposal_is_refused_as_not_leader() {
+    let mut h = H::new(3);
+    h.ctl(1, CtlRequest::ClusterStopping);
+    h.state.drop_all();
+    let outcomes = crate::state::ReplicatedState::take_outcomes(&mut h.state);
+    let out = h.leader.on_outcomes(h.now, h.wall, outcomes, &mut h.state);
+    assert_eq!(
+        out,
+        vec![reply(
+            1,
+            CtlReply::Refused(Refusal::NotLeader { leader: None })
+        )]
+    );
+}
+
+#[test]
+fn set_param_is_validated_then_committed_and_takes_effect() {
+    let mut h = H::new(3);
+    let set = |name: &str, value: &str, side| CtlRequest::SetParam {
+        side,
+        name: name.into(),
+        value: value.into(),
+    };
+    let out = h.ctl(1, set("wait_static_primary_times", "3", ParamSide::Server));
+    assert!(matches!(
+        &out[..],
+        [LeaderOutput::Reply {
+            reply: CtlReply::Refused(Refusal::Invalid(_)),
+            ..
+        }]
+    ));
+    let out = h.ctl(
+        1,
+        set("agent_phony_dead_check_interval", "5", ParamSide::Server),
+    );
+    assert!(matches!(
+        &out[..],
+        [LeaderOutput::Reply {
+            reply: CtlReply::Refused(Refusal::Invalid(_)),
+            ..
+        }]
+    ));
+    assert_eq!(
+        h.ctl(
+            2,
+            set("cluster_starting_aribt_delay", "30", ParamSide::Server)
+        ),
+        vec![]
+    );
+    assert_eq!(
+        h.queued(),
+        vec![Change::SetParam {
+            name: "cluster_starting_arbit_delay".into(),
+            value: "30".into()
+        }]
+    );
+    assert_eq!(h.commit(), vec![reply(2, CtlReply::Accepted)]);
+    h.tick();
+    assert_eq!(h.leader.params().cluster_starting_arbit_delay, 30);
+    let out = h.ctl(3, CtlRequest::ListParams);
+    let LeaderOutput::Reply {
+        reply: CtlReply::Params(list),
+        ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert!(list.contains(&(
+        "cluster_starting_arbit_delay".into(),
+        ParamSide::Server,
+        "30".into()
+    )));
+}
+
+#[test]
+fn cluster_starting_and_stopping_commit_their_flags() {
+    let mut h = H::new(3);
+    h.ctl(1, CtlRequest::ClusterStarting { timeout_s: 300 });
+    let until = h.wall.saturating_add(core::time::Duration::from_secs(300));
+    assert_eq!(
+        h.queued(),
+        vec![Change::SetStopping(false), Change::SetStarting(Some(until))]
+    );
+    assert_eq!(h.commit(), vec![reply(1, CtlReply::Accepted)]);
+    h.ctl(2, CtlRequest::ClusterStopping);
+    assert_eq!(
+        h.queued(),
+        vec![Change::SetStarting(None), Change::SetStopping(true)]
+    );
+}
+
+#[test]
+fn build_goes_to_a_standby_from_the_primary() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    assert_eq!(
+        h.ctl(
+            5,
+            CtlRequest::Build {
+                instance: InstanceId(6003)
+            }
+        ),
+        vec![
+            command(
+                3,
+                1,
+                CmsCommand::Build {
+                    source: InstanceId(6001)
+                }
+            ),
+            reply(5, CtlReply::Accepted)
+        ]
+    );
+    let out = h.ctl(
+        6,
+        CtlRequest::Build {
+            instance: InstanceId(6001),
+        },
+    );
+    assert!(matches!(
+        &out[..],
+        [LeaderOutput::Reply {
+            reply: CtlReply::Refused(Refusal::Invalid(_)),
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_deposed_leader_refuses_and_a_new_term_restarts_command_sequences() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(
+        5,
+        CtlRequest::Build {
+            instance: InstanceId(6003),
+        },
+    );
+    h.leader.on_deposed();
+    assert_eq!(
+        h.ctl(1, CtlRequest::Pause),
+        vec![reply(
+            1,
+            CtlReply::Refused(Refusal::NotLeader { leader: None })
+        )]
+    );
+    assert_eq!(h.report(dn(1).down()), vec![]);
+    h.advance_ms(1000);
+    h.leader
+        .on_elected(h.now, h.wall, QuorumTerm(2), &mut h.state);
+    h.healthy_round(3);
+    let out = h.ctl(
+        5,
+        CtlRequest::Build {
+            instance: InstanceId(6003),
+        },
+    );
+    let LeaderOutput::Command { cmd, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!(
+        cmd.seq.0, 1,
+        "sequence numbers restart under a new quorum term"
+    );
+}
+
+#[test]
+fn query_returns_the_status() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    let out = h.ctl(9, CtlRequest::Query);
+    assert!(matches!(
+        &out[..],
+        [LeaderOutput::Reply {
+            reply: CtlReply::Status(_),
+            ..
+        }]
+    ));
+}

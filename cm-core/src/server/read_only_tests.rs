@@ -1,0 +1,169 @@
+//! Disk-threshold read-only protection (§7.2).
+
+use core::time::Duration;
+
+use crate::ids::InstanceId;
+use crate::io::Alarm;
+use crate::msg::CmsCommand;
+use crate::server::harness::{G, H, Rb, cluster, cmds, dn};
+use crate::server::leader::LeaderOutput;
+use crate::state::{Change, ReadOnlyState};
+
+fn ro(i: u32, from: ReadOnlyState, to: ReadOnlyState) -> Change {
+    Change::ReadOnly {
+        group: G,
+        instance: InstanceId(6000 + i),
+        from,
+        to,
+    }
+}
+
+/// Reports with the given standby 6002, then the check 10 s after the election.
+fn check(h: &mut H, standby: Rb) -> Vec<LeaderOutput> {
+    h.now = crate::time::Instant::from_secs(109);
+    h.reports(vec![dn(1).primary(1).disk(50), standby, dn(3).disk(50)]);
+    h.now = crate::time::Instant::from_secs(110);
+    h.tick()
+}
+
+fn read_only_changes(h: &H) -> Vec<Change> {
+    h.queued()
+        .into_iter()
+        .filter(|c| matches!(c, Change::ReadOnly { .. } | Change::BeginSwitchover { .. }))
+        .collect()
+}
+
+#[test]
+fn read_only_at_85_percent_then_on_once_the_dn_reports_it() {
+    let mut h = H::new(3);
+    let out = check(&mut h, dn(2).disk(85));
+    assert_eq!(
+        out,
+        vec![LeaderOutput::Alarm(Alarm::TransactionReadOnly {
+            instance: InstanceId(6002)
+        })]
+    );
+    assert_eq!(
+        read_only_changes(&h),
+        vec![ro(2, ReadOnlyState::Off, ReadOnlyState::ExpectOn)]
+    );
+    assert_eq!(
+        cmds(&h.commit()),
+        vec![(6002, CmsCommand::SetReadOnly { on: true })]
+    );
+    h.report(dn(2).disk(85).ro(true));
+    assert_eq!(
+        read_only_changes(&h),
+        vec![ro(2, ReadOnlyState::ExpectOn, ReadOnlyState::On)]
+    );
+}
+
+#[test]
+fn pre_alarm_at_68_percent_nothing_at_67() {
+    let mut h = H::new(3);
+    assert_eq!(check(&mut h, dn(2).disk(67)), vec![]);
+    let mut h = H::new(3);
+    assert_eq!(
+        check(&mut h, dn(2).disk(68)),
+        vec![LeaderOutput::Alarm(Alarm::StorageThresholdPreAlarm {
+            instance: InstanceId(6002),
+            usage_pct: 68
+        })]
+    );
+    let mut h = H::new(3);
+    let out = check(&mut h, dn(2).disk(84));
+    assert_eq!(out.len(), 1, "84 %: pre-alarm only");
+    assert_eq!(read_only_changes(&h), vec![]);
+}
+
+#[test]
+fn cleared_only_below_80_percent() {
+    let mut h = H::new(3);
+    h.group_mut()
+        .read_only
+        .insert(InstanceId(6002), ReadOnlyState::On);
+    check(&mut h, dn(2).disk(80).ro(true));
+    assert_eq!(read_only_changes(&h), vec![]);
+    h.now += Duration::from_secs(9);
+    h.reports(vec![
+        dn(1).primary(1).disk(50),
+        dn(2).disk(79).ro(true),
+        dn(3).disk(50),
+    ]);
+    h.now += Duration::from_secs(1);
+    h.tick();
+    assert_eq!(
+        read_only_changes(&h),
+        vec![ro(2, ReadOnlyState::On, ReadOnlyState::ExpectOff)]
+    );
+    assert_eq!(
+        cmds(&h.commit()),
+        vec![(6002, CmsCommand::SetReadOnly { on: false })]
+    );
+    h.report(dn(2).disk(79).ro(false));
+    assert_eq!(
+        read_only_changes(&h),
+        vec![ro(2, ReadOnlyState::ExpectOff, ReadOnlyState::Off)]
+    );
+}
+
+#[test]
+fn read_only_set_by_hand_is_left_alone() {
+    let mut h = H::new(3);
+    check(&mut h, dn(2).disk(90).ro(true));
+    assert_eq!(read_only_changes(&h), vec![]);
+}
+
+#[test]
+fn the_static_primary_over_the_threshold_makes_its_group_read_only_and_asks_for_a_switchover() {
+    let mut h = H::new(3);
+    h.now = crate::time::Instant::from_secs(109);
+    h.reports(vec![
+        dn(1).primary(1).disk(90),
+        dn(2).disk(50),
+        dn(3).disk(50),
+    ]);
+    h.now = crate::time::Instant::from_secs(110);
+    h.tick();
+    let changes = read_only_changes(&h);
+    assert_eq!(
+        changes[..3],
+        [
+            ro(1, ReadOnlyState::Off, ReadOnlyState::ExpectOn),
+            ro(2, ReadOnlyState::Off, ReadOnlyState::ExpectOn),
+            ro(3, ReadOnlyState::Off, ReadOnlyState::ExpectOn),
+        ]
+    );
+    assert!(matches!(
+        &changes[3],
+        Change::BeginSwitchover { switchover, .. } if switchover.target == InstanceId(6002)
+    ));
+}
+
+#[test]
+fn disabled_by_enable_transaction_read_only_off() {
+    let mut p = crate::params::Params::defaults();
+    p.enable_transaction_read_only = false;
+    let mut h = H::with(cluster(&[("AZ1", 1)], &["AZ1"; 3], p));
+    assert_eq!(check(&mut h, dn(2).disk(95)), vec![]);
+    assert_eq!(read_only_changes(&h), vec![]);
+}
+
+#[test]
+fn checks_run_every_interval_only() {
+    let mut h = H::new(3);
+    h.now = crate::time::Instant::from_secs(105);
+    h.reports(vec![dn(1).primary(1), dn(2).disk(90), dn(3)]);
+    h.tick();
+    assert_eq!(
+        read_only_changes(&h),
+        vec![],
+        "first check 10 s after the election"
+    );
+    assert_eq!(
+        h.leader
+            .next_deadline()
+            .map(|d| d.as_nanos() / 1_000_000_000),
+        Some(108)
+    );
+}

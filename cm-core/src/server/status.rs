@@ -1,0 +1,105 @@
+//! The data behind `cm_ctl query` (§10): the CMS table, the cluster state
+//! (Normal / Degraded / Unavailable, balanced) and one row per DN, as the leader sees them.
+
+use std::collections::BTreeMap;
+
+use crate::config::ClusterConfig;
+use crate::ctl::{ClusterHealth, ClusterStatus, CmsRow, DnRow, GroupStatus};
+use crate::dn::{DbState, DnRole};
+use crate::ids::{GroupId, QuorumTerm};
+use crate::params::Params;
+use crate::state::ClusterState;
+use crate::time::Instant;
+
+use super::arbiter::GroupArbiter;
+
+/// Builds the cluster status at `now`.
+pub fn cluster_status(
+    config: &ClusterConfig,
+    groups: &BTreeMap<GroupId, GroupArbiter>,
+    state: &ClusterState,
+    params: &Params,
+    now: Instant,
+    cms: Vec<CmsRow>,
+    quorum_term: QuorumTerm,
+) -> ClusterStatus {
+    let mut out = Vec::new();
+    for gcfg in &config.groups {
+        let Some(gs) = state.groups.get(&gcfg.id) else {
+            continue;
+        };
+        let arb = groups.get(&gcfg.id);
+        let members = gcfg
+            .members
+            .iter()
+            .map(|mc| {
+                let node = config.node(mc.node);
+                let m = arb.and_then(|a| a.member(mc.instance));
+                let report = m.and_then(|m| m.report.as_ref());
+                DnRow {
+                    node: mc.node,
+                    node_name: node.map(|n| n.name.clone()).unwrap_or_default(),
+                    address: node.map(|n| n.address.clone()).unwrap_or_default(),
+                    instance: mc.instance,
+                    data_dir: mc.data_dir.clone(),
+                    port: mc.port,
+                    static_primary: gs.static_primary == mc.instance,
+                    role: m.map_or(DnRole::Unknown, |m| m.role(now, params)),
+                    state: report.map_or(DbState::Unknown, |r| r.db_state),
+                    term: report.map(|r| r.term).unwrap_or_default(),
+                    position: report.map(|r| r.position).unwrap_or_default(),
+                    read_only: report.is_some_and(|r| r.read_only),
+                }
+            })
+            .collect();
+        out.push(GroupStatus {
+            group: gcfg.id,
+            term: gs.term,
+            members,
+        });
+    }
+    let balanced = out.iter().all(|g| {
+        let initial = state.groups.get(&g.group).map(|s| s.initial_primary);
+        g.members
+            .iter()
+            .any(|r| r.role == DnRole::Primary && Some(r.instance) == initial)
+    });
+    ClusterStatus {
+        cluster: config.name.clone(),
+        quorum_term,
+        cms,
+        state: health(&out),
+        balanced,
+        paused: state.paused,
+        groups: out,
+    }
+}
+
+/// Unavailable if some group has no serving primary; Normal if every primary and standby is
+/// Normal (and no member is missing); Degraded otherwise.
+pub fn health(groups: &[GroupStatus]) -> ClusterHealth {
+    let mut normal = true;
+    for g in groups {
+        let primaries = g
+            .members
+            .iter()
+            .filter(|r| r.role == DnRole::Primary)
+            .count();
+        if primaries == 0 {
+            return ClusterHealth::Unavailable;
+        }
+        normal &= primaries == 1
+            && g.members.iter().all(|r| {
+                matches!(r.role, DnRole::Primary | DnRole::Standby) && r.state == DbState::Normal
+            });
+    }
+    if normal {
+        ClusterHealth::Normal
+    } else {
+        ClusterHealth::Degraded
+    }
+}
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

@@ -1,0 +1,159 @@
+//! Switchover (§4.5, §9).
+
+use core::time::Duration;
+
+use crate::ctl::{CtlReply, CtlRequest, Refusal};
+use crate::dn::History;
+use crate::ids::{InstanceId, Lsn, Term, Timeline};
+use crate::msg::CmsCommand;
+use crate::server::harness::{H, cmds, command, dn, reply};
+use crate::state::Change;
+
+fn sw(i: u32) -> CtlRequest {
+    CtlRequest::Switchover {
+        instance: InstanceId(6000 + i),
+        fast: false,
+    }
+}
+
+fn ends(h: &H) -> Vec<Change> {
+    h.queued()
+        .into_iter()
+        .filter(|c| matches!(c, Change::EndSwitchover { .. }))
+        .collect()
+}
+
+#[test]
+fn switchover_demotes_waits_for_catch_up_then_promotes_with_the_new_term() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    assert_eq!(h.ctl(7, sw(2)), vec![]);
+    assert_eq!(
+        h.commit(),
+        vec![
+            reply(7, CtlReply::Accepted),
+            command(1, 1, CmsCommand::Demote)
+        ]
+    );
+    assert_eq!(h.group().term, Term(2));
+    // The old primary is down; its final position is 200. The target is not there yet.
+    h.advance_ms(1000);
+    assert_eq!(cmds(&h.report(dn(1).pending().pos(1, 200))), vec![]);
+    assert_eq!(cmds(&h.report(dn(2).pos(1, 150))), vec![]);
+    assert_eq!(
+        h.report(dn(2).pos(1, 200)),
+        vec![command(2, 1, CmsCommand::Switchover { term: Term(2) })]
+    );
+    h.advance_ms(1000);
+    let h2 = History::root(Timeline(1)).branch(Lsn(200), Timeline(2));
+    h.report(dn(2).primary(2).pos(2, 10).hist(h2));
+    assert_eq!(
+        ends(&h),
+        vec![Change::EndSwitchover {
+            group: crate::server::harness::G,
+            term: Term(2),
+            promoted: true
+        }]
+    );
+    let out = h.commit();
+    assert_eq!(h.group().static_primary, InstanceId(6002));
+    assert_eq!(
+        cmds(&out),
+        vec![(
+            6001,
+            CmsCommand::NotifyStandby {
+                primary: InstanceId(6002)
+            }
+        )]
+    );
+}
+
+#[test]
+fn switchover_is_refused_while_paused_or_while_another_is_pending() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.state.state_mut().paused = true;
+    assert_eq!(
+        h.ctl(1, sw(2)),
+        vec![reply(1, CtlReply::Refused(Refusal::Paused))]
+    );
+    h.state.state_mut().paused = false;
+    assert_eq!(h.ctl(2, sw(2)), vec![]);
+    let out = h.ctl(3, sw(3));
+    assert!(matches!(
+        &out[..],
+        [crate::server::leader::LeaderOutput::Reply {
+            reply: CtlReply::Refused(Refusal::Busy(_)),
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn switchover_to_an_unhealthy_member_is_refused() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.report(dn(3).pending());
+    let out = h.ctl(1, sw(3));
+    assert!(matches!(
+        &out[..],
+        [crate::server::leader::LeaderOutput::Reply {
+            reply: CtlReply::Refused(Refusal::Invalid(_)),
+            ..
+        }]
+    ));
+    let out = h.ctl(1, sw(1));
+    assert!(matches!(
+        &out[..],
+        [crate::server::leader::LeaderOutput::Reply {
+            reply: CtlReply::Refused(Refusal::Invalid(_)),
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn switchover_is_abandoned_after_its_timeout() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    h.advance_ms(119_999);
+    h.tick();
+    assert_eq!(ends(&h), vec![]);
+    h.advance_ms(1);
+    h.tick();
+    assert_eq!(
+        ends(&h),
+        vec![Change::EndSwitchover {
+            group: crate::server::harness::G,
+            term: Term(2),
+            promoted: false
+        }]
+    );
+    let _ = Duration::ZERO;
+}
+
+#[test]
+fn switchover_all_moves_groups_back_to_their_install_time_primary() {
+    let mut h = H::new(3);
+    h.group_mut().static_primary = InstanceId(6002);
+    h.reports(vec![
+        dn(2).primary(1),
+        dn(1).upstream(2, 100),
+        dn(3).upstream(2, 100),
+    ]);
+    assert_eq!(h.ctl(4, CtlRequest::SwitchoverAll), vec![]);
+    let begin = h.queued().into_iter().find_map(|c| match c {
+        Change::BeginSwitchover { switchover, .. } => Some((switchover.from, switchover.target)),
+        _ => None,
+    });
+    assert_eq!(begin, Some((InstanceId(6002), InstanceId(6001))));
+    assert_eq!(
+        h.commit(),
+        vec![
+            reply(4, CtlReply::Accepted),
+            command(2, 1, CmsCommand::Demote)
+        ]
+    );
+}

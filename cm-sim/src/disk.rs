@@ -32,6 +32,7 @@ pub struct Disk {
     pub hung_until: Option<Instant>,
     durable: BTreeMap<Role, Vec<u8>>,
     pending: BTreeMap<(Role, WriteToken), Vec<u8>>,
+    last_done: BTreeMap<Role, Instant>,
 }
 
 impl Disk {
@@ -63,15 +64,33 @@ impl Disk {
 
     /// When I/O issued at `now` completes, given its nominal duration.
     pub fn completes_at(&self, now: Instant, nominal: Duration) -> Instant {
+        self.completes_at_inner(now, nominal)
+    }
+
+    /// Queues a write of `role`'s state issued at `now`; durable once [`Disk::complete`] is
+    /// called at the returned instant. One process's writes complete in the order issued (a
+    /// later write is never overtaken by an earlier one, as with one fsync'd file).
+    pub fn begin_write(
+        &mut self,
+        role: Role,
+        token: WriteToken,
+        bytes: Vec<u8>,
+        now: Instant,
+        nominal: Duration,
+    ) -> Instant {
+        self.pending.insert((role, token), bytes);
+        let nominal_at = self.completes_at_inner(now, nominal);
+        let last = self.last_done.entry(role).or_insert(Instant::ZERO);
+        let at = nominal_at.max(*last);
+        *last = at;
+        at
+    }
+
+    fn completes_at_inner(&self, now: Instant, nominal: Duration) -> Instant {
         match self.hung_until {
             Some(t) if now < t => t + nominal,
             _ => now + nominal,
         }
-    }
-
-    /// Queues a write of `role`'s state; durable once [`Disk::complete`] is called.
-    pub fn begin_write(&mut self, role: Role, token: WriteToken, bytes: Vec<u8>) {
-        self.pending.insert((role, token), bytes);
     }
 
     /// Completes a pending write: `None` if a crash lost it, else its result.
@@ -87,6 +106,7 @@ impl Disk {
     /// A crash: pending writes are lost, completed ones survive.
     pub fn crash(&mut self) {
         self.pending.clear();
+        self.last_done.clear();
     }
 
     /// What a restarting process of `role` reads back.
@@ -117,12 +137,24 @@ impl Disk {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn writes_of_one_process_complete_in_issue_order() {
+        let mut d = Disk::new(0.0);
+        let a = d.begin_write(Role::Server, WriteToken(1), vec![1], Instant::ZERO, 4 * MS);
+        let b = d.begin_write(Role::Server, WriteToken(2), vec![2], Instant::ZERO, MS);
+        assert!(b >= a, "the second write is not durable before the first");
+        let c = d.begin_write(Role::Agent, WriteToken(1), vec![3], Instant::ZERO, MS);
+        assert!(c < a, "another process's file is independent");
+    }
+
     #[test]
     fn crash_loses_pending_writes_but_keeps_completed_ones() {
         let mut d = Disk::new(10.0);
-        d.begin_write(Role::Server, WriteToken(1), vec![1]);
+        d.begin_write(Role::Server, WriteToken(1), vec![1], Instant::ZERO, MS);
         assert_eq!(d.complete(Role::Server, WriteToken(1)), Some(Ok(())));
-        d.begin_write(Role::Server, WriteToken(2), vec![2]);
+        d.begin_write(Role::Server, WriteToken(2), vec![2], Instant::ZERO, MS);
         d.crash();
         assert_eq!(d.complete(Role::Server, WriteToken(2)), None);
         assert_eq!(d.durable(Role::Server), Some(&vec![1]));
@@ -133,7 +165,7 @@ mod tests {
     fn write_errors_fail_writes_and_probes() {
         let mut d = Disk::new(10.0);
         d.write_error = true;
-        d.begin_write(Role::Agent, WriteToken(1), vec![1]);
+        d.begin_write(Role::Agent, WriteToken(1), vec![1], Instant::ZERO, MS);
         assert!(matches!(
             d.complete(Role::Agent, WriteToken(1)),
             Some(Err(_))

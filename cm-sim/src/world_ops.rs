@@ -27,8 +27,7 @@ impl World {
                     .rng
                     .duration_between(Duration::from_millis(1), Duration::from_millis(4));
                 if let Some(h) = self.hosts.get_mut(&ep.node) {
-                    h.disk.begin_write(ep.role, p.token, p.bytes);
-                    let at = h.disk.completes_at(now, nominal);
+                    let at = h.disk.begin_write(ep.role, p.token, p.bytes, now, nominal);
                     self.queue.push(
                         at,
                         Event::PersistDone {

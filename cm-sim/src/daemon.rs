@@ -131,6 +131,18 @@ pub enum SimInput {
         /// it (None: the init system).
         state: Option<(ProcState, u64, Option<u64>)>,
     },
+    /// The fence command of §8 finished.
+    FenceDone {
+        /// The group it fenced for.
+        group: GroupId,
+        /// Exit status 0.
+        success: bool,
+    },
+    /// Two-node mode: whether the third-party gateways answered.
+    Gateways {
+        /// All answered.
+        reachable: bool,
+    },
     /// A daemon this process started exited (the parent reaps its child).
     ChildExited {
         /// Which daemon.
@@ -253,6 +265,17 @@ pub enum EnvOp {
     },
     /// The daemon exits on its own.
     Exit,
+    /// Run the fence command for a silent primary's node: the simulated one powers the node
+    /// off (a STONITH) and succeeds.
+    FenceNode {
+        /// The group fenced for.
+        group: GroupId,
+        /// The node to fence.
+        node: NodeId,
+    },
+    /// Two-node mode: probe the third-party gateways (they answer while the node reaches any
+    /// other node of the cluster).
+    ProbeGateways,
     /// An alarm, for the log.
     Alarm(Alarm),
 }

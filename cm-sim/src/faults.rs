@@ -162,7 +162,7 @@ impl World {
         }
     }
 
-    fn crash_host(&mut self, node: NodeId) {
+    pub(crate) fn crash_host(&mut self, node: NodeId) {
         let close = self.net.dead_peer_close();
         let roles: Vec<Role> = self
             .hosts

@@ -225,6 +225,27 @@ impl World {
                 self.kill_proc(ep, Duration::from_millis(1));
                 self.exiting = None;
             }
+            EnvOp::FenceNode { group, node } => {
+                self.note(format!("{ep} fence command powers {node} off"));
+                self.crash_host(node);
+                let input = SimInput::FenceDone {
+                    group,
+                    success: true,
+                };
+                self.reply(ep, inc, Duration::from_secs(1), input);
+            }
+            EnvOp::ProbeGateways => {
+                let reachable = self
+                    .hosts
+                    .keys()
+                    .any(|n| *n != ep.node && self.net.link_up(ep.node, *n));
+                self.reply(
+                    ep,
+                    inc,
+                    Duration::from_millis(100),
+                    SimInput::Gateways { reachable },
+                );
+            }
             EnvOp::Alarm(a) => self.note(format!("{ep} alarm {a:?}")),
         }
     }

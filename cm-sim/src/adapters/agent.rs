@@ -124,7 +124,9 @@ fn input_of(input: SimInput) -> Option<AgentInput> {
         },
         SimInput::WalAge { .. }
         | SimInput::ProcessSampled { .. }
-        | SimInput::ChildExited { .. } => {
+        | SimInput::ChildExited { .. }
+        | SimInput::FenceDone { .. }
+        | SimInput::Gateways { .. } => {
             return None;
         }
     })

@@ -48,8 +48,9 @@ impl ServerView {
 /// Collects violations and timings over a run.
 #[derive(Debug)]
 pub struct Checker {
-    /// Violations found, in order (deduplicated by rule and message).
+    /// Violations found, in order (deduplicated).
     pub violations: Vec<Violation>,
+    reported: std::collections::BTreeSet<(&'static str, String)>,
     sync: bool,
     /// The group the timings are about.
     pub affected_group: GroupId,
@@ -73,8 +74,8 @@ pub struct Checker {
     terms_seen: BTreeMap<(NodeId, u64), BTreeMap<GroupId, Term>>,
     leader_term_at_fault: Option<QuorumTerm>,
     max_leader_term: QuorumTerm,
-    /// Deliveries of reports from the affected node's agent to a cm_server.
-    pub affected_reports: Vec<Instant>,
+    /// Deliveries of agent reports to a cm_server, per agent node.
+    pub reports: BTreeMap<NodeId, Vec<Instant>>,
     /// Acknowledged writes in total.
     pub acks_total: u64,
     /// Last acknowledgement per group.
@@ -91,6 +92,7 @@ impl Checker {
             .collect();
         Self {
             violations: Vec::new(),
+            reported: std::collections::BTreeSet::new(),
             sync: config.params.dn_sync_mode == SyncMode::Quorum,
             affected_group,
             fault_at: None,
@@ -108,7 +110,7 @@ impl Checker {
             terms_seen: BTreeMap::new(),
             leader_term_at_fault: None,
             max_leader_term: QuorumTerm(0),
-            affected_reports: Vec::new(),
+            reports: BTreeMap::new(),
             acks_total: 0,
             last_ack: BTreeMap::new(),
         }
@@ -116,11 +118,14 @@ impl Checker {
 
     /// Records a violation (once per rule and message).
     pub fn violate(&mut self, at: Instant, rule: &'static str, message: String) {
-        if !self
-            .violations
-            .iter()
-            .any(|v| v.rule == rule && v.message == message)
-        {
+        let key = message.clone();
+        self.violate_once(at, rule, key, message);
+    }
+
+    /// Records a violation once per `(rule, key)`: a lasting condition is reported where it
+    /// began, not at every event.
+    fn violate_once(&mut self, at: Instant, rule: &'static str, key: String, message: String) {
+        if self.reported.insert((rule, key)) {
             self.violations.push(Violation { at, rule, message });
         }
     }
@@ -128,6 +133,14 @@ impl Checker {
     fn first(&mut self, name: &'static str, at: Instant) {
         if self.fault_at.is_some_and(|f| at >= f) {
             self.firsts.entry(name).or_insert(at);
+        }
+    }
+
+    /// A report of `node`'s agent reached a cm_server.
+    pub fn on_report(&mut self, node: NodeId, at: Instant) {
+        let list = self.reports.entry(node).or_default();
+        if list.last() != Some(&at) {
+            list.push(at);
         }
     }
 
@@ -287,7 +300,8 @@ impl Checker {
                 "S3/S5: {instance} at {upto} does not hold acknowledged writes up to {}/{:X}",
                 tli.0, max.0
             );
-            self.violate(at, "S3", m);
+            let key = format!("{group}/{instance}/{}", tli.0);
+            self.violate_once(at, "S3", key, m);
         }
     }
 
@@ -433,7 +447,7 @@ impl Checker {
     ) -> Option<Instant> {
         let fault = self.fault_at?;
         let gap = heartbeat_timeout / 2;
-        let reports = &self.affected_reports;
+        let reports = self.reports.get(&self.affected_node?)?;
         for (i, r) in reports.iter().enumerate() {
             let next = reports.get(i + 1).copied().unwrap_or(end);
             if next > fault && next - *r >= gap {

@@ -197,7 +197,10 @@ fn timings_are_relative_to_the_first_fault_and_null_when_absent() {
         QuorumTerm(1),
     );
     c.on_fault(Instant::from_secs(30), Some(NodeId(1)));
-    c.affected_reports = vec![Instant::from_millis(29_500), Instant::from_millis(45_000)];
+    c.on_report(NodeId(2), Instant::from_millis(35_000));
+    c.on_report(NodeId(1), Instant::from_millis(29_000));
+    c.on_report(NodeId(1), Instant::from_millis(29_500));
+    c.on_report(NodeId(1), Instant::from_millis(45_000));
     c.on_send(
         Instant::from_millis(37_500),
         from,

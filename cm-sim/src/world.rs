@@ -588,10 +588,9 @@ impl World {
         if from.role == Role::Agent
             && to.role == Role::Server
             && let Msg::AgentReport(_) = &envelope.msg
-            && self.checker.affected_node == Some(from.node)
         {
             let now = self.now();
-            self.checker.affected_reports.push(now);
+            self.checker.on_report(from.node, now);
         }
         if let Msg::Command(c) = &envelope.msg
             && matches!(c.cmd, cm_core::msg::CmsCommand::Restart)

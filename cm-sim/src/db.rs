@@ -320,6 +320,11 @@ impl Databases {
                 self.kill(id);
                 Duration::from_millis(1)
             }
+            // The driver runs one lifecycle action per instance at a time: a start waits for a
+            // rebuild (which ends with the instance started) and is refused meanwhile.
+            DnAction::StartPending if inst.db_state == DbState::Building => {
+                return Err(format!("instance {id} is being rebuilt"));
+            }
             DnAction::StartPending => draw(rng, t.start_ms),
             _ if !inst.running => return Err(format!("instance {id} is not running")),
             DnAction::Stop { mode } => match mode {

@@ -181,9 +181,11 @@ impl World {
     }
 
     fn thaw(&mut self, node: NodeId) {
+        let now = self.now();
         let roles: Vec<Role> = match self.hosts.get_mut(&node) {
             Some(h) if h.frozen => {
                 h.frozen = false;
+                h.thawed_at = Some(now);
                 h.procs.keys().copied().collect()
             }
             _ => return,

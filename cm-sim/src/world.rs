@@ -109,6 +109,9 @@ pub struct Host {
     pub flags: FlagSet,
     /// Its daemons.
     pub procs: BTreeMap<Role, Proc>,
+    /// When it was last thawed (its processes resume together; the first instants after a
+    /// thaw are the window SPEC §8 concedes in asynchronous mode).
+    pub thawed_at: Option<Instant>,
 }
 
 /// One simulated cluster.
@@ -170,6 +173,7 @@ impl World {
                     disk: Disk::new(scenario.sim.disk_pct),
                     flags: FlagSet::default(),
                     procs: BTreeMap::new(),
+                    thawed_at: None,
                 },
             );
         }
@@ -668,10 +672,14 @@ impl World {
         let servers = self.server_views();
         let hosts = &self.hosts;
         let frozen = |n: NodeId| hosts.get(&n).is_none_or(|h| !h.up || h.frozen);
+        // An agent "runs" for S4 once it had a moment to act after a thaw: its self-fence
+        // check runs on its next turn (at most one report interval).
+        let grace = self.scenario.config.params.report_interval();
         let agents = |n: NodeId| {
-            hosts
-                .get(&n)
-                .is_some_and(|h| h.procs.get(&Role::Agent).is_some_and(|p| !p.stopped))
+            hosts.get(&n).is_some_and(|h| {
+                h.procs.get(&Role::Agent).is_some_and(|p| !p.stopped)
+                    && h.thawed_at.is_none_or(|t| now - t > grace)
+            })
         };
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);

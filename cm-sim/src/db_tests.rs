@@ -235,3 +235,21 @@ fn hung_instance_times_out_status_queries_and_actions() {
         .expect("kill works on a hung process");
     assert!(!dbs.get(P).is_some_and(|p| p.running));
 }
+
+#[test]
+fn a_start_waits_for_a_rebuild_which_ends_started() {
+    let (mut dbs, now, mut rng) = running_group();
+    let b = dbs
+        .begin(S2, &DnAction::Build { source: P }, &mut rng)
+        .expect("begins");
+    assert!(dbs.begin(S2, &DnAction::StartPending, &mut rng).is_err());
+    dbs.finish(
+        now + b.after,
+        S2,
+        &DnAction::Build { source: P },
+        b.incarnation,
+    )
+    .expect("ok");
+    let s = dbs.get(S2).expect("s2");
+    assert!(s.running && s.role == DnRole::Standby && s.upstream_setting == Some(P));
+}

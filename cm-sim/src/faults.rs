@@ -67,6 +67,18 @@ impl World {
                     self.kill_proc(Endpoint::server(l.node), Duration::from_millis(1));
                 }
             }
+            F::IsolateCmsLeader => {
+                let leader = self.server_views().into_iter().find(|s| s.holds_lease());
+                if let Some(l) = leader {
+                    let others: Vec<NodeId> = self
+                        .hosts
+                        .keys()
+                        .copied()
+                        .filter(|n| *n != l.node)
+                        .collect();
+                    self.cut(&[l.node], &others, false);
+                }
+            }
             F::StopProcess { node, role } => self.set_stopped(node, role_of(role), true),
             F::ContProcess { node, role } => self.set_stopped(node, role_of(role), false),
             F::KillDn { instance } => {

@@ -104,6 +104,8 @@ pub enum FaultAction {
     },
     /// SIGKILL of the cm_server that holds the leader lease now (nothing if none does).
     CrashCmsLeader,
+    /// Cuts the node of the cm_server holding the leader lease now from every other node.
+    IsolateCmsLeader,
     /// SIGSTOP of one daemon (state T).
     StopProcess {
         /// The node.
@@ -471,7 +473,7 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
                 )),
             }
         }
-        F::Heal | F::Net { .. } | F::CrashCmsLeader => Ok(()),
+        F::Heal | F::Net { .. } | F::CrashCmsLeader | F::IsolateCmsLeader => Ok(()),
     }
 }
 

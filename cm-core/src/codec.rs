@@ -176,6 +176,18 @@ pub fn encode_persisted<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError>
 
 /// Decodes what [`encode_persisted`] wrote.
 pub fn decode_persisted<T: DeserializeOwned>(buf: &[u8]) -> Result<T, DecodeError> {
+    let body = persisted_body(buf)?;
+    decode_body(body)
+}
+
+/// Checks a persisted state's frame (magic, version, kind, length, checksum) without decoding
+/// the body, so a driver can reject a torn or corrupt state file before any machine sees it.
+pub fn check_persisted(buf: &[u8]) -> Result<(), DecodeError> {
+    persisted_body(buf).map(|_| ())
+}
+
+/// The body of a persisted-state frame whose framing and checksum are valid.
+fn persisted_body(buf: &[u8]) -> Result<&[u8], DecodeError> {
     let Some((kind, len)) = read_header(buf)? else {
         return Err(DecodeError::Truncated {
             needed: HEADER_LEN,
@@ -205,7 +217,7 @@ pub fn decode_persisted<T: DeserializeOwned>(buf: &[u8]) -> Result<T, DecodeErro
     if crc32(body) != u32::from_be_bytes(stored) {
         return Err(DecodeError::Checksum);
     }
-    decode_body(body)
+    Ok(body)
 }
 
 /// CRC-32 (IEEE), bitwise: persisted states are small and written rarely.

@@ -92,6 +92,21 @@ fn persisted_state_detects_corruption() {
 }
 
 #[test]
+fn check_persisted_validates_framing_and_checksum_without_decoding() {
+    let mut bytes = encode_persisted(&(Term(5), vec![7u8; 10])).unwrap();
+    assert_eq!(check_persisted(&bytes), Ok(()));
+    assert!(matches!(
+        check_persisted(&bytes[..bytes.len() - 1]),
+        Err(DecodeError::Truncated { .. })
+    ));
+    let n = bytes.len();
+    bytes[n - 6] ^= 1;
+    assert_eq!(check_persisted(&bytes), Err(DecodeError::Checksum));
+    let frame = encode(&sample()).unwrap();
+    assert_eq!(check_persisted(&frame), Err(DecodeError::UnexpectedKind(1)));
+}
+
+#[test]
 fn crc32_known_value() {
     assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
 }

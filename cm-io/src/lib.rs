@@ -1,1 +1,13 @@
-//! Real drivers feeding cm-core: processes, files, TCP transport, databases.
+//! Real drivers feeding cm-core: processes, files, disks, TCP transport, databases.
+//!
+//! Nothing here decides anything: drivers measure, execute and report back as inputs.
+#![warn(missing_docs)]
+
+pub mod disk;
+pub mod event_loop;
+pub mod flags;
+pub mod postgres;
+pub mod process;
+pub mod statedir;
+pub mod store;
+pub mod transport;

@@ -2,10 +2,17 @@
 //! binaries in `fuzz_targets/` call them, and `tests/corpus_replay.rs` replays every corpus file
 //! through them on stable.
 
+mod agent_steps;
+pub mod bytes;
+mod monitor_steps;
+
+pub use agent_steps::agent_steps;
+pub use monitor_steps::monitor_steps;
+
 use clap::Parser;
 use cm_core::codec;
 use cm_core::config::ClusterConfig;
-use cm_core::msg::Msg;
+use cm_core::msg::{Envelope, Msg};
 
 /// The frame decoder: arbitrary bytes as a stream; whatever decodes must re-encode to the same
 /// frame (the codec is canonical).
@@ -42,11 +49,19 @@ pub fn ctl_request(data: &[u8]) {
             let _ = cm_daemons::ctl_cli::operation(&cfg, &cli.command);
         }
     }
-    if let Ok(env) = codec::decode(data) {
-        if let Msg::CtlRequest { req, .. } = env.msg {
-            let _ = format!("{req:?}");
-        }
+    if let Ok(Envelope {
+        msg: Msg::CtlRequest { req, .. },
+        ..
+    }) = codec::decode(data)
+    {
+        let _ = format!("{req:?}");
     }
+}
+
+/// [`SAMPLE_CONFIG`] parsed once (parsing per input would dominate the step targets).
+pub fn sample_config() -> &'static ClusterConfig {
+    static CONFIG: std::sync::OnceLock<ClusterConfig> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(|| ClusterConfig::from_toml_str(SAMPLE_CONFIG).expect("sample config"))
 }
 
 /// A small valid cluster config used by targets that need one.

@@ -43,3 +43,13 @@ fn config_parser_corpus() {
 fn ctl_request_corpus() {
     replay("ctl_request", cm_fuzz::ctl_request);
 }
+
+#[test]
+fn monitor_steps_corpus() {
+    replay("monitor_steps", cm_fuzz::monitor_steps);
+}
+
+#[test]
+fn agent_steps_corpus() {
+    replay("agent_steps", cm_fuzz::agent_steps);
+}

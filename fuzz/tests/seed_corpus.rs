@@ -52,6 +52,144 @@ fn envelopes() -> Vec<Envelope> {
     ]
 }
 
+/// Seeds for `agent_steps`, in its byte format (`src/agent_steps.rs`: a kind byte, then the
+/// kind's fields; `pick` bytes count from the newest request).
+fn agent_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    // tick at 0; connect CMS 1–3; no flags; local CMS running; DN running; status Primary.
+    let boot: Vec<u8> = vec![
+        0, 0, //
+        1, 0, 0, 1, 1, 0, 1, 2, 0, //
+        12, 0, //
+        16, 0, 1, 0, //
+        6, 0, 1, 1, 0, //
+        7, 0, 0, 0, 1,
+    ];
+    let second = [0u8, 100]; // advance 1 s and tick
+    let leader = |paused: u8| vec![2u8, 0, 1, 0, paused, 0];
+    let with = |parts: &[&[u8]]| -> Vec<u8> { parts.concat() };
+    vec![
+        ("boot-primary", with(&[&boot, &leader(0), &second, &second])),
+        (
+            // Self-fence: no leader answer for more than 6 s.
+            "isolated-primary",
+            with(&[&boot, &leader(0), &[0, 203], &second, &[11, 0, 0], &second]),
+        ),
+        (
+            // cluster_manual_start: stop the DN, then the local CMS, then exit.
+            "cluster-stop",
+            with(&[
+                &boot,
+                &[12, 1],
+                &[14, 0, 1],
+                &second,
+                &[6, 0, 1, 0],
+                &[17, 0, 1],
+                &second,
+                &[16, 0, 0],
+            ]),
+        ),
+        (
+            // Paused: an absent DN waits until cluster_manual_starting.
+            "paused-start",
+            with(&[
+                &boot,
+                &leader(1),
+                &second,
+                &[6, 0, 1, 0],
+                &[12, 2],
+                &second,
+                &[6, 0, 1, 0],
+                &[14, 0, 1],
+            ]),
+        ),
+        (
+            // A Failover persisted, checked with every CMS, then promoted.
+            "failover",
+            with(&[
+                &boot,
+                &leader(0),
+                &[4, 0, 1, 1, 1, 3, 3],
+                &[15, 0, 1],
+                &[15, 0, 1],
+                &[5, 0, 0, 1, 1],
+                &[5, 1, 0, 1, 1],
+            ]),
+        ),
+        (
+            // The local CMS in state T three times: killed, then restarted.
+            "cms-hung",
+            with(&[
+                &boot,
+                &second,
+                &[16, 0, 1, 1],
+                &second,
+                &[16, 0, 1, 1],
+                &second,
+                &[16, 0, 1, 1],
+                &[17, 0, 1],
+                &second,
+                &[16, 0, 0],
+            ]),
+        ),
+    ]
+}
+
+/// Seeds for `monitor_steps` (`src/monitor_steps.rs`).
+fn monitor_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let tick = [0u8, 100];
+    let absent = |flags: u8| [1u8, 0, flags, 0];
+    let mine = |state: u8| [1u8, 1, state, 1, 0, 0];
+    vec![
+        (
+            "start-run",
+            [&tick[..], &absent(0), &tick, &mine(0)].concat(),
+        ),
+        (
+            "hung-agent",
+            [
+                &tick[..],
+                &mine(1),
+                &tick,
+                &mine(1),
+                &tick,
+                &mine(1),
+                &tick,
+                &absent(0),
+            ]
+            .concat(),
+        ),
+        (
+            "interrupted-stop",
+            [
+                &tick[..],
+                &absent(1),
+                &[2, 1],
+                &absent(1),
+                &absent(1),
+                &absent(1),
+                &absent(1),
+                &absent(0),
+            ]
+            .concat(),
+        ),
+        (
+            "ctl-flags",
+            [
+                &[3u8, 0, 0, 1][..],
+                &[4, 0, 1],
+                &[3, 1, 0, 3],
+                &[4, 0, 0],
+                &[3, 2, 0, 0],
+            ]
+            .concat(),
+        ),
+        (
+            "dilatation",
+            [&tick[..], &absent(4), &tick, &absent(0)].concat(),
+        ),
+    ]
+}
+
 #[test]
 fn write_seed_corpus() {
     if std::env::var_os("CM_WRITE_CORPUS").is_none() {
@@ -106,5 +244,11 @@ fn write_seed_corpus() {
     .enumerate()
     {
         write("ctl_request", &format!("args-{i}"), args.as_bytes());
+    }
+    for (name, data) in agent_seeds() {
+        write("agent_steps", name, &data);
+    }
+    for (name, data) in monitor_seeds() {
+        write("monitor_steps", name, &data);
     }
 }

@@ -159,10 +159,12 @@ impl Agent {
         self.highest_qterm = self.highest_qterm.max(t);
     }
 
-    /// Sends one report to every connected CMS, once every local DN has been sampled (a DN
-    /// not yet sampled must be neither reported absent nor restarted: adoption, §1).
+    /// Sends one report to every connected CMS, once every local DN and the local CMS have
+    /// been sampled (a process not yet sampled must be neither reported absent nor restarted:
+    /// adoption, §1).
     pub(super) fn send_report(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
-        if !self.insts.values().all(|i| i.sampled) {
+        let cms_sampled = self.local_cms.as_ref().is_none_or(|c| c.sampled());
+        if !cms_sampled || !self.insts.values().all(|i| i.sampled) {
             return;
         }
         let connected = self.cms.connected();
@@ -178,7 +180,7 @@ impl Agent {
         let report = AgentReport {
             seq,
             dns: self.insts.values().map(|i| i.report(now)).collect(),
-            cms_process: None,
+            cms_process: self.local_cms.as_ref().and_then(|c| c.reported()),
             normal_start: self.start_kind == crate::monitor::StartKind::Normal,
         };
         for n in connected {

@@ -56,7 +56,7 @@ fn report_goes_to_every_connected_cms_each_report_interval() {
     let report = AgentReport {
         seq: ReportSeq(seq),
         dns: vec![a.insts[&DN].report(ms(1000))],
-        cms_process: None,
+        cms_process: Some(ProcState::Running),
         normal_start: false,
     };
     let send = |n| to_cms(&a, n, Msg::AgentReport(report.clone()));
@@ -64,6 +64,9 @@ fn report_goes_to_every_connected_cms_each_report_interval() {
         cmds,
         vec![
             AgentCommand::ReadFlags,
+            AgentCommand::SampleCms {
+                op: cms_sample_op(&cmds)
+            },
             AgentCommand::SampleProcesses {
                 op: sample_op(&cmds, DN),
                 instance: DN

@@ -61,6 +61,9 @@ pub(super) struct Inst {
     pub(super) accepted: CmdStamp,
     pub(super) accepted_term: Term,
     pub(super) sampled: bool,
+    /// The last sample was taken after the latest action completed (a stale "absent" after a
+    /// start must not count as down).
+    fresh: bool,
     pub(super) processes: Vec<ProcState>,
     /// Samples and queries requested before the latest action completed are stale.
     sample_floor: OpId,
@@ -85,7 +88,8 @@ pub(super) struct Inst {
     pub(super) disk_probe: Option<(OpId, Instant)>,
     pub(super) disk_failures: u32,
     pub(super) disk_damaged: bool,
-    pub(super) peers_probe: Option<OpId>,
+    /// The outstanding peer probe and when it is abandoned.
+    pub(super) peers_probe: Option<(OpId, Instant)>,
 }
 
 impl Inst {
@@ -102,6 +106,7 @@ impl Inst {
             accepted: saved.last_applied,
             accepted_term: saved.term,
             sampled: false,
+            fresh: false,
             processes: Vec::new(),
             sample_floor: OpId(0),
             last_query_op: OpId(0),
@@ -307,6 +312,7 @@ impl Agent {
             return;
         }
         inst.sampled = true;
+        inst.fresh = true;
         inst.processes = processes;
         let running = inst.running();
         if !running {
@@ -339,6 +345,9 @@ impl Agent {
     /// Starts an absent DN as pending unless a rule forbids it (§1–3, §7.1).
     fn maybe_start(&mut self, now: Instant, id: InstanceId, out: &mut Vec<AgentCommand>) {
         let paused = self.paused(now);
+        if !self.local_cms_lets_dns_start() {
+            return;
+        }
         let Some(flags) = &self.flags else {
             return;
         };
@@ -433,6 +442,7 @@ impl Agent {
             return;
         };
         inst.sample_floor = floor;
+        inst.fresh = false;
         if let Err(e) = &result {
             tracing::warn!(instance = %id, ?kind, error = %e, "DN action failed");
         }
@@ -461,9 +471,9 @@ impl Agent {
         }
     }
 
-    /// Under `cluster_manual_start`, exits once every local DN is down (§2), after a last
-    /// report so the CMS sees them manually stopped.
-    fn check_cluster_stop_done(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
+    /// Under `cluster_manual_start`, exits once every local DN is down and then the local CMS
+    /// (§2), after a last report so the CMS sees them manually stopped.
+    pub(super) fn check_cluster_stop_done(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
         let stopping = self
             .flags
             .as_ref()
@@ -474,8 +484,8 @@ impl Agent {
         let all_down = self
             .insts
             .values()
-            .all(|i| i.sampled && !i.running() && !i.lifecycle_busy());
-        if all_down {
+            .all(|i| i.fresh && !i.running() && !i.lifecycle_busy());
+        if all_down && self.stop_local_cms(now, out) {
             self.send_report(now, out);
             out.push(AgentCommand::Exit);
             self.exit_sent = true;

@@ -32,6 +32,10 @@ fn dn_running_at_agent_start_is_adopted_not_restarted_nor_reported_absent() {
         );
     }
     a.step(ms(0), AgentInput::FlagsObserved(FlagSet::default()));
+    a.step(
+        ms(1),
+        cms_sampled(cms_sample_op(&cmds), vec![ProcState::Running]),
+    );
     assert_eq!(
         a.step(
             ms(5),
@@ -90,7 +94,7 @@ fn instance_manual_start_flag_stops_only_that_dn_with_its_mode_and_keeps_it_down
 }
 
 #[test]
-fn cluster_manual_start_stops_every_dn_then_exits_once_all_are_down() {
+fn cluster_manual_start_stops_every_dn_then_the_local_cms_then_exits() {
     let text = two_dn_config();
     let a = Agent::new(&config(&text), ME, 0, None).expect("agent");
     let mut a = boot_with(a, DnRole::Standby);
@@ -136,7 +140,12 @@ fn cluster_manual_start_stops_every_dn_then_exits_once_all_are_down() {
             processes: vec![],
         },
     );
-    assert_eq!(last.last(), Some(&AgentCommand::Exit));
+    // Every DN is down: a report (the DNs manually stopped), then the local CMS is stopped.
+    let cms_stop = op_of(&last, |c| match c {
+        AgentCommand::StopCms { op } => Some(*op),
+        _ => None,
+    });
+    assert_eq!(last.last(), Some(&AgentCommand::StopCms { op: cms_stop }));
     let final_reports = reports(&last);
     assert_eq!(final_reports.len(), 3);
     assert!(
@@ -146,6 +155,16 @@ fn cluster_manual_start_stops_every_dn_then_exits_once_all_are_down() {
             .iter()
             .all(|d| d.db_state == DbState::ManuallyStopped)
     );
+    a.step(
+        ms(1500),
+        AgentInput::CmsActionCompleted {
+            op: cms_stop,
+            result: Ok(()),
+        },
+    );
+    let cmds = tick(&mut a, ms(2000));
+    let exit = a.step(ms(2001), cms_sampled(cms_sample_op(&cmds), vec![]));
+    assert_eq!(exit.last(), Some(&AgentCommand::Exit));
     assert_eq!(a.next_deadline(), None);
     assert_eq!(tick(&mut a, ms(5000)), vec![]);
 }
@@ -269,4 +288,31 @@ fn kill_that_did_not_take_is_repeated_on_the_next_sample() {
     a.step(ms(10), done(action_op(&out)));
     let cmds = round(&mut a, ms(1000), vec![ProcState::Running]);
     assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::Kill)]);
+}
+
+#[test]
+fn start_completing_under_cluster_manual_start_is_not_taken_for_down_until_sampled() {
+    let mut a = boot(DnRole::Standby);
+    let start = action_op(&round(&mut a, ms(1000), vec![]));
+    a.step(
+        ms(1100),
+        flags_with(|f| f.cluster_manual_start = Some(StopMode::Fast)),
+    );
+    // The last sample ("absent") predates the start: no report, no CMS stop, no exit.
+    assert_eq!(a.step(ms(1200), done(start)), vec![]);
+    assert_eq!(round(&mut a, ms(2000), vec![ProcState::Running]), vec![]);
+    // It runs: the next flag read stops it.
+    let cmds = a.step(
+        ms(2001),
+        flags_with(|f| f.cluster_manual_start = Some(StopMode::Fast)),
+    );
+    assert_eq!(
+        cmds,
+        vec![run(
+            action_op(&cmds),
+            DnAction::Stop {
+                mode: StopMode::Fast
+            }
+        )]
+    );
 }

@@ -19,7 +19,7 @@
 //! | loop | period | handler |
 //! |---|---|---|
 //! | CMS contact: connect to every CMS, reopen a connection silent for `agent_heartbeat_timeout` | 200 ms | `cms.rs` |
-//! | flags, peer DN reachability, system sample | 1 s | `instance.rs`, `probes.rs` |
+//! | flags, local cm_server check, peer DN reachability, system sample | 1 s | `instance.rs`, `local_cms.rs`, `probes.rs` |
 //! | DN status: process sample + status query per DN, then one report to every CMS | `agent_report_interval` | `instance.rs` |
 //! | phony-dead check per DN | `agent_phony_dead_check_interval` (36 s in state T) | `probes.rs` |
 //! | disk usage + write/read probe per DN | `disk_check_interval` | `probes.rs` |
@@ -84,6 +84,7 @@
 mod cms;
 mod commands;
 mod instance;
+mod local_cms;
 mod probes;
 #[cfg(test)]
 mod testkit;
@@ -106,6 +107,8 @@ use crate::time::{Instant, MonotonicGuard};
 
 use commands::Batch;
 use instance::Inst;
+use local_cms::LocalCms;
+pub use local_cms::{CMS_HUNG_SAMPLES, CmsAction, LocalCmsStatus};
 
 /// Period of the CMS-contact loop (CM's `AGENT_RECV_CYCLE`).
 pub const CMS_CONTACT_INTERVAL: Duration = Duration::from_millis(200);
@@ -113,6 +116,8 @@ pub const CMS_CONTACT_INTERVAL: Duration = Duration::from_millis(200);
 pub const SECOND_LOOP_INTERVAL: Duration = Duration::from_secs(1);
 /// Consecutive failed or hung disk probes that make a DN `DiskDamaged` (§3).
 pub const DISK_FAILURES_DAMAGED: u32 = 3;
+/// Tries of one peer reachability probe (§3).
+pub const PEER_PROBE_TRIES: u32 = 3;
 /// Upper bound of the phony-dead probe's connect timeout (§6: min(5 s, interval)).
 pub const PHONY_PROBE_MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -184,6 +189,22 @@ pub enum AgentInput {
     },
     /// Answer to [`AgentCommand::ReadFlags`].
     FlagsObserved(FlagSet),
+    /// Answer to [`AgentCommand::SampleCms`]: the states of every cm_server process of this
+    /// node (same state directory); empty when none runs.
+    CmsSampled {
+        /// The request.
+        op: OpId,
+        /// Process states.
+        processes: Vec<ProcState>,
+    },
+    /// A [`AgentCommand::StartCms`], [`AgentCommand::StopCms`] or [`AgentCommand::KillCms`]
+    /// finished.
+    CmsActionCompleted {
+        /// The action.
+        op: OpId,
+        /// `Err(reason)` when it failed.
+        result: Result<(), String>,
+    },
     /// Answer to [`AgentCommand::SampleSystem`].
     SystemSampled {
         /// CPU usage, percent.
@@ -277,9 +298,35 @@ pub enum AgentCommand {
         op: OpId,
         /// The instance.
         instance: InstanceId,
+        /// `agent_connect_timeout`, per try: the driver answers within 3 × this.
+        connect_timeout: Duration,
     },
     /// Read the node's flag files; answer with [`AgentInput::FlagsObserved`].
     ReadFlags,
+    /// Sample the states of the local cm_server's processes; answer with
+    /// [`AgentInput::CmsSampled`].
+    SampleCms {
+        /// Matches the answer.
+        op: OpId,
+    },
+    /// Start the local cm_server (as a child of the agent); answer with
+    /// [`AgentInput::CmsActionCompleted`] once it is spawned or failed to.
+    StartCms {
+        /// Matches the completion.
+        op: OpId,
+    },
+    /// Stop the local cm_server (SIGTERM, then wait for it to exit; the cluster is stopping);
+    /// answer with [`AgentInput::CmsActionCompleted`].
+    StopCms {
+        /// Matches the completion.
+        op: OpId,
+    },
+    /// SIGKILL the local cm_server (it stayed in state T); answer with
+    /// [`AgentInput::CmsActionCompleted`].
+    KillCms {
+        /// Matches the completion.
+        op: OpId,
+    },
     /// Sample cpu/mem/io usage; answer with [`AgentInput::SystemSampled`].
     SampleSystem,
     /// Run a DN action; answer with [`AgentInput::ActionCompleted`].
@@ -374,6 +421,8 @@ pub struct AgentStatus {
     pub connected: Vec<NodeId>,
     /// Local DNs.
     pub instances: Vec<InstanceStatus>,
+    /// The local cm_server, if this node runs one.
+    pub local_cms: Option<LocalCmsStatus>,
     /// `Exit` was ordered.
     pub exited: bool,
 }
@@ -406,6 +455,7 @@ pub struct Agent {
     exit_sent: bool,
     system_alarmed: [bool; 3],
     insts: BTreeMap<InstanceId, Inst>,
+    local_cms: Option<LocalCms>,
 }
 
 impl Agent {
@@ -425,6 +475,7 @@ impl Agent {
             None => Persisted::default(),
         };
         let cms_nodes = config.cms_nodes();
+        let local_cms = cms_nodes.contains(&node).then(LocalCms::default);
         let insts = config
             .instances_on(node)
             .into_iter()
@@ -450,6 +501,7 @@ impl Agent {
             exit_sent: false,
             system_alarmed: [false; 3],
             insts,
+            local_cms,
         })
     }
 
@@ -494,6 +546,7 @@ impl Agent {
         let second = due(&mut self.loops.second, now, SECOND_LOOP_INTERVAL);
         if second {
             out.push(AgentCommand::ReadFlags);
+            self.local_cms_loop(out);
         }
         let report_interval = self.params.report_interval();
         if due(&mut self.loops.status, now, report_interval) {
@@ -506,7 +559,7 @@ impl Agent {
         }
         self.disk_hung_check(now, out);
         if second {
-            self.peer_loop(out);
+            self.peer_loop(now, out);
             out.push(AgentCommand::SampleSystem);
         }
         self.self_fence_check(now, out);
@@ -591,6 +644,12 @@ impl Machine for Agent {
                 reachable,
             } => self.on_peers(now, op, instance, reachable, &mut out),
             AgentInput::FlagsObserved(flags) => self.on_flags(now, flags, &mut out),
+            AgentInput::CmsSampled { op, processes } => {
+                self.on_cms_sampled(now, op, processes, &mut out);
+            }
+            AgentInput::CmsActionCompleted { op, result } => {
+                self.on_cms_action_completed(now, op, result, &mut out);
+            }
             AgentInput::SystemSampled {
                 cpu_pct,
                 mem_pct,
@@ -640,6 +699,7 @@ impl Machine for Agent {
             highest_quorum_term: self.highest_qterm,
             connected: self.cms.connected(),
             instances: self.insts.values().map(|i| i.status(now)).collect(),
+            local_cms: self.local_cms.as_ref().map(LocalCms::status),
             exited: self.exit_sent,
         }
     }

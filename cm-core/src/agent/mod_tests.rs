@@ -20,20 +20,21 @@ fn first_tick_connects_to_every_cms_reads_flags_and_samples_without_reporting() 
             connect(NodeId(2)),
             connect(NodeId(3)),
             AgentCommand::ReadFlags,
+            AgentCommand::SampleCms { op: OpId(1) },
             AgentCommand::SampleProcesses {
-                op: OpId(1),
-                instance: DN
-            },
-            AgentCommand::QueryDnStatus {
                 op: OpId(2),
                 instance: DN
             },
-            AgentCommand::SampleDisk {
+            AgentCommand::QueryDnStatus {
                 op: OpId(3),
                 instance: DN
             },
-            AgentCommand::ProbeDisk {
+            AgentCommand::SampleDisk {
                 op: OpId(4),
+                instance: DN
+            },
+            AgentCommand::ProbeDisk {
+                op: OpId(5),
                 instance: DN,
                 timeout
             },
@@ -158,6 +159,12 @@ enum Ev {
     },
     CompleteOldest,
     CompleteNewest,
+    CmsSample {
+        procs: u8,
+    },
+    CmsComplete {
+        ok: bool,
+    },
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -174,6 +181,8 @@ fn ev() -> impl Strategy<Value = Ev> {
         any::<bool>().prop_map(|paused| Ev::Leader { paused }),
         Just(Ev::CompleteOldest),
         Just(Ev::CompleteNewest),
+        (0u8..4).prop_map(|procs| Ev::CmsSample { procs }),
+        any::<bool>().prop_map(|ok| Ev::CmsComplete { ok }),
     ]
 }
 
@@ -181,11 +190,39 @@ struct Model {
     flags: FlagSet,
     starts: BTreeMap<InstanceId, Vec<OpId>>,
     actions: Vec<(OpId, InstanceId)>,
+    /// Local cm_server actions in flight (start, stop, kill).
+    cms_actions: Vec<OpId>,
+}
+
+fn procs(n: u8) -> Vec<ProcState> {
+    match n {
+        0 => vec![],
+        1 => vec![ProcState::Running],
+        2 => vec![ProcState::DiskSleep],
+        _ => vec![ProcState::Stopped, ProcState::Running],
+    }
 }
 
 impl Model {
     fn check(&mut self, a: &Agent, cmds: &[AgentCommand]) -> Result<(), TestCaseError> {
         for c in cmds {
+            if let AgentCommand::StartCms { op }
+            | AgentCommand::StopCms { op }
+            | AgentCommand::KillCms { op } = c
+            {
+                if matches!(c, AgentCommand::StartCms { .. }) {
+                    prop_assert!(
+                        self.flags.cluster_manual_start.is_none(),
+                        "cm_server started under cluster_manual_start"
+                    );
+                }
+                self.cms_actions.push(*op);
+                prop_assert!(
+                    self.cms_actions.len() <= 1,
+                    "two cm_server actions in flight: {:?}",
+                    self.cms_actions
+                );
+            }
             if let AgentCommand::RunDnAction {
                 op,
                 instance,
@@ -221,10 +258,15 @@ impl Model {
 
 proptest! {
     #[test]
-    fn random_inputs_keep_start_invariants(evs in proptest::collection::vec(ev(), 1..120)) {
+    fn random_inputs_keep_dn_and_cms_start_invariants(evs in proptest::collection::vec(ev(), 1..120)) {
         let text = two_dn_config();
         let mut a = Agent::new(&config(&text), ME, 3, None).expect("agent");
-        let mut m = Model { flags: FlagSet::default(), starts: BTreeMap::new(), actions: Vec::new() };
+        let mut m = Model {
+            flags: FlagSet::default(),
+            starts: BTreeMap::new(),
+            actions: Vec::new(),
+            cms_actions: Vec::new(),
+        };
         let mut now = ms(0);
         let cmds = tick(&mut a, now);
         m.check(&a, &cmds)?;
@@ -237,16 +279,20 @@ proptest! {
                     now += Duration::from_millis(d);
                     AgentInput::Tick
                 }
-                Ev::Sample { second, procs } => AgentInput::ProcessesSampled {
+                Ev::Sample { second, procs: procs_n } => AgentInput::ProcessesSampled {
                     op: OpId(a.next_op),
                     instance: if second { DN2 } else { DN },
-                    processes: match procs {
-                        0 => vec![],
-                        1 => vec![ProcState::Running],
-                        2 => vec![ProcState::DiskSleep],
-                        _ => vec![ProcState::Stopped, ProcState::Running],
-                    },
+                    processes: procs(procs_n),
                 },
+                Ev::CmsSample { procs: n } => AgentInput::CmsSampled { op: OpId(a.next_op), processes: procs(n) },
+                Ev::CmsComplete { ok } => {
+                    if m.cms_actions.is_empty() {
+                        continue;
+                    }
+                    let op = m.cms_actions.remove(0);
+                    let result = if ok { Ok(()) } else { Err("failed".into()) };
+                    AgentInput::CmsActionCompleted { op, result }
+                }
                 Ev::Flags { cluster, instance, starting } => {
                     let mut f = FlagSet {
                         cluster_manual_start: cluster.then_some(StopMode::Fast),

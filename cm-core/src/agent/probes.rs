@@ -6,7 +6,8 @@ use core::time::Duration;
 
 use super::instance::Fence;
 use super::{
-    Agent, AgentCommand, DISK_FAILURES_DAMAGED, PHONY_PROBE_MAX_CONNECT_TIMEOUT, PhonyProbe,
+    Agent, AgentCommand, DISK_FAILURES_DAMAGED, PEER_PROBE_TRIES, PHONY_PROBE_MAX_CONNECT_TIMEOUT,
+    PhonyProbe,
 };
 use crate::dn::{DnRole, ProcState};
 use crate::ids::{InstanceId, OpId};
@@ -179,19 +180,27 @@ impl Agent {
     }
 
     /// Every second: each live primary of a group with peers probes their reachability (§3).
-    pub(super) fn peer_loop(&mut self, out: &mut Vec<AgentCommand>) {
+    /// A probe still outstanding is not repeated until its bound (3 tries of
+    /// `agent_connect_timeout`) has passed, so probes that never answer do not pile up.
+    pub(super) fn peer_loop(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
+        let connect_timeout = Duration::from_secs_f64(self.params.agent_connect_timeout.max(0.0));
         let ids: Vec<InstanceId> = self
             .insts
             .iter()
             .filter(|(_, i)| i.is_live_primary() && i.group.len() > 1)
+            .filter(|(_, i)| i.peers_probe.is_none_or(|(_, until)| now >= until))
             .map(|(&id, _)| id)
             .collect();
         for instance in ids {
             let op = self.op();
             if let Some(inst) = self.insts.get_mut(&instance) {
-                inst.peers_probe = Some(op);
+                inst.peers_probe = Some((op, now + connect_timeout * PEER_PROBE_TRIES));
             }
-            out.push(AgentCommand::ProbePeers { op, instance });
+            out.push(AgentCommand::ProbePeers {
+                op,
+                instance,
+                connect_timeout,
+            });
         }
     }
 
@@ -210,7 +219,7 @@ impl Agent {
         let Some(inst) = self.insts.get_mut(&id) else {
             return;
         };
-        if inst.peers_probe != Some(op) {
+        if inst.peers_probe.is_none_or(|(o, _)| o != op) {
             return;
         }
         inst.peers_probe = None;

@@ -311,3 +311,35 @@ fn system_usage_above_threshold_raises_an_alarm_on_each_crossing_only() {
     assert_eq!(a.step(ms(3000), s(90)), vec![], "90 is not above 90");
     assert_eq!(a.step(ms(4000), s(95)), vec![alarm]);
 }
+
+#[test]
+fn unanswered_peer_probe_is_not_repeated_until_its_three_tries_are_over() {
+    let mut a = boot(DnRole::Primary);
+    a.params.enable_self_fence = false;
+    let probes = |cmds: &[AgentCommand]| -> Vec<(OpId, Duration)> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                AgentCommand::ProbePeers {
+                    op,
+                    connect_timeout,
+                    ..
+                } => Some((*op, *connect_timeout)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = probes(&tick(&mut a, ms(1000)));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1, Duration::from_secs(1), "agent_connect_timeout");
+    assert_eq!(probes(&tick(&mut a, ms(2000))), vec![]);
+    assert_eq!(probes(&tick(&mut a, ms(3000))), vec![]);
+    let second = probes(&tick(&mut a, ms(4000)));
+    assert_eq!(second.len(), 1, "3 × 1 s later the probe is abandoned");
+    // The abandoned probe's late answer is ignored even past the contact lapse.
+    let late = AgentInput::PeersProbed {
+        op: first[0].0,
+        instance: DN,
+        reachable: false,
+    };
+    assert_eq!(a.step(ms(7000), late), vec![]);
+}

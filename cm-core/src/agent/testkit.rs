@@ -183,6 +183,17 @@ pub(super) fn query_op(cmds: &[AgentCommand], inst: InstanceId) -> OpId {
     })
 }
 
+pub(super) fn cms_sample_op(cmds: &[AgentCommand]) -> OpId {
+    op_of(cmds, |c| match c {
+        AgentCommand::SampleCms { op } => Some(*op),
+        _ => None,
+    })
+}
+
+pub(super) fn cms_sampled(op: OpId, processes: Vec<ProcState>) -> AgentInput {
+    AgentInput::CmsSampled { op, processes }
+}
+
 pub(super) fn action_op(cmds: &[AgentCommand]) -> OpId {
     op_of(cmds, |c| match c {
         AgentCommand::RunDnAction { op, .. } => Some(*op),
@@ -251,7 +262,8 @@ pub(super) fn reports(cmds: &[AgentCommand]) -> Vec<(NodeId, AgentReport)> {
 }
 
 /// Brings a fresh one-DN agent to a steady state at t = 0: connected to every CMS, flags read
-/// (none), DN 6001 sampled running with `role`, and node 1 the leader of quorum term 1
+/// (none), the local CMS (if any) and DN 6001 sampled running with `role`, and node 1 the
+/// leader of quorum term 1
 /// (durably recorded). Returns the agent; the next status round is due at 1 s.
 pub(super) fn boot(role: DnRole) -> Agent {
     boot_with(agent(), role)
@@ -280,6 +292,12 @@ pub(super) fn boot_with(mut a: Agent, role: DnRole) -> Agent {
         );
     }
     a.step(now, AgentInput::FlagsObserved(FlagSet::default()));
+    if a.local_cms.is_some() {
+        a.step(
+            now,
+            cms_sampled(cms_sample_op(&cmds), vec![ProcState::Running]),
+        );
+    }
     let ids: Vec<InstanceId> = a.insts.keys().copied().collect();
     for id in ids {
         let s = sample_op(&cmds, id);

@@ -1,0 +1,300 @@
+//! The generic driver loop of DESIGN.md "Drivers and daemons": one tokio task per cm-core
+//! machine.
+//!
+//! Each turn waits for exactly one of: a transport event, the machine's next deadline, or an
+//! input from the channel that command completions and external sources (signals, flag
+//! scans, probes) feed. That one fact becomes one `Input`, the machine steps at the current
+//! [`Clock`] time, and its commands are handed **in order** to the daemon's [`Executor`].
+//! Slow work never runs in the loop: the executor starts it elsewhere and its completion comes
+//! back through the input channel. No decision is made here.
+
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use cm_core::Instant;
+use cm_core::io::{Machine, NetEvent};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Maps tokio's monotonic time to [`cm_core::Instant`]: nanoseconds since the clock's origin.
+/// Readings never go backwards, even across clones.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: tokio::time::Instant,
+}
+
+static PROCESS_ORIGIN: OnceLock<tokio::time::Instant> = OnceLock::new();
+
+impl Clock {
+    /// The process clock: its origin is the first time any `Clock::process()` is read, which a
+    /// daemon does first thing at start, so instants are "nanoseconds since the process start".
+    pub fn process() -> Self {
+        Self {
+            origin: *PROCESS_ORIGIN.get_or_init(tokio::time::Instant::now),
+        }
+    }
+
+    /// A clock whose origin is now (tests, or several independent machines).
+    pub fn starting_now() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The current instant. Monotonic because tokio's clock is.
+    pub fn now(&self) -> Instant {
+        let since = tokio::time::Instant::now().saturating_duration_since(self.origin);
+        Instant::from_nanos(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// The tokio instant of a cm-core instant (saturating at about a century ahead, which
+    /// stands for "never").
+    pub fn to_tokio(&self, at: Instant) -> tokio::time::Instant {
+        const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let d = at.since_origin().min(NEVER);
+        self.origin + d
+    }
+}
+
+/// Whether the loop goes on after a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep running.
+    Continue,
+    /// Stop after the current batch of commands (e.g. the agent exits after a cluster stop).
+    Stop,
+}
+
+/// Executes a machine's commands; supplied by the daemon (or a test).
+pub trait Executor<C> {
+    /// Executes or starts one command, at the `now` the machine stepped at. It must not block:
+    /// slow work (process start, SQL, fsync) runs elsewhere and reports back through the
+    /// loop's input sender.
+    fn execute(&mut self, now: Instant, command: C) -> Flow;
+}
+
+/// How the loop builds the machine's inputs from the facts it observes itself.
+#[derive(Clone, Copy, Debug)]
+pub struct InputMap<I> {
+    /// A transport event.
+    pub net: fn(NetEvent) -> I,
+    /// "The deadline you asked for has passed" (a spurious one is a no-op for the machine).
+    pub tick: fn() -> I,
+}
+
+/// Records every `(now, input)` fed to the machine, so an incident can be replayed.
+pub trait Journal<I> {
+    /// Records one input before the machine steps on it.
+    fn record(&mut self, now: Instant, input: &I);
+}
+
+/// A [`Journal`] writing one JSON object per line: `{"now_ns":…,"input":…}`, flushed per line
+/// so that a crash loses at most the input being written. A write error is logged once and
+/// journaling stops (the cluster manager keeps running).
+#[derive(Debug)]
+pub struct JsonLinesJournal<W: Write> {
+    out: W,
+    failed: bool,
+}
+
+impl<W: Write> JsonLinesJournal<W> {
+    /// A journal writing to `out`.
+    pub fn new(out: W) -> Self {
+        Self { out, failed: false }
+    }
+
+    /// The writer back (tests).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl JsonLinesJournal<BufWriter<File>> {
+    /// A journal appending to a file (created if absent).
+    pub fn append_to(path: &Path) -> io::Result<Self> {
+        let f = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self::new(BufWriter::new(f)))
+    }
+}
+
+#[derive(Serialize)]
+struct Line<'a, I> {
+    now_ns: u64,
+    input: &'a I,
+}
+
+impl<I: Serialize, W: Write> Journal<I> for JsonLinesJournal<W> {
+    fn record(&mut self, now: Instant, input: &I) {
+        if self.failed {
+            return;
+        }
+        let line = Line {
+            now_ns: now.as_nanos(),
+            input,
+        };
+        let r = serde_json::to_writer(&mut self.out, &line)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush());
+        if let Err(e) = r {
+            tracing::error!("input journal write failed, journaling stops: {e}");
+            self.failed = true;
+        }
+    }
+}
+
+/// Why [`EventLoop::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The `stop` future resolved (shutdown signal).
+    Requested,
+    /// The executor returned [`Flow::Stop`].
+    Executor,
+}
+
+/// One machine with its inputs; run it with [`EventLoop::run`].
+pub struct EventLoop<M: Machine> {
+    machine: M,
+    clock: Clock,
+    map: InputMap<M::Input>,
+    net: Option<mpsc::Receiver<NetEvent>>,
+    inputs: Option<mpsc::Receiver<M::Input>>,
+    journal: Option<Box<dyn Journal<M::Input> + Send>>,
+    last_tick: Option<Instant>,
+}
+
+/// The least wait between two ticks when a machine keeps asking for a deadline that has
+/// already passed: a buggy machine then costs a little CPU instead of a spinning core.
+pub const MIN_TICK_GAP: Duration = Duration::from_millis(1);
+
+/// When to tick next: the machine's deadline, but never sooner than [`MIN_TICK_GAP`] after
+/// the previous tick when that deadline was not moved past it.
+pub fn effective_deadline(
+    deadline: Option<Instant>,
+    last_tick: Option<Instant>,
+) -> Option<Instant> {
+    let d = deadline?;
+    match last_tick {
+        Some(t) if d <= t => Some(t.saturating_add(MIN_TICK_GAP)),
+        _ => Some(d),
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One fact observed by a turn of the loop.
+enum Turn<I> {
+    Input(I),
+    NetClosed,
+    InputsClosed,
+    Stop,
+}
+
+impl<M: Machine> EventLoop<M> {
+    /// A loop for `machine`; returns it with the sender that completions and external inputs
+    /// use (bounded by `input_capacity`; senders wait when it is full).
+    pub fn new(
+        machine: M,
+        clock: Clock,
+        map: InputMap<M::Input>,
+        input_capacity: usize,
+    ) -> (Self, mpsc::Sender<M::Input>) {
+        let (tx, rx) = mpsc::channel(input_capacity.max(1));
+        let l = Self {
+            machine,
+            clock,
+            map,
+            net: None,
+            inputs: Some(rx),
+            journal: None,
+            last_tick: None,
+        };
+        (l, tx)
+    }
+
+    /// Feeds the transport's events (`Transport::start`'s receiver).
+    pub fn with_net(mut self, events: mpsc::Receiver<NetEvent>) -> Self {
+        self.net = Some(events);
+        self
+    }
+
+    /// Journals every input (`None`: no journal).
+    pub fn with_journal(mut self, journal: Option<Box<dyn Journal<M::Input> + Send>>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// The machine (for status between runs).
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// Runs until `stop` resolves or the executor says stop; returns the machine and why.
+    /// Closed input sources are simply no longer waited on; deadlines keep the machine going.
+    pub async fn run<E: Executor<M::Command>>(
+        mut self,
+        executor: &mut E,
+        stop: impl Future<Output = ()>,
+    ) -> (M, StopReason) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let wake = effective_deadline(self.machine.next_deadline(), self.last_tick)
+                .map(|d| self.clock.to_tokio(d));
+            let turn = tokio::select! {
+                () = &mut stop => Turn::Stop,
+                ev = recv_opt(&mut self.net) => ev.map_or(Turn::NetClosed, |e| Turn::Input((self.map.net)(e))),
+                i = recv_opt(&mut self.inputs) => i.map_or(Turn::InputsClosed, Turn::Input),
+                () = sleep_until(wake) => {
+                    self.last_tick = Some(self.clock.now());
+                    Turn::Input((self.map.tick)())
+                }
+            };
+            let input = match turn {
+                Turn::Input(i) => i,
+                Turn::NetClosed => {
+                    self.net = None;
+                    continue;
+                }
+                Turn::InputsClosed => {
+                    self.inputs = None;
+                    continue;
+                }
+                Turn::Stop => return (self.machine, StopReason::Requested),
+            };
+            if self.feed(input, executor) == Flow::Stop {
+                return (self.machine, StopReason::Executor);
+            }
+        }
+    }
+
+    /// Steps the machine on one input and executes its commands in order.
+    fn feed<E: Executor<M::Command>>(&mut self, input: M::Input, executor: &mut E) -> Flow {
+        let now = self.clock.now();
+        if let Some(j) = self.journal.as_mut() {
+            j.record(now, &input);
+        }
+        let mut flow = Flow::Continue;
+        for command in self.machine.step(now, input) {
+            if executor.execute(now, command) == Flow::Stop {
+                flow = Flow::Stop;
+            }
+        }
+        flow
+    }
+}

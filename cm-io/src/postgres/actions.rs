@@ -1,0 +1,439 @@
+//! The replication actions of §9 (Lock1, Lock2/Unlock/Notify, Promote, Build, SetReadOnly,
+//! SetSyncStandbys), replication slots, and the [`DatabaseDriver`] implementation.
+
+use std::fs;
+use std::time::Duration;
+
+use cm_core::InstanceId;
+use cm_core::dn::{DbState, DnAction, DnStatus, LockState, ProcState, StopMode};
+use tokio_postgres::Client;
+
+use super::driver::{Instance, lock, set_mode};
+use super::settings::{Endpoint, Upstream, instance_name, sync_standby_names};
+use super::{DatabaseDriver, DriverError, PgDriver, PhonyDeadProbe, Streaming};
+
+/// Polling period while waiting for an effect.
+const POLL: Duration = Duration::from_millis(50);
+
+const CREATE_SLOT_SQL: &str = "SELECT pg_create_physical_replication_slot($1, false) \
+    WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)";
+
+const DROP_STALE_SLOTS_SQL: &str = "SELECT pg_drop_replication_slot(slot_name) \
+    FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT active \
+    AND slot_name LIKE 'dn\\_%' AND slot_name <> ALL($1)";
+
+impl PgDriver {
+    async fn in_recovery(&self, inst: &Instance) -> Result<bool, DriverError> {
+        let client = self.connect_or_err(inst).await?;
+        let row = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(|source| DriverError::Sql {
+                instance: inst.id,
+                source,
+            })?;
+        Ok(row.get(0))
+    }
+
+    async fn require_standby(&self, inst: &Instance, what: &str) -> Result<(), DriverError> {
+        self.require_running(inst)?;
+        if self.in_recovery(inst).await? {
+            Ok(())
+        } else {
+            Err(DriverError::WrongRole {
+                instance: inst.id,
+                what: format!("{what} applies to a standby, but it is a primary"),
+            })
+        }
+    }
+
+    /// Polls `check` until it yields `Some`, or the effect timeout passes.
+    async fn wait_for<T, F, Fut>(
+        &self,
+        inst: &Instance,
+        what: &str,
+        mut check: F,
+    ) -> Result<T, DriverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.opts.effect_timeout;
+        loop {
+            if let Some(v) = check().await {
+                return Ok(v);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DriverError::Timeout {
+                    instance: inst.id,
+                    what: what.to_owned(),
+                    after: self.opts.effect_timeout,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until a *new* session sees `name = expected` (a reload reaches running sessions
+    /// only at their next command; §9 asks for `SHOW` in a new session).
+    async fn wait_setting(
+        &self,
+        inst: &Instance,
+        name: &str,
+        expected: &str,
+    ) -> Result<(), DriverError> {
+        self.wait_for(inst, &format!("{name} = '{expected}'"), || async {
+            let client = self
+                .connect(inst, self.opts.status_connect_timeout)
+                .await
+                .ok()?;
+            let row = client
+                .query_one("SELECT current_setting($1)", &[&name])
+                .await
+                .ok()?;
+            (row.get::<_, String>(0) == expected).then_some(())
+        })
+        .await
+    }
+
+    /// Lock1: empty upstream + reload; done once the status query says `Prohibit`.
+    async fn lock1(&self, inst: &Instance) -> Result<(), DriverError> {
+        self.require_standby(inst, "Lock1").await?;
+        lock(&inst.desired).upstream = Upstream::Lock1;
+        self.write_managed(inst)?;
+        self.reload(inst)?;
+        self.wait_for(inst, "Prohibit", || async {
+            let st = self.query_status(inst).await.ok()?;
+            (st.lock == LockState::Prohibit).then_some(())
+        })
+        .await
+    }
+
+    /// Lock2 / Unlock / Notify: `primary_conninfo` at `primary` + reload. Naming the instance
+    /// itself (a promoted member getting Unlock) just clears its lock.
+    async fn follow(
+        &self,
+        inst: &Instance,
+        primary: InstanceId,
+        locked: bool,
+    ) -> Result<(), DriverError> {
+        if primary == inst.id {
+            {
+                let mut d = lock(&inst.desired);
+                d.upstream = Upstream::None;
+                d.pending = false;
+            }
+            self.write_managed(inst)?;
+            if self.running(inst).is_some() {
+                self.reload(inst)?;
+            }
+            return Ok(());
+        }
+        let upstream = self.endpoint(primary)?;
+        self.require_standby(inst, "following a primary").await?;
+        self.ensure_slot_on(&upstream, inst.id).await;
+        {
+            let mut d = lock(&inst.desired);
+            d.upstream = Upstream::Follow { primary, locked };
+            d.pending = false;
+        }
+        self.write_managed(inst)?;
+        self.reload(inst)
+    }
+
+    /// Promote{term}: the term is already durable (agent). Make sure the synchronous standby
+    /// names are in effect, then `pg_promote(wait => true)`; a `false` keeps us polling.
+    async fn promote(&self, inst: &Instance) -> Result<(), DriverError> {
+        self.require_running(inst)?;
+        if !self.in_recovery(inst).await? {
+            return Ok(());
+        }
+        let expected = {
+            let mut d = lock(&inst.desired);
+            d.upstream = Upstream::None;
+            d.pending = false;
+            sync_standby_names(d.sync_k, &d.sync_members)
+        };
+        self.write_managed(inst)?;
+        self.reload(inst)?;
+        self.wait_setting(inst, "synchronous_standby_names", &expected)
+            .await?;
+        let client = self.connect_or_err(inst).await?;
+        let wait_s = self.opts.promote_wait.as_secs().clamp(1, i32::MAX as u64) as i32;
+        let done: bool = client
+            .query_one("SELECT pg_promote(true, $1)", &[&wait_s])
+            .await
+            .map_err(|source| DriverError::Sql {
+                instance: inst.id,
+                source,
+            })?
+            .get(0);
+        if !done {
+            tracing::warn!(instance = %inst.id, "pg_promote returned false; still polling");
+            let deadline = tokio::time::Instant::now() + self.opts.promote_timeout;
+            while self.in_recovery(inst).await.unwrap_or(true) {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(DriverError::Timeout {
+                        instance: inst.id,
+                        what: "promotion".into(),
+                        after: self.opts.promote_timeout,
+                    });
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        self.ensure_local_slots(inst).await;
+        Ok(())
+    }
+
+    /// Build: stop, `pg_rewind` from the source (after a CHECKPOINT there, so its control file
+    /// shows the new timeline), else `pg_basebackup` into an emptied data directory; then the
+    /// managed settings again. Leaves the instance stopped.
+    async fn build(&self, inst: &Instance, source: InstanceId) -> Result<(), DriverError> {
+        let src = self.endpoint(source)?;
+        if self.running(inst).is_some() && self.stop(inst, StopMode::Fast).await.is_err() {
+            self.kill(inst).await?;
+        }
+        self.kill(inst).await?;
+        let client = self
+            .connect_remote(&src, self.opts.status_connect_timeout)
+            .await
+            .map_err(|e| e.into_driver(source))?;
+        client
+            .batch_execute("CHECKPOINT")
+            .await
+            .map_err(|source_err| DriverError::Sql {
+                instance: source,
+                source: source_err,
+            })?;
+        drop(client);
+        self.write_managed(inst)?;
+        // A single-user crash recovery (pg_rewind runs one) refuses standby mode.
+        for f in ["standby.signal", "recovery.signal"] {
+            let _ = fs::remove_file(inst.data_dir.join(f));
+        }
+        let conn = format!(
+            "host={} port={} user={} dbname=postgres connect_timeout=5",
+            src.address, src.port, self.opts.db_user
+        );
+        let rewound = if inst.data_dir.join("PG_VERSION").exists() {
+            let args = vec![
+                format!("--target-pgdata={}", inst.data_dir.display()),
+                format!("--source-server={conn}"),
+                format!(
+                    "--config-file={}",
+                    inst.run_dir.join("postgresql.conf").display()
+                ),
+            ];
+            match self.run_tool("pg_rewind", args).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(instance = %inst.id, error = %e, "pg_rewind failed; full copy");
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if !rewound {
+            self.base_backup(inst, &src).await?;
+        }
+        self.strip_auto_conf(inst)?;
+        self.write_managed(inst)
+    }
+
+    async fn base_backup(&self, inst: &Instance, src: &Endpoint) -> Result<(), DriverError> {
+        let io = |source| DriverError::Io {
+            path: inst.data_dir.display().to_string(),
+            source,
+        };
+        fs::create_dir_all(&inst.data_dir).map_err(io)?;
+        for entry in fs::read_dir(&inst.data_dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            let res = if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            res.map_err(io)?;
+        }
+        self.user.chown(&inst.data_dir).map_err(io)?;
+        // PostgreSQL refuses a data directory others can read.
+        set_mode(&inst.data_dir, 0o700)?;
+        let mut args: Vec<String> = vec![
+            "-h".into(),
+            src.address.clone(),
+            "-p".into(),
+            src.port.to_string(),
+            "-U".into(),
+            self.opts.db_user.clone(),
+            "-D".into(),
+            inst.data_dir.display().to_string(),
+            "-X".into(),
+            "stream".into(),
+            "-c".into(),
+            "fast".into(),
+            "--no-password".into(),
+        ];
+        if !self.opts.sync_data {
+            args.push("--no-sync".into());
+        }
+        self.run_tool("pg_basebackup", args)
+            .await
+            .map_err(|e| DriverError::BuildFailed {
+                instance: inst.id,
+                reason: e.to_string(),
+            })
+    }
+
+    async fn set_read_only(&self, inst: &Instance, on: bool) -> Result<(), DriverError> {
+        lock(&inst.desired).read_only = on;
+        self.write_managed(inst)?;
+        if self.running(inst).is_none() {
+            return Ok(());
+        }
+        self.reload(inst)?;
+        self.wait_setting(
+            inst,
+            "default_transaction_read_only",
+            if on { "on" } else { "off" },
+        )
+        .await
+    }
+
+    async fn set_sync(
+        &self,
+        inst: &Instance,
+        k: u32,
+        members: Vec<InstanceId>,
+    ) -> Result<(), DriverError> {
+        let expected = sync_standby_names(k, &members);
+        {
+            let mut d = lock(&inst.desired);
+            d.sync_k = k;
+            d.sync_members = members;
+        }
+        self.write_managed(inst)?;
+        if self.running(inst).is_none() {
+            return Ok(());
+        }
+        self.reload(inst)?;
+        self.wait_setting(inst, "synchronous_standby_names", &expected)
+            .await
+    }
+
+    /// A physical slot for every other member (so a new primary has them at once), unreserved
+    /// until first used; slots of members no longer configured are dropped. Best effort.
+    pub(super) async fn ensure_local_slots(&self, inst: &Instance) {
+        let Ok(client) = self.connect(inst, self.opts.status_connect_timeout).await else {
+            tracing::warn!(instance = %inst.id, "could not connect to create replication slots");
+            return;
+        };
+        let names: Vec<String> = self
+            .peers(inst.id)
+            .iter()
+            .map(|p| instance_name(p.instance))
+            .collect();
+        for name in &names {
+            if let Err(e) = client.execute(CREATE_SLOT_SQL, &[name]).await {
+                tracing::warn!(instance = %inst.id, slot = %name, error = %e, "slot not created");
+            }
+        }
+        if let Err(e) = client.execute(DROP_STALE_SLOTS_SQL, &[&names]).await {
+            tracing::warn!(instance = %inst.id, error = %e, "stale slots not dropped");
+        }
+    }
+
+    /// Creates `member`'s slot on its upstream if missing (the upstream's own agent may not
+    /// have run yet). Best effort: the standby retries streaming by itself.
+    async fn ensure_slot_on(&self, upstream: &Endpoint, member: InstanceId) {
+        let Ok(client) = self
+            .connect_remote(upstream, self.opts.status_connect_timeout)
+            .await
+        else {
+            return;
+        };
+        let name = instance_name(member);
+        if let Err(e) = create_slot(&client, &name).await {
+            tracing::warn!(upstream = %upstream.instance, slot = %name, error = %e, "slot not created");
+        }
+    }
+
+    async fn run_action(&self, inst: &Instance, action: DnAction) -> Result<(), DriverError> {
+        match action {
+            DnAction::StartPending => self.start_pending(inst).await,
+            DnAction::Stop { mode } => self.stop(inst, mode).await,
+            DnAction::Kill => self.kill(inst).await,
+            DnAction::Lock1 => self.lock1(inst).await,
+            DnAction::Lock2 { primary } => self.follow(inst, primary, true).await,
+            DnAction::Unlock { primary } | DnAction::NotifyStandby { primary } => {
+                self.follow(inst, primary, false).await
+            }
+            DnAction::Promote { term } => {
+                tracing::info!(instance = %inst.id, %term, "promoting");
+                self.busy(inst, DbState::Promoting, self.promote(inst))
+                    .await
+            }
+            DnAction::Demote => self.stop(inst, StopMode::Fast).await,
+            DnAction::Build { source } => {
+                self.busy(inst, DbState::Building, self.build(inst, source))
+                    .await
+            }
+            DnAction::SetReadOnly { on } => self.set_read_only(inst, on).await,
+            DnAction::SetSyncStandbys { k, members } => self.set_sync(inst, k, members).await,
+        }
+    }
+
+    async fn busy<T>(
+        &self,
+        inst: &Instance,
+        state: DbState,
+        work: impl Future<Output = Result<T, DriverError>>,
+    ) -> Result<T, DriverError> {
+        *lock(&inst.busy) = Some(state);
+        let res = work.await;
+        *lock(&inst.busy) = None;
+        res
+    }
+}
+
+async fn create_slot(client: &Client, name: &str) -> Result<u64, tokio_postgres::Error> {
+    client.execute(CREATE_SLOT_SQL, &[&name]).await
+}
+
+impl DatabaseDriver for PgDriver {
+    async fn run(&self, instance: InstanceId, action: DnAction) -> Result<(), DriverError> {
+        let inst = self.inst(instance)?;
+        self.run_action(&inst, action).await
+    }
+
+    async fn status(&self, instance: InstanceId) -> Result<DnStatus, DriverError> {
+        let inst = self.inst(instance)?;
+        self.require_running(&inst)?;
+        self.query_status(&inst).await
+    }
+
+    async fn phony_dead_probe(
+        &self,
+        instance: InstanceId,
+        interval: Duration,
+    ) -> Result<PhonyDeadProbe, DriverError> {
+        let inst = self.inst(instance)?;
+        Ok(self.probe(&inst, interval).await)
+    }
+
+    async fn streaming(&self, instance: InstanceId) -> Result<Streaming, DriverError> {
+        let inst = self.inst(instance)?;
+        self.query_streaming(&inst).await
+    }
+
+    fn processes(&self, instance: InstanceId) -> Result<Vec<ProcState>, DriverError> {
+        let inst = self.inst(instance)?;
+        Ok(self.process_states(&inst))
+    }
+
+    fn is_running(&self, instance: InstanceId) -> Result<bool, DriverError> {
+        let inst = self.inst(instance)?;
+        Ok(self.running(&inst).is_some())
+    }
+}

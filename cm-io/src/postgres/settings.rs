@@ -1,0 +1,274 @@
+//! The settings the driver owns (§9): rendered into a file *outside* the data directory that
+//! PostgreSQL reads through `config_file` on its command line, plus a managed `pg_hba.conf`
+//! beside it. Nothing here touches the disk: the driver writes what these functions render, so
+//! the rules can be tested as plain text.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use cm_core::InstanceId;
+use serde::{Deserialize, Serialize};
+
+/// Every key the driver manages. They are removed from `postgresql.auto.conf` at every start
+/// and after every Build: `ALTER SYSTEM` (or a rewind/base backup copying the source's file)
+/// would otherwise override the managed file, which PostgreSQL reads before the auto file.
+pub const MANAGED_KEYS: &[&str] = &[
+    "data_directory",
+    "hba_file",
+    "ident_file",
+    "port",
+    "listen_addresses",
+    "unix_socket_directories",
+    "primary_conninfo",
+    "primary_slot_name",
+    "synchronous_standby_names",
+    "synchronous_commit",
+    "default_transaction_read_only",
+    "hot_standby",
+    "recovery_target_timeline",
+    "restore_command",
+    "recovery_min_apply_delay",
+    "wal_log_hints",
+    "max_slot_wal_keep_size",
+    "wal_sender_timeout",
+    "wal_receiver_timeout",
+    "wal_receiver_status_interval",
+];
+
+/// The name of an instance as PostgreSQL sees it: `application_name`, replication slot name and
+/// `synchronous_standby_names` entry (lower case, digits and `_`, valid as a slot name).
+pub fn instance_name(id: InstanceId) -> String {
+    format!("dn_{}", id.0)
+}
+
+/// Where an instance takes its WAL from: the intent the driver was last given. It is also the
+/// lock state it reports (§4.1), so it is persisted beside the managed settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Upstream {
+    /// No upstream: a pending member, or a primary.
+    None,
+    /// Lock1: never reconnect.
+    Lock1,
+    /// Stream from this primary (`locked` when the CMS named it with Lock2).
+    Follow {
+        /// The upstream instance.
+        primary: InstanceId,
+        /// Lock2 (follow only this one) rather than Unlock/Notify.
+        locked: bool,
+    },
+}
+
+/// The driver's desired state of one instance, persisted as JSON beside the managed file so an
+/// agent restart keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    /// Upstream / lock intent.
+    pub upstream: Upstream,
+    /// Started pending and not yet told to follow (reported as `Pending`).
+    pub pending: bool,
+    /// `ANY k (...)`: k (0 = asynchronous).
+    pub sync_k: u32,
+    /// `ANY k (...)`: the member names, in config order.
+    pub sync_members: Vec<InstanceId>,
+    /// `default_transaction_read_only`.
+    pub read_only: bool,
+}
+
+/// The value of `synchronous_standby_names` for `k` of `members` (§9): empty when k is 0.
+/// Names are double-quoted so that any instance name is a valid standby name.
+pub fn sync_standby_names(k: u32, members: &[InstanceId]) -> String {
+    if k == 0 || members.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = members
+        .iter()
+        .map(|m| format!("\"{}\"", instance_name(*m)))
+        .collect();
+    format!("ANY {k} ({})", names.join(", "))
+}
+
+/// An address and port another member is reached at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The member.
+    pub instance: InstanceId,
+    /// Its host address, as in the cluster config.
+    pub address: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// Everything the managed file depends on besides [`Desired`].
+#[derive(Clone, Debug)]
+pub struct Layout<'a> {
+    /// This instance.
+    pub instance: InstanceId,
+    /// Its data directory.
+    pub data_dir: &'a Path,
+    /// The driver's directory for it (managed files, socket directory, log).
+    pub run_dir: &'a Path,
+    /// The address it listens on.
+    pub listen_address: &'a str,
+    /// Its port.
+    pub port: u16,
+    /// The database user the driver and the standbys connect as.
+    pub db_user: &'a str,
+    /// `wal_sender_timeout`.
+    pub wal_sender_timeout: Duration,
+    /// `wal_receiver_timeout`.
+    pub wal_receiver_timeout: Duration,
+    /// `max_slot_wal_keep_size` in MB.
+    pub max_slot_wal_keep_size_mb: u64,
+}
+
+/// A configuration string literal with embedded quotes doubled.
+fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// The `primary_conninfo` for following `upstream`.
+pub fn primary_conninfo(layout: &Layout<'_>, upstream: &Endpoint) -> String {
+    format!(
+        "host={} port={} user={} application_name={} connect_timeout=2",
+        upstream.address,
+        upstream.port,
+        layout.db_user,
+        instance_name(layout.instance)
+    )
+}
+
+/// Renders the managed settings file. The user's own `postgresql.conf` in the data directory is
+/// included first, so every managed line after it wins.
+pub fn render_config(
+    layout: &Layout<'_>,
+    desired: &Desired,
+    upstream: Option<&Endpoint>,
+) -> String {
+    let data = layout.data_dir.display().to_string();
+    let run = layout.run_dir.display().to_string();
+    let (conninfo, slot) = match upstream {
+        Some(up) => (primary_conninfo(layout, up), instance_name(layout.instance)),
+        None => (String::new(), String::new()),
+    };
+    let ms = |d: Duration| format!("{}ms", d.as_millis().max(1));
+    let onoff = |b: bool| if b { "on" } else { "off" };
+    let lines: Vec<(&str, String)> = vec![
+        ("data_directory", quote(&data)),
+        ("hba_file", quote(&format!("{run}/pg_hba.conf"))),
+        ("ident_file", quote(&format!("{data}/pg_ident.conf"))),
+        ("port", layout.port.to_string()),
+        ("listen_addresses", quote(layout.listen_address)),
+        ("unix_socket_directories", quote(&format!("{run}/sock"))),
+        ("hot_standby", "on".into()),
+        ("wal_log_hints", "on".into()),
+        ("recovery_target_timeline", quote("latest")),
+        ("restore_command", quote("")),
+        ("recovery_min_apply_delay", "0".into()),
+        ("synchronous_commit", "on".into()),
+        (
+            "synchronous_standby_names",
+            quote(&sync_standby_names(desired.sync_k, &desired.sync_members)),
+        ),
+        (
+            "default_transaction_read_only",
+            onoff(desired.read_only).into(),
+        ),
+        ("primary_conninfo", quote(&conninfo)),
+        ("primary_slot_name", quote(&slot)),
+        (
+            "max_slot_wal_keep_size",
+            quote(&format!("{}MB", layout.max_slot_wal_keep_size_mb)),
+        ),
+        ("wal_sender_timeout", quote(&ms(layout.wal_sender_timeout))),
+        (
+            "wal_receiver_timeout",
+            quote(&ms(layout.wal_receiver_timeout)),
+        ),
+        ("wal_receiver_status_interval", quote("1s")),
+    ];
+    let mut out = format!(
+        "# Managed by cm_agent for instance {}: rewritten on every change, do not edit.\n\
+         # Put your own settings into {data}/postgresql.conf (included first).\n\
+         include_if_exists = {}\n",
+        instance_name(layout.instance),
+        quote(&format!("{data}/postgresql.conf")),
+    );
+    for (k, v) in lines {
+        debug_assert!(MANAGED_KEYS.contains(&k), "{k} must be listed as managed");
+        let _ = writeln!(out, "{k} = {v}");
+    }
+    out
+}
+
+/// An address written as a pg_hba address field: a bare IP gets its host mask.
+fn hba_address(addr: &str) -> String {
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => format!("{a}/32"),
+        Ok(std::net::IpAddr::V6(a)) => format!("{a}/128"),
+        Err(_) => addr.to_owned(),
+    }
+}
+
+/// Renders the managed `pg_hba.conf`: the local socket (in a directory only the database user
+/// and root can enter) is trusted; only member addresses may replicate or connect as the
+/// database user (pg_rewind and the agent's remote calls need a normal connection too); every
+/// other replication connection is rejected; then the user's own rules from the data
+/// directory's `pg_hba.conf`, minus any replication rule.
+pub fn render_hba(db_user: &str, member_addresses: &[String], user_hba: &str) -> String {
+    let mut out = String::from(
+        "# Managed by cm_agent: rewritten on every start, do not edit.\n\
+         local all all trust\n",
+    );
+    let mut seen = Vec::new();
+    for a in member_addresses {
+        let a = hba_address(a);
+        if seen.contains(&a) {
+            continue;
+        }
+        let _ = writeln!(out, "host replication {db_user} {a} trust");
+        let _ = writeln!(out, "host all {db_user} {a} trust");
+        seen.push(a);
+    }
+    out.push_str("host replication all all reject\n# The data directory's pg_hba.conf without replication rules:\n");
+    for line in user_hba.lines() {
+        let mut fields = line.split_whitespace();
+        let kind = fields.next().unwrap_or("");
+        let is_rule = kind.starts_with("host") || kind == "local";
+        let replication = is_rule
+            && fields
+                .next()
+                .is_some_and(|db| db.split(',').any(|d| d == "replication"));
+        if !replication {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `postgresql.auto.conf` without any managed key (comments and other settings kept).
+/// Returns `None` when nothing had to be removed.
+pub fn strip_auto_conf(text: &str) -> Option<String> {
+    let mut removed = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let key = line
+            .split(['=', ' ', '\t'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !line.trim_start().starts_with('#') && MANAGED_KEYS.contains(&key.as_str()) {
+            removed = true;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    removed.then_some(out)
+}
+
+#[cfg(test)]
+#[path = "settings_tests.rs"]
+mod tests;

@@ -1,0 +1,127 @@
+//! One authenticated connection: frames in (decoded with `cm_core::codec`), frames out (from a
+//! bounded outbox). A malformed frame, a frame whose sender is not the authenticated peer, an
+//! idle timeout, EOF or a write error ends the connection; nothing here panics on input.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cm_core::codec;
+use cm_core::io::NetEvent;
+use cm_core::msg::Endpoint;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use super::Stats;
+
+/// Why a connection ended (for logs).
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The peer closed it.
+    Eof,
+    /// No bytes for the idle timeout.
+    Idle,
+    /// A read or write failed.
+    Io(std::io::Error),
+    /// The peer sent something that is not a valid frame from it.
+    Malformed(String),
+    /// The transport closed it (disconnect, replacement, shutdown, events receiver gone).
+    Local,
+}
+
+impl End {
+    /// Logs the end of a connection: a misbehaving peer is a warning, the rest is routine.
+    pub(crate) fn log(&self, peer: Endpoint, direction: &str) {
+        match self {
+            Self::Malformed(why) => {
+                tracing::warn!(%peer, direction, "connection closed: malformed input: {why}");
+            }
+            Self::Io(e) => tracing::info!(%peer, direction, "connection closed: {e}"),
+            Self::Eof => tracing::info!(%peer, direction, "connection closed by the peer"),
+            Self::Idle => tracing::info!(%peer, direction, "connection closed: idle timeout"),
+            Self::Local => tracing::debug!(%peer, direction, "connection closed locally"),
+        }
+    }
+}
+
+/// Runs the connection until it ends or `stop` resolves.
+pub(crate) async fn run(
+    stream: TcpStream,
+    peer: Endpoint,
+    outbox: mpsc::Receiver<Vec<u8>>,
+    events: mpsc::Sender<NetEvent>,
+    idle: Option<Duration>,
+    stats: &Stats,
+    stop: impl Future<Output = ()>,
+) -> End {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    tokio::select! {
+        end = read_loop(rd, peer, &events, idle, stats) => end,
+        end = write_loop(wr, outbox) => end,
+        () = stop => End::Local,
+    }
+}
+
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    peer: Endpoint,
+    events: &mpsc::Sender<NetEvent>,
+    idle: Option<Duration>,
+    stats: &Stats,
+) -> End {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        loop {
+            match codec::decode_frame(&buf) {
+                Ok(Some((envelope, used))) => {
+                    buf.drain(..used);
+                    if envelope.from != peer {
+                        stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        return End::Malformed(format!(
+                            "frame claims to come from {} on a connection authenticated as {peer}",
+                            envelope.from
+                        ));
+                    }
+                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    if events
+                        .send(NetEvent::FrameReceived { peer, envelope })
+                        .await
+                        .is_err()
+                    {
+                        return End::Local;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    return End::Malformed(e.to_string());
+                }
+            }
+        }
+        let read = rd.read_buf(&mut buf);
+        let n = match idle {
+            Some(d) => match tokio::time::timeout(d, read).await {
+                Ok(r) => r,
+                Err(_) => return End::Idle,
+            },
+            None => read.await,
+        };
+        match n {
+            Ok(0) => return End::Eof,
+            Ok(_) => {}
+            Err(e) => return End::Io(e),
+        }
+    }
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut outbox: mpsc::Receiver<Vec<u8>>) -> End {
+    while let Some(frame) = outbox.recv().await {
+        if let Err(e) = wr.write_all(&frame).await {
+            return End::Io(e);
+        }
+    }
+    End::Local
+}

@@ -1,0 +1,409 @@
+//! End-to-end tests of the PostgreSQL driver against real PostgreSQL 15 (SPEC.md §9). They skip
+//! (with a message) only when no PostgreSQL binaries are installed. Every test owns a
+//! [`TestCluster`], whose drop kills every process group and removes every directory.
+
+use std::future::Future;
+use std::time::Duration;
+
+use cm_core::dn::{DnAction, DnRole, DnStatus, LockState, ProcState};
+use cm_core::params::SyncMode;
+use cm_core::{InstanceId, Term};
+use cm_io::postgres::test_support::TestCluster;
+use cm_io::postgres::{DatabaseDriver, ProbeConnect};
+use cm_io::process::PostmasterPid;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio_postgres::error::SqlState;
+
+/// Polls `f` until it returns `Some` (generous bound: these are not timing assertions).
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    for _ in 0..400 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn status(c: &TestCluster, i: usize) -> DnStatus {
+    c.driver(i).status(c.id(i)).await.expect("status")
+}
+
+async fn act(c: &TestCluster, i: usize, action: DnAction) {
+    let what = format!("{action:?} on {}", c.id(i));
+    c.driver(i)
+        .run(c.id(i), action)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// Until member `i` streams from `primary`, and `primary` lists it as a streaming downstream.
+async fn wait_streaming(c: &TestCluster, i: usize, primary: usize) {
+    let (me, up) = (c.id(i), c.id(primary));
+    eventually("streaming", || async {
+        let st = c.driver(i).status(me).await.ok()?;
+        let pst = c.driver(primary).status(up).await.ok()?;
+        let ok = st.upstream.map(|u| u.instance) == Some(up)
+            && pst.downstreams.iter().any(|d| d.instance == me);
+        ok.then_some(())
+    })
+    .await;
+}
+
+/// A primary (member 0, promoted from pending) with members 1.. built from it and notified.
+async fn primary_with_standbys(c: &TestCluster) {
+    c.initdb(0).expect("initdb");
+    act(c, 0, DnAction::StartPending).await;
+    let st = status(c, 0).await;
+    assert_eq!((st.role, st.lock), (DnRole::Pending, LockState::None));
+    act(c, 0, DnAction::Promote { term: Term(1) }).await;
+    let st = status(c, 0).await;
+    assert_eq!(st.role, DnRole::Primary);
+    assert!(
+        st.position.timeline.0 >= 2,
+        "promotion starts a timeline: {st:?}"
+    );
+    assert_eq!(st.history.forks.len() as u32, st.position.timeline.0 - 1);
+    for i in 1..c.drivers.len() {
+        act(c, i, DnAction::Build { source: c.id(0) }).await;
+        act(c, i, DnAction::StartPending).await;
+        assert_eq!(status(c, i).await.role, DnRole::Pending);
+        act(c, i, DnAction::NotifyStandby { primary: c.id(0) }).await;
+    }
+    for i in 1..c.drivers.len() {
+        wait_streaming(c, i, 0).await;
+        assert_eq!(status(c, i).await.role, DnRole::Standby);
+    }
+}
+
+/// Runs a test body with an overall bound, so a hang fails (and unwinds through the cluster's
+/// drop guard) instead of being killed from outside with its processes left behind.
+async fn bounded(body: impl Future<Output = ()>) {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("cm_io=info")
+        .try_init();
+    tokio::time::timeout(Duration::from_secs(120), body)
+        .await
+        .expect("test body finished within its bound");
+}
+
+async fn count_rows(c: &TestCluster, i: usize) -> Option<i64> {
+    let client = c.client(i).await.ok()?;
+    let row = client.query_one("SELECT count(*) FROM t", &[]).await.ok()?;
+    Some(row.get(0))
+}
+
+/// Lock1 → Prohibit; the member neither receives nor reconnects while the primary writes;
+/// Unlock resumes streaming.
+async fn lock1_holds_until_unlock(c: &TestCluster) {
+    let p0 = c.client(0).await.expect("client");
+    act(c, 1, DnAction::Lock1).await;
+    let locked = status(c, 1).await;
+    assert_eq!((locked.lock, locked.upstream), (LockState::Prohibit, None));
+    for v in 2..20 {
+        p0.execute("INSERT INTO t VALUES ($1)", &[&v])
+            .await
+            .expect("insert, acknowledged by the other standby");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let still = status(c, 1).await;
+    assert_eq!((still.lock, still.upstream), (LockState::Prohibit, None));
+    assert_eq!(
+        still.position, locked.position,
+        "nothing received while locked"
+    );
+    assert!(status(c, 0).await.position > still.position);
+    act(c, 1, DnAction::Unlock { primary: c.id(0) }).await;
+    wait_streaming(c, 1, 0).await;
+}
+
+/// The primary crashes (kill -9 of the postmaster alone); both standbys get Lock1, the one with
+/// the greater position is promoted, the other follows it with Lock2, and a write commits.
+/// Returns the new primary's index.
+async fn fail_over_after_crash(c: &TestCluster) -> usize {
+    let pm = PostmasterPid::read(&c.data_dir(0)).expect("postmaster.pid");
+    kill(Pid::from_raw(pm.pid), Signal::SIGKILL).expect("kill -9");
+    let (a, b) = tokio::join!(
+        c.driver(1).run(c.id(1), DnAction::Lock1),
+        c.driver(2).run(c.id(2), DnAction::Lock1)
+    );
+    a.expect("lock1 on 6002");
+    b.expect("lock1 on 6003");
+    let (s1, s2) = (status(c, 1).await, status(c, 2).await);
+    assert_eq!(
+        (s1.lock, s2.lock),
+        (LockState::Prohibit, LockState::Prohibit)
+    );
+    let (new, other) = if s2.position > s1.position {
+        (2, 1)
+    } else {
+        (1, 2)
+    };
+    act(c, new, DnAction::Promote { term: Term(2) }).await;
+    let np = status(c, new).await;
+    assert_eq!(np.role, DnRole::Primary);
+    assert_eq!(np.position.timeline.0, s1.position.timeline.0 + 1);
+    assert!(np.history.contains(s1.position) && np.history.contains(s2.position));
+
+    act(c, other, DnAction::Lock2 { primary: c.id(new) }).await;
+    wait_streaming(c, other, new).await;
+    let os = status(c, other).await;
+    assert_eq!(os.lock, LockState::Specified(c.id(new)));
+    let writer = c.client(new).await.expect("client");
+    writer
+        .execute("INSERT INTO t VALUES (100)", &[])
+        .await
+        .expect("write on the new primary, acknowledged by the Lock2'd standby");
+    assert_eq!(
+        status(c, other).await.position.timeline,
+        np.position.timeline
+    );
+    new
+}
+
+/// The old primary rejoins: Build (rewind) from the new primary, start pending, follow it.
+async fn rejoin_by_rewind(c: &TestCluster, new: usize) {
+    // A rewind rewrites files in place, a base backup recreates them: the inode tells which ran.
+    let inode = || {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(c.data_dir(0).join("PG_VERSION"))
+            .map(|m| m.ino())
+            .expect("PG_VERSION")
+    };
+    let before = inode();
+    act(c, 0, DnAction::Build { source: c.id(new) }).await;
+    assert_eq!(inode(), before, "pg_rewind did the Build, not a full copy");
+    act(c, 0, DnAction::StartPending).await;
+    act(c, 0, DnAction::NotifyStandby { primary: c.id(new) }).await;
+    wait_streaming(c, 0, new).await;
+    let rejoined = status(c, 0).await;
+    assert_eq!(rejoined.role, DnRole::Standby);
+    assert_eq!(
+        rejoined.history.timeline,
+        status(c, new).await.position.timeline
+    );
+    let want = count_rows(c, new).await.expect("rows on primary");
+    eventually("old primary caught up", || async {
+        (count_rows(c, 0).await? == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_pg_lock1_failover_lock2_and_rewind_rejoin() {
+    let Some(c) = TestCluster::new("failover", 3, SyncMode::Quorum) else {
+        return;
+    };
+    bounded(async {
+        primary_with_standbys(&c).await;
+        // A physical slot per member on every member, a standby included.
+        let standby = c.client(1).await.expect("client");
+        let slots: Vec<String> = standby
+            .query(
+                "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("slots")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(slots, ["dn_6001", "dn_6003"]);
+        let p0 = c.client(0).await.expect("client");
+        p0.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+            .await
+            .expect("sync commit with ANY 1 and two standbys");
+        lock1_holds_until_unlock(&c).await;
+        let new = fail_over_after_crash(&c).await;
+        rejoin_by_rewind(&c, new).await;
+    })
+    .await;
+}
+
+/// SetReadOnly on → a new session's INSERT is refused; off → accepted.
+async fn read_only_toggles(c: &TestCluster) {
+    act(c, 0, DnAction::SetReadOnly { on: true }).await;
+    assert!(status(c, 0).await.read_only);
+    let s = c.client(0).await.expect("client");
+    let err = s
+        .execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .expect_err("read-only");
+    assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+    act(c, 0, DnAction::SetReadOnly { on: false }).await;
+    let s = c.client(0).await.expect("client");
+    s.execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .expect("writable again");
+}
+
+/// ANY 1 with no standby streaming: the commit waits for a standby. (statement_timeout cannot
+/// show it: PostgreSQL disables it before the commit. A cancel ends the wait; the row is then
+/// committed locally but not acknowledged.)
+async fn sync_standbys_make_commits_wait(c: &TestCluster) {
+    let members = vec![InstanceId(6001), InstanceId(6002)];
+    act(c, 0, DnAction::SetSyncStandbys { k: 1, members }).await;
+    let s = c.client(0).await.expect("client");
+    let cancel = s.cancel_token();
+    let insert = tokio::spawn(async move { s.execute("INSERT INTO t VALUES (2)", &[]).await });
+    let watcher = c.client(0).await.expect("client");
+    let sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'";
+    eventually("a commit waiting on SyncRep", || async {
+        let row = watcher.query_one(sql, &[]).await.ok()?;
+        (row.get::<_, i64>(0) == 1).then_some(())
+    })
+    .await;
+    assert!(!insert.is_finished(), "the commit waits for a standby");
+    cancel
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
+    insert
+        .await
+        .expect("join")
+        .expect("cancelled wait: committed locally with a warning");
+    let none = DnAction::SetSyncStandbys {
+        k: 0,
+        members: vec![],
+    };
+    act(c, 0, none).await;
+    let s = c.client(0).await.expect("client");
+    s.execute("INSERT INTO t VALUES (3)", &[])
+        .await
+        .expect("asynchronous again");
+}
+
+/// ALTER SYSTEM of a managed key does not survive a start: postgresql.auto.conf is stripped.
+async fn alter_system_of_managed_keys_is_undone_at_start(c: &TestCluster) {
+    let s = c.client(0).await.expect("client");
+    for stmt in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "ALTER SYSTEM SET work_mem = '5MB'",
+    ] {
+        s.batch_execute(stmt).await.expect("alter system");
+    }
+    drop(s);
+    act(c, 0, DnAction::Kill).await;
+    assert!(!c.driver(0).is_running(c.id(0)).expect("running?"));
+    act(c, 0, DnAction::StartPending).await;
+    assert!(!status(c, 0).await.read_only, "managed key removed");
+    let auto = std::fs::read_to_string(c.data_dir(0).join("postgresql.auto.conf")).expect("auto");
+    assert!(auto.contains("work_mem") && !auto.contains("default_transaction_read_only"));
+}
+
+/// An agent restart: a fresh driver adopts the running postmaster and can fence it.
+async fn restarted_agent_adopts_and_kills(c: &TestCluster) {
+    let again = cm_io::postgres::PgDriver::new(
+        std::sync::Arc::clone(&c.config),
+        cm_core::NodeId(1),
+        c.driver(0).options().clone(),
+    )
+    .expect("driver");
+    assert!(again.is_running(c.id(0)).expect("adopted"));
+    let st = again.status(c.id(0)).await.expect("status");
+    assert_eq!(st.role, DnRole::Pending, "desired state restored from disk");
+    again
+        .run(c.id(0), DnAction::Kill)
+        .await
+        .expect("kill adopted");
+    assert!(!c.driver(0).is_running(c.id(0)).expect("running?"));
+    assert!(
+        !c.data_dir(0).join("postmaster.pid").exists(),
+        "stale lock removed"
+    );
+    act(c, 0, DnAction::StartPending).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_pg_read_only_sync_standbys_auto_conf_and_adoption() {
+    let Some(c) = TestCluster::new("settings", 1, SyncMode::Off) else {
+        return;
+    };
+    bounded(async {
+        c.initdb(0).expect("initdb");
+        act(&c, 0, DnAction::StartPending).await;
+        act(&c, 0, DnAction::Promote { term: Term(1) }).await;
+        let s = c.client(0).await.expect("client");
+        s.batch_execute("CREATE TABLE t (v int)")
+            .await
+            .expect("create");
+        read_only_toggles(&c).await;
+        sync_standbys_make_commits_wait(&c).await;
+        alter_system_of_managed_keys_is_undone_at_start(&c).await;
+        restarted_agent_adopts_and_kills(&c).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_pg_sigstopped_postmaster_fails_the_probe_while_proc_shows_stopped() {
+    let Some(c) = TestCluster::new("sigstop", 1, SyncMode::Off) else {
+        return;
+    };
+    bounded(async {
+        c.initdb(0).expect("initdb");
+        act(&c, 0, DnAction::StartPending).await;
+        let d = c.driver(0);
+        // Every slot taken (a hot standby must keep initdb's max_connections, 100).
+        let mut sessions = Vec::new();
+        for _ in 0..100 {
+            sessions.push(c.client(0).await.expect("a slot"));
+        }
+        let full = d
+            .phony_dead_probe(c.id(0), Duration::from_secs(5))
+            .await
+            .expect("probe");
+        assert_eq!(full.connect, ProbeConnect::TooManyClients);
+        assert!(
+            !full.is_hit(Duration::from_secs(1)),
+            "too many clients is not a hit"
+        );
+        drop(sessions);
+        let ok = d
+            .phony_dead_probe(c.id(0), Duration::from_secs(5))
+            .await
+            .expect("probe");
+        assert_eq!(ok.connect, ProbeConnect::Answered);
+        assert!(!ok.is_hit(Duration::from_secs(1)));
+
+        let pm = PostmasterPid::read(&c.data_dir(0)).expect("postmaster.pid");
+        kill(Pid::from_raw(pm.pid), Signal::SIGSTOP).expect("SIGSTOP");
+        // The stop takes effect when the postmaster is next scheduled.
+        eventually("the postmaster in state T", || async {
+            let states = d.processes(c.id(0)).ok()?;
+            states.contains(&ProcState::Stopped).then_some(())
+        })
+        .await;
+        let probe = d
+            .phony_dead_probe(c.id(0), Duration::from_secs(1))
+            .await
+            .expect("probe");
+        assert!(
+            matches!(probe.connect, ProbeConnect::Failed(_)),
+            "{probe:?}"
+        );
+        assert!(
+            d.status(c.id(0)).await.is_err(),
+            "status query times out too"
+        );
+
+        kill(Pid::from_raw(pm.pid), Signal::SIGCONT).expect("SIGCONT");
+        let probe = d
+            .phony_dead_probe(c.id(0), Duration::from_secs(5))
+            .await
+            .expect("probe");
+        assert_eq!(probe.connect, ProbeConnect::Answered);
+        assert!(
+            !d.processes(c.id(0))
+                .expect("processes")
+                .contains(&ProcState::Stopped)
+        );
+    })
+    .await;
+}

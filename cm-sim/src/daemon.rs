@@ -198,12 +198,14 @@ pub enum EnvOp {
         /// The instance.
         instance: InstanceId,
     },
-    /// Try TCP connections to the instance's peer DNs.
+    /// Try TCP connections to the instance's peer DNs (3 tries each).
     ProbePeers {
         /// Matches the result.
         op: OpId,
         /// The instance.
         instance: InstanceId,
+        /// Per try; an unreachable peer is known after 3 × this.
+        connect_timeout: Duration,
     },
     /// Age of the newest WAL file.
     WalAge {

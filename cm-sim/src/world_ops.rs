@@ -101,13 +101,17 @@ impl World {
                 };
                 self.queue.push(at, Event::Input { to: ep, inc, input });
             }
-            EnvOp::ProbePeers { op, instance } => {
+            EnvOp::ProbePeers {
+                op,
+                instance,
+                connect_timeout,
+            } => {
                 let reachable = self.peer_reachability(instance);
                 let all = reachable.iter().all(|(_, r)| *r);
                 let after = if all {
                     Duration::from_millis(3)
                 } else {
-                    self.net.connect_timeout()
+                    3 * connect_timeout
                 };
                 self.reply(
                     ep,

@@ -6,6 +6,7 @@ use cm_core::Instant;
 use cm_core::agent::{Agent, AgentCommand, AgentInput, PhonyProbe};
 use cm_core::io::Machine;
 use cm_core::monitor::StartKind;
+use cm_core::msg::Role;
 use cm_core::time::WallMillis;
 
 use crate::daemon::{EnvOp, Obs, SimDaemon, SimInput, Spawn};
@@ -113,6 +114,15 @@ fn input_of(input: SimInput) -> Option<AgentInput> {
             },
         },
         SimInput::Flags { flags, .. } => AgentInput::FlagsObserved(flags),
+        SimInput::ProcessSampled {
+            op,
+            role: Role::Server,
+            state,
+        } => AgentInput::CmsSampled {
+            op,
+            processes: state.map(|(st, _, _)| st).into_iter().collect(),
+        },
+        SimInput::ProcessSampled { .. } => return None,
         SimInput::System {
             cpu_pct,
             mem_pct,
@@ -123,7 +133,6 @@ fn input_of(input: SimInput) -> Option<AgentInput> {
             io_pct,
         },
         SimInput::WalAge { .. }
-        | SimInput::ProcessSampled { .. }
         | SimInput::ChildExited { .. }
         | SimInput::FenceDone { .. }
         | SimInput::Gateways { .. } => {
@@ -132,8 +141,28 @@ fn input_of(input: SimInput) -> Option<AgentInput> {
     })
 }
 
-fn op_of(c: AgentCommand) -> EnvOp {
-    match c {
+/// One agent order as world orders, plus the completion a synchronous driver feeds back at
+/// once: starting, stopping or killing the local cm_server is done when the order is given
+/// (the process appears or vanishes; the next `SampleCms` shows which).
+fn op_of(c: AgentCommand) -> (EnvOp, Option<AgentInput>) {
+    let done = |op| Some(AgentInput::CmsActionCompleted { op, result: Ok(()) });
+    let server = Role::Server;
+    let op = match c {
+        AgentCommand::SampleCms { op } => EnvOp::SampleProcess { op, role: server },
+        AgentCommand::StartCms { op } => {
+            let start = EnvOp::StartProcess {
+                role: server,
+                normal: false,
+            };
+            return (start, done(op));
+        }
+        AgentCommand::StopCms { op } | AgentCommand::KillCms { op } => {
+            let kill = EnvOp::KillProcess {
+                role: server,
+                pid: None,
+            };
+            return (kill, done(op));
+        }
         AgentCommand::Net(n) => EnvOp::Net(n),
         AgentCommand::SampleProcesses { op, instance } => EnvOp::SampleProcesses { op, instance },
         AgentCommand::QueryDnStatus { op, instance } => EnvOp::QueryDn { op, instance },
@@ -148,7 +177,15 @@ fn op_of(c: AgentCommand) -> EnvOp {
         },
         AgentCommand::SampleDisk { op, instance } => EnvOp::SampleDisk { op, instance },
         AgentCommand::ProbeDisk { op, instance, .. } => EnvOp::ProbeDisk { op, instance },
-        AgentCommand::ProbePeers { op, instance } => EnvOp::ProbePeers { op, instance },
+        AgentCommand::ProbePeers {
+            op,
+            instance,
+            connect_timeout,
+        } => EnvOp::ProbePeers {
+            op,
+            instance,
+            connect_timeout,
+        },
         AgentCommand::ReadFlags => EnvOp::ReadFlags { op: None },
         AgentCommand::SampleSystem => EnvOp::SampleSystem,
         AgentCommand::RunDnAction {
@@ -165,15 +202,22 @@ fn op_of(c: AgentCommand) -> EnvOp {
         AgentCommand::RemoveFlag { flag } => EnvOp::RemoveFlag { flag },
         AgentCommand::RaiseAlarm(a) => EnvOp::Alarm(a),
         AgentCommand::Exit => EnvOp::Exit,
-    }
+    };
+    (op, None)
 }
 
 impl SimDaemon for AgentAdapter {
     fn handle(&mut self, now: Instant, _wall: WallMillis, input: SimInput) -> Vec<EnvOp> {
-        match input_of(input) {
-            Some(i) => self.agent.step(now, i).into_iter().map(op_of).collect(),
-            None => Vec::new(),
+        let mut out = Vec::new();
+        let mut queue: Vec<AgentInput> = input_of(input).into_iter().collect();
+        while let Some(i) = queue.pop() {
+            for c in self.agent.step(now, i) {
+                let (op, done) = op_of(c);
+                out.push(op);
+                queue.extend(done);
+            }
         }
+        out
     }
 
     fn next_deadline(&self) -> Option<Instant> {

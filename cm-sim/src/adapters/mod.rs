@@ -10,9 +10,8 @@ use cm_core::msg::Role;
 
 use crate::daemon::{DaemonFactory, SimDaemon, Spawn};
 
-/// Builds the cm-core machines: om_monitor (started at boot, starts cm_agent), cm_agent.
-/// cm_server is started at boot and restarted 1 s after it dies by the world (the agent
-/// machine has no command for it).
+/// Builds the cm-core machines: om_monitor (started at boot), which starts cm_agent, which
+/// starts the node's cm_server.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Machines;
 
@@ -25,17 +24,5 @@ impl DaemonFactory for Machines {
             }
             Role::Server | Role::Ctl => None,
         }
-    }
-
-    fn boot_roles(&self, is_cms: bool) -> Vec<Role> {
-        if is_cms {
-            vec![Role::Monitor, Role::Server]
-        } else {
-            vec![Role::Monitor]
-        }
-    }
-
-    fn world_supervised(&self) -> Vec<Role> {
-        vec![Role::Server]
     }
 }

@@ -294,3 +294,27 @@ fn the_log_is_compacted_and_a_lagging_follower_gets_the_snapshot() {
     assert_eq!(*last_index, idx(COMPACT_AFTER));
     assert_eq!(state, q.committed());
 }
+
+#[test]
+fn a_follower_that_lost_its_store_is_replicated_from_scratch_without_a_storm() {
+    let cfg = config(3);
+    let (mut q, now) = leader(&cfg);
+    assert_eq!(q.lead.as_ref().unwrap().matched[&crate::NodeId(3)], idx(1));
+    let refusal = QuorumMsg::AppendReply {
+        success: false,
+        match_index: idx(0),
+        round: 1,
+    };
+    let out = norm(q.step(now, message(3, 1, refusal.clone())));
+    let from_scratch = QuorumMsg::Append {
+        prev_index: idx(0),
+        prev_term: t(0),
+        entries: vec![entry(1, 1, None)],
+        commit: idx(1),
+        round: 1,
+    };
+    assert_eq!(out, vec![Out::Send(3, 1, from_scratch)]);
+    assert_eq!(q.lead.as_ref().unwrap().matched[&crate::NodeId(3)], idx(0));
+    let out = norm(q.step(now, message(3, 1, refusal)));
+    assert_eq!(out, vec![], "a duplicated refusal starts no second stream");
+}

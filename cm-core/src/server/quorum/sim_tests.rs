@@ -4,7 +4,7 @@
 //! within `max_clock_drift`. After every event it checks SPEC.md §13 S1 and the Raft safety
 //! properties: one leader per term, committed entries never change or vanish, leaders hold
 //! every committed entry, terms and commit indices never decrease, committed states agree, and
-//! no two nodes hold a lease at the same global instant.
+//! no two nodes hold a lease at the same global instant; and no message storm builds up.
 //!
 //! `CM_LONG_TESTS=1` runs many more seeds for longer.
 
@@ -392,6 +392,9 @@ impl Sim {
             node.max_term = node.max_term.max(term);
             node.max_commit = commit;
         }
+        if self.net.len() > 5_000 {
+            self.fail("message storm: more than 5000 messages in flight");
+        }
         if leased.len() > 1 {
             self.fail(&format!("two leases at once: {leased:?}"));
         }
@@ -445,7 +448,7 @@ impl Sim {
 
 fn runs() -> (u64, u64) {
     if std::env::var("CM_LONG_TESTS").is_ok_and(|v| v == "1") {
-        (40, 60)
+        (100, 120)
     } else {
         (6, 40)
     }

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod monitor;
+pub mod server;
 
 use cm_core::msg::Role;
 
@@ -22,7 +23,10 @@ impl DaemonFactory for Machines {
             Role::Agent => {
                 agent::AgentAdapter::new(&spawn).map(|a| Box::new(a) as Box<dyn SimDaemon>)
             }
-            Role::Server | Role::Ctl => None,
+            Role::Server => {
+                server::ServerAdapter::new(&spawn).map(|a| Box::new(a) as Box<dyn SimDaemon>)
+            }
+            Role::Ctl => None,
         }
     }
 }

@@ -2,12 +2,12 @@
 //! and arbitration's orders out. The fence command of §8 powers the target node off (a
 //! STONITH), and the two-node gateway probe answers from the simulated network.
 
+use cm_core::Instant;
 use cm_core::io::Machine;
 use cm_core::server::quorum::Role as QuorumRole;
 use cm_core::server::{Server, ServerCommand, ServerInput};
 use cm_core::state::ReplicatedState;
 use cm_core::time::WallMillis;
-use cm_core::Instant;
 
 use crate::daemon::{EnvOp, Obs, ServerObs, SimDaemon, SimInput, Spawn};
 

@@ -1,1 +1,23 @@
 //! Deterministic simulation of whole clusters against the cm-core machines.
+//!
+//! One `u64` seed drives everything: an event heap keyed by `(time, seq)` ([`engine`]), per-node
+//! drifting clocks, and models of hosts, processes, the network ([`net`]), disks ([`disk`]) and
+//! databases ([`db`]). The SAME cm-core machines the daemons run are driven through thin
+//! adapters ([`daemon`]); invariants S1–S6 and liveness (SPEC §13) are checked after every
+//! event ([`check`]); scenarios are TOML data ([`scenario`], `SCENARIOS.md`); [`swarm`] draws
+//! random clusters and fault mixes from a seed.
+
+pub mod adapters;
+pub mod check;
+pub mod daemon;
+pub mod db;
+pub mod disk;
+pub mod engine;
+mod faults;
+pub mod net;
+pub mod operator;
+pub mod run;
+pub mod scenario;
+pub mod swarm;
+pub mod world;
+mod world_ops;

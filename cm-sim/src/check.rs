@@ -1,0 +1,463 @@
+//! Invariants S1–S6 and liveness (SPEC §13), and the timing figures of SPEC §12, computed from
+//! what the world observes: daemon `status()` (through adapters), frames on the wire, and the
+//! database model. Nothing here steers the run.
+
+use std::collections::BTreeMap;
+
+use core::time::Duration;
+
+use cm_core::dn::DnAction;
+use cm_core::msg::{CmsCommand, Endpoint, Msg};
+use cm_core::params::SyncMode;
+use cm_core::{CmdStamp, GroupId, InstanceId, Instant, Lsn, NodeId, QuorumTerm, Term, Timeline};
+
+use crate::daemon::ServerObs;
+use crate::db::{Ack, Databases, Promotion};
+
+/// One broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// When (simulated).
+    pub at: Instant,
+    /// Which rule: S1..S6 or L (liveness).
+    pub rule: &'static str,
+    /// What was seen.
+    pub message: String,
+}
+
+/// A cm_server's observable state at one instant, with its local clock reading.
+#[derive(Clone, Debug)]
+pub struct ServerView {
+    /// Its node.
+    pub node: NodeId,
+    /// Its local clock now.
+    pub local_now: Instant,
+    /// Its process incarnation.
+    pub incarnation: u64,
+    /// What it shows.
+    pub obs: ServerObs,
+}
+
+impl ServerView {
+    /// Whether it holds a lease right now.
+    pub fn holds_lease(&self) -> bool {
+        self.obs.leader && self.obs.lease_until.is_some_and(|u| self.local_now < u)
+    }
+}
+
+/// Collects violations and timings over a run.
+#[derive(Debug)]
+pub struct Checker {
+    /// Violations found, in order (deduplicated).
+    pub violations: Vec<Violation>,
+    reported: std::collections::BTreeSet<(&'static str, String)>,
+    sync: bool,
+    /// The group the timings are about.
+    pub affected_group: GroupId,
+    /// The first fault's time.
+    pub fault_at: Option<Instant>,
+    /// Node whose agent's silence `agent_last_report_s` measures.
+    pub affected_node: Option<NodeId>,
+    group_of: BTreeMap<InstanceId, GroupId>,
+    /// First-occurrence instants of the figures.
+    pub firsts: BTreeMap<&'static str, Instant>,
+    dual_since: BTreeMap<GroupId, Instant>,
+    /// Total time with two members able to acknowledge.
+    pub dual_writable: Duration,
+    /// Acknowledged writes lost.
+    pub lost_acked_writes: u64,
+    acked: BTreeMap<GroupId, BTreeMap<Timeline, Vec<Lsn>>>,
+    lost_marked: BTreeMap<(GroupId, Timeline), usize>,
+    commands: BTreeMap<(GroupId, Term), (InstanceId, CmdStamp)>,
+    promote_terms: BTreeMap<(GroupId, Term), InstanceId>,
+    leaders: BTreeMap<QuorumTerm, NodeId>,
+    terms_seen: BTreeMap<(NodeId, u64), BTreeMap<GroupId, Term>>,
+    leader_term_at_fault: Option<QuorumTerm>,
+    max_leader_term: QuorumTerm,
+    /// Deliveries of agent reports to a cm_server, per agent node.
+    pub reports: BTreeMap<NodeId, Vec<Instant>>,
+    /// Acknowledged writes in total.
+    pub acks_total: u64,
+    /// Last acknowledgement per group.
+    pub last_ack: BTreeMap<GroupId, Instant>,
+}
+
+impl Checker {
+    /// A checker for a cluster.
+    pub fn new(config: &cm_core::config::ClusterConfig, affected_group: GroupId) -> Self {
+        let group_of = config
+            .groups
+            .iter()
+            .flat_map(|g| g.members.iter().map(move |m| (m.instance, g.id)))
+            .collect();
+        Self {
+            violations: Vec::new(),
+            reported: std::collections::BTreeSet::new(),
+            sync: config.params.dn_sync_mode == SyncMode::Quorum,
+            affected_group,
+            fault_at: None,
+            affected_node: None,
+            group_of,
+            firsts: BTreeMap::new(),
+            dual_since: BTreeMap::new(),
+            dual_writable: Duration::ZERO,
+            lost_acked_writes: 0,
+            acked: BTreeMap::new(),
+            lost_marked: BTreeMap::new(),
+            commands: BTreeMap::new(),
+            promote_terms: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            terms_seen: BTreeMap::new(),
+            leader_term_at_fault: None,
+            max_leader_term: QuorumTerm(0),
+            reports: BTreeMap::new(),
+            acks_total: 0,
+            last_ack: BTreeMap::new(),
+        }
+    }
+
+    /// Records a violation (once per rule and message).
+    pub fn violate(&mut self, at: Instant, rule: &'static str, message: String) {
+        let key = message.clone();
+        self.violate_once(at, rule, key, message);
+    }
+
+    /// Records a violation once per `(rule, key)`: a lasting condition is reported where it
+    /// began, not at every event.
+    fn violate_once(&mut self, at: Instant, rule: &'static str, key: String, message: String) {
+        if self.reported.insert((rule, key)) {
+            self.violations.push(Violation { at, rule, message });
+        }
+    }
+
+    fn first(&mut self, name: &'static str, at: Instant) {
+        if self.fault_at.is_some_and(|f| at >= f) {
+            self.firsts.entry(name).or_insert(at);
+        }
+    }
+
+    /// A report of `node`'s agent reached a cm_server.
+    pub fn on_report(&mut self, node: NodeId, at: Instant) {
+        let list = self.reports.entry(node).or_default();
+        if list.last() != Some(&at) {
+            list.push(at);
+        }
+    }
+
+    /// The first fault happened now.
+    pub fn on_fault(&mut self, at: Instant, affected_node: Option<NodeId>) {
+        if self.fault_at.is_none() {
+            self.fault_at = Some(at);
+            self.affected_node = affected_node;
+            self.leader_term_at_fault = Some(self.max_leader_term);
+        }
+    }
+
+    /// A frame left `from` (sent on an open connection).
+    pub fn on_send(&mut self, at: Instant, from: Endpoint, msg: &Msg, quorum_term: QuorumTerm) {
+        let Msg::Command(c) = msg else {
+            return;
+        };
+        let stamp = CmdStamp {
+            quorum_term,
+            seq: c.seq,
+        };
+        match &c.cmd {
+            CmsCommand::Failover { term } | CmsCommand::Switchover { term } => {
+                if matches!(c.cmd, CmsCommand::Failover { .. }) {
+                    self.first("failover_sent_s", at);
+                }
+                let Some(group) = self.group_of.get(&c.instance).copied() else {
+                    return;
+                };
+                match self.commands.get(&(group, *term)) {
+                    Some((inst, s)) if *inst != c.instance || *s != stamp => {
+                        let msg = format!(
+                            "S2: two promotions sent for {group} {term}: {inst} ({s}) and {} ({stamp}) by {from}",
+                            c.instance
+                        );
+                        self.violate(at, "S2", msg);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.commands.insert((group, *term), (c.instance, stamp));
+                    }
+                }
+            }
+            CmsCommand::Restart => self.first("restart_sent_s", at),
+            CmsCommand::SetReadOnly { on: true } => self.first("read_only_on_s", at),
+            CmsCommand::SetReadOnly { on: false } => self.first("read_only_off_s", at),
+            _ => {}
+        }
+    }
+
+    /// A DN action was executed (S2 promotions, S6 restarts).
+    pub fn on_dn_action(
+        &mut self,
+        at: Instant,
+        instance: InstanceId,
+        action: &DnAction,
+        kept_stopped: bool,
+        paused: bool,
+    ) {
+        if let DnAction::Promote { term } = action {
+            let group = self.group_of.get(&instance).copied().unwrap_or_default();
+            if let Some(prev) = self.promote_terms.insert((group, *term), instance)
+                && prev != instance
+            {
+                let m = format!("S2: {prev} and {instance} both promoted with {group} {term}");
+                self.violate(at, "S2", m);
+            }
+        }
+        if matches!(action, DnAction::StartPending) && (kept_stopped || paused) {
+            let why = if kept_stopped {
+                "its manual-start flag exists"
+            } else {
+                "the cluster is paused"
+            };
+            self.violate(at, "S6", format!("S6: {instance} started while {why}"));
+        }
+    }
+
+    /// An agent killed its own primary (self-fence or peer check).
+    pub fn on_self_fence(&mut self, at: Instant) {
+        self.first("self_fenced_s", at);
+    }
+
+    /// Writes were acknowledged (by the primaries whose histories are given).
+    pub fn on_acks(&mut self, at: Instant, acks: &[Ack], dbs: &Databases) {
+        for a in acks {
+            self.acks_total += 1;
+            self.last_ack.insert(a.group, at);
+            if a.group == self.affected_group && self.fault_at.is_some_and(|f| a.accepted_at > f) {
+                self.first("writable_again_s", at);
+            }
+            let lsns = self
+                .acked
+                .entry(a.group)
+                .or_default()
+                .entry(a.position.timeline)
+                .or_default();
+            let pos = lsns.partition_point(|l| *l <= a.position.lsn);
+            lsns.insert(pos, a.position.lsn);
+        }
+        let mut ackers: Vec<(GroupId, InstanceId)> =
+            acks.iter().map(|a| (a.group, a.instance)).collect();
+        ackers.dedup();
+        for (g, i) in ackers {
+            if let Some(inst) = dbs.get(i) {
+                let history = inst.history.clone();
+                self.check_lineage(at, g, i, &history, inst.position());
+            }
+        }
+    }
+
+    /// A promotion took effect: S5 (its position covers every acknowledged commit) and S3.
+    pub fn on_promotion(&mut self, at: Instant, p: &Promotion) {
+        self.check_lineage(at, p.group, p.instance, &p.history, p.before);
+    }
+
+    /// S3/S5: every acknowledged write of `group` must lie on `history` up to `upto` (the
+    /// position of a member that is promoted or acknowledging). Writes past a fork are lost;
+    /// each is counted once.
+    fn check_lineage(
+        &mut self,
+        at: Instant,
+        group: GroupId,
+        instance: InstanceId,
+        history: &cm_core::dn::History,
+        upto: cm_core::Position,
+    ) {
+        if !self.sync {
+            return;
+        }
+        let Some(by_tli) = self.acked.get(&group) else {
+            return;
+        };
+        let mut lost = Vec::new();
+        for (tli, lsns) in by_tli {
+            let end = if *tli == upto.timeline {
+                Some(upto.lsn)
+            } else {
+                history
+                    .forks
+                    .iter()
+                    .find(|(t, _)| t == tli)
+                    .map(|(_, e)| *e)
+            };
+            let kept = end.map_or(0, |e| lsns.partition_point(|l| *l <= e));
+            if kept < lsns.len() {
+                lost.push((*tli, kept, lsns.len(), lsns[lsns.len() - 1]));
+            }
+        }
+        for (tli, kept, total, max) in lost {
+            let marked = self.lost_marked.entry((group, tli)).or_insert(kept);
+            if total > *marked {
+                self.lost_acked_writes += (total - *marked) as u64;
+                *marked = total;
+            }
+            let m = format!(
+                "S3/S5: {instance} at {upto} does not hold acknowledged writes up to {}/{:X}",
+                tli.0, max.0
+            );
+            let key = format!("{group}/{instance}/{}", tli.0);
+            self.violate_once(at, "S3", key, m);
+        }
+    }
+
+    /// After every event: S1, S2 (terms monotonic), S4 and the leader/dual-writable figures.
+    pub fn check_state(
+        &mut self,
+        at: Instant,
+        servers: &[ServerView],
+        dbs: &Databases,
+        frozen: &dyn Fn(NodeId) -> bool,
+        agents_alive: &dyn Fn(NodeId) -> bool,
+    ) {
+        self.check_leaders(at, servers);
+        self.check_terms(at, servers);
+        let groups: Vec<GroupId> = self.dual_since_keys(dbs);
+        for g in groups {
+            let able = dbs.can_acknowledge(g, frozen);
+            let dual = able.len() >= 2;
+            match (dual, self.dual_since.get(&g).copied()) {
+                (true, None) => {
+                    self.dual_since.insert(g, at);
+                    let agents = able
+                        .iter()
+                        .all(|i| dbs.get(*i).is_some_and(|d| agents_alive(d.node)));
+                    if self.sync || agents {
+                        let m = format!("S4: {g}: {able:?} can all acknowledge commits");
+                        self.violate(at, "S4", m);
+                    }
+                }
+                (false, Some(since)) => {
+                    self.dual_writable += at - since;
+                    self.dual_since.remove(&g);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn dual_since_keys(&self, dbs: &Databases) -> Vec<GroupId> {
+        let mut gs: Vec<GroupId> = dbs.instances.values().map(|i| i.group).collect();
+        gs.dedup();
+        gs
+    }
+
+    fn check_leaders(&mut self, at: Instant, servers: &[ServerView]) {
+        let holders: Vec<&ServerView> = servers.iter().filter(|s| s.holds_lease()).collect();
+        if holders.len() > 1 {
+            let nodes: Vec<String> = holders.iter().map(|s| s.node.to_string()).collect();
+            self.violate(
+                at,
+                "S1",
+                format!("S1: leases held at once by {}", nodes.join(", ")),
+            );
+        }
+        for s in servers.iter().filter(|s| s.obs.leader) {
+            let t = s.obs.quorum_term;
+            match self.leaders.get(&t) {
+                Some(n) if *n != s.node => {
+                    let m = format!("S1: {n} and {} both lead {t}", s.node);
+                    self.violate(at, "S1", m);
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(t, s.node);
+                }
+            }
+        }
+        for s in holders {
+            self.max_leader_term = self.max_leader_term.max(s.obs.quorum_term);
+            if self
+                .leader_term_at_fault
+                .is_some_and(|t| s.obs.quorum_term > t)
+            {
+                self.first("cms_leader_s", at);
+            }
+        }
+    }
+
+    fn check_terms(&mut self, at: Instant, servers: &[ServerView]) {
+        for s in servers {
+            let seen = self.terms_seen.entry((s.node, s.incarnation)).or_default();
+            let mut bad = Vec::new();
+            for (g, t) in &s.obs.group_terms {
+                if let Some(prev) = seen.insert(*g, *t)
+                    && *t < prev
+                {
+                    bad.push(format!("S2: {} saw {g} go from {prev} back to {t}", s.node));
+                }
+            }
+            for m in bad {
+                self.violate(at, "S2", m);
+            }
+        }
+    }
+
+    /// Closes open dual-writable windows at the end of the run.
+    pub fn finish(&mut self, at: Instant) {
+        for (_, since) in std::mem::take(&mut self.dual_since) {
+            self.dual_writable += at - since;
+        }
+    }
+
+    /// The timing figures of SPEC §12 (seconds from the first fault; null when absent).
+    pub fn timings(
+        &self,
+        heartbeat_timeout: Duration,
+        end: Instant,
+    ) -> BTreeMap<&'static str, Option<f64>> {
+        let mut out = BTreeMap::new();
+        let fault = self.fault_at;
+        let rel = |t: Instant| fault.map(|f| (t.as_nanos() as f64 - f.as_nanos() as f64) / 1e9);
+        out.insert("fault_at_s", fault.map(|f| f.as_secs_f64()));
+        for name in [
+            "failover_sent_s",
+            "writable_again_s",
+            "restart_sent_s",
+            "read_only_on_s",
+            "read_only_off_s",
+            "cms_leader_s",
+            "self_fenced_s",
+        ] {
+            out.insert(name, self.firsts.get(name).and_then(|t| rel(*t)));
+        }
+        out.insert(
+            "agent_last_report_s",
+            self.silent_agent_last_report(heartbeat_timeout, end)
+                .and_then(rel),
+        );
+        out.insert(
+            "dual_writable_ms",
+            Some(self.dual_writable.as_secs_f64() * 1000.0),
+        );
+        out.insert("lost_acked_writes", Some(self.lost_acked_writes as f64));
+        out
+    }
+
+    /// The last report before the affected agent's first silence of at least
+    /// `heartbeat_timeout` / 2 that overlaps the time after the fault.
+    fn silent_agent_last_report(
+        &self,
+        heartbeat_timeout: Duration,
+        end: Instant,
+    ) -> Option<Instant> {
+        let fault = self.fault_at?;
+        let gap = heartbeat_timeout / 2;
+        let reports = self.reports.get(&self.affected_node?)?;
+        for (i, r) in reports.iter().enumerate() {
+            let next = reports.get(i + 1).copied().unwrap_or(end);
+            if next > fault && next - *r >= gap {
+                return Some(*r);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+#[path = "check_tests.rs"]
+mod tests;

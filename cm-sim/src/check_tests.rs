@@ -1,0 +1,220 @@
+use super::*;
+
+use cm_core::config::ClusterConfig;
+use cm_core::dn::History;
+use cm_core::msg::SequencedCommand;
+use cm_core::{CmdSeq, Lsn as L, Position, Timeline as Tli};
+
+use crate::db::{DbTimings, Promotion};
+
+fn checker() -> (Checker, Databases) {
+    let cfg = ClusterConfig::from_toml_str(crate::db::tests::CONFIG_1P2S).expect("config");
+    (
+        Checker::new(&cfg, GroupId(1)),
+        Databases::new(&cfg, DbTimings::default()),
+    )
+}
+
+fn server(node: u32, term: u64, leader: bool, lease_until_s: u64, now_s: u64) -> ServerView {
+    ServerView {
+        node: NodeId(node),
+        local_now: Instant::from_secs(now_s),
+        incarnation: 1,
+        obs: ServerObs {
+            quorum_term: QuorumTerm(term),
+            leader,
+            lease_until: leader.then(|| Instant::from_secs(lease_until_s)),
+            ..ServerObs::default()
+        },
+    }
+}
+
+fn nobody(_: NodeId) -> bool {
+    false
+}
+
+#[test]
+fn s1_two_leases_at_once_is_a_violation_but_an_expired_one_is_not() {
+    let (mut c, dbs) = checker();
+    let t = Instant::from_secs(1);
+    c.check_state(
+        t,
+        &[server(1, 1, true, 10, 5), server(2, 2, true, 10, 11)],
+        &dbs,
+        &nobody,
+        &nobody,
+    );
+    assert!(
+        c.violations.is_empty(),
+        "node 1's lease ran out on its own clock"
+    );
+    c.check_state(
+        t,
+        &[server(1, 1, true, 10, 5), server(2, 2, true, 10, 5)],
+        &dbs,
+        &nobody,
+        &nobody,
+    );
+    assert_eq!(c.violations.len(), 1);
+    assert_eq!(c.violations[0].rule, "S1");
+}
+
+#[test]
+fn s1_two_leaders_of_one_quorum_term_is_a_violation() {
+    let (mut c, dbs) = checker();
+    c.check_state(
+        Instant::ZERO,
+        &[server(1, 3, true, 0, 5)],
+        &dbs,
+        &nobody,
+        &nobody,
+    );
+    c.check_state(
+        Instant::ZERO,
+        &[server(2, 3, true, 0, 5)],
+        &dbs,
+        &nobody,
+        &nobody,
+    );
+    assert!(
+        c.violations
+            .iter()
+            .any(|v| v.rule == "S1" && v.message.contains("both lead"))
+    );
+}
+
+fn failover(instance: u32, term: u64, seq: u64) -> Msg {
+    Msg::Command(SequencedCommand {
+        instance: InstanceId(instance),
+        seq: CmdSeq(seq),
+        cmd: CmsCommand::Failover { term: Term(term) },
+    })
+}
+
+#[test]
+fn s2_two_failovers_for_one_group_term_is_a_violation_a_resend_is_not() {
+    let (mut c, _) = checker();
+    let from = Endpoint::server(NodeId(1));
+    c.on_send(Instant::ZERO, from, &failover(6002, 4, 7), QuorumTerm(2));
+    c.on_send(Instant::ZERO, from, &failover(6002, 4, 7), QuorumTerm(2));
+    assert!(
+        c.violations.is_empty(),
+        "the same command again (duplicate frame) is fine"
+    );
+    c.on_send(Instant::ZERO, from, &failover(6003, 4, 1), QuorumTerm(3));
+    assert_eq!(c.violations[0].rule, "S2");
+}
+
+#[test]
+fn s2_a_group_term_going_back_on_one_server_is_a_violation() {
+    let (mut c, dbs) = checker();
+    let mut s = server(1, 1, false, 0, 0);
+    s.obs.group_terms.insert(GroupId(1), Term(5));
+    c.check_state(Instant::ZERO, &[s.clone()], &dbs, &nobody, &nobody);
+    s.obs.group_terms.insert(GroupId(1), Term(4));
+    c.check_state(Instant::ZERO, &[s.clone()], &dbs, &nobody, &nobody);
+    assert_eq!(c.violations[0].rule, "S2");
+    s.incarnation = 2;
+    s.obs.group_terms.insert(GroupId(1), Term(3));
+    c.check_state(Instant::ZERO, &[s], &dbs, &nobody, &nobody);
+    assert_eq!(
+        c.violations.len(),
+        1,
+        "a restarted server catches up from its store"
+    );
+}
+
+fn ack(lsn: u64, tli: u32) -> Ack {
+    Ack {
+        group: GroupId(1),
+        instance: InstanceId(6001),
+        position: Position::new(tli, lsn),
+        accepted_at: Instant::ZERO,
+    }
+}
+
+#[test]
+fn s5_promoting_a_member_behind_an_acknowledged_write_loses_it() {
+    let (mut c, dbs) = checker();
+    c.on_acks(
+        Instant::ZERO,
+        &[ack(100, 1), ack(200, 1), ack(300, 1)],
+        &dbs,
+    );
+    let promo = |lsn: u64| Promotion {
+        group: GroupId(1),
+        instance: InstanceId(6002),
+        before: Position::new(1, lsn),
+        history: History::root(Tli(1)).branch(L(lsn), Tli(2)),
+    };
+    c.on_promotion(Instant::ZERO, &promo(300));
+    assert!(c.violations.is_empty());
+    assert_eq!(c.lost_acked_writes, 0);
+    c.on_promotion(Instant::ZERO, &promo(150));
+    assert_eq!(c.lost_acked_writes, 2);
+    assert_eq!(c.violations[0].rule, "S3");
+    c.on_promotion(Instant::ZERO, &promo(150));
+    assert_eq!(c.lost_acked_writes, 2, "each lost write counts once");
+}
+
+#[test]
+fn s6_starting_an_instance_kept_stopped_or_while_paused_is_a_violation() {
+    let (mut c, _) = checker();
+    c.on_dn_action(
+        Instant::ZERO,
+        InstanceId(6001),
+        &DnAction::StartPending,
+        false,
+        false,
+    );
+    assert!(c.violations.is_empty());
+    c.on_dn_action(
+        Instant::ZERO,
+        InstanceId(6001),
+        &DnAction::StartPending,
+        true,
+        false,
+    );
+    c.on_dn_action(
+        Instant::ZERO,
+        InstanceId(6001),
+        &DnAction::StartPending,
+        false,
+        true,
+    );
+    assert_eq!(c.violations.len(), 2);
+    assert!(c.violations.iter().all(|v| v.rule == "S6"));
+}
+
+#[test]
+fn timings_are_relative_to_the_first_fault_and_null_when_absent() {
+    let (mut c, _) = checker();
+    let from = Endpoint::server(NodeId(1));
+    c.on_send(
+        Instant::from_secs(1),
+        from,
+        &failover(6002, 1, 1),
+        QuorumTerm(1),
+    );
+    c.on_fault(Instant::from_secs(30), Some(NodeId(1)));
+    c.on_report(NodeId(2), Instant::from_millis(35_000));
+    c.on_report(NodeId(1), Instant::from_millis(29_000));
+    c.on_report(NodeId(1), Instant::from_millis(29_500));
+    c.on_report(NodeId(1), Instant::from_millis(45_000));
+    c.on_send(
+        Instant::from_millis(37_500),
+        from,
+        &failover(6002, 2, 2),
+        QuorumTerm(1),
+    );
+    let t = c.timings(Duration::from_secs(6), Instant::from_secs(60));
+    assert_eq!(t["fault_at_s"], Some(30.0));
+    assert_eq!(
+        t["failover_sent_s"],
+        Some(7.5),
+        "the failover before the fault does not count"
+    );
+    assert_eq!(t["agent_last_report_s"], Some(-0.5));
+    assert_eq!(t["restart_sent_s"], None);
+    assert_eq!(t["lost_acked_writes"], Some(0.0));
+}

@@ -1,0 +1,395 @@
+//! The simulated operator: runs cm-core's own cm_ctl planner (`ctl_plan`) in virtual time,
+//! talking to om_monitor control ports and the CMS leader over the simulated network, exactly
+//! as cm_ctl does over TCP.
+
+use std::collections::BTreeMap;
+
+use core::time::Duration;
+
+use cm_core::config::ClusterConfig;
+use cm_core::ctl::{CtlReply, CtlRequest, MonitorReply, MonitorRequest, Refusal};
+use cm_core::ctl_plan::{Operation, Plan, Step, StepResult};
+use cm_core::dn::StopMode;
+use cm_core::msg::{Endpoint, Envelope, Msg, Role};
+use cm_core::{InstanceId, Instant, NodeId, QuorumTerm};
+
+use crate::world::{CTL_NODE, Event, World};
+
+/// How long cm_ctl waits for one answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Timer events of the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpEvent {
+    /// A step's answers are due.
+    Timeout { plan: usize, step: u64 },
+    /// A poll's delay passed.
+    Poll { plan: usize, step: u64 },
+}
+
+#[derive(Debug)]
+enum Waiting {
+    Idle,
+    Monitors {
+        pending: Vec<NodeId>,
+        answers: Vec<(NodeId, Result<MonitorReply, String>)>,
+    },
+    Leader {
+        asked: usize,
+        refused: usize,
+        poll: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Active {
+    label: String,
+    plan: Plan,
+    step: u64,
+    started: Instant,
+    waiting: Waiting,
+    finished: bool,
+}
+
+/// The operator's running cm_ctl commands.
+#[derive(Debug)]
+pub struct Operator {
+    config: ClusterConfig,
+    active: Vec<Active>,
+    requests: BTreeMap<u64, usize>,
+    next_id: u64,
+    /// Outcomes of finished commands: (label, Ok(message) | Err(message)).
+    pub outcomes: Vec<(String, Result<String, String>)>,
+}
+
+impl Operator {
+    /// An operator for a cluster.
+    pub fn new(config: ClusterConfig) -> Self {
+        Self {
+            config,
+            active: Vec::new(),
+            requests: BTreeMap::new(),
+            next_id: 0,
+            outcomes: Vec::new(),
+        }
+    }
+}
+
+fn ctl_ep() -> Endpoint {
+    Endpoint {
+        node: CTL_NODE,
+        role: Role::Ctl,
+    }
+}
+
+/// Starts a cm_ctl command from a scenario's `ctl` action.
+pub(crate) fn start(
+    w: &mut World,
+    command: &str,
+    node: Option<NodeId>,
+    instance: Option<InstanceId>,
+    mode: Option<&str>,
+) {
+    let mode = mode.and_then(StopMode::parse).unwrap_or(StopMode::Fast);
+    let timeout = Duration::from_secs(300);
+    let op = match (command, node) {
+        ("stop", None) => Operation::StopCluster { mode, timeout },
+        ("stop", Some(node)) => Operation::StopInstance {
+            node,
+            instance,
+            mode,
+            timeout,
+        },
+        ("start", None) => Operation::StartCluster { timeout },
+        ("start", Some(node)) => Operation::StartInstance {
+            node,
+            instance,
+            timeout,
+        },
+        ("pause", _) => Operation::Leader(CtlRequest::Pause),
+        ("resume", _) => Operation::Leader(CtlRequest::Resume),
+        ("switchover", _) => match instance {
+            Some(instance) => Operation::Leader(CtlRequest::Switchover {
+                instance,
+                fast: false,
+            }),
+            None => Operation::Leader(CtlRequest::SwitchoverAll),
+        },
+        (other, _) => {
+            w.operator
+                .outcomes
+                .push((other.into(), Err("unknown command".into())));
+            return;
+        }
+    };
+    let label = format!("cm_ctl {command}");
+    let plan = match Plan::new(&w.operator.config, op) {
+        Ok(p) => p,
+        Err(e) => {
+            w.note(format!("{label}: {e}"));
+            w.operator.outcomes.push((label, Err(e)));
+            return;
+        }
+    };
+    let now = w.now();
+    w.operator.active.push(Active {
+        label,
+        plan,
+        step: 0,
+        started: now,
+        waiting: Waiting::Idle,
+        finished: false,
+    });
+    let idx = w.operator.active.len() - 1;
+    advance(w, idx, StepResult::Begin);
+}
+
+fn advance(w: &mut World, idx: usize, result: StepResult) {
+    let Some(a) = w.operator.active.get_mut(idx) else {
+        return;
+    };
+    if a.finished {
+        return;
+    }
+    a.step += 1;
+    a.waiting = Waiting::Idle;
+    let step = a.plan.next(result);
+    let step_id = a.step;
+    match step {
+        Step::Done(msg) => finish(w, idx, Ok(msg)),
+        Step::Failed(msg) => finish(w, idx, Err(msg)),
+        Step::Monitors { nodes, req } => send_monitors(w, idx, step_id, nodes, req),
+        Step::Leader(req) => send_leader(w, idx, step_id, req, false),
+        Step::PollStatus { after } => {
+            w.queue.push_after(
+                after,
+                Event::Operator(OpEvent::Poll {
+                    plan: idx,
+                    step: step_id,
+                }),
+            );
+        }
+    }
+}
+
+fn finish(w: &mut World, idx: usize, outcome: Result<String, String>) {
+    let label = match w.operator.active.get_mut(idx) {
+        Some(a) => {
+            a.finished = true;
+            a.label.clone()
+        }
+        None => return,
+    };
+    w.note(format!("{label}: {outcome:?}"));
+    w.operator.outcomes.push((label, outcome));
+}
+
+fn send(w: &mut World, to: Endpoint, msg: Msg) -> bool {
+    let from = ctl_ep();
+    if w.inc_of(to).is_none() || !w.net.endpoints_up(from, to) {
+        return false;
+    }
+    let conn = match w.net.conn(from, to) {
+        Some(c) => c,
+        None => w.net.open(from, to),
+    };
+    let now = w.now();
+    let envelope = Envelope {
+        from,
+        to,
+        quorum_term: QuorumTerm(0),
+        msg,
+    };
+    for at in w.net.plan_frame(now, from, to, &mut w.rng) {
+        w.queue.push(
+            at,
+            Event::Frame {
+                from,
+                to,
+                conn,
+                envelope: envelope.clone(),
+            },
+        );
+    }
+    true
+}
+
+fn next_id(w: &mut World, idx: usize) -> u64 {
+    w.operator.next_id += 1;
+    let id = w.operator.next_id;
+    w.operator.requests.insert(id, idx);
+    id
+}
+
+fn send_monitors(w: &mut World, idx: usize, step: u64, nodes: Vec<NodeId>, req: MonitorRequest) {
+    let mut pending = Vec::new();
+    let mut answers = Vec::new();
+    for n in nodes {
+        let id = next_id(w, idx);
+        let msg = Msg::MonitorRequest {
+            id,
+            req: req.clone(),
+        };
+        if send(w, Endpoint::monitor(n), msg) {
+            pending.push(n);
+        } else {
+            answers.push((n, Err(format!("node {}: om_monitor unreachable", n.0))));
+        }
+    }
+    let done = pending.is_empty();
+    if let Some(a) = w.operator.active.get_mut(idx) {
+        a.waiting = Waiting::Monitors { pending, answers };
+    }
+    if done {
+        complete_monitors(w, idx);
+    } else {
+        w.queue.push_after(
+            REPLY_TIMEOUT,
+            Event::Operator(OpEvent::Timeout { plan: idx, step }),
+        );
+    }
+}
+
+fn complete_monitors(w: &mut World, idx: usize) {
+    let Some(a) = w.operator.active.get_mut(idx) else {
+        return;
+    };
+    let Waiting::Monitors { pending, answers } = std::mem::replace(&mut a.waiting, Waiting::Idle)
+    else {
+        return;
+    };
+    let mut answers = answers;
+    for n in pending {
+        answers.push((n, Err(format!("node {}: no answer within 3 s", n.0))));
+    }
+    answers.sort_by_key(|(n, _)| *n);
+    advance(w, idx, StepResult::Monitors(answers));
+}
+
+fn send_leader(w: &mut World, idx: usize, step: u64, req: CtlRequest, poll: bool) {
+    let mut asked = 0;
+    for n in w.operator.config.cms_nodes() {
+        let id = next_id(w, idx);
+        if send(
+            w,
+            Endpoint::server(n),
+            Msg::CtlRequest {
+                id,
+                req: req.clone(),
+            },
+        ) {
+            asked += 1;
+        }
+    }
+    if let Some(a) = w.operator.active.get_mut(idx) {
+        a.waiting = Waiting::Leader {
+            asked,
+            refused: 0,
+            poll,
+        };
+    }
+    if asked == 0 {
+        leader_result(w, idx, Err("no cm_server reachable".into()));
+    } else {
+        w.queue.push_after(
+            REPLY_TIMEOUT,
+            Event::Operator(OpEvent::Timeout { plan: idx, step }),
+        );
+    }
+}
+
+fn leader_result(w: &mut World, idx: usize, r: Result<CtlReply, String>) {
+    let now = w.now();
+    let Some(a) = w.operator.active.get_mut(idx) else {
+        return;
+    };
+    let Waiting::Leader { poll, .. } = std::mem::replace(&mut a.waiting, Waiting::Idle) else {
+        return;
+    };
+    let result = if poll {
+        let status = match r {
+            Ok(CtlReply::Status(s)) => Ok(s),
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e),
+        };
+        StepResult::Status {
+            status,
+            elapsed: now - a.started,
+        }
+    } else {
+        StepResult::Leader(r)
+    };
+    advance(w, idx, result);
+}
+
+/// A timer of the operator fired.
+pub(crate) fn on_event(w: &mut World, e: OpEvent) {
+    match e {
+        OpEvent::Timeout { plan, step } => {
+            let Some(a) = w.operator.active.get(plan) else {
+                return;
+            };
+            if a.step != step || a.finished {
+                return;
+            }
+            match a.waiting {
+                Waiting::Monitors { .. } => complete_monitors(w, plan),
+                Waiting::Leader { .. } => leader_result(
+                    w,
+                    plan,
+                    Err("no cm_server leader answered within 3 s".into()),
+                ),
+                Waiting::Idle => {}
+            }
+        }
+        OpEvent::Poll { plan, step } => {
+            if w.operator
+                .active
+                .get(plan)
+                .is_some_and(|a| a.step == step && !a.finished)
+            {
+                send_leader(w, plan, step, CtlRequest::Query, true);
+            }
+        }
+    }
+}
+
+/// A frame reached cm_ctl.
+pub(crate) fn on_frame(w: &mut World, envelope: Envelope) {
+    let (id, from) = match &envelope.msg {
+        Msg::MonitorReply { id, .. } | Msg::CtlReply { id, .. } => (*id, envelope.from),
+        _ => return,
+    };
+    let Some(&idx) = w.operator.requests.get(&id) else {
+        return;
+    };
+    let Some(a) = w.operator.active.get_mut(idx) else {
+        return;
+    };
+    match (envelope.msg, &mut a.waiting) {
+        (Msg::MonitorReply { reply, .. }, Waiting::Monitors { pending, answers }) => {
+            if let Some(pos) = pending.iter().position(|n| *n == from.node) {
+                pending.remove(pos);
+                answers.push((from.node, Ok(reply)));
+            }
+            if pending.is_empty() {
+                complete_monitors(w, idx);
+            }
+        }
+        (Msg::CtlReply { reply, .. }, Waiting::Leader { asked, refused, .. }) => {
+            let not_leader = matches!(
+                reply,
+                CtlReply::Refused(Refusal::NotLeader { .. } | Refusal::NoLease)
+            );
+            if not_leader {
+                *refused += 1;
+                if *refused >= *asked {
+                    leader_result(w, idx, Err("no cm_server leads right now".into()));
+                }
+            } else {
+                leader_result(w, idx, Ok(reply));
+            }
+        }
+        _ => {}
+    }
+}

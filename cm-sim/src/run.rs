@@ -1,0 +1,210 @@
+//! One run of a scenario: the safety phase with its faults, then (optionally) the liveness phase
+//! with every fault healed; the report carries violations, timings and expectation misses.
+
+use std::collections::BTreeMap;
+
+use core::time::Duration;
+
+use cm_core::Instant;
+use cm_core::dn::DnRole;
+
+use crate::check::Violation;
+use crate::daemon::DaemonFactory;
+use crate::scenario::{Expect, Scenario, TIMING_NAMES};
+use crate::world::World;
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// The scenario's path or name, as given to `run`.
+    pub source: String,
+    /// Seed.
+    pub seed: u64,
+    /// Invariant violations.
+    pub violations: Vec<Violation>,
+    /// Expectations that did not hold.
+    pub misses: Vec<String>,
+    /// Timing figures (SPEC §12 names), null when absent.
+    pub timings: BTreeMap<&'static str, Option<f64>>,
+    /// Simulated seconds.
+    pub sim_seconds: f64,
+    /// Events processed.
+    pub events: u64,
+    /// Hash of the event trace (determinism).
+    pub trace_hash: u64,
+    /// Seconds the liveness phase took to converge (None: no liveness phase or no convergence).
+    pub liveness_s: Option<f64>,
+    /// Notable events.
+    pub timeline: Vec<String>,
+    /// Per-node state at the end (or at the first violation).
+    pub dump: String,
+    /// Acknowledged writes.
+    pub acked_writes: u64,
+}
+
+impl Report {
+    /// Whether the run passed (no violation, no miss).
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty() && self.misses.is_empty()
+    }
+
+    /// The command that reproduces this run.
+    pub fn repro(&self) -> String {
+        format!(
+            "cargo run -p cm-sim --release -- run {} --seed {}",
+            self.source, self.seed
+        )
+    }
+}
+
+/// Options of a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Print every event.
+    pub trace: bool,
+}
+
+/// The liveness bound of SPEC §13: max(60 s, split-brain timeout + 2 × max election timeout,
+/// the longest build), plus the host boot time and the scenario's slack.
+pub fn liveness_bound(s: &Scenario) -> Duration {
+    let p = &s.config.params;
+    let cms = s.config.cms_nodes().len();
+    let longest_build = Duration::from_secs_f64(s.db.rewind_ms[1].max(0.0) / 1000.0);
+    let sbt = p.split_brain_timeout(cms) + 2 * p.election_timeout_max();
+    let core = Duration::from_secs(60).max(sbt).max(longest_build);
+    core + Duration::from_secs_f64(s.sim.boot_s + s.sim.liveness_slack_s)
+}
+
+/// Runs a scenario with a seed.
+pub fn run(
+    scenario: &Scenario,
+    source: &str,
+    seed: u64,
+    factory: Box<dyn DaemonFactory>,
+    opts: RunOptions,
+) -> Report {
+    let mut w = World::new(scenario.clone(), seed, factory);
+    w.verbose = opts.trace;
+    let safety_end = Instant::ZERO + scenario.duration;
+    w.run_until(safety_end, &mut |_| false);
+    let mut liveness_s = None;
+    if scenario.liveness {
+        w.heal_all();
+        let bound = liveness_bound(scenario);
+        let mut next_check = safety_end;
+        let converged = w.run_until(safety_end + bound, &mut |w| {
+            if w.now() < next_check {
+                return false;
+            }
+            next_check = w.now() + Duration::from_millis(100);
+            liveness_problem(w).is_none()
+        });
+        if converged {
+            liveness_s = Some((w.now() - safety_end).as_secs_f64());
+        } else {
+            let why = liveness_problem(&w).unwrap_or_default();
+            let now = w.now();
+            let m = format!(
+                "L: not converged {} s after healing: {why}",
+                bound.as_secs()
+            );
+            w.checker.violate(now, "L", m);
+        }
+    }
+    let end = w.now();
+    w.checker.finish(end);
+    let hb = scenario.config.params.instance_heartbeat_timeout();
+    let timings = w.checker.timings(hb, end);
+    let misses = expectation_misses(scenario, &timings);
+    Report {
+        scenario: scenario.name.clone(),
+        source: source.to_owned(),
+        seed,
+        violations: w.checker.violations.clone(),
+        misses,
+        timings,
+        sim_seconds: end.as_secs_f64(),
+        events: w.events,
+        trace_hash: w.trace.0,
+        liveness_s,
+        timeline: std::mem::take(&mut w.timeline),
+        dump: w.dump(),
+        acked_writes: w.checker.acks_total,
+    }
+}
+
+/// Why the cluster has not converged yet (None: it has, SPEC §13 liveness).
+pub fn liveness_problem(w: &World) -> Option<String> {
+    let now = w.now();
+    let leases = w.server_views().iter().filter(|s| s.holds_lease()).count();
+    if leases != 1 {
+        return Some(format!("{leases} cm_server(s) hold a lease"));
+    }
+    let threshold = w.scenario.config.params.datastorage_threshold_value_check as f64;
+    for g in &w.scenario.config.groups {
+        let members: Vec<_> = w.dbs.group_members(g.id).collect();
+        let primaries: Vec<_> = members
+            .iter()
+            .filter(|i| i.accepts_writes() && w.host_runs(i.node))
+            .collect();
+        let [p] = primaries.as_slice() else {
+            return Some(format!("{}: {} writable primaries", g.id, primaries.len()));
+        };
+        let fresh = w
+            .checker
+            .last_ack
+            .get(&g.id)
+            .is_some_and(|t| now - *t < Duration::from_secs(1));
+        if !fresh {
+            return Some(format!(
+                "{}: no write acknowledged in the last second",
+                g.id
+            ));
+        }
+        for s in members.iter().filter(|i| i.id != p.id) {
+            let streaming = s.running
+                && s.role == DnRole::Standby
+                && s.receiver.is_some_and(|r| r.upstream == p.id);
+            if !streaming {
+                return Some(format!("{}: {} is not streaming from {}", g.id, s.id, p.id));
+            }
+        }
+        for i in &members {
+            let over = w
+                .hosts
+                .get(&i.node)
+                .is_some_and(|h| h.disk.usage_pct(now) >= threshold);
+            if i.read_only && !over {
+                return Some(format!("{} is read-only below the disk threshold", i.id));
+            }
+        }
+    }
+    None
+}
+
+/// Every expectation of the scenario that the timings break.
+pub fn expectation_misses(
+    s: &Scenario,
+    timings: &BTreeMap<&'static str, Option<f64>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in TIMING_NAMES {
+        let Some(e) = s.expect.get(*name) else {
+            continue;
+        };
+        let got = timings.get(name).copied().flatten();
+        match (e, got) {
+            (Expect::Never, Some(v)) => out.push(format!("{name} = {v:.3}, expected never")),
+            (Expect::Within(lo, hi), None) => {
+                out.push(format!("{name} = null, expected [{lo}, {hi}]"))
+            }
+            (Expect::Within(lo, hi), Some(v)) if v < *lo || v > *hi => {
+                out.push(format!("{name} = {v:.3}, expected [{lo}, {hi}]"));
+            }
+            _ => {}
+        }
+    }
+    out
+}

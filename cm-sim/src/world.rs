@@ -1,0 +1,775 @@
+//! The simulated world: hosts with their daemons, disks and flag files, the network, the
+//! databases and the client, driven by one event heap and one seed. Daemons see only their
+//! node's drifting clock; the checkers see everything after every event.
+
+use std::collections::BTreeMap;
+
+use core::time::Duration;
+
+use cm_core::dn::{DnAction, ProcState};
+use cm_core::flags::FlagSet;
+use cm_core::io::NetEvent;
+use cm_core::msg::{Endpoint, Envelope, Msg, Role};
+use cm_core::rng::{Prng, derive_seed};
+use cm_core::time::WallMillis;
+use cm_core::{InstanceId, Instant, NodeId, OpId, WriteToken};
+
+use crate::check::{Checker, ServerView};
+use crate::daemon::{DaemonFactory, Obs, SimDaemon, SimInput, Spawn};
+use crate::db::Databases;
+use crate::disk::Disk;
+use crate::engine::{EventQueue, NodeClock, TraceHash};
+use crate::net::Network;
+use crate::operator::Operator;
+use crate::scenario::{FaultAction, Scenario};
+
+/// Where cm_ctl runs: a node outside the cluster that no partition cuts.
+pub const CTL_NODE: NodeId = NodeId(0);
+
+/// Everything that can happen.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Input {
+        to: Endpoint,
+        inc: u64,
+        input: SimInput,
+    },
+    Deadline {
+        to: Endpoint,
+        inc: u64,
+        local: Instant,
+    },
+    Frame {
+        from: Endpoint,
+        to: Endpoint,
+        conn: u64,
+        envelope: Envelope,
+    },
+    Connect {
+        from: Endpoint,
+        to: Endpoint,
+        inc: u64,
+    },
+    DnDone {
+        agent: Endpoint,
+        inc: u64,
+        op: OpId,
+        instance: InstanceId,
+        action: DnAction,
+        db_inc: u64,
+    },
+    PersistDone {
+        to: Endpoint,
+        inc: u64,
+        token: WriteToken,
+    },
+    Spawn {
+        node: NodeId,
+        role: Role,
+        normal: bool,
+        boot: u64,
+        parent: Option<u64>,
+    },
+    Boot {
+        node: NodeId,
+        boot: u64,
+    },
+    Replicate,
+    Write,
+    Fault(FaultAction),
+    Operator(crate::operator::OpEvent),
+}
+
+/// A running daemon process.
+pub struct Proc {
+    pub(crate) daemon: Box<dyn SimDaemon>,
+    /// Incarnation (events of earlier ones are dropped).
+    pub inc: u64,
+    /// SIGSTOPped.
+    pub stopped: bool,
+    /// The incarnation of the process that started it (None: the init system).
+    pub parent: Option<u64>,
+    held: Vec<SimInput>,
+    deadline: Option<Instant>,
+}
+
+/// A host.
+pub struct Host {
+    /// Powered on.
+    pub up: bool,
+    /// Frozen (VM pause).
+    pub frozen: bool,
+    /// Bumps at every power-on.
+    pub boot: u64,
+    /// Its clock.
+    pub clock: NodeClock,
+    /// Its disk.
+    pub disk: Disk,
+    /// Flag files in its state directory.
+    pub flags: FlagSet,
+    /// Its daemons.
+    pub procs: BTreeMap<Role, Proc>,
+    /// When it was last thawed (its processes resume together; the first instants after a
+    /// thaw are the window SPEC §8 concedes in asynchronous mode).
+    pub thawed_at: Option<Instant>,
+}
+
+/// One simulated cluster.
+pub struct World {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The seed.
+    pub seed: u64,
+    pub(crate) queue: EventQueue<Event>,
+    pub(crate) rng: Prng,
+    /// Network.
+    pub net: Network,
+    /// Databases.
+    pub dbs: Databases,
+    /// Hosts.
+    pub hosts: BTreeMap<NodeId, Host>,
+    /// Invariants and timings.
+    pub checker: Checker,
+    pub(crate) factory: Box<dyn DaemonFactory>,
+    pub(crate) operator: Operator,
+    /// Trace hash over every event.
+    pub trace: TraceHash,
+    /// Events processed.
+    pub events: u64,
+    /// Notable events for the human timeline.
+    pub timeline: Vec<String>,
+    /// Print every event as it happens.
+    pub verbose: bool,
+    next_inc: u64,
+    pub(crate) exiting: Option<Endpoint>,
+    last_restart_cmd: BTreeMap<InstanceId, Instant>,
+}
+
+fn ms(v: f64) -> Duration {
+    Duration::from_secs_f64(v.max(0.0) / 1000.0)
+}
+
+impl World {
+    /// Builds the world of a scenario; every host boots at time zero.
+    pub fn new(scenario: Scenario, seed: u64, factory: Box<dyn DaemonFactory>) -> Self {
+        let config = scenario.config.clone();
+        let mut rng = Prng::new(derive_seed(seed, 0));
+        let rho = config.params.max_clock_drift * scenario.sim.drift_fraction;
+        let mut hosts = BTreeMap::new();
+        for n in &config.nodes {
+            let drift = (rng.unit_f64() * 2.0 - 1.0) * rho;
+            let clock = NodeClock {
+                origin: Instant::from_secs(1_000 + rng.range_inclusive(0, 100_000)),
+                drift,
+                wall_origin_ms: 1_700_000_000_000 + rng.range_inclusive(0, 200),
+            };
+            hosts.insert(
+                n.id,
+                Host {
+                    up: false,
+                    frozen: false,
+                    boot: 0,
+                    clock,
+                    disk: Disk::new(scenario.sim.disk_pct),
+                    flags: FlagSet::default(),
+                    procs: BTreeMap::new(),
+                    thawed_at: None,
+                },
+            );
+        }
+        let mut dbs = Databases::new(&config, scenario.db.clone());
+        dbs.wal_timeout = config.params.freshness_window();
+        let checker = Checker::new(&config, scenario.affected_group);
+        let mut w = Self {
+            net: Network::new(scenario.net.clone()),
+            operator: Operator::new(config),
+            scenario,
+            seed,
+            queue: EventQueue::default(),
+            rng,
+            dbs,
+            hosts,
+            checker,
+            factory,
+            trace: TraceHash::default(),
+            events: 0,
+            timeline: Vec::new(),
+            verbose: false,
+            next_inc: 0,
+            exiting: None,
+            last_restart_cmd: BTreeMap::new(),
+        };
+        let nodes: Vec<NodeId> = w.hosts.keys().copied().collect();
+        for n in nodes {
+            w.power_on(n);
+        }
+        w.queue.push(Instant::ZERO, Event::Replicate);
+        w.queue.push(Instant::ZERO, Event::Write);
+        for f in w.scenario.faults.clone() {
+            w.queue.push(Instant::ZERO + f.at, Event::Fault(f.action));
+        }
+        w
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Instant {
+        self.queue.now()
+    }
+
+    pub(crate) fn note(&mut self, line: String) {
+        let line = format!("{:>10} {line}", self.now().to_string());
+        if self.verbose {
+            println!("{line}");
+        }
+        if self.timeline.len() < 10_000 {
+            self.timeline.push(line);
+        }
+    }
+
+    /// Runs events until `until` (or until `stop` says so after an event). Returns whether
+    /// `stop` ended it.
+    pub fn run_until(&mut self, until: Instant, stop: &mut dyn FnMut(&mut Self) -> bool) -> bool {
+        while let Some((at, ev)) = self.queue.pop_until(until) {
+            self.events += 1;
+            self.trace.mix_u64(at.as_nanos());
+            self.dispatch(ev);
+            self.check();
+            if stop(self) {
+                return true;
+            }
+        }
+        self.queue.advance_to(until);
+        false
+    }
+
+    fn dispatch(&mut self, ev: Event) {
+        match ev {
+            Event::Input { to, inc, input } => {
+                self.trace.mix(&[1, to.role as u8]);
+                self.trace.mix_u64(u64::from(to.node.0));
+                self.deliver(to, inc, input);
+            }
+            Event::Deadline { to, inc, local } => {
+                self.trace.mix(&[2]);
+                if self.proc_deadline(to, inc) == Some(local) {
+                    if let Some(p) = self.proc_mut(to, inc) {
+                        p.deadline = None;
+                    }
+                    self.deliver(to, inc, SimInput::Tick);
+                }
+            }
+            Event::Frame {
+                from,
+                to,
+                conn,
+                envelope,
+            } => self.on_frame(from, to, conn, envelope),
+            Event::Connect { from, to, inc } => self.on_connect(from, to, inc),
+            Event::DnDone {
+                agent,
+                inc,
+                op,
+                instance,
+                action,
+                db_inc,
+            } => {
+                self.trace.mix(&[3]);
+                let now = self.now();
+                let result = self.dbs.finish(now, instance, &action, db_inc);
+                self.after_db_change();
+                self.deliver(
+                    agent,
+                    inc,
+                    SimInput::DnDone {
+                        op,
+                        instance,
+                        result,
+                    },
+                );
+            }
+            Event::PersistDone { to, inc, token } => {
+                self.trace.mix(&[4]);
+                let done = self
+                    .hosts
+                    .get_mut(&to.node)
+                    .and_then(|h| h.disk.complete(to.role, token));
+                if let Some(result) = done {
+                    let wc = cm_core::io::WriteCompleted { token, result };
+                    self.deliver(to, inc, SimInput::WriteDone(wc));
+                }
+            }
+            Event::Spawn {
+                node,
+                role,
+                normal,
+                boot,
+                parent,
+            } => self.spawn(node, role, normal, boot, parent),
+            Event::Boot { node, boot } => self.on_boot(node, boot),
+            Event::Replicate => self.on_replicate(),
+            Event::Write => self.on_write(),
+            Event::Fault(action) => {
+                self.trace.mix(&[5]);
+                self.apply_fault(action);
+            }
+            Event::Operator(e) => {
+                self.trace.mix(&[6]);
+                crate::operator::on_event(self, e);
+            }
+        }
+    }
+
+    fn proc_deadline(&self, to: Endpoint, inc: u64) -> Option<Instant> {
+        let p = self.hosts.get(&to.node)?.procs.get(&to.role)?;
+        (p.inc == inc).then_some(p.deadline).flatten()
+    }
+
+    fn proc_mut(&mut self, to: Endpoint, inc: u64) -> Option<&mut Proc> {
+        let p = self.hosts.get_mut(&to.node)?.procs.get_mut(&to.role)?;
+        (p.inc == inc).then_some(p)
+    }
+
+    /// The live incarnation of a daemon.
+    pub fn inc_of(&self, ep: Endpoint) -> Option<u64> {
+        let h = self.hosts.get(&ep.node)?;
+        if !h.up {
+            return None;
+        }
+        h.procs.get(&ep.role).map(|p| p.inc)
+    }
+
+    /// Whether a host is up and not frozen.
+    pub fn host_runs(&self, node: NodeId) -> bool {
+        node == CTL_NODE || self.hosts.get(&node).is_some_and(|h| h.up && !h.frozen)
+    }
+
+    /// Feeds one input to a daemon and executes what it orders.
+    pub(crate) fn deliver(&mut self, to: Endpoint, inc: u64, input: SimInput) {
+        let now = self.now();
+        let Some(host) = self.hosts.get_mut(&to.node) else {
+            return;
+        };
+        if !host.up {
+            return;
+        }
+        let (frozen, clock) = (host.frozen, host.clock);
+        let Some(p) = host.procs.get_mut(&to.role).filter(|p| p.inc == inc) else {
+            return;
+        };
+        if frozen || p.stopped {
+            p.held.push(input);
+            return;
+        }
+        if self.verbose {
+            println!("{:>10}   -> {to}: {input:?}", now.to_string());
+        }
+        let local = clock.local(now);
+        let wall = WallMillis(clock.wall_ms(now));
+        let ops = p.daemon.handle(local, wall, input);
+        self.trace.mix_u64(ops.len() as u64);
+        self.reschedule(to);
+        for op in ops {
+            if self.inc_of(to) != Some(inc) {
+                break; // the daemon exited or was killed by an earlier order
+            }
+            self.exec(to, inc, op);
+        }
+    }
+
+    /// Re-queries the daemon's deadline and schedules it if it changed.
+    pub(crate) fn reschedule(&mut self, ep: Endpoint) {
+        let Some(host) = self.hosts.get_mut(&ep.node) else {
+            return;
+        };
+        let clock = host.clock;
+        let Some(p) = host.procs.get_mut(&ep.role) else {
+            return;
+        };
+        let next = p.daemon.next_deadline();
+        if next == p.deadline {
+            return;
+        }
+        p.deadline = next;
+        if let Some(local) = next {
+            let at = clock.global_at(local);
+            let inc = p.inc;
+            self.queue.push(at, Event::Deadline { to: ep, inc, local });
+        }
+    }
+
+    /// Powers a host on: om_monitor (or whatever the factory boots) starts after `boot_s`.
+    pub(crate) fn power_on(&mut self, node: NodeId) {
+        let boot_after = Duration::from_secs_f64(self.scenario.sim.boot_s);
+        let Some(h) = self.hosts.get_mut(&node) else {
+            return;
+        };
+        if h.up {
+            return;
+        }
+        h.up = true;
+        h.frozen = false;
+        h.boot += 1;
+        let boot = h.boot;
+        self.queue
+            .push_after(boot_after, Event::Boot { node, boot });
+    }
+
+    fn on_boot(&mut self, node: NodeId, boot: u64) {
+        if !self
+            .hosts
+            .get(&node)
+            .is_some_and(|h| h.up && h.boot == boot)
+        {
+            return;
+        }
+        let is_cms = self
+            .scenario
+            .config
+            .node(node)
+            .is_some_and(|n| n.cms_port.is_some());
+        for role in self.factory_boot_roles(is_cms) {
+            self.queue.push_after(
+                Duration::ZERO,
+                Event::Spawn {
+                    node,
+                    role,
+                    normal: false,
+                    boot,
+                    parent: None,
+                },
+            );
+        }
+    }
+
+    fn factory_boot_roles(&self, is_cms: bool) -> Vec<Role> {
+        self.factory.boot_roles(is_cms)
+    }
+
+    fn spawn(&mut self, node: NodeId, role: Role, normal: bool, boot: u64, parent: Option<u64>) {
+        let Some(h) = self.hosts.get(&node) else {
+            return;
+        };
+        if !h.up || h.boot != boot || h.procs.contains_key(&role) {
+            return;
+        }
+        if role == Role::Server
+            && self
+                .scenario
+                .config
+                .node(node)
+                .is_some_and(|n| n.cms_port.is_none())
+        {
+            return;
+        }
+        self.next_inc += 1;
+        let inc = self.next_inc;
+        let restored = h.disk.durable(role).cloned();
+        let seed = derive_seed(self.seed, 1_000_000 + inc);
+        let spawn = Spawn {
+            config: &self.scenario.config,
+            node,
+            seed,
+            incarnation: inc,
+            restored,
+            normal_start: normal,
+        };
+        let Some(daemon) = self.factory.spawn(role, spawn) else {
+            return;
+        };
+        let ep = Endpoint { node, role };
+        self.note(format!("start {ep}"));
+        if let Some(h) = self.hosts.get_mut(&node) {
+            h.procs.insert(
+                role,
+                Proc {
+                    daemon,
+                    inc,
+                    stopped: false,
+                    parent,
+                    held: Vec::new(),
+                    deadline: None,
+                },
+            );
+        }
+        self.deliver(ep, inc, SimInput::Tick);
+    }
+
+    /// Kills a daemon: its connections close (peers see it after `close_after`).
+    pub(crate) fn kill_proc(&mut self, ep: Endpoint, close_after: Duration) {
+        let Some(h) = self.hosts.get_mut(&ep.node) else {
+            return;
+        };
+        let Some(gone) = h.procs.remove(&ep.role) else {
+            return;
+        };
+        let (up, boot) = (h.up, h.boot);
+        let parent = h
+            .procs
+            .iter()
+            .find(|(_, p)| Some(p.inc) == gone.parent)
+            .map(|(r, p)| (*r, p.inc));
+        self.note(format!("exit {ep}"));
+        if up && self.factory.world_supervised().contains(&ep.role) {
+            let ev = Event::Spawn {
+                node: ep.node,
+                role: ep.role,
+                normal: false,
+                boot,
+                parent: None,
+            };
+            self.queue.push_after(Duration::from_secs(1), ev);
+        }
+        if let (true, Some((role, inc))) = (up, parent) {
+            let abnormal = self.exiting != Some(ep);
+            let input = SimInput::ChildExited {
+                role: ep.role,
+                abnormal,
+            };
+            let to = Endpoint {
+                node: ep.node,
+                role,
+            };
+            let ev = Event::Input { to, inc, input };
+            self.queue.push_after(Duration::from_millis(1), ev);
+        }
+        for peer in self.net.close_all_of(ep) {
+            self.notify_closed(peer, ep, close_after);
+        }
+    }
+
+    pub(crate) fn notify_closed(&mut self, who: Endpoint, peer: Endpoint, after: Duration) {
+        if who.role == Role::Ctl {
+            return;
+        }
+        if let Some(inc) = self.inc_of(who) {
+            let input = SimInput::Net(NetEvent::Closed { peer });
+            self.queue.push_after(
+                after,
+                Event::Input {
+                    to: who,
+                    inc,
+                    input,
+                },
+            );
+        }
+    }
+
+    /// Releases what a frozen or stopped daemon accumulated, and its deadline.
+    pub(crate) fn release(&mut self, ep: Endpoint) {
+        let Some(p) = self
+            .hosts
+            .get_mut(&ep.node)
+            .and_then(|h| h.procs.get_mut(&ep.role))
+        else {
+            return;
+        };
+        let held = std::mem::take(&mut p.held);
+        let inc = p.inc;
+        p.deadline = None;
+        for input in held {
+            self.queue
+                .push_after(Duration::ZERO, Event::Input { to: ep, inc, input });
+        }
+        self.queue.push_after(
+            Duration::ZERO,
+            Event::Input {
+                to: ep,
+                inc,
+                input: SimInput::Tick,
+            },
+        );
+    }
+
+    fn on_frame(&mut self, from: Endpoint, to: Endpoint, conn: u64, envelope: Envelope) {
+        self.trace.mix(&[7, from.role as u8, to.role as u8]);
+        if self.net.conn(from, to) != Some(conn) || !self.net.endpoints_up(from, to) {
+            return;
+        }
+        if to.role == Role::Ctl {
+            crate::operator::on_frame(self, envelope);
+            return;
+        }
+        if from.role == Role::Agent
+            && to.role == Role::Server
+            && let Msg::AgentReport(_) = &envelope.msg
+        {
+            let now = self.now();
+            self.checker.on_report(from.node, now);
+        }
+        if let Msg::Command(c) = &envelope.msg
+            && matches!(c.cmd, cm_core::msg::CmsCommand::Restart)
+        {
+            let now = self.now();
+            self.last_restart_cmd.insert(c.instance, now);
+        }
+        if let Some(inc) = self.inc_of(to) {
+            let input = SimInput::Net(NetEvent::FrameReceived {
+                peer: from,
+                envelope,
+            });
+            self.deliver(to, inc, input);
+        }
+    }
+
+    fn on_connect(&mut self, from: Endpoint, to: Endpoint, inc: u64) {
+        self.trace.mix(&[8]);
+        let ok = self.inc_of(to).is_some() && self.net.endpoints_up(from, to);
+        let peer = to;
+        let ev = if ok {
+            self.net.open(from, to);
+            NetEvent::Connected { peer }
+        } else {
+            NetEvent::ConnectFailed { peer }
+        };
+        self.deliver(from, inc, SimInput::Net(ev));
+    }
+
+    fn on_replicate(&mut self) {
+        self.trace.mix(&[9]);
+        let now = self.now();
+        let hosts = &self.hosts;
+        let net = &self.net;
+        let talk = |a: NodeId, b: NodeId| {
+            let runs = |n: NodeId| hosts.get(&n).is_some_and(|h| h.up && !h.frozen);
+            runs(a) && runs(b) && net.link_up(a, b)
+        };
+        let acks = self.dbs.replicate(now, &talk);
+        self.checker.on_acks(now, &acks, &self.dbs);
+        self.after_db_change();
+        let tick = ms(self.scenario.sim.replication_tick_ms);
+        self.queue.push_after(tick, Event::Replicate);
+    }
+
+    fn on_write(&mut self) {
+        self.trace.mix(&[10]);
+        let now = self.now();
+        let ids: Vec<InstanceId> = self
+            .dbs
+            .instances
+            .values()
+            .filter(|i| i.accepts_writes() && self.host_runs(i.node))
+            .map(|i| i.id)
+            .collect();
+        for id in ids {
+            let acks = self.dbs.write(now, id);
+            self.checker.on_acks(now, &acks, &self.dbs);
+        }
+        let every = ms(self.scenario.sim.write_interval_ms);
+        self.queue.push_after(every, Event::Write);
+    }
+
+    pub(crate) fn after_db_change(&mut self) {
+        let now = self.now();
+        for p in self.dbs.take_promotions() {
+            self.note(format!("promoted {} to {}", p.instance, p.history.timeline));
+            self.checker.on_promotion(now, &p);
+        }
+    }
+
+    /// Runs the checkers on the state after an event.
+    fn check(&mut self) {
+        let now = self.now();
+        let servers = self.server_views();
+        let hosts = &self.hosts;
+        let frozen = |n: NodeId| hosts.get(&n).is_none_or(|h| !h.up || h.frozen);
+        // An agent "runs" for S4 once it had a moment to act after a thaw: its self-fence
+        // check runs on its next turn (at most one report interval).
+        let grace = self.scenario.config.params.report_interval();
+        let agents = |n: NodeId| {
+            hosts.get(&n).is_some_and(|h| {
+                h.procs.get(&Role::Agent).is_some_and(|p| !p.stopped)
+                    && h.thawed_at.is_none_or(|t| now - t > grace)
+            })
+        };
+        self.checker
+            .check_state(now, &servers, &self.dbs, &frozen, &agents);
+    }
+
+    /// What every live cm_server shows, with its local clock.
+    pub fn server_views(&self) -> Vec<ServerView> {
+        let now = self.now();
+        let mut out = Vec::new();
+        for (node, h) in &self.hosts {
+            if !h.up {
+                continue;
+            }
+            if let Some(p) = h.procs.get(&Role::Server)
+                && let Obs::Server(obs) = p.daemon.observe()
+            {
+                out.push(ServerView {
+                    node: *node,
+                    local_now: h.clock.local(now),
+                    incarnation: p.inc,
+                    obs,
+                });
+            }
+        }
+        out
+    }
+
+    /// Whether the leader-held pause is in effect (any lease holder says paused).
+    pub fn paused(&self) -> bool {
+        self.server_views()
+            .iter()
+            .any(|s| s.holds_lease() && s.obs.paused)
+    }
+
+    pub(crate) fn recent_restart_cmd(&self, instance: InstanceId, within: Duration) -> bool {
+        let now = self.now();
+        self.last_restart_cmd
+            .get(&instance)
+            .is_some_and(|t| now - *t <= within)
+    }
+
+    /// A per-node dump for failure reports.
+    pub fn dump(&self) -> String {
+        let now = self.now();
+        let mut s = String::new();
+        for (node, h) in &self.hosts {
+            s.push_str(&format!(
+                "{node}: up={} frozen={} drift={:+.4} disk={:.0}% flags={:?}\n",
+                h.up,
+                h.frozen,
+                h.clock.drift,
+                h.disk.usage_pct(now),
+                h.flags
+            ));
+            for (role, p) in &h.procs {
+                s.push_str(&format!(
+                    "  {role:?} inc={} stopped={} {}\n",
+                    p.inc,
+                    p.stopped,
+                    p.daemon.dump()
+                ));
+            }
+            for i in self.dbs.instances.values().filter(|i| i.node == *node) {
+                s.push_str(&format!(
+                    "  dn {} running={} {:?} {:?} {:?} pos={} term={} lock={:?} up={:?} ro={}\n",
+                    i.id,
+                    i.running,
+                    i.proc_state,
+                    i.role,
+                    i.db_state,
+                    i.position(),
+                    i.term,
+                    i.lock,
+                    i.receiver.map(|r| r.upstream),
+                    i.read_only
+                ));
+            }
+        }
+        s
+    }
+
+    /// Whether a DN process is in a hung state (for adapters' samples).
+    pub fn dn_proc_state(&self, instance: InstanceId) -> Option<ProcState> {
+        self.dbs
+            .get(instance)
+            .filter(|i| i.running)
+            .map(|i| i.proc_state)
+    }
+}
+
+#[cfg(test)]
+#[path = "world_tests.rs"]
+mod tests;

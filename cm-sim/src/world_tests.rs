@@ -1,0 +1,333 @@
+//! World mechanics with a toy daemon (no cm-core machine): determinism, the client and
+//! replication loop, partitions, crashes and the S4 checker.
+
+use core::time::Duration;
+
+use cm_core::dn::DnAction;
+use cm_core::io::{NetCommand, NetEvent, PersistState};
+use cm_core::msg::{Endpoint, Envelope, Msg, Role};
+use cm_core::time::WallMillis;
+use cm_core::{InstanceId, Instant, NodeId, OpId, QuorumTerm, Term, WriteToken};
+
+use crate::daemon::{DaemonFactory, EnvOp, Obs, ServerObs, SimDaemon, SimInput, Spawn};
+use crate::scenario::{Fault, FaultAction, Scenario};
+use crate::world::World;
+
+/// A toy agent: starts its DNs, promotes the listed instances at 5 s (local), makes the others
+/// follow `primary`, pings every CMS twice a second and persists a counter every second.
+struct ToyAgent {
+    node: NodeId,
+    local: Vec<InstanceId>,
+    promote: Vec<InstanceId>,
+    primary: InstanceId,
+    cms: Vec<NodeId>,
+    started: Option<Instant>,
+    next: Instant,
+    stage: u8,
+    ops: u64,
+}
+
+impl SimDaemon for ToyAgent {
+    fn handle(&mut self, now: Instant, _wall: WallMillis, input: SimInput) -> Vec<EnvOp> {
+        let start = *self.started.get_or_insert(now);
+        let mut out = Vec::new();
+        if let SimInput::Net(NetEvent::Closed { peer }) = input {
+            out.push(EnvOp::Net(NetCommand::Connect { peer }));
+        }
+        if now < self.next {
+            return out;
+        }
+        self.next = now + Duration::from_millis(500);
+        self.ops += 1;
+        let op = OpId(self.ops);
+        let run = |i: InstanceId, action: DnAction| EnvOp::RunDn {
+            op,
+            instance: i,
+            action,
+            self_fence: false,
+        };
+        match self.stage {
+            0 => {
+                out.extend(self.local.iter().map(|i| run(*i, DnAction::StartPending)));
+                out.extend(self.cms.iter().map(|n| {
+                    EnvOp::Net(NetCommand::Connect {
+                        peer: Endpoint::server(*n),
+                    })
+                }));
+                self.stage = 1;
+            }
+            1 if now - start >= Duration::from_secs(5) => {
+                for i in &self.local {
+                    if self.promote.contains(i) {
+                        out.push(run(*i, DnAction::Promote { term: Term(1) }));
+                    } else {
+                        out.push(run(
+                            *i,
+                            DnAction::NotifyStandby {
+                                primary: self.primary,
+                            },
+                        ));
+                    }
+                }
+                self.stage = 2;
+            }
+            _ => {}
+        }
+        for n in &self.cms {
+            let envelope = Envelope {
+                from: Endpoint::agent(self.node),
+                to: Endpoint::server(*n),
+                quorum_term: QuorumTerm(0),
+                msg: Msg::TermCheck { nonce: self.ops },
+            };
+            out.push(EnvOp::Net(NetCommand::Send { envelope }));
+        }
+        if self.ops.is_multiple_of(2) {
+            let bytes = self.ops.to_le_bytes().to_vec();
+            out.push(EnvOp::Persist(PersistState {
+                token: WriteToken(self.ops),
+                bytes,
+            }));
+        }
+        out
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        Some(self.next)
+    }
+    fn observe(&self) -> Obs {
+        Obs::None
+    }
+    fn dump(&self) -> String {
+        format!("toy agent stage {}", self.stage)
+    }
+}
+
+/// A toy server: answers term checks; the lowest CMS node claims a lease renewed each step.
+struct ToyServer {
+    leader: bool,
+    last: Instant,
+    checks: u64,
+}
+
+impl SimDaemon for ToyServer {
+    fn handle(&mut self, now: Instant, _wall: WallMillis, input: SimInput) -> Vec<EnvOp> {
+        self.last = now;
+        match input {
+            SimInput::Net(NetEvent::FrameReceived { peer, envelope }) => {
+                self.checks += 1;
+                let Msg::TermCheck { nonce } = envelope.msg else {
+                    return Vec::new();
+                };
+                let reply = Envelope {
+                    from: envelope.to,
+                    to: peer,
+                    quorum_term: QuorumTerm(1),
+                    msg: Msg::TermCheckReply {
+                        nonce,
+                        highest: QuorumTerm(1),
+                    },
+                };
+                vec![EnvOp::Net(NetCommand::Send { envelope: reply })]
+            }
+            _ => Vec::new(),
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+    fn observe(&self) -> Obs {
+        Obs::Server(ServerObs {
+            quorum_term: QuorumTerm(1),
+            leader: self.leader,
+            lease_until: self.leader.then(|| self.last + Duration::from_secs(3600)),
+            ..ServerObs::default()
+        })
+    }
+    fn dump(&self) -> String {
+        format!("toy server checks {}", self.checks)
+    }
+}
+
+struct Toy {
+    promote: Vec<InstanceId>,
+}
+
+impl DaemonFactory for Toy {
+    fn spawn(&self, role: Role, s: Spawn<'_>) -> Option<Box<dyn SimDaemon>> {
+        let cms = s.config.cms_nodes();
+        match role {
+            Role::Agent => Some(Box::new(ToyAgent {
+                node: s.node,
+                local: s.config.instances_on(s.node),
+                promote: self.promote.clone(),
+                primary: self.promote[0],
+                cms,
+                started: None,
+                next: Instant::ZERO,
+                stage: 0,
+                ops: 0,
+            })),
+            Role::Server => Some(Box::new(ToyServer {
+                leader: cms.first() == Some(&s.node),
+                last: Instant::ZERO,
+                checks: 0,
+            })),
+            _ => None,
+        }
+    }
+    fn boot_roles(&self, is_cms: bool) -> Vec<Role> {
+        if is_cms {
+            vec![Role::Agent, Role::Server]
+        } else {
+            vec![Role::Agent]
+        }
+    }
+}
+
+fn scenario(faults: Vec<Fault>) -> Scenario {
+    let text = format!(
+        "name = \"toy\"\nduration_s = 40\nliveness = false\n[cluster]\n{}",
+        crate::db::tests::CONFIG_1P2S
+            .replace("[[", "[[cluster.")
+            .replace("[cluster.[", "[[")
+    );
+    let mut s = Scenario::from_toml_str(&text).expect("toy scenario");
+    s.faults = faults;
+    s
+}
+
+fn run_world(s: Scenario, seed: u64, promote: &[u32]) -> World {
+    let promote = promote.iter().map(|i| InstanceId(*i)).collect();
+    let mut w = World::new(s, seed, Box::new(Toy { promote }));
+    let end = Instant::ZERO + w.scenario.duration;
+    w.run_until(end, &mut |_| false);
+    w.checker.finish(end);
+    w
+}
+
+#[test]
+fn same_seed_gives_the_identical_trace_and_another_seed_does_not() {
+    let a = run_world(scenario(Vec::new()), 11, &[6001]);
+    let b = run_world(scenario(Vec::new()), 11, &[6001]);
+    let c = run_world(scenario(Vec::new()), 12, &[6001]);
+    assert_eq!((a.trace, a.events), (b.trace, b.events));
+    assert_eq!(a.timeline, b.timeline);
+    assert_ne!(a.trace, c.trace);
+}
+
+#[test]
+fn client_writes_are_acknowledged_through_sync_replication() {
+    let w = run_world(scenario(Vec::new()), 1, &[6001]);
+    assert!(
+        w.checker.violations.is_empty(),
+        "{:?}",
+        w.checker.violations
+    );
+    // 35 s of writes every 50 ms, each acknowledged once a standby streamed it.
+    assert!(w.checker.acks_total > 500, "acks {}", w.checker.acks_total);
+    let s = w.dbs.get(InstanceId(6002)).expect("standby");
+    assert_eq!(s.receiver.map(|r| r.upstream), Some(InstanceId(6001)));
+}
+
+#[test]
+fn isolating_the_primary_stops_acknowledgements_and_kills_receivers_after_the_wal_timeout() {
+    let f = vec![Fault {
+        at: Duration::from_secs(20),
+        action: FaultAction::IsolateNode { node: NodeId(1) },
+    }];
+    let w = run_world(scenario(f), 1, &[6001]);
+    let last = w
+        .checker
+        .last_ack
+        .values()
+        .max()
+        .copied()
+        .expect("acks before");
+    assert!(
+        last <= Instant::from_millis(20_100),
+        "acked after isolation at {last}"
+    );
+    assert!(
+        w.dbs
+            .get(InstanceId(6002))
+            .is_some_and(|s| s.receiver.is_none())
+    );
+    assert!(w.checker.violations.is_empty());
+}
+
+#[test]
+fn two_primaries_that_can_both_acknowledge_are_an_s4_violation() {
+    let mut s = scenario(Vec::new());
+    s.config.params.dn_sync_mode = cm_core::params::SyncMode::Off;
+    let w = run_world(s, 1, &[6001, 6002]);
+    assert!(
+        w.checker.violations.iter().any(|v| v.rule == "S4"),
+        "{:?}",
+        w.checker.violations
+    );
+    assert!(w.checker.dual_writable > Duration::from_secs(30));
+}
+
+#[test]
+fn a_host_crash_loses_pending_writes_and_kills_its_databases() {
+    let f = vec![Fault {
+        at: Duration::from_millis(20_001),
+        action: FaultAction::CrashHost { node: NodeId(2) },
+    }];
+    let w = run_world(scenario(f), 3, &[6001]);
+    let h = w.hosts.get(&NodeId(2)).expect("host");
+    assert!(!h.up);
+    assert!(h.procs.is_empty());
+    assert!(!w.dbs.get(InstanceId(6002)).is_some_and(|i| i.running));
+    let durable = h
+        .disk
+        .durable(Role::Agent)
+        .cloned()
+        .expect("something was durable");
+    let n = u64::from_le_bytes(durable.try_into().expect("8 bytes"));
+    assert!(n <= 40, "nothing persisted after the crash: counter {n}");
+}
+
+#[test]
+fn a_frozen_host_does_not_step_and_catches_up_on_thaw() {
+    let f = vec![
+        Fault {
+            at: Duration::from_secs(10),
+            action: FaultAction::FreezeHost { node: NodeId(1) },
+        },
+        Fault {
+            at: Duration::from_secs(20),
+            action: FaultAction::ThawHost { node: NodeId(1) },
+        },
+    ];
+    let promote = vec![InstanceId(6001)];
+    let mut w = World::new(scenario(f), 1, Box::new(Toy { promote }));
+    w.run_until(Instant::from_millis(10_200), &mut |_| false);
+    let before = w.checker.acks_total;
+    let checks_before = w.hosts[&NodeId(1)].procs[&Role::Server].daemon.dump();
+    w.run_until(Instant::from_millis(19_900), &mut |_| false);
+    assert_eq!(
+        w.checker.acks_total, before,
+        "a frozen primary acknowledges nothing"
+    );
+    let checks_frozen = w.hosts[&NodeId(1)].procs[&Role::Server].daemon.dump();
+    assert_eq!(
+        checks_before, checks_frozen,
+        "a frozen server steps on nothing"
+    );
+    w.run_until(Instant::from_secs(25), &mut |_| false);
+    assert!(
+        w.checker.acks_total > before,
+        "writes resume after the thaw"
+    );
+    let checks_after = w.hosts[&NodeId(1)].procs[&Role::Server].daemon.dump();
+    assert_ne!(
+        checks_after, checks_frozen,
+        "held frames are delivered on thaw"
+    );
+    assert!(
+        w.checker.violations.is_empty(),
+        "{:?}",
+        w.checker.violations
+    );
+}

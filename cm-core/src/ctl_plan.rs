@@ -114,6 +114,8 @@ pub struct Plan {
     nodes: Vec<NodeId>,
     instances: Vec<InstanceId>,
     phase: Phase,
+    /// `cm_ctl start`: the leader accepted `ClusterStarting` (which also ends "stopping").
+    leader_told: bool,
 }
 
 /// How often cm_ctl polls while waiting (CM sleeps 3 s; 1 s shows progress sooner).
@@ -145,6 +147,7 @@ impl Plan {
             nodes,
             instances,
             phase: Phase::Start,
+            leader_told: false,
         })
     }
 
@@ -177,6 +180,7 @@ impl Plan {
     }
 
     fn start_cluster(&mut self, timeout: Duration, result: StepResult) -> Step {
+        let timeout_s = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
         match (self.phase, result) {
             (Phase::Start, _) => {
                 self.phase = Phase::CheckedMonitors;
@@ -202,17 +206,23 @@ impl Plan {
                     return Step::Failed(format!("could not remove the stop flags: {msg}"));
                 }
                 self.phase = Phase::LeaderTold;
-                let timeout_s = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
                 Step::Leader(CtlRequest::ClusterStarting { timeout_s })
             }
-            // The CMS may still be starting: not reaching it yet is not a failure, polling waits.
-            (Phase::LeaderTold, StepResult::Leader(_)) => {
+            // The cm_servers come back only now that the flags are gone: not reaching a leader
+            // yet is not a failure. The request is repeated once a leader answers a poll, since
+            // it is also what ends the "stopping" state that halts arbitration (§2).
+            (Phase::LeaderTold, StepResult::Leader(r)) => {
+                self.leader_told = matches!(r, Ok(CtlReply::Accepted));
                 self.phase = Phase::Polling;
                 Step::PollStatus {
                     after: POLL_INTERVAL,
                 }
             }
             (Phase::Polling, StepResult::Status { status, elapsed }) => {
+                if !self.leader_told && status.is_ok() && elapsed < timeout {
+                    self.phase = Phase::LeaderTold;
+                    return Step::Leader(CtlRequest::ClusterStarting { timeout_s });
+                }
                 poll_until(status, elapsed, timeout, "start", |s| {
                     s.state == ClusterHealth::Normal
                 })

@@ -96,6 +96,33 @@ fn start_checks_every_monitor_then_removes_flags_then_tells_the_leader_then_poll
             after: POLL_INTERVAL
         }
     );
+    // No leader yet: keep polling; the first poll a leader answers repeats ClusterStarting.
+    assert_eq!(
+        p.next(StepResult::Status {
+            status: Err("no leader".into()),
+            elapsed: Duration::from_secs(1)
+        }),
+        Step::PollStatus {
+            after: POLL_INTERVAL
+        }
+    );
+    assert_eq!(
+        p.next(StepResult::Status {
+            status: Ok(status(
+                ClusterHealth::Unavailable,
+                DnRole::Pending,
+                DbState::Starting
+            )),
+            elapsed: Duration::from_secs(2),
+        }),
+        Step::Leader(CtlRequest::ClusterStarting { timeout_s: 300 })
+    );
+    assert_eq!(
+        p.next(StepResult::Leader(Ok(CtlReply::Accepted))),
+        Step::PollStatus {
+            after: POLL_INTERVAL
+        }
+    );
     assert_eq!(
         p.next(StepResult::Status {
             status: Ok(status(
@@ -305,4 +332,21 @@ fn leader_requests_report_refusals_and_unreachable_leaders() {
     p.next(StepResult::Begin);
     let step = p.next(StepResult::Leader(Err("timeout".into())));
     assert!(matches!(step, Step::Failed(m) if m.contains("can't reach")));
+}
+
+#[test]
+fn start_times_out_when_no_leader_ever_accepts_cluster_starting() {
+    let mut p =
+        Plan::new(&config(), Operation::StartCluster { timeout: Duration::from_secs(5) }).unwrap();
+    p.next(StepResult::Begin);
+    p.next(StepResult::Monitors(vec![ok_status(1), ok_status(2), ok_status(3)]));
+    let done = |n| (NodeId(n), Ok(MonitorReply::Done));
+    p.next(StepResult::Monitors(vec![done(1), done(2), done(3)]));
+    p.next(StepResult::Leader(Err("refused".into())));
+    let step = p.next(StepResult::Status {
+        status: Err("no leader".into()),
+        elapsed: Duration::from_secs(5),
+    });
+    let Step::Failed(msg) = step else { panic!("{step:?}") };
+    assert!(msg.contains("within 5 s"), "{msg}");
 }

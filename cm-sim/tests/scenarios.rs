@@ -82,10 +82,6 @@ fn minority_az_isolated() {
 }
 
 #[test]
-#[ignore = "cm-core ctl_plan: `cm_ctl start` tells the leader ClusterStarting once, right after \
-            removing the flags, before any cm_server runs again (the agents stop them under \
-            cluster_manual_start); the committed `stopping` then halts arbitration for good: \
-            cargo run -p cm-sim --release -- run manual-stop-start --seed 10"]
 fn manual_stop_start() {
     check("manual-stop-start");
 }

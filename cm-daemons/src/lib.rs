@@ -4,5 +4,8 @@
 //! wire cm-io's drivers to the cm-core machines. What is testable without processes lives in
 //! this library: cm_ctl's argument handling and its `query` rendering.
 
+pub mod agent;
 pub mod common;
 pub mod ctl_cli;
+pub mod monitor;
+pub mod node;

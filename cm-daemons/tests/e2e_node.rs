@@ -400,4 +400,27 @@ fn e2e_node_agent_starts_its_dn_pending_as_the_postgres_user() {
         .uid()
         .unwrap();
     assert_eq!(uid, OsUser::lookup("postgres").unwrap().uid.as_raw());
+
+    // SIGTERM: the agent exits 0 and its DN keeps running (SPEC §1) ...
+    let agent = node.children.last_mut().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "{status}:\n{}", node.logs());
+    assert!(cm_io::process::proc_state(pm.pid).is_some());
+    // ... and the next agent adopts it instead of starting another postmaster.
+    node.start_agent();
+    std::thread::sleep(Duration::from_secs(5));
+    let again = cm_io::process::PostmasterPid::read(&node.data_dir()).expect("postmaster.pid");
+    assert_eq!(again.pid, pm.pid, "{}", node.logs());
+    assert!(
+        pg("pg_isready")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
 }

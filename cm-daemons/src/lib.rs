@@ -2,7 +2,9 @@
 //!
 //! The binaries are thin: they parse arguments, load the cluster config, install logging and
 //! wire cm-io's drivers to the cm-core machines. What is testable without processes lives in
-//! this library: cm_ctl's argument handling and its `query` rendering.
+//! this library: cm_ctl's argument handling and its `query` rendering, and the executors of
+//! om_monitor ([`monitor`]) and cm_agent ([`agent`]) with their /proc helpers ([`node`]).
+//! Deployment: `cm-daemons/README.md` and `cm-daemons/dist/`.
 
 pub mod agent;
 pub mod common;

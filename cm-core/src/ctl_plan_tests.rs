@@ -336,10 +336,19 @@ fn leader_requests_report_refusals_and_unreachable_leaders() {
 
 #[test]
 fn start_times_out_when_no_leader_ever_accepts_cluster_starting() {
-    let mut p =
-        Plan::new(&config(), Operation::StartCluster { timeout: Duration::from_secs(5) }).unwrap();
+    let mut p = Plan::new(
+        &config(),
+        Operation::StartCluster {
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
     p.next(StepResult::Begin);
-    p.next(StepResult::Monitors(vec![ok_status(1), ok_status(2), ok_status(3)]));
+    p.next(StepResult::Monitors(vec![
+        ok_status(1),
+        ok_status(2),
+        ok_status(3),
+    ]));
     let done = |n| (NodeId(n), Ok(MonitorReply::Done));
     p.next(StepResult::Monitors(vec![done(1), done(2), done(3)]));
     p.next(StepResult::Leader(Err("refused".into())));
@@ -347,6 +356,8 @@ fn start_times_out_when_no_leader_ever_accepts_cluster_starting() {
         status: Err("no leader".into()),
         elapsed: Duration::from_secs(5),
     });
-    let Step::Failed(msg) = step else { panic!("{step:?}") };
+    let Step::Failed(msg) = step else {
+        panic!("{step:?}")
+    };
     assert!(msg.contains("within 5 s"), "{msg}");
 }

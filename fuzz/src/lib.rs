@@ -5,9 +5,13 @@
 mod agent_steps;
 pub mod bytes;
 mod monitor_steps;
+mod server_steps;
+mod sim_scenario;
 
 pub use agent_steps::agent_steps;
 pub use monitor_steps::monitor_steps;
+pub use server_steps::server_steps;
+pub use sim_scenario::sim_scenario;
 
 use clap::Parser;
 use cm_core::codec;

@@ -53,3 +53,13 @@ fn monitor_steps_corpus() {
 fn agent_steps_corpus() {
     replay("agent_steps", cm_fuzz::agent_steps);
 }
+
+#[test]
+fn server_steps_corpus() {
+    replay("server_steps", cm_fuzz::server_steps);
+}
+
+#[test]
+fn sim_scenario_corpus() {
+    replay("sim_scenario", cm_fuzz::sim_scenario);
+}

@@ -31,10 +31,14 @@ pub const MANAGED_KEYS: &[&str] = &[
     "recovery_min_apply_delay",
     "wal_log_hints",
     "max_slot_wal_keep_size",
+    "wal_keep_size",
     "wal_sender_timeout",
     "wal_receiver_timeout",
     "wal_receiver_status_interval",
 ];
+
+/// WAL kept for rewinds and lagging standbys beyond what slots hold.
+pub const WAL_KEEP_SIZE: &str = "256MB";
 
 /// The name of an instance as PostgreSQL sees it: `application_name`, replication slot name and
 /// `synchronous_standby_names` entry (lower case, digits and `_`, valid as a slot name).
@@ -180,6 +184,10 @@ pub fn render_config(
             "max_slot_wal_keep_size",
             quote(&format!("{}MB", layout.max_slot_wal_keep_size_mb)),
         ),
+        // pg_rewind reads the target's own WAL back to the last common checkpoint; without a
+        // floor, the target's checkpoints recycle that segment and rewind falls back to a full
+        // copy (seen on this machine: "could not find previous WAL record").
+        ("wal_keep_size", quote(WAL_KEEP_SIZE)),
         ("wal_sender_timeout", quote(&ms(layout.wal_sender_timeout))),
         (
             "wal_receiver_timeout",

@@ -232,6 +232,13 @@ impl Inst {
         }
     }
 
+    /// The phony-dead count belongs to one process (§6): once it is killed or gone, the next
+    /// process starts from 0, or the CMS would restart it again after it wins its role back.
+    fn forget_hangs(&mut self) {
+        self.phony_hits = 0;
+        self.phony_probe = None;
+    }
+
     /// Whether a watched effect is reached by the current status; clears the watches reached.
     fn effect_reached(&mut self) -> bool {
         let Some(s) = self.status.as_ref().filter(|_| self.query_ok) else {
@@ -292,6 +299,7 @@ impl Agent {
         };
         tracing::warn!(instance = %id, why, "killing the instance");
         inst.fence = Fence::Pending;
+        inst.forget_hangs();
         if !inst.in_flight(|k| k == ActionKind::Kill) {
             self.run_action(id, DnAction::Kill, ActionKind::Kill, out);
         }
@@ -318,6 +326,7 @@ impl Agent {
         if !running {
             inst.status = None;
             inst.query_ok = false;
+            inst.forget_hangs();
         }
         let only_d = inst.processes.iter().all(|p| *p == ProcState::DiskSleep);
         let mut rekill = false;

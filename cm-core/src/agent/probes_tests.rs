@@ -365,7 +365,11 @@ fn phony_dead_hits_restart_from_zero_for_the_process_started_after_a_restart() {
     let cmds = a.step(ms(47_000), write_ok(persist_token(&cmds)));
     let kill = action_op(&cmds);
     assert_eq!(cmds, vec![run(kill, DnAction::Kill)]);
-    assert_eq!(hits(&a), 0, "the killed process's hits are not the instance's any more");
+    assert_eq!(
+        hits(&a),
+        0,
+        "the killed process's hits are not the instance's any more"
+    );
     a.step(ms(47_100), done(kill));
     let (cmds, reported) = reported_hits(&mut a, ms(48_000), vec![]);
     assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);

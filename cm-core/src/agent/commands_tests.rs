@@ -323,3 +323,67 @@ fn promotion_done_and_read_only_set_are_reported_at_once() {
     );
     assert_eq!(reports(&cmds).len(), 3);
 }
+
+#[test]
+fn no_start_pending_while_a_build_is_in_flight_only_after_it_completes() {
+    let mut a = boot(DnRole::Standby);
+    let source = InstanceId(6002);
+    let cmds = apply(&mut a, ms(10), 1, CmsCommand::Build { source });
+    let build = action_op(&cmds);
+    assert_eq!(cmds, vec![run(build, DnAction::Build { source })]);
+    // The Build stopped the DN: a sample sees it absent, but the Build is not done.
+    let cmds = tick(&mut a, ms(1000));
+    assert_eq!(
+        a.step(ms(1010), sampled(sample_op(&cmds, DN), vec![])),
+        vec![]
+    );
+    assert_eq!(a.step(ms(1500), done(build)), vec![]);
+    let cmds = tick(&mut a, ms(2000));
+    let cmds = a.step(ms(2010), sampled(sample_op(&cmds, DN), vec![]));
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+}
+
+#[test]
+fn second_dn_action_waits_for_the_one_in_flight_in_order() {
+    let mut a = boot(DnRole::Standby);
+    let p = InstanceId(6002);
+    let cmds = apply(&mut a, ms(10), 1, CmsCommand::Lock1);
+    let lock1 = action_op(&cmds);
+    assert_eq!(cmds, vec![run(lock1, DnAction::Lock1)]);
+    assert_eq!(
+        apply(&mut a, ms(20), 2, CmsCommand::Lock2 { primary: p }),
+        vec![]
+    );
+    assert_eq!(
+        apply(&mut a, ms(30), 3, CmsCommand::Unlock { primary: p }),
+        vec![]
+    );
+    let cmds = a.step(ms(40), done(lock1));
+    let lock2 = action_op(&cmds);
+    assert_eq!(cmds, vec![run(lock2, DnAction::Lock2 { primary: p })]);
+    let cmds = a.step(ms(50), done(lock2));
+    assert_eq!(
+        cmds,
+        vec![run(action_op(&cmds), DnAction::Unlock { primary: p })]
+    );
+}
+
+#[test]
+fn fencing_kill_preempts_a_build_in_flight_and_the_start_waits_for_both() {
+    let mut a = boot(DnRole::Primary);
+    let source = InstanceId(6002);
+    let build = action_op(&apply(&mut a, ms(10), 1, CmsCommand::Build { source }));
+    let cmds = apply(&mut a, ms(20), 2, CmsCommand::Restart);
+    let kill = action_op(&cmds);
+    assert_eq!(cmds, vec![run(kill, DnAction::Kill)]);
+    assert_eq!(a.step(ms(30), done(kill)), vec![]);
+    let cmds = tick(&mut a, ms(1000));
+    assert_eq!(
+        a.step(ms(1010), sampled(sample_op(&cmds, DN), vec![])),
+        vec![]
+    );
+    a.step(ms(1500), done(build));
+    let cmds = tick(&mut a, ms(2000));
+    let cmds = a.step(ms(2010), sampled(sample_op(&cmds, DN), vec![]));
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+}

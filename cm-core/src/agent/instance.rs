@@ -74,6 +74,9 @@ pub(super) struct Inst {
     pub(super) status_at: Instant,
     query_ok: bool,
     actions: BTreeMap<OpId, ActionKind>,
+    /// Actions waiting for the one in flight (FIFO): the DN driver serialises actions on one
+    /// instance (a Build leaves it stopped; a start must come after it).
+    queued: Vec<(DnAction, ActionKind)>,
     pub(super) fence: Fence,
     restarts: Vec<Instant>,
     pub(super) manually_stopped: bool,
@@ -115,6 +118,7 @@ impl Inst {
             status_at: Instant::ZERO,
             query_ok: false,
             actions: BTreeMap::new(),
+            queued: Vec::new(),
             fence: Fence::None,
             restarts: Vec::new(),
             manually_stopped: false,
@@ -145,8 +149,15 @@ impl Inst {
         self.in_flight(|k| matches!(k, ActionKind::Start { .. }))
     }
 
+    /// A start, stop or kill in flight or queued.
     fn lifecycle_busy(&self) -> bool {
-        self.in_flight(|k| !matches!(k, ActionKind::Other))
+        let lifecycle = |k: ActionKind| !matches!(k, ActionKind::Other);
+        self.in_flight(lifecycle) || self.queued.iter().any(|&(_, k)| lifecycle(k))
+    }
+
+    /// Any action in flight or queued: the DN must not be started under it.
+    fn busy(&self) -> bool {
+        !self.actions.is_empty() || !self.queued.is_empty()
     }
 
     /// The last known role (kept while the process runs but its query fails, §3).
@@ -232,6 +243,13 @@ impl Inst {
         }
     }
 
+    /// The phony-dead count belongs to one process (§6): once it is killed or gone, the next
+    /// process starts from 0, or the CMS would restart it again after it wins its role back.
+    fn forget_hangs(&mut self) {
+        self.phony_hits = 0;
+        self.phony_probe = None;
+    }
+
     /// Whether a watched effect is reached by the current status; clears the watches reached.
     fn effect_reached(&mut self) -> bool {
         let Some(s) = self.status.as_ref().filter(|_| self.query_ok) else {
@@ -274,6 +292,23 @@ impl Agent {
         kind: ActionKind,
         out: &mut Vec<AgentCommand>,
     ) {
+        if let Some(inst) = self.insts.get_mut(&instance) {
+            // Kill means fence: it preempts whatever runs (see `issue_next_action`).
+            if !inst.actions.is_empty() && kind != ActionKind::Kill {
+                inst.queued.push((action, kind));
+                return;
+            }
+        }
+        self.issue_action(instance, action, kind, out);
+    }
+
+    fn issue_action(
+        &mut self,
+        instance: InstanceId,
+        action: DnAction,
+        kind: ActionKind,
+        out: &mut Vec<AgentCommand>,
+    ) {
         let op = self.op();
         if let Some(inst) = self.insts.get_mut(&instance) {
             inst.actions.insert(op, kind);
@@ -292,6 +327,9 @@ impl Agent {
         };
         tracing::warn!(instance = %id, why, "killing the instance");
         inst.fence = Fence::Pending;
+        inst.forget_hangs();
+        // A queued stop is superseded by the kill; a start is decided again once it is gone.
+        inst.queued.retain(|&(_, k)| matches!(k, ActionKind::Other));
         if !inst.in_flight(|k| k == ActionKind::Kill) {
             self.run_action(id, DnAction::Kill, ActionKind::Kill, out);
         }
@@ -318,6 +356,7 @@ impl Agent {
         if !running {
             inst.status = None;
             inst.query_ok = false;
+            inst.forget_hangs();
         }
         let only_d = inst.processes.iter().all(|p| *p == ProcState::DiskSleep);
         let mut rekill = false;
@@ -361,7 +400,7 @@ impl Agent {
             || inst.running()
             || inst.fence != Fence::None
             || inst.disk_damaged
-            || inst.lifecycle_busy()
+            || inst.busy()
         {
             return;
         }
@@ -454,7 +493,26 @@ impl Agent {
         {
             self.after_start_under_flag(out);
         }
+        self.issue_next_action(id, out);
         self.check_cluster_stop_done(now, out);
+    }
+
+    /// Once nothing is in flight for the instance, the oldest queued action runs.
+    ///
+    /// Why a fencing Kill may run beside another action (and nothing else may): §3 "kill means
+    /// fence" must not wait behind a slow action (a Build can take minutes, longer than the
+    /// fencing floor). It is safe with the driver: a kill only signals the postmaster's process
+    /// group, which a Build stops anyway, and it never starts anything; the start that follows a
+    /// kill waits until every action in flight or queued is done (`busy`).
+    fn issue_next_action(&mut self, id: InstanceId, out: &mut Vec<AgentCommand>) {
+        let Some(inst) = self.insts.get_mut(&id) else {
+            return;
+        };
+        if !inst.actions.is_empty() || inst.queued.is_empty() {
+            return;
+        }
+        let (action, kind) = inst.queued.remove(0);
+        self.issue_action(id, action, kind, out);
     }
 
     /// `cluster_manual_starting` is removed once the starts it allowed are done (§2).

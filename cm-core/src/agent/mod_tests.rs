@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use proptest::prelude::*;
 
 use super::testkit::*;
@@ -165,6 +167,11 @@ enum Ev {
     CmsComplete {
         ok: bool,
     },
+    /// A command from the leader (made durable at once): 0 Build, 1 Lock1, 2 Restart, 3 Demote.
+    Command {
+        second: bool,
+        which: u8,
+    },
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -183,6 +190,7 @@ fn ev() -> impl Strategy<Value = Ev> {
         Just(Ev::CompleteNewest),
         (0u8..4).prop_map(|procs| Ev::CmsSample { procs }),
         any::<bool>().prop_map(|ok| Ev::CmsComplete { ok }),
+        (any::<bool>(), 0u8..4).prop_map(|(second, which)| Ev::Command { second, which }),
     ]
 }
 
@@ -192,6 +200,8 @@ struct Model {
     actions: Vec<(OpId, InstanceId)>,
     /// Local cm_server actions in flight (start, stop, kill).
     cms_actions: Vec<OpId>,
+    /// DN Kill actions issued.
+    kills: BTreeSet<OpId>,
 }
 
 fn procs(n: u8) -> Vec<ProcState> {
@@ -230,6 +240,23 @@ impl Model {
             } = c
             {
                 self.actions.push((*op, *instance));
+                let busy = self
+                    .actions
+                    .iter()
+                    .filter(|(o, i)| i == instance && o != op)
+                    .count();
+                prop_assert!(
+                    busy == 0 || *action == DnAction::Kill,
+                    "{action:?} issued for {instance} while {busy} action(s) are in flight"
+                );
+                if *action == DnAction::Kill {
+                    let killing = self
+                        .actions
+                        .iter()
+                        .any(|(o, i)| i == instance && self.kills.contains(o));
+                    prop_assert!(!killing, "two kills in flight for {instance}");
+                    self.kills.insert(*op);
+                }
                 if *action == DnAction::StartPending {
                     prop_assert!(
                         self.flags.keeps_stopped(*instance).is_none(),
@@ -266,8 +293,10 @@ proptest! {
             starts: BTreeMap::new(),
             actions: Vec::new(),
             cms_actions: Vec::new(),
+            kills: BTreeSet::new(),
         };
         let mut now = ms(0);
+        let mut seq = 0;
         let cmds = tick(&mut a, now);
         m.check(&a, &cmds)?;
         for n in CMS {
@@ -306,6 +335,30 @@ proptest! {
                     AgentInput::FlagsObserved(f)
                 }
                 Ev::Leader { paused } => leader_reply(CMS[0], 1, a.cms.report_seq, paused),
+                Ev::Command { second, which } => {
+                    seq += 1;
+                    let cmd = match which {
+                        0 => CmsCommand::Build { source: InstanceId(6002) },
+                        1 => CmsCommand::Lock1,
+                        2 => CmsCommand::Restart,
+                        _ => CmsCommand::Demote,
+                    };
+                    let instance = if second { DN2 } else { DN };
+                    let sc = SequencedCommand { instance, seq: CmdSeq(seq), cmd };
+                    let leader = leader_reply(CMS[0], 1, a.cms.report_seq, false);
+                    for input in [leader, from_cms(CMS[0], 1, Msg::Command(sc))] {
+                        let cmds = a.step(now, input);
+                        m.check(&a, &cmds)?;
+                        if let Some(token) = cmds.iter().find_map(|c| match c {
+                            AgentCommand::PersistState(p) => Some(p.token),
+                            _ => None,
+                        }) {
+                            let cmds = a.step(now, write_ok(token));
+                            m.check(&a, &cmds)?;
+                        }
+                    }
+                    continue;
+                }
                 Ev::CompleteOldest | Ev::CompleteNewest => {
                     let pick = if matches!(e, Ev::CompleteOldest) { m.actions.first() } else { m.actions.last() };
                     let Some(&(op, instance)) = pick else { continue };

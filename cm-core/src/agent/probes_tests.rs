@@ -343,3 +343,50 @@ fn unanswered_peer_probe_is_not_repeated_until_its_three_tries_are_over() {
     };
     assert_eq!(a.step(ms(7000), late), vec![]);
 }
+
+/// Runs a status round at `now` with `procs` sampled; returns its commands and the DN's
+/// phony-dead hits as its report now carries them.
+fn reported_hits(a: &mut Agent, now: Instant, procs: Vec<ProcState>) -> (Vec<AgentCommand>, u32) {
+    let cmds = tick(a, now);
+    let out = a.step(now, sampled(sample_op(&cmds, DN), procs));
+    (out, a.insts[&DN].report(now).phony_dead_hits)
+}
+
+#[test]
+fn phony_dead_hits_restart_from_zero_for_the_process_started_after_a_restart() {
+    let mut a = boot(DnRole::Primary);
+    a.params.enable_self_fence = false;
+    // Frozen (T): hits at 10 s and 46 s, the next check only at 82 s.
+    phony_round(&mut a, ms(10_000), vec![ProcState::Stopped]);
+    phony_round(&mut a, ms(46_000), vec![ProcState::Stopped]);
+    assert_eq!(hits(&a), 2);
+    a.insts.get_mut(&DN).expect("dn").phony_hits = 5;
+    let cmds = a.step(ms(47_000), command(CMS[0], 1, 1, CmsCommand::Restart));
+    let cmds = a.step(ms(47_000), write_ok(persist_token(&cmds)));
+    let kill = action_op(&cmds);
+    assert_eq!(cmds, vec![run(kill, DnAction::Kill)]);
+    assert_eq!(
+        hits(&a),
+        0,
+        "the killed process's hits are not the instance's any more"
+    );
+    a.step(ms(47_100), done(kill));
+    let (cmds, reported) = reported_hits(&mut a, ms(48_000), vec![]);
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+    assert_eq!(reported, 0);
+    // The new process runs (and wins its role back) before the old check time: still 0.
+    let (cmds, reported) = reported_hits(&mut a, ms(49_000), vec![ProcState::Running]);
+    assert_eq!((cmds, reported), (vec![], 0));
+}
+
+#[test]
+fn phony_dead_hits_restart_from_zero_once_the_process_is_seen_absent() {
+    let mut a = boot(DnRole::Standby);
+    phony_round(&mut a, ms(10_000), vec![ProcState::DiskSleep]);
+    phony_round(&mut a, ms(20_000), vec![ProcState::DiskSleep]);
+    assert_eq!(hits(&a), 2);
+    // The process dies between checks; the agent starts a new one.
+    let (cmds, reported) = reported_hits(&mut a, ms(21_000), vec![]);
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+    assert_eq!((hits(&a), reported), (0, 0));
+}

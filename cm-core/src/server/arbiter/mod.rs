@@ -267,7 +267,7 @@ impl GroupArbiter {
     /// The member a Failover went to could still be promoting: no other Failover (with a fresh
     /// term) may go out until it reports Primary with that term (which clears `awaiting`),
     /// proves the Failover failed — silent past half of `instance_heartbeat_timeout`, or no
-    /// process / restarted as pending — or `instance_heartbeat_timeout` passed since the send
+    /// process — or `instance_heartbeat_timeout` passed since the send
     /// while it does not report Promoting. Before this, the §4.3 round raise let the next tick
     /// resend the Failover ~0.4 s after the first, while the member was still confirming its
     /// term with the CMS majority.
@@ -278,10 +278,11 @@ impl GroupArbiter {
         let Some(m) = self.member(inst) else {
             return false;
         };
+        // Pending proves nothing: a pending member can be the candidate itself.
         let failed = m.timed_out(ctx.now, ctx.params)
             || m.report
                 .as_ref()
-                .is_some_and(|r| matches!(r.role, crate::dn::DnRole::Down | crate::dn::DnRole::Pending));
+                .is_some_and(|r| r.role == crate::dn::DnRole::Down);
         if failed {
             return false;
         }

@@ -184,11 +184,18 @@ fn a_read_only_switchover_demotes_first_then_repoints_every_standby() {
     h.now = crate::time::Instant::from_secs(110);
     h.tick();
     let out = cmds(&h.commit());
-    assert_eq!(out, vec![(6001, CmsCommand::Demote)], "Demote first, nothing promoted");
+    assert_eq!(
+        out,
+        vec![(6001, CmsCommand::Demote)],
+        "Demote first, nothing promoted"
+    );
     assert_eq!(h.group().term, Term(2));
     // The old primary is down at 200; the target catches up, then gets Switchover{2}.
     h.advance_ms(1000);
-    assert_eq!(cmds(&h.report(dn(1).pending().pos(1, 200).disk(90).ro(true))), vec![]);
+    assert_eq!(
+        cmds(&h.report(dn(1).pending().pos(1, 200).disk(90).ro(true))),
+        vec![]
+    );
     assert_eq!(cmds(&h.report(dn(3).disk(50).ro(true))), vec![]);
     assert_eq!(
         cmds(&h.report(dn(2).pos(1, 200).disk(50).ro(true))),

@@ -363,10 +363,16 @@ fn a_failover_is_not_resent_while_the_member_could_still_be_promoting() {
     // Before: the §4.3 round raise re-armed the wait at once and the next tick resent the
     // Failover ~0.4 s later with a fresh term, while the member was still checking its term.
     let sent = failovers_after_node_crash(None);
-    assert!(sent.len() >= 2, "the member never promotes: resent eventually: {sent:?}");
+    assert!(
+        sent.len() >= 2,
+        "the member never promotes: resent eventually: {sent:?}"
+    );
     for w in sent.windows(2) {
         let gap = w[1].0 - w[0].0;
-        assert!(gap >= 6000, "resent {gap} ms after the previous Failover: {sent:?}");
+        assert!(
+            gap >= 6000,
+            "resent {gap} ms after the previous Failover: {sent:?}"
+        );
         assert!(w[1].1 > w[0].1, "a fresh term per resend: {sent:?}");
     }
     // While it reports Promoting, no resend at all.

@@ -91,7 +91,7 @@ fn a_following_standby_with_a_stale_upstream_is_repointed_to_the_primary() {
     let (mut h, h2) = promoted();
     h.report(dn(2).primary(2).pos(2, 10).hist(h2.clone()));
     let out = h.reports(vec![
-        dn(3).pos(1, 90),                            // on the history, off the timeline
+        dn(3).pos(1, 90),                                // on the history, off the timeline
         dn(1).pos(2, 5).hist(h2.clone()).upstream(3, 0), // streams from a non-primary
     ]);
     assert_eq!(

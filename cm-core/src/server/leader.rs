@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::ClusterConfig;
 use crate::ctl::{self, CtlReply, CtlRequest, Refusal};
-use crate::ids::{ClientId, GroupId, InstanceId, NodeId, ProposalId, QuorumTerm};
+use crate::ids::{ClientId, GroupId, InstanceId, NodeId, ProposalId, QuorumTerm, ReportSeq};
 use crate::msg::{self, CmsCommand};
 use crate::params::{ParamSide, Params};
 use crate::state::{self, Change, ClusterState, Conflict, OutcomeError, ReplicatedState};
@@ -55,6 +55,9 @@ pub struct Leader {
     last_wall: WallMillis,
     out: Outbox,
     core: Core,
+    /// Per agent: the newest report's sequence number and receipt, to drop reports that arrive
+    /// after a newer one (a delayed frame from before a reconnection).
+    last_report: BTreeMap<NodeId, (ReportSeq, Instant)>,
 }
 
 impl Leader {
@@ -85,6 +88,7 @@ impl Leader {
                 groups,
                 ..Core::default()
             },
+            last_report: BTreeMap::new(),
         }
     }
 
@@ -131,6 +135,7 @@ impl Leader {
         self.enter(now, state);
         self.last_wall = self.last_wall.max(wall);
         self.elected = true;
+        self.last_report.clear();
         self.out.start_term(quorum_term);
         for arb in self.core.groups.values_mut() {
             arb.reset(now);
@@ -177,6 +182,17 @@ impl Leader {
         if !self.elected {
             return Vec::new();
         }
+        // A report older than the newest one from the same agent is stale: acting on it would
+        // undo what the newer one said (seed 226: a delayed "Standby" after "Primary" made the
+        // group fail over again under its fresh primary). A restarted agent counts from 1
+        // again, so an older number is only dropped within the resend interval of the newest.
+        if let Some(&(seq, at)) = self.last_report.get(&from)
+            && report.seq <= seq
+            && now.saturating_since(at) < super::arbiter::resend_interval(&self.params)
+        {
+            return Vec::new();
+        }
+        self.last_report.insert(from, (report.seq, now));
         let mut ctx = Ctx {
             now,
             wall,

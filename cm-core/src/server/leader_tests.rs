@@ -200,3 +200,43 @@ fn query_returns_the_status() {
         }]
     ));
 }
+
+#[test]
+fn a_report_older_than_the_newest_from_the_same_agent_is_dropped() {
+    use crate::ids::{NodeId, ReportSeq};
+    use crate::msg::AgentReport;
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    let send = |h: &mut H, seq: u64, r: crate::server::harness::Rb| {
+        let rep = AgentReport {
+            seq: ReportSeq(seq),
+            dns: vec![r.0],
+            cms_process: None,
+            normal_start: false,
+        };
+        h.leader
+            .on_report(h.now, h.wall, NodeId(1), &rep, &mut h.state)
+    };
+    h.advance_ms(100);
+    assert_eq!(send(&mut h, 1000, dn(1).primary(1)), vec![]);
+    // A delayed frame from before: the primary "down". Acting on it would send Lock1s.
+    h.advance_ms(100);
+    assert_eq!(send(&mut h, 999, dn(1).down()), vec![]);
+    assert_eq!(
+        h.leader.groups()[&crate::server::harness::G].members[0]
+            .report
+            .as_ref()
+            .map(|r| r.role),
+        Some(crate::dn::DnRole::Primary)
+    );
+    // A restarted agent counts from 1 again: heard once the resend interval passed.
+    h.advance_ms(3000);
+    send(&mut h, 1, dn(1).down());
+    assert_eq!(
+        h.leader.groups()[&crate::server::harness::G].members[0]
+            .report
+            .as_ref()
+            .map(|r| r.role),
+        Some(crate::dn::DnRole::Down)
+    );
+}

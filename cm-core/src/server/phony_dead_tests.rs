@@ -89,11 +89,11 @@ fn no_second_hang_restart_of_a_standby_during_the_cooldown() {
         .phony_dead_cooldown
         .insert(InstanceId(6002), until);
     h.healthy_round(3);
-    assert_eq!(h.report(dn(2).hits(5)), vec![]);
+    assert_eq!(h.report(dn(2).upstream(1, 100).hits(5)), vec![]);
     // After the cool-down the hang-restart is back.
     h.wall = until;
     assert_eq!(
-        cmds(&h.report(dn(2).hits(6))),
+        cmds(&h.report(dn(2).upstream(1, 100).hits(6))),
         vec![(6002, CmsCommand::Restart)]
     );
 }

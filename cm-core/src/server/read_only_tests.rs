@@ -167,3 +167,53 @@ fn checks_run_every_interval_only() {
         Some(108)
     );
 }
+
+#[test]
+fn a_read_only_switchover_demotes_first_then_repoints_every_standby() {
+    // §7.2 → §4.5/§9: the same sequence as `cm_ctl switchover`, then the §4.2 follow-ups.
+    use crate::dn::History;
+    use crate::ids::{Lsn, Term, Timeline};
+    let p = InstanceId(6002);
+    let mut h = H::new(3);
+    h.now = crate::time::Instant::from_secs(109);
+    h.reports(vec![
+        dn(1).primary(1).disk(90).ro(true),
+        dn(2).disk(50).ro(true).upstream(1, 100),
+        dn(3).disk(50).ro(true).upstream(1, 100),
+    ]);
+    h.now = crate::time::Instant::from_secs(110);
+    h.tick();
+    let out = cmds(&h.commit());
+    assert_eq!(
+        out,
+        vec![(6001, CmsCommand::Demote)],
+        "Demote first, nothing promoted"
+    );
+    assert_eq!(h.group().term, Term(2));
+    // The old primary is down at 200; the target catches up, then gets Switchover{2}.
+    h.advance_ms(1000);
+    assert_eq!(
+        cmds(&h.report(dn(1).pending().pos(1, 200).disk(90).ro(true))),
+        vec![]
+    );
+    assert_eq!(cmds(&h.report(dn(3).disk(50).ro(true))), vec![]);
+    assert_eq!(
+        cmds(&h.report(dn(2).pos(1, 200).disk(50).ro(true))),
+        vec![(6002, CmsCommand::Switchover { term: Term(2) })]
+    );
+    h.advance_ms(1000);
+    let h2 = History::root(Timeline(1)).branch(Lsn(200), Timeline(2));
+    h.report(dn(2).primary(2).pos(2, 10).hist(h2).disk(50).ro(true));
+    let out = cmds(&h.commit());
+    assert_eq!(h.group().static_primary, p);
+    assert_eq!(h.group().switchover, None);
+    // Every other member follows the new primary: the old one Notified, 6003 (still set to
+    // follow 6001) Lock2'd since it is on timeline 1.
+    assert_eq!(
+        out,
+        vec![
+            (6001, CmsCommand::NotifyStandby { primary: p }),
+            (6003, CmsCommand::Lock2 { primary: p }),
+        ]
+    );
+}

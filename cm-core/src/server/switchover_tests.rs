@@ -57,14 +57,24 @@ fn switchover_demotes_waits_for_catch_up_then_promotes_with_the_new_term() {
     );
     let out = h.commit();
     assert_eq!(h.group().static_primary, InstanceId(6002));
+    // The old primary follows the new one, and so does the other standby (§4.2 "Then"): its
+    // upstream was the old primary, on timeline 1 below the fork, so Lock2.
     assert_eq!(
         cmds(&out),
-        vec![(
-            6001,
-            CmsCommand::NotifyStandby {
-                primary: InstanceId(6002)
-            }
-        )]
+        vec![
+            (
+                6001,
+                CmsCommand::NotifyStandby {
+                    primary: InstanceId(6002)
+                }
+            ),
+            (
+                6003,
+                CmsCommand::Lock2 {
+                    primary: InstanceId(6002)
+                }
+            )
+        ]
     );
 }
 

@@ -202,7 +202,7 @@ impl GroupArbiter {
             instance: cand,
         });
         self.reset_rounds();
-        self.awaiting = Some((term, cand));
+        self.awaiting = Some((term, cand, ctx.now));
     }
 }
 

@@ -202,8 +202,13 @@ fn every_resend_commits_a_fresh_term() {
         cmds(&h.commit()),
         vec![(6002, CmsCommand::Failover { term: Term(2) })]
     );
-    // 6002 never promotes: after 5 more rounds (it is now the static primary) a fresh term.
+    // 6002 never promotes: once instance_heartbeat_timeout (6 s) passed since the send (the
+    // 5-round wait of the static primary is shorter), a fresh term.
     for _ in 0..5 {
+        lock_round(&mut h, 3, &[2, 3]);
+    }
+    assert_eq!(promotes(&h), vec![], "it could still be promoting");
+    {
         lock_round(&mut h, 3, &[2, 3]);
     }
     assert_eq!(promotes(&h), vec![promote(2, 2)]);
@@ -217,7 +222,7 @@ fn every_resend_commits_a_fresh_term() {
 fn a_member_sent_ten_failovers_is_no_candidate() {
     let mut h = primary_killed(4);
     let mut sent = 0;
-    // 6002 gets a Failover after 6 rounds, then every 5: ten by round 51; then 6003 takes over.
+    // 6002 gets a Failover after 6 rounds, then every 6 s: ten by round 60; then 6003 takes over.
     for _ in 0..90 {
         lock_round(&mut h, 4, &[2, 3, 4]);
         sent += cmds(&h.commit())
@@ -318,3 +323,59 @@ fn no_arbitration_while_paused_or_stopping() {
 
 #[path = "failover_props.rs"]
 mod props;
+
+/// The primary's node goes silent; the standbys stay locked and report every 200 ms, ticks
+/// and commits follow. Returns (ms since the silence, term) of every Failover sent.
+fn failovers_after_node_crash(promoting_from_ms: Option<u64>) -> Vec<(u64, Term)> {
+    let mut h = primary_killed_silently();
+    let mut sent = Vec::new();
+    for step in 1..=150u64 {
+        h.advance_ms(200);
+        let ms = step * 200;
+        let mut out = Vec::new();
+        for i in [2, 3] {
+            let mut r = h.locked(i);
+            if i == 2 && promoting_from_ms.is_some_and(|from| ms >= from) && !sent.is_empty() {
+                r = r.db(crate::dn::DbState::Promoting);
+            }
+            out.extend(h.report(r));
+        }
+        out.extend(h.tick());
+        out.extend(h.commit());
+        for (_, c) in cmds(&out) {
+            if let CmsCommand::Failover { term } = c {
+                sent.push((ms, term));
+            }
+        }
+    }
+    sent
+}
+
+/// A healthy 1P2S group whose primary node then stops reporting: Lock1 once it is Unknown.
+fn primary_killed_silently() -> H {
+    let mut h = H::new(3);
+    assert_eq!(h.healthy_round(3), vec![]);
+    h
+}
+
+#[test]
+fn a_failover_is_not_resent_while_the_member_could_still_be_promoting() {
+    // Before: the §4.3 round raise re-armed the wait at once and the next tick resent the
+    // Failover ~0.4 s later with a fresh term, while the member was still checking its term.
+    let sent = failovers_after_node_crash(None);
+    assert!(
+        sent.len() >= 2,
+        "the member never promotes: resent eventually: {sent:?}"
+    );
+    for w in sent.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        assert!(
+            gap >= 6000,
+            "resent {gap} ms after the previous Failover: {sent:?}"
+        );
+        assert!(w[1].1 > w[0].1, "a fresh term per resend: {sent:?}");
+    }
+    // While it reports Promoting, no resend at all.
+    let sent = failovers_after_node_crash(Some(0));
+    assert_eq!(sent.len(), 1, "{sent:?}");
+}

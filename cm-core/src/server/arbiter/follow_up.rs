@@ -49,21 +49,7 @@ impl GroupArbiter {
                             Some(CmsCommand::Build { source: primary })
                         }
                     } else {
-                        let on_timeline = r.position.timeline == pr.position.timeline;
-                        match r.lock {
-                            LockState::Prohibit => Some(if on_timeline {
-                                CmsCommand::Unlock { primary }
-                            } else {
-                                CmsCommand::Lock2 { primary }
-                            }),
-                            LockState::Specified(x) if x != primary => {
-                                Some(CmsCommand::Lock2 { primary })
-                            }
-                            LockState::Specified(_) if on_timeline => {
-                                Some(CmsCommand::Unlock { primary })
-                            }
-                            _ => None,
-                        }
+                        self.repoint(ctx, i, &r, primary, pr.position.timeline)
                     }
                 }
                 _ => None,
@@ -71,6 +57,39 @@ impl GroupArbiter {
             if let Some(cmd) = cmd {
                 self.members[i].send_unless_recent(ctx.out, ctx.now, cmd, resend);
             }
+        }
+    }
+
+    /// What a standby on the primary's history needs to follow it: Unlock on the primary's
+    /// timeline, Lock2 off it. A standby is re-pointed when it is locked (Lock1, or Lock2 to
+    /// another instance), and also when it follows normally but streams from no one or from
+    /// another instance and no command pointing it at this primary has been applied: its
+    /// upstream setting is then stale (an old primary's), and nothing else would ever move it.
+    fn repoint(
+        &self,
+        ctx: &Ctx<'_>,
+        i: usize,
+        r: &crate::dn::DnReport,
+        primary: crate::ids::InstanceId,
+        primary_timeline: crate::ids::Timeline,
+    ) -> Option<CmsCommand> {
+        let on_timeline = r.position.timeline == primary_timeline;
+        let follow = if on_timeline {
+            CmsCommand::Unlock { primary }
+        } else {
+            CmsCommand::Lock2 { primary }
+        };
+        match r.lock {
+            LockState::Prohibit => Some(follow),
+            LockState::Specified(x) if x != primary => Some(CmsCommand::Lock2 { primary }),
+            LockState::Specified(_) if on_timeline => Some(CmsCommand::Unlock { primary }),
+            LockState::None => {
+                let streams = r.upstream.is_some_and(|u| u.instance == primary);
+                let m = &self.members[i];
+                let pointed = m.pointed_at(primary, r, ctx.now, ctx.resend_interval());
+                (!streams && !pointed).then_some(follow)
+            }
+            _ => None,
         }
     }
 

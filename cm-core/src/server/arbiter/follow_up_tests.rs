@@ -83,3 +83,49 @@ fn follow_ups_are_not_repeated_within_the_resend_interval() {
         vec![(6001, CmsCommand::NotifyStandby { primary: P })]
     );
 }
+
+#[test]
+fn a_following_standby_with_a_stale_upstream_is_repointed_to_the_primary() {
+    // Seed 26 of the swarm: a standby follows normally (lock None) but its upstream setting
+    // is an old primary, so it streams from no one. Not diverged: it must be re-pointed.
+    let (mut h, h2) = promoted();
+    h.report(dn(2).primary(2).pos(2, 10).hist(h2.clone()));
+    let out = h.reports(vec![
+        dn(3).pos(1, 90),                                // on the history, off the timeline
+        dn(1).pos(2, 5).hist(h2.clone()).upstream(3, 0), // streams from a non-primary
+    ]);
+    assert_eq!(
+        cmds(&out),
+        vec![
+            (6003, CmsCommand::Lock2 { primary: P }),
+            (6001, CmsCommand::Unlock { primary: P }),
+        ]
+    );
+    // Applied but not streaming yet (the receiver connects later): not re-sent, even after
+    // the resend interval.
+    h.advance_ms(5000);
+    let out = h.reports(vec![
+        dn(2).primary(2).pos(2, 10).hist(h2.clone()),
+        dn(3).pos(1, 90).lock(LockState::Specified(P)).applied(1),
+        dn(1).pos(2, 5).hist(h2.clone()).applied(2),
+    ]);
+    assert_eq!(cmds(&out), vec![]);
+    // Unapplied (the command was lost): re-sent after the resend interval.
+    let (mut h, _) = promoted();
+    h.report(dn(2).primary(2).pos(2, 10).hist(h2.clone()));
+    assert_eq!(cmds(&h.report(dn(1).pos(2, 5).hist(h2.clone()))).len(), 1);
+    h.advance_ms(3000);
+    h.report(dn(2).primary(2).pos(2, 10).hist(h2.clone()));
+    assert_eq!(
+        cmds(&h.report(dn(1).pos(2, 5).hist(h2))),
+        vec![(6001, CmsCommand::Unlock { primary: P })]
+    );
+}
+
+#[test]
+fn a_standby_streaming_from_the_primary_gets_nothing() {
+    let (mut h, h2) = promoted();
+    h.report(dn(2).primary(2).pos(2, 10).hist(h2.clone()));
+    let out = h.report(dn(1).pos(2, 5).hist(h2).upstream(2, 10));
+    assert_eq!(cmds(&out), vec![]);
+}

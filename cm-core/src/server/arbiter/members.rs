@@ -51,6 +51,9 @@ pub struct Member {
     pub released_since_lock1: bool,
     /// The last command sent, for resend suppression.
     pub last_cmd: Option<LastCommand>,
+    /// The instance the latest Unlock/Lock2/Notify/Build sent to it points at, its stamp and send time
+    /// (cleared by Lock1): tells a stale upstream setting from one not yet streaming.
+    pub pointed: Option<(InstanceId, CmdStamp, Instant)>,
     /// Phony-dead bookkeeping (§6).
     pub phony: PhonyDeadMember,
 }
@@ -76,6 +79,7 @@ impl Member {
             lock1: None,
             released_since_lock1: false,
             last_cmd: None,
+            pointed: None,
             phony: PhonyDeadMember::default(),
         }
     }
@@ -166,9 +170,14 @@ impl Member {
             CmsCommand::Lock1 => {
                 self.lock1 = Some((stamp, now));
                 self.released_since_lock1 = false;
+                self.pointed = None;
             }
-            CmsCommand::Unlock { .. } | CmsCommand::Lock2 { .. } => {
+            CmsCommand::Unlock { primary } | CmsCommand::Lock2 { primary } => {
                 self.released_since_lock1 = true;
+                self.pointed = Some((*primary, stamp, now));
+            }
+            CmsCommand::NotifyStandby { primary } | CmsCommand::Build { source: primary } => {
+                self.pointed = Some((*primary, stamp, now));
             }
             CmsCommand::Failover { .. } => self.failovers_sent += 1,
             _ => {}
@@ -179,6 +188,20 @@ impl Member {
             at: now,
         });
         stamp
+    }
+
+    /// A command that sets its upstream to `primary` (Unlock, Lock2, Notify standby or Build
+    /// from it, sent under this leadership) was applied, or sent less than `resend` ago.
+    pub fn pointed_at(
+        &self,
+        primary: InstanceId,
+        r: &DnReport,
+        now: Instant,
+        resend: Duration,
+    ) -> bool {
+        self.pointed.is_some_and(|(p, stamp, at)| {
+            p == primary && (r.last_applied >= stamp || now.saturating_since(at) < resend)
+        })
     }
 
     /// Sends `cmd` unless the same command went out less than `resend` ago.

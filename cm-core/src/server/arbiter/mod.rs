@@ -94,8 +94,8 @@ pub struct GroupArbiter {
     pub members: Vec<Member>,
     /// The Promote in flight.
     pub pending_promote: Option<PendingPromote>,
-    /// A Failover sent and not yet answered: (term, member).
-    pub awaiting: Option<(Term, InstanceId)>,
+    /// A Failover sent and not yet answered: (term, member, send time).
+    pub awaiting: Option<(Term, InstanceId, Instant)>,
     /// The highest term a Failover or Switchover was sent with (at most one per term, §13 S2).
     pub last_promotion_term: Term,
     /// The split-brain incident in progress (§8).
@@ -264,17 +264,33 @@ impl GroupArbiter {
             .is_none_or(|m| m.report.is_some() || m.timed_out(ctx.now, ctx.params))
     }
 
-    /// The member a Failover went to still reports that it is promoting: do not send another.
+    /// The member a Failover went to could still be promoting: no other Failover (with a fresh
+    /// term) may go out until it reports Primary with that term (which clears `awaiting`),
+    /// proves the Failover failed — silent past half of `instance_heartbeat_timeout`, or no
+    /// process — or `instance_heartbeat_timeout` passed since the send
+    /// while it does not report Promoting. Before this, the §4.3 round raise let the next tick
+    /// resend the Failover ~0.4 s after the first, while the member was still confirming its
+    /// term with the CMS majority.
     fn promotion_in_progress(&self, ctx: &Ctx<'_>) -> bool {
-        let Some((_, inst)) = self.awaiting else {
+        let Some((_, inst, at)) = self.awaiting else {
             return false;
         };
-        self.member(inst).is_some_and(|m| {
-            !m.timed_out(ctx.now, ctx.params)
-                && m.report
-                    .as_ref()
-                    .is_some_and(|r| r.db_state == crate::dn::DbState::Promoting)
-        })
+        let Some(m) = self.member(inst) else {
+            return false;
+        };
+        // Pending proves nothing: a pending member can be the candidate itself.
+        let failed = m.timed_out(ctx.now, ctx.params)
+            || m.report
+                .as_ref()
+                .is_some_and(|r| r.role == crate::dn::DnRole::Down);
+        if failed {
+            return false;
+        }
+        let promoting = m
+            .report
+            .as_ref()
+            .is_some_and(|r| r.db_state == crate::dn::DbState::Promoting);
+        promoting || ctx.now.saturating_since(at) < ctx.params.instance_heartbeat_timeout()
     }
 
     /// A primary reporting the group's term whose history is not recorded yet: record it
@@ -285,7 +301,10 @@ impl GroupArbiter {
                 continue;
             }
             let Some(r) = &m.report else { continue };
-            if self.awaiting == Some((r.term, m.instance)) {
+            if self
+                .awaiting
+                .is_some_and(|(t, i, _)| (t, i) == (r.term, m.instance))
+            {
                 self.awaiting = None;
             }
             if r.term == g.term
@@ -320,6 +339,9 @@ impl GroupArbiter {
         }
         if let Some(t) = self.last_raise {
             d.push(t + Duration::from_secs(1));
+        }
+        if let Some((_, _, at)) = self.awaiting {
+            d.push(at + hb);
         }
         d
     }

@@ -1,0 +1,20 @@
+//! Swarm seeds that once broke the CMS leader's arbitration: each must now keep every
+//! invariant and converge. 26, 29, 34: a standby left following a stale upstream (§4.2
+//! "Then"); 226: a delayed agent report undid a fresh promotion, a second Failover followed
+//! and two members could acknowledge commits (S4).
+
+use cm_sim::adapters::Machines;
+use cm_sim::run::{RunOptions, run};
+
+#[test]
+fn swarm_seeds_that_broke_arbitration_converge() {
+    let failed: Vec<String> = [26u64, 29, 34, 226]
+        .into_iter()
+        .filter_map(|seed| {
+            let s = cm_sim::swarm::scenario(seed);
+            let r = run(&s, "swarm", seed, Box::new(Machines), RunOptions::default());
+            (!r.ok()).then(|| format!("{:?} {:?} — {}", r.violations, r.misses, r.repro()))
+        })
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}

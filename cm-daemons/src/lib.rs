@@ -6,3 +6,4 @@
 
 pub mod common;
 pub mod ctl_cli;
+pub mod local;

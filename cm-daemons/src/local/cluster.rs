@@ -335,10 +335,10 @@ impl LocalCluster {
             let _ = m.kill();
             let _ = m.wait();
         }
-        if !self.opts.keep {
-            if let Err(e) = std::fs::remove_dir_all(&self.paths.dir) {
-                notes.push(format!("cannot remove {}: {e}", self.paths.dir.display()));
-            }
+        if !self.opts.keep
+            && let Err(e) = std::fs::remove_dir_all(&self.paths.dir)
+        {
+            notes.push(format!("cannot remove {}: {e}", self.paths.dir.display()));
         }
         notes
     }

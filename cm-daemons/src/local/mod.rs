@@ -72,7 +72,7 @@ pub fn sibling_bin_dir() -> PathBuf {
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.parent().map_or(dir.clone(), Path::to_path_buf)
+        dir.parent().map_or_else(|| dir.clone(), Path::to_path_buf)
     } else {
         dir
     }

@@ -29,8 +29,8 @@ enum ProfileArg {
 impl From<ProfileArg> for Profile {
     fn from(p: ProfileArg) -> Self {
         match p {
-            ProfileArg::Fast => Profile::Fast,
-            ProfileArg::Default => Profile::Default,
+            ProfileArg::Fast => Self::Fast,
+            ProfileArg::Default => Self::Default,
         }
     }
 }

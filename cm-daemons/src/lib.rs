@@ -2,8 +2,13 @@
 //!
 //! The binaries are thin: they parse arguments, load the cluster config, install logging and
 //! wire cm-io's drivers to the cm-core machines. What is testable without processes lives in
-//! this library: cm_ctl's argument handling and its `query` rendering.
+//! this library: cm_ctl's argument handling, plan execution and `query` rendering, and
+//! cm_server's wiring and executor.
+
+#![warn(missing_docs)]
 
 pub mod common;
+pub mod ctl;
 pub mod ctl_cli;
 pub mod local;
+pub mod server;

@@ -6,6 +6,7 @@
 
 pub mod arbiter;
 pub mod leader;
+pub mod machine;
 pub mod outbox;
 pub mod phony_dead;
 pub mod quorum;
@@ -15,3 +16,5 @@ pub mod switchover;
 
 #[cfg(test)]
 pub(crate) mod harness;
+
+pub use machine::{Server, ServerCommand, ServerInput, ServerStatus};

@@ -1,5 +1,728 @@
 //! The CMS quorum: Raft-style election and the replicated cluster state (SPEC.md §5).
+//!
+//! [`Quorum`] is a pure state machine embedded in the `Server` machine. It elects a leader among
+//! the CMS nodes (pre-vote, randomized timeouts, check-quorum, leader stickiness, a start-up vote
+//! hold-off), replicates [`Change`]s through a log that is folded into whole-state snapshots,
+//! applies committed changes to a [`ClusterState`], and gives the leader a *lease* (§5.2) during
+//! which no other node can have been elected, under the clock-drift bound ρ.
+//!
+//! # Driving contract
+//!
+//! * `step(now, input)` feeds one fact and returns orders to execute **in order**. `now` never
+//!   goes backwards (asserted, in release builds too). Call `step(now, Tick)` at
+//!   [`Quorum::next_deadline`]; an early or repeated tick does nothing.
+//! * **Durability.** Every change to the term, the vote, the membership mark or the log is
+//!   written by one [`QuorumOutput::Persist`] carrying the *whole* persisted state. The driver
+//!   must complete writes in the order they were issued (a later write is never overwritten by
+//!   an earlier one) and report each with [`QuorumInput::WriteCompleted`]. A completion of token
+//!   `t` makes every earlier write durable too.
+//! * **Persist before acting.** Within one output list a `Persist` comes before any `Send`.
+//!   Messages whose truth depends on the write — a granted vote, a successful append or snapshot
+//!   acknowledgement, a candidate's vote requests — are *not* in that list: they are released by
+//!   the `WriteCompleted` of the write that covers them, and dropped if the write fails or the
+//!   term moved on meanwhile. A candidate counts its own vote, and a leader its own log, only
+//!   once durable; a single CMS therefore elects itself after its write completes.
+//! * Heartbeats, refusals and pre-vote answers depend on nothing durable and go out at once.
+//! * A failed write drops whatever waited for it, makes a leader or candidate step down, and the
+//!   state is written again at once.
+//! * `BecameLeader { term }` is emitted when this node wins an election (it does not yet hold a
+//!   lease: see [`Quorum::holds_lease`]); `SteppedDown { term }` when it stops leading. Pending
+//!   proposals get a [`OutcomeError::Dropped`] outcome then (they may still commit under the next
+//!   leader: the arbiter re-reads the committed state).
+//!
+//! # Membership and empty stores (§5.1)
+//!
+//! A node constructed with `restored = None` has an empty store. It neither votes nor campaigns;
+//! it sends `Hello { nonce }` to every other CMS node and ignores all other quorum traffic until
+//! it has decided:
+//! * every other CMS node answered *pristine* (term 0, empty log) → this is a fresh cluster: it
+//!   becomes a voter (a new cluster's first election needs every CMS node up once);
+//! * any node answered non-pristine → its store was lost: it rejoins as a **non-voter**. It
+//!   follows the leader and acknowledges entries (its writes are real) but never grants a vote or
+//!   pre-vote and never campaigns, since it may have forgotten a vote it gave. The leader commits
+//!   `SetVoter { node, voter: false }` when it hears the hello; the node becomes a voter again
+//!   only after it has seen itself in `non_voters` and then removed by an operator's
+//!   `SetVoter { voter: true }` — both at log indices above the largest `last_index` answered to
+//!   its hello, so older re-adds in the history it replays do not count.
+//!
+//! The decision is persisted with the rest of the state. Every node counts majorities over the
+//! configured CMS nodes minus the committed `non_voters`.
+//!
+//! # Two-node mode (§5.4)
+//!
+//! With two CMS nodes the first (in config order) has weight 2 and is a quorum alone. With
+//! `cms_enable_failover_on2nodes`, a node that has not heard its peer for
+//! `cms_network_isolation_timeout` asks the driver to probe the gateways
+//! ([`QuorumOutput::ProbeGateways`]); while the answer ([`QuorumInput::GatewaysProbed`]) is
+//! "reachable" it is a quorum alone, otherwise it steps down and does not campaign. **This trades
+//! S1/S4 for availability**: if both nodes reach the gateways but not each other, both lead.
 
+mod election;
+mod lease;
+mod log;
+mod membership;
 mod msg;
+mod replication;
+
+#[cfg(test)]
+mod test_support;
+
+#[cfg(test)]
+mod sim_tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
 
 pub use msg::{EntryPayload, LogEntry, QuorumMsg};
+
+use self::log::Log;
+use crate::codec::{self, DecodeError};
+use crate::config::ClusterConfig;
+use crate::ids::{LogIndex, NodeId, ProposalId, QuorumTerm, WriteToken};
+use crate::io::{PersistState, WriteCompleted};
+use crate::params::Params;
+use crate::rng::Prng;
+use crate::state::{Change, ClusterState, Outcome, OutcomeError, ReplicatedState};
+use crate::time::{Instant, MonotonicGuard};
+
+/// Most entries carried by one `Append`.
+pub const MAX_ENTRIES_PER_APPEND: usize = 64;
+/// Applied entries kept in the log before they are folded into the snapshot.
+pub const COMPACT_AFTER: u64 = 128;
+/// Most proposals queued between two `Flush` inputs; more are refused.
+pub const MAX_QUEUED_PROPOSALS: usize = 1024;
+/// Heartbeat rounds remembered for lease accounting (older unacknowledged rounds are dropped).
+pub const MAX_ROUNDS: usize = 64;
+
+/// A fact fed to the [`Quorum`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum QuorumInput {
+    /// Time passed (a deadline was reached, or any wake-up).
+    Tick,
+    /// A quorum message from another CMS node; `term` is the envelope's `quorum_term`.
+    Message {
+        /// The sender (the authenticated peer).
+        from: NodeId,
+        /// The sender's term.
+        term: QuorumTerm,
+        /// The message.
+        msg: QuorumMsg,
+    },
+    /// A `Persist` finished (or failed).
+    WriteCompleted(WriteCompleted),
+    /// How many agents this CMS is connected to (§5.3); fed whenever it changes.
+    AgentsConnected {
+        /// Connected agents.
+        count: usize,
+        /// Whether the local node's agent is among them.
+        includes_local: bool,
+    },
+    /// The answer to [`QuorumOutput::ProbeGateways`] (§5.4).
+    GatewaysProbed {
+        /// Whether every `third_party_gateway_ip` answered.
+        reachable: bool,
+    },
+    /// Append the proposals queued through [`ReplicatedState::propose`], persist and replicate.
+    Flush,
+}
+
+/// An order from the [`Quorum`]. Execute in the order given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QuorumOutput {
+    /// Send a quorum message to another CMS node, with `term` as the envelope's `quorum_term`.
+    Send {
+        /// The addressee.
+        to: NodeId,
+        /// The sender's term (fencing).
+        term: QuorumTerm,
+        /// The message.
+        msg: QuorumMsg,
+    },
+    /// Write the whole persisted state; report completion with `WriteCompleted`.
+    Persist(PersistState),
+    /// This node won the election of `term` (it holds no lease yet).
+    BecameLeader {
+        /// The term.
+        term: QuorumTerm,
+    },
+    /// This node stopped leading `term`: stop arbitrating at once.
+    SteppedDown {
+        /// The term it led.
+        term: QuorumTerm,
+    },
+    /// Two-node mode: probe every `third_party_gateway_ip` and answer with `GatewaysProbed`.
+    ProbeGateways,
+}
+
+/// The role of a CMS node in the quorum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking for pre-votes (its term is unchanged).
+    PreCandidate,
+    /// Asking for votes at its new term.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+/// Whether this node may vote (§5.1, empty stores).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Membership {
+    /// A voter (unless the committed state lists it in `non_voters`).
+    Voter,
+    /// Started with an empty store; waiting for hello answers.
+    Joining {
+        /// The nonce of its hellos.
+        nonce: u64,
+        /// Nodes that answered pristine.
+        pristine_from: BTreeSet<NodeId>,
+    },
+    /// Its store was lost: a non-voter until an operator re-adds it.
+    Rejoining {
+        /// Membership changes at or below this index predate the rejoin.
+        horizon: LogIndex,
+        /// Whether it has seen itself marked non-voter above the horizon.
+        marked: bool,
+        /// The nonce of its hellos.
+        nonce: u64,
+    },
+}
+
+/// Why a [`Quorum`] could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QuorumError {
+    /// The node does not run a cm_server in this configuration.
+    #[error("{0} is not a CMS node of this cluster (give it a `cms_port`)")]
+    NotMember(NodeId),
+    /// The restored store does not decode (torn or corrupt write, or another version).
+    #[error("the quorum store of this node cannot be read: {0}")]
+    Store(#[from] DecodeError),
+}
+
+/// Plain data describing a [`Quorum`] (for cm_ctl, the simulator and metrics).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuorumStatus {
+    /// This node.
+    pub node: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: QuorumTerm,
+    /// The leader it knows for this term.
+    pub leader: Option<NodeId>,
+    /// Its vote in this term.
+    pub voted_for: Option<NodeId>,
+    /// Highest index known committed.
+    pub commit_index: LogIndex,
+    /// Highest index applied to the committed state.
+    pub applied_index: LogIndex,
+    /// Last index in the log.
+    pub last_index: LogIndex,
+    /// Index folded into the snapshot.
+    pub snapshot_index: LogIndex,
+    /// Until when this leader's lease holds, if it holds one at the instant asked.
+    pub lease_until: Option<Instant>,
+    /// Whether it may vote.
+    pub voter: bool,
+    /// Its membership state.
+    pub membership: Membership,
+    /// Writes issued but not yet completed.
+    pub pending_writes: usize,
+    /// The PRNG seed it was built with (reproduces its election timeouts).
+    pub seed: u64,
+}
+
+/// What is written to disk (through `codec::encode_persisted`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Stored {
+    term: QuorumTerm,
+    voted_for: Option<NodeId>,
+    membership: Membership,
+    log: Log,
+}
+
+/// Something that waits for a write to complete.
+#[derive(Clone, Debug, PartialEq)]
+enum AfterWrite {
+    /// A message whose truth depends on the write; dropped if the term moved.
+    Send {
+        to: NodeId,
+        term: QuorumTerm,
+        msg: QuorumMsg,
+    },
+    /// The candidate's own vote in `term` is durable.
+    SelfVote { term: QuorumTerm },
+    /// The leader's own log up to `index` is durable.
+    SelfAppended { term: QuorumTerm, index: LogIndex },
+}
+
+#[derive(Clone, Debug)]
+struct PendingWrite {
+    token: WriteToken,
+    actions: Vec<AfterWrite>,
+}
+
+/// One heartbeat round of a leader: when it was sent and who acknowledged it.
+#[derive(Clone, Debug)]
+struct Round {
+    sent_at: Instant,
+    acks: BTreeSet<NodeId>,
+}
+
+/// Leader-only state.
+#[derive(Clone, Debug)]
+struct LeaderState {
+    next: BTreeMap<NodeId, LogIndex>,
+    matched: BTreeMap<NodeId, LogIndex>,
+    rounds: BTreeMap<u64, Round>,
+    next_round: u64,
+    lease_until: Option<Instant>,
+    /// Send time of the newest round a quorum acknowledged (check-quorum counts from it).
+    quorum_heard_at: Instant,
+    heartbeat_at: Instant,
+    /// Log index → proposal made by this node in this term.
+    pending: BTreeMap<LogIndex, ProposalId>,
+}
+
+/// The CMS consensus component. See the module documentation for the driving contract.
+#[derive(Debug)]
+pub struct Quorum {
+    node: NodeId,
+    params: Params,
+    members: Vec<NodeId>,
+    seed: u64,
+    rng: Prng,
+    clock: MonotonicGuard,
+    started_at: Option<Instant>,
+
+    // Persistent.
+    term: QuorumTerm,
+    voted_for: Option<NodeId>,
+    membership: Membership,
+    log: Log,
+
+    // Volatile.
+    role: Role,
+    leader: Option<NodeId>,
+    commit: LogIndex,
+    applied: LogIndex,
+    state: ClusterState,
+    election_at: Instant,
+    leader_seen_at: Option<Instant>,
+    prevotes: BTreeSet<NodeId>,
+    votes: BTreeSet<NodeId>,
+    lead: Option<LeaderState>,
+    hello_at: Instant,
+
+    // §5.3 and §5.4.
+    few_agents_since: Option<Instant>,
+    demoted_until: Option<Instant>,
+    peer_heard_at: Instant,
+    isolated: bool,
+    gateways: Option<bool>,
+    probe_at: Instant,
+
+    // Persistence.
+    next_token: u64,
+    writes: VecDeque<PendingWrite>,
+    dirty: bool,
+    out: Vec<QuorumOutput>,
+    deferred: Vec<AfterWrite>,
+
+    // Proposals.
+    next_proposal: u64,
+    queued: Vec<(ProposalId, Change)>,
+    outcomes: Vec<Outcome>,
+}
+
+impl Quorum {
+    /// Builds the quorum member `node`. `restored` is the bytes of its last completed
+    /// `Persist` (`None`: an empty store, see "Membership and empty stores").
+    pub fn new(
+        config: &ClusterConfig,
+        node: NodeId,
+        seed: u64,
+        restored: Option<Vec<u8>>,
+    ) -> Result<Self, QuorumError> {
+        let members = config.cms_nodes();
+        if !members.contains(&node) {
+            return Err(QuorumError::NotMember(node));
+        }
+        let mut rng = Prng::new(seed);
+        let (stored, blank) = match restored {
+            Some(bytes) => (codec::decode_persisted::<Stored>(&bytes)?, false),
+            None => {
+                let membership = if members.len() == 1 {
+                    Membership::Voter
+                } else {
+                    Membership::Joining {
+                        nonce: rng.next_u64(),
+                        pristine_from: BTreeSet::new(),
+                    }
+                };
+                let stored = Stored {
+                    term: QuorumTerm(0),
+                    voted_for: None,
+                    membership,
+                    log: Log::new(ClusterState::initial(config)),
+                };
+                (stored, true)
+            }
+        };
+        let snapshot_index = stored.log.snapshot_index();
+        let state = stored.log.snapshot.state.clone();
+        Ok(Self {
+            node,
+            params: config.params.clone(),
+            members,
+            seed,
+            rng,
+            clock: MonotonicGuard::default(),
+            started_at: None,
+            term: stored.term,
+            voted_for: stored.voted_for,
+            membership: stored.membership,
+            log: stored.log,
+            role: Role::Follower,
+            leader: None,
+            commit: snapshot_index,
+            applied: snapshot_index,
+            state,
+            election_at: Instant::ZERO,
+            leader_seen_at: None,
+            prevotes: BTreeSet::new(),
+            votes: BTreeSet::new(),
+            lead: None,
+            hello_at: Instant::ZERO,
+            few_agents_since: None,
+            demoted_until: None,
+            peer_heard_at: Instant::ZERO,
+            isolated: false,
+            gateways: None,
+            probe_at: Instant::ZERO,
+            next_token: 1,
+            writes: VecDeque::new(),
+            dirty: blank,
+            out: Vec::new(),
+            deferred: Vec::new(),
+            next_proposal: 1,
+            queued: Vec::new(),
+            outcomes: Vec::new(),
+        })
+    }
+
+    /// Feeds one input at `now`; returns the orders to execute, in order.
+    pub fn step(&mut self, now: Instant, input: QuorumInput) -> Vec<QuorumOutput> {
+        self.clock.observe(now);
+        if self.started_at.is_none() {
+            self.start(now);
+        }
+        match input {
+            QuorumInput::Tick => self.on_tick(now),
+            QuorumInput::Message { from, term, msg } => self.on_message(now, from, term, msg),
+            QuorumInput::WriteCompleted(done) => self.on_write_completed(now, done),
+            QuorumInput::AgentsConnected {
+                count,
+                includes_local,
+            } => self.on_agents_connected(now, count, includes_local),
+            QuorumInput::GatewaysProbed { reachable } => self.on_gateways_probed(now, reachable),
+            QuorumInput::Flush => self.on_flush(now),
+        }
+        self.finish(now)
+    }
+
+    /// When the quorum next wants a `Tick` (before the first step: at once).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.started_at.is_none() {
+            return Some(Instant::ZERO);
+        }
+        let mut at = Vec::with_capacity(6);
+        match &self.lead {
+            Some(lead) => {
+                at.push(lead.heartbeat_at);
+                at.push(lead.quorum_heard_at + self.params.election_timeout_min());
+                if let Some(since) = self.few_agents_since {
+                    if self.minority_demotion_applies() {
+                        at.push(since + lease::DEMOTE_AFTER);
+                    }
+                }
+            }
+            None => at.push(self.election_at),
+        }
+        if self.sends_hellos() {
+            at.push(self.hello_at);
+        }
+        if self.two_node_failover() {
+            at.push(if self.isolated {
+                self.probe_at
+            } else {
+                self.peer_heard_at + self.params.cms_network_isolation_timeout()
+            });
+        }
+        at.into_iter().min()
+    }
+
+    /// The observable state at `now` (`now` only decides whether the lease still holds).
+    pub fn status(&self, now: Instant) -> QuorumStatus {
+        QuorumStatus {
+            node: self.node,
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+            voted_for: self.voted_for,
+            commit_index: self.commit,
+            applied_index: self.applied,
+            last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_index(),
+            lease_until: self.lease_until(now),
+            voter: self.is_voter(),
+            membership: self.membership.clone(),
+            pending_writes: self.writes.len(),
+            seed: self.seed,
+        }
+    }
+
+    /// Whether this node leads with a valid lease at `now` (§5.2): only then may it arbitrate,
+    /// answer agents, send commands or propose.
+    pub fn holds_lease(&self, now: Instant) -> bool {
+        self.lease_until(now).is_some()
+    }
+
+    fn lease_until(&self, now: Instant) -> Option<Instant> {
+        let until = self.lead.as_ref()?.lease_until?;
+        (now < until).then_some(until)
+    }
+
+    /// The CMS nodes in config order.
+    fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members
+            .iter()
+            .copied()
+            .filter(move |n| *n != self.node)
+    }
+
+    fn start(&mut self, now: Instant) {
+        self.started_at = Some(now);
+        self.peer_heard_at = now;
+        self.reset_election_timer(now);
+        if self.sends_hellos() {
+            self.send_hellos(now);
+        }
+    }
+
+    /// Queues a message that needs no durability.
+    fn send(&mut self, to: NodeId, msg: QuorumMsg) {
+        self.out.push(QuorumOutput::Send {
+            to,
+            term: self.term,
+            msg,
+        });
+    }
+
+    /// Queues a message that may go out only once the current state is durable.
+    fn send_durable(&mut self, to: NodeId, msg: QuorumMsg) {
+        self.deferred.push(AfterWrite::Send {
+            to,
+            term: self.term,
+            msg,
+        });
+    }
+
+    fn stored(&self) -> Stored {
+        Stored {
+            term: self.term,
+            voted_for: self.voted_for,
+            membership: self.membership.clone(),
+            log: self.log.clone(),
+        }
+    }
+
+    /// Emits the write (if the state changed), then the immediate sends, then either attaches
+    /// the durability-dependent actions to the newest write in flight or, when everything is
+    /// already durable, performs them.
+    fn finish(&mut self, now: Instant) -> Vec<QuorumOutput> {
+        let mut result = Vec::new();
+        loop {
+            if self.dirty {
+                self.dirty = false;
+                let token = WriteToken(self.next_token);
+                self.next_token += 1;
+                let bytes = match codec::encode_persisted(&self.stored()) {
+                    Ok(b) => b,
+                    // The state is bounded by compaction far below the frame limit; if that
+                    // ever fails, stopping is safer than acting on state that cannot be kept.
+                    Err(e) => panic!("cannot encode the quorum store: {e}"),
+                };
+                result.push(QuorumOutput::Persist(PersistState { token, bytes }));
+                self.writes.push_back(PendingWrite {
+                    token,
+                    actions: Vec::new(),
+                });
+            }
+            result.append(&mut self.out);
+            let deferred = std::mem::take(&mut self.deferred);
+            if deferred.is_empty() {
+                break;
+            }
+            if let Some(w) = self.writes.back_mut() {
+                w.actions.extend(deferred);
+                break;
+            }
+            for a in deferred {
+                self.perform(now, a);
+            }
+        }
+        result
+    }
+
+    fn on_write_completed(&mut self, now: Instant, done: WriteCompleted) {
+        let Some(pos) = self.writes.iter().position(|w| w.token == done.token) else {
+            return;
+        };
+        let completed: Vec<PendingWrite> = self.writes.drain(..=pos).collect();
+        match done.result {
+            Ok(()) => {
+                for action in completed.into_iter().flat_map(|w| w.actions) {
+                    self.perform(now, action);
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(node = %self.node, %reason, "quorum store write failed");
+                if self.role != Role::Follower {
+                    self.become_follower(now, self.term, None);
+                }
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn perform(&mut self, now: Instant, action: AfterWrite) {
+        match action {
+            AfterWrite::Send { to, term, msg } => {
+                if term == self.term {
+                    self.out.push(QuorumOutput::Send { to, term, msg });
+                }
+            }
+            AfterWrite::SelfVote { term } => {
+                if self.role == Role::Candidate && term == self.term {
+                    self.votes.insert(self.node);
+                    self.check_election_won(now);
+                }
+            }
+            AfterWrite::SelfAppended { term, index } => {
+                if term == self.term {
+                    if let Some(lead) = self.lead.as_mut() {
+                        let m = lead.matched.entry(self.node).or_default();
+                        *m = (*m).max(index);
+                        self.advance_commit(now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        if self.sends_hellos() && now >= self.hello_at {
+            self.send_hellos(now);
+        }
+        self.check_two_node(now);
+        if self.lead.is_some() {
+            self.leader_tick(now);
+        } else if now >= self.election_at {
+            self.election_timeout(now);
+        }
+    }
+
+    /// Total weight of the voters in `set`, against the total weight of all voters.
+    fn weights(&self, set: &BTreeSet<NodeId>) -> (u32, u32) {
+        let mut got = 0;
+        let mut total = 0;
+        for (i, n) in self.members.iter().enumerate() {
+            if self.state.non_voters.contains(n) {
+                continue;
+            }
+            // Two-node mode: the first CMS weighs 2, so it is a quorum alone (§5.4).
+            let w = if self.members.len() == 2 && i == 0 {
+                2
+            } else {
+                1
+            };
+            total += w;
+            if set.contains(n) {
+                got += w;
+            }
+        }
+        (got, total)
+    }
+
+    /// Whether `set` is a quorum of the voters.
+    fn is_quorum(&self, set: &BTreeSet<NodeId>) -> bool {
+        if self.isolated && self.gateways == Some(true) && set.contains(&self.node) {
+            return true;
+        }
+        let (got, total) = self.weights(set);
+        total > 0 && got * 2 > total
+    }
+
+    /// Whether this node may vote (for itself or others) as far as membership goes.
+    fn is_voter(&self) -> bool {
+        self.membership == Membership::Voter && !self.state.non_voters.contains(&self.node)
+    }
+
+    /// Drops every proposal this node made and has not seen committed.
+    fn drop_proposals(&mut self) {
+        let pending = self
+            .lead
+            .as_mut()
+            .map(|l| std::mem::take(&mut l.pending))
+            .unwrap_or_default();
+        for (index, id) in pending {
+            if let Some(EntryPayload::Change(change)) =
+                self.log.entry(index).map(|e| e.payload.clone())
+            {
+                self.outcomes.push(Outcome {
+                    id,
+                    change,
+                    result: Err(OutcomeError::Dropped),
+                });
+            }
+        }
+        self.drop_queued();
+    }
+
+    /// Drops the proposals not yet appended.
+    fn drop_queued(&mut self) {
+        for (id, change) in std::mem::take(&mut self.queued) {
+            self.outcomes.push(Outcome {
+                id,
+                change,
+                result: Err(OutcomeError::Dropped),
+            });
+        }
+    }
+}
+
+impl ReplicatedState for Quorum {
+    /// Queues a change; `None` unless this node leads with a lease (as of the last step) and
+    /// the queue has room. It is appended on the next [`QuorumInput::Flush`].
+    fn propose(&mut self, change: Change) -> Option<ProposalId> {
+        if !self.holds_lease(self.clock.last()) || self.queued.len() >= MAX_QUEUED_PROPOSALS {
+            return None;
+        }
+        let id = ProposalId(self.next_proposal);
+        self.next_proposal += 1;
+        self.queued.push((id, change));
+        Some(id)
+    }
+
+    fn committed(&self) -> &ClusterState {
+        &self.state
+    }
+
+    fn take_outcomes(&mut self) -> Vec<Outcome> {
+        std::mem::take(&mut self.outcomes)
+    }
+}

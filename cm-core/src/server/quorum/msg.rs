@@ -90,11 +90,27 @@ pub enum QuorumMsg {
         /// The round.
         round: u64,
     },
-    /// Answer to a snapshot.
+    /// Answer to a snapshot (sent once the snapshot is durable).
     SnapshotReply {
         /// Index installed.
         last_index: LogIndex,
         /// The round answered.
         round: u64,
+    },
+    /// Sent by a CMS that started with an empty store: "has this cluster any history?" The
+    /// answers decide whether it bootstraps as a voter or rejoins as a non-voter (§5.1).
+    Hello {
+        /// Echoed in the reply, so that an answer to an earlier incarnation is not taken.
+        nonce: u64,
+    },
+    /// Answer to a [`QuorumMsg::Hello`].
+    HelloReply {
+        /// The nonce of the hello.
+        nonce: u64,
+        /// True when the sender has never left term 0 and its log is empty.
+        pristine: bool,
+        /// The sender's last log index (the rejoining node ignores membership changes at or
+        /// below the largest one it hears, as they predate its rejoin).
+        last_index: LogIndex,
     },
 }

@@ -1,0 +1,276 @@
+use super::*;
+use crate::dn::DnReport;
+use crate::ids::{QuorumTerm, ReportSeq};
+use crate::testkit::THREE_NODES;
+
+fn config(cms_nodes: usize) -> ClusterConfig {
+    let mut text = THREE_NODES.to_owned();
+    // Keep `cms_port` on the first `cms_nodes` nodes only.
+    for _ in cms_nodes..3 {
+        let last = text.rfind("cms_port = 17101\n").unwrap();
+        text.replace_range(last..last + "cms_port = 17101\n".len(), "");
+    }
+    ClusterConfig::from_toml_str(&text).unwrap()
+}
+
+fn report(seq: u64) -> AgentReport {
+    AgentReport {
+        seq: ReportSeq(seq),
+        dns: vec![DnReport::down(InstanceId(6001))],
+        cms_process: None,
+        normal_start: false,
+    }
+}
+
+fn frame(from: Endpoint, to: NodeId, msg: Msg) -> ServerInput {
+    ServerInput::Net(NetEvent::FrameReceived {
+        peer: from,
+        envelope: Envelope {
+            from,
+            to: Endpoint::server(to),
+            quorum_term: QuorumTerm(0),
+            msg,
+        },
+    })
+}
+
+/// Runs a single-CMS server until it arbitrates, completing every write at once.
+fn elected_single(now: &mut Instant) -> Server {
+    let cfg = config(1);
+    let mut s = Server::new(&cfg, NodeId(1), 7, None).unwrap();
+    let mut pending = vec![ServerInput::WallClock(WallMillis(1_000_000))];
+    for _ in 0..100 {
+        let input = pending.pop().unwrap_or(ServerInput::Tick);
+        for c in s.step(*now, input) {
+            if let ServerCommand::Persist(p) = c {
+                pending.push(ServerInput::WriteCompleted(WriteCompleted {
+                    token: p.token,
+                    result: Ok(()),
+                }));
+            }
+        }
+        if s.status().arbitrating {
+            return s;
+        }
+        if pending.is_empty() {
+            *now = s.next_deadline().unwrap().max(*now);
+        }
+    }
+    panic!("a single CMS did not elect itself: {:?}", s.status());
+}
+
+fn sends(cmds: &[ServerCommand]) -> Vec<(Endpoint, Msg)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            ServerCommand::Net(NetCommand::Send { envelope }) => {
+                Some((envelope.to, envelope.msg.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn it_dials_every_other_cms_at_start_and_redials_a_failed_peer_after_a_second() {
+    let mut s = Server::new(&config(3), NodeId(2), 1, None).unwrap();
+    let out = s.step(Instant::ZERO, ServerInput::WallClock(WallMillis(5)));
+    let connects: Vec<_> = out
+        .iter()
+        .filter_map(|c| match c {
+            ServerCommand::Net(NetCommand::Connect { peer }) => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        connects,
+        vec![Endpoint::server(NodeId(1)), Endpoint::server(NodeId(3))]
+    );
+    let failed = NetEvent::ConnectFailed {
+        peer: Endpoint::server(NodeId(3)),
+    };
+    s.step(Instant::from_millis(10), ServerInput::Net(failed));
+    let redial = Instant::from_millis(1010);
+    assert!(s.next_deadline().unwrap() <= redial);
+    let out = s.step(redial, ServerInput::Tick);
+    assert!(out.contains(&ServerCommand::Net(NetCommand::Connect {
+        peer: Endpoint::server(NodeId(3))
+    })));
+}
+
+#[test]
+fn a_follower_answers_reports_with_not_leader_and_sends_no_command() {
+    let mut s = Server::new(&config(3), NodeId(2), 1, None).unwrap();
+    s.step(Instant::ZERO, ServerInput::Tick);
+    let out = s.step(
+        Instant::from_millis(5),
+        frame(
+            Endpoint::agent(NodeId(1)),
+            NodeId(2),
+            Msg::AgentReport(report(4)),
+        ),
+    );
+    assert_eq!(
+        sends(&out),
+        vec![(
+            Endpoint::agent(NodeId(1)),
+            Msg::ReportReply(ReportReply {
+                seq: ReportSeq(4),
+                answer: ReportAnswer::NotLeader { leader: None }
+            })
+        )]
+    );
+}
+
+#[test]
+fn every_cms_answers_term_checks_with_its_term_and_followers_refuse_ctl() {
+    let mut s = Server::new(&config(3), NodeId(2), 1, None).unwrap();
+    s.step(Instant::ZERO, ServerInput::Tick);
+    let out = s.step(
+        Instant::from_millis(1),
+        frame(
+            Endpoint::agent(NodeId(3)),
+            NodeId(2),
+            Msg::TermCheck { nonce: 9 },
+        ),
+    );
+    assert_eq!(
+        sends(&out),
+        vec![(
+            Endpoint::agent(NodeId(3)),
+            Msg::TermCheckReply {
+                nonce: 9,
+                highest: QuorumTerm(0)
+            }
+        )]
+    );
+    let ctl = Endpoint {
+        node: NodeId(77),
+        role: PeerRole::Ctl,
+    };
+    let out = s.step(
+        Instant::from_millis(2),
+        frame(
+            ctl,
+            NodeId(2),
+            Msg::CtlRequest {
+                id: 3,
+                req: CtlRequest::Pause,
+            },
+        ),
+    );
+    assert_eq!(
+        sends(&out),
+        vec![(
+            ctl,
+            Msg::CtlReply {
+                id: 3,
+                reply: CtlReply::Refused(Refusal::NotLeader { leader: None })
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_single_cms_elects_itself_and_answers_reports_as_leader_before_any_command() {
+    let mut now = Instant::ZERO;
+    let mut s = elected_single(&mut now);
+    assert!(s.status().quorum.lease_until.is_some());
+    now += Duration::from_millis(10);
+    let out = s.step(
+        now,
+        frame(
+            Endpoint::agent(NodeId(2)),
+            NodeId(1),
+            Msg::AgentReport(report(1)),
+        ),
+    );
+    let sent = sends(&out);
+    assert_eq!(
+        sent[0],
+        (
+            Endpoint::agent(NodeId(2)),
+            Msg::ReportReply(ReportReply {
+                seq: ReportSeq(1),
+                answer: ReportAnswer::Leader {
+                    paused: false,
+                    stopping: false
+                }
+            })
+        )
+    );
+}
+
+#[test]
+fn the_leader_answers_query_with_its_cms_table_and_commits_pause_before_replying() {
+    let mut now = Instant::ZERO;
+    let mut s = elected_single(&mut now);
+    let ctl = Endpoint {
+        node: NodeId(50),
+        role: PeerRole::Ctl,
+    };
+    now += Duration::from_millis(1);
+    let out = s.step(
+        now,
+        frame(
+            ctl,
+            NodeId(1),
+            Msg::CtlRequest {
+                id: 1,
+                req: CtlRequest::Query,
+            },
+        ),
+    );
+    let Some((
+        _,
+        Msg::CtlReply {
+            id: 1,
+            reply: CtlReply::Status(st),
+        },
+    )) = sends(&out).into_iter().next()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(st.cms.len(), 1);
+    assert_eq!(st.cms[0].role, CmsRole::Primary);
+
+    now += Duration::from_millis(1);
+    let out = s.step(
+        now,
+        frame(
+            ctl,
+            NodeId(1),
+            Msg::CtlRequest {
+                id: 2,
+                req: CtlRequest::Pause,
+            },
+        ),
+    );
+    // A single-CMS commit needs the write first: no reply yet, a persist instead.
+    assert!(sends(&out).iter().all(|(to, _)| *to != ctl), "{out:?}");
+    let token = out
+        .iter()
+        .find_map(|c| match c {
+            ServerCommand::Persist(p) => Some(p.token),
+            _ => None,
+        })
+        .expect("the pause is persisted");
+    now += Duration::from_millis(1);
+    let out = s.step(
+        now,
+        ServerInput::WriteCompleted(WriteCompleted {
+            token,
+            result: Ok(()),
+        }),
+    );
+    assert!(
+        sends(&out).contains(&(
+            ctl,
+            Msg::CtlReply {
+                id: 2,
+                reply: CtlReply::Accepted
+            }
+        )),
+        "{out:?}"
+    );
+    assert!(s.quorum().committed().paused);
+}

@@ -1,0 +1,153 @@
+//! The leader's lease and the reasons a leader steps down (SPEC.md §5.1–§5.4).
+//!
+//! * **Lease (§5.2).** Each heartbeat round records its send time. When a quorum (the leader
+//!   included) has acknowledged a round, the lease runs until that send time plus
+//!   `min_election_timeout × (1 − ρ)/(1 + ρ)`. Why it is safe: every acknowledging voter got the
+//!   round after it was sent and then refuses votes for `min_election_timeout` on its own clock;
+//!   with rates within 1 ± ρ the lease ends (in real time) no later than the earliest of those
+//!   refusals ends, and any new leader needs the vote of one of them. A voter that restarts
+//!   forgets, hence the start-up hold-off of `max_election_timeout × (1 + ρ)/(1 − ρ)`.
+//! * **Check-quorum.** A leader whose newest quorum-acknowledged round was sent more than the
+//!   minimum election timeout ago steps down.
+//! * **Minority demotion (§5.3).** With ≥ 3 CMS nodes, a leader connected to no agent, or only
+//!   to its own node's, for [`DEMOTE_AFTER`] steps down and does not campaign until it sees two
+//!   agents or [`DEMOTE_AFTER`] passes.
+//! * **Two-node mode (§5.4)**, see the module documentation of `quorum`.
+
+use core::time::Duration;
+
+use super::{Quorum, QuorumOutput, Role};
+use crate::ids::NodeId;
+use crate::time::Instant;
+
+/// CM's `cmserver_demote_delay_on_conn_less`: how long a leader may see at most one agent, and
+/// how long it then stays out of elections.
+pub(super) const DEMOTE_AFTER: Duration = Duration::from_secs(10);
+
+impl Quorum {
+    pub(super) fn leader_tick(&mut self, now: Instant) {
+        let Some(lead) = self.lead.as_ref() else {
+            return;
+        };
+        if now >= lead.quorum_heard_at + self.params.election_timeout_min() {
+            tracing::warn!(node = %self.node, term = %self.term, "check-quorum: no quorum heard");
+            return self.step_down(now);
+        }
+        let few_for_long = self
+            .few_agents_since
+            .is_some_and(|since| now >= since + DEMOTE_AFTER);
+        if self.minority_demotion_applies() && few_for_long {
+            tracing::warn!(node = %self.node, "minority demotion: at most one agent connected");
+            self.demoted_until = Some(now + DEMOTE_AFTER);
+            return self.step_down(now);
+        }
+        if self.isolated && self.gateways == Some(false) {
+            return self.step_down(now);
+        }
+        if now >= lead.heartbeat_at {
+            self.broadcast(now);
+        }
+    }
+
+    /// Records that `from` acknowledged `round` (any reply of the current term does).
+    pub(super) fn ack_round(&mut self, now: Instant, from: NodeId, round: u64) {
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
+        if let Some(r) = lead.rounds.get_mut(&round) {
+            r.acks.insert(from);
+            self.check_round(now, round);
+        }
+    }
+
+    /// Extends the lease when `round` has a quorum of acknowledgements.
+    pub(super) fn check_round(&mut self, _now: Instant, round: u64) {
+        let lease = self.params.leader_lease();
+        let Some((sent_at, acks)) = self
+            .lead
+            .as_ref()
+            .and_then(|l| l.rounds.get(&round))
+            .map(|r| (r.sent_at, r.acks.clone()))
+        else {
+            return;
+        };
+        if !self.is_quorum(&acks) {
+            return;
+        }
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
+        let until = sent_at + lease;
+        lead.lease_until = Some(lead.lease_until.map_or(until, |u| u.max(until)));
+        lead.quorum_heard_at = lead.quorum_heard_at.max(sent_at);
+        lead.rounds.retain(|r, _| *r > round);
+    }
+
+    pub(super) fn on_agents_connected(&mut self, now: Instant, count: usize, includes_local: bool) {
+        let few = count == 0 || (count == 1 && includes_local);
+        if few {
+            self.few_agents_since.get_or_insert(now);
+        } else {
+            self.few_agents_since = None;
+        }
+        if count >= 2 {
+            self.demoted_until = None;
+        }
+    }
+
+    pub(super) fn minority_demotion_applies(&self) -> bool {
+        self.members.len() >= 3
+    }
+
+    /// Two-node mode with `cms_enable_failover_on2nodes`.
+    pub(super) fn two_node_failover(&self) -> bool {
+        self.members.len() == 2 && self.params.cms_enable_failover_on2nodes
+    }
+
+    /// Any message from a peer ends an isolation.
+    pub(super) fn note_peer(&mut self, now: Instant, _from: NodeId) {
+        self.peer_heard_at = now;
+        if self.isolated {
+            self.isolated = false;
+            self.gateways = None;
+        }
+    }
+
+    /// Starts isolation handling once the peer has been silent long enough, and probes the
+    /// gateways while isolated.
+    pub(super) fn check_two_node(&mut self, now: Instant) {
+        if !self.two_node_failover() {
+            return;
+        }
+        if !self.isolated && now >= self.peer_heard_at + self.params.cms_network_isolation_timeout()
+        {
+            tracing::warn!(node = %self.node, "two-node mode: peer CMS lost");
+            self.isolated = true;
+            self.gateways = None;
+            self.probe_at = now;
+        }
+        if self.isolated && now >= self.probe_at {
+            self.out.push(QuorumOutput::ProbeGateways);
+            self.probe_at = now + self.params.election_timeout_max();
+        }
+    }
+
+    pub(super) fn on_gateways_probed(&mut self, now: Instant, reachable: bool) {
+        if !self.isolated {
+            return;
+        }
+        self.gateways = Some(reachable);
+        if !reachable && self.role == Role::Leader {
+            self.step_down(now);
+        }
+    }
+
+    /// Whether the two-node rule lets this node campaign now.
+    pub(super) fn two_node_may_lead(&self) -> bool {
+        !self.isolated || self.gateways == Some(true)
+    }
+}
+
+#[cfg(test)]
+#[path = "lease_tests.rs"]
+mod tests;

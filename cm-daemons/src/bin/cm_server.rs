@@ -1,0 +1,32 @@
+//! `cm_server`: a CMS quorum member and, while it leads, the cluster's arbiter.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use cm_daemons::common::init_logging;
+use cm_daemons::server::{ServerArgs, run};
+
+fn main() -> ExitCode {
+    let args = ServerArgs::parse();
+    if let Err(e) = init_logging(args.node.log_json, &args.node.log) {
+        eprintln!("cm_server: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cm_server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cm_server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

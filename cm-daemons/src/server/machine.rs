@@ -1,0 +1,204 @@
+//! The cm_server machine as the daemon drives it: cm-core's [`Server`] with its commands made
+//! executable.
+//!
+//! Two of the server's commands name configuration the executor cannot see: `RunFenceCommand`
+//! runs `fence_command` and `ProbeGateways` probes `third_party_gateway_ip`. Both are
+//! parameters that `cm_ctl set --param --server` can change at run time (the change is
+//! replicated by the quorum and applied by the leader component), so the command text is read
+//! from the core's *effective* parameters at the moment the command is emitted, never from
+//! the config file. Nothing is decided here: every order is the core's, in the core's order.
+
+use cm_core::Instant;
+use cm_core::config::ClusterConfig;
+use cm_core::ids::{GroupId, InstanceId, NodeId};
+use cm_core::io::{Alarm, Machine, NetCommand, PersistState};
+use cm_core::server::quorum::QuorumError;
+use cm_core::server::{Server, ServerCommand, ServerInput, ServerStatus};
+
+/// An order for the cm_server executor: a [`ServerCommand`] with the parameter text it needs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CmsOrder {
+    /// Connections and frames.
+    Net(NetCommand),
+    /// Write the quorum store; answer with `ServerInput::WriteCompleted`.
+    Persist(PersistState),
+    /// Run `command` (the effective `fence_command`) against a silent primary's node; answer
+    /// with `ServerInput::FenceCommandDone`.
+    Fence {
+        /// The group fenced for.
+        group: GroupId,
+        /// The silent primary.
+        instance: InstanceId,
+        /// Its node.
+        node: NodeId,
+        /// The shell command line.
+        command: String,
+    },
+    /// Probe these gateways (the effective `third_party_gateway_ip`); answer with
+    /// `ServerInput::GatewaysProbed`.
+    ProbeGateways {
+        /// Comma-separated addresses, as configured.
+        gateways: String,
+    },
+    /// Raise an alarm.
+    Alarm(Alarm),
+}
+
+/// cm-core's [`Server`] behind the same [`Machine`] contract, emitting [`CmsOrder`]s.
+#[derive(Debug)]
+pub struct CmsMachine {
+    server: Server,
+    /// Leadership as last logged: (leader known, this node arbitrates).
+    shown: (Option<NodeId>, bool),
+}
+
+impl CmsMachine {
+    /// Builds the cm_server of `node` from its restored quorum store.
+    pub fn new(
+        config: &ClusterConfig,
+        node: NodeId,
+        seed: u64,
+        restored: Option<Vec<u8>>,
+    ) -> Result<Self, QuorumError> {
+        Ok(Self {
+            server: Server::new(config, node, seed, restored)?,
+            shown: (None, false),
+        })
+    }
+
+    /// The wrapped core machine.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    fn order(&self, command: ServerCommand) -> CmsOrder {
+        let params = self.server.leader().params();
+        match command {
+            ServerCommand::Net(c) => CmsOrder::Net(c),
+            ServerCommand::Persist(p) => CmsOrder::Persist(p),
+            ServerCommand::RunFenceCommand {
+                group,
+                instance,
+                node,
+            } => CmsOrder::Fence {
+                group,
+                instance,
+                node,
+                command: params.fence_command.clone(),
+            },
+            ServerCommand::ProbeGateways => CmsOrder::ProbeGateways {
+                gateways: params.third_party_gateway_ip.clone(),
+            },
+            ServerCommand::RaiseAlarm(a) => CmsOrder::Alarm(a),
+        }
+    }
+
+    /// Logs leadership changes, so an operator can follow elections in the log.
+    fn log_leadership(&mut self) {
+        let st = self.server.status();
+        let now = (st.quorum.leader, st.arbitrating);
+        if now != self.shown {
+            self.shown = now;
+            tracing::info!(
+                node = st.quorum.node.0,
+                term = st.quorum.term.0,
+                leader = st.quorum.leader.map(|n| n.0),
+                arbitrating = st.arbitrating,
+                "CMS leadership changed"
+            );
+        }
+    }
+}
+
+impl Machine for CmsMachine {
+    type Input = ServerInput;
+    type Command = CmsOrder;
+    type Status = ServerStatus;
+
+    fn step(&mut self, now: Instant, input: ServerInput) -> Vec<CmsOrder> {
+        let commands = self.server.step(now, input);
+        let orders = commands.into_iter().map(|c| self.order(c)).collect();
+        self.log_leadership();
+        orders
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.server.next_deadline()
+    }
+
+    fn status(&self) -> ServerStatus {
+        self.server.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cm_core::io::Machine;
+
+    use super::*;
+
+    const ONE_CMS: &str = r#"
+name = "t"
+[[node]]
+id = 1
+name = "n1"
+address = "127.0.0.1"
+az = "AZ1"
+state_dir = "/tmp/unused"
+monitor_port = 17001
+cms_port = 17101
+[[group]]
+id = 1
+[[group.member]]
+instance = 6001
+node = 1
+data_dir = "/d1"
+port = 5432
+[params]
+fence_command = "echo fence"
+"#;
+
+    #[test]
+    fn orders_keep_the_core_order_and_the_first_step_persists_before_sending() {
+        let cfg = ClusterConfig::from_toml_str(ONE_CMS).unwrap();
+        let mut m = CmsMachine::new(&cfg, NodeId(1), 7, None).unwrap();
+        let mut core = Server::new(&cfg, NodeId(1), 7, None).unwrap();
+        let expected: Vec<CmsOrder> = core
+            .step(Instant::ZERO, ServerInput::Tick)
+            .into_iter()
+            .map(|c| m.order(c))
+            .collect();
+        let got = m.step(Instant::ZERO, ServerInput::Tick);
+        assert_eq!(got, expected);
+        assert!(
+            got.iter().any(|o| matches!(o, CmsOrder::Persist(_))),
+            "a blank single-CMS store is written at start: {got:?}"
+        );
+    }
+
+    #[test]
+    fn fence_and_probe_orders_carry_the_effective_parameters() {
+        let cfg = ClusterConfig::from_toml_str(ONE_CMS).unwrap();
+        let m = CmsMachine::new(&cfg, NodeId(1), 7, None).unwrap();
+        let fence = m.order(ServerCommand::RunFenceCommand {
+            group: GroupId(1),
+            instance: InstanceId(6001),
+            node: NodeId(1),
+        });
+        assert_eq!(
+            fence,
+            CmsOrder::Fence {
+                group: GroupId(1),
+                instance: InstanceId(6001),
+                node: NodeId(1),
+                command: "echo fence".into(),
+            }
+        );
+        assert_eq!(
+            m.order(ServerCommand::ProbeGateways),
+            CmsOrder::ProbeGateways {
+                gateways: String::new()
+            }
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! `cm_server`: wires cm-io's drivers to cm-core's `Server` machine.
+//!
+//! At start: load the config (errors name the file), refuse a node without `cms_port`, create
+//! the state directory (0700), load the quorum store `<state_dir>/cms_quorum.store` (a corrupt
+//! file stops the start with a message naming it), listen on `address:cms_port` with the
+//! cluster secret, and run the machine in an [`EventLoop`]. The wall clock is fed at start and
+//! every [`WALL_CLOCK_EVERY`]. SIGTERM/SIGINT: stop the loop, wait for pending quorum writes,
+//! close the listener, exit 0. SIGHUP: see [`reload`].
+
+pub mod executor;
+pub mod fence;
+pub mod gateways;
+pub mod machine;
+pub mod reload;
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::Parser;
+use cm_core::config::ClusterConfig;
+use cm_core::ids::NodeId;
+use cm_core::msg::Endpoint;
+use cm_core::server::ServerInput;
+use cm_core::time::WallMillis;
+use cm_io::event_loop::{Clock, EventLoop, InputMap, Journal, JsonLinesJournal};
+use cm_io::store::Store;
+use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
+use tokio::sync::mpsc;
+
+use crate::common::{self, NodeArgs, Signal};
+use executor::CmsExecutor;
+use machine::CmsMachine;
+
+/// How often the wall clock is fed to the machine (replicated deadlines are wall-clock times).
+pub const WALL_CLOCK_EVERY: Duration = Duration::from_secs(10);
+/// The quorum store's file name in the state directory.
+pub const STORE_FILE: &str = "cms_quorum.store";
+/// How long a clean exit waits for pending quorum writes.
+const FLUSH_LIMIT: Duration = Duration::from_secs(10);
+/// Inputs queued for the machine (completions, wall clock) before senders wait.
+const INPUT_QUEUE: usize = 1024;
+
+/// cm_server's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cm_server",
+    version,
+    about = "The CMS: quorum member and, when leading, arbiter"
+)]
+pub struct ServerArgs {
+    /// Node, config and logging.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Append every input fed to the machine to FILE (JSON lines), for replay in cm-sim.
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+}
+
+/// Creates the state directory (mode 0700) if it does not exist.
+pub fn ensure_state_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    }
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the state directory {}", dir.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!("the state directory {} is not a directory", dir.display());
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), "the state directory is readable by others; chmod 700 it");
+    }
+    Ok(())
+}
+
+/// A seed for the quorum's election timeouts: different per node and per start.
+fn seed(node: NodeId) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ u64::from(node.0)
+}
+
+fn wall_now() -> WallMillis {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    WallMillis(ms)
+}
+
+async fn listen_addr(address: &str, port: u16) -> anyhow::Result<std::net::SocketAddr> {
+    let host = if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    };
+    tokio::net::lookup_host(&host)
+        .await
+        .with_context(|| format!("cannot resolve this node's address {host}"))?
+        .next()
+        .with_context(|| format!("this node's address {host} resolves to nothing"))
+}
+
+/// Runs cm_server until SIGTERM. Errors say what was wrong and where.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let clock = Clock::process();
+    let (config, me) = common::load_node(&args.node)?;
+    let cfg_path = args.node.config.clone();
+    let port = me.cms_port.with_context(|| {
+        format!(
+            "{}: node {} has no cms_port, so it runs no cm_server",
+            cfg_path.display(),
+            me.id.0
+        )
+    })?;
+    let state_dir = PathBuf::from(&me.state_dir);
+    ensure_state_dir(&state_dir)?;
+    let store = Store::new(state_dir.join(STORE_FILE));
+    let restored = store.load()?;
+    let machine = CmsMachine::new(&config, me.id, seed(me.id), restored).with_context(|| {
+        format!(
+            "cannot restore the quorum state from {}",
+            store.path().display()
+        )
+    })?;
+    let secret = Secret::load(&common::secret_path(&cfg_path, &config)?)?;
+    let listen = listen_addr(&me.address, port).await?;
+    let (transport, net) = Transport::start(TransportConfig {
+        local: Endpoint::server(me.id),
+        secret,
+        listen: Some(listen),
+        addresses: AddressBook::from_config(&config),
+        limits: Limits::default(),
+    })
+    .await?;
+    let journal: Option<Box<dyn Journal<ServerInput> + Send>> = match &args.journal {
+        Some(p) => Some(Box::new(JsonLinesJournal::append_to(p).with_context(
+            || format!("cannot open the input journal {}", p.display()),
+        )?)),
+        None => None,
+    };
+    let map = InputMap {
+        net: ServerInput::Net,
+        tick: || ServerInput::Tick,
+    };
+    let (event_loop, inputs) = EventLoop::new(machine, clock, map, INPUT_QUEUE);
+    let event_loop = event_loop.with_net(net).with_journal(journal);
+    spawn_wall_clock(inputs.clone());
+    let mut executor = CmsExecutor::new(transport.clone(), store, inputs);
+    tracing::info!(
+        node = me.id.0,
+        %listen,
+        state_dir = %state_dir.display(),
+        cms = config.cms_nodes().len(),
+        "cm_server started"
+    );
+    let signals = common::signals()?;
+    let (_, why) = event_loop
+        .run(&mut executor, until_terminated(signals, cfg_path, config))
+        .await;
+    tracing::info!(?why, "cm_server stopping");
+    if !executor.flush(FLUSH_LIMIT).await {
+        tracing::error!("quorum writes still pending at exit");
+    }
+    transport.shutdown().await;
+    tracing::info!("cm_server stopped");
+    Ok(())
+}
+
+fn spawn_wall_clock(inputs: mpsc::Sender<ServerInput>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(WALL_CLOCK_EVERY);
+        loop {
+            // The first tick is immediate: the machine gets the wall clock at start.
+            every.tick().await;
+            if inputs
+                .send(ServerInput::WallClock(wall_now()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+/// Resolves at SIGTERM/SIGINT; handles SIGHUP reloads meanwhile.
+async fn until_terminated(
+    mut signals: mpsc::Receiver<Signal>,
+    path: PathBuf,
+    running: ClusterConfig,
+) {
+    while let Some(s) = signals.recv().await {
+        match s {
+            Signal::Terminate => return,
+            Signal::Reload => match common::load_config(&path) {
+                // Always against the config the machine was built with: that is what runs.
+                Ok(file) => reload::log(&path, &reload::diff(&running, &file)),
+                Err(e) => tracing::error!("config reload failed, nothing changed: {e:#}"),
+            },
+        }
+    }
+}

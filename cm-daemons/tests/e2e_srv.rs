@@ -1,0 +1,499 @@
+//! End-to-end: real `cm_server` processes on loopback, driven by the real `cm_ctl` binary.
+//!
+//! Every process and directory is owned by a guard that kills and removes it on drop, also when
+//! a test fails. Waits are bounded by generous patience limits that only stop a broken test
+//! from hanging; no test asserts a timing. Three-CMS tests run stand-in agents (they only
+//! report, with no DNs) because a CMS leader that sees at most one agent steps down (§5.3).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cm_core::ctl::{ClusterStatus, CmsRole};
+use cm_core::ids::{NodeId, QuorumTerm, ReportSeq};
+use cm_core::msg::{AgentReport, Endpoint, Envelope, Msg};
+use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
+
+/// Bound on any wait; never a timing assertion.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Distinct free loopback ports: every listener is held until all are chosen, so the OS cannot
+/// hand out the same port twice.
+#[derive(Default)]
+struct Ports(Vec<TcpListener>);
+
+impl Ports {
+    fn next(&mut self) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        self.0.push(l);
+        port
+    }
+}
+
+/// A cluster of `n` CMS nodes in a temporary directory, with its processes.
+struct Cluster {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    cms_ports: Vec<u16>,
+    servers: Vec<Option<Child>>,
+    agents: Option<Agents>,
+}
+
+impl Cluster {
+    fn new(n: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("secret"),
+            "an-e2e-test-cluster-secret-0123456789",
+        )
+        .unwrap();
+        let mut toml = String::from("name = \"e2e\"\nsecret_file = \"secret\"\n");
+        let mut cms_ports = Vec::new();
+        let mut ports = Ports::default();
+        for id in 1..=n {
+            let port = ports.next();
+            cms_ports.push(port);
+            toml.push_str(&format!(
+                "[[node]]\nid = {id}\nname = \"n{id}\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
+                 state_dir = \"{}\"\nmonitor_port = {}\ncms_port = {port}\n",
+                dir.path().join(format!("n{id}")).display(),
+                ports.next()
+            ));
+        }
+        toml.push_str("[[group]]\nid = 1\n");
+        for id in 1..=n {
+            toml.push_str(&format!(
+                "[[group.member]]\ninstance = {}\nnode = {id}\ndata_dir = \"/nonexistent/dn{id}\"\nport = {}\n",
+                6000 + id,
+                ports.next()
+            ));
+        }
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, toml).unwrap();
+        let servers = (0..n).map(|_| None).collect();
+        Self {
+            dir,
+            config,
+            cms_ports,
+            servers,
+            agents: None,
+        }
+    }
+
+    fn log_path(&self, node: u32) -> PathBuf {
+        self.dir.path().join(format!("cms{node}.log"))
+    }
+
+    fn store_path(&self, node: u32) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("n{node}"))
+            .join("cms_quorum.store")
+    }
+
+    fn server_command(&self, node: u32) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cm_server"));
+        c.arg("-c")
+            .arg(&self.config)
+            .arg("-n")
+            .arg(node.to_string())
+            .env_remove("CM_LOG_JSON")
+            .env("CM_LOG", "info,cm_io=debug")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn start(&mut self, node: u32) {
+        let log = std::fs::File::create(self.log_path(node)).unwrap();
+        let child = self
+            .server_command(node)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.servers[node as usize - 1] = Some(child);
+    }
+
+    fn start_all(&mut self) {
+        for n in 1..=self.servers.len() as u32 {
+            self.start(n);
+        }
+    }
+
+    fn kill(&mut self, node: u32) {
+        if let Some(mut c) = self.servers[node as usize - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_with(&self.config, args)
+    }
+
+    fn ctl_with(&self, config: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cm_ctl"))
+            .arg("-c")
+            .arg(config)
+            .args(args)
+            .env_remove("CM_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Polls `cm_ctl query --json` until `accept` holds; panics with the last output after
+    /// [`PATIENCE`].
+    fn wait_status(
+        &mut self,
+        what: &str,
+        accept: impl Fn(&ClusterStatus) -> bool,
+    ) -> ClusterStatus {
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < PATIENCE {
+            for (i, c) in self.servers.iter_mut().enumerate() {
+                if let Some(status) = c.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                    panic!(
+                        "cm_server {} exited ({status}) while waiting for {what}",
+                        i + 1
+                    );
+                }
+            }
+            let out = self.ctl(&["query", "--json"]);
+            if out.status.success() {
+                let s: ClusterStatus = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                    panic!(
+                        "query --json is not a ClusterStatus: {e}\n{}",
+                        text(&out.stdout)
+                    )
+                });
+                if accept(&s) {
+                    return s;
+                }
+                last = text(&out.stdout);
+            } else {
+                last = text(&out.stderr);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!(
+            "gave up waiting for {what}; last output:\n{last}\n{}",
+            self.logs()
+        );
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for n in 1..=self.servers.len() as u32 {
+            let log = std::fs::read_to_string(self.log_path(n)).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            s.push_str(&format!("--- cms{n} log (last lines) ---\n"));
+            for l in tail.into_iter().rev() {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    /// Runs stand-in agents for every node (see the module docs).
+    fn run_agents(&mut self) {
+        self.agents = Some(Agents::start(
+            self.servers.len() as u32,
+            &self.cms_ports,
+            std::fs::read(self.dir.path().join("secret")).unwrap(),
+        ));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.agents = None;
+        for n in 1..=self.servers.len() as u32 {
+            self.kill(n);
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn primaries(s: &ClusterStatus) -> Vec<NodeId> {
+    s.cms
+        .iter()
+        .filter(|r| r.role == CmsRole::Primary)
+        .map(|r| r.node)
+        .collect()
+}
+
+/// Agents that only report (no DNs) to every CMS, on their own runtime thread.
+struct Agents {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Agents {
+    fn start(nodes: u32, cms_ports: &[u16], secret: Vec<u8>) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let ports = cms_ports.to_vec();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut book = AddressBook::new();
+                for (i, p) in ports.iter().enumerate() {
+                    book.insert(
+                        Endpoint::server(NodeId(i as u32 + 1)),
+                        format!("127.0.0.1:{p}"),
+                    );
+                }
+                let mut agents = Vec::new();
+                for n in 1..=nodes {
+                    let (t, rx) = Transport::start(TransportConfig {
+                        local: Endpoint::agent(NodeId(n)),
+                        secret: Secret::new(secret.clone()).unwrap(),
+                        listen: None,
+                        addresses: book.clone(),
+                        limits: Limits::default(),
+                    })
+                    .await
+                    .unwrap();
+                    for s in 1..=ports.len() as u32 {
+                        t.connect(Endpoint::server(NodeId(s)));
+                    }
+                    // Replies are not needed; the receiver is kept so events are not refused.
+                    agents.push((t, rx));
+                }
+                let report = async {
+                    let mut seq = 0u64;
+                    loop {
+                        seq += 1;
+                        for (t, rx) in &mut agents {
+                            while rx.try_recv().is_ok() {}
+                            for s in 1..=ports.len() as u32 {
+                                let _ = t.send(&Envelope {
+                                    from: t.local(),
+                                    to: Endpoint::server(NodeId(s)),
+                                    quorum_term: QuorumTerm(0),
+                                    msg: Msg::AgentReport(AgentReport {
+                                        seq: ReportSeq(seq),
+                                        dns: Vec::new(),
+                                        cms_process: None,
+                                        normal_start: true,
+                                    }),
+                                });
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                };
+                tokio::select! {
+                    () = report => {}
+                    _ = stopped => {}
+                }
+                for (t, _) in &agents {
+                    t.shutdown().await;
+                }
+            });
+        });
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn e2e_srv_one_cms_leads_and_pause_is_committed() {
+    let mut c = Cluster::new(1);
+    c.start_all();
+    let s = c.wait_status("a leader", |s| primaries(s).len() == 1);
+    assert_eq!(primaries(&s), vec![NodeId(1)]);
+    assert!(!s.paused);
+
+    let out = c.ctl(&["pause"]);
+    assert!(out.status.success(), "pause: {}", text(&out.stderr));
+    let s = c.wait_status("paused", |s| s.paused);
+    assert_eq!(s.cms.len(), 1);
+    let out = c.ctl(&["query", "-C", "-v"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("paused          : Yes"), "{shown}");
+    assert!(shown.contains("Primary"), "{shown}");
+
+    let out = c.ctl(&["list", "--param"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("fence_command"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn e2e_srv_three_cms_elect_one_leader_and_another_after_it_dies() {
+    let mut c = Cluster::new(3);
+    c.run_agents();
+    c.start_all();
+    let s = c.wait_status("exactly one leader", |s| primaries(s).len() == 1);
+    assert_eq!(s.cms.len(), 3);
+    let out = c.ctl(&["pause"]);
+    assert!(out.status.success(), "pause: {}", text(&out.stderr));
+    c.wait_status("paused", |s| s.paused);
+
+    let first = c.wait_status("a leader", |s| primaries(s).len() == 1);
+    let dead = primaries(&first)[0];
+    c.kill(dead.0);
+    let s = c.wait_status("a new leader", |s| {
+        let p = primaries(s);
+        p.len() == 1 && p[0] != dead
+    });
+    // Pause lives in the replicated state: the new leader has it.
+    assert!(s.paused, "the new leader lost the committed pause");
+}
+
+#[test]
+fn e2e_srv_wrong_secret_is_refused_with_a_clear_error() {
+    let mut c = Cluster::new(1);
+    c.start_all();
+    c.wait_status("a leader", |s| primaries(s).len() == 1);
+    std::fs::write(c.dir.path().join("other"), "not-the-cluster-secret-at-all").unwrap();
+    let cfg = std::fs::read_to_string(&c.config)
+        .unwrap()
+        .replace("secret_file = \"secret\"", "secret_file = \"other\"");
+    let bad = c.dir.path().join("bad.toml");
+    std::fs::write(&bad, cfg).unwrap();
+    let out = c.ctl_with(&bad, &["query"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("can't connect to cm_server"), "{err}");
+    assert!(err.contains("secret"), "{err}");
+    // The server is unharmed.
+    assert!(c.ctl(&["query"]).status.success());
+}
+
+#[test]
+fn e2e_srv_usage_errors_exit_2() {
+    let c = Cluster::new(1);
+    let out = c.ctl(&["stop", "-n", "99"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("-n 99"), "{}", text(&out.stderr));
+    let out = c.ctl(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn e2e_srv_no_server_means_cannot_connect_and_exit_1() {
+    let c = Cluster::new(1);
+    let out = c.ctl(&["query"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("can't connect to cm_server"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn e2e_srv_corrupt_store_stops_the_start_naming_the_file() {
+    let c = Cluster::new(1);
+    let store = c.store_path(1);
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    std::fs::write(&store, b"this is not a quorum store").unwrap();
+    let mut child = c
+        .server_command(1)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            panic!("cm_server with a corrupt store did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(!status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains(&store.display().to_string()), "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+}
+
+#[test]
+fn e2e_srv_malformed_input_without_auth_is_refused_without_harm() {
+    use std::io::{Read, Write};
+    let mut c = Cluster::new(1);
+    c.start_all();
+    c.wait_status("a leader", |s| primaries(s).len() == 1);
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", c.cms_ports[0])).unwrap();
+    raw.set_read_timeout(Some(PATIENCE)).unwrap();
+    // A frame header with a huge length, then garbage, instead of the handshake.
+    let mut junk = b"CM\x01\x00\xff\xff\xff\xff".to_vec();
+    junk.extend(std::iter::repeat_n(0xAB, 4096));
+    let _ = raw.write_all(&junk);
+    let mut buf = Vec::new();
+    // The server closes the connection (EOF or reset) without ever accepting it.
+    let _ = raw.read_to_end(&mut buf);
+    assert!(
+        !buf.ends_with(&[0xA5]),
+        "the server accepted an unauthenticated peer"
+    );
+    let out = c.ctl(&["query", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s: ClusterStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(primaries(&s), vec![NodeId(1)]);
+}
+
+#[test]
+fn e2e_srv_sigterm_exits_cleanly_and_check_sees_the_process() {
+    let mut c = Cluster::new(1);
+    c.start_all();
+    c.wait_status("a leader", |s| primaries(s).len() == 1);
+    let cfg = c.config.display().to_string();
+    let out = c.ctl(&["check", "-B", "cm_server", "-T", &cfg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut child = c.servers[0].take().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            panic!("cm_server ignored SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(c.store_path(1).exists(), "the quorum store was not written");
+    let out = c.ctl(&["check", "-B", "cm_server", "-T", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -7,8 +7,11 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod common;
 pub mod ctl;
 pub mod ctl_cli;
 pub mod local;
+pub mod monitor;
+pub mod node;
 pub mod server;

@@ -1,0 +1,199 @@
+//! cm_agent: runs cm-core's [`Agent`] under cm-io's [`EventLoop`] with a transport connected
+//! to every CMS, and executes each of its commands (SPEC.md §1–3, §6, §7.1, §8). The machine
+//! decides everything; the executor ([`exec`]) samples, probes and acts, always off the loop,
+//! and every completion comes back as an [`AgentInput`].
+//!
+//! * The agent's durable state is `<state_dir>/cma.store`; a corrupt store stops the agent
+//!   with an error naming the file (the DN terms in it must never be forgotten silently).
+//! * PostgreSQL runs as `database.os_user` of the config ([`PgDriver`]); the DNs are children
+//!   of the agent in their own process groups and keep running when the agent exits.
+//! * SIGHUP re-reads the config and feeds [`AgentInput::ParamsReloaded`]; SIGTERM/SIGINT stop
+//!   the agent after its pending state writes finished; its DNs keep running and are adopted
+//!   by the next agent (SPEC.md §1).
+
+mod cms;
+mod exec;
+mod peers;
+mod system;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use cm_core::agent::{Agent, AgentInput};
+use cm_core::config::ClusterConfig;
+use cm_core::ids::NodeId;
+use cm_core::monitor::StartKind;
+use cm_core::msg::Endpoint;
+use cm_io::event_loop::{Clock, EventLoop, InputMap};
+use cm_io::postgres::{PgDriver, PgOptions};
+use cm_io::store::Store;
+use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
+use tokio::sync::mpsc;
+
+use crate::common::{self, NodeArgs, Signal};
+use crate::node;
+
+/// How om_monitor started this agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StartKindArg {
+    /// Right after `cm_ctl start`: alarms are suppressed for a while.
+    Normal,
+    /// A restart after a crash, or any other start.
+    Abnormal,
+}
+
+impl From<StartKindArg> for StartKind {
+    fn from(k: StartKindArg) -> Self {
+        match k {
+            StartKindArg::Normal => StartKind::Normal,
+            StartKindArg::Abnormal => StartKind::Abnormal,
+        }
+    }
+}
+
+/// cm_agent's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cm_agent",
+    about = "Supervises this node's DNs and reports to every CMS."
+)]
+pub struct AgentArgs {
+    /// Config, node and logging.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// How om_monitor started this agent.
+    #[arg(long, value_enum, default_value = "abnormal")]
+    pub start_kind: StartKindArg,
+    /// The cm_server binary (default: `cm_server` next to this executable).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+}
+
+/// The agent's store file.
+pub fn store_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("cma.store")
+}
+
+/// How long the agent waits at exit for its state writes to finish.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs cm_agent until `Exit`, SIGTERM or SIGINT.
+pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    common::init_logging(args.node.log_json, &args.node.log)?;
+    let config_path = node::absolute(&args.node.config)?;
+    let (config, me) = common::load_node(&NodeArgs {
+        config: config_path.clone(),
+        ..args.node.clone()
+    })?;
+    let state_dir = PathBuf::from(&me.state_dir);
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let store = Store::new(store_path(&state_dir));
+    let restored = store.load()?;
+    let agent = Agent::new(&config, me.id, 0, restored)
+        .with_context(|| format!("{}", store.path().display()))?
+        .with_start_kind(args.start_kind.into());
+    let server_bin = match args.server_bin {
+        Some(p) => node::absolute(&p)?,
+        None => node::sibling_binary("cm_server")?,
+    };
+    let secret = Secret::load(&common::secret_path(&config_path, &config)?)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let setup = Setup {
+        config: Arc::new(config),
+        config_path,
+        node: me.id,
+        state_dir,
+        server_bin,
+        secret,
+    };
+    rt.block_on(run(agent, store, setup))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Everything the agent's executor needs besides the machine.
+struct Setup {
+    config: Arc<ClusterConfig>,
+    config_path: PathBuf,
+    node: NodeId,
+    state_dir: PathBuf,
+    server_bin: PathBuf,
+    secret: Secret,
+}
+
+async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
+    let clock = Clock::process();
+    let driver = Arc::new(
+        PgDriver::new(
+            Arc::clone(&s.config),
+            s.node,
+            PgOptions::from_config(&s.config),
+        )
+        .context("cannot set up the PostgreSQL driver")?,
+    );
+    let (transport, net) = Transport::start(TransportConfig {
+        local: Endpoint::agent(s.node),
+        secret: s.secret.clone(),
+        listen: None,
+        addresses: AddressBook::from_config(&s.config),
+        limits: Limits::default(),
+    })
+    .await
+    .context("cannot start the transport")?;
+    let map = InputMap {
+        net: AgentInput::Net,
+        tick: || AgentInput::Tick,
+    };
+    let (event_loop, tx) = EventLoop::new(agent, clock, map, 1024);
+    let event_loop = event_loop.with_net(net);
+    let persist = exec::Persister::spawn(store, tx.clone());
+    let mut exec = exec::AgentExec::new(exec::Parts {
+        config: Arc::clone(&s.config),
+        config_path: s.config_path.clone(),
+        node: s.node,
+        state_dir: s.state_dir.clone(),
+        server_bin: s.server_bin.clone(),
+        driver,
+        transport: transport.clone(),
+        persist: persist.clone(),
+        tx: tx.clone(),
+    });
+    tracing::info!(node = %s.node, "cm_agent running");
+    let sigs = common::signals()?;
+    let stop = watch_signals(sigs, s.config_path.clone(), tx);
+    let (_, why) = event_loop.run(&mut exec, stop).await;
+    tracing::info!(?why, "cm_agent stopping; its DNs keep running");
+    if !persist.flushed(FLUSH_TIMEOUT).await {
+        tracing::error!("state writes still pending after {FLUSH_TIMEOUT:?}; exiting anyway");
+    }
+    transport.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM/SIGINT; on SIGHUP re-reads the config and feeds the new parameters.
+async fn watch_signals(
+    mut sigs: mpsc::Receiver<Signal>,
+    config_path: PathBuf,
+    tx: mpsc::Sender<AgentInput>,
+) {
+    while let Some(s) = sigs.recv().await {
+        match s {
+            Signal::Terminate => return,
+            Signal::Reload => match common::load_config(&config_path) {
+                Ok(cfg) => {
+                    tracing::info!("SIGHUP: parameters reloaded");
+                    let _ = tx.send(AgentInput::ParamsReloaded(cfg.params)).await;
+                }
+                Err(e) => tracing::error!("SIGHUP: config not reloaded: {e:#}"),
+            },
+        }
+    }
+}

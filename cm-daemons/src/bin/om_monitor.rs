@@ -1,0 +1,17 @@
+//! om_monitor: keeps this node's cm_agent running and serves cm_ctl's control port.
+//! See `cm_daemons::monitor`.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cm_daemons::monitor::MonitorArgs::parse();
+    match cm_daemons::monitor::main(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("om_monitor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! om_monitor: runs cm-core's [`Monitor`] under cm-io's [`EventLoop`] and executes its
+//! commands (SPEC.md §1, §2). Every decision (when to start, kill or alarm) is the machine's;
+//! this module samples /proc and the flag files, starts and kills cm_agent, and serves the
+//! authenticated control port that cm_ctl reaches every node through.
+//!
+//! One om_monitor per node: it holds `<state_dir>/om_monitor.lock` (flock) while it runs, and a
+//! second copy exits 0 at once — so it can be started every minute by cron
+//! (`dist/om_monitor.cron`) or kept alive by systemd (`dist/om_monitor.service`).
+//!
+//! **SIGTERM/SIGINT** stop the monitor and leave its cm_agent running, as CM's om_monitor does:
+//! the cluster keeps being managed while the monitor is restarted. The next monitor finds the
+//! agent is not its child and the machine kills it and starts its own (SPEC.md §2), so that
+//! exactly one supervised agent runs. To stop the node's cluster manager, stop the cluster
+//! (`cm_ctl stop`), then the monitor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use clap::Parser;
+use cm_core::Instant;
+use cm_core::config::ClusterConfig;
+use cm_core::ctl::MonitorReply;
+use cm_core::ids::{ClientId, NodeId, QuorumTerm};
+use cm_core::io::NetEvent;
+use cm_core::monitor::{AgentProcess, Monitor, MonitorCommand, MonitorInput, Pid, StartKind};
+use cm_core::msg::{Endpoint, Envelope, Msg};
+use cm_io::event_loop::{Clock, EventLoop, Executor, Flow, InputMap};
+use cm_io::flags::FlagDir;
+use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
+use tokio::sync::mpsc;
+
+use crate::common::{self, NodeArgs, Signal};
+use crate::node;
+
+/// om_monitor's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "om_monitor",
+    about = "Keeps this node's cm_agent running; serves cm_ctl."
+)]
+pub struct MonitorArgs {
+    /// Config, node and logging.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The cm_agent binary (default: `cm_agent` next to this executable).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+    /// The cm_server binary, passed to cm_agent (default: the agent's own default).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+}
+
+/// The lock file of the node's om_monitor.
+pub fn lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("om_monitor.lock")
+}
+
+/// Runs om_monitor until SIGTERM/SIGINT. Exits 0 at once when another om_monitor of this node
+/// holds the lock.
+pub fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
+    common::init_logging(args.node.log_json, &args.node.log)?;
+    let config_path = node::absolute(&args.node.config)?;
+    let (config, me) = common::load_node(&NodeArgs {
+        config: config_path.clone(),
+        ..args.node.clone()
+    })?;
+    let lock_file = lock_path(Path::new(&me.state_dir));
+    let Some(_lock) = node::try_lock(&lock_file)? else {
+        eprintln!(
+            "om_monitor: another om_monitor of node {} holds {}; exiting",
+            me.id,
+            lock_file.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let agent_bin = match args.agent_bin {
+        Some(p) => node::absolute(&p)?,
+        None => node::sibling_binary("cm_agent")?,
+    };
+    let server_bin = args.server_bin.map(|p| node::absolute(&p)).transpose()?;
+    let secret = Secret::load(&common::secret_path(&config_path, &config)?)?;
+    let listen = node::resolve(&me.address, me.monitor_port)?;
+    let spawn = AgentSpawn {
+        agent_bin,
+        server_bin,
+        config: config_path,
+        node: me.id,
+        log: args.node.log.clone(),
+        log_json: args.node.log_json,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    rt.block_on(run(
+        config,
+        spawn,
+        secret,
+        listen,
+        FlagDir::new(&me.state_dir),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How cm_agent is started and recognised.
+#[derive(Clone, Debug)]
+struct AgentSpawn {
+    agent_bin: PathBuf,
+    server_bin: Option<PathBuf>,
+    config: PathBuf,
+    node: NodeId,
+    log: String,
+    log_json: bool,
+}
+
+async fn run(
+    config: ClusterConfig,
+    spawn: AgentSpawn,
+    secret: Secret,
+    listen: std::net::SocketAddr,
+    flags: FlagDir,
+) -> anyhow::Result<()> {
+    let clock = Clock::process();
+    let machine = Monitor::new(&config, spawn.node, 0, None);
+    let map = InputMap {
+        // The monitor has no connection inputs: control frames are translated below.
+        net: |_| MonitorInput::Tick,
+        tick: || MonitorInput::Tick,
+    };
+    let (event_loop, tx) = EventLoop::new(machine, clock, map, 256);
+    let (transport, net) = Transport::start(TransportConfig {
+        local: Endpoint::monitor(spawn.node),
+        secret,
+        listen: Some(listen),
+        addresses: AddressBook::from_config(&config),
+        limits: Limits::default(),
+    })
+    .await
+    .context("cannot open the control port")?;
+    tracing::info!(node = %spawn.node, %listen, "om_monitor running");
+    let clients = Arc::new(Mutex::new(Clients::default()));
+    tokio::spawn(forward_control(net, Arc::clone(&clients), tx.clone()));
+    let mut exec = MonitorExec {
+        spawn,
+        flags,
+        tx,
+        transport: transport.clone(),
+        clients,
+    };
+    let mut sigs = common::signals()?;
+    let stop = async move {
+        while let Some(s) = sigs.recv().await {
+            match s {
+                Signal::Terminate => return,
+                Signal::Reload => tracing::info!("SIGHUP: om_monitor has nothing to reload"),
+            }
+        }
+    };
+    let (_, why) = event_loop.run(&mut exec, stop).await;
+    tracing::info!(?why, "om_monitor stopping; its cm_agent keeps running");
+    transport.shutdown().await;
+    Ok(())
+}
+
+/// Control clients waiting for a reply: which connection and which request id.
+#[derive(Debug, Default)]
+struct Clients {
+    next: u64,
+    waiting: BTreeMap<ClientId, (Endpoint, u64)>,
+}
+
+/// Turns control-port frames into [`MonitorInput::CtlRequest`]s.
+async fn forward_control(
+    mut net: mpsc::Receiver<NetEvent>,
+    clients: Arc<Mutex<Clients>>,
+    tx: mpsc::Sender<MonitorInput>,
+) {
+    while let Some(ev) = net.recv().await {
+        let NetEvent::FrameReceived { peer, envelope } = ev else {
+            continue;
+        };
+        let Msg::MonitorRequest { id, req } = envelope.msg else {
+            tracing::debug!(%peer, "ignoring a frame that is not a control request");
+            continue;
+        };
+        let client = {
+            let mut c = clients.lock().unwrap_or_else(|e| e.into_inner());
+            c.next += 1;
+            let client = ClientId(c.next);
+            c.waiting.insert(client, (peer, id));
+            client
+        };
+        if tx
+            .send(MonitorInput::CtlRequest { client, req })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+struct MonitorExec {
+    spawn: AgentSpawn,
+    flags: FlagDir,
+    tx: mpsc::Sender<MonitorInput>,
+    transport: Transport,
+    clients: Arc<Mutex<Clients>>,
+}
+
+impl Executor<MonitorCommand> for MonitorExec {
+    fn execute(&mut self, _now: Instant, command: MonitorCommand) -> Flow {
+        match command {
+            MonitorCommand::SampleAgent => self.sample(),
+            MonitorCommand::StartAgent { kind } => self.start_agent(kind),
+            MonitorCommand::KillAgent { pid } => kill_agent(pid),
+            MonitorCommand::RaiseAlarm(alarm) => tracing::warn!(?alarm, "alarm raised"),
+            MonitorCommand::WriteFlag { op, flag, mode } => {
+                let flags = self.flags.clone();
+                self.flag_op(op, move || flags.write(flag, mode).map(|_| ()));
+            }
+            MonitorCommand::RemoveFlag { op, flag } => {
+                let flags = self.flags.clone();
+                self.flag_op(op, move || flags.remove(flag).map(|_| ()));
+            }
+            MonitorCommand::RemoveAllManualStart { op } => {
+                let flags = self.flags.clone();
+                self.flag_op(op, move || flags.remove_manual_start().map(|_| ()));
+            }
+            MonitorCommand::Reply { client, reply } => self.reply(client, reply),
+        }
+        Flow::Continue
+    }
+}
+
+impl MonitorExec {
+    /// Scans /proc and the state directory off the loop; answers `AgentSampled`.
+    fn sample(&self) {
+        let spawn = self.spawn.clone();
+        let flags = self.flags.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let sampled = tokio::task::spawn_blocking(move || sample_agent(&spawn, &flags)).await;
+            match sampled {
+                Ok(Some(input)) => {
+                    let _ = tx.send(input).await;
+                }
+                // No sample this turn; the machine samples again at its next check.
+                Ok(None) => {}
+                Err(e) => tracing::error!("agent sample failed: {e}"),
+            }
+        });
+    }
+
+    fn start_agent(&self, kind: StartKind) {
+        let s = &self.spawn;
+        let mut cmd = tokio::process::Command::new(&s.agent_bin);
+        let kind = match kind {
+            StartKind::Normal => "normal",
+            StartKind::Abnormal => "abnormal",
+        };
+        cmd.arg("--config")
+            .arg(&s.config)
+            .arg("--node")
+            .arg(s.node.0.to_string())
+            .arg("--start-kind")
+            .arg(kind)
+            .arg("--log")
+            .arg(&s.log);
+        if s.log_json {
+            cmd.arg("--log-json");
+        }
+        if let Some(server) = &s.server_bin {
+            cmd.arg("--server-bin").arg(server);
+        }
+        // Its own process group: a terminal's Ctrl-C aimed at the monitor spares the agent.
+        cmd.process_group(0).stdin(std::process::Stdio::null());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                // The next check finds no agent and the machine decides again.
+                tracing::error!(bin = %s.agent_bin.display(), "cannot start cm_agent: {e}");
+                return;
+            }
+        };
+        tracing::info!(pid = child.id(), kind, "cm_agent started");
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let abnormal = match child.wait().await {
+                Ok(status) => {
+                    tracing::info!(%status, "cm_agent exited");
+                    !status.success()
+                }
+                Err(e) => {
+                    tracing::error!("cannot wait for cm_agent: {e}");
+                    true
+                }
+            };
+            let _ = tx.send(MonitorInput::AgentExited { abnormal }).await;
+        });
+    }
+
+    fn flag_op<F>(&self, op: cm_core::ids::OpId, work: F)
+    where
+        F: FnOnce() -> Result<(), cm_io::statedir::FileError> + Send + 'static,
+    {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = match tokio::task::spawn_blocking(work).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("flag operation failed: {e}")),
+            };
+            let _ = tx.send(MonitorInput::FlagOpCompleted { op, result }).await;
+        });
+    }
+
+    fn reply(&self, client: ClientId, reply: MonitorReply) {
+        let waiting = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiting
+            .remove(&client);
+        let Some((peer, id)) = waiting else {
+            tracing::debug!(%client, "reply for an unknown control client");
+            return;
+        };
+        let envelope = Envelope {
+            from: self.transport.local(),
+            to: peer,
+            quorum_term: QuorumTerm(0),
+            msg: Msg::MonitorReply { id, reply },
+        };
+        if let Err(e) = self.transport.send(&envelope) {
+            tracing::debug!(%peer, "control reply dropped: {e}");
+        }
+    }
+}
+
+/// The monitor's facts: this node's cm_agent processes, the flags, the binary and the config.
+/// `None` (logged) when the flags cannot be read: guessing "no flags" could restart an agent
+/// an operator stopped.
+fn sample_agent(spawn: &AgentSpawn, flags: &FlagDir) -> Option<MonitorInput> {
+    let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let processes = node::scan("cm_agent", &spawn.config, spawn.node.0)
+        .into_iter()
+        .map(|f| AgentProcess {
+            pid: Pid(u32::try_from(f.pid).unwrap_or(0)),
+            state: f.state,
+            started_by_me: f.ppid == me,
+        })
+        .collect();
+    let flags = match flags.read() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("cannot read the flags: {e}");
+            return None;
+        }
+    };
+    Some(MonitorInput::AgentSampled {
+        processes,
+        flags,
+        binary_executable: node::is_executable(&spawn.agent_bin),
+        config_readable: std::fs::File::open(&spawn.config).is_ok(),
+    })
+}
+
+fn kill_agent(pid: Pid) {
+    let Ok(raw) = i32::try_from(pid.0) else {
+        return;
+    };
+    let target = nix::unistd::Pid::from_raw(raw);
+    match nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL) {
+        Ok(()) => tracing::warn!(pid = raw, "cm_agent killed"),
+        Err(e) => tracing::warn!(pid = raw, "cannot kill cm_agent: {e}"),
+    }
+}

@@ -1,0 +1,168 @@
+//! What om_monitor and cm_agent share about the processes of one node: finding the daemons of
+//! this node in /proc (by name and by the `--config`/`--node` of their command line), the
+//! binaries next to the running executable, the exclusive lock file, and the control address.
+
+use std::fs::{File, OpenOptions};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use cm_core::dn::ProcState;
+use nix::fcntl::{Flock, FlockArg};
+
+/// One process found in /proc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Its pid.
+    pub pid: i32,
+    /// Its parent's pid.
+    pub ppid: i32,
+    /// Its state.
+    pub state: ProcState,
+}
+
+/// Whether a command line names this node's config and node id (`--config PATH`, `-c PATH`,
+/// `--config=PATH`; the same for `--node`/`-n`). A daemon started for another node or another
+/// cluster on the same host is not ours.
+pub fn cmdline_matches(args: &[String], config: &Path, node: u32) -> bool {
+    let value = |long: &str, short: &str| -> Option<&str> {
+        let eq = format!("{long}=");
+        args.iter().enumerate().find_map(|(i, a)| {
+            if a == long || a == short {
+                args.get(i + 1).map(String::as_str)
+            } else {
+                a.strip_prefix(eq.as_str())
+            }
+        })
+    };
+    let config_ok = value("--config", "-c").is_some_and(|c| same_path(Path::new(c), config));
+    let node_ok = value("--node", "-n").is_some_and(|n| n.parse::<u32>() == Ok(node));
+    config_ok && node_ok
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (a.canonicalize(), b.canonicalize()),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
+/// Every process whose name (`comm`) is `name` and whose command line names this node's
+/// config and id. Processes vanishing during the scan are skipped.
+pub fn scan(name: &str, config: &Path, node: u32) -> Vec<Found> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for p in all.flatten() {
+        let Ok(stat) = p.stat() else { continue };
+        if stat.comm != name {
+            continue;
+        }
+        let Ok(args) = p.cmdline() else { continue };
+        if cmdline_matches(&args, config, node) {
+            found.push(Found {
+                pid: stat.pid,
+                ppid: stat.ppid,
+                state: cm_io::process::proc_state_of(stat.state),
+            });
+        }
+    }
+    found
+}
+
+/// A sibling binary: `name` in the directory of the running executable.
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the running executable")?;
+    let dir = exe
+        .parent()
+        .context("the running executable has no directory")?;
+    Ok(dir.join(name))
+}
+
+/// Whether `path` is a regular file with an execute bit.
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// An absolute form of `path` (relative to the current directory), so that the daemons a
+/// process starts and the /proc scans agree on it whatever their working directory.
+pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+/// Takes the exclusive lock on `path` (created if absent). `Ok(None)`: another process holds
+/// it. The lock lasts as long as the returned value.
+pub fn try_lock(path: &Path) -> anyhow::Result<Option<Flock<File>>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// `host:port` resolved to one socket address.
+pub fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}:{port}"))?
+        .next()
+        .with_context(|| format!("{host}:{port} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_daemon_is_ours_only_with_our_config_and_node() {
+        let cfg = Path::new("/etc/cm/cluster.toml");
+        let ours = args(&[
+            "cm_agent",
+            "--config",
+            "/etc/cm/cluster.toml",
+            "--node",
+            "2",
+        ]);
+        assert!(cmdline_matches(&ours, cfg, 2));
+        assert!(!cmdline_matches(&ours, cfg, 3));
+        assert!(!cmdline_matches(&ours, Path::new("/etc/other.toml"), 2));
+        let short = args(&["cm_agent", "-c", "/etc/cm/cluster.toml", "-n", "2"]);
+        assert!(cmdline_matches(&short, cfg, 2));
+        let eq = args(&["cm_agent", "--config=/etc/cm/cluster.toml", "--node=2"]);
+        assert!(cmdline_matches(&eq, cfg, 2));
+        assert!(!cmdline_matches(
+            &args(&["cm_agent", "--node", "2"]),
+            cfg,
+            2
+        ));
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("cm-node-lock-{}", std::process::id()));
+        let path = dir.join("x.lock");
+        let first = try_lock(&path).unwrap();
+        assert!(first.is_some());
+        assert!(try_lock(&path).unwrap().is_none());
+        drop(first);
+        assert!(try_lock(&path).unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,385 @@
+//! End-to-end tests of om_monitor and cm_agent as real processes on one node, without a
+//! running cm_server (node 2 of the test config is the CMS node and nothing runs there).
+//! Tests run one at a time (a lock), poll /proc with generous timeouts and assert no timing;
+//! every process and directory is removed by [`Node`]'s `Drop`, also when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cm_core::NodeId;
+use cm_core::config::ClusterConfig;
+use cm_core::ctl::{MonitorReply, MonitorRequest};
+use cm_core::dn::StopMode;
+use cm_core::flags::Flag;
+use cm_core::ids::QuorumTerm;
+use cm_core::io::NetEvent;
+use cm_core::msg::{Endpoint, Envelope, Msg, Role};
+use cm_daemons::node::{Found, scan};
+use cm_io::postgres::test_support::{BIN_DIR, free_port, postgres_available};
+use cm_io::process::OsUser;
+use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
+
+const SECRET: &str = "e2e-node-secret-0123456789abcdef";
+const WAIT: Duration = Duration::from_secs(60);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Polls `f` every 100 ms until it is true or `timeout` passed.
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A temporary node 1 (optionally with DN 6001) of a two-node cluster whose CMS is node 2.
+struct Node {
+    root: PathBuf,
+    config_path: PathBuf,
+    config: ClusterConfig,
+    children: Vec<Child>,
+}
+
+impl Node {
+    fn new(tag: &str, with_dn: bool) -> Self {
+        let root = std::env::temp_dir().join(format!("cm-e2e-node-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("secret"), SECRET).unwrap();
+        let mut toml = format!(
+            "name = \"e2e\"\nsecret_file = \"secret\"\n\
+             [[node]]\nid = 1\nname = \"n1\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
+             state_dir = \"{r}/state1\"\nmonitor_port = {}\n\
+             [[node]]\nid = 2\nname = \"n2\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
+             state_dir = \"{r}/state2\"\nmonitor_port = {}\ncms_port = {}\n",
+            free_port(),
+            free_port(),
+            free_port(),
+            r = root.display()
+        );
+        if with_dn {
+            toml += &format!(
+                "[[group]]\nid = 1\n[[group.member]]\ninstance = 6001\nnode = 1\n\
+                 data_dir = \"{}/data\"\nport = {}\n",
+                root.display(),
+                free_port()
+            );
+        }
+        toml += &format!("[database]\nbin_dir = \"{BIN_DIR}\"\n[params]\nprofile = \"fast\"\n");
+        let config = ClusterConfig::from_toml_str(&toml).unwrap();
+        let config_path = root.join("cluster.toml");
+        std::fs::write(&config_path, toml).unwrap();
+        Self {
+            root,
+            config_path,
+            config,
+            children: Vec::new(),
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.root.join("state1")
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.root.join(format!("{name}.log"))
+    }
+
+    fn command(&self, bin: &str, log: &str) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .arg("--node")
+            .arg("1")
+            .arg("--log")
+            .arg("info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.log(log)).unwrap());
+        cmd
+    }
+
+    /// Starts om_monitor (tracked for cleanup); returns its pid.
+    fn start_monitor(&mut self, log: &str) -> u32 {
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_om_monitor"), log);
+        cmd.arg("--agent-bin").arg(env!("CARGO_BIN_EXE_cm_agent"));
+        let child = cmd.spawn().unwrap();
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Starts cm_agent directly (tracked for cleanup).
+    fn start_agent(&mut self) -> &mut Child {
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_cm_agent"), "agent");
+        cmd.arg("--server-bin").arg("/nonexistent/cm_server");
+        self.children.push(cmd.spawn().unwrap());
+        self.children.last_mut().unwrap()
+    }
+
+    fn agents(&self) -> Vec<Found> {
+        scan("cm_agent", &self.config_path, 1)
+    }
+
+    fn logs(&self) -> String {
+        ["monitor", "agent"]
+            .iter()
+            .map(|n| std::fs::read_to_string(self.log(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
+    /// Sends one control request to node 1's om_monitor, as cm_ctl does.
+    fn control(&self, req: MonitorRequest) -> MonitorReply {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (t, mut events) = Transport::start(TransportConfig {
+                local: Endpoint {
+                    node: NodeId(1),
+                    role: Role::Ctl,
+                },
+                secret: Secret::new(SECRET).unwrap(),
+                listen: None,
+                addresses: AddressBook::from_config(&self.config),
+                limits: Limits::default(),
+            })
+            .await
+            .unwrap();
+            let monitor = Endpoint::monitor(NodeId(1));
+            t.connect(monitor);
+            let reply = tokio::time::timeout(WAIT, async {
+                while let Some(ev) = events.recv().await {
+                    match ev {
+                        NetEvent::Connected { .. } => t
+                            .send(&Envelope {
+                                from: t.local(),
+                                to: monitor,
+                                quorum_term: QuorumTerm(0),
+                                msg: Msg::MonitorRequest {
+                                    id: 7,
+                                    req: req.clone(),
+                                },
+                            })
+                            .unwrap(),
+                        NetEvent::FrameReceived { envelope, .. } => {
+                            if let Msg::MonitorReply { id: 7, reply } = envelope.msg {
+                                return reply;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                panic!("transport closed");
+            })
+            .await
+            .expect("a control reply");
+            t.shutdown().await;
+            reply
+        })
+    }
+}
+
+fn sigkill(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Agents started by a monitor are not our children.
+        for a in self.agents() {
+            sigkill(a.pid);
+        }
+        if let Some((pm, _)) = cm_io::process::adopt_postmaster(&self.data_dir()) {
+            let _ = pm.kill_group(Duration::from_secs(5));
+        }
+        if std::thread::panicking() {
+            eprintln!("logs of the failed test:\n{}", self.logs());
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The agent om_monitor `monitor` started, once there is exactly one.
+fn monitors_agent(node: &Node, monitor: u32) -> Option<i32> {
+    match node.agents().as_slice() {
+        [a] if a.ppid == monitor as i32 => Some(a.pid),
+        _ => None,
+    }
+}
+
+#[test]
+fn e2e_node_monitor_starts_the_agent_and_restarts_it_after_kill_9() {
+    let _s = serial();
+    let mut node = Node::new("restart", false);
+    let monitor = node.start_monitor("monitor");
+    let mut first = None;
+    assert!(
+        wait_until(WAIT, || {
+            first = monitors_agent(&node, monitor);
+            first.is_some()
+        }),
+        "om_monitor did not start cm_agent:\n{}",
+        node.logs()
+    );
+    let first = first.unwrap();
+    sigkill(first);
+    assert!(
+        wait_until(WAIT, || monitors_agent(&node, monitor)
+            .is_some_and(|p| p != first)),
+        "om_monitor did not restart cm_agent after kill -9:\n{}",
+        node.logs()
+    );
+}
+
+#[test]
+fn e2e_node_manual_start_flag_keeps_a_killed_agent_down_until_removed() {
+    let _s = serial();
+    let mut node = Node::new("manual", false);
+    let monitor = node.start_monitor("monitor");
+    assert!(wait_until(WAIT, || monitors_agent(&node, monitor).is_some()));
+    let reply = node.control(MonitorRequest::WriteFlag {
+        flag: Flag::ClusterManualStart,
+        mode: StopMode::Fast,
+    });
+    assert_eq!(reply, MonitorReply::Done);
+    assert!(node.state_dir().join("cluster_manual_start").exists());
+    // Kill the agent until none is left: an agent killed by a signal may be restarted up to
+    // 3 times to finish an interrupted stop (SPEC §2); with no DN it then exits by itself.
+    assert!(
+        wait_until(WAIT, || {
+            node.agents().iter().for_each(|a| sigkill(a.pid));
+            std::thread::sleep(Duration::from_secs(2));
+            node.agents().is_empty()
+        }),
+        "agents kept running under cluster_manual_start:\n{}",
+        node.logs()
+    );
+    // No restart while the flag is there (the monitor checks every second).
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(node.agents().is_empty(), "{}", node.logs());
+    let MonitorReply::Status { agent_running, flags, .. } = node.control(MonitorRequest::Status)
+    else {
+        panic!("not a status reply");
+    };
+    assert!(!agent_running);
+    assert_eq!(flags.cluster_manual_start, Some(StopMode::Fast));
+    assert_eq!(
+        node.control(MonitorRequest::RemoveAllManualStart),
+        MonitorReply::Done
+    );
+    assert!(
+        wait_until(WAIT, || monitors_agent(&node, monitor).is_some()),
+        "om_monitor did not start cm_agent after the flag was removed:\n{}",
+        node.logs()
+    );
+}
+
+#[test]
+fn e2e_node_a_second_monitor_exits_because_of_the_lock() {
+    let _s = serial();
+    let mut node = Node::new("lock", false);
+    let first = node.start_monitor("monitor");
+    assert!(wait_until(WAIT, || monitors_agent(&node, first).is_some()));
+    let out = node
+        .command(env!("CARGO_BIN_EXE_om_monitor"), "monitor2")
+        .arg("--agent-bin")
+        .arg(env!("CARGO_BIN_EXE_cm_agent"))
+        .status()
+        .unwrap();
+    assert!(out.success(), "{out}");
+    let log = std::fs::read_to_string(node.log("monitor2")).unwrap();
+    assert!(log.contains("om_monitor.lock"), "{log}");
+    // The first monitor's agent is untouched.
+    assert!(monitors_agent(&node, first).is_some());
+}
+
+#[test]
+fn e2e_node_agent_with_a_corrupt_store_exits_naming_the_file() {
+    let _s = serial();
+    let mut node = Node::new("corrupt", false);
+    std::fs::create_dir_all(node.state_dir()).unwrap();
+    std::fs::write(node.state_dir().join("cma.store"), b"not a store").unwrap();
+    let child = node.start_agent();
+    let mut status = None;
+    assert!(wait_until(WAIT, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert!(!status.unwrap().success());
+    let log = std::fs::read_to_string(node.log("agent")).unwrap();
+    assert!(log.contains("cma.store"), "{log}");
+}
+
+fn initdb(data: &Path) {
+    let user = OsUser::lookup("postgres").unwrap();
+    std::fs::create_dir_all(data).unwrap();
+    user.chown(data).unwrap();
+    let mut cmd = Command::new(Path::new(BIN_DIR).join("initdb"));
+    cmd.arg("-D")
+        .arg(data)
+        .args(["-U", "postgres", "-A", "trust", "--no-sync", "--no-instructions"])
+        .current_dir("/");
+    user.apply(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let conf = data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nfsync = off\n");
+    std::fs::write(conf, text).unwrap();
+}
+
+#[test]
+fn e2e_node_agent_starts_its_dn_pending_as_the_postgres_user() {
+    let _s = serial();
+    if !postgres_available() {
+        return;
+    }
+    let mut node = Node::new("dn", true);
+    initdb(&node.data_dir());
+    node.start_agent();
+    let port = node.config.groups[0].members[0].port.to_string();
+    let pg = |tool: &str| {
+        let mut c = Command::new(Path::new(BIN_DIR).join(tool));
+        c.args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"]);
+        c
+    };
+    assert!(
+        wait_until(WAIT, || pg("pg_isready")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())),
+        "the DN never accepted connections:\n{}",
+        node.logs()
+    );
+    let out = pg("psql")
+        .args(["-d", "postgres", "-Atc", "select pg_is_in_recovery()"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{out:?}");
+    let pm = cm_io::process::PostmasterPid::read(&node.data_dir()).expect("postmaster.pid");
+    let uid = procfs::process::Process::new(pm.pid).unwrap().uid().unwrap();
+    assert_eq!(uid, OsUser::lookup("postgres").unwrap().uid.as_raw());
+}

@@ -38,5 +38,6 @@ fn e2e_local_db_three_data_directories_from_one_initdb() {
         }
         let conf = std::fs::read_to_string(d.join("postgresql.conf")).unwrap();
         assert!(conf.contains("fsync = off"));
+        assert!(conf.contains("wal_keep_size = 256MB"));
     }
 }

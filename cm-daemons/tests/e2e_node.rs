@@ -280,7 +280,11 @@ fn e2e_node_manual_start_flag_keeps_a_killed_agent_down_until_removed() {
     // No restart while the flag is there (the monitor checks every second).
     std::thread::sleep(Duration::from_secs(5));
     assert!(node.agents().is_empty(), "{}", node.logs());
-    let MonitorReply::Status { agent_running, flags, .. } = node.control(MonitorRequest::Status)
+    let MonitorReply::Status {
+        agent_running,
+        flags,
+        ..
+    } = node.control(MonitorRequest::Status)
     else {
         panic!("not a status reply");
     };
@@ -340,11 +344,22 @@ fn initdb(data: &Path) {
     let mut cmd = Command::new(Path::new(BIN_DIR).join("initdb"));
     cmd.arg("-D")
         .arg(data)
-        .args(["-U", "postgres", "-A", "trust", "--no-sync", "--no-instructions"])
+        .args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "--no-instructions",
+        ])
         .current_dir("/");
     user.apply(&mut cmd);
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let conf = data.join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf).unwrap();
     text.push_str("\nfsync = off\n");
@@ -380,6 +395,9 @@ fn e2e_node_agent_starts_its_dn_pending_as_the_postgres_user() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{out:?}");
     let pm = cm_io::process::PostmasterPid::read(&node.data_dir()).expect("postmaster.pid");
-    let uid = procfs::process::Process::new(pm.pid).unwrap().uid().unwrap();
+    let uid = procfs::process::Process::new(pm.pid)
+        .unwrap()
+        .uid()
+        .unwrap();
     assert_eq!(uid, OsUser::lookup("postgres").unwrap().uid.as_raw());
 }

@@ -27,13 +27,17 @@ pub async fn connect(port: u16, timeout: Duration) -> Result<tokio_postgres::Cli
     Ok(client)
 }
 
-/// One statement on a fresh session; the error text when it fails.
+/// One statement on a fresh session; the error text when it fails. A statement still waiting
+/// after 15 s (a commit waiting for a synchronous standby) counts as not acknowledged.
 pub async fn execute(port: u16, sql: &str) -> Result<u64, String> {
     let c = connect(port, Duration::from_millis(500)).await?;
-    c.execute(sql, &[]).await.map_err(|e| {
-        e.as_db_error()
-            .map_or_else(|| e.to_string(), |d| d.message().to_owned())
-    })
+    match tokio::time::timeout(Duration::from_secs(15), c.execute(sql, &[])).await {
+        Ok(r) => r.map_err(|e| {
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+        }),
+        Err(_) => Err(format!("`{sql}` not acknowledged within 15 s")),
+    }
 }
 
 /// Per-profile results in seconds.

@@ -69,7 +69,11 @@ pub fn create_databases(paths: &Paths, ports: &Ports, pg_bin: &Path) -> anyhow::
     let conf = first.join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf)
         .with_context(|| format!("cannot read {}", conf.display()))?;
-    text.push_str("\n# cm_local: throwaway data\nfsync = off\nshared_buffers = 32MB\n");
+    // wal_keep_size: the first base backup needs the WAL written after it (the second backup's
+    // checkpoint and the stop's would otherwise recycle it before its DN ever streams).
+    text.push_str(
+        "\n# cm_local: throwaway data\nfsync = off\nshared_buffers = 32MB\nwal_keep_size = 256MB\n",
+    );
     std::fs::write(&conf, text).with_context(|| format!("cannot write {}", conf.display()))?;
 
     let port = ports.dn[0].to_string();

@@ -2,8 +2,11 @@
 //!
 //! The binaries are thin: they parse arguments, load the cluster config, install logging and
 //! wire cm-io's drivers to the cm-core machines. What is testable without processes lives in
-//! this library: cm_ctl's argument handling, plan execution and `query` rendering, and
-//! cm_server's wiring and executor.
+//! this library: cm_ctl's argument handling, plan execution and `query` rendering,
+//! cm_server's wiring and executor, and the executors of om_monitor ([`monitor`]) and
+//! cm_agent ([`agent`]) with their /proc helpers ([`node`]), and the local-cluster launcher
+//! ([`local`], binary `cm_local`). Deployment:
+//! `cm-daemons/README.md` and `cm-daemons/dist/`.
 
 #![warn(missing_docs)]
 

@@ -44,7 +44,8 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A temporary node 1 (optionally with DN 6001) of a two-node cluster whose CMS is node 2.
+/// A temporary node 1 (optionally with DN 6001) of a two-node cluster whose CMS is node 2
+/// (or node 1 itself with `cms_here`).
 struct Node {
     root: PathBuf,
     config_path: PathBuf,
@@ -54,6 +55,10 @@ struct Node {
 
 impl Node {
     fn new(tag: &str, with_dn: bool) -> Self {
+        Self::with(tag, with_dn, false)
+    }
+
+    fn with(tag: &str, with_dn: bool, cms_here: bool) -> Self {
         let root = std::env::temp_dir().join(format!("cm-e2e-node-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
@@ -61,13 +66,22 @@ impl Node {
         let mut toml = format!(
             "name = \"e2e\"\nsecret_file = \"secret\"\n\
              [[node]]\nid = 1\nname = \"n1\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
-             state_dir = \"{r}/state1\"\nmonitor_port = {}\n\
+             state_dir = \"{r}/state1\"\nmonitor_port = {}\n{cms1}\
              [[node]]\nid = 2\nname = \"n2\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
-             state_dir = \"{r}/state2\"\nmonitor_port = {}\ncms_port = {}\n",
+             state_dir = \"{r}/state2\"\nmonitor_port = {}\n{cms2}",
             free_port(),
             free_port(),
-            free_port(),
-            r = root.display()
+            r = root.display(),
+            cms1 = if cms_here {
+                format!("cms_port = {}\n", free_port())
+            } else {
+                String::new()
+            },
+            cms2 = if cms_here {
+                String::new()
+            } else {
+                format!("cms_port = {}\n", free_port())
+            },
         );
         if with_dn {
             toml += &format!(
@@ -118,7 +132,10 @@ impl Node {
     /// Starts om_monitor (tracked for cleanup); returns its pid.
     fn start_monitor(&mut self, log: &str) -> u32 {
         let mut cmd = self.command(env!("CARGO_BIN_EXE_om_monitor"), log);
-        cmd.arg("--agent-bin").arg(env!("CARGO_BIN_EXE_cm_agent"));
+        cmd.arg("--agent-bin")
+            .arg(env!("CARGO_BIN_EXE_cm_agent"))
+            .arg("--server-bin")
+            .arg(env!("CARGO_BIN_EXE_cm_server"));
         let child = cmd.spawn().unwrap();
         let pid = child.id();
         self.children.push(child);
@@ -212,11 +229,14 @@ impl Drop for Node {
         for a in self.agents() {
             sigkill(a.pid);
         }
+        for s in scan("cm_server", &self.config_path, 1) {
+            sigkill(s.pid);
+        }
         if let Some((pm, _)) = cm_io::process::adopt_postmaster(&self.data_dir()) {
             let _ = pm.kill_group(Duration::from_secs(5));
         }
-        if std::thread::panicking() {
-            eprintln!("logs of the failed test:\n{}", self.logs());
+        if std::thread::panicking() || std::env::var_os("CM_TEST_LOGS").is_some() {
+            eprintln!("logs of the test:\n{}", self.logs());
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
@@ -400,4 +420,64 @@ fn e2e_node_agent_starts_its_dn_pending_as_the_postgres_user() {
         .uid()
         .unwrap();
     assert_eq!(uid, OsUser::lookup("postgres").unwrap().uid.as_raw());
+
+    // SIGTERM: the agent exits 0 and its DN keeps running (SPEC §1) ...
+    let agent = node.children.last_mut().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "{status}:\n{}", node.logs());
+    assert!(cm_io::process::proc_state(pm.pid).is_some());
+    // ... and the next agent adopts it instead of starting another postmaster.
+    node.start_agent();
+    std::thread::sleep(Duration::from_secs(5));
+    let again = cm_io::process::PostmasterPid::read(&node.data_dir()).expect("postmaster.pid");
+    assert_eq!(again.pid, pm.pid, "{}", node.logs());
+    assert!(
+        pg("pg_isready")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn e2e_node_one_node_cluster_under_om_monitor_promotes_its_dn() {
+    let _s = serial();
+    if !postgres_available() {
+        return;
+    }
+    // om_monitor → cm_agent → cm_server (started by the agent on this CMS node) → leader →
+    // the pending DN is promoted: the whole chain of SPEC §1 on one node.
+    let mut node = Node::with("stack", true, true);
+    initdb(&node.data_dir());
+    node.start_monitor("monitor");
+    let port = node.config.groups[0].members[0].port.to_string();
+    let in_recovery = || {
+        Command::new(Path::new(BIN_DIR).join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-Atc", "select pg_is_in_recovery()"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    assert!(
+        wait_until(WAIT, || in_recovery().as_deref() == Some("f")),
+        "the DN was never promoted:\n{}",
+        node.logs()
+    );
+    assert_eq!(scan("cm_server", &node.config_path, 1).len(), 1);
 }

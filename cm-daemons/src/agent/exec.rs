@@ -12,6 +12,7 @@ use std::time::Duration;
 use cm_core::Instant;
 use cm_core::agent::{AgentCommand, AgentInput, PhonyProbe};
 use cm_core::config::ClusterConfig;
+use cm_core::dn::DnAction;
 use cm_core::ids::{InstanceId, NodeId, OpId};
 use cm_core::io::{PersistState, WriteCompleted};
 use cm_io::disk::{self, DiskProber, ProbeOutcome};
@@ -200,30 +201,8 @@ impl Executor<AgentCommand> for AgentExec {
                 op,
                 instance,
                 action,
-            } => {
-                let driver = Arc::clone(&self.p.driver);
-                self.task(async move {
-                    tracing::info!(%instance, ?action, "DN action");
-                    let result = driver.run(instance, action).await.map_err(|e| {
-                        tracing::warn!(%instance, "DN action failed: {e}");
-                        e.to_string()
-                    });
-                    AgentInput::ActionCompleted {
-                        op,
-                        instance,
-                        result,
-                    }
-                });
-            }
-            AgentCommand::SampleCms { op } => {
-                let server = self.server.clone();
-                self.blocking(move || {
-                    Some(AgentInput::CmsSampled {
-                        op,
-                        processes: server.sample(),
-                    })
-                });
-            }
+            } => self.run_action(op, instance, action),
+            AgentCommand::SampleCms { op } => self.sample_cms(op),
             AgentCommand::StartCms { op } => self.start_cms(op),
             AgentCommand::StopCms { op } => self.cms_action(op, LocalServer::stop),
             AgentCommand::KillCms { op } => self.cms_action(op, LocalServer::kill),
@@ -247,6 +226,32 @@ impl Executor<AgentCommand> for AgentExec {
 }
 
 impl AgentExec {
+    fn run_action(&self, op: OpId, instance: InstanceId, action: DnAction) {
+        let driver = Arc::clone(&self.p.driver);
+        self.task(async move {
+            tracing::info!(%instance, ?action, "DN action");
+            let result = driver.run(instance, action).await.map_err(|e| {
+                tracing::warn!(%instance, "DN action failed: {e}");
+                e.to_string()
+            });
+            AgentInput::ActionCompleted {
+                op,
+                instance,
+                result,
+            }
+        });
+    }
+
+    fn sample_cms(&self, op: OpId) {
+        let server = self.server.clone();
+        self.blocking(move || {
+            Some(AgentInput::CmsSampled {
+                op,
+                processes: server.sample(),
+            })
+        });
+    }
+
     fn sample_processes(&self, op: OpId, instance: InstanceId) {
         let driver = Arc::clone(&self.p.driver);
         self.blocking(move || {

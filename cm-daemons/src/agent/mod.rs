@@ -1,6 +1,6 @@
 //! cm_agent: runs cm-core's [`Agent`] under cm-io's [`EventLoop`] with a transport connected
 //! to every CMS, and executes each of its commands (SPEC.md §1–3, §6, §7.1, §8). The machine
-//! decides everything; the executor ([`exec`]) samples, probes and acts, always off the loop,
+//! decides everything; the executor (`exec.rs`) samples, probes and acts, always off the loop,
 //! and every completion comes back as an [`AgentInput`].
 //!
 //! * The agent's durable state is `<state_dir>/cma.store`; a corrupt store stops the agent
@@ -49,8 +49,8 @@ pub enum StartKindArg {
 impl From<StartKindArg> for StartKind {
     fn from(k: StartKindArg) -> Self {
         match k {
-            StartKindArg::Normal => StartKind::Normal,
-            StartKindArg::Abnormal => StartKind::Abnormal,
+            StartKindArg::Normal => Self::Normal,
+            StartKindArg::Abnormal => Self::Abnormal,
         }
     }
 }

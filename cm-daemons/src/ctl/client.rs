@@ -160,18 +160,18 @@ impl CtlClient {
                 ev = self.events.recv() => ev,
                 () = tokio::time::sleep_until(wake) => None,
             };
-            if let Some(ev) = ev {
-                if let Some((peer, Msg::CtlReply { id, reply })) = self.track(ev, &mut tries) {
-                    if tries.waiting.remove(&id).is_none() {
-                        continue;
+            if let Some((peer, Msg::CtlReply { id, reply })) =
+                ev.and_then(|ev| self.track(ev, &mut tries))
+            {
+                if tries.waiting.remove(&id).is_none() {
+                    continue;
+                }
+                match reply {
+                    CtlReply::Refused(r @ (Refusal::NotLeader { .. } | Refusal::NoLease)) => {
+                        last_refusal = Some(r);
+                        tries.send_at.insert(peer, Instant::now() + RETRY_REFUSED);
                     }
-                    match reply {
-                        CtlReply::Refused(r @ (Refusal::NotLeader { .. } | Refusal::NoLease)) => {
-                            last_refusal = Some(r);
-                            tries.send_at.insert(peer, Instant::now() + RETRY_REFUSED);
-                        }
-                        other => return Ok(other),
-                    }
+                    other => return Ok(other),
                 }
             }
             if Instant::now() >= deadline {
@@ -253,10 +253,9 @@ impl CtlClient {
             };
             if let Some((peer, Msg::MonitorReply { id, reply })) =
                 ev.and_then(|ev| self.track(ev, &mut tries))
+                && tries.waiting.remove(&id).is_some()
             {
-                if tries.waiting.remove(&id).is_some() {
-                    answers.insert(peer.node, reply);
-                }
+                answers.insert(peer.node, reply);
             }
         }
         let mut out = Vec::with_capacity(nodes.len());

@@ -138,9 +138,8 @@ impl Quorum {
         if self.in_startup_holdoff(now) {
             return false;
         }
-        !self
-            .leader_seen_at
-            .is_some_and(|seen| now < seen + self.params.election_timeout_min())
+        self.leader_seen_at
+            .is_none_or(|seen| now >= seen + self.params.election_timeout_min())
     }
 
     /// A freshly started CMS may have forgotten a leader it heard (§5.1). A lone CMS has
@@ -209,7 +208,7 @@ impl Quorum {
     fn may_campaign(&self, now: Instant) -> bool {
         self.is_voter()
             && !self.in_startup_holdoff(now)
-            && !self.demoted_until.is_some_and(|u| now < u)
+            && self.demoted_until.is_none_or(|u| now >= u)
             && self.two_node_may_lead()
     }
 
@@ -302,13 +301,14 @@ impl Quorum {
         leader: Option<NodeId>,
     ) {
         assert!(term >= self.term, "terms never decrease");
+        // Step down first, so that `SteppedDown` names the term that was led.
+        if self.role == Role::Leader {
+            self.step_down(now);
+        }
         if term > self.term {
             self.term = term;
             self.voted_for = None;
             self.dirty = true;
-        }
-        if self.role == Role::Leader {
-            self.step_down(now);
         }
         if self.role != Role::Follower {
             self.role = Role::Follower;

@@ -29,7 +29,7 @@ impl Quorum {
         let Some(lead) = self.lead.as_ref() else {
             return;
         };
-        if now >= lead.quorum_heard_at + self.params.election_timeout_min() {
+        if now >= lead.quorum_heard_at + self.check_quorum_timeout() {
             tracing::warn!(node = %self.node, term = %self.term, "check-quorum: no quorum heard");
             return self.step_down(now);
         }
@@ -47,6 +47,11 @@ impl Quorum {
         if now >= lead.heartbeat_at {
             self.broadcast(now);
         }
+    }
+
+    /// How long a leader may go without a quorum-acknowledged round.
+    pub(super) fn check_quorum_timeout(&self) -> Duration {
+        self.params.election_timeout_min()
     }
 
     /// Records that `from` acknowledged `round` (any reply of the current term does).

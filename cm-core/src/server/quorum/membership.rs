@@ -131,3 +131,7 @@ impl Quorum {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "membership_tests.rs"]
+mod tests;

@@ -16,8 +16,8 @@
 //!   must complete writes in the order they were issued (a later write is never overwritten by
 //!   an earlier one) and report each with [`QuorumInput::WriteCompleted`]. A completion of token
 //!   `t` makes every earlier write durable too.
-//! * **Persist before acting.** Within one output list a `Persist` comes before any `Send`.
-//!   Messages whose truth depends on the write — a granted vote, a successful append or snapshot
+//! * **Persist before acting.** A `Persist` precedes, in the output list, the messages
+//!   produced after the state change it records. Messages whose truth depends on the write — a granted vote, a successful append or snapshot
 //!   acknowledgement, a candidate's vote requests — are *not* in that list: they are released by
 //!   the `WriteCompleted` of the write that covers them, and dropped if the write fails or the
 //!   term moved on meanwhile. A candidate counts its own vote, and a leader its own log, only
@@ -46,7 +46,17 @@
 //!   its hello, so older re-adds in the history it replays do not count.
 //!
 //! The decision is persisted with the rest of the state. Every node counts majorities over the
-//! configured CMS nodes minus the committed `non_voters`.
+//! configured CMS nodes minus the committed `non_voters` (one membership change at a time keeps
+//! old and new majorities overlapping). Limits: a hello answered only after the others started
+//! electing makes a bootstrapping node a non-voter; and an operator should re-add a node only
+//! once the cluster has moved past every term its lost store may have voted in (a re-added node
+//! cannot know those terms).
+//!
+//! # Leader and follower writes
+//!
+//! The leader sends new entries while its own write is in flight (Raft allows it); it counts
+//! itself toward a commit only after that write completes. Followers apply committed entries
+//! from memory; the snapshot written is always of applied, hence committed, state.
 //!
 //! # Two-node mode (§5.4)
 //!
@@ -443,11 +453,11 @@ impl Quorum {
         match &self.lead {
             Some(lead) => {
                 at.push(lead.heartbeat_at);
-                at.push(lead.quorum_heard_at + self.params.election_timeout_min());
-                if let Some(since) = self.few_agents_since {
-                    if self.minority_demotion_applies() {
-                        at.push(since + lease::DEMOTE_AFTER);
-                    }
+                at.push(lead.quorum_heard_at + self.check_quorum_timeout());
+                if let Some(since) = self.few_agents_since
+                    && self.minority_demotion_applies()
+                {
+                    at.push(since + lease::DEMOTE_AFTER);
                 }
             }
             None => at.push(self.election_at),
@@ -613,12 +623,12 @@ impl Quorum {
                 }
             }
             AfterWrite::SelfAppended { term, index } => {
-                if term == self.term {
-                    if let Some(lead) = self.lead.as_mut() {
-                        let m = lead.matched.entry(self.node).or_default();
-                        *m = (*m).max(index);
-                        self.advance_commit(now);
-                    }
+                if term == self.term
+                    && let Some(lead) = self.lead.as_mut()
+                {
+                    let m = lead.matched.entry(self.node).or_default();
+                    *m = (*m).max(index);
+                    self.advance_commit(now);
                 }
             }
         }

@@ -200,21 +200,27 @@ impl Quorum {
         let Some(next) = lead.next.get(&from).copied() else {
             return;
         };
-        let matched = lead.matched.get(&from).copied().unwrap_or_default();
+        let mut matched = lead.matched.get(&from).copied().unwrap_or_default();
         if success {
             let m = matched.max(match_index);
             lead.matched.insert(from, m);
             lead.next.insert(from, next.max(m.next()));
         } else {
+            if match_index < matched {
+                // The follower holds less than it once acknowledged: it lost its store (a
+                // rejoin) or this refusal is stale. Lowering `matched` never uncommits
+                // anything and lets replication find the real match point.
+                matched = match_index;
+                lead.matched.insert(from, matched);
+            }
             // Back off below the refused index, never below what is known to match.
             let back = LogIndex(next.0.saturating_sub(1)).min(match_index.next());
             lead.next.insert(from, back.max(matched.next()));
         }
-        let resend = !success
-            || lead
-                .next
-                .get(&from)
-                .is_some_and(|n| *n <= self.log.last_index());
+        let new_next = lead.next.get(&from).copied().unwrap_or(next);
+        // Resend at once only when this reply moved `next`: a duplicated or stale reply must not
+        // start a second stream of appends (the heartbeat retries anyway).
+        let resend = new_next != next && new_next <= self.log.last_index();
         self.ack_round(now, from, round);
         if success {
             self.advance_commit(now);
@@ -245,16 +251,12 @@ impl Quorum {
             .unwrap_or_default()
             .max(last_index);
         lead.matched.insert(from, m);
-        let next = lead
-            .next
-            .get(&from)
-            .copied()
-            .unwrap_or_default()
-            .max(m.next());
+        let old_next = lead.next.get(&from).copied().unwrap_or_default();
+        let next = old_next.max(m.next());
         lead.next.insert(from, next);
         self.ack_round(now, from, round);
         self.advance_commit(now);
-        if self.lead.is_some() && next <= self.log.last_index() {
+        if self.lead.is_some() && next != old_next && next <= self.log.last_index() {
             let r = self.current_round();
             self.replicate_to(from, r);
         }

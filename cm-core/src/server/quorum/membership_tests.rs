@@ -1,0 +1,153 @@
+use super::super::test_support::*;
+use super::super::{EntryPayload, LogEntry, Membership, Quorum, QuorumInput, QuorumMsg};
+use crate::NodeId;
+use crate::state::Change;
+
+fn blank(node: u32) -> (Quorum, u64) {
+    let cfg = config(3);
+    let mut q = Quorum::new(&cfg, NodeId(node), 9, None).unwrap();
+    let out = norm(q.step(ms(0), QuorumInput::Tick));
+    let Membership::Joining { nonce, .. } = q.membership.clone() else {
+        panic!("a blank store starts joining");
+    };
+    let initial = Out::Persist {
+        token: 1,
+        term: 0,
+        voted_for: None,
+        last_index: 0,
+    };
+    let hello = QuorumMsg::Hello { nonce };
+    let expected = vec![
+        initial,
+        Out::Send(1, 0, hello.clone()),
+        Out::Send(2, 0, hello),
+    ];
+    assert_eq!(out, expected);
+    (q, nonce)
+}
+
+fn reply(nonce: u64, pristine: bool, last_index: u64) -> QuorumMsg {
+    QuorumMsg::HelloReply {
+        nonce,
+        pristine,
+        last_index: idx(last_index),
+    }
+}
+
+#[test]
+fn an_empty_store_in_a_fresh_cluster_becomes_a_voter() {
+    let (mut q, nonce) = blank(3);
+    let _ = q.step(ms(1), message(1, 0, reply(nonce, true, 0)));
+    assert!(!q.status(ms(1)).voter, "needs every other CMS to answer");
+    let _ = q.step(ms(1), message(2, 0, reply(nonce, true, 0)));
+    assert_eq!(q.membership, Membership::Voter);
+    assert!(q.status(ms(1)).voter);
+}
+
+#[test]
+fn an_answer_to_another_incarnation_is_ignored() {
+    let (mut q, nonce) = blank(3);
+    let _ = q.step(ms(1), message(1, 0, reply(nonce ^ 1, true, 0)));
+    let _ = q.step(ms(1), message(2, 0, reply(nonce ^ 1, true, 0)));
+    assert!(matches!(q.membership, Membership::Joining { .. }));
+}
+
+#[test]
+fn an_empty_store_in_a_running_cluster_rejoins_as_a_non_voter_until_re_added() {
+    let (mut q, nonce) = blank(3);
+    let _ = q.step(ms(1), message(1, 4, reply(nonce, false, 7)));
+    assert!(matches!(
+        q.membership,
+        Membership::Rejoining { marked: false, .. }
+    ));
+    // It never votes nor campaigns.
+    let later = ms(10_000);
+    let vote = QuorumMsg::Vote {
+        last_term: t(4),
+        last_index: idx(7),
+    };
+    let out = norm(q.step(later, message(2, 5, vote)));
+    assert_eq!(
+        out,
+        vec![Out::Send(2, 0, QuorumMsg::VoteReply { granted: false })]
+    );
+    // A SetVoter at or below the horizon (older history) does not count.
+    let setvoter = |index, voter| LogEntry {
+        term: t(4),
+        index: idx(index),
+        payload: EntryPayload::Change(Change::SetVoter {
+            node: NodeId(3),
+            voter,
+        }),
+    };
+    let snapshot_state = crate::state::ClusterState::initial(&config(3));
+    let snap = QuorumMsg::Snapshot {
+        last_index: idx(6),
+        last_term: t(4),
+        state: snapshot_state,
+        round: 1,
+    };
+    let _ = q.step(later, message(1, 4, snap));
+    let entries = vec![setvoter(7, false), setvoter(8, true), setvoter(9, false)];
+    let append = QuorumMsg::Append {
+        prev_index: idx(6),
+        prev_term: t(4),
+        entries,
+        commit: idx(8),
+        round: 2,
+    };
+    let _ = q.step(later, message(1, 4, append));
+    assert!(
+        matches!(q.membership, Membership::Rejoining { marked: false, .. }),
+        "entries up to the horizon (7) predate the rejoin: {:?}",
+        q.membership
+    );
+    let heartbeat = |commit, round| QuorumMsg::Append {
+        prev_index: idx(9),
+        prev_term: t(4),
+        entries: vec![],
+        commit: idx(commit),
+        round,
+    };
+    let _ = q.step(later, message(1, 4, heartbeat(9, 3)));
+    assert!(matches!(
+        q.membership,
+        Membership::Rejoining { marked: true, .. }
+    ));
+    assert!(!q.status(later).voter);
+    let append = QuorumMsg::Append {
+        prev_index: idx(9),
+        prev_term: t(4),
+        entries: vec![setvoter(10, true)],
+        commit: idx(10),
+        round: 4,
+    };
+    let _ = q.step(later, message(1, 4, append));
+    assert_eq!(q.membership, Membership::Voter);
+    assert!(q.status(later).voter);
+}
+
+#[test]
+fn the_leader_marks_a_node_that_says_hello_as_a_non_voter() {
+    let cfg = config(3);
+    let (mut q, now) = leader(&cfg);
+    let out = norm(q.step(now, message(3, 0, QuorumMsg::Hello { nonce: 5 })));
+    let persist = Out::Persist {
+        token: 3,
+        term: 1,
+        voted_for: Some(1),
+        last_index: 2,
+    };
+    assert_eq!(out, vec![persist, Out::Send(3, 1, reply(5, false, 1))]);
+    let expected = EntryPayload::Change(Change::SetVoter {
+        node: NodeId(3),
+        voter: false,
+    });
+    assert_eq!(
+        q.log.entry(idx(2)).map(|e| e.payload.clone()),
+        Some(expected)
+    );
+    // A repeated hello does not append the same change twice.
+    let out = norm(q.step(now, message(3, 0, QuorumMsg::Hello { nonce: 5 })));
+    assert_eq!(out, vec![Out::Send(3, 1, reply(5, false, 2))]);
+}

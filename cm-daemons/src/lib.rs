@@ -4,7 +4,8 @@
 //! wire cm-io's drivers to the cm-core machines. What is testable without processes lives in
 //! this library: cm_ctl's argument handling, plan execution and `query` rendering,
 //! cm_server's wiring and executor, and the executors of om_monitor ([`monitor`]) and
-//! cm_agent ([`agent`]) with their /proc helpers ([`node`]). Deployment:
+//! cm_agent ([`agent`]) with their /proc helpers ([`node`]), and the local-cluster launcher
+//! ([`local`], binary `cm_local`). Deployment:
 //! `cm-daemons/README.md` and `cm-daemons/dist/`.
 
 #![warn(missing_docs)]
@@ -13,6 +14,7 @@ pub mod agent;
 pub mod common;
 pub mod ctl;
 pub mod ctl_cli;
+pub mod local;
 pub mod monitor;
 pub mod node;
 pub mod server;

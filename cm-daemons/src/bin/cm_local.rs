@@ -1,0 +1,296 @@
+//! `cm_local`: a three-node cluster on this machine with one command (`up`), its teardown
+//! (`down`, or Ctrl-C), and the node-crash failover benchmark (`bench`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use cm_core::params::Profile;
+use cm_daemons::local::cluster::{primary_node, summary};
+use cm_daemons::local::{LocalCluster, LocalOptions, bench, check_prerequisites, procs};
+
+/// cm_local: a local three-node cluster (3 CMS, 3 om_monitor/cm_agent, one PostgreSQL 1P2S group).
+#[derive(Debug, Parser)]
+#[command(name = "cm_local", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProfileArg {
+    Fast,
+    Default,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Self {
+        match p {
+            ProfileArg::Fast => Self::Fast,
+            ProfileArg::Default => Self::Default,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create and start the cluster, then stay in the foreground until Ctrl-C.
+    Up {
+        /// The cluster directory.
+        #[arg(long, default_value = "./.local-cluster")]
+        dir: PathBuf,
+        /// Parameter profile.
+        #[arg(long, value_enum, default_value = "fast")]
+        profile: ProfileArg,
+        /// Directory of the PostgreSQL binaries.
+        #[arg(long, default_value = cm_daemons::local::DEFAULT_PG_BIN)]
+        pg_bin: PathBuf,
+        /// Keep the directory (data, logs) after teardown.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Tear down the cluster of DIR (asks a running `cm_local up` to do it, or does it itself).
+    Down {
+        /// The cluster directory.
+        #[arg(long, default_value = "./.local-cluster")]
+        dir: PathBuf,
+        /// Keep the directory.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Measure node-crash failover: kill every process of the primary's node, time the first
+    /// INSERT on another node; default and fast profiles.
+    Bench {
+        /// Trials per profile.
+        #[arg(long, default_value_t = 5)]
+        trials: u32,
+        /// Only this profile.
+        #[arg(long, value_enum)]
+        profile: Option<ProfileArg>,
+        /// Where the trial clusters are created.
+        #[arg(long, default_value = "/tmp/cm-local-bench")]
+        dir: PathBuf,
+        /// Directory of the PostgreSQL binaries.
+        #[arg(long, default_value = cm_daemons::local::DEFAULT_PG_BIN)]
+        pg_bin: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Up {
+            dir,
+            profile,
+            pg_bin,
+            keep,
+        } => {
+            let mut opts = LocalOptions::new(dir, profile.into());
+            opts.pg_bin = pg_bin;
+            opts.keep = keep;
+            up(opts)
+        }
+        Cmd::Down { dir, keep } => down(&dir, keep),
+        Cmd::Bench {
+            trials,
+            profile,
+            dir,
+            pg_bin,
+        } => {
+            let mut opts = LocalOptions::new(dir.clone(), Profile::Fast);
+            opts.pg_bin = pg_bin;
+            if let Err(e) = check_prerequisites(&opts) {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+            let profiles = match profile {
+                Some(p) => vec![p.into()],
+                None => vec![Profile::Default, Profile::Fast],
+            };
+            match bench::run(&dir, &profiles, trials, &opts) {
+                Ok(r) => {
+                    print!("{}", bench::render(&r));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Sets `flag` on SIGINT or SIGTERM (a thread with its own small runtime).
+fn watch_signals(flag: Arc<AtomicBool>) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            let _ = ready_tx.send(());
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    });
+    let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+}
+
+fn up(opts: LocalOptions) -> ExitCode {
+    if let Err(e) = check_prerequisites(&opts) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    watch_signals(Arc::clone(&cancel));
+    println!(
+        "cm_local: creating the cluster in {} ...",
+        opts.dir.display()
+    );
+    let mut c = match LocalCluster::create(opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cm_local: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    c.cancel = Arc::clone(&cancel);
+    let _ = std::fs::write(c.paths.pid_file(), std::process::id().to_string());
+    let result = bring_up(&mut c);
+    if let Err(e) = &result {
+        eprintln!("cm_local: {e:#}");
+        eprintln!("logs: {}", c.paths.logs().display());
+    } else {
+        while !cancel.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    println!("\ncm_local: tearing down ...");
+    for note in c.teardown() {
+        println!("  {note}");
+    }
+    println!("cm_local: done");
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn bring_up(c: &mut LocalCluster) -> anyhow::Result<()> {
+    c.start_monitors()?;
+    c.wait_monitors_listening(Duration::from_secs(30))?;
+    println!("cm_local: om_monitor runs on every node; cm_ctl start:");
+    let status = c.ctl_command(&["start", "-t", "120"]).status()?;
+    if !status.success() {
+        println!("cm_local: cm_ctl start ended with {status}; still waiting for Normal");
+    }
+    let started = Instant::now();
+    let mut last = String::new();
+    c.wait_normal(Duration::from_secs(120), |s| {
+        if s != last {
+            println!("  [{:>5.1} s] {s}", started.elapsed().as_secs_f64());
+            last = s.to_owned();
+        }
+    })?;
+    let out = c.ctl(&["query", "-Cv"], Duration::from_secs(20))?;
+    print!("\n{}", String::from_utf8_lossy(&out.stdout));
+    print_hints(c)?;
+    Ok(())
+}
+
+fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
+    let s = c.query()?;
+    let p = primary_node(&s).unwrap_or(1);
+    let other = if p == 2 { 3 } else { 2 };
+    let cfg = c.paths.config();
+    let ctl = c.opts.cm_bin.join("cm_ctl");
+    let me = std::env::current_exe()?;
+    let pm = c.data_dir(p).join("postmaster.pid");
+    println!(
+        "\nThe cluster is {}. Try, from another shell:\n\
+         \n  # watch it\n  {ctl} -c {cfg} query -Cv\n\
+         \n  # kill the primary's postmaster: the agent restarts it, the same node is primary again\n  \
+         kill -9 $(head -1 {pm}); sleep 1; {ctl} -c {cfg} query -Cv\n\
+         \n  # switch the primary over to node {other}\n  \
+         {ctl} -c {cfg} switchover -n {other} -D {dd}\n\
+         \n  # trip disk protection: threshold below the current usage makes the primary read-only\n  \
+         {ctl} -c {cfg} set --param --server -k datastorage_threshold_value_check=1\n  \
+         {ctl} -c {cfg} set --param --server -k datastorage_threshold_value_check=85\n\
+         \n  # connect to the primary\n  psql -h 127.0.0.1 -p {port} -U postgres\n\
+         \n  # stop everything (or press Ctrl-C here)\n  {me} down --dir {dir}\n\
+         \nLogs: {logs}",
+        summary(&s),
+        ctl = ctl.display(),
+        cfg = cfg.display(),
+        pm = pm.display(),
+        dd = c.data_dir(other).display(),
+        port = c.dn_port(p),
+        me = me.display(),
+        dir = c.paths.dir.display(),
+        logs = c.paths.logs().display(),
+    );
+    Ok(())
+}
+
+fn down(dir: &Path, keep: bool) -> ExitCode {
+    let pid_file = dir.join("cm_local.pid");
+    let launcher = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("cm_local"))
+        });
+    if let Some(pid) = launcher {
+        println!("cm_local down: asking the launcher (pid {pid}) to tear down ...");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(150);
+        while procs::pgrp_of(pid).is_some() {
+            if Instant::now() > deadline {
+                eprintln!("cm_local down: the launcher (pid {pid}) did not exit");
+                return ExitCode::FAILURE;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        println!("cm_local down: done");
+        return ExitCode::SUCCESS;
+    }
+    let mut opts = LocalOptions::new(dir.to_path_buf(), Profile::Fast);
+    opts.keep = keep;
+    match LocalCluster::attach(opts) {
+        Ok(mut c) => {
+            for note in c.teardown() {
+                println!("  {note}");
+            }
+            println!("cm_local down: done");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cm_local down: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

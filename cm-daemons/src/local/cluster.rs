@@ -1,0 +1,403 @@
+//! [`LocalCluster`]: one local cluster's directory, ports, om_monitor processes and teardown.
+//! Dropping it tears the cluster down (also when a test panics).
+
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use cm_core::config::ClusterConfig;
+use cm_core::ctl::{ClusterHealth, ClusterStatus};
+use cm_core::dn::{DbState, DnRole};
+
+use super::{LocalOptions, NODES, Paths, Ports, check_prerequisites, db, procs};
+
+/// A local three-node cluster.
+pub struct LocalCluster {
+    /// How it was made.
+    pub opts: LocalOptions,
+    /// Its paths.
+    pub paths: Paths,
+    /// Its ports.
+    pub ports: Ports,
+    /// Its parsed config.
+    pub config: ClusterConfig,
+    /// Set (by a signal handler) to abandon waits.
+    pub cancel: Arc<AtomicBool>,
+    monitors: Vec<Option<Child>>,
+    torn_down: bool,
+}
+
+/// Runs a command, killing it after `timeout`; output captured.
+pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> anyhow::Result<Output> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("cannot spawn a command")?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut err = child.stderr.take().context("stderr")?;
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    })
+}
+
+impl LocalCluster {
+    /// Checks prerequisites, writes the directory and config, and creates the databases. No
+    /// daemon runs yet ([`LocalCluster::start_monitors`]).
+    pub fn create(opts: LocalOptions) -> anyhow::Result<Self> {
+        check_prerequisites(&opts)?;
+        if opts.dir.join("cluster.toml").exists() {
+            bail!(
+                "{} already holds a cluster: stop it first with `cm_local down --dir {}`",
+                opts.dir.display(),
+                opts.dir.display()
+            );
+        }
+        std::fs::create_dir_all(&opts.dir)
+            .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+        let dir = opts.dir.canonicalize()?;
+        if let Some(a) = super::untraversable_ancestor(&dir) {
+            bail!(
+                "the database user `{}` cannot enter {} (no x permission for others), so it \
+                 cannot reach {}: choose another --dir, e.g. /tmp/cm-local",
+                super::DB_OS_USER,
+                a.display(),
+                dir.display()
+            );
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let paths = Paths { dir };
+        let ports = Ports::pick()?;
+        let secret = paths.secret();
+        std::fs::write(&secret, super::new_secret()? + "\n")?;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+        let text = super::render_config(
+            &paths,
+            &ports,
+            opts.profile,
+            &opts.pg_bin,
+            &opts.extra_params,
+        );
+        let config = ClusterConfig::from_toml_str(&text)
+            .map_err(|e| anyhow::anyhow!("the generated config is invalid: {e}"))?;
+        std::fs::write(paths.config(), text)?;
+        for n in 1..=NODES {
+            std::fs::create_dir_all(paths.state_dir(n))?;
+        }
+        std::fs::create_dir_all(paths.logs())?;
+        let cluster = Self {
+            opts,
+            paths,
+            ports,
+            config,
+            cancel: Arc::new(AtomicBool::new(false)),
+            monitors: (0..NODES).map(|_| None).collect(),
+            torn_down: false,
+        };
+        db::create_databases(&cluster.paths, &cluster.ports, &cluster.opts.pg_bin)?;
+        Ok(cluster)
+    }
+
+    /// A handle on an existing cluster directory (for `cm_local down` from another shell when
+    /// the launcher is gone): its config is read back; it owns no om_monitor child.
+    pub fn attach(mut opts: LocalOptions) -> anyhow::Result<Self> {
+        let dir = opts
+            .dir
+            .canonicalize()
+            .with_context(|| format!("no cluster directory {}", opts.dir.display()))?;
+        let paths = Paths { dir };
+        let config = crate::common::load_config(&paths.config())?;
+        let ports = Ports {
+            monitor: config.nodes.iter().map(|n| n.monitor_port).collect(),
+            cms: config.nodes.iter().filter_map(|n| n.cms_port).collect(),
+            dn: config
+                .groups
+                .iter()
+                .flat_map(|g| g.members.iter())
+                .map(|m| m.port)
+                .collect(),
+        };
+        opts.dir = paths.dir.clone();
+        Ok(Self {
+            opts,
+            paths,
+            ports,
+            config,
+            cancel: Arc::new(AtomicBool::new(false)),
+            monitors: (0..NODES).map(|_| None).collect(),
+            torn_down: false,
+        })
+    }
+
+    /// The data directory of the DN on node `n`.
+    pub fn data_dir(&self, n: u32) -> PathBuf {
+        self.paths.data_dir(n)
+    }
+
+    /// The database port of the DN on node `n`.
+    pub fn dn_port(&self, n: u32) -> u16 {
+        self.ports.dn[n as usize - 1]
+    }
+
+    /// Starts node `n`'s om_monitor (which starts its cm_agent, which starts the rest).
+    pub fn start_monitor(&mut self, n: u32) -> anyhow::Result<()> {
+        let log_path = self.paths.logs().join(format!("node{n}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let mut cmd = Command::new(self.opts.cm_bin.join("om_monitor"));
+        cmd.arg("-c")
+            .arg(self.paths.config())
+            .arg("-n")
+            .arg(n.to_string())
+            .env_remove("CM_CONFIG")
+            .env_remove("CM_NODE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        let child = cmd.spawn().context("cannot start om_monitor")?;
+        self.monitors[n as usize - 1] = Some(child);
+        Ok(())
+    }
+
+    /// Starts every node's om_monitor.
+    pub fn start_monitors(&mut self) -> anyhow::Result<()> {
+        (1..=NODES).try_for_each(|n| self.start_monitor(n))
+    }
+
+    /// The pid of node `n`'s om_monitor, if it runs.
+    pub fn monitor_pid(&mut self, n: u32) -> Option<i32> {
+        let slot = &mut self.monitors[n as usize - 1];
+        match slot.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => slot.as_ref().map(|c| c.id() as i32),
+            _ => None,
+        }
+    }
+
+    /// Kills every process of node `n` at once (om_monitor, cm_agent, cm_server, postgres),
+    /// as a node crash would. Returns the process groups that survived the wait.
+    pub fn kill_node(&mut self, n: u32) -> Vec<i32> {
+        let groups = procs::node_groups(self.monitor_pid(n), &[self.data_dir(n)]);
+        let left = procs::kill_groups(&groups, Duration::from_secs(10));
+        if let Some(mut c) = self.monitors[n as usize - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        left
+    }
+
+    /// A `cm_ctl` command for this cluster.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.opts.cm_bin.join("cm_ctl"));
+        cmd.arg("-c")
+            .arg(self.paths.config())
+            .args(args)
+            .env_remove("CM_CONFIG");
+        cmd
+    }
+
+    /// Runs `cm_ctl` (bounded by `timeout`), output captured.
+    pub fn ctl(&self, args: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+        output_with_timeout(self.ctl_command(args), timeout)
+    }
+
+    /// `cm_ctl query --json`, parsed.
+    pub fn query(&self) -> anyhow::Result<ClusterStatus> {
+        let out = self.ctl(&["query", "--json"], Duration::from_secs(20))?;
+        if !out.status.success() {
+            bail!(
+                "cm_ctl query: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "cm_ctl query --json printed no status: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Polls `query` every 250 ms until `accept` holds, `timeout` passes (an error with the
+    /// last answer) or [`LocalCluster::cancel`] is set. `progress` sees each answer's summary.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut accept: impl FnMut(&ClusterStatus) -> bool,
+        mut progress: impl FnMut(&str),
+    ) -> anyhow::Result<ClusterStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.cancel.load(Ordering::SeqCst) {
+                bail!("interrupted while waiting for {what}");
+            }
+            let last = match self.query() {
+                Ok(s) if accept(&s) => return Ok(s),
+                Ok(s) => summary(&s),
+                Err(e) => format!("{e:#}"),
+            };
+            progress(&last);
+            if Instant::now() >= deadline {
+                bail!("{what} not reached within {timeout:?}; last: {last}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until the cluster is Normal with a primary and every standby streaming.
+    pub fn wait_normal(
+        &self,
+        timeout: Duration,
+        progress: impl FnMut(&str),
+    ) -> anyhow::Result<ClusterStatus> {
+        self.wait_until("a Normal cluster", timeout, is_normal, progress)
+    }
+
+    /// Waits until every om_monitor's control port accepts connections.
+    pub fn wait_monitors_listening(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for port in &self.ports.monitor {
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                if Instant::now() >= deadline || self.cancel.load(Ordering::SeqCst) {
+                    bail!("om_monitor port {port} not listening within {timeout:?}");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tears down: `cm_ctl stop` (if anything runs), then SIGKILL to every remaining process
+    /// group of the cluster, then removes the directory unless `keep`. Idempotent.
+    pub fn teardown(&mut self) -> Vec<String> {
+        if self.torn_down {
+            return Vec::new();
+        }
+        self.torn_down = true;
+        let mut notes = Vec::new();
+        let running = (1..=NODES).any(|n| self.monitor_pid(n).is_some())
+            || !procs::cluster_groups(&self.paths.config(), &[]).is_empty();
+        if running {
+            match self.ctl(&["stop", "-t", "60"], Duration::from_secs(75)) {
+                Ok(o) if o.status.success() => notes.push("cm_ctl stop: done".into()),
+                Ok(o) => notes.push(format!(
+                    "cm_ctl stop failed ({}): {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+                Err(e) => notes.push(format!("cm_ctl stop: {e:#}")),
+            }
+        }
+        let mut groups = procs::cluster_groups(&self.paths.config(), &self.data_dirs());
+        for n in 1..=NODES {
+            groups.extend(procs::node_groups(self.monitor_pid(n), &[]));
+        }
+        let left = procs::kill_groups(&groups, Duration::from_secs(15));
+        if !left.is_empty() {
+            notes.push(format!(
+                "process groups still alive after SIGKILL: {left:?}"
+            ));
+        }
+        for m in self.monitors.iter_mut().filter_map(Option::take) {
+            let mut m = m;
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+        if !self.opts.keep
+            && let Err(e) = std::fs::remove_dir_all(&self.paths.dir)
+        {
+            notes.push(format!("cannot remove {}: {e}", self.paths.dir.display()));
+        }
+        notes
+    }
+
+    /// Every DN data directory.
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        (1..=NODES).map(|n| self.data_dir(n)).collect()
+    }
+
+    /// Tells the teardown to keep the directory (logs for a failed test).
+    pub fn keep_dir(&mut self) {
+        self.opts.keep = true;
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("CM_TEST_KEEP").is_some() {
+            self.opts.keep = true;
+        }
+        for note in self.teardown() {
+            eprintln!("cm_local teardown: {note}");
+        }
+    }
+}
+
+/// Normal, with a Normal primary and every standby Normal in every group.
+pub fn is_normal(s: &ClusterStatus) -> bool {
+    s.state == ClusterHealth::Normal
+        && s.groups.iter().all(|g| {
+            g.members
+                .iter()
+                .filter(|m| m.role == DnRole::Primary)
+                .count()
+                == 1
+                && g.members.iter().all(|m| {
+                    m.state == DbState::Normal
+                        && matches!(m.role, DnRole::Primary | DnRole::Standby)
+                })
+        })
+}
+
+/// The node of group 1's primary.
+pub fn primary_node(s: &ClusterStatus) -> Option<u32> {
+    s.groups
+        .first()?
+        .members
+        .iter()
+        .find(|m| m.role == DnRole::Primary)
+        .map(|m| m.node.0)
+}
+
+/// One line: cluster state and each DN's role and state.
+pub fn summary(s: &ClusterStatus) -> String {
+    let dns: Vec<String> = s
+        .groups
+        .iter()
+        .flat_map(|g| g.members.iter())
+        .map(|m| format!("{}:{:?}/{:?}", m.instance.0, m.role, m.state))
+        .collect();
+    format!("{:?} [{}]", s.state, dns.join(" "))
+}

@@ -1,0 +1,99 @@
+use super::*;
+use cm_core::config::ClusterConfig;
+
+fn sample() -> (Paths, Ports) {
+    (
+        Paths {
+            dir: PathBuf::from("/tmp/cm-local-x"),
+        },
+        Ports {
+            monitor: vec![20001, 20002, 20003],
+            cms: vec![20011, 20012, 20013],
+            dn: vec![20021, 20022, 20023],
+        },
+    )
+}
+
+#[test]
+fn the_generated_config_is_three_cms_nodes_and_one_1p2s_group() {
+    let (paths, ports) = sample();
+    let text = render_config(
+        &paths,
+        &ports,
+        Profile::Fast,
+        Path::new("/usr/lib/postgresql/15/bin"),
+        &[("datastorage_threshold_check_interval".into(), "1".into())],
+    );
+    let cfg = ClusterConfig::from_toml_str(&text).expect("valid");
+    assert_eq!(cfg.cms_nodes().len(), 3);
+    assert_eq!(cfg.groups.len(), 1);
+    let m = &cfg.groups[0].members;
+    assert_eq!(
+        m.iter()
+            .map(|m| (m.instance.0, m.node.0, m.port))
+            .collect::<Vec<_>>(),
+        vec![(6001, 1, 20021), (6002, 2, 20022), (6003, 3, 20023)]
+    );
+    assert_eq!(m[0].data_dir, "/tmp/cm-local-x/data/dn1");
+    assert_eq!(cfg.nodes[2].state_dir, "/tmp/cm-local-x/node3");
+    assert_eq!(cfg.nodes[1].monitor_port, 20002);
+    assert_eq!(cfg.nodes[1].cms_port, Some(20012));
+    assert_eq!(cfg.database.os_user, "postgres");
+    assert_eq!(cfg.secret_file.as_deref(), Some("/tmp/cm-local-x/secret"));
+    assert_eq!(cfg.params.profile, Profile::Fast);
+    assert_eq!(cfg.params.datastorage_threshold_check_interval, 1.0);
+}
+
+#[test]
+fn the_default_profile_is_written_as_default() {
+    let (paths, ports) = sample();
+    let text = render_config(&paths, &ports, Profile::Default, Path::new("/x"), &[]);
+    let cfg = ClusterConfig::from_toml_str(&text).expect("valid");
+    assert_eq!(cfg.params.profile, Profile::Default);
+    assert_eq!(cfg.database.bin_dir, "/x");
+}
+
+#[test]
+fn picked_ports_are_distinct() {
+    let p = Ports::pick().unwrap();
+    let mut all: Vec<u16> = p
+        .monitor
+        .iter()
+        .chain(&p.cms)
+        .chain(&p.dn)
+        .copied()
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 9);
+}
+
+#[test]
+fn missing_postgres_says_how_to_install_it() {
+    let mut o = LocalOptions::new(PathBuf::from("/tmp/x"), Profile::Fast);
+    o.pg_bin = PathBuf::from("/nonexistent/pg/bin");
+    let e = check_prerequisites(&o).unwrap_err().to_string();
+    assert!(e.contains("sudo apt-get install postgresql"), "{e}");
+    assert!(e.contains("/nonexistent/pg/bin"), "{e}");
+}
+
+#[test]
+fn a_secret_is_long_enough_for_the_transport() {
+    let s = new_secret().unwrap();
+    assert_eq!(s.len(), 64);
+    assert!(cm_io::transport::Secret::new(s.into_bytes()).is_ok());
+}
+
+#[test]
+fn a_private_ancestor_is_found() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = tempfile::tempdir().unwrap();
+    let private = t.path().join("p");
+    std::fs::create_dir_all(private.join("c")).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        untraversable_ancestor(&private.join("c")),
+        Some(private.clone())
+    );
+}

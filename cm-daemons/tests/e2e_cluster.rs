@@ -1,0 +1,467 @@
+//! End-to-end: a whole local cluster (three om_monitor → cm_agent → cm_server chains and a
+//! PostgreSQL 1P2S group) brought up by the same library code as `cm_local up`, fast profile.
+//!
+//! Each test has its own temporary directory and ports; the [`LocalCluster`] guard kills every
+//! process of the cluster and removes its directory when dropped, also when a test fails
+//! (`CM_TEST_KEEP=1` keeps the directory of a failed test, logs in `logs/`). Waits are bounded
+//! by generous patience limits that only stop a broken test from hanging; no test asserts a
+//! timing. nextest runs them one at a time (`.config/nextest.toml`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cm_core::ctl::ClusterStatus;
+use cm_core::dn::DnRole;
+use cm_daemons::local::bench::{connect, execute};
+use cm_daemons::local::cluster::{is_normal, primary_node, summary};
+use cm_daemons::local::{DEFAULT_PG_BIN, LocalCluster, LocalOptions, NODES, procs};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Bound on any wait; never a timing assertion.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// One test's cluster, its runtime for SQL clients, and its temporary root.
+struct Harness {
+    c: LocalCluster,
+    rt: tokio::runtime::Runtime,
+    _root: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Brings up a Normal cluster with extra `[params]`; `None` (printed) without PostgreSQL.
+    fn up(extra: &[(&str, &str)]) -> Option<Self> {
+        if !Path::new(DEFAULT_PG_BIN).join("initdb").exists() {
+            eprintln!("skipped: no PostgreSQL in {DEFAULT_PG_BIN}");
+            return None;
+        }
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut opts =
+            LocalOptions::new(root.path().join("cluster"), cm_core::params::Profile::Fast);
+        opts.extra_params = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut c = LocalCluster::create(opts).expect("create the local cluster");
+        c.start_monitors().expect("start om_monitors");
+        let h = Self {
+            c,
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            _root: root,
+        };
+        h.normal();
+        Some(h)
+    }
+
+    /// Waits for a Normal cluster.
+    fn normal(&self) -> ClusterStatus {
+        self.c
+            .wait_normal(PATIENCE, |_| {})
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", self.logs_tail()))
+    }
+
+    /// Waits until `accept` holds.
+    fn until(&self, what: &str, accept: impl FnMut(&ClusterStatus) -> bool) -> ClusterStatus {
+        self.c
+            .wait_until(what, PATIENCE, accept, |_| {})
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", self.logs_tail()))
+    }
+
+    /// Polls `cond` every 100 ms until it holds; panics after PATIENCE.
+    fn poll(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {PATIENCE:?}\n{}",
+                self.logs_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// One statement on a fresh session to node `n`'s DN.
+    fn sql(&self, n: u32, stmt: &str) -> Result<u64, String> {
+        self.rt.block_on(execute(self.c.dn_port(n), stmt))
+    }
+
+    /// Retries a statement on node `n` until it succeeds.
+    fn sql_ok(&self, n: u32, stmt: &str) {
+        self.poll(&format!("`{stmt}` on node {n}"), || {
+            self.sql(n, stmt).is_ok()
+        });
+    }
+
+    /// `SELECT count(*)` of a query on node `n`.
+    fn count(&self, n: u32, query: &str) -> Result<i64, String> {
+        self.rt.block_on(async {
+            let c = connect(self.c.dn_port(n), Duration::from_secs(2)).await?;
+            let row = c.query_one(query, &[]).await.map_err(|e| e.to_string())?;
+            Ok(row.get::<_, i64>(0))
+        })
+    }
+
+    /// `cm_ctl` with arguments; panics with its output when it fails.
+    fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self
+            .c
+            .ctl(args, Duration::from_secs(180))
+            .expect("cm_ctl runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "cm_ctl {args:?} failed: {text}");
+        text
+    }
+
+    /// The last lines of every node's log, for a failure message.
+    fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        for n in 1..=NODES {
+            let p = self.c.paths.logs().join(format!("node{n}.log"));
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(25);
+            out.push_str(&format!(
+                "--- {} (tail)\n{}\n",
+                p.display(),
+                lines[from..].join("\n")
+            ));
+        }
+        out
+    }
+}
+
+/// Pids below `monitor` (its own process tree) whose command line contains `needle`.
+fn pids_under(monitor: i32, needle: &str) -> Vec<i32> {
+    let all = procs::snapshot();
+    procs::descendants(&all, monitor)
+        .iter()
+        .filter(|p| p.state != 'Z' && p.cmdline.contains(needle))
+        .map(|p| p.pid)
+        .collect()
+}
+
+fn primary_of(s: &ClusterStatus) -> u32 {
+    primary_node(s).unwrap_or_else(|| panic!("no primary: {}", summary(s)))
+}
+
+fn role_of(s: &ClusterStatus, n: u32) -> Option<DnRole> {
+    s.groups
+        .first()?
+        .members
+        .iter()
+        .find(|m| m.node.0 == n)
+        .map(|m| m.role)
+}
+
+#[test]
+fn e2e_cluster_primary_postmaster_killed_the_same_node_is_primary_again() {
+    let Some(h) = Harness::up(&[]) else { return };
+    let p = primary_of(&h.normal());
+    let old = procs::postmaster_pid(&h.c.data_dir(p)).expect("a running primary");
+    kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    let s = h.until("the same node primary again with a new postmaster", |s| {
+        is_normal(s)
+            && primary_node(s) == Some(p)
+            && procs::postmaster_pid(&h.c.data_dir(p)).is_some_and(|pid| pid != old)
+    });
+    assert_eq!(primary_of(&s), p);
+    h.sql_ok(p, "CREATE TABLE after_restart (x int)");
+}
+
+#[test]
+fn e2e_cluster_primary_node_killed_a_standby_is_promoted_and_the_old_primary_rejoins() {
+    let Some(mut h) = Harness::up(&[]) else {
+        return;
+    };
+    let p = primary_of(&h.normal());
+    let left = h.c.kill_node(p);
+    assert!(left.is_empty(), "survivors of the node kill: {left:?}");
+    let s = h.until("another node primary", |s| {
+        primary_node(s).is_some_and(|q| q != p)
+    });
+    let q = primary_of(&s);
+    h.sql_ok(q, "CREATE TABLE after_failover (x int)");
+    h.sql_ok(q, "INSERT INTO after_failover VALUES (1)");
+    h.c.start_monitor(p).expect("restart the node's om_monitor");
+    let s = h.until("the old primary back as a standby", |s| {
+        is_normal(s) && role_of(s, p) == Some(DnRole::Standby) && primary_node(s) == Some(q)
+    });
+    assert_eq!(role_of(&s, p), Some(DnRole::Standby));
+    h.poll("the old primary replays the new primary's rows", || {
+        h.count(p, "SELECT count(*) FROM after_failover") == Ok(1)
+    });
+}
+
+/// SIGCONTs a stopped process when dropped (a failing test must not leave it frozen).
+struct Continue(i32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGCONT);
+    }
+}
+
+#[test]
+fn e2e_cluster_frozen_primary_postmaster_is_replaced() {
+    // Phony-dead checks every second, also while the process stays in state T.
+    let Some(h) = Harness::up(&[
+        ("agent_phony_dead_check_interval", "1"),
+        ("agent_phony_dead_check_interval_t", "1"),
+        ("phony_dead_effective_time", "3"),
+    ]) else {
+        return;
+    };
+    let p = primary_of(&h.normal());
+    let frozen = procs::postmaster_pid(&h.c.data_dir(p)).expect("a running primary");
+    let _cont = Continue(frozen);
+    kill(Pid::from_raw(frozen), Signal::SIGSTOP).unwrap();
+    h.poll(
+        "the frozen postmaster is killed (restart or fencing)",
+        || {
+            procs::pgrp_of(frozen).is_none()
+                || std::fs::read_to_string(format!("/proc/{frozen}/stat"))
+                    .ok()
+                    .and_then(|t| procs::parse_stat(&t))
+                    .is_some_and(|(_, st, _, _)| st == 'Z')
+        },
+    );
+    let s = h.until("Normal with a live primary", |s| {
+        is_normal(s)
+            && primary_node(s).is_some_and(|q| {
+                procs::postmaster_pid(&h.c.data_dir(q)).is_some_and(|pid| pid != frozen)
+            })
+    });
+    h.sql_ok(primary_of(&s), "CREATE TABLE after_freeze (x int)");
+}
+
+#[test]
+fn e2e_cluster_disk_threshold_below_usage_makes_the_primary_read_only_until_raised() {
+    let Some(h) = Harness::up(&[("datastorage_threshold_check_interval", "1")]) else {
+        return;
+    };
+    let p = primary_of(&h.normal());
+    h.sql_ok(p, "CREATE TABLE guarded (x int)");
+    h.ctl_ok(&[
+        "set",
+        "--param",
+        "--server",
+        "-k",
+        "datastorage_threshold_value_check=1",
+    ]);
+    let mut refusal = String::new();
+    h.poll("an INSERT refused as read-only", || {
+        match h.sql(p, "INSERT INTO guarded VALUES (1)") {
+            Ok(_) => false,
+            Err(e) => {
+                refusal = e;
+                refusal.contains("read-only")
+            }
+        }
+    });
+    h.until("read-only shown by query", |s| {
+        s.groups[0].members.iter().any(|m| m.read_only)
+    });
+    h.ctl_ok(&[
+        "set",
+        "--param",
+        "--server",
+        "-k",
+        "datastorage_threshold_value_check=85",
+    ]);
+    h.sql_ok(p, "INSERT INTO guarded VALUES (2)");
+    h.normal();
+}
+
+#[test]
+fn e2e_cluster_stop_stops_everything_and_start_brings_it_back() {
+    let Some(mut h) = Harness::up(&[]) else {
+        return;
+    };
+    h.ctl_ok(&["stop", "-t", "120"]);
+    let dirs = h.c.data_dirs();
+    h.poll("no postgres and no cm_agent left", || {
+        dirs.iter().all(|d| procs::postmaster_pid(d).is_none())
+    });
+    let monitors: Vec<i32> = (1..=NODES)
+        .map(|n| h.c.monitor_pid(n).expect("om_monitor stays"))
+        .collect();
+    h.poll("every cm_agent exited", || {
+        monitors
+            .iter()
+            .all(|m| pids_under(*m, "cm_agent").is_empty())
+    });
+    for n in 1..=NODES {
+        assert!(h.c.monitor_pid(n).is_some(), "om_monitor {n} stays");
+    }
+    h.ctl_ok(&["start", "-t", "120"]);
+    let s = h.normal();
+    h.sql_ok(primary_of(&s), "CREATE TABLE after_start (x int)");
+}
+
+#[test]
+fn e2e_cluster_om_monitor_restarts_a_killed_cm_agent() {
+    let Some(mut h) = Harness::up(&[]) else {
+        return;
+    };
+    let m = h.c.monitor_pid(2).expect("om_monitor 2 runs");
+    let mut before = Vec::new();
+    h.poll("node 2's cm_agent found", || {
+        before = pids_under(m, "cm_agent");
+        before.len() == 1
+    });
+    kill(Pid::from_raw(before[0]), Signal::SIGKILL).unwrap();
+    let mut after = Vec::new();
+    h.poll("a new cm_agent on node 2", || {
+        after = pids_under(m, "cm_agent");
+        after.len() == 1 && after[0] != before[0]
+    });
+    h.normal();
+}
+
+#[test]
+fn e2e_cluster_switchover_under_writes_loses_no_acknowledged_write() {
+    let Some(h) = Harness::up(&[]) else { return };
+    let s = h.normal();
+    let p = primary_of(&s);
+    let target = if p == 2 { 3 } else { 2 };
+    h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
+    let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = h.rt.spawn(write_until(ports, Arc::clone(&stop)));
+    std::thread::sleep(Duration::from_secs(2));
+    let dir = h.c.data_dir(target).display().to_string();
+    h.ctl_ok(&["switchover", "-n", &target.to_string(), "-D", &dir]);
+    let s = h.until("the target primary and Normal", |s| {
+        is_normal(s) && primary_node(s) == Some(target)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let (acked, failed) = h.rt.block_on(writer).expect("writer");
+    assert!(
+        !acked.is_empty(),
+        "the writer got no acknowledgement at all"
+    );
+    let q = primary_of(&s);
+    let present: BTreeSet<i64> = h.rt.block_on(async {
+        let c = connect(h.c.dn_port(q), Duration::from_secs(2))
+            .await
+            .expect("connect");
+        c.query("SELECT id FROM acked", &[])
+            .await
+            .expect("select")
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect()
+    });
+    let lost: Vec<&i64> = acked.iter().filter(|i| !present.contains(i)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost of {} ({} attempts failed): {lost:?}",
+        lost.len(),
+        acked.len(),
+        failed
+    );
+}
+
+/// Inserts increasing ids into `acked` on whichever DN accepts them until `stop`; returns the
+/// acknowledged ids and the number of failed attempts.
+async fn write_until(ports: Vec<u16>, stop: Arc<AtomicBool>) -> (Vec<i64>, u64) {
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    let mut next = 1i64;
+    let mut session: Option<tokio_postgres::Client> = None;
+    let mut turn = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        if session.is_none() {
+            turn += 1;
+            session = connect(ports[turn % ports.len()], Duration::from_millis(500))
+                .await
+                .ok();
+        }
+        let Some(c) = &session else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        match c.execute("INSERT INTO acked VALUES ($1)", &[&next]).await {
+            Ok(_) => acked.push(next),
+            Err(_) => {
+                failed += 1;
+                session = None;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        next += 1;
+    }
+    (acked, failed)
+}
+
+#[test]
+fn e2e_cluster_garbage_and_unauthenticated_connections_are_refused() {
+    let Some(h) = Harness::up(&[]) else { return };
+    let secret = cm_io::transport::Secret::load(&h.c.paths.secret()).expect("secret");
+    let ports = [h.c.ports.cms[0], h.c.ports.monitor[0]];
+    for port in ports {
+        h.rt.block_on(refused_cases(port, &secret));
+    }
+    let s = h.normal();
+    h.sql_ok(primary_of(&s), "CREATE TABLE still_fine (x int)");
+}
+
+/// Reads until the peer closes; panics if it stays open for 30 s. Returns the bytes read.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection was not closed");
+    got
+}
+
+async fn refused_cases(port: u16, secret: &cm_io::transport::Secret) {
+    use cm_core::ids::NodeId;
+    use cm_core::msg::{Endpoint, Role};
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::net::TcpStream;
+    // Not our protocol at all.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    read_to_close(&mut s).await;
+    // A well-formed hello and a wrong proof: never ACCEPTed.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut hello = b"CMAU\x01\x00\x00\x00\x01\x03".to_vec();
+    hello.extend_from_slice(&[7u8; 32]);
+    s.write_all(&hello).await.unwrap();
+    let _ = s.write_all(&[0u8; 32]).await;
+    let got = read_to_close(&mut s).await;
+    assert!(got.len() <= 42 + 32, "accepted without the secret: {got:?}");
+    // Authenticated, then a malformed frame (right magic, absurd length).
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let me = Endpoint {
+        node: NodeId(1),
+        role: Role::Ctl,
+    };
+    cm_io::transport::auth::client_handshake(&mut s, secret, me, None)
+        .await
+        .expect("handshake with the right secret");
+    s.write_all(b"CM\x01\x01\xff\xff\xff\xff").await.unwrap();
+    read_to_close(&mut s).await;
+}

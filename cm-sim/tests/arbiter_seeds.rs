@@ -1,14 +1,15 @@
 //! Swarm seeds that once broke the CMS leader's arbitration: each must now keep every
 //! invariant and converge. 26, 29, 34: a standby left following a stale upstream (§4.2
 //! "Then"); 226: a delayed agent report undid a fresh promotion, a second Failover followed
-//! and two members could acknowledge commits (S4).
+//! and two members could acknowledge commits (S4); 132: a down report confirmed
+//! `SetReadOnly{off}` that never took effect (read-only FSM).
 
 use cm_sim::adapters::Machines;
 use cm_sim::run::{RunOptions, run};
 
 #[test]
 fn swarm_seeds_that_broke_arbitration_converge() {
-    let failed: Vec<String> = [26u64, 29, 34, 226]
+    let failed: Vec<String> = [26u64, 29, 34, 132, 226]
         .into_iter()
         .filter_map(|seed| {
             let s = cm_sim::swarm::scenario(seed);

@@ -148,7 +148,12 @@ impl ReadOnlyChecker {
         if self.in_flight.contains_key(&inst) {
             return;
         }
-        let Some(reported_ro) = arb.members[i].report.as_ref().map(|r| r.read_only) else {
+        let Some(reported_ro) = arb.members[i]
+            .report
+            .as_ref()
+            .filter(|r| setting_known(r))
+            .map(|r| r.read_only)
+        else {
             return;
         };
         use ReadOnlyState::{ExpectOff, ExpectOn, Off, On};
@@ -201,7 +206,9 @@ impl ReadOnlyChecker {
     pub fn on_report(&mut self, ctx: &mut Ctx<'_>, arb: &GroupArbiter, idx: usize) {
         let Some(g) = ctx.group(arb.id) else { return };
         let m = &arb.members[idx];
-        let Some(r) = &m.report else { return };
+        let Some(r) = m.report.as_ref().filter(|r| setting_known(r)) else {
+            return;
+        };
         if self.in_flight.contains_key(&m.instance) {
             return;
         }
@@ -270,3 +277,13 @@ fn fsm(g: &GroupState, instance: InstanceId) -> ReadOnlyState {
 #[cfg(test)]
 #[path = "read_only_tests.rs"]
 mod tests;
+
+/// Whether a report's `read_only` says something: only a running DN whose status query
+/// answered knows its setting. A DN that is down or unreadable reports `false` for "unknown",
+/// which must not confirm `ExpectOff` (swarm seed 132: the DN was killed before `off` took
+/// effect, came back read-only, and was then taken for a manual setting).
+fn setting_known(r: &crate::dn::DnReport) -> bool {
+    use crate::dn::{DbState, DnRole};
+    matches!(r.role, DnRole::Primary | DnRole::Standby | DnRole::Pending)
+        && r.db_state != DbState::Unknown
+}

@@ -217,3 +217,29 @@ fn a_read_only_switchover_demotes_first_then_repoints_every_standby() {
         ]
     );
 }
+
+/// Swarm seed 132: `SetReadOnly{off}` was sent, then the DN was killed before it took effect.
+/// A report of a DN that is down says nothing about its read-only setting, so it must not
+/// confirm ExpectOff → Off (the DN came back read-only and was then taken for a manual setting).
+#[test]
+fn a_down_report_does_not_confirm_read_only_off() {
+    let mut h = H::new(3);
+    h.group_mut()
+        .read_only
+        .insert(InstanceId(6002), ReadOnlyState::ExpectOff);
+    h.report(dn(2).down().disk(79));
+    assert_eq!(read_only_changes(&h), vec![]);
+    h.report(dn(2).db(crate::dn::DbState::Unknown).disk(79));
+    assert_eq!(read_only_changes(&h), vec![]);
+    // Running again, still read-only: the check resends `off` instead of giving up.
+    let out = check(&mut h, dn(2).disk(79).ro(true));
+    assert!(
+        cmds(&out).contains(&(6002, CmsCommand::SetReadOnly { on: false })),
+        "{out:?}"
+    );
+    h.report(dn(2).disk(79).ro(false));
+    assert_eq!(
+        read_only_changes(&h),
+        vec![ro(2, ReadOnlyState::ExpectOff, ReadOnlyState::Off)]
+    );
+}

@@ -12,7 +12,7 @@ use cm_core::monitor::{
     Pid, StartKind,
 };
 
-use crate::bytes::{Bytes, push_bounded};
+use crate::bytes::Bytes;
 
 /// What the harness knows that the rules depend on.
 #[derive(Default)]
@@ -126,7 +126,9 @@ impl Model {
                 | MonitorCommand::RemoveFlag { op, .. }
                 | MonitorCommand::RemoveAllManualStart { op } => {
                     assert!(!self.ops.contains(op), "flag op {op:?} reused");
-                    push_bounded(&mut self.ops, *op, 32);
+                    // Every pending op, unbounded: the monitor keeps them all, and the model must
+                    // know each one to expect its reply (a bounded memory here was a harness bug).
+                    self.ops.push(*op);
                 }
                 _ => {}
             }

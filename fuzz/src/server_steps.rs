@@ -9,7 +9,7 @@ use cm_core::ctl::CtlRequest;
 use cm_core::dn::{DbState, DnReport, DnRole, History, LockState};
 use cm_core::ids::{
     CmdSeq, CmdStamp, GroupId, InstanceId, LogIndex, NodeId, Position, QuorumTerm, ReportSeq, Term,
-    Timeline, WriteToken,
+    WriteToken,
 };
 use cm_core::io::{Machine, NetEvent, WriteCompleted};
 use cm_core::msg::{AgentReport, Endpoint, Envelope, Msg, Role};

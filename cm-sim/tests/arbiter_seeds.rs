@@ -2,14 +2,15 @@
 //! invariant and converge. 26, 29, 34: a standby left following a stale upstream (§4.2
 //! "Then"); 226: a delayed agent report undid a fresh promotion, a second Failover followed
 //! and two members could acknowledge commits (S4); 132: a down report confirmed
-//! `SetReadOnly{off}` that never took effect (read-only FSM).
+//! `SetReadOnly{off}` that never took effect (read-only FSM); 3198, 8031: a re-elected leader
+//! resent an inherited `Switchover{term}` (S2; now it commits a fresh term first).
 
 use cm_sim::adapters::Machines;
 use cm_sim::run::{RunOptions, run};
 
 #[test]
 fn swarm_seeds_that_broke_arbitration_converge() {
-    let failed: Vec<String> = [26u64, 29, 34, 132, 226]
+    let failed: Vec<String> = [26u64, 29, 34, 132, 226, 3198, 8031]
         .into_iter()
         .filter_map(|seed| {
             let s = cm_sim::swarm::scenario(seed);

@@ -42,7 +42,7 @@ impl GroupArbiter {
             .iter()
             .copied()
             .find(|&i| self.streaming_evidence(ctx, i).1)
-            .or(silent.first().copied())
+            .or_else(|| silent.first().copied())
     }
 
     /// The newest message any standby received from member `old` after its agent went silent,

@@ -229,6 +229,25 @@ impl ClusterState {
                 });
                 Ok(())
             }
+            Change::RenewSwitchoverTerm {
+                group,
+                expected_term,
+            } => {
+                let g = self.group_mut(*group)?;
+                if g.term != *expected_term {
+                    return Err(Conflict::TermMoved {
+                        expected: *expected_term,
+                        actual: g.term,
+                    });
+                }
+                let next = expected_term.next();
+                match &mut g.switchover {
+                    Some(s) if s.term == *expected_term => s.term = next,
+                    _ => return Err(Conflict::NoSuchSwitchover),
+                }
+                g.term = next;
+                Ok(())
+            }
             Change::EndSwitchover {
                 group,
                 term,
@@ -337,6 +356,15 @@ pub enum Change {
         expected_term: Term,
         /// The switchover (its `term` field is overwritten with the new term).
         switchover: PendingSwitchover,
+    },
+    /// Gives the pending switchover of `expected_term` a fresh term (term := expected + 1): a
+    /// new leader cannot know whether its predecessor already sent `Switchover{expected}`, and
+    /// at most one Switchover/Failover goes out per (group, term) (§4.2, §13 S2).
+    RenewSwitchoverTerm {
+        /// The group.
+        group: GroupId,
+        /// The term of the pending switchover the proposer saw.
+        expected_term: Term,
     },
     /// Ends the switchover of `term`; `promoted` moves the static primary to its target.
     EndSwitchover {

@@ -30,11 +30,13 @@ pub struct Clock {
 static PROCESS_ORIGIN: OnceLock<tokio::time::Instant> = OnceLock::new();
 
 impl Clock {
-    /// The process clock: its origin is the first time any `Clock::process()` is read, which a
-    /// daemon does first thing at start, so instants are "nanoseconds since the process start".
+    /// The daemons' clock: instants are nanoseconds since boot (`CLOCK_MONOTONIC`, which
+    /// tokio's and std's instants read on Linux), so an instant one process persisted (the
+    /// agent's leader-answered send time, §8) compares with the readings of its successor.
+    /// Falls back to the first reading if the boot clock cannot be read.
     pub fn process() -> Self {
         Self {
-            origin: *PROCESS_ORIGIN.get_or_init(tokio::time::Instant::now),
+            origin: *PROCESS_ORIGIN.get_or_init(boot_origin),
         }
     }
 
@@ -58,6 +60,19 @@ impl Clock {
         let d = at.since_origin().min(NEVER);
         self.origin + d
     }
+}
+
+/// The tokio instant at which `CLOCK_MONOTONIC` read zero (boot), or now if unreadable.
+fn boot_origin() -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let since_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .ok()
+        .and_then(|ts| {
+            let secs = u64::try_from(ts.tv_sec()).ok()?;
+            let nanos = u32::try_from(ts.tv_nsec()).ok()?;
+            Some(Duration::new(secs, nanos))
+        });
+    since_boot.and_then(|d| now.checked_sub(d)).unwrap_or(now)
 }
 
 /// Whether the loop goes on after a command.
@@ -296,5 +311,31 @@ impl<M: Machine> EventLoop<M> {
             }
         }
         flow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two processes started at different times must read the same instant for the same
+    /// moment: the origin is boot, not the first reading.
+    #[test]
+    fn the_daemon_clock_counts_from_boot_so_instants_survive_a_restart() {
+        let first = boot_origin();
+        std::thread::sleep(Duration::from_millis(30));
+        let second = boot_origin();
+        let skew = if first > second {
+            first - second
+        } else {
+            second - first
+        };
+        assert!(
+            skew < Duration::from_millis(20),
+            "origins differ by {skew:?}"
+        );
+        // The origin lies (uptime) before now, not at the first reading.
+        let up = tokio::time::Instant::now() - first;
+        assert!(up > Duration::from_millis(30), "uptime {up:?}");
     }
 }

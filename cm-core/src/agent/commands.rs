@@ -93,12 +93,19 @@ impl Agent {
     /// Writes the agent's state when accepted commands or a higher quorum term are not yet
     /// durable and no write is in flight.
     pub(super) fn persist_if_needed(&mut self, out: &mut Vec<AgentCommand>) {
+        let contact_due = self.cms.answered_send.is_some_and(|a| {
+            self.durable_contact
+                .is_none_or(|d| a >= d + super::CONTACT_PERSIST_STEP)
+        });
         if self.batch.in_flight.is_some()
-            || (self.batch.queued.is_empty() && self.highest_qterm <= self.durable_qterm)
+            || (self.batch.queued.is_empty()
+                && self.highest_qterm <= self.durable_qterm
+                && !contact_due)
         {
             return;
         }
         let snapshot = Persisted {
+            contact: self.cms.answered_send.max(self.durable_contact),
             highest_quorum_term: self.highest_qterm,
             instances: self
                 .insts
@@ -140,10 +147,14 @@ impl Agent {
         }
         if let Err(e) = w.result {
             tracing::error!(error = %e, dropped = batch.len(), "agent state write failed");
+            // The contact is only a lower bound: an older one on disk fences earlier, never
+            // later. Retry it one step later instead of on every frame.
+            self.durable_contact = snapshot.contact;
             self.roll_back_accepted();
             return;
         }
         self.durable_qterm = snapshot.highest_quorum_term;
+        self.durable_contact = snapshot.contact;
         for (id, p) in &snapshot.instances {
             if let Some(inst) = self.insts.get_mut(id) {
                 assert!(

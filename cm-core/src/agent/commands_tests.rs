@@ -8,9 +8,11 @@ fn stamp(q: u64, s: u64) -> CmdStamp {
     }
 }
 
+/// The agent's store after `boot` (whose answered report was sent at 0 ms).
 fn persisted(qterm: u64, term: u64, applied: CmdStamp) -> Vec<u8> {
     let mut p = Persisted {
         highest_quorum_term: QuorumTerm(qterm),
+        contact: Some(ms(0)),
         ..Persisted::default()
     };
     p.instances.insert(

@@ -30,7 +30,9 @@
 //!
 //! `restored` holds the bytes of the agent's last [`AgentCommand::PersistState`]
 //! ([`Persisted`], encoded with [`crate::codec::encode_persisted`]): each DN's CM term, the stamp
-//! of the last command applied to it, and the highest CMS quorum term seen. A store that does
+//! of the last command applied to it, the highest CMS quorum term seen, and the send time of the
+//! newest leader-answered report (the self-fence of a restarted agent counts from it; the
+//! drivers' clocks count from boot, so it stays comparable across restarts). A store that does
 //! not decode is a constructor error ([`AgentError::CorruptStore`]), not a fresh start: starting
 //! afresh would forget DN terms (which must never decrease) and the quorum term that fences
 //! deposed CMS leaders, so an operator must look at it.
@@ -358,7 +360,18 @@ pub struct Persisted {
     pub highest_quorum_term: QuorumTerm,
     /// Per local DN: its CM term and the stamp of the last applied command.
     pub instances: BTreeMap<InstanceId, PersistedInstance>,
+    /// Send time (this host's monotonic clock) of the newest report a CMS leader answered,
+    /// written at most every [`CONTACT_PERSIST_STEP`], so never later than the truth. A
+    /// restarted agent counts its self-fence timeout (§8) from it, not from its own start:
+    /// the CMS's fencing waits assume the agent of a silent primary fences on time even if
+    /// it restarts meanwhile (swarm seed 8460).
+    pub contact: Option<Instant>,
 }
+
+/// How far the leader-answered send time may run ahead of its persisted copy before it is
+/// written again (one small write a second at most; a restarted agent fences at most this
+/// much early).
+pub const CONTACT_PERSIST_STEP: Duration = Duration::from_secs(1);
 
 /// One DN's durable agent state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -444,6 +457,11 @@ pub struct Agent {
     cms_nodes: Vec<NodeId>,
     guard: MonotonicGuard,
     started_at: Option<Instant>,
+    /// The previous incarnation's persisted contact (dropped if it lies in the future: the
+    /// host rebooted and its clock restarted).
+    inherited_contact: Option<Instant>,
+    /// The contact time last written (or attempted: a failed write is retried a step later).
+    durable_contact: Option<Instant>,
     start_kind: StartKind,
     next_op: u64,
     loops: Loops,
@@ -491,6 +509,8 @@ impl Agent {
             cms_nodes,
             guard: MonotonicGuard::default(),
             started_at: None,
+            inherited_contact: persisted.contact,
+            durable_contact: persisted.contact,
             start_kind: StartKind::Abnormal,
             next_op: 1,
             loops: Loops::default(),
@@ -572,7 +592,8 @@ impl Agent {
     }
 
     /// CMS contact lapsed: `agent_self_fence_timeout` since the send time of the newest report
-    /// a leader answered (since the agent's start when none was ever answered), §8.
+    /// a leader answered — by this incarnation, else the persisted one of the previous
+    /// incarnation, else since the agent's start (a fresh store), §8.
     fn contact_lapsed(&self, now: Instant) -> bool {
         now >= self.contact_deadline()
     }
@@ -581,6 +602,7 @@ impl Agent {
         let base = self
             .cms
             .answered_send
+            .or(self.inherited_contact)
             .or(self.started_at)
             .unwrap_or(Instant::ZERO);
         base + self.params.self_fence_timeout()
@@ -603,7 +625,10 @@ impl Machine for Agent {
 
     fn step(&mut self, now: Instant, input: AgentInput) -> Vec<AgentCommand> {
         self.guard.observe(now);
-        self.started_at.get_or_insert(now);
+        if self.started_at.is_none() {
+            self.started_at = Some(now);
+            self.inherited_contact = self.inherited_contact.filter(|c| *c <= now);
+        }
         let mut out = Vec::new();
         if self.exit_sent {
             return out;

@@ -390,3 +390,88 @@ fn phony_dead_hits_restart_from_zero_once_the_process_is_seen_absent() {
     assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
     assert_eq!((hits(&a), reported), (0, 0));
 }
+
+/// Starts an agent at `now` with its DN running as `role`, cut off from every CMS (no
+/// connection, no answered report).
+fn start_cut_off(mut a: Agent, now: Instant, role: DnRole) -> Agent {
+    let cmds = a.step(now, AgentInput::Tick);
+    a.step(now, AgentInput::FlagsObserved(FlagSet::default()));
+    let (s, q) = (sample_op(&cmds, DN), query_op(&cmds, DN));
+    let running = AgentInput::ProcessesSampled {
+        op: s,
+        instance: DN,
+        processes: vec![ProcState::Running],
+    };
+    a.step(now, running);
+    let status = AgentInput::DnStatusQueried {
+        op: q,
+        instance: DN,
+        result: Ok(status(role)),
+    };
+    a.step(now, status);
+    a
+}
+
+/// The first tick (200 ms steps) at which the agent kills its DN, up to `until_ms`.
+fn first_kill_ms(a: &mut Agent, from_ms: u64, until_ms: u64) -> Option<u64> {
+    (from_ms..=until_ms)
+        .step_by(200)
+        .find(|&t| !only_kills(&tick(a, ms(t))).is_empty())
+}
+
+fn restored(contact: Option<Instant>) -> Agent {
+    let store = Persisted {
+        contact,
+        ..Persisted::default()
+    };
+    let bytes = crate::codec::encode_persisted(&store).expect("encode");
+    Agent::new(&config(ONE_DN), ME, 0, Some(bytes)).expect("agent")
+}
+
+/// §8 across an agent restart (swarm seed 8460): the CMS's waits assume the agent of a
+/// silent primary fences `agent_self_fence_timeout` after its newest answered report. A
+/// restarted agent counts from its predecessor's persisted contact (10 s), not from its own
+/// start (15 s), so it fences at 16 s, not 21 s.
+#[test]
+fn a_restarted_agent_counts_its_self_fence_from_the_persisted_contact() {
+    let mut a = start_cut_off(restored(Some(ms(10_000))), ms(15_000), DnRole::Primary);
+    assert_eq!(first_kill_ms(&mut a, 15_200, 25_000), Some(16_000));
+    // A fresh store has no contact: the start is the base.
+    let mut a = start_cut_off(restored(None), ms(15_000), DnRole::Primary);
+    assert_eq!(first_kill_ms(&mut a, 15_200, 25_000), Some(21_000));
+    // A contact from the future was written before a reboot restarted the clock: ignored.
+    let mut a = start_cut_off(restored(Some(ms(90_000))), ms(15_000), DnRole::Primary);
+    assert_eq!(first_kill_ms(&mut a, 15_200, 25_000), Some(21_000));
+}
+
+/// The contact is written at most once per `CONTACT_PERSIST_STEP`, never ahead of the truth.
+#[test]
+fn the_answered_send_time_is_persisted_once_a_second_at_most() {
+    let mut a = boot(DnRole::Standby); // its report sent at 0 ms was answered and written
+    let writes = |cmds: &[AgentCommand]| -> Vec<Option<Instant>> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                AgentCommand::PersistState(p) => {
+                    let s: Persisted = crate::codec::decode_persisted(&p.bytes).expect("decode");
+                    Some(s.contact)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut written = Vec::new();
+    for t in (200..=2_000).step_by(200) {
+        tick(&mut a, ms(t));
+        let seq = a.cms.report_seq;
+        let cmds = a.step(ms(t + 5), leader_reply(CMS[0], 1, seq, false));
+        for w in writes(&cmds) {
+            written.push((t, w));
+            a.step(ms(t + 6), write_ok(persist_token(&cmds)));
+        }
+    }
+    // Reports go out once per agent_report_interval (1 s): answered at 1 s and 2 s.
+    assert_eq!(
+        written,
+        vec![(1_000, Some(ms(1_000))), (2_000, Some(ms(2_000)))]
+    );
+}

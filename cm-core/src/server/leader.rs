@@ -295,7 +295,9 @@ impl Leader {
                         .read_only
                         .on_outcome(&mut ctx, &mut self.core.groups, o);
                 }
-                Change::BeginSwitchover { .. } | Change::EndSwitchover { .. } => {
+                Change::BeginSwitchover { .. }
+                | Change::RenewSwitchoverTerm { .. }
+                | Change::EndSwitchover { .. } => {
                     self.core
                         .switchovers
                         .on_outcome(&mut ctx, &mut self.core.groups, o);

@@ -8,7 +8,7 @@
 //! a wall-clock deadline in the replicated state) starts: no second hang-restart before it ends,
 //! except that a hung primary is still killed before its group fails over.
 
-use crate::dn::{DnReport, DnRole};
+use crate::dn::DnReport;
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
 use crate::params::Params;
@@ -65,7 +65,7 @@ pub fn on_report(arb: &mut GroupArbiter, idx: usize, ctx: &mut Ctx<'_>) {
         return; // S6: nothing is restarted while paused.
     }
     let cooling = in_cooldown(ctx, &g, m.instance);
-    let primary = r.role == DnRole::Primary;
+    let primary = m.may_be_primary(g.static_primary);
     let due = match m.phony.restart_at {
         None => !cooling || primary,
         // A hung primary that still reports is killed again: fencing comes first.

@@ -20,6 +20,12 @@ use super::arbiter::{Ctx, GroupArbiter};
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Progress {
     term: Term,
+    /// This leader committed `term` (BeginSwitchover or RenewSwitchoverTerm): only then may it
+    /// send `Switchover{term}`. A switchover inherited from a previous leader is not owned — that
+    /// leader may already have sent `Switchover{term}` (§13 S2: one per term).
+    owned: bool,
+    /// A RenewSwitchoverTerm was proposed for this term.
+    renew_proposed: bool,
     demote_at: Option<Instant>,
     final_position: Option<Position>,
     switch_sent: bool,
@@ -27,9 +33,11 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(term: Term) -> Self {
+    fn new(term: Term, owned: bool) -> Self {
         Self {
             term,
+            owned,
+            renew_proposed: false,
             demote_at: None,
             final_position: None,
             switch_sent: false,
@@ -122,9 +130,16 @@ impl Switchovers {
         let prog = self
             .progress
             .entry(arb.id)
-            .or_insert_with(|| Progress::new(sw.term));
+            .or_insert_with(|| Progress::new(sw.term, false));
         if prog.term != sw.term {
-            *prog = Progress::new(sw.term);
+            if prog.renew_proposed && sw.term > prog.term {
+                // Our renewal committed: the switchover goes on under a term we own.
+                prog.term = sw.term;
+                prog.owned = true;
+                prog.renew_proposed = false;
+            } else {
+                *prog = Progress::new(sw.term, false);
+            }
         }
         if prog.end_proposed {
             return;
@@ -176,6 +191,16 @@ impl Switchovers {
                 .report
                 .as_ref()
                 .is_some_and(|r| r.role == DnRole::Standby && (sw.fast || r.position >= final_pos));
+        if ready && !prog.owned {
+            if !prog.renew_proposed {
+                prog.renew_proposed = true;
+                ctx.state.propose(Change::RenewSwitchoverTerm {
+                    group: arb.id,
+                    expected_term: sw.term,
+                });
+            }
+            return;
+        }
         if ready {
             prog.switch_sent = true;
             arb.note_promotion(sw.term);
@@ -192,8 +217,24 @@ impl Switchovers {
     ) {
         self.proposed.remove(&outcome.id);
         match &outcome.change {
-            Change::BeginSwitchover { group, .. } if outcome.result.is_ok() => {
+            Change::BeginSwitchover {
+                group,
+                expected_term,
+                ..
+            } if outcome.result.is_ok() => {
+                self.progress
+                    .insert(*group, Progress::new(expected_term.next(), true));
                 if let Some(arb) = groups.get_mut(group) {
+                    self.drive(ctx, arb);
+                }
+            }
+            Change::RenewSwitchoverTerm { group, .. } => {
+                if let Some(arb) = groups.get_mut(group) {
+                    if outcome.result.is_err()
+                        && let Some(p) = self.progress.get_mut(group)
+                    {
+                        p.renew_proposed = false;
+                    }
                     self.drive(ctx, arb);
                 }
             }

@@ -167,3 +167,73 @@ fn switchover_all_moves_groups_back_to_their_install_time_primary() {
         ]
     );
 }
+
+/// §4.2/§13 S2: a new leader that inherits a committed switchover cannot know whether its
+/// predecessor already sent `Switchover{term}`; it commits a fresh term before sending.
+/// (Swarm seeds 3198 and 8031 sent `Switchover{2}` from two leaders.)
+#[test]
+fn a_new_leader_renews_an_inherited_switchover_term_before_sending_it() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    assert_eq!(h.group().term, Term(2));
+    // Re-elected (or replaced) before the Switchover went out — or after: it cannot tell.
+    h.advance_ms(500);
+    let out = h
+        .leader
+        .on_elected(h.now, h.wall, crate::ids::QuorumTerm(2), &mut h.state);
+    assert_eq!(out, vec![]);
+    h.advance_ms(500);
+    assert_eq!(cmds(&h.report(dn(1).pending().pos(1, 200))), vec![]);
+    assert_eq!(cmds(&h.report(dn(2).pos(1, 200))), vec![]);
+    assert_eq!(
+        h.queued(),
+        vec![Change::RenewSwitchoverTerm {
+            group: crate::server::harness::G,
+            expected_term: Term(2)
+        }]
+    );
+    assert_eq!(
+        cmds(&h.commit()),
+        vec![(6002, CmsCommand::Switchover { term: Term(3) })]
+    );
+    assert_eq!(h.group().term, Term(3));
+    assert_eq!(h.group().switchover.as_ref().map(|s| s.term), Some(Term(3)));
+    // The promotion at the renewed term ends the switchover.
+    h.advance_ms(1000);
+    let h2 = History::root(Timeline(1)).branch(Lsn(200), Timeline(2));
+    h.report(dn(2).primary(3).pos(2, 10).hist(h2));
+    assert_eq!(
+        ends(&h),
+        vec![Change::EndSwitchover {
+            group: crate::server::harness::G,
+            term: Term(3),
+            promoted: true
+        }]
+    );
+}
+
+#[test]
+fn renewing_a_switchover_term_is_a_compare_and_set() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    let mut s = crate::state::ReplicatedState::committed(&h.state).clone();
+    let stale = Change::RenewSwitchoverTerm {
+        group: crate::server::harness::G,
+        expected_term: Term(1),
+    };
+    assert!(s.apply(&stale).is_err());
+    let renew = Change::RenewSwitchoverTerm {
+        group: crate::server::harness::G,
+        expected_term: Term(2),
+    };
+    assert!(s.apply(&renew).is_ok());
+    assert_eq!(s.groups[&crate::server::harness::G].term, Term(3));
+    assert!(
+        s.apply(&renew).is_err(),
+        "a second renewal of term 2 is refused"
+    );
+}

@@ -2,7 +2,7 @@
 //! floor of §8, then a compare-and-set Promote; the Failover itself goes out only once that
 //! Promote committed ([`GroupArbiter::on_promote_outcome`]).
 
-use crate::dn::LockState;
+use crate::dn::{DnRole, LockState};
 use crate::ids::{InstanceId, Term};
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
@@ -31,9 +31,10 @@ impl GroupArbiter {
         let Some(cand) = self.candidate(ctx, g) else {
             return;
         };
+        self.fence_failed_promotions(ctx, cand);
         if !self.wait_done(ctx, g, cand)
-            || self.primary_still_running(ctx)
-            || !self.fencing_floor_passed(ctx)
+            || self.primary_still_running(ctx, g, cand)
+            || !self.fencing_floor_passed(ctx, g, cand)
             || !self.split_brain_allows_failover(ctx)
         {
             return;
@@ -128,34 +129,55 @@ impl GroupArbiter {
         self.members
             .iter()
             .filter(|m| m.az == static_az)
-            .filter(|m| {
-                !matches!(
-                    m.role(ctx.now, ctx.params),
-                    crate::dn::DnRole::Unknown | crate::dn::DnRole::Down
-                )
-            })
+            .filter(|m| !matches!(m.role(ctx.now, ctx.params), DnRole::Unknown | DnRole::Down))
             .all(|m| m.is_locked(ctx.now, ctx.params))
     }
 
-    /// Fencing comes first: a heard-from member that still says Primary (a stale or hung one
-    /// being restarted) must be down before another is promoted.
-    fn primary_still_running(&self, ctx: &Ctx<'_>) -> bool {
-        self.members
-            .iter()
-            .any(|m| m.last_said_primary() && !m.timed_out(ctx.now, ctx.params))
+    /// Fencing comes first: a heard-from member that may still be a primary (it says Primary
+    /// — a stale or hung one being restarted —, a promotion sent to it is unresolved, or its
+    /// role is unknown, see [`Member::may_be_primary`](super::Member::may_be_primary)) must be
+    /// down before another is promoted.
+    /// The candidate itself is exempt: a resend to it (a fresh term, §4.2) cannot make a
+    /// second primary.
+    fn primary_still_running(&self, ctx: &Ctx<'_>, g: &GroupState, cand: InstanceId) -> bool {
+        self.members.iter().any(|m| {
+            m.instance != cand
+                && m.may_be_primary(g.static_primary)
+                && !m.timed_out(ctx.now, ctx.params)
+        })
+    }
+
+    /// A promotion that failed (the member is not promoting any more, see
+    /// `promotion_in_progress`) but was never disproved may still complete or have completed
+    /// unseen (a DN that hung mid-promotion): fence it with `Restart` before another member is
+    /// promoted. Its next known non-primary status after the Restart resolves it. (A resend
+    /// to the same member needs no fence.)
+    fn fence_failed_promotions(&mut self, ctx: &mut Ctx<'_>, cand: InstanceId) {
+        let resend = ctx.resend_interval();
+        for m in &mut self.members {
+            if m.instance != cand
+                && m.promotion.is_some()
+                && !m.timed_out(ctx.now, ctx.params)
+                && m.report.as_ref().is_some_and(|r| r.role != DnRole::Primary)
+            {
+                m.send_unless_recent(ctx.out, ctx.now, CmsCommand::Restart, resend);
+            }
+        }
     }
 
     /// §8: no Failover before the fencing floor has passed since the receipt of the newest
-    /// report of every member that may still be a primary (its newest report said Primary, or
-    /// nothing was heard since the election).
-    pub fn fencing_floor_passed(&self, ctx: &Ctx<'_>) -> bool {
+    /// report of every member that may still be a primary (see
+    /// [`Member::may_be_primary`](super::Member::may_be_primary)), or that was not heard from
+    /// since the election — other than the candidate itself.
+    pub fn fencing_floor_passed(&self, ctx: &Ctx<'_>, g: &GroupState, cand: InstanceId) -> bool {
         if ctx.params.test_skip_fencing_floor {
             return true;
         }
         let floor = ctx.params.fencing_floor();
         self.members
             .iter()
-            .filter(|m| m.report.is_none() || m.last_said_primary())
+            .filter(|m| m.instance != cand)
+            .filter(|m| m.report.is_none() || m.may_be_primary(g.static_primary))
             .all(|m| ctx.now >= m.receipt + floor)
     }
 
@@ -188,7 +210,7 @@ impl GroupArbiter {
         // it whenever it is still at the maximum.
         self.locked_count(ctx) >= q
             && self.candidate(ctx, &g) == Some(cand)
-            && !self.primary_still_running(ctx)
+            && !self.primary_still_running(ctx, &g, cand)
     }
 
     fn send_failover(&mut self, ctx: &mut Ctx<'_>, cand: InstanceId, term: Term) {

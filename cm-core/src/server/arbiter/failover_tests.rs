@@ -222,19 +222,93 @@ fn every_resend_commits_a_fresh_term() {
 fn a_member_sent_ten_failovers_is_no_candidate() {
     let mut h = primary_killed(4);
     let mut sent = 0;
-    // 6002 gets a Failover after 6 rounds, then every 6 s: ten by round 60; then 6003 takes over.
+    let mut restart = None;
+    // 6002 gets a Failover after 6 rounds, then every 6 s: ten by round 60. It never answers,
+    // so before 6003 may take over, 6002 — which may have promoted unseen — is fenced.
     for _ in 0..90 {
-        lock_round(&mut h, 4, &[2, 3, 4]);
-        sent += cmds(&h.commit())
-            .iter()
-            .filter(|(i, c)| *i == 6002 && matches!(c, CmsCommand::Failover { .. }))
-            .count();
+        let mut out = lock_round(&mut h, 4, &[2, 3, 4]);
+        out.extend(h.commit());
+        for o in &out {
+            if let LeaderOutput::Command { cmd, .. } = o
+                && cmd.instance == InstanceId(6002)
+            {
+                match cmd.cmd {
+                    CmsCommand::Failover { .. } => sent += 1,
+                    CmsCommand::Restart => restart = Some(cmd.seq.0),
+                    _ => {}
+                }
+            }
+        }
+        if restart.is_some() {
+            break;
+        }
     }
     assert_eq!(sent, 10);
+    let restart = restart.expect("6002 is fenced before another member is promoted");
+    assert_eq!(promotes(&h), vec![]);
     let arb = &h.leader.groups()[&G];
     assert_eq!(arb.member(InstanceId(6002)).unwrap().failovers_sent, 10);
-    // The others took over as candidates.
-    assert!(arb.member(InstanceId(6003)).unwrap().failovers_sent > 0);
+    assert_eq!(arb.member(InstanceId(6003)).unwrap().failovers_sent, 0);
+    // 6002 comes back pending after the Restart: resolved, and 6003 takes over.
+    let rs = [dn(2).pending().applied(restart), h.locked(3), h.locked(4)];
+    round(&mut h, &rs);
+    let mut to_6003 = 0;
+    for _ in 0..20 {
+        lock_round(&mut h, 4, &[2, 3, 4]);
+        to_6003 += cmds(&h.commit())
+            .iter()
+            .filter(|(i, c)| *i == 6003 && matches!(c, CmsCommand::Failover { .. }))
+            .count();
+    }
+    assert!(
+        to_6003 > 0,
+        "the next candidate is promoted once 6002 is fenced"
+    );
+}
+
+/// §6/§8 "fencing comes first": a Failover target that stopped promoting without ever
+/// reporting Primary (a DN that hung mid-promotion) may be primary unseen; another member is
+/// promoted only after it is fenced. (Swarm seed 6261: the target hung in state Z right after
+/// its Failover, the next member was promoted 6 s later, and the first resumed as a primary.)
+#[test]
+fn an_unresolved_failover_target_is_fenced_before_another_member_is_promoted() {
+    let mut h = primary_killed(4);
+    let mut failover = None;
+    for _ in 0..10 {
+        lock_round(&mut h, 4, &[2, 3, 4]);
+        if let Some(t) = cmds(&h.commit())
+            .into_iter()
+            .find_map(|(i, c)| matches!(c, CmsCommand::Failover { .. }).then_some(i))
+        {
+            failover = Some(t);
+            break;
+        }
+    }
+    assert_eq!(failover, Some(6002));
+    // 6002 hangs: its agent reports its last known role with an unknown status.
+    let mut restarted = None;
+    for _ in 0..10 {
+        let rs = [
+            dn(2)
+                .db(crate::dn::DbState::Unknown)
+                .lock(LockState::Unknown),
+            h.locked(3),
+            h.locked(4),
+        ];
+        let out = round(&mut h, &rs);
+        let mut out = cmds(&out);
+        out.extend(cmds(&h.commit()));
+        assert!(
+            !out.iter()
+                .any(|(i, c)| *i == 6003 && matches!(c, CmsCommand::Failover { .. })),
+            "6003 promoted while 6002 may be primary: {out:?}"
+        );
+        if out.contains(&(6002, CmsCommand::Restart)) {
+            restarted = Some(h.now);
+            break;
+        }
+    }
+    assert!(restarted.is_some(), "6002 is fenced");
 }
 
 #[test]

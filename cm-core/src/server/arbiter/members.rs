@@ -4,7 +4,7 @@
 use core::time::Duration;
 
 use crate::dn::{DbState, DnReport, DnRole, LockState};
-use crate::ids::{AzName, CmdStamp, InstanceId, NodeId, Position};
+use crate::ids::{AzName, CmdStamp, InstanceId, NodeId, Position, Term};
 use crate::msg::CmsCommand;
 use crate::params::Params;
 use crate::server::outbox::Outbox;
@@ -56,6 +56,14 @@ pub struct Member {
     pub pointed: Option<(InstanceId, CmdStamp, Instant)>,
     /// Phony-dead bookkeeping (§6).
     pub phony: PhonyDeadMember,
+    /// The newest role other than Unknown it reported under this leadership.
+    pub known_role: Option<DnRole>,
+    /// A Failover/Switchover sent to it that it has neither answered (reported Primary) nor
+    /// disproved (reported Down, or a known non-primary status after a later Restart): its
+    /// term and stamp. Until then it may be a primary, and fencing comes first.
+    pub promotion: Option<(Term, CmdStamp)>,
+    /// Stamp of the latest Restart sent to it.
+    pub restart: Option<CmdStamp>,
 }
 
 impl Member {
@@ -81,6 +89,9 @@ impl Member {
             last_cmd: None,
             pointed: None,
             phony: PhonyDeadMember::default(),
+            known_role: None,
+            promotion: None,
+            restart: None,
         }
     }
 
@@ -139,6 +150,49 @@ impl Member {
             .is_some_and(|r| r.role == DnRole::Primary)
     }
 
+    /// The member may be serving as a primary, so another may not be promoted before it is
+    /// fenced (§4.2, §6 "fencing comes first", §8): its newest report says Primary; or a
+    /// promotion sent to it is unresolved; or its agent reports a running DN whose role it
+    /// does not know (a restarted agent, a kill in progress) and the last role known of it was
+    /// Primary — or, with nothing known under this leadership, it is the static primary.
+    pub fn may_be_primary(&self, static_primary: InstanceId) -> bool {
+        if self.promotion.is_some() {
+            return true;
+        }
+        match self.report.as_ref().map(|r| r.role) {
+            Some(DnRole::Primary) => true,
+            Some(DnRole::Unknown) => match self.known_role {
+                Some(k) => k == DnRole::Primary,
+                None => self.instance == static_primary,
+            },
+            _ => false,
+        }
+    }
+
+    /// Bookkeeping of a new report: the known role, and whether it resolves an outstanding
+    /// promotion.
+    pub fn note_report(&mut self, r: &DnReport) {
+        if r.role != DnRole::Unknown {
+            self.known_role = Some(r.role);
+        }
+        let Some((_, sent)) = self.promotion else {
+            return;
+        };
+        let resolved = match r.role {
+            DnRole::Primary | DnRole::Down => true,
+            DnRole::Standby | DnRole::Pending => {
+                r.db_state != DbState::Unknown
+                    && self
+                        .restart
+                        .is_some_and(|s| s > sent && r.last_applied >= s)
+            }
+            DnRole::Unknown => false,
+        };
+        if resolved {
+            self.promotion = None;
+        }
+    }
+
     /// A standby or pending member that is heard from (Lock1 goes to these, §4.2).
     pub fn is_follower(&self, now: Instant, params: &Params) -> bool {
         matches!(self.role(now, params), DnRole::Standby | DnRole::Pending)
@@ -179,7 +233,12 @@ impl Member {
             CmsCommand::NotifyStandby { primary } | CmsCommand::Build { source: primary } => {
                 self.pointed = Some((*primary, stamp, now));
             }
-            CmsCommand::Failover { .. } => self.failovers_sent += 1,
+            CmsCommand::Failover { term } => {
+                self.failovers_sent += 1;
+                self.promotion = Some((*term, stamp));
+            }
+            CmsCommand::Switchover { term } => self.promotion = Some((*term, stamp)),
+            CmsCommand::Restart => self.restart = Some(stamp),
             _ => {}
         }
         self.last_cmd = Some(LastCommand {

@@ -164,6 +164,7 @@ impl GroupArbiter {
     /// Stores a member's report; counts a round unless arbitration is halted (§4.2).
     pub fn record_report(&mut self, idx: usize, report: DnReport, now: Instant, halted: bool) {
         let m = &mut self.members[idx];
+        m.note_report(&report);
         m.report = Some(report);
         m.receipt = now;
         if !halted {

@@ -27,11 +27,12 @@ pub struct SplitBrain {
 }
 
 impl GroupArbiter {
-    /// The silent old primary: its newest report said Primary and it has timed out.
-    fn silent_primary(&self, ctx: &Ctx<'_>) -> Option<usize> {
+    /// The silent old primary: it may be a primary (its newest report said Primary, or a
+    /// promotion sent to it is unresolved) and it has timed out.
+    fn silent_primary(&self, ctx: &Ctx<'_>, g: &GroupState) -> Option<usize> {
         (0..self.members.len()).find(|&i| {
             let m = &self.members[i];
-            m.last_said_primary() && m.timed_out(ctx.now, ctx.params)
+            m.may_be_primary(g.static_primary) && m.timed_out(ctx.now, ctx.params)
         })
     }
 
@@ -56,8 +57,8 @@ impl GroupArbiter {
     }
 
     /// Whether the failover path may go on (send Lock1). False while fresh evidence defers it.
-    pub(super) fn split_brain_gate(&mut self, ctx: &mut Ctx<'_>, _g: &GroupState) -> bool {
-        let Some(old) = self.silent_primary(ctx) else {
+    pub(super) fn split_brain_gate(&mut self, ctx: &mut Ctx<'_>, g: &GroupState) -> bool {
+        let Some(old) = self.silent_primary(ctx, g) else {
             self.split = None;
             return true;
         };

@@ -357,15 +357,6 @@ pub enum Change {
         /// The switchover (its `term` field is overwritten with the new term).
         switchover: PendingSwitchover,
     },
-    /// Gives the pending switchover of `expected_term` a fresh term (term := expected + 1): a
-    /// new leader cannot know whether its predecessor already sent `Switchover{expected}`, and
-    /// at most one Switchover/Failover goes out per (group, term) (§4.2, §13 S2).
-    RenewSwitchoverTerm {
-        /// The group.
-        group: GroupId,
-        /// The term of the pending switchover the proposer saw.
-        expected_term: Term,
-    },
     /// Ends the switchover of `term`; `promoted` moves the static primary to its target.
     EndSwitchover {
         /// The group.
@@ -394,6 +385,16 @@ pub enum Change {
         node: NodeId,
         /// Voter or not.
         voter: bool,
+    },
+    /// Gives the pending switchover of `expected_term` a fresh term (term := expected + 1): a
+    /// new leader cannot know whether its predecessor already sent `Switchover{expected}`, and
+    /// at most one Switchover/Failover goes out per (group, term) (§4.2, §13 S2). (Last, so
+    /// the encoding of the older variants is unchanged.)
+    RenewSwitchoverTerm {
+        /// The group.
+        group: GroupId,
+        /// The term of the pending switchover the proposer saw.
+        expected_term: Term,
     },
 }
 

@@ -97,10 +97,15 @@ impl Agent {
             self.durable_contact
                 .is_none_or(|d| a >= d + super::CONTACT_PERSIST_STEP)
         });
+        let role_changed = self
+            .insts
+            .values()
+            .any(|i| i.role_to_save() != i.saved_role);
         if self.batch.in_flight.is_some()
             || (self.batch.queued.is_empty()
                 && self.highest_qterm <= self.durable_qterm
-                && !contact_due)
+                && !contact_due
+                && !role_changed)
         {
             return;
         }
@@ -114,6 +119,7 @@ impl Agent {
                     let p = PersistedInstance {
                         term: i.accepted_term,
                         last_applied: i.accepted,
+                        role: i.role_to_save(),
                     };
                     (id, p)
                 })
@@ -148,8 +154,14 @@ impl Agent {
         if let Err(e) = w.result {
             tracing::error!(error = %e, dropped = batch.len(), "agent state write failed");
             // The contact is only a lower bound: an older one on disk fences earlier, never
-            // later. Retry it one step later instead of on every frame.
+            // later. Retry it one step later, and the role at its next change, instead of on
+            // every frame.
             self.durable_contact = snapshot.contact;
+            for (id, p) in &snapshot.instances {
+                if let Some(inst) = self.insts.get_mut(id) {
+                    inst.saved_role = p.role;
+                }
+            }
             self.roll_back_accepted();
             return;
         }
@@ -165,6 +177,7 @@ impl Agent {
                 );
                 inst.term = p.term;
                 inst.applied = p.last_applied;
+                inst.saved_role = p.role;
             }
         }
         for d in batch {
@@ -195,6 +208,13 @@ impl Agent {
         let Some(inst) = self.insts.get_mut(&id) else {
             return;
         };
+        if !matches!(
+            d.cmd,
+            CmsCommand::Failover { .. } | CmsCommand::Switchover { .. }
+        ) {
+            // A newer command supersedes a promotion still waiting for its term check.
+            inst.term_check = None;
+        }
         let action = match d.cmd {
             CmsCommand::Lock1 => {
                 inst.watch.prohibit = true;

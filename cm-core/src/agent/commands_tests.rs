@@ -8,7 +8,7 @@ fn stamp(q: u64, s: u64) -> CmdStamp {
     }
 }
 
-/// The agent's store after `boot` (whose answered report was sent at 0 ms).
+/// The agent's store after `boot(DnRole::Standby)` (whose answered report was sent at 0 ms).
 fn persisted(qterm: u64, term: u64, applied: CmdStamp) -> Vec<u8> {
     let mut p = Persisted {
         highest_quorum_term: QuorumTerm(qterm),
@@ -20,6 +20,7 @@ fn persisted(qterm: u64, term: u64, applied: CmdStamp) -> Vec<u8> {
         PersistedInstance {
             term: Term(term),
             last_applied: applied,
+            role: Some(DnRole::Standby),
         },
     );
     encode_persisted(&p).expect("encode")
@@ -388,4 +389,60 @@ fn fencing_kill_preempts_a_build_in_flight_and_the_start_waits_for_both() {
     let cmds = tick(&mut a, ms(2000));
     let cmds = a.step(ms(2010), sampled(sample_op(&cmds, DN), vec![]));
     assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+}
+
+/// Applies Failover{4} and returns the term-check nonce (one reply still missing).
+fn failover_waiting_for_its_term_check(a: &mut Agent) -> u64 {
+    let cmds = a.step(
+        ms(10),
+        command(CMS[0], 1, 1, CmsCommand::Failover { term: Term(4) }),
+    );
+    a.step(ms(20), write_ok(persist_token(&cmds)));
+    let nonce = a.insts[&DN].term_check.as_ref().expect("check").nonce;
+    let reply = from_cms(
+        CMS[2],
+        1,
+        Msg::TermCheckReply {
+            nonce,
+            highest: QuorumTerm(1),
+        },
+    );
+    assert_eq!(a.step(ms(30), reply), vec![]);
+    nonce
+}
+
+fn late_majority_reply(a: &mut Agent, nonce: u64) -> Vec<AgentCommand> {
+    let reply = from_cms(
+        CMS[1],
+        1,
+        Msg::TermCheckReply {
+            nonce,
+            highest: QuorumTerm(1),
+        },
+    );
+    a.step(ms(9_000), reply)
+}
+
+/// The CMS takes a kill (Restart) of a Failover target as proof it did not become primary
+/// and promotes another member; a term-check reply arriving afterwards must not promote the
+/// restarted DN (review of the "fencing comes first" change).
+#[test]
+fn a_kill_cancels_a_promotion_waiting_for_its_term_check() {
+    let mut a = boot(DnRole::Standby);
+    let nonce = failover_waiting_for_its_term_check(&mut a);
+    let cmds = a.step(ms(6_000), command(CMS[0], 1, 2, CmsCommand::Restart));
+    a.step(ms(6_010), write_ok(persist_token(&cmds)));
+    assert!(a.insts[&DN].term_check.is_none());
+    assert_eq!(late_majority_reply(&mut a, nonce), vec![]);
+}
+
+/// A newer command from the leader (here Lock1) supersedes a promotion still checking its term.
+#[test]
+fn a_newer_command_cancels_a_promotion_waiting_for_its_term_check() {
+    let mut a = boot(DnRole::Standby);
+    let nonce = failover_waiting_for_its_term_check(&mut a);
+    let cmds = a.step(ms(6_000), command(CMS[0], 1, 2, CmsCommand::Lock1));
+    let cmds = a.step(ms(6_010), write_ok(persist_token(&cmds)));
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::Lock1)]);
+    assert_eq!(late_majority_reply(&mut a, nonce), vec![]);
 }

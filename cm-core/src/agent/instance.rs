@@ -82,6 +82,9 @@ pub(super) struct Inst {
     pub(super) manually_stopped: bool,
     pub(super) watch: Watch,
     pub(super) term_check: Option<TermCheck>,
+    /// The role last written to the store: what a restarted agent knows of a DN whose status
+    /// it cannot read yet (§3: the last known role is reported with an unknown state).
+    pub(super) saved_role: Option<DnRole>,
     pub(super) last_promoted: Option<Term>,
     pub(super) next_phony: Instant,
     pub(super) phony_hits: u32,
@@ -124,6 +127,7 @@ impl Inst {
             manually_stopped: false,
             watch: Watch::default(),
             term_check: None,
+            saved_role: saved.role,
             last_promoted: None,
             next_phony: Instant::ZERO,
             phony_hits: 0,
@@ -161,8 +165,17 @@ impl Inst {
     }
 
     /// The last known role (kept while the process runs but its query fails, §3).
+    /// The role of the newest status read by this agent, else the persisted one.
     pub(super) fn known_role(&self) -> Option<DnRole> {
-        self.status.as_ref().map(|s| s.role)
+        self.status.as_ref().map(|s| s.role).or(self.saved_role)
+    }
+
+    /// The role to persist: the newest successfully read one, else what is on disk.
+    pub(super) fn role_to_save(&self) -> Option<DnRole> {
+        match &self.status {
+            Some(s) if self.query_ok => Some(s.role),
+            _ => self.saved_role,
+        }
     }
 
     /// A running primary not being killed: what the self-fence and the peer check guard.
@@ -196,7 +209,11 @@ impl Inst {
             }
             (Fence::None, true, Some(s)) if self.query_ok => (s.role, s.db_state, s.lock),
             (Fence::None, true, Some(s)) => (s.role, DbState::Unknown, LockState::Unknown),
-            (Fence::None, true, None) => (DnRole::Unknown, DbState::Unknown, LockState::Unknown),
+            (Fence::None, true, None) => (
+                self.saved_role.unwrap_or(DnRole::Unknown),
+                DbState::Unknown,
+                LockState::Unknown,
+            ),
         }
     }
 
@@ -327,6 +344,9 @@ impl Agent {
         };
         tracing::warn!(instance = %id, why, "killing the instance");
         inst.fence = Fence::Pending;
+        // A promotion waiting for its term check must not run on the restarted DN: the CMS
+        // takes the kill as proof that this member did not become primary.
+        inst.term_check = None;
         inst.forget_hangs();
         // A queued stop is superseded by the kill; a start is decided again once it is gone.
         inst.queued.retain(|&(_, k)| matches!(k, ActionKind::Other));

@@ -380,6 +380,53 @@ pub struct PersistedInstance {
     pub term: Term,
     /// The last command applied.
     pub last_applied: CmdStamp,
+    /// The role last read from the DN (written when it changes): a restarted agent reports it,
+    /// with an unknown state, until it can read the DN again (§3).
+    pub role: Option<DnRole>,
+}
+
+/// The store layout before `contact` and `role` existed, still read so that an upgraded agent
+/// keeps its terms and fencing quorum term.
+#[derive(Deserialize)]
+struct PersistedV1 {
+    highest_quorum_term: QuorumTerm,
+    instances: BTreeMap<InstanceId, PersistedInstanceV1>,
+}
+
+#[derive(Deserialize)]
+struct PersistedInstanceV1 {
+    term: Term,
+    last_applied: CmdStamp,
+}
+
+impl From<PersistedV1> for Persisted {
+    fn from(v: PersistedV1) -> Self {
+        Self {
+            highest_quorum_term: v.highest_quorum_term,
+            instances: v
+                .instances
+                .into_iter()
+                .map(|(id, i)| {
+                    let p = PersistedInstance {
+                        term: i.term,
+                        last_applied: i.last_applied,
+                        role: None,
+                    };
+                    (id, p)
+                })
+                .collect(),
+            contact: None,
+        }
+    }
+}
+
+/// Decodes the agent store, current layout first, then the previous one.
+fn decode_store(bytes: &[u8]) -> Result<Persisted, DecodeError> {
+    decode_persisted::<Persisted>(bytes).or_else(|e| {
+        decode_persisted::<PersistedV1>(bytes)
+            .map(Persisted::from)
+            .map_err(|_| e)
+    })
 }
 
 /// Why an agent could not be built.
@@ -489,7 +536,7 @@ impl Agent {
             return Err(AgentError::UnknownNode(node));
         }
         let persisted: Persisted = match restored {
-            Some(bytes) => decode_persisted(&bytes).map_err(AgentError::CorruptStore)?,
+            Some(bytes) => decode_store(&bytes).map_err(AgentError::CorruptStore)?,
             None => Persisted::default(),
         };
         let cms_nodes = config.cms_nodes();
@@ -626,8 +673,10 @@ impl Machine for Agent {
     fn step(&mut self, now: Instant, input: AgentInput) -> Vec<AgentCommand> {
         self.guard.observe(now);
         if self.started_at.is_none() {
+            // A contact from the future was written before a reboot restarted the clock.
             self.started_at = Some(now);
             self.inherited_contact = self.inherited_contact.filter(|c| *c <= now);
+            self.durable_contact = self.durable_contact.filter(|c| *c <= now);
         }
         let mut out = Vec::new();
         if self.exit_sent {

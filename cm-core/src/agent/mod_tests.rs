@@ -91,6 +91,7 @@ fn restored_store_gives_terms_stamps_and_the_fencing_term_back() {
         PersistedInstance {
             term: Term(3),
             last_applied: stamp,
+            role: None,
         },
     );
     let bytes = encode_persisted(&p).expect("encode");
@@ -389,4 +390,69 @@ proptest! {
             prop_assert!(a.next_deadline().is_some_and(|d| d > ms(now)));
         }
     }
+}
+
+/// §3 across an agent restart: the role last read from the DN is persisted, so a restarted
+/// agent whose status query fails reports it (with an unknown state) instead of Unknown —
+/// the CMS then treats a hung primary as it would with the old agent (no failover on that
+/// alone; swarm seeds 2254, 3167).
+#[test]
+fn a_restarted_agent_reports_the_persisted_role_while_the_dn_is_unreadable() {
+    let mut p = Persisted::default();
+    p.instances.insert(
+        DN,
+        PersistedInstance {
+            role: Some(DnRole::Primary),
+            ..PersistedInstance::default()
+        },
+    );
+    let bytes = encode_persisted(&p).expect("encode");
+    let mut a = Agent::new(&config(ONE_DN), ME, 0, Some(bytes)).expect("agent");
+    let cmds = a.step(ms(0), AgentInput::Tick);
+    a.step(
+        ms(0),
+        sampled(sample_op(&cmds, DN), vec![ProcState::Stopped]),
+    );
+    a.step(
+        ms(0),
+        queried(query_op(&cmds, DN), Err("timeout expired".into())),
+    );
+    let r = a.insts[&DN].report(ms(0));
+    assert_eq!((r.role, r.db_state), (DnRole::Primary, DbState::Unknown));
+}
+
+/// A store written before `contact` and `role` existed still restores terms and stamps.
+#[test]
+fn a_store_of_the_previous_layout_is_read() {
+    #[derive(serde::Serialize)]
+    struct OldInstance {
+        term: Term,
+        last_applied: CmdStamp,
+    }
+    #[derive(serde::Serialize)]
+    struct Old {
+        highest_quorum_term: QuorumTerm,
+        instances: BTreeMap<InstanceId, OldInstance>,
+    }
+    let stamp = CmdStamp {
+        quorum_term: QuorumTerm(4),
+        seq: CmdSeq(9),
+    };
+    let mut old = Old {
+        highest_quorum_term: QuorumTerm(5),
+        instances: Default::default(),
+    };
+    old.instances.insert(
+        DN,
+        OldInstance {
+            term: Term(3),
+            last_applied: stamp,
+        },
+    );
+    let bytes = encode_persisted(&old).expect("encode");
+    let a = Agent::new(&config(ONE_DN), ME, 0, Some(bytes)).expect("agent");
+    let st = a.status();
+    assert_eq!(st.highest_quorum_term, QuorumTerm(5));
+    assert_eq!(st.instances[0].term, Term(3));
+    assert_eq!(st.instances[0].last_applied, stamp);
 }

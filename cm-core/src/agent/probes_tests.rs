@@ -1,4 +1,5 @@
 use crate::agent::testkit::*;
+use crate::codec::decode_persisted;
 
 fn only_kills(cmds: &[AgentCommand]) -> Vec<AgentCommand> {
     cmds.iter()
@@ -452,7 +453,7 @@ fn the_answered_send_time_is_persisted_once_a_second_at_most() {
         cmds.iter()
             .filter_map(|c| match c {
                 AgentCommand::PersistState(p) => {
-                    let s: Persisted = crate::codec::decode_persisted(&p.bytes).expect("decode");
+                    let s: Persisted = decode_persisted(&p.bytes).expect("decode");
                     Some(s.contact)
                 }
                 _ => None,

@@ -138,7 +138,7 @@ impl Leader {
         self.last_report.clear();
         self.out.start_term(quorum_term);
         for arb in self.core.groups.values_mut() {
-            arb.reset(now);
+            arb.reset(now, state.committed().groups.get(&arb.id));
         }
         self.core.switchovers.reset();
         self.core.waits.clear();
@@ -160,7 +160,7 @@ impl Leader {
         self.elected = false;
         let last = self.guard.last();
         for arb in self.core.groups.values_mut() {
-            arb.reset(last);
+            arb.reset(last, None);
         }
         self.core.read_only.on_deposed();
         self.core.switchovers.reset();

@@ -187,10 +187,13 @@ impl Switchovers {
         };
         let target = &arb.members[t];
         let ready = !target.timed_out(ctx.now, ctx.params)
-            && target
-                .report
-                .as_ref()
-                .is_some_and(|r| r.role == DnRole::Standby && (sw.fast || r.position >= final_pos));
+            && target.report.as_ref().is_some_and(|r| {
+                // Normal, not Promoting: a new leader must not renew the term while an
+                // inherited Switchover is still being carried out.
+                r.role == DnRole::Standby
+                    && r.db_state == DbState::Normal
+                    && (sw.fast || r.position >= final_pos)
+            });
         if ready && !prog.owned {
             if !prog.renew_proposed {
                 prog.renew_proposed = true;

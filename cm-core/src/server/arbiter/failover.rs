@@ -16,6 +16,7 @@ impl GroupArbiter {
     /// The group has no valid primary: lock the followers and, once every condition holds,
     /// propose the promotion.
     pub(super) fn fail_over(&mut self, ctx: &mut Ctx<'_>, g: &GroupState) {
+        self.fence_unknown_static_primary(ctx, g);
         if !self.split_brain_gate(ctx, g) {
             return;
         }
@@ -162,6 +163,25 @@ impl GroupArbiter {
             {
                 m.send_unless_recent(ctx.out, ctx.now, CmsCommand::Restart, resend);
             }
+        }
+    }
+
+    /// The static primary's agent reports a running DN whose role it has never known (a
+    /// fresh store, status unreadable) for `instance_heartbeat_timeout`: it may be serving,
+    /// so it blocks every promotion (fencing comes first), and without phony-dead hits nothing
+    /// would ever resolve it — fence it; it comes back pending and can win its role back.
+    fn fence_unknown_static_primary(&mut self, ctx: &mut Ctx<'_>, g: &GroupState) {
+        let resend = ctx.resend_interval();
+        let hb = ctx.params.instance_heartbeat_timeout();
+        let Some(i) = self.index_of(g.static_primary) else {
+            return;
+        };
+        let m = &mut self.members[i];
+        let long_unknown = m.known_role.is_none()
+            && m.unknown_since
+                .is_some_and(|since| ctx.now.saturating_since(since) >= hb);
+        if long_unknown && !m.timed_out(ctx.now, ctx.params) {
+            m.send_unless_recent(ctx.out, ctx.now, CmsCommand::Restart, resend);
         }
     }
 

@@ -453,3 +453,68 @@ fn a_failover_is_not_resent_while_the_member_could_still_be_promoting() {
     let sent = failovers_after_node_crash(Some(0));
     assert_eq!(sent.len(), 1, "{sent:?}");
 }
+
+fn reelect(h: &mut H, qterm: u64) {
+    let out = h
+        .leader
+        .on_elected(h.now, h.wall, crate::ids::QuorumTerm(qterm), &mut h.state);
+    assert_eq!(out, vec![]);
+}
+
+/// A committed Promote whose member never answered (no timeline recorded for the group's
+/// term) may still complete under the next leader: while that member reports Promoting, no
+/// other member is promoted and it is not killed.
+#[test]
+fn a_new_leader_waits_for_an_inherited_promotion_in_progress() {
+    let mut h = primary_killed(4);
+    h.group_mut().term = Term(2);
+    h.group_mut().static_primary = InstanceId(6002);
+    reelect(&mut h, 2);
+    let mut out = Vec::new();
+    for _ in 0..20 {
+        let rs = [
+            dn(2)
+                .db(crate::dn::DbState::Promoting)
+                .lock(LockState::Unknown),
+            h.locked(3),
+            h.locked(4),
+        ];
+        out.extend(cmds(&round(&mut h, &rs)));
+        out.extend(cmds(&h.commit()));
+    }
+    assert!(
+        !out.iter()
+            .any(|(_, c)| matches!(c, CmsCommand::Failover { .. } | CmsCommand::Restart)),
+        "{out:?}"
+    );
+    assert_eq!(promotes(&h), vec![]);
+}
+
+/// The static primary's agent (fresh store) reports a running DN whose role it never knew:
+/// it may be serving, so nobody else is promoted; after `instance_heartbeat_timeout` (6 s)
+/// of that it is fenced so the group can move on.
+#[test]
+fn a_static_primary_of_unknown_role_is_fenced_after_the_heartbeat_timeout() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    reelect(&mut h, 2);
+    let mut unknown = dn(1);
+    unknown.0.role = crate::dn::DnRole::Unknown;
+    unknown.0.db_state = crate::dn::DbState::Unknown;
+    let mut restart_at = None;
+    for s in 1..=8 {
+        let rs = [unknown.clone(), dn(2), dn(3)];
+        h.advance_ms(1000);
+        let mut out = Vec::new();
+        for r in rs {
+            out.extend(cmds(&h.report(r)));
+        }
+        if out.contains(&(6001, CmsCommand::Restart)) {
+            restart_at = Some(s);
+            break;
+        }
+    }
+    // Its first Unknown report arrived at 1 s: fenced 6 s later.
+    assert_eq!(restart_at, Some(7));
+    assert_eq!(promotes(&h), vec![]);
+}

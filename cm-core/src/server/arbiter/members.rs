@@ -64,6 +64,9 @@ pub struct Member {
     pub promotion: Option<(Term, CmdStamp)>,
     /// Stamp of the latest Restart sent to it.
     pub restart: Option<CmdStamp>,
+    /// Since when its reports say a running DN whose role its agent does not know (none
+    /// persisted either): the receipt of the first such report in a row.
+    pub unknown_since: Option<Instant>,
 }
 
 impl Member {
@@ -92,6 +95,7 @@ impl Member {
             known_role: None,
             promotion: None,
             restart: None,
+            unknown_since: None,
         }
     }
 
@@ -156,7 +160,12 @@ impl Member {
     /// does not know (a restarted agent, a kill in progress) and the last role known of it was
     /// Primary — or, with nothing known under this leadership, it is the static primary.
     pub fn may_be_primary(&self, static_primary: InstanceId) -> bool {
-        if self.promotion.is_some() {
+        if self.promotion.is_some()
+            || self
+                .report
+                .as_ref()
+                .is_some_and(|r| r.db_state == DbState::Promoting)
+        {
             return true;
         }
         match self.report.as_ref().map(|r| r.role) {
@@ -171,15 +180,21 @@ impl Member {
 
     /// Bookkeeping of a new report: the known role, and whether it resolves an outstanding
     /// promotion.
-    pub fn note_report(&mut self, r: &DnReport) {
-        if r.role != DnRole::Unknown {
+    pub fn note_report(&mut self, r: &DnReport, now: Instant) {
+        if r.role == DnRole::Unknown {
+            self.unknown_since.get_or_insert(now);
+        } else {
             self.known_role = Some(r.role);
+            self.unknown_since = None;
         }
         let Some((_, sent)) = self.promotion else {
             return;
         };
         let resolved = match r.role {
-            DnRole::Primary | DnRole::Down => true,
+            DnRole::Primary => true,
+            // No process after it took the command: a Down report from before it could be
+            // followed by a restart as pending and the delayed promotion.
+            DnRole::Down => r.last_applied >= sent,
             DnRole::Standby | DnRole::Pending => {
                 r.db_state != DbState::Unknown
                     && self

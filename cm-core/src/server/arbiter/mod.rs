@@ -137,10 +137,21 @@ impl GroupArbiter {
     }
 
     /// Forgets everything learned under a previous leadership (§8: the election time becomes
-    /// every agent's newest receipt).
-    pub fn reset(&mut self, now: Instant) {
+    /// every agent's newest receipt). A committed promotion nobody answered yet (the group's
+    /// term has no recorded timeline) may still complete: its member, the static primary,
+    /// counts as promoting until it reports Primary or is fenced.
+    pub fn reset(&mut self, now: Instant, committed: Option<&GroupState>) {
         for m in &mut self.members {
             m.reset(now);
+        }
+        if let Some(g) = committed
+            && g.term > Term(0)
+            && !g.timelines.contains_key(&g.term)
+            && let Some(i) = self.index_of(g.static_primary)
+        {
+            self.members[i].promotion = Some((g.term, crate::ids::CmdStamp::default()));
+            // Give it the time a fresh Failover gets before it counts as failed.
+            self.awaiting = Some((g.term, g.static_primary, now));
         }
         self.pending_promote = None;
         self.awaiting = None;
@@ -164,7 +175,7 @@ impl GroupArbiter {
     /// Stores a member's report; counts a round unless arbitration is halted (§4.2).
     pub fn record_report(&mut self, idx: usize, report: DnReport, now: Instant, halted: bool) {
         let m = &mut self.members[idx];
-        m.note_report(&report);
+        m.note_report(&report, now);
         m.report = Some(report);
         m.receipt = now;
         if !halted {

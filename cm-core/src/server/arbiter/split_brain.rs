@@ -29,11 +29,20 @@ pub struct SplitBrain {
 impl GroupArbiter {
     /// The silent old primary: it may be a primary (its newest report said Primary, or a
     /// promotion sent to it is unresolved) and it has timed out.
+    /// Among several, the one standbys still stream from (a dead or stale one earlier in
+    /// config order must not hide the live one's evidence), else the first.
     fn silent_primary(&self, ctx: &Ctx<'_>, g: &GroupState) -> Option<usize> {
-        (0..self.members.len()).find(|&i| {
-            let m = &self.members[i];
-            m.may_be_primary(g.static_primary) && m.timed_out(ctx.now, ctx.params)
-        })
+        let silent: Vec<usize> = (0..self.members.len())
+            .filter(|&i| {
+                let m = &self.members[i];
+                m.may_be_primary(g.static_primary) && m.timed_out(ctx.now, ctx.params)
+            })
+            .collect();
+        silent
+            .iter()
+            .copied()
+            .find(|&i| self.streaming_evidence(ctx, i).1)
+            .or(silent.first().copied())
     }
 
     /// The newest message any standby received from member `old` after its agent went silent,

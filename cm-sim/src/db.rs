@@ -391,6 +391,15 @@ impl Databases {
             return Err(format!("instance {id} restarted meanwhile"));
         }
         if inst.running && inst.proc_state != ProcState::Running {
+            // The driver's action failed (its SQL session timed out): a state that lasts only
+            // while the action runs ends with it, as cm-io reports Promoting/Demoting only
+            // while its action is busy. Left set, a promotion that hit a hung standby made it
+            // report Promoting for good and the CMS waited on it forever (swarm seed 5623).
+            if matches!(action, DnAction::Promote { .. } | DnAction::Demote)
+                && matches!(inst.db_state, DbState::Promoting | DbState::Demoting)
+            {
+                inst.db_state = DbState::Normal;
+            }
             return Err(format!("instance {id} does not respond"));
         }
         match action {

@@ -253,3 +253,21 @@ fn a_start_waits_for_a_rebuild_which_ends_started() {
     let s = dbs.get(S2).expect("s2");
     assert!(s.running && s.role == DnRole::Standby && s.upstream_setting == Some(P));
 }
+
+#[test]
+fn a_promotion_that_fails_on_a_hung_standby_stops_reporting_promoting() {
+    // Swarm seed 5623: the Failover target hung (state D) between the begin and the end of
+    // its promotion; it then reported Promoting for good and the CMS, rightly waiting for a
+    // promotion in progress, never chose another candidate. cm-io reports Promoting only
+    // while its promote action runs, and that action fails on a hung instance.
+    let (mut dbs, now, mut rng) = running_group();
+    let a = DnAction::Promote { term: Term(2) };
+    let b = dbs.begin(S1, &a, &mut rng).expect("begins");
+    assert_eq!(dbs.get(S1).map(|s| s.db_state), Some(DbState::Promoting));
+    if let Some(s) = dbs.instances.get_mut(&S1) {
+        s.proc_state = ProcState::DiskSleep;
+    }
+    assert!(dbs.finish(now + b.after, S1, &a, b.incarnation).is_err());
+    let s = dbs.get(S1).expect("s1");
+    assert_eq!((s.role, s.db_state), (DnRole::Standby, DbState::Normal));
+}

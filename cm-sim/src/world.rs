@@ -519,6 +519,9 @@ impl World {
             };
             self.queue.push_after(Duration::from_secs(1), ev);
         }
+        if up && ep.role == Role::Monitor {
+            self.schedule_cron(ep.node, boot);
+        }
         if let (true, Some((role, inc))) = (up, parent) {
             let abnormal = self.exiting != Some(ep);
             let input = SimInput::ChildExited {
@@ -535,6 +538,29 @@ impl World {
         for peer in self.net.close_all_of(ep) {
             self.notify_closed(peer, ep, close_after);
         }
+    }
+
+    /// The cron line of SPEC §1 keeps om_monitor alive: it checks at second 0 of every minute
+    /// of the host's clock, so a dead om_monitor is back within 60 s. Without it a killed
+    /// om_monitor stayed dead for the rest of the run, and with it every daemon it supervises
+    /// (a later-killed cm_agent, the cm_server that agent restarts): the liveness phase
+    /// could then never converge although SPEC §13 heals "all processes".
+    fn schedule_cron(&mut self, node: NodeId, boot: u64) {
+        let now = self.now();
+        let Some(h) = self.hosts.get(&node) else {
+            return;
+        };
+        let wall = h.clock.wall_ms(now);
+        let local_wait_ms = 60_000 - wall % 60_000;
+        let wait = Duration::from_secs_f64(local_wait_ms as f64 / 1000.0 / (1.0 + h.clock.drift));
+        let ev = Event::Spawn {
+            node,
+            role: Role::Monitor,
+            normal: false,
+            boot,
+            parent: None,
+        };
+        self.queue.push_after(wait, ev);
     }
 
     pub(crate) fn notify_closed(&mut self, who: Endpoint, peer: Endpoint, after: Duration) {

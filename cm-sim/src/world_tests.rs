@@ -331,3 +331,31 @@ fn a_frozen_host_does_not_step_and_catches_up_on_thaw() {
         w.checker.violations
     );
 }
+
+#[test]
+fn cron_restarts_a_killed_om_monitor_at_second_0_of_the_next_minute() {
+    // SPEC §1: the cron line checks at second 0 of every minute. Without it a killed
+    // om_monitor never came back, nor did a cm_agent killed after it (swarm seeds 2530, 3320,
+    // 3424, 4859, 5213, 5259, 6805, 8758 could not converge after healing).
+    let kill = FaultAction::KillProcess {
+        node: NodeId(1),
+        role: crate::scenario::RoleName::Monitor,
+    };
+    let mut s = scenario(vec![Fault {
+        at: Duration::from_secs(10),
+        action: kill,
+    }]);
+    s.duration = Duration::from_secs(75);
+    let mut w = World::new(s, 3, Box::new(crate::adapters::Machines));
+    let monitor_up = |w: &World| w.hosts[&NodeId(1)].procs.contains_key(&Role::Monitor);
+    w.run_until(Instant::ZERO + Duration::from_secs(11), &mut |_| false);
+    assert!(!monitor_up(&w), "killed at 10 s");
+    let restarted = w.run_until(Instant::ZERO + Duration::from_secs(75), &mut |w| {
+        w.hosts[&NodeId(1)].procs.contains_key(&Role::Monitor)
+    });
+    assert!(restarted, "back within 60 s of the kill");
+    let at = w.now();
+    let wall = w.hosts[&NodeId(1)].clock.wall_ms(at);
+    assert!(wall % 60_000 <= 1, "started at second 0 (wall {wall} ms)");
+    assert!(at < Instant::ZERO + Duration::from_secs(70));
+}

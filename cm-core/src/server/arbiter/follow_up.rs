@@ -65,6 +65,10 @@ impl GroupArbiter {
     /// another instance), and also when it follows normally but streams from no one or from
     /// another instance and no command pointing it at this primary has been applied: its
     /// upstream setting is then stale (an old primary's), and nothing else would ever move it.
+    /// "Applied" only means the agent made the command durable, not that the DN took it (a
+    /// Lock2 on a hung DN fails): an applied command that has not produced a stream from the
+    /// primary within `instance_heartbeat_timeout` of its send is sent again (swarm seeds 7506,
+    /// 8885: a standby hung while Lock2 arrived stayed on the old upstream for good).
     fn repoint(
         &self,
         ctx: &Ctx<'_>,
@@ -87,7 +91,11 @@ impl GroupArbiter {
                 let streams = r.upstream.is_some_and(|u| u.instance == primary);
                 let m = &self.members[i];
                 let pointed = m.pointed_at(primary, r, ctx.now, ctx.resend_interval());
-                (!streams && !pointed).then_some(follow)
+                let hb = ctx.params.instance_heartbeat_timeout();
+                let unanswered = m
+                    .pointed
+                    .is_some_and(|(_, _, at)| ctx.now.saturating_since(at) >= hb);
+                (!streams && (!pointed || unanswered)).then_some(follow)
             }
             _ => None,
         }

@@ -129,3 +129,24 @@ fn a_standby_streaming_from_the_primary_gets_nothing() {
     let out = h.report(dn(1).pos(2, 5).hist(h2).upstream(2, 10));
     assert_eq!(cmds(&out), vec![]);
 }
+
+#[test]
+fn an_applied_repoint_that_never_streams_is_sent_again_after_the_heartbeat_timeout() {
+    // Swarm seeds 7506, 8885: the standby was hung (state Z/D) when Lock2 arrived; its agent
+    // made the command durable (applied) but the DN never took it, so it kept no upstream and
+    // lock None. Trusting "applied" forever left it not streaming for good.
+    let (mut h, h2) = promoted();
+    let p = dn(2).primary(2).pos(2, 10).hist(h2);
+    let hung = dn(3).pos(1, 90).applied(1); // applied, lock None, no stream
+    let out = h.reports(vec![p.clone(), dn(3).pos(1, 90)]);
+    assert_eq!(cmds(&out), vec![(6003, CmsCommand::Lock2 { primary: P })]);
+    h.advance_ms(3000);
+    assert_eq!(cmds(&h.reports(vec![p.clone(), hung.clone()])), vec![]);
+    h.advance_ms(2999);
+    assert_eq!(cmds(&h.reports(vec![p.clone(), hung.clone()])), vec![]);
+    h.advance_ms(1);
+    assert_eq!(
+        cmds(&h.reports(vec![p, hung])),
+        vec![(6003, CmsCommand::Lock2 { primary: P })]
+    );
+}

@@ -7,7 +7,9 @@
 //! a restarted agent reported its hung primary's role as Unknown and the group failed over
 //! while the primary could resume (S4); 6074, 6261: a Failover target that went silent or
 //! hung mid-promotion was passed over without fencing (S4); 8460: an agent restarted during
-//! the split-brain wait counted its self-fence from its own start (S4).
+//! the split-brain wait counted its self-fence from its own start (S4); 5834: an agent
+//! restarted (by cron's new om_monitor) beside a primary hung in state D did not know it was
+//! a primary and never fenced it (S4; the agent now persists each DN's last read role).
 
 use cm_sim::adapters::Machines;
 use cm_sim::run::{RunOptions, run};

@@ -266,13 +266,17 @@ impl Supervised {
 
     /// Whether the process still runs (a zombie or a recycled pid counts as exited).
     pub fn is_alive(&self) -> bool {
-        if let Some(slot) = &self.exit {
-            return slot
+        if let Some(slot) = &self.exit
+            && slot
                 .status
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .is_none();
+                .is_some()
+        {
+            return false;
         }
+        // A child not reaped yet is checked like any process: a zombie (killed by another
+        // process, its exit not yet collected by our reaper thread) is not alive.
         match procfs::process::Process::new(self.pid).and_then(|p| p.stat()) {
             Ok(stat) => {
                 stat.starttime == self.start_ticks && proc_state_of(stat.state) != ProcState::Zombie

@@ -134,12 +134,7 @@ impl ClusterState {
                 static_primary,
             } => {
                 let g = self.group_mut(*group)?;
-                if g.term != *expected_term {
-                    return Err(Conflict::TermMoved {
-                        expected: *expected_term,
-                        actual: g.term,
-                    });
-                }
+                expect_term(g, *expected_term)?;
                 g.term = expected_term.next();
                 g.static_primary = *static_primary;
                 Ok(())
@@ -150,12 +145,7 @@ impl ClusterState {
                 instance,
             } => {
                 let g = self.group_mut(*group)?;
-                if g.term != *expected_term {
-                    return Err(Conflict::TermMoved {
-                        expected: *expected_term,
-                        actual: g.term,
-                    });
-                }
+                expect_term(g, *expected_term)?;
                 g.static_primary = *instance;
                 Ok(())
             }
@@ -213,12 +203,7 @@ impl ClusterState {
                 switchover,
             } => {
                 let g = self.group_mut(*group)?;
-                if g.term != *expected_term {
-                    return Err(Conflict::TermMoved {
-                        expected: *expected_term,
-                        actual: g.term,
-                    });
-                }
+                expect_term(g, *expected_term)?;
                 if g.switchover.is_some() {
                     return Err(Conflict::Busy);
                 }
@@ -234,12 +219,7 @@ impl ClusterState {
                 expected_term,
             } => {
                 let g = self.group_mut(*group)?;
-                if g.term != *expected_term {
-                    return Err(Conflict::TermMoved {
-                        expected: *expected_term,
-                        actual: g.term,
-                    });
-                }
+                expect_term(g, *expected_term)?;
                 let next = expected_term.next();
                 match &mut g.switchover {
                     Some(s) if s.term == *expected_term => s.term = next,
@@ -534,6 +514,18 @@ impl ReplicatedState for InMemoryState {
 
     fn take_outcomes(&mut self) -> Vec<Outcome> {
         std::mem::take(&mut self.outcomes)
+    }
+}
+
+/// The compare-and-set of term-changing changes: the group's term must still be `expected`.
+fn expect_term(g: &GroupState, expected: Term) -> Result<(), Conflict> {
+    if g.term == expected {
+        Ok(())
+    } else {
+        Err(Conflict::TermMoved {
+            expected,
+            actual: g.term,
+        })
     }
 }
 

@@ -269,6 +269,25 @@ pub fn scenario(seed: u64) -> Scenario {
     }
 }
 
+/// Runs the swarm scenario of every seed with the real cm-core machines and describes each
+/// run that broke an invariant or missed an expectation, with the command that reproduces it
+/// (for regression tests of seeds that once failed).
+pub fn failures(seeds: impl IntoIterator<Item = u64>) -> Vec<String> {
+    seeds
+        .into_iter()
+        .filter_map(|seed| {
+            let r = crate::run::run(
+                &scenario(seed),
+                "swarm",
+                seed,
+                Box::new(crate::adapters::Machines),
+                crate::run::RunOptions::default(),
+            );
+            (!r.ok()).then(|| format!("{:?} {:?} — {}", r.violations, r.misses, r.repro()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

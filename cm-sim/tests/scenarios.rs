@@ -126,12 +126,6 @@ fn long_swarm_sweep() {
     if !std::env::var("CM_LONG_TESTS").is_ok_and(|v| v == "1") {
         return;
     }
-    let failed: Vec<String> = (0..200u64)
-        .filter_map(|seed| {
-            let s = cm_sim::swarm::scenario(seed);
-            let r = run(&s, "swarm", seed, Box::new(Machines), RunOptions::default());
-            (!r.ok()).then(|| format!("{:?} {:?} — {}", r.violations, r.misses, r.repro()))
-        })
-        .collect();
+    let failed = cm_sim::swarm::failures(0..200);
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

@@ -13,34 +13,6 @@ use cm_core::state::{Change, ReplicatedState};
 use cm_core::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 
-const CONFIG: &str = r#"
-name = "bench"
-[[node]]
-id = 1
-name = "n1"
-address = "10.0.0.1"
-az = "AZ1"
-state_dir = "/s/1"
-monitor_port = 17001
-cms_port = 17101
-[[node]]
-id = 2
-name = "n2"
-address = "10.0.0.2"
-az = "AZ1"
-state_dir = "/s/2"
-monitor_port = 17001
-cms_port = 17101
-[[node]]
-id = 3
-name = "n3"
-address = "10.0.0.3"
-az = "AZ1"
-state_dir = "/s/3"
-monitor_port = 17001
-cms_port = 17101
-"#;
-
 struct Net {
     nodes: Vec<Quorum>,
     now: Instant,
@@ -49,7 +21,7 @@ struct Net {
 
 impl Net {
     fn new() -> Self {
-        let cfg = ClusterConfig::from_toml_str(CONFIG).expect("config");
+        let cfg = ClusterConfig::from_toml_str(cm_core::config::EXAMPLE_CONFIG).expect("config");
         let nodes = (1..=3)
             .map(|n| Quorum::new(&cfg, NodeId(n), n.into(), None).expect("member"))
             .collect();

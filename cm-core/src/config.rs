@@ -434,6 +434,66 @@ impl Validator {
     }
 }
 
+/// A small valid cluster: three nodes (n1, n2 in AZ1; n3 in AZ2), a CMS on each, one group of
+/// instances 6001 (primary at install), 6002 and 6003. For examples, tests, benchmarks and
+/// fuzzing — one fixture instead of a copy per crate.
+pub const EXAMPLE_CONFIG: &str = r#"
+name = "demo"
+
+[[az]]
+name = "AZ1"
+priority = 1
+
+[[az]]
+name = "AZ2"
+priority = 2
+
+[[node]]
+id = 1
+name = "n1"
+address = "127.0.0.1"
+az = "AZ1"
+state_dir = "/tmp/cm/n1"
+monitor_port = 17001
+cms_port = 17101
+
+[[node]]
+id = 2
+name = "n2"
+address = "127.0.0.2"
+az = "AZ1"
+state_dir = "/tmp/cm/n2"
+monitor_port = 17001
+cms_port = 17101
+
+[[node]]
+id = 3
+name = "n3"
+address = "127.0.0.3"
+az = "AZ2"
+state_dir = "/tmp/cm/n3"
+monitor_port = 17001
+cms_port = 17101
+
+[[group]]
+id = 1
+[[group.member]]
+instance = 6001
+node = 1
+data_dir = "/tmp/pg/dn1"
+port = 5432
+[[group.member]]
+instance = 6002
+node = 2
+data_dir = "/tmp/pg/dn2"
+port = 5432
+[[group.member]]
+instance = 6003
+node = 3
+data_dir = "/tmp/pg/dn3"
+port = 5432
+"#;
+
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;

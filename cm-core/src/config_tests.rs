@@ -1,6 +1,6 @@
 use super::*;
 
-use crate::testkit::THREE_NODES;
+use crate::config::EXAMPLE_CONFIG as THREE_NODES;
 
 #[test]
 fn a_good_config_parses_with_defaults() {

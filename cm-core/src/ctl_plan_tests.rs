@@ -4,7 +4,7 @@ use crate::flags::FlagSet;
 use crate::ids::{GroupId, Position, QuorumTerm, Term};
 
 fn config() -> ClusterConfig {
-    ClusterConfig::from_toml_str(crate::testkit::THREE_NODES).unwrap()
+    ClusterConfig::from_toml_str(crate::config::EXAMPLE_CONFIG).unwrap()
 }
 
 fn ok_status(n: u32) -> (NodeId, Result<MonitorReply, String>) {

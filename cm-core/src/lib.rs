@@ -118,8 +118,5 @@ pub mod server;
 pub mod state;
 pub mod time;
 
-#[cfg(test)]
-pub(crate) mod testkit;
-
 pub use ids::*;
 pub use time::Instant;

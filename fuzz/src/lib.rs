@@ -49,8 +49,7 @@ pub fn ctl_request(data: &[u8]) {
         let mut argv = vec!["cm_ctl"];
         argv.extend(text.split_whitespace());
         if let Ok(cli) = cm_daemons::ctl_cli::Cli::try_parse_from(argv) {
-            let cfg = ClusterConfig::from_toml_str(SAMPLE_CONFIG).expect("sample config");
-            let _ = cm_daemons::ctl_cli::operation(&cfg, &cli.command);
+            let _ = cm_daemons::ctl_cli::operation(sample_config(), &cli.command);
         }
     }
     if let Ok(Envelope {
@@ -69,47 +68,4 @@ pub fn sample_config() -> &'static ClusterConfig {
 }
 
 /// A small valid cluster config used by targets that need one.
-pub const SAMPLE_CONFIG: &str = r#"
-name = "fuzz"
-[[node]]
-id = 1
-name = "n1"
-address = "127.0.0.1"
-az = "AZ1"
-state_dir = "/tmp/fuzz/n1"
-monitor_port = 17001
-cms_port = 17101
-[[node]]
-id = 2
-name = "n2"
-address = "127.0.0.2"
-az = "AZ1"
-state_dir = "/tmp/fuzz/n2"
-monitor_port = 17001
-cms_port = 17101
-[[node]]
-id = 3
-name = "n3"
-address = "127.0.0.3"
-az = "AZ2"
-state_dir = "/tmp/fuzz/n3"
-monitor_port = 17001
-cms_port = 17101
-[[group]]
-id = 1
-[[group.member]]
-instance = 6001
-node = 1
-data_dir = "/data/dn1"
-port = 5432
-[[group.member]]
-instance = 6002
-node = 2
-data_dir = "/data/dn2"
-port = 5432
-[[group.member]]
-instance = 6003
-node = 3
-data_dir = "/data/dn3"
-port = 5432
-"#;
+pub const SAMPLE_CONFIG: &str = cm_core::config::EXAMPLE_CONFIG;

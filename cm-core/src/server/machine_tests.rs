@@ -1,7 +1,7 @@
 use super::*;
+use crate::config::EXAMPLE_CONFIG as THREE_NODES;
 use crate::dn::DnReport;
 use crate::ids::{QuorumTerm, ReportSeq};
-use crate::testkit::THREE_NODES;
 
 fn config(cms_nodes: usize) -> ClusterConfig {
     let mut text = THREE_NODES.to_owned();

@@ -113,6 +113,7 @@ pub mod io;
 pub mod monitor;
 pub mod msg;
 pub mod params;
+pub mod quorum_math;
 pub mod rng;
 pub mod server;
 pub mod state;

@@ -99,6 +99,10 @@ pub enum Msg {
         nonce: u64,
         /// The highest term known.
         highest: QuorumTerm,
+        /// The weight this CMS's confirmation carries (§4.1, [`crate::quorum_math`]): 0 for a
+        /// non-voter, its configured weight for a voter, the whole total for a node that is a
+        /// quorum alone by the gateway rule of §5.4.
+        weight: u32,
     },
     /// CMS ↔ CMS: the quorum protocol.
     Quorum(QuorumMsg),

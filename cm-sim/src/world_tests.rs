@@ -125,6 +125,7 @@ impl SimDaemon for ToyServer {
                     msg: Msg::TermCheckReply {
                         nonce,
                         highest: QuorumTerm(1),
+                        weight: 1,
                     },
                 };
                 vec![EnvOp::Net(NetCommand::Send { envelope: reply })]

@@ -222,7 +222,7 @@ impl Driver {
                 let from = cms_node(b);
                 let nonce = b.pick(&self.nonces).unwrap_or_else(|| u64::from(b.u8()));
                 let highest = QuorumTerm(u64::from(b.small(4)));
-                frame(from, b.small(4), Msg::TermCheckReply { nonce, highest })
+                frame(from, b.small(4), Msg::TermCheckReply { nonce, highest, weight: u32::from(b.small(4)) })
             }
             _ => self.answer(kind % 19, b),
         })

@@ -147,8 +147,12 @@ impl Agent {
                 }
             },
             Msg::Command(cmd) => self.on_command(from, qterm, cmd),
-            Msg::TermCheckReply { nonce, highest } => {
-                self.on_term_check_reply(from, nonce, highest, qterm, out);
+            Msg::TermCheckReply {
+                nonce,
+                highest,
+                weight,
+            } => {
+                self.on_term_check_reply(from, nonce, highest, weight, qterm, out);
             }
             _ => {}
         }

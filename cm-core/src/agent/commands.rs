@@ -2,7 +2,7 @@
 //! fencing, stamp ordering), persistence before execution, execution into DN actions, and the
 //! term check that must pass before a Failover/Switchover promotes.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use super::{Agent, AgentCommand, Persisted, PersistedInstance};
 use crate::codec::encode_persisted;
@@ -10,6 +10,7 @@ use crate::dn::DnAction;
 use crate::ids::{CmdStamp, InstanceId, NodeId, QuorumTerm, Term, WriteToken};
 use crate::io::{PersistState, WriteCompleted};
 use crate::msg::{CmsCommand, Msg, SequencedCommand};
+use crate::quorum_math;
 use crate::time::Instant;
 
 /// Commands accepted but not yet durable are bounded; beyond it a command is dropped (the CMS
@@ -34,14 +35,19 @@ pub(super) struct Batch {
     queued: Vec<Deferred>,
 }
 
-/// A Failover/Switchover waiting for a majority of CMS nodes to confirm no higher quorum term.
+/// A Failover/Switchover waiting for a quorum of CMS voters to confirm no higher quorum term.
+/// Each CMS reports the weight its confirmation carries, as its quorum state says (0 for a
+/// non-voter: it may have lost a store and forgotten a term; 2 for the first of two CMS nodes;
+/// the whole total for a node that is a quorum alone by §5.4's gateway rule); the agent adds
+/// them up with [`crate::quorum_math::confirmation_is_quorum`] over the configured CMS nodes.
 #[derive(Clone, Debug)]
 pub(super) struct TermCheck {
     pub(super) nonce: u64,
     pub(super) term: Term,
     pub(super) qterm: QuorumTerm,
     pub(super) started: Instant,
-    ok: BTreeSet<NodeId>,
+    /// Confirming CMS nodes and the weight each reported.
+    ok: BTreeMap<NodeId, u32>,
 }
 
 impl Agent {
@@ -261,7 +267,7 @@ impl Agent {
                 term,
                 qterm,
                 started: now,
-                ok: BTreeSet::new(),
+                ok: BTreeMap::new(),
             });
         }
         for n in self.cms_nodes.clone() {
@@ -274,11 +280,12 @@ impl Agent {
         from: NodeId,
         nonce: u64,
         highest: QuorumTerm,
+        weight: u32,
         qterm: QuorumTerm,
         out: &mut Vec<AgentCommand>,
     ) {
         self.observe_qterm(qterm.max(highest));
-        let majority = self.cms_nodes.len() / 2 + 1;
+        let cms_count = self.cms_nodes.len();
         let Some((&id, inst)) = self
             .insts
             .iter_mut()
@@ -295,8 +302,8 @@ impl Agent {
             inst.term_check = None;
             return;
         }
-        tc.ok.insert(from);
-        if tc.ok.len() >= majority {
+        tc.ok.insert(from, weight);
+        if quorum_math::confirmation_is_quorum(tc.ok.values().copied(), cms_count) {
             let term = tc.term;
             inst.term_check = None;
             self.promote(id, term, out);

@@ -193,6 +193,7 @@ fn failover_persists_the_term_then_checks_every_cms_then_promotes_on_a_majority(
             Msg::TermCheckReply {
                 nonce,
                 highest: QuorumTerm(h),
+                weight: 1,
             },
         )
     };
@@ -222,6 +223,7 @@ fn failover_is_abandoned_when_a_cms_knows_a_higher_quorum_term() {
             Msg::TermCheckReply {
                 nonce,
                 highest: QuorumTerm(h),
+                weight: 1,
             },
         )
     };
@@ -262,6 +264,7 @@ fn term_check_without_a_majority_is_abandoned_after_agent_heartbeat_timeout() {
             Msg::TermCheckReply {
                 nonce,
                 highest: QuorumTerm(1),
+                weight: 1,
             },
         )
     };
@@ -405,6 +408,7 @@ fn failover_waiting_for_its_term_check(a: &mut Agent) -> u64 {
         Msg::TermCheckReply {
             nonce,
             highest: QuorumTerm(1),
+            weight: 1,
         },
     );
     assert_eq!(a.step(ms(30), reply), vec![]);
@@ -418,6 +422,7 @@ fn late_majority_reply(a: &mut Agent, nonce: u64) -> Vec<AgentCommand> {
         Msg::TermCheckReply {
             nonce,
             highest: QuorumTerm(1),
+            weight: 1,
         },
     );
     a.step(ms(9_000), reply)
@@ -445,4 +450,88 @@ fn a_newer_command_cancels_a_promotion_waiting_for_its_term_check() {
     let cmds = a.step(ms(6_010), write_ok(persist_token(&cmds)));
     assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::Lock1)]);
     assert_eq!(late_majority_reply(&mut a, nonce), vec![]);
+}
+
+/// A Failover whose term check is waiting, on agent `a`; returns the check's nonce.
+fn failover_checking(a: &mut Agent) -> u64 {
+    let cmds = a.step(
+        ms(10),
+        command(CMS[0], 1, 1, CmsCommand::Failover { term: Term(4) }),
+    );
+    a.step(ms(20), write_ok(persist_token(&cmds)));
+    a.insts[&DN].term_check.as_ref().expect("check").nonce
+}
+
+fn weighted_reply(nonce: u64, cms: NodeId, weight: u32) -> AgentInput {
+    from_cms(
+        cms,
+        1,
+        Msg::TermCheckReply {
+            nonce,
+            highest: QuorumTerm(1),
+            weight,
+        },
+    )
+}
+
+fn promotes(cmds: &[AgentCommand]) -> bool {
+    cmds.iter().any(|c| {
+        matches!(
+            c,
+            AgentCommand::RunDnAction {
+                action: DnAction::Promote { .. },
+                ..
+            }
+        )
+    })
+}
+
+/// §4.1: replies from non-voters never count. Two of three CMS answered, but one of them is a
+/// non-voter (a CMS that lost its store may have forgotten a higher term): no promotion until
+/// a second voter confirms.
+#[test]
+fn a_non_voters_term_check_reply_does_not_count() {
+    let mut a = boot(DnRole::Standby);
+    let nonce = failover_checking(&mut a);
+    assert_eq!(a.step(ms(30), weighted_reply(nonce, CMS[2], 1)), vec![]);
+    assert_eq!(a.step(ms(40), weighted_reply(nonce, CMS[1], 0)), vec![]);
+    assert!(a.insts[&DN].term_check.is_some());
+    let cmds = a.step(ms(50), weighted_reply(nonce, CMS[0], 1));
+    assert_eq!(
+        cmds,
+        vec![run(action_op(&cmds), DnAction::Promote { term: Term(4) })]
+    );
+}
+
+/// Two CMS nodes (node 3 runs none): `ONE_DN` without node 3's `cms_port`.
+fn two_cms_agent() -> Agent {
+    let text = ONE_DN.replacen("cms_port = 17101\n[[group]]", "[[group]]", 1);
+    let cfg = config(&text);
+    assert_eq!(cfg.cms_nodes(), vec![CMS[0], CMS[1]]);
+    boot_with(
+        Agent::new(&cfg, ME, 1, None).expect("agent"),
+        DnRole::Standby,
+    )
+}
+
+/// §4.1 with §5.4's weights: the first of two CMS weighs 2 and confirms alone (2 of 3); the
+/// second (1 of 3) does not. `len()/2 + 1` replies (2 of 2) never promoted with one side cut.
+#[test]
+fn two_node_term_check_counts_the_quorums_weights() {
+    let mut a = two_cms_agent();
+    let nonce = failover_checking(&mut a);
+    assert_eq!(a.step(ms(30), weighted_reply(nonce, CMS[1], 1)), vec![]);
+    let cmds = a.step(ms(40), weighted_reply(nonce, CMS[0], 2));
+    assert!(promotes(&cmds), "{cmds:?}");
+
+    let mut a = two_cms_agent();
+    let nonce = failover_checking(&mut a);
+    let cmds = a.step(ms(30), weighted_reply(nonce, CMS[0], 2));
+    assert!(promotes(&cmds), "W2 alone is a quorum: {cmds:?}");
+
+    // The second node leading alone by the gateway rule reports the whole weight (3).
+    let mut a = two_cms_agent();
+    let nonce = failover_checking(&mut a);
+    let cmds = a.step(ms(30), weighted_reply(nonce, CMS[1], 3));
+    assert!(promotes(&cmds), "{cmds:?}");
 }

@@ -287,9 +287,7 @@ fn streaming_protected(inst: &super::instance::Inst, now: Instant, staleness: Du
         .filter(|d| d.reply_age.saturating_add(sample_age) < staleness)
         .map(|d| d.instance)
         .collect();
-    let n = inst.group.len() as i64;
-    let q = (n + 1) / 2;
-    fresh.len() as i64 > n - 1 - q
+    crate::quorum_math::streaming_blocks_lock1(fresh.len(), inst.group.len())
 }
 
 #[cfg(test)]

@@ -232,7 +232,13 @@ impl Server {
             }
             Msg::TermCheck { nonce } => {
                 let highest = self.quorum_term();
-                self.send(out, peer, Msg::TermCheckReply { nonce, highest });
+                let weight = self.quorum.confirmation_weight();
+                let reply = Msg::TermCheckReply {
+                    nonce,
+                    highest,
+                    weight,
+                };
+                self.send(out, peer, reply);
             }
             Msg::CtlRequest { id, req } => self.on_ctl(now, peer, id, req, out),
             // Anything else is not for a cm_server; a confused or hostile peer is ignored.

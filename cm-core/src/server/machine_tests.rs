@@ -139,7 +139,9 @@ fn every_cms_answers_term_checks_with_its_term_and_followers_refuse_ctl() {
             Endpoint::agent(NodeId(3)),
             Msg::TermCheckReply {
                 nonce: 9,
-                highest: QuorumTerm(0)
+                highest: QuorumTerm(0),
+                // Built with an empty store, it is still joining: not a voter yet.
+                weight: 0,
             }
         )]
     );

@@ -18,15 +18,8 @@ pub struct Locked<'a> {
     pub history: &'a History,
 }
 
-/// The Lock1 quorum q = ⌊(n+1)/2⌋ over the n valid members (a dead old primary included).
-/// `override_q` (`test_lock1_quorum_override`, test-only) replaces it when non-zero.
-pub fn lock1_quorum(n: usize, override_q: u64) -> usize {
-    if override_q > 0 {
-        usize::try_from(override_q).unwrap_or(usize::MAX)
-    } else {
-        n.div_ceil(2)
-    }
-}
+/// The Lock1 quorum q = ⌊(n+1)/2⌋ (§4.2), from the one quorum-arithmetic module.
+pub use crate::quorum_math::lock1_quorum;
 
 /// Whether `c` holds the maximum position along its own timeline history: every other locked
 /// standby's position lies on `c`'s history at or before `c`'s position, or is on an older

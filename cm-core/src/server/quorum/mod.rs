@@ -92,6 +92,7 @@ use crate::config::ClusterConfig;
 use crate::ids::{LogIndex, NodeId, ProposalId, QuorumTerm, WriteToken};
 use crate::io::{PersistState, WriteCompleted};
 use crate::params::Params;
+use crate::quorum_math;
 use crate::rng::Prng;
 use crate::state::{Change, ClusterState, Outcome, OutcomeError, ReplicatedState};
 use crate::time::{Instant, MonotonicGuard};
@@ -646,35 +647,26 @@ impl Quorum {
         }
     }
 
-    /// Total weight of the voters in `set`, against the total weight of all voters.
-    fn weights(&self, set: &BTreeSet<NodeId>) -> (u32, u32) {
-        let mut got = 0;
-        let mut total = 0;
-        for (i, n) in self.members.iter().enumerate() {
-            if self.state.non_voters.contains(n) {
-                continue;
-            }
-            // Two-node mode: the first CMS weighs 2, so it is a quorum alone (§5.4).
-            let w = if self.members.len() == 2 && i == 0 {
-                2
-            } else {
-                1
-            };
-            total += w;
-            if set.contains(n) {
-                got += w;
-            }
-        }
-        (got, total)
+    /// Whether `set` is a quorum of the voters (weights and the gateway rule of §5.4, from
+    /// [`crate::quorum_math`]).
+    fn is_quorum(&self, set: &BTreeSet<NodeId>) -> bool {
+        quorum_math::gateway_quorum(self.isolated, self.gateways, set.contains(&self.node))
+            || quorum_math::is_voter_quorum(&self.members, &self.state.non_voters, set)
     }
 
-    /// Whether `set` is a quorum of the voters.
-    fn is_quorum(&self, set: &BTreeSet<NodeId>) -> bool {
-        if self.isolated && self.gateways == Some(true) && set.contains(&self.node) {
-            return true;
+    /// The weight this node's confirmation of a term carries for an agent (§4.1), counted as
+    /// this quorum counts it: 0 for a non-voter, the whole total while it is a quorum alone by
+    /// the gateway rule, else its configured weight.
+    pub fn confirmation_weight(&self) -> u32 {
+        if !self.is_voter() {
+            return 0;
         }
-        let (got, total) = self.weights(set);
-        total > 0 && got * 2 > total
+        let count = self.members.len();
+        if quorum_math::gateway_quorum(self.isolated, self.gateways, true) {
+            return quorum_math::total_weight(count);
+        }
+        let index = self.members.iter().position(|n| *n == self.node);
+        index.map_or(0, |i| quorum_math::cms_weight(i, count))
     }
 
     /// Whether this node may vote (for itself or others) as far as membership goes.

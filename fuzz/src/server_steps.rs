@@ -65,10 +65,11 @@ fn quorum_msg(b: &mut Bytes<'_>) -> QuorumMsg {
         },
         6 => QuorumMsg::Hello {
             nonce: u64::from(b.u8()),
+            rejoining: b.bool(),
         },
         _ => QuorumMsg::HelloReply {
             nonce: u64::from(b.u8()),
-            pristine: b.bool(),
+            counted: b.bool(),
             last_index: i,
         },
     }

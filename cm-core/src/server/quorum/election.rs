@@ -33,12 +33,14 @@ impl Quorum {
         }
         self.note_peer(now, from);
         match msg {
-            QuorumMsg::Hello { nonce } => return self.on_hello(from, nonce),
+            QuorumMsg::Hello { nonce, rejoining } => {
+                return self.on_hello(from, nonce, rejoining);
+            }
             QuorumMsg::HelloReply {
                 nonce,
-                pristine,
+                counted,
                 last_index,
-            } => return self.on_hello_reply(from, nonce, pristine, last_index),
+            } => return self.on_hello_reply(from, nonce, counted, last_index),
             _ if self.is_joining() => return,
             _ => {}
         }
@@ -55,6 +57,9 @@ impl Quorum {
             }
         } else if term < self.term {
             return self.refuse_stale(from, msg);
+        }
+        if self.count_once_durable(from, &msg) {
+            return;
         }
         self.dispatch(now, from, msg);
     }
@@ -84,7 +89,7 @@ impl Quorum {
         }
     }
 
-    fn dispatch(&mut self, now: Instant, from: NodeId, msg: QuorumMsg) {
+    pub(super) fn dispatch(&mut self, now: Instant, from: NodeId, msg: QuorumMsg) {
         match msg {
             QuorumMsg::PreVote {
                 term,
@@ -246,6 +251,7 @@ impl Quorum {
         self.role = Role::Candidate;
         self.leader = None;
         self.votes.clear();
+        self.vote_fence.clear();
         self.reset_election_timer(now);
         self.deferred.push(AfterWrite::SelfVote { term: self.term });
         let msg = QuorumMsg::Vote {
@@ -276,6 +282,7 @@ impl Quorum {
             rounds: Default::default(),
             next_round: 1,
             lease_until: None,
+            ack_fence: Default::default(),
             quorum_heard_at: now,
             heartbeat_at: now,
             pending: Default::default(),

@@ -16,7 +16,10 @@ fn blank(node: u32) -> (Quorum, u64) {
         voted_for: None,
         last_index: 0,
     };
-    let hello = QuorumMsg::Hello { nonce };
+    let hello = QuorumMsg::Hello {
+        nonce,
+        rejoining: false,
+    };
     let expected = vec![
         initial,
         Out::Send(1, 0, hello.clone()),
@@ -26,10 +29,10 @@ fn blank(node: u32) -> (Quorum, u64) {
     (q, nonce)
 }
 
-fn reply(nonce: u64, pristine: bool, last_index: u64) -> QuorumMsg {
+fn reply(nonce: u64, counted: bool, last_index: u64) -> QuorumMsg {
     QuorumMsg::HelloReply {
         nonce,
-        pristine,
+        counted,
         last_index: idx(last_index),
     }
 }
@@ -37,9 +40,9 @@ fn reply(nonce: u64, pristine: bool, last_index: u64) -> QuorumMsg {
 #[test]
 fn an_empty_store_in_a_fresh_cluster_becomes_a_voter() {
     let (mut q, nonce) = blank(3);
-    let _ = q.step(ms(1), message(1, 0, reply(nonce, true, 0)));
+    let _ = q.step(ms(1), message(1, 0, reply(nonce, false, 0)));
     assert!(!q.status(ms(1)).voter, "needs every other CMS to answer");
-    let _ = q.step(ms(1), message(2, 0, reply(nonce, true, 0)));
+    let _ = q.step(ms(1), message(2, 0, reply(nonce, false, 0)));
     assert_eq!(q.membership, Membership::Voter);
     assert!(q.status(ms(1)).voter);
 }
@@ -47,15 +50,15 @@ fn an_empty_store_in_a_fresh_cluster_becomes_a_voter() {
 #[test]
 fn an_answer_to_another_incarnation_is_ignored() {
     let (mut q, nonce) = blank(3);
-    let _ = q.step(ms(1), message(1, 0, reply(nonce ^ 1, true, 0)));
-    let _ = q.step(ms(1), message(2, 0, reply(nonce ^ 1, true, 0)));
+    let _ = q.step(ms(1), message(1, 0, reply(nonce ^ 1, false, 0)));
+    let _ = q.step(ms(1), message(2, 0, reply(nonce ^ 1, false, 0)));
     assert!(matches!(q.membership, Membership::Joining { .. }));
 }
 
 #[test]
 fn an_empty_store_in_a_running_cluster_rejoins_as_a_non_voter_until_re_added() {
     let (mut q, nonce) = blank(3);
-    let _ = q.step(ms(1), message(1, 4, reply(nonce, false, 7)));
+    let _ = q.step(ms(1), message(1, 4, reply(nonce, true, 7)));
     assert!(matches!(
         q.membership,
         Membership::Rejoining { marked: false, .. }
@@ -128,17 +131,27 @@ fn an_empty_store_in_a_running_cluster_rejoins_as_a_non_voter_until_re_added() {
 }
 
 #[test]
-fn the_leader_marks_a_node_that_says_hello_as_a_non_voter() {
+fn the_leader_marks_a_node_it_counted_that_says_hello_as_a_non_voter() {
     let cfg = config(3);
     let (mut q, now) = leader(&cfg);
-    let out = norm(q.step(now, message(3, 0, QuorumMsg::Hello { nonce: 5 })));
+    let out = norm(q.step(
+        now,
+        message(
+            3,
+            0,
+            QuorumMsg::Hello {
+                nonce: 5,
+                rejoining: false,
+            },
+        ),
+    ));
     let persist = Out::Persist {
-        token: 3,
+        token: 5,
         term: 1,
         voted_for: Some(1),
         last_index: 2,
     };
-    assert_eq!(out, vec![persist, Out::Send(3, 1, reply(5, false, 1))]);
+    assert_eq!(out, vec![persist, Out::Send(3, 1, reply(5, true, 1))]);
     let expected = EntryPayload::Change(Change::SetVoter {
         node: NodeId(3),
         voter: false,
@@ -148,6 +161,16 @@ fn the_leader_marks_a_node_that_says_hello_as_a_non_voter() {
         Some(expected)
     );
     // A repeated hello does not append the same change twice.
-    let out = norm(q.step(now, message(3, 0, QuorumMsg::Hello { nonce: 5 })));
-    assert_eq!(out, vec![Out::Send(3, 1, reply(5, false, 2))]);
+    let out = norm(q.step(
+        now,
+        message(
+            3,
+            0,
+            QuorumMsg::Hello {
+                nonce: 5,
+                rejoining: false,
+            },
+        ),
+    ));
+    assert_eq!(out, vec![Out::Send(3, 1, reply(5, true, 2))]);
 }

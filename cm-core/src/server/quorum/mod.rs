@@ -188,8 +188,8 @@ pub enum Membership {
     Joining {
         /// The nonce of its hellos.
         nonce: u64,
-        /// Nodes that answered pristine.
-        pristine_from: BTreeSet<NodeId>,
+        /// Nodes that answered they never counted this node's vote or acknowledgement.
+        cleared_by: BTreeSet<NodeId>,
     },
     /// Its store was lost: a non-voter until an operator re-adds it.
     Rejoining {
@@ -253,6 +253,35 @@ struct Stored {
     voted_for: Option<NodeId>,
     membership: Membership,
     log: Log,
+    /// Peers whose vote or acknowledgement this node has counted (written before counting).
+    counted: BTreeSet<NodeId>,
+}
+
+/// The store layout before `counted` existed, still read: such a node may have counted anyone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredV1 {
+    term: QuorumTerm,
+    voted_for: Option<NodeId>,
+    membership: Membership,
+    log: Log,
+}
+
+/// Decodes a store, current layout first, then the previous one (whose `counted` is every
+/// other CMS node: the conservative answer).
+fn decode_store(bytes: &[u8], members: &[NodeId], node: NodeId) -> Result<Stored, DecodeError> {
+    match codec::decode_persisted::<Stored>(bytes) {
+        Ok(s) => Ok(s),
+        Err(e) => match codec::decode_persisted::<StoredV1>(bytes) {
+            Ok(v1) => Ok(Stored {
+                term: v1.term,
+                voted_for: v1.voted_for,
+                membership: v1.membership,
+                log: v1.log,
+                counted: members.iter().copied().filter(|n| *n != node).collect(),
+            }),
+            Err(_) => Err(e),
+        },
+    }
 }
 
 /// Something that waits for a write to complete.
@@ -268,6 +297,13 @@ enum AfterWrite {
     SelfVote { term: QuorumTerm },
     /// The leader's own log up to `index` is durable.
     SelfAppended { term: QuorumTerm, index: LogIndex },
+    /// A vote or acknowledgement from a peer not yet in `counted`, handled once `counted`
+    /// (which now holds the peer) is durable; dropped if the term moved.
+    Redeliver {
+        term: QuorumTerm,
+        from: NodeId,
+        msg: QuorumMsg,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -291,6 +327,9 @@ struct LeaderState {
     rounds: BTreeMap<u64, Round>,
     next_round: u64,
     lease_until: Option<Instant>,
+    /// Peer → first round sent after its hello: acknowledgements of earlier rounds came from
+    /// an earlier incarnation of the peer and are not counted.
+    ack_fence: BTreeMap<NodeId, u64>,
     /// Send time of the newest round a quorum acknowledged (check-quorum counts from it).
     quorum_heard_at: Instant,
     heartbeat_at: Instant,
@@ -314,6 +353,7 @@ pub struct Quorum {
     voted_for: Option<NodeId>,
     membership: Membership,
     log: Log,
+    counted: BTreeSet<NodeId>,
 
     // Volatile.
     role: Role,
@@ -325,6 +365,8 @@ pub struct Quorum {
     leader_seen_at: Option<Instant>,
     prevotes: BTreeSet<NodeId>,
     votes: BTreeSet<NodeId>,
+    /// Peers that said hello during this candidacy: their votes in it are not counted.
+    vote_fence: BTreeSet<NodeId>,
     lead: Option<LeaderState>,
     hello_at: Instant,
 
@@ -364,14 +406,14 @@ impl Quorum {
         }
         let mut rng = Prng::new(seed);
         let (stored, blank) = match restored {
-            Some(bytes) => (codec::decode_persisted::<Stored>(&bytes)?, false),
+            Some(bytes) => (decode_store(&bytes, &members, node)?, false),
             None => {
                 let membership = if members.len() == 1 {
                     Membership::Voter
                 } else {
                     Membership::Joining {
                         nonce: rng.next_u64(),
-                        pristine_from: BTreeSet::new(),
+                        cleared_by: BTreeSet::new(),
                     }
                 };
                 let stored = Stored {
@@ -379,6 +421,7 @@ impl Quorum {
                     voted_for: None,
                     membership,
                     log: Log::new(ClusterState::initial(config)),
+                    counted: BTreeSet::new(),
                 };
                 (stored, true)
             }
@@ -397,6 +440,7 @@ impl Quorum {
             voted_for: stored.voted_for,
             membership: stored.membership,
             log: stored.log,
+            counted: stored.counted,
             role: Role::Follower,
             leader: None,
             commit: snapshot_index,
@@ -406,6 +450,7 @@ impl Quorum {
             leader_seen_at: None,
             prevotes: BTreeSet::new(),
             votes: BTreeSet::new(),
+            vote_fence: BTreeSet::new(),
             lead: None,
             hello_at: Instant::ZERO,
             few_agents_since: None,
@@ -548,6 +593,7 @@ impl Quorum {
             voted_for: self.voted_for,
             membership: self.membership.clone(),
             log: self.log.clone(),
+            counted: self.counted.clone(),
         }
     }
 
@@ -630,6 +676,11 @@ impl Quorum {
                     let m = lead.matched.entry(self.node).or_default();
                     *m = (*m).max(index);
                     self.advance_commit(now);
+                }
+            }
+            AfterWrite::Redeliver { term, from, msg } => {
+                if term == self.term {
+                    self.dispatch(now, from, msg);
                 }
             }
         }

@@ -97,18 +97,23 @@ pub enum QuorumMsg {
         /// The round answered.
         round: u64,
     },
-    /// Sent by a CMS that started with an empty store: "has this cluster any history?" The
-    /// answers decide whether it bootstraps as a voter or rejoins as a non-voter (§5.1).
+    /// Sent by a CMS that started with an empty store: "did you ever count my vote or my
+    /// acknowledgement?" The answers decide whether it joins as a voter or rejoins as a
+    /// non-voter (§5.1).
     Hello {
         /// Echoed in the reply, so that an answer to an earlier incarnation is not taken.
         nonce: u64,
+        /// The sender already knows it lost a store it had written (it rejoins as a
+        /// non-voter): a leader marks it so.
+        rejoining: bool,
     },
     /// Answer to a [`QuorumMsg::Hello`].
     HelloReply {
         /// The nonce of the hello.
         nonce: u64,
-        /// True when the sender has never left term 0 and its log is empty.
-        pristine: bool,
+        /// True when the sender has counted a vote or an acknowledgement of the hello's sender
+        /// (its durable `counted` set holds it): the hello's sender lost a store it had written.
+        counted: bool,
         /// The sender's last log index (the rejoining node ignores membership changes at or
         /// below the largest one it hears, as they predate its rejoin).
         last_index: LogIndex,

@@ -1,17 +1,19 @@
 //! A small seeded network simulation of 3 and 5 CMS nodes: random delivery latency (so
 //! reordering), loss, duplication, partitions (two-way and one-way), crashes with restart from
-//! the last *completed* write, failed writes, lost disks (a minority), and per-node clock drift
-//! within `max_clock_drift`. After every event it checks SPEC.md §13 S1 and the Raft safety
+//! the last *completed* write, failed writes, lost disks (a minority; some chosen right after
+//! the node voted for another), staggered cold starts from empty stores (each node powered on
+//! up to 3 s after the first), and per-node clock drift within `max_clock_drift`. After every event it checks SPEC.md §13 S1 and the Raft safety
 //! properties: one leader per term, committed entries never change or vanish, leaders hold
 //! every committed entry, terms and commit indices never decrease, committed states agree, and
-//! no two nodes hold a lease at the same global instant; and no message storm builds up.
+//! no two nodes hold a lease at the same global instant; no node that never lost its store
+//! becomes a non-voter (§5.1: a late CMS joins as a voter); and no message storm builds up.
 //!
 //! `CM_LONG_TESTS=1` runs many more seeds for longer.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use super::test_support::{config, fresh_store};
-use super::{EntryPayload, Quorum, QuorumInput, QuorumMsg, QuorumOutput, Role};
+use super::{EntryPayload, Membership, Quorum, QuorumInput, QuorumMsg, QuorumOutput, Role};
 use crate::config::ClusterConfig;
 use crate::ids::{LogIndex, NodeId, QuorumTerm, WriteToken};
 use crate::io::WriteCompleted;
@@ -25,6 +27,8 @@ struct Node {
     q: Option<Quorum>,
     disk: Vec<u8>,
     disk_lost: bool,
+    /// Whether this node ever lost its store.
+    lost_store: bool,
     writes: VecDeque<(WriteToken, Vec<u8>, u64)>,
     ppm: i64,
     incarnation: u64,
@@ -85,28 +89,31 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(n: u32, seed: u64) -> Self {
+    /// `staggered`: a cold start, every node with an empty store, powered on at a random
+    /// instant within the first 3 s; else every node starts at once from a bootstrapped store.
+    fn new(n: u32, seed: u64, staggered: bool) -> Self {
         let cfg = config(n);
         let mut rng = Prng::new(seed);
         let rho_ppm = (cfg.params.max_clock_drift * 1e6) as i64;
         let nodes = (1..=n)
             .map(|i| {
-                let disk = fresh_store(&cfg);
-                let q = Quorum::new(
-                    &cfg,
-                    NodeId(i),
-                    derive_seed(seed, u64::from(i)),
-                    Some(disk.clone()),
-                )
-                .unwrap();
+                let (q, disk, restart_at) = if staggered {
+                    (None, Vec::new(), rng.range_inclusive(0, 3_000) * MS)
+                } else {
+                    let disk = fresh_store(&cfg);
+                    let seed = derive_seed(seed, u64::from(i));
+                    let q = Quorum::new(&cfg, NodeId(i), seed, Some(disk.clone())).unwrap();
+                    (Some(q), disk, 0)
+                };
                 Node {
-                    q: Some(q),
+                    q,
                     disk,
                     disk_lost: false,
+                    lost_store: false,
                     writes: VecDeque::new(),
                     ppm: rng.range_inclusive(0, 2 * rho_ppm as u64) as i64 - rho_ppm,
                     incarnation: 0,
-                    restart_at: 0,
+                    restart_at,
                     max_term: QuorumTerm(0),
                     max_commit: LogIndex(0),
                 }
@@ -296,7 +303,11 @@ impl Sim {
         node.incarnation += 1;
         node.max_commit = LogIndex(0);
         node.max_term = QuorumTerm(0);
-        let restored = (!node.disk_lost).then(|| node.disk.clone());
+        if node.disk_lost {
+            node.disk.clear();
+        }
+        // A node whose first write never completed has an empty store too.
+        let restored = (!node.disk.is_empty()).then(|| node.disk.clone());
         let seed = derive_seed(self.seed, u64::from(i as u32 + 1) + 1000 * node.incarnation);
         node.q = Some(Quorum::new(&self.cfg, NodeId(i as u32 + 1), seed, restored).unwrap());
         node.disk_lost = false;
@@ -305,16 +316,24 @@ impl Sim {
     fn fault(&mut self) {
         let n = self.nodes.len();
         let i = self.rng.index(n);
-        match self.rng.index(9) {
+        let may_lose = self.disk_losses < (n - 1) / 2;
+        match self.rng.index(10) {
             0..=2 if self.nodes[i].q.is_some() => {
-                let down = self.rng.range_inclusive(100, 3_000) * MS;
-                let node = &mut self.nodes[i];
-                node.q = None;
-                node.writes.clear();
-                node.restart_at = self.now + down;
-                if self.disk_losses < (n - 1) / 2 && self.rng.chance(0.15) {
-                    node.disk_lost = true;
-                    self.disk_losses += 1;
+                let lose = may_lose && self.rng.chance(0.15);
+                self.crash(i, lose);
+            }
+            // The store of a node that voted for another in its current term (its vote may
+            // have been counted) is lost: it must not vote again in that term.
+            7 if may_lose => {
+                let voted = (0..n).find(|j| {
+                    let me = NodeId(*j as u32 + 1);
+                    self.nodes[*j]
+                        .q
+                        .as_ref()
+                        .is_some_and(|q| q.voted_for.is_some_and(|v| v != me))
+                });
+                if let Some(j) = voted {
+                    self.crash(j, true);
                 }
             }
             3 => self.blocked.clear(),
@@ -338,6 +357,19 @@ impl Sim {
             _ => {}
         }
         self.next_fault = self.now + self.rng.range_inclusive(200, 2_500) * MS;
+    }
+
+    fn crash(&mut self, i: usize, lose_store: bool) {
+        let down = self.rng.range_inclusive(100, 3_000) * MS;
+        let node = &mut self.nodes[i];
+        node.q = None;
+        node.writes.clear();
+        node.restart_at = self.now + down;
+        if lose_store {
+            node.disk_lost = true;
+            node.lost_store = true;
+            self.disk_losses += 1;
+        }
     }
 
     /// Proposes on every live node: only a node holding a lease may accept.
@@ -386,6 +418,9 @@ impl Sim {
             }
             if commit < node.max_commit {
                 self.fail(&format!("commit index went back on node{}", i + 1));
+            }
+            if !node.lost_store && matches!(q.membership, Membership::Rejoining { .. }) {
+                self.fail(&format!("node{} never lost its store but rejoined", i + 1));
             }
             self.check_log(i);
             let node = &mut self.nodes[i];
@@ -454,15 +489,16 @@ fn runs() -> (u64, u64) {
     }
 }
 
-fn sweep(n: u32) {
+fn sweep(n: u32, staggered: bool) {
     let (seeds, secs) = runs();
     let mut elected = 0;
     let mut committed = 0;
     for seed in 0..seeds {
-        let mut sim = Sim::new(n, 0xC0FFEE + seed * 7919 + u64::from(n));
+        let base = if staggered { 0x5EED_0000 } else { 0xC0FFEE };
+        let mut sim = Sim::new(n, base + seed * 7919 + u64::from(n), staggered);
         sim.run(secs * 1_000 * MS);
         eprintln!(
-            "n={n} seed={seed} leaders={} committed={} disk_losses={} loss={:.2}",
+            "n={n} staggered={staggered} seed={seed} leaders={} committed={} disk_losses={} loss={:.2}",
             sim.leaders.len(),
             sim.committed.len(),
             sim.disk_losses,
@@ -484,10 +520,20 @@ fn sweep(n: u32) {
 
 #[test]
 fn three_nodes_stay_safe_under_random_faults() {
-    sweep(3);
+    sweep(3, false);
 }
 
 #[test]
 fn five_nodes_stay_safe_under_random_faults() {
-    sweep(5);
+    sweep(5, false);
+}
+
+#[test]
+fn three_nodes_stay_safe_from_a_staggered_cold_start() {
+    sweep(3, true);
+}
+
+#[test]
+fn five_nodes_stay_safe_from_a_staggered_cold_start() {
+    sweep(5, true);
 }

@@ -55,6 +55,7 @@ pub(super) fn fresh_store(config: &ClusterConfig) -> Vec<u8> {
         voted_for: None,
         membership: Membership::Voter,
         log: Log::new(ClusterState::initial(config)),
+        counted: BTreeSet::new(),
     })
     .unwrap()
 }
@@ -140,7 +141,8 @@ pub(super) fn started(cfg: &ClusterConfig, node: u32, at: Instant) -> Quorum {
     q
 }
 
-/// Node 1 of `cfg`, made leader of term 1 with node 2's vote; every write completed and the
+/// Node 1 of `cfg`, made leader of term 1 with node 2's vote (and every other node counted
+/// once, as their acknowledgements are); every write completed and the
 /// first round (sent at the returned instant) acknowledged by every other node.
 pub(super) fn leader(cfg: &ClusterConfig) -> (Quorum, Instant) {
     let mut q = started(cfg, 1, ms(0));
@@ -154,6 +156,9 @@ pub(super) fn leader(cfg: &ClusterConfig) -> (Quorum, Instant) {
     let out = q.step(now, message(2, 0, granted));
     let _ = q.step(now, done(last_token(&out).unwrap()));
     let out = q.step(now, message(2, 1, QuorumMsg::VoteReply { granted: true }));
+    // Node 2's first counted vote: `counted` is written before the vote counts.
+    assert_eq!(q.role, super::Role::Candidate);
+    let out = q.step(now, done(last_token(&out).unwrap()));
     assert_eq!(q.role, super::Role::Leader);
     let _ = q.step(now, done(last_token(&out).unwrap()));
     let others: BTreeSet<u32> = (2..=cfg.cms_nodes().len() as u32).collect();
@@ -163,7 +168,10 @@ pub(super) fn leader(cfg: &ClusterConfig) -> (Quorum, Instant) {
             match_index: idx(1),
             round: 1,
         };
-        let _ = q.step(now, message(o, 1, ack));
+        let out = q.step(now, message(o, 1, ack));
+        if let Some(token) = last_token(&out) {
+            let _ = q.step(now, done(token));
+        }
     }
     assert_eq!(q.commit, idx(1));
     assert!(q.holds_lease(now));

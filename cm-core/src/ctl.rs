@@ -49,6 +49,12 @@ pub enum CtlRequest {
         /// The instance to rebuild.
         instance: InstanceId,
     },
+    /// `cms --readd NODE`: a CMS that rejoined as a non-voter after losing its store votes
+    /// again (§5.1). (Last, so the encoding of the older variants is unchanged.)
+    ReaddCms {
+        /// The CMS node.
+        node: NodeId,
+    },
 }
 
 /// The CMS's answer.

@@ -47,7 +47,8 @@ fn voter_quorum_table() {
     let m2 = [NodeId(1), NodeId(2)];
     let m5 = [NodeId(1), NodeId(2), NodeId(3), NodeId(4), NodeId(5)];
     // (members, non-voters, set, quorum?)
-    let table: &[(&[NodeId], &[u32], &[u32], bool)] = &[
+    type Row<'a> = (&'a [NodeId], &'a [u32], &'a [u32], bool);
+    let table: &[Row<'_>] = &[
         (&m3, &[], &[1, 2], true),
         (&m3, &[], &[3], false),
         // A non-voter neither counts nor enlarges the total.

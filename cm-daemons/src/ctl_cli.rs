@@ -129,6 +129,14 @@ pub enum CtlCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// CMS membership: `cms --readd NODE` lets a CMS that rejoined as a non-voter after losing
+    /// its store vote again (only once the cluster has moved past every term it may have
+    /// voted in).
+    Cms {
+        /// The node (id or name) whose cm_server is re-added as a voter.
+        #[arg(long = "readd", value_name = "NODE", required = true)]
+        readd: String,
+    },
 }
 
 /// A cm_ctl invocation that does not fit the cluster config (exit code 2).
@@ -172,6 +180,28 @@ fn resolve(
             "-D {dir}: no instance with that data directory on node {}",
             node.0
         ))),
+    }
+}
+
+/// A CMS node named by id or name.
+fn cms_node(config: &ClusterConfig, text: &str) -> Result<NodeId, UsageError> {
+    let found = config
+        .nodes
+        .iter()
+        .find(|n| n.name == text || text.parse::<u32>().is_ok_and(|id| n.id.0 == id));
+    match found {
+        Some(n) if n.cms_port.is_some() => Ok(n.id),
+        Some(n) => Err(UsageError(format!(
+            "--readd {text}: node {} runs no cm_server (no cms_port)",
+            n.id.0
+        ))),
+        None => {
+            let known: Vec<String> = config.nodes.iter().map(|n| n.id.0.to_string()).collect();
+            Err(UsageError(format!(
+                "--readd {text}: no such node (nodes: {})",
+                known.join(", ")
+            )))
+        }
     }
 }
 
@@ -240,6 +270,9 @@ pub fn operation(
             (_, Some(instance)) => Operation::Leader(CtlRequest::Build { instance }),
             _ => return Err(UsageError("build needs -n NODE -D DATADIR".into())),
         },
+        CtlCommand::Cms { readd } => Operation::Leader(CtlRequest::ReaddCms {
+            node: cms_node(config, readd)?,
+        }),
         CtlCommand::Pause => Operation::Leader(CtlRequest::Pause),
         CtlCommand::Resume => Operation::Leader(CtlRequest::Resume),
         CtlCommand::Set {

@@ -223,3 +223,14 @@ fn query_renders_cm_layout() {
     assert!(!plain.contains("CMServer"));
     assert_eq!(plain.lines().filter(|l| l.contains("/data/dn")).count(), 2);
 }
+
+#[test]
+fn cms_readd_takes_a_cms_node_by_id_or_name() {
+    let want = Some(Operation::Leader(CtlRequest::ReaddCms { node: NodeId(1) }));
+    assert_eq!(op(&["cms", "--readd", "1"]).unwrap(), want);
+    assert_eq!(op(&["cms", "--readd", "n1"]).unwrap(), want);
+    let err = op(&["cms", "--readd", "99"]).unwrap_err();
+    assert!(err.0.contains("no such node"), "{err}");
+    let err = op(&["cms", "--readd", "n2"]).unwrap_err();
+    assert!(err.0.contains("runs no cm_server"), "{err}");
+}

@@ -44,6 +44,18 @@ pub struct SimParams {
     pub disk_pct: f64,
     /// Seconds a liveness phase may take beyond the bound computed from the parameters.
     pub liveness_slack_s: f64,
+    /// Nodes powered on later than the others at the start (a staggered cold start).
+    pub power_on_delay: Vec<PowerOnDelay>,
+}
+
+/// One node's power-on delay at the start of a run (not a fault: timings do not count from it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerOnDelay {
+    /// The node.
+    pub node: NodeId,
+    /// Seconds after the others it is powered on.
+    pub delay_s: f64,
 }
 
 impl Default for SimParams {
@@ -55,6 +67,7 @@ impl Default for SimParams {
             boot_s: 2.0,
             disk_pct: 40.0,
             liveness_slack_s: 30.0,
+            power_on_delay: Vec::new(),
         }
     }
 }
@@ -355,6 +368,17 @@ impl Scenario {
         }
         if !(raw.duration_s.is_finite() && raw.duration_s > 0.0) {
             problems.push(("duration_s".into(), "must be a positive number".into()));
+        }
+        for (k, d) in raw.sim.power_on_delay.iter().enumerate() {
+            let key = format!("sim.power_on_delay[{k}]");
+            if !(d.delay_s.is_finite() && d.delay_s >= 0.0) {
+                problems.push((key.clone(), "delay_s must be a number ≥ 0".into()));
+            }
+            if let Some(c) = &config
+                && c.node(d.node).is_none()
+            {
+                problems.push((key, format!("node {} is not in the cluster", d.node.0)));
+            }
         }
         let group = GroupId(raw.affected_group);
         if let Some(c) = &config

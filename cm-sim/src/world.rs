@@ -201,7 +201,9 @@ impl World {
         };
         let nodes: Vec<NodeId> = w.hosts.keys().copied().collect();
         for n in nodes {
-            w.power_on(n);
+            let delay = w.scenario.sim.power_on_delay.iter().find(|d| d.node == n);
+            let delay = delay.map_or(0.0, |d| d.delay_s);
+            w.power_on_after(n, Duration::from_secs_f64(delay));
         }
         w.queue.push(Instant::ZERO, Event::Replicate);
         w.queue.push(Instant::ZERO, Event::Write);
@@ -399,7 +401,12 @@ impl World {
 
     /// Powers a host on: om_monitor (or whatever the factory boots) starts after `boot_s`.
     pub(crate) fn power_on(&mut self, node: NodeId) {
-        let boot_after = Duration::from_secs_f64(self.scenario.sim.boot_s);
+        self.power_on_after(node, Duration::ZERO);
+    }
+
+    /// Powers a host on, om_monitor starting `delay` later than usual (a late power-on).
+    fn power_on_after(&mut self, node: NodeId, delay: Duration) {
+        let boot_after = Duration::from_secs_f64(self.scenario.sim.boot_s) + delay;
         let Some(h) = self.hosts.get_mut(&node) else {
             return;
         };

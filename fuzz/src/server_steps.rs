@@ -105,7 +105,7 @@ fn dn_report(b: &mut Bytes<'_>, instance: InstanceId) -> DnReport {
 }
 
 fn ctl_request(b: &mut Bytes<'_>) -> CtlRequest {
-    match b.below(9) {
+    match b.below(10) {
         0 => CtlRequest::Query,
         1 => CtlRequest::Pause,
         2 => CtlRequest::Resume,
@@ -127,6 +127,9 @@ fn ctl_request(b: &mut Bytes<'_>) -> CtlRequest {
             ][b.below(3)]
             .into(),
             value: ["3", "0", "x", "99"][b.below(4)].into(),
+        },
+        8 => CtlRequest::ReaddCms {
+            node: NodeId(1 + u32::from(b.small(3))),
         },
         _ => CtlRequest::Build {
             instance: InstanceId(6001 + u32::from(b.small(3))),

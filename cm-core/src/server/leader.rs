@@ -544,6 +544,9 @@ impl Core {
             }
             CtlRequest::SwitchoverAll => self.switchover_all(ctx),
             CtlRequest::Build { instance } => self.build(ctx, config, instance),
+            CtlRequest::ReaddCms { node } => {
+                readd_cms(ctx, config, node).and_then(|c| Ok(vec![propose(ctx, c)?]))
+            }
         }
     }
 
@@ -603,6 +606,29 @@ impl Core {
         arb.members[i].send(ctx.out, ctx.now, CmsCommand::Build { source });
         Ok(Vec::new())
     }
+}
+
+/// `cms --readd NODE` (§5.1): the change that makes a non-voter CMS vote again. The operator
+/// re-adds a node once the cluster has moved past every term its lost store may have voted in
+/// (the quorum documents why).
+fn readd_cms(ctx: &Ctx<'_>, config: &ClusterConfig, node: NodeId) -> Result<Change, Refusal> {
+    match config.node(node) {
+        None => return Err(Refusal::Invalid(format!("no node {}", node.0))),
+        Some(n) if n.cms_port.is_none() => {
+            return Err(Refusal::Invalid(format!(
+                "node {} runs no cm_server (it has no cms_port)",
+                node.0
+            )));
+        }
+        Some(_) => {}
+    }
+    if !ctx.committed().non_voters.contains(&node) {
+        return Err(Refusal::Invalid(format!(
+            "node {} is a voter already; only a CMS that rejoined after losing its store is re-added",
+            node.0
+        )));
+    }
+    Ok(Change::SetVoter { node, voter: true })
 }
 
 /// Validates `cm_ctl set` and returns the change to commit.

@@ -1,10 +1,10 @@
 //! cm_ctl requests, leadership changes and command sequencing.
 
 use crate::ctl::{CtlReply, CtlRequest, Refusal};
-use crate::ids::{InstanceId, QuorumTerm};
+use crate::ids::{InstanceId, NodeId, QuorumTerm};
 use crate::msg::CmsCommand;
 use crate::params::ParamSide;
-use crate::server::harness::{H, command, dn, reply};
+use crate::server::harness::{CommittedRef, H, command, dn, reply};
 use crate::server::leader::LeaderOutput;
 use crate::state::Change;
 
@@ -239,4 +239,39 @@ fn a_report_older_than_the_newest_from_the_same_agent_is_dropped() {
             .map(|r| r.role),
         Some(crate::dn::DnRole::Down)
     );
+}
+
+/// §5.1, §10: `cms --readd NODE` commits `SetVoter { voter: true }` for a non-voter CMS; a
+/// voter, a node without a cm_server or an unknown node is refused with the reason.
+#[test]
+fn readd_cms_makes_a_non_voter_vote_again_and_refuses_anything_else() {
+    let mut h = H::new(3);
+    h.state.state_mut().non_voters.insert(NodeId(102));
+    assert_eq!(h.ctl(1, CtlRequest::ReaddCms { node: NodeId(102) }), vec![]);
+    assert_eq!(
+        h.queued(),
+        vec![Change::SetVoter {
+            node: NodeId(102),
+            voter: true
+        }]
+    );
+    assert_eq!(h.commit(), vec![reply(1, CtlReply::Accepted)]);
+    assert!(h.state.committed_ref().non_voters.is_empty());
+    for (client, node, why) in [
+        (2, 102, "is a voter already"),
+        (3, 1, "runs no cm_server"),
+        (4, 77, "no node 77"),
+    ] {
+        let out = h.ctl(client, CtlRequest::ReaddCms { node: NodeId(node) });
+        let [
+            LeaderOutput::Reply {
+                reply: CtlReply::Refused(Refusal::Invalid(text)),
+                ..
+            },
+        ] = &out[..]
+        else {
+            panic!("node {node}: {out:?}");
+        };
+        assert!(text.contains(why), "node {node}: {text}");
+    }
 }

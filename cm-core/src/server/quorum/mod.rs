@@ -32,25 +32,50 @@
 //!
 //! # Membership and empty stores (§5.1)
 //!
-//! A node constructed with `restored = None` has an empty store. It neither votes nor campaigns;
-//! it sends `Hello { nonce }` to every other CMS node and ignores all other quorum traffic until
-//! it has decided:
-//! * every other CMS node answered *pristine* (term 0, empty log) → this is a fresh cluster: it
-//!   becomes a voter (a new cluster's first election needs every CMS node up once);
-//! * any node answered non-pristine → its store was lost: it rejoins as a **non-voter**. It
-//!   follows the leader and acknowledges entries (its writes are real) but never grants a vote or
-//!   pre-vote and never campaigns, since it may have forgotten a vote it gave. The leader commits
-//!   `SetVoter { node, voter: false }` when it hears the hello; the node becomes a voter again
-//!   only after it has seen itself in `non_voters` and then removed by an operator's
-//!   `SetVoter { voter: true }` — both at log indices above the largest `last_index` answered to
-//!   its hello, so older re-adds in the history it replays do not count.
+//! A node constructed with `restored = None` has an empty store: a node powered on for the
+//! first time, maybe late to its cluster's first election, or one whose store was lost or
+//! replaced. It neither votes nor campaigns; it sends `Hello { nonce, rejoining }` to every
+//! other CMS node and ignores all other quorum traffic until it has decided:
+//! * any node answers `counted: true` → it lost a store it had written: it rejoins as a
+//!   **non-voter**. It follows the leader and acknowledges entries (its writes are real) but
+//!   never grants a vote or pre-vote and never campaigns, since it may have forgotten a vote it
+//!   gave or entries it acknowledged. The leader commits `SetVoter { node, voter: false }` when
+//!   it hears a hello from a node it counted, or one that says `rejoining`; the node becomes a
+//!   voter again only after it has seen itself in `non_voters` and then removed by an
+//!   operator's `cm_ctl cms --readd NODE` (`SetVoter { voter: true }`) — both at log indices
+//!   above the largest `last_index` answered to its hello, so older re-adds in the history it
+//!   replays do not count;
+//! * every other CMS node answered `counted: false` → no vote or acknowledgement of it was ever
+//!   counted: it joins as a **voter**, however far the cluster has got meanwhile (a fresh
+//!   cluster, or a node merely late to the first election). While some node has not answered
+//!   it keeps asking.
 //!
-//! The decision is persisted with the rest of the state. Every node counts majorities over the
-//! configured CMS nodes minus the committed `non_voters` (one membership change at a time keeps
-//! old and new majorities overlapping). Limits: a hello answered only after the others started
-//! electing makes a bootstrapping node a non-voter; and an operator should re-add a node only
-//! once the cluster has moved past every term its lost store may have voted in (a re-added node
-//! cannot know those terms).
+//! **Why this is safe.** An empty store is dangerous only if something this node once said was
+//! *counted*: a granted vote that made a leader (it could vote again in that term: two leaders)
+//! or an acknowledgement that made an entry committed (it could vote for a candidate lacking the
+//! entry). Whoever counts — a candidate counting votes, a leader counting acknowledgements —
+//! first adds the sender to its persisted `counted` set and handles the message only once that
+//! write is durable (the first time per peer only). So every counted vote or acknowledgement
+//! of X is recorded in the durable store of the node that counted it. X decides "voter" only
+//! when *every* other CMS node answered that it never counted X; with the stores of the other
+//! nodes intact (we tolerate the loss of one store at a time, a minority), no vote or
+//! acknowledgement of X's lost store was ever counted, so nothing X forgot matters. One gap
+//! remains: a reply of X's earlier incarnation still in flight, counted after the answer.
+//! Hence a node that hears a hello from X stops counting what X sent before it: a candidate
+//! ignores X's votes for the rest of its candidacy, a leader ignores X's acknowledgements of
+//! rounds sent before the hello and forgets X's match index. (etcd solves the same problem
+//! with an explicit `initial-cluster-state=new|existing` given by the operator; this needs no
+//! operator input and also tells a late first boot from a lost store.) The decision is
+//! persisted with the rest of the state; stores written before `counted` existed decode with
+//! every peer counted (the conservative answer).
+//!
+//! Every node counts majorities over the configured CMS nodes minus the committed
+//! `non_voters` (one membership change at a time keeps old and new majorities overlapping);
+//! the arithmetic is [`crate::quorum_math`]. Agents confirming a Failover's term count only
+//! voters' replies, with the weight each CMS reports ([`Quorum::confirmation_weight`]). Limits:
+//! an operator should re-add a node only once the cluster has moved past every term its lost
+//! store may have voted in (a re-added node cannot know those terms); and the loss of two
+//! stores at once (a node and one that counted it) is outside what this tolerates.
 //!
 //! # Leader and follower writes
 //!

@@ -5,16 +5,24 @@
 //! * CMS weights and majorities (§5.1, §5.4): every CMS weighs 1, except with exactly two CMS
 //!   nodes, where the first in config order (W2) weighs 2 and is a quorum alone; non-voters
 //!   weigh nothing; a set is a quorum when its weight is more than half the voters' total.
-//! * The gateway rule (§5.4): a node isolated from its peer in two-node mode with
-//!   `cms_enable_failover_on2nodes`, whose gateway probe answered, is a quorum alone.
+//! * Two-node mode with `cms_enable_failover_on2nodes` (§5.4): when W2's weight counts
+//!   ([`w2_weight_until`]), from when a node may lead alone through the gateway rule
+//!   ([`lead_alone_from`]), which sets are quorums then ([`two_node_quorum`]), and the disjoint
+//!   (by parity) terms the two nodes campaign for ([`two_node_campaign_term`]).
 //! * Term confirmations (§4.1): an agent sums the weights the repliers report (0 for a
 //!   non-voter) and needs more than half of [`total_weight`] of the configured CMS nodes.
 //! * The Lock1 quorum q = ⌊(n+1)/2⌋ of a group of n valid members (§4.2), and the
 //!   streaming-quorum exception of §8 built on it.
 
+use core::time::Duration;
 use std::collections::BTreeSet;
 
-use crate::ids::NodeId;
+use crate::ids::{NodeId, QuorumTerm};
+use crate::time::{Instant, scale_down, scale_up};
+
+/// How long a gateway probe may take (the probe's own time limit, cm_server's executor):
+/// §5.4's "gateway probe bound".
+pub const GATEWAY_PROBE_BOUND: Duration = Duration::from_secs(2);
 
 /// The weight of the CMS at position `index` (config order) among `cms_count` CMS nodes.
 pub fn cms_weight(index: usize, cms_count: usize) -> u32 {
@@ -63,22 +71,53 @@ pub fn is_voter_quorum(
     is_majority(got, total)
 }
 
-/// The gateway rule of §5.4: an isolated node whose gateway probe answered is a quorum alone
-/// (for sets that contain it).
-pub fn gateway_quorum(
-    isolated: bool,
-    gateways_reachable: Option<bool>,
-    contains_self: bool,
-) -> bool {
-    isolated && gateways_reachable == Some(true) && contains_self
-}
-
 /// Whether the weights reported by the distinct CMS nodes that confirmed a term (§4.1) make a
 /// quorum of the `cms_count` configured CMS nodes. Non-voters report 0. The total counts every
 /// configured node, so a confirming set is also a majority of any voter subset.
 pub fn confirmation_is_quorum(weights: impl IntoIterator<Item = u32>, cms_count: usize) -> bool {
     let got = weights.into_iter().fold(0u32, u32::saturating_add);
     is_majority(got, total_weight(cms_count))
+}
+
+/// Two-node mode with `cms_enable_failover_on2nodes` (§5.4): until when (on W2's clock) the
+/// weight of W2 counts after it last heard its peer at `peer_heard_at`:
+/// `cms_network_isolation_timeout × (1 − ρ)/(1 + ρ)` later.
+pub fn w2_weight_until(peer_heard_at: Instant, isolation: Duration, rho: f64) -> Instant {
+    peer_heard_at + scale_down(isolation, (1.0 - rho) / (1.0 + rho))
+}
+
+/// Two-node mode with failover (§5.4): from when (on its own clock) a node whose peer was last
+/// heard at `peer_heard_at` may lead alone through the gateway rule (and only on a probe sent
+/// at or after it): `(cms_network_isolation_timeout + probe bound) × (1 + ρ)/(1 − ρ) + lease`.
+/// By then the peer's own weight (which stops at [`w2_weight_until`] on its clock) and the
+/// lease it took from it have lapsed, whatever the drift within ρ.
+pub fn lead_alone_from(
+    peer_heard_at: Instant,
+    isolation: Duration,
+    lease: Duration,
+    rho: f64,
+) -> Instant {
+    peer_heard_at + scale_up(isolation + GATEWAY_PROBE_BOUND, (1.0 + rho) / (1.0 - rho)) + lease
+}
+
+/// Two-node mode with failover (§5.4): whether a set holding W2 and/or W1 is a quorum, given
+/// whether W2's weight counts now and whether W1 may lead alone now (each only evaluated by the
+/// node itself, for sets that contain it).
+pub fn two_node_quorum(has_w2: bool, has_w1: bool, w2_counts: bool, w1_alone: bool) -> bool {
+    (has_w2 && (has_w1 || w2_counts)) || (has_w1 && w1_alone)
+}
+
+/// Two-node mode with failover (§5.4): the term a candidate at config position `index`
+/// campaigns for from `current`: the next term of its own parity (W2 odd, W1 even), so the two
+/// nodes never lead the same quorum term, even each alone on its side of a partition.
+pub fn two_node_campaign_term(current: QuorumTerm, index: usize) -> QuorumTerm {
+    let want = u64::from(index.is_multiple_of(2));
+    let next = current.0.saturating_add(1);
+    QuorumTerm(if next % 2 == want {
+        next
+    } else {
+        next.saturating_add(1)
+    })
 }
 
 /// The Lock1 quorum q = ⌊(n+1)/2⌋ over the n valid members of a group (§4.2).

@@ -1,6 +1,8 @@
+use core::time::Duration;
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::time::Instant;
 
 fn nodes(ids: &[u32]) -> BTreeSet<NodeId> {
     ids.iter().map(|i| NodeId(*i)).collect()
@@ -76,24 +78,6 @@ fn voter_quorum_table() {
 }
 
 #[test]
-fn gateway_rule_table() {
-    let table = [
-        (true, Some(true), true, true),
-        (true, Some(true), false, false),
-        (true, Some(false), true, false),
-        (true, None, true, false),
-        (false, Some(true), true, false),
-    ];
-    for (isolated, gw, contains_self, want) in table {
-        assert_eq!(
-            gateway_quorum(isolated, gw, contains_self),
-            want,
-            "isolated {isolated}, gateways {gw:?}, self {contains_self}"
-        );
-    }
-}
-
-#[test]
 fn confirmation_table() {
     // (reported weights, cms_count, quorum?)
     let table: &[(&[u32], usize, bool)] = &[
@@ -150,6 +134,70 @@ fn streaming_exception_table() {
             streaming_blocks_lock1(fresh, n),
             want,
             "{fresh} fresh of {n}"
+        );
+    }
+}
+
+#[test]
+fn two_node_time_rules_table() {
+    let iso = Duration::from_secs(20);
+    let lease = Duration::from_millis(784);
+    let heard = Instant::from_secs(100);
+    // ρ = 0: exactly the isolation timeout; (20 + 2) s + lease.
+    assert_eq!(w2_weight_until(heard, iso, 0.0), Instant::from_secs(120));
+    assert_eq!(
+        lead_alone_from(heard, iso, lease, 0.0),
+        Instant::from_millis(122_784)
+    );
+    // ρ = 0.01: 20 × 0.99/1.01 = 19.60396… s (rounded down); 22 × 1.01/0.99 = 22.44444… s
+    // (rounded up) + lease.
+    assert_eq!(
+        w2_weight_until(heard, iso, 0.01),
+        Instant::from_nanos(119_603_960_396)
+    );
+    assert_eq!(
+        lead_alone_from(heard, iso, lease, 0.01),
+        Instant::from_nanos(123_228_444_445)
+    );
+}
+
+#[test]
+fn two_node_quorum_table() {
+    // (has W2, has W1, W2's weight counts, W1 may lead alone, quorum?)
+    let table = [
+        (true, true, false, false, true),
+        (true, false, true, false, true),
+        (true, false, false, false, false),
+        (false, true, false, false, false),
+        (false, true, false, true, true),
+        (false, true, true, false, false),
+    ];
+    for (w2, w1, counts, alone, want) in table {
+        assert_eq!(
+            two_node_quorum(w2, w1, counts, alone),
+            want,
+            "W2 {w2}, W1 {w1}, counts {counts}, alone {alone}"
+        );
+    }
+}
+
+#[test]
+fn two_node_campaign_terms_are_disjoint_by_parity() {
+    // (current term, position, term campaigned for): W2 (0) odd, W1 (1) even.
+    let table = [
+        (0, 0, 1),
+        (0, 1, 2),
+        (1, 0, 3),
+        (1, 1, 2),
+        (2, 0, 3),
+        (2, 1, 4),
+        (7, 1, 8),
+    ];
+    for (current, index, want) in table {
+        assert_eq!(
+            two_node_campaign_term(QuorumTerm(current), index),
+            QuorumTerm(want),
+            "term {current}, position {index}"
         );
     }
 }

@@ -18,6 +18,7 @@ use super::{
     AfterWrite, EntryPayload, LeaderState, LogEntry, Quorum, QuorumMsg, QuorumOutput, Role,
 };
 use crate::ids::{LogIndex, NodeId, QuorumTerm};
+use crate::quorum_math;
 use crate::time::Instant;
 
 impl Quorum {
@@ -171,7 +172,7 @@ impl Quorum {
     }
 
     fn on_pre_vote_reply(&mut self, now: Instant, from: NodeId, term: QuorumTerm, granted: bool) {
-        if granted && self.role == Role::PreCandidate && term == self.term.next() {
+        if granted && self.role == Role::PreCandidate && term == self.campaign_term() {
             self.prevotes.insert(from);
             if self.is_quorum(&self.prevotes) {
                 self.become_candidate(now);
@@ -214,7 +215,22 @@ impl Quorum {
         self.is_voter()
             && !self.in_startup_holdoff(now)
             && self.demoted_until.is_none_or(|u| now >= u)
-            && self.two_node_may_lead()
+            && self.two_node_may_lead(now)
+    }
+
+    /// The term this node campaigns for: the next one, or with two CMS nodes and the failover
+    /// rule the next of its own parity (§5.4: the two never lead the same term).
+    fn campaign_term(&self) -> QuorumTerm {
+        if self.two_node_failover() {
+            let index = self
+                .members
+                .iter()
+                .position(|n| *n == self.node)
+                .unwrap_or(0);
+            quorum_math::two_node_campaign_term(self.term, index)
+        } else {
+            self.term.next()
+        }
     }
 
     pub(super) fn reset_election_timer(&mut self, now: Instant) {
@@ -232,7 +248,7 @@ impl Quorum {
         self.prevotes.insert(self.node);
         self.reset_election_timer(now);
         let msg = QuorumMsg::PreVote {
-            term: self.term.next(),
+            term: self.campaign_term(),
             last_term: self.log.last_term(),
             last_index: self.log.last_index(),
         };
@@ -245,7 +261,7 @@ impl Quorum {
     }
 
     fn become_candidate(&mut self, now: Instant) {
-        self.term = self.term.next();
+        self.term = self.campaign_term();
         self.voted_for = Some(self.node);
         self.dirty = true;
         self.role = Role::Candidate;

@@ -18,6 +18,7 @@ use core::time::Duration;
 
 use super::{Quorum, QuorumOutput, Role};
 use crate::ids::NodeId;
+use crate::quorum_math;
 use crate::time::Instant;
 
 /// CM's `cmserver_demote_delay_on_conn_less`: how long a leader may see at most one agent, and
@@ -41,7 +42,8 @@ impl Quorum {
             self.demoted_until = Some(now + DEMOTE_AFTER);
             return self.step_down(now);
         }
-        if self.isolated && self.gateways == Some(false) {
+        if self.isolated && !self.alone_is_quorum(now) {
+            tracing::warn!(node = %self.node, "two-node mode: not a quorum alone");
             return self.step_down(now);
         }
         if now >= lead.heartbeat_at {
@@ -112,20 +114,67 @@ impl Quorum {
     /// Any message from a peer ends an isolation.
     pub(super) fn note_peer(&mut self, now: Instant, _from: NodeId) {
         self.peer_heard_at = now;
+        self.gateway_ok_sent_at = None;
         if self.isolated {
             self.isolated = false;
             self.gateways = None;
         }
     }
 
+    /// This node is W2 (the first of two CMS nodes, weight 2).
+    pub(super) fn is_w2(&self) -> bool {
+        self.members.len() == 2 && self.members.first() == Some(&self.node)
+    }
+
+    /// Two-node mode with failover (§5.4): whether W2's weight counts now — it heard its peer
+    /// within `cms_network_isolation_timeout × (1 − ρ)/(1 + ρ)`, or a gateway probe sent after
+    /// that instant answered. Without the failover rule, always.
+    pub(super) fn w2_weight_counts(&self, now: Instant) -> bool {
+        if !self.two_node_failover() {
+            return true;
+        }
+        let until = quorum_math::w2_weight_until(
+            self.peer_heard_at,
+            self.params.cms_network_isolation_timeout(),
+            self.params.max_clock_drift,
+        );
+        now < until || self.gateway_ok_sent_at.is_some_and(|s| s >= until)
+    }
+
+    /// From when this node may lead alone through the gateway rule (§5.4).
+    fn lead_alone_from(&self) -> Instant {
+        quorum_math::lead_alone_from(
+            self.peer_heard_at,
+            self.params.cms_network_isolation_timeout(),
+            self.params.leader_lease(),
+            self.params.max_clock_drift,
+        )
+    }
+
+    /// Two-node mode with failover: whether this node is a quorum alone now — W2 while its
+    /// weight counts, W1 once its peer has been silent past [`Self::lead_alone_from`] and a
+    /// gateway probe sent after that instant answered.
+    pub(super) fn alone_is_quorum(&self, now: Instant) -> bool {
+        if self.is_w2() {
+            return self.w2_weight_counts(now);
+        }
+        let from = self.lead_alone_from();
+        now >= from && self.gateway_ok_sent_at.is_some_and(|s| s >= from)
+    }
+
     /// Starts isolation handling once the peer has been silent long enough, and probes the
-    /// gateways while isolated.
+    /// gateways while isolated: at once, every maximum election timeout, and exactly when the
+    /// node may lead alone (a probe must be sent after that instant to count).
     pub(super) fn check_two_node(&mut self, now: Instant) {
         if !self.two_node_failover() {
             return;
         }
-        if !self.isolated && now >= self.peer_heard_at + self.params.cms_network_isolation_timeout()
-        {
+        let start = quorum_math::w2_weight_until(
+            self.peer_heard_at,
+            self.params.cms_network_isolation_timeout(),
+            self.params.max_clock_drift,
+        );
+        if !self.isolated && now >= start {
             tracing::warn!(node = %self.node, "two-node mode: peer CMS lost");
             self.isolated = true;
             self.gateways = None;
@@ -133,25 +182,48 @@ impl Quorum {
         }
         if self.isolated && now >= self.probe_at {
             self.out.push(QuorumOutput::ProbeGateways);
-            self.probe_at = now + self.params.election_timeout_max();
+            if self.probes_out.len() >= MAX_PROBES_OUT {
+                self.probes_out.pop_front();
+            }
+            self.probes_out.push_back(now);
+            let mut next = now + self.params.election_timeout_max();
+            let alone = self.lead_alone_from();
+            if !self.is_w2() && now < alone {
+                next = next.min(alone);
+            }
+            self.probe_at = next;
         }
     }
 
     pub(super) fn on_gateways_probed(&mut self, now: Instant, reachable: bool) {
-        if !self.isolated {
+        // Answers are matched to the oldest probe outstanding: its send time is the earliest
+        // this answer can be about (the safe side for "a probe sent after").
+        let Some(sent_at) = self.probes_out.pop_front() else {
+            return;
+        };
+        if !self.isolated || sent_at < self.peer_heard_at {
             return;
         }
         self.gateways = Some(reachable);
-        if !reachable && self.role == Role::Leader {
-            self.step_down(now);
+        if reachable {
+            self.gateway_ok_sent_at =
+                Some(self.gateway_ok_sent_at.map_or(sent_at, |s| s.max(sent_at)));
+        } else {
+            self.gateway_ok_sent_at = None;
+            if self.role == Role::Leader && !self.alone_is_quorum(now) {
+                self.step_down(now);
+            }
         }
     }
 
     /// Whether the two-node rule lets this node campaign now.
-    pub(super) fn two_node_may_lead(&self) -> bool {
-        !self.isolated || self.gateways == Some(true)
+    pub(super) fn two_node_may_lead(&self, now: Instant) -> bool {
+        !self.isolated || self.alone_is_quorum(now)
     }
 }
+
+/// Gateway probes outstanding at most (older ones are forgotten).
+const MAX_PROBES_OUT: usize = 8;
 
 #[cfg(test)]
 #[path = "lease_tests.rs"]

@@ -182,31 +182,124 @@ fn failover_config() -> crate::config::ClusterConfig {
     config_with(2, params)
 }
 
-#[test]
-fn an_isolated_second_cms_leads_alone_only_while_the_gateways_answer() {
-    let cfg = failover_config();
-    let mut q = started(&cfg, 2, ms(0));
-    let isolation = q.params.cms_network_isolation_timeout();
-    let mut at = ms(0);
-    // Before the isolation timeout it only pre-votes (and gets nowhere).
-    while at < ms(0) + isolation {
-        at = q.next_deadline().unwrap();
-        let out = norm(q.step(at, QuorumInput::Tick));
-        if at == ms(0) + isolation {
-            assert_eq!(out, vec![Out::ProbeGateways]);
+/// Ticks `q` at its deadlines up to `until` (inclusive), completing every write at once;
+/// returns every output with the instant it came at.
+fn tick_until(q: &mut Quorum, until: Instant) -> Vec<(Instant, Out)> {
+    let mut seen = Vec::new();
+    while let Some(at) = q.next_deadline().filter(|d| *d <= until) {
+        let out = q.step(at, QuorumInput::Tick);
+        let token = last_token(&out);
+        seen.extend(norm(out).into_iter().map(|o| (at, o)));
+        if let Some(token) = token {
+            let out = q.step(at, done(token));
+            seen.extend(norm(out).into_iter().map(|o| (at, o)));
         }
     }
-    let _ = q.step(at, QuorumInput::GatewaysProbed { reachable: false });
-    let at2 = q.election_at;
-    let out = norm(q.step(at2, QuorumInput::Tick));
-    assert!(!out.iter().any(|o| matches!(o, Out::Send(..))), "{out:?}");
-    let _ = q.step(at2, QuorumInput::GatewaysProbed { reachable: true });
-    let at3 = q.election_at;
-    let out = q.step(at3, QuorumInput::Tick);
-    assert_eq!(q.role, Role::Candidate);
-    let _ = q.step(at3, done(last_token(&out).unwrap()));
-    assert_eq!(q.role, Role::Leader);
-    // The gateways stop answering: it demotes.
-    let out = norm(q.step(at3, QuorumInput::GatewaysProbed { reachable: false }));
-    assert_eq!(out, vec![Out::SteppedDown(1)]);
+    seen
+}
+
+fn probes(seen: &[(Instant, Out)]) -> Vec<Instant> {
+    seen.iter()
+        .filter(|(_, o)| *o == Out::ProbeGateways)
+        .map(|(at, _)| *at)
+        .collect()
+}
+
+fn sends(seen: &[(Instant, Out)]) -> usize {
+    seen.iter()
+        .filter(|(_, o)| matches!(o, Out::Send(..)))
+        .count()
+}
+
+/// §5.4 with defaults (isolation 20 s, ρ = 0.01, lease 0.784158415 s): the second CMS (W1),
+/// its peer silent since it started at 0, probes the gateways from 19.603960396 s
+/// (20 × 0.99/1.01) but may lead alone only from 23.228602860 s ((20 + 2) × 1.01/0.99 + the
+/// lease), on a probe sent at or after that instant — by then W2's weight and lease have
+/// lapsed on any clock within ρ. It campaigns for an even term (W2's are odd). Before the fix it
+/// led alone from the first answered probe at 20 s, in the term after W2's.
+#[test]
+fn an_isolated_second_cms_leads_alone_only_after_the_peers_lease_must_have_lapsed() {
+    let cfg = failover_config();
+    let mut q = started(&cfg, 2, ms(0));
+    let first = Instant::from_nanos(19_603_960_396);
+    let alone = Instant::from_nanos(23_228_602_860);
+    assert_eq!(q.lead_alone_from(), alone);
+    let seen = tick_until(&mut q, first);
+    assert_eq!(probes(&seen), vec![first]);
+    // An answer to that early probe does not let it lead: it stays silent, a follower.
+    let _ = q.step(first + Duration::from_millis(100), gateways(true));
+    let just_before = alone - Duration::from_nanos(1);
+    let seen = tick_until(&mut q, just_before);
+    assert_eq!(sends(&seen), 0, "{seen:?}");
+    assert_eq!(q.role, Role::Follower);
+    // The probes sent meanwhile (every 1.6 s) answer too: still too early.
+    assert_eq!(probes(&seen).len(), 2, "{seen:?}");
+    for _ in probes(&seen) {
+        let _ = q.step(just_before, gateways(true));
+    }
+    assert!(!q.alone_is_quorum(just_before));
+    // A probe goes out exactly at the instant; its answer lets it lead, in term 2.
+    let seen = tick_until(&mut q, alone);
+    assert_eq!(probes(&seen).last(), Some(&alone));
+    let answered = alone + Duration::from_millis(100);
+    let _ = q.step(answered, gateways(true));
+    assert!(q.alone_is_quorum(answered));
+    let seen = tick_until(&mut q, answered + Duration::from_secs(2));
+    assert!(
+        seen.iter().any(|(_, o)| *o == Out::BecameLeader(2)),
+        "{seen:?}"
+    );
+    assert!(q.holds_lease(answered + Duration::from_secs(2)));
+    // The gateways stop answering: it demotes at once.
+    let at = q.probe_at;
+    let seen = tick_until(&mut q, at);
+    assert_eq!(probes(&seen), vec![at]);
+    let out = norm(q.step(at, gateways(false)));
+    assert_eq!(out, vec![Out::SteppedDown(2)]);
+}
+
+/// §5.4: W2 (weight 2) leads alone while its weight counts; once its peer has been silent for
+/// 19.603960396 s it stops using its lease and steps down at once (before: it kept leading on
+/// its weight, beside a W1 leading alone). A probe sent after that instant that answers gives
+/// the weight back, and it leads again in its next odd term.
+#[test]
+fn w2_stops_using_its_lease_when_its_weight_stops_counting() {
+    let cfg = failover_config();
+    let mut q = started(&cfg, 1, ms(0));
+    let until = Instant::from_nanos(19_603_960_396);
+    let before = until - Duration::from_nanos(1);
+    let seen = tick_until(&mut q, before);
+    assert!(
+        seen.iter().any(|(_, o)| *o == Out::BecameLeader(1)),
+        "{seen:?}"
+    );
+    assert!(q.holds_lease(before));
+    let seen = tick_until(&mut q, until);
+    assert!(!q.holds_lease(until));
+    assert!(seen.contains(&(until, Out::SteppedDown(1))), "{seen:?}");
+    assert_eq!(probes(&seen), vec![until]);
+    let answered = until + Duration::from_millis(100);
+    let _ = q.step(answered, gateways(true));
+    let seen = tick_until(&mut q, answered + Duration::from_secs(2));
+    assert!(
+        seen.iter().any(|(_, o)| *o == Out::BecameLeader(3)),
+        "{seen:?}"
+    );
+}
+
+/// The term confirmation weight a CMS reports (§4.1): W2 the whole total (3) while its weight
+/// counts, 1 once it does not.
+#[test]
+fn w2_reports_its_weight_only_while_it_counts() {
+    let cfg = failover_config();
+    let mut q = started(&cfg, 1, ms(0));
+    let until = Instant::from_nanos(19_603_960_396);
+    let _ = tick_until(&mut q, until - Duration::from_nanos(1));
+    assert_eq!(q.confirmation_weight(), 3);
+    let _ = tick_until(&mut q, until);
+    assert_eq!(q.confirmation_weight(), 1);
+}
+
+fn gateways(reachable: bool) -> QuorumInput {
+    QuorumInput::GatewaysProbed { reachable }
 }

@@ -85,12 +85,25 @@
 //!
 //! # Two-node mode (§5.4)
 //!
-//! With two CMS nodes the first (in config order) has weight 2 and is a quorum alone. With
-//! `cms_enable_failover_on2nodes`, a node that has not heard its peer for
-//! `cms_network_isolation_timeout` asks the driver to probe the gateways
-//! ([`QuorumOutput::ProbeGateways`]); while the answer ([`QuorumInput::GatewaysProbed`]) is
-//! "reachable" it is a quorum alone, otherwise it steps down and does not campaign. **This trades
-//! S1/S4 for availability**: if both nodes reach the gateways but not each other, both lead.
+//! With two CMS nodes the first (in config order, W2) has weight 2 and is a quorum alone. With
+//! `cms_enable_failover_on2nodes` (arithmetic in [`crate::quorum_math`]):
+//! * W2's weight counts only while it heard its peer within `cms_network_isolation_timeout ×
+//!   (1 − ρ)/(1 + ρ)`, or a gateway probe sent after that instant answered; otherwise it is not
+//!   a quorum alone, stops using its lease at once and steps down.
+//! * From that instant an isolated node probes the gateways ([`QuorumOutput::ProbeGateways`],
+//!   answered by [`QuorumInput::GatewaysProbed`]; answers are matched to the oldest probe
+//!   outstanding). W1 is a quorum alone only once its peer has been silent for
+//!   `(cms_network_isolation_timeout + GATEWAY_PROBE_BOUND) × (1 + ρ)/(1 − ρ) + lease` and on a
+//!   probe sent at or after that instant; a probe that does not answer ends it.
+//! * In this mode each node campaigns only for terms of its own parity (W2 odd, W1 even), so
+//!   no quorum term is ever led by both, even each alone on its side of a partition.
+//! * **This trades S4 (and simultaneous leases) for availability while both nodes reach the
+//!   gateways but not each other.** Agents count term confirmations with the weight each CMS
+//!   reports ([`Quorum::confirmation_weight`]).
+//!
+//! Not done here (SPEC §5.4): group terms proposed while leading alone are not yet disjoint
+//! between the sides, and healing does not yet fence the primary of the side with the lower
+//! group term (§4.4 handles equal or lower terms it sees).
 
 mod election;
 mod lease;
@@ -402,6 +415,10 @@ pub struct Quorum {
     isolated: bool,
     gateways: Option<bool>,
     probe_at: Instant,
+    /// Send times of the gateway probes not yet answered, oldest first.
+    probes_out: VecDeque<Instant>,
+    /// Send time of the newest probe that answered "reachable" since the peer was last heard.
+    gateway_ok_sent_at: Option<Instant>,
 
     // Persistence.
     next_token: u64,
@@ -484,6 +501,8 @@ impl Quorum {
             isolated: false,
             gateways: None,
             probe_at: Instant::ZERO,
+            probes_out: VecDeque::new(),
+            gateway_ok_sent_at: None,
             next_token: 1,
             writes: VecDeque::new(),
             dirty: blank,
@@ -540,7 +559,11 @@ impl Quorum {
             at.push(if self.isolated {
                 self.probe_at
             } else {
-                self.peer_heard_at + self.params.cms_network_isolation_timeout()
+                quorum_math::w2_weight_until(
+                    self.peer_heard_at,
+                    self.params.cms_network_isolation_timeout(),
+                    self.params.max_clock_drift,
+                )
             });
         }
         at.into_iter().min()
@@ -574,6 +597,11 @@ impl Quorum {
 
     fn lease_until(&self, now: Instant) -> Option<Instant> {
         let until = self.lead.as_ref()?.lease_until?;
+        // §5.4: an isolated node in two-node mode uses its lease only while it is a quorum
+        // alone (W2 while its weight counts, W1 while it may lead alone).
+        if self.two_node_failover() && self.isolated && !self.alone_is_quorum(now) {
+            return None;
+        }
         (now < until).then_some(until)
     }
 
@@ -726,8 +754,18 @@ impl Quorum {
     /// Whether `set` is a quorum of the voters (weights and the gateway rule of §5.4, from
     /// [`crate::quorum_math`]).
     fn is_quorum(&self, set: &BTreeSet<NodeId>) -> bool {
-        quorum_math::gateway_quorum(self.isolated, self.gateways, set.contains(&self.node))
-            || quorum_math::is_voter_quorum(&self.members, &self.state.non_voters, set)
+        if self.two_node_failover() && self.state.non_voters.is_empty() {
+            let now = self.clock.last();
+            let mine = set.contains(&self.node);
+            let (w2, w1) = (self.members[0], self.members[1]);
+            return quorum_math::two_node_quorum(
+                set.contains(&w2),
+                set.contains(&w1),
+                mine && self.is_w2() && self.w2_weight_counts(now),
+                mine && !self.is_w2() && self.alone_is_quorum(now),
+            );
+        }
+        quorum_math::is_voter_quorum(&self.members, &self.state.non_voters, set)
     }
 
     /// The weight this node's confirmation of a term carries for an agent (§4.1), counted as
@@ -738,8 +776,15 @@ impl Quorum {
             return 0;
         }
         let count = self.members.len();
-        if quorum_math::gateway_quorum(self.isolated, self.gateways, true) {
-            return quorum_math::total_weight(count);
+        if self.two_node_failover() {
+            let now = self.clock.last();
+            // Alone a quorum now (W2's weight counts, or W1 leads alone): the whole total;
+            // else one vote among the two.
+            return if self.alone_is_quorum(now) {
+                quorum_math::total_weight(count)
+            } else {
+                1
+            };
         }
         let index = self.members.iter().position(|n| *n == self.node);
         index.map_or(0, |i| quorum_math::cms_weight(i, count))

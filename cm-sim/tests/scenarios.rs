@@ -89,6 +89,14 @@ fn late_cms_cold_start() {
     check("late-cms-cold-start");
 }
 
+/// Issue 11 defect 2 (§4.1, §5.4): two CMS with the gateway rule, W2 isolated: W1 leads alone
+/// after the isolation wait and its Failover is confirmed and executed (before: never, the
+/// agent wanted 2 of 2 confirmations). Safety phase only (healing is not handled yet).
+#[test]
+fn two_node_w2_isolated() {
+    check("two-node-w2-isolated");
+}
+
 #[test]
 fn manual_stop_start() {
     check("manual-stop-start");

@@ -108,6 +108,8 @@ pub struct GroupArbiter {
     pub timeline_proposed: Option<Term>,
     /// Term at which a SetStaticPrimary adoption was proposed.
     pub adopt_proposed: Option<Term>,
+    /// An aborted switchover's old primary waiting to be promoted (§4.5).
+    pub restore: Option<crate::server::switchover::Restore>,
 }
 
 impl GroupArbiter {
@@ -133,6 +135,7 @@ impl GroupArbiter {
             double_primary_alarmed: false,
             timeline_proposed: None,
             adopt_proposed: None,
+            restore: None,
         }
     }
 
@@ -160,6 +163,7 @@ impl GroupArbiter {
         self.double_primary_alarmed = false;
         self.timeline_proposed = None;
         self.adopt_proposed = None;
+        self.restore = None;
     }
 
     /// The index of an instance among the members.
@@ -244,6 +248,9 @@ impl GroupArbiter {
         self.restart_stale_primaries(ctx, &g);
         if g.switchover.is_some() {
             // The switchover drives the group until it ends (§4.5).
+            return;
+        }
+        if self.restore_after_abort(ctx, &g) {
             return;
         }
         if let Some(p) = self.valid_primary(ctx, &g) {

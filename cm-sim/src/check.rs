@@ -83,6 +83,8 @@ pub struct Checker {
     /// The longest span after the first fault without an acknowledged write in the affected
     /// group (`unwritable_max_s`).
     pub unwritable_max: Duration,
+    /// Distinct (term) `Switchover` commands sent to the affected group after the fault.
+    switchover_terms: std::collections::BTreeSet<Term>,
 }
 
 impl Checker {
@@ -117,6 +119,7 @@ impl Checker {
             acks_total: 0,
             last_ack: BTreeMap::new(),
             unwritable_max: Duration::ZERO,
+            switchover_terms: std::collections::BTreeSet::new(),
         }
     }
 
@@ -174,6 +177,12 @@ impl Checker {
                 let Some(group) = self.group_of.get(&c.instance).copied() else {
                     return;
                 };
+                if matches!(c.cmd, CmsCommand::Switchover { .. })
+                    && group == self.affected_group
+                    && self.fault_at.is_some_and(|f| at >= f)
+                {
+                    self.switchover_terms.insert(*term);
+                }
                 match self.commands.get(&(group, *term)) {
                     Some((inst, s)) if *inst != c.instance || *s != stamp => {
                         let msg = format!(
@@ -457,6 +466,10 @@ impl Checker {
             Some(self.dual_writable.as_secs_f64() * 1000.0),
         );
         out.insert("lost_acked_writes", Some(self.lost_acked_writes as f64));
+        out.insert(
+            "switchovers_sent",
+            fault.map(|_| self.switchover_terms.len() as f64),
+        );
         out.insert(
             "unwritable_max_s",
             fault.map(|_| self.unwritable_max.as_secs_f64()),

@@ -27,6 +27,7 @@ pub const TIMING_NAMES: &[&str] = &[
     "dual_writable_ms",
     "lost_acked_writes",
     "unwritable_max_s",
+    "switchovers_sent",
 ];
 
 /// Simulator knobs that are not cluster parameters.

@@ -229,7 +229,10 @@ impl Agent {
                 DnAction::SetReadOnly { on }
             }
             CmsCommand::SetSyncStandbys { k, members } => DnAction::SetSyncStandbys { k, members },
-            CmsCommand::Demote => DnAction::Demote,
+            CmsCommand::Demote => {
+                inst.planned_stop = true;
+                DnAction::Demote
+            }
             CmsCommand::Restart => {
                 self.fence(id, "Restart command", out);
                 return;

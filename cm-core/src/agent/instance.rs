@@ -70,6 +70,10 @@ pub(super) struct Inst {
     last_query_op: OpId,
     /// Seen running since the agent last started it: its next start is a restart.
     seen_running: bool,
+    /// A `Demote` (switchover) stopped it: the next start is planned, not a restart (§4.4
+    /// counts crashes; a switchover's demotion counted would make repeated switchovers trigger
+    /// the restart-count switchover, issue 11 defect 5).
+    pub(super) planned_stop: bool,
     pub(super) status: Option<DnStatus>,
     pub(super) status_at: Instant,
     query_ok: bool,
@@ -117,6 +121,7 @@ impl Inst {
             sample_floor: OpId(0),
             last_query_op: OpId(0),
             seen_running: false,
+            planned_stop: false,
             status: None,
             status_at: Instant::ZERO,
             query_ok: false,
@@ -377,6 +382,13 @@ impl Agent {
             inst.status = None;
             inst.query_ok = false;
             inst.forget_hangs();
+            // Nothing ordered of the process that is gone may act on the next one: a promotion
+            // still waiting for its term check would promote a DN the CMS saw stop (and may
+            // already have replaced), and watched effects belong to the old process.
+            if inst.term_check.take().is_some() {
+                tracing::info!(instance = %id, "DN process gone: pending promotion dropped");
+            }
+            inst.watch = Watch::default();
         }
         let only_d = inst.processes.iter().all(|p| *p == ProcState::DiskSleep);
         let mut rekill = false;
@@ -424,8 +436,8 @@ impl Agent {
         {
             return;
         }
-        if inst.seen_running {
-            inst.seen_running = false;
+        let planned = core::mem::take(&mut inst.planned_stop);
+        if core::mem::take(&mut inst.seen_running) && !planned {
             inst.restarts.retain(|&t| now - t < ONE_HOUR);
             inst.restarts.push(now);
         }

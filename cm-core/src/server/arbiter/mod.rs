@@ -142,7 +142,10 @@ impl GroupArbiter {
     /// Forgets everything learned under a previous leadership (§8: the election time becomes
     /// every agent's newest receipt). A committed promotion nobody answered yet (the group's
     /// term has no recorded timeline) may still complete: its member, the static primary,
-    /// counts as promoting until it reports Primary or is fenced.
+    /// counts as possibly primary (`may_be_primary`) until it reports Primary or is fenced.
+    /// It gets no `awaiting` wait, unlike a Failover this leader sends: a promotion that has
+    /// not passed its term check cannot pass it any more (every CMS voter of the new quorum
+    /// term answers with that higher term, §4.1), so a fresh Failover need not wait for it.
     pub fn reset(&mut self, now: Instant, committed: Option<&GroupState>) {
         for m in &mut self.members {
             m.reset(now);
@@ -153,8 +156,6 @@ impl GroupArbiter {
             && let Some(i) = self.index_of(g.static_primary)
         {
             self.members[i].promotion = Some((g.term, crate::ids::CmdStamp::default()));
-            // Give it the time a fresh Failover gets before it counts as failed.
-            self.awaiting = Some((g.term, g.static_primary, now));
         }
         self.pending_promote = None;
         self.awaiting = None;

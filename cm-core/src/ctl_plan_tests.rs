@@ -368,7 +368,7 @@ fn start_times_out_when_no_leader_ever_accepts_cluster_starting() {
 fn with_switchover(
     role_of_6001: DnRole,
     pending: bool,
-    ended: Option<(u64, crate::state::SwitchoverResult)>,
+    ended: Option<(u64, SwitchoverResult)>,
 ) -> Box<ClusterStatus> {
     let mut s = status(ClusterHealth::Degraded, DnRole::Standby, DbState::Normal);
     let g = &mut s.groups[0];
@@ -425,22 +425,33 @@ const POLL: Step = Step::PollStatus {
 /// when the switchover is aborted (issue 17 item 1: it said `done` at once).
 #[test]
 fn switchover_waits_with_progress_and_fails_when_aborted() {
-    use crate::state::SwitchoverResult::Aborted;
+    use SwitchoverResult::Aborted;
     let mut p = switchover_plan(Some(Duration::from_secs(120)));
     assert_eq!(p.next(StepResult::Leader(Ok(CtlReply::Accepted))), POLL);
-    assert_eq!(polled(&mut p, with_switchover(DnRole::Primary, true, None), 1), POLL);
+    assert_eq!(
+        polled(&mut p, with_switchover(DnRole::Primary, true, None), 1),
+        POLL
+    );
     assert_eq!(
         p.waiting_for(),
         Some("waiting for the old primary 6001 to shut down; term 2")
     );
-    assert_eq!(polled(&mut p, with_switchover(DnRole::Pending, true, None), 2), POLL);
+    assert_eq!(
+        polled(&mut p, with_switchover(DnRole::Pending, true, None), 2),
+        POLL
+    );
     assert!(
-        p.waiting_for()
-            .is_some_and(|w| w.starts_with("waiting for 6002 to reach the old primary's final position")),
+        p.waiting_for().is_some_and(
+            |w| w.starts_with("waiting for 6002 to reach the old primary's final position")
+        ),
         "{:?}",
         p.waiting_for()
     );
-    let step = polled(&mut p, with_switchover(DnRole::Pending, false, Some((2, Aborted))), 3);
+    let step = polled(
+        &mut p,
+        with_switchover(DnRole::Pending, false, Some((2, Aborted))),
+        3,
+    );
     assert!(
         matches!(&step, Step::Failed(m) if m.starts_with("switchover aborted: 6002 could not take over")),
         "{step:?}"
@@ -449,27 +460,48 @@ fn switchover_waits_with_progress_and_fails_when_aborted() {
 
 #[test]
 fn switchover_is_done_once_its_target_was_promoted_and_not_before() {
-    use crate::state::SwitchoverResult::{Promoted, TimedOut};
+    use SwitchoverResult::{Promoted, TimedOut};
     let mut p = switchover_plan(Some(Duration::from_secs(120)));
     p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
     // An earlier switchover to the same target (term 1, not above the term before the request)
     // is not this one's outcome.
-    assert_eq!(polled(&mut p, with_switchover(DnRole::Primary, false, Some((1, Promoted))), 1), POLL);
     assert_eq!(
-        polled(&mut p, with_switchover(DnRole::Standby, false, Some((2, Promoted))), 2),
+        polled(
+            &mut p,
+            with_switchover(DnRole::Primary, false, Some((1, Promoted))),
+            1
+        ),
+        POLL
+    );
+    assert_eq!(
+        polled(
+            &mut p,
+            with_switchover(DnRole::Standby, false, Some((2, Promoted))),
+            2
+        ),
         Step::Done("switchover done: 6002 is the primary of group 1 (term 2)".into())
     );
     let mut p = switchover_plan(Some(Duration::from_secs(120)));
     p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
-    let step = polled(&mut p, with_switchover(DnRole::Primary, false, Some((2, TimedOut))), 130);
-    assert!(matches!(&step, Step::Failed(m) if m.contains("timed out")), "{step:?}");
+    let step = polled(
+        &mut p,
+        with_switchover(DnRole::Primary, false, Some((2, TimedOut))),
+        130,
+    );
+    assert!(
+        matches!(&step, Step::Failed(m) if m.contains("timed out")),
+        "{step:?}"
+    );
 }
 
 #[test]
 fn switchover_gives_up_waiting_after_its_timeout_and_no_wait_returns_once_accepted() {
     let mut p = switchover_plan(Some(Duration::from_secs(120)));
     p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
-    assert_eq!(polled(&mut p, with_switchover(DnRole::Primary, true, None), 119), POLL);
+    assert_eq!(
+        polled(&mut p, with_switchover(DnRole::Primary, true, None), 119),
+        POLL
+    );
     let step = polled(&mut p, with_switchover(DnRole::Primary, true, None), 120);
     assert!(
         matches!(&step, Step::Failed(m) if m.starts_with("switchover not finished within 120 s (waiting for the old primary 6001")),
@@ -482,5 +514,8 @@ fn switchover_gives_up_waiting_after_its_timeout_and_no_wait_returns_once_accept
     ));
     let mut p = switchover_plan(None);
     let refused = CtlReply::Refused(Refusal::Busy("group1 is already changing primary".into()));
-    assert!(matches!(p.next(StepResult::Leader(Ok(refused))), Step::Failed(_)));
+    assert!(matches!(
+        p.next(StepResult::Leader(Ok(refused))),
+        Step::Failed(_)
+    ));
 }

@@ -491,8 +491,8 @@ impl Agent {
             }
         }
         let reached = inst.effect_reached();
-        inst.watch.poll_at = (inst.watch.any() && now < inst.watch.poll_until)
-            .then_some(now + WATCH_POLL_INTERVAL);
+        inst.watch.poll_at =
+            (inst.watch.any() && now < inst.watch.poll_until).then_some(now + WATCH_POLL_INTERVAL);
         if reached {
             self.send_report(now, out);
         }

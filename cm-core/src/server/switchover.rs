@@ -208,12 +208,9 @@ impl Switchovers {
             prog.final_position = Some(r.position);
         }
         let target = &arb.members[t];
-        let reached = prog.final_position.is_some_and(|fp| {
-            target
-                .report
-                .as_ref()
-                .is_some_and(|r| r.position >= fp)
-        });
+        let reached = prog
+            .final_position
+            .is_some_and(|fp| target.report.as_ref().is_some_and(|r| r.position >= fp));
         if prog.owned && prog.demote_at.is_some() {
             let why = if target.timed_out(ctx.now, ctx.params) {
                 Some("the target's agent is silent")
@@ -253,7 +250,9 @@ impl Switchovers {
             && target.report.as_ref().is_some_and(|r| {
                 // Normal, not Promoting: a new leader must not renew the term while an
                 // inherited Switchover is still being carried out.
-                r.role == DnRole::Standby && r.db_state == DbState::Normal && r.position >= final_pos
+                r.role == DnRole::Standby
+                    && r.db_state == DbState::Normal
+                    && r.position >= final_pos
             });
         if ready && !prog.owned {
             if !prog.renew_proposed {
@@ -360,7 +359,8 @@ impl GroupArbiter {
             return false;
         }
         let running = m.report.as_ref().is_some_and(|rep| {
-            matches!(rep.role, DnRole::Pending | DnRole::Standby) && rep.db_state != DbState::Unknown
+            matches!(rep.role, DnRole::Pending | DnRole::Standby)
+                && rep.db_state != DbState::Unknown
         });
         if !running {
             return true;

@@ -3,10 +3,10 @@
 use core::time::Duration;
 
 use crate::ctl::{CtlReply, CtlRequest, Refusal};
+use crate::dn::DbState;
 use crate::dn::History;
 use crate::ids::{InstanceId, Lsn, Term, Timeline};
 use crate::msg::CmsCommand;
-use crate::dn::DbState;
 use crate::server::harness::{G, H, cmds, command, dn, reply};
 use crate::state::{Change, SwitchoverResult};
 
@@ -51,7 +51,7 @@ fn switchover_demotes_waits_for_catch_up_then_promotes_with_the_new_term() {
     assert_eq!(
         ends(&h),
         vec![Change::EndSwitchover {
-            group: crate::server::harness::G,
+            group: G,
             term: Term(2),
             promoted: true
         }]
@@ -188,7 +188,10 @@ fn a_switchover_whose_target_stopped_is_aborted_and_the_old_primary_promoted_aga
     // Committed while the old primary is still down: nothing to promote yet.
     assert_eq!(cmds(&h.commit()), vec![]);
     let g = h.group().clone();
-    assert_eq!((g.term, g.static_primary, g.switchover), (Term(3), InstanceId(6001), None));
+    assert_eq!(
+        (g.term, g.static_primary, g.switchover),
+        (Term(3), InstanceId(6001), None)
+    );
     assert_eq!(
         g.last_switchover.map(|e| e.result),
         Some(SwitchoverResult::Aborted)
@@ -202,7 +205,11 @@ fn a_switchover_whose_target_stopped_is_aborted_and_the_old_primary_promoted_aga
     h.advance_ms(300);
     let h2 = History::root(Timeline(1)).branch(Lsn(200), Timeline(2));
     h.report(dn(1).primary(3).pos(2, 10).hist(h2));
-    assert!(h.queued().iter().all(|c| matches!(c, Change::RecordTimeline { .. })));
+    assert!(
+        h.queued()
+            .iter()
+            .all(|c| matches!(c, Change::RecordTimeline { .. }))
+    );
     assert_eq!(h.group().term, Term(3));
 }
 
@@ -330,7 +337,8 @@ fn an_aborted_switchover_falls_back_to_arbitration_if_the_old_primary_stays_down
     h.advance_ms(4000);
     let out = cmds(&h.report(dn(1).down().pos(1, 200)));
     assert!(
-        !out.iter().any(|(_, c)| matches!(c, CmsCommand::Failover { .. })),
+        !out.iter()
+            .any(|(_, c)| matches!(c, CmsCommand::Failover { .. })),
         "{out:?}"
     );
 }
@@ -381,7 +389,7 @@ fn a_new_leader_renews_an_inherited_switchover_term_before_sending_it() {
     assert_eq!(
         h.queued(),
         vec![Change::RenewSwitchoverTerm {
-            group: crate::server::harness::G,
+            group: G,
             expected_term: Term(2)
         }]
     );
@@ -398,7 +406,7 @@ fn a_new_leader_renews_an_inherited_switchover_term_before_sending_it() {
     assert_eq!(
         ends(&h),
         vec![Change::EndSwitchover {
-            group: crate::server::harness::G,
+            group: G,
             term: Term(3),
             promoted: true
         }]
@@ -413,16 +421,16 @@ fn renewing_a_switchover_term_is_a_compare_and_set() {
     h.commit();
     let mut s = crate::state::ReplicatedState::committed(&h.state).clone();
     let stale = Change::RenewSwitchoverTerm {
-        group: crate::server::harness::G,
+        group: G,
         expected_term: Term(1),
     };
     assert!(s.apply(&stale).is_err());
     let renew = Change::RenewSwitchoverTerm {
-        group: crate::server::harness::G,
+        group: G,
         expected_term: Term(2),
     };
     assert!(s.apply(&renew).is_ok());
-    assert_eq!(s.groups[&crate::server::harness::G].term, Term(3));
+    assert_eq!(s.groups[&G].term, Term(3));
     assert!(
         s.apply(&renew).is_err(),
         "a second renewal of term 2 is refused"

@@ -129,6 +129,8 @@ impl Switchovers {
             .state
             .propose(change)
             .ok_or(Refusal::NotLeader { leader: None })?;
+        tracing::info!(group = %arb.id, term = %g.term.next(), from = %arb.members[p].instance,
+            target = %target, fast, "switchover: request accepted; committing its term");
         self.proposed.insert(id, arb.id);
         Ok(id)
     }
@@ -265,6 +267,8 @@ impl Switchovers {
             return;
         }
         if ready {
+            tracing::info!(group = %arb.id, term = %sw.term, from = %sw.from, target = %sw.target,
+                final_position = %final_pos, "switchover: the target reached the old primary's final position; sending Switchover");
             prog.switch_sent = true;
             arb.note_promotion(sw.term);
             arb.members[t].send(ctx.out, ctx.now, CmsCommand::Switchover { term: sw.term });

@@ -166,6 +166,12 @@ pub struct GroupStatus {
     pub term: Term,
     /// Members in config order.
     pub members: Vec<DnRow>,
+    /// The switchover in progress, if any (§4.5).
+    #[serde(default)]
+    pub switchover: Option<crate::state::PendingSwitchover>,
+    /// How the group's latest switchover ended (`cm_ctl switchover` waits for it).
+    #[serde(default)]
+    pub last_switchover: Option<crate::state::SwitchoverEnd>,
 }
 
 /// The whole status, as the CMS leader sees it (`cm_ctl query --json` schema).

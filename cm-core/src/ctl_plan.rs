@@ -15,7 +15,8 @@ use crate::ctl::{
 };
 use crate::dn::{DbState, DnRole, StopMode};
 use crate::flags::Flag;
-use crate::ids::{InstanceId, NodeId};
+use crate::ids::{InstanceId, NodeId, Term};
+use crate::state::SwitchoverResult;
 
 /// What the operator asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +53,18 @@ pub enum Operation {
         /// `-t`.
         timeout: Duration,
     },
-    /// Any request answered by the CMS leader alone (switchover, pause, resume, set, ...).
+    /// `cm_ctl switchover -n NODE -D DIR [-f] [-t SECS | --no-wait]` (§4.5): asks the leader,
+    /// then (unless `wait` is `None`) polls until the switchover ended, failing on an abort,
+    /// a server-side timeout, or after `wait`.
+    Switchover {
+        /// The standby to promote.
+        instance: InstanceId,
+        /// `-f`.
+        fast: bool,
+        /// `-t`; `None` for `--no-wait`.
+        wait: Option<Duration>,
+    },
+    /// Any request answered by the CMS leader alone (switchover -a, pause, resume, set, ...).
     Leader(CtlRequest),
 }
 
@@ -116,6 +128,10 @@ pub struct Plan {
     phase: Phase,
     /// `cm_ctl start`: the leader accepted `ClusterStarting` (which also ends "stopping").
     leader_told: bool,
+    /// `cm_ctl switchover`: the group's term before the request (a switchover ending at a
+    /// higher term is this one), and what the last poll showed it waiting for.
+    switchover_base: Option<Term>,
+    waiting: Option<String>,
 }
 
 /// How often cm_ctl polls while waiting (CM sleeps 3 s; 1 s shows progress sooner).
@@ -148,6 +164,8 @@ impl Plan {
             instances,
             phase: Phase::Start,
             leader_told: false,
+            switchover_base: None,
+            waiting: None,
         })
     }
 
@@ -155,6 +173,11 @@ impl Plan {
     pub fn next(&mut self, result: StepResult) -> Step {
         let step = match self.op.clone() {
             Operation::Leader(req) => self.leader_only(req, result),
+            Operation::Switchover {
+                instance,
+                fast,
+                wait,
+            } => self.switchover(instance, fast, wait, result),
             Operation::StartCluster { timeout } => self.start_cluster(timeout, result),
             Operation::StopCluster { mode, timeout } => self.stop_cluster(mode, timeout, result),
             Operation::StartInstance { timeout, .. } => self.start_instances(timeout, result),
@@ -175,6 +198,69 @@ impl Plan {
                 Step::Leader(req)
             }
             (Phase::LeaderTold, StepResult::Leader(r)) => leader_outcome(r),
+            _ => Step::Failed("internal: unexpected step result".into()),
+        }
+    }
+
+    /// What the operation waits for, as of the last status polled (for the progress line).
+    pub fn waiting_for(&self) -> Option<&str> {
+        self.waiting.as_deref()
+    }
+
+    fn switchover(
+        &mut self,
+        instance: InstanceId,
+        fast: bool,
+        wait: Option<Duration>,
+        result: StepResult,
+    ) -> Step {
+        match (self.phase, result) {
+            // The group's term first: the switchover this request starts ends at a higher one.
+            (Phase::Start, _) => {
+                self.phase = Phase::CheckedMonitors;
+                Step::Leader(CtlRequest::Query)
+            }
+            (Phase::CheckedMonitors, StepResult::Leader(r)) => {
+                if let Ok(CtlReply::Status(s)) = &r {
+                    self.switchover_base = group_of(s, instance).map(|g| g.term);
+                }
+                self.phase = Phase::LeaderTold;
+                Step::Leader(CtlRequest::Switchover { instance, fast })
+            }
+            (Phase::LeaderTold, StepResult::Leader(r)) => match (r, wait) {
+                (Ok(CtlReply::Accepted), None) => Step::Done(
+                    "switchover accepted (--no-wait: follow it with `cm_ctl query`)".into(),
+                ),
+                (Ok(CtlReply::Accepted), Some(_)) => {
+                    self.phase = Phase::Polling;
+                    self.waiting = Some(format!("switchover to {} accepted", instance.0));
+                    Step::PollStatus {
+                        after: POLL_INTERVAL,
+                    }
+                }
+                (r, _) => leader_outcome(r),
+            },
+            (Phase::Polling, StepResult::Status { status, elapsed }) => {
+                let wait = wait.unwrap_or_default();
+                let seen = match &status {
+                    Ok(s) => switchover_seen(s, instance, self.switchover_base),
+                    Err(e) => SwitchoverSeen::Waiting(format!("no status from the leader: {e}")),
+                };
+                match seen {
+                    SwitchoverSeen::Ended(step) => step,
+                    SwitchoverSeen::Waiting(what) if elapsed >= wait => Step::Failed(format!(
+                        "switchover not finished within {} s ({what}); the cm_server goes on \
+                         with it until its own timeout: check `cm_ctl query -Cv`",
+                        wait.as_secs()
+                    )),
+                    SwitchoverSeen::Waiting(what) => {
+                        self.waiting = Some(what);
+                        Step::PollStatus {
+                            after: POLL_INTERVAL,
+                        }
+                    }
+                }
+            }
             _ => Step::Failed("internal: unexpected step result".into()),
         }
     }
@@ -408,6 +494,72 @@ fn poll_until(
     }
     Step::PollStatus {
         after: POLL_INTERVAL,
+    }
+}
+
+/// What a poll shows of the switchover to `instance`.
+enum SwitchoverSeen {
+    /// Still going on: what it waits for.
+    Waiting(String),
+    /// Ended: the final step.
+    Ended(Step),
+}
+
+fn group_of(s: &ClusterStatus, instance: InstanceId) -> Option<&crate::ctl::GroupStatus> {
+    s.groups
+        .iter()
+        .find(|g| g.members.iter().any(|m| m.instance == instance))
+}
+
+/// The switchover to `instance` as a status shows it: still pending (and waiting for what),
+/// or ended — a `last_switchover` to it at a term above `base`, the group's term before the
+/// request.
+fn switchover_seen(s: &ClusterStatus, instance: InstanceId, base: Option<Term>) -> SwitchoverSeen {
+    let Some(g) = group_of(s, instance) else {
+        return SwitchoverSeen::Ended(Step::Failed(format!(
+            "instance {} is in no group of the cluster status",
+            instance.0
+        )));
+    };
+    if let Some(p) = g.switchover.as_ref().filter(|p| p.target == instance) {
+        let row = |i: InstanceId| g.members.iter().find(|m| m.instance == i);
+        let what = match (row(p.from), row(p.target)) {
+            (Some(f), _) if f.role == DnRole::Primary => {
+                format!("waiting for the old primary {} to shut down", p.from.0)
+            }
+            (_, Some(t)) if t.role == DnRole::Primary => {
+                format!("waiting for {} to report the promotion", p.target.0)
+            }
+            (_, Some(t)) => format!(
+                "waiting for {} to reach the old primary's final position (at {})",
+                p.target.0, t.position
+            ),
+            _ => format!("waiting for {}", p.target.0),
+        };
+        return SwitchoverSeen::Waiting(format!("{what}; term {}", p.term.0));
+    }
+    match g.last_switchover.as_ref() {
+        Some(e) if e.target == instance && base.is_none_or(|b| e.term > b) => {
+            let step = match e.result {
+                SwitchoverResult::Promoted => Step::Done(format!(
+                    "switchover done: {} is the primary of group {} (term {})",
+                    e.target.0, g.group.0, e.term.0
+                )),
+                SwitchoverResult::Aborted => Step::Failed(format!(
+                    "switchover aborted: {} could not take over (its process stopped, its agent \
+                     fell silent, or it did not catch up in time); {} stays primary at a new \
+                     term. The cm_server leader's log says which",
+                    e.target.0, e.from.0
+                )),
+                SwitchoverResult::TimedOut => Step::Failed(format!(
+                    "switchover to {} timed out on the cm_server; arbitration chose the primary: \
+                     check `cm_ctl query -Cv`",
+                    e.target.0
+                )),
+            };
+            SwitchoverSeen::Ended(step)
+        }
+        _ => SwitchoverSeen::Waiting("waiting for the cm_server to start the switchover".into()),
     }
 }
 

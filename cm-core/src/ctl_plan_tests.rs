@@ -53,6 +53,8 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
                 row(6002, role_of_6002, db_state),
                 row(6003, DnRole::Standby, DbState::Normal),
             ],
+            switchover: None,
+            last_switchover: None,
         }],
     })
 }
@@ -360,4 +362,160 @@ fn start_times_out_when_no_leader_ever_accepts_cluster_starting() {
         panic!("{step:?}")
     };
     assert!(msg.contains("within 5 s"), "{msg}");
+}
+
+/// A status of group 1 (term 1, 6001 primary) with a switchover to 6002 pending or ended.
+fn with_switchover(
+    role_of_6001: DnRole,
+    pending: bool,
+    ended: Option<(u64, SwitchoverResult)>,
+) -> Box<ClusterStatus> {
+    let mut s = status(ClusterHealth::Degraded, DnRole::Standby, DbState::Normal);
+    let g = &mut s.groups[0];
+    g.members[0].role = role_of_6001;
+    if pending {
+        g.switchover = Some(crate::state::PendingSwitchover {
+            target: InstanceId(6002),
+            from: InstanceId(6001),
+            term: Term(2),
+            fast: false,
+            deadline: crate::time::WallMillis(0),
+        });
+    }
+    g.last_switchover = ended.map(|(term, result)| crate::state::SwitchoverEnd {
+        target: InstanceId(6002),
+        from: InstanceId(6001),
+        term: Term(term),
+        result,
+    });
+    s
+}
+
+fn switchover_plan(wait: Option<Duration>) -> Plan {
+    let op = Operation::Switchover {
+        instance: InstanceId(6002),
+        fast: false,
+        wait,
+    };
+    let mut p = Plan::new(&config(), op).unwrap();
+    assert_eq!(p.next(StepResult::Begin), Step::Leader(CtlRequest::Query));
+    let before = status(ClusterHealth::Normal, DnRole::Standby, DbState::Normal);
+    assert_eq!(
+        p.next(StepResult::Leader(Ok(CtlReply::Status(before)))),
+        Step::Leader(CtlRequest::Switchover {
+            instance: InstanceId(6002),
+            fast: false
+        })
+    );
+    p
+}
+
+fn polled(p: &mut Plan, s: Box<ClusterStatus>, secs: u64) -> Step {
+    p.next(StepResult::Status {
+        status: Ok(s),
+        elapsed: Duration::from_secs(secs),
+    })
+}
+
+const POLL: Step = Step::PollStatus {
+    after: POLL_INTERVAL,
+};
+
+/// SPEC §4.5: `cm_ctl switchover` waits for the outcome, saying what it waits for, and fails
+/// when the switchover is aborted (issue 17 item 1: it said `done` at once).
+#[test]
+fn switchover_waits_with_progress_and_fails_when_aborted() {
+    use SwitchoverResult::Aborted;
+    let mut p = switchover_plan(Some(Duration::from_secs(120)));
+    assert_eq!(p.next(StepResult::Leader(Ok(CtlReply::Accepted))), POLL);
+    assert_eq!(
+        polled(&mut p, with_switchover(DnRole::Primary, true, None), 1),
+        POLL
+    );
+    assert_eq!(
+        p.waiting_for(),
+        Some("waiting for the old primary 6001 to shut down; term 2")
+    );
+    assert_eq!(
+        polled(&mut p, with_switchover(DnRole::Pending, true, None), 2),
+        POLL
+    );
+    assert!(
+        p.waiting_for().is_some_and(
+            |w| w.starts_with("waiting for 6002 to reach the old primary's final position")
+        ),
+        "{:?}",
+        p.waiting_for()
+    );
+    let step = polled(
+        &mut p,
+        with_switchover(DnRole::Pending, false, Some((2, Aborted))),
+        3,
+    );
+    assert!(
+        matches!(&step, Step::Failed(m) if m.starts_with("switchover aborted: 6002 could not take over")),
+        "{step:?}"
+    );
+}
+
+#[test]
+fn switchover_is_done_once_its_target_was_promoted_and_not_before() {
+    use SwitchoverResult::{Promoted, TimedOut};
+    let mut p = switchover_plan(Some(Duration::from_secs(120)));
+    p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
+    // An earlier switchover to the same target (term 1, not above the term before the request)
+    // is not this one's outcome.
+    assert_eq!(
+        polled(
+            &mut p,
+            with_switchover(DnRole::Primary, false, Some((1, Promoted))),
+            1
+        ),
+        POLL
+    );
+    assert_eq!(
+        polled(
+            &mut p,
+            with_switchover(DnRole::Standby, false, Some((2, Promoted))),
+            2
+        ),
+        Step::Done("switchover done: 6002 is the primary of group 1 (term 2)".into())
+    );
+    let mut p = switchover_plan(Some(Duration::from_secs(120)));
+    p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
+    let step = polled(
+        &mut p,
+        with_switchover(DnRole::Primary, false, Some((2, TimedOut))),
+        130,
+    );
+    assert!(
+        matches!(&step, Step::Failed(m) if m.contains("timed out")),
+        "{step:?}"
+    );
+}
+
+#[test]
+fn switchover_gives_up_waiting_after_its_timeout_and_no_wait_returns_once_accepted() {
+    let mut p = switchover_plan(Some(Duration::from_secs(120)));
+    p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
+    assert_eq!(
+        polled(&mut p, with_switchover(DnRole::Primary, true, None), 119),
+        POLL
+    );
+    let step = polled(&mut p, with_switchover(DnRole::Primary, true, None), 120);
+    assert!(
+        matches!(&step, Step::Failed(m) if m.starts_with("switchover not finished within 120 s (waiting for the old primary 6001")),
+        "{step:?}"
+    );
+    let mut p = switchover_plan(None);
+    assert!(matches!(
+        p.next(StepResult::Leader(Ok(CtlReply::Accepted))),
+        Step::Done(_)
+    ));
+    let mut p = switchover_plan(None);
+    let refused = CtlReply::Refused(Refusal::Busy("group1 is already changing primary".into()));
+    assert!(matches!(
+        p.next(StepResult::Leader(Ok(refused))),
+        Step::Failed(_)
+    ));
 }

@@ -43,6 +43,41 @@ pub struct PendingSwitchover {
     pub deadline: WallMillis,
 }
 
+/// How a switchover ended (§4.5), kept so `cm_ctl switchover` and `query` can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SwitchoverResult {
+    /// The target reported Primary at the switchover's term.
+    Promoted,
+    /// Aborted before `Switchover{term}` was sent; the old primary got a fresh term.
+    Aborted,
+    /// Abandoned at `switchover_timeout`; arbitration resolved the group.
+    TimedOut,
+}
+
+/// The end of the latest switchover of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverEnd {
+    /// The member that was to be promoted.
+    pub target: InstanceId,
+    /// The primary it was to replace.
+    pub from: InstanceId,
+    /// The switchover's (last) term.
+    pub term: Term,
+    /// How it ended.
+    pub result: SwitchoverResult,
+}
+
+impl PendingSwitchover {
+    fn end(&self, result: SwitchoverResult) -> SwitchoverEnd {
+        SwitchoverEnd {
+            target: self.target,
+            from: self.from,
+            term: self.term,
+            result,
+        }
+    }
+}
+
 /// Per-group replicated facts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupState {
@@ -60,6 +95,8 @@ pub struct GroupState {
     pub phony_dead_cooldown: BTreeMap<InstanceId, WallMillis>,
     /// A switchover in progress.
     pub switchover: Option<PendingSwitchover>,
+    /// How the latest switchover ended.
+    pub last_switchover: Option<SwitchoverEnd>,
 }
 
 impl GroupState {
@@ -109,6 +146,7 @@ impl ClusterState {
                         read_only: BTreeMap::new(),
                         phony_dead_cooldown: BTreeMap::new(),
                         switchover: None,
+                        last_switchover: None,
                     },
                 ))
             })
@@ -239,6 +277,26 @@ impl ClusterState {
                         if *promoted {
                             g.static_primary = s.target;
                         }
+                        let result = if *promoted {
+                            SwitchoverResult::Promoted
+                        } else {
+                            SwitchoverResult::TimedOut
+                        };
+                        g.last_switchover = Some(s.end(result));
+                        g.switchover = None;
+                        Ok(())
+                    }
+                    _ => Err(Conflict::NoSuchSwitchover),
+                }
+            }
+            Change::AbortSwitchover { group, term } => {
+                let g = self.group_mut(*group)?;
+                expect_term(g, *term)?;
+                match &g.switchover {
+                    Some(s) if s.term == *term => {
+                        g.term = term.next();
+                        g.static_primary = s.from;
+                        g.last_switchover = Some(s.end(SwitchoverResult::Aborted));
                         g.switchover = None;
                         Ok(())
                     }
@@ -375,6 +433,16 @@ pub enum Change {
         group: GroupId,
         /// The term of the pending switchover the proposer saw.
         expected_term: Term,
+    },
+    /// Aborts the pending switchover of `term` before `Switchover{term}` was sent (§4.5), in
+    /// one change: the request ends, and term := term + 1 with the old primary (which holds
+    /// the newest position) as static primary, to be started and promoted at that term.
+    /// Compare-and-set on both the group's and the switchover's term.
+    AbortSwitchover {
+        /// The group.
+        group: GroupId,
+        /// The switchover's term (also the group's).
+        term: Term,
     },
 }
 
@@ -545,6 +613,7 @@ mod tests {
                 read_only: BTreeMap::new(),
                 phony_dead_cooldown: BTreeMap::new(),
                 switchover: None,
+                last_switchover: None,
             },
         );
         s
@@ -632,6 +701,49 @@ mod tests {
         assert!(s.apply(&end).is_ok());
         assert_eq!(s.groups[&GroupId(1)].static_primary, InstanceId(2));
         assert_eq!(s.apply(&end), Err(Conflict::NoSuchSwitchover));
+    }
+
+    #[test]
+    fn an_abort_ends_the_request_and_gives_the_old_primary_a_fresh_term_in_one_change() {
+        let mut s = one_group();
+        let begin = Change::BeginSwitchover {
+            group: GroupId(1),
+            expected_term: Term(3),
+            switchover: PendingSwitchover {
+                target: InstanceId(2),
+                from: InstanceId(1),
+                term: Term(0),
+                fast: false,
+                deadline: WallMillis(1000),
+            },
+        };
+        assert!(s.apply(&begin).is_ok());
+        let stale = Change::AbortSwitchover {
+            group: GroupId(1),
+            term: Term(3),
+        };
+        assert!(s.apply(&stale).is_err());
+        let abort = Change::AbortSwitchover {
+            group: GroupId(1),
+            term: Term(4),
+        };
+        assert!(s.apply(&abort).is_ok());
+        let g = &s.groups[&GroupId(1)];
+        assert_eq!(g.term, Term(5));
+        assert_eq!(g.static_primary, InstanceId(1));
+        assert_eq!(g.switchover, None);
+        assert_eq!(
+            g.last_switchover,
+            Some(SwitchoverEnd {
+                target: InstanceId(2),
+                from: InstanceId(1),
+                term: Term(4),
+                result: SwitchoverResult::Aborted,
+            })
+        );
+        // Applied once only: a repeat finds no switchover and cannot bump the term again.
+        assert!(s.apply(&abort).is_err());
+        assert_eq!(s.groups[&GroupId(1)].term, Term(5));
     }
 
     #[test]

@@ -88,6 +88,12 @@ pub enum CtlCommand {
         /// Rebalance every group.
         #[arg(short = 'a', conflicts_with_all = ["node", "data_dir", "fast"])]
         all: bool,
+        /// Seconds to wait for the outcome (the switchover goes on after it).
+        #[arg(short = 't', long = "timeout", default_value_t = 120)]
+        timeout: u64,
+        /// Return once the cm_server accepted the request, without waiting for the outcome.
+        #[arg(long = "no-wait")]
+        no_wait: bool,
     },
     /// Pause arbitration and automatic restarts.
     Pause,
@@ -249,15 +255,22 @@ pub fn operation(
                 },
             }
         }
-        CtlCommand::Switchover { target, fast, all } => {
+        CtlCommand::Switchover {
+            target,
+            fast,
+            all,
+            timeout,
+            no_wait,
+        } => {
             if *all {
                 Operation::Leader(CtlRequest::SwitchoverAll)
             } else {
                 match resolve(config, target)? {
-                    (_, Some(instance)) => Operation::Leader(CtlRequest::Switchover {
+                    (_, Some(instance)) => Operation::Switchover {
                         instance,
                         fast: *fast,
-                    }),
+                        wait: (!*no_wait).then(|| Duration::from_secs(*timeout)),
+                    },
                     _ => {
                         return Err(UsageError(
                             "switchover needs -n NODE -D DATADIR, or -a".into(),

@@ -139,10 +139,27 @@ fn wrong_arguments_say_what_is_wrong() {
 fn leader_requests() {
     assert_eq!(
         op(&["switchover", "-n", "2", "-D", "/data/dn2", "-f"]).unwrap(),
-        Some(Operation::Leader(CtlRequest::Switchover {
+        Some(Operation::Switchover {
             instance: InstanceId(6002),
-            fast: true
-        }))
+            fast: true,
+            wait: Some(Duration::from_secs(120)),
+        })
+    );
+    assert_eq!(
+        op(&["switchover", "-n", "2", "-D", "/data/dn2", "-t", "30"]).unwrap(),
+        Some(Operation::Switchover {
+            instance: InstanceId(6002),
+            fast: false,
+            wait: Some(Duration::from_secs(30)),
+        })
+    );
+    assert_eq!(
+        op(&["switchover", "-n", "2", "-D", "/data/dn2", "--no-wait"]).unwrap(),
+        Some(Operation::Switchover {
+            instance: InstanceId(6002),
+            fast: false,
+            wait: None,
+        })
     );
     assert_eq!(
         op(&["switchover", "-a"]).unwrap(),
@@ -205,6 +222,8 @@ fn query_renders_cm_layout() {
                 row(1, 6001, true, DnRole::Primary, DbState::Normal),
                 row(2, 6002, false, DnRole::Standby, DbState::Normal),
             ],
+            switchover: None,
+            last_switchover: None,
         }],
     };
     let text = render_query(&s, true, true);

@@ -465,3 +465,109 @@ async fn refused_cases(port: u16, secret: &cm_io::transport::Secret) {
     s.write_all(b"CM\x01\x01\xff\xff\xff\xff").await.unwrap();
     read_to_close(&mut s).await;
 }
+
+impl Harness {
+    /// `cm_ctl` with arguments: (success, stdout + stderr).
+    fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let out = self
+            .c
+            .ctl(args, Duration::from_secs(180))
+            .expect("cm_ctl runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// `cm_ctl switchover -n N -D <its data dir>`.
+    fn switchover(&self, n: u32) -> (bool, String) {
+        let dir = self.c.data_dir(n).display().to_string();
+        self.ctl(&["switchover", "-n", &n.to_string(), "-D", &dir])
+    }
+}
+
+fn group_term(s: &ClusterStatus) -> u64 {
+    s.groups.first().map_or(0, |g| g.term.0)
+}
+
+/// Issue 11 defect 4 (SPEC §4.5): a switchover to a standby whose postmaster was just killed
+/// does not leave the group without a primary until the 120 s timeout, and `cm_ctl` does not
+/// say `done`: it is refused (the leader already saw the DN down) or aborted, cm_ctl exits
+/// non-zero, and the old primary is primary again and takes writes.
+#[test]
+fn e2e_cluster_switchover_to_a_just_killed_standby_is_aborted_and_cm_ctl_fails() {
+    let Some(h) = Harness::up(&[]) else { return };
+    let p = primary_of(&h.normal());
+    let t = if p == 3 { 2 } else { 3 };
+    let pm = procs::postmaster_pid(&h.c.data_dir(t)).expect("a running standby");
+    kill(Pid::from_raw(pm), Signal::SIGKILL).unwrap();
+    let (ok, text) = h.switchover(t);
+    assert!(
+        !ok,
+        "cm_ctl switchover to a killed standby succeeded: {text}"
+    );
+    assert!(
+        text.contains("switchover aborted") || text.contains("refused"),
+        "neither aborted nor refused (did it wait for a timeout?): {text}\n{}",
+        h.logs_tail()
+    );
+    let s = h.until("Normal with the old primary", |s| {
+        is_normal(s) && primary_node(s) == Some(p)
+    });
+    if text.contains("switchover aborted") {
+        let last = s.groups[0].last_switchover.as_ref().expect("recorded");
+        assert_eq!(last.result, cm_core::state::SwitchoverResult::Aborted);
+        assert_eq!(last.target.0, 6000 + t);
+    }
+    h.sql_ok(p, "CREATE TABLE after_abort (x int)");
+}
+
+/// Issue 11 defect 5 (SPEC §4.5, §4.4): after an aborted and a refused switchover, later
+/// switchovers stick. Six switchovers back and forth (each demotion stops and restarts the
+/// old primary, which used to count toward the restart-count switchover: with the aborted one,
+/// four demotions of the old primary, more than §4.4's 3 in 10 minutes) end with the last
+/// target primary, and the group stays there at the same term.
+#[test]
+fn e2e_cluster_switchovers_after_an_abort_stick_and_do_not_flap() {
+    let Some(h) = Harness::up(&[]) else { return };
+    let p = primary_of(&h.normal());
+    let t = if p == 3 { 2 } else { 3 };
+    let other = (1..=NODES)
+        .find(|n| *n != p && *n != t)
+        .expect("a third node");
+    let pm = procs::postmaster_pid(&h.c.data_dir(t)).expect("a running standby");
+    kill(Pid::from_raw(pm), Signal::SIGKILL).unwrap();
+    let (ok, text) = h.switchover(t);
+    assert!(!ok, "{text}");
+    // A switchover to the current primary is refused.
+    let (ok, text) = h.switchover(p);
+    assert!(!ok, "a switchover to the primary succeeded: {text}");
+    h.until("Normal with the old primary", |s| {
+        is_normal(s) && primary_node(s) == Some(p)
+    });
+    for target in [other, p, other, p, other, p] {
+        let (ok, text) = h.switchover(target);
+        assert!(
+            ok,
+            "switchover to node {target} failed: {text}\n{}",
+            h.logs_tail()
+        );
+        assert!(text.contains("switchover done"), "{text}");
+        h.until(&format!("Normal with node {target} primary"), |s| {
+            is_normal(s) && primary_node(s) == Some(target)
+        });
+    }
+    let before = h.normal();
+    std::thread::sleep(Duration::from_secs(15));
+    let after = h.normal();
+    assert_eq!(primary_of(&after), p, "{}", summary(&after));
+    assert_eq!(
+        group_term(&after),
+        group_term(&before),
+        "{}",
+        summary(&after)
+    );
+    h.sql_ok(p, "CREATE TABLE after_switchovers (x int)");
+}

@@ -80,6 +80,11 @@ pub struct Checker {
     pub acks_total: u64,
     /// Last acknowledgement per group.
     pub last_ack: BTreeMap<GroupId, Instant>,
+    /// The longest span after the first fault without an acknowledged write in the affected
+    /// group (`unwritable_max_s`).
+    pub unwritable_max: Duration,
+    /// Distinct (term) `Switchover` commands sent to the affected group after the fault.
+    switchover_terms: std::collections::BTreeSet<Term>,
 }
 
 impl Checker {
@@ -113,6 +118,8 @@ impl Checker {
             reports: BTreeMap::new(),
             acks_total: 0,
             last_ack: BTreeMap::new(),
+            unwritable_max: Duration::ZERO,
+            switchover_terms: std::collections::BTreeSet::new(),
         }
     }
 
@@ -170,6 +177,12 @@ impl Checker {
                 let Some(group) = self.group_of.get(&c.instance).copied() else {
                     return;
                 };
+                if matches!(c.cmd, CmsCommand::Switchover { .. })
+                    && group == self.affected_group
+                    && self.fault_at.is_some_and(|f| at >= f)
+                {
+                    self.switchover_terms.insert(*term);
+                }
                 match self.commands.get(&(group, *term)) {
                     Some((inst, s)) if *inst != c.instance || *s != stamp => {
                         let msg = format!(
@@ -228,6 +241,9 @@ impl Checker {
     pub fn on_acks(&mut self, at: Instant, acks: &[Ack], dbs: &Databases) {
         for a in acks {
             self.acks_total += 1;
+            if a.group == self.affected_group {
+                self.note_unwritable_until(at);
+            }
             self.last_ack.insert(a.group, at);
             if a.group == self.affected_group && self.fault_at.is_some_and(|f| a.accepted_at > f) {
                 self.first("writable_again_s", at);
@@ -397,8 +413,23 @@ impl Checker {
         }
     }
 
+    /// The affected group had no acknowledged write since its last one (or the fault) until `at`.
+    fn note_unwritable_until(&mut self, at: Instant) {
+        let Some(fault) = self.fault_at else {
+            return;
+        };
+        let since = self
+            .last_ack
+            .get(&self.affected_group)
+            .map_or(fault, |l| (*l).max(fault));
+        if at > since {
+            self.unwritable_max = self.unwritable_max.max(at - since);
+        }
+    }
+
     /// Closes open dual-writable windows at the end of the run.
     pub fn finish(&mut self, at: Instant) {
+        self.note_unwritable_until(at);
         for (_, since) in std::mem::take(&mut self.dual_since) {
             self.dual_writable += at - since;
         }
@@ -435,6 +466,14 @@ impl Checker {
             Some(self.dual_writable.as_secs_f64() * 1000.0),
         );
         out.insert("lost_acked_writes", Some(self.lost_acked_writes as f64));
+        out.insert(
+            "switchovers_sent",
+            fault.map(|_| self.switchover_terms.len() as f64),
+        );
+        out.insert(
+            "unwritable_max_s",
+            fault.map(|_| self.unwritable_max.as_secs_f64()),
+        );
         out
     }
 

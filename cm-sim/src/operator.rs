@@ -56,7 +56,8 @@ struct Active {
 pub struct Operator {
     config: ClusterConfig,
     active: Vec<Active>,
-    requests: BTreeMap<u64, usize>,
+    /// Request id → (plan, step): a late answer to an earlier step is not this step's answer.
+    requests: BTreeMap<u64, (usize, u64)>,
     next_id: u64,
     /// Outcomes of finished commands: (label, Ok(message) | Err(message)).
     pub outcomes: Vec<(String, Result<String, String>)>,
@@ -109,10 +110,11 @@ pub(crate) fn start(
         ("pause", _) => Operation::Leader(CtlRequest::Pause),
         ("resume", _) => Operation::Leader(CtlRequest::Resume),
         ("switchover", _) => match instance {
-            Some(instance) => Operation::Leader(CtlRequest::Switchover {
+            Some(instance) => Operation::Switchover {
                 instance,
                 fast: false,
-            }),
+                wait: Some(Duration::from_secs(120)),
+            },
             None => Operation::Leader(CtlRequest::SwitchoverAll),
         },
         (other, _) => {
@@ -214,10 +216,10 @@ fn send(w: &mut World, to: Endpoint, msg: Msg) -> bool {
     true
 }
 
-fn next_id(w: &mut World, idx: usize) -> u64 {
+fn next_id(w: &mut World, idx: usize, step: u64) -> u64 {
     w.operator.next_id += 1;
     let id = w.operator.next_id;
-    w.operator.requests.insert(id, idx);
+    w.operator.requests.insert(id, (idx, step));
     id
 }
 
@@ -225,7 +227,7 @@ fn send_monitors(w: &mut World, idx: usize, step: u64, nodes: Vec<NodeId>, req: 
     let mut pending = Vec::new();
     let mut answers = Vec::new();
     for n in nodes {
-        let id = next_id(w, idx);
+        let id = next_id(w, idx, step);
         let msg = Msg::MonitorRequest {
             id,
             req: req.clone(),
@@ -269,7 +271,7 @@ fn complete_monitors(w: &mut World, idx: usize) {
 fn send_leader(w: &mut World, idx: usize, step: u64, req: CtlRequest, poll: bool) {
     let mut asked = 0;
     for n in w.operator.config.cms_nodes() {
-        let id = next_id(w, idx);
+        let id = next_id(w, idx, step);
         if send(
             w,
             Endpoint::server(n),
@@ -360,10 +362,10 @@ pub(crate) fn on_frame(w: &mut World, envelope: Envelope) {
         Msg::MonitorReply { id, .. } | Msg::CtlReply { id, .. } => (*id, envelope.from),
         _ => return,
     };
-    let Some(&idx) = w.operator.requests.get(&id) else {
+    let Some(&(idx, step)) = w.operator.requests.get(&id) else {
         return;
     };
-    let Some(a) = w.operator.active.get_mut(idx) else {
+    let Some(a) = w.operator.active.get_mut(idx).filter(|a| a.step == step) else {
         return;
     };
     match (envelope.msg, &mut a.waiting) {

@@ -26,6 +26,8 @@ pub const TIMING_NAMES: &[&str] = &[
     "self_fenced_s",
     "dual_writable_ms",
     "lost_acked_writes",
+    "unwritable_max_s",
+    "switchovers_sent",
 ];
 
 /// Simulator knobs that are not cluster parameters.

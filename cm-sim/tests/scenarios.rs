@@ -102,6 +102,36 @@ fn manual_stop_start() {
     check("manual-stop-start");
 }
 
+/// Issue 11 defect 4: a switchover to a standby that just crashed is aborted at once, and the
+/// waiting cm_ctl reports the abort.
+#[test]
+fn switchover_target_crashed() {
+    for r in check("switchover-target-crashed") {
+        assert!(
+            r.timeline
+                .iter()
+                .any(|l| l.contains("cm_ctl switchover: Err(\"switchover aborted")),
+            "seed {}: cm_ctl did not report the abort\n{}",
+            r.seed,
+            r.timeline.join("\n")
+        );
+    }
+}
+
+/// Issue 11 defect 5: switchovers after an aborted and a refused one stick (no restart-count
+/// switchover triggered by planned demotions).
+#[test]
+fn switchover_after_abort_no_flap() {
+    for r in check("switchover-after-abort-no-flap") {
+        let done = r
+            .timeline
+            .iter()
+            .filter(|l| l.contains("cm_ctl switchover: Ok(\"switchover done"))
+            .count();
+        assert_eq!(done, 6, "seed {}:\n{}", r.seed, r.timeline.join("\n"));
+    }
+}
+
 #[test]
 fn breaking_the_lock1_quorum_on_purpose_is_caught() {
     let broken = shipped("broken-lock1-quorum");

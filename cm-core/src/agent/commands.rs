@@ -226,8 +226,15 @@ impl Agent {
                 inst.watch.prohibit = true;
                 DnAction::Lock1
             }
-            CmsCommand::Lock2 { primary } => DnAction::Lock2 { primary },
-            CmsCommand::Unlock { primary } => DnAction::Unlock { primary },
+            CmsCommand::Lock2 { primary } => {
+                // Following a primary again supersedes a Prohibit still awaited.
+                inst.watch.prohibit = false;
+                DnAction::Lock2 { primary }
+            }
+            CmsCommand::Unlock { primary } => {
+                inst.watch.prohibit = false;
+                DnAction::Unlock { primary }
+            }
             CmsCommand::NotifyStandby { primary } => DnAction::NotifyStandby { primary },
             CmsCommand::Build { source } => DnAction::Build { source },
             CmsCommand::SetReadOnly { on } => {
@@ -235,7 +242,10 @@ impl Agent {
                 DnAction::SetReadOnly { on }
             }
             CmsCommand::SetSyncStandbys { k, members } => DnAction::SetSyncStandbys { k, members },
-            CmsCommand::Demote => DnAction::Demote,
+            CmsCommand::Demote => {
+                inst.planned_stop = true;
+                DnAction::Demote
+            }
             CmsCommand::Restart => {
                 self.fence(id, "Restart command", out);
                 return;

@@ -46,6 +46,21 @@ pub(super) struct Watch {
     pub(super) prohibit: bool,
     pub(super) primary: bool,
     pub(super) read_only: Option<bool>,
+    /// While an effect is watched after its action completed: the next extra status query
+    /// (the effect is reported when reached, not at the next status cycle) and when the
+    /// extra queries stop.
+    pub(super) poll_at: Option<Instant>,
+    pub(super) poll_until: Instant,
+}
+
+/// Extra status queries while a watched effect is not reached yet, and for how long.
+const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(100);
+const WATCH_POLL_SPAN: Duration = Duration::from_secs(5);
+
+impl Watch {
+    fn any(&self) -> bool {
+        self.prohibit || self.primary || self.read_only.is_some()
+    }
 }
 
 /// One local DN.
@@ -70,6 +85,10 @@ pub(super) struct Inst {
     last_query_op: OpId,
     /// Seen running since the agent last started it: its next start is a restart.
     seen_running: bool,
+    /// A `Demote` (switchover) stopped it: the next start is planned, not a restart (§4.4
+    /// counts crashes; a switchover's demotion counted would make repeated switchovers trigger
+    /// the restart-count switchover, issue 11 defect 5).
+    pub(super) planned_stop: bool,
     pub(super) status: Option<DnStatus>,
     pub(super) status_at: Instant,
     query_ok: bool,
@@ -117,6 +136,7 @@ impl Inst {
             sample_floor: OpId(0),
             last_query_op: OpId(0),
             seen_running: false,
+            planned_stop: false,
             status: None,
             status_at: Instant::ZERO,
             query_ok: false,
@@ -377,6 +397,13 @@ impl Agent {
             inst.status = None;
             inst.query_ok = false;
             inst.forget_hangs();
+            // Nothing ordered of the process that is gone may act on the next one: a promotion
+            // still waiting for its term check would promote a DN the CMS saw stop (and may
+            // already have replaced), and watched effects belong to the old process.
+            if inst.term_check.take().is_some() {
+                tracing::info!(instance = %id, "DN process gone: pending promotion dropped");
+            }
+            inst.watch = Watch::default();
         }
         let only_d = inst.processes.iter().all(|p| *p == ProcState::DiskSleep);
         let mut rekill = false;
@@ -424,8 +451,8 @@ impl Agent {
         {
             return;
         }
-        if inst.seen_running {
-            inst.seen_running = false;
+        let planned = core::mem::take(&mut inst.planned_stop);
+        if core::mem::take(&mut inst.seen_running) && !planned {
             inst.restarts.retain(|&t| now - t < ONE_HOUR);
             inst.restarts.push(now);
         }
@@ -463,8 +490,29 @@ impl Agent {
                 inst.query_ok = false;
             }
         }
-        if inst.effect_reached() {
+        let reached = inst.effect_reached();
+        inst.watch.poll_at =
+            (inst.watch.any() && now < inst.watch.poll_until).then_some(now + WATCH_POLL_INTERVAL);
+        if reached {
             self.send_report(now, out);
+        }
+    }
+
+    /// Extra status queries for instances whose watched effect is due (see [`Watch`]).
+    pub(super) fn watch_polls(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
+        let due: Vec<InstanceId> = self
+            .insts
+            .values()
+            .filter(|i| i.watch.poll_at.is_some_and(|at| now >= at))
+            .map(|i| i.id)
+            .collect();
+        for id in due {
+            let op = self.op();
+            if let Some(inst) = self.insts.get_mut(&id) {
+                // The answer schedules the next one.
+                inst.watch.poll_at = None;
+            }
+            out.push(AgentCommand::QueryDnStatus { op, instance: id });
         }
     }
 
@@ -505,6 +553,11 @@ impl Agent {
         if let Err(e) = &result {
             tracing::warn!(instance = %id, ?kind, error = %e, "DN action failed");
         }
+        if kind == ActionKind::Other && inst.watch.any() {
+            // Query at once: a reached effect is reported at once (§3), not at the next cycle.
+            inst.watch.poll_at = Some(now);
+            inst.watch.poll_until = now + WATCH_POLL_SPAN;
+        }
         if kind
             == (ActionKind::Start {
                 under_starting_flag: true,
@@ -514,6 +567,7 @@ impl Agent {
             self.after_start_under_flag(out);
         }
         self.issue_next_action(id, out);
+        self.watch_polls(now, out);
         self.check_cluster_stop_done(now, out);
     }
 

@@ -226,6 +226,69 @@ fn restarts_are_counted_per_10_minutes_and_per_hour() {
     assert_eq!((r.restarts_10min, r.restarts_1h), (0, 0));
 }
 
+/// Issue 11 defect 5: a switchover's demotion stops the DN on purpose; counted as a restart,
+/// a few switchovers made the old primary "restart-looping" and the CMS switched it over again
+/// and again (§4.4). A crash after it counts as usual.
+#[test]
+fn a_demotion_is_not_counted_as_a_restart_but_a_later_crash_is() {
+    let mut a = boot(DnRole::Primary);
+    let cmds = a.step(ms(10), command(CMS[0], 1, 1, CmsCommand::Demote));
+    let cmds = a.step(ms(10), write_ok(persist_token(&cmds)));
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::Demote)]);
+    a.step(ms(200), done(action_op(&cmds)));
+    let cmds = round(&mut a, ms(1000), vec![]);
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+    a.step(ms(1500), done(action_op(&cmds)));
+    round(&mut a, ms(2000), vec![ProcState::Running]);
+    let r = a.insts[&DN].report(ms(2000));
+    assert_eq!((r.restarts_10min, r.restarts_1h), (0, 0));
+    // The next stop nobody ordered is a crash.
+    let cmds = round(&mut a, ms(3000), vec![]);
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+    a.step(ms(3500), done(action_op(&cmds)));
+    round(&mut a, ms(4000), vec![ProcState::Running]);
+    let r = a.insts[&DN].report(ms(4000));
+    assert_eq!((r.restarts_10min, r.restarts_1h), (1, 1));
+}
+
+/// SPEC §4.5: an agent keeps no switchover state across requests. A Switchover whose term
+/// check is still out when the DN process disappears must not promote the restarted DN later.
+#[test]
+fn a_promotion_waiting_for_its_term_check_is_dropped_when_the_dn_process_is_gone() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = a.step(
+        ms(10),
+        command(CMS[0], 1, 1, CmsCommand::Switchover { term: Term(2) }),
+    );
+    a.step(ms(20), write_ok(persist_token(&cmds)));
+    let nonce = a.insts[&DN].term_check.as_ref().expect("check").nonce;
+    round(&mut a, ms(1000), vec![]);
+    assert!(a.insts[&DN].term_check.is_none());
+    let reply = |n| {
+        from_cms(
+            n,
+            1,
+            Msg::TermCheckReply {
+                nonce,
+                highest: QuorumTerm(1),
+            },
+        )
+    };
+    for n in CMS {
+        let cmds = a.step(ms(1100), reply(n));
+        assert!(
+            !cmds.iter().any(|c| matches!(
+                c,
+                AgentCommand::RunDnAction {
+                    action: DnAction::Promote { .. },
+                    ..
+                }
+            )),
+            "{cmds:?}"
+        );
+    }
+}
+
 #[test]
 fn failed_status_query_keeps_the_last_role_with_unknown_state_and_lock() {
     let mut a = boot(DnRole::Primary);

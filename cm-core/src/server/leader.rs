@@ -297,7 +297,8 @@ impl Leader {
                 }
                 Change::BeginSwitchover { .. }
                 | Change::RenewSwitchoverTerm { .. }
-                | Change::EndSwitchover { .. } => {
+                | Change::EndSwitchover { .. }
+                | Change::AbortSwitchover { .. } => {
                     self.core
                         .switchovers
                         .on_outcome(&mut ctx, &mut self.core.groups, o);

@@ -56,6 +56,8 @@ pub fn cluster_status(
             group: gcfg.id,
             term: gs.term,
             members,
+            switchover: gs.switchover.clone(),
+            last_switchover: gs.last_switchover.clone(),
         });
     }
     let balanced = out.iter().all(|g| {

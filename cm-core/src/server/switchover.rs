@@ -1,9 +1,18 @@
 //! Switchover (§4.5, §9): commit `BeginSwitchover` (term + 1), send `Demote` to the old
-//! primary, wait until the target has replayed the old primary's final position (its position
-//! reported after the shutdown; skipped with `-f`), send `Switchover{term}` to the target, and
-//! commit `EndSwitchover` once it reports Primary at that term — or, after
+//! primary, wait until the target has reached the old primary's final position (its position
+//! reported after the shutdown — `-f` does not skip this, S5), send `Switchover{term}` to the
+//! target, and commit `EndSwitchover` once it reports Primary at that term — or, after
 //! `switchover_timeout`, abandon it (`EndSwitchover{promoted: false}`) and let arbitration
 //! resolve the group.
+//!
+//! A switchover that cannot finish is aborted at once, but only before `Switchover{term}` went
+//! out (after it, only ordinary failover applies): once the old primary is down, if the
+//! target's process stops, its agent falls silent, or it has not reached the final position
+//! within `instance_heartbeat_timeout`, the leader commits `AbortSwitchover` — the end of the
+//! request and a fresh term for the old primary in one change — and sends `Failover` at that
+//! term to the old primary as soon as its agent reports it running again (it holds the newest
+//! position). A switchover inherited from a previous leader is never aborted: that leader may
+//! have sent `Switchover{term}`.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +20,7 @@ use crate::ctl::Refusal;
 use crate::dn::{DbState, DnRole};
 use crate::ids::{GroupId, InstanceId, Position, ProposalId, Term};
 use crate::msg::CmsCommand;
-use crate::state::{Change, Outcome, PendingSwitchover};
+use crate::state::{Change, GroupState, Outcome, PendingSwitchover};
 use crate::time::Instant;
 
 use super::arbiter::{Ctx, GroupArbiter};
@@ -27,6 +36,8 @@ struct Progress {
     /// A RenewSwitchoverTerm was proposed for this term.
     renew_proposed: bool,
     demote_at: Option<Instant>,
+    /// When this leader first saw the old primary no longer serving after a Demote.
+    down_at: Option<Instant>,
     final_position: Option<Position>,
     switch_sent: bool,
     end_proposed: bool,
@@ -39,6 +50,7 @@ impl Progress {
             owned,
             renew_proposed: false,
             demote_at: None,
+            down_at: None,
             final_position: None,
             switch_sent: false,
             end_proposed: false,
@@ -117,6 +129,8 @@ impl Switchovers {
             .state
             .propose(change)
             .ok_or(Refusal::NotLeader { leader: None })?;
+        tracing::info!(group = %arb.id, term = %g.term.next(), from = %arb.members[p].instance,
+            target = %target, fast, "switchover: request accepted; committing its term");
         self.proposed.insert(id, arb.id);
         Ok(id)
     }
@@ -154,6 +168,14 @@ impl Switchovers {
                 .is_some_and(|r| r.term == sw.term);
         if promoted || ctx.wall >= sw.deadline {
             prog.end_proposed = true;
+            if promoted {
+                tracing::info!(group = %arb.id, term = %sw.term, from = %sw.from,
+                    target = %sw.target, "switchover: the target is primary; ending the request");
+            } else {
+                tracing::info!(group = %arb.id, term = %sw.term, from = %sw.from,
+                    target = %sw.target, timeout_s = ctx.params.switchover_timeout().as_secs(),
+                    "switchover: timed out; arbitration resolves the group");
+            }
             ctx.state.propose(Change::EndSwitchover {
                 group: arb.id,
                 term: sw.term,
@@ -170,11 +192,16 @@ impl Switchovers {
                 .demote_at
                 .is_none_or(|at| ctx.now.saturating_since(at) >= ctx.resend_interval());
             if due {
+                if prog.demote_at.is_none() {
+                    tracing::info!(group = %arb.id, term = %sw.term, from = %sw.from,
+                        target = %sw.target, "switchover: demoting the old primary");
+                }
                 prog.demote_at = Some(ctx.now);
                 from.send(ctx.out, ctx.now, CmsCommand::Demote);
             }
             return;
         }
+        let down_at = *prog.down_at.get_or_insert(ctx.now);
         if !from.timed_out(ctx.now, ctx.params)
             && let Some(r) = &from.report
             && r.role != DnRole::Primary
@@ -182,17 +209,52 @@ impl Switchovers {
         {
             prog.final_position = Some(r.position);
         }
+        let target = &arb.members[t];
+        let reached = prog
+            .final_position
+            .is_some_and(|fp| target.report.as_ref().is_some_and(|r| r.position >= fp));
+        if prog.owned && prog.demote_at.is_some() {
+            let why = if target.timed_out(ctx.now, ctx.params) {
+                Some("the target's agent is silent")
+            } else if target
+                .report
+                .as_ref()
+                .is_some_and(|r| matches!(r.role, DnRole::Down | DnRole::Pending))
+            {
+                // Pending: its process stopped and came back pending; nothing points it at a
+                // primary during the switchover, so it cannot catch up.
+                Some("the target's process stopped")
+            } else if !reached
+                && ctx.now.saturating_since(down_at) >= ctx.params.instance_heartbeat_timeout()
+            {
+                Some("the target did not reach the old primary's final position in time")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                prog.end_proposed = true;
+                tracing::info!(group = %arb.id, term = %sw.term, from = %sw.from,
+                    target = %sw.target, reason = why,
+                    final_position = %prog.final_position.map_or_else(|| "unknown".into(), |p| p.to_string()),
+                    "switchover: aborting; the old primary gets term {} and is promoted again",
+                    sw.term.next());
+                ctx.state.propose(Change::AbortSwitchover {
+                    group: arb.id,
+                    term: sw.term,
+                });
+                return;
+            }
+        }
         let Some(final_pos) = prog.final_position else {
             return;
         };
-        let target = &arb.members[t];
         let ready = !target.timed_out(ctx.now, ctx.params)
             && target.report.as_ref().is_some_and(|r| {
                 // Normal, not Promoting: a new leader must not renew the term while an
                 // inherited Switchover is still being carried out.
                 r.role == DnRole::Standby
                     && r.db_state == DbState::Normal
-                    && (sw.fast || r.position >= final_pos)
+                    && r.position >= final_pos
             });
         if ready && !prog.owned {
             if !prog.renew_proposed {
@@ -205,6 +267,8 @@ impl Switchovers {
             return;
         }
         if ready {
+            tracing::info!(group = %arb.id, term = %sw.term, from = %sw.from, target = %sw.target,
+                final_position = %final_pos, "switchover: the target reached the old primary's final position; sending Switchover");
             prog.switch_sent = true;
             arb.note_promotion(sw.term);
             arb.members[t].send(ctx.out, ctx.now, CmsCommand::Switchover { term: sw.term });
@@ -244,8 +308,72 @@ impl Switchovers {
             Change::EndSwitchover { group, .. } => {
                 self.progress.remove(group);
             }
+            Change::AbortSwitchover { group, term } => {
+                self.progress.remove(group);
+                if outcome.result.is_ok()
+                    && let Some(arb) = groups.get_mut(group)
+                    && let Some(g) = ctx.group(*group)
+                {
+                    arb.restore = Some(Restore {
+                        term: term.next(),
+                        instance: g.static_primary,
+                        since: ctx.now,
+                    });
+                }
+            }
             _ => {}
         }
+    }
+}
+
+/// The old primary of an aborted switchover, to be promoted at the abort's fresh term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restore {
+    /// The term the abort committed.
+    pub term: Term,
+    /// The old primary.
+    pub instance: InstanceId,
+    /// When the abort committed.
+    pub since: Instant,
+}
+
+impl GroupArbiter {
+    /// After an abort (§4.5): sends `Failover{term}` to the old primary once its agent reports
+    /// it running (restarted pending after its shutdown). Returns whether arbitration must
+    /// wait for it. Gives up — ordinary arbitration takes over — if the term moved on, the old
+    /// primary's agent falls silent, or it is not running within `instance_heartbeat_timeout`.
+    pub(crate) fn restore_after_abort(&mut self, ctx: &mut Ctx<'_>, g: &GroupState) -> bool {
+        let Some(r) = self.restore else {
+            return false;
+        };
+        let Some(i) = self.index_of(r.instance) else {
+            self.restore = None;
+            return false;
+        };
+        let m = &self.members[i];
+        let hb = ctx.params.instance_heartbeat_timeout();
+        if g.term != r.term
+            || g.static_primary != r.instance
+            || m.timed_out(ctx.now, ctx.params)
+            || ctx.now.saturating_since(r.since) >= hb
+        {
+            tracing::info!(group = %self.id, term = %r.term, instance = %r.instance,
+                "switchover abort: the old primary cannot be promoted directly; arbitration decides");
+            self.restore = None;
+            return false;
+        }
+        let running = m.report.as_ref().is_some_and(|rep| {
+            matches!(rep.role, DnRole::Pending | DnRole::Standby)
+                && rep.db_state != DbState::Unknown
+        });
+        if !running {
+            return true;
+        }
+        self.restore = None;
+        tracing::info!(group = %self.id, term = %r.term, instance = %r.instance,
+            "switchover abort: promoting the old primary");
+        self.send_failover(ctx, r.instance, r.term);
+        true
     }
 }
 

@@ -3,11 +3,12 @@
 use core::time::Duration;
 
 use crate::ctl::{CtlReply, CtlRequest, Refusal};
+use crate::dn::DbState;
 use crate::dn::History;
 use crate::ids::{InstanceId, Lsn, Term, Timeline};
 use crate::msg::CmsCommand;
-use crate::server::harness::{H, cmds, command, dn, reply};
-use crate::state::Change;
+use crate::server::harness::{G, H, cmds, command, dn, reply};
+use crate::state::{Change, SwitchoverResult};
 
 fn sw(i: u32) -> CtlRequest {
     CtlRequest::Switchover {
@@ -50,7 +51,7 @@ fn switchover_demotes_waits_for_catch_up_then_promotes_with_the_new_term() {
     assert_eq!(
         ends(&h),
         vec![Change::EndSwitchover {
-            group: crate::server::harness::G,
+            group: G,
             term: Term(2),
             promoted: true
         }]
@@ -122,13 +123,26 @@ fn switchover_to_an_unhealthy_member_is_refused() {
     ));
 }
 
+/// Once `Switchover{term}` is out, only the timeout (and ordinary failover) applies (§4.5).
 #[test]
-fn switchover_is_abandoned_after_its_timeout() {
+fn switchover_is_abandoned_after_its_timeout_once_the_switchover_was_sent() {
     let mut h = H::new(3);
     h.healthy_round(3);
     h.ctl(7, sw(2));
     h.commit();
-    h.advance_ms(119_999);
+    h.advance_ms(1000);
+    h.report(dn(1).pending().pos(1, 200));
+    assert_eq!(
+        h.report(dn(2).pos(1, 200)),
+        vec![command(2, 1, CmsCommand::Switchover { term: Term(2) })]
+    );
+    // The target dies while promoting: no abort any more, whatever it reports.
+    h.advance_ms(500);
+    h.report(dn(2).down());
+    h.advance_ms(10_000);
+    h.tick();
+    assert_eq!(h.queued(), vec![]);
+    h.advance_ms(120_000 - 11_501);
     h.tick();
     assert_eq!(ends(&h), vec![]);
     h.advance_ms(1);
@@ -136,12 +150,197 @@ fn switchover_is_abandoned_after_its_timeout() {
     assert_eq!(
         ends(&h),
         vec![Change::EndSwitchover {
-            group: crate::server::harness::G,
+            group: G,
             term: Term(2),
             promoted: false
         }]
     );
     let _ = Duration::ZERO;
+}
+
+fn aborts(h: &H) -> Vec<Change> {
+    h.queued()
+        .into_iter()
+        .filter(|c| matches!(c, Change::AbortSwitchover { .. }))
+        .collect()
+}
+
+const ABORT_2: Change = Change::AbortSwitchover {
+    group: G,
+    term: Term(2),
+};
+
+/// Issue 11 defect 4: the target's process stopped before it reached the old primary's final
+/// position: abort at once, and promote the old primary at the abort's fresh term as soon as
+/// its agent reports it running again.
+#[test]
+fn a_switchover_whose_target_stopped_is_aborted_and_the_old_primary_promoted_again() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    h.advance_ms(300);
+    // The old primary is down (its agent restarts it pending); the target's DN is gone.
+    assert_eq!(cmds(&h.report(dn(1).down().pos(1, 200))), vec![]);
+    assert_eq!(aborts(&h), vec![]);
+    assert_eq!(cmds(&h.report(dn(2).down().pos(1, 150))), vec![]);
+    assert_eq!(aborts(&h), vec![ABORT_2]);
+    // Committed while the old primary is still down: nothing to promote yet.
+    assert_eq!(cmds(&h.commit()), vec![]);
+    let g = h.group().clone();
+    assert_eq!(
+        (g.term, g.static_primary, g.switchover),
+        (Term(3), InstanceId(6001), None)
+    );
+    assert_eq!(
+        g.last_switchover.map(|e| e.result),
+        Some(SwitchoverResult::Aborted)
+    );
+    h.advance_ms(400);
+    assert_eq!(
+        cmds(&h.report(dn(1).pending().pos(1, 200))),
+        vec![(6001, CmsCommand::Failover { term: Term(3) })]
+    );
+    // Promoted at that term: the group is whole again without a further term.
+    h.advance_ms(300);
+    let h2 = History::root(Timeline(1)).branch(Lsn(200), Timeline(2));
+    h.report(dn(1).primary(3).pos(2, 10).hist(h2));
+    assert!(
+        h.queued()
+            .iter()
+            .all(|c| matches!(c, Change::RecordTimeline { .. }))
+    );
+    assert_eq!(h.group().term, Term(3));
+}
+
+/// A target whose process was restarted comes back pending: nothing points it at a primary
+/// during the switchover, so it cannot catch up; abort at its first pending report.
+#[test]
+fn a_switchover_whose_target_came_back_pending_is_aborted_at_once() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    h.advance_ms(300);
+    h.report(dn(1).pending().pos(1, 200));
+    h.report(dn(2).pos(1, 150));
+    assert_eq!(aborts(&h), vec![]);
+    h.advance_ms(700);
+    h.report(dn(2).pending().pos(1, 150));
+    assert_eq!(aborts(&h), vec![ABORT_2]);
+}
+
+/// The target's agent falls silent (half of `instance_heartbeat_timeout`, the usual "silent")
+/// before the target reached the final position: abort at exactly that instant.
+#[test]
+fn a_switchover_whose_target_agent_falls_silent_is_aborted_at_once() {
+    let mut h = H::new(3);
+    h.healthy_round(3); // t = 100 s: the target's last report
+    h.ctl(7, sw(2));
+    h.commit();
+    h.advance_ms(500);
+    h.report(dn(1).pending().pos(1, 200));
+    h.advance_ms(2499);
+    h.report(dn(1).pending().pos(1, 200));
+    assert_eq!(aborts(&h), vec![]);
+    h.advance_ms(1);
+    h.report(dn(1).pending().pos(1, 200));
+    assert_eq!(aborts(&h), vec![ABORT_2]);
+    assert_eq!(
+        cmds(&h.commit()),
+        vec![(6001, CmsCommand::Failover { term: Term(3) })]
+    );
+}
+
+/// The target runs and reports but does not reach the final position within
+/// `instance_heartbeat_timeout` (6 s) after the old primary went down.
+#[test]
+fn a_switchover_whose_target_does_not_catch_up_in_time_is_aborted() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    h.advance_ms(200);
+    h.report(dn(1).pending().pos(1, 200)); // down seen at 100.2 s
+    for _ in 0..5 {
+        h.advance_ms(1000);
+        h.report(dn(1).pending().pos(1, 200));
+        h.report(dn(2).pos(1, 150));
+    }
+    h.advance_ms(999);
+    h.report(dn(2).pos(1, 150));
+    assert_eq!(aborts(&h), vec![]);
+    h.advance_ms(1);
+    h.report(dn(2).pos(1, 150));
+    assert_eq!(aborts(&h), vec![ABORT_2]);
+}
+
+/// A target that reached the final position in time gets its Switchover, never an abort.
+#[test]
+fn a_caught_up_target_is_switched_over_not_aborted() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    h.advance_ms(200);
+    h.report(dn(1).pending().pos(1, 200));
+    for _ in 0..5 {
+        h.advance_ms(1000);
+        h.report(dn(1).pending().pos(1, 200));
+        h.report(dn(2).pos(1, 150));
+    }
+    assert_eq!(
+        h.report(dn(2).pos(1, 200)),
+        vec![command(2, 1, CmsCommand::Switchover { term: Term(2) })]
+    );
+    for _ in 0..10 {
+        h.advance_ms(1000);
+        h.report(dn(2).db(DbState::Promoting).pos(1, 200));
+    }
+    h.report(dn(2).down());
+    assert_eq!(aborts(&h), vec![]);
+}
+
+/// A switchover inherited from a previous leader is not aborted: that leader may have sent
+/// `Switchover{term}` already (only the timeout applies).
+#[test]
+fn an_inherited_switchover_is_not_aborted() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    h.advance_ms(500);
+    h.leader
+        .on_elected(h.now, h.wall, crate::ids::QuorumTerm(2), &mut h.state);
+    h.report(dn(1).pending().pos(1, 200));
+    h.report(dn(2).down());
+    h.advance_ms(10_000);
+    h.report(dn(1).pending().pos(1, 200));
+    h.tick();
+    assert_eq!(aborts(&h), vec![]);
+}
+
+/// An abort whose old primary does not come back within `instance_heartbeat_timeout` leaves
+/// the group to ordinary arbitration (no Failover to a member that is not running).
+#[test]
+fn an_aborted_switchover_falls_back_to_arbitration_if_the_old_primary_stays_down() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    h.advance_ms(300);
+    h.report(dn(1).down().pos(1, 200));
+    h.report(dn(2).down());
+    h.commit();
+    h.advance_ms(2000);
+    assert_eq!(cmds(&h.report(dn(1).down().pos(1, 200))), vec![]);
+    h.advance_ms(4000);
+    let out = cmds(&h.report(dn(1).down().pos(1, 200)));
+    assert!(
+        !out.iter()
+            .any(|(_, c)| matches!(c, CmsCommand::Failover { .. })),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -190,7 +389,7 @@ fn a_new_leader_renews_an_inherited_switchover_term_before_sending_it() {
     assert_eq!(
         h.queued(),
         vec![Change::RenewSwitchoverTerm {
-            group: crate::server::harness::G,
+            group: G,
             expected_term: Term(2)
         }]
     );
@@ -207,7 +406,7 @@ fn a_new_leader_renews_an_inherited_switchover_term_before_sending_it() {
     assert_eq!(
         ends(&h),
         vec![Change::EndSwitchover {
-            group: crate::server::harness::G,
+            group: G,
             term: Term(3),
             promoted: true
         }]
@@ -222,16 +421,16 @@ fn renewing_a_switchover_term_is_a_compare_and_set() {
     h.commit();
     let mut s = crate::state::ReplicatedState::committed(&h.state).clone();
     let stale = Change::RenewSwitchoverTerm {
-        group: crate::server::harness::G,
+        group: G,
         expected_term: Term(1),
     };
     assert!(s.apply(&stale).is_err());
     let renew = Change::RenewSwitchoverTerm {
-        group: crate::server::harness::G,
+        group: G,
         expected_term: Term(2),
     };
     assert!(s.apply(&renew).is_ok());
-    assert_eq!(s.groups[&crate::server::harness::G].term, Term(3));
+    assert_eq!(s.groups[&G].term, Term(3));
     assert!(
         s.apply(&renew).is_err(),
         "a second renewal of term 2 is refused"

@@ -130,10 +130,18 @@ async fn execute(client: &mut CtlClient, mut plan: Plan) -> u8 {
                 StepResult::Leader(r)
             }
             Step::PollStatus { after } => {
+                // A plan that knows what it waits for (switchover) says so, as of the status
+                // it last judged; the others print the cluster state.
+                let own = plan.waiting_for().map(str::to_owned);
+                if let Some(what) = &own {
+                    println!("... {what} ({} s)", started.elapsed().as_secs());
+                }
                 tokio::time::sleep(after).await;
                 let status = poll_status(client).await;
                 let elapsed = started.elapsed();
-                println!("{}", progress(&status, elapsed));
+                if own.is_none() {
+                    println!("{}", progress(&status, elapsed));
+                }
                 StepResult::Status { status, elapsed }
             }
             Step::Done(msg) => {

@@ -233,7 +233,7 @@ impl GroupArbiter {
             && !self.primary_still_running(ctx, &g, cand)
     }
 
-    fn send_failover(&mut self, ctx: &mut Ctx<'_>, cand: InstanceId, term: Term) {
+    pub(crate) fn send_failover(&mut self, ctx: &mut Ctx<'_>, cand: InstanceId, term: Term) {
         self.note_promotion(term);
         let Some(idx) = self.index_of(cand) else {
             return;

@@ -108,6 +108,8 @@ pub struct GroupArbiter {
     pub timeline_proposed: Option<Term>,
     /// Term at which a SetStaticPrimary adoption was proposed.
     pub adopt_proposed: Option<Term>,
+    /// An aborted switchover's old primary waiting to be promoted (§4.5).
+    pub restore: Option<crate::server::switchover::Restore>,
 }
 
 impl GroupArbiter {
@@ -133,13 +135,17 @@ impl GroupArbiter {
             double_primary_alarmed: false,
             timeline_proposed: None,
             adopt_proposed: None,
+            restore: None,
         }
     }
 
     /// Forgets everything learned under a previous leadership (§8: the election time becomes
     /// every agent's newest receipt). A committed promotion nobody answered yet (the group's
     /// term has no recorded timeline) may still complete: its member, the static primary,
-    /// counts as promoting until it reports Primary or is fenced.
+    /// counts as possibly primary (`may_be_primary`) until it reports Primary or is fenced.
+    /// It gets no `awaiting` wait, unlike a Failover this leader sends: a promotion that has
+    /// not passed its term check cannot pass it any more (every CMS voter of the new quorum
+    /// term answers with that higher term, §4.1), so a fresh Failover need not wait for it.
     pub fn reset(&mut self, now: Instant, committed: Option<&GroupState>) {
         for m in &mut self.members {
             m.reset(now);
@@ -150,8 +156,6 @@ impl GroupArbiter {
             && let Some(i) = self.index_of(g.static_primary)
         {
             self.members[i].promotion = Some((g.term, crate::ids::CmdStamp::default()));
-            // Give it the time a fresh Failover gets before it counts as failed.
-            self.awaiting = Some((g.term, g.static_primary, now));
         }
         self.pending_promote = None;
         self.awaiting = None;
@@ -160,6 +164,7 @@ impl GroupArbiter {
         self.double_primary_alarmed = false;
         self.timeline_proposed = None;
         self.adopt_proposed = None;
+        self.restore = None;
     }
 
     /// The index of an instance among the members.
@@ -244,6 +249,9 @@ impl GroupArbiter {
         self.restart_stale_primaries(ctx, &g);
         if g.switchover.is_some() {
             // The switchover drives the group until it ends (§4.5).
+            return;
+        }
+        if self.restore_after_abort(ctx, &g) {
             return;
         }
         if let Some(p) = self.valid_primary(ctx, &g) {

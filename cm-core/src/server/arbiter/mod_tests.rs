@@ -111,3 +111,22 @@ fn a_second_promotion_for_one_term_panics() {
     arb.note_promotion(Term(2));
     arb.note_promotion(Term(2));
 }
+
+/// `reset` (a new leadership) keeps a committed, unanswered promotion's member as possibly
+/// primary, and sets no `awaiting` wait (the code used to set it and clear it two lines later,
+/// against its comment).
+#[test]
+fn reset_keeps_an_unanswered_promotion_possible_without_an_awaiting_wait() {
+    let h = H::new(3);
+    let mut g = h.group().clone();
+    g.term = Term(2);
+    g.static_primary = InstanceId(6002);
+    let mut arb = super::GroupArbiter::new(&h.cfg, &h.cfg.groups[0], Instant::ZERO);
+    arb.awaiting = Some((Term(1), InstanceId(6001), Instant::ZERO));
+    arb.reset(Instant::from_secs(5), Some(&g));
+    assert_eq!(arb.awaiting, None);
+    let i = arb.index_of(InstanceId(6002)).unwrap();
+    assert_eq!(arb.members[i].promotion.map(|(t, _)| t), Some(Term(2)));
+    assert!(arb.members[i].may_be_primary(InstanceId(6002)));
+    assert_eq!(G, h.cfg.groups[0].id);
+}

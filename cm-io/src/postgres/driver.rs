@@ -167,6 +167,11 @@ impl PgDriver {
         &self.opts
     }
 
+    /// The OS user PostgreSQL runs as (owner of everything the agent writes for it).
+    pub fn os_user(&self) -> &OsUser {
+        &self.user
+    }
+
     /// The instances this driver manages.
     pub fn instances(&self) -> Vec<InstanceId> {
         self.instances.keys().copied().collect()

@@ -368,6 +368,7 @@ impl PgDriver {
         tracing::info!(instance = %inst.id, pid = child.pid(), "started postgres pending");
         *lock(&inst.proc) = Some(child.clone());
         self.wait_accepting(inst, &child).await?;
+        super::actions::remove_old_copy(inst.id, &inst.data_dir);
         self.ensure_local_slots(inst).await;
         Ok(())
     }

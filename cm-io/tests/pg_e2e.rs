@@ -215,11 +215,15 @@ async fn rejoin_by_rewind(c: &TestCluster, new: usize) {
             .expect("PG_VERSION")
     };
     let before = inode();
-    // The agent's disk prober keeps probing the member through its Build (issue 18: its file,
-    // written as root inside the data directory, made every pg_rewind fail).
-    let prober = Prober::start(&c.data_dir(0));
+    // The agents' disk probers keep probing both members through the Build (issue 18: their
+    // files, written as root inside the data directories, made every pg_rewind fail: it copied
+    // the source's and could not open the target's).
+    let probers = [Prober::start(&c.data_dir(0)), Prober::start(&c.data_dir(new))];
+    tokio::time::sleep(Duration::from_millis(100)).await;
     act(c, 0, DnAction::Build { source: c.id(new) }).await;
-    prober.stop_ok().await;
+    for p in probers {
+        p.stop_ok().await;
+    }
     assert_eq!(inode(), before, "pg_rewind did the Build, not a full copy");
     act(c, 0, DnAction::StartPending).await;
     act(c, 0, DnAction::NotifyStandby { primary: c.id(new) }).await;

@@ -70,6 +70,10 @@ pub(super) struct Inst {
     last_query_op: OpId,
     /// Seen running since the agent last started it: its next start is a restart.
     seen_running: bool,
+    /// Started pending by this agent and not answered a status query since: until this
+    /// instant (the start plus `dn_start_bound`) it is in its start — reported Pending and
+    /// Starting, and its silence is no phony-dead hit (issue 18, defect 4).
+    pub(super) start_until: Option<Instant>,
     pub(super) status: Option<DnStatus>,
     pub(super) status_at: Instant,
     query_ok: bool,
@@ -117,6 +121,7 @@ impl Inst {
             sample_floor: OpId(0),
             last_query_op: OpId(0),
             seen_running: false,
+            start_until: None,
             status: None,
             status_at: Instant::ZERO,
             query_ok: false,
@@ -151,6 +156,11 @@ impl Inst {
 
     pub(super) fn starting(&self) -> bool {
         self.in_flight(|k| matches!(k, ActionKind::Start { .. }))
+    }
+
+    /// In its start at `now` (see `start_until`).
+    pub(super) fn in_start(&self, now: Instant) -> bool {
+        self.start_until.is_some_and(|until| now < until)
     }
 
     /// A start, stop or kill in flight or queued.
@@ -192,7 +202,7 @@ impl Inst {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
-    fn reported_role_state(&self) -> (DnRole, DbState, LockState) {
+    fn reported_role_state(&self, now: Instant) -> (DnRole, DbState, LockState) {
         match (self.fence, self.running(), &self.status) {
             (Fence::Pending, _, _) => (DnRole::Unknown, DbState::Unknown, LockState::Unknown),
             (Fence::Confirmed, _, _) | (Fence::None, false, _) => {
@@ -209,6 +219,12 @@ impl Inst {
             }
             (Fence::None, true, Some(s)) if self.query_ok => (s.role, s.db_state, s.lock),
             (Fence::None, true, Some(s)) => (s.role, DbState::Unknown, LockState::Unknown),
+            // This agent started it pending and it has not answered since: it is pending,
+            // whatever role it had before its restart (its stale role made the CMS take a
+            // restarting old primary for a valid one and Build the standbys from it).
+            (Fence::None, true, None) if self.in_start(now) => {
+                (DnRole::Pending, DbState::Starting, LockState::Unknown)
+            }
             (Fence::None, true, None) => (
                 self.saved_role.unwrap_or(DnRole::Unknown),
                 DbState::Unknown,
@@ -220,7 +236,7 @@ impl Inst {
     /// This DN's part of the agent report.
     pub(super) fn report(&self, now: Instant) -> DnReport {
         let mut r = DnReport::down(self.id);
-        let (role, db_state, lock) = self.reported_role_state();
+        let (role, db_state, lock) = self.reported_role_state(now);
         r.role = role;
         r.db_state = db_state;
         r.lock = lock;
@@ -245,10 +261,10 @@ impl Inst {
         r
     }
 
-    pub(super) fn status(&self, _now: Instant) -> InstanceStatus {
+    pub(super) fn status(&self, now: Instant) -> InstanceStatus {
         InstanceStatus {
             instance: self.id,
-            role: self.reported_role_state().0,
+            role: self.reported_role_state(now).0,
             processes: self.processes.clone(),
             term: self.term,
             last_applied: self.applied,
@@ -431,6 +447,7 @@ impl Agent {
         }
         inst.status = None;
         inst.query_ok = false;
+        inst.start_until = Some(now + self.params.dn_start_bound());
         let kind = ActionKind::Start {
             under_starting_flag: paused,
         };
@@ -457,6 +474,7 @@ impl Agent {
                 inst.status = Some(s);
                 inst.status_at = now;
                 inst.query_ok = true;
+                inst.start_until = None;
             }
             Err(e) => {
                 tracing::debug!(instance = %id, error = %e, "status query failed");

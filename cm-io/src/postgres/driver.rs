@@ -67,7 +67,7 @@ impl PgOptions {
             os_user: cfg.database.os_user.clone(),
             db_user: cfg.database.db_user.clone(),
             status_connect_timeout: Duration::from_secs(2),
-            start_timeout: Duration::from_secs(120),
+            start_timeout: p.dn_start_bound(),
             stop_timeout: Duration::from_secs(60),
             kill_timeout: Duration::from_secs(5),
             promote_wait: Duration::from_secs(60),

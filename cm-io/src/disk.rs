@@ -187,7 +187,9 @@ pub fn probe_file_for(data_dir: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let inside = data_dir.join("pg_stat_tmp").join(DiskProber::FILE_NAME);
-    let Some(parent) = data_dir.parent().filter(|p| !name.is_empty() && !p.as_os_str().is_empty())
+    let Some(parent) = data_dir
+        .parent()
+        .filter(|p| !name.is_empty() && !p.as_os_str().is_empty())
     else {
         return inside;
     };

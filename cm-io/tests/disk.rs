@@ -156,8 +156,15 @@ async fn the_probe_of_a_data_directory_is_beside_it_and_owned_by_the_database_us
     assert_eq!(prober.probe().await, ProbeOutcome::Ok);
     assert_eq!(prober.probe().await, ProbeOutcome::Ok);
     let meta = fs::metadata(&file).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (owner.0.as_raw(), owner.1.as_raw()));
-    assert_eq!(fs::read_dir(&data).unwrap().count(), 0, "nothing inside the data directory");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (owner.0.as_raw(), owner.1.as_raw())
+    );
+    assert_eq!(
+        fs::read_dir(&data).unwrap().count(),
+        0,
+        "nothing inside the data directory"
+    );
 }
 
 #[test]

@@ -8,9 +8,9 @@ use std::time::Duration;
 use cm_core::dn::{DnAction, DnRole, DnStatus, LockState, ProcState};
 use cm_core::params::SyncMode;
 use cm_core::{InstanceId, Term};
+use cm_io::disk::{DiskProber, ProbeOutcome};
 use cm_io::postgres::test_support::TestCluster;
 use cm_io::postgres::{DatabaseDriver, ProbeConnect};
-use cm_io::disk::{DiskProber, ProbeOutcome};
 use cm_io::postgres::{PgDriver, PgOptions};
 use cm_io::process::{OsUser, PostmasterPid};
 use nix::sys::signal::{Signal, kill};
@@ -93,7 +93,8 @@ struct Prober {
 impl Prober {
     fn start(data_dir: &std::path::Path) -> Self {
         let user = OsUser::lookup("postgres").expect("postgres user");
-        let prober = DiskProber::for_data_dir(data_dir, Duration::from_secs(5), (user.uid, user.gid));
+        let prober =
+            DiskProber::for_data_dir(data_dir, Duration::from_secs(5), (user.uid, user.gid));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&stop);
         let task = tokio::spawn(async move {
@@ -218,7 +219,10 @@ async fn rejoin_by_rewind(c: &TestCluster, new: usize) {
     // The agents' disk probers keep probing both members through the Build (issue 18: their
     // files, written as root inside the data directories, made every pg_rewind fail: it copied
     // the source's and could not open the target's).
-    let probers = [Prober::start(&c.data_dir(0)), Prober::start(&c.data_dir(new))];
+    let probers = [
+        Prober::start(&c.data_dir(0)),
+        Prober::start(&c.data_dir(new)),
+    ];
     tokio::time::sleep(Duration::from_millis(100)).await;
     act(c, 0, DnAction::Build { source: c.id(new) }).await;
     for p in probers {
@@ -465,7 +469,13 @@ fn bin_dir_with_failing_basebackup(c: &TestCluster) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = c.root.join("failing-bin");
     std::fs::create_dir_all(&dir).expect("bin dir");
-    for tool in ["postgres", "pg_rewind", "pg_ctl", "initdb", "pg_controldata"] {
+    for tool in [
+        "postgres",
+        "pg_rewind",
+        "pg_ctl",
+        "initdb",
+        "pg_controldata",
+    ] {
         let real = std::path::Path::new(cm_io::postgres::test_support::BIN_DIR).join(tool);
         std::os::unix::fs::symlink(real, dir.join(tool)).expect("symlink");
     }
@@ -529,7 +539,11 @@ async fn e2e_pg_full_copy_is_built_beside_and_keeps_the_old_data_until_started()
         assert!(!fresh.exists() && !old.exists());
 
         act(&c, 1, DnAction::Build { source: c.id(0) }).await;
-        assert_ne!(inode_of(&data.join("PG_VERSION")), version_inode, "a full copy");
+        assert_ne!(
+            inode_of(&data.join("PG_VERSION")),
+            version_inode,
+            "a full copy"
+        );
         assert!(!data.join("cm_test_marker").exists());
         assert!(old.join("cm_test_marker").exists(), "old data kept aside");
         assert!(!fresh.exists());

@@ -329,7 +329,10 @@ fn a_dn_in_its_start_is_pending_starting_and_not_hung_until_its_start_bound() {
     assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
     let recovering = |a: &mut Agent, t: u64| {
         let cmds = tick(a, ms(t));
-        a.step(ms(t), sampled(sample_op(&cmds, DN), vec![ProcState::Running]));
+        a.step(
+            ms(t),
+            sampled(sample_op(&cmds, DN), vec![ProcState::Running]),
+        );
         a.step(
             ms(t),
             queried(
@@ -341,7 +344,10 @@ fn a_dn_in_its_start_is_pending_starting_and_not_hung_until_its_start_bound() {
             .any(|c| matches!(c, AgentCommand::ProbePhonyDead { .. }))
     };
     for s in 2..=120 {
-        assert!(!recovering(&mut a, s * 1000), "no phony-dead probe at {s} s");
+        assert!(
+            !recovering(&mut a, s * 1000),
+            "no phony-dead probe at {s} s"
+        );
         let r = a.insts[&DN].report(ms(s * 1000));
         assert_eq!(
             (r.role, r.db_state, r.phony_dead_hits),
@@ -362,7 +368,10 @@ fn a_dn_in_its_start_that_answers_is_reported_as_it_answers() {
     let cmds = round(&mut a, ms(1000), vec![]);
     a.step(ms(1500), done(action_op(&cmds)));
     let cmds = tick(&mut a, ms(2000));
-    a.step(ms(2000), sampled(sample_op(&cmds, DN), vec![ProcState::Running]));
+    a.step(
+        ms(2000),
+        sampled(sample_op(&cmds, DN), vec![ProcState::Running]),
+    );
     a.step(
         ms(2000),
         queried(query_op(&cmds, DN), Ok(status(DnRole::Pending))),

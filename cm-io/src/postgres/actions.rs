@@ -512,8 +512,12 @@ pub(super) fn remove_old_copy(id: InstanceId, data: &Path) {
     let old = beside(data, "cm_old");
     if old.exists() {
         match remove_tree(&old) {
-            Ok(()) => tracing::info!(instance = %id, path = %old.display(), "removed the data a full copy replaced"),
-            Err(e) => tracing::warn!(instance = %id, error = %e, "could not remove the replaced data"),
+            Ok(()) => {
+                tracing::info!(instance = %id, path = %old.display(), "removed the data a full copy replaced")
+            }
+            Err(e) => {
+                tracing::warn!(instance = %id, error = %e, "could not remove the replaced data")
+            }
         }
     }
 }

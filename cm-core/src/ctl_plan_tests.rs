@@ -32,6 +32,7 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
         term: Term(1),
         position: Position::default(),
         read_only: false,
+        not_streaming_ms: None,
     };
     Box::new(ClusterStatus {
         cluster: "demo".into(),
@@ -53,6 +54,7 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
                 row(6002, role_of_6002, db_state),
                 row(6003, DnRole::Standby, DbState::Normal),
             ],
+            commits_acknowledged: true,
         }],
     })
 }

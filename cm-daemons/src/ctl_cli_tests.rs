@@ -185,6 +185,7 @@ fn query_renders_cm_layout() {
         term: Term(3),
         position: Position::new(2, 0x1_0000_0010),
         read_only: false,
+        not_streaming_ms: None,
     };
     let s = ClusterStatus {
         cluster: "demo".into(),
@@ -205,6 +206,7 @@ fn query_renders_cm_layout() {
                 row(1, 6001, true, DnRole::Primary, DbState::Normal),
                 row(2, 6002, false, DnRole::Standby, DbState::Normal),
             ],
+            commits_acknowledged: true,
         }],
     };
     let text = render_query(&s, true, true);

@@ -349,7 +349,7 @@ async fn alter_system_of_managed_keys_is_undone_at_start(c: &TestCluster) {
 
 /// An agent restart: a fresh driver adopts the running postmaster and can fence it.
 async fn restarted_agent_adopts_and_kills(c: &TestCluster) {
-    let again = cm_io::postgres::PgDriver::new(
+    let again = PgDriver::new(
         std::sync::Arc::clone(&c.config),
         cm_core::NodeId(1),
         c.driver(0).options().clone(),
@@ -553,6 +553,22 @@ async fn e2e_pg_full_copy_is_built_beside_and_keeps_the_old_data_until_started()
         act(&c, 1, DnAction::NotifyStandby { primary: c.id(0) }).await;
         wait_streaming(&c, 1, 0).await;
         assert_eq!(count_rows(&c, 1).await, Some(1));
+        assert_eq!(status(&c, 1).await.receiver_error, None);
+
+        // Its stream breaks (the primary is gone): the standby says so, with PostgreSQL's
+        // reason (issue 18, defect 3).
+        act(&c, 0, DnAction::Kill).await;
+        let why = eventually("a receiver error", || async {
+            let st = c.driver(1).status(c.id(1)).await.ok()?;
+            st.receiver_error
+                .filter(|e| e.contains("could not connect"))
+        })
+        .await;
+        assert!(
+            why.starts_with("no WAL receiver") || why.starts_with("WAL receiver"),
+            "{why}"
+        );
+        assert!(why.len() <= cm_core::dn::REASON_MAX_LEN);
     })
     .await;
 }

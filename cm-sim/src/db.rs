@@ -563,6 +563,7 @@ impl Databases {
             upstream,
             downstreams,
             read_only: inst.read_only,
+            receiver_error: None,
         }
     }
 

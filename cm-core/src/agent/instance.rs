@@ -247,6 +247,9 @@ impl Inst {
             r.upstream = s.upstream;
             r.downstreams = s.downstreams.clone();
             r.read_only = s.read_only;
+            if self.query_ok {
+                r.receiver_error = s.receiver_error.clone();
+            }
         }
         r.term = self.term;
         r.last_applied = self.applied;

@@ -246,6 +246,7 @@ impl PgDriver {
                 })?;
             tracing::info!(instance = %inst.id, %source, "rebuilt by pg_basebackup");
         }
+        lock(&inst.desired).rebuilt_from = Some(source);
         self.strip_auto_conf(inst)?;
         self.write_managed(inst)
     }

@@ -338,7 +338,13 @@ impl PgDriver {
         }
         {
             let mut d = lock(&inst.desired);
-            d.upstream = Upstream::None;
+            d.upstream = match d.rebuilt_from.take() {
+                Some(primary) => Upstream::Follow {
+                    primary,
+                    locked: false,
+                },
+                None => Upstream::None,
+            };
             d.pending = true;
         }
         self.write_managed(inst)?;
@@ -546,6 +552,7 @@ fn default_desired(opts: &PgOptions, members: &[InstanceId]) -> Desired {
         sync_k,
         sync_members: members.to_vec(),
         read_only: false,
+        rebuilt_from: None,
     }
 }
 

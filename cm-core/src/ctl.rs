@@ -155,6 +155,10 @@ pub struct DnRow {
     pub position: Position,
     /// Read-only.
     pub read_only: bool,
+    /// A standby of the valid primary that does not stream from it: for how long (issue 18,
+    /// defect 3). `None` when it streams, and for every other role.
+    #[serde(default)]
+    pub not_streaming_ms: Option<u64>,
 }
 
 /// One group.
@@ -172,6 +176,10 @@ pub struct GroupStatus {
     /// How the group's latest switchover ended (`cm_ctl switchover` waits for it).
     #[serde(default)]
     pub last_switchover: Option<crate::state::SwitchoverEnd>,
+    /// Whether the group's primary can acknowledge a commit now: it serves, and with
+    /// `dn_sync_mode = quorum` at least k = n − q standbys stream from it (§9).
+    #[serde(default)]
+    pub commits_acknowledged: bool,
 }
 
 /// The whole status, as the CMS leader sees it (`cm_ctl query --json` schema).

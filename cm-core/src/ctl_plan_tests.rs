@@ -32,6 +32,7 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
         term: Term(1),
         position: Position::default(),
         read_only: false,
+        not_streaming_ms: None,
     };
     Box::new(ClusterStatus {
         cluster: "demo".into(),
@@ -55,6 +56,7 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
             ],
             switchover: None,
             last_switchover: None,
+            commits_acknowledged: true,
         }],
     })
 }

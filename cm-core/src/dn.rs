@@ -188,6 +188,22 @@ pub struct DnStatus {
     pub downstreams: Vec<Downstream>,
     /// `default_transaction_read_only` is on.
     pub read_only: bool,
+    /// A standby told to follow whose WAL receiver does not stream: why, as the database says
+    /// it (bounded to [`REASON_MAX_LEN`] bytes). `None` otherwise.
+    #[serde(default)]
+    pub receiver_error: Option<String>,
+}
+
+/// Longest `receiver_error` kept (longer ones are cut at a character boundary).
+pub const REASON_MAX_LEN: usize = 240;
+
+/// `text` cut to at most [`REASON_MAX_LEN`] bytes at a character boundary.
+pub fn bounded_reason(text: &str) -> String {
+    let mut end = text.len().min(REASON_MAX_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// One DN's part of an agent report (DESIGN.md "DN report"). Ages, never timestamps.
@@ -215,6 +231,9 @@ pub struct DnReport {
     pub downstreams: Vec<Downstream>,
     /// `default_transaction_read_only` is on.
     pub read_only: bool,
+    /// A standby whose WAL receiver does not stream: why (see [`DnStatus::receiver_error`]).
+    #[serde(default)]
+    pub receiver_error: Option<String>,
     /// Consecutive phony-dead hits (§6).
     pub phony_dead_hits: u32,
     /// Data path usage in percent.
@@ -248,6 +267,7 @@ impl DnReport {
             upstream: None,
             downstreams: Vec::new(),
             read_only: false,
+            receiver_error: None,
             phony_dead_hits: 0,
             data_disk_pct: 0,
             log_disk_pct: 0,

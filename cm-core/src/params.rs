@@ -613,6 +613,15 @@ impl Params {
     /// Rounds the static primary waits as a candidate (hard-coded 5 in CM).
     pub const STATIC_PRIMARY_WAIT_ROUNDS: u64 = 5;
 
+    /// How long a DN the agent started (pending, §1) may take to answer its status query —
+    /// crash recovery or catch-up to a consistent state — before its silence or an unknown
+    /// status counts against it (issue 18: a DN in crash recovery got phony-dead hits and was
+    /// restarted every 2–3 s): `20 × instance_heartbeat_timeout` (120 s by default, 30 s in
+    /// the fast profile). The PostgreSQL driver gives a start up after the same bound.
+    pub fn dn_start_bound(&self) -> Duration {
+        self.instance_heartbeat_timeout() * 20
+    }
+
     /// `instance_phony_dead_restart_interval` as a duration.
     pub fn phony_dead_cooldown(&self) -> Duration {
         Self::secs(self.instance_phony_dead_restart_interval)

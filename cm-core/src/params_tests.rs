@@ -135,3 +135,17 @@ fn candidate_waits() {
     assert_eq!(p.candidate_wait_rounds(true), 180);
     assert_eq!(Params::STATIC_PRIMARY_WAIT_ROUNDS, 5);
 }
+
+#[test]
+fn dn_start_bound_is_twenty_heartbeat_timeouts() {
+    let mut odd = Params::defaults();
+    odd.instance_heartbeat_timeout = 2.5;
+    let table = [
+        (Params::defaults(), Duration::from_secs(120)),
+        (Params::fast(), Duration::from_secs(30)),
+        (odd, Duration::from_secs(50)),
+    ];
+    for (p, want) in table {
+        assert_eq!(p.dn_start_bound(), want, "{}", p.instance_heartbeat_timeout);
+    }
+}

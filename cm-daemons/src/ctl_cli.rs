@@ -414,6 +414,9 @@ pub fn render_query(s: &ClusterStatus, verbose: bool, by_group: bool) -> String 
                     role_name(m.role),
                     state_name(m.state)
                 );
+                if let Some(ms) = m.not_streaming_ms {
+                    let _ = write!(cell, " not-streaming={:.1}s", ms as f64 / 1000.0);
+                }
                 if verbose {
                     let _ = write!(cell, " term={} pos={}", m.term.0, m.position);
                     if m.read_only {
@@ -429,6 +432,13 @@ pub fn render_query(s: &ClusterStatus, verbose: bool, by_group: bool) -> String 
             for c in cells {
                 let _ = writeln!(out, "{c}");
             }
+        }
+        if !g.commits_acknowledged {
+            let _ = writeln!(
+                out,
+                "group {}: commits are NOT acknowledged (no primary, or too few streaming standbys)",
+                g.group.0
+            );
         }
     }
     out

@@ -202,6 +202,7 @@ fn query_renders_cm_layout() {
         term: Term(3),
         position: Position::new(2, 0x1_0000_0010),
         read_only: false,
+        not_streaming_ms: None,
     };
     let s = ClusterStatus {
         cluster: "demo".into(),
@@ -224,6 +225,7 @@ fn query_renders_cm_layout() {
             ],
             switchover: None,
             last_switchover: None,
+            commits_acknowledged: true,
         }],
     };
     let text = render_query(&s, true, true);

@@ -19,7 +19,7 @@ fn e2e_local_db_three_data_directories_from_one_initdb() {
         dir: t.path().to_path_buf(),
     };
     let ports = Ports::pick().unwrap();
-    db::create_databases(&paths, &ports, Path::new(DEFAULT_PG_BIN)).expect("databases");
+    db::create_databases(&paths, &ports, Path::new(DEFAULT_PG_BIN), false).expect("databases");
     let pg_uid = cm_io::process::OsUser::lookup("postgres")
         .unwrap()
         .uid

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::statvfs::statvfs;
+use nix::unistd::{Gid, Uid};
 
 use crate::statedir::{FileError, FileOp};
 
@@ -96,6 +97,7 @@ pub enum ProbeOutcome {
 #[derive(Debug)]
 pub struct DiskProber {
     file: PathBuf,
+    owner: Option<(Uid, Gid)>,
     timeout: Duration,
     in_flight: Arc<AtomicBool>,
     seq: AtomicU64,
@@ -119,10 +121,25 @@ impl DiskProber {
         Self::with_file(dir.join(Self::FILE_NAME), timeout)
     }
 
+    /// A prober of the filesystem of a database data directory: its file is
+    /// [`probe_file_for`] the directory, owned by `owner` (the database's OS user), so that
+    /// neither pg_rewind nor pg_basebackup, running as that user, ever copies or trips on it.
+    pub fn for_data_dir(data_dir: &Path, timeout: Duration, owner: (Uid, Gid)) -> Self {
+        let mut p = Self::with_file(probe_file_for(data_dir), timeout);
+        p.owner = Some(owner);
+        p
+    }
+
+    /// The file this prober writes.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
     /// A prober writing exactly `file`.
     pub fn with_file(file: PathBuf, timeout: Duration) -> Self {
         Self {
             file,
+            owner: None,
             timeout,
             in_flight: Arc::new(AtomicBool::new(false)),
             seq: AtomicU64::new(0),
@@ -141,11 +158,12 @@ impl DiskProber {
         }
         let guard = InFlight(Arc::clone(&self.in_flight));
         let file = self.file.clone();
+        let owner = self.owner;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let content = format!("cm disk probe pid {} seq {seq}\n", std::process::id());
         let task = tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            write_and_read_back(&file, content.as_bytes())
+            write_and_read_back(&file, content.as_bytes(), owner)
         });
         match tokio::time::timeout(self.timeout, task).await {
             Err(_elapsed) => ProbeOutcome::Hung,
@@ -156,13 +174,54 @@ impl DiskProber {
     }
 }
 
-fn write_and_read_back(file: &Path, content: &[u8]) -> Result<(), FileError> {
+/// Where the disk probe of a data directory is written: beside the directory, named after it
+/// (`<parent>/.cm_disk_probe.<name>`), so it is on the data's filesystem but outside what
+/// pg_rewind and pg_basebackup copy (issue 18: a probe file inside the data directory, owned by
+/// root, made every pg_rewind fail and refilled an emptied directory before pg_basebackup).
+/// When the data directory is itself a mount point, its parent is another filesystem: the
+/// probe then goes into its `pg_stat_tmp`, whose contents both tools skip.
+pub fn probe_file_for(data_dir: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let inside = data_dir.join("pg_stat_tmp").join(DiskProber::FILE_NAME);
+    let Some(parent) = data_dir
+        .parent()
+        .filter(|p| !name.is_empty() && !p.as_os_str().is_empty())
+    else {
+        return inside;
+    };
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+    match (dev(parent), dev(data_dir)) {
+        (Some(a), Some(b)) if a != b => inside,
+        // Same filesystem, or not created yet (the usual layout then): beside it.
+        _ => parent.join(format!("{}.{name}", DiskProber::FILE_NAME)),
+    }
+}
+
+fn write_and_read_back(
+    file: &Path,
+    content: &[u8],
+    owner: Option<(Uid, Gid)>,
+) -> Result<(), FileError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(file)
         .map_err(|e| FileError::new(FileOp::Write, file, e))?;
+    if let Some((uid, gid)) = owner {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = f
+            .metadata()
+            .map_err(|e| FileError::new(FileOp::Read, file, e))?;
+        if (meta.uid(), meta.gid()) != (uid.as_raw(), gid.as_raw()) {
+            nix::unistd::fchown(&f, Some(uid), Some(gid))
+                .map_err(|e| FileError::new(FileOp::Write, file, io::Error::from(e)))?;
+        }
+    }
     f.write_all(content)
         .map_err(|e| FileError::new(FileOp::Write, file, e))?;
     f.sync_all()

@@ -130,3 +130,53 @@ async fn a_stuck_probe_is_hung_and_blocks_further_probes_until_it_finishes() {
     let prober = DiskProber::new(dir.path(), Duration::from_secs(30));
     assert_eq!(prober.probe().await, ProbeOutcome::Ok);
 }
+
+/// Issue 18 (defects 1, 6): the probe of a data directory is written beside it, never inside
+/// (pg_rewind copied a root-owned probe file and failed on it; pg_basebackup found an emptied
+/// directory refilled by it), and it is owned by the database's OS user.
+#[tokio::test]
+async fn the_probe_of_a_data_directory_is_beside_it_and_owned_by_the_database_user() {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data1");
+    fs::create_dir(&data).unwrap();
+    let file = disk::probe_file_for(&data);
+    assert_eq!(file, root.path().join(".cm_disk_probe.data1"));
+    assert!(!file.starts_with(&data));
+    // Root (as the tests and the agent run) hands the file to another user; anyone else can
+    // only hand it to itself.
+    let owner = if nix::unistd::Uid::effective().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        (nobody.uid, nobody.gid)
+    } else {
+        (nix::unistd::Uid::effective(), nix::unistd::Gid::effective())
+    };
+    let prober = DiskProber::for_data_dir(&data, Duration::from_secs(30), owner);
+    assert_eq!(prober.file(), file.as_path());
+    assert_eq!(prober.probe().await, ProbeOutcome::Ok);
+    assert_eq!(prober.probe().await, ProbeOutcome::Ok);
+    let meta = fs::metadata(&file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (owner.0.as_raw(), owner.1.as_raw())
+    );
+    assert_eq!(
+        fs::read_dir(&data).unwrap().count(),
+        0,
+        "nothing inside the data directory"
+    );
+}
+
+#[test]
+fn a_data_directory_not_created_yet_is_probed_beside_it_and_a_bare_name_inside() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("later");
+    assert_eq!(
+        disk::probe_file_for(&data),
+        root.path().join(".cm_disk_probe.later")
+    );
+    assert_eq!(
+        disk::probe_file_for(std::path::Path::new("/")),
+        std::path::Path::new("/pg_stat_tmp/.cm_disk_probe")
+    );
+}

@@ -8,9 +8,11 @@ use std::time::Duration;
 use cm_core::dn::{DnAction, DnRole, DnStatus, LockState, ProcState};
 use cm_core::params::SyncMode;
 use cm_core::{InstanceId, Term};
+use cm_io::disk::{DiskProber, ProbeOutcome};
 use cm_io::postgres::test_support::TestCluster;
 use cm_io::postgres::{DatabaseDriver, ProbeConnect};
-use cm_io::process::PostmasterPid;
+use cm_io::postgres::{PgDriver, PgOptions};
+use cm_io::process::{OsUser, PostmasterPid};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio_postgres::error::SqlState;
@@ -78,6 +80,43 @@ async fn primary_with_standbys(c: &TestCluster) {
     for i in 1..c.drivers.len() {
         wait_streaming(c, i, 0).await;
         assert_eq!(status(c, i).await.role, DnRole::Standby);
+    }
+}
+
+/// The agent's disk prober of a data directory (as the agent builds it: owned by `postgres`),
+/// probing every 20 ms until stopped.
+struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<ProbeOutcome>>,
+}
+
+impl Prober {
+    fn start(data_dir: &std::path::Path) -> Self {
+        let user = OsUser::lookup("postgres").expect("postgres user");
+        let prober =
+            DiskProber::for_data_dir(data_dir, Duration::from_secs(5), (user.uid, user.gid));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                outcomes.push(prober.probe().await);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            outcomes
+        });
+        Self { stop, task }
+    }
+
+    /// Stops it; every probe it ran succeeded.
+    async fn stop_ok(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let outcomes = self.task.await.expect("prober task");
+        assert!(!outcomes.is_empty());
+        assert!(
+            outcomes.iter().all(|o| *o == ProbeOutcome::Ok),
+            "{outcomes:?}"
+        );
     }
 }
 
@@ -177,7 +216,18 @@ async fn rejoin_by_rewind(c: &TestCluster, new: usize) {
             .expect("PG_VERSION")
     };
     let before = inode();
+    // The agents' disk probers keep probing both members through the Build (issue 18: their
+    // files, written as root inside the data directories, made every pg_rewind fail: it copied
+    // the source's and could not open the target's).
+    let probers = [
+        Prober::start(&c.data_dir(0)),
+        Prober::start(&c.data_dir(new)),
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
     act(c, 0, DnAction::Build { source: c.id(new) }).await;
+    for p in probers {
+        p.stop_ok().await;
+    }
     assert_eq!(inode(), before, "pg_rewind did the Build, not a full copy");
     act(c, 0, DnAction::StartPending).await;
     act(c, 0, DnAction::NotifyStandby { primary: c.id(new) }).await;
@@ -299,7 +349,7 @@ async fn alter_system_of_managed_keys_is_undone_at_start(c: &TestCluster) {
 
 /// An agent restart: a fresh driver adopts the running postmaster and can fence it.
 async fn restarted_agent_adopts_and_kills(c: &TestCluster) {
-    let again = cm_io::postgres::PgDriver::new(
+    let again = PgDriver::new(
         std::sync::Arc::clone(&c.config),
         cm_core::NodeId(1),
         c.driver(0).options().clone(),
@@ -404,6 +454,121 @@ async fn e2e_pg_sigstopped_postmaster_fails_the_probe_while_proc_shows_stopped()
                 .expect("processes")
                 .contains(&ProcState::Stopped)
         );
+    })
+    .await;
+}
+
+fn inode_of(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map(|m| m.ino()).expect("inode")
+}
+
+/// A bin directory with the real PostgreSQL tools except a `pg_basebackup` that fails the way
+/// a real one does, with its message on stderr.
+fn bin_dir_with_failing_basebackup(c: &TestCluster) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = c.root.join("failing-bin");
+    std::fs::create_dir_all(&dir).expect("bin dir");
+    for tool in [
+        "postgres",
+        "pg_rewind",
+        "pg_ctl",
+        "initdb",
+        "pg_controldata",
+    ] {
+        let real = std::path::Path::new(cm_io::postgres::test_support::BIN_DIR).join(tool);
+        std::os::unix::fs::symlink(real, dir.join(tool)).expect("symlink");
+    }
+    let script = dir.join("pg_basebackup");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'pg_basebackup: error: could not connect: simulated refusal' >&2\nexit 1\n",
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// Issue 18, defect 2: a Build whose pg_rewind is impossible (the target is another system)
+/// copies into a fresh directory beside the data directory. A failed copy leaves the data
+/// directory exactly as it was and reports pg_basebackup's own message; a successful one is
+/// swapped in, keeps the old data aside until the new copy has started as a standby, and
+/// streams afterwards. The disk prober runs throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_pg_full_copy_is_built_beside_and_keeps_the_old_data_until_started() {
+    let Some(c) = TestCluster::new("fullcopy", 2, SyncMode::Off) else {
+        return;
+    };
+    bounded(async {
+        c.initdb(0).expect("initdb");
+        act(&c, 0, DnAction::StartPending).await;
+        act(&c, 0, DnAction::Promote { term: Term(1) }).await;
+        let p0 = c.client(0).await.expect("client");
+        p0.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+            .await
+            .expect("write");
+        // Member 1 holds another system's data: pg_rewind refuses it.
+        c.initdb(1).expect("initdb of another system");
+        let data = c.data_dir(1);
+        std::fs::write(data.join("cm_test_marker"), "old").expect("marker");
+        let version_inode = inode_of(&data.join("PG_VERSION"));
+        let fresh = c.root.join("data2.cm_build");
+        let old = c.root.join("data2.cm_old");
+        let prober = Prober::start(&data);
+
+        let failing = PgDriver::new(
+            std::sync::Arc::clone(&c.config),
+            cm_core::NodeId(2),
+            PgOptions {
+                bin_dir: bin_dir_with_failing_basebackup(&c),
+                sync_data: false,
+                ..PgOptions::from_config(&c.config)
+            },
+        )
+        .expect("driver");
+        let err = failing
+            .run(c.id(1), DnAction::Build { source: c.id(0) })
+            .await
+            .expect_err("the copy fails")
+            .to_string();
+        assert!(err.contains("simulated refusal"), "{err}");
+        assert!(err.contains("pg_rewind"), "{err}");
+        assert_eq!(inode_of(&data.join("PG_VERSION")), version_inode);
+        assert!(data.join("cm_test_marker").exists(), "old data untouched");
+        assert!(!fresh.exists() && !old.exists());
+
+        act(&c, 1, DnAction::Build { source: c.id(0) }).await;
+        assert_ne!(
+            inode_of(&data.join("PG_VERSION")),
+            version_inode,
+            "a full copy"
+        );
+        assert!(!data.join("cm_test_marker").exists());
+        assert!(old.join("cm_test_marker").exists(), "old data kept aside");
+        assert!(!fresh.exists());
+        act(&c, 1, DnAction::StartPending).await;
+        assert!(!old.exists(), "removed once the copy started as a standby");
+        prober.stop_ok().await;
+        act(&c, 1, DnAction::NotifyStandby { primary: c.id(0) }).await;
+        wait_streaming(&c, 1, 0).await;
+        assert_eq!(count_rows(&c, 1).await, Some(1));
+        assert_eq!(status(&c, 1).await.receiver_error, None);
+
+        // Its stream breaks (the primary is gone): the standby says so, with PostgreSQL's
+        // reason (issue 18, defect 3).
+        act(&c, 0, DnAction::Kill).await;
+        let why = eventually("a receiver error", || async {
+            let st = c.driver(1).status(c.id(1)).await.ok()?;
+            st.receiver_error
+                .filter(|e| e.contains("could not connect"))
+        })
+        .await;
+        assert!(
+            why.starts_with("no WAL receiver") || why.starts_with("WAL receiver"),
+            "{why}"
+        );
+        assert!(why.len() <= cm_core::dn::REASON_MAX_LEN);
     })
     .await;
 }

@@ -198,6 +198,7 @@ impl Checker {
                 }
             }
             CmsCommand::Restart => self.first("restart_sent_s", at),
+            CmsCommand::Build { .. } => self.first("build_sent_s", at),
             CmsCommand::SetReadOnly { on: true } => self.first("read_only_on_s", at),
             CmsCommand::SetReadOnly { on: false } => self.first("read_only_off_s", at),
             _ => {}
@@ -449,6 +450,7 @@ impl Checker {
             "failover_sent_s",
             "writable_again_s",
             "restart_sent_s",
+            "build_sent_s",
             "read_only_on_s",
             "read_only_off_s",
             "cms_leader_s",

@@ -130,6 +130,10 @@ pub struct Instance {
     pub last_wal_change: Instant,
     /// Number of times it was started (for the restart counters of reports).
     pub starts: u32,
+    /// Its local WAL is broken (fault `break_stream`, issue 18): the WAL receiver connects to
+    /// its upstream and dies over a bad record again and again, so nothing new is received or
+    /// replayed, until a Build replaces its data.
+    pub stream_broken: bool,
 }
 
 impl Instance {
@@ -244,6 +248,7 @@ impl Databases {
                         pending: Vec::new(),
                         last_wal_change: Instant::ZERO,
                         starts: 0,
+                        stream_broken: false,
                     },
                 );
             }
@@ -464,6 +469,7 @@ impl Databases {
                 let inst = self.instances.get_mut(&id).ok_or("gone")?;
                 inst.history = src.history.clone();
                 inst.lsn = src.lsn;
+                inst.stream_broken = false;
                 start_pending(inst, now);
                 inst.role = DnRole::Standby;
                 inst.upstream_setting = Some(src.id);
@@ -563,6 +569,7 @@ impl Databases {
             upstream,
             downstreams,
             read_only: inst.read_only,
+            receiver_error: None,
         }
     }
 
@@ -623,6 +630,9 @@ impl Databases {
                 upstream: u.id,
                 last_contact: now,
             });
+            if s.stream_broken {
+                continue;
+            }
             if u.lsn > s.lsn {
                 s.lsn = u.lsn;
                 s.last_wal_change = now;

@@ -84,6 +84,11 @@ impl World {
             F::KillDn { instance } => {
                 self.dbs.kill(instance);
             }
+            F::BreakStream { instance } => {
+                if let Some(i) = self.dbs.instances.get_mut(&instance) {
+                    i.stream_broken = true;
+                }
+            }
             F::DnState { instance, state } => {
                 let s = match state.as_str() {
                     "T" => ProcState::Stopped,

@@ -19,6 +19,7 @@ pub const TIMING_NAMES: &[&str] = &[
     "failover_sent_s",
     "writable_again_s",
     "restart_sent_s",
+    "build_sent_s",
     "read_only_on_s",
     "read_only_off_s",
     "cms_leader_s",
@@ -137,6 +138,11 @@ pub enum FaultAction {
     },
     /// SIGKILL of every process of a DN.
     KillDn {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// Breaks a standby's stream: its receiver connects and receives nothing until a Build.
+    BreakStream {
         /// The instance.
         instance: InstanceId,
     },
@@ -458,7 +464,7 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         | F::DiskError { node, .. }
         | F::DiskHang { node, .. }
         | F::WipeStore { node, .. } => node_ok(node),
-        F::KillDn { instance } => inst_ok(instance),
+        F::KillDn { instance } | F::BreakStream { instance } => inst_ok(instance),
         F::DnState { instance, state } => {
             inst_ok(instance)?;
             match state.as_str() {

@@ -47,6 +47,11 @@ fn primary_process_killed() {
 }
 
 #[test]
+fn standby_stream_broken() {
+    check("standby-stream-broken");
+}
+
+#[test]
 fn primary_node_crash() {
     check("primary-node-crash");
 }

@@ -89,6 +89,10 @@ pub(super) struct Inst {
     /// counts crashes; a switchover's demotion counted would make repeated switchovers trigger
     /// the restart-count switchover, issue 11 defect 5).
     pub(super) planned_stop: bool,
+    /// Started pending by this agent and not answered a status query since: until this
+    /// instant (the start plus `dn_start_bound`) it is in its start — reported Pending and
+    /// Starting, and its silence is no phony-dead hit (issue 18, defect 4).
+    pub(super) start_until: Option<Instant>,
     pub(super) status: Option<DnStatus>,
     pub(super) status_at: Instant,
     query_ok: bool,
@@ -137,6 +141,7 @@ impl Inst {
             last_query_op: OpId(0),
             seen_running: false,
             planned_stop: false,
+            start_until: None,
             status: None,
             status_at: Instant::ZERO,
             query_ok: false,
@@ -171,6 +176,11 @@ impl Inst {
 
     pub(super) fn starting(&self) -> bool {
         self.in_flight(|k| matches!(k, ActionKind::Start { .. }))
+    }
+
+    /// In its start at `now` (see `start_until`).
+    pub(super) fn in_start(&self, now: Instant) -> bool {
+        self.start_until.is_some_and(|until| now < until)
     }
 
     /// A start, stop or kill in flight or queued.
@@ -212,7 +222,7 @@ impl Inst {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
-    fn reported_role_state(&self) -> (DnRole, DbState, LockState) {
+    fn reported_role_state(&self, now: Instant) -> (DnRole, DbState, LockState) {
         match (self.fence, self.running(), &self.status) {
             (Fence::Pending, _, _) => (DnRole::Unknown, DbState::Unknown, LockState::Unknown),
             (Fence::Confirmed, _, _) | (Fence::None, false, _) => {
@@ -229,6 +239,12 @@ impl Inst {
             }
             (Fence::None, true, Some(s)) if self.query_ok => (s.role, s.db_state, s.lock),
             (Fence::None, true, Some(s)) => (s.role, DbState::Unknown, LockState::Unknown),
+            // This agent started it pending and it has not answered since: it is pending,
+            // whatever role it had before its restart (its stale role made the CMS take a
+            // restarting old primary for a valid one and Build the standbys from it).
+            (Fence::None, true, None) if self.in_start(now) => {
+                (DnRole::Pending, DbState::Starting, LockState::Unknown)
+            }
             (Fence::None, true, None) => (
                 self.saved_role.unwrap_or(DnRole::Unknown),
                 DbState::Unknown,
@@ -240,7 +256,7 @@ impl Inst {
     /// This DN's part of the agent report.
     pub(super) fn report(&self, now: Instant) -> DnReport {
         let mut r = DnReport::down(self.id);
-        let (role, db_state, lock) = self.reported_role_state();
+        let (role, db_state, lock) = self.reported_role_state(now);
         r.role = role;
         r.db_state = db_state;
         r.lock = lock;
@@ -251,6 +267,9 @@ impl Inst {
             r.upstream = s.upstream;
             r.downstreams = s.downstreams.clone();
             r.read_only = s.read_only;
+            if self.query_ok {
+                r.receiver_error = s.receiver_error.clone();
+            }
         }
         r.term = self.term;
         r.last_applied = self.applied;
@@ -265,10 +284,10 @@ impl Inst {
         r
     }
 
-    pub(super) fn status(&self, _now: Instant) -> InstanceStatus {
+    pub(super) fn status(&self, now: Instant) -> InstanceStatus {
         InstanceStatus {
             instance: self.id,
-            role: self.reported_role_state().0,
+            role: self.reported_role_state(now).0,
             processes: self.processes.clone(),
             term: self.term,
             last_applied: self.applied,
@@ -458,6 +477,7 @@ impl Agent {
         }
         inst.status = None;
         inst.query_ok = false;
+        inst.start_until = Some(now + self.params.dn_start_bound());
         let kind = ActionKind::Start {
             under_starting_flag: paused,
         };
@@ -484,6 +504,7 @@ impl Agent {
                 inst.status = Some(s);
                 inst.status_at = now;
                 inst.query_ok = true;
+                inst.start_until = None;
             }
             Err(e) => {
                 tracing::debug!(instance = %id, error = %e, "status query failed");

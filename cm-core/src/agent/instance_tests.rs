@@ -379,3 +379,67 @@ fn start_completing_under_cluster_manual_start_is_not_taken_for_down_until_sampl
         )]
     );
 }
+
+/// Issue 18, defect 4 (and the cause of defect 5): a DN the agent restarted pending that is in
+/// crash recovery (every status query fails) is reported Pending/Starting — not with the role
+/// it had before its restart — and gets no phony-dead probe or hit until `dn_start_bound`
+/// (120 s by default) has passed since the start; after that the old rules apply again.
+#[test]
+fn a_dn_in_its_start_is_pending_starting_and_not_hung_until_its_start_bound() {
+    let mut a = boot(DnRole::Primary);
+    a.params.enable_self_fence = false;
+    let cmds = round(&mut a, ms(1000), vec![]);
+    assert_eq!(cmds, vec![run(action_op(&cmds), DnAction::StartPending)]);
+    let recovering = |a: &mut Agent, t: u64| {
+        let cmds = tick(a, ms(t));
+        a.step(
+            ms(t),
+            sampled(sample_op(&cmds, DN), vec![ProcState::Running]),
+        );
+        a.step(
+            ms(t),
+            queried(
+                query_op(&cmds, DN),
+                Err("FATAL: the database system is starting up".into()),
+            ),
+        );
+        cmds.iter()
+            .any(|c| matches!(c, AgentCommand::ProbePhonyDead { .. }))
+    };
+    for s in 2..=120 {
+        assert!(
+            !recovering(&mut a, s * 1000),
+            "no phony-dead probe at {s} s"
+        );
+        let r = a.insts[&DN].report(ms(s * 1000));
+        assert_eq!(
+            (r.role, r.db_state, r.phony_dead_hits),
+            (DnRole::Pending, DbState::Starting, 0),
+            "at {s} s"
+        );
+    }
+    // 1 s + 120 s: the start bound has passed.
+    let probed = (121..=131).any(|s| recovering(&mut a, s * 1000));
+    assert!(probed, "probed again once the bound passed");
+    let r = a.insts[&DN].report(ms(131_000));
+    assert_eq!((r.role, r.db_state), (DnRole::Primary, DbState::Unknown));
+}
+
+#[test]
+fn a_dn_in_its_start_that_answers_is_reported_as_it_answers() {
+    let mut a = boot(DnRole::Primary);
+    let cmds = round(&mut a, ms(1000), vec![]);
+    a.step(ms(1500), done(action_op(&cmds)));
+    let cmds = tick(&mut a, ms(2000));
+    a.step(
+        ms(2000),
+        sampled(sample_op(&cmds, DN), vec![ProcState::Running]),
+    );
+    a.step(
+        ms(2000),
+        queried(query_op(&cmds, DN), Ok(status(DnRole::Pending))),
+    );
+    assert_eq!(a.insts[&DN].start_until, None);
+    let r = a.insts[&DN].report(ms(2000));
+    assert_eq!((r.role, r.db_state), (DnRole::Pending, DbState::Normal));
+}

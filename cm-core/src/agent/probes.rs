@@ -48,7 +48,10 @@ impl Agent {
                 inst.phony_hits += 1;
                 continue;
             }
-            if !matches!(inst.known_role(), Some(DnRole::Primary | DnRole::Standby)) {
+            // A DN in its start (crash recovery after a pending start, §1) is not hung for
+            // being slow to answer until its start bound has passed (issue 18, defect 4).
+            let serving = matches!(inst.known_role(), Some(DnRole::Primary | DnRole::Standby));
+            if !serving || inst.in_start(now) {
                 inst.phony_hits = 0;
                 continue;
             }

@@ -146,6 +146,7 @@ pub(super) fn status(role: DnRole) -> DnStatus {
         upstream: None,
         downstreams: Vec::new(),
         read_only: false,
+        receiver_error: None,
     }
 }
 

@@ -11,7 +11,9 @@ use crate::params::Params;
 use crate::state::ClusterState;
 use crate::time::Instant;
 
-use super::arbiter::GroupArbiter;
+use super::arbiter::candidate::lock1_quorum;
+use super::arbiter::{GroupArbiter, Member};
+use crate::params::SyncMode;
 
 /// Builds the cluster status at `now`.
 pub fn cluster_status(
@@ -49,15 +51,18 @@ pub fn cluster_status(
                     term: report.map(|r| r.term).unwrap_or_default(),
                     position: report.map(|r| r.position).unwrap_or_default(),
                     read_only: report.is_some_and(|r| r.read_only),
+                    not_streaming_ms: m.and_then(|m| not_streaming_ms(m, now, params)),
                 }
             })
-            .collect();
+            .collect::<Vec<DnRow>>();
+        let commits_acknowledged = commits_acknowledged(&members, params);
         out.push(GroupStatus {
             group: gcfg.id,
             term: gs.term,
             members,
             switchover: gs.switchover.clone(),
             last_switchover: gs.last_switchover.clone(),
+            commits_acknowledged,
         });
     }
     let balanced = out.iter().all(|g| {
@@ -77,8 +82,40 @@ pub fn cluster_status(
     }
 }
 
+/// How long a standby has not streamed from the valid primary, as its group's arbiter tracks
+/// it (only while it is a standby heard from).
+fn not_streaming_ms(m: &Member, now: Instant, params: &Params) -> Option<u64> {
+    if m.role(now, params) != DnRole::Standby {
+        return None;
+    }
+    let loss = m.stream_loss?;
+    let ms = now.saturating_since(loss.since).as_millis();
+    Some(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// A serving primary, and with `dn_sync_mode = quorum` at least k = n − q streaming standbys
+/// (the `ANY k` of §9): otherwise no commit is acknowledged (issue 18: with `ANY 1` and the
+/// only other standby broken, none was for 150 s while `query` said Normal).
+pub fn commits_acknowledged(members: &[DnRow], params: &Params) -> bool {
+    let primaries = members.iter().filter(|r| r.role == DnRole::Primary).count();
+    if primaries != 1 {
+        return false;
+    }
+    if params.dn_sync_mode == SyncMode::Off {
+        return true;
+    }
+    let n = members.len();
+    let k = n.saturating_sub(lock1_quorum(n, params.test_lock1_quorum_override));
+    let streaming = members
+        .iter()
+        .filter(|r| r.role == DnRole::Standby && r.not_streaming_ms.is_none())
+        .count();
+    streaming >= k
+}
+
 /// Unavailable if some group has no serving primary; Normal if every primary and standby is
-/// Normal (and no member is missing); Degraded otherwise.
+/// Normal, every standby streams, every group acknowledges commits (and no member is
+/// missing); Degraded otherwise.
 pub fn health(groups: &[GroupStatus]) -> ClusterHealth {
     let mut normal = true;
     for g in groups {
@@ -91,8 +128,11 @@ pub fn health(groups: &[GroupStatus]) -> ClusterHealth {
             return ClusterHealth::Unavailable;
         }
         normal &= primaries == 1
+            && g.commits_acknowledged
             && g.members.iter().all(|r| {
-                matches!(r.role, DnRole::Primary | DnRole::Standby) && r.state == DbState::Normal
+                matches!(r.role, DnRole::Primary | DnRole::Standby)
+                    && r.state == DbState::Normal
+                    && r.not_streaming_ms.is_none()
             });
     }
     if normal {

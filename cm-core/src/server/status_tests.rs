@@ -44,8 +44,41 @@ fn a_missing_standby_degrades_and_a_missing_primary_makes_unavailable() {
 fn a_primary_other_than_the_install_time_one_is_unbalanced() {
     let mut h = H::new(3);
     h.group_mut().static_primary = InstanceId(6002);
-    h.reports(vec![dn(2).primary(1), dn(1), dn(3)]);
+    h.reports(vec![
+        dn(2).primary(1),
+        dn(1).upstream(2, 100),
+        dn(3).upstream(2, 100),
+    ]);
     let s = status(&h);
     assert_eq!(s.state, ClusterHealth::Normal);
     assert!(!s.balanced);
+}
+
+/// Issue 18, defect 3: a standby that does not stream from the primary shows in `query` with
+/// how long, the cluster is Degraded, and with `ANY 1` over 1P2S the group still acknowledges
+/// commits through the other standby — until that one stops streaming too.
+#[test]
+fn a_standby_that_does_not_stream_degrades_and_shows_whether_commits_are_acknowledged() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    let s = status(&h);
+    assert_eq!(s.groups[0].members[1].not_streaming_ms, None);
+    assert!(s.groups[0].commits_acknowledged);
+    // 6002 loses its stream (no receiver), 6003 still streams.
+    h.advance_ms(1000);
+    h.reports(vec![dn(1).primary(1), dn(2), dn(3).upstream(1, 100)]);
+    h.advance_ms(1500);
+    h.reports(vec![dn(1).primary(1), dn(2), dn(3).upstream(1, 100)]);
+    let s = status(&h);
+    assert_eq!(s.state, ClusterHealth::Degraded);
+    assert_eq!(s.groups[0].members[1].not_streaming_ms, Some(1500));
+    assert_eq!(s.groups[0].members[2].not_streaming_ms, None);
+    assert!(s.groups[0].commits_acknowledged, "ANY 1: 6003 acknowledges");
+    // 6003 stops too: no commit can be acknowledged.
+    h.advance_ms(1000);
+    h.reports(vec![dn(1).primary(1), dn(2), dn(3)]);
+    let s = status(&h);
+    assert_eq!(s.groups[0].members[2].not_streaming_ms, Some(0));
+    assert!(!s.groups[0].commits_acknowledged);
+    assert_eq!(s.state, ClusterHealth::Degraded);
 }

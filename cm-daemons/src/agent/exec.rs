@@ -348,13 +348,16 @@ impl AgentExec {
         let Some(data) = self.data_dir(instance) else {
             return;
         };
+        let user = self.p.driver.os_user();
+        let owner = (user.uid, user.gid);
+        let new = || Arc::new(DiskProber::for_data_dir(&data, timeout, owner));
         let entry = self
             .probers
             .entry(instance)
-            .or_insert_with(|| (timeout, Arc::new(DiskProber::new(&data, timeout))));
+            .or_insert_with(|| (timeout, new()));
         // A new timeout (parameters reloaded) needs a new prober, unless one is stuck.
         if entry.0 != timeout && !entry.1.busy() {
-            *entry = (timeout, Arc::new(DiskProber::new(&data, timeout)));
+            *entry = (timeout, new());
         }
         let prober = Arc::clone(&entry.1);
         self.task(async move {

@@ -76,6 +76,11 @@ enum Cmd {
         /// Directory of the PostgreSQL binaries.
         #[arg(long, default_value = cm_daemons::local::DEFAULT_PG_BIN)]
         pg_bin: PathBuf,
+        /// Instead: the rejoin benchmark (issue 18) — durable data (fsync, checksums), a
+        /// writing client, node crash / postmaster kill / whole-node freeze-thaw of the
+        /// primary, each timed until a write commits and until the cluster is Normal again.
+        #[arg(long)]
+        rejoin: bool,
     },
 }
 
@@ -99,12 +104,26 @@ fn main() -> ExitCode {
             profile,
             dir,
             pg_bin,
+            rejoin,
         } => {
             let mut opts = LocalOptions::new(dir.clone(), Profile::Fast);
             opts.pg_bin = pg_bin;
             if let Err(e) = check_prerequisites(&opts) {
                 eprintln!("{e}");
                 return ExitCode::from(2);
+            }
+            if rejoin {
+                let profile = profile.map_or(Profile::Fast, Into::into);
+                return match bench::run_rejoin(&dir, profile, trials, &opts) {
+                    Ok(table) => {
+                        print!("{table}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("bench: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                };
             }
             let profiles = match profile {
                 Some(p) => vec![p.into()],

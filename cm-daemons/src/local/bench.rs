@@ -166,6 +166,268 @@ pub fn render(results: &[ProfileResult]) -> String {
     out
 }
 
+/// A fault of the rejoin benchmark (issue 18's harness shape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Every process of the primary's node killed at once; the node restarts once another
+    /// member accepts writes.
+    NodeCrash,
+    /// SIGKILL of the primary's postmaster alone, its agent alive.
+    PostmasterKill,
+    /// Every process of the primary's node SIGSTOPped (a VM pause); thawed once another member
+    /// accepts writes.
+    Freeze,
+}
+
+impl Fault {
+    /// All three, in the order they run.
+    pub const ALL: [Fault; 3] = [Fault::NodeCrash, Fault::PostmasterKill, Fault::Freeze];
+}
+
+/// One rejoin trial's figures.
+#[derive(Clone, Debug)]
+pub struct RejoinTrial {
+    /// Seconds from the fault to the first committed INSERT (any member).
+    pub writable_s: f64,
+    /// Seconds from the node's return (restart, thaw; the fault for a postmaster kill) until
+    /// `cm_ctl query` shows the cluster Normal: every member streaming, commits acknowledged.
+    pub rejoin_s: f64,
+    /// How the old primary was rebuilt, if it was: "pg_rewind", "pg_basebackup" or "-".
+    pub build: &'static str,
+    /// Acknowledged writes missing on the final primary.
+    pub lost: usize,
+}
+
+/// Inserts into `bench_acked` on whichever member accepts, until `stop`; the acknowledged ids.
+async fn write_until(
+    ports: Vec<u16>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<i64> {
+    use std::sync::atomic::Ordering;
+    let mut acked = Vec::new();
+    let mut next = 1i64;
+    let mut session: Option<tokio_postgres::Client> = None;
+    let mut turn = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        if session.is_none() {
+            turn += 1;
+            session = connect(ports[turn % ports.len()], Duration::from_millis(500))
+                .await
+                .ok();
+        }
+        let Some(c) = &session else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&next];
+        let insert = c.execute("INSERT INTO bench_acked VALUES ($1)", &params);
+        match tokio::time::timeout(Duration::from_secs(5), insert).await {
+            Ok(Ok(_)) => acked.push(next),
+            _ => {
+                session = None;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        next += 1;
+    }
+    acked
+}
+
+fn node_log(c: &LocalCluster, n: u32) -> String {
+    std::fs::read_to_string(c.paths.logs().join(format!("node{n}.log"))).unwrap_or_default()
+}
+
+/// One rejoin trial: a durable cluster (fsync, data checksums) under a writing client, the
+/// fault on the primary's node, then the time until a write commits and until the cluster is
+/// Normal again with the old primary streaming. The cluster is torn down before returning.
+pub fn rejoin_trial(
+    opts: LocalOptions,
+    rt: &tokio::runtime::Runtime,
+    fault: Fault,
+) -> anyhow::Result<RejoinTrial> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut c = LocalCluster::create(opts)?;
+    c.start_monitors()?;
+    let s = c.wait_normal(Duration::from_secs(180), |_| {})?;
+    let p = primary_node(&s).context("no primary")?;
+    rt.block_on(execute(
+        c.dn_port(p),
+        "CREATE TABLE bench_acked (id bigint PRIMARY KEY)",
+    ))
+    .map_err(|e| anyhow::anyhow!("create table: {e}"))?;
+    let ports: Vec<u16> = (1..=NODES).map(|n| c.dn_port(n)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = rt.spawn(write_until(ports.clone(), Arc::clone(&stop)));
+    std::thread::sleep(Duration::from_secs(2));
+    let groups = super::procs::node_groups(c.monitor_pid(p), &[c.data_dir(p)]);
+    let t0 = Instant::now();
+    match fault {
+        Fault::NodeCrash => {
+            let left = c.kill_node(p);
+            if !left.is_empty() {
+                bail!("node {p} survived the kill: groups {left:?}");
+            }
+        }
+        Fault::PostmasterKill => {
+            let pm = super::procs::postmaster_pid(&c.data_dir(p)).context("no postmaster")?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pm),
+                nix::sys::signal::Signal::SIGKILL,
+            )?;
+        }
+        Fault::Freeze => {
+            for g in &groups {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(*g),
+                    nix::sys::signal::Signal::SIGSTOP,
+                );
+            }
+        }
+    }
+    let thaw = |groups: &std::collections::BTreeSet<i32>| {
+        for g in groups {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(*g),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+    };
+    let limit = Duration::from_secs(120);
+    let writable_s = loop {
+        let ok = ports.iter().any(|port| {
+            rt.block_on(execute(
+                *port,
+                "INSERT INTO bench_acked VALUES (-1) ON CONFLICT DO NOTHING",
+            ))
+            .is_ok()
+        });
+        if ok {
+            break t0.elapsed().as_secs_f64();
+        }
+        if t0.elapsed() > limit {
+            thaw(&groups);
+            bail!("no INSERT committed within {limit:?} of the fault");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if fault != Fault::PostmasterKill {
+        // Whatever took over must be another node before the old one returns.
+        let s = c.wait_until(
+            "another primary",
+            limit,
+            |s| primary_node(s).is_some_and(|q| q != p),
+            |_| {},
+        );
+        if let Err(e) = s {
+            thaw(&groups);
+            return Err(e);
+        }
+    }
+    let t1 = Instant::now();
+    match fault {
+        Fault::NodeCrash => c.start_monitor(p)?,
+        Fault::Freeze => thaw(&groups),
+        Fault::PostmasterKill => {}
+    }
+    let back = if fault == Fault::PostmasterKill {
+        t0
+    } else {
+        t1
+    };
+    let s = c.wait_until(
+        "Normal again",
+        Duration::from_secs(300),
+        super::cluster::is_normal,
+        |_| {},
+    )?;
+    let rejoin_s = back.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let acked = rt.block_on(writer)?;
+    let q = primary_node(&s).context("no primary")?;
+    let present: std::collections::BTreeSet<i64> = rt.block_on(async {
+        let client = connect(c.dn_port(q), Duration::from_secs(2))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let rows = client.query("SELECT id FROM bench_acked", &[]).await?;
+        anyhow::Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+    })?;
+    let lost = acked.iter().filter(|i| !present.contains(i)).count();
+    let log = node_log(&c, p);
+    let build = if log.contains("rebuilt by pg_basebackup") {
+        "pg_basebackup"
+    } else if log.contains("rebuilt by pg_rewind") {
+        "pg_rewind"
+    } else {
+        "-"
+    };
+    Ok(RejoinTrial {
+        writable_s,
+        rejoin_s,
+        build,
+        lost,
+    })
+}
+
+/// Runs `trials` rejoin trials of every fault with `profile`, printing each, and returns the
+/// summary table (median and max of each figure, trials without recovery counted).
+pub fn run_rejoin(
+    root: &Path,
+    profile: Profile,
+    trials: u32,
+    template: &LocalOptions,
+) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut out = String::from(
+        "fault           ok/trials  writable_med_s writable_max_s rejoin_med_s rejoin_max_s  rewind basebackup lost_acks\n",
+    );
+    for fault in Fault::ALL {
+        let mut got = Vec::new();
+        for i in 1..=trials {
+            let mut opts = template.clone();
+            opts.profile = profile;
+            opts.durable = true;
+            opts.dir = root.join(format!("{fault:?}-{i}").to_lowercase());
+            opts.keep = false;
+            match rejoin_trial(opts, &rt, fault) {
+                Ok(t) => {
+                    println!(
+                        "{fault:?} trial {i}: writable {:.3} s, rejoined {:.3} s, build {}, lost {}",
+                        t.writable_s, t.rejoin_s, t.build, t.lost
+                    );
+                    got.push(t);
+                }
+                Err(e) => println!("{fault:?} trial {i}: NO RECOVERY: {e:#}"),
+            }
+        }
+        let stat = |v: Vec<f64>| {
+            ProfileResult {
+                profile,
+                trials: v,
+                failures: Vec::new(),
+            }
+            .stats()
+            .map_or(("-".to_owned(), "-".to_owned()), |(m, _, x)| {
+                (format!("{m:.3}"), format!("{x:.3}"))
+            })
+        };
+        let (wm, wx) = stat(got.iter().map(|t| t.writable_s).collect());
+        let (rm, rx) = stat(got.iter().map(|t| t.rejoin_s).collect());
+        out.push_str(&format!(
+            "{:<15} {:<10} {wm:<14} {wx:<14} {rm:<12} {rx:<13} {:<6} {:<10} {}\n",
+            format!("{fault:?}"),
+            format!("{}/{trials}", got.len()),
+            got.iter().filter(|t| t.build == "pg_rewind").count(),
+            got.iter().filter(|t| t.build == "pg_basebackup").count(),
+            got.iter().map(|t| t.lost).sum::<usize>(),
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,7 +122,12 @@ impl LocalCluster {
             monitors: (0..NODES).map(|_| None).collect(),
             torn_down: false,
         };
-        db::create_databases(&cluster.paths, &cluster.ports, &cluster.opts.pg_bin)?;
+        db::create_databases(
+            &cluster.paths,
+            &cluster.ports,
+            &cluster.opts.pg_bin,
+            cluster.opts.durable,
+        )?;
         Ok(cluster)
     }
 

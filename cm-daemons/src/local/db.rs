@@ -41,7 +41,14 @@ fn path_str(p: &Path) -> anyhow::Result<&str> {
 }
 
 /// Creates the data directories: initdb of DN 1, base backups of the others from it.
-pub fn create_databases(paths: &Paths, ports: &Ports, pg_bin: &Path) -> anyhow::Result<()> {
+/// `durable`: data checksums and fsync on, as in production (the harness shape of issue 18);
+/// otherwise throwaway data without fsync.
+pub fn create_databases(
+    paths: &Paths,
+    ports: &Ports,
+    pg_bin: &Path,
+    durable: bool,
+) -> anyhow::Result<()> {
     let user = OsUser::lookup(DB_OS_USER)?;
     let root = paths.data_root();
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
@@ -49,21 +56,21 @@ pub fn create_databases(paths: &Paths, ports: &Ports, pg_bin: &Path) -> anyhow::
         .with_context(|| format!("cannot chown {} to {DB_OS_USER}", root.display()))?;
     let first = paths.data_dir(1);
     let first_s = path_str(&first)?;
-    run_tool(
-        &user,
-        pg_bin,
-        "initdb",
-        &[
-            "-D",
-            first_s,
-            "-U",
-            DB_OS_USER,
-            "-A",
-            "trust",
-            "--no-sync",
-            "--no-instructions",
-        ],
-    )?;
+    let mut initdb = vec![
+        "-D",
+        first_s,
+        "-U",
+        DB_OS_USER,
+        "-A",
+        "trust",
+        "--no-instructions",
+    ];
+    initdb.push(if durable {
+        "--data-checksums"
+    } else {
+        "--no-sync"
+    });
+    run_tool(&user, pg_bin, "initdb", &initdb)?;
     // A throwaway demo cluster: no fsync (a crash then costs a whole-directory sync that
     // takes seconds on a loaded machine). Base backups copy this file to the other DNs.
     let conf = first.join("postgresql.conf");
@@ -71,9 +78,10 @@ pub fn create_databases(paths: &Paths, ports: &Ports, pg_bin: &Path) -> anyhow::
         .with_context(|| format!("cannot read {}", conf.display()))?;
     // wal_keep_size: the first base backup needs the WAL written after it (the second backup's
     // checkpoint and the stop's would otherwise recycle it before its DN ever streams).
-    text.push_str(
-        "\n# cm_local: throwaway data\nfsync = off\nshared_buffers = 32MB\nwal_keep_size = 256MB\n",
-    );
+    if !durable {
+        text.push_str("\n# cm_local: throwaway data\nfsync = off\n");
+    }
+    text.push_str("\nshared_buffers = 32MB\nwal_keep_size = 256MB\n");
     std::fs::write(&conf, text).with_context(|| format!("cannot write {}", conf.display()))?;
 
     let port = ports.dn[0].to_string();

@@ -47,6 +47,8 @@ pub struct LocalOptions {
     pub extra_params: Vec<(String, String)>,
     /// Keep the directory at teardown.
     pub keep: bool,
+    /// Durable data as in production: data checksums and fsync on (the demo default is off).
+    pub durable: bool,
 }
 
 impl LocalOptions {
@@ -60,6 +62,7 @@ impl LocalOptions {
             cm_bin: sibling_bin_dir(),
             extra_params: Vec::new(),
             keep: false,
+            durable: false,
         }
     }
 }

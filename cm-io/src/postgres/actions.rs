@@ -2,6 +2,7 @@
 //! SetSyncStandbys), replication slots, and the [`DatabaseDriver`] implementation.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cm_core::InstanceId;
@@ -216,7 +217,8 @@ impl PgDriver {
             "host={} port={} user={} dbname=postgres connect_timeout=5",
             src.address, src.port, self.opts.db_user
         );
-        let rewound = if inst.data_dir.join("PG_VERSION").exists() {
+        let mut rewind_error = None;
+        if inst.data_dir.join("PG_VERSION").exists() {
             let args = vec![
                 format!("--target-pgdata={}", inst.data_dir.display()),
                 format!("--source-server={conn}"),
@@ -226,40 +228,80 @@ impl PgDriver {
                 ),
             ];
             match self.run_tool("pg_rewind", args).await {
-                Ok(()) => true,
+                Ok(()) => tracing::info!(instance = %inst.id, %source, "rebuilt by pg_rewind"),
                 Err(e) => {
                     tracing::warn!(instance = %inst.id, error = %e, "pg_rewind failed; full copy");
-                    false
+                    rewind_error = Some(e.to_string());
                 }
             }
         } else {
-            false
-        };
-        if !rewound {
-            self.base_backup(inst, &src).await?;
+            rewind_error = Some("no PG_VERSION in the data directory".into());
         }
+        if let Some(rewind_error) = rewind_error {
+            self.base_backup(inst, &src)
+                .await
+                .map_err(|e| DriverError::BuildFailed {
+                    instance: inst.id,
+                    reason: format!("{e} (after pg_rewind: {rewind_error})"),
+                })?;
+            tracing::info!(instance = %inst.id, %source, "rebuilt by pg_basebackup");
+        }
+        lock(&inst.desired).rebuilt_from = Some(source);
         self.strip_auto_conf(inst)?;
         self.write_managed(inst)
     }
 
+    /// The full copy of a Build never leaves the member worse than it found it (issue 18,
+    /// defect 2): `pg_basebackup` writes into a fresh directory beside the data directory
+    /// (same filesystem), which is swapped in only once the copy succeeded; the old data moves
+    /// to `<data>.cm_old` and stays until the new copy has started as a standby
+    /// ([`remove_old_copy`], at the next successful start). A failed copy leaves the data
+    /// directory as it was and returns pg_basebackup's own message. Only a data directory that
+    /// is itself a mount point (nothing beside it is on its filesystem) is emptied in place.
     async fn base_backup(&self, inst: &Instance, src: &Endpoint) -> Result<(), DriverError> {
-        let io = |source| DriverError::Io {
-            path: inst.data_dir.display().to_string(),
-            source,
-        };
-        fs::create_dir_all(&inst.data_dir).map_err(io)?;
-        for entry in fs::read_dir(&inst.data_dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
+        let data = &inst.data_dir;
+        if is_mount_point(data) {
+            tracing::warn!(instance = %inst.id, "data directory is a mount point: full copy in place");
+            self.prepare_empty(data)?;
+            return self.run_basebackup(data, src).await;
+        }
+        let fresh = beside(data, "cm_build");
+        remove_tree(&fresh)?;
+        self.prepare_empty(&fresh)?;
+        if let Err(e) = self.run_basebackup(&fresh, src).await {
+            let _ = remove_tree(&fresh);
+            return Err(e);
+        }
+        let old = beside(data, "cm_old");
+        if old.exists() {
+            // The data directory is an earlier copy that never started: the original stays.
+            remove_tree(data)?;
+        } else if data.exists() {
+            fs::rename(data, &old).map_err(io_at(data))?;
+        }
+        fs::rename(&fresh, data).map_err(io_at(&fresh))?;
+        Ok(())
+    }
+
+    /// Creates `dir` (emptied if it exists), owned by the OS user, mode 0700 (PostgreSQL
+    /// refuses a data directory others can read).
+    fn prepare_empty(&self, dir: &Path) -> Result<(), DriverError> {
+        let io = io_at(dir);
+        fs::create_dir_all(dir).map_err(io)?;
+        for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+            let path = entry.map_err(io_at(dir))?.path();
             let res = if path.is_dir() && !path.is_symlink() {
                 fs::remove_dir_all(&path)
             } else {
                 fs::remove_file(&path)
             };
-            res.map_err(io)?;
+            res.map_err(io_at(&path))?;
         }
-        self.user.chown(&inst.data_dir).map_err(io)?;
-        // PostgreSQL refuses a data directory others can read.
-        set_mode(&inst.data_dir, 0o700)?;
+        self.user.chown(dir).map_err(io_at(dir))?;
+        set_mode(dir, 0o700)
+    }
+
+    async fn run_basebackup(&self, dir: &Path, src: &Endpoint) -> Result<(), DriverError> {
         let mut args: Vec<String> = vec![
             "-h".into(),
             src.address.clone(),
@@ -268,7 +310,7 @@ impl PgDriver {
             "-U".into(),
             self.opts.db_user.clone(),
             "-D".into(),
-            inst.data_dir.display().to_string(),
+            dir.display().to_string(),
             "-X".into(),
             "stream".into(),
             "-c".into(),
@@ -278,12 +320,7 @@ impl PgDriver {
         if !self.opts.sync_data {
             args.push("--no-sync".into());
         }
-        self.run_tool("pg_basebackup", args)
-            .await
-            .map_err(|e| DriverError::BuildFailed {
-                instance: inst.id,
-                reason: e.to_string(),
-            })
+        self.run_tool("pg_basebackup", args).await
     }
 
     async fn set_read_only(&self, inst: &Instance, on: bool) -> Result<(), DriverError> {
@@ -435,5 +472,53 @@ impl DatabaseDriver for PgDriver {
     fn is_running(&self, instance: InstanceId) -> Result<bool, DriverError> {
         let inst = self.inst(instance)?;
         Ok(self.running(&inst).is_some())
+    }
+}
+
+/// A sibling of the data directory: `<data>.<suffix>`.
+pub(super) fn beside(data: &Path, suffix: &str) -> PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+    match (dir.parent(), dev(dir)) {
+        (Some(parent), Some(d)) => dev(parent).is_some_and(|p| p != d),
+        _ => false,
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
+    move |source| DriverError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Removes a directory tree; a missing one is fine.
+pub(super) fn remove_tree(dir: &Path) -> Result<(), DriverError> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_at(dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The data a full copy replaced (`<data>.cm_old`) is removed once the new copy has started
+/// as a standby; a failure to remove it is only logged (it is garbage, not a fault).
+pub(super) fn remove_old_copy(id: InstanceId, data: &Path) {
+    let old = beside(data, "cm_old");
+    if old.exists() {
+        match remove_tree(&old) {
+            Ok(()) => {
+                tracing::info!(instance = %id, path = %old.display(), "removed the data a full copy replaced")
+            }
+            Err(e) => {
+                tracing::warn!(instance = %id, error = %e, "could not remove the replaced data")
+            }
+        }
     }
 }

@@ -67,7 +67,7 @@ impl PgOptions {
             os_user: cfg.database.os_user.clone(),
             db_user: cfg.database.db_user.clone(),
             status_connect_timeout: Duration::from_secs(2),
-            start_timeout: Duration::from_secs(120),
+            start_timeout: p.dn_start_bound(),
             stop_timeout: Duration::from_secs(60),
             kill_timeout: Duration::from_secs(5),
             promote_wait: Duration::from_secs(60),
@@ -165,6 +165,11 @@ impl PgDriver {
     /// The driver's options.
     pub fn options(&self) -> &PgOptions {
         &self.opts
+    }
+
+    /// The OS user PostgreSQL runs as (owner of everything the agent writes for it).
+    pub fn os_user(&self) -> &OsUser {
+        &self.user
     }
 
     /// The instances this driver manages.
@@ -333,7 +338,13 @@ impl PgDriver {
         }
         {
             let mut d = lock(&inst.desired);
-            d.upstream = Upstream::None;
+            d.upstream = match d.rebuilt_from.take() {
+                Some(primary) => Upstream::Follow {
+                    primary,
+                    locked: false,
+                },
+                None => Upstream::None,
+            };
             d.pending = true;
         }
         self.write_managed(inst)?;
@@ -363,6 +374,7 @@ impl PgDriver {
         tracing::info!(instance = %inst.id, pid = child.pid(), "started postgres pending");
         *lock(&inst.proc) = Some(child.clone());
         self.wait_accepting(inst, &child).await?;
+        super::actions::remove_old_copy(inst.id, &inst.data_dir);
         self.ensure_local_slots(inst).await;
         Ok(())
     }
@@ -540,6 +552,7 @@ fn default_desired(opts: &PgOptions, members: &[InstanceId]) -> Desired {
         sync_k,
         sync_members: members.to_vec(),
         read_only: false,
+        rebuilt_from: None,
     }
 }
 

@@ -77,6 +77,12 @@ pub struct Desired {
     pub sync_members: Vec<InstanceId>,
     /// `default_transaction_read_only`.
     pub read_only: bool,
+    /// The source of the last successful Build, until the next start: a rebuilt member
+    /// streams from it while it starts, since a copy taken under writes becomes consistent
+    /// only with WAL written after it (issue 18: a rewound old primary started with no
+    /// upstream never finished its start).
+    #[serde(default)]
+    pub rebuilt_from: Option<InstanceId>,
 }
 
 /// The value of `synchronous_standby_names` for `k` of `members` (§9): empty when k is 0.

@@ -24,6 +24,7 @@ fn desired() -> Desired {
         sync_k: 1,
         sync_members: vec![InstanceId(6001), InstanceId(6002), InstanceId(6003)],
         read_only: false,
+        rebuilt_from: None,
     }
 }
 

@@ -75,10 +75,35 @@ fn same_address(configured: &str, seen: &str) -> bool {
     }
 }
 
+/// The newest line of a DN's log (its last 64 KiB) that says why WAL does not arrive or
+/// replay: a walreceiver FATAL or a bad record, as PostgreSQL wrote it.
+pub(super) fn last_replication_error(log: &std::path::Path) -> Option<String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    const TAIL: u64 = 64 * 1024;
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut buf = Vec::new();
+    f.take(TAIL).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    const MARKS: [&str; 5] = [
+        "invalid record",
+        "could not receive data from WAL stream",
+        "could not connect to the primary server",
+        "terminating walreceiver",
+        "highest timeline",
+    ];
+    text.lines()
+        .rev()
+        .find(|l| MARKS.iter().any(|m| l.contains(m)))
+        .map(|l| l.trim().to_owned())
+}
+
 /// What a status query found about replication, before role and history are added.
 struct Replication {
     position: Position,
     upstream: Option<Up>,
+    receiver_error: Option<String>,
     downstreams: Vec<Downstream>,
     lock: LockState,
 }
@@ -147,6 +172,7 @@ impl PgDriver {
             upstream: repl.upstream,
             downstreams: repl.downstreams,
             read_only: row.get(6),
+            receiver_error: repl.receiver_error,
         })
     }
 
@@ -173,9 +199,25 @@ impl PgDriver {
             .as_ref()
             .filter(|r| r.status == "streaming")
             .and_then(|r| self.resolve_upstream(inst, &intent, r));
+        let receiver_error = match (&intent, &upstream) {
+            (Upstream::Follow { .. }, None) => {
+                let state = receiver.as_ref().map_or("no WAL receiver".to_owned(), |r| {
+                    format!("WAL receiver {}", r.status)
+                });
+                let log = inst.run_dir.join("postgres.log");
+                Some(cm_core::dn::bounded_reason(
+                    &match last_replication_error(&log) {
+                        Some(line) => format!("{state}; {line}"),
+                        None => state,
+                    },
+                ))
+            }
+            _ => None,
+        };
         Ok(Replication {
             position,
             upstream,
+            receiver_error,
             downstreams: Vec::new(),
             lock,
         })
@@ -201,6 +243,7 @@ impl PgDriver {
                 lsn,
             },
             upstream: None,
+            receiver_error: None,
             downstreams: self.downstreams(client, inst).await?,
             lock: LockState::None,
         })

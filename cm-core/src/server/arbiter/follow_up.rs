@@ -1,12 +1,26 @@
 //! What follows once the group has a valid primary (§4.2 "Then"): Unlock a locked primary,
 //! Unlock standbys on its timeline and Lock2 the others to it, Notify pending members, Build a
-//! standby that diverged (one build at a time in groups of ≤ 2 standbys).
+//! standby that diverged (one build at a time in groups of ≤ 2 standbys), and repair a standby
+//! that does not stream from the primary: re-point it, then Build it (issue 18, defect 3).
 
-use crate::dn::{DbState, DnRole, LockState};
+use crate::dn::{DbState, DnReport, DnRole, LockState};
+use crate::ids::InstanceId;
 use crate::msg::CmsCommand;
 use crate::state::GroupState;
 
+use super::members::StreamLoss;
 use super::{Ctx, GroupArbiter};
+
+/// What a standby's lost stream calls for (see [`GroupArbiter::stream_repair`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamRepair {
+    /// Nothing yet.
+    None,
+    /// Point it at the primary again.
+    Repoint,
+    /// Rebuild it from the primary.
+    Build,
+}
 
 impl GroupArbiter {
     pub(super) fn follow_up(&mut self, ctx: &mut Ctx<'_>, _g: &GroupState, p: usize) {
@@ -23,8 +37,11 @@ impl GroupArbiter {
                 resend,
             );
         }
-        // Without a history that matches its position the primary cannot judge divergence.
-        let history_known = pr.history.timeline == pr.position.timeline;
+        // Only a primary whose status was read (not a restarting one reported with its stale
+        // role and no position, issue 18 defect 5), with a history that matches its position,
+        // can judge divergence and be a Build's source.
+        let source_ok =
+            pr.db_state == DbState::Normal && pr.history.timeline == pr.position.timeline;
         let mut builds = self.builds_in_progress(ctx);
         let limit = self.build_limit();
         for i in 0..self.members.len() {
@@ -37,17 +54,37 @@ impl GroupArbiter {
             ) else {
                 continue;
             };
+            if role != DnRole::Standby {
+                self.members[i].stream_loss = None;
+                self.members[i].stream_checked = None;
+            }
             let cmd = match role {
                 DnRole::Pending => Some(CmsCommand::NotifyStandby { primary }),
                 DnRole::Standby => {
-                    let diverged = history_known && !pr.history.contains(r.position);
-                    if diverged || r.db_state == DbState::NeedRepair {
+                    let repair = self.stream_repair(ctx, i, &r, &pr, primary);
+                    let diverged = source_ok
+                        && (!pr.history.contains(r.position)
+                            || self.refused_by(ctx, i, &r, primary)
+                            || repair == StreamRepair::Build);
+                    if diverged {
                         if r.db_state == DbState::Building || builds >= limit {
                             None
                         } else {
                             builds += 1;
                             Some(CmsCommand::Build { source: primary })
                         }
+                    } else if repair == StreamRepair::Repoint {
+                        self.members[i].stream_loss =
+                            self.members[i].stream_loss.map(|l| StreamLoss {
+                                repointed: Some(ctx.now),
+                                ..l
+                            });
+                        let on = r.position.timeline == pr.position.timeline;
+                        Some(if on {
+                            CmsCommand::Unlock { primary }
+                        } else {
+                            CmsCommand::Lock2 { primary }
+                        })
                     } else {
                         self.repoint(ctx, i, &r, primary, pr.position.timeline)
                     }
@@ -57,6 +94,62 @@ impl GroupArbiter {
             if let Some(cmd) = cmd {
                 self.members[i].send_unless_recent(ctx.out, ctx.now, cmd, resend);
             }
+        }
+    }
+
+    /// The standby says its stream from this primary was refused as diverged (`NeedRepair`)
+    /// after a command pointing it at this primary was applied: evidence against this
+    /// primary, not against whichever upstream it tried before.
+    fn refused_by(&self, ctx: &Ctx<'_>, i: usize, r: &DnReport, primary: InstanceId) -> bool {
+        r.db_state == DbState::NeedRepair
+            && self.members[i].pointed_at(primary, r, ctx.now, core::time::Duration::ZERO)
+    }
+
+    /// Tracks whether a standby streams from the primary — its receiver points there and it
+    /// is caught up with the primary's position or advancing (a receiver that reconnects and
+    /// dies over a broken record does neither) — and what its lost stream calls for: after
+    /// `instance_heartbeat_timeout` without streaming, a re-point; if it then still does not
+    /// stream for another `instance_heartbeat_timeout` although its receiver reached the
+    /// primary (so the primary is reachable and it is the standby that cannot follow), a Build.
+    fn stream_repair(
+        &mut self,
+        ctx: &Ctx<'_>,
+        i: usize,
+        r: &DnReport,
+        pr: &DnReport,
+        primary: InstanceId,
+    ) -> StreamRepair {
+        let hb = ctx.params.instance_heartbeat_timeout();
+        let m = &mut self.members[i];
+        let receipt = m.receipt;
+        let prev = m.stream_checked.filter(|(p, _, _)| *p == primary);
+        if prev.is_none() {
+            m.stream_loss = None;
+        }
+        if prev.is_none_or(|(_, at, _)| at != receipt) {
+            let from_primary = r.upstream.is_some_and(|u| u.instance == primary);
+            let advancing = prev.is_some_and(|(_, _, pos)| r.position > pos);
+            let streams = from_primary && (r.position >= pr.position || advancing);
+            m.stream_loss = if streams {
+                None
+            } else {
+                let mut loss = m.stream_loss.unwrap_or(StreamLoss {
+                    since: receipt,
+                    reached: false,
+                    repointed: None,
+                });
+                loss.reached |= from_primary;
+                Some(loss)
+            };
+            m.stream_checked = Some((primary, receipt, r.position));
+        }
+        let Some(loss) = m.stream_loss else {
+            return StreamRepair::None;
+        };
+        match loss.repointed {
+            None if ctx.now.saturating_since(loss.since) >= hb => StreamRepair::Repoint,
+            Some(at) if loss.reached && ctx.now.saturating_since(at) >= hb => StreamRepair::Build,
+            _ => StreamRepair::None,
         }
     }
 
@@ -73,8 +166,8 @@ impl GroupArbiter {
         &self,
         ctx: &Ctx<'_>,
         i: usize,
-        r: &crate::dn::DnReport,
-        primary: crate::ids::InstanceId,
+        r: &DnReport,
+        primary: InstanceId,
         primary_timeline: crate::ids::Timeline,
     ) -> Option<CmsCommand> {
         let on_timeline = r.position.timeline == primary_timeline;

@@ -150,3 +150,90 @@ fn an_applied_repoint_that_never_streams_is_sent_again_after_the_heartbeat_timeo
         vec![(6003, CmsCommand::Lock2 { primary: P })]
     );
 }
+
+/// Issue 18, defect 5: 1.9 s after the primary's postmaster was killed its agent restarted it
+/// and, while it recovered, reported its old role with no readable status (no position, no
+/// history); the CMS took that for a valid primary that every standby had diverged from and
+/// ordered `Build { source: 6001 }`. A primary whose status was not read is no Build source.
+#[test]
+fn a_primary_whose_status_was_not_read_is_no_build_source() {
+    let (mut h, h2) = promoted();
+    let mut unread = dn(2).primary(2).db(DbState::Unknown);
+    unread.0.position = crate::ids::Position::default();
+    unread.0.history = History::default();
+    h.report(unread.clone());
+    let out = h.report(dn(1).pos(2, 5).hist(h2.clone()).upstream(2, 10));
+    assert_eq!(cmds(&out), vec![], "no Build of a healthy standby");
+    // Read again: a really diverged standby is built from it.
+    h.advance_ms(500);
+    h.report(dn(2).primary(2).pos(2, 10).hist(h2));
+    let out = h.report(dn(3).pos(1, 130));
+    assert_eq!(cmds(&out), vec![(6003, CmsCommand::Build { source: P })]);
+}
+
+/// A standby that says `NeedRepair` before it was pointed at this primary found some other
+/// upstream diverged, not this one: it is pointed here first, and built only if it still
+/// needs repair once that applied.
+#[test]
+fn need_repair_counts_only_against_the_primary_it_was_pointed_at() {
+    let (mut h, h2) = promoted();
+    let p = dn(2).primary(2).pos(2, 10).hist(h2.clone());
+    h.report(p.clone());
+    let sick = dn(1).pos(2, 5).hist(h2).db(DbState::NeedRepair);
+    let out = h.report(sick.clone());
+    assert_eq!(cmds(&out), vec![(6001, CmsCommand::Unlock { primary: P })]);
+    h.advance_ms(1000);
+    h.report(p);
+    let out = h.report(sick.applied(1));
+    assert_eq!(cmds(&out), vec![(6001, CmsCommand::Build { source: P })]);
+}
+
+/// Issue 18, defect 3: a standby whose receiver keeps reconnecting to the primary and dying
+/// over a broken record (it shows the primary as upstream but neither catches up nor
+/// advances) is re-pointed `instance_heartbeat_timeout` (6 s) after its first such report,
+/// and built from the primary another 6 s later. A standby that advances is left alone.
+#[test]
+fn a_standby_that_does_not_stream_is_repointed_then_built() {
+    let (mut h, h2) = promoted();
+    let mut out = Vec::new();
+    for s in 0..=12u64 {
+        let p = dn(2).primary(2).pos(2, 100 + 10 * s).hist(h2.clone());
+        let stuck = dn(1)
+            .pos(2, 50)
+            .hist(h2.clone())
+            .upstream(2, 100)
+            .applied(1);
+        let catching_up = dn(3).pos(2, 40 + 5 * s).hist(h2.clone()).upstream(2, 100);
+        let got = cmds(&h.reports(vec![p, stuck, catching_up]));
+        out.extend(got.into_iter().map(|(i, c)| (s, i, c)));
+        h.advance_ms(1000);
+    }
+    assert_eq!(
+        out,
+        vec![
+            (6, 6001, CmsCommand::Unlock { primary: P }),
+            (12, 6001, CmsCommand::Build { source: P }),
+        ]
+    );
+}
+
+/// A standby that cannot reach the primary at all (no receiver ever connects: a partition) is
+/// re-pointed, but not rebuilt: a Build from an unreachable primary only stops it.
+#[test]
+fn a_standby_that_never_reaches_the_primary_is_repointed_not_built() {
+    let (mut h, h2) = promoted();
+    let mut out = Vec::new();
+    for s in 0..=20u64 {
+        let p = dn(2).primary(2).pos(2, 100 + 10 * s).hist(h2.clone());
+        let cut = dn(1).pos(2, 50).hist(h2.clone()).applied(1);
+        let got = cmds(&h.reports(vec![p, cut]));
+        out.extend(got.into_iter().map(|(i, c)| (s, i, c)));
+        h.advance_ms(1000);
+    }
+    assert!(
+        out.iter()
+            .all(|(_, _, c)| matches!(c, CmsCommand::Unlock { .. })),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|(s, _, _)| *s == 6), "{out:?}");
+}

@@ -15,6 +15,19 @@ use crate::time::Instant;
 /// `MAX_SEND_FAILOVER_TIMES`).
 pub const MAX_FAILOVER_SENDS: u32 = 10;
 
+/// A standby of the valid primary that does not stream from it (issue 18, defect 3): it is
+/// neither caught up with the primary nor advancing while its receiver points there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamLoss {
+    /// Receipt of the first report in a row that showed it.
+    pub since: Instant,
+    /// Some report meanwhile showed its WAL receiver connected to the primary (so the primary
+    /// is reachable and re-pointing alone does not repair it).
+    pub reached: bool,
+    /// When it was re-pointed for it, `instance_heartbeat_timeout` after `since`.
+    pub repointed: Option<Instant>,
+}
+
 /// The last command sent to a member, for resend suppression.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LastCommand {
@@ -67,6 +80,10 @@ pub struct Member {
     /// Since when its reports say a running DN whose role its agent does not know (none
     /// persisted either): the receipt of the first such report in a row.
     pub unknown_since: Option<Instant>,
+    /// Its stream from the valid primary is lost (see [`StreamLoss`]).
+    pub stream_loss: Option<StreamLoss>,
+    /// The primary, receipt and position of the newest report the stream check looked at.
+    pub stream_checked: Option<(InstanceId, Instant, Position)>,
 }
 
 impl Member {
@@ -96,6 +113,8 @@ impl Member {
             promotion: None,
             restart: None,
             unknown_since: None,
+            stream_loss: None,
+            stream_checked: None,
         }
     }
 

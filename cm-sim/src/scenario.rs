@@ -44,6 +44,9 @@ pub struct SimParams {
     pub disk_pct: f64,
     /// Seconds a liveness phase may take beyond the bound computed from the parameters.
     pub liveness_slack_s: f64,
+    /// Power-on instant of each node, seconds, in the config's node order (missing: 0): a
+    /// staggered cold start, or a node that joins late.
+    pub power_on_s: Vec<f64>,
 }
 
 impl Default for SimParams {
@@ -55,6 +58,7 @@ impl Default for SimParams {
             boot_s: 2.0,
             disk_pct: 40.0,
             liveness_slack_s: 30.0,
+            power_on_s: Vec::new(),
         }
     }
 }
@@ -156,6 +160,31 @@ pub enum FaultAction {
     CutAgent {
         /// The node.
         node: NodeId,
+    },
+    /// Cuts the cm_server holding the leader lease now from the cm_agent of every other node;
+    /// its links to the other cm_servers stay up (nothing if no one holds a lease).
+    CutCmsLeaderFromAgents,
+    /// Blocks traffic between `node` and the node of the cm_server holding the leader lease
+    /// now (only `node` → leader if `one_way`); the followers still reach both.
+    PartitionFromCmsLeader {
+        /// The node.
+        node: NodeId,
+        /// Block only node → leader.
+        #[serde(default)]
+        one_way: bool,
+    },
+    /// I/O on the node of the cm_server holding the leader lease now hangs for a while.
+    DiskHangCmsLeader {
+        /// For how long.
+        duration_s: f64,
+    },
+    /// Whether `node` reaches the third-party gateways (SPEC §5.4) until the next heal
+    /// (default: whenever it is linked to some other node).
+    Gateway {
+        /// The node.
+        node: NodeId,
+        /// Reachable or not.
+        reachable: bool,
     },
     /// Removes every partition and cut.
     Heal,
@@ -356,6 +385,12 @@ impl Scenario {
         if !(raw.duration_s.is_finite() && raw.duration_s > 0.0) {
             problems.push(("duration_s".into(), "must be a positive number".into()));
         }
+        for (i, s) in raw.sim.power_on_s.iter().enumerate() {
+            if !(s.is_finite() && (0.0..=86_400.0).contains(s)) {
+                let m = format!("{s}: expected seconds in [0, 86400]");
+                problems.push((format!("sim.power_on_s[{i}]"), m));
+            }
+        }
         let group = GroupId(raw.affected_group);
         if let Some(c) = &config
             && c.group(group).is_none()
@@ -431,6 +466,8 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         | F::DiskUsage { node, .. }
         | F::DiskError { node, .. }
         | F::DiskHang { node, .. }
+        | F::PartitionFromCmsLeader { node, .. }
+        | F::Gateway { node, .. }
         | F::WipeStore { node, .. } => node_ok(node),
         F::KillDn { instance } => inst_ok(instance),
         F::DnState { instance, state } => {
@@ -473,7 +510,12 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
                 )),
             }
         }
-        F::Heal | F::Net { .. } | F::CrashCmsLeader | F::IsolateCmsLeader => Ok(()),
+        F::Heal
+        | F::Net { .. }
+        | F::CrashCmsLeader
+        | F::IsolateCmsLeader
+        | F::CutCmsLeaderFromAgents
+        | F::DiskHangCmsLeader { .. } => Ok(()),
     }
 }
 

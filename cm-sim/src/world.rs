@@ -74,6 +74,8 @@ pub(crate) enum Event {
         node: NodeId,
         boot: u64,
     },
+    /// A staggered or late power-on at cold start (not a fault).
+    PowerOn(NodeId),
     Replicate,
     Write,
     Fault(FaultAction),
@@ -199,9 +201,13 @@ impl World {
             exiting: None,
             last_restart_cmd: BTreeMap::new(),
         };
-        let nodes: Vec<NodeId> = w.hosts.keys().copied().collect();
-        for n in nodes {
-            w.power_on(n);
+        let offsets = w.scenario.sim.power_on_s.clone();
+        let nodes: Vec<NodeId> = w.scenario.config.nodes.iter().map(|n| n.id).collect();
+        for (i, n) in nodes.into_iter().enumerate() {
+            match offsets.get(i).copied().filter(|s| *s > 0.0) {
+                Some(s) => w.queue.push(Instant::ZERO + ms(s * 1000.0), Event::PowerOn(n)),
+                None => w.power_on(n),
+            }
         }
         w.queue.push(Instant::ZERO, Event::Replicate);
         w.queue.push(Instant::ZERO, Event::Write);
@@ -306,6 +312,10 @@ impl World {
                 parent,
             } => self.spawn(node, role, normal, boot, parent),
             Event::Boot { node, boot } => self.on_boot(node, boot),
+            Event::PowerOn(node) => {
+                self.trace.mix(&[7]);
+                self.power_on(node);
+            }
             Event::Replicate => self.on_replicate(),
             Event::Write => self.on_write(),
             Event::Fault(action) => {

@@ -124,6 +124,16 @@ impl Checker {
 
     /// Records a violation once per `(rule, key)`: a lasting condition is reported where it
     /// began, not at every event.
+    pub(crate) fn violate_keyed(
+        &mut self,
+        at: Instant,
+        rule: &'static str,
+        key: String,
+        message: String,
+    ) {
+        self.violate_once(at, rule, key, message);
+    }
+
     fn violate_once(&mut self, at: Instant, rule: &'static str, key: String, message: String) {
         if self.reported.insert((rule, key)) {
             self.violations.push(Violation { at, rule, message });

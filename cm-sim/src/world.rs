@@ -145,6 +145,7 @@ pub struct World {
     next_inc: u64,
     pub(crate) exiting: Option<Endpoint>,
     last_restart_cmd: BTreeMap<InstanceId, Instant>,
+    pub(crate) avail: crate::avail::Availability,
 }
 
 fn ms(v: f64) -> Duration {
@@ -200,6 +201,7 @@ impl World {
             next_inc: 0,
             exiting: None,
             last_restart_cmd: BTreeMap::new(),
+            avail: crate::avail::Availability::default(),
         };
         let offsets = w.scenario.sim.power_on_s.clone();
         let nodes: Vec<NodeId> = w.scenario.config.nodes.iter().map(|n| n.id).collect();
@@ -719,6 +721,7 @@ impl World {
         };
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
+        self.check_availability();
     }
 
     /// What every live cm_server shows, with its local clock.

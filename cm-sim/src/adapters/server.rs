@@ -78,6 +78,13 @@ impl SimDaemon for ServerAdapter {
             lease_until: q.lease_until,
             group_terms: committed.groups.iter().map(|(g, s)| (*g, s.term)).collect(),
             paused: committed.paused,
+            stopping: committed.stopping,
+            switchovers: committed
+                .groups
+                .iter()
+                .filter(|(_, s)| s.switchover.is_some())
+                .map(|(g, _)| *g)
+                .collect(),
         })
     }
 

@@ -28,8 +28,8 @@ fn scenarios_dir() -> PathBuf {
 
 /// Resolves a scenario argument: `swarm`, a path, or a name in `cm-sim/scenarios/`.
 fn load(arg: &str, seed: u64) -> Result<Scenario, String> {
-    if arg == swarm::SWARM {
-        return Ok(swarm::scenario(seed));
+    if let Some(s) = swarm::by_name(arg, seed) {
+        return Ok(s);
     }
     let direct = PathBuf::from(arg);
     let path = if direct.is_file() {
@@ -147,6 +147,10 @@ fn cmd_list() -> ExitCode {
     println!(
         "{:<30} random cluster, parameters and faults drawn from the seed",
         swarm::SWARM
+    );
+    println!(
+        "{:<30} the generator before issue 11 (seeds found then reproduce here)",
+        swarm::SWARM_CLASSIC
     );
     ExitCode::SUCCESS
 }

@@ -719,9 +719,22 @@ impl World {
                     && h.thawed_at.is_none_or(|t| now - t > grace)
             })
         };
+        self.checker.two_node_concession = self.two_node_concession();
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
         self.check_availability();
+    }
+
+    /// Two-node mode with the gateway rule, the two CMS nodes not linked, and both reaching
+    /// the gateway: the span SPEC §5.4 trades S4 and single leases in.
+    fn two_node_concession(&self) -> bool {
+        let cms = self.scenario.config.cms_nodes();
+        if cms.len() != 2 || !self.scenario.config.params.cms_enable_failover_on2nodes {
+            return false;
+        }
+        let nodes: Vec<NodeId> = self.hosts.keys().copied().collect();
+        !self.net.link_up(cms[0], cms[1])
+            && cms.iter().all(|n| self.net.gateway_reachable(*n, &nodes))
     }
 
     /// What every live cm_server shows, with its local clock.

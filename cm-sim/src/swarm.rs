@@ -545,6 +545,89 @@ mod tests {
     use super::*;
 
     #[test]
+    fn classic_draws_only_the_old_shapes() {
+        for seed in 0..200 {
+            let s = classic(seed);
+            assert!([1, 3, 5].contains(&s.config.cms_nodes().len()));
+            assert!(s.sim.power_on_s.is_empty());
+            assert!(s.faults.iter().all(|f| !matches!(
+                f.action,
+                FaultAction::Ctl { .. }
+                    | FaultAction::CutCmsLeaderFromAgents
+                    | FaultAction::PartitionFromCmsLeader { .. }
+                    | FaultAction::DiskHangCmsLeader { .. }
+                    | FaultAction::Gateway { .. }
+            )));
+        }
+    }
+
+    /// Every shape the product supports is drawn within the first 400 seeds.
+    #[test]
+    fn swarm_draws_every_supported_shape() {
+        let mut cms_counts = std::collections::BTreeSet::new();
+        let (mut two_node_flag, mut two_node_plain, mut cms_only) = (false, false, false);
+        let (mut staggered, mut late, mut gateway_split) = (false, false, false);
+        let mut kinds = std::collections::BTreeSet::new();
+        for seed in 0..400 {
+            let s = scenario(seed);
+            let cms = s.config.cms_nodes();
+            cms_counts.insert(cms.len());
+            if cms.len() == 2 {
+                if s.config.params.cms_enable_failover_on2nodes {
+                    two_node_flag = true;
+                } else {
+                    two_node_plain = true;
+                }
+            }
+            let dn_nodes: std::collections::BTreeSet<NodeId> = s
+                .config
+                .groups
+                .iter()
+                .flat_map(|g| g.members.iter().map(|m| m.node))
+                .collect();
+            cms_only |= cms.iter().any(|n| !dn_nodes.contains(n));
+            staggered |= s.sim.power_on_s.iter().filter(|t| **t > 0.0).count() > 1;
+            late |= s.sim.power_on_s.iter().any(|t| *t >= 10.0);
+            let gw: Vec<bool> = s
+                .faults
+                .iter()
+                .filter_map(|f| match f.action {
+                    FaultAction::Gateway { reachable, .. } => Some(reachable),
+                    _ => None,
+                })
+                .collect();
+            gateway_split |= gw.windows(2).any(|w| w[0] != w[1]);
+            for f in &s.faults {
+                let k = match &f.action {
+                    FaultAction::Ctl { command, .. } => command.as_str(),
+                    FaultAction::CutCmsLeaderFromAgents => "leader-cut-from-agents",
+                    FaultAction::PartitionFromCmsLeader { .. } => "cut-from-leader",
+                    FaultAction::DiskHangCmsLeader { .. } => "leader-disk-hang",
+                    FaultAction::Partition { one_way: true, .. } => "one-way",
+                    _ => continue,
+                };
+                kinds.insert(k);
+            }
+        }
+        assert_eq!(cms_counts.into_iter().collect::<Vec<_>>(), vec![1, 2, 3, 5]);
+        assert!(two_node_flag && two_node_plain && cms_only);
+        assert!(staggered && late && gateway_split);
+        for k in [
+            "switchover",
+            "pause",
+            "resume",
+            "stop",
+            "start",
+            "leader-cut-from-agents",
+            "cut-from-leader",
+            "leader-disk-hang",
+            "one-way",
+        ] {
+            assert!(kinds.contains(k), "{k} never drawn: {kinds:?}");
+        }
+    }
+
+    #[test]
     fn swarm_draws_valid_configs_within_the_topology_bounds() {
         for seed in 0..200 {
             let s = scenario(seed);
@@ -554,7 +637,7 @@ mod tests {
                 s.config.validate()
             );
             let cms = s.config.cms_nodes().len();
-            assert!([1, 3, 5].contains(&cms));
+            assert!([1, 2, 3, 5].contains(&cms));
             assert!((1..=3).contains(&s.config.groups.len()));
             assert!(
                 s.config
@@ -571,5 +654,6 @@ mod tests {
     fn swarm_is_a_function_of_the_seed() {
         assert_eq!(scenario(7).description, scenario(7).description);
         assert_eq!(scenario(7).faults, scenario(7).faults);
+        assert_eq!(classic(7).faults, classic(7).faults);
     }
 }

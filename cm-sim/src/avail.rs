@@ -52,7 +52,8 @@ pub fn availability_bound(p: &Params, cms_count: usize, e: Exposure) -> Duration
         b = b.max(p.split_brain_timeout(cms_count) + Duration::from_secs(7));
     }
     if e.two_node_alone {
-        let wait = (p.cms_network_isolation_timeout() + Duration::from_secs(1)).mul_f64(p.drift_up());
+        let wait =
+            (p.cms_network_isolation_timeout() + Duration::from_secs(1)).mul_f64(p.drift_up());
         b += wait + p.leader_lease();
     }
     b
@@ -386,15 +387,30 @@ mod tests {
             // 6 + 10 + 3.2 + (6 × 1.01/0.99 + 1 + 0.5) + 2
             (&d, 3, plain, 28.821),
             // ρ = 5 %: the fencing floor is 6 × 1.05/0.95 + 1 + 0.5
-            (&drift, 3, plain, 6.0 + 10.0 + 3.2 + 6.0 * 1.05 / 0.95 + 1.5 + 2.0),
+            (
+                &drift,
+                3,
+                plain,
+                6.0 + 10.0 + 3.2 + 6.0 * 1.05 / 0.95 + 1.5 + 2.0,
+            ),
             // split-brain timeout 3 × 15 + 8 + 10 = 63, + 7
             (&d, 3, cut, 70.0),
             // 5 CMS: 5 × 15 + 18 + 7
             (&d, 5, cut, 100.0),
             // fast: 1.5 + 10 + 1.0 + (1.6 × 1.01/0.99 + 0.25 + 0.3) + 2
-            (&fast, 3, plain, 1.5 + 10.0 + 1.0 + 1.6 * 1.01 / 0.99 + 0.55 + 2.0),
+            (
+                &fast,
+                3,
+                plain,
+                1.5 + 10.0 + 1.0 + 1.6 * 1.01 / 0.99 + 0.55 + 2.0,
+            ),
             // two-node, alone: + 21 × 1.01/0.99 + 0.8 × 0.99/1.01
-            (&d, 2, alone, 28.821 + 21.0 * 1.01 / 0.99 + 0.8 * 0.99 / 1.01),
+            (
+                &d,
+                2,
+                alone,
+                28.821 + 21.0 * 1.01 / 0.99 + 0.8 * 0.99 / 1.01,
+            ),
         ];
         for (i, (p, cms, e, want)) in table.iter().enumerate() {
             let got = secs(availability_bound(p, *cms, *e));

@@ -352,9 +352,7 @@ impl Checker {
                     true
                 }
                 // A window opened under the two-node concession is judged once it ends.
-                (true, Some(_)) => {
-                    !self.two_node_concession && self.conceded_dual.remove(&g)
-                }
+                (true, Some(_)) => !self.two_node_concession && self.conceded_dual.remove(&g),
                 (false, Some(since)) => {
                     self.dual_writable += at - since;
                     self.dual_since.remove(&g);

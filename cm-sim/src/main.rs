@@ -175,6 +175,9 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
     }
     let target = target.ok_or("run needs a scenario name, path or `swarm`")?;
     let s = load(&target, seed)?;
+    if !json {
+        println!("=== {}", s.description);
+    }
     let (r, wall) = timed_run(&s, &target, seed, trace && !json);
     if json {
         println!("{}", json_of(&r, wall));

@@ -423,13 +423,27 @@ fn wide_faults(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<
             4 if cms.len() == 2 => {
                 // Two-node mode: the CMS nodes cut from each other, the gateways reachable
                 // from one side, both or neither.
-                let (a, b): (Vec<NodeId>, Vec<NodeId>) =
-                    nodes.iter().partition(|n| **n == cms[0] || **n != cms[1] && wide.chance(0.5));
+                let (a, b): (Vec<NodeId>, Vec<NodeId>) = nodes
+                    .iter()
+                    .partition(|n| **n == cms[0] || **n != cms[1] && wide.chance(0.5));
                 for c in &cms {
                     let reachable = wide.chance(0.5);
-                    out.push(fault(at, FaultAction::Gateway { node: *c, reachable }));
+                    out.push(fault(
+                        at,
+                        FaultAction::Gateway {
+                            node: *c,
+                            reachable,
+                        },
+                    ));
                 }
-                out.push(fault(at, FaultAction::Partition { a, b, one_way: false }));
+                out.push(fault(
+                    at,
+                    FaultAction::Partition {
+                        a,
+                        b,
+                        one_way: false,
+                    },
+                ));
                 out.push(fault(at + hold, FaultAction::Heal));
             }
             _ => {
@@ -440,7 +454,14 @@ fn wide_faults(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<
                 } else {
                     (others, vec![node])
                 };
-                out.push(fault(at, FaultAction::Partition { a, b, one_way: true }));
+                out.push(fault(
+                    at,
+                    FaultAction::Partition {
+                        a,
+                        b,
+                        one_way: true,
+                    },
+                ));
                 out.push(fault(at + hold, FaultAction::Heal));
             }
         }
@@ -465,7 +486,11 @@ fn operator_actions(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) ->
         .flat_map(|g| g.members.iter().map(|m| (m.instance, m.node)))
         .collect();
     let span = duration.as_secs_f64() - 60.0;
-    let count = if wide.chance(0.5) { 1 + wide.index(4) } else { 0 };
+    let count = if wide.chance(0.5) {
+        1 + wide.index(4)
+    } else {
+        0
+    };
     let mut out = Vec::new();
     for _ in 0..count {
         let at = 20.0 + wide.unit_f64() * span;
@@ -486,7 +511,10 @@ fn operator_actions(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) ->
                     out.push(fault(later, FaultAction::KillDn { instance: inst }));
                 } else {
                     out.push(fault(later, FaultAction::CrashHost { node }));
-                    out.push(fault(later + 5.0 + wide.unit_f64() * 60.0, FaultAction::RestartHost { node }));
+                    out.push(fault(
+                        later + 5.0 + wide.unit_f64() * 60.0,
+                        FaultAction::RestartHost { node },
+                    ));
                 }
             }
             3 => {
@@ -501,14 +529,20 @@ fn operator_actions(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) ->
                 if wide.chance(0.5) {
                     out.push(fault(at + wide.unit_f64() * 2.0, switchover));
                 }
-                out.push(fault(at + 2.0 + wide.unit_f64() * 60.0, ctl("resume", None, None)));
+                out.push(fault(
+                    at + 2.0 + wide.unit_f64() * 60.0,
+                    ctl("resume", None, None),
+                ));
             }
             _ => {
                 out.push(fault(at, ctl("stop", Some(node), Some(inst))));
                 if wide.chance(0.5) {
                     out.push(fault(at + wide.unit_f64() * 2.0, switchover));
                 }
-                out.push(fault(at + 2.0 + wide.unit_f64() * 60.0, ctl("start", Some(node), Some(inst))));
+                out.push(fault(
+                    at + 2.0 + wide.unit_f64() * 60.0,
+                    ctl("start", Some(node), Some(inst)),
+                ));
             }
         }
     }
@@ -598,12 +632,12 @@ mod tests {
                 .collect();
             gateway_split |= gw.windows(2).any(|w| w[0] != w[1]);
             for f in &s.faults {
-                let k = match &f.action {
-                    FaultAction::Ctl { command, .. } => command.as_str(),
-                    FaultAction::CutCmsLeaderFromAgents => "leader-cut-from-agents",
-                    FaultAction::PartitionFromCmsLeader { .. } => "cut-from-leader",
-                    FaultAction::DiskHangCmsLeader { .. } => "leader-disk-hang",
-                    FaultAction::Partition { one_way: true, .. } => "one-way",
+                let k: String = match &f.action {
+                    FaultAction::Ctl { command, .. } => command.clone(),
+                    FaultAction::CutCmsLeaderFromAgents => "leader-cut-from-agents".into(),
+                    FaultAction::PartitionFromCmsLeader { .. } => "cut-from-leader".into(),
+                    FaultAction::DiskHangCmsLeader { .. } => "leader-disk-hang".into(),
+                    FaultAction::Partition { one_way: true, .. } => "one-way".into(),
                     _ => continue,
                 };
                 kinds.insert(k);

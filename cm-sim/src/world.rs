@@ -207,7 +207,9 @@ impl World {
         let nodes: Vec<NodeId> = w.scenario.config.nodes.iter().map(|n| n.id).collect();
         for (i, n) in nodes.into_iter().enumerate() {
             match offsets.get(i).copied().filter(|s| *s > 0.0) {
-                Some(s) => w.queue.push(Instant::ZERO + ms(s * 1000.0), Event::PowerOn(n)),
+                Some(s) => w
+                    .queue
+                    .push(Instant::ZERO + ms(s * 1000.0), Event::PowerOn(n)),
                 None => w.power_on(n),
             }
         }

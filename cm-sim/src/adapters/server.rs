@@ -90,8 +90,9 @@ impl SimDaemon for ServerAdapter {
 
     fn dump(&self) -> String {
         let s = self.server.status();
+        let non_voters = &self.server.quorum().committed().non_voters;
         format!(
-            "server {:?} {} leader={:?} commit={} lease={:?} arbitrating={} agents={}",
+            "server {:?} {} leader={:?} commit={} lease={:?} arbitrating={} agents={} non_voters={non_voters:?}",
             s.quorum.role,
             s.quorum.term,
             s.quorum.leader,

@@ -1,6 +1,7 @@
 //! Availability during faults (issue 11), checked beside the invariants of SPEC §13: whenever
-//! the side that holds a CMS majority also holds a Lock1 quorum of a group, and what that side
-//! looks like has not changed for the bound B of [`availability_bound`], the group must have a
+//! the side that holds a CMS majority also holds a Lock1 quorum of a group (members whose DN and
+//! agent run, the agent reaching a cm_server of that side), and what that side looks like has
+//! not changed for the bound B of [`availability_bound`], the group must have a
 //! writable primary (a write acknowledged within the last second). Also: every switchover the
 //! CMS accepted ends (done or aborted) within the bound of SPEC §4.5.
 //!
@@ -289,6 +290,10 @@ impl World {
                 .filter(|m| {
                     side.contains(&m.node)
                         && self.proc_runs(m.node, Role::Agent)
+                        && cms.iter().any(|c| {
+                            self.net
+                                .endpoints_up(Endpoint::agent(m.node), Endpoint::server(*c))
+                        })
                         && self
                             .dbs
                             .get(m.instance)

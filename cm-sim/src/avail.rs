@@ -319,6 +319,7 @@ impl World {
             });
             let one_way = group.members.iter().any(|m| {
                 !side.contains(&m.node)
+                    && sound.contains(&m.node)
                     && side
                         .iter()
                         .any(|n| self.net.reaches(m.node, *n) || self.net.reaches(*n, m.node))

@@ -131,11 +131,13 @@ impl World {
             F::CutCmsLeaderFromAgents => {
                 if let Some(l) = self.lease_holder() {
                     let server = Endpoint::server(l);
-                    let agents: Vec<Endpoint> = self
-                        .hosts
-                        .keys()
-                        .filter(|n| **n != l)
-                        .map(|n| Endpoint::agent(*n))
+                    let cfg = &self.scenario.config;
+                    let agents: Vec<Endpoint> = cfg
+                        .nodes
+                        .iter()
+                        .map(|n| n.id)
+                        .filter(|n| *n != l && !cfg.instances_on(*n).is_empty())
+                        .map(Endpoint::agent)
                         .collect();
                     for peer in self.net.cut_endpoints(server, &agents) {
                         self.notify_closed(peer, server, Duration::from_millis(1));

@@ -161,8 +161,9 @@ pub enum FaultAction {
         /// The node.
         node: NodeId,
     },
-    /// Cuts the cm_server holding the leader lease now from the cm_agent of every other node;
-    /// its links to the other cm_servers stay up (nothing if no one holds a lease).
+    /// Cuts the cm_server holding the leader lease now from the cm_agent of every other node
+    /// hosting a DN; its links to the other cm_servers and to the agents of DN-less nodes stay
+    /// up (nothing if no one holds a lease).
     CutCmsLeaderFromAgents,
     /// Blocks traffic between `node` and the node of the cm_server holding the leader lease
     /// now (only `node` → leader if `one_way`); the followers still reach both.

@@ -367,6 +367,7 @@ fn at(s: u64, action: FaultAction) -> Fault {
     }
 }
 
+/// (In the 1P2S toy every node hosts a DN, so the leader is cut from every other agent.)
 #[test]
 fn faults_aimed_at_the_cms_leader_hit_the_lease_holders_node_only() {
     let (n1, n2, n3) = (NodeId(1), NodeId(2), NodeId(3));

@@ -85,6 +85,12 @@ pub struct Checker {
     pub unwritable_max: Duration,
     /// Distinct (term) `Switchover` commands sent to the affected group after the fault.
     switchover_terms: std::collections::BTreeSet<Term>,
+    /// Two-node mode with both CMS nodes reaching the gateway right now: SPEC §5.4 trades
+    /// simultaneous leases and S4 for availability in this span (reported, not failed).
+    pub two_node_concession: bool,
+    /// What was reported under that concession (not violations).
+    pub conceded: Vec<Violation>,
+    conceded_dual: std::collections::BTreeSet<GroupId>,
 }
 
 impl Checker {
@@ -120,6 +126,16 @@ impl Checker {
             last_ack: BTreeMap::new(),
             unwritable_max: Duration::ZERO,
             switchover_terms: std::collections::BTreeSet::new(),
+            two_node_concession: false,
+            conceded: Vec::new(),
+            conceded_dual: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Reports what SPEC §5.4 concedes in two-node mode (once per rule and message).
+    fn concede(&mut self, at: Instant, rule: &'static str, message: String) {
+        if self.reported.insert((rule, format!("conceded {message}"))) {
+            self.conceded.push(Violation { at, rule, message });
         }
     }
 
@@ -131,6 +147,16 @@ impl Checker {
 
     /// Records a violation once per `(rule, key)`: a lasting condition is reported where it
     /// began, not at every event.
+    pub(crate) fn violate_keyed(
+        &mut self,
+        at: Instant,
+        rule: &'static str,
+        key: String,
+        message: String,
+    ) {
+        self.violate_once(at, rule, key, message);
+    }
+
     fn violate_once(&mut self, at: Instant, rule: &'static str, key: String, message: String) {
         if self.reported.insert((rule, key)) {
             self.violations.push(Violation { at, rule, message });
@@ -337,22 +363,34 @@ impl Checker {
         for g in groups {
             let able = dbs.can_acknowledge(g, frozen);
             let dual = able.len() >= 2;
-            match (dual, self.dual_since.get(&g).copied()) {
+            let judge = match (dual, self.dual_since.get(&g).copied()) {
                 (true, None) => {
                     self.dual_since.insert(g, at);
-                    let agents = able
-                        .iter()
-                        .all(|i| dbs.get(*i).is_some_and(|d| agents_alive(d.node)));
-                    if self.sync || agents {
-                        let m = format!("S4: {g}: {able:?} can all acknowledge commits");
-                        self.violate(at, "S4", m);
-                    }
+                    true
                 }
+                // A window opened under the two-node concession is judged once it ends.
+                (true, Some(_)) => !self.two_node_concession && self.conceded_dual.remove(&g),
                 (false, Some(since)) => {
                     self.dual_writable += at - since;
                     self.dual_since.remove(&g);
+                    self.conceded_dual.remove(&g);
+                    false
                 }
-                _ => {}
+                (false, None) => false,
+            };
+            if judge {
+                let agents = able
+                    .iter()
+                    .all(|i| dbs.get(*i).is_some_and(|d| agents_alive(d.node)));
+                if self.sync || agents {
+                    let m = format!("S4: {g}: {able:?} can all acknowledge commits");
+                    if self.two_node_concession {
+                        self.conceded_dual.insert(g);
+                        self.concede(at, "S4", m);
+                    } else {
+                        self.violate(at, "S4", m);
+                    }
+                }
             }
         }
     }
@@ -367,11 +405,12 @@ impl Checker {
         let holders: Vec<&ServerView> = servers.iter().filter(|s| s.holds_lease()).collect();
         if holders.len() > 1 {
             let nodes: Vec<String> = holders.iter().map(|s| s.node.to_string()).collect();
-            self.violate(
-                at,
-                "S1",
-                format!("S1: leases held at once by {}", nodes.join(", ")),
-            );
+            let m = format!("S1: leases held at once by {}", nodes.join(", "));
+            if self.two_node_concession {
+                self.concede(at, "S1", m);
+            } else {
+                self.violate(at, "S1", m);
+            }
         }
         for s in servers.iter().filter(|s| s.obs.leader) {
             let t = s.obs.quorum_term;

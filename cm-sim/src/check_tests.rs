@@ -218,3 +218,59 @@ fn timings_are_relative_to_the_first_fault_and_null_when_absent() {
     assert_eq!(t["restart_sent_s"], None);
     assert_eq!(t["lost_acked_writes"], Some(0.0));
 }
+
+#[test]
+fn two_node_concession_reports_simultaneous_leases_but_never_two_leaders_of_a_term() {
+    let (mut c, dbs) = checker();
+    let t = Instant::from_secs(1);
+    c.two_node_concession = true;
+    c.check_state(
+        t,
+        &[server(1, 4, true, 10, 5), server(2, 5, true, 10, 5)],
+        &dbs,
+        &nobody,
+        &nobody,
+    );
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    assert_eq!(c.conceded.len(), 1);
+    assert_eq!(c.conceded[0].rule, "S1");
+    // One leader per quorum term holds even under the concession.
+    c.check_state(t, &[server(1, 5, true, 10, 5)], &dbs, &nobody, &nobody);
+    assert_eq!(c.violations.len(), 1);
+    assert!(c.violations[0].message.contains("both lead"));
+    // Outside the span (one side lost the gateway) two leases fail again.
+    c.two_node_concession = false;
+    c.check_state(
+        Instant::from_secs(2),
+        &[server(1, 6, true, 10, 5), server(2, 7, true, 10, 5)],
+        &dbs,
+        &nobody,
+        &nobody,
+    );
+    assert_eq!(c.violations.len(), 2);
+    assert_eq!(c.violations[1].rule, "S1");
+}
+
+#[test]
+fn two_node_concession_reports_s4_and_fails_it_once_the_span_ends() {
+    let (mut c, mut dbs) = checker();
+    for i in [6001, 6002] {
+        let d = dbs.instances.get_mut(&InstanceId(i)).expect("member");
+        d.running = true;
+        d.role = cm_core::dn::DnRole::Primary;
+        d.sync_k = 0;
+    }
+    c.two_node_concession = true;
+    c.check_state(Instant::from_secs(1), &[], &dbs, &nobody, &nobody);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    assert_eq!(c.conceded.len(), 1);
+    assert_eq!(c.conceded[0].rule, "S4");
+    c.check_state(Instant::from_secs(2), &[], &dbs, &nobody, &nobody);
+    assert!(c.violations.is_empty());
+    // One side lost the gateway while both members can still acknowledge: S4 fails now.
+    c.two_node_concession = false;
+    c.check_state(Instant::from_secs(3), &[], &dbs, &nobody, &nobody);
+    assert_eq!(c.violations.len(), 1);
+    assert_eq!(c.violations[0].rule, "S4");
+    assert_eq!(c.violations[0].at, Instant::from_secs(3));
+}

@@ -295,6 +295,10 @@ pub struct ServerObs {
     pub group_terms: BTreeMap<GroupId, Term>,
     /// Committed pause flag.
     pub paused: bool,
+    /// Committed `cm_ctl stop` in progress.
+    pub stopping: bool,
+    /// Groups with a committed pending switchover.
+    pub switchovers: std::collections::BTreeSet<GroupId>,
 }
 
 /// What the checkers can see of a daemon.

@@ -133,6 +133,38 @@ impl World {
                     self.notify_closed(agent, peer, Duration::from_millis(1));
                 }
             }
+            F::CutCmsLeaderFromAgents => {
+                if let Some(l) = self.lease_holder() {
+                    let server = Endpoint::server(l);
+                    let cfg = &self.scenario.config;
+                    let agents: Vec<Endpoint> = cfg
+                        .nodes
+                        .iter()
+                        .map(|n| n.id)
+                        .filter(|n| *n != l && !cfg.instances_on(*n).is_empty())
+                        .map(Endpoint::agent)
+                        .collect();
+                    for peer in self.net.cut_endpoints(server, &agents) {
+                        self.notify_closed(peer, server, Duration::from_millis(1));
+                        self.notify_closed(server, peer, Duration::from_millis(1));
+                    }
+                }
+            }
+            F::PartitionFromCmsLeader { node, one_way } => {
+                if let Some(l) = self.lease_holder()
+                    && l != node
+                {
+                    self.cut(&[node], &[l], one_way);
+                }
+            }
+            F::DiskHangCmsLeader { duration_s } => {
+                if let Some(l) = self.lease_holder()
+                    && let Some(h) = self.hosts.get_mut(&l)
+                {
+                    h.disk.hung_until = Some(now + Duration::from_secs_f64(duration_s.max(0.0)));
+                }
+            }
+            F::Gateway { node, reachable } => self.net.set_gateway(node, reachable),
             F::Heal => self.net.heal(),
             F::DiskUsage {
                 node,
@@ -170,6 +202,14 @@ impl World {
             }
         }
         self.after_db_change();
+    }
+
+    /// The node of the cm_server holding the leader lease now.
+    fn lease_holder(&self) -> Option<NodeId> {
+        self.server_views()
+            .into_iter()
+            .find(|s| s.holds_lease())
+            .map(|s| s.node)
     }
 
     fn cut(&mut self, a: &[NodeId], b: &[NodeId], one_way: bool) {

@@ -4,10 +4,12 @@
 //! drifting clocks, and models of hosts, processes, the network ([`net`]), disks ([`disk`]) and
 //! databases ([`db`]). The SAME cm-core machines the daemons run are driven through thin
 //! adapters ([`daemon`]); invariants S1–S6 and liveness (SPEC §13) are checked after every
-//! event ([`check`]); scenarios are TOML data ([`scenario`], `SCENARIOS.md`); [`swarm`] draws
+//! event ([`check`]), availability during faults and the switchover bound too ([`avail`]);
+//! scenarios are TOML data ([`scenario`], `SCENARIOS.md`); [`swarm`] draws
 //! random clusters and fault mixes from a seed.
 
 pub mod adapters;
+pub mod avail;
 pub mod check;
 pub mod daemon;
 pub mod db;

@@ -19,8 +19,8 @@ use cm_sim::swarm;
 
 const USAGE: &str = "usage:
   cm-sim list
-  cm-sim run <name|path|swarm> [--seed N] [--json] [--trace]
-  cm-sim sweep --seeds A..B [--scenario <name|path|swarm>] [--json]";
+  cm-sim run <name|path|swarm|swarm-classic> [--seed N] [--json] [--trace]
+  cm-sim sweep --seeds A..B [--scenario <name|path|swarm|swarm-classic>] [--json]";
 
 fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
@@ -28,8 +28,8 @@ fn scenarios_dir() -> PathBuf {
 
 /// Resolves a scenario argument: `swarm`, a path, or a name in `cm-sim/scenarios/`.
 fn load(arg: &str, seed: u64) -> Result<Scenario, String> {
-    if arg == swarm::SWARM {
-        return Ok(swarm::scenario(seed));
+    if let Some(s) = swarm::by_name(arg, seed) {
+        return Ok(s);
     }
     let direct = PathBuf::from(arg);
     let path = if direct.is_file() {
@@ -148,6 +148,10 @@ fn cmd_list() -> ExitCode {
         "{:<30} random cluster, parameters and faults drawn from the seed",
         swarm::SWARM
     );
+    println!(
+        "{:<30} the generator before issue 11 (seeds found then reproduce here)",
+        swarm::SWARM_CLASSIC
+    );
     ExitCode::SUCCESS
 }
 
@@ -171,6 +175,9 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
     }
     let target = target.ok_or("run needs a scenario name, path or `swarm`")?;
     let s = load(&target, seed)?;
+    if !json {
+        println!("=== {}", s.description);
+    }
     let (r, wall) = timed_run(&s, &target, seed, trace && !json);
     if json {
         println!("{}", json_of(&r, wall));
@@ -205,12 +212,17 @@ fn cmd_sweep(args: &[String]) -> Result<ExitCode, String> {
     load(&target, a)?;
     let next = Arc::new(AtomicU64::new(a));
     let results: Arc<Mutex<Vec<(Report, f64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let panics: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    // A seed whose run panics (a cm-core assertion) is a failure of that seed, not of the
+    // sweep: one line, and the other seeds go on.
+    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     #[allow(clippy::disallowed_methods)]
     let start = std::time::Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let (next, results, target) = (next.clone(), results.clone(), target.clone());
+            let panics = panics.clone();
             std::thread::spawn(move || {
                 loop {
                     let seed = next.fetch_add(1, Ordering::SeqCst);
@@ -218,7 +230,18 @@ fn cmd_sweep(args: &[String]) -> Result<ExitCode, String> {
                         break;
                     }
                     let Ok(s) = load(&target, seed) else { break };
-                    let (r, wall) = timed_run(&s, &target, seed, false);
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        timed_run(&s, &target, seed, false)
+                    }));
+                    let Ok((r, wall)) = run else {
+                        let repro =
+                            format!("cargo run -p cm-sim --release -- run {target} --seed {seed}");
+                        eprintln!("seed {seed}: PANICKED — {repro}");
+                        if let Ok(mut v) = panics.lock() {
+                            v.push((seed, repro));
+                        }
+                        continue;
+                    };
                     if !r.ok() {
                         eprintln!("seed {seed}: FAILED — {}", r.repro());
                     }
@@ -241,12 +264,16 @@ fn cmd_sweep(args: &[String]) -> Result<ExitCode, String> {
     results.sort_by_key(|(r, _)| r.seed);
     let sim: f64 = results.iter().map(|(r, _)| r.sim_seconds).sum();
     let failed: Vec<&Report> = results.iter().map(|(r, _)| r).filter(|r| !r.ok()).collect();
+    let mut panicked = panics.lock().map_err(|_| "poisoned")?.clone();
+    panicked.sort();
     if json {
         let runs: Vec<_> = results.iter().map(|(r, w)| json_of(r, *w)).collect();
         println!(
             "{}",
             serde_json::json!({
-                "scenario": target, "seeds": [a, b], "runs": runs, "failed": failed.len(),
+                "scenario": target, "seeds": [a, b], "runs": runs,
+                "failed": failed.len() + panicked.len(),
+                "panicked": panicked.iter().map(|(s, _)| s).collect::<Vec<_>>(),
                 "sim_seconds": sim, "wall_seconds": wall, "sim_per_wall": sim / wall.max(1e-9),
             })
         );
@@ -259,16 +286,19 @@ fn cmd_sweep(args: &[String]) -> Result<ExitCode, String> {
                 println!("seed {}: timing miss {m} — {}", r.seed, r.repro());
             }
         }
+        for (seed, repro) in &panicked {
+            println!("seed {seed}: panicked (see stderr) — {repro}");
+        }
         println!(
             "{} runs, {} failed; {:.0} simulated s in {:.1} wall s on {threads} threads = {:.0} sim-s/wall-s",
-            results.len(),
-            failed.len(),
+            results.len() + panicked.len(),
+            failed.len() + panicked.len(),
             sim,
             wall,
             sim / wall.max(1e-9)
         );
     }
-    Ok(if failed.is_empty() {
+    Ok(if failed.is_empty() && panicked.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

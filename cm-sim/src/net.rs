@@ -67,6 +67,7 @@ pub struct Network {
     conns: BTreeMap<ConnKey, u64>,
     next_conn: u64,
     fifo: BTreeMap<(Endpoint, Endpoint), Instant>,
+    gateway: BTreeMap<NodeId, bool>,
 }
 
 impl Network {
@@ -132,15 +133,36 @@ impl Network {
         broken
     }
 
-    /// Removes every partition.
+    /// Removes every partition, cut and gateway override.
     pub fn heal(&mut self) {
         self.blocked.clear();
         self.cut.clear();
+        self.gateway.clear();
     }
 
     /// Whether any partition is in place.
     pub fn is_partitioned(&self) -> bool {
         !self.blocked.is_empty() || !self.cut.is_empty()
+    }
+
+    /// Whether the cut pair `a`–`b` exists (an endpoint cut, not a node partition).
+    pub fn endpoints_cut(&self, a: Endpoint, b: Endpoint) -> bool {
+        self.cut.contains(&conn_key(a, b))
+    }
+
+    /// Sets whether `node` reaches the third-party gateways (SPEC §5.4) until the next heal.
+    pub fn set_gateway(&mut self, node: NodeId, reachable: bool) {
+        self.gateway.insert(node, reachable);
+    }
+
+    /// Whether `node` reaches the third-party gateways: as set by a `gateway` fault, else
+    /// whenever it is linked to some other node of `nodes` (the gateway sits in the network
+    /// the cluster shares).
+    pub fn gateway_reachable(&self, node: NodeId, nodes: &[NodeId]) -> bool {
+        self.gateway
+            .get(&node)
+            .copied()
+            .unwrap_or_else(|| nodes.iter().any(|n| *n != node && self.link_up(node, *n)))
     }
 
     /// A one-way latency draw (loopback is ~50 µs).
@@ -266,6 +288,23 @@ mod tests {
         assert!(!net.reaches(n(1), n(2)));
         assert!(net.reaches(n(2), n(1)));
         assert!(!net.link_up(n(2), n(1)));
+    }
+
+    #[test]
+    fn gateway_follows_the_links_unless_set_and_heal_clears_the_setting() {
+        let mut net = Network::new(NetParams::default());
+        let all = [n(1), n(2), n(3)];
+        assert!(net.gateway_reachable(n(1), &all));
+        net.partition(&[n(1)], &[n(2), n(3)], false);
+        assert!(!net.gateway_reachable(n(1), &all));
+        assert!(net.gateway_reachable(n(2), &all));
+        net.set_gateway(n(1), true);
+        net.set_gateway(n(2), false);
+        assert!(net.gateway_reachable(n(1), &all));
+        assert!(!net.gateway_reachable(n(2), &all));
+        net.heal();
+        assert!(net.gateway_reachable(n(1), &all));
+        assert!(net.gateway_reachable(n(2), &all));
     }
 
     #[test]

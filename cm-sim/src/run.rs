@@ -118,6 +118,13 @@ pub fn run(
     let hb = scenario.config.params.instance_heartbeat_timeout();
     let timings = w.checker.timings(hb, end);
     let misses = expectation_misses(scenario, &timings);
+    for c in std::mem::take(&mut w.checker.conceded) {
+        w.timeline.push(format!(
+            "{:.3} REPORTED (two-node mode, both sides reach the gateway, SPEC §5.4): {}",
+            c.at.as_secs_f64(),
+            c.message
+        ));
+    }
     Report {
         scenario: scenario.name.clone(),
         source: source.to_owned(),

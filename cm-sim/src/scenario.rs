@@ -47,18 +47,9 @@ pub struct SimParams {
     pub disk_pct: f64,
     /// Seconds a liveness phase may take beyond the bound computed from the parameters.
     pub liveness_slack_s: f64,
-    /// Nodes powered on later than the others at the start (a staggered cold start).
-    pub power_on_delay: Vec<PowerOnDelay>,
-}
-
-/// One node's power-on delay at the start of a run (not a fault: timings do not count from it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PowerOnDelay {
-    /// The node.
-    pub node: NodeId,
-    /// Seconds after the others it is powered on.
-    pub delay_s: f64,
+    /// Power-on instant of each node, seconds, in the config's node order (missing: 0): a
+    /// staggered cold start, or a node that joins late.
+    pub power_on_s: Vec<f64>,
 }
 
 impl Default for SimParams {
@@ -70,7 +61,7 @@ impl Default for SimParams {
             boot_s: 2.0,
             disk_pct: 40.0,
             liveness_slack_s: 30.0,
-            power_on_delay: Vec::new(),
+            power_on_s: Vec::new(),
         }
     }
 }
@@ -177,6 +168,32 @@ pub enum FaultAction {
     CutAgent {
         /// The node.
         node: NodeId,
+    },
+    /// Cuts the cm_server holding the leader lease now from the cm_agent of every other node
+    /// hosting a DN; its links to the other cm_servers and to the agents of DN-less nodes stay
+    /// up (nothing if no one holds a lease).
+    CutCmsLeaderFromAgents,
+    /// Blocks traffic between `node` and the node of the cm_server holding the leader lease
+    /// now (only `node` → leader if `one_way`); the followers still reach both.
+    PartitionFromCmsLeader {
+        /// The node.
+        node: NodeId,
+        /// Block only node → leader.
+        #[serde(default)]
+        one_way: bool,
+    },
+    /// I/O on the node of the cm_server holding the leader lease now hangs for a while.
+    DiskHangCmsLeader {
+        /// For how long.
+        duration_s: f64,
+    },
+    /// Whether `node` reaches the third-party gateways (SPEC §5.4) until the next heal
+    /// (default: whenever it is linked to some other node).
+    Gateway {
+        /// The node.
+        node: NodeId,
+        /// Reachable or not.
+        reachable: bool,
     },
     /// Removes every partition and cut.
     Heal,
@@ -377,15 +394,10 @@ impl Scenario {
         if !(raw.duration_s.is_finite() && raw.duration_s > 0.0) {
             problems.push(("duration_s".into(), "must be a positive number".into()));
         }
-        for (k, d) in raw.sim.power_on_delay.iter().enumerate() {
-            let key = format!("sim.power_on_delay[{k}]");
-            if !(d.delay_s.is_finite() && d.delay_s >= 0.0) {
-                problems.push((key.clone(), "delay_s must be a number ≥ 0".into()));
-            }
-            if let Some(c) = &config
-                && c.node(d.node).is_none()
-            {
-                problems.push((key, format!("node {} is not in the cluster", d.node.0)));
+        for (i, s) in raw.sim.power_on_s.iter().enumerate() {
+            if !(s.is_finite() && (0.0..=86_400.0).contains(s)) {
+                let m = format!("{s}: expected seconds in [0, 86400]");
+                problems.push((format!("sim.power_on_s[{i}]"), m));
             }
         }
         let group = GroupId(raw.affected_group);
@@ -463,6 +475,8 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         | F::DiskUsage { node, .. }
         | F::DiskError { node, .. }
         | F::DiskHang { node, .. }
+        | F::PartitionFromCmsLeader { node, .. }
+        | F::Gateway { node, .. }
         | F::WipeStore { node, .. } => node_ok(node),
         F::KillDn { instance } | F::BreakStream { instance } => inst_ok(instance),
         F::DnState { instance, state } => {
@@ -505,7 +519,12 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
                 )),
             }
         }
-        F::Heal | F::Net { .. } | F::CrashCmsLeader | F::IsolateCmsLeader => Ok(()),
+        F::Heal
+        | F::Net { .. }
+        | F::CrashCmsLeader
+        | F::IsolateCmsLeader
+        | F::CutCmsLeaderFromAgents
+        | F::DiskHangCmsLeader { .. } => Ok(()),
     }
 }
 

@@ -1,6 +1,16 @@
 //! Swarm mode (TigerBeetle's VOPR method): the seed draws the whole run — topology, parameters
 //! that pass config validation, network behaviour and a random mix of faults — for a safety
 //! phase of at least 300 simulated seconds, then a liveness phase with every fault healed.
+//!
+//! Two generators share one seed. `swarm-classic` is the original draw (1, 3 or 5 CMS, every
+//! node powered on at 0, eleven fault kinds); seeds found by it keep their meaning through it.
+//! `swarm` makes the classic draws from the same stream and widens them from a second one
+//! (issue 11): two CMS (with and without `cms_enable_failover_on2nodes`, gateways reachable
+//! from one side, both or neither), CMS-only nodes, staggered cold starts and late joins,
+//! operator actions against moving targets (switchovers whose target crashes just before or
+//! during the request, concurrent and refused requests, pause/resume and stop/start mid-way),
+//! and partial partitions (a leader cut from the agents only, a node cut from the leader but
+//! not from the followers, flapping links, a disk hanging I/O on the leader).
 
 use std::collections::BTreeMap;
 
@@ -17,8 +27,18 @@ use crate::db::DbTimings;
 use crate::net::NetParams;
 use crate::scenario::{Fault, FaultAction, RoleName, Scenario, SimParams};
 
-/// The name `run` and `sweep` accept for a swarm run.
+/// The name `run` and `sweep` accept for a (widened) swarm run.
 pub const SWARM: &str = "swarm";
+
+/// The name of the original generator, under which seeds found before issue 11 reproduce.
+pub const SWARM_CLASSIC: &str = "swarm-classic";
+
+/// Where the classic draw places CMS and DNs: `cms` CMS nodes, of which `cms_only` host no DN.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    cms: usize,
+    cms_only: usize,
+}
 
 /// The topology drawn for a seed: (groups × members, CMS count, AZ count).
 fn topology(rng: &mut Prng) -> (Vec<usize>, usize, usize) {
@@ -29,8 +49,24 @@ fn topology(rng: &mut Prng) -> (Vec<usize>, usize, usize) {
     (members, cms, azs)
 }
 
-fn config(rng: &mut Prng, members: &[usize], cms: usize, azs: usize) -> ClusterConfig {
-    let node_count = members.iter().copied().max().unwrap_or(2).max(cms);
+/// The widened layout: 1, 2, 3 or 5 CMS, some of them on nodes without DNs.
+fn wide_layout(wide: &mut Prng, classic_cms: usize) -> Layout {
+    let cms = if wide.chance(0.25) { 2 } else { classic_cms };
+    let cms_only = if wide.chance(0.3) {
+        1 + wide.index(cms.min(2))
+    } else {
+        0
+    };
+    Layout { cms, cms_only }
+}
+
+fn config(rng: &mut Prng, members: &[usize], layout: Layout, azs: usize) -> ClusterConfig {
+    let Layout { cms, cms_only } = layout;
+    let dn_nodes = members.iter().copied().max().unwrap_or(2);
+    let node_count = (dn_nodes + cms_only).max(cms);
+    // CMS-only nodes are the last ones; the other CMS are the first nodes.
+    let is_cms = |i: usize| i <= cms - cms_only || i > node_count - cms_only;
+    let dn_count = node_count - cms_only;
     let az_names: Vec<AzName> = (1..=azs).map(|i| AzName(format!("AZ{i}"))).collect();
     let nodes: Vec<NodeConfig> = (1..=node_count as u32)
         .map(|i| NodeConfig {
@@ -40,20 +76,20 @@ fn config(rng: &mut Prng, members: &[usize], cms: usize, azs: usize) -> ClusterC
             az: az_names[(i as usize - 1) % azs].clone(),
             state_dir: format!("/var/lib/cm/n{i}"),
             monitor_port: 17001,
-            cms_port: (i as usize <= cms).then_some(17101),
+            cms_port: is_cms(i as usize).then_some(17101),
         })
         .collect();
     let groups: Vec<GroupConfig> = members
         .iter()
         .enumerate()
         .map(|(g, m)| {
-            let offset = rng.index(node_count);
+            let offset = rng.index(dn_count);
             GroupConfig {
                 id: GroupId(g as u32 + 1),
                 members: (0..*m)
                     .map(|k| MemberConfig {
                         instance: InstanceId(6001 + 100 * g as u32 + k as u32),
-                        node: NodeId(((offset + k) % node_count) as u32 + 1),
+                        node: NodeId(((offset + k) % dn_count) as u32 + 1),
                         data_dir: format!("/var/lib/pg/g{g}m{k}"),
                         port: 5432 + g as u16,
                     })
@@ -241,21 +277,67 @@ fn faults(rng: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<Fault>
     out
 }
 
-/// The scenario a seed draws.
+/// The scenario a seed draws (the widened generator, `swarm`).
 pub fn scenario(seed: u64) -> Scenario {
+    draw(seed, true)
+}
+
+/// The scenario the original generator drew for a seed (`swarm-classic`).
+pub fn classic(seed: u64) -> Scenario {
+    draw(seed, false)
+}
+
+/// The scenario of a generator name (`swarm` or `swarm-classic`), None for other names.
+pub fn by_name(name: &str, seed: u64) -> Option<Scenario> {
+    match name {
+        SWARM => Some(scenario(seed)),
+        SWARM_CLASSIC => Some(classic(seed)),
+        _ => None,
+    }
+}
+
+fn draw(seed: u64, widen: bool) -> Scenario {
     let mut rng = Prng::new(derive_seed(seed, 0x0053_5741_524d));
+    let mut wide = Prng::new(derive_seed(seed, 0x5749_4445));
     let (members, cms, azs) = topology(&mut rng);
-    let config = config(&mut rng, &members, cms, azs);
+    let layout = if widen {
+        wide_layout(&mut wide, cms)
+    } else {
+        Layout { cms, cms_only: 0 }
+    };
+    let mut config = config(&mut rng, &members, layout, azs);
     let duration = Duration::from_secs(300 + rng.range_inclusive(0, 120));
-    let faults = faults(&mut rng, &config, duration);
+    let mut faults = faults(&mut rng, &config, duration);
     let net = net(&mut rng);
+    let mut sim = SimParams::default();
+    let mut extra = String::new();
+    if widen {
+        if layout.cms == 2 && wide.chance(0.6) {
+            config.params.cms_enable_failover_on2nodes = true;
+            config.params.third_party_gateway_ip = "10.0.0.254".into();
+        }
+        sim.power_on_s = power_on(&mut wide, config.nodes.len());
+        faults.extend(wide_faults(&mut wide, &config, duration));
+        faults.extend(operator_actions(&mut wide, &config, duration));
+        faults.sort_by_key(|f| f.at);
+        extra = format!(
+            ", {} CMS-only, two-node failover {}, power-on {:?}",
+            layout.cms_only,
+            config.params.cms_enable_failover_on2nodes,
+            sim.power_on_s
+                .iter()
+                .map(|s| (s * 10.0).round() / 10.0)
+                .collect::<Vec<_>>()
+        );
+    }
     let description = format!(
-        "swarm: groups {members:?}, {cms} CMS, {azs} AZ, sync {:?}, {} faults",
+        "swarm: groups {members:?}, {} CMS, {azs} AZ, sync {:?}, {} faults{extra}",
+        layout.cms,
         config.params.dn_sync_mode,
         faults.len()
     );
     Scenario {
-        name: SWARM.into(),
+        name: if widen { SWARM } else { SWARM_CLASSIC }.into(),
         description,
         config,
         duration,
@@ -263,22 +345,226 @@ pub fn scenario(seed: u64) -> Scenario {
         affected_group: GroupId(1),
         net,
         db: DbTimings::default(),
-        sim: SimParams::default(),
+        sim,
         faults,
         expect: BTreeMap::new(),
     }
+}
+
+/// Power-on instants: every node at 0, or a staggered cold start (each node within 3 s), and
+/// sometimes one node joining late (10–90 s).
+fn power_on(wide: &mut Prng, nodes: usize) -> Vec<f64> {
+    let mut out = vec![0.0; nodes];
+    if wide.chance(0.5) {
+        for s in &mut out {
+            *s = wide.unit_f64() * 3.0;
+        }
+    }
+    if wide.chance(0.15) {
+        let late = wide.index(nodes);
+        out[late] = 10.0 + wide.unit_f64() * 80.0;
+    }
+    out
+}
+
+fn fault(at: f64, action: FaultAction) -> Fault {
+    Fault {
+        at: Duration::from_secs_f64(at),
+        action,
+    }
+}
+
+/// Partial partitions and faults aimed at the CMS leader, each with its recovery.
+fn wide_faults(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<Fault> {
+    let nodes: Vec<NodeId> = cfg.nodes.iter().map(|n| n.id).collect();
+    let cms = cfg.cms_nodes();
+    let span = duration.as_secs_f64() - 60.0;
+    let count = wide.index(4);
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let at = 20.0 + wide.unit_f64() * span;
+        let hold = 5.0 + wide.unit_f64() * 140.0;
+        let node = nodes[wide.index(nodes.len())];
+        match wide.index(6) {
+            0 => {
+                out.push(fault(at, FaultAction::CutCmsLeaderFromAgents));
+                out.push(fault(at + hold, FaultAction::Heal));
+            }
+            1 => {
+                let one_way = wide.chance(0.3);
+                out.push(fault(
+                    at,
+                    FaultAction::PartitionFromCmsLeader { node, one_way },
+                ));
+                out.push(fault(at + hold, FaultAction::Heal));
+            }
+            2 => {
+                // A flapping link: cut and healed again every few seconds.
+                let (a, b): (Vec<NodeId>, Vec<NodeId>) =
+                    nodes.iter().partition(|n| **n == node || wide.chance(0.2));
+                let one_way = wide.chance(0.3);
+                let mut t = at;
+                for _ in 0..3 + wide.index(6) {
+                    let partition = FaultAction::Partition {
+                        a: a.clone(),
+                        b: b.clone(),
+                        one_way,
+                    };
+                    out.push(fault(t, partition));
+                    t += 0.5 + wide.unit_f64() * 4.0;
+                    out.push(fault(t, FaultAction::Heal));
+                    t += 0.5 + wide.unit_f64() * 5.0;
+                }
+            }
+            3 => {
+                let duration_s = 2.0 + wide.unit_f64() * 60.0;
+                out.push(fault(at, FaultAction::DiskHangCmsLeader { duration_s }));
+            }
+            4 if cms.len() == 2 => {
+                // Two-node mode: the CMS nodes cut from each other, the gateways reachable
+                // from one side, both or neither.
+                let (a, b): (Vec<NodeId>, Vec<NodeId>) = nodes
+                    .iter()
+                    .partition(|n| **n == cms[0] || **n != cms[1] && wide.chance(0.5));
+                for c in &cms {
+                    let reachable = wide.chance(0.5);
+                    out.push(fault(
+                        at,
+                        FaultAction::Gateway {
+                            node: *c,
+                            reachable,
+                        },
+                    ));
+                }
+                out.push(fault(
+                    at,
+                    FaultAction::Partition {
+                        a,
+                        b,
+                        one_way: false,
+                    },
+                ));
+                out.push(fault(at + hold, FaultAction::Heal));
+            }
+            _ => {
+                // A one-way cut of one node from the rest.
+                let others: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != node).collect();
+                let (a, b) = if wide.chance(0.5) {
+                    (vec![node], others)
+                } else {
+                    (others, vec![node])
+                };
+                out.push(fault(
+                    at,
+                    FaultAction::Partition {
+                        a,
+                        b,
+                        one_way: true,
+                    },
+                ));
+                out.push(fault(at + hold, FaultAction::Heal));
+            }
+        }
+    }
+    out
+}
+
+fn ctl(command: &str, node: Option<NodeId>, instance: Option<InstanceId>) -> FaultAction {
+    FaultAction::Ctl {
+        command: command.into(),
+        node,
+        instance,
+        mode: None,
+    }
+}
+
+/// Operator actions against moving targets.
+fn operator_actions(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<Fault> {
+    let members: Vec<(InstanceId, NodeId)> = cfg
+        .groups
+        .iter()
+        .flat_map(|g| g.members.iter().map(|m| (m.instance, m.node)))
+        .collect();
+    let span = duration.as_secs_f64() - 60.0;
+    let count = if wide.chance(0.5) {
+        1 + wide.index(4)
+    } else {
+        0
+    };
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let at = 20.0 + wide.unit_f64() * span;
+        let (inst, node) = members[wide.index(members.len())];
+        let switchover = ctl("switchover", Some(node), Some(inst));
+        match wide.index(6) {
+            0 => out.push(fault(at, switchover)),
+            1 => {
+                // The target crashes just before the request.
+                out.push(fault(at, FaultAction::KillDn { instance: inst }));
+                out.push(fault(at + wide.unit_f64() * 0.5, switchover));
+            }
+            2 => {
+                // ... or during it.
+                out.push(fault(at, switchover));
+                let later = at + wide.unit_f64() * 3.0;
+                if wide.chance(0.5) {
+                    out.push(fault(later, FaultAction::KillDn { instance: inst }));
+                } else {
+                    out.push(fault(later, FaultAction::CrashHost { node }));
+                    out.push(fault(
+                        later + 5.0 + wide.unit_f64() * 60.0,
+                        FaultAction::RestartHost { node },
+                    ));
+                }
+            }
+            3 => {
+                // Concurrent requests: the second one is refused or queued.
+                let (i2, n2) = members[wide.index(members.len())];
+                out.push(fault(at, switchover));
+                let again = ctl("switchover", Some(n2), Some(i2));
+                out.push(fault(at + wide.unit_f64() * 2.0, again));
+            }
+            4 => {
+                out.push(fault(at, ctl("pause", None, None)));
+                if wide.chance(0.5) {
+                    out.push(fault(at + wide.unit_f64() * 2.0, switchover));
+                }
+                out.push(fault(
+                    at + 2.0 + wide.unit_f64() * 60.0,
+                    ctl("resume", None, None),
+                ));
+            }
+            _ => {
+                out.push(fault(at, ctl("stop", Some(node), Some(inst))));
+                if wide.chance(0.5) {
+                    out.push(fault(at + wide.unit_f64() * 2.0, switchover));
+                }
+                out.push(fault(
+                    at + 2.0 + wide.unit_f64() * 60.0,
+                    ctl("start", Some(node), Some(inst)),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Runs the swarm scenario of every seed with the real cm-core machines and describes each
 /// run that broke an invariant or missed an expectation, with the command that reproduces it
 /// (for regression tests of seeds that once failed).
 pub fn failures(seeds: impl IntoIterator<Item = u64>) -> Vec<String> {
+    failures_of(SWARM, seeds)
+}
+
+/// [`failures`] for a generator by name (`swarm` or `swarm-classic`).
+pub fn failures_of(name: &str, seeds: impl IntoIterator<Item = u64>) -> Vec<String> {
     seeds
         .into_iter()
         .filter_map(|seed| {
+            let s = by_name(name, seed)?;
             let r = crate::run::run(
-                &scenario(seed),
-                "swarm",
+                &s,
+                name,
                 seed,
                 Box::new(crate::adapters::Machines),
                 crate::run::RunOptions::default(),
@@ -293,6 +579,89 @@ mod tests {
     use super::*;
 
     #[test]
+    fn classic_draws_only_the_old_shapes() {
+        for seed in 0..200 {
+            let s = classic(seed);
+            assert!([1, 3, 5].contains(&s.config.cms_nodes().len()));
+            assert!(s.sim.power_on_s.is_empty());
+            assert!(s.faults.iter().all(|f| !matches!(
+                f.action,
+                FaultAction::Ctl { .. }
+                    | FaultAction::CutCmsLeaderFromAgents
+                    | FaultAction::PartitionFromCmsLeader { .. }
+                    | FaultAction::DiskHangCmsLeader { .. }
+                    | FaultAction::Gateway { .. }
+            )));
+        }
+    }
+
+    /// Every shape the product supports is drawn within the first 400 seeds.
+    #[test]
+    fn swarm_draws_every_supported_shape() {
+        let mut cms_counts = std::collections::BTreeSet::new();
+        let (mut two_node_flag, mut two_node_plain, mut cms_only) = (false, false, false);
+        let (mut staggered, mut late, mut gateway_split) = (false, false, false);
+        let mut kinds = std::collections::BTreeSet::new();
+        for seed in 0..400 {
+            let s = scenario(seed);
+            let cms = s.config.cms_nodes();
+            cms_counts.insert(cms.len());
+            if cms.len() == 2 {
+                if s.config.params.cms_enable_failover_on2nodes {
+                    two_node_flag = true;
+                } else {
+                    two_node_plain = true;
+                }
+            }
+            let dn_nodes: std::collections::BTreeSet<NodeId> = s
+                .config
+                .groups
+                .iter()
+                .flat_map(|g| g.members.iter().map(|m| m.node))
+                .collect();
+            cms_only |= cms.iter().any(|n| !dn_nodes.contains(n));
+            staggered |= s.sim.power_on_s.iter().filter(|t| **t > 0.0).count() > 1;
+            late |= s.sim.power_on_s.iter().any(|t| *t >= 10.0);
+            let gw: Vec<bool> = s
+                .faults
+                .iter()
+                .filter_map(|f| match f.action {
+                    FaultAction::Gateway { reachable, .. } => Some(reachable),
+                    _ => None,
+                })
+                .collect();
+            gateway_split |= gw.windows(2).any(|w| w[0] != w[1]);
+            for f in &s.faults {
+                let k: String = match &f.action {
+                    FaultAction::Ctl { command, .. } => command.clone(),
+                    FaultAction::CutCmsLeaderFromAgents => "leader-cut-from-agents".into(),
+                    FaultAction::PartitionFromCmsLeader { .. } => "cut-from-leader".into(),
+                    FaultAction::DiskHangCmsLeader { .. } => "leader-disk-hang".into(),
+                    FaultAction::Partition { one_way: true, .. } => "one-way".into(),
+                    _ => continue,
+                };
+                kinds.insert(k);
+            }
+        }
+        assert_eq!(cms_counts.into_iter().collect::<Vec<_>>(), vec![1, 2, 3, 5]);
+        assert!(two_node_flag && two_node_plain && cms_only);
+        assert!(staggered && late && gateway_split);
+        for k in [
+            "switchover",
+            "pause",
+            "resume",
+            "stop",
+            "start",
+            "leader-cut-from-agents",
+            "cut-from-leader",
+            "leader-disk-hang",
+            "one-way",
+        ] {
+            assert!(kinds.contains(k), "{k} never drawn: {kinds:?}");
+        }
+    }
+
+    #[test]
     fn swarm_draws_valid_configs_within_the_topology_bounds() {
         for seed in 0..200 {
             let s = scenario(seed);
@@ -302,7 +671,7 @@ mod tests {
                 s.config.validate()
             );
             let cms = s.config.cms_nodes().len();
-            assert!([1, 3, 5].contains(&cms));
+            assert!([1, 2, 3, 5].contains(&cms));
             assert!((1..=3).contains(&s.config.groups.len()));
             assert!(
                 s.config
@@ -319,5 +688,6 @@ mod tests {
     fn swarm_is_a_function_of_the_seed() {
         assert_eq!(scenario(7).description, scenario(7).description);
         assert_eq!(scenario(7).faults, scenario(7).faults);
+        assert_eq!(classic(7).faults, classic(7).faults);
     }
 }

@@ -74,6 +74,8 @@ pub(crate) enum Event {
         node: NodeId,
         boot: u64,
     },
+    /// A staggered or late power-on at cold start (not a fault).
+    PowerOn(NodeId),
     Replicate,
     Write,
     Fault(FaultAction),
@@ -143,6 +145,7 @@ pub struct World {
     next_inc: u64,
     pub(crate) exiting: Option<Endpoint>,
     last_restart_cmd: BTreeMap<InstanceId, Instant>,
+    pub(crate) avail: crate::avail::Availability,
 }
 
 fn ms(v: f64) -> Duration {
@@ -198,12 +201,17 @@ impl World {
             next_inc: 0,
             exiting: None,
             last_restart_cmd: BTreeMap::new(),
+            avail: crate::avail::Availability::default(),
         };
-        let nodes: Vec<NodeId> = w.hosts.keys().copied().collect();
-        for n in nodes {
-            let delay = w.scenario.sim.power_on_delay.iter().find(|d| d.node == n);
-            let delay = delay.map_or(0.0, |d| d.delay_s);
-            w.power_on_after(n, Duration::from_secs_f64(delay));
+        let offsets = w.scenario.sim.power_on_s.clone();
+        let nodes: Vec<NodeId> = w.scenario.config.nodes.iter().map(|n| n.id).collect();
+        for (i, n) in nodes.into_iter().enumerate() {
+            match offsets.get(i).copied().filter(|s| *s > 0.0) {
+                Some(s) => w
+                    .queue
+                    .push(Instant::ZERO + ms(s * 1000.0), Event::PowerOn(n)),
+                None => w.power_on(n),
+            }
         }
         w.queue.push(Instant::ZERO, Event::Replicate);
         w.queue.push(Instant::ZERO, Event::Write);
@@ -308,6 +316,10 @@ impl World {
                 parent,
             } => self.spawn(node, role, normal, boot, parent),
             Event::Boot { node, boot } => self.on_boot(node, boot),
+            Event::PowerOn(node) => {
+                self.trace.mix(&[7]);
+                self.power_on(node);
+            }
             Event::Replicate => self.on_replicate(),
             Event::Write => self.on_write(),
             Event::Fault(action) => {
@@ -401,12 +413,7 @@ impl World {
 
     /// Powers a host on: om_monitor (or whatever the factory boots) starts after `boot_s`.
     pub(crate) fn power_on(&mut self, node: NodeId) {
-        self.power_on_after(node, Duration::ZERO);
-    }
-
-    /// Powers a host on, om_monitor starting `delay` later than usual (a late power-on).
-    fn power_on_after(&mut self, node: NodeId, delay: Duration) {
-        let boot_after = Duration::from_secs_f64(self.scenario.sim.boot_s) + delay;
+        let boot_after = Duration::from_secs_f64(self.scenario.sim.boot_s);
         let Some(h) = self.hosts.get_mut(&node) else {
             return;
         };
@@ -714,8 +721,22 @@ impl World {
                     && h.thawed_at.is_none_or(|t| now - t > grace)
             })
         };
+        self.checker.two_node_concession = self.two_node_concession();
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
+        self.check_availability();
+    }
+
+    /// Two-node mode with the gateway rule, the two CMS nodes not linked, and both reaching
+    /// the gateway: the span SPEC §5.4 trades S4 and single leases in.
+    fn two_node_concession(&self) -> bool {
+        let cms = self.scenario.config.cms_nodes();
+        if cms.len() != 2 || !self.scenario.config.params.cms_enable_failover_on2nodes {
+            return false;
+        }
+        let nodes: Vec<NodeId> = self.hosts.keys().copied().collect();
+        !self.net.link_up(cms[0], cms[1])
+            && cms.iter().all(|n| self.net.gateway_reachable(*n, &nodes))
     }
 
     /// What every live cm_server shows, with its local clock.

@@ -239,10 +239,8 @@ impl World {
                 self.reply(ep, inc, Duration::from_secs(1), input);
             }
             EnvOp::ProbeGateways => {
-                let reachable = self
-                    .hosts
-                    .keys()
-                    .any(|n| *n != ep.node && self.net.link_up(ep.node, *n));
+                let nodes: Vec<cm_core::NodeId> = self.hosts.keys().copied().collect();
+                let reachable = self.net.gateway_reachable(ep.node, &nodes);
                 self.reply(
                     ep,
                     inc,

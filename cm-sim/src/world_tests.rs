@@ -360,3 +360,104 @@ fn cron_restarts_a_killed_om_monitor_at_second_0_of_the_next_minute() {
     assert!(wall % 60_000 <= 1, "started at second 0 (wall {wall} ms)");
     assert!(at < Instant::ZERO + Duration::from_secs(70));
 }
+
+fn at(s: u64, action: FaultAction) -> Fault {
+    Fault {
+        at: Duration::from_secs(s),
+        action,
+    }
+}
+
+/// (In the 1P2S toy every node hosts a DN, so the leader is cut from every other agent.)
+#[test]
+fn faults_aimed_at_the_cms_leader_hit_the_lease_holders_node_only() {
+    let (n1, n2, n3) = (NodeId(1), NodeId(2), NodeId(3));
+    let mut s = scenario(vec![
+        at(10, FaultAction::CutCmsLeaderFromAgents),
+        at(20, FaultAction::Heal),
+        at(
+            21,
+            FaultAction::PartitionFromCmsLeader {
+                node: n3,
+                one_way: false,
+            },
+        ),
+        at(30, FaultAction::Heal),
+        at(31, FaultAction::DiskHangCmsLeader { duration_s: 5.0 }),
+    ]);
+    s.duration = Duration::from_secs(15);
+    // The toy leader is node 1 (the lowest CMS node).
+    let mut w = run_world(s.clone(), 1, &[6001]);
+    assert!(
+        !w.net
+            .endpoints_up(Endpoint::server(n1), Endpoint::agent(n2))
+    );
+    assert!(
+        !w.net
+            .endpoints_up(Endpoint::server(n1), Endpoint::agent(n3))
+    );
+    assert!(
+        w.net
+            .endpoints_up(Endpoint::server(n1), Endpoint::agent(n1))
+    );
+    assert!(
+        w.net
+            .endpoints_up(Endpoint::server(n1), Endpoint::server(n2))
+    );
+    assert!(
+        w.net
+            .endpoints_up(Endpoint::agent(n2), Endpoint::server(n2))
+    );
+    w.run_until(Instant::from_secs(25), &mut |_| false);
+    assert!(!w.net.link_up(n3, n1));
+    assert!(w.net.link_up(n3, n2) && w.net.link_up(n2, n1));
+    w.run_until(Instant::from_secs(33), &mut |_| false);
+    let now = w.now();
+    assert!(w.hosts[&n1].disk.hung(now));
+    assert!(!w.hosts[&n2].disk.hung(now) && !w.hosts[&n3].disk.hung(now));
+}
+
+#[test]
+fn staggered_power_on_boots_each_node_at_its_instant() {
+    let mut s = scenario(Vec::new());
+    s.sim.power_on_s = vec![0.0, 5.0, 20.0];
+    let mut w = World::new(
+        s,
+        1,
+        Box::new(Toy {
+            promote: vec![InstanceId(6001)],
+        }),
+    );
+    let up = |w: &World, n: u32| w.hosts[&NodeId(n)].up;
+    w.run_until(Instant::from_secs(3), &mut |_| false);
+    assert!(up(&w, 1) && !up(&w, 2) && !up(&w, 3));
+    w.run_until(Instant::from_secs(6), &mut |_| false);
+    assert!(up(&w, 2) && !up(&w, 3));
+    // om_monitor, here the toy agent, starts boot_s (2 s) after the power-on.
+    assert!(!w.has_proc(NodeId(2), Role::Agent));
+    w.run_until(Instant::from_secs(8), &mut |_| false);
+    assert!(w.has_proc(NodeId(2), Role::Agent));
+    w.run_until(Instant::from_secs(21), &mut |_| false);
+    assert!(up(&w, 3));
+}
+
+#[test]
+fn the_gateway_fault_sets_reachability_until_heal() {
+    let all = [NodeId(1), NodeId(2), NodeId(3)];
+    let mut s = scenario(vec![
+        at(
+            5,
+            FaultAction::Gateway {
+                node: NodeId(2),
+                reachable: false,
+            },
+        ),
+        at(10, FaultAction::Heal),
+    ]);
+    s.duration = Duration::from_secs(7);
+    let mut w = run_world(s, 1, &[6001]);
+    assert!(!w.net.gateway_reachable(NodeId(2), &all));
+    assert!(w.net.gateway_reachable(NodeId(1), &all));
+    w.run_until(Instant::from_secs(11), &mut |_| false);
+    assert!(w.net.gateway_reachable(NodeId(2), &all));
+}

@@ -180,3 +180,36 @@ fn long_swarm_sweep() {
     let failed = cm_sim::swarm::failures(0..200);
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
+
+/// Negative control of the availability check (issue 11): with a Lock1 quorum the group can
+/// never reach (`test_lock1_quorum_override` = 3 of two standbys), a crashed primary is never
+/// replaced; the CMS majority side holds both standbys, so once the crash has been stable for
+/// B (28.8 s with defaults) the run fails with an `A` violation at that instant. The same
+/// cluster with the rule intact is writable again in time and passes.
+#[test]
+fn availability_check_fails_a_group_left_without_a_primary() {
+    let mut s = shipped("primary-node-crash");
+    s.expect.clear();
+    s.config.params.test_lock1_quorum_override = 3;
+    let r = run(
+        &s,
+        "primary-node-crash",
+        1,
+        Box::new(Machines),
+        RunOptions::default(),
+    );
+    let a: Vec<_> = r.violations.iter().filter(|v| v.rule == "A").collect();
+    assert_eq!(a.len(), 1, "{:?}", r.violations);
+    let at = a[0].at.as_secs_f64();
+    assert!((58.8..59.1).contains(&at), "{at}: {}", a[0].message);
+    assert!(a[0].message.contains("group1"), "{}", a[0].message);
+    s.config.params.test_lock1_quorum_override = 0;
+    let r = run(
+        &s,
+        "primary-node-crash",
+        1,
+        Box::new(Machines),
+        RunOptions::default(),
+    );
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}

@@ -78,13 +78,21 @@ impl SimDaemon for ServerAdapter {
             lease_until: q.lease_until,
             group_terms: committed.groups.iter().map(|(g, s)| (*g, s.term)).collect(),
             paused: committed.paused,
+            stopping: committed.stopping,
+            switchovers: committed
+                .groups
+                .iter()
+                .filter(|(_, s)| s.switchover.is_some())
+                .map(|(g, _)| *g)
+                .collect(),
         })
     }
 
     fn dump(&self) -> String {
         let s = self.server.status();
+        let non_voters = &self.server.quorum().committed().non_voters;
         format!(
-            "server {:?} {} leader={:?} commit={} lease={:?} arbitrating={} agents={}",
+            "server {:?} {} leader={:?} commit={} lease={:?} arbitrating={} agents={} non_voters={non_voters:?}",
             s.quorum.role,
             s.quorum.term,
             s.quorum.leader,

@@ -137,8 +137,12 @@ pub struct DnRow {
     pub data_dir: String,
     /// Port.
     pub port: u16,
-    /// Static role: `P` if static primary, else `S`.
+    /// The arbitration's static primary (§4.2), which a failover may move; not the P/S letter.
     pub static_primary: bool,
+    /// The install-time role (`P` in `cm_ctl query`): the group's first member in the config,
+    /// which `switchover -a` restores.
+    #[serde(default)]
+    pub install_primary: bool,
     /// Dynamic role.
     pub role: DnRole,
     /// HA state.
@@ -147,6 +151,13 @@ pub struct DnRow {
     pub term: Term,
     /// Position.
     pub position: Position,
+    /// The position's LSN in PostgreSQL's `X/XXXXXXXX` form (what `cm_ctl query -v` prints).
+    #[serde(default)]
+    pub lsn: String,
+    /// Replication lag in bytes behind the group's primary (standbys on the primary's timeline
+    /// with a known position; `None` otherwise).
+    #[serde(default)]
+    pub lag_bytes: Option<u64>,
     /// Read-only.
     pub read_only: bool,
 }

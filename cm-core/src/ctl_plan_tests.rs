@@ -27,10 +27,13 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
         data_dir: "/d".into(),
         port: 5432,
         static_primary: i == 6001,
+        install_primary: i == 6001,
         role,
         state,
         term: Term(1),
         position: Position::default(),
+        lsn: "0/00000000".into(),
+        lag_bytes: None,
         read_only: false,
     };
     Box::new(ClusterStatus {

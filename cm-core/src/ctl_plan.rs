@@ -250,6 +250,10 @@ impl Plan {
             }
             (Phase::FlagsWritten, StepResult::Monitors(answers)) => {
                 match failed(&self.nodes, &answers) {
+                    Some(msg) if answers.iter().all(|(_, a)| a.is_err()) => Step::Failed(format!(
+                        "no node's om_monitor answered, nothing was stopped: {msg}; \
+                         check that om_monitor runs on the nodes (systemd unit or cron line)"
+                    )),
                     Some(msg) => Step::Failed(format!(
                         "the stop flag could not be written everywhere: {msg}; nodes that got it are stopping"
                     )),
@@ -397,9 +401,11 @@ fn poll_until(
         return Step::Done(format!("{what} succeeded"));
     }
     if elapsed >= timeout {
-        let detail = match status {
-            Ok(s) => format!("cluster state {:?}", s.state),
-            Err(e) => e,
+        let missing = waiting_for(&status);
+        let detail = match &status {
+            Ok(s) if missing.is_empty() => format!("cluster state {:?}", s.state),
+            Ok(s) => format!("cluster state {:?}: {missing}", s.state),
+            Err(_) => missing,
         };
         return Step::Failed(format!(
             "{what} did not finish within {} s ({detail}); check `cm_ctl query -Cv`",
@@ -409,6 +415,64 @@ fn poll_until(
     Step::PollStatus {
         after: POLL_INTERVAL,
     }
+}
+
+/// What a waiting cm_ctl is still waiting for, from the last poll: one short phrase an
+/// operator can act on ("no cm_server leader yet", "group 1: no primary yet, waiting for 6002,
+/// 6003 to report", "6003 Building", "6002 Standby Catchup"). Empty when nothing is missing.
+pub fn waiting_for(status: &Result<Box<ClusterStatus>, String>) -> String {
+    let s = match status {
+        Ok(s) => s,
+        Err(e) => return format!("no cm_server leader yet ({e})"),
+    };
+    let mut missing = Vec::new();
+    if s.paused {
+        missing.push("the cluster is paused (`cm_ctl resume`)".to_string());
+    }
+    for g in &s.groups {
+        let unheard: Vec<String> = g
+            .members
+            .iter()
+            .filter(|m| matches!(m.role, DnRole::Unknown))
+            .map(|m| m.instance.0.to_string())
+            .collect();
+        let primaries = g
+            .members
+            .iter()
+            .filter(|m| m.role == DnRole::Primary)
+            .count();
+        if primaries == 0 {
+            missing.push(if unheard.is_empty() {
+                format!(
+                    "group {}: no primary yet (arbitration: Lock1 quorum not reached)",
+                    g.group.0
+                )
+            } else {
+                format!(
+                    "group {}: no primary yet, waiting for DN {} to report",
+                    g.group.0,
+                    unheard.join(", ")
+                )
+            });
+        } else if !unheard.is_empty() {
+            missing.push(format!("waiting for DN {} to report", unheard.join(", ")));
+        }
+        for m in &g.members {
+            match (m.role, m.state) {
+                (DnRole::Unknown, _) => {}
+                (_, DbState::Building) => missing.push(format!("building {}", m.instance.0)),
+                (_, DbState::BuildFailed) => {
+                    missing.push(format!("build of {} failed", m.instance.0));
+                }
+                (DnRole::Primary | DnRole::Standby, DbState::Normal) if !m.read_only => {}
+                (DnRole::Primary | DnRole::Standby, DbState::Normal) => {
+                    missing.push(format!("{} is read-only", m.instance.0));
+                }
+                (role, state) => missing.push(format!("{} {role:?} {state:?}", m.instance.0)),
+            }
+        }
+    }
+    missing.join("; ")
 }
 
 fn unreachable(

@@ -364,3 +364,75 @@ fn start_times_out_when_no_leader_ever_accepts_cluster_starting() {
     };
     assert!(msg.contains("within 5 s"), "{msg}");
 }
+
+#[test]
+fn progress_names_what_is_missing() {
+    assert!(
+        waiting_for(&Err("connection refused".into())).starts_with("no cm_server leader yet"),
+    );
+    let mut s = status(ClusterHealth::Degraded, DnRole::Standby, DbState::Building);
+    assert_eq!(waiting_for(&Ok(s.clone())), "building 6002");
+    s.groups[0].members[1].state = DbState::CatchUp;
+    assert_eq!(waiting_for(&Ok(s.clone())), "6002 Standby CatchUp");
+    // No primary: the unheard members are named, or else the arbitration is waiting for Lock1.
+    s.groups[0].members[0].role = DnRole::Unknown;
+    s.groups[0].members[1].role = DnRole::Unknown;
+    assert_eq!(
+        waiting_for(&Ok(s.clone())),
+        "group 1: no primary yet, waiting for DN 6001, 6002 to report"
+    );
+    for m in &mut s.groups[0].members {
+        (m.role, m.state) = (DnRole::Standby, DbState::Normal);
+    }
+    assert_eq!(
+        waiting_for(&Ok(s.clone())),
+        "group 1: no primary yet (arbitration: Lock1 quorum not reached)"
+    );
+    let healthy = status(ClusterHealth::Normal, DnRole::Standby, DbState::Normal);
+    assert_eq!(waiting_for(&Ok(healthy)), "");
+}
+
+#[test]
+fn start_timeout_says_what_was_missing() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::StartCluster {
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    p.next(StepResult::Begin);
+    p.next(StepResult::Monitors(vec![ok_status(1), ok_status(2), ok_status(3)]));
+    let done = |n| (NodeId(n), Ok(MonitorReply::Done));
+    p.next(StepResult::Monitors(vec![done(1), done(2), done(3)]));
+    p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
+    let step = p.next(StepResult::Status {
+        status: Ok(status(ClusterHealth::Degraded, DnRole::Standby, DbState::Building)),
+        elapsed: Duration::from_secs(5),
+    });
+    let Step::Failed(msg) = step else {
+        panic!("{step:?}")
+    };
+    assert!(msg.contains("Degraded: building 6002"), "{msg}");
+}
+
+#[test]
+fn stop_with_every_node_down_does_not_claim_nodes_are_stopping() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::StopCluster {
+            mode: StopMode::Fast,
+            timeout: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    p.next(StepResult::Begin);
+    p.next(StepResult::Leader(Err("unreachable".into())));
+    let down = |n| (NodeId(n), Err::<MonitorReply, String>("connection refused".into()));
+    let step = p.next(StepResult::Monitors(vec![down(1), down(2), down(3)]));
+    let Step::Failed(msg) = step else {
+        panic!("{step:?}")
+    };
+    assert!(!msg.contains("are stopping"), "{msg}");
+    assert!(msg.contains("nothing was stopped"), "{msg}");
+}

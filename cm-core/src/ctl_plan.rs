@@ -116,6 +116,8 @@ pub struct Plan {
     phase: Phase,
     /// `cm_ctl start`: the leader accepted `ClusterStarting` (which also ends "stopping").
     leader_told: bool,
+    /// `cm_ctl stop`: the nodes whose cm_agent still ran at the last check.
+    agents_running: Vec<NodeId>,
 }
 
 /// How often cm_ctl polls while waiting (CM sleeps 3 s; 1 s shows progress sooner).
@@ -148,7 +150,24 @@ impl Plan {
             instances,
             phase: Phase::Start,
             leader_told: false,
+            agents_running: Vec::new(),
         })
+    }
+
+    /// While a whole-cluster stop waits: what it waits for (the leader's status is not needed
+    /// then, and its absence is expected, so it is neither queried nor shown).
+    pub fn waiting_on(&self) -> Option<String> {
+        if !matches!(self.op, Operation::StopCluster { .. })
+            || self.phase != Phase::Polling
+            || self.agents_running.is_empty()
+        {
+            return None;
+        }
+        let nodes: Vec<String> = self.agents_running.iter().map(|n| n.0.to_string()).collect();
+        Some(format!(
+            "waiting for cm_agent to stop the instances and exit on node {}",
+            nodes.join(", ")
+        ))
     }
 
     /// The next step, given the result of the previous one.
@@ -267,7 +286,7 @@ impl Plan {
                 }
             }
             (Phase::Polling, StepResult::Monitors(answers)) => {
-                let running: Vec<String> = answers
+                let running: Vec<NodeId> = answers
                     .iter()
                     .filter(|(_, a)| {
                         matches!(
@@ -278,8 +297,9 @@ impl Plan {
                             })
                         )
                     })
-                    .map(|(n, _)| n.0.to_string())
+                    .map(|(n, _)| *n)
                     .collect();
+                self.agents_running.clone_from(&running);
                 if running.is_empty() {
                     Step::Done("cluster stopped".into())
                 } else {
@@ -473,6 +493,61 @@ pub fn waiting_for(status: &Result<Box<ClusterStatus>, String>) -> String {
         }
     }
     missing.join("; ")
+}
+
+/// Why no cm_server leader answers, from the om_monitors' status answers (they still answer
+/// when the cluster is stopped): `None` when no om_monitor answered either (then the
+/// connection error is the news).
+pub fn explain_no_leader(answers: &[(NodeId, Result<MonitorReply, String>)]) -> Option<String> {
+    let mut stopped = Vec::new();
+    let mut no_agent = Vec::new();
+    let mut running = Vec::new();
+    let mut silent = Vec::new();
+    for (node, answer) in answers {
+        match answer {
+            Ok(MonitorReply::Status { flags, .. }) if flags.cluster_manual_start.is_some() => {
+                stopped.push(node.0.to_string());
+            }
+            Ok(MonitorReply::Status {
+                agent_running: false,
+                ..
+            }) => no_agent.push(node.0.to_string()),
+            Ok(_) => running.push(node.0.to_string()),
+            Err(_) => silent.push(node.0.to_string()),
+        }
+    }
+    if stopped.is_empty() && no_agent.is_empty() && running.is_empty() {
+        return None;
+    }
+    let silent_note = if silent.is_empty() {
+        String::new()
+    } else {
+        format!(" (om_monitor did not answer on node {})", silent.join(", "))
+    };
+    if !stopped.is_empty() && no_agent.is_empty() && running.is_empty() {
+        return Some(format!(
+            "the cluster is stopped (`cm_ctl stop` left its stop flag on node {}){silent_note}; \
+             start it with `cm_ctl start`",
+            stopped.join(", ")
+        ));
+    }
+    let mut parts = Vec::new();
+    if !stopped.is_empty() {
+        parts.push(format!("stopped by `cm_ctl stop` on node {}", stopped.join(", ")));
+    }
+    if !no_agent.is_empty() {
+        parts.push(format!(
+            "no cm_agent runs on node {} (om_monitor is starting it; its log says why it exits)",
+            no_agent.join(", ")
+        ));
+    }
+    if !running.is_empty() {
+        parts.push(format!("cm_agent runs on node {}", running.join(", ")));
+    }
+    Some(format!(
+        "no cm_server leader answers: {}{silent_note}",
+        parts.join("; ")
+    ))
 }
 
 fn unreachable(

@@ -238,11 +238,16 @@ fn stop_tells_the_leader_first_then_flags_every_node_then_waits_for_agents_to_ex
             req: MonitorRequest::Status
         }
     );
+    assert_eq!(p.waiting_on(), None);
     assert_eq!(
         p.next(StepResult::Monitors(vec![ok_status(1)])),
         Step::PollStatus {
             after: POLL_INTERVAL
         }
+    );
+    assert_eq!(
+        p.waiting_on().as_deref(),
+        Some("waiting for cm_agent to stop the instances and exit on node 1")
     );
     let stopped = |n| {
         (
@@ -435,4 +440,41 @@ fn stop_with_every_node_down_does_not_claim_nodes_are_stopping() {
     };
     assert!(!msg.contains("are stopping"), "{msg}");
     assert!(msg.contains("nothing was stopped"), "{msg}");
+}
+
+#[test]
+fn a_stopped_cluster_is_explained_from_the_monitors_not_as_a_connection_error() {
+    let flagged = |n| {
+        let mut flags = FlagSet::default();
+        flags.cluster_manual_start = Some(StopMode::Fast);
+        (
+            NodeId(n),
+            Ok(MonitorReply::Status {
+                node: NodeId(n),
+                agent_running: false,
+                flags,
+            }),
+        )
+    };
+    let msg = explain_no_leader(&[flagged(1), flagged(2), flagged(3)]).unwrap();
+    assert_eq!(
+        msg,
+        "the cluster is stopped (`cm_ctl stop` left its stop flag on node 1, 2, 3); start it \
+         with `cm_ctl start`"
+    );
+    let down = (NodeId(3), Err::<MonitorReply, String>("refused".into()));
+    let msg = explain_no_leader(&[flagged(1), flagged(2), down.clone()]).unwrap();
+    assert!(msg.contains("om_monitor did not answer on node 3"), "{msg}");
+    let no_agent = (
+        NodeId(2),
+        Ok(MonitorReply::Status {
+            node: NodeId(2),
+            agent_running: false,
+            flags: FlagSet::default(),
+        }),
+    );
+    let msg = explain_no_leader(&[ok_status(1), no_agent]).unwrap();
+    assert!(msg.contains("no cm_agent runs on node 2"), "{msg}");
+    assert!(msg.contains("cm_agent runs on node 1"), "{msg}");
+    assert_eq!(explain_no_leader(&[down]), None);
 }

@@ -18,7 +18,7 @@ use cm_core::params::{ParamSide, Params};
 /// Exit codes: 0 success; 1 refused, failed, unreachable, or (query) the cluster is Unavailable;
 /// 2 usage error.
 #[derive(Debug, Parser)]
-#[command(name = "cm_ctl", version, about, long_about)]
+#[command(name = "cm_ctl", version)]
 pub struct Cli {
     /// The cluster config file (same file on every node).
     #[arg(

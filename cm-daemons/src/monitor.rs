@@ -39,6 +39,7 @@ use crate::node;
 #[derive(Debug, Parser)]
 #[command(
     name = "om_monitor",
+    version,
     about = "Keeps this node's cm_agent running; serves cm_ctl."
 )]
 pub struct MonitorArgs {
@@ -81,7 +82,7 @@ pub fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         None => node::sibling_binary("cm_agent")?,
     };
     let server_bin = args.server_bin.map(|p| node::absolute(&p)).transpose()?;
-    let secret = Secret::load(&common::secret_path(&config_path, &config)?)?;
+    let secret = common::load_secret(&config_path, &config)?;
     let listen = node::resolve(&me.address, me.monitor_port)?;
     let spawn = AgentSpawn {
         agent_bin,

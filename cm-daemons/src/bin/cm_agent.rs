@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     match cm_daemons::agent::main(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("cm_agent: {e:#}");
+            eprintln!("cm_agent: {}", cm_daemons::common::error_text(&e));
             ExitCode::FAILURE
         }
     }

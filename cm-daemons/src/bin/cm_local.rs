@@ -12,9 +12,11 @@ use cm_core::params::Profile;
 use cm_daemons::local::cluster::{primary_node, summary};
 use cm_daemons::local::{LocalCluster, LocalOptions, bench, check_prerequisites, procs};
 
-/// cm_local: a local three-node cluster (3 CMS, 3 om_monitor/cm_agent, one PostgreSQL 1P2S group).
+/// cm_local: run a three-node cluster on this machine for trying cm out (3 cm_server,
+/// 3 om_monitor/cm_agent, one PostgreSQL group of 1 primary + 2 standbys), tear it down, or
+/// benchmark failover. Run it as root (PostgreSQL runs as the `postgres` user).
 #[derive(Debug, Parser)]
-#[command(name = "cm_local", version, about)]
+#[command(name = "cm_local", version)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -169,7 +171,7 @@ fn up(opts: LocalOptions) -> ExitCode {
     let mut c = match LocalCluster::create(opts) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cm_local: {e:#}");
+            eprintln!("cm_local: {}", cm_daemons::common::error_text(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -177,7 +179,7 @@ fn up(opts: LocalOptions) -> ExitCode {
     let _ = std::fs::write(c.paths.pid_file(), std::process::id().to_string());
     let result = bring_up(&mut c);
     if let Err(e) = &result {
-        eprintln!("cm_local: {e:#}");
+        eprintln!("cm_local: {}", cm_daemons::common::error_text(&e));
         eprintln!("logs: {}", c.paths.logs().display());
     } else {
         while !cancel.load(Ordering::SeqCst) {
@@ -289,7 +291,7 @@ fn down(dir: &Path, keep: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cm_local down: {e:#}");
+            eprintln!("cm_local down: {}", cm_daemons::common::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -15,8 +15,8 @@ use cm_core::params::{ParamSide, Params};
 /// cm_ctl: operate a cluster (start, stop, query, switch over, set parameters) through its
 /// cm_server leader and the nodes' om_monitors.
 ///
-/// Exit codes: 0 success; 1 refused, failed, unreachable, or (query) the cluster is Unavailable;
-/// 2 usage error.
+/// Exit codes: 0 success; 1 refused, failed, unreachable, or (query without --json) the
+/// cluster is Unavailable; 2 usage error.
 #[derive(Debug, Parser)]
 #[command(name = "cm_ctl", version)]
 pub struct Cli {
@@ -72,7 +72,7 @@ pub enum CtlCommand {
         timeout: u64,
     },
     /// Show the cluster status. Exits 1 when the cluster is Unavailable (some group has no
-    /// primary) or no cm_server leader answers.
+    /// primary) or no cm_server leader answers (with --json: 0 whenever a status is printed).
     ///
     /// DN table columns: P/S is the member's install-time role (the group's first member in the
     /// config is P; `switchover -a` makes it primary again), then the current role and state;

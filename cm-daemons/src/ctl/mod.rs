@@ -145,7 +145,8 @@ async fn query(client: &mut CtlClient, config: &ClusterConfig, view: View) -> u8
             } else {
                 print!("{}", render_query(&s, view.verbose, view.by_group));
             }
-            if s.state == ClusterHealth::Unavailable {
+            // JSON readers have the state in the object; scripts polling it keep exit 0.
+            if s.state == ClusterHealth::Unavailable && !view.json {
                 EXIT_FAILED
             } else {
                 EXIT_OK
@@ -156,7 +157,7 @@ async fn query(client: &mut CtlClient, config: &ClusterConfig, view: View) -> u8
         Err(e) => {
             let nodes: Vec<_> = config.nodes.iter().map(|n| n.id).collect();
             let answers = client
-                .monitors(&nodes, &MonitorRequest::Status, MONITOR_TIMEOUT)
+                .monitors(&nodes, &MonitorRequest::Status, Duration::from_secs(2))
                 .await;
             fail(&explain_no_leader(&answers).unwrap_or(e))
         }

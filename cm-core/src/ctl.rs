@@ -224,6 +224,10 @@ pub enum MonitorReply {
         agent_running: bool,
         /// Flags present.
         flags: FlagSet,
+        /// Why the node's cm_agent keeps exiting (its last error line), filled in by the
+        /// om_monitor daemon while no agent runs.
+        #[serde(default)]
+        agent_error: Option<String>,
     },
     /// Done.
     Done,

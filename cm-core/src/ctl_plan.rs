@@ -510,8 +510,12 @@ pub fn explain_no_leader(answers: &[(NodeId, Result<MonitorReply, String>)]) -> 
             }
             Ok(MonitorReply::Status {
                 agent_running: false,
+                agent_error,
                 ..
-            }) => no_agent.push(node.0.to_string()),
+            }) => no_agent.push(match agent_error {
+                Some(e) => format!("{} (it exits with: {e})", node.0),
+                None => node.0.to_string(),
+            }),
             Ok(_) => running.push(node.0.to_string()),
             Err(_) => silent.push(node.0.to_string()),
         }
@@ -548,6 +552,29 @@ pub fn explain_no_leader(answers: &[(NodeId, Result<MonitorReply, String>)]) -> 
         "no cm_server leader answers: {}{silent_note}",
         parts.join("; ")
     ))
+}
+
+/// Nodes an operator must look at, from the om_monitors' status answers: a node whose
+/// cm_agent is not running (and was not stopped by `cm_ctl stop`), with the agent's last error,
+/// or whose om_monitor did not answer. Empty when every node is fine.
+pub fn node_problems(answers: &[(NodeId, Result<MonitorReply, String>)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (node, answer) in answers {
+        match answer {
+            Ok(MonitorReply::Status {
+                agent_running: false,
+                flags,
+                agent_error,
+                ..
+            }) if flags.cluster_manual_start.is_none() => out.push(match agent_error {
+                Some(e) => format!("node {}: cm_agent is not running; it exits with: {e}", node.0),
+                None => format!("node {}: cm_agent is not running", node.0),
+            }),
+            Ok(_) => {}
+            Err(e) => out.push(format!("node {}: {e}", node.0)),
+        }
+    }
+    out
 }
 
 fn unreachable(

@@ -14,6 +14,7 @@ fn ok_status(n: u32) -> (NodeId, Result<MonitorReply, String>) {
             node: NodeId(n),
             agent_running: true,
             flags: FlagSet::default(),
+            agent_error: None,
         }),
     )
 }
@@ -256,6 +257,7 @@ fn stop_tells_the_leader_first_then_flags_every_node_then_waits_for_agents_to_ex
                 node: NodeId(n),
                 agent_running: false,
                 flags: FlagSet::default(),
+                agent_error: None,
             }),
         )
     };
@@ -453,6 +455,7 @@ fn a_stopped_cluster_is_explained_from_the_monitors_not_as_a_connection_error() 
                 node: NodeId(n),
                 agent_running: false,
                 flags,
+                agent_error: None,
             }),
         )
     };
@@ -471,10 +474,31 @@ fn a_stopped_cluster_is_explained_from_the_monitors_not_as_a_connection_error() 
             node: NodeId(2),
             agent_running: false,
             flags: FlagSet::default(),
+            agent_error: None,
         }),
     );
     let msg = explain_no_leader(&[ok_status(1), no_agent]).unwrap();
     assert!(msg.contains("no cm_agent runs on node 2"), "{msg}");
     assert!(msg.contains("cm_agent runs on node 1"), "{msg}");
     assert_eq!(explain_no_leader(&[down]), None);
+}
+
+#[test]
+fn node_problems_name_a_failing_agent_and_its_error() {
+    let failing = (
+        NodeId(3),
+        Ok(MonitorReply::Status {
+            node: NodeId(3),
+            agent_running: false,
+            flags: FlagSet::default(),
+            agent_error: Some("cluster.toml:4: unknown key `nme`".into()),
+        }),
+    );
+    assert_eq!(
+        node_problems(&[ok_status(1), failing.clone()]),
+        vec!["node 3: cm_agent is not running; it exits with: cluster.toml:4: unknown key `nme`"]
+    );
+    assert_eq!(node_problems(&[ok_status(1), ok_status(2)]), Vec::<String>::new());
+    let msg = explain_no_leader(&[failing]).unwrap();
+    assert!(msg.contains("no cm_agent runs on node 3 (it exits with: cluster.toml:4"), "{msg}");
 }

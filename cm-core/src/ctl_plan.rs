@@ -163,7 +163,11 @@ impl Plan {
         {
             return None;
         }
-        let nodes: Vec<String> = self.agents_running.iter().map(|n| n.0.to_string()).collect();
+        let nodes: Vec<String> = self
+            .agents_running
+            .iter()
+            .map(|n| n.0.to_string())
+            .collect();
         Some(format!(
             "waiting for cm_agent to stop the instances and exit on node {}",
             nodes.join(", ")
@@ -537,7 +541,10 @@ pub fn explain_no_leader(answers: &[(NodeId, Result<MonitorReply, String>)]) -> 
     }
     let mut parts = Vec::new();
     if !stopped.is_empty() {
-        parts.push(format!("stopped by `cm_ctl stop` on node {}", stopped.join(", ")));
+        parts.push(format!(
+            "stopped by `cm_ctl stop` on node {}",
+            stopped.join(", ")
+        ));
     }
     if !no_agent.is_empty() {
         parts.push(format!(
@@ -567,7 +574,10 @@ pub fn node_problems(answers: &[(NodeId, Result<MonitorReply, String>)]) -> Vec<
                 agent_error,
                 ..
             }) if flags.cluster_manual_start.is_none() => out.push(match agent_error {
-                Some(e) => format!("node {}: cm_agent is not running; it exits with: {e}", node.0),
+                Some(e) => format!(
+                    "node {}: cm_agent is not running; it exits with: {e}",
+                    node.0
+                ),
                 None => format!("node {}: cm_agent is not running", node.0),
             }),
             Ok(_) => {}

@@ -374,9 +374,7 @@ fn start_times_out_when_no_leader_ever_accepts_cluster_starting() {
 
 #[test]
 fn progress_names_what_is_missing() {
-    assert!(
-        waiting_for(&Err("connection refused".into())).starts_with("no cm_server leader yet"),
-    );
+    assert!(waiting_for(&Err("connection refused".into())).starts_with("no cm_server leader yet"),);
     let mut s = status(ClusterHealth::Degraded, DnRole::Standby, DbState::Building);
     assert_eq!(waiting_for(&Ok(s.clone())), "building 6002");
     s.groups[0].members[1].state = DbState::CatchUp;
@@ -409,12 +407,20 @@ fn start_timeout_says_what_was_missing() {
     )
     .unwrap();
     p.next(StepResult::Begin);
-    p.next(StepResult::Monitors(vec![ok_status(1), ok_status(2), ok_status(3)]));
+    p.next(StepResult::Monitors(vec![
+        ok_status(1),
+        ok_status(2),
+        ok_status(3),
+    ]));
     let done = |n| (NodeId(n), Ok(MonitorReply::Done));
     p.next(StepResult::Monitors(vec![done(1), done(2), done(3)]));
     p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
     let step = p.next(StepResult::Status {
-        status: Ok(status(ClusterHealth::Degraded, DnRole::Standby, DbState::Building)),
+        status: Ok(status(
+            ClusterHealth::Degraded,
+            DnRole::Standby,
+            DbState::Building,
+        )),
         elapsed: Duration::from_secs(5),
     });
     let Step::Failed(msg) = step else {
@@ -435,7 +441,12 @@ fn stop_with_every_node_down_does_not_claim_nodes_are_stopping() {
     .unwrap();
     p.next(StepResult::Begin);
     p.next(StepResult::Leader(Err("unreachable".into())));
-    let down = |n| (NodeId(n), Err::<MonitorReply, String>("connection refused".into()));
+    let down = |n| {
+        (
+            NodeId(n),
+            Err::<MonitorReply, String>("connection refused".into()),
+        )
+    };
     let step = p.next(StepResult::Monitors(vec![down(1), down(2), down(3)]));
     let Step::Failed(msg) = step else {
         panic!("{step:?}")
@@ -498,7 +509,13 @@ fn node_problems_name_a_failing_agent_and_its_error() {
         node_problems(&[ok_status(1), failing.clone()]),
         vec!["node 3: cm_agent is not running; it exits with: cluster.toml:4: unknown key `nme`"]
     );
-    assert_eq!(node_problems(&[ok_status(1), ok_status(2)]), Vec::<String>::new());
+    assert_eq!(
+        node_problems(&[ok_status(1), ok_status(2)]),
+        Vec::<String>::new()
+    );
     let msg = explain_no_leader(&[failing]).unwrap();
-    assert!(msg.contains("no cm_agent runs on node 3 (it exits with: cluster.toml:4"), "{msg}");
+    assert!(
+        msg.contains("no cm_agent runs on node 3 (it exits with: cluster.toml:4"),
+        "{msg}"
+    );
 }

@@ -227,7 +227,6 @@ pub enum MonitorCommand {
     },
 }
 
-/// What the monitor shows (plain data).
 /// Longest back-off between restarts of an agent that keeps exiting at once, in checks.
 pub const MAX_RESTART_BACKOFF_CHECKS: u32 = 60;
 
@@ -248,6 +247,7 @@ pub fn restart_due(attempts: u32) -> bool {
     at == attempts
 }
 
+/// What the monitor shows (plain data).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorStatus {
     /// This node.

@@ -496,7 +496,10 @@ fn an_agent_that_exits_at_once_is_restarted_less_and_less_often() {
     let mut starts = Vec::new();
     for s in 0..40 {
         let cmds = m.step(at(s), sample(vec![], FlagSet::default()));
-        if cmds.iter().any(|c| matches!(c, MonitorCommand::StartAgent { .. })) {
+        if cmds
+            .iter()
+            .any(|c| matches!(c, MonitorCommand::StartAgent { .. }))
+        {
             starts.push(s);
             // It dies before the next check.
             m.step(at(s), MonitorInput::AgentExited { abnormal: true });
@@ -504,7 +507,10 @@ fn an_agent_that_exits_at_once_is_restarted_less_and_less_often() {
     }
     assert_eq!(starts, vec![0, 1, 2, 4, 8, 16, 32]);
     // Once it runs, the count resets and a later crash is restarted at once again.
-    m.step(at(40), sample(vec![mine(10, ProcState::Running)], FlagSet::default()));
+    m.step(
+        at(40),
+        sample(vec![mine(10, ProcState::Running)], FlagSet::default()),
+    );
     m.step(at(41), MonitorInput::AgentExited { abnormal: true });
     assert_eq!(
         m.step(at(42), sample(vec![], FlagSet::default())),

@@ -384,7 +384,13 @@ pub fn reference_markdown() -> String {
             Some(a) => format!("`{}` (alias `{a}`)", p.name),
             None => format!("`{}`", p.name),
         };
-        let cell = |v: &str| if v.is_empty() { "''".to_string() } else { format!("`{v}`") };
+        let cell = |v: &str| {
+            if v.is_empty() {
+                "''".to_string()
+            } else {
+                format!("`{v}`")
+            }
+        };
         let _ = writeln!(
             out,
             "| {name} | {} | {} | {} | {} | {} | {} |",

@@ -198,7 +198,10 @@ mod tests {
         let mut cfg = ClusterConfig::from_toml_str(SAMPLE).unwrap();
         cfg.secret_file = Some("/nonexistent-cm-dir/secret".into());
         let text = error_text(&load_secret(Path::new("/etc/cm/cluster.toml"), &cfg).unwrap_err());
-        assert!(text.contains("head -c 32 /dev/urandom | base64 > /nonexistent-cm-dir/secret"), "{text}");
+        assert!(
+            text.contains("head -c 32 /dev/urandom | base64 > /nonexistent-cm-dir/secret"),
+            "{text}"
+        );
         // A cause already in its message is printed once (SecretError::Read carries its
         // source in its text and as its source).
         let dir = std::env::temp_dir().join(format!("cm-secret-dir-{}", std::process::id()));

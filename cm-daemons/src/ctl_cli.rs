@@ -163,7 +163,11 @@ impl std::fmt::Display for UsageError {
 pub fn resolve_node(config: &ClusterConfig, given: &str) -> Result<NodeId, UsageError> {
     let found = match given.trim().parse::<u32>() {
         Ok(id) => config.node(NodeId(id)).map(|n| n.id),
-        Err(_) => config.nodes.iter().find(|n| n.name == given.trim()).map(|n| n.id),
+        Err(_) => config
+            .nodes
+            .iter()
+            .find(|n| n.name == given.trim())
+            .map(|n| n.id),
     };
     found.ok_or_else(|| {
         let known: Vec<String> = config
@@ -437,14 +441,24 @@ pub fn render_query(s: &ClusterStatus, verbose: bool, by_group: bool) -> String 
     let mut out = String::new();
     if by_group {
         out.push_str("[  CMServer State   ]\n\n");
-        let mut rows = vec![vec!["node".to_string(), "name".into(), "node_ip".into(), "state".into()]];
+        let mut rows = vec![vec![
+            "node".to_string(),
+            "name".into(),
+            "node_ip".into(),
+            "state".into(),
+        ]];
         for c in &s.cms {
             let role = match c.role {
                 CmsRole::Primary => "Primary",
                 CmsRole::Standby => "Standby",
                 CmsRole::Down => "Down",
             };
-            rows.push(vec![c.node.0.to_string(), c.name.clone(), c.address.clone(), role.into()]);
+            rows.push(vec![
+                c.node.0.to_string(),
+                c.name.clone(),
+                c.address.clone(),
+                role.into(),
+            ]);
         }
         out.push_str(&table(&rows));
         out.push('\n');

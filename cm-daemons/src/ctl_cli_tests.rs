@@ -236,15 +236,38 @@ fn query_renders_cm_layout_with_a_header_row_port_and_lag() {
     assert_eq!(
         cells(dn[2]),
         [
-            "1", "n1", "127.0.0.1", "6001", "5432", "/data/dn1", "P", "Primary", "Normal", "-",
-            "3", "2", "1/00000010"
+            "1",
+            "n1",
+            "127.0.0.1",
+            "6001",
+            "5432",
+            "/data/dn1",
+            "P",
+            "Primary",
+            "Normal",
+            "-",
+            "3",
+            "2",
+            "1/00000010"
         ]
     );
     assert_eq!(
         cells(dn[3]),
         [
-            "2", "n2", "127.0.0.2", "6002", "5432", "/data/dn2", "S", "Standby", "Normal", "0",
-            "B", "3", "2", "1/00000010"
+            "2",
+            "n2",
+            "127.0.0.2",
+            "6002",
+            "5432",
+            "/data/dn2",
+            "S",
+            "Standby",
+            "Normal",
+            "0",
+            "B",
+            "3",
+            "2",
+            "1/00000010"
         ]
     );
     let plain = render_query(&s, false, false);
@@ -289,7 +312,10 @@ fn nodes_are_named_by_id_or_name() {
         op(&["switchover", "-n", "2", "-D", "/data/dn2"]).unwrap()
     );
     let err = op(&["stop", "-n", "n9"]).unwrap_err().0;
-    assert!(err.contains("no such node (nodes: 1 (n1), 2 (n2))"), "{err}");
+    assert!(
+        err.contains("no such node (nodes: 1 (n1), 2 (n2))"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -322,7 +348,14 @@ fn help_describes_cm_ctl_and_the_p_s_letter() {
     let mut cmd = Cli::command();
     let about = cmd.get_about().unwrap().to_string();
     assert!(about.starts_with("cm_ctl: operate a cluster"), "{about}");
-    let query = cmd.find_subcommand_mut("query").unwrap().render_long_help().to_string();
+    let query = cmd
+        .find_subcommand_mut("query")
+        .unwrap()
+        .render_long_help()
+        .to_string();
     assert!(query.contains("install-time role"), "{query}");
-    assert!(query.contains("Exits 1 when the cluster is Unavailable"), "{query}");
+    assert!(
+        query.contains("Exits 1 when the cluster is Unavailable"),
+        "{query}"
+    );
 }

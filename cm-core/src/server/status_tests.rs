@@ -71,7 +71,10 @@ fn a_member_not_heard_from_shows_unknown_state_not_its_last_report() {
     }
     let s = status(&h);
     let third = &s.groups[0].members[2];
-    assert_eq!((third.role, third.state), (DnRole::Unknown, DbState::Unknown));
+    assert_eq!(
+        (third.role, third.state),
+        (DnRole::Unknown, DbState::Unknown)
+    );
     assert_eq!(s.state, ClusterHealth::Degraded);
 }
 

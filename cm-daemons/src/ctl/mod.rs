@@ -14,8 +14,11 @@ use std::time::Duration;
 use std::fmt::Write as _;
 
 use cm_core::config::ClusterConfig;
-use cm_core::ctl::{ClusterHealth, ClusterStatus, CtlReply, CtlRequest, MonitorRequest};
-use cm_core::ctl_plan::{Operation, Plan, Step, StepResult, explain_no_leader, waiting_for};
+use cm_core::ctl::{ClusterHealth, ClusterStatus, CmsRole, CtlReply, CtlRequest, MonitorRequest};
+use cm_core::ctl_plan::{
+    Operation, Plan, Step, StepResult, explain_no_leader, node_problems, waiting_for,
+};
+use cm_core::dn::DnRole;
 use cm_core::params::{ParamSide, Params};
 
 use crate::common;
@@ -144,6 +147,20 @@ async fn query(client: &mut CtlClient, config: &ClusterConfig, view: View) -> u8
                 }
             } else {
                 print!("{}", render_query(&s, view.verbose, view.by_group));
+                if needs_node_check(&s) {
+                    // Something is not heard from: ask the nodes' om_monitors why.
+                    let nodes: Vec<_> = config.nodes.iter().map(|n| n.id).collect();
+                    let answers = client
+                        .monitors(&nodes, &MonitorRequest::Status, Duration::from_secs(2))
+                        .await;
+                    let problems = node_problems(&answers);
+                    if !problems.is_empty() {
+                        println!("\n[  Node problems    ]\n");
+                        for p in problems {
+                            println!("{p}");
+                        }
+                    }
+                }
             }
             // JSON readers have the state in the object; scripts polling it keep exit 0.
             if s.state == ClusterHealth::Unavailable && !view.json {
@@ -162,6 +179,15 @@ async fn query(client: &mut CtlClient, config: &ClusterConfig, view: View) -> u8
             fail(&explain_no_leader(&answers).unwrap_or(e))
         }
     }
+}
+
+/// Whether a status has a member or CMS not heard from (then `query` asks the om_monitors).
+fn needs_node_check(s: &ClusterStatus) -> bool {
+    s.cms.iter().any(|c| c.role == CmsRole::Down)
+        || s.groups
+            .iter()
+            .flat_map(|g| g.members.iter())
+            .any(|m| matches!(m.role, DnRole::Unknown | DnRole::Down))
 }
 
 /// `list --param`: the leader's values, or, without a leader, the config file's.
@@ -271,10 +297,20 @@ pub fn params_table(list: &[(String, ParamSide, String)]) -> String {
         rows.push([
             name.clone(),
             side.to_string(),
-            if value.is_empty() { "''".into() } else { value.clone() },
+            if value.is_empty() {
+                "''".into()
+            } else {
+                value.clone()
+            },
             found.map(|p| p.unit.to_owned()).unwrap_or_default(),
             found
-                .map(|p| if p.default.is_empty() { "''".into() } else { p.default.clone() })
+                .map(|p| {
+                    if p.default.is_empty() {
+                        "''".into()
+                    } else {
+                        p.default.clone()
+                    }
+                })
                 .unwrap_or_default(),
         ]);
     }
@@ -302,11 +338,22 @@ mod tests {
     #[test]
     fn list_param_prints_a_header_units_and_defaults() {
         let text = params_table(&[
-            ("instance_heartbeat_timeout".into(), ParamSide::Server, "3".into()),
-            ("third_party_gateway_ip".into(), ParamSide::Server, String::new()),
+            (
+                "instance_heartbeat_timeout".into(),
+                ParamSide::Server,
+                "3".into(),
+            ),
+            (
+                "third_party_gateway_ip".into(),
+                ParamSide::Server,
+                String::new(),
+            ),
         ]);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["name", "side", "value", "unit", "default"]);
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["name", "side", "value", "unit", "default"]
+        );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
             ["instance_heartbeat_timeout", "server", "3", "s", "6"]
@@ -320,7 +367,10 @@ mod tests {
     #[test]
     fn progress_lines_name_what_is_missing() {
         let line = progress(&Err("can't connect".into()), Duration::from_secs(3));
-        assert_eq!(line, "... waiting: no cm_server leader yet (can't connect) (3 s)");
+        assert_eq!(
+            line,
+            "... waiting: no cm_server leader yet (can't connect) (3 s)"
+        );
         let s = ClusterStatus {
             cluster: "demo".into(),
             quorum_term: QuorumTerm(1),

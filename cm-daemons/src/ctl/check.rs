@@ -16,8 +16,13 @@ pub fn cmdline_matches(argv: &[String], binary: &str, path: &str, cwd: &Path) ->
         return false;
     }
     let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let want = canonical(&here, path);
-    argv[1..].iter().any(|a| {
+    names_path(&argv[1..], &canonical(&here, path), cwd)
+}
+
+/// Whether some argument names the file `want` (canonical), alone, as `--opt=PATH` or glued
+/// to a short option; relative arguments are taken from the process's working dir `cwd`.
+pub fn names_path(args: &[String], want: &Path, cwd: &Path) -> bool {
+    args.iter().any(|a| {
         let value = match a.split_once('=') {
             Some((opt, v)) if opt.starts_with('-') => v,
             _ if a.starts_with('-') && !a.starts_with("--") && a.len() > 2 => &a[2..],
@@ -29,7 +34,7 @@ pub fn cmdline_matches(argv: &[String], binary: &str, path: &str, cwd: &Path) ->
 
 /// `p` as an absolute path without `.`, `..` or symbolic links (lexically when it does not
 /// exist).
-fn canonical(base: &Path, p: &str) -> PathBuf {
+pub fn canonical(base: &Path, p: &str) -> PathBuf {
     let joined = base.join(p);
     if let Ok(c) = std::fs::canonicalize(&joined) {
         return c;

@@ -359,3 +359,24 @@ fn help_describes_cm_ctl_and_the_p_s_letter() {
         "{query}"
     );
 }
+
+#[test]
+fn the_operator_guide_documents_every_cm_ctl_command() {
+    use clap::CommandFactory as _;
+    let guide = include_str!("../../docs/operator-guide.md");
+    let missing: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .filter(|name| name != "help")
+        .filter(|name| {
+            !guide.lines().any(|l| {
+                l.starts_with("### cm_ctl ")
+                    && l.split([' ', '/']).any(|w| w == name.as_str())
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/operator-guide.md has no section or example for cm_ctl {missing:?}"
+    );
+}

@@ -54,6 +54,13 @@ pub enum Operation {
     },
     /// Any request answered by the CMS leader alone (switchover, pause, resume, set, ...).
     Leader(CtlRequest),
+    /// `cm_ctl build -n NODE -D DIR`: ask the leader, then wait for the outcome.
+    Build {
+        /// The standby to rebuild.
+        instance: InstanceId,
+        /// `-t`.
+        timeout: Duration,
+    },
 }
 
 /// One step for the executor.
@@ -118,7 +125,14 @@ pub struct Plan {
     leader_told: bool,
     /// `cm_ctl stop`: the nodes whose cm_agent still ran at the last check.
     agents_running: Vec<NodeId>,
+    /// `cm_ctl build`: the instance was seen other than a Normal standby since the request
+    /// (the build started).
+    build_seen: bool,
 }
+
+/// A build whose instance stays a Normal standby this long after the request changed nothing
+/// visible (the standby was in sync, or the build ran between two polls): done.
+pub const BUILD_QUIET: Duration = Duration::from_secs(5);
 
 /// How often cm_ctl polls while waiting (CM sleeps 3 s; 1 s shows progress sooner).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -151,6 +165,7 @@ impl Plan {
             phase: Phase::Start,
             leader_told: false,
             agents_running: Vec::new(),
+            build_seen: false,
         })
     }
 
@@ -178,6 +193,7 @@ impl Plan {
     pub fn next(&mut self, result: StepResult) -> Step {
         let step = match self.op.clone() {
             Operation::Leader(req) => self.leader_only(req, result),
+            Operation::Build { instance, timeout } => self.build(instance, timeout, result),
             Operation::StartCluster { timeout } => self.start_cluster(timeout, result),
             Operation::StopCluster { mode, timeout } => self.stop_cluster(mode, timeout, result),
             Operation::StartInstance { timeout, .. } => self.start_instances(timeout, result),
@@ -198,6 +214,60 @@ impl Plan {
                 Step::Leader(req)
             }
             (Phase::LeaderTold, StepResult::Leader(r)) => leader_outcome(r),
+            _ => Step::Failed("internal: unexpected step result".into()),
+        }
+    }
+
+    /// Build: the leader accepts, then the instance is polled until it is a Normal standby
+    /// again after the build (or for [`BUILD_QUIET`] without any change: nothing was needed),
+    /// fails on `Build failed`, or the timeout passes.
+    fn build(&mut self, instance: InstanceId, timeout: Duration, result: StepResult) -> Step {
+        match (self.phase, result) {
+            (Phase::Start, _) => {
+                self.phase = Phase::LeaderTold;
+                Step::Leader(CtlRequest::Build { instance })
+            }
+            (Phase::LeaderTold, StepResult::Leader(r)) => match leader_outcome(r) {
+                Step::Done(_) => {
+                    self.phase = Phase::Polling;
+                    Step::PollStatus {
+                        after: POLL_INTERVAL,
+                    }
+                }
+                other => other,
+            },
+            (Phase::Polling, StepResult::Status { status, elapsed }) => {
+                if let Ok(s) = &status {
+                    match instance_row(s, instance).map(|r| (r.role, r.state)) {
+                        Some((_, DbState::BuildFailed)) => {
+                            return Step::Failed(format!(
+                                "the build of {} failed; the agent's log on its node says why",
+                                instance.0
+                            ));
+                        }
+                        Some((DnRole::Standby, DbState::Normal)) => {
+                            if self.build_seen || elapsed >= BUILD_QUIET {
+                                return Step::Done(format!(
+                                    "build of {} done: it is a Normal standby",
+                                    instance.0
+                                ));
+                            }
+                        }
+                        _ => self.build_seen = true,
+                    }
+                }
+                if elapsed >= timeout {
+                    let missing = waiting_for(&status);
+                    return Step::Failed(format!(
+                        "build of {} did not finish within {} s ({missing}); check `cm_ctl query -Cv`",
+                        instance.0,
+                        timeout.as_secs()
+                    ));
+                }
+                Step::PollStatus {
+                    after: POLL_INTERVAL,
+                }
+            }
             _ => Step::Failed("internal: unexpected step result".into()),
         }
     }

@@ -519,3 +519,96 @@ fn node_problems_name_a_failing_agent_and_its_error() {
         "{msg}"
     );
 }
+
+fn build_plan() -> Plan {
+    let mut p = Plan::new(
+        &config(),
+        Operation::Build {
+            instance: InstanceId(6002),
+            timeout: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        p.next(StepResult::Begin),
+        Step::Leader(CtlRequest::Build {
+            instance: InstanceId(6002)
+        })
+    );
+    assert_eq!(
+        p.next(StepResult::Leader(Ok(CtlReply::Accepted))),
+        Step::PollStatus {
+            after: POLL_INTERVAL
+        }
+    );
+    p
+}
+
+fn poll(p: &mut Plan, role: DnRole, state: DbState, secs: u64) -> Step {
+    p.next(StepResult::Status {
+        status: Ok(status(ClusterHealth::Degraded, role, state)),
+        elapsed: Duration::from_secs(secs),
+    })
+}
+
+#[test]
+fn build_waits_for_the_standby_to_be_built_and_normal_again() {
+    let mut p = build_plan();
+    // Still the old Normal standby right after the request: not done yet.
+    assert!(matches!(
+        poll(&mut p, DnRole::Standby, DbState::Normal, 1),
+        Step::PollStatus { .. }
+    ));
+    assert!(matches!(
+        poll(&mut p, DnRole::Pending, DbState::Building, 2),
+        Step::PollStatus { .. }
+    ));
+    assert!(matches!(
+        poll(&mut p, DnRole::Standby, DbState::CatchUp, 3),
+        Step::PollStatus { .. }
+    ));
+    assert!(matches!(
+        poll(&mut p, DnRole::Standby, DbState::Normal, 4),
+        Step::Done(_)
+    ));
+}
+
+#[test]
+fn a_failed_build_fails_the_command() {
+    let mut p = build_plan();
+    poll(&mut p, DnRole::Pending, DbState::Building, 1);
+    let Step::Failed(msg) = poll(&mut p, DnRole::Down, DbState::BuildFailed, 2) else {
+        panic!("a failed build must fail cm_ctl build")
+    };
+    assert!(msg.contains("build of 6002 failed"), "{msg}");
+}
+
+#[test]
+fn a_build_refused_or_timed_out_fails() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::Build {
+            instance: InstanceId(6002),
+            timeout: Duration::from_secs(10),
+        },
+    )
+    .unwrap();
+    p.next(StepResult::Begin);
+    assert!(matches!(
+        p.next(StepResult::Leader(Ok(CtlReply::Refused(Refusal::Paused)))),
+        Step::Failed(_)
+    ));
+    let mut p = build_plan();
+    poll(&mut p, DnRole::Down, DbState::Unknown, 1);
+    let Step::Failed(msg) = poll(&mut p, DnRole::Down, DbState::Unknown, 60) else {
+        panic!("timeout")
+    };
+    assert!(msg.contains("did not finish within 60 s"), "{msg}");
+    assert!(msg.contains("6002 Down Unknown"), "{msg}");
+    // A standby that stays Normal for BUILD_QUIET: nothing visible to wait for.
+    let mut p = build_plan();
+    assert!(matches!(
+        poll(&mut p, DnRole::Standby, DbState::Normal, 5),
+        Step::Done(_)
+    ));
+}

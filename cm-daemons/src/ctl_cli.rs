@@ -139,11 +139,16 @@ pub enum CtlCommand {
         #[arg(short = 'T')]
         path: String,
     },
-    /// Rebuild a standby from its primary.
+    /// Rebuild a standby from its primary; waits until it is a Normal standby again and exits 1
+    /// if the build fails.
     Build {
         /// The standby.
         #[command(flatten)]
         target: Target,
+        /// Seconds to wait for the result (at least 1).
+        #[arg(short = 't', long = "timeout", default_value_t = 600,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
     },
 }
 
@@ -268,8 +273,11 @@ pub fn operation(
                 }
             }
         }
-        CtlCommand::Build { target } => match resolve(config, target)? {
-            (_, Some(instance)) => Operation::Leader(CtlRequest::Build { instance }),
+        CtlCommand::Build { target, timeout } => match resolve(config, target)? {
+            (_, Some(instance)) => Operation::Build {
+                instance,
+                timeout: Duration::from_secs(*timeout),
+            },
             _ => return Err(UsageError("build needs -n NODE -D DATADIR".into())),
         },
         CtlCommand::Pause => Operation::Leader(CtlRequest::Pause),

@@ -370,13 +370,23 @@ fn the_operator_guide_documents_every_cm_ctl_command() {
         .filter(|name| name != "help")
         .filter(|name| {
             !guide.lines().any(|l| {
-                l.starts_with("### cm_ctl ")
-                    && l.split([' ', '/']).any(|w| w == name.as_str())
+                l.starts_with("### cm_ctl ") && l.split([' ', '/']).any(|w| w == name.as_str())
             })
         })
         .collect();
     assert!(
         missing.is_empty(),
         "docs/operator-guide.md has no section or example for cm_ctl {missing:?}"
+    );
+}
+
+#[test]
+fn build_waits_for_its_outcome() {
+    assert_eq!(
+        op(&["build", "-n", "n2", "-D", "/data/dn2", "-t", "30"]).unwrap(),
+        Some(Operation::Build {
+            instance: InstanceId(6002),
+            timeout: Duration::from_secs(30)
+        })
     );
 }

@@ -390,7 +390,7 @@ fn progress_names_what_is_missing() {
         (m.role, m.state) = (DnRole::Standby, DbState::Normal);
     }
     assert_eq!(
-        waiting_for(&Ok(s.clone())),
+        waiting_for(&Ok(s)),
         "group 1: no primary yet (arbitration: Lock1 quorum not reached)"
     );
     let healthy = status(ClusterHealth::Normal, DnRole::Standby, DbState::Normal);
@@ -458,8 +458,10 @@ fn stop_with_every_node_down_does_not_claim_nodes_are_stopping() {
 #[test]
 fn a_stopped_cluster_is_explained_from_the_monitors_not_as_a_connection_error() {
     let flagged = |n| {
-        let mut flags = FlagSet::default();
-        flags.cluster_manual_start = Some(StopMode::Fast);
+        let flags = FlagSet {
+            cluster_manual_start: Some(StopMode::Fast),
+            ..FlagSet::default()
+        };
         (
             NodeId(n),
             Ok(MonitorReply::Status {

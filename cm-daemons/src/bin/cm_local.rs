@@ -191,7 +191,7 @@ fn up(opts: LocalOptions) -> ExitCode {
     let _ = std::fs::write(c.paths.pid_file(), std::process::id().to_string());
     let result = bring_up(&mut c);
     if let Err(e) = &result {
-        eprintln!("cm_local: {}", cm_daemons::common::error_text(&e));
+        eprintln!("cm_local: {}", cm_daemons::common::error_text(e));
         eprintln!("logs: {}", c.paths.logs().display());
     } else {
         while !cancel.load(Ordering::SeqCst) {

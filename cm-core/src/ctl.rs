@@ -143,8 +143,12 @@ pub struct DnRow {
     pub data_dir: String,
     /// Port.
     pub port: u16,
-    /// Static role: `P` if static primary, else `S`.
+    /// The arbitration's static primary (§4.2), which a failover may move; not the P/S letter.
     pub static_primary: bool,
+    /// The install-time role (`P` in `cm_ctl query`): the group's first member in the config,
+    /// which `switchover -a` restores.
+    #[serde(default)]
+    pub install_primary: bool,
     /// Dynamic role.
     pub role: DnRole,
     /// HA state.
@@ -153,6 +157,13 @@ pub struct DnRow {
     pub term: Term,
     /// Position.
     pub position: Position,
+    /// The position's LSN in PostgreSQL's `X/XXXXXXXX` form (what `cm_ctl query -v` prints).
+    #[serde(default)]
+    pub lsn: String,
+    /// Replication lag in bytes behind the group's primary (standbys on the primary's timeline
+    /// with a known position; `None` otherwise).
+    #[serde(default)]
+    pub lag_bytes: Option<u64>,
     /// Read-only.
     pub read_only: bool,
     /// A standby of the valid primary that does not stream from it: for how long (issue 18,
@@ -233,6 +244,10 @@ pub enum MonitorReply {
         agent_running: bool,
         /// Flags present.
         flags: FlagSet,
+        /// Why the node's cm_agent keeps exiting (its last error line), filled in by the
+        /// om_monitor daemon while no agent runs.
+        #[serde(default)]
+        agent_error: Option<String>,
     },
     /// Done.
     Done,

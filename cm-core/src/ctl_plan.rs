@@ -66,6 +66,13 @@ pub enum Operation {
     },
     /// Any request answered by the CMS leader alone (switchover -a, pause, resume, set, ...).
     Leader(CtlRequest),
+    /// `cm_ctl build -n NODE -D DIR`: ask the leader, then wait for the outcome.
+    Build {
+        /// The standby to rebuild.
+        instance: InstanceId,
+        /// `-t`.
+        timeout: Duration,
+    },
 }
 
 /// One step for the executor.
@@ -132,7 +139,16 @@ pub struct Plan {
     /// higher term is this one), and what the last poll showed it waiting for.
     switchover_base: Option<Term>,
     waiting: Option<String>,
+    /// `cm_ctl stop`: the nodes whose cm_agent still ran at the last check.
+    agents_running: Vec<NodeId>,
+    /// `cm_ctl build`: the instance was seen other than a Normal standby since the request
+    /// (the build started).
+    build_seen: bool,
 }
+
+/// A build whose instance stays a Normal standby this long after the request changed nothing
+/// visible (the standby was in sync, or the build ran between two polls): done.
+pub const BUILD_QUIET: Duration = Duration::from_secs(5);
 
 /// How often cm_ctl polls while waiting (CM sleeps 3 s; 1 s shows progress sooner).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -166,7 +182,29 @@ impl Plan {
             leader_told: false,
             switchover_base: None,
             waiting: None,
+            agents_running: Vec::new(),
+            build_seen: false,
         })
+    }
+
+    /// While a whole-cluster stop waits: what it waits for (the leader's status is not needed
+    /// then, and its absence is expected, so it is neither queried nor shown).
+    pub fn waiting_on(&self) -> Option<String> {
+        if !matches!(self.op, Operation::StopCluster { .. })
+            || self.phase != Phase::Polling
+            || self.agents_running.is_empty()
+        {
+            return None;
+        }
+        let nodes: Vec<String> = self
+            .agents_running
+            .iter()
+            .map(|n| n.0.to_string())
+            .collect();
+        Some(format!(
+            "waiting for cm_agent to stop the instances and exit on node {}",
+            nodes.join(", ")
+        ))
     }
 
     /// The next step, given the result of the previous one.
@@ -178,6 +216,7 @@ impl Plan {
                 fast,
                 wait,
             } => self.switchover(instance, fast, wait, result),
+            Operation::Build { instance, timeout } => self.build(instance, timeout, result),
             Operation::StartCluster { timeout } => self.start_cluster(timeout, result),
             Operation::StopCluster { mode, timeout } => self.stop_cluster(mode, timeout, result),
             Operation::StartInstance { timeout, .. } => self.start_instances(timeout, result),
@@ -198,6 +237,60 @@ impl Plan {
                 Step::Leader(req)
             }
             (Phase::LeaderTold, StepResult::Leader(r)) => leader_outcome(r),
+            _ => Step::Failed("internal: unexpected step result".into()),
+        }
+    }
+
+    /// Build: the leader accepts, then the instance is polled until it is a Normal standby
+    /// again after the build (or for [`BUILD_QUIET`] without any change: nothing was needed),
+    /// fails on `Build failed`, or the timeout passes.
+    fn build(&mut self, instance: InstanceId, timeout: Duration, result: StepResult) -> Step {
+        match (self.phase, result) {
+            (Phase::Start, _) => {
+                self.phase = Phase::LeaderTold;
+                Step::Leader(CtlRequest::Build { instance })
+            }
+            (Phase::LeaderTold, StepResult::Leader(r)) => match leader_outcome(r) {
+                Step::Done(_) => {
+                    self.phase = Phase::Polling;
+                    Step::PollStatus {
+                        after: POLL_INTERVAL,
+                    }
+                }
+                other => other,
+            },
+            (Phase::Polling, StepResult::Status { status, elapsed }) => {
+                if let Ok(s) = &status {
+                    match instance_row(s, instance).map(|r| (r.role, r.state)) {
+                        Some((_, DbState::BuildFailed)) => {
+                            return Step::Failed(format!(
+                                "the build of {} failed; the agent's log on its node says why",
+                                instance.0
+                            ));
+                        }
+                        Some((DnRole::Standby, DbState::Normal)) => {
+                            if self.build_seen || elapsed >= BUILD_QUIET {
+                                return Step::Done(format!(
+                                    "build of {} done: it is a Normal standby",
+                                    instance.0
+                                ));
+                            }
+                        }
+                        _ => self.build_seen = true,
+                    }
+                }
+                if elapsed >= timeout {
+                    let missing = waiting_for(&status);
+                    return Step::Failed(format!(
+                        "build of {} did not finish within {} s ({missing}); check `cm_ctl query -Cv`",
+                        instance.0,
+                        timeout.as_secs()
+                    ));
+                }
+                Step::PollStatus {
+                    after: POLL_INTERVAL,
+                }
+            }
             _ => Step::Failed("internal: unexpected step result".into()),
         }
     }
@@ -336,6 +429,10 @@ impl Plan {
             }
             (Phase::FlagsWritten, StepResult::Monitors(answers)) => {
                 match failed(&self.nodes, &answers) {
+                    Some(msg) if answers.iter().all(|(_, a)| a.is_err()) => Step::Failed(format!(
+                        "no node's om_monitor answered, nothing was stopped: {msg}; \
+                         check that om_monitor runs on the nodes (systemd unit or cron line)"
+                    )),
                     Some(msg) => Step::Failed(format!(
                         "the stop flag could not be written everywhere: {msg}; nodes that got it are stopping"
                     )),
@@ -349,7 +446,7 @@ impl Plan {
                 }
             }
             (Phase::Polling, StepResult::Monitors(answers)) => {
-                let running: Vec<String> = answers
+                let running: Vec<NodeId> = answers
                     .iter()
                     .filter(|(_, a)| {
                         matches!(
@@ -360,8 +457,9 @@ impl Plan {
                             })
                         )
                     })
-                    .map(|(n, _)| n.0.to_string())
+                    .map(|(n, _)| *n)
                     .collect();
+                self.agents_running.clone_from(&running);
                 if running.is_empty() {
                     Step::Done("cluster stopped".into())
                 } else {
@@ -483,9 +581,11 @@ fn poll_until(
         return Step::Done(format!("{what} succeeded"));
     }
     if elapsed >= timeout {
-        let detail = match status {
-            Ok(s) => format!("cluster state {:?}", s.state),
-            Err(e) => e,
+        let missing = waiting_for(&status);
+        let detail = match &status {
+            Ok(s) if missing.is_empty() => format!("cluster state {:?}", s.state),
+            Ok(s) => format!("cluster state {:?}: {missing}", s.state),
+            Err(_) => missing,
         };
         return Step::Failed(format!(
             "{what} did not finish within {} s ({detail}); check `cm_ctl query -Cv`",
@@ -561,6 +661,152 @@ fn switchover_seen(s: &ClusterStatus, instance: InstanceId, base: Option<Term>) 
         }
         _ => SwitchoverSeen::Waiting("waiting for the cm_server to start the switchover".into()),
     }
+}
+
+/// What a waiting cm_ctl is still waiting for, from the last poll: one short phrase an
+/// operator can act on ("no cm_server leader yet", "group 1: no primary yet, waiting for 6002,
+/// 6003 to report", "6003 Building", "6002 Standby Catchup"). Empty when nothing is missing.
+pub fn waiting_for(status: &Result<Box<ClusterStatus>, String>) -> String {
+    let s = match status {
+        Ok(s) => s,
+        Err(e) => return format!("no cm_server leader yet ({e})"),
+    };
+    let mut missing = Vec::new();
+    if s.paused {
+        missing.push("the cluster is paused (`cm_ctl resume`)".to_string());
+    }
+    for g in &s.groups {
+        let unheard: Vec<String> = g
+            .members
+            .iter()
+            .filter(|m| matches!(m.role, DnRole::Unknown))
+            .map(|m| m.instance.0.to_string())
+            .collect();
+        let primaries = g
+            .members
+            .iter()
+            .filter(|m| m.role == DnRole::Primary)
+            .count();
+        if primaries == 0 {
+            missing.push(if unheard.is_empty() {
+                format!(
+                    "group {}: no primary yet (arbitration: Lock1 quorum not reached)",
+                    g.group.0
+                )
+            } else {
+                format!(
+                    "group {}: no primary yet, waiting for DN {} to report",
+                    g.group.0,
+                    unheard.join(", ")
+                )
+            });
+        } else if !unheard.is_empty() {
+            missing.push(format!("waiting for DN {} to report", unheard.join(", ")));
+        }
+        for m in &g.members {
+            match (m.role, m.state) {
+                (DnRole::Unknown, _) => {}
+                (_, DbState::Building) => missing.push(format!("building {}", m.instance.0)),
+                (_, DbState::BuildFailed) => {
+                    missing.push(format!("build of {} failed", m.instance.0));
+                }
+                (DnRole::Primary | DnRole::Standby, DbState::Normal) if !m.read_only => {}
+                (DnRole::Primary | DnRole::Standby, DbState::Normal) => {
+                    missing.push(format!("{} is read-only", m.instance.0));
+                }
+                (role, state) => missing.push(format!("{} {role:?} {state:?}", m.instance.0)),
+            }
+        }
+    }
+    missing.join("; ")
+}
+
+/// Why no cm_server leader answers, from the om_monitors' status answers (they still answer
+/// when the cluster is stopped): `None` when no om_monitor answered either (then the
+/// connection error is the news).
+pub fn explain_no_leader(answers: &[(NodeId, Result<MonitorReply, String>)]) -> Option<String> {
+    let mut stopped = Vec::new();
+    let mut no_agent = Vec::new();
+    let mut running = Vec::new();
+    let mut silent = Vec::new();
+    for (node, answer) in answers {
+        match answer {
+            Ok(MonitorReply::Status { flags, .. }) if flags.cluster_manual_start.is_some() => {
+                stopped.push(node.0.to_string());
+            }
+            Ok(MonitorReply::Status {
+                agent_running: false,
+                agent_error,
+                ..
+            }) => no_agent.push(match agent_error {
+                Some(e) => format!("{} (it exits with: {e})", node.0),
+                None => node.0.to_string(),
+            }),
+            Ok(_) => running.push(node.0.to_string()),
+            Err(_) => silent.push(node.0.to_string()),
+        }
+    }
+    if stopped.is_empty() && no_agent.is_empty() && running.is_empty() {
+        return None;
+    }
+    let silent_note = if silent.is_empty() {
+        String::new()
+    } else {
+        format!(" (om_monitor did not answer on node {})", silent.join(", "))
+    };
+    if !stopped.is_empty() && no_agent.is_empty() && running.is_empty() {
+        return Some(format!(
+            "the cluster is stopped (`cm_ctl stop` left its stop flag on node {}){silent_note}; \
+             start it with `cm_ctl start`",
+            stopped.join(", ")
+        ));
+    }
+    let mut parts = Vec::new();
+    if !stopped.is_empty() {
+        parts.push(format!(
+            "stopped by `cm_ctl stop` on node {}",
+            stopped.join(", ")
+        ));
+    }
+    if !no_agent.is_empty() {
+        parts.push(format!(
+            "no cm_agent runs on node {} (om_monitor is starting it; its log says why it exits)",
+            no_agent.join(", ")
+        ));
+    }
+    if !running.is_empty() {
+        parts.push(format!("cm_agent runs on node {}", running.join(", ")));
+    }
+    Some(format!(
+        "no cm_server leader answers: {}{silent_note}",
+        parts.join("; ")
+    ))
+}
+
+/// Nodes an operator must look at, from the om_monitors' status answers: a node whose
+/// cm_agent is not running (and was not stopped by `cm_ctl stop`), with the agent's last error,
+/// or whose om_monitor did not answer. Empty when every node is fine.
+pub fn node_problems(answers: &[(NodeId, Result<MonitorReply, String>)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (node, answer) in answers {
+        match answer {
+            Ok(MonitorReply::Status {
+                agent_running: false,
+                flags,
+                agent_error,
+                ..
+            }) if flags.cluster_manual_start.is_none() => out.push(match agent_error {
+                Some(e) => format!(
+                    "node {}: cm_agent is not running; it exits with: {e}",
+                    node.0
+                ),
+                None => format!("node {}: cm_agent is not running", node.0),
+            }),
+            Ok(_) => {}
+            Err(e) => out.push(format!("node {}: {e}", node.0)),
+        }
+    }
+    out
 }
 
 fn unreachable(

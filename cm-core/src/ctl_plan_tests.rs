@@ -14,6 +14,7 @@ fn ok_status(n: u32) -> (NodeId, Result<MonitorReply, String>) {
             node: NodeId(n),
             agent_running: true,
             flags: FlagSet::default(),
+            agent_error: None,
         }),
     )
 }
@@ -27,10 +28,13 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
         data_dir: "/d".into(),
         port: 5432,
         static_primary: i == 6001,
+        install_primary: i == 6001,
         role,
         state,
         term: Term(1),
         position: Position::default(),
+        lsn: "0/00000000".into(),
+        lag_bytes: None,
         read_only: false,
         not_streaming_ms: None,
     };
@@ -239,11 +243,16 @@ fn stop_tells_the_leader_first_then_flags_every_node_then_waits_for_agents_to_ex
             req: MonitorRequest::Status
         }
     );
+    assert_eq!(p.waiting_on(), None);
     assert_eq!(
         p.next(StepResult::Monitors(vec![ok_status(1)])),
         Step::PollStatus {
             after: POLL_INTERVAL
         }
+    );
+    assert_eq!(
+        p.waiting_on().as_deref(),
+        Some("waiting for cm_agent to stop the instances and exit on node 1")
     );
     let stopped = |n| {
         (
@@ -252,6 +261,7 @@ fn stop_tells_the_leader_first_then_flags_every_node_then_waits_for_agents_to_ex
                 node: NodeId(n),
                 agent_running: false,
                 flags: FlagSet::default(),
+                agent_error: None,
             }),
         )
     };
@@ -519,5 +529,248 @@ fn switchover_gives_up_waiting_after_its_timeout_and_no_wait_returns_once_accept
     assert!(matches!(
         p.next(StepResult::Leader(Ok(refused))),
         Step::Failed(_)
+    ));
+}
+
+#[test]
+fn progress_names_what_is_missing() {
+    assert!(waiting_for(&Err("connection refused".into())).starts_with("no cm_server leader yet"),);
+    let mut s = status(ClusterHealth::Degraded, DnRole::Standby, DbState::Building);
+    assert_eq!(waiting_for(&Ok(s.clone())), "building 6002");
+    s.groups[0].members[1].state = DbState::CatchUp;
+    assert_eq!(waiting_for(&Ok(s.clone())), "6002 Standby CatchUp");
+    // No primary: the unheard members are named, or else the arbitration is waiting for Lock1.
+    s.groups[0].members[0].role = DnRole::Unknown;
+    s.groups[0].members[1].role = DnRole::Unknown;
+    assert_eq!(
+        waiting_for(&Ok(s.clone())),
+        "group 1: no primary yet, waiting for DN 6001, 6002 to report"
+    );
+    for m in &mut s.groups[0].members {
+        (m.role, m.state) = (DnRole::Standby, DbState::Normal);
+    }
+    assert_eq!(
+        waiting_for(&Ok(s)),
+        "group 1: no primary yet (arbitration: Lock1 quorum not reached)"
+    );
+    let healthy = status(ClusterHealth::Normal, DnRole::Standby, DbState::Normal);
+    assert_eq!(waiting_for(&Ok(healthy)), "");
+}
+
+#[test]
+fn start_timeout_says_what_was_missing() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::StartCluster {
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    p.next(StepResult::Begin);
+    p.next(StepResult::Monitors(vec![
+        ok_status(1),
+        ok_status(2),
+        ok_status(3),
+    ]));
+    let done = |n| (NodeId(n), Ok(MonitorReply::Done));
+    p.next(StepResult::Monitors(vec![done(1), done(2), done(3)]));
+    p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
+    let step = p.next(StepResult::Status {
+        status: Ok(status(
+            ClusterHealth::Degraded,
+            DnRole::Standby,
+            DbState::Building,
+        )),
+        elapsed: Duration::from_secs(5),
+    });
+    let Step::Failed(msg) = step else {
+        panic!("{step:?}")
+    };
+    assert!(msg.contains("Degraded: building 6002"), "{msg}");
+}
+
+#[test]
+fn stop_with_every_node_down_does_not_claim_nodes_are_stopping() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::StopCluster {
+            mode: StopMode::Fast,
+            timeout: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    p.next(StepResult::Begin);
+    p.next(StepResult::Leader(Err("unreachable".into())));
+    let down = |n| {
+        (
+            NodeId(n),
+            Err::<MonitorReply, String>("connection refused".into()),
+        )
+    };
+    let step = p.next(StepResult::Monitors(vec![down(1), down(2), down(3)]));
+    let Step::Failed(msg) = step else {
+        panic!("{step:?}")
+    };
+    assert!(!msg.contains("are stopping"), "{msg}");
+    assert!(msg.contains("nothing was stopped"), "{msg}");
+}
+
+#[test]
+fn a_stopped_cluster_is_explained_from_the_monitors_not_as_a_connection_error() {
+    let flagged = |n| {
+        let flags = FlagSet {
+            cluster_manual_start: Some(StopMode::Fast),
+            ..FlagSet::default()
+        };
+        (
+            NodeId(n),
+            Ok(MonitorReply::Status {
+                node: NodeId(n),
+                agent_running: false,
+                flags,
+                agent_error: None,
+            }),
+        )
+    };
+    let msg = explain_no_leader(&[flagged(1), flagged(2), flagged(3)]).unwrap();
+    assert_eq!(
+        msg,
+        "the cluster is stopped (`cm_ctl stop` left its stop flag on node 1, 2, 3); start it \
+         with `cm_ctl start`"
+    );
+    let down = (NodeId(3), Err::<MonitorReply, String>("refused".into()));
+    let msg = explain_no_leader(&[flagged(1), flagged(2), down.clone()]).unwrap();
+    assert!(msg.contains("om_monitor did not answer on node 3"), "{msg}");
+    let no_agent = (
+        NodeId(2),
+        Ok(MonitorReply::Status {
+            node: NodeId(2),
+            agent_running: false,
+            flags: FlagSet::default(),
+            agent_error: None,
+        }),
+    );
+    let msg = explain_no_leader(&[ok_status(1), no_agent]).unwrap();
+    assert!(msg.contains("no cm_agent runs on node 2"), "{msg}");
+    assert!(msg.contains("cm_agent runs on node 1"), "{msg}");
+    assert_eq!(explain_no_leader(&[down]), None);
+}
+
+#[test]
+fn node_problems_name_a_failing_agent_and_its_error() {
+    let failing = (
+        NodeId(3),
+        Ok(MonitorReply::Status {
+            node: NodeId(3),
+            agent_running: false,
+            flags: FlagSet::default(),
+            agent_error: Some("cluster.toml:4: unknown key `nme`".into()),
+        }),
+    );
+    assert_eq!(
+        node_problems(&[ok_status(1), failing.clone()]),
+        vec!["node 3: cm_agent is not running; it exits with: cluster.toml:4: unknown key `nme`"]
+    );
+    assert_eq!(
+        node_problems(&[ok_status(1), ok_status(2)]),
+        Vec::<String>::new()
+    );
+    let msg = explain_no_leader(&[failing]).unwrap();
+    assert!(
+        msg.contains("no cm_agent runs on node 3 (it exits with: cluster.toml:4"),
+        "{msg}"
+    );
+}
+
+fn build_plan() -> Plan {
+    let mut p = Plan::new(
+        &config(),
+        Operation::Build {
+            instance: InstanceId(6002),
+            timeout: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        p.next(StepResult::Begin),
+        Step::Leader(CtlRequest::Build {
+            instance: InstanceId(6002)
+        })
+    );
+    assert_eq!(
+        p.next(StepResult::Leader(Ok(CtlReply::Accepted))),
+        Step::PollStatus {
+            after: POLL_INTERVAL
+        }
+    );
+    p
+}
+
+fn poll(p: &mut Plan, role: DnRole, state: DbState, secs: u64) -> Step {
+    p.next(StepResult::Status {
+        status: Ok(status(ClusterHealth::Degraded, role, state)),
+        elapsed: Duration::from_secs(secs),
+    })
+}
+
+#[test]
+fn build_waits_for_the_standby_to_be_built_and_normal_again() {
+    let mut p = build_plan();
+    // Still the old Normal standby right after the request: not done yet.
+    assert!(matches!(
+        poll(&mut p, DnRole::Standby, DbState::Normal, 1),
+        Step::PollStatus { .. }
+    ));
+    assert!(matches!(
+        poll(&mut p, DnRole::Pending, DbState::Building, 2),
+        Step::PollStatus { .. }
+    ));
+    assert!(matches!(
+        poll(&mut p, DnRole::Standby, DbState::CatchUp, 3),
+        Step::PollStatus { .. }
+    ));
+    assert!(matches!(
+        poll(&mut p, DnRole::Standby, DbState::Normal, 4),
+        Step::Done(_)
+    ));
+}
+
+#[test]
+fn a_failed_build_fails_the_command() {
+    let mut p = build_plan();
+    poll(&mut p, DnRole::Pending, DbState::Building, 1);
+    let Step::Failed(msg) = poll(&mut p, DnRole::Down, DbState::BuildFailed, 2) else {
+        panic!("a failed build must fail cm_ctl build")
+    };
+    assert!(msg.contains("build of 6002 failed"), "{msg}");
+}
+
+#[test]
+fn a_build_refused_or_timed_out_fails() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::Build {
+            instance: InstanceId(6002),
+            timeout: Duration::from_secs(10),
+        },
+    )
+    .unwrap();
+    p.next(StepResult::Begin);
+    assert!(matches!(
+        p.next(StepResult::Leader(Ok(CtlReply::Refused(Refusal::Paused)))),
+        Step::Failed(_)
+    ));
+    let mut p = build_plan();
+    poll(&mut p, DnRole::Down, DbState::Unknown, 1);
+    let Step::Failed(msg) = poll(&mut p, DnRole::Down, DbState::Unknown, 60) else {
+        panic!("timeout")
+    };
+    assert!(msg.contains("did not finish within 60 s"), "{msg}");
+    assert!(msg.contains("6002 Down Unknown"), "{msg}");
+    // A standby that stays Normal for BUILD_QUIET: nothing visible to wait for.
+    let mut p = build_plan();
+    assert!(matches!(
+        poll(&mut p, DnRole::Standby, DbState::Normal, 5),
+        Step::Done(_)
     ));
 }

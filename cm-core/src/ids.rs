@@ -164,6 +164,13 @@ impl Position {
     }
 }
 
+impl Position {
+    /// The LSN as PostgreSQL prints it with a zero-padded low half (`1/0000A0B8`).
+    pub fn lsn_text(&self) -> String {
+        format!("{:X}/{:08X}", self.lsn.0 >> 32, self.lsn.0 & 0xffff_ffff)
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -227,6 +227,26 @@ pub enum MonitorCommand {
     },
 }
 
+/// Longest back-off between restarts of an agent that keeps exiting at once, in checks.
+pub const MAX_RESTART_BACKOFF_CHECKS: u32 = 60;
+
+/// Whether the `attempts`-th consecutive check without a running agent (after an abnormal exit)
+/// restarts it: the first [`ALARM_AFTER_ATTEMPTS`] checks do, then the gaps double (2, 4, 8, …
+/// checks) up to [`MAX_RESTART_BACKOFF_CHECKS`], so a crash loop restarts the agent about once a
+/// minute instead of every second.
+pub fn restart_due(attempts: u32) -> bool {
+    if attempts <= ALARM_AFTER_ATTEMPTS {
+        return true;
+    }
+    let mut at = ALARM_AFTER_ATTEMPTS;
+    let mut gap = 2;
+    while at < attempts {
+        at += gap;
+        gap = (gap * 2).min(MAX_RESTART_BACKOFF_CHECKS);
+    }
+    at == attempts
+}
+
 /// What the monitor shows (plain data).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorStatus {
@@ -355,6 +375,13 @@ impl Monitor {
         if start_check(facts) != StartDecision::Start {
             return;
         }
+        if !facts.cluster_manual_start
+            && facts.last_exit_abnormal
+            && !restart_due(self.start_attempts)
+        {
+            // A crash loop (the agent exits at once, e.g. a broken config): back off.
+            return;
+        }
         if facts.cluster_manual_start {
             self.interrupted_stop_restarts += 1;
         }
@@ -378,6 +405,7 @@ impl Monitor {
                         node: self.node,
                         agent_running: self.agent_running,
                         flags: self.flags.clone(),
+                        agent_error: None,
                     },
                 });
                 return;

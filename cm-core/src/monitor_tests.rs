@@ -290,6 +290,7 @@ fn ctl_status_is_answered_at_once_from_the_last_sample() {
                 node: ME,
                 agent_running: true,
                 flags: manual_stop(),
+                agent_error: None,
             }
         }]
     );
@@ -481,4 +482,38 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn restarts_of_a_crash_looping_agent_back_off() {
+    let due: Vec<u32> = (1..=200).filter(|&a| restart_due(a)).collect();
+    assert_eq!(due, vec![1, 2, 3, 5, 9, 17, 33, 65, 125, 185]);
+}
+
+#[test]
+fn an_agent_that_exits_at_once_is_restarted_less_and_less_often() {
+    let mut m = monitor();
+    let mut starts = Vec::new();
+    for s in 0..40 {
+        let cmds = m.step(at(s), sample(vec![], FlagSet::default()));
+        if cmds
+            .iter()
+            .any(|c| matches!(c, MonitorCommand::StartAgent { .. }))
+        {
+            starts.push(s);
+            // It dies before the next check.
+            m.step(at(s), MonitorInput::AgentExited { abnormal: true });
+        }
+    }
+    assert_eq!(starts, vec![0, 1, 2, 4, 8, 16, 32]);
+    // Once it runs, the count resets and a later crash is restarted at once again.
+    m.step(
+        at(40),
+        sample(vec![mine(10, ProcState::Running)], FlagSet::default()),
+    );
+    m.step(at(41), MonitorInput::AgentExited { abnormal: true });
+    assert_eq!(
+        m.step(at(42), sample(vec![], FlagSet::default())),
+        start(StartKind::Abnormal)
+    );
 }

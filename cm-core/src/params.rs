@@ -180,7 +180,7 @@ impl ParamValue for SyncMode {
 
 macro_rules! params {
     ($(
-        $(#[$doc:meta])*
+        $(#[doc = $doc:literal])*
         $name:ident : $ty:ty = $default:expr, fast $fast:expr, $side:ident,
             range ($min:expr, $max:expr) $(, alias $alias:literal)? ;
     )*) => {
@@ -189,7 +189,7 @@ macro_rules! params {
         pub struct Params {
             /// The profile these values started from.
             pub profile: Profile,
-            $( $(#[$doc])* pub $name: $ty, )*
+            $( $(#[doc = $doc])* pub $name: $ty, )*
         }
 
         impl Params {
@@ -261,12 +261,148 @@ macro_rules! params {
                 Ok(())
             }
 
+            /// Every parameter's description, in declaration order (the generated parameter
+            /// reference `docs/parameters.md` and `cm_ctl list --param` use it).
+            pub fn describe() -> Vec<ParamInfo> {
+                let (d, f) = (Self::defaults(), Self::fast());
+                vec![ $( ParamInfo {
+                    name: stringify!($name),
+                    alias: None $(.or(Some($alias)))?,
+                    side: ParamSide::$side,
+                    default: d.$name.render(),
+                    fast: f.$name.render(),
+                    range: range_text(&d.$name.render(), d.$name.to_f64().is_some(), $min, $max),
+                    unit: unit_of(stringify!($name), concat!($($doc, " "),*), d.$name.to_f64().is_some()),
+                    meaning: plain_meaning(concat!($($doc, " "),*)),
+                }, )* ]
+            }
+
             /// Every parameter as (name, side, value text), for `cm_ctl list --param`.
             pub fn list(&self) -> Vec<(&'static str, ParamSide, String)> {
                 vec![ $( (stringify!($name), ParamSide::$side, self.$name.render()), )* ]
             }
         }
     };
+}
+
+/// One parameter as documented: what `docs/parameters.md` lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// The name in config files and `cm_ctl set`.
+    pub name: &'static str,
+    /// CM's alternative spelling, if any.
+    pub alias: Option<&'static str>,
+    /// Which daemon reads it.
+    pub side: ParamSide,
+    /// The default (SPEC.md §11).
+    pub default: String,
+    /// The fast profile's value.
+    pub fast: String,
+    /// Accepted values, in words (`0.1 – 3600`, `on/off`, `text`).
+    pub range: String,
+    /// Unit (`s`, `ms`, `rounds`, `%`), empty when none.
+    pub unit: &'static str,
+    /// What it means (the declaration's doc comment).
+    pub meaning: String,
+}
+
+fn range_text(default: &str, numeric: bool, min: f64, max: f64) -> String {
+    if !numeric {
+        return if matches!(default, "on" | "off") {
+            "on/off".into()
+        } else if matches!(default, "quorum" | "off") {
+            "quorum/off".into()
+        } else {
+            "text".into()
+        };
+    }
+    let show = |v: f64| {
+        if v >= INF {
+            "no limit".to_string()
+        } else {
+            format!("{v}")
+        }
+    };
+    format!("{} – {}", show(min), show(max))
+}
+
+/// The doc comment as one line, without the SPEC.md section references (`§4.3`).
+fn plain_meaning(doc: &str) -> String {
+    let mut words: Vec<String> = Vec::new();
+    for w in doc.split_whitespace() {
+        if w.starts_with('§') || w.starts_with("(§") {
+            if let Some(prev) = words.last_mut() {
+                let cut = prev.trim_end_matches(',').len();
+                prev.truncate(cut);
+                if w.ends_with('.') {
+                    prev.push('.');
+                }
+            }
+        } else {
+            words.push(w.to_owned());
+        }
+    }
+    words.join(" ")
+}
+
+/// The unit, read from the name and the doc comment's words (the table declares each once).
+fn unit_of(name: &str, doc: &str, numeric: bool) -> &'static str {
+    let lower = doc.to_ascii_lowercase();
+    if !numeric {
+        ""
+    } else if name.ends_with("_ms") || lower.contains("milliseconds") || lower.contains(", ms") {
+        "ms"
+    } else if lower.contains("percent") {
+        "%"
+    } else if lower.contains("seconds") {
+        "s"
+    } else if lower.contains("rounds") {
+        "rounds"
+    } else {
+        ""
+    }
+}
+
+/// The parameter reference `docs/parameters.md`, generated from the table above
+/// (`cargo run -p cm-core --example param_docs > docs/parameters.md`; a test compares).
+pub fn reference_markdown() -> String {
+    use core::fmt::Write as _;
+    let mut out = String::from(
+        "# Parameters\n\n\
+         <!-- GENERATED from cm-core/src/params.rs: do not edit. Regenerate with\n     \
+         cargo run -p cm-core --example param_docs > docs/parameters.md -->\n\n\
+         Set them in the `[params]` table of the cluster config (same file on every node), or at\n\
+         run time with `cm_ctl set --param --agent|--server -k NAME=VALUE`; `cm_ctl list --param`\n\
+         shows the values in force. `profile = \"fast\"` in `[params]` starts from the fast\n\
+         column instead of the default one. Side: which daemon reads it (`both`: timings both\n\
+         sides must agree on). on/off parameters also accept true/false, yes/no, 1/0.\n\n\
+         | name | side | unit | default | fast | range | meaning |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for p in Params::describe() {
+        let name = match p.alias {
+            Some(a) => format!("`{}` (alias `{a}`)", p.name),
+            None => format!("`{}`", p.name),
+        };
+        let cell = |v: &str| {
+            if v.is_empty() {
+                "''".to_string()
+            } else {
+                format!("`{v}`")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            p.side,
+            p.unit,
+            cell(&p.default),
+            cell(&p.fast),
+            p.range,
+            p.meaning.replace('|', "\\|")
+        );
+    }
+    out
 }
 
 fn check_range(name: &str, v: Option<f64>, min: f64, max: f64) -> Result<(), ParamError> {
@@ -356,7 +492,7 @@ params! {
     /// TEST ONLY: replaces the Lock1 quorum q (0 = use ⌊(n+1)/2⌋). Breaks safety on purpose so
     /// the simulator can show it finds the violation; never set it in production.
     test_lock1_quorum_override: u64 = 0, fast 0, Server, range (0.0, 1e6);
-    /// TEST ONLY: skips the fencing floor of §8. Breaks safety on purpose; never in production.
+    /// TEST ONLY: skips the fencing floor (§8). Breaks safety on purpose; never in production.
     test_skip_fencing_floor: bool = false, fast false, Server, range (0.0, 0.0);
 }
 

@@ -149,3 +149,47 @@ fn dn_start_bound_is_twenty_heartbeat_timeouts() {
         assert_eq!(p.dn_start_bound(), want, "{}", p.instance_heartbeat_timeout);
     }
 }
+
+#[test]
+fn the_parameter_reference_in_docs_is_generated_from_this_table() {
+    let committed = include_str!("../../docs/parameters.md");
+    assert!(
+        committed == reference_markdown(),
+        "docs/parameters.md is stale: regenerate it with \
+         `cargo run -p cm-core --example param_docs > docs/parameters.md`"
+    );
+}
+
+#[test]
+fn every_parameter_is_described_with_unit_default_and_range() {
+    let all = Params::describe();
+    assert_eq!(all.len(), Params::NAMES.len());
+    let p = |n: &str| all.iter().find(|p| p.name == n).unwrap().clone();
+    let hb = p("instance_heartbeat_timeout");
+    assert_eq!(
+        (hb.unit, hb.default.as_str(), hb.fast.as_str()),
+        ("s", "6", "1.5")
+    );
+    assert_eq!(hb.range, "0.1 – 3600");
+    assert!(
+        hb.meaning.starts_with("Seconds without a DN report"),
+        "{}",
+        hb.meaning
+    );
+    assert!(!hb.meaning.contains('§'), "{}", hb.meaning);
+    assert_eq!(p("disk_check_timeout").unit, "ms");
+    assert_eq!(p("election_timeout_min_ms").unit, "ms");
+    assert_eq!(p("wait_static_primary_times").unit, "rounds");
+    assert_eq!(p("datastorage_threshold_value_check").unit, "%");
+    assert_eq!(p("enable_self_fence").range, "on/off");
+    assert!(
+        p("test_skip_fencing_floor")
+            .meaning
+            .contains("fencing floor. Breaks")
+    );
+    assert_eq!(
+        p("cluster_starting_arbit_delay").alias,
+        Some("cluster_starting_aribt_delay")
+    );
+    assert_eq!(p("switchover_timeout").range, "1 – no limit");
+}

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use cm_core::config::{ClusterConfig, NodeConfig};
 use cm_core::ids::NodeId;
+use cm_io::transport::{Secret, SecretError};
 
 /// Arguments shared by cm_server, cm_agent and om_monitor.
 #[derive(Debug, Clone, Args)]
@@ -33,8 +34,17 @@ pub struct NodeArgs {
 
 /// Reads and validates the cluster config; errors name the file and every problem in it.
 pub fn load_config(path: &Path) -> anyhow::Result<ClusterConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the cluster config {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            " (give the cluster config with -c FILE or the CM_CONFIG environment variable)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!(
+            "cannot read the cluster config {}: {e}{hint}",
+            path.display()
+        )
+    })?;
     ClusterConfig::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
@@ -71,12 +81,52 @@ pub fn secret_path(config_path: &Path, config: &ClusterConfig) -> anyhow::Result
     })
 }
 
-/// Installs the tracing subscriber (stderr), human or JSON.
+/// Loads the cluster secret named by the config; a missing file says how to create one.
+pub fn load_secret(config_path: &Path, config: &ClusterConfig) -> anyhow::Result<Secret> {
+    let path = secret_path(config_path, config)?;
+    match Secret::load(&path) {
+        Ok(s) => Ok(s),
+        Err(SecretError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(anyhow::anyhow!(
+                "the cluster secret file {} does not exist: create it once with \
+                 `head -c 32 /dev/urandom | base64 > {}; chmod 600 {}` and copy the same file \
+                 to every node (`secret_file` in {})",
+                path.display(),
+                path.display(),
+                path.display(),
+                config_path.display()
+            ))
+        }
+        Err(e) => Err(anyhow::anyhow!("{}", error_text(&e.into()))),
+    }
+}
+
+/// An error and its causes on one line, without repeating a cause whose text the message
+/// already carries (`cannot read X: No such file or directory (os error 2)` once, not twice).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Installs the tracing subscriber (stderr), human or JSON. Colours only when stderr is a
+/// terminal: a log file or the journal gets plain text.
 pub fn init_logging(json: bool, filter: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("bad log filter `{filter}`"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = if json {
         builder.json().try_init()
@@ -133,6 +183,33 @@ mod tests {
         let err = load_config(&bad).unwrap_err().to_string();
         assert!(err.contains("bad.toml"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_config_says_how_to_give_one_and_the_os_error_once() {
+        let missing = Path::new("/nonexistent-cm-dir/cluster.toml");
+        let text = error_text(&load_config(missing).unwrap_err());
+        assert!(text.contains("-c FILE or the CM_CONFIG"), "{text}");
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_missing_secret_says_how_to_create_it_and_other_errors_are_not_repeated() {
+        let mut cfg = ClusterConfig::from_toml_str(SAMPLE).unwrap();
+        cfg.secret_file = Some("/nonexistent-cm-dir/secret".into());
+        let text = error_text(&load_secret(Path::new("/etc/cm/cluster.toml"), &cfg).unwrap_err());
+        assert!(
+            text.contains("head -c 32 /dev/urandom | base64 > /nonexistent-cm-dir/secret"),
+            "{text}"
+        );
+        // A cause already in its message is printed once (SecretError::Read carries its
+        // source in its text and as its source).
+        let dir = std::env::temp_dir().join(format!("cm-secret-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        cfg.secret_file = Some(dir.display().to_string());
+        let text = error_text(&load_secret(Path::new("/etc/cm/cluster.toml"), &cfg).unwrap_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(text.matches("(os error 21)").count(), 1, "{text}");
     }
 
     #[test]

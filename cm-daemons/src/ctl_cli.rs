@@ -6,15 +6,19 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use cm_core::config::ClusterConfig;
-use cm_core::ctl::{ClusterHealth, ClusterStatus, CmsRole, CtlRequest};
+use cm_core::ctl::{ClusterHealth, ClusterStatus, CmsRole, CtlRequest, DnRow};
 use cm_core::ctl_plan::Operation;
 use cm_core::dn::{DbState, DnRole, StopMode};
 use cm_core::ids::{InstanceId, NodeId};
 use cm_core::params::{ParamSide, Params};
 
-/// cm_ctl: operate a cluster managed by cm_server / cm_agent / om_monitor.
+/// cm_ctl: operate a cluster (start, stop, query, switch over, set parameters) through its
+/// cm_server leader and the nodes' om_monitors.
+///
+/// Exit codes: 0 success; 1 refused, failed, unreachable, or (query without --json) the
+/// cluster is Unavailable; 2 usage error.
 #[derive(Debug, Parser)]
-#[command(name = "cm_ctl", version, about)]
+#[command(name = "cm_ctl", version)]
 pub struct Cli {
     /// The cluster config file (same file on every node).
     #[arg(
@@ -33,9 +37,9 @@ pub struct Cli {
 /// Node/instance selection shared by start, stop, switchover and build.
 #[derive(Debug, Args, Clone, Default)]
 pub struct Target {
-    /// Node id.
+    /// Node id or name (as in the cluster config).
     #[arg(short = 'n', long = "node")]
-    pub node: Option<u32>,
+    pub node: Option<String>,
     /// Data directory of the instance on that node.
     #[arg(short = 'D', long = "datadir", requires = "node")]
     pub data_dir: Option<String>,
@@ -49,8 +53,9 @@ pub enum CtlCommand {
         /// Which part.
         #[command(flatten)]
         target: Target,
-        /// Seconds to wait for the result.
-        #[arg(short = 't', long = "timeout", default_value_t = 300)]
+        /// Seconds to wait for the result (at least 1).
+        #[arg(short = 't', long = "timeout", default_value_t = 300,
+              value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
     },
     /// Stop the cluster, a node (-n) or an instance (-n -D).
@@ -61,21 +66,32 @@ pub enum CtlCommand {
         /// smart | fast | immediate.
         #[arg(short = 'm', long = "mode", default_value = "fast")]
         mode: String,
-        /// Seconds to wait for the result.
-        #[arg(short = 't', long = "timeout", default_value_t = 300)]
+        /// Seconds to wait for the result (at least 1).
+        #[arg(short = 't', long = "timeout", default_value_t = 300,
+              value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
     },
-    /// Show the cluster status.
+    /// Show the cluster status. Exits 1 when the cluster is Unavailable (some group has no
+    /// primary) or no cm_server leader answers (with --json: 0 whenever a status is printed).
+    ///
+    /// DN table columns: P/S is the member's install-time role (the group's first member in the
+    /// config is P; `switchover -a` makes it primary again), then the current role and state;
+    /// read-only, unknown and down show in the state column; lag is the bytes a standby is
+    /// behind its primary.
     Query {
-        /// Detailed (positions, terms, read-only).
+        /// Detailed: term, timeline and LSN (PostgreSQL's X/XXXXXXXX form) of every DN.
         #[arg(short = 'v')]
         verbose: bool,
-        /// Show the CMS table and pair DNs by group.
+        /// Show the CMS table and the DNs group by group.
         #[arg(short = 'C')]
         by_group: bool,
         /// One JSON object (the `ClusterStatus` schema).
         #[arg(long)]
         json: bool,
+        /// Refresh every SECS seconds (default 2) until interrupted.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        watch: Option<u64>,
     },
     /// Switch a standby to primary (-n -D [-f]) or every group back to its install-time primary (-a).
     Switchover {
@@ -114,26 +130,31 @@ pub enum CtlCommand {
         #[arg(short = 'k')]
         kv: String,
     },
-    /// List parameters: `list --param`.
+    /// List parameters with their side, value, unit and default: `list --param`.
     List {
         /// Required marker, as in CM.
         #[arg(long = "param", required = true)]
         param: bool,
     },
-    /// Check that a process runs: `check -B cm_agent|cm_server|postgres -T PATH`.
+    /// Check that a process runs: `check -B cm_agent|cm_server|om_monitor|postgres -T PATH`.
     Check {
-        /// Binary name.
-        #[arg(short = 'B')]
+        /// Binary name: cm_agent, cm_server, om_monitor or postgres.
+        #[arg(short = 'B', value_parser = ["cm_agent", "cm_server", "om_monitor", "postgres"])]
         binary: String,
         /// Path (config file or data directory) it was started with.
         #[arg(short = 'T')]
         path: String,
     },
-    /// Rebuild a standby from its primary.
+    /// Rebuild a standby from its primary; waits until it is a Normal standby again and exits 1
+    /// if the build fails.
     Build {
         /// The standby.
         #[command(flatten)]
         target: Target,
+        /// Seconds to wait for the result (at least 1).
+        #[arg(short = 't', long = "timeout", default_value_t = 600,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
     },
     /// CMS membership: `cms --readd NODE` lets a CMS that rejoined as a non-voter after losing
     /// its store vote again (only once the cluster has moved past every term it may have
@@ -157,21 +178,37 @@ impl std::fmt::Display for UsageError {
     }
 }
 
+/// The node `-n` names: an id or a node name from the config.
+pub fn resolve_node(config: &ClusterConfig, given: &str) -> Result<NodeId, UsageError> {
+    let found = match given.trim().parse::<u32>() {
+        Ok(id) => config.node(NodeId(id)).map(|n| n.id),
+        Err(_) => config
+            .nodes
+            .iter()
+            .find(|n| n.name == given.trim())
+            .map(|n| n.id),
+    };
+    found.ok_or_else(|| {
+        let known: Vec<String> = config
+            .nodes
+            .iter()
+            .map(|n| format!("{} ({})", n.id.0, n.name))
+            .collect();
+        UsageError(format!(
+            "-n {given}: no such node (nodes: {})",
+            known.join(", ")
+        ))
+    })
+}
+
 fn resolve(
     config: &ClusterConfig,
     t: &Target,
 ) -> Result<(Option<NodeId>, Option<InstanceId>), UsageError> {
-    let Some(node) = t.node.map(NodeId) else {
+    let Some(given) = &t.node else {
         return Ok((None, None));
     };
-    if config.node(node).is_none() {
-        let known: Vec<String> = config.nodes.iter().map(|n| n.id.0.to_string()).collect();
-        return Err(UsageError(format!(
-            "-n {}: no such node (nodes: {})",
-            node.0,
-            known.join(", ")
-        )));
-    }
+    let node = resolve_node(config, given)?;
     let Some(dir) = &t.data_dir else {
         return Ok((Some(node), None));
     };
@@ -279,8 +316,11 @@ pub fn operation(
                 }
             }
         }
-        CtlCommand::Build { target } => match resolve(config, target)? {
-            (_, Some(instance)) => Operation::Leader(CtlRequest::Build { instance }),
+        CtlCommand::Build { target, timeout } => match resolve(config, target)? {
+            (_, Some(instance)) => Operation::Build {
+                instance,
+                timeout: Duration::from_secs(*timeout),
+            },
             _ => return Err(UsageError("build needs -n NODE -D DATADIR".into())),
         },
         CtlCommand::Cms { readd } => Operation::Leader(CtlRequest::ReaddCms {
@@ -359,25 +399,125 @@ fn state_name(s: DbState) -> &'static str {
     }
 }
 
-/// Renders `cm_ctl query [-v] [-C]` in CM's layout.
+/// The state column: the HA state, then what else an operator must see at a glance.
+fn state_cell(m: &DnRow) -> String {
+    let mut cell = state_name(m.state).to_string();
+    if m.read_only {
+        cell.push_str(", read-only");
+    }
+    if let Some(ms) = m.not_streaming_ms {
+        let _ = write!(cell, ", not streaming {:.1} s", ms as f64 / 1000.0);
+    }
+    cell
+}
+
+/// Bytes in a short human form (`0 B`, `12 kB`, `3.5 MB`, `1.2 GB`).
+pub fn bytes_text(b: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
+
+/// Rows of cells printed as left-aligned columns, two spaces apart, no trailing blanks.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn dn_header(verbose: bool) -> Vec<String> {
+    let mut h: Vec<String> = [
+        "node", "name", "node_ip", "instance", "port", "data_dir", "P/S", "role", "state", "lag",
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    if verbose {
+        h.extend(["term", "timeline", "lsn"].map(String::from));
+    }
+    h
+}
+
+fn dn_cells(m: &DnRow, verbose: bool) -> Vec<String> {
+    let mut r = vec![
+        m.node.0.to_string(),
+        m.node_name.clone(),
+        m.address.clone(),
+        m.instance.0.to_string(),
+        m.port.to_string(),
+        m.data_dir.clone(),
+        if m.install_primary { "P" } else { "S" }.to_string(),
+        role_name(m.role).to_string(),
+        state_cell(m),
+        m.lag_bytes.map(bytes_text).unwrap_or_else(|| "-".into()),
+    ];
+    if verbose {
+        r.push(m.term.0.to_string());
+        r.push(m.position.timeline.0.to_string());
+        r.push(if m.lsn.is_empty() {
+            m.position.lsn_text()
+        } else {
+            m.lsn.clone()
+        });
+    }
+    r
+}
+
+/// Renders `cm_ctl query [-v] [-C]` after CM's layout (reference/opengauss-cm.md §9), with a
+/// header row over the DN table and one line per member.
 pub fn render_query(s: &ClusterStatus, verbose: bool, by_group: bool) -> String {
     let mut out = String::new();
     if by_group {
-        out.push_str("[  CMServer State   ]\n\nnode      node_ip         state\n");
-        out.push_str(&"-".repeat(40));
-        out.push('\n');
+        out.push_str("[  CMServer State   ]\n\n");
+        let mut rows = vec![vec![
+            "node".to_string(),
+            "name".into(),
+            "node_ip".into(),
+            "state".into(),
+        ]];
         for c in &s.cms {
             let role = match c.role {
                 CmsRole::Primary => "Primary",
                 CmsRole::Standby => "Standby",
                 CmsRole::Down => "Down",
             };
-            let _ = writeln!(
-                out,
-                "{:<2} {:<6} {:<15} {role}",
-                c.node.0, c.name, c.address
-            );
+            rows.push(vec![
+                c.node.0.to_string(),
+                c.name.clone(),
+                c.address.clone(),
+                role.into(),
+            ]);
         }
+        out.push_str(&table(&rows));
         out.push('\n');
     }
     let state = match s.state {
@@ -398,48 +538,32 @@ pub fn render_query(s: &ClusterStatus, verbose: bool, by_group: bool) -> String 
         let _ = writeln!(out, "paused          : Yes");
     }
     out.push_str("\n[  Datanode State   ]\n\n");
-    for g in &s.groups {
-        let cells: Vec<String> = g
-            .members
-            .iter()
-            .map(|m| {
-                let mut cell = format!(
-                    "{:<2} {:<6} {:<15} {} {} {} {} {}",
-                    m.node.0,
-                    m.node_name,
-                    m.address,
-                    m.instance.0,
-                    m.data_dir,
-                    if m.static_primary { "P" } else { "S" },
-                    role_name(m.role),
-                    state_name(m.state)
-                );
-                if let Some(ms) = m.not_streaming_ms {
-                    let _ = write!(cell, " not-streaming={:.1}s", ms as f64 / 1000.0);
-                }
-                if verbose {
-                    let _ = write!(cell, " term={} pos={}", m.term.0, m.position);
-                    if m.read_only {
-                        cell.push_str(" read-only");
-                    }
-                }
-                cell
-            })
-            .collect();
-        if by_group {
-            let _ = writeln!(out, "{}", cells.join(" | "));
-        } else {
-            for c in cells {
-                let _ = writeln!(out, "{c}");
+    if by_group {
+        for (i, g) in s.groups.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
             }
+            let _ = writeln!(out, "group {} (term {})", g.group.0, g.term.0);
+            let mut rows = vec![dn_header(verbose)];
+            rows.extend(g.members.iter().map(|m| dn_cells(m, verbose)));
+            out.push_str(&table(&rows));
         }
-        if !g.commits_acknowledged {
-            let _ = writeln!(
-                out,
-                "group {}: commits are NOT acknowledged (no primary, or too few streaming standbys)",
-                g.group.0
-            );
-        }
+    } else {
+        let mut rows = vec![dn_header(verbose)];
+        rows.extend(
+            s.groups
+                .iter()
+                .flat_map(|g| g.members.iter())
+                .map(|m| dn_cells(m, verbose)),
+        );
+        out.push_str(&table(&rows));
+    }
+    for g in s.groups.iter().filter(|g| !g.commits_acknowledged) {
+        let _ = writeln!(
+            out,
+            "group {}: commits are NOT acknowledged (no primary, or too few streaming standbys)",
+            g.group.0
+        );
     }
     out
 }

@@ -86,7 +86,7 @@ fn wrong_arguments_say_what_is_wrong() {
         op(&["start", "-n", "7"])
             .unwrap_err()
             .0
-            .contains("no such node (nodes: 1, 2)")
+            .contains("no such node (nodes: 1 (n1), 2 (n2))")
     );
     assert!(
         op(&["start", "-n", "1", "-D", "/data/dn2"])
@@ -187,8 +187,7 @@ fn leader_requests() {
     assert_eq!(op(&["query", "-Cv"]).unwrap(), None);
 }
 
-#[test]
-fn query_renders_cm_layout() {
+fn sample_status() -> ClusterStatus {
     let row = |node: u32, inst: u32, p: bool, role, state| DnRow {
         node: NodeId(node),
         node_name: format!("n{node}"),
@@ -197,14 +196,17 @@ fn query_renders_cm_layout() {
         data_dir: format!("/data/dn{node}"),
         port: 5432,
         static_primary: p,
+        install_primary: p,
         role,
         state,
         term: Term(3),
         position: Position::new(2, 0x1_0000_0010),
+        lsn: "1/00000010".into(),
+        lag_bytes: (!p).then_some(0),
         read_only: false,
         not_streaming_ms: None,
     };
-    let s = ClusterStatus {
+    ClusterStatus {
         cluster: "demo".into(),
         quorum_term: QuorumTerm(4),
         cms: vec![CmsRow {
@@ -227,22 +229,187 @@ fn query_renders_cm_layout() {
             last_switchover: None,
             commits_acknowledged: true,
         }],
-    };
+    }
+}
+
+#[test]
+fn query_renders_cm_layout_with_a_header_row_port_and_lag() {
+    let s = sample_status();
     let text = render_query(&s, true, true);
     assert!(text.contains("[  CMServer State   ]"), "{text}");
-    assert!(text.contains("1  n1     127.0.0.1       Primary"), "{text}");
+    assert!(text.contains("1     n1    127.0.0.1  Primary"), "{text}");
     assert!(text.contains("cluster_state   : Normal"), "{text}");
     assert!(text.contains("balanced        : Yes"), "{text}");
-    assert!(
-        text.contains(
-            "1  n1     127.0.0.1       6001 /data/dn1 P Primary Normal term=3 pos=2/1/10 | \
-             2  n2     127.0.0.2       6002 /data/dn2 S Standby Normal term=3 pos=2/1/10"
-        ),
-        "{text}"
+    let dn: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("group 1"))
+        .collect();
+    assert_eq!(dn[0], "group 1 (term 3)", "{text}");
+    let cells = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(
+        cells(dn[1]),
+        [
+            "node", "name", "node_ip", "instance", "port", "data_dir", "P/S", "role", "state",
+            "lag", "term", "timeline", "lsn"
+        ]
+    );
+    // -C: one line per member, not one line per group.
+    assert_eq!(
+        cells(dn[2]),
+        [
+            "1",
+            "n1",
+            "127.0.0.1",
+            "6001",
+            "5432",
+            "/data/dn1",
+            "P",
+            "Primary",
+            "Normal",
+            "-",
+            "3",
+            "2",
+            "1/00000010"
+        ]
+    );
+    assert_eq!(
+        cells(dn[3]),
+        [
+            "2",
+            "n2",
+            "127.0.0.2",
+            "6002",
+            "5432",
+            "/data/dn2",
+            "S",
+            "Standby",
+            "Normal",
+            "0",
+            "B",
+            "3",
+            "2",
+            "1/00000010"
+        ]
     );
     let plain = render_query(&s, false, false);
     assert!(!plain.contains("CMServer"));
+    assert!(!plain.contains("1/00000010"));
     assert_eq!(plain.lines().filter(|l| l.contains("/data/dn")).count(), 2);
+    assert!(plain.lines().any(|l| l.starts_with("node  ")), "{plain}");
+}
+
+#[test]
+fn query_shows_read_only_and_unknown_in_the_state_column() {
+    let mut s = sample_status();
+    s.groups[0].members[0].read_only = true;
+    s.groups[0].members[1].role = DnRole::Unknown;
+    s.groups[0].members[1].state = DbState::Unknown;
+    let plain = render_query(&s, false, false);
+    assert!(plain.contains("Primary  Normal, read-only"), "{plain}");
+    assert!(plain.contains("Unknown  Unknown"), "{plain}");
+}
+
+#[test]
+fn the_json_status_carries_the_lsn_text_and_the_lag() {
+    let json = serde_json::to_value(sample_status()).unwrap();
+    let m = &json["groups"][0]["members"][1];
+    assert_eq!(m["lsn"], "1/00000010");
+    assert_eq!(m["lag_bytes"], 0);
+    assert_eq!(m["install_primary"], false);
+}
+
+#[test]
+fn bytes_print_short() {
+    assert_eq!(bytes_text(0), "0 B");
+    assert_eq!(bytes_text(1023), "1023 B");
+    assert_eq!(bytes_text(16 * 1024), "16 kB");
+    assert_eq!(bytes_text(3 * 1024 * 1024 + 512 * 1024), "3.5 MB");
+}
+
+#[test]
+fn nodes_are_named_by_id_or_name() {
+    assert_eq!(
+        op(&["switchover", "-n", "n2", "-D", "/data/dn2"]).unwrap(),
+        op(&["switchover", "-n", "2", "-D", "/data/dn2"]).unwrap()
+    );
+    let err = op(&["stop", "-n", "n9"]).unwrap_err().0;
+    assert!(
+        err.contains("no such node (nodes: 1 (n1), 2 (n2))"),
+        "{err}"
+    );
+}
+
+#[test]
+fn start_and_stop_refuse_a_zero_timeout() {
+    assert!(Cli::try_parse_from(["cm_ctl", "start", "-t", "0"]).is_err());
+    assert!(Cli::try_parse_from(["cm_ctl", "stop", "-t", "0"]).is_err());
+    assert!(Cli::try_parse_from(["cm_ctl", "start", "-t", "1"]).is_ok());
+}
+
+#[test]
+fn check_refuses_unknown_binaries() {
+    assert!(Cli::try_parse_from(["cm_ctl", "check", "-B", "bash", "-T", "/x"]).is_err());
+    assert!(Cli::try_parse_from(["cm_ctl", "check", "-B", "om_monitor", "-T", "/x"]).is_ok());
+}
+
+#[test]
+fn query_watch_takes_an_optional_interval() {
+    let watch = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+        CtlCommand::Query { watch, .. } => watch,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(watch(&["cm_ctl", "query"]), None);
+    assert_eq!(watch(&["cm_ctl", "query", "--watch"]), Some(2));
+    assert_eq!(watch(&["cm_ctl", "query", "--watch", "5"]), Some(5));
+}
+
+#[test]
+fn help_describes_cm_ctl_and_the_p_s_letter() {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    let about = cmd.get_about().unwrap().to_string();
+    assert!(about.starts_with("cm_ctl: operate a cluster"), "{about}");
+    let query = cmd
+        .find_subcommand_mut("query")
+        .unwrap()
+        .render_long_help()
+        .to_string();
+    assert!(query.contains("install-time role"), "{query}");
+    assert!(
+        query.contains("Exits 1 when the cluster is Unavailable"),
+        "{query}"
+    );
+}
+
+#[test]
+fn the_operator_guide_documents_every_cm_ctl_command() {
+    use clap::CommandFactory as _;
+    let guide = include_str!("../../docs/operator-guide.md");
+    let missing: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .filter(|name| name != "help")
+        .filter(|name| {
+            !guide.lines().any(|l| {
+                l.starts_with("### cm_ctl ") && l.split([' ', '/']).any(|w| w == name.as_str())
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/operator-guide.md has no section or example for cm_ctl {missing:?}"
+    );
+}
+
+#[test]
+fn build_waits_for_its_outcome() {
+    assert_eq!(
+        op(&["build", "-n", "n2", "-D", "/data/dn2", "-t", "30"]).unwrap(),
+        Some(Operation::Build {
+            instance: InstanceId(6002),
+            timeout: Duration::from_secs(30)
+        })
+    );
 }
 
 #[test]

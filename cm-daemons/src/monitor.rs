@@ -39,6 +39,7 @@ use crate::node;
 #[derive(Debug, Parser)]
 #[command(
     name = "om_monitor",
+    version,
     about = "Keeps this node's cm_agent running; serves cm_ctl."
 )]
 pub struct MonitorArgs {
@@ -81,11 +82,12 @@ pub fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         None => node::sibling_binary("cm_agent")?,
     };
     let server_bin = args.server_bin.map(|p| node::absolute(&p)).transpose()?;
-    let secret = Secret::load(&common::secret_path(&config_path, &config)?)?;
+    let secret = common::load_secret(&config_path, &config)?;
     let listen = node::resolve(&me.address, me.monitor_port)?;
     let spawn = AgentSpawn {
         agent_bin,
         server_bin,
+        error_file: Path::new(&me.state_dir).join(AGENT_ERROR_FILE),
         config: config_path,
         node: me.id,
         log: args.node.log.clone(),
@@ -106,11 +108,18 @@ pub fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The file (in the node's state directory) where cm_agent writes the error it exits with;
+/// its path reaches the agent in the environment variable [`AGENT_ERROR_ENV`].
+pub const AGENT_ERROR_FILE: &str = "cm_agent.error";
+/// The environment variable naming [`AGENT_ERROR_FILE`] for cm_agent.
+pub const AGENT_ERROR_ENV: &str = "CM_AGENT_ERROR_FILE";
+
 /// How cm_agent is started and recognised.
 #[derive(Clone, Debug)]
 struct AgentSpawn {
     agent_bin: PathBuf,
     server_bin: Option<PathBuf>,
+    error_file: PathBuf,
     config: PathBuf,
     node: NodeId,
     log: String,
@@ -150,6 +159,7 @@ async fn run(
         tx,
         transport: transport.clone(),
         clients,
+        agent_error: Arc::new(Mutex::new(AgentError::default())),
     };
     let mut sigs = common::signals()?;
     let stop = async move {
@@ -210,6 +220,33 @@ struct MonitorExec {
     tx: mpsc::Sender<MonitorInput>,
     transport: Transport,
     clients: Arc<Mutex<Clients>>,
+    agent_error: Arc<Mutex<AgentError>>,
+}
+
+/// What the last cm_agent exits said, so a crash loop is logged once, not every restart.
+#[derive(Debug, Default)]
+struct AgentError {
+    /// The error the agent last exited with (shown by `cm_ctl query` while no agent runs).
+    last: Option<String>,
+}
+
+impl AgentError {
+    /// Records an exit; returns whether it is news (log at ERROR/INFO) rather than a repeat.
+    fn record(&mut self, error: Option<String>) -> bool {
+        let news = error != self.last;
+        self.last = error;
+        news
+    }
+}
+
+/// The agent's exit in plain words: `code 1` or `signal 9`.
+fn exit_text(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "unknown status".into(),
+    }
 }
 
 impl Executor<MonitorCommand> for MonitorExec {
@@ -218,7 +255,10 @@ impl Executor<MonitorCommand> for MonitorExec {
             MonitorCommand::SampleAgent => self.sample(),
             MonitorCommand::StartAgent { kind } => self.start_agent(kind),
             MonitorCommand::KillAgent { pid } => kill_agent(pid),
-            MonitorCommand::RaiseAlarm(alarm) => tracing::warn!(?alarm, "alarm raised"),
+            MonitorCommand::RaiseAlarm(alarm) => {
+                let f = crate::server::executor::alarm_fields(&alarm);
+                tracing::warn!(alarm = f.kind, node = f.node, "alarm raised");
+            }
             MonitorCommand::WriteFlag { op, flag, mode } => {
                 let flags = self.flags.clone();
                 self.flag_op(op, move || flags.write(flag, mode).map(|_| ()));
@@ -277,6 +317,8 @@ impl MonitorExec {
         if let Some(server) = &s.server_bin {
             cmd.arg("--server-bin").arg(server);
         }
+        let _ = std::fs::remove_file(&s.error_file);
+        cmd.env(AGENT_ERROR_ENV, &s.error_file);
         // Its own process group: a terminal's Ctrl-C aimed at the monitor spares the agent.
         cmd.process_group(0).stdin(std::process::Stdio::null());
         let mut child = match cmd.spawn() {
@@ -287,12 +329,44 @@ impl MonitorExec {
                 return;
             }
         };
-        tracing::info!(pid = child.id(), kind, "cm_agent started");
+        let errors = Arc::clone(&self.agent_error);
+        let repeat = errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last
+            .is_some();
+        if repeat {
+            tracing::debug!(pid = child.id(), kind, "cm_agent started again");
+        } else {
+            tracing::info!(pid = child.id(), kind, "cm_agent started");
+        }
         let tx = self.tx.clone();
+        let error_file = s.error_file.clone();
         tokio::spawn(async move {
             let abnormal = match child.wait().await {
                 Ok(status) => {
-                    tracing::info!(%status, "cm_agent exited");
+                    let error = (!status.success()).then(|| {
+                        std::fs::read_to_string(&error_file)
+                            .ok()
+                            .map(|t| t.trim().to_owned())
+                            .filter(|t| !t.is_empty())
+                            .unwrap_or_else(|| format!("exited with {}", exit_text(status)))
+                    });
+                    let news = errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .record(error.clone());
+                    match (&error, news) {
+                        (Some(e), true) => tracing::error!(
+                            exit = %exit_text(status),
+                            "cm_agent exited abnormally: {e}; om_monitor restarts it, backing \
+                             off while it keeps failing (`cm_ctl query` shows this error)"
+                        ),
+                        (Some(_), false) => {
+                            tracing::debug!(exit = %exit_text(status), "cm_agent failed again");
+                        }
+                        (None, _) => tracing::info!(exit = %exit_text(status), "cm_agent exited"),
+                    }
                     !status.success()
                 }
                 Err(e) => {
@@ -318,7 +392,21 @@ impl MonitorExec {
         });
     }
 
-    fn reply(&self, client: ClientId, reply: MonitorReply) {
+    fn reply(&self, client: ClientId, mut reply: MonitorReply) {
+        if let MonitorReply::Status {
+            agent_running: false,
+            agent_error,
+            ..
+        } = &mut reply
+        {
+            agent_error.clone_from(
+                &self
+                    .agent_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .last,
+            );
+        }
         let waiting = self
             .clients
             .lock()
@@ -377,5 +465,31 @@ fn kill_agent(pid: Pid) {
     match nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL) {
         Ok(()) => tracing::warn!(pid = raw, "cm_agent killed"),
         Err(e) => tracing::warn!(pid = raw, "cannot kill cm_agent: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_loop_is_news_once_then_a_repeat_until_the_error_changes() {
+        let mut e = AgentError::default();
+        assert!(e.record(Some("bad config".into())));
+        assert!(!e.record(Some("bad config".into())));
+        assert!(!e.record(Some("bad config".into())));
+        assert!(e.record(Some("other".into())));
+        assert!(e.record(None));
+        assert_eq!(e.last, None);
+    }
+
+    #[test]
+    fn exits_are_plain_words() {
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(
+            exit_text(std::process::ExitStatus::from_raw(1 << 8)),
+            "code 1"
+        );
+        assert_eq!(exit_text(std::process::ExitStatus::from_raw(9)), "signal 9");
     }
 }

@@ -326,6 +326,12 @@ fn e2e_cluster_stop_stops_everything_and_start_brings_it_back() {
     for n in 1..=NODES {
         assert!(h.c.monitor_pid(n).is_some(), "om_monitor {n} stays");
     }
+    // A stopped cluster is not a connection error: query says so, from the om_monitors.
+    let out = h.c.ctl(&["query"], Duration::from_secs(30)).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the cluster is stopped"), "{err}");
+    assert!(err.contains("start it with `cm_ctl start`"), "{err}");
     h.ctl_ok(&["start", "-t", "120"]);
     let s = h.normal();
     h.sql_ok(primary_of(&s), "CREATE TABLE after_start (x int)");

@@ -481,3 +481,55 @@ fn e2e_node_one_node_cluster_under_om_monitor_promotes_its_dn() {
     );
     assert_eq!(scan("cm_server", &node.config_path, 1).len(), 1);
 }
+
+#[test]
+fn e2e_node_a_crash_looping_agent_is_logged_once_and_its_error_is_served() {
+    let _s = serial();
+    let mut node = Node::new("crashloop", false);
+    let monitor = node.start_monitor("monitor");
+    let mut first = None;
+    assert!(
+        wait_until(WAIT, || {
+            first = monitors_agent(&node, monitor);
+            first.is_some()
+        }),
+        "om_monitor did not start cm_agent:\n{}",
+        node.logs()
+    );
+    // The config breaks under a running node; the next agent cannot start.
+    let good = std::fs::read_to_string(&node.config_path).unwrap();
+    std::fs::write(&node.config_path, format!("{good}\nbogus_key = 1\n")).unwrap();
+    sigkill(first.unwrap());
+    let mut error = None;
+    assert!(
+        wait_until(WAIT, || {
+            if let MonitorReply::Status {
+                agent_running: false,
+                agent_error: Some(e),
+                ..
+            } = node.control(MonitorRequest::Status)
+                && e.contains("bogus_key")
+            {
+                error = Some(e);
+            }
+            error.is_some()
+        }),
+        "om_monitor never served the agent's error:\n{}",
+        node.logs()
+    );
+    let error = error.unwrap();
+    assert!(error.contains("bogus_key"), "{error}");
+    // Several restarts fail (1, 2, 3, then 5 checks later): the error is logged once.
+    std::thread::sleep(Duration::from_secs(6));
+    let log = std::fs::read_to_string(node.log("monitor")).unwrap();
+    assert_eq!(
+        log.matches("bogus_key: unknown parameter; om_monitor restarts it")
+            .count(),
+        1,
+        "the error is logged once at ERROR:\n{log}"
+    );
+    assert!(
+        !log.contains("\u{1b}["),
+        "no colour codes in a log file:\n{log}"
+    );
+}

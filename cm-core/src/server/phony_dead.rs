@@ -81,6 +81,13 @@ pub fn on_report(arb: &mut GroupArbiter, idx: usize, ctx: &mut Ctx<'_>) {
             instance: m.instance,
         });
     }
+    tracing::info!(
+        group = arb.id.0,
+        instance = m.instance.0,
+        primary,
+        again = !first,
+        "phony-dead: the DN is hung; restarting it"
+    );
     m.send(ctx.out, ctx.now, CmsCommand::Restart);
     if first && m.instance == g.static_primary {
         move_static_primary(arb, idx, ctx, &g);

@@ -31,13 +31,21 @@ pub fn cluster_status(
             continue;
         };
         let arb = groups.get(&gcfg.id);
-        let members = gcfg
+        let install_primary = gs.initial_primary;
+        let mut members: Vec<DnRow> = gcfg
             .members
             .iter()
             .map(|mc| {
                 let node = config.node(mc.node);
                 let m = arb.and_then(|a| a.member(mc.instance));
                 let report = m.and_then(|m| m.report.as_ref());
+                let role = m.map_or(DnRole::Unknown, |m| m.role(now, params));
+                // A member not heard from has no state: its last report is history.
+                let state = match (role, report) {
+                    (DnRole::Unknown, _) | (_, None) => DbState::Unknown,
+                    (_, Some(r)) => r.db_state,
+                };
+                let position = report.map(|r| r.position).unwrap_or_default();
                 DnRow {
                     node: mc.node,
                     node_name: node.map(|n| n.name.clone()).unwrap_or_default(),
@@ -46,15 +54,19 @@ pub fn cluster_status(
                     data_dir: mc.data_dir.clone(),
                     port: mc.port,
                     static_primary: gs.static_primary == mc.instance,
-                    role: m.map_or(DnRole::Unknown, |m| m.role(now, params)),
-                    state: report.map_or(DbState::Unknown, |r| r.db_state),
+                    install_primary: install_primary == mc.instance,
+                    role,
+                    state,
                     term: report.map(|r| r.term).unwrap_or_default(),
-                    position: report.map(|r| r.position).unwrap_or_default(),
+                    position,
+                    lsn: position.lsn_text(),
+                    lag_bytes: None,
                     read_only: report.is_some_and(|r| r.read_only),
                     not_streaming_ms: m.and_then(|m| not_streaming_ms(m, now, params)),
                 }
             })
             .collect::<Vec<DnRow>>();
+        fill_lag(&mut members);
         let commits_acknowledged = commits_acknowledged(&members, params);
         out.push(GroupStatus {
             group: gcfg.id,
@@ -113,9 +125,23 @@ pub fn commits_acknowledged(members: &[DnRow], params: &Params) -> bool {
     streaming >= k
 }
 
+/// Replication lag of every standby behind the group's one primary, on the same timeline.
+fn fill_lag(members: &mut [DnRow]) {
+    let mut primaries = members.iter().filter(|r| r.role == DnRole::Primary);
+    let (Some(primary), None) = (primaries.next(), primaries.next()) else {
+        return;
+    };
+    let head = primary.position;
+    for r in members.iter_mut() {
+        if r.role == DnRole::Standby && r.position.timeline == head.timeline {
+            r.lag_bytes = Some(head.lsn.0.saturating_sub(r.position.lsn.0));
+        }
+    }
+}
+
 /// Unavailable if some group has no serving primary; Normal if every primary and standby is
-/// Normal, every standby streams, every group acknowledges commits (and no member is
-/// missing); Degraded otherwise.
+/// Normal and writable, every standby streams, every group acknowledges commits (and no member
+/// is missing, unknown or down); Degraded otherwise.
 pub fn health(groups: &[GroupStatus]) -> ClusterHealth {
     let mut normal = true;
     for g in groups {
@@ -133,6 +159,7 @@ pub fn health(groups: &[GroupStatus]) -> ClusterHealth {
                 matches!(r.role, DnRole::Primary | DnRole::Standby)
                     && r.state == DbState::Normal
                     && r.not_streaming_ms.is_none()
+                    && !r.read_only
             });
     }
     if normal {

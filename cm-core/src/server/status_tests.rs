@@ -1,6 +1,7 @@
 //! `cm_ctl query` data.
 
 use crate::ctl::ClusterHealth;
+use crate::dn::{DbState, DnRole};
 use crate::ids::{InstanceId, QuorumTerm};
 use crate::server::harness::{H, dn};
 
@@ -81,4 +82,56 @@ fn a_standby_that_does_not_stream_degrades_and_shows_whether_commits_are_acknowl
     assert_eq!(s.groups[0].members[2].not_streaming_ms, Some(0));
     assert!(!s.groups[0].commits_acknowledged);
     assert_eq!(s.state, ClusterHealth::Degraded);
+}
+#[test]
+fn a_read_only_primary_degrades_the_cluster() {
+    let mut h = H::new(3);
+    h.reports(vec![dn(1).primary(1).ro(true), dn(2), dn(3)]);
+    let s = status(&h);
+    assert!(s.groups[0].members[0].read_only);
+    assert_eq!(s.state, ClusterHealth::Degraded);
+}
+
+#[test]
+fn a_member_not_heard_from_shows_unknown_state_not_its_last_report() {
+    let mut h = H::new(3);
+    h.reports(vec![dn(1).primary(1), dn(2), dn(3)]);
+    // Only 6001 and 6002 keep reporting for 7 s (instance_heartbeat_timeout 6 s).
+    for _ in 0..7 {
+        h.advance_ms(1000);
+        h.reports(vec![dn(1).primary(1), dn(2)]);
+    }
+    let s = status(&h);
+    let third = &s.groups[0].members[2];
+    assert_eq!(
+        (third.role, third.state),
+        (DnRole::Unknown, DbState::Unknown)
+    );
+    assert_eq!(s.state, ClusterHealth::Degraded);
+}
+
+#[test]
+fn standbys_carry_their_lag_behind_the_primary_and_the_lsn_text() {
+    let mut h = H::new(3);
+    h.reports(vec![
+        dn(1).primary(1).pos(1, 0x1_0000_2000),
+        dn(2).pos(1, 0x1_0000_1000),
+        dn(3).pos(2, 0x1_0000_1000),
+    ]);
+    let m = &status(&h).groups[0].members;
+    assert_eq!(m[0].lag_bytes, None);
+    assert_eq!(m[1].lag_bytes, Some(0x1000));
+    // Another timeline: no meaningful lag.
+    assert_eq!(m[2].lag_bytes, None);
+    assert_eq!(m[0].lsn, "1/00002000");
+}
+
+#[test]
+fn the_p_letter_is_the_install_time_primary_not_the_moved_static_primary() {
+    let mut h = H::new(3);
+    h.group_mut().static_primary = InstanceId(6002);
+    h.reports(vec![dn(2).primary(1), dn(1), dn(3)]);
+    let m = &status(&h).groups[0].members;
+    assert!(m[0].install_primary && !m[0].static_primary);
+    assert!(!m[1].install_primary && m[1].static_primary);
 }

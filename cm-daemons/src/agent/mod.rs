@@ -59,6 +59,7 @@ impl From<StartKindArg> for StartKind {
 #[derive(Debug, Parser)]
 #[command(
     name = "cm_agent",
+    version,
     about = "Supervises this node's DNs and reports to every CMS."
 )]
 pub struct AgentArgs {
@@ -101,7 +102,7 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
         Some(p) => node::absolute(&p)?,
         None => node::sibling_binary("cm_server")?,
     };
-    let secret = Secret::load(&common::secret_path(&config_path, &config)?)?;
+    let secret = common::load_secret(&config_path, &config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,7 +10,12 @@ fn main() -> ExitCode {
     match cm_daemons::agent::main(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("cm_agent: {e:#}");
+            let text = cm_daemons::common::error_text(&e);
+            eprintln!("cm_agent: {text}");
+            // om_monitor names a file for the error it then logs once and shows to cm_ctl.
+            if let Some(path) = std::env::var_os(cm_daemons::monitor::AGENT_ERROR_ENV) {
+                let _ = std::fs::write(path, format!("{text}\n"));
+            }
             ExitCode::FAILURE
         }
     }

@@ -12,9 +12,11 @@ use cm_core::params::Profile;
 use cm_daemons::local::cluster::{primary_node, summary};
 use cm_daemons::local::{LocalCluster, LocalOptions, bench, check_prerequisites, procs};
 
-/// cm_local: a local three-node cluster (3 CMS, 3 om_monitor/cm_agent, one PostgreSQL 1P2S group).
+/// cm_local: run a three-node cluster on this machine for trying cm out (3 cm_server,
+/// 3 om_monitor/cm_agent, one PostgreSQL group of 1 primary + 2 standbys), tear it down, or
+/// benchmark failover. Run it as root (PostgreSQL runs as the `postgres` user).
 #[derive(Debug, Parser)]
-#[command(name = "cm_local", version, about)]
+#[command(name = "cm_local", version)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -52,14 +54,25 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
-    /// Tear down the cluster of DIR (asks a running `cm_local up` to do it, or does it itself).
+    /// Tear down the cluster of DIR (asks a running `cm_local up` to do it, or does it itself):
+    /// every process started with the cluster's config, however it was started, is stopped.
     Down {
         /// The cluster directory.
         #[arg(long, default_value = "./.local-cluster")]
         dir: PathBuf,
-        /// Keep the directory.
+        /// Keep the directory (data, logs), even if `up` was started without --keep.
         #[arg(long)]
         keep: bool,
+    },
+    /// Restart node N (1-3) of the cluster of DIR after it was killed: starts its om_monitor,
+    /// which starts its cm_agent, cm_server and database.
+    RestartNode {
+        /// The node (1, 2 or 3).
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=3))]
+        node: u32,
+        /// The cluster directory.
+        #[arg(long, default_value = "./.local-cluster")]
+        dir: PathBuf,
     },
     /// Measure node-crash failover: kill every process of the primary's node, time the first
     /// INSERT on another node; default and fast profiles.
@@ -99,6 +112,7 @@ fn main() -> ExitCode {
             up(opts)
         }
         Cmd::Down { dir, keep } => down(&dir, keep),
+        Cmd::RestartNode { node, dir } => restart_node(&dir, node),
         Cmd::Bench {
             trials,
             profile,
@@ -188,7 +202,7 @@ fn up(opts: LocalOptions) -> ExitCode {
     let mut c = match LocalCluster::create(opts) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cm_local: {e:#}");
+            eprintln!("cm_local: {}", cm_daemons::common::error_text(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -196,12 +210,15 @@ fn up(opts: LocalOptions) -> ExitCode {
     let _ = std::fs::write(c.paths.pid_file(), std::process::id().to_string());
     let result = bring_up(&mut c);
     if let Err(e) = &result {
-        eprintln!("cm_local: {e:#}");
+        eprintln!("cm_local: {}", cm_daemons::common::error_text(e));
         eprintln!("logs: {}", c.paths.logs().display());
     } else {
         while !cancel.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+    if c.paths.dir.join(cm_daemons::local::KEEP_MARKER).exists() {
+        c.keep_dir();
     }
     println!("\ncm_local: tearing down ...");
     for note in c.teardown() {
@@ -256,6 +273,8 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
          {ctl} -c {cfg} set --param --server -k datastorage_threshold_value_check=1\n  \
          {ctl} -c {cfg} set --param --server -k datastorage_threshold_value_check=85\n\
          \n  # connect to the primary\n  psql -h 127.0.0.1 -p {port} -U postgres\n\
+         \n  # a node killed by hand stays down: start it again with\n  \
+         {me} restart-node {p} --dir {dir}\n\
          \n  # stop everything (or press Ctrl-C here)\n  {me} down --dir {dir}\n\
          \nLogs: {logs}",
         summary(&s),
@@ -271,6 +290,45 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn restart_node(dir: &Path, node: u32) -> ExitCode {
+    let opts = LocalOptions::new(dir.to_path_buf(), Profile::Fast);
+    if let Err(e) = cm_daemons::local::root_check(nix::unistd::geteuid().is_root()) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let mut c = match LocalCluster::attach(opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "cm_local restart-node: {}",
+                cm_daemons::common::error_text(&e)
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = c.start_monitor(node);
+    // The om_monitor started here must outlive this command: forget the handle so that the
+    // teardown of `c` (which only runs for a launcher) does not kill it.
+    c.disown();
+    match result {
+        Ok(()) => {
+            println!(
+                "cm_local restart-node: om_monitor of node {node} started; it starts cm_agent, \
+                 cm_server and the database. Watch with `cm_ctl -c {} query -Cv`",
+                c.paths.config().display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "cm_local restart-node: {}",
+                cm_daemons::common::error_text(&e)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn down(dir: &Path, keep: bool) -> ExitCode {
     let pid_file = dir.join("cm_local.pid");
     let launcher = std::fs::read_to_string(&pid_file)
@@ -281,6 +339,13 @@ fn down(dir: &Path, keep: bool) -> ExitCode {
                 .is_ok_and(|c| c.contains("cm_local"))
         });
     if let Some(pid) = launcher {
+        if keep && let Err(e) = std::fs::write(dir.join(cm_daemons::local::KEEP_MARKER), "") {
+            eprintln!(
+                "cm_local down: cannot ask the launcher to keep {}: {e}",
+                dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
         println!("cm_local down: asking the launcher (pid {pid}) to tear down ...");
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -308,8 +373,30 @@ fn down(dir: &Path, keep: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cm_local down: {e:#}");
+            eprintln!("cm_local down: {}", cm_daemons::common::error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn help_describes_cm_local_itself() {
+        let about = Cli::command().get_about().unwrap().to_string();
+        assert!(
+            about.starts_with("cm_local: run a three-node cluster"),
+            "{about}"
+        );
+    }
+
+    #[test]
+    fn restart_node_takes_a_node_of_the_local_cluster() {
+        assert!(Cli::try_parse_from(["cm_local", "restart-node", "2"]).is_ok());
+        assert!(Cli::try_parse_from(["cm_local", "restart-node", "4"]).is_err());
     }
 }

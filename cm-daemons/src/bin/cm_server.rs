@@ -9,7 +9,7 @@ use cm_daemons::server::{ServerArgs, run};
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
     if let Err(e) = init_logging(args.node.log_json, &args.node.log) {
-        eprintln!("cm_server: {e:#}");
+        eprintln!("cm_server: {}", cm_daemons::common::error_text(&e));
         return ExitCode::FAILURE;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cm_server: {e:#}");
+            eprintln!("cm_server: {}", cm_daemons::common::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     match cm_daemons::monitor::main(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("om_monitor: {e:#}");
+            eprintln!("om_monitor: {}", cm_daemons::common::error_text(&e));
             ExitCode::FAILURE
         }
     }

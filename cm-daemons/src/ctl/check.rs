@@ -1,27 +1,55 @@
 //! `cm_ctl check -B NAME -T PATH`: is a process running whose program is NAME and which was
 //! started with PATH (its config file or data directory)? Read from `/proc/*/cmdline`.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 /// Whether a command line (argv) is `binary` started with `path`: argv\[0\]'s file name is
 /// `binary`, and some later argument is `path` — alone, as `--opt=PATH`, or glued to a short
-/// option (`-DPATH`). Trailing slashes do not matter.
-pub fn cmdline_matches(argv: &[String], binary: &str, path: &str) -> bool {
+/// option (`-DPATH`). Paths are compared in canonical form: a relative argument is taken from
+/// the process's working directory `cwd`, a relative `path` from cm_ctl's own; `.`, `..`,
+/// symbolic links and trailing slashes do not matter.
+pub fn cmdline_matches(argv: &[String], binary: &str, path: &str, cwd: &Path) -> bool {
     let Some(program) = argv.first() else {
         return false;
     };
     if Path::new(program).file_name().and_then(|f| f.to_str()) != Some(binary) {
         return false;
     }
-    let want = path.trim_end_matches('/');
-    argv[1..].iter().any(|a| {
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    names_path(&argv[1..], &canonical(&here, path), cwd)
+}
+
+/// Whether some argument names the file `want` (canonical), alone, as `--opt=PATH` or glued
+/// to a short option; relative arguments are taken from the process's working dir `cwd`.
+pub fn names_path(args: &[String], want: &Path, cwd: &Path) -> bool {
+    args.iter().any(|a| {
         let value = match a.split_once('=') {
             Some((opt, v)) if opt.starts_with('-') => v,
             _ if a.starts_with('-') && !a.starts_with("--") && a.len() > 2 => &a[2..],
             _ => a.as_str(),
         };
-        value.trim_end_matches('/') == want
+        !value.is_empty() && canonical(cwd, value) == want
     })
+}
+
+/// `p` as an absolute path without `.`, `..` or symbolic links (lexically when it does not
+/// exist).
+pub fn canonical(base: &Path, p: &str) -> PathBuf {
+    let joined = base.join(p);
+    if let Ok(c) = std::fs::canonicalize(&joined) {
+        return c;
+    }
+    let mut out = PathBuf::from("/");
+    for part in joined.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
 }
 
 /// The ids of running processes that match (never this process).
@@ -49,7 +77,8 @@ pub fn find(binary: &str, path: &str) -> std::io::Result<Vec<u32>> {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if cmdline_matches(&argv, binary, path) {
+        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_else(|_| "/".into());
+        if cmdline_matches(&argv, binary, path, &cwd) {
             found.push(pid);
         }
     }
@@ -63,6 +92,43 @@ mod tests {
 
     fn argv(s: &str) -> Vec<String> {
         s.split(' ').map(str::to_owned).collect()
+    }
+
+    fn cmdline_matches(argv: &[String], binary: &str, path: &str) -> bool {
+        super::cmdline_matches(argv, binary, path, Path::new("/"))
+    }
+
+    #[test]
+    fn relative_and_absolute_paths_name_the_same_file() {
+        let abs = "/nonexistent-cm/etc/cluster.toml";
+        // Started as `cm_agent -c cluster.toml` in /nonexistent-cm/etc.
+        assert!(super::cmdline_matches(
+            &argv("cm_agent -c cluster.toml"),
+            "cm_agent",
+            abs,
+            Path::new("/nonexistent-cm/etc")
+        ));
+        assert!(super::cmdline_matches(
+            &argv("cm_agent -c ./x/../cluster.toml"),
+            "cm_agent",
+            abs,
+            Path::new("/nonexistent-cm/etc")
+        ));
+        assert!(!super::cmdline_matches(
+            &argv("cm_agent -c cluster.toml"),
+            "cm_agent",
+            abs,
+            Path::new("/elsewhere")
+        ));
+        // `-T` relative to cm_ctl's own directory.
+        let here = std::env::current_dir().unwrap();
+        let full = here.join("cfg/c.toml").display().to_string();
+        assert!(super::cmdline_matches(
+            &argv(&format!("cm_agent -c {full}")),
+            "cm_agent",
+            "cfg/c.toml",
+            Path::new("/")
+        ));
     }
 
     #[test]

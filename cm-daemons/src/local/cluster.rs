@@ -353,6 +353,16 @@ impl LocalCluster {
         (1..=NODES).map(|n| self.data_dir(n)).collect()
     }
 
+    /// Lets go of the cluster: its processes keep running and dropping this handle tears
+    /// nothing down (`cm_local restart-node` starts an om_monitor that must outlive it).
+    pub fn disown(&mut self) {
+        self.torn_down = true;
+        for m in &mut self.monitors {
+            // Dropping a `Child` neither kills nor waits for the process.
+            drop(m.take());
+        }
+    }
+
     /// Tells the teardown to keep the directory (logs for a failed test).
     pub fn keep_dir(&mut self) {
         self.opts.keep = true;

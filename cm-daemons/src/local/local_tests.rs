@@ -97,3 +97,11 @@ fn a_private_ancestor_is_found() {
         Some(private.clone())
     );
 }
+
+#[test]
+fn a_non_root_user_is_told_to_run_as_root() {
+    assert!(root_check(true).is_ok());
+    let text = root_check(false).unwrap_err().to_string();
+    assert!(text.contains("must run as root"), "{text}");
+    assert!(text.contains("sudo"), "{text}");
+}

@@ -97,6 +97,12 @@ pub enum Missing {
         /// Where it was looked for.
         dir: String,
     },
+    /// Not running as root.
+    #[error(
+        "cm_local must run as root: it starts PostgreSQL as the `postgres` user and the \
+         daemons as root.\n  Run it again with sudo (e.g. `sudo target/release/cm_local up`)"
+    )]
+    NotRoot,
     /// The database OS user does not exist.
     #[error(
         "there is no `{user}` OS user to run PostgreSQL (initdb refuses root).\n\
@@ -120,8 +126,22 @@ pub enum Missing {
     },
 }
 
+/// The file whose presence tells a running `cm_local up` to keep the directory at teardown
+/// (`cm_local down --keep` writes it before asking the launcher to tear down).
+pub const KEEP_MARKER: &str = "cm_local.keep";
+
+/// Refuses a non-root user with what to do.
+pub fn root_check(is_root: bool) -> Result<(), Missing> {
+    if is_root {
+        Ok(())
+    } else {
+        Err(Missing::NotRoot)
+    }
+}
+
 /// Checks that PostgreSQL, its OS user and the daemons' binaries are present.
 pub fn check_prerequisites(opts: &LocalOptions) -> Result<(), Missing> {
+    root_check(nix::unistd::geteuid().is_root())?;
     for tool in PG_TOOLS {
         if !opts.pg_bin.join(tool).exists() {
             return Err(Missing::PgTool {

@@ -120,10 +120,17 @@ pub fn node_groups(monitor_pid: Option<i32>, data_dirs: &[PathBuf]) -> BTreeSet<
 /// The process groups of every process whose command line names `config` (the daemons all
 /// get `-c <config>`), plus the postmasters of `data_dirs`.
 pub fn cluster_groups(config: &Path, data_dirs: &[PathBuf]) -> BTreeSet<i32> {
-    let needle = config.display().to_string();
+    let want = crate::ctl::check::canonical(Path::new("/"), &config.display().to_string());
     let mut groups: BTreeSet<i32> = snapshot()
         .iter()
-        .filter(|p| p.cmdline.split(' ').any(|a| a == needle))
+        .filter(|p| {
+            // However it was started: `-c /abs/cluster.toml`, `-c cluster.toml` in the
+            // cluster directory, `--config=../x/cluster.toml`, ...
+            let args: Vec<String> = p.cmdline.split(' ').map(str::to_owned).collect();
+            let cwd = std::fs::read_link(format!("/proc/{}/cwd", p.pid))
+                .unwrap_or_else(|_| PathBuf::from("/"));
+            crate::ctl::check::names_path(args.get(1..).unwrap_or(&[]), &want, &cwd)
+        })
         .map(|p| p.pgrp)
         .collect();
     groups.extend(
@@ -187,6 +194,37 @@ mod tests {
         let mut got: Vec<i32> = descendants(&procs, 10).iter().map(|p| p.pid).collect();
         got.sort_unstable();
         assert_eq!(got, vec![10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn a_daemon_started_with_a_relative_config_path_is_found_by_the_cluster_directory() {
+        use std::os::unix::process::CommandExt as _;
+        let dir = std::env::temp_dir().join(format!("cm-procs-rel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("cluster.toml");
+        std::fs::write(&config, "").unwrap();
+        // As an operator restarting a node by hand from the cluster directory:
+        // `om_monitor -c cluster.toml` (here `sh -c ... cluster.toml`).
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 60; :", "cluster.toml"])
+            .current_dir(&dir)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let g = child.id() as i32;
+        let mut found = false;
+        for _ in 0..200 {
+            if cluster_groups(&config, &[]).contains(&g) {
+                found = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = kill_groups(&BTreeSet::from([g]), Duration::from_secs(5));
+        let _ = child.wait();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(found, "the process of the cluster was not found");
+        assert!(left.is_empty());
     }
 
     #[test]

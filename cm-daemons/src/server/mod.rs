@@ -26,7 +26,7 @@ use cm_core::server::ServerInput;
 use cm_core::time::WallMillis;
 use cm_io::event_loop::{Clock, EventLoop, InputMap, Journal, JsonLinesJournal};
 use cm_io::store::Store;
-use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
+use cm_io::transport::{AddressBook, Limits, Transport, TransportConfig};
 use tokio::sync::mpsc;
 
 use crate::common::{self, NodeArgs, Signal};
@@ -128,7 +128,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             store.path().display()
         )
     })?;
-    let secret = Secret::load(&common::secret_path(&cfg_path, &config)?)?;
+    let secret = common::load_secret(&cfg_path, &config)?;
     let listen = listen_addr(&me.address, port).await?;
     let (transport, net) = Transport::start(TransportConfig {
         local: Endpoint::server(me.id),

@@ -39,6 +39,10 @@ impl End {
                 tracing::warn!(%peer, direction, "connection closed: malformed input: {why}");
             }
             Self::Io(e) => tracing::info!(%peer, direction, "connection closed: {e}"),
+            // cm_ctl closes its connection after every command: routine.
+            Self::Eof if peer.role == cm_core::msg::Role::Ctl => {
+                tracing::debug!(%peer, direction, "connection closed by the peer");
+            }
             Self::Eof => tracing::info!(%peer, direction, "connection closed by the peer"),
             Self::Idle => tracing::info!(%peer, direction, "connection closed: idle timeout"),
             Self::Local => tracing::debug!(%peer, direction, "connection closed locally"),

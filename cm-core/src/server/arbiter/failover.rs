@@ -45,6 +45,7 @@ impl GroupArbiter {
             expected_term: g.term,
             static_primary: cand,
         }) {
+            self.log_decision(ctx, g, cand, q);
             self.pending_promote = Some(PendingPromote {
                 proposal,
                 expected: g.term,
@@ -53,10 +54,55 @@ impl GroupArbiter {
         }
     }
 
+    /// The promotion decision in one INFO line: what happened to whom, with the inputs (the
+    /// group's term, the old primary, the locked members and their positions) and the rule
+    /// that chose the candidate. A promotion from term 0 is the cluster's first primary, not a
+    /// failover.
+    fn log_decision(&self, ctx: &Ctx<'_>, g: &GroupState, cand: InstanceId, q: usize) {
+        let locked: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.is_locked(ctx.now, ctx.params))
+            .map(|m| format!("{}@{}", m.instance.0, m.position()))
+            .collect();
+        let old: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.instance != cand && m.last_said_primary())
+            .map(|m| m.instance.0.to_string())
+            .collect();
+        let rounds = self.members.iter().map(|m| m.rounds).max().unwrap_or(0);
+        let rule = if cand == g.static_primary {
+            "the static primary wins back after its wait"
+        } else {
+            "the locked standby with the newest position, after the non-static wait"
+        };
+        let what = if g.term == Term(0) {
+            "initial promotion (cluster start, not a failover)"
+        } else {
+            "failover"
+        };
+        tracing::info!(
+            group = self.id.0,
+            term = g.term.0,
+            new_term = g.term.next().0,
+            old_primary = if old.is_empty() { "none".to_string() } else { old.join(",") },
+            new_primary = cand.0,
+            position = %self.member(cand).map(|m| m.position()).unwrap_or_default(),
+            locked = %locked.join(","),
+            lock1_quorum = q,
+            rounds,
+            rule,
+            "{what}: promote {} (Lock1 quorum reached, fencing floor passed)",
+            cand.0
+        );
+    }
+
     /// Lock1 to every heard-from standby and pending member that is not locked: once per
     /// incident, again after the resend interval if it did not take effect.
     fn send_lock1s(&mut self, ctx: &mut Ctx<'_>) {
         let resend = ctx.resend_interval();
+        let mut sent = Vec::new();
         for m in &mut self.members {
             if !m.is_follower(ctx.now, ctx.params) || m.is_locked(ctx.now, ctx.params) {
                 continue;
@@ -73,7 +119,15 @@ impl GroupArbiter {
             };
             if due {
                 m.send(ctx.out, ctx.now, CmsCommand::Lock1);
+                sent.push(m.instance.0.to_string());
             }
+        }
+        if !sent.is_empty() {
+            tracing::info!(
+                group = self.id.0,
+                to = %sent.join(","),
+                "no serving primary: Lock1 (stop replaying and report the position)"
+            );
         }
     }
 
@@ -239,10 +293,19 @@ impl GroupArbiter {
             return;
         };
         self.members[idx].send(ctx.out, ctx.now, CmsCommand::Failover { term });
-        ctx.out.alarm(Alarm::Failover {
-            group: self.id,
-            instance: cand,
-        });
+        tracing::info!(
+            group = self.id.0,
+            term = term.0,
+            new_primary = cand.0,
+            "promotion committed: Failover sent"
+        );
+        // The first primary of a new cluster (term 1) is a start, not a failover: no alarm.
+        if term > Term(1) {
+            ctx.out.alarm(Alarm::Failover {
+                group: self.id,
+                instance: cand,
+            });
+        }
         self.reset_rounds();
         self.awaiting = Some((term, cand, ctx.now));
     }

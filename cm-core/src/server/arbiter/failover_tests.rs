@@ -518,3 +518,19 @@ fn a_static_primary_of_unknown_role_is_fenced_after_the_heartbeat_timeout() {
     assert_eq!(restart_at, Some(7));
     assert_eq!(promotes(&h), vec![]);
 }
+
+#[test]
+fn the_first_promotion_of_a_new_cluster_raises_no_failover_alarm() {
+    let mut h = primary_killed(3);
+    // As on a new cluster: the group has never had a committed primary (term 0).
+    h.group_mut().term = Term(0);
+    for _ in 0..6 {
+        lock_round(&mut h, 3, &[2, 3]);
+    }
+    assert_eq!(promotes(&h), vec![promote(2, 0)]);
+    let out = h.commit();
+    assert_eq!(
+        out,
+        vec![command(2, 2, CmsCommand::Failover { term: Term(1) })]
+    );
+}

@@ -78,6 +78,12 @@ impl GroupArbiter {
         let since = self.members[old].receipt;
         match (&mut self.split, latest) {
             (None, Some(at)) if fresh => {
+                tracing::info!(
+                    group = self.id.0,
+                    silent_primary = self.members[old].instance.0,
+                    "primary silent but its standbys still stream from it: failover deferred \
+                     until the split-brain timeout"
+                );
                 ctx.out.alarm(Alarm::PrimaryAliveButSilent {
                     group: self.id,
                     instance: self.members[old].instance,
@@ -108,6 +114,14 @@ impl GroupArbiter {
         };
         if !s.fence_started {
             s.fence_started = true;
+            tracing::info!(
+                group = self.id.0,
+                silent_primary = self.members[old].instance.0,
+                timeout_s = timeout.as_secs(),
+                fence_command = !ctx.params.fence_command.is_empty(),
+                "split-brain timeout reached: the silent primary's standbys still stream from \
+                 it; failover may go on once it is fenced"
+            );
             if !ctx.params.fence_command.is_empty() {
                 let m = &self.members[old];
                 ctx.out.fence(self.id, m.instance, m.node);

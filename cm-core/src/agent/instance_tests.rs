@@ -271,6 +271,7 @@ fn a_promotion_waiting_for_its_term_check_is_dropped_when_the_dn_process_is_gone
             Msg::TermCheckReply {
                 nonce,
                 highest: QuorumTerm(1),
+                weight: 1,
             },
         )
     };

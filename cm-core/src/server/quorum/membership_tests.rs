@@ -307,3 +307,20 @@ fn replies_of_an_earlier_incarnation_are_not_counted_after_its_hello() {
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(c.role, Role::Candidate);
 }
+
+/// A store written before `counted` existed still restores, with every peer counted (the
+/// conservative answer: such a node may have counted anyone).
+#[test]
+fn a_store_without_counted_restores_with_every_peer_counted() {
+    let cfg = config(3);
+    let v1 = super::super::StoredV1 {
+        term: t(4),
+        voted_for: Some(NodeId(2)),
+        membership: Membership::Voter,
+        log: super::super::log::Log::new(crate::state::ClusterState::initial(&cfg)),
+    };
+    let bytes = crate::codec::encode_persisted(&v1).unwrap();
+    let q = Quorum::new(&cfg, NodeId(1), 1, Some(bytes)).unwrap();
+    assert_eq!(q.term, t(4));
+    assert_eq!(q.counted, [n(2), n(3)].into_iter().collect());
+}

@@ -26,8 +26,9 @@ use crate::world::World;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Exposure {
     /// An agent is cut off from the CMS while standbys may still stream from its primary
-    /// (an agent cut, a stopped agent, or a side whose nodes are not all linked pairwise):
-    /// the split-brain wait of §8 applies.
+    /// (an agent cut from every cm_server of the side, a stopped agent, or a side whose nodes
+    /// are not all linked pairwise): the split-brain wait of §8 applies. (An agent cut from
+    /// the leader alone is not: the leader must step down within the 10 s of §5.3.)
     pub agent_cut: bool,
     /// Two-node mode with the majority side being one CMS alone: it leads only after its
     /// peer's lease must have lapsed and the gateway answered (§5.4).
@@ -312,10 +313,11 @@ impl World {
                     .get(&m.node)
                     .and_then(|h| h.procs.get(&Role::Agent))
                     .is_some_and(|a| a.stopped)
-                    || cms_all.iter().any(|c| {
-                        self.net
-                            .endpoints_cut(Endpoint::agent(m.node), Endpoint::server(*c))
-                    })
+                    || !cms.is_empty()
+                        && cms.iter().all(|c| {
+                            self.net
+                                .endpoints_cut(Endpoint::agent(m.node), Endpoint::server(*c))
+                        })
             });
             let one_way = group.members.iter().any(|m| {
                 !side.contains(&m.node)

@@ -37,7 +37,8 @@ pub struct PendingSwitchover {
     pub from: InstanceId,
     /// The term committed for it.
     pub term: Term,
-    /// `-f`: skip the caught-up wait for a planned but faster swap.
+    /// `-f`, as asked. It skips no wait of the switchover itself: `Switchover{term}` is never
+    /// sent before the target reached the old primary's final position (§4.5, S5).
     pub fast: bool,
     /// Abandoned after this wall-clock deadline.
     pub deadline: WallMillis,

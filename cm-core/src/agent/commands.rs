@@ -226,15 +226,8 @@ impl Agent {
                 inst.watch.prohibit = true;
                 DnAction::Lock1
             }
-            CmsCommand::Lock2 { primary } => {
-                // Following a primary again supersedes a Prohibit still awaited.
-                inst.watch.prohibit = false;
-                DnAction::Lock2 { primary }
-            }
-            CmsCommand::Unlock { primary } => {
-                inst.watch.prohibit = false;
-                DnAction::Unlock { primary }
-            }
+            CmsCommand::Lock2 { primary } => DnAction::Lock2 { primary },
+            CmsCommand::Unlock { primary } => DnAction::Unlock { primary },
             CmsCommand::NotifyStandby { primary } => DnAction::NotifyStandby { primary },
             CmsCommand::Build { source } => DnAction::Build { source },
             CmsCommand::SetReadOnly { on } => {

@@ -308,33 +308,6 @@ fn prohibit_reached_after_lock1_is_reported_at_once() {
     assert_eq!(reports(&a.step(ms(2100), queried(q, Ok(again)))), vec![]);
 }
 
-/// SPEC §3: the effect is reported when it is reached, not at the next 1 s status cycle: the
-/// agent queries the DN as soon as the Lock1 action completed, and again every 100 ms until
-/// Prohibit shows (for at most 5 s).
-#[test]
-fn after_lock1_completes_the_dn_is_queried_until_prohibit_and_reported_at_once() {
-    let mut a = boot(DnRole::Standby);
-    let cmds = apply(&mut a, ms(10), 1, CmsCommand::Lock1);
-    let cmds = a.step(ms(60), done(action_op(&cmds)));
-    let q = query_op(&cmds, DN);
-    // Not yet Prohibit: asked again 100 ms later, no report out of turn.
-    let cmds = a.step(ms(62), queried(q, Ok(status(DnRole::Standby))));
-    assert_eq!(reports(&cmds), vec![]);
-    assert_eq!(a.next_deadline(), Some(ms(162)));
-    let cmds = tick(&mut a, ms(162));
-    let q = query_op(&cmds, DN);
-    let locked = DnStatus {
-        lock: LockState::Prohibit,
-        ..status(DnRole::Standby)
-    };
-    let cmds = a.step(ms(165), queried(q, Ok(locked)));
-    let sent = reports(&cmds);
-    assert_eq!(sent.len(), 3, "{cmds:?}");
-    assert_eq!(sent[0].1.dns[0].lock, LockState::Prohibit);
-    // Reached: no more extra queries.
-    assert!(a.insts[&DN].watch.poll_at.is_none());
-}
-
 #[test]
 fn promotion_done_and_read_only_set_are_reported_at_once() {
     let mut a = boot(DnRole::Standby);

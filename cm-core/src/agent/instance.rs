@@ -46,21 +46,6 @@ pub(super) struct Watch {
     pub(super) prohibit: bool,
     pub(super) primary: bool,
     pub(super) read_only: Option<bool>,
-    /// While an effect is watched after its action completed: the next extra status query
-    /// (the effect is reported when reached, not at the next status cycle) and when the
-    /// extra queries stop.
-    pub(super) poll_at: Option<Instant>,
-    pub(super) poll_until: Instant,
-}
-
-/// Extra status queries while a watched effect is not reached yet, and for how long.
-const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(100);
-const WATCH_POLL_SPAN: Duration = Duration::from_secs(5);
-
-impl Watch {
-    fn any(&self) -> bool {
-        self.prohibit || self.primary || self.read_only.is_some()
-    }
 }
 
 /// One local DN.
@@ -511,29 +496,8 @@ impl Agent {
                 inst.query_ok = false;
             }
         }
-        let reached = inst.effect_reached();
-        inst.watch.poll_at =
-            (inst.watch.any() && now < inst.watch.poll_until).then_some(now + WATCH_POLL_INTERVAL);
-        if reached {
+        if inst.effect_reached() {
             self.send_report(now, out);
-        }
-    }
-
-    /// Extra status queries for instances whose watched effect is due (see [`Watch`]).
-    pub(super) fn watch_polls(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
-        let due: Vec<InstanceId> = self
-            .insts
-            .values()
-            .filter(|i| i.watch.poll_at.is_some_and(|at| now >= at))
-            .map(|i| i.id)
-            .collect();
-        for id in due {
-            let op = self.op();
-            if let Some(inst) = self.insts.get_mut(&id) {
-                // The answer schedules the next one.
-                inst.watch.poll_at = None;
-            }
-            out.push(AgentCommand::QueryDnStatus { op, instance: id });
         }
     }
 
@@ -574,11 +538,6 @@ impl Agent {
         if let Err(e) = &result {
             tracing::warn!(instance = %id, ?kind, error = %e, "DN action failed");
         }
-        if kind == ActionKind::Other && inst.watch.any() {
-            // Query at once: a reached effect is reported at once (§3), not at the next cycle.
-            inst.watch.poll_at = Some(now);
-            inst.watch.poll_until = now + WATCH_POLL_SPAN;
-        }
         if kind
             == (ActionKind::Start {
                 under_starting_flag: true,
@@ -588,7 +547,6 @@ impl Agent {
             self.after_start_under_flag(out);
         }
         self.issue_next_action(id, out);
-        self.watch_polls(now, out);
         self.check_cluster_stop_done(now, out);
     }
 

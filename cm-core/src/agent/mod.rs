@@ -631,7 +631,6 @@ impl Agent {
         }
         self.self_fence_check(now, out);
         self.term_check_timeouts(now);
-        self.watch_polls(now, out);
     }
 
     /// Paused: the latest leader reply said so and CMS contact has not lapsed (§2, ours).
@@ -750,9 +749,6 @@ impl Machine for Agent {
         for inst in self.insts.values() {
             d = d.min(inst.next_phony);
             if let Some(at) = inst.disk_probe_deadline() {
-                d = d.min(at);
-            }
-            if let Some(at) = inst.watch.poll_at {
                 d = d.min(at);
             }
             if let Some(tc) = &inst.term_check {

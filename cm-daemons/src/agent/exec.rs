@@ -215,7 +215,16 @@ impl Executor<AgentCommand> for AgentExec {
                     None
                 });
             }
-            AgentCommand::RaiseAlarm(alarm) => tracing::warn!(?alarm, "alarm raised"),
+            AgentCommand::RaiseAlarm(alarm) => {
+                let f = crate::server::executor::alarm_fields(&alarm);
+                tracing::warn!(
+                    alarm = f.kind,
+                    instance = f.instance,
+                    usage_pct = f.usage_pct,
+                    resource = f.resource.as_deref(),
+                    "alarm raised"
+                );
+            }
             AgentCommand::Exit => {
                 tracing::info!("every local instance is down under cluster_manual_start");
                 return Flow::Stop;

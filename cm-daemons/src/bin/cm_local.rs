@@ -217,8 +217,10 @@ fn up(opts: LocalOptions) -> ExitCode {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    if c.paths.dir.join(cm_daemons::local::KEEP_MARKER).exists() {
+    let marker = c.paths.dir.join(cm_daemons::local::KEEP_MARKER);
+    if marker.exists() {
         c.keep_dir();
+        let _ = std::fs::remove_file(marker);
     }
     println!("\ncm_local: tearing down ...");
     for note in c.teardown() {

@@ -43,7 +43,14 @@ struct Tries {
     send_at: BTreeMap<Endpoint, Instant>,
     /// Requests in flight: id → peer.
     waiting: BTreeMap<u64, Endpoint>,
+    /// Failed connection attempts per peer (refused, unreachable, handshake failed).
+    failed: BTreeMap<Endpoint, u32>,
 }
+
+/// Connection attempts to every cm_server that must fail before cm_ctl stops waiting for a
+/// leader early (a stopped cluster refuses at once; waiting the full limit only delays the
+/// answer).
+const GIVE_UP_AFTER_FAILURES: u32 = 3;
 
 impl CtlClient {
     /// Starts the transport (outbound only) for `config`.
@@ -107,7 +114,14 @@ impl CtlClient {
                 tries.send_at.insert(peer, Instant::now());
                 None
             }
-            NetEvent::Closed { peer } | NetEvent::ConnectFailed { peer } => {
+            NetEvent::ConnectFailed { peer } => {
+                *tries.failed.entry(peer).or_default() += 1;
+                self.connected.remove(&peer);
+                tries.send_at.remove(&peer);
+                tries.waiting.retain(|_, p| *p != peer);
+                None
+            }
+            NetEvent::Closed { peer } => {
                 self.connected.remove(&peer);
                 tries.send_at.remove(&peer);
                 tries.waiting.retain(|_, p| *p != peer);
@@ -174,7 +188,13 @@ impl CtlClient {
                     other => return Ok(other),
                 }
             }
-            if Instant::now() >= deadline {
+            let all_refused = last_refusal.is_none()
+                && self.connected.is_empty()
+                && self
+                    .servers
+                    .iter()
+                    .all(|s| tries.failed.get(s).copied().unwrap_or(0) >= GIVE_UP_AFTER_FAILURES);
+            if Instant::now() >= deadline || all_refused {
                 return Err(self.no_leader(last_refusal, limit).await);
             }
         }
@@ -256,6 +276,15 @@ impl CtlClient {
                 && tries.waiting.remove(&id).is_some()
             {
                 answers.insert(peer.node, reply);
+            }
+            // Every node still missing refuses connections: waiting longer changes nothing.
+            let hopeless = nodes.iter().filter(|n| !answers.contains_key(n)).all(|n| {
+                let peer = Endpoint::monitor(*n);
+                !self.connected.contains(&peer)
+                    && tries.failed.get(&peer).copied().unwrap_or(0) >= GIVE_UP_AFTER_FAILURES
+            });
+            if hopeless {
+                break;
             }
         }
         let mut out = Vec::with_capacity(nodes.len());

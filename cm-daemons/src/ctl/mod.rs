@@ -199,7 +199,7 @@ async fn list_params(client: &mut CtlClient, config: &ClusterConfig) -> u8 {
         }
         Ok(CtlReply::Refused(r)) => fail(&format!("refused: {r}")),
         Ok(other) => fail(&format!("unexpected answer to list --param: {other:?}")),
-        Err(e) => {
+        Err(_) => {
             let list: Vec<(String, ParamSide, String)> = config
                 .params
                 .list()
@@ -207,9 +207,8 @@ async fn list_params(client: &mut CtlClient, config: &ClusterConfig) -> u8 {
                 .map(|(n, side, v)| (n.to_owned(), side, v))
                 .collect();
             eprintln!(
-                "cm_ctl: no cm_server leader answered ({e});\n\
-                 showing the values of the config file (changes made with `cm_ctl set` since \
-                 it was last read are not shown)"
+                "cm_ctl: no cm_server leader answered; these are the config file's values \
+                 (changes made with `cm_ctl set` are not shown)"
             );
             print!("{}", params_table(&list));
             EXIT_OK

@@ -63,7 +63,15 @@ impl GroupArbiter {
             .members
             .iter()
             .filter(|m| m.is_locked(ctx.now, ctx.params))
-            .map(|m| format!("{}@{}", m.instance.0, m.position()))
+            .map(|m| {
+                let p = m.position();
+                format!(
+                    "{} (tli {} lsn {})",
+                    m.instance.0,
+                    p.timeline.0,
+                    p.lsn_text()
+                )
+            })
             .collect();
         let old: Vec<String> = self
             .members
@@ -88,8 +96,8 @@ impl GroupArbiter {
             new_term = g.term.next().0,
             old_primary = if old.is_empty() { "none".to_string() } else { old.join(",") },
             new_primary = cand.0,
-            position = %self.member(cand).map(|m| m.position()).unwrap_or_default(),
-            locked = %locked.join(","),
+            lsn = %self.member(cand).map(|m| m.position().lsn_text()).unwrap_or_default(),
+            locked = %locked.join(", "),
             lock1_quorum = q,
             rounds,
             rule,

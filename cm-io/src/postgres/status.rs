@@ -377,7 +377,7 @@ impl PgDriver {
             Err(ConnectError::TimedOut) => {
                 ProbeConnect::Failed(format!("connect timed out after {timeout:?}"))
             }
-            Err(ConnectError::Other(e)) => ProbeConnect::Failed(e.to_string()),
+            Err(ConnectError::Other(e)) => ProbeConnect::Failed(super::pg_error(&e)),
             Ok(client) => {
                 let left = timeout.saturating_sub(started.elapsed());
                 match tokio::time::timeout(
@@ -387,7 +387,7 @@ impl PgDriver {
                 .await
                 {
                     Ok(Ok(_)) => ProbeConnect::Answered,
-                    Ok(Err(e)) => ProbeConnect::Failed(e.to_string()),
+                    Ok(Err(e)) => ProbeConnect::Failed(super::pg_error(&e)),
                     Err(_) => ProbeConnect::Failed(format!("query timed out after {timeout:?}")),
                 }
             }

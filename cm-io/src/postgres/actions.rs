@@ -237,7 +237,7 @@ impl PgDriver {
                 Ok(()) => tracing::info!(instance = %inst.id, %source, "rebuilt by pg_rewind"),
                 Err(e) => {
                     tracing::warn!(instance = %inst.id, error = %e, "pg_rewind failed; full copy");
-                    rewind_error = Some(format!("pg_rewind failed: {e}"));
+                    rewind_error = Some(e.to_string());
                 }
             }
         }
@@ -366,9 +366,13 @@ impl PgDriver {
     /// A physical slot for every other member (so a new primary has them at once), unreserved
     /// until first used; slots of members no longer configured are dropped. Best effort.
     pub(super) async fn ensure_local_slots(&self, inst: &Instance) {
-        let Ok(client) = self.connect(inst, self.opts.status_connect_timeout).await else {
-            tracing::warn!(instance = %inst.id, "could not connect to create replication slots");
-            return;
+        let client = match self.connect(inst, self.opts.status_connect_timeout).await {
+            Ok(client) => client,
+            Err(e) => {
+                let error = e.into_driver(inst.id);
+                tracing::warn!(instance = %inst.id, %error, "could not connect to create replication slots");
+                return;
+            }
         };
         let names: Vec<String> = self
             .peers(inst.id)

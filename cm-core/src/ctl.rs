@@ -44,10 +44,13 @@ pub enum CtlRequest {
     },
     /// `list --param`.
     ListParams,
-    /// `build -n NODE -D DIR`.
+    /// `build -n NODE -D DIR [--full]`.
     Build {
         /// The instance to rebuild.
         instance: InstanceId,
+        /// `--full`: a full base backup instead of pg_rewind first.
+        #[serde(default)]
+        full: bool,
     },
     /// `cms --readd NODE`: a CMS that rejoined as a non-voter after losing its store votes
     /// again (§5.1). (Last, so the encoding of the older variants is unchanged.)

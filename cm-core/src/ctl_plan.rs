@@ -66,10 +66,12 @@ pub enum Operation {
     },
     /// Any request answered by the CMS leader alone (switchover -a, pause, resume, set, ...).
     Leader(CtlRequest),
-    /// `cm_ctl build -n NODE -D DIR`: ask the leader, then wait for the outcome.
+    /// `cm_ctl build -n NODE -D DIR [--full]`: ask the leader, then wait for the outcome.
     Build {
         /// The standby to rebuild.
         instance: InstanceId,
+        /// `--full`: a full base backup, no pg_rewind first.
+        full: bool,
         /// `-t`.
         timeout: Duration,
     },
@@ -216,7 +218,11 @@ impl Plan {
                 fast,
                 wait,
             } => self.switchover(instance, fast, wait, result),
-            Operation::Build { instance, timeout } => self.build(instance, timeout, result),
+            Operation::Build {
+                instance,
+                full,
+                timeout,
+            } => self.build(instance, full, timeout, result),
             Operation::StartCluster { timeout } => self.start_cluster(timeout, result),
             Operation::StopCluster { mode, timeout } => self.stop_cluster(mode, timeout, result),
             Operation::StartInstance { timeout, .. } => self.start_instances(timeout, result),
@@ -244,11 +250,17 @@ impl Plan {
     /// Build: the leader accepts, then the instance is polled until it is a Normal standby
     /// again after the build (or for [`BUILD_QUIET`] without any change: nothing was needed),
     /// fails on `Build failed`, or the timeout passes.
-    fn build(&mut self, instance: InstanceId, timeout: Duration, result: StepResult) -> Step {
+    fn build(
+        &mut self,
+        instance: InstanceId,
+        full: bool,
+        timeout: Duration,
+        result: StepResult,
+    ) -> Step {
         match (self.phase, result) {
             (Phase::Start, _) => {
                 self.phase = Phase::LeaderTold;
-                Step::Leader(CtlRequest::Build { instance })
+                Step::Leader(CtlRequest::Build { instance, full })
             }
             (Phase::LeaderTold, StepResult::Leader(r)) => match leader_outcome(r) {
                 Step::Done(_) => {

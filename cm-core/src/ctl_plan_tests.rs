@@ -683,10 +683,16 @@ fn node_problems_name_a_failing_agent_and_its_error() {
 }
 
 fn build_plan() -> Plan {
+    build_plan_of(false)
+}
+
+/// A build plan of 6002, past the leader's acceptance; the request carries `full`.
+fn build_plan_of(full: bool) -> Plan {
     let mut p = Plan::new(
         &config(),
         Operation::Build {
             instance: InstanceId(6002),
+            full,
             timeout: Duration::from_secs(60),
         },
     )
@@ -694,7 +700,8 @@ fn build_plan() -> Plan {
     assert_eq!(
         p.next(StepResult::Begin),
         Step::Leader(CtlRequest::Build {
-            instance: InstanceId(6002)
+            instance: InstanceId(6002),
+            full,
         })
     );
     assert_eq!(
@@ -711,6 +718,21 @@ fn poll(p: &mut Plan, role: DnRole, state: DbState, secs: u64) -> Step {
         status: Ok(status(ClusterHealth::Degraded, role, state)),
         elapsed: Duration::from_secs(secs),
     })
+}
+
+/// `cm_ctl build --full` asks the leader for a full copy (the request carries `full`) and
+/// waits for it like any build.
+#[test]
+fn a_full_build_asks_the_leader_for_a_full_copy() {
+    let mut p = build_plan_of(true);
+    assert!(matches!(
+        poll(&mut p, DnRole::Pending, DbState::Building, 2),
+        Step::PollStatus { .. }
+    ));
+    assert!(matches!(
+        poll(&mut p, DnRole::Standby, DbState::Normal, 30),
+        Step::Done(_)
+    ));
 }
 
 #[test]
@@ -751,6 +773,7 @@ fn a_build_refused_or_timed_out_fails() {
         &config(),
         Operation::Build {
             instance: InstanceId(6002),
+            full: false,
             timeout: Duration::from_secs(10),
         },
     )

@@ -318,10 +318,13 @@ pub enum DnAction {
     },
     /// Switchover, old primary's half: fast shutdown (WAL shipped up to the shutdown checkpoint).
     Demote,
-    /// Resynchronise from the primary (rewind, else full copy).
+    /// Resynchronise from the primary (rewind, else full copy; `full`: full copy only).
     Build {
         /// The primary to copy from.
         source: InstanceId,
+        /// Skip pg_rewind: a full base backup (`cm_ctl build --full`).
+        #[serde(default)]
+        full: bool,
     },
     /// `default_transaction_read_only` on/off.
     SetReadOnly {
@@ -337,9 +340,82 @@ pub enum DnAction {
     },
 }
 
+/// Plain values for logs: `unlock primary=6001`, `promote term=3`, `stop mode=fast` (an agent
+/// logs `action=%action`).
+impl core::fmt::Display for DnAction {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::StartPending => f.write_str("start_pending"),
+            Self::Stop { mode } => write!(f, "stop mode={}", mode.as_str()),
+            Self::Kill => f.write_str("kill"),
+            Self::Lock1 => f.write_str("lock1"),
+            Self::Lock2 { primary } => write!(f, "lock2 primary={}", primary.0),
+            Self::Unlock { primary } => write!(f, "unlock primary={}", primary.0),
+            Self::NotifyStandby { primary } => write!(f, "notify_standby primary={}", primary.0),
+            Self::Promote { term } => write!(f, "promote term={}", term.0),
+            Self::Demote => f.write_str("demote"),
+            Self::Build { source, full } => write!(f, "build source={} full={full}", source.0),
+            Self::SetReadOnly { on } => write!(f, "set_read_only on={on}"),
+            Self::SetSyncStandbys { k, members } => {
+                write!(f, "set_sync_standbys k={k} members=")?;
+                for (i, m) in members.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "," };
+                    write!(f, "{sep}{}", m.0)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dn_actions_display_as_plain_values() {
+        let p = InstanceId(6001);
+        let cases = [
+            (DnAction::StartPending, "start_pending"),
+            (
+                DnAction::Stop {
+                    mode: StopMode::Fast,
+                },
+                "stop mode=fast",
+            ),
+            (DnAction::Kill, "kill"),
+            (DnAction::Lock1, "lock1"),
+            (DnAction::Lock2 { primary: p }, "lock2 primary=6001"),
+            (DnAction::Unlock { primary: p }, "unlock primary=6001"),
+            (
+                DnAction::NotifyStandby { primary: p },
+                "notify_standby primary=6001",
+            ),
+            (DnAction::Promote { term: Term(3) }, "promote term=3"),
+            (DnAction::Demote, "demote"),
+            (
+                DnAction::Build {
+                    source: p,
+                    full: true,
+                },
+                "build source=6001 full=true",
+            ),
+            (
+                DnAction::SetReadOnly { on: false },
+                "set_read_only on=false",
+            ),
+            (
+                DnAction::SetSyncStandbys {
+                    k: 1,
+                    members: vec![InstanceId(6001), InstanceId(6002)],
+                },
+                "set_sync_standbys k=1 members=6001,6002",
+            ),
+        ];
+        for (action, want) in cases {
+            assert_eq!(action.to_string(), want);
+        }
+    }
 
     #[test]
     fn history_contains_positions_before_the_fork_only() {

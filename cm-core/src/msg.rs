@@ -224,6 +224,9 @@ pub enum CmsCommand {
     Build {
         /// The primary.
         source: InstanceId,
+        /// A full base backup, no pg_rewind first (`cm_ctl build --full`).
+        #[serde(default)]
+        full: bool,
     },
     /// `default_transaction_read_only` on/off (§7.2).
     SetReadOnly {

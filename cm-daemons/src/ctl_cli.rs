@@ -151,6 +151,9 @@ pub enum CtlCommand {
         /// The standby.
         #[command(flatten)]
         target: Target,
+        /// A full base backup (pg_basebackup) instead of pg_rewind first.
+        #[arg(long = "full")]
+        full: bool,
         /// Seconds to wait for the result (at least 1).
         #[arg(short = 't', long = "timeout", default_value_t = 600,
               value_parser = clap::value_parser!(u64).range(1..))]
@@ -316,9 +319,14 @@ pub fn operation(
                 }
             }
         }
-        CtlCommand::Build { target, timeout } => match resolve(config, target)? {
+        CtlCommand::Build {
+            target,
+            full,
+            timeout,
+        } => match resolve(config, target)? {
             (_, Some(instance)) => Operation::Build {
                 instance,
+                full: *full,
                 timeout: Duration::from_secs(*timeout),
             },
             _ => return Err(UsageError("build needs -n NODE -D DATADIR".into())),

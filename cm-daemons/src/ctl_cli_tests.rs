@@ -407,8 +407,24 @@ fn build_waits_for_its_outcome() {
         op(&["build", "-n", "n2", "-D", "/data/dn2", "-t", "30"]).unwrap(),
         Some(Operation::Build {
             instance: InstanceId(6002),
+            full: false,
             timeout: Duration::from_secs(30)
         })
+    );
+}
+
+#[test]
+fn build_full_asks_for_a_full_copy() {
+    assert_eq!(
+        op(&["build", "-n", "n2", "-D", "/data/dn2", "--full"]).unwrap(),
+        Some(Operation::Build {
+            instance: InstanceId(6002),
+            full: true,
+            timeout: Duration::from_secs(600)
+        })
+    );
+    assert!(
+        Cli::try_parse_from(["cm_ctl", "build", "-n", "n2", "-D", "/data/dn2", "--fast"]).is_err()
     );
 }
 

@@ -72,7 +72,15 @@ async fn primary_with_standbys(c: &TestCluster) {
     );
     assert_eq!(st.history.forks.len() as u32, st.position.timeline.0 - 1);
     for i in 1..c.drivers.len() {
-        act(c, i, DnAction::Build { source: c.id(0) }).await;
+        act(
+            c,
+            i,
+            DnAction::Build {
+                source: c.id(0),
+                full: false,
+            },
+        )
+        .await;
         act(c, i, DnAction::StartPending).await;
         assert_eq!(status(c, i).await.role, DnRole::Pending);
         act(c, i, DnAction::NotifyStandby { primary: c.id(0) }).await;
@@ -224,7 +232,15 @@ async fn rejoin_by_rewind(c: &TestCluster, new: usize) {
         Prober::start(&c.data_dir(new)),
     ];
     tokio::time::sleep(Duration::from_millis(100)).await;
-    act(c, 0, DnAction::Build { source: c.id(new) }).await;
+    act(
+        c,
+        0,
+        DnAction::Build {
+            source: c.id(new),
+            full: false,
+        },
+    )
+    .await;
     for p in probers {
         p.stop_ok().await;
     }
@@ -508,6 +524,16 @@ async fn e2e_pg_full_copy_is_built_beside_and_keeps_the_old_data_until_started()
         p0.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
             .await
             .expect("write");
+        // A database error reads as PostgreSQL wrote it, not "db error" (issue 17).
+        let e = p0
+            .batch_execute("CREATE TABLE u (v int PRIMARY KEY); INSERT INTO u VALUES (1), (1)")
+            .await
+            .expect_err("a duplicate key");
+        assert_eq!(
+            cm_io::postgres::pg_error(&e),
+            "ERROR 23505: duplicate key value violates unique constraint \"u_pkey\"; \
+             detail: Key (v)=(1) already exists."
+        );
         // Member 1 holds another system's data: pg_rewind refuses it.
         c.initdb(1).expect("initdb of another system");
         let data = c.data_dir(1);
@@ -528,7 +554,13 @@ async fn e2e_pg_full_copy_is_built_beside_and_keeps_the_old_data_until_started()
         )
         .expect("driver");
         let err = failing
-            .run(c.id(1), DnAction::Build { source: c.id(0) })
+            .run(
+                c.id(1),
+                DnAction::Build {
+                    source: c.id(0),
+                    full: false,
+                },
+            )
             .await
             .expect_err("the copy fails")
             .to_string();
@@ -538,7 +570,15 @@ async fn e2e_pg_full_copy_is_built_beside_and_keeps_the_old_data_until_started()
         assert!(data.join("cm_test_marker").exists(), "old data untouched");
         assert!(!fresh.exists() && !old.exists());
 
-        act(&c, 1, DnAction::Build { source: c.id(0) }).await;
+        act(
+            &c,
+            1,
+            DnAction::Build {
+                source: c.id(0),
+                full: false,
+            },
+        )
+        .await;
         assert_ne!(
             inode_of(&data.join("PG_VERSION")),
             version_inode,
@@ -554,6 +594,28 @@ async fn e2e_pg_full_copy_is_built_beside_and_keeps_the_old_data_until_started()
         wait_streaming(&c, 1, 0).await;
         assert_eq!(count_rows(&c, 1).await, Some(1));
         assert_eq!(status(&c, 1).await.receiver_error, None);
+
+        // `cm_ctl build --full` of a healthy standby: pg_rewind would leave its files in place
+        // (nothing to rewind); the full copy recreates them.
+        let copied = inode_of(&data.join("PG_VERSION"));
+        act(
+            &c,
+            1,
+            DnAction::Build {
+                source: c.id(0),
+                full: true,
+            },
+        )
+        .await;
+        assert_ne!(
+            inode_of(&data.join("PG_VERSION")),
+            copied,
+            "a full copy, not pg_rewind"
+        );
+        act(&c, 1, DnAction::StartPending).await;
+        act(&c, 1, DnAction::NotifyStandby { primary: c.id(0) }).await;
+        wait_streaming(&c, 1, 0).await;
+        assert_eq!(count_rows(&c, 1).await, Some(1));
 
         // Its stream breaks (the primary is gone): the standby says so, with PostgreSQL's
         // reason (issue 18, defect 3).

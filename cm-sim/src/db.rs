@@ -382,7 +382,7 @@ impl Databases {
     ) -> Result<(), String> {
         let max_tli = self.max_timeline_of(id);
         let source = match action {
-            DnAction::Build { source } => self.instances.get(source).cloned(),
+            DnAction::Build { source, .. } => self.instances.get(source).cloned(),
             _ => None,
         };
         let inst = self

@@ -178,7 +178,10 @@ fn killed_primary_with_unacked_wal_diverges_after_a_failover() {
         &mut dbs,
         &mut now,
         P,
-        DnAction::Build { source: S1 },
+        DnAction::Build {
+            source: S1,
+            full: false,
+        },
         &mut rng,
     );
     dbs.replicate(now, &all_talk);
@@ -240,13 +243,23 @@ fn hung_instance_times_out_status_queries_and_actions() {
 fn a_start_waits_for_a_rebuild_which_ends_started() {
     let (mut dbs, now, mut rng) = running_group();
     let b = dbs
-        .begin(S2, &DnAction::Build { source: P }, &mut rng)
+        .begin(
+            S2,
+            &DnAction::Build {
+                source: P,
+                full: false,
+            },
+            &mut rng,
+        )
         .expect("begins");
     assert!(dbs.begin(S2, &DnAction::StartPending, &mut rng).is_err());
     dbs.finish(
         now + b.after,
         S2,
-        &DnAction::Build { source: P },
+        &DnAction::Build {
+            source: P,
+            full: false,
+        },
         b.incarnation,
     )
     .expect("ok");

@@ -115,7 +115,7 @@ fn command(b: &mut Bytes) -> CmsCommand {
         5 => CmsCommand::Demote,
         6 => CmsCommand::NotifyStandby { primary: PEER },
         7 => CmsCommand::Restart,
-        8 => CmsCommand::Build { source: PEER },
+        8 => CmsCommand::Build { source: PEER, full: false },
         9 => CmsCommand::SetReadOnly { on: b.bool() },
         _ => CmsCommand::SetSyncStandbys {
             k: 1,

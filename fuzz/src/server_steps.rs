@@ -133,6 +133,7 @@ fn ctl_request(b: &mut Bytes<'_>) -> CtlRequest {
         },
         _ => CtlRequest::Build {
             instance: InstanceId(6001 + u32::from(b.small(3))),
+            full: b.small(1) == 1,
         },
     }
 }

@@ -229,7 +229,7 @@ impl Agent {
             CmsCommand::Lock2 { primary } => DnAction::Lock2 { primary },
             CmsCommand::Unlock { primary } => DnAction::Unlock { primary },
             CmsCommand::NotifyStandby { primary } => DnAction::NotifyStandby { primary },
-            CmsCommand::Build { source } => DnAction::Build { source },
+            CmsCommand::Build { source, full } => DnAction::Build { source, full },
             CmsCommand::SetReadOnly { on } => {
                 inst.watch.read_only = Some(on);
                 DnAction::SetReadOnly { on }

@@ -140,8 +140,24 @@ fn commands_map_to_their_dn_actions() {
             DnAction::NotifyStandby { primary: p },
         ),
         (
-            CmsCommand::Build { source: p },
-            DnAction::Build { source: p },
+            CmsCommand::Build {
+                source: p,
+                full: false,
+            },
+            DnAction::Build {
+                source: p,
+                full: false,
+            },
+        ),
+        (
+            CmsCommand::Build {
+                source: p,
+                full: true,
+            },
+            DnAction::Build {
+                source: p,
+                full: true,
+            },
         ),
         (
             CmsCommand::SetReadOnly { on: true },
@@ -334,9 +350,26 @@ fn promotion_done_and_read_only_set_are_reported_at_once() {
 fn no_start_pending_while_a_build_is_in_flight_only_after_it_completes() {
     let mut a = boot(DnRole::Standby);
     let source = InstanceId(6002);
-    let cmds = apply(&mut a, ms(10), 1, CmsCommand::Build { source });
+    let cmds = apply(
+        &mut a,
+        ms(10),
+        1,
+        CmsCommand::Build {
+            source,
+            full: false,
+        },
+    );
     let build = action_op(&cmds);
-    assert_eq!(cmds, vec![run(build, DnAction::Build { source })]);
+    assert_eq!(
+        cmds,
+        vec![run(
+            build,
+            DnAction::Build {
+                source,
+                full: false
+            }
+        )]
+    );
     // The Build stopped the DN: a sample sees it absent, but the Build is not done.
     let cmds = tick(&mut a, ms(1000));
     assert_eq!(
@@ -378,7 +411,15 @@ fn second_dn_action_waits_for_the_one_in_flight_in_order() {
 fn fencing_kill_preempts_a_build_in_flight_and_the_start_waits_for_both() {
     let mut a = boot(DnRole::Primary);
     let source = InstanceId(6002);
-    let build = action_op(&apply(&mut a, ms(10), 1, CmsCommand::Build { source }));
+    let build = action_op(&apply(
+        &mut a,
+        ms(10),
+        1,
+        CmsCommand::Build {
+            source,
+            full: false,
+        },
+    ));
     let cmds = apply(&mut a, ms(20), 2, CmsCommand::Restart);
     let kill = action_op(&cmds);
     assert_eq!(cmds, vec![run(kill, DnAction::Kill)]);

@@ -339,7 +339,7 @@ proptest! {
                 Ev::Command { second, which } => {
                     seq += 1;
                     let cmd = match which {
-                        0 => CmsCommand::Build { source: InstanceId(6002) },
+                        0 => CmsCommand::Build { source: InstanceId(6002), full: false },
                         1 => CmsCommand::Lock1,
                         2 => CmsCommand::Restart,
                         _ => CmsCommand::Demote,

@@ -544,7 +544,7 @@ impl Core {
                 Ok(vec![self.switchovers.begin(ctx, arb, instance, fast)?])
             }
             CtlRequest::SwitchoverAll => self.switchover_all(ctx),
-            CtlRequest::Build { instance } => self.build(ctx, config, instance),
+            CtlRequest::Build { instance, full } => self.build(ctx, config, instance, full),
             CtlRequest::ReaddCms { node } => {
                 readd_cms(ctx, config, node).and_then(|c| Ok(vec![propose(ctx, c)?]))
             }
@@ -578,6 +578,7 @@ impl Core {
         ctx: &mut Ctx<'_>,
         config: &ClusterConfig,
         instance: InstanceId,
+        full: bool,
     ) -> Result<Vec<ProposalId>, Refusal> {
         if ctx.committed().paused {
             return Err(Refusal::Paused);
@@ -604,7 +605,7 @@ impl Core {
         let i = arb
             .index_of(instance)
             .ok_or_else(|| Refusal::Invalid(format!("no instance {instance}")))?;
-        arb.members[i].send(ctx.out, ctx.now, CmsCommand::Build { source });
+        arb.members[i].send(ctx.out, ctx.now, CmsCommand::Build { source, full });
         Ok(Vec::new())
     }
 }

@@ -120,7 +120,8 @@ fn build_goes_to_a_standby_from_the_primary() {
         h.ctl(
             5,
             CtlRequest::Build {
-                instance: InstanceId(6003)
+                instance: InstanceId(6003),
+                full: false,
             }
         ),
         vec![
@@ -128,7 +129,8 @@ fn build_goes_to_a_standby_from_the_primary() {
                 3,
                 1,
                 CmsCommand::Build {
-                    source: InstanceId(6001)
+                    source: InstanceId(6001),
+                    full: false,
                 }
             ),
             reply(5, CtlReply::Accepted)
@@ -138,6 +140,7 @@ fn build_goes_to_a_standby_from_the_primary() {
         6,
         CtlRequest::Build {
             instance: InstanceId(6001),
+            full: false,
         },
     );
     assert!(matches!(
@@ -149,6 +152,33 @@ fn build_goes_to_a_standby_from_the_primary() {
     ));
 }
 
+/// `cm_ctl build --full`: the leader's Build command carries `full` to the agent.
+#[test]
+fn a_full_build_is_passed_on_as_full() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    assert_eq!(
+        h.ctl(
+            5,
+            CtlRequest::Build {
+                instance: InstanceId(6002),
+                full: true,
+            }
+        ),
+        vec![
+            command(
+                2,
+                1,
+                CmsCommand::Build {
+                    source: InstanceId(6001),
+                    full: true,
+                }
+            ),
+            reply(5, CtlReply::Accepted)
+        ]
+    );
+}
+
 #[test]
 fn a_deposed_leader_refuses_and_a_new_term_restarts_command_sequences() {
     let mut h = H::new(3);
@@ -157,6 +187,7 @@ fn a_deposed_leader_refuses_and_a_new_term_restarts_command_sequences() {
         5,
         CtlRequest::Build {
             instance: InstanceId(6003),
+            full: false,
         },
     );
     h.leader.on_deposed();
@@ -176,6 +207,7 @@ fn a_deposed_leader_refuses_and_a_new_term_restarts_command_sequences() {
         5,
         CtlRequest::Build {
             instance: InstanceId(6003),
+            full: false,
         },
     );
     let LeaderOutput::Command { cmd, .. } = &out[0] else {

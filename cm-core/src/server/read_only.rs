@@ -28,6 +28,75 @@ pub struct SwitchoverWish {
     pub target: InstanceId,
 }
 
+/// One read-only transition the leader proposes, with the inputs that decided it. Its
+/// `Display` is the one INFO line the leader logs (plain values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadOnlyDecision {
+    /// The group.
+    pub group: GroupId,
+    /// The instance.
+    pub instance: InstanceId,
+    /// Its reported data-disk usage, percent.
+    pub usage_pct: u64,
+    /// `datastorage_threshold_value_check`.
+    pub threshold: u64,
+    /// Read-only is cleared below this (threshold − 5).
+    pub clear_below: u64,
+    /// The group's static primary is over the threshold: the whole group goes read-only.
+    pub forced: bool,
+    /// The DN reports read-only.
+    pub reported_read_only: bool,
+    /// FSM state before.
+    pub from: ReadOnlyState,
+    /// FSM state proposed.
+    pub to: ReadOnlyState,
+}
+
+impl ReadOnlyDecision {
+    fn why(&self) -> &'static str {
+        match self.to {
+            ReadOnlyState::ExpectOn if self.usage_pct >= self.threshold => {
+                "set read-only: disk usage at or above the threshold"
+            }
+            ReadOnlyState::ExpectOn => {
+                "set read-only: the group's static primary is over the threshold"
+            }
+            ReadOnlyState::ExpectOff => "clear read-only: disk usage below the clear level",
+            ReadOnlyState::On => "read-only confirmed: the DN reports it",
+            ReadOnlyState::Off => "read-only cleared: the DN reports read-write",
+        }
+    }
+}
+
+fn state_name(s: ReadOnlyState) -> &'static str {
+    match s {
+        ReadOnlyState::Off => "off",
+        ReadOnlyState::ExpectOn => "expect_on",
+        ReadOnlyState::On => "on",
+        ReadOnlyState::ExpectOff => "expect_off",
+    }
+}
+
+impl core::fmt::Display for ReadOnlyDecision {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{}: group={} instance={} usage_pct={} threshold={} clear_below={} \
+             static_primary_over={} reported_read_only={} transition={}->{}",
+            self.why(),
+            self.group.0,
+            self.instance.0,
+            self.usage_pct,
+            self.threshold,
+            self.clear_below,
+            self.forced,
+            self.reported_read_only,
+            state_name(self.from),
+            state_name(self.to)
+        )
+    }
+}
+
 /// The leader-local part of the read-only rule.
 #[derive(Clone, Debug, Default)]
 pub struct ReadOnlyChecker {
@@ -99,9 +168,7 @@ impl ReadOnlyChecker {
                 continue;
             };
             self.prealarm(ctx, arb.members[i].instance, u);
-            let want_on = u >= thr || forced;
-            let want_off = u < clear && !forced;
-            self.step_member(ctx, arb, i, &g, want_on, want_off);
+            self.step_member(ctx, arb, i, &g, u, forced);
         }
         if static_usage.is_some_and(|u| u >= thr) && g.switchover.is_none() {
             let target = arb.members.iter().find(|m| {
@@ -141,9 +208,15 @@ impl ReadOnlyChecker {
         arb: &mut GroupArbiter,
         i: usize,
         g: &GroupState,
-        want_on: bool,
-        want_off: bool,
+        usage_pct: u64,
+        forced: bool,
     ) {
+        let (threshold, clear_below) = (
+            ctx.params.datastorage_threshold_value_check,
+            ctx.params.read_only_clear_pct(),
+        );
+        let want_on = usage_pct >= threshold || forced;
+        let want_off = usage_pct < clear_below && !forced;
         let inst = arb.members[i].instance;
         if self.in_flight.contains_key(&inst) {
             return;
@@ -169,7 +242,20 @@ impl ReadOnlyChecker {
             _ => (None, None),
         };
         if let Some((from, to)) = transition {
-            self.propose(ctx, arb.id, inst, from, to);
+            self.propose(
+                ctx,
+                ReadOnlyDecision {
+                    group: arb.id,
+                    instance: inst,
+                    usage_pct,
+                    threshold,
+                    clear_below,
+                    forced,
+                    reported_read_only: reported_ro,
+                    from,
+                    to,
+                },
+            );
             if to == ExpectOn {
                 ctx.out.alarm(Alarm::TransactionReadOnly { instance: inst });
             }
@@ -179,25 +265,20 @@ impl ReadOnlyChecker {
         }
     }
 
-    fn propose(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        group: GroupId,
-        instance: InstanceId,
-        from: ReadOnlyState,
-        to: ReadOnlyState,
-    ) {
+    /// Proposes the decision's transition; logs it (one INFO line with its inputs) when proposed.
+    fn propose(&mut self, ctx: &mut Ctx<'_>, d: ReadOnlyDecision) {
         if ctx
             .state
             .propose(Change::ReadOnly {
-                group,
-                instance,
-                from,
-                to,
+                group: d.group,
+                instance: d.instance,
+                from: d.from,
+                to: d.to,
             })
             .is_some()
         {
-            self.in_flight.insert(instance, to);
+            tracing::info!("{d}");
+            self.in_flight.insert(d.instance, d.to);
         }
     }
 
@@ -212,27 +293,30 @@ impl ReadOnlyChecker {
         if self.in_flight.contains_key(&m.instance) {
             return;
         }
-        match fsm(&g, m.instance) {
-            ReadOnlyState::ExpectOn if r.read_only => {
-                self.propose(
-                    ctx,
-                    arb.id,
-                    m.instance,
-                    ReadOnlyState::ExpectOn,
-                    ReadOnlyState::On,
-                );
-            }
+        let (from, to) = match fsm(&g, m.instance) {
+            ReadOnlyState::ExpectOn if r.read_only => (ReadOnlyState::ExpectOn, ReadOnlyState::On),
             ReadOnlyState::ExpectOff if !r.read_only => {
-                self.propose(
-                    ctx,
-                    arb.id,
-                    m.instance,
-                    ReadOnlyState::ExpectOff,
-                    ReadOnlyState::Off,
-                );
+                (ReadOnlyState::ExpectOff, ReadOnlyState::Off)
             }
-            _ => {}
-        }
+            _ => return,
+        };
+        let p = ctx.params;
+        let static_over = arb
+            .member(g.static_primary)
+            .and_then(|s| s.report.as_ref())
+            .is_some_and(|s| u64::from(s.data_disk_pct) >= p.datastorage_threshold_value_check);
+        let d = ReadOnlyDecision {
+            group: arb.id,
+            instance: m.instance,
+            usage_pct: u64::from(r.data_disk_pct),
+            threshold: p.datastorage_threshold_value_check,
+            clear_below: p.read_only_clear_pct(),
+            forced: static_over,
+            reported_read_only: r.read_only,
+            from,
+            to,
+        };
+        self.propose(ctx, d);
     }
 
     /// A read-only transition committed: `ExpectOn`/`ExpectOff` send the command at once.

@@ -243,3 +243,49 @@ fn a_down_report_does_not_confirm_read_only_off() {
         vec![ro(2, ReadOnlyState::ExpectOff, ReadOnlyState::Off)]
     );
 }
+
+/// The leader logs each read-only decision in one line with its inputs (issue 17).
+#[test]
+fn a_read_only_decision_reads_as_one_line_with_its_inputs() {
+    use crate::ids::GroupId;
+    use crate::server::read_only::ReadOnlyDecision;
+    let d = ReadOnlyDecision {
+        group: GroupId(1),
+        instance: InstanceId(6002),
+        usage_pct: 86,
+        threshold: 85,
+        clear_below: 80,
+        forced: false,
+        reported_read_only: false,
+        from: ReadOnlyState::Off,
+        to: ReadOnlyState::ExpectOn,
+    };
+    assert_eq!(
+        d.to_string(),
+        "set read-only: disk usage at or above the threshold: group=1 instance=6002 usage_pct=86 \
+         threshold=85 clear_below=80 static_primary_over=false reported_read_only=false \
+         transition=off->expect_on"
+    );
+    let forced = ReadOnlyDecision {
+        usage_pct: 50,
+        forced: true,
+        ..d
+    };
+    assert!(forced.to_string().starts_with(
+        "set read-only: the group's static primary is over the threshold: group=1 instance=6002 \
+         usage_pct=50"
+    ));
+    let cleared = ReadOnlyDecision {
+        usage_pct: 79,
+        from: ReadOnlyState::On,
+        to: ReadOnlyState::ExpectOff,
+        reported_read_only: true,
+        ..d
+    };
+    assert!(
+        cleared
+            .to_string()
+            .starts_with("clear read-only: disk usage below the clear level")
+    );
+    assert!(cleared.to_string().ends_with("transition=on->expect_off"));
+}

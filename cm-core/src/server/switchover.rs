@@ -108,7 +108,13 @@ impl Switchovers {
                     .as_ref()
                     .is_some_and(|r| r.role == DnRole::Standby && r.db_state == DbState::Normal)
         });
-        if target == arb.members[p].instance || !healthy {
+        if target == arb.members[p].instance {
+            return Err(Refusal::Invalid(format!(
+                "instance {target} is already the primary of {}: nothing to switch over",
+                arb.id
+            )));
+        }
+        if !healthy {
             return Err(Refusal::Invalid(format!(
                 "instance {target} is not a healthy standby of {}",
                 arb.id

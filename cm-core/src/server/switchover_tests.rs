@@ -123,6 +123,22 @@ fn switchover_to_an_unhealthy_member_is_refused() {
     ));
 }
 
+/// A switchover to the current primary names it as such, not as an unhealthy standby.
+#[test]
+fn switchover_to_the_current_primary_says_it_is_already_primary() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    assert_eq!(
+        h.ctl(1, sw(1)),
+        vec![reply(
+            1,
+            CtlReply::Refused(Refusal::Invalid(
+                "instance 6001 is already the primary of group1: nothing to switch over".into()
+            ))
+        )]
+    );
+}
+
 /// Once `Switchover{term}` is out, only the timeout (and ordinary failover) applies (§4.5).
 #[test]
 fn switchover_is_abandoned_after_its_timeout_once_the_switchover_was_sent() {

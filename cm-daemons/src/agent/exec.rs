@@ -215,16 +215,7 @@ impl Executor<AgentCommand> for AgentExec {
                     None
                 });
             }
-            AgentCommand::RaiseAlarm(alarm) => {
-                let f = crate::server::executor::alarm_fields(&alarm);
-                tracing::warn!(
-                    alarm = f.kind,
-                    instance = f.instance,
-                    usage_pct = f.usage_pct,
-                    resource = f.resource.as_deref(),
-                    "alarm raised"
-                );
-            }
+            AgentCommand::RaiseAlarm(alarm) => crate::server::executor::raise(&alarm),
             AgentCommand::Exit => {
                 tracing::info!("every local instance is down under cluster_manual_start");
                 return Flow::Stop;
@@ -238,7 +229,7 @@ impl AgentExec {
     fn run_action(&self, op: OpId, instance: InstanceId, action: DnAction) {
         let driver = Arc::clone(&self.p.driver);
         self.task(async move {
-            tracing::info!(%instance, ?action, "DN action");
+            tracing::info!(%instance, %action, "DN action");
             let result = driver.run(instance, action).await.map_err(|e| {
                 tracing::warn!(%instance, "DN action failed: {e}");
                 e.to_string()

@@ -212,7 +212,9 @@ pub fn alarm_fields(a: &Alarm) -> AlarmFields {
     }
 }
 
-fn raise(a: &Alarm) {
+/// Logs an alarm at WARN with plain fields (`alarm=PhonyDead instance=6002`); cm_agent's
+/// alarms too.
+pub fn raise(a: &Alarm) {
     let f = alarm_fields(a);
     tracing::warn!(
         alarm = f.kind,

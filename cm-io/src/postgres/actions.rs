@@ -188,9 +188,14 @@ impl PgDriver {
     }
 
     /// Build: stop, `pg_rewind` from the source (after a CHECKPOINT there, so its control file
-    /// shows the new timeline), else `pg_basebackup` into an emptied data directory; then the
-    /// managed settings again. Leaves the instance stopped.
-    async fn build(&self, inst: &Instance, source: InstanceId) -> Result<(), DriverError> {
+    /// shows the new timeline), else (or at once when `full`) `pg_basebackup` ([`base_backup`]);
+    /// then the managed settings again. Leaves the instance stopped.
+    async fn build(
+        &self,
+        inst: &Instance,
+        source: InstanceId,
+        full: bool,
+    ) -> Result<(), DriverError> {
         let src = self.endpoint(source)?;
         if self.running(inst).is_some() && self.stop(inst, StopMode::Fast).await.is_err() {
             self.kill(inst).await?;
@@ -217,8 +222,9 @@ impl PgDriver {
             "host={} port={} user={} dbname=postgres connect_timeout=5",
             src.address, src.port, self.opts.db_user
         );
-        let mut rewind_error = None;
-        if inst.data_dir.join("PG_VERSION").exists() {
+        let mut rewind_error =
+            full_copy_reason(full, inst.data_dir.join("PG_VERSION").exists()).map(String::from);
+        if rewind_error.is_none() {
             let args = vec![
                 format!("--target-pgdata={}", inst.data_dir.display()),
                 format!("--source-server={conn}"),
@@ -234,17 +240,15 @@ impl PgDriver {
                     rewind_error = Some(e.to_string());
                 }
             }
-        } else {
-            rewind_error = Some("no PG_VERSION in the data directory".into());
         }
-        if let Some(rewind_error) = rewind_error {
+        if let Some(why) = rewind_error {
             self.base_backup(inst, &src)
                 .await
                 .map_err(|e| DriverError::BuildFailed {
                     instance: inst.id,
-                    reason: format!("{e} (after pg_rewind: {rewind_error})"),
+                    reason: format!("{e} (full copy because {why})"),
                 })?;
-            tracing::info!(instance = %inst.id, %source, "rebuilt by pg_basebackup");
+            tracing::info!(instance = %inst.id, %source, because = %why, "rebuilt by pg_basebackup");
         }
         lock(&inst.desired).rebuilt_from = Some(source);
         self.strip_auto_conf(inst)?;
@@ -362,9 +366,13 @@ impl PgDriver {
     /// A physical slot for every other member (so a new primary has them at once), unreserved
     /// until first used; slots of members no longer configured are dropped. Best effort.
     pub(super) async fn ensure_local_slots(&self, inst: &Instance) {
-        let Ok(client) = self.connect(inst, self.opts.status_connect_timeout).await else {
-            tracing::warn!(instance = %inst.id, "could not connect to create replication slots");
-            return;
+        let client = match self.connect(inst, self.opts.status_connect_timeout).await {
+            Ok(client) => client,
+            Err(e) => {
+                let error = e.into_driver(inst.id);
+                tracing::warn!(instance = %inst.id, %error, "could not connect to create replication slots");
+                return;
+            }
         };
         let names: Vec<String> = self
             .peers(inst.id)
@@ -373,11 +381,11 @@ impl PgDriver {
             .collect();
         for name in &names {
             if let Err(e) = client.execute(CREATE_SLOT_SQL, &[name]).await {
-                tracing::warn!(instance = %inst.id, slot = %name, error = %e, "slot not created");
+                tracing::warn!(instance = %inst.id, slot = %name, error = %super::pg_error(&e), "slot not created");
             }
         }
         if let Err(e) = client.execute(DROP_STALE_SLOTS_SQL, &[&names]).await {
-            tracing::warn!(instance = %inst.id, error = %e, "stale slots not dropped");
+            tracing::warn!(instance = %inst.id, error = %super::pg_error(&e), "stale slots not dropped");
         }
     }
 
@@ -392,7 +400,7 @@ impl PgDriver {
         };
         let name = instance_name(member);
         if let Err(e) = create_slot(&client, &name).await {
-            tracing::warn!(upstream = %upstream.instance, slot = %name, error = %e, "slot not created");
+            tracing::warn!(upstream = %upstream.instance, slot = %name, error = %super::pg_error(&e), "slot not created");
         }
     }
 
@@ -412,8 +420,8 @@ impl PgDriver {
                     .await
             }
             DnAction::Demote => self.stop(inst, StopMode::Fast).await,
-            DnAction::Build { source } => {
-                self.busy(inst, DbState::Building, self.build(inst, source))
+            DnAction::Build { source, full } => {
+                self.busy(inst, DbState::Building, self.build(inst, source, full))
                     .await
             }
             DnAction::SetReadOnly { on } => self.set_read_only(inst, on).await,
@@ -492,6 +500,18 @@ fn is_mount_point(dir: &Path) -> bool {
     }
 }
 
+/// Why a Build copies everything without trying `pg_rewind` first: asked to (`cm_ctl build
+/// --full`), or the data directory holds no cluster to rewind. `None`: rewind first.
+fn full_copy_reason(full: bool, has_pg_version: bool) -> Option<&'static str> {
+    if full {
+        Some("a full copy was asked for (cm_ctl build --full)")
+    } else if !has_pg_version {
+        Some("there is no PG_VERSION in the data directory")
+    } else {
+        None
+    }
+}
+
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
     move |source| DriverError::Io {
         path: path.display().to_string(),
@@ -520,5 +540,18 @@ pub(super) fn remove_old_copy(id: InstanceId, data: &Path) {
                 tracing::warn!(instance = %id, error = %e, "could not remove the replaced data")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::full_copy_reason;
+
+    #[test]
+    fn a_full_build_skips_pg_rewind_and_an_empty_directory_cannot_rewind() {
+        assert_eq!(full_copy_reason(false, true), None, "rewind first");
+        assert!(full_copy_reason(true, true).is_some_and(|r| r.contains("--full")));
+        assert!(full_copy_reason(false, false).is_some_and(|r| r.contains("PG_VERSION")));
+        assert!(full_copy_reason(true, false).is_some_and(|r| r.contains("--full")));
     }
 }

@@ -86,8 +86,8 @@ pub enum DriverError {
         /// Why the last attempt failed.
         reason: String,
     },
-    /// SQL or connection error.
-    #[error("instance {instance}: {source}")]
+    /// SQL or connection error (with PostgreSQL's own message, [`pg_error`]).
+    #[error("instance {instance}: {}", pg_error(.source))]
     Sql {
         /// The instance.
         instance: InstanceId,
@@ -116,6 +116,36 @@ pub enum DriverError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// A PostgreSQL client error as an operator needs it: what the server said (severity, SQLSTATE,
+/// message, detail, hint) when it answered with an error, else the client's error and its cause
+/// (tokio_postgres's own `Display` says only "db error" or "error connecting to server").
+/// One line: detail and hint follow after "; ".
+pub fn pg_error(e: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    use std::fmt::Write as _;
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                let _ = write!(s, "; detail: {detail}");
+            }
+            if let Some(hint) = db.hint() {
+                let _ = write!(s, "; hint: {hint}");
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                let _ = write!(s, ": {c}");
+                cause = c.source();
+            }
+            s
+        }
+    }
 }
 
 /// How the fresh connection of a phony-dead probe (§6) ended.
@@ -199,4 +229,21 @@ pub trait DatabaseDriver: Send + Sync {
     /// Whether the instance's postmaster runs. After an agent restart this adopts a postmaster
     /// found through `postmaster.pid` and its /proc start time (§1).
     fn is_running(&self, instance: InstanceId) -> Result<bool, DriverError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pg_error;
+
+    /// A client-side error keeps its cause (tokio_postgres's `Display` drops it).
+    #[test]
+    fn a_client_error_carries_its_cause() {
+        let e = "port=notanumber"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("a bad port");
+        assert_eq!(e.to_string(), "invalid connection string");
+        let text = pg_error(&e);
+        assert!(text.starts_with("invalid connection string: "), "{text}");
+        assert!(text.contains("port"), "{text}");
+    }
 }

@@ -201,9 +201,10 @@ impl PgDriver {
             .and_then(|r| self.resolve_upstream(inst, &intent, r));
         let receiver_error = match (&intent, &upstream) {
             (Upstream::Follow { .. }, None) => {
-                let state = receiver.as_ref().map_or("no WAL receiver".to_owned(), |r| {
-                    format!("WAL receiver {}", r.status)
-                });
+                let state = receiver.as_ref().map_or_else(
+                    || "no WAL receiver".to_owned(),
+                    |r| format!("WAL receiver {}", r.status),
+                );
                 let log = inst.run_dir.join("postgres.log");
                 Some(cm_core::dn::bounded_reason(
                     &match last_replication_error(&log) {
@@ -377,7 +378,7 @@ impl PgDriver {
             Err(ConnectError::TimedOut) => {
                 ProbeConnect::Failed(format!("connect timed out after {timeout:?}"))
             }
-            Err(ConnectError::Other(e)) => ProbeConnect::Failed(e.to_string()),
+            Err(ConnectError::Other(e)) => ProbeConnect::Failed(super::pg_error(&e)),
             Ok(client) => {
                 let left = timeout.saturating_sub(started.elapsed());
                 match tokio::time::timeout(
@@ -387,7 +388,7 @@ impl PgDriver {
                 .await
                 {
                     Ok(Ok(_)) => ProbeConnect::Answered,
-                    Ok(Err(e)) => ProbeConnect::Failed(e.to_string()),
+                    Ok(Err(e)) => ProbeConnect::Failed(super::pg_error(&e)),
                     Err(_) => ProbeConnect::Failed(format!("query timed out after {timeout:?}")),
                 }
             }

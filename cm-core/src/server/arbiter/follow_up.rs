@@ -71,7 +71,10 @@ impl GroupArbiter {
                             None
                         } else {
                             builds += 1;
-                            Some(CmsCommand::Build { source: primary })
+                            Some(CmsCommand::Build {
+                                source: primary,
+                                full: false,
+                            })
                         }
                     } else if repair == StreamRepair::Repoint {
                         self.members[i].stream_loss =

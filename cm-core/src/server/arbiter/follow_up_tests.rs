@@ -56,7 +56,16 @@ fn a_diverged_standby_is_built_one_at_a_time_in_small_groups() {
     h.report(dn(2).primary(2).pos(2, 10).hist(h2));
     // Both hold WAL on timeline 1 past the fork at 100: diverged.
     let out = h.reports(vec![dn(1).pos(1, 120), dn(3).pos(1, 130)]);
-    assert_eq!(cmds(&out), vec![(6001, CmsCommand::Build { source: P })]);
+    assert_eq!(
+        cmds(&out),
+        vec![(
+            6001,
+            CmsCommand::Build {
+                source: P,
+                full: false
+            }
+        )]
+    );
     h.advance_ms(1000);
     let out = h.reports(vec![
         dn(1).pos(1, 120).db(DbState::Building),
@@ -65,7 +74,16 @@ fn a_diverged_standby_is_built_one_at_a_time_in_small_groups() {
     assert_eq!(cmds(&out), vec![], "one build at a time");
     h.advance_ms(1000);
     let out = h.reports(vec![dn(1).pos(2, 10).applied(1), dn(3).pos(1, 130)]);
-    assert_eq!(cmds(&out), vec![(6003, CmsCommand::Build { source: P })]);
+    assert_eq!(
+        cmds(&out),
+        vec![(
+            6003,
+            CmsCommand::Build {
+                source: P,
+                full: false
+            }
+        )]
+    );
 }
 
 #[test]
@@ -161,14 +179,23 @@ fn a_primary_whose_status_was_not_read_is_no_build_source() {
     let mut unread = dn(2).primary(2).db(DbState::Unknown);
     unread.0.position = crate::ids::Position::default();
     unread.0.history = History::default();
-    h.report(unread.clone());
+    h.report(unread);
     let out = h.report(dn(1).pos(2, 5).hist(h2.clone()).upstream(2, 10));
     assert_eq!(cmds(&out), vec![], "no Build of a healthy standby");
     // Read again: a really diverged standby is built from it.
     h.advance_ms(500);
     h.report(dn(2).primary(2).pos(2, 10).hist(h2));
     let out = h.report(dn(3).pos(1, 130));
-    assert_eq!(cmds(&out), vec![(6003, CmsCommand::Build { source: P })]);
+    assert_eq!(
+        cmds(&out),
+        vec![(
+            6003,
+            CmsCommand::Build {
+                source: P,
+                full: false
+            }
+        )]
+    );
 }
 
 /// A standby that says `NeedRepair` before it was pointed at this primary found some other
@@ -185,7 +212,16 @@ fn need_repair_counts_only_against_the_primary_it_was_pointed_at() {
     h.advance_ms(1000);
     h.report(p);
     let out = h.report(sick.applied(1));
-    assert_eq!(cmds(&out), vec![(6001, CmsCommand::Build { source: P })]);
+    assert_eq!(
+        cmds(&out),
+        vec![(
+            6001,
+            CmsCommand::Build {
+                source: P,
+                full: false
+            }
+        )]
+    );
 }
 
 /// Issue 18, defect 3: a standby whose receiver keeps reconnecting to the primary and dying
@@ -212,7 +248,14 @@ fn a_standby_that_does_not_stream_is_repointed_then_built() {
         out,
         vec![
             (6, 6001, CmsCommand::Unlock { primary: P }),
-            (12, 6001, CmsCommand::Build { source: P }),
+            (
+                12,
+                6001,
+                CmsCommand::Build {
+                    source: P,
+                    full: false
+                }
+            ),
         ]
     );
 }

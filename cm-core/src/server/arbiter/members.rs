@@ -264,7 +264,10 @@ impl Member {
                 self.released_since_lock1 = true;
                 self.pointed = Some((*primary, stamp, now));
             }
-            CmsCommand::NotifyStandby { primary } | CmsCommand::Build { source: primary } => {
+            CmsCommand::NotifyStandby { primary }
+            | CmsCommand::Build {
+                source: primary, ..
+            } => {
                 self.pointed = Some((*primary, stamp, now));
             }
             CmsCommand::Failover { term } => {

@@ -181,7 +181,7 @@ pub enum Fault {
 
 impl Fault {
     /// All three, in the order they run.
-    pub const ALL: [Fault; 3] = [Fault::NodeCrash, Fault::PostmasterKill, Fault::Freeze];
+    pub const ALL: [Self; 3] = [Self::NodeCrash, Self::PostmasterKill, Self::Freeze];
 }
 
 /// One rejoin trial's figures.
@@ -410,9 +410,10 @@ pub fn run_rejoin(
                 failures: Vec::new(),
             }
             .stats()
-            .map_or(("-".to_owned(), "-".to_owned()), |(m, _, x)| {
-                (format!("{m:.3}"), format!("{x:.3}"))
-            })
+            .map_or_else(
+                || ("-".to_owned(), "-".to_owned()),
+                |(m, _, x)| (format!("{m:.3}"), format!("{x:.3}")),
+            )
         };
         let (wm, wx) = stat(got.iter().map(|t| t.writable_s).collect());
         let (rm, rx) = stat(got.iter().map(|t| t.rejoin_s).collect());

@@ -201,9 +201,10 @@ impl PgDriver {
             .and_then(|r| self.resolve_upstream(inst, &intent, r));
         let receiver_error = match (&intent, &upstream) {
             (Upstream::Follow { .. }, None) => {
-                let state = receiver.as_ref().map_or("no WAL receiver".to_owned(), |r| {
-                    format!("WAL receiver {}", r.status)
-                });
+                let state = receiver.as_ref().map_or_else(
+                    || "no WAL receiver".to_owned(),
+                    |r| format!("WAL receiver {}", r.status),
+                );
                 let log = inst.run_dir.join("postgres.log");
                 Some(cm_core::dn::bounded_reason(
                     &match last_replication_error(&log) {

@@ -335,12 +335,27 @@ pub fn rejoin_trial(
     } else {
         t1
     };
-    let s = c.wait_until(
+    let s = match c.wait_until(
         "Normal again",
         Duration::from_secs(300),
         super::cluster::is_normal,
         |_| {},
-    )?;
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            // Kept for a post-mortem: the logs say which member did not stream and why.
+            stop.store(true, Ordering::SeqCst);
+            let detail = c
+                .query()
+                .map(|s| format!("{:?}", s.groups))
+                .unwrap_or_default();
+            c.keep_dir();
+            return Err(e.context(format!(
+                "kept {} for a post-mortem; {detail}",
+                c.paths.logs().display()
+            )));
+        }
+    };
     let rejoin_s = back.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let acked = rt.block_on(writer)?;

@@ -182,6 +182,16 @@ pub enum Fault {
 impl Fault {
     /// All three, in the order they run.
     pub const ALL: [Self; 3] = [Self::NodeCrash, Self::PostmasterKill, Self::Freeze];
+
+    /// Parses `node-crash`, `postmaster-kill` or `freeze`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "node-crash" => Some(Self::NodeCrash),
+            "postmaster-kill" => Some(Self::PostmasterKill),
+            "freeze" => Some(Self::Freeze),
+            _ => None,
+        }
+    }
 }
 
 /// One rejoin trial's figures.
@@ -211,9 +221,12 @@ async fn write_until(
     while !stop.load(Ordering::SeqCst) {
         if session.is_none() {
             turn += 1;
-            session = connect(ports[turn % ports.len()], Duration::from_millis(500))
+            // A frozen member accepts the TCP connection and never answers the handshake.
+            let attempt = connect(ports[turn % ports.len()], Duration::from_millis(500));
+            session = tokio::time::timeout(Duration::from_secs(2), attempt)
                 .await
-                .ok();
+                .ok()
+                .and_then(Result::ok);
         }
         let Some(c) = &session else {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -296,11 +309,13 @@ pub fn rejoin_trial(
     let limit = Duration::from_secs(120);
     let writable_s = loop {
         let ok = ports.iter().any(|port| {
-            rt.block_on(execute(
+            let insert = execute(
                 *port,
                 "INSERT INTO bench_acked VALUES (-1) ON CONFLICT DO NOTHING",
-            ))
-            .is_ok()
+            );
+            // A frozen member's handshake never ends: bound every attempt.
+            rt.block_on(tokio::time::timeout(Duration::from_secs(2), insert))
+                .is_ok_and(|r| r.is_ok())
         });
         if ok {
             break t0.elapsed().as_secs_f64();
@@ -391,6 +406,7 @@ pub fn run_rejoin(
     profile: Profile,
     trials: u32,
     template: &LocalOptions,
+    faults: &[Fault],
 ) -> anyhow::Result<String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -399,7 +415,7 @@ pub fn run_rejoin(
     let mut out = String::from(
         "fault           ok/trials  writable_med_s writable_max_s rejoin_med_s rejoin_max_s  rewind basebackup lost_acks\n",
     );
-    for fault in Fault::ALL {
+    for &fault in faults {
         let mut got = Vec::new();
         for i in 1..=trials {
             let mut opts = template.clone();

@@ -314,7 +314,7 @@ pub fn rejoin_trial(
                 "INSERT INTO bench_acked VALUES (-1) ON CONFLICT DO NOTHING",
             );
             // A frozen member's handshake never ends: bound every attempt.
-            rt.block_on(tokio::time::timeout(Duration::from_secs(2), insert))
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), insert).await })
                 .is_ok_and(|r| r.is_ok())
         });
         if ok {

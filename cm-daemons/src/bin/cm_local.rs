@@ -94,6 +94,9 @@ enum Cmd {
         /// primary, each timed until a write commits and until the cluster is Normal again.
         #[arg(long)]
         rejoin: bool,
+        /// With `--rejoin`: only this fault (node-crash, postmaster-kill, freeze).
+        #[arg(long)]
+        fault: Option<String>,
     },
 }
 
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
             dir,
             pg_bin,
             rejoin,
+            fault,
         } => {
             let mut opts = LocalOptions::new(dir.clone(), Profile::Fast);
             opts.pg_bin = pg_bin;
@@ -128,7 +132,15 @@ fn main() -> ExitCode {
             }
             if rejoin {
                 let profile = profile.map_or(Profile::Fast, Into::into);
-                return match bench::run_rejoin(&dir, profile, trials, &opts) {
+                let faults = match fault.as_deref().map(bench::Fault::parse) {
+                    None => bench::Fault::ALL.to_vec(),
+                    Some(Some(f)) => vec![f],
+                    Some(None) => {
+                        eprintln!("--fault: one of node-crash, postmaster-kill, freeze");
+                        return ExitCode::from(2);
+                    }
+                };
+                return match bench::run_rejoin(&dir, profile, trials, &opts, &faults) {
                     Ok(table) => {
                         print!("{table}");
                         ExitCode::SUCCESS

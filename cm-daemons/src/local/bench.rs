@@ -182,6 +182,16 @@ pub enum Fault {
 impl Fault {
     /// All three, in the order they run.
     pub const ALL: [Self; 3] = [Self::NodeCrash, Self::PostmasterKill, Self::Freeze];
+
+    /// Parses `node-crash`, `postmaster-kill` or `freeze`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "node-crash" => Some(Self::NodeCrash),
+            "postmaster-kill" => Some(Self::PostmasterKill),
+            "freeze" => Some(Self::Freeze),
+            _ => None,
+        }
+    }
 }
 
 /// One rejoin trial's figures.
@@ -211,9 +221,12 @@ async fn write_until(
     while !stop.load(Ordering::SeqCst) {
         if session.is_none() {
             turn += 1;
-            session = connect(ports[turn % ports.len()], Duration::from_millis(500))
+            // A frozen member accepts the TCP connection and never answers the handshake.
+            let attempt = connect(ports[turn % ports.len()], Duration::from_millis(500));
+            session = tokio::time::timeout(Duration::from_secs(2), attempt)
                 .await
-                .ok();
+                .ok()
+                .and_then(Result::ok);
         }
         let Some(c) = &session else {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -296,11 +309,13 @@ pub fn rejoin_trial(
     let limit = Duration::from_secs(120);
     let writable_s = loop {
         let ok = ports.iter().any(|port| {
-            rt.block_on(execute(
+            let insert = execute(
                 *port,
                 "INSERT INTO bench_acked VALUES (-1) ON CONFLICT DO NOTHING",
-            ))
-            .is_ok()
+            );
+            // A frozen member's handshake never ends: bound every attempt.
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), insert).await })
+                .is_ok_and(|r| r.is_ok())
         });
         if ok {
             break t0.elapsed().as_secs_f64();
@@ -335,12 +350,27 @@ pub fn rejoin_trial(
     } else {
         t1
     };
-    let s = c.wait_until(
+    let s = match c.wait_until(
         "Normal again",
         Duration::from_secs(300),
         super::cluster::is_normal,
         |_| {},
-    )?;
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            // Kept for a post-mortem: the logs say which member did not stream and why.
+            stop.store(true, Ordering::SeqCst);
+            let detail = c
+                .query()
+                .map(|s| format!("{:?}", s.groups))
+                .unwrap_or_default();
+            c.keep_dir();
+            return Err(e.context(format!(
+                "kept {} for a post-mortem; {detail}",
+                c.paths.logs().display()
+            )));
+        }
+    };
     let rejoin_s = back.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let acked = rt.block_on(writer)?;
@@ -376,6 +406,7 @@ pub fn run_rejoin(
     profile: Profile,
     trials: u32,
     template: &LocalOptions,
+    faults: &[Fault],
 ) -> anyhow::Result<String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -384,7 +415,7 @@ pub fn run_rejoin(
     let mut out = String::from(
         "fault           ok/trials  writable_med_s writable_max_s rejoin_med_s rejoin_max_s  rewind basebackup lost_acks\n",
     );
-    for fault in Fault::ALL {
+    for &fault in faults {
         let mut got = Vec::new();
         for i in 1..=trials {
             let mut opts = template.clone();

@@ -2,7 +2,7 @@
 //! SetSyncStandbys), replication slots, and the [`DatabaseDriver`] implementation.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use cm_core::InstanceId;
@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 
 use super::driver::{Instance, lock, set_mode};
 use super::settings::{Endpoint, Upstream, instance_name, sync_standby_names};
+use super::swap::{self, remove_tree, sibling};
 use super::{DatabaseDriver, DriverError, PgDriver, PhonyDeadProbe, Streaming};
 
 /// Polling period while waiting for an effect.
@@ -214,6 +215,8 @@ impl PgDriver {
             })?;
         drop(client);
         self.write_managed(inst)?;
+        // A root-owned probe of an old deployment makes pg_rewind fail (issue 18).
+        swap::remove_legacy_probe(&inst.data_dir)?;
         // A single-user crash recovery (pg_rewind runs one) refuses standby mode.
         for f in ["standby.signal", "recovery.signal"] {
             let _ = fs::remove_file(inst.data_dir.join(f));
@@ -259,7 +262,8 @@ impl PgDriver {
     /// defect 2): `pg_basebackup` writes into a fresh directory beside the data directory
     /// (same filesystem), which is swapped in only once the copy succeeded; the old data moves
     /// to `<data>.cm_old` and stays until the new copy has started as a standby
-    /// ([`remove_old_copy`], at the next successful start). A failed copy leaves the data
+    /// ([`remove_old_copy`], at the next successful start); the swap survives a crash
+    /// ([`swap::recover`]) and never deletes the current data. A failed copy leaves the data
     /// directory as it was and returns pg_basebackup's own message. Only a data directory that
     /// is itself a mount point (nothing beside it is on its filesystem) is emptied in place.
     async fn base_backup(&self, inst: &Instance, src: &Endpoint) -> Result<(), DriverError> {
@@ -269,22 +273,14 @@ impl PgDriver {
             self.prepare_empty(data)?;
             return self.run_basebackup(data, src).await;
         }
-        let fresh = beside(data, "cm_build");
+        let fresh = sibling(data, "cm_build");
         remove_tree(&fresh)?;
         self.prepare_empty(&fresh)?;
         if let Err(e) = self.run_basebackup(&fresh, src).await {
             let _ = remove_tree(&fresh);
             return Err(e);
         }
-        let old = beside(data, "cm_old");
-        if old.exists() {
-            // The data directory is an earlier copy that never started: the original stays.
-            remove_tree(data)?;
-        } else if data.exists() {
-            fs::rename(data, &old).map_err(io_at(data))?;
-        }
-        fs::rename(&fresh, data).map_err(io_at(&fresh))?;
-        Ok(())
+        swap::swap_in(data)
     }
 
     /// Creates `dir` (emptied if it exists), owned by the OS user, mode 0700 (PostgreSQL
@@ -483,14 +479,6 @@ impl DatabaseDriver for PgDriver {
     }
 }
 
-/// A sibling of the data directory: `<data>.<suffix>`.
-pub(super) fn beside(data: &Path, suffix: &str) -> PathBuf {
-    let mut name = data.as_os_str().to_owned();
-    name.push(".");
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
 fn is_mount_point(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt as _;
     let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
@@ -519,18 +507,10 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
     }
 }
 
-/// Removes a directory tree; a missing one is fine.
-pub(super) fn remove_tree(dir: &Path) -> Result<(), DriverError> {
-    match fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_at(dir)(e)),
-        _ => Ok(()),
-    }
-}
-
 /// The data a full copy replaced (`<data>.cm_old`) is removed once the new copy has started
 /// as a standby; a failure to remove it is only logged (it is garbage, not a fault).
 pub(super) fn remove_old_copy(id: InstanceId, data: &Path) {
-    let old = beside(data, "cm_old");
+    let old = sibling(data, "cm_old");
     if old.exists() {
         match remove_tree(&old) {
             Ok(()) => {

@@ -140,11 +140,13 @@ impl PgDriver {
             let members: Vec<InstanceId> = group.members.iter().map(|m| m.instance).collect();
             let desired =
                 load_desired(&run_dir).unwrap_or_else(|| default_desired(&opts, &members));
+            let data_dir = PathBuf::from(&member.data_dir);
+            tidy_data_dir(id, &data_dir);
             instances.insert(
                 id,
                 Arc::new(Instance {
                     id,
-                    data_dir: PathBuf::from(&member.data_dir),
+                    data_dir,
                     run_dir,
                     address: node_cfg.address.clone(),
                     port: member.port,
@@ -336,6 +338,7 @@ impl PgDriver {
         if self.running(inst).is_some() {
             return Err(DriverError::AlreadyRunning(inst.id));
         }
+        recover_data_dir(inst.id, &inst.data_dir)?;
         {
             let mut d = lock(&inst.desired);
             d.upstream = match d.rebuilt_from.take() {
@@ -561,4 +564,31 @@ pub(super) fn log_tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().rev().take(8).collect();
     lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+/// Puts back a data directory an interrupted full copy left missing (see `swap.rs`).
+fn recover_data_dir(id: InstanceId, data: &Path) -> Result<(), DriverError> {
+    match super::swap::recover(data)? {
+        super::swap::Recovered::Nothing => {}
+        done => {
+            tracing::warn!(instance = %id, ?done, "recovered the data directory of an interrupted full copy")
+        }
+    }
+    Ok(())
+}
+
+/// At driver start: an interrupted swap is recovered, and the disk probe of an old deployment
+/// inside the data directory removed. Failures are only logged here (the start repeats the
+/// recovery and reports its error).
+fn tidy_data_dir(id: InstanceId, data: &Path) {
+    if let Err(e) = recover_data_dir(id, data) {
+        tracing::warn!(instance = %id, error = %e, "could not recover the data directory");
+    }
+    match super::swap::remove_legacy_probe(data) {
+        Ok(true) => {
+            tracing::info!(instance = %id, "removed the old disk probe from the data directory")
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(instance = %id, error = %e, "could not remove the old disk probe"),
+    }
 }

@@ -18,6 +18,7 @@ mod actions;
 mod driver;
 pub mod settings;
 mod status;
+mod swap;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod wal;

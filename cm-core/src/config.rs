@@ -425,6 +425,20 @@ impl Validator {
                 }
                 if m.data_dir.trim().is_empty() {
                     self.push(at("data_dir"), "empty data directory".into());
+                } else if !m.data_dir.starts_with('/') {
+                    self.push(
+                        at("data_dir"),
+                        format!("data directory {:?} is not an absolute path", m.data_dir),
+                    );
+                } else if m.data_dir.ends_with('/') {
+                    // A full copy is built beside the data directory (`<data>.cm_build`).
+                    self.push(
+                        at("data_dir"),
+                        format!(
+                            "data directory {:?} ends with '/': write it without the trailing slash",
+                            m.data_dir
+                        ),
+                    );
                 }
                 if !dirs_on_node.insert((m.node, m.data_dir.clone())) {
                     self.push(at("data_dir"), "two members share a data directory".into());

@@ -63,3 +63,21 @@ fn a_cluster_without_cms_is_invalid() {
     let err = ClusterConfig::from_toml_str(&text).unwrap_err();
     assert!(err.to_string().contains("cm_server"), "{err}");
 }
+
+/// Review finding B of issue 18: a trailing `/` put the full copy's build directory inside the
+/// data directory; it (and a relative path) is rejected where it is written.
+#[test]
+fn a_data_dir_must_be_absolute_without_a_trailing_slash() {
+    for (bad, says) in [
+        ("/tmp/pg/dn1/", "ends with '/'"),
+        ("tmp/pg/dn1", "not an absolute path"),
+    ] {
+        let text = THREE_NODES.replacen("\"/tmp/pg/dn1\"", &format!("{bad:?}"), 1);
+        let ConfigError::Invalid(issues) = ClusterConfig::from_toml_str(&text).unwrap_err() else {
+            panic!("{bad}")
+        };
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].location, "group[0].member[0].data_dir");
+        assert!(issues[0].message.contains(says), "{issues:?}");
+    }
+}

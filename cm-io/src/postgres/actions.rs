@@ -222,7 +222,7 @@ impl PgDriver {
             let _ = fs::remove_file(inst.data_dir.join(f));
         }
         let conn = format!(
-            "host={} port={} user={} dbname=postgres connect_timeout=5",
+            "host={} port={} user={} dbname=postgres {TOOL_CONNINFO}",
             src.address, src.port, self.opts.db_user
         );
         let mut rewind_error =
@@ -303,12 +303,11 @@ impl PgDriver {
 
     async fn run_basebackup(&self, dir: &Path, src: &Endpoint) -> Result<(), DriverError> {
         let mut args: Vec<String> = vec![
-            "-h".into(),
-            src.address.clone(),
-            "-p".into(),
-            src.port.to_string(),
-            "-U".into(),
-            self.opts.db_user.clone(),
+            "-d".into(),
+            format!(
+                "host={} port={} user={} {TOOL_CONNINFO}",
+                src.address, src.port, self.opts.db_user
+            ),
             "-D".into(),
             dir.display().to_string(),
             "-X".into(),
@@ -487,6 +486,12 @@ fn is_mount_point(dir: &Path) -> bool {
         _ => false,
     }
 }
+
+/// Connection options of pg_rewind and pg_basebackup: a bounded connect, and TCP keepalives so
+/// a source host that vanished mid-copy is noticed in about 20 s (a frozen postmaster is caught
+/// by the tool time limit instead, see `run_bounded`).
+const TOOL_CONNINFO: &str =
+    "connect_timeout=5 keepalives=1 keepalives_idle=5 keepalives_interval=5 keepalives_count=3";
 
 /// Why a Build copies everything without trying `pg_rewind` first: asked to (`cm_ctl build
 /// --full`), or the data directory holds no cluster to rewind. `None`: rewind first.

@@ -56,6 +56,8 @@ pub struct PgOptions {
     /// Whether pg_rewind and pg_basebackup fsync what they wrote. Only throwaway test clusters
     /// turn it off.
     pub sync_data: bool,
+    /// How long pg_rewind or pg_basebackup may run before it is killed and the Build fails.
+    pub tool_timeout: Duration,
 }
 
 impl PgOptions {
@@ -78,6 +80,7 @@ impl PgOptions {
             max_slot_wal_keep_size_mb: 1024,
             sync_mode: p.dn_sync_mode,
             sync_data: true,
+            tool_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -461,31 +464,63 @@ impl PgDriver {
         }
     }
 
-    /// Runs a PostgreSQL tool as the OS user; its stderr is returned in the error.
+    /// Runs a PostgreSQL tool as the OS user; its stderr is returned in the error. It is killed
+    /// (with everything it started) after `tool_timeout`: a source frozen mid-copy would
+    /// otherwise hang the Build forever.
     pub(super) async fn run_tool(&self, tool: &str, args: Vec<String>) -> Result<(), DriverError> {
         let mut cmd = Command::new(self.opts.bin_dir.join(tool));
         cmd.args(&args).stdin(Stdio::null()).current_dir("/");
         self.user.apply(&mut cmd);
-        let tool_name = tool.to_owned();
-        let out = tokio::task::spawn_blocking(move || cmd.output())
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r)
-            .map_err(|source| DriverError::Io {
-                path: tool_name.clone(),
-                source,
-            })?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        Err(DriverError::Tool {
-            tool: tool.to_owned(),
-            status: out.status.to_string(),
-            stderr: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
-        })
+        run_bounded(cmd, tool, self.opts.tool_timeout).await
     }
+}
+
+/// Runs `cmd` in its own process group; on success `Ok`, else its exit status and the end of its
+/// stderr. After `limit` the whole group is SIGKILLed and the error says so.
+pub(super) async fn run_bounded(
+    mut cmd: Command,
+    tool: &str,
+    limit: Duration,
+) -> Result<(), DriverError> {
+    use std::os::unix::process::CommandExt as _;
+    cmd.process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let child = cmd.spawn().map_err(|source| DriverError::Io {
+        path: tool.to_owned(),
+        source,
+    })?;
+    let pid = child.id();
+    let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(out) => out.map_err(|source| DriverError::Io {
+            path: tool.to_owned(),
+            source,
+        })?,
+        Err(_) => {
+            // pg_basebackup forks its WAL streamer: the group goes, not only the tool.
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            return Err(DriverError::Tool {
+                tool: tool.to_owned(),
+                status: format!("killed after {} s without finishing", limit.as_secs_f64()),
+                stderr: "its source stopped answering, or the copy is larger than the time limit"
+                    .into(),
+            });
+        }
+    };
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+    Err(DriverError::Tool {
+        tool: tool.to_owned(),
+        status: out.status.to_string(),
+        stderr: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+    })
 }
 
 /// A connection attempt's failure, keeping "too many clients" apart (§6).
@@ -590,5 +625,59 @@ fn tidy_data_dir(id: InstanceId, data: &Path) {
         }
         Ok(false) => {}
         Err(e) => tracing::warn!(instance = %id, error = %e, "could not remove the old disk probe"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review finding J of issue 18: a tool that never ends (a source frozen mid-copy) is killed
+    /// at its limit, its process group with it, and the error says so.
+    #[tokio::test]
+    async fn a_tool_that_never_ends_is_killed_at_its_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pidfile = tmp.path().join("grandchild.pid");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("sleep 600 & echo $! > {}; wait", pidfile.display()));
+        let started = std::time::Instant::now();
+        let err = run_bounded(cmd, "pg_basebackup", Duration::from_millis(300))
+            .await
+            .expect_err("killed")
+            .to_string();
+        assert!(started.elapsed() < Duration::from_secs(10), "bounded");
+        assert!(
+            err.contains("pg_basebackup") && err.contains("killed after 0.3 s"),
+            "{err}"
+        );
+        let pid: i32 = fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.is_empty() || stat.contains(") Z ")
+        });
+        assert!(gone, "the forked child was killed with the tool");
+    }
+
+    #[tokio::test]
+    async fn a_failing_tool_reports_its_status_and_stderr() {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg("echo 'could not connect' >&2; exit 3");
+        let err = run_bounded(cmd, "pg_rewind", Duration::from_secs(30))
+            .await
+            .expect_err("fails")
+            .to_string();
+        assert!(
+            err.contains("could not connect") && err.contains('3'),
+            "{err}"
+        );
+        run_bounded(Command::new("true"), "true", Duration::from_secs(30))
+            .await
+            .expect("succeeds");
     }
 }

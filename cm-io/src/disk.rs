@@ -201,17 +201,32 @@ pub fn probe_file_for(data_dir: &Path) -> PathBuf {
     }
 }
 
+fn in_missing_pg_stat_tmp(file: &Path) -> bool {
+    file.parent()
+        .is_some_and(|dir| dir.file_name() == Some("pg_stat_tmp".as_ref()) && !dir.exists())
+}
+
 fn write_and_read_back(
     file: &Path,
     content: &[u8],
     owner: Option<(Uid, Gid)>,
 ) -> Result<(), FileError> {
-    let mut f = OpenOptions::new()
+    let mut f = match OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(file)
-        .map_err(|e| FileError::new(FileOp::Write, file, e))?;
+    {
+        Ok(f) => f,
+        // A data directory that is a mount point is probed in its pg_stat_tmp, which does not
+        // exist before initdb nor during an in-place full copy: nothing to probe then, not a
+        // failed disk (issue 18 review K). Creating it would make initdb/pg_basebackup refuse
+        // the non-empty directory.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && in_missing_pg_stat_tmp(file) => {
+            return Ok(());
+        }
+        Err(e) => return Err(FileError::new(FileOp::Write, file, e)),
+    };
     if let Some((uid, gid)) = owner {
         use std::os::unix::fs::MetadataExt as _;
         let meta = f
@@ -239,4 +254,30 @@ fn write_and_read_back(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod pg_stat_tmp_tests {
+    use super::*;
+
+    /// Review finding K of issue 18: a missing pg_stat_tmp (before initdb, during an in-place
+    /// copy) is no probe, not a failed one; any other missing directory still fails.
+    #[tokio::test]
+    async fn a_missing_pg_stat_tmp_is_no_probe_but_other_missing_dirs_fail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        fs::create_dir(&data).unwrap();
+        let in_stat_tmp = data.join("pg_stat_tmp").join(DiskProber::FILE_NAME);
+        let p = DiskProber::with_file(in_stat_tmp.clone(), Duration::from_secs(10));
+        assert_eq!(p.probe().await, ProbeOutcome::Ok);
+        assert!(!data.join("pg_stat_tmp").exists(), "not created");
+        fs::create_dir(data.join("pg_stat_tmp")).unwrap();
+        assert_eq!(p.probe().await, ProbeOutcome::Ok);
+        assert!(in_stat_tmp.exists(), "probed once it exists");
+        let elsewhere = DiskProber::with_file(
+            data.join("gone").join(DiskProber::FILE_NAME),
+            Duration::from_secs(10),
+        );
+        assert!(matches!(elsewhere.probe().await, ProbeOutcome::Failed(_)));
+    }
 }

@@ -101,7 +101,8 @@ pub(super) fn recover(data: &Path) -> Result<Recovered, DriverError> {
     let old = sibling(data, "cm_old");
     let data_absent = !data.exists() || is_empty_dir(data);
     if !data_absent {
-        if done.exists() && !has_cluster(&build) {
+        // The swap had not set the data aside yet, or had finished: the marker is stale.
+        if done.exists() {
             remove_file(&done)?;
             sync_parent(data)?;
         }
@@ -227,6 +228,7 @@ mod tests {
         let data = tmp.path().join("dn1");
         cluster(&data, "live");
         cluster(&sibling(&data, "cm_old"), "older");
+        cluster(&sibling(&data, "cm_build"), "copy"); // a crash before the data moved aside
         fs::write(sibling(&data, "cm_build.done"), "").unwrap();
         assert_eq!(recover(&data).unwrap(), Recovered::Nothing);
         assert_eq!(tag(&data), "live");

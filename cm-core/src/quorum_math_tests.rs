@@ -205,7 +205,16 @@ fn two_node_campaign_terms_are_disjoint_by_parity() {
 #[test]
 fn dn_agent_majority_table() {
     // (D, ⌊D/2⌋ + 1)
-    let table = [(0, 1), (1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (6, 4), (7, 4)];
+    let table = [
+        (0, 1),
+        (1, 1),
+        (2, 2),
+        (3, 2),
+        (4, 3),
+        (5, 3),
+        (6, 4),
+        (7, 4),
+    ];
     for (d, want) in table {
         assert_eq!(dn_agent_majority(d), want, "D = {d}");
     }

@@ -126,7 +126,10 @@ impl Quorum {
         }
         let due = match self.view_sent {
             Some((to, term, count, at)) => {
-                to != leader || term != self.term || count != self.dn_heard || now >= at + VIEW_EVERY
+                to != leader
+                    || term != self.term
+                    || count != self.dn_heard
+                    || now >= at + VIEW_EVERY
             }
             None => true,
         };

@@ -45,11 +45,7 @@ fn ack(round: u64) -> QuorumMsg {
 
 /// Leads until `until` (inclusive): every round acknowledged by node 2, which also sends
 /// `follower_view` (if any) with each acknowledgement. Returns the instant it stepped down.
-fn lead_until(
-    q: &mut Quorum,
-    until: Instant,
-    follower_view: Option<u32>,
-) -> Option<Instant> {
+fn lead_until(q: &mut Quorum, until: Instant, follower_view: Option<u32>) -> Option<Instant> {
     loop {
         let next = q.next_deadline().unwrap();
         if next > until {
@@ -106,7 +102,10 @@ fn a_leader_hearing_a_majority_of_the_dn_agents_stays() {
     let (mut q, now) = leader(&cfg);
     let _ = q.step(now, heard(2));
     let _ = q.step(now, view(2, 1, 3));
-    assert_eq!(lead_until(&mut q, now + Duration::from_secs(40), Some(3)), None);
+    assert_eq!(
+        lead_until(&mut q, now + Duration::from_secs(40), Some(3)),
+        None
+    );
 }
 
 #[test]
@@ -134,7 +133,10 @@ fn a_stale_follower_view_does_not_count() {
     let _ = q.step(now, heard(1));
     let _ = q.step(now, view(2, 1, 3));
     // Node 2 acknowledges but stops sending views: after 3 s its view is stale.
-    assert_eq!(lead_until(&mut q, now + Duration::from_secs(40), None), None);
+    assert_eq!(
+        lead_until(&mut q, now + Duration::from_secs(40), None),
+        None
+    );
     assert_eq!(q.role, Role::Leader);
 }
 

@@ -387,7 +387,7 @@ fn faults_aimed_at_the_cms_leader_hit_the_lease_holders_node_only() {
     ]);
     s.duration = Duration::from_secs(15);
     // The toy leader is node 1 (the lowest CMS node).
-    let mut w = run_world(s.clone(), 1, &[6001]);
+    let mut w = run_world(s, 1, &[6001]);
     assert!(
         !w.net
             .endpoints_up(Endpoint::server(n1), Endpoint::agent(n2))

@@ -161,7 +161,7 @@ fn a_primary_whose_status_was_not_read_is_no_build_source() {
     let mut unread = dn(2).primary(2).db(DbState::Unknown);
     unread.0.position = crate::ids::Position::default();
     unread.0.history = History::default();
-    h.report(unread.clone());
+    h.report(unread);
     let out = h.report(dn(1).pos(2, 5).hist(h2.clone()).upstream(2, 10));
     assert_eq!(cmds(&out), vec![], "no Build of a healthy standby");
     // Read again: a really diverged standby is built from it.

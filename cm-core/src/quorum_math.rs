@@ -11,6 +11,9 @@
 //!   (by parity) terms the two nodes campaign for ([`two_node_campaign_term`]).
 //! * Term confirmations (§4.1): an agent sums the weights the repliers report (0 for a
 //!   non-voter) and needs more than half of [`total_weight`] of the configured CMS nodes.
+//! * The second minority-demotion rule (§5.3, ours): how many of the D DN-hosting nodes' agents
+//!   a leader must hear ([`dn_agent_majority`]) and when it is cut from them
+//!   ([`cut_from_dn_agents`]).
 //! * The Lock1 quorum q = ⌊(n+1)/2⌋ of a group of n valid members (§4.2), and the
 //!   streaming-quorum exception of §8 built on it.
 
@@ -118,6 +121,18 @@ pub fn two_node_campaign_term(current: QuorumTerm, index: usize) -> QuorumTerm {
     } else {
         next.saturating_add(1)
     })
+}
+
+/// §5.3 (ours): of the agents of the `dn_nodes` nodes hosting DNs, ⌊D/2⌋ + 1.
+pub fn dn_agent_majority(dn_nodes: usize) -> usize {
+    dn_nodes / 2 + 1
+}
+
+/// §5.3 (ours): whether a leader hearing `own` of the agents of the `dn_nodes` DN-hosting nodes
+/// is cut from them: it hears fewer than [`dn_agent_majority`] AND fewer than the best count a
+/// follower reports (`best_follower`; `None` when no follower reported). Equal views never are.
+pub fn cut_from_dn_agents(own: usize, dn_nodes: usize, best_follower: Option<usize>) -> bool {
+    own < dn_agent_majority(dn_nodes) && best_follower.is_some_and(|b| own < b)
 }
 
 /// The Lock1 quorum q = ⌊(n+1)/2⌋ over the n valid members of a group (§4.2).

@@ -201,3 +201,47 @@ fn two_node_campaign_terms_are_disjoint_by_parity() {
         );
     }
 }
+
+#[test]
+fn dn_agent_majority_table() {
+    // (D, ⌊D/2⌋ + 1)
+    let table = [
+        (0, 1),
+        (1, 1),
+        (2, 2),
+        (3, 2),
+        (4, 3),
+        (5, 3),
+        (6, 4),
+        (7, 4),
+    ];
+    for (d, want) in table {
+        assert_eq!(dn_agent_majority(d), want, "D = {d}");
+    }
+}
+
+#[test]
+fn cut_from_dn_agents_table() {
+    // (own, D, best follower, cut)
+    let table = [
+        (0, 3, Some(3), true),
+        (1, 3, Some(3), true),
+        (1, 3, Some(2), true),
+        (2, 3, Some(3), false), // a majority heard
+        (1, 3, Some(1), false), // equal views
+        (0, 3, Some(0), false), // an outage seen alike
+        (0, 3, None, false),    // no follower reported
+        (1, 3, Some(0), false), // followers see fewer
+        (2, 4, Some(4), true),  // 2 of 4 is not a majority
+        (3, 4, Some(4), false),
+        (0, 1, Some(1), true),
+        (0, 0, Some(0), false), // no DN node at all
+    ];
+    for (own, d, best, want) in table {
+        assert_eq!(
+            cut_from_dn_agents(own, d, best),
+            want,
+            "own {own}, D {d}, best follower {best:?}"
+        );
+    }
+}

@@ -81,6 +81,14 @@ fn disk_over_threshold() {
     check("disk-over-threshold");
 }
 
+/// Issue 11 defect 3 (§5.3, second rule): the CMS leader cut from the DN agents but not from
+/// its peers, and the primary host crashes: the leader steps down and a follower fails over.
+/// Before the rule: no writable primary until the cut healed (`writable_again_s` ≈ 57 s).
+#[test]
+fn cms_leader_cut_from_agents() {
+    check("cms-leader-cut-from-agents");
+}
+
 #[test]
 fn minority_az_isolated() {
     check("minority-az-isolated");

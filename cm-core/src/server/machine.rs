@@ -110,6 +110,9 @@ pub struct Server {
     wall_base: Option<(Instant, WallMillis)>,
     agents_seen: BTreeMap<NodeId, Instant>,
     agents_reported: (usize, bool),
+    /// Agents of DN-hosting nodes → when last heard (§5.3, second rule).
+    dn_agents_heard: BTreeMap<NodeId, Instant>,
+    dn_agents_reported: Option<usize>,
     peers_heard: BTreeMap<NodeId, Instant>,
     redial_at: BTreeMap<NodeId, Instant>,
     clients: BTreeMap<ClientId, (Endpoint, u64)>,
@@ -134,6 +137,8 @@ impl Server {
             wall_base: None,
             agents_seen: BTreeMap::new(),
             agents_reported: (usize::MAX, false),
+            dn_agents_heard: BTreeMap::new(),
+            dn_agents_reported: None,
             peers_heard: BTreeMap::new(),
             redial_at: BTreeMap::new(),
             clients: BTreeMap::new(),
@@ -254,6 +259,10 @@ impl Server {
         out: &mut Vec<ServerCommand>,
     ) {
         self.agents_seen.insert(node, now);
+        if !self.config.instances_on(node).is_empty() {
+            self.dn_agents_heard.insert(node, now);
+            self.report_dn_agents(now, out);
+        }
         let answer = if self.arbitrating() {
             let st = self.quorum.committed();
             ReportAnswer::Leader {
@@ -476,6 +485,7 @@ impl Server {
             }));
         }
         self.report_agents(now, out);
+        self.report_dn_agents(now, out);
         self.quorum_step(now, QuorumInput::Tick, out);
         self.sync_leadership(now, out);
         if self.leader.is_elected() {
@@ -502,6 +512,23 @@ impl Server {
                 out,
             );
         }
+    }
+
+    /// Feeds the quorum the count of DN-hosting nodes whose agent reported within
+    /// `instance_heartbeat_timeout` (§5.3, second rule), when it changes.
+    fn report_dn_agents(&mut self, now: Instant, out: &mut Vec<ServerCommand>) {
+        let window = self.config.params.instance_heartbeat_timeout();
+        self.dn_agents_heard.retain(|_, at| now - *at < window);
+        let count = self.dn_agents_heard.len();
+        if self.dn_agents_reported != Some(count) {
+            self.dn_agents_reported = Some(count);
+            self.quorum_step(now, QuorumInput::DnAgentsHeard { count }, out);
+        }
+    }
+
+    fn dn_agents_deadline(&self) -> Option<Instant> {
+        let window = self.config.params.instance_heartbeat_timeout();
+        self.dn_agents_heard.values().map(|at| *at + window).min()
     }
 
     fn agent_window_deadline(&self) -> Option<Instant> {
@@ -567,6 +594,7 @@ impl Machine for Server {
             self.leader.next_deadline(),
             self.redial_at.values().min().copied(),
             self.agent_window_deadline(),
+            self.dn_agents_deadline(),
             lease_end,
         ]
         .into_iter()

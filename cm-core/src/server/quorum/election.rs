@@ -132,6 +132,7 @@ impl Quorum {
                 self.on_snapshot_reply(now, from, last_index, round);
             }
             QuorumMsg::Hello { .. } | QuorumMsg::HelloReply { .. } => {}
+            QuorumMsg::AgentView { dn_agents } => self.on_agent_view(now, from, dn_agents),
         }
     }
 
@@ -167,7 +168,8 @@ impl Quorum {
     ) {
         let granted = term > self.term
             && self.can_vote(now)
-            && self.log.is_behind_or_equal(last_term, last_index);
+            && self.log.is_behind_or_equal(last_term, last_index)
+            && self.cut_allows_pre_vote(now, from);
         self.send(from, QuorumMsg::PreVoteReply { term, granted });
     }
 
@@ -215,6 +217,7 @@ impl Quorum {
         self.is_voter()
             && !self.in_startup_holdoff(now)
             && self.demoted_until.is_none_or(|u| now >= u)
+            && !self.cut_held(now)
             && self.two_node_may_lead(now)
     }
 
@@ -253,6 +256,7 @@ impl Quorum {
             last_index: self.log.last_index(),
         };
         for to in self.others().collect::<Vec<_>>() {
+            self.view_before_pre_vote(to);
             self.send(to, msg.clone());
         }
         if self.is_quorum(&self.prevotes) {
@@ -348,6 +352,7 @@ impl Quorum {
         tracing::info!(node = %self.node, term = %self.term, "stepped down as CMS leader");
         self.drop_proposals();
         self.lead = None;
+        self.cut_since = None;
         self.role = Role::Follower;
         self.leader = None;
         self.out.push(QuorumOutput::SteppedDown { term: self.term });

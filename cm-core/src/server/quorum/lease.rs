@@ -12,6 +12,7 @@
 //! * **Minority demotion (§5.3).** With ≥ 3 CMS nodes, a leader connected to no agent, or only
 //!   to its own node's, for [`DEMOTE_AFTER`] steps down and does not campaign until it sees two
 //!   agents or [`DEMOTE_AFTER`] passes.
+//! * **Cut from the DN agents (§5.3, second rule)**, see `cut.rs`.
 //! * **Two-node mode (§5.4)**, see the module documentation of `quorum`.
 
 use core::time::Duration;
@@ -42,11 +43,14 @@ impl Quorum {
             self.demoted_until = Some(now + DEMOTE_AFTER);
             return self.step_down(now);
         }
+        if self.check_cut(now) {
+            return;
+        }
         if self.isolated && !self.alone_is_quorum(now) {
             tracing::warn!(node = %self.node, "two-node mode: not a quorum alone");
             return self.step_down(now);
         }
-        if now >= lead.heartbeat_at {
+        if self.lead.as_ref().is_some_and(|l| now >= l.heartbeat_at) {
             self.broadcast(now);
         }
     }

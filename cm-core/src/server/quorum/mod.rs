@@ -105,6 +105,7 @@
 //! between the sides, and healing does not yet fence the primary of the side with the lower
 //! group term (§4.4 handles equal or lower terms it sees).
 
+mod cut;
 mod election;
 mod lease;
 mod log;
@@ -174,6 +175,12 @@ pub enum QuorumInput {
     },
     /// Append the proposals queued through [`ReplicatedState::propose`], persist and replicate.
     Flush,
+    /// How many DN-hosting nodes' agents this CMS heard within `instance_heartbeat_timeout`
+    /// (§5.3, second rule); fed whenever it changes.
+    DnAgentsHeard {
+        /// The count.
+        count: usize,
+    },
 }
 
 /// An order from the [`Quorum`]. Execute in the order given.
@@ -419,6 +426,19 @@ pub struct Quorum {
     probes_out: VecDeque<Instant>,
     /// Send time of the newest probe that answered "reachable" since the peer was last heard.
     gateway_ok_sent_at: Option<Instant>,
+    // §5.3, second rule (see `cut.rs`).
+    /// D: the nodes hosting DNs.
+    dn_nodes: usize,
+    /// How many of their agents this node heard within `instance_heartbeat_timeout`.
+    dn_heard: usize,
+    /// Peer → its last view and when it arrived.
+    views: BTreeMap<NodeId, (usize, Instant)>,
+    /// Leader: since when it has been cut from the DN agents.
+    cut_since: Option<Instant>,
+    /// Held out of elections until then after stepping down under the rule.
+    cut_held_until: Option<Instant>,
+    /// Follower: the last view sent (to whom, at which term, the count, when).
+    view_sent: Option<(NodeId, QuorumTerm, usize, Instant)>,
 
     // Persistence.
     next_token: u64,
@@ -503,6 +523,16 @@ impl Quorum {
             probe_at: Instant::ZERO,
             probes_out: VecDeque::new(),
             gateway_ok_sent_at: None,
+            dn_nodes: config
+                .nodes
+                .iter()
+                .filter(|n| !config.instances_on(n.id).is_empty())
+                .count(),
+            dn_heard: 0,
+            views: BTreeMap::new(),
+            cut_since: None,
+            cut_held_until: None,
+            view_sent: None,
             next_token: 1,
             writes: VecDeque::new(),
             dirty: blank,
@@ -530,6 +560,7 @@ impl Quorum {
             } => self.on_agents_connected(now, count, includes_local),
             QuorumInput::GatewaysProbed { reachable } => self.on_gateways_probed(now, reachable),
             QuorumInput::Flush => self.on_flush(now),
+            QuorumInput::DnAgentsHeard { count } => self.on_dn_agents_heard(now, count),
         }
         self.finish(now)
     }
@@ -549,6 +580,7 @@ impl Quorum {
                 {
                     at.push(since + lease::DEMOTE_AFTER);
                 }
+                at.extend(self.cut_deadline());
             }
             None => at.push(self.election_at),
         }

@@ -118,4 +118,12 @@ pub enum QuorumMsg {
         /// below the largest one it hears, as they predate its rejoin).
         last_index: LogIndex,
     },
+    /// §5.3 (ours): how many agents of DN-hosting nodes the sender heard within
+    /// `instance_heartbeat_timeout`. Followers send it to their leader with their heartbeat
+    /// acknowledgements (on a change, and at least every second); candidates send it before
+    /// their pre-votes. (A variant of its own, last, so that frames of older versions decode.)
+    AgentView {
+        /// The count.
+        dn_agents: u32,
+    },
 }

@@ -89,6 +89,7 @@ impl Quorum {
         if !self.accept_leader(now, from) {
             return;
         }
+        self.send_view_to_leader(now, from);
         let contiguous = entries
             .iter()
             .enumerate()
@@ -171,6 +172,7 @@ impl Quorum {
         if !self.accept_leader(now, from) {
             return;
         }
+        self.send_view_to_leader(now, from);
         if last_index > self.commit {
             self.log.install(SnapshotMeta {
                 index: last_index,

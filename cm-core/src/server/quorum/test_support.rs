@@ -106,8 +106,19 @@ pub(super) enum Out {
     ProbeGateways,
 }
 
+/// `out` in a comparable form. The §5.3 views (`AgentView`, a side channel beside acks and
+/// pre-votes) are left out; `cut_tests.rs` checks them with [`views_sent`].
 pub(super) fn norm(out: Vec<QuorumOutput>) -> Vec<Out> {
     out.into_iter()
+        .filter(|o| {
+            !matches!(
+                o,
+                QuorumOutput::Send {
+                    msg: QuorumMsg::AgentView { .. },
+                    ..
+                }
+            )
+        })
         .map(|o| match o {
             QuorumOutput::Persist(p) => {
                 let s: Stored = codec::decode_persisted(&p.bytes).unwrap();
@@ -176,4 +187,18 @@ pub(super) fn leader(cfg: &ClusterConfig) -> (Quorum, Instant) {
     assert_eq!(q.commit, idx(1));
     assert!(q.holds_lease(now));
     (q, now)
+}
+
+/// The §5.3 views in `out`: (to, count).
+pub(super) fn views_sent(out: &[QuorumOutput]) -> Vec<(u32, u32)> {
+    out.iter()
+        .filter_map(|o| match o {
+            QuorumOutput::Send {
+                to,
+                msg: QuorumMsg::AgentView { dn_agents },
+                ..
+            } => Some((to.0, *dn_agents)),
+            _ => None,
+        })
+        .collect()
 }

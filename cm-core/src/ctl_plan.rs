@@ -740,12 +740,24 @@ pub fn waiting_for(status: &Result<Box<ClusterStatus>, String>) -> String {
                 (_, DbState::BuildFailed) => {
                     missing.push(format!("build of {} failed", m.instance.0));
                 }
-                (DnRole::Primary | DnRole::Standby, DbState::Normal) if !m.read_only => {}
+                (DnRole::Primary | DnRole::Standby, DbState::Normal) if !m.read_only => {
+                    if let Some(ms) = m.not_streaming_ms {
+                        missing.push(format!(
+                            "{} not streaming for {} s",
+                            m.instance.0,
+                            ms / 1000
+                        ));
+                    }
+                }
                 (DnRole::Primary | DnRole::Standby, DbState::Normal) => {
                     missing.push(format!("{} is read-only", m.instance.0));
                 }
                 (role, state) => missing.push(format!("{} {role:?} {state:?}", m.instance.0)),
             }
+        }
+        // Only meaningful once the group has a primary to acknowledge them.
+        if primaries > 0 && !g.commits_acknowledged {
+            missing.push(format!("group {}: commits not acknowledged", g.group.0));
         }
     }
     missing.join("; ")

@@ -564,6 +564,19 @@ fn progress_names_what_is_missing() {
     assert_eq!(waiting_for(&Ok(healthy)), "");
 }
 
+/// health() also requires every standby to stream and the group's commits to be acknowledged:
+/// a Degraded start names those too instead of printing no reason.
+#[test]
+fn progress_names_a_standby_not_streaming_and_unacknowledged_commits() {
+    let mut s = status(ClusterHealth::Degraded, DnRole::Standby, DbState::Normal);
+    s.groups[0].members[2].not_streaming_ms = Some(12_400);
+    s.groups[0].commits_acknowledged = false;
+    assert_eq!(
+        waiting_for(&Ok(s)),
+        "6003 not streaming for 12 s; group 1: commits not acknowledged"
+    );
+}
+
 #[test]
 fn start_timeout_says_what_was_missing() {
     let mut p = Plan::new(

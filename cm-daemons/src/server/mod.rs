@@ -170,7 +170,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let (_, why) = event_loop
         .run(&mut executor, until_terminated(signals, cfg_path, config))
         .await;
-    tracing::info!(?why, "cm_server stopping");
+    tracing::info!(%why, "cm_server stopping");
     if !executor.flush(FLUSH_LIMIT).await {
         tracing::error!("quorum writes still pending at exit");
     }

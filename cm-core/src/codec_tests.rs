@@ -172,3 +172,30 @@ proptest! {
         let _ = decode(&bytes);
     }
 }
+
+/// Logs print commands and alarms as plain text, not Rust Debug.
+#[test]
+fn commands_and_alarms_display_as_plain_text() {
+    use crate::ids::GroupId;
+    use crate::io::Alarm;
+    assert_eq!(
+        CmsCommand::Failover { term: Term(3) }.to_string(),
+        "Failover term=3"
+    );
+    assert_eq!(
+        CmsCommand::SetSyncStandbys {
+            k: 1,
+            members: vec![InstanceId(6002), InstanceId(6003)]
+        }
+        .to_string(),
+        "SetSyncStandbys k=1 members=6002,6003"
+    );
+    assert_eq!(
+        Alarm::Failover {
+            group: GroupId(1),
+            instance: InstanceId(6002)
+        }
+        .to_string(),
+        "Failover group=1 instance=6002"
+    );
+}

@@ -341,6 +341,16 @@ impl Validator {
             if !ids.insert(n.id) {
                 self.push(at("id"), format!("duplicate node id {}", n.id.0));
             }
+            if !n.name.is_empty() && n.name.bytes().all(|b| b.is_ascii_digit()) {
+                self.push(
+                    at("name"),
+                    format!(
+                        "node name `{}` is all digits: `-n {}` would mean node id {}; \
+                         use a name with a letter",
+                        n.name, n.name, n.name
+                    ),
+                );
+            }
             if !names.insert(n.name.as_str()) {
                 self.push(at("name"), format!("duplicate node name `{}`", n.name));
             }

@@ -81,3 +81,33 @@ fn a_data_dir_must_be_absolute_without_a_trailing_slash() {
         assert!(issues[0].message.contains(says), "{issues:?}");
     }
 }
+
+#[test]
+fn an_all_digit_node_name_is_refused_since_it_reads_as_a_node_id() {
+    let text = THREE_NODES.replacen("name = \"n1\"", "name = \"2\"", 1);
+    assert_ne!(text, THREE_NODES, "the example names node 1 `n1`");
+    let ConfigError::Invalid(issues) = ClusterConfig::from_toml_str(&text).unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].location, "node[0].name");
+    assert!(
+        issues[0].message.contains("all digits"),
+        "{}",
+        issues[0].message
+    );
+}
+
+/// The operator guide's config example is what people copy: it must parse.
+#[test]
+fn the_operator_guides_config_example_parses() {
+    let guide = include_str!("../../docs/operator-guide.md");
+    let start = guide
+        .find("```toml\n")
+        .expect("a ```toml block in the guide")
+        + "```toml\n".len();
+    let len = guide[start..].find("```").expect("the block's end");
+    let c = ClusterConfig::from_toml_str(&guide[start..start + len])
+        .unwrap_or_else(|e| panic!("docs/operator-guide.md's example: {e}"));
+    assert_eq!(c.nodes.len(), 3);
+}

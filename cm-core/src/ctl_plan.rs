@@ -424,8 +424,25 @@ impl Plan {
 
     fn stop_cluster(&mut self, mode: StopMode, timeout: Duration, result: StepResult) -> Step {
         match (self.phase, result) {
-            // Tell the leader first, so arbitration halts before instances go down (§2).
+            // Ask the om_monitors first: with none answering nothing can be stopped, and telling
+            // the leader "stopping" would only halt arbitration for nothing.
             (Phase::Start, _) => {
+                self.phase = Phase::CheckedMonitors;
+                Step::Monitors {
+                    nodes: self.nodes.clone(),
+                    req: MonitorRequest::Status,
+                }
+            }
+            // Then tell the leader, so arbitration halts before instances go down (§2).
+            (Phase::CheckedMonitors, StepResult::Monitors(answers)) => {
+                if let Some(msg) = failed(&self.nodes, &answers)
+                    && answers.iter().all(|(_, a)| a.is_err())
+                {
+                    return Step::Failed(format!(
+                        "no node's om_monitor answered, nothing was stopped: {msg}; \
+                         check that om_monitor runs on the nodes (systemd unit or cron line)"
+                    ));
+                }
                 self.phase = Phase::LeaderTold;
                 Step::Leader(CtlRequest::ClusterStopping)
             }
@@ -442,8 +459,9 @@ impl Plan {
             (Phase::FlagsWritten, StepResult::Monitors(answers)) => {
                 match failed(&self.nodes, &answers) {
                     Some(msg) if answers.iter().all(|(_, a)| a.is_err()) => Step::Failed(format!(
-                        "no node's om_monitor answered, nothing was stopped: {msg}; \
-                         check that om_monitor runs on the nodes (systemd unit or cron line)"
+                        "no node's om_monitor took the stop flag, nothing was stopped: {msg}; \
+                         the leader was told the cluster is stopping (arbitration halted): \
+                         run cm_ctl start to resume it"
                     )),
                     Some(msg) => Step::Failed(format!(
                         "the stop flag could not be written everywhere: {msg}; nodes that got it are stopping"
@@ -722,12 +740,24 @@ pub fn waiting_for(status: &Result<Box<ClusterStatus>, String>) -> String {
                 (_, DbState::BuildFailed) => {
                     missing.push(format!("build of {} failed", m.instance.0));
                 }
-                (DnRole::Primary | DnRole::Standby, DbState::Normal) if !m.read_only => {}
+                (DnRole::Primary | DnRole::Standby, DbState::Normal) if !m.read_only => {
+                    if let Some(ms) = m.not_streaming_ms {
+                        missing.push(format!(
+                            "{} not streaming for {} s",
+                            m.instance.0,
+                            ms / 1000
+                        ));
+                    }
+                }
                 (DnRole::Primary | DnRole::Standby, DbState::Normal) => {
                     missing.push(format!("{} is read-only", m.instance.0));
                 }
                 (role, state) => missing.push(format!("{} {role:?} {state:?}", m.instance.0)),
             }
+        }
+        // Only meaningful once the group has a primary to acknowledge them.
+        if primaries > 0 && !g.commits_acknowledged {
+            missing.push(format!("group {}: commits not acknowledged", g.group.0));
         }
     }
     missing.join("; ")

@@ -220,11 +220,18 @@ fn stop_tells_the_leader_first_then_flags_every_node_then_waits_for_agents_to_ex
         },
     )
     .unwrap();
+    let all = vec![NodeId(1), NodeId(2), NodeId(3)];
     assert_eq!(
         p.next(StepResult::Begin),
+        Step::Monitors {
+            nodes: all.clone(),
+            req: MonitorRequest::Status
+        }
+    );
+    assert_eq!(
+        p.next(StepResult::Monitors(vec![ok_status(1), ok_status(2)])),
         Step::Leader(CtlRequest::ClusterStopping)
     );
-    let all = vec![NodeId(1), NodeId(2), NodeId(3)];
     assert_eq!(
         p.next(StepResult::Leader(Ok(CtlReply::Accepted))),
         Step::Monitors {
@@ -557,6 +564,19 @@ fn progress_names_what_is_missing() {
     assert_eq!(waiting_for(&Ok(healthy)), "");
 }
 
+/// health() also requires every standby to stream and the group's commits to be acknowledged:
+/// a Degraded start names those too instead of printing no reason.
+#[test]
+fn progress_names_a_standby_not_streaming_and_unacknowledged_commits() {
+    let mut s = status(ClusterHealth::Degraded, DnRole::Standby, DbState::Normal);
+    s.groups[0].members[2].not_streaming_ms = Some(12_400);
+    s.groups[0].commits_acknowledged = false;
+    assert_eq!(
+        waiting_for(&Ok(s)),
+        "6003 not streaming for 12 s; group 1: commits not acknowledged"
+    );
+}
+
 #[test]
 fn start_timeout_says_what_was_missing() {
     let mut p = Plan::new(
@@ -600,19 +620,41 @@ fn stop_with_every_node_down_does_not_claim_nodes_are_stopping() {
     )
     .unwrap();
     p.next(StepResult::Begin);
-    p.next(StepResult::Leader(Err("unreachable".into())));
     let down = |n| {
         (
             NodeId(n),
             Err::<MonitorReply, String>("connection refused".into()),
         )
     };
+    // The monitors are asked before the leader: with none answering, the leader is never told
+    // "stopping" (which would halt arbitration) and nothing claims nodes are stopping.
     let step = p.next(StepResult::Monitors(vec![down(1), down(2), down(3)]));
     let Step::Failed(msg) = step else {
         panic!("{step:?}")
     };
     assert!(!msg.contains("are stopping"), "{msg}");
     assert!(msg.contains("nothing was stopped"), "{msg}");
+}
+
+#[test]
+fn stop_whose_flags_all_fail_after_the_leader_was_told_says_how_to_resume() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::StopCluster {
+            mode: StopMode::Fast,
+            timeout: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    p.next(StepResult::Begin);
+    p.next(StepResult::Monitors(vec![ok_status(1)]));
+    p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
+    let down = |n| (NodeId(n), Err::<MonitorReply, String>("refused".into()));
+    let step = p.next(StepResult::Monitors(vec![down(1), down(2), down(3)]));
+    let Step::Failed(msg) = step else {
+        panic!("{step:?}")
+    };
+    assert!(msg.contains("run cm_ctl start"), "{msg}");
 }
 
 #[test]

@@ -133,6 +133,41 @@ pub enum Alarm {
     },
 }
 
+impl core::fmt::Display for Alarm {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::AbnormalCmaProcess { node } => write!(f, "AbnormalCmaProcess node={}", node.0),
+            Self::PhonyDead { instance } => write!(f, "PhonyDead instance={instance}"),
+            Self::Failover { group, instance } => {
+                write!(f, "Failover group={} instance={instance}", group.0)
+            }
+            Self::PrimaryAliveButSilent { group, instance } => {
+                write!(
+                    f,
+                    "PrimaryAliveButSilent group={} instance={instance}",
+                    group.0
+                )
+            }
+            Self::DoublePrimary { group } => write!(f, "DoublePrimary group={}", group.0),
+            Self::StorageThresholdPreAlarm {
+                instance,
+                usage_pct,
+            } => write!(
+                f,
+                "StorageThresholdPreAlarm instance={instance} usage={usage_pct}%"
+            ),
+            Self::TransactionReadOnly { instance } => {
+                write!(f, "TransactionReadOnly instance={instance}")
+            }
+            Self::DiskDamaged { instance } => write!(f, "DiskDamaged instance={instance}"),
+            Self::Environment {
+                resource,
+                usage_pct,
+            } => write!(f, "Environment resource={resource} usage={usage_pct}%"),
+        }
+    }
+}
+
 /// The driving contract every cm-core machine implements.
 ///
 /// * `step(now, input)`: feed one fact; get the orders to execute, **in order**. `now` must

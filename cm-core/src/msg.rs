@@ -241,3 +241,24 @@ pub enum CmsCommand {
         members: Vec<InstanceId>,
     },
 }
+
+impl core::fmt::Display for CmsCommand {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Lock1 => f.write_str("Lock1"),
+            Self::Lock2 { primary } => write!(f, "Lock2 primary={primary}"),
+            Self::Unlock { primary } => write!(f, "Unlock primary={primary}"),
+            Self::Failover { term } => write!(f, "Failover term={}", term.0),
+            Self::Switchover { term } => write!(f, "Switchover term={}", term.0),
+            Self::Demote => f.write_str("Demote"),
+            Self::NotifyStandby { primary } => write!(f, "NotifyStandby primary={primary}"),
+            Self::Restart => f.write_str("Restart"),
+            Self::Build { source, full } => write!(f, "Build source={source} full={full}"),
+            Self::SetReadOnly { on } => write!(f, "SetReadOnly on={on}"),
+            Self::SetSyncStandbys { k, members } => {
+                let names: Vec<String> = members.iter().map(ToString::to_string).collect();
+                write!(f, "SetSyncStandbys k={k} members={}", names.join(","))
+            }
+        }
+    }
+}

@@ -101,11 +101,13 @@ pub enum CtlCommand {
         /// Fast switchover.
         #[arg(short = 'f')]
         fast: bool,
-        /// Rebalance every group.
-        #[arg(short = 'a', conflicts_with_all = ["node", "data_dir", "fast"])]
+        /// Rebalance every group. Returns once the cm_server accepted it (it does not wait:
+        /// follow it with `cm_ctl query`), so -t and --no-wait are refused with it.
+        #[arg(short = 'a', conflicts_with_all = ["node", "data_dir", "fast", "timeout", "no_wait"])]
         all: bool,
-        /// Seconds to wait for the outcome (the switchover goes on after it).
-        #[arg(short = 't', long = "timeout", default_value_t = 120)]
+        /// Seconds to wait for the outcome (at least 1; the switchover goes on after it).
+        #[arg(short = 't', long = "timeout", default_value_t = 120,
+              value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
         /// Return once the cm_server accepted the request, without waiting for the outcome.
         #[arg(long = "no-wait")]
@@ -183,15 +185,7 @@ impl std::fmt::Display for UsageError {
 
 /// The node `-n` names: an id or a node name from the config.
 pub fn resolve_node(config: &ClusterConfig, given: &str) -> Result<NodeId, UsageError> {
-    let found = match given.trim().parse::<u32>() {
-        Ok(id) => config.node(NodeId(id)).map(|n| n.id),
-        Err(_) => config
-            .nodes
-            .iter()
-            .find(|n| n.name == given.trim())
-            .map(|n| n.id),
-    };
-    found.ok_or_else(|| {
+    find_node(config, given).ok_or_else(|| {
         let known: Vec<String> = config
             .nodes
             .iter()
@@ -202,6 +196,16 @@ pub fn resolve_node(config: &ClusterConfig, given: &str) -> Result<NodeId, Usage
             known.join(", ")
         ))
     })
+}
+
+/// The one resolver of a node named on the command line (`-n`, `--readd`): a number is an id
+/// (config validation refuses all-digit node names, so it cannot mean a name), else a name.
+fn find_node(config: &ClusterConfig, given: &str) -> Option<NodeId> {
+    let given = given.trim();
+    match given.parse::<u32>() {
+        Ok(id) => config.node(NodeId(id)).map(|n| n.id),
+        Err(_) => config.nodes.iter().find(|n| n.name == given).map(|n| n.id),
+    }
 }
 
 fn resolve(
@@ -231,11 +235,7 @@ fn resolve(
 
 /// A CMS node named by id or name.
 fn cms_node(config: &ClusterConfig, text: &str) -> Result<NodeId, UsageError> {
-    let found = config
-        .nodes
-        .iter()
-        .find(|n| n.name == text || text.parse::<u32>().is_ok_and(|id| n.id.0 == id));
-    match found {
+    match find_node(config, text).and_then(|id| config.node(id)) {
         Some(n) if n.cms_port.is_some() => Ok(n.id),
         Some(n) => Err(UsageError(format!(
             "--readd {text}: node {} runs no cm_server (no cms_port)",

@@ -133,6 +133,22 @@ fn wrong_arguments_say_what_is_wrong() {
     // clap itself refuses -D without -n and -a with -n.
     assert!(Cli::try_parse_from(["cm_ctl", "start", "-D", "/x"]).is_err());
     assert!(Cli::try_parse_from(["cm_ctl", "switchover", "-a", "-n", "1"]).is_err());
+    // -a does not wait: a timeout or --no-wait with it would be silently ignored, so refused.
+    assert!(Cli::try_parse_from(["cm_ctl", "switchover", "-a", "-t", "30"]).is_err());
+    assert!(Cli::try_parse_from(["cm_ctl", "switchover", "-a", "--no-wait"]).is_err());
+    assert!(
+        Cli::try_parse_from([
+            "cm_ctl",
+            "switchover",
+            "-n",
+            "2",
+            "-D",
+            "/data/dn2",
+            "-t",
+            "0"
+        ])
+        .is_err()
+    );
 }
 
 #[test]

@@ -171,7 +171,7 @@ async fn run(
         }
     };
     let (_, why) = event_loop.run(&mut exec, stop).await;
-    tracing::info!(?why, "om_monitor stopping; its cm_agent keeps running");
+    tracing::info!(%why, "om_monitor stopping; its cm_agent keeps running");
     transport.shutdown().await;
     Ok(())
 }

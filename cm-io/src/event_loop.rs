@@ -171,6 +171,15 @@ pub enum StopReason {
     Executor,
 }
 
+impl core::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Requested => "shutdown requested",
+            Self::Executor => "the executor stopped",
+        })
+    }
+}
+
 /// One machine with its inputs; run it with [`EventLoop::run`].
 pub struct EventLoop<M: Machine> {
     machine: M,

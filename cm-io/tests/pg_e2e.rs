@@ -431,10 +431,16 @@ async fn e2e_pg_sigstopped_postmaster_fails_the_probe_while_proc_shows_stopped()
             "too many clients is not a hit"
         );
         drop(sessions);
-        let ok = d
-            .phony_dead_probe(c.id(0), Duration::from_secs(5))
-            .await
-            .expect("probe");
+        // The backends of the dropped sessions exit asynchronously: until they have, a fresh
+        // connection may still find every slot taken.
+        let ok = eventually("a free connection slot", || async {
+            let p = d
+                .phony_dead_probe(c.id(0), Duration::from_secs(5))
+                .await
+                .expect("probe");
+            (p.connect != ProbeConnect::TooManyClients).then_some(p)
+        })
+        .await;
         assert_eq!(ok.connect, ProbeConnect::Answered);
         assert!(!ok.is_hit(Duration::from_secs(1)));
 

@@ -53,7 +53,7 @@ pub(super) struct TermCheck {
 impl Agent {
     pub(super) fn on_command(&mut self, from: NodeId, qterm: QuorumTerm, sc: SequencedCommand) {
         if self.cms.leader != Some(from) {
-            tracing::warn!(cms = %from, cmd = ?sc.cmd, "command from a CMS that is not the leader rejected");
+            tracing::warn!(cms = %from, cmd = %sc.cmd, "command from a CMS that is not the leader rejected");
             return;
         }
         if qterm < self.highest_qterm {
@@ -61,7 +61,7 @@ impl Agent {
             return;
         }
         if self.batch.queued.len() >= MAX_QUEUED_COMMANDS {
-            tracing::warn!(cmd = ?sc.cmd, "command queue full: dropped, the CMS will resend");
+            tracing::warn!(cmd = %sc.cmd, "command queue full: dropped, the CMS will resend");
             return;
         }
         self.observe_qterm(qterm);

@@ -29,6 +29,18 @@ pub(super) enum ActionKind {
     Other,
 }
 
+impl ActionKind {
+    /// For logs.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Start { .. } => "start",
+            Self::Stop => "stop",
+            Self::Kill => "kill",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// Progress of a kill (§3 "kill means fence").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Fence {
@@ -536,7 +548,7 @@ impl Agent {
         inst.sample_floor = floor;
         inst.fresh = false;
         if let Err(e) = &result {
-            tracing::warn!(instance = %id, ?kind, error = %e, "DN action failed");
+            tracing::warn!(instance = %id, kind = kind.name(), error = %e, "DN action failed");
         }
         if kind
             == (ActionKind::Start {

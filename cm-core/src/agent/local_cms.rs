@@ -29,6 +29,17 @@ pub enum CmsAction {
     Kill,
 }
 
+impl CmsAction {
+    /// For logs.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Kill => "kill",
+        }
+    }
+}
+
 /// The local cm_server as the agent sees it (plain data).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalCmsStatus {
@@ -198,7 +209,7 @@ impl Agent {
         cms.sample_floor = floor;
         cms.fresh = false;
         if let Err(e) = result {
-            tracing::warn!(?action, error = %e, "cm_server action failed");
+            tracing::warn!(action = action.name(), error = %e, "cm_server action failed");
         }
         self.check_cluster_stop_done(now, out);
     }

@@ -599,7 +599,7 @@ impl Agent {
                 .started_at
                 .is_some_and(|s| now < s + NORMAL_START_ALARM_SUPPRESSION);
         if suppressed {
-            tracing::info!(?alarm, "alarm suppressed during a normal start");
+            tracing::info!(%alarm, "alarm suppressed during a normal start");
         } else {
             out.push(AgentCommand::RaiseAlarm(alarm));
         }

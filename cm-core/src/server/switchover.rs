@@ -378,7 +378,8 @@ impl GroupArbiter {
         self.restore = None;
         tracing::info!(group = %self.id, term = %r.term, instance = %r.instance,
             "switchover abort: promoting the old primary");
-        self.send_failover(ctx, r.instance, r.term);
+        // Restoring the old primary is no failover: no alarm.
+        self.send_failover(ctx, r.instance, r.term, false);
         true
     }
 }

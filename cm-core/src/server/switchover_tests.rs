@@ -6,8 +6,10 @@ use crate::ctl::{CtlReply, CtlRequest, Refusal};
 use crate::dn::DbState;
 use crate::dn::History;
 use crate::ids::{InstanceId, Lsn, Term, Timeline};
+use crate::io::Alarm;
 use crate::msg::CmsCommand;
 use crate::server::harness::{G, H, cmds, command, dn, reply};
+use crate::server::leader::LeaderOutput;
 use crate::state::{Change, SwitchoverResult};
 
 fn sw(i: u32) -> CtlRequest {
@@ -93,7 +95,7 @@ fn switchover_is_refused_while_paused_or_while_another_is_pending() {
     let out = h.ctl(3, sw(3));
     assert!(matches!(
         &out[..],
-        [crate::server::leader::LeaderOutput::Reply {
+        [LeaderOutput::Reply {
             reply: CtlReply::Refused(Refusal::Busy(_)),
             ..
         }]
@@ -108,7 +110,7 @@ fn switchover_to_an_unhealthy_member_is_refused() {
     let out = h.ctl(1, sw(3));
     assert!(matches!(
         &out[..],
-        [crate::server::leader::LeaderOutput::Reply {
+        [LeaderOutput::Reply {
             reply: CtlReply::Refused(Refusal::Invalid(_)),
             ..
         }]
@@ -116,7 +118,7 @@ fn switchover_to_an_unhealthy_member_is_refused() {
     let out = h.ctl(1, sw(1));
     assert!(matches!(
         &out[..],
-        [crate::server::leader::LeaderOutput::Reply {
+        [LeaderOutput::Reply {
             reply: CtlReply::Refused(Refusal::Invalid(_)),
             ..
         }]
@@ -213,9 +215,16 @@ fn a_switchover_whose_target_stopped_is_aborted_and_the_old_primary_promoted_aga
         Some(SwitchoverResult::Aborted)
     );
     h.advance_ms(400);
+    let out = h.report(dn(1).pending().pos(1, 200));
     assert_eq!(
-        cmds(&h.report(dn(1).pending().pos(1, 200))),
+        cmds(&out),
         vec![(6001, CmsCommand::Failover { term: Term(3) })]
+    );
+    // Restoring the old primary after an abort is no failover: no Failover alarm.
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, LeaderOutput::Alarm(Alarm::Failover { .. }))),
+        "{out:?}"
     );
     // Promoted at that term: the group is whole again without a further term.
     h.advance_ms(300);

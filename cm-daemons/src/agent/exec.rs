@@ -230,10 +230,11 @@ impl AgentExec {
         let driver = Arc::clone(&self.p.driver);
         self.task(async move {
             tracing::info!(%instance, %action, "DN action");
-            let result = driver.run(instance, action).await.map_err(|e| {
-                tracing::warn!(%instance, "DN action failed: {e}");
-                e.to_string()
-            });
+            // cm-core logs a failure with the action's kind (one line, not two).
+            let result = driver
+                .run(instance, action)
+                .await
+                .map_err(|e| e.to_string());
             AgentInput::ActionCompleted {
                 op,
                 instance,

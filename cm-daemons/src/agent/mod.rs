@@ -171,7 +171,7 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     let sigs = common::signals()?;
     let stop = watch_signals(sigs, s.config_path.clone(), tx);
     let (_, why) = event_loop.run(&mut exec, stop).await;
-    tracing::info!(?why, "cm_agent stopping; its DNs keep running");
+    tracing::info!(%why, "cm_agent stopping; its DNs keep running");
     if !persist.flushed(FLUSH_TIMEOUT).await {
         tracing::error!("state writes still pending after {FLUSH_TIMEOUT:?}; exiting anyway");
     }

@@ -25,11 +25,21 @@ pub fn names_path(args: &[String], want: &Path, cwd: &Path) -> bool {
     args.iter().any(|a| {
         let value = match a.split_once('=') {
             Some((opt, v)) if opt.starts_with('-') => v,
-            _ if a.starts_with('-') && !a.starts_with("--") && a.len() > 2 => &a[2..],
-            _ => a.as_str(),
+            _ => glued_value(a).unwrap_or(a.as_str()),
         };
         !value.is_empty() && canonical(cwd, value) == want
     })
+}
+
+/// The value glued to a short option (`-c/etc/x` gives `/etc/x`), whatever the option's
+/// character (a multibyte one must not split a char).
+fn glued_value(a: &str) -> Option<&str> {
+    if a.starts_with("--") {
+        return None;
+    }
+    let mut chars = a.strip_prefix('-')?.chars();
+    chars.next()?;
+    Some(chars.as_str()).filter(|v| !v.is_empty())
 }
 
 /// `p` as an absolute path without `.`, `..` or symbolic links (lexically when it does not
@@ -96,6 +106,14 @@ mod tests {
 
     fn cmdline_matches(argv: &[String], binary: &str, path: &str) -> bool {
         super::cmdline_matches(argv, binary, path, Path::new("/"))
+    }
+
+    #[test]
+    fn a_multibyte_short_option_does_not_panic() {
+        let want = Path::new("/etc/x");
+        assert!(!names_path(&argv("-é -ü/etc/y"), want, Path::new("/")));
+        assert!(names_path(&argv("-é/etc/x"), want, Path::new("/")));
+        assert!(names_path(&argv("-c/etc/x"), want, Path::new("/")));
     }
 
     #[test]

@@ -72,10 +72,17 @@ pub fn ensure_state_dir(dir: &Path) -> anyhow::Result<()> {
     if !meta.is_dir() {
         anyhow::bail!("the state directory {} is not a directory", dir.display());
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(dir = %dir.display(), "the state directory is readable by others; chmod 700 it");
+    if let Some(why) = state_dir_mode_warning(meta.permissions().mode()) {
+        tracing::warn!(dir = %dir.display(), "{why}");
     }
     Ok(())
+}
+
+/// What is wrong with the state directory's mode, if anything. Group/other read or write is;
+/// execute (traverse) is not: the guide's 711 lets the database user reach its files.
+fn state_dir_mode_warning(mode: u32) -> Option<&'static str> {
+    (mode & 0o066 != 0)
+        .then_some("the state directory is readable or writable by group or others; chmod 711 it")
 }
 
 /// A seed for the quorum's election timeouts: different per node and per start.
@@ -163,7 +170,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let (_, why) = event_loop
         .run(&mut executor, until_terminated(signals, cfg_path, config))
         .await;
-    tracing::info!(?why, "cm_server stopping");
+    tracing::info!(%why, "cm_server stopping");
     if !executor.flush(FLUSH_LIMIT).await {
         tracing::error!("quorum writes still pending at exit");
     }
@@ -204,5 +211,19 @@ async fn until_terminated(
                 Err(e) => tracing::error!("config reload failed, nothing changed: {e:#}"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::state_dir_mode_warning;
+
+    #[test]
+    fn the_guides_711_is_accepted_group_or_other_read_or_write_is_not() {
+        assert_eq!(state_dir_mode_warning(0o40711), None);
+        assert_eq!(state_dir_mode_warning(0o40700), None);
+        assert!(state_dir_mode_warning(0o40755).is_some_and(|w| w.contains("chmod 711")));
+        assert!(state_dir_mode_warning(0o40702).is_some());
+        assert!(state_dir_mode_warning(0o40720).is_some());
     }
 }

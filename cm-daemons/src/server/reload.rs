@@ -64,7 +64,7 @@ pub fn log(path: &std::path::Path, changes: &ConfigChanges) {
     if !changes.topology.is_empty() {
         tracing::warn!(
             config = %path.display(),
-            changed = ?changes.topology,
+            changed = %changes.topology.join(", "),
             "the cluster topology changed in the config file; restart the cluster's processes \
              to apply it"
         );

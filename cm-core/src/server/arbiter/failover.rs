@@ -85,7 +85,7 @@ impl GroupArbiter {
         } else {
             "the locked standby with the newest position, after the non-static wait"
         };
-        let what = if g.term == Term(0) {
+        let what = if is_initial_promotion(ctx, g.term) {
             "initial promotion (cluster start, not a failover)"
         } else {
             "failover"
@@ -280,7 +280,8 @@ impl GroupArbiter {
             // The term is spent without a Failover: harmless, terms only need to be unique.
             return;
         }
-        self.send_failover(ctx, p.candidate, term);
+        let alarm = !is_initial_promotion(ctx, p.expected);
+        self.send_failover(ctx, p.candidate, term, alarm);
     }
 
     fn still_eligible(&self, ctx: &Ctx<'_>, cand: InstanceId) -> bool {
@@ -295,7 +296,16 @@ impl GroupArbiter {
             && !self.primary_still_running(ctx, &g, cand)
     }
 
-    pub(crate) fn send_failover(&mut self, ctx: &mut Ctx<'_>, cand: InstanceId, term: Term) {
+    /// Sends the Failover for a committed promotion; `alarm` raises the Failover alarm (not for
+    /// the first primary after a cluster start, nor for a switchover abort restoring the old
+    /// primary).
+    pub(crate) fn send_failover(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cand: InstanceId,
+        term: Term,
+        alarm: bool,
+    ) {
         self.note_promotion(term);
         let Some(idx) = self.index_of(cand) else {
             return;
@@ -307,8 +317,7 @@ impl GroupArbiter {
             new_primary = cand.0,
             "promotion committed: Failover sent"
         );
-        // The first primary of a new cluster (term 1) is a start, not a failover: no alarm.
-        if term > Term(1) {
+        if alarm {
             ctx.out.alarm(Alarm::Failover {
                 group: self.id,
                 instance: cand,
@@ -317,6 +326,14 @@ impl GroupArbiter {
         self.reset_rounds();
         self.awaiting = Some((term, cand, ctx.now));
     }
+}
+
+/// A promotion while the cluster starts (`cm_ctl start` in effect, or a new cluster that never
+/// had a primary) brings up the first primary: it is a start, not a failover. The term number
+/// cannot tell: after a stop and start the first promotion is at term 2 or more.
+/// `before` is the group's term before the promotion.
+fn is_initial_promotion(ctx: &Ctx<'_>, before: Term) -> bool {
+    before == Term(0) || ctx.committed().is_starting(ctx.wall)
 }
 
 #[cfg(test)]

@@ -179,6 +179,25 @@ fn failover_is_sent_only_once_the_promote_committed() {
     assert_eq!(h.group().static_primary, InstanceId(6002));
 }
 
+/// After `cm_ctl stop` and `start` the first promotion is at term 2 or more: while the start is
+/// in effect it is the cluster starting, not a failover, so no Failover alarm.
+#[test]
+fn a_promotion_while_the_cluster_starts_raises_no_failover_alarm() {
+    let mut h = primary_killed(3);
+    let until = h.wall.saturating_add(core::time::Duration::from_secs(1000));
+    h.state.state_mut().starting_until = Some(until);
+    for _ in 0..179 {
+        lock_round(&mut h, 3, &[2, 3]);
+    }
+    assert_eq!(promotes(&h), vec![promote(2, 1)]);
+    // Term 2 (the old rule alarmed on any term above 1).
+    let out = h.commit();
+    assert_eq!(
+        out,
+        vec![command(2, 2, CmsCommand::Failover { term: Term(2) })]
+    );
+}
+
 #[test]
 fn a_refused_promote_sends_nothing() {
     let mut h = primary_killed(3);

@@ -101,6 +101,7 @@ fn status(b: &mut Bytes) -> Result<DnStatus, String> {
         upstream: None,
         downstreams,
         read_only: bits & 0x40 != 0,
+        receiver_error: (b.small(1) == 1).then(|| "could not connect to the primary".into()),
     })
 }
 
@@ -115,7 +116,10 @@ fn command(b: &mut Bytes) -> CmsCommand {
         5 => CmsCommand::Demote,
         6 => CmsCommand::NotifyStandby { primary: PEER },
         7 => CmsCommand::Restart,
-        8 => CmsCommand::Build { source: PEER, full: false },
+        8 => CmsCommand::Build {
+            source: PEER,
+            full: false,
+        },
         9 => CmsCommand::SetReadOnly { on: b.bool() },
         _ => CmsCommand::SetSyncStandbys {
             k: 1,
@@ -222,7 +226,15 @@ impl Driver {
                 let from = cms_node(b);
                 let nonce = b.pick(&self.nonces).unwrap_or_else(|| u64::from(b.u8()));
                 let highest = QuorumTerm(u64::from(b.small(4)));
-                frame(from, b.small(4), Msg::TermCheckReply { nonce, highest, weight: u32::from(b.small(4)) })
+                frame(
+                    from,
+                    b.small(4),
+                    Msg::TermCheckReply {
+                        nonce,
+                        highest,
+                        weight: u32::from(b.small(4)),
+                    },
+                )
             }
             _ => self.answer(kind % 19, b),
         })

@@ -173,6 +173,10 @@ pub struct DnRow {
     /// defect 3). `None` when it streams, and for every other role.
     #[serde(default)]
     pub not_streaming_ms: Option<u64>,
+    /// The outcome of the agent's last Build of this instance, from its last report (default
+    /// when none was heard); `cm_ctl build` waits for its counter to pass the one it saw first.
+    #[serde(default)]
+    pub last_build: crate::dn::BuildOutcome,
 }
 
 /// One group.

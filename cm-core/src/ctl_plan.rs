@@ -143,14 +143,10 @@ pub struct Plan {
     waiting: Option<String>,
     /// `cm_ctl stop`: the nodes whose cm_agent still ran at the last check.
     agents_running: Vec<NodeId>,
-    /// `cm_ctl build`: the instance was seen other than a Normal standby since the request
-    /// (the build started).
-    build_seen: bool,
+    /// `cm_ctl build`: the instance's count of finished builds before the request (the build
+    /// this request starts is the first one counted above it).
+    build_base: u64,
 }
-
-/// A build whose instance stays a Normal standby this long after the request changed nothing
-/// visible (the standby was in sync, or the build ran between two polls): done.
-pub const BUILD_QUIET: Duration = Duration::from_secs(5);
 
 /// How often cm_ctl polls while waiting (CM sleeps 3 s; 1 s shows progress sooner).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -185,7 +181,7 @@ impl Plan {
             switchover_base: None,
             waiting: None,
             agents_running: Vec::new(),
-            build_seen: false,
+            build_base: 0,
         })
     }
 
@@ -247,9 +243,9 @@ impl Plan {
         }
     }
 
-    /// Build: the leader accepts, then the instance is polled until it is a Normal standby
-    /// again after the build (or for [`BUILD_QUIET`] without any change: nothing was needed),
-    /// fails on `Build failed`, or the timeout passes.
+    /// Build: the instance's count of finished builds is read first; the leader accepts, then
+    /// the instance is polled until its agent reports a build counted above that one: done when
+    /// it succeeded, failed with the agent's error when it failed; or the timeout passes.
     fn build(
         &mut self,
         instance: InstanceId,
@@ -259,9 +255,20 @@ impl Plan {
     ) -> Step {
         match (self.phase, result) {
             (Phase::Start, _) => {
-                self.phase = Phase::LeaderTold;
-                Step::Leader(CtlRequest::Build { instance, full })
+                self.phase = Phase::CheckedMonitors;
+                Step::Leader(CtlRequest::Query)
             }
+            (Phase::CheckedMonitors, StepResult::Leader(r)) => match r {
+                Ok(CtlReply::Status(s)) => {
+                    self.build_base = instance_row(&s, instance).map_or(0, |r| r.last_build.count);
+                    self.phase = Phase::LeaderTold;
+                    Step::Leader(CtlRequest::Build { instance, full })
+                }
+                Ok(other) => Step::Failed(format!(
+                    "cannot read the status before the build: unexpected reply {other:?}"
+                )),
+                Err(e) => Step::Failed(format!("cannot read the status before the build: {e}")),
+            },
             (Phase::LeaderTold, StepResult::Leader(r)) => match leader_outcome(r) {
                 Step::Done(_) => {
                     self.phase = Phase::Polling;
@@ -273,22 +280,17 @@ impl Plan {
             },
             (Phase::Polling, StepResult::Status { status, elapsed }) => {
                 if let Ok(s) = &status {
-                    match instance_row(s, instance).map(|r| (r.role, r.state)) {
-                        Some((_, DbState::BuildFailed)) => {
-                            return Step::Failed(format!(
-                                "the build of {} failed; the agent's log on its node says why",
-                                instance.0
-                            ));
+                    let last = instance_row(s, instance).map(|r| &r.last_build);
+                    match last {
+                        Some(b) if b.count > self.build_base => {
+                            return match &b.error {
+                                None => Step::Done(format!("build of {} done", instance.0)),
+                                Some(e) => {
+                                    Step::Failed(format!("the build of {} failed: {e}", instance.0))
+                                }
+                            };
                         }
-                        Some((DnRole::Standby, DbState::Normal)) => {
-                            if self.build_seen || elapsed >= BUILD_QUIET {
-                                return Step::Done(format!(
-                                    "build of {} done: it is a Normal standby",
-                                    instance.0
-                                ));
-                            }
-                        }
-                        _ => self.build_seen = true,
+                        _ => {}
                     }
                 }
                 if elapsed >= timeout {

@@ -37,6 +37,7 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
         lag_bytes: None,
         read_only: false,
         not_streaming_ms: None,
+        last_build: crate::dn::BuildOutcome::default(),
     };
     Box::new(ClusterStatus {
         cluster: "demo".into(),
@@ -728,7 +729,24 @@ fn build_plan() -> Plan {
     build_plan_of(false)
 }
 
-/// A build plan of 6002, past the leader's acceptance; the request carries `full`.
+/// The status with 6002's last build outcome set: `count` builds finished, the last failed
+/// with `error` (`None`: it succeeded).
+fn build_status(
+    role: DnRole,
+    state: DbState,
+    count: u64,
+    error: Option<&str>,
+) -> Box<ClusterStatus> {
+    let mut s = status(ClusterHealth::Degraded, role, state);
+    s.groups[0].members[1].last_build = crate::dn::BuildOutcome {
+        count,
+        error: error.map(str::to_owned),
+    };
+    s
+}
+
+/// A build plan of 6002, past the leader's acceptance; the request carries `full`. Before the
+/// request, 6002's agent had finished 3 builds, the last one failed ("old failure").
 fn build_plan_of(full: bool) -> Plan {
     let mut p = Plan::new(
         &config(),
@@ -739,8 +757,10 @@ fn build_plan_of(full: bool) -> Plan {
         },
     )
     .unwrap();
+    assert_eq!(p.next(StepResult::Begin), Step::Leader(CtlRequest::Query));
+    let before = build_status(DnRole::Standby, DbState::Normal, 3, Some("old failure"));
     assert_eq!(
-        p.next(StepResult::Begin),
+        p.next(StepResult::Leader(Ok(CtlReply::Status(before)))),
         Step::Leader(CtlRequest::Build {
             instance: InstanceId(6002),
             full,
@@ -762,51 +782,78 @@ fn poll(p: &mut Plan, role: DnRole, state: DbState, secs: u64) -> Step {
     })
 }
 
+fn poll_build(p: &mut Plan, count: u64, error: Option<&str>, secs: u64) -> Step {
+    polled(
+        p,
+        build_status(DnRole::Standby, DbState::Normal, count, error),
+        secs,
+    )
+}
+
 /// `cm_ctl build --full` asks the leader for a full copy (the request carries `full`) and
 /// waits for it like any build.
 #[test]
 fn a_full_build_asks_the_leader_for_a_full_copy() {
     let mut p = build_plan_of(true);
-    assert!(matches!(
-        poll(&mut p, DnRole::Pending, DbState::Building, 2),
-        Step::PollStatus { .. }
-    ));
-    assert!(matches!(
-        poll(&mut p, DnRole::Standby, DbState::Normal, 30),
-        Step::Done(_)
-    ));
+    assert_eq!(poll_build(&mut p, 3, Some("old failure"), 2), POLL);
+    assert_eq!(
+        poll_build(&mut p, 4, None, 30),
+        Step::Done("build of 6002 done".into())
+    );
 }
 
+/// Issue 17 item 1: the build is done only once the agent reports a build counted above the
+/// one seen before the request; a Normal standby with the old count is not done (a failed build
+/// restarts the old data as a Normal standby).
 #[test]
-fn build_waits_for_the_standby_to_be_built_and_normal_again() {
+fn build_waits_for_a_newer_build_result_and_succeeds_on_ok() {
     let mut p = build_plan();
-    // Still the old Normal standby right after the request: not done yet.
-    assert!(matches!(
-        poll(&mut p, DnRole::Standby, DbState::Normal, 1),
-        Step::PollStatus { .. }
-    ));
-    assert!(matches!(
-        poll(&mut p, DnRole::Pending, DbState::Building, 2),
-        Step::PollStatus { .. }
-    ));
-    assert!(matches!(
-        poll(&mut p, DnRole::Standby, DbState::CatchUp, 3),
-        Step::PollStatus { .. }
-    ));
-    assert!(matches!(
-        poll(&mut p, DnRole::Standby, DbState::Normal, 4),
-        Step::Done(_)
-    ));
+    // The old result (count 3, failed) and a Normal standby: neither done nor failed.
+    assert_eq!(poll_build(&mut p, 3, Some("old failure"), 1), POLL);
+    assert_eq!(
+        polled(
+            &mut p,
+            build_status(DnRole::Pending, DbState::Building, 3, Some("old failure")),
+            2
+        ),
+        POLL
+    );
+    assert_eq!(poll_build(&mut p, 3, Some("old failure"), 10), POLL);
+    assert_eq!(
+        poll_build(&mut p, 4, None, 11),
+        Step::Done("build of 6002 done".into())
+    );
 }
 
+/// Issue 17 item 1: a newer failed build fails the command with the agent's error text, even
+/// though the DN is back as a Normal standby on its old data.
 #[test]
-fn a_failed_build_fails_the_command() {
+fn a_failed_build_fails_the_command_with_the_agents_error() {
     let mut p = build_plan();
-    poll(&mut p, DnRole::Pending, DbState::Building, 1);
-    let Step::Failed(msg) = poll(&mut p, DnRole::Down, DbState::BuildFailed, 2) else {
-        panic!("a failed build must fail cm_ctl build")
+    assert_eq!(poll_build(&mut p, 3, Some("old failure"), 1), POLL);
+    assert_eq!(
+        poll_build(&mut p, 4, Some("pg_basebackup: could not connect"), 2),
+        Step::Failed("the build of 6002 failed: pg_basebackup: could not connect".into())
+    );
+}
+
+/// The status before the build cannot be read: the command fails before asking for a build.
+#[test]
+fn a_build_without_the_status_before_fails() {
+    let mut p = Plan::new(
+        &config(),
+        Operation::Build {
+            instance: InstanceId(6002),
+            full: false,
+            timeout: Duration::from_secs(10),
+        },
+    )
+    .unwrap();
+    assert_eq!(p.next(StepResult::Begin), Step::Leader(CtlRequest::Query));
+    let Step::Failed(msg) = p.next(StepResult::Leader(Err("connection refused".into()))) else {
+        panic!("no status, no build")
     };
-    assert!(msg.contains("build of 6002 failed"), "{msg}");
+    assert!(msg.contains("connection refused"), "{msg}");
 }
 
 #[test]
@@ -821,6 +868,12 @@ fn a_build_refused_or_timed_out_fails() {
     )
     .unwrap();
     p.next(StepResult::Begin);
+    p.next(StepResult::Leader(Ok(CtlReply::Status(build_status(
+        DnRole::Standby,
+        DbState::Normal,
+        0,
+        None,
+    )))));
     assert!(matches!(
         p.next(StepResult::Leader(Ok(CtlReply::Refused(Refusal::Paused)))),
         Step::Failed(_)
@@ -832,10 +885,4 @@ fn a_build_refused_or_timed_out_fails() {
     };
     assert!(msg.contains("did not finish within 60 s"), "{msg}");
     assert!(msg.contains("6002 Down Unknown"), "{msg}");
-    // A standby that stays Normal for BUILD_QUIET: nothing visible to wait for.
-    let mut p = build_plan();
-    assert!(matches!(
-        poll(&mut p, DnRole::Standby, DbState::Normal, 5),
-        Step::Done(_)
-    ));
 }

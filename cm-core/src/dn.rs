@@ -250,6 +250,27 @@ pub struct DnReport {
     pub restarts_1h: u32,
     /// An operator stopped it (`instance_manual_start_<id>` or `cluster_manual_start`).
     pub manually_stopped: bool,
+    /// The outcome of the agent's last Build of this instance (issue 17 item 1).
+    #[serde(default)]
+    pub last_build: BuildOutcome,
+}
+
+/// The outcome of an agent's last Build of one instance: how many builds finished since the
+/// agent started (`count`, 0 = none), and the error of the last one (`None` = it succeeded).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildOutcome {
+    /// Builds finished (succeeded or failed) since the agent started.
+    pub count: u64,
+    /// Why the last one failed, cut to [`REASON_MAX_LEN`]; `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+impl BuildOutcome {
+    /// Records one more finished build.
+    pub fn record(&mut self, result: &Result<(), String>) {
+        self.count = self.count.saturating_add(1);
+        self.error = result.as_ref().err().map(|e| bounded_reason(e));
+    }
 }
 
 impl DnReport {
@@ -276,6 +297,7 @@ impl DnReport {
             restarts_10min: 0,
             restarts_1h: 0,
             manually_stopped: false,
+            last_build: BuildOutcome::default(),
         }
     }
 }

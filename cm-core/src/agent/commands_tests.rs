@@ -1,5 +1,6 @@
 use crate::agent::testkit::*;
 use crate::codec::encode_persisted;
+use crate::dn::BuildOutcome;
 
 fn stamp(q: u64, s: u64) -> CmdStamp {
     CmdStamp {
@@ -575,4 +576,70 @@ fn two_node_term_check_counts_the_quorums_weights() {
     let nonce = failover_checking(&mut a);
     let cmds = a.step(ms(30), weighted_reply(nonce, CMS[1], 3));
     assert!(promotes(&cmds), "{cmds:?}");
+}
+
+/// Issue 17 item 1: the outcome of each finished Build goes into the DN's report (counter,
+/// error text), so `cm_ctl build` can tell a failed build from the old Normal standby; other
+/// actions do not count.
+#[test]
+fn a_finished_build_is_counted_in_the_report_with_its_error() {
+    let mut a = boot(DnRole::Standby);
+    let source = InstanceId(6002);
+    assert_eq!(
+        a.insts[&DN].report(ms(0)).last_build,
+        BuildOutcome::default()
+    );
+    let build = |a: &mut Agent, at: u64, seq: u64| {
+        let cmds = apply(a, ms(at), seq, CmsCommand::Build { source, full: true });
+        action_op(&cmds)
+    };
+    let op = build(&mut a, 10, 1);
+    a.step(
+        ms(500),
+        AgentInput::ActionCompleted {
+            op,
+            instance: DN,
+            result: Err("pg_basebackup: could not connect".into()),
+        },
+    );
+    assert_eq!(
+        a.insts[&DN].report(ms(600)).last_build,
+        BuildOutcome {
+            count: 1,
+            error: Some("pg_basebackup: could not connect".into())
+        }
+    );
+    // A non-Build action, failed, changes nothing.
+    let cmds = apply(&mut a, ms(700), 2, CmsCommand::Lock1);
+    a.step(
+        ms(800),
+        AgentInput::ActionCompleted {
+            op: action_op(&cmds),
+            instance: DN,
+            result: Err("lock failed".into()),
+        },
+    );
+    assert_eq!(a.insts[&DN].report(ms(900)).last_build.count, 1);
+    // The next Build succeeds: counted, no error; a long error is bounded.
+    let op = build(&mut a, 1000, 3);
+    a.step(ms(1500), done(op));
+    assert_eq!(
+        a.insts[&DN].report(ms(1600)).last_build,
+        BuildOutcome {
+            count: 2,
+            error: None
+        }
+    );
+    let op = build(&mut a, 2000, 4);
+    a.step(
+        ms(2500),
+        AgentInput::ActionCompleted {
+            op,
+            instance: DN,
+            result: Err("x".repeat(10_000)),
+        },
+    );
+    let last = a.insts[&DN].report(ms(2600)).last_build;
+    assert_eq!(last.count, 3);
+    assert_eq!(last.error.map(|e| e.len()), Some(crate::dn::REASON_MAX_LEN));
 }

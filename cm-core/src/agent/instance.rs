@@ -2,12 +2,14 @@
 //! stops and the exit after `cluster_manual_start`, status queries, and the DN report.
 
 use core::time::Duration;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::commands::TermCheck;
 use super::{Agent, AgentCommand, InstanceStatus, PersistedInstance};
 use crate::config::ClusterConfig;
-use crate::dn::{DbState, DnAction, DnReport, DnRole, DnStatus, LockState, ProcState};
+use crate::dn::{
+    BuildOutcome, DbState, DnAction, DnReport, DnRole, DnStatus, LockState, ProcState,
+};
 use crate::flags::{Flag, FlagSet};
 use crate::ids::{CmdStamp, InstanceId, OpId, Term};
 use crate::time::Instant;
@@ -94,6 +96,10 @@ pub(super) struct Inst {
     pub(super) status_at: Instant,
     query_ok: bool,
     actions: BTreeMap<OpId, ActionKind>,
+    /// The actions in flight that are Builds (their outcome goes into `last_build`).
+    build_ops: BTreeSet<OpId>,
+    /// The outcome of the last Build, reported to the CMS.
+    last_build: BuildOutcome,
     /// Actions waiting for the one in flight (FIFO): the DN driver serialises actions on one
     /// instance (a Build leaves it stopped; a start must come after it).
     queued: Vec<(DnAction, ActionKind)>,
@@ -143,6 +149,8 @@ impl Inst {
             status_at: Instant::ZERO,
             query_ok: false,
             actions: BTreeMap::new(),
+            build_ops: BTreeSet::new(),
+            last_build: BuildOutcome::default(),
             queued: Vec::new(),
             fence: Fence::None,
             restarts: Vec::new(),
@@ -278,6 +286,7 @@ impl Inst {
         r.restarts_10min = self.restarts_within(now, TEN_MINUTES);
         r.restarts_1h = self.restarts_within(now, ONE_HOUR);
         r.manually_stopped = self.manually_stopped;
+        r.last_build = self.last_build.clone();
         r
     }
 
@@ -365,6 +374,9 @@ impl Agent {
         let op = self.op();
         if let Some(inst) = self.insts.get_mut(&instance) {
             inst.actions.insert(op, kind);
+            if matches!(action, DnAction::Build { .. }) {
+                inst.build_ops.insert(op);
+            }
         }
         out.push(AgentCommand::RunDnAction {
             op,
@@ -549,6 +561,9 @@ impl Agent {
         inst.fresh = false;
         if let Err(e) = &result {
             tracing::warn!(instance = %id, kind = kind.name(), error = %e, "DN action failed");
+        }
+        if inst.build_ops.remove(&op) {
+            inst.last_build.record(&result);
         }
         if kind
             == (ActionKind::Start {

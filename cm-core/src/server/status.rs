@@ -63,6 +63,7 @@ pub fn cluster_status(
                     lag_bytes: None,
                     read_only: report.is_some_and(|r| r.read_only),
                     not_streaming_ms: m.and_then(|m| not_streaming_ms(m, now, params)),
+                    last_build: report.map(|r| r.last_build.clone()).unwrap_or_default(),
                 }
             })
             .collect::<Vec<DnRow>>();

@@ -221,6 +221,7 @@ fn sample_status() -> ClusterStatus {
         lag_bytes: (!p).then_some(0),
         read_only: false,
         not_streaming_ms: None,
+        last_build: Default::default(),
     };
     ClusterStatus {
         cluster: "demo".into(),

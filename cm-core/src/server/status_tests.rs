@@ -135,3 +135,26 @@ fn the_p_letter_is_the_install_time_primary_not_the_moved_static_primary() {
     assert!(m[0].install_primary && !m[0].static_primary);
     assert!(!m[1].install_primary && m[1].static_primary);
 }
+
+/// Issue 17 item 1: the outcome of a DN's last Build, as its agent reported it, shows in its
+/// row (what `cm_ctl build` waits for); a DN with no build reported shows none.
+#[test]
+fn a_dns_last_build_outcome_is_copied_from_its_report() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    let mut built = dn(2).upstream(1, 100);
+    built.0.last_build = crate::dn::BuildOutcome {
+        count: 2,
+        error: Some("pg_rewind: could not connect".into()),
+    };
+    h.reports(vec![dn(1).primary(1), built, dn(3).upstream(1, 100)]);
+    let s = status(&h);
+    assert_eq!(
+        s.groups[0].members[1].last_build,
+        crate::dn::BuildOutcome {
+            count: 2,
+            error: Some("pg_rewind: could not connect".into())
+        }
+    );
+    assert_eq!(s.groups[0].members[2].last_build.count, 0);
+}

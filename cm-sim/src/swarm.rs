@@ -385,7 +385,7 @@ fn wide_faults(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<
         let at = 20.0 + wide.unit_f64() * span;
         let hold = 5.0 + wide.unit_f64() * 140.0;
         let node = nodes[wide.index(nodes.len())];
-        match wide.index(6) {
+        match wide.index(7) {
             0 => {
                 out.push(fault(at, FaultAction::CutCmsLeaderFromAgents));
                 out.push(fault(at + hold, FaultAction::Heal));
@@ -445,6 +445,17 @@ fn wide_faults(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<
                     },
                 ));
                 out.push(fault(at + hold, FaultAction::Heal));
+            }
+            6 => {
+                // A standby whose stream breaks (its receiver connects and gets nothing): it
+                // must be seen not streaming, re-pointed, then rebuilt (issue 18).
+                let members: Vec<InstanceId> = cfg
+                    .groups
+                    .iter()
+                    .flat_map(|g| g.members.iter().map(|m| m.instance))
+                    .collect();
+                let instance = members[wide.index(members.len())];
+                out.push(fault(at, FaultAction::BreakStream { instance }));
             }
             _ => {
                 // A one-way cut of one node from the rest.
@@ -638,6 +649,7 @@ mod tests {
                     FaultAction::PartitionFromCmsLeader { .. } => "cut-from-leader".into(),
                     FaultAction::DiskHangCmsLeader { .. } => "leader-disk-hang".into(),
                     FaultAction::Partition { one_way: true, .. } => "one-way".into(),
+                    FaultAction::BreakStream { .. } => "break-stream".into(),
                     _ => continue,
                 };
                 kinds.insert(k);
@@ -656,6 +668,7 @@ mod tests {
             "cut-from-leader",
             "leader-disk-hang",
             "one-way",
+            "break-stream",
         ] {
             assert!(kinds.contains(k), "{k} never drawn: {kinds:?}");
         }

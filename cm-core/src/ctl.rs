@@ -131,6 +131,16 @@ pub enum ClusterHealth {
     Unavailable,
 }
 
+impl core::fmt::Display for ClusterHealth {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Normal => "Normal",
+            Self::Degraded => "Degraded",
+            Self::Unavailable => "Unavailable",
+        })
+    }
+}
+
 /// One DN row of `[ Datanode State ]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnRow {

@@ -75,6 +75,14 @@ pub enum Operation {
         /// `-t`.
         timeout: Duration,
     },
+    /// `cm_ctl switchover -a [-t SECS | --no-wait]`: every group back to its install-time
+    /// primary (§10). Reads the status first (which groups are off their install-time primary,
+    /// at which term), asks the leader, then (unless `wait` is `None`) waits for each of those
+    /// switchovers as [`Operation::Switchover`] does, failing on the first that fails.
+    SwitchoverAll {
+        /// `-t`; `None` for `--no-wait`.
+        wait: Option<Duration>,
+    },
 }
 
 /// One step for the executor.
@@ -146,6 +154,9 @@ pub struct Plan {
     /// `cm_ctl build`: the instance's count of finished builds before the request (the build
     /// this request starts is the first one counted above it).
     build_base: u64,
+    /// `cm_ctl switchover -a`: each group's install-time primary that is not its primary, with
+    /// the group's term before the request.
+    rebalance: Vec<(InstanceId, Term)>,
 }
 
 /// How often cm_ctl polls while waiting (CM sleeps 3 s; 1 s shows progress sooner).
@@ -182,6 +193,7 @@ impl Plan {
             waiting: None,
             agents_running: Vec::new(),
             build_base: 0,
+            rebalance: Vec::new(),
         })
     }
 
@@ -214,6 +226,7 @@ impl Plan {
                 fast,
                 wait,
             } => self.switchover(instance, fast, wait, result),
+            Operation::SwitchoverAll { wait } => self.switchover_all(wait, result),
             Operation::Build {
                 instance,
                 full,
@@ -355,20 +368,109 @@ impl Plan {
                 };
                 match seen {
                     SwitchoverSeen::Ended(step) => step,
-                    SwitchoverSeen::Waiting(what) if elapsed >= wait => Step::Failed(format!(
-                        "switchover not finished within {} s ({what}); the cm_server goes on \
-                         with it until its own timeout: check `cm_ctl query -Cv`",
-                        wait.as_secs()
-                    )),
                     SwitchoverSeen::Waiting(what) => {
-                        self.waiting = Some(what);
-                        Step::PollStatus {
-                            after: POLL_INTERVAL,
-                        }
+                        self.keep_waiting_for_switchover(what, elapsed, wait)
                     }
                 }
             }
             _ => Step::Failed("internal: unexpected step result".into()),
+        }
+    }
+
+    /// `switchover -a`: the status first (which groups need a switchover, at which term), then
+    /// the request, then every such switchover is followed to its end.
+    fn switchover_all(&mut self, wait: Option<Duration>, result: StepResult) -> Step {
+        match (self.phase, result) {
+            (Phase::Start, _) => {
+                self.phase = Phase::CheckedMonitors;
+                Step::Leader(CtlRequest::Query)
+            }
+            (Phase::CheckedMonitors, StepResult::Leader(r)) => match r {
+                Ok(CtlReply::Status(s)) => {
+                    self.rebalance = s
+                        .groups
+                        .iter()
+                        .filter_map(|g| {
+                            let home = g.members.iter().find(|m| m.install_primary)?;
+                            (!home.static_primary).then_some((home.instance, g.term))
+                        })
+                        .collect();
+                    self.phase = Phase::LeaderTold;
+                    Step::Leader(CtlRequest::SwitchoverAll)
+                }
+                Ok(CtlReply::Refused(why)) => Step::Failed(format!("refused: {why}")),
+                Ok(_) => Step::Failed(
+                    "cannot read the status before the switchover: unexpected reply".into(),
+                ),
+                Err(e) => leader_outcome(Err(e)),
+            },
+            (Phase::LeaderTold, StepResult::Leader(r)) => match (r, wait) {
+                (Ok(CtlReply::Accepted), None) => Step::Done(
+                    "switchover -a accepted (--no-wait: follow it with `cm_ctl query`)".into(),
+                ),
+                (Ok(CtlReply::Accepted), Some(_)) if self.rebalance.is_empty() => Step::Done(
+                    "nothing to switch: every group's primary is its install-time primary".into(),
+                ),
+                (Ok(CtlReply::Accepted), Some(_)) => {
+                    self.phase = Phase::Polling;
+                    let targets: Vec<String> = self
+                        .rebalance
+                        .iter()
+                        .map(|(i, _)| i.0.to_string())
+                        .collect();
+                    self.waiting = Some(format!("switchover to {} accepted", targets.join(", ")));
+                    Step::PollStatus {
+                        after: POLL_INTERVAL,
+                    }
+                }
+                (r, _) => leader_outcome(r),
+            },
+            (Phase::Polling, StepResult::Status { status, elapsed }) => {
+                let wait = wait.unwrap_or_default();
+                let s = match &status {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let what = format!("no status from the leader: {e}");
+                        return self.keep_waiting_for_switchover(what, elapsed, wait);
+                    }
+                };
+                let mut done = Vec::new();
+                let mut waiting = Vec::new();
+                for &(instance, base) in &self.rebalance {
+                    match switchover_seen(s, instance, Some(base)) {
+                        SwitchoverSeen::Ended(Step::Done(msg)) => done.push(msg),
+                        SwitchoverSeen::Ended(failed) => return failed,
+                        SwitchoverSeen::Waiting(what) => {
+                            waiting.push(format!("{}: {what}", instance.0));
+                        }
+                    }
+                }
+                if waiting.is_empty() {
+                    return Step::Done(done.join("\n"));
+                }
+                self.keep_waiting_for_switchover(waiting.join("; "), elapsed, wait)
+            }
+            _ => Step::Failed("internal: unexpected step result".into()),
+        }
+    }
+
+    /// A switchover still going on: poll again, or fail once `wait` has passed.
+    fn keep_waiting_for_switchover(
+        &mut self,
+        what: String,
+        elapsed: Duration,
+        wait: Duration,
+    ) -> Step {
+        if elapsed >= wait {
+            return Step::Failed(format!(
+                "switchover not finished within {} s ({what}); the cm_server goes on \
+                 with it until its own timeout: check `cm_ctl query -Cv`",
+                wait.as_secs()
+            ));
+        }
+        self.waiting = Some(what);
+        Step::PollStatus {
+            after: POLL_INTERVAL,
         }
     }
 
@@ -615,8 +717,8 @@ fn poll_until(
     if elapsed >= timeout {
         let missing = waiting_for(&status);
         let detail = match &status {
-            Ok(s) if missing.is_empty() => format!("cluster state {:?}", s.state),
-            Ok(s) => format!("cluster state {:?}: {missing}", s.state),
+            Ok(s) if missing.is_empty() => format!("cluster state {}", s.state),
+            Ok(s) => format!("cluster state {}: {missing}", s.state),
             Err(_) => missing,
         };
         return Step::Failed(format!(
@@ -754,7 +856,7 @@ pub fn waiting_for(status: &Result<Box<ClusterStatus>, String>) -> String {
                 (DnRole::Primary | DnRole::Standby, DbState::Normal) => {
                     missing.push(format!("{} is read-only", m.instance.0));
                 }
-                (role, state) => missing.push(format!("{} {role:?} {state:?}", m.instance.0)),
+                (role, state) => missing.push(format!("{} {role} {state}", m.instance.0)),
             }
         }
         // Only meaningful once the group has a primary to acknowledge them.

@@ -546,7 +546,11 @@ fn progress_names_what_is_missing() {
     let mut s = status(ClusterHealth::Degraded, DnRole::Standby, DbState::Building);
     assert_eq!(waiting_for(&Ok(s.clone())), "building 6002");
     s.groups[0].members[1].state = DbState::CatchUp;
-    assert_eq!(waiting_for(&Ok(s.clone())), "6002 Standby CatchUp");
+    // Plain words as `cm_ctl query` prints them, not Rust's debug names.
+    assert_eq!(waiting_for(&Ok(s.clone())), "6002 Standby Catchup");
+    s.groups[0].members[1].state = DbState::NeedRepair;
+    assert_eq!(waiting_for(&Ok(s.clone())), "6002 Standby Need repair");
+    s.groups[0].members[1].state = DbState::CatchUp;
     // No primary: the unheard members are named, or else the arbitration is waiting for Lock1.
     s.groups[0].members[0].role = DnRole::Unknown;
     s.groups[0].members[1].role = DnRole::Unknown;
@@ -885,4 +889,120 @@ fn a_build_refused_or_timed_out_fails() {
     };
     assert!(msg.contains("did not finish within 60 s"), "{msg}");
     assert!(msg.contains("6002 Down Unknown"), "{msg}");
+}
+
+/// A status after a failover to 6002: 6001 (the install-time primary) is a standby and not the
+/// static primary; `pending`/`ended` describe the switchover back to 6001.
+fn unbalanced(pending: bool, ended: Option<(u64, SwitchoverResult)>) -> Box<ClusterStatus> {
+    let mut s = status(ClusterHealth::Normal, DnRole::Primary, DbState::Normal);
+    let g = &mut s.groups[0];
+    g.members[0].role = DnRole::Standby;
+    g.members[0].static_primary = false;
+    g.members[1].static_primary = true;
+    if pending {
+        g.switchover = Some(crate::state::PendingSwitchover {
+            target: InstanceId(6001),
+            from: InstanceId(6002),
+            term: Term(2),
+            fast: false,
+            deadline: crate::time::WallMillis(0),
+        });
+        g.members[1].role = DnRole::Primary;
+    }
+    g.last_switchover = ended.map(|(term, result)| crate::state::SwitchoverEnd {
+        target: InstanceId(6001),
+        from: InstanceId(6002),
+        term: Term(term),
+        result,
+    });
+    s
+}
+
+/// `switchover -a` past the leader's acceptance, with the status before showing group 1 off
+/// its install-time primary at term 1.
+fn switchover_all_plan(wait: Option<Duration>) -> (Plan, Step) {
+    let mut p = Plan::new(&config(), Operation::SwitchoverAll { wait }).unwrap();
+    assert_eq!(p.next(StepResult::Begin), Step::Leader(CtlRequest::Query));
+    assert_eq!(
+        p.next(StepResult::Leader(Ok(CtlReply::Status(unbalanced(
+            false, None
+        ))))),
+        Step::Leader(CtlRequest::SwitchoverAll)
+    );
+    let step = p.next(StepResult::Leader(Ok(CtlReply::Accepted)));
+    (p, step)
+}
+
+/// Issue 17: `switchover -a` waits like a single switchover (it returned once accepted and
+/// refused -t/--no-wait).
+#[test]
+fn switchover_all_waits_for_every_group_it_moves() {
+    use SwitchoverResult::Promoted;
+    let (mut p, step) = switchover_all_plan(Some(Duration::from_secs(120)));
+    assert_eq!(step, POLL);
+    assert_eq!(p.waiting_for(), Some("switchover to 6001 accepted"));
+    assert_eq!(polled(&mut p, unbalanced(true, None), 1), POLL);
+    assert_eq!(
+        p.waiting_for(),
+        Some("6001: waiting for the old primary 6002 to shut down; term 2")
+    );
+    // An older switchover to 6001 (term 1, not above the term before the request) is not it.
+    assert_eq!(
+        polled(&mut p, unbalanced(false, Some((1, Promoted))), 2),
+        POLL
+    );
+    assert_eq!(
+        polled(&mut p, unbalanced(false, Some((2, Promoted))), 3),
+        Step::Done("switchover done: 6001 is the primary of group 1 (term 2)".into())
+    );
+}
+
+#[test]
+fn switchover_all_fails_when_a_switchover_is_aborted_or_times_out() {
+    use SwitchoverResult::Aborted;
+    let (mut p, _) = switchover_all_plan(Some(Duration::from_secs(120)));
+    let step = polled(&mut p, unbalanced(false, Some((2, Aborted))), 2);
+    assert!(
+        matches!(&step, Step::Failed(m) if m.starts_with("switchover aborted: 6001 could not take over")),
+        "{step:?}"
+    );
+    let (mut p, _) = switchover_all_plan(Some(Duration::from_secs(5)));
+    assert_eq!(polled(&mut p, unbalanced(true, None), 4), POLL);
+    let step = polled(&mut p, unbalanced(true, None), 5);
+    assert!(
+        matches!(&step, Step::Failed(m) if m.starts_with("switchover not finished within 5 s (6001: waiting for the old primary 6002")),
+        "{step:?}"
+    );
+}
+
+#[test]
+fn switchover_all_no_wait_returns_once_accepted_and_a_balanced_cluster_has_nothing_to_do() {
+    let (_, step) = switchover_all_plan(None);
+    assert_eq!(
+        step,
+        Step::Done("switchover -a accepted (--no-wait: follow it with `cm_ctl query`)".into())
+    );
+    let mut p = Plan::new(
+        &config(),
+        Operation::SwitchoverAll {
+            wait: Some(Duration::from_secs(120)),
+        },
+    )
+    .unwrap();
+    p.next(StepResult::Begin);
+    let balanced = status(ClusterHealth::Normal, DnRole::Standby, DbState::Normal);
+    p.next(StepResult::Leader(Ok(CtlReply::Status(balanced))));
+    assert_eq!(
+        p.next(StepResult::Leader(Ok(CtlReply::Accepted))),
+        Step::Done("nothing to switch: every group's primary is its install-time primary".into())
+    );
+    let mut p = Plan::new(&config(), Operation::SwitchoverAll { wait: None }).unwrap();
+    p.next(StepResult::Begin);
+    p.next(StepResult::Leader(Ok(CtlReply::Status(unbalanced(
+        false, None,
+    )))));
+    assert_eq!(
+        p.next(StepResult::Leader(Ok(CtlReply::Refused(Refusal::Paused)))),
+        Step::Failed("refused: the cluster is paused; run `cm_ctl resume` first".into())
+    );
 }

@@ -50,6 +50,50 @@ pub enum DbState {
     Unknown,
 }
 
+impl DnRole {
+    /// The role as `cm_ctl query` and progress lines print it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Primary => "Primary",
+            Self::Standby => "Standby",
+            Self::Pending => "Pending",
+            Self::Unknown => "Unknown",
+            Self::Down => "Down",
+        }
+    }
+}
+
+impl core::fmt::Display for DnRole {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl DbState {
+    /// The state as `cm_ctl query` and progress lines print it (CM's words).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Normal => "Normal",
+            Self::NeedRepair => "Need repair",
+            Self::Starting => "Starting",
+            Self::Promoting => "Promoting",
+            Self::Demoting => "Demoting",
+            Self::Building => "Building",
+            Self::CatchUp => "Catchup",
+            Self::ManuallyStopped => "Manually stopped",
+            Self::DiskDamaged => "Disk damaged",
+            Self::BuildFailed => "Build failed",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+impl core::fmt::Display for DbState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The replication lock state of a DN (§4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum LockState {

@@ -101,9 +101,9 @@ pub enum CtlCommand {
         /// Fast switchover.
         #[arg(short = 'f')]
         fast: bool,
-        /// Rebalance every group. Returns once the cm_server accepted it (it does not wait:
-        /// follow it with `cm_ctl query`), so -t and --no-wait are refused with it.
-        #[arg(short = 'a', conflicts_with_all = ["node", "data_dir", "fast", "timeout", "no_wait"])]
+        /// Rebalance: every group back to its install-time primary; waits for each of those
+        /// switchovers like a single one (-t, --no-wait).
+        #[arg(short = 'a', conflicts_with_all = ["node", "data_dir", "fast"])]
         all: bool,
         /// Seconds to wait for the outcome (at least 1; the switchover goes on after it).
         #[arg(short = 't', long = "timeout", default_value_t = 120,
@@ -303,7 +303,9 @@ pub fn operation(
             no_wait,
         } => {
             if *all {
-                Operation::Leader(CtlRequest::SwitchoverAll)
+                Operation::SwitchoverAll {
+                    wait: (!*no_wait).then(|| Duration::from_secs(*timeout)),
+                }
             } else {
                 match resolve(config, target)? {
                     (_, Some(instance)) => Operation::Switchover {
@@ -382,29 +384,11 @@ fn set_param(agent: bool, server: bool, kv: &str) -> Result<Operation, UsageErro
 }
 
 fn role_name(r: DnRole) -> &'static str {
-    match r {
-        DnRole::Primary => "Primary",
-        DnRole::Standby => "Standby",
-        DnRole::Pending => "Pending",
-        DnRole::Unknown => "Unknown",
-        DnRole::Down => "Down",
-    }
+    r.name()
 }
 
 fn state_name(s: DbState) -> &'static str {
-    match s {
-        DbState::Normal => "Normal",
-        DbState::NeedRepair => "Need repair",
-        DbState::Starting => "Starting",
-        DbState::Promoting => "Promoting",
-        DbState::Demoting => "Demoting",
-        DbState::Building => "Building",
-        DbState::CatchUp => "Catchup",
-        DbState::ManuallyStopped => "Manually stopped",
-        DbState::DiskDamaged => "Disk damaged",
-        DbState::BuildFailed => "Build failed",
-        DbState::Unknown => "Unknown",
-    }
+    s.name()
 }
 
 /// The state column: the HA state, then what else an operator must see at a glance.

@@ -133,9 +133,6 @@ fn wrong_arguments_say_what_is_wrong() {
     // clap itself refuses -D without -n and -a with -n.
     assert!(Cli::try_parse_from(["cm_ctl", "start", "-D", "/x"]).is_err());
     assert!(Cli::try_parse_from(["cm_ctl", "switchover", "-a", "-n", "1"]).is_err());
-    // -a does not wait: a timeout or --no-wait with it would be silently ignored, so refused.
-    assert!(Cli::try_parse_from(["cm_ctl", "switchover", "-a", "-t", "30"]).is_err());
-    assert!(Cli::try_parse_from(["cm_ctl", "switchover", "-a", "--no-wait"]).is_err());
     assert!(
         Cli::try_parse_from([
             "cm_ctl",
@@ -177,9 +174,22 @@ fn leader_requests() {
             wait: None,
         })
     );
+    // -a waits like a single switchover (-t, --no-wait), issue 17.
     assert_eq!(
         op(&["switchover", "-a"]).unwrap(),
-        Some(Operation::Leader(CtlRequest::SwitchoverAll))
+        Some(Operation::SwitchoverAll {
+            wait: Some(Duration::from_secs(120))
+        })
+    );
+    assert_eq!(
+        op(&["switchover", "-a", "-t", "30"]).unwrap(),
+        Some(Operation::SwitchoverAll {
+            wait: Some(Duration::from_secs(30))
+        })
+    );
+    assert_eq!(
+        op(&["switchover", "-a", "--no-wait"]).unwrap(),
+        Some(Operation::SwitchoverAll { wait: None })
     );
     assert_eq!(
         op(&["pause"]).unwrap(),

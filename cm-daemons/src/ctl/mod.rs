@@ -281,7 +281,7 @@ pub fn progress(status: &Result<Box<ClusterStatus>, String>, elapsed: Duration) 
     let missing = waiting_for(status);
     match status {
         Ok(s) => format!(
-            "... cluster_state {:?}{}{} ({} s)",
+            "... cluster_state {}{}{} ({} s)",
             s.state,
             if s.paused { ", paused" } else { "" },
             if missing.is_empty() {

@@ -13,7 +13,7 @@ use crate::config::ClusterConfig;
 use crate::ctl::{
     ClusterHealth, ClusterStatus, CtlReply, CtlRequest, MonitorReply, MonitorRequest,
 };
-use crate::dn::{DbState, DnRole, StopMode};
+use crate::dn::{BuildOutcome, DbState, DnRole, StopMode};
 use crate::flags::Flag;
 use crate::ids::{InstanceId, NodeId, Term};
 use crate::state::SwitchoverResult;
@@ -151,9 +151,9 @@ pub struct Plan {
     waiting: Option<String>,
     /// `cm_ctl stop`: the nodes whose cm_agent still ran at the last check.
     agents_running: Vec<NodeId>,
-    /// `cm_ctl build`: the instance's count of finished builds before the request (the build
-    /// this request starts is the first one counted above it).
-    build_base: u64,
+    /// `cm_ctl build`: the instance's build outcome before the request (the build this request
+    /// starts is the first one counted above it, by the same agent).
+    build_base: BuildOutcome,
     /// `cm_ctl switchover -a`: each group's install-time primary that is not its primary, with
     /// the group's term before the request.
     rebalance: Vec<(InstanceId, Term)>,
@@ -192,7 +192,7 @@ impl Plan {
             switchover_base: None,
             waiting: None,
             agents_running: Vec::new(),
-            build_base: 0,
+            build_base: BuildOutcome::default(),
             rebalance: Vec::new(),
         })
     }
@@ -273,7 +273,9 @@ impl Plan {
             }
             (Phase::CheckedMonitors, StepResult::Leader(r)) => match r {
                 Ok(CtlReply::Status(s)) => {
-                    self.build_base = instance_row(&s, instance).map_or(0, |r| r.last_build.count);
+                    self.build_base = instance_row(&s, instance)
+                        .map(|r| r.last_build.clone())
+                        .unwrap_or_default();
                     self.phase = Phase::LeaderTold;
                     Step::Leader(CtlRequest::Build { instance, full })
                 }
@@ -292,19 +294,14 @@ impl Plan {
                 other => other,
             },
             (Phase::Polling, StepResult::Status { status, elapsed }) => {
-                if let Ok(s) = &status {
-                    let last = instance_row(s, instance).map(|r| &r.last_build);
-                    match last {
-                        Some(b) if b.count > self.build_base => {
-                            return match &b.error {
-                                None => Step::Done(format!("build of {} done", instance.0)),
-                                Some(e) => {
-                                    Step::Failed(format!("the build of {} failed: {e}", instance.0))
-                                }
-                            };
-                        }
-                        _ => {}
-                    }
+                if let Some(b) = status
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| instance_row(s, instance))
+                    .map(|r| &r.last_build)
+                    && let Some(step) = build_seen(&self.build_base, b, instance)
+                {
+                    return step;
                 }
                 if elapsed >= timeout {
                     let missing = waiting_for(&status);
@@ -729,6 +726,31 @@ fn poll_until(
     Step::PollStatus {
         after: POLL_INTERVAL,
     }
+}
+
+/// The end of the build of `instance`, if the agent's reported outcome `b` shows it, given
+/// the outcome `base` reported before the request: a build counted above `base` by the same
+/// agent (or any build a restarted agent finished) is its outcome; a restarted agent with no
+/// build to run lost it (the request is not sent again), so waiting longer is pointless.
+fn build_seen(base: &BuildOutcome, b: &BuildOutcome, instance: InstanceId) -> Option<Step> {
+    let restarted = matches!(
+        (base.agent_started_ms, b.agent_started_ms),
+        (Some(before), Some(now)) if before != now
+    );
+    if b.count > base.count && !restarted || b.count > 0 && restarted {
+        return Some(match &b.error {
+            None => Step::Done(format!("build of {} done", instance.0)),
+            Some(e) => Step::Failed(format!("the build of {} failed: {e}", instance.0)),
+        });
+    }
+    (restarted && !b.pending).then(|| {
+        Step::Failed(format!(
+            "the build of {} was lost: its cm_agent restarted before reporting an outcome and \
+             has no build to run; the data directory may be incomplete. Check `cm_ctl query -Cv` \
+             and run `cm_ctl build` again",
+            instance.0
+        ))
+    })
 }
 
 /// What a poll shows of the switchover to `instance`.

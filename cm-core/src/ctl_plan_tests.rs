@@ -745,8 +745,56 @@ fn build_status(
     s.groups[0].members[1].last_build = crate::dn::BuildOutcome {
         count,
         error: error.map(str::to_owned),
+        pending: false,
+        agent_started_ms: Some(AGENT_STARTED_MS),
     };
     s
+}
+
+/// When 6002's agent started, in the status before the build request.
+const AGENT_STARTED_MS: u64 = 1_000;
+
+/// 6002's build outcome as reported by its agent started at `started_ms`.
+fn agent_build(count: u64, pending: bool, started_ms: u64) -> Box<ClusterStatus> {
+    let mut s = build_status(DnRole::Standby, DbState::Building, count, None);
+    let b = &mut s.groups[0].members[1].last_build;
+    b.pending = pending;
+    b.agent_started_ms = Some(started_ms);
+    s
+}
+
+/// Issue 17: an agent that restarts mid-build lost the build (the leader sends a Build once);
+/// `cm_ctl build` says so at the restarted agent's first report instead of waiting out `-t`.
+#[test]
+fn a_build_lost_to_an_agent_restart_fails_at_once() {
+    let mut p = build_plan();
+    assert_eq!(
+        polled(&mut p, agent_build(3, true, AGENT_STARTED_MS), 1),
+        POLL
+    );
+    let step = polled(&mut p, agent_build(0, false, 90_000), 5);
+    assert!(
+        matches!(&step, Step::Failed(m) if m.starts_with("the build of 6002 was lost: its cm_agent restarted")),
+        "{step:?}"
+    );
+}
+
+/// A restarted agent that has a build to run (or finished one) is followed to its outcome: its
+/// count starts again at 0, so any build it finished is the one waited for.
+#[test]
+fn a_restarted_agents_own_build_is_followed_to_its_outcome() {
+    let mut p = build_plan();
+    assert_eq!(polled(&mut p, agent_build(0, true, 90_000), 5), POLL);
+    assert_eq!(
+        polled(&mut p, agent_build(1, false, 90_000), 9),
+        Step::Done("build of 6002 done".into())
+    );
+    // The same agent with its count not above the one before: still waiting, pending or not.
+    let mut p = build_plan();
+    assert_eq!(
+        polled(&mut p, agent_build(3, false, AGENT_STARTED_MS), 2),
+        POLL
+    );
 }
 
 /// A build plan of 6002, past the leader's acceptance; the request carries `full`. Before the

@@ -307,6 +307,14 @@ pub struct BuildOutcome {
     pub count: u64,
     /// Why the last one failed, cut to [`REASON_MAX_LEN`]; `None` when it succeeded.
     pub error: Option<String>,
+    /// A Build of the instance is queued or running on the agent now.
+    #[serde(default)]
+    pub pending: bool,
+    /// When the reporting cm_agent started, in milliseconds on its node's clock (`None` in a
+    /// status no agent report filled in). Another value means the agent restarted: its count
+    /// began again at 0 and a Build it was running is lost (`cm_ctl build` fails at once).
+    #[serde(default)]
+    pub agent_started_ms: Option<u64>,
 }
 
 impl BuildOutcome {

@@ -181,9 +181,20 @@ impl Agent {
         while self.cms.sent.len() > SENT_REPORTS_KEPT {
             self.cms.sent.pop_first();
         }
+        let started_ms = self
+            .started_at
+            .map(|t| u64::try_from(t.since_origin().as_millis()).unwrap_or(u64::MAX));
         let report = AgentReport {
             seq,
-            dns: self.insts.values().map(|i| i.report(now)).collect(),
+            dns: self
+                .insts
+                .values()
+                .map(|i| {
+                    let mut r = i.report(now);
+                    r.last_build.agent_started_ms = started_ms;
+                    r
+                })
+                .collect(),
             cms_process: self.local_cms.as_ref().and_then(|c| c.reported()),
             normal_start: self.start_kind == crate::monitor::StartKind::Normal,
         };

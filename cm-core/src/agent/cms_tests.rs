@@ -53,9 +53,13 @@ fn report_goes_to_every_connected_cms_each_report_interval() {
     let mut a = boot(DnRole::Standby);
     let cmds = tick(&mut a, ms(1000));
     let seq = a.cms.report_seq;
+    let mut dn = a.insts[&DN].report(ms(1000));
+    // The agent's start (it booted at 0) names this incarnation: `cm_ctl build` tells from a
+    // new value that the agent restarted (issue 17).
+    dn.last_build.agent_started_ms = Some(0);
     let report = AgentReport {
         seq: ReportSeq(seq),
-        dns: vec![a.insts[&DN].report(ms(1000))],
+        dns: vec![dn],
         cms_process: Some(ProcState::Running),
         normal_start: false,
     };

@@ -606,7 +606,8 @@ fn a_finished_build_is_counted_in_the_report_with_its_error() {
         a.insts[&DN].report(ms(600)).last_build,
         BuildOutcome {
             count: 1,
-            error: Some("pg_basebackup: could not connect".into())
+            error: Some("pg_basebackup: could not connect".into()),
+            ..Default::default()
         }
     );
     // A non-Build action, failed, changes nothing.
@@ -627,7 +628,8 @@ fn a_finished_build_is_counted_in_the_report_with_its_error() {
         a.insts[&DN].report(ms(1600)).last_build,
         BuildOutcome {
             count: 2,
-            error: None
+            error: None,
+            ..Default::default()
         }
     );
     let op = build(&mut a, 2000, 4);
@@ -642,4 +644,34 @@ fn a_finished_build_is_counted_in_the_report_with_its_error() {
     let last = a.insts[&DN].report(ms(2600)).last_build;
     assert_eq!(last.count, 3);
     assert_eq!(last.error.map(|e| e.len()), Some(crate::dn::REASON_MAX_LEN));
+}
+
+/// Issue 17: the report says while a Build is queued (behind another action) or running, so
+/// `cm_ctl build` can tell a build still to come from one a restarted agent lost.
+#[test]
+fn a_build_is_reported_pending_while_queued_or_running() {
+    let mut a = boot(DnRole::Standby);
+    let lock = action_op(&apply(&mut a, ms(10), 1, CmsCommand::Lock1));
+    let source = InstanceId(6002);
+    let cmds = apply(
+        &mut a,
+        ms(20),
+        2,
+        CmsCommand::Build {
+            source,
+            full: false,
+        },
+    );
+    assert!(
+        cmds.iter()
+            .all(|c| !matches!(c, AgentCommand::RunDnAction { .. })),
+        "{cmds:?}"
+    );
+    assert!(a.insts[&DN].report(ms(30)).last_build.pending, "queued");
+    let cmds = a.step(ms(40), done(lock));
+    let build = action_op(&cmds);
+    assert!(a.insts[&DN].report(ms(50)).last_build.pending, "running");
+    a.step(ms(500), done(build));
+    let b = a.insts[&DN].report(ms(600)).last_build;
+    assert_eq!((b.pending, b.count), (false, 1));
 }

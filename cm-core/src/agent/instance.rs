@@ -286,7 +286,14 @@ impl Inst {
         r.restarts_10min = self.restarts_within(now, TEN_MINUTES);
         r.restarts_1h = self.restarts_within(now, ONE_HOUR);
         r.manually_stopped = self.manually_stopped;
-        r.last_build = self.last_build.clone();
+        r.last_build = BuildOutcome {
+            pending: !self.build_ops.is_empty()
+                || self
+                    .queued
+                    .iter()
+                    .any(|(a, _)| matches!(a, DnAction::Build { .. })),
+            ..self.last_build.clone()
+        };
         r
     }
 

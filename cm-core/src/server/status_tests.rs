@@ -146,6 +146,7 @@ fn a_dns_last_build_outcome_is_copied_from_its_report() {
     built.0.last_build = crate::dn::BuildOutcome {
         count: 2,
         error: Some("pg_rewind: could not connect".into()),
+        ..Default::default()
     };
     h.reports(vec![dn(1).primary(1), built, dn(3).upstream(1, 100)]);
     let s = status(&h);
@@ -153,7 +154,8 @@ fn a_dns_last_build_outcome_is_copied_from_its_report() {
         s.groups[0].members[1].last_build,
         crate::dn::BuildOutcome {
             count: 2,
-            error: Some("pg_rewind: could not connect".into())
+            error: Some("pg_rewind: could not connect".into()),
+            ..Default::default()
         }
     );
     assert_eq!(s.groups[0].members[2].last_build.count, 0);

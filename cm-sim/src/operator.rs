@@ -117,6 +117,19 @@ pub(crate) fn start(
             },
             None => Operation::Leader(CtlRequest::SwitchoverAll),
         },
+        ("build", _) => match instance {
+            Some(instance) => Operation::Build {
+                instance,
+                full: false,
+                timeout,
+            },
+            None => {
+                w.operator
+                    .outcomes
+                    .push(("cm_ctl build".into(), Err("build needs an instance".into())));
+                return;
+            }
+        },
         (other, _) => {
             w.operator
                 .outcomes

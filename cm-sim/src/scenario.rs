@@ -512,10 +512,10 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
             }
             match command.as_str() {
                 "stop" | "start" | "pause" | "resume" => Ok(()),
-                "switchover" if instance.is_some() => Ok(()),
-                "switchover" => Err("switchover needs `instance`".into()),
+                "switchover" | "build" if instance.is_some() => Ok(()),
+                "switchover" | "build" => Err(format!("{command} needs `instance`")),
                 other => Err(format!(
-                    "command: `{other}` is not stop, start, switchover, pause or resume"
+                    "command: `{other}` is not stop, start, switchover, build, pause or resume"
                 )),
             }
         }

@@ -775,6 +775,11 @@ impl World {
             .is_some_and(|t| now - *t <= within)
     }
 
+    /// The finished cm_ctl commands: (label, `Ok(message)` or `Err(message)`), in order.
+    pub fn ctl_outcomes(&self) -> &[(String, Result<String, String>)] {
+        &self.operator.outcomes
+    }
+
     /// A per-node dump for failure reports.
     pub fn dump(&self) -> String {
         let now = self.now();

@@ -53,3 +53,59 @@ fn cluster_stop_stops_everything_and_start_brings_it_back() {
         w.checker.violations
     );
 }
+
+/// The three-node cluster of `manual-stop-start` with other faults (TOML `[[fault]]` tables).
+fn cluster_with(faults: &str) -> Scenario {
+    let path = format!(
+        "{}/scenarios/manual-stop-start.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).expect("file");
+    let cluster = &text[text.find("[cluster]").expect("a cluster table")..];
+    let head = "name = \"build\"\ndescription = \"cm_ctl build\"\nduration_s = 60\n";
+    Scenario::from_toml_str(&format!("{head}\n{faults}\n{cluster}")).expect("parses")
+}
+
+fn build_outcome(w: &World) -> Option<&Result<String, String>> {
+    w.ctl_outcomes()
+        .iter()
+        .find(|(label, _)| label == "cm_ctl build")
+        .map(|(_, r)| r)
+}
+
+const BUILD_6002_AT_20: &str = "[[fault]]\nat_s = 20\naction = \"ctl\"\ncommand = \"build\"\n\
+                                instance = 6002\n";
+
+/// `cm_ctl build` through cm-core's planner against the real agent and server machines: done
+/// once the agent reports the build's outcome.
+#[test]
+fn cm_ctl_build_is_done_once_the_agent_reports_the_build() {
+    let mut w = World::new(cluster_with(BUILD_6002_AT_20), 1, Box::new(Machines));
+    w.run_until(Instant::from_secs(30), &mut |_| false);
+    assert_eq!(
+        build_outcome(&w),
+        Some(&Ok("build of 6002 done".to_string())),
+        "{}",
+        w.dump()
+    );
+}
+
+/// Issue 17: the agent is killed mid-build and om_monitor starts a new one, which knows nothing
+/// of the build (the leader sends a Build once): `cm_ctl build` fails within seconds with the
+/// reason instead of waiting out its timeout (300 s here).
+#[test]
+fn cm_ctl_build_fails_at_once_when_the_agent_restarts_mid_build() {
+    let kill = "[[fault]]\nat_s = 20.3\naction = \"kill_process\"\nnode = 2\nrole = \"agent\"\n";
+    let mut w = World::new(
+        cluster_with(&format!("{BUILD_6002_AT_20}\n{kill}")),
+        1,
+        Box::new(Machines),
+    );
+    w.run_until(Instant::from_secs(35), &mut |_| false);
+    let outcome = build_outcome(&w);
+    assert!(
+        matches!(outcome, Some(Err(m)) if m.starts_with("the build of 6002 was lost: its cm_agent restarted")),
+        "{outcome:?}\n{}",
+        w.dump()
+    );
+}

@@ -68,6 +68,7 @@ pub fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         config: config_path.clone(),
         ..args.node.clone()
     })?;
+    node::ensure_state_dir(Path::new(&me.state_dir))?;
     let lock_file = lock_path(Path::new(&me.state_dir));
     let Some(_lock) = node::try_lock(&lock_file)? else {
         eprintln!(

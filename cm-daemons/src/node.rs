@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -93,6 +94,54 @@ pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
+/// Creates the state directory with mode 0711 if it does not exist (and its missing parents),
+/// and warns when an existing one is readable or writable by group or others, or cannot be
+/// traversed by them. Every daemon calls it before its first file there, so the mode does not
+/// depend on which starts first or on the umask.
+///
+/// Why 0711 and not 0700: root's files there (flags, stores, terms) stay unlistable and
+/// unreadable, but the database OS user must traverse it to reach what the driver keeps under
+/// it for PostgreSQL — each DN's settings file, socket directory and log
+/// (`dn_<id>/`, owned by that user) and the replication passfile. With 0700 PostgreSQL cannot
+/// open its `config_file` and never starts.
+pub fn ensure_state_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(STATE_DIR_MODE))
+            .with_context(|| format!("cannot chmod the state directory {}", dir.display()))?;
+    }
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the state directory {}", dir.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!("the state directory {} is not a directory", dir.display());
+    }
+    if let Some(why) = state_dir_mode_warning(meta.permissions().mode()) {
+        tracing::warn!(dir = %dir.display(), "{why}");
+    }
+    Ok(())
+}
+
+/// The state directory's mode (see [`ensure_state_dir`]).
+pub const STATE_DIR_MODE: u32 = 0o711;
+
+/// What is wrong with the state directory's mode, if anything: group/other read or write, or
+/// no traverse for others (the database user could not reach its files under it).
+fn state_dir_mode_warning(mode: u32) -> Option<&'static str> {
+    if mode & 0o066 != 0 {
+        Some("the state directory is readable or writable by group or others; chmod 711 it")
+    } else if mode & 0o001 == 0 {
+        Some(
+            "the database user cannot traverse the state directory, so PostgreSQL cannot reach \
+             its settings and passfile under it; chmod 711 it",
+        )
+    } else {
+        None
+    }
+}
+
 /// Takes the exclusive lock on `path` (created if absent). `Ok(None)`: another process holds
 /// it. The lock lasts as long as the returned value.
 pub fn try_lock(path: &Path) -> anyhow::Result<Option<Flock<File>>> {
@@ -125,6 +174,39 @@ pub fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The guide's 0711 is what a daemon creates, whatever the umask and whichever daemon
+    /// starts first (cm_server created 0700, which PostgreSQL running as the database user
+    /// cannot traverse to reach its settings; cm_agent and om_monitor created 0755).
+    #[test]
+    fn a_missing_state_directory_is_created_0711() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/state");
+        ensure_state_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o711);
+        // An existing directory keeps its mode (the operator's choice; only warned about).
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        ensure_state_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o750);
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = ensure_state_dir(&file).unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn the_guides_711_is_accepted_group_or_other_read_or_write_and_no_traverse_are_not() {
+        assert_eq!(state_dir_mode_warning(0o40711), None);
+        assert!(state_dir_mode_warning(0o40755).is_some_and(|w| w.contains("chmod 711")));
+        assert!(state_dir_mode_warning(0o40702).is_some());
+        assert!(state_dir_mode_warning(0o40720).is_some());
+        assert!(
+            state_dir_mode_warning(0o40700).is_some_and(|w| w.contains("cannot traverse")),
+            "0700 keeps PostgreSQL from its settings file"
+        );
+    }
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()

@@ -91,8 +91,7 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
         ..args.node.clone()
     })?;
     let state_dir = PathBuf::from(&me.state_dir);
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    node::ensure_state_dir(&state_dir)?;
     let store = Store::new(store_path(&state_dir));
     let restored = store.load()?;
     let agent = Agent::new(&config, me.id, 0, restored)

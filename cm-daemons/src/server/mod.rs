@@ -13,8 +13,7 @@ pub mod gateways;
 pub mod machine;
 pub mod reload;
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -58,33 +57,6 @@ pub struct ServerArgs {
     pub journal: Option<PathBuf>,
 }
 
-/// Creates the state directory (mode 0700) if it does not exist.
-pub fn ensure_state_dir(dir: &Path) -> anyhow::Result<()> {
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-    }
-    let meta = std::fs::metadata(dir)
-        .with_context(|| format!("cannot read the state directory {}", dir.display()))?;
-    if !meta.is_dir() {
-        anyhow::bail!("the state directory {} is not a directory", dir.display());
-    }
-    if let Some(why) = state_dir_mode_warning(meta.permissions().mode()) {
-        tracing::warn!(dir = %dir.display(), "{why}");
-    }
-    Ok(())
-}
-
-/// What is wrong with the state directory's mode, if anything. Group/other read or write is;
-/// execute (traverse) is not: the guide's 711 lets the database user reach its files.
-fn state_dir_mode_warning(mode: u32) -> Option<&'static str> {
-    (mode & 0o066 != 0)
-        .then_some("the state directory is readable or writable by group or others; chmod 711 it")
-}
-
 /// A seed for the quorum's election timeouts: different per node and per start.
 fn seed(node: NodeId) -> u64 {
     let nanos = SystemTime::now()
@@ -126,7 +98,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         )
     })?;
     let state_dir = PathBuf::from(&me.state_dir);
-    ensure_state_dir(&state_dir)?;
+    crate::node::ensure_state_dir(&state_dir)?;
     let store = Store::new(state_dir.join(STORE_FILE));
     let restored = store.load()?;
     let machine = CmsMachine::new(&config, me.id, seed(me.id), restored).with_context(|| {
@@ -211,19 +183,5 @@ async fn until_terminated(
                 Err(e) => tracing::error!("config reload failed, nothing changed: {e:#}"),
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod mode_tests {
-    use super::state_dir_mode_warning;
-
-    #[test]
-    fn the_guides_711_is_accepted_group_or_other_read_or_write_is_not() {
-        assert_eq!(state_dir_mode_warning(0o40711), None);
-        assert_eq!(state_dir_mode_warning(0o40700), None);
-        assert!(state_dir_mode_warning(0o40755).is_some_and(|w| w.contains("chmod 711")));
-        assert!(state_dir_mode_warning(0o40702).is_some());
-        assert!(state_dir_mode_warning(0o40720).is_some());
     }
 }

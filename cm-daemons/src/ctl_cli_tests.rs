@@ -465,3 +465,68 @@ fn cms_readd_takes_a_cms_node_by_id_or_name() {
     let err = op(&["cms", "--readd", "n2"]).unwrap_err();
     assert!(err.0.contains("runs no cm_server"), "{err}");
 }
+
+/// Every key of `query --json` (with every optional part filled in).
+fn json_keys(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                out.insert(k.clone());
+                json_keys(v, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| json_keys(v, out)),
+        _ => {}
+    }
+}
+
+/// Issue 17: the `--json` fields are documented: every key the output can carry is named in
+/// the guide's `query --json` field list (this fails when a field is added undocumented).
+#[test]
+fn the_operator_guide_documents_every_query_json_field() {
+    let mut s = sample_status();
+    let g = &mut s.groups[0];
+    g.switchover = Some(cm_core::state::PendingSwitchover {
+        target: InstanceId(6002),
+        from: InstanceId(6001),
+        term: Term(4),
+        fast: false,
+        deadline: cm_core::time::WallMillis(0),
+    });
+    g.last_switchover = Some(cm_core::state::SwitchoverEnd {
+        target: InstanceId(6002),
+        from: InstanceId(6001),
+        term: Term(3),
+        result: cm_core::state::SwitchoverResult::Promoted,
+    });
+    g.members[1].not_streaming_ms = Some(1000);
+    g.members[1].last_build = cm_core::dn::BuildOutcome {
+        count: 1,
+        error: Some("x".into()),
+        pending: false,
+        agent_started_ms: Some(5),
+    };
+    let json = serde_json::to_value(&s).unwrap();
+    let mut keys = std::collections::BTreeSet::new();
+    json_keys(&json, &mut keys);
+    let guide = include_str!("../../docs/operator-guide.md");
+    let start = guide
+        .find("#### `query --json` fields")
+        .expect("the guide has a `query --json` fields section");
+    let section = &guide[start..];
+    let section = &section[..section[4..].find("\n#").map_or(section.len(), |e| e + 4)];
+    // Named as a field: `key`, `parent[].key`, `parent.key` or `key[]...`.
+    let named = |k: &str| {
+        section.match_indices(k).any(|(at, _)| {
+            let before = section[..at].chars().next_back();
+            let after = section[at + k.len()..].chars().next();
+            matches!(before, Some('`' | '.')) && matches!(after, Some('`' | '['))
+        })
+    };
+    let missing: Vec<&String> = keys.iter().filter(|k| !named(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "undocumented --json fields {missing:?}; the output is:\n{}",
+        serde_json::to_string_pretty(&json).unwrap()
+    );
+}

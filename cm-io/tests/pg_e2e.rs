@@ -640,3 +640,60 @@ async fn e2e_pg_full_copy_is_built_beside_and_keeps_the_old_data_until_started()
     })
     .await;
 }
+
+/// §16, PostgreSQL's own door: the standby streams and was built with the cluster's password
+/// from its passfile; a TCP connection as the database user without the password, or with a
+/// wrong one, is refused; with it, accepted. The managed pg_hba.conf trusts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_pg_tcp_connections_need_the_clusters_password() {
+    let Some(c) = TestCluster::new("password", 2, SyncMode::Quorum) else {
+        return;
+    };
+    bounded(async {
+        // pg_basebackup (Build) and the WAL receiver authenticate through passfile=.
+        primary_with_standbys(&c).await;
+        for i in 0..2 {
+            let err = c
+                .client_with(i, None)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("member {i} accepted a connection without password"));
+            let text = cm_io::postgres::pg_error(&err);
+            assert!(text.contains("password missing"), "member {i}: {text}");
+            let err = c
+                .client_with(i, Some("not-the-password"))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("member {i} accepted a wrong password"));
+            assert_eq!(
+                err.code(),
+                Some(&SqlState::INVALID_PASSWORD),
+                "member {i}: {err}"
+            );
+            let ok = c
+                .client(i)
+                .await
+                .expect("the cluster's password is accepted");
+            let method: String = ok
+                .query_one(
+                    "SELECT auth_method FROM pg_hba_file_rules \
+                     WHERE type = 'host' AND 'replication' = ANY(database) LIMIT 1",
+                    &[],
+                )
+                .await
+                .expect("hba rules")
+                .get(0);
+            assert_eq!(method, "scram-sha-256");
+            let trusting: i64 = ok
+                .query_one(
+                    "SELECT count(*) FROM pg_hba_file_rules WHERE auth_method = 'trust'",
+                    &[],
+                )
+                .await
+                .expect("hba rules")
+                .get(0);
+            assert_eq!(trusting, 0, "member {i}: no rule trusts");
+        }
+    })
+    .await;
+}

@@ -9,6 +9,7 @@ use cm_core::InstanceId;
 use cm_core::dn::{DbState, DnAction, DnStatus, LockState, ProcState, StopMode};
 use tokio_postgres::Client;
 
+use super::credential;
 use super::driver::{Instance, lock, set_mode};
 use super::settings::{Endpoint, Upstream, instance_name, sync_standby_names};
 use super::swap::{self, remove_tree, sibling};
@@ -222,8 +223,11 @@ impl PgDriver {
             let _ = fs::remove_file(inst.data_dir.join(f));
         }
         let conn = format!(
-            "host={} port={} user={} dbname=postgres {TOOL_CONNINFO}",
-            src.address, src.port, self.opts.db_user
+            "host={} port={} user={} dbname=postgres passfile={} {TOOL_CONNINFO}",
+            src.address,
+            src.port,
+            self.opts.db_user,
+            credential::conninfo_value(&self.passfile.display().to_string())
         );
         let mut rewind_error =
             full_copy_reason(full, inst.data_dir.join("PG_VERSION").exists()).map(String::from);
@@ -305,8 +309,11 @@ impl PgDriver {
         let mut args: Vec<String> = vec![
             "-d".into(),
             format!(
-                "host={} port={} user={} {TOOL_CONNINFO}",
-                src.address, src.port, self.opts.db_user
+                "host={} port={} user={} passfile={} {TOOL_CONNINFO}",
+                src.address,
+                src.port,
+                self.opts.db_user,
+                credential::conninfo_value(&self.passfile.display().to_string())
             ),
             "-D".into(),
             dir.display().to_string(),

@@ -18,8 +18,8 @@ use nix::sys::signal::Signal;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use super::DriverError;
 use super::settings::{self, Desired, Endpoint, Layout, Upstream};
+use super::{DriverError, credential};
 use crate::process::{self, OsUser, Supervised};
 
 /// Driver settings that are not per instance.
@@ -104,6 +104,10 @@ pub struct PgDriver {
     pub(super) opts: PgOptions,
     pub(super) user: OsUser,
     pub(super) instances: BTreeMap<InstanceId, Arc<Instance>>,
+    /// The node's passfile (`<state_dir>/pgpass`, §16): the password of remote connections.
+    pub(super) passfile: PathBuf,
+    /// The OS user this agent runs as, mapped to the database user for peer authentication.
+    agent_os_user: String,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
@@ -131,6 +135,13 @@ impl PgDriver {
         let node_cfg = cfg
             .node(node)
             .ok_or(DriverError::UnknownPeer(InstanceId(0)))?;
+        let passfile = credential::passfile_path(Path::new(&node_cfg.state_dir));
+        credential::check_passfile(&passfile, &opts.db_user, &user)?;
+        let euid = nix::unistd::geteuid();
+        let agent_os_user = nix::unistd::User::from_uid(euid)
+            .ok()
+            .flatten()
+            .map_or_else(|| euid.to_string(), |u| u.name);
         let mut instances = BTreeMap::new();
         for id in cfg.instances_on(node) {
             let (group, member) = cfg.member(id).ok_or(DriverError::UnknownInstance(id))?;
@@ -164,6 +175,8 @@ impl PgDriver {
             opts,
             user,
             instances,
+            passfile,
+            agent_os_user,
         })
     }
 
@@ -247,6 +260,7 @@ impl PgDriver {
             listen_address: &inst.address,
             port: inst.port,
             db_user: &self.opts.db_user,
+            passfile: &self.passfile,
             wal_sender_timeout: self.opts.wal_sender_timeout,
             wal_receiver_timeout: self.opts.wal_receiver_timeout,
             max_slot_wal_keep_size_mb: self.opts.max_slot_wal_keep_size_mb,
@@ -258,6 +272,15 @@ impl PgDriver {
         let user_hba = fs::read_to_string(inst.data_dir.join("pg_hba.conf")).unwrap_or_default();
         let hba = settings::render_hba(&self.opts.db_user, &addresses, &user_hba);
         self.write_file(&inst.run_dir.join("pg_hba.conf"), &hba)?;
+        let user_ident =
+            fs::read_to_string(inst.data_dir.join("pg_ident.conf")).unwrap_or_default();
+        let ident = settings::render_ident(
+            &self.agent_os_user,
+            &self.user.name,
+            &self.opts.db_user,
+            &user_ident,
+        );
+        self.write_file(&inst.run_dir.join("pg_ident.conf"), &ident)?;
         let json = serde_json::to_string_pretty(&desired).map_err(|e| DriverError::Io {
             path: "managed.json".into(),
             source: std::io::Error::other(e),
@@ -313,16 +336,20 @@ impl PgDriver {
         connect_with(cfg, timeout).await
     }
 
-    /// A connection to any member over TCP (the source of a Build, an upstream's slots).
+    /// A connection to any member over TCP (the source of a Build, an upstream's slots), with
+    /// the cluster's password from the passfile (§16).
     pub(super) async fn connect_remote(
         &self,
         peer: &Endpoint,
         timeout: Duration,
     ) -> Result<Client, ConnectError> {
+        let password = credential::read_password(&self.passfile, &self.opts.db_user)
+            .map_err(ConnectError::Passfile)?;
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&peer.address)
             .port(peer.port)
             .user(&self.opts.db_user)
+            .password(password)
             .dbname("postgres")
             .application_name("cm_agent")
             .connect_timeout(timeout);
@@ -529,6 +556,8 @@ pub(super) enum ConnectError {
     TimedOut,
     TooManyClients,
     Other(tokio_postgres::Error),
+    /// The password could not be read (a remote connection only).
+    Passfile(DriverError),
 }
 
 impl ConnectError {
@@ -544,6 +573,7 @@ impl ConnectError {
                 instance,
                 what: "too many clients".into(),
             },
+            Self::Passfile(e) => e,
         }
     }
 }

@@ -15,6 +15,7 @@ use cm_core::InstanceId;
 use cm_core::dn::{DnAction, DnStatus, Downstream, ProcState, Upstream as UpstreamStatus};
 
 mod actions;
+pub mod credential;
 mod driver;
 pub mod settings;
 mod status;

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use cm_core::InstanceId;
+
+use super::credential::conninfo_value;
 use serde::{Deserialize, Serialize};
 
 /// Every key the driver manages. They are removed from `postgresql.auto.conf` at every start
@@ -124,6 +126,8 @@ pub struct Layout<'a> {
     pub port: u16,
     /// The database user the driver and the standbys connect as.
     pub db_user: &'a str,
+    /// The passfile holding that user's password (§16), read by the WAL receiver.
+    pub passfile: &'a Path,
     /// `wal_sender_timeout`.
     pub wal_sender_timeout: Duration,
     /// `wal_receiver_timeout`.
@@ -137,13 +141,15 @@ fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
 
-/// The `primary_conninfo` for following `upstream`.
+/// The `primary_conninfo` for following `upstream`: the WAL receiver authenticates with the
+/// cluster's password from the passfile (§16).
 pub fn primary_conninfo(layout: &Layout<'_>, upstream: &Endpoint) -> String {
     format!(
-        "host={} port={} user={} application_name={} connect_timeout=2",
+        "host={} port={} user={} passfile={} application_name={} connect_timeout=2",
         upstream.address,
         upstream.port,
         layout.db_user,
+        conninfo_value(&layout.passfile.display().to_string()),
         instance_name(layout.instance)
     )
 }
@@ -166,7 +172,7 @@ pub fn render_config(
     let lines: Vec<(&str, String)> = vec![
         ("data_directory", quote(&data)),
         ("hba_file", quote(&format!("{run}/pg_hba.conf"))),
-        ("ident_file", quote(&format!("{data}/pg_ident.conf"))),
+        ("ident_file", quote(&format!("{run}/pg_ident.conf"))),
         ("port", layout.port.to_string()),
         ("listen_addresses", quote(layout.listen_address)),
         ("unix_socket_directories", quote(&format!("{run}/sock"))),
@@ -224,15 +230,23 @@ fn hba_address(addr: &str) -> String {
     }
 }
 
-/// Renders the managed `pg_hba.conf`: the local socket (in a directory only the database user
-/// and root can enter) is trusted; only member addresses may replicate or connect as the
-/// database user (pg_rewind and the agent's remote calls need a normal connection too); every
-/// other replication connection is rejected; then the user's own rules from the data
-/// directory's `pg_hba.conf`, minus any replication rule.
+/// The `pg_ident.conf` map through which the agent's OS user (root) and the database OS user
+/// may connect over the unix socket as the database user (peer authentication, §16).
+pub const IDENT_MAP: &str = "cm_agent";
+
+/// Renders the managed `pg_hba.conf` (§16: nothing trusts an address):
+/// - over the unix socket (in a directory only the database OS user and root can enter), peer
+///   authentication: the database user through [`IDENT_MAP`], every other user as itself;
+/// - over TCP, only member addresses may replicate or connect as the database user (pg_rewind,
+///   pg_basebackup and the agent's remote calls need a normal connection too), with the
+///   cluster's password (SCRAM); every other replication connection is rejected;
+/// - then the user's own rules from the data directory's `pg_hba.conf`, minus any replication
+///   rule and any network rule that trusts without a password (`initdb -A trust` writes them).
 pub fn render_hba(db_user: &str, member_addresses: &[String], user_hba: &str) -> String {
-    let mut out = String::from(
+    let mut out = format!(
         "# Managed by cm_agent: rewritten on every start, do not edit.\n\
-         local all all trust\n",
+         local all {db_user} peer map={IDENT_MAP}\n\
+         local all all peer\n"
     );
     let mut seen = Vec::new();
     for a in member_addresses {
@@ -240,23 +254,49 @@ pub fn render_hba(db_user: &str, member_addresses: &[String], user_hba: &str) ->
         if seen.contains(&a) {
             continue;
         }
-        let _ = writeln!(out, "host replication {db_user} {a} trust");
-        let _ = writeln!(out, "host all {db_user} {a} trust");
+        let _ = writeln!(out, "host replication {db_user} {a} scram-sha-256");
+        let _ = writeln!(out, "host all {db_user} {a} scram-sha-256");
         seen.push(a);
     }
-    out.push_str("host replication all all reject\n# The data directory's pg_hba.conf without replication rules:\n");
+    out.push_str(
+        "host replication all all reject\n\
+         # The data directory's pg_hba.conf without replication rules and without network rules \
+         that trust:\n",
+    );
     for line in user_hba.lines() {
-        let mut fields = line.split_whitespace();
-        let kind = fields.next().unwrap_or("");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let kind = fields.first().copied().unwrap_or("");
         let is_rule = kind.starts_with("host") || kind == "local";
         let replication = is_rule
             && fields
-                .next()
+                .get(1)
                 .is_some_and(|db| db.split(',').any(|d| d == "replication"));
-        if !replication {
+        // The method follows the address (one field, or two with a separate mask).
+        let trusts_network =
+            kind.starts_with("host") && fields.iter().skip(4).any(|f| *f == "trust");
+        if !replication && !trusts_network {
             out.push_str(line);
             out.push('\n');
         }
+    }
+    out
+}
+
+/// Renders the managed `pg_ident.conf`: [`IDENT_MAP`] lets the agent's OS user and the database
+/// OS user in as the database user; the data directory's own `pg_ident.conf` follows (the
+/// user's maps for their own `peer`/`ident` rules).
+pub fn render_ident(agent_os_user: &str, os_user: &str, db_user: &str, user_ident: &str) -> String {
+    let mut out = String::from("# Managed by cm_agent: rewritten on every start, do not edit.\n");
+    for os in [agent_os_user, os_user] {
+        let line = format!("{IDENT_MAP} {os} {db_user}\n");
+        if !out.contains(&line) {
+            out.push_str(&line);
+        }
+    }
+    out.push_str("# The data directory's pg_ident.conf:\n");
+    out.push_str(user_ident);
+    if !user_ident.is_empty() && !user_ident.ends_with('\n') {
+        out.push('\n');
     }
     out
 }

@@ -11,6 +11,7 @@ fn layout<'a>() -> Layout<'a> {
         listen_address: "10.0.0.2",
         port: 5433,
         db_user: "postgres",
+        passfile: Path::new("/state/pgpass"),
         wal_sender_timeout: Duration::from_secs(3),
         wal_receiver_timeout: Duration::from_millis(700),
         max_slot_wal_keep_size_mb: 1024,
@@ -67,6 +68,10 @@ fn pending_config_has_empty_upstream_and_every_managed_key_once() {
         value_of(&text, "hba_file"),
         ["'/state/dn_6002/pg_hba.conf'"]
     );
+    assert_eq!(
+        value_of(&text, "ident_file"),
+        ["'/state/dn_6002/pg_ident.conf'"]
+    );
     for key in MANAGED_KEYS {
         assert_eq!(value_of(&text, key).len(), 1, "{key} set exactly once");
     }
@@ -93,7 +98,9 @@ fn following_sets_conninfo_with_own_name_and_own_slot() {
     let text = render_config(&layout(), &d, Some(&up));
     assert_eq!(
         value_of(&text, "primary_conninfo"),
-        ["'host=10.0.0.1 port=5432 user=postgres application_name=dn_6002 connect_timeout=2'"]
+        [
+            "'host=10.0.0.1 port=5432 user=postgres passfile=/state/pgpass application_name=dn_6002 connect_timeout=2'"
+        ]
     );
     assert_eq!(value_of(&text, "primary_slot_name"), ["'dn_6002'"]);
     assert_eq!(value_of(&text, "default_transaction_read_only"), ["on"]);
@@ -104,9 +111,14 @@ fn quotes_in_values_are_doubled() {
     assert_eq!(quote("it's"), "'it''s'");
 }
 
+/// §16: nothing trusts an address. Members replicate and connect as the database user with
+/// the password (SCRAM), local connections are peer-authenticated (the agent's OS user through
+/// the ident map); the user's replication rules and network `trust` rules are dropped.
 #[test]
-fn hba_lets_only_members_replicate_and_drops_user_replication_rules() {
-    let user = "# comment\nlocal all all peer\nhost replication all 0.0.0.0/0 trust\nhost all all 127.0.0.1/32 trust\nlocal replication,postgres all trust\n";
+fn hba_lets_only_members_in_with_the_password_and_trusts_no_address() {
+    let user = "# comment\nlocal all all peer\nhost replication all 0.0.0.0/0 trust\n\
+                host all all 127.0.0.1/32 trust\nhostssl all app 10.0.0.0 255.0.0.0 trust\n\
+                host all app 10.0.0.0/8 scram-sha-256\nlocal replication,postgres all trust\n";
     let text = render_hba(
         "postgres",
         &[
@@ -121,17 +133,38 @@ fn hba_lets_only_members_replicate_and_drops_user_replication_rules() {
     assert_eq!(
         rules,
         [
-            "local all all trust",
-            "host replication postgres 10.0.0.1/32 trust",
-            "host all postgres 10.0.0.1/32 trust",
-            "host replication postgres 10.0.0.2/32 trust",
-            "host all postgres 10.0.0.2/32 trust",
-            "host replication postgres ::1/128 trust",
-            "host all postgres ::1/128 trust",
+            "local all postgres peer map=cm_agent",
+            "local all all peer",
+            "host replication postgres 10.0.0.1/32 scram-sha-256",
+            "host all postgres 10.0.0.1/32 scram-sha-256",
+            "host replication postgres 10.0.0.2/32 scram-sha-256",
+            "host all postgres 10.0.0.2/32 scram-sha-256",
+            "host replication postgres ::1/128 scram-sha-256",
+            "host all postgres ::1/128 scram-sha-256",
             "host replication all all reject",
             "local all all peer",
-            "host all all 127.0.0.1/32 trust",
+            "host all app 10.0.0.0/8 scram-sha-256",
         ]
+    );
+    assert!(rules.iter().all(|r| !r.contains("trust")), "{text}");
+}
+
+#[test]
+fn ident_maps_the_agent_and_the_database_os_user_to_the_database_user() {
+    assert_eq!(
+        render_ident("root", "postgres", "postgres", "mymap alice app"),
+        "# Managed by cm_agent: rewritten on every start, do not edit.\n\
+         cm_agent root postgres\n\
+         cm_agent postgres postgres\n\
+         # The data directory's pg_ident.conf:\n\
+         mymap alice app\n"
+    );
+    // The agent running as the database OS user: one line.
+    let text = render_ident("postgres", "postgres", "postgres", "");
+    assert_eq!(
+        text.matches("cm_agent postgres postgres").count(),
+        1,
+        "{text}"
     );
 }
 

@@ -379,6 +379,7 @@ impl PgDriver {
                 ProbeConnect::Failed(format!("connect timed out after {timeout:?}"))
             }
             Err(ConnectError::Other(e)) => ProbeConnect::Failed(super::pg_error(&e)),
+            Err(ConnectError::Passfile(e)) => ProbeConnect::Failed(e.to_string()),
             Ok(client) => {
                 let left = timeout.saturating_sub(started.elapsed());
                 match tokio::time::timeout(

@@ -12,7 +12,7 @@ use cm_core::config::ClusterConfig;
 use cm_core::params::SyncMode;
 use tokio_postgres::{Client, NoTls};
 
-use super::{DriverError, PgDriver, PgOptions};
+use super::{DriverError, PgDriver, PgOptions, credential};
 use crate::process::{self, OsUser};
 
 /// The PostgreSQL binaries the tests use.
@@ -45,6 +45,8 @@ pub struct TestCluster {
     pub config: Arc<ClusterConfig>,
     /// One driver per member, in member order.
     pub drivers: Vec<PgDriver>,
+    /// The database user's password (in every node's passfile; `initdb` sets it).
+    pub password: String,
 }
 
 impl TestCluster {
@@ -60,15 +62,27 @@ impl TestCluster {
         std::fs::create_dir_all(&root).expect("create test root");
         user.chown(&root).expect("chown test root");
         let config = Arc::new(Self::config(&root, n, sync));
+        let password = credential::new_password().expect("a password");
         let mut cluster = Self {
             root,
             config: Arc::clone(&config),
             drivers: Vec::new(),
+            password,
         };
         for i in 0..n {
             let dir = cluster.data_dir(i);
             std::fs::create_dir_all(&dir).expect("data dir");
             user.chown(&dir).expect("chown data dir");
+            // The cluster's password, on every node (§16), created with the cluster.
+            let state = Path::new(&config.nodes[i].state_dir);
+            std::fs::create_dir_all(state).expect("state dir");
+            credential::write_passfile(
+                &credential::passfile_path(state),
+                "postgres",
+                &cluster.password,
+                &user,
+            )
+            .expect("passfile");
             let node = cm_core::NodeId(i as u32 + 1);
             let opts = PgOptions {
                 sync_data: false,
@@ -139,17 +153,30 @@ impl TestCluster {
         self.config.groups[0].members[i].port
     }
 
-    /// `initdb` of member `i` as the `postgres` OS user (trust auth, `fsync = off`: throwaway).
+    /// `initdb` of member `i` as the `postgres` OS user with the cluster's password, peer
+    /// authentication locally and SCRAM over TCP (`fsync = off`: throwaway).
     pub fn initdb(&self, i: usize) -> Result<(), DriverError> {
         let user = OsUser::lookup("postgres")?;
+        let pwfile = self.root.join(format!("initdb-pw{i}"));
+        std::fs::write(&pwfile, format!("{}\n", self.password)).map_err(|source| {
+            DriverError::Io {
+                path: pwfile.display().to_string(),
+                source,
+            }
+        })?;
+        user.chown(&pwfile).map_err(|source| DriverError::Io {
+            path: pwfile.display().to_string(),
+            source,
+        })?;
         let mut cmd = Command::new(Path::new(BIN_DIR).join("initdb"));
         cmd.arg("-D")
             .arg(self.data_dir(i))
+            .arg(format!("--pwfile={}", pwfile.display()))
             .args([
                 "-U",
                 "postgres",
-                "-A",
-                "trust",
+                "--auth-local=peer",
+                "--auth-host=scram-sha-256",
                 "--no-sync",
                 "--no-instructions",
             ])
@@ -158,7 +185,9 @@ impl TestCluster {
         let out = cmd.output().map_err(|source| DriverError::Io {
             path: "initdb".into(),
             source,
-        })?;
+        });
+        let _ = std::fs::remove_file(&pwfile);
+        let out = out?;
         if out.status.success() {
             // Throwaway data: skip fsync (also the whole-directory sync after a crash, which
             // takes seconds here). Rewinds and base backups copy this file to the others.
@@ -181,9 +210,22 @@ impl TestCluster {
         })
     }
 
-    /// A client session to member `i` over TCP (as a user's application would connect).
+    /// A client session to member `i` over TCP (as a user's application would connect), with
+    /// the cluster's password.
     pub async fn client(&self, i: usize) -> Result<Client, tokio_postgres::Error> {
+        self.client_with(i, Some(&self.password)).await
+    }
+
+    /// A client session to member `i` over TCP as the `postgres` user, with `password` (or none).
+    pub async fn client_with(
+        &self,
+        i: usize,
+        password: Option<&str>,
+    ) -> Result<Client, tokio_postgres::Error> {
         let mut cfg = tokio_postgres::Config::new();
+        if let Some(p) = password {
+            cfg.password(p);
+        }
         cfg.host("127.0.0.1")
             .port(self.port(i))
             .user("postgres")

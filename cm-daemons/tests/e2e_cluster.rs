@@ -87,9 +87,17 @@ impl Harness {
         }
     }
 
+    /// The database password a client gives (§16).
+    fn password(&self) -> String {
+        self.c
+            .db_password()
+            .expect("the cluster's database password")
+    }
+
     /// One statement on a fresh session to node `n`'s DN.
     fn sql(&self, n: u32, stmt: &str) -> Result<u64, String> {
-        self.rt.block_on(execute(self.c.dn_port(n), stmt))
+        self.rt
+            .block_on(execute(self.c.dn_port(n), &self.password(), stmt))
     }
 
     /// Retries a statement on node `n` until it succeeds.
@@ -102,7 +110,7 @@ impl Harness {
     /// `SELECT count(*)` of a query on node `n`.
     fn count(&self, n: u32, query: &str) -> Result<i64, String> {
         self.rt.block_on(async {
-            let c = connect(self.c.dn_port(n), Duration::from_secs(2)).await?;
+            let c = connect(self.c.dn_port(n), &self.password(), Duration::from_secs(2)).await?;
             let row = c.query_one(query, &[]).await.map_err(|e| e.to_string())?;
             Ok(row.get::<_, i64>(0))
         })
@@ -366,7 +374,8 @@ fn e2e_cluster_switchover_under_writes_loses_no_acknowledged_write() {
     h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
     let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = h.rt.spawn(write_until(ports, Arc::clone(&stop)));
+    let writer =
+        h.rt.spawn(write_until(ports, h.password(), Arc::clone(&stop)));
     std::thread::sleep(Duration::from_secs(2));
     let dir = h.c.data_dir(target).display().to_string();
     h.ctl_ok(&["switchover", "-n", &target.to_string(), "-D", &dir]);
@@ -382,7 +391,7 @@ fn e2e_cluster_switchover_under_writes_loses_no_acknowledged_write() {
     );
     let q = primary_of(&s);
     let present: BTreeSet<i64> = h.rt.block_on(async {
-        let c = connect(h.c.dn_port(q), Duration::from_secs(2))
+        let c = connect(h.c.dn_port(q), &h.password(), Duration::from_secs(2))
             .await
             .expect("connect");
         c.query("SELECT id FROM acked", &[])
@@ -415,7 +424,8 @@ fn e2e_cluster_frozen_primary_node_rejoins_after_the_thaw_by_rewind() {
     h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
     let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = h.rt.spawn(write_until(ports, Arc::clone(&stop)));
+    let writer =
+        h.rt.spawn(write_until(ports, h.password(), Arc::clone(&stop)));
     std::thread::sleep(Duration::from_secs(1));
     let monitor = h.c.monitor_pid(p);
     let groups = procs::node_groups(monitor, &[h.c.data_dir(p)]);
@@ -440,7 +450,7 @@ fn e2e_cluster_frozen_primary_node_rejoins_after_the_thaw_by_rewind() {
         .count(q, "SELECT count(*) FROM acked")
         .expect("count on the new primary");
     let missing = h.rt.block_on(async {
-        let c = connect(h.c.dn_port(q), Duration::from_secs(2))
+        let c = connect(h.c.dn_port(q), &h.password(), Duration::from_secs(2))
             .await
             .expect("connect");
         let rows = c.query("SELECT id FROM acked", &[]).await.expect("select");
@@ -471,7 +481,7 @@ impl Drop for Thaw {
 
 /// Inserts increasing ids into `acked` on whichever DN accepts them until `stop`; returns the
 /// acknowledged ids and the number of failed attempts.
-async fn write_until(ports: Vec<u16>, stop: Arc<AtomicBool>) -> (Vec<i64>, u64) {
+async fn write_until(ports: Vec<u16>, password: String, stop: Arc<AtomicBool>) -> (Vec<i64>, u64) {
     let mut acked = Vec::new();
     let mut failed = 0;
     let mut next = 1i64;
@@ -480,9 +490,13 @@ async fn write_until(ports: Vec<u16>, stop: Arc<AtomicBool>) -> (Vec<i64>, u64) 
     while !stop.load(Ordering::SeqCst) {
         if session.is_none() {
             turn += 1;
-            session = connect(ports[turn % ports.len()], Duration::from_millis(500))
-                .await
-                .ok();
+            session = connect(
+                ports[turn % ports.len()],
+                &password,
+                Duration::from_millis(500),
+            )
+            .await
+            .ok();
         }
         let Some(c) = &session else {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -107,6 +107,11 @@ impl Node {
         self.root.join("state1")
     }
 
+    /// The node's passfile (the database password a TCP client gives).
+    fn passfile(&self) -> PathBuf {
+        cm_io::postgres::credential::passfile_path(&self.state_dir())
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.root.join("data")
     }
@@ -357,24 +362,43 @@ fn e2e_node_agent_with_a_corrupt_store_exits_naming_the_file() {
     assert!(log.contains("cma.store"), "{log}");
 }
 
-fn initdb(data: &Path) {
+/// The node's database with the cluster's password (§16): the passfile in its state directory
+/// (what `cm_local` writes on every node), initdb with that password, peer authentication on
+/// the socket and SCRAM over TCP.
+fn initdb(node: &Node) {
+    use cm_io::postgres::credential;
+    let data = node.data_dir();
     let user = OsUser::lookup("postgres").unwrap();
-    std::fs::create_dir_all(data).unwrap();
-    user.chown(data).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    user.chown(&data).unwrap();
+    let state = node.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(
+        &state,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o711),
+    )
+    .unwrap();
+    let password = credential::new_password().unwrap();
+    credential::write_passfile(&node.passfile(), "postgres", &password, &user).unwrap();
+    let pwfile = node.root.join("initdb.pw");
+    std::fs::write(&pwfile, format!("{password}\n")).unwrap();
+    user.chown(&pwfile).unwrap();
     let mut cmd = Command::new(Path::new(BIN_DIR).join("initdb"));
     cmd.arg("-D")
-        .arg(data)
+        .arg(&data)
+        .arg(format!("--pwfile={}", pwfile.display()))
         .args([
             "-U",
             "postgres",
-            "-A",
-            "trust",
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
             "--no-sync",
             "--no-instructions",
         ])
         .current_dir("/");
     user.apply(&mut cmd);
     let out = cmd.output().unwrap();
+    let _ = std::fs::remove_file(&pwfile);
     assert!(
         out.status.success(),
         "{}",
@@ -393,12 +417,14 @@ fn e2e_node_agent_starts_its_dn_pending_as_the_postgres_user() {
         return;
     }
     let mut node = Node::new("dn", true);
-    initdb(&node.data_dir());
+    initdb(&node);
     node.start_agent();
     let port = node.config.groups[0].members[0].port.to_string();
+    let passfile = node.passfile();
     let pg = |tool: &str| {
         let mut c = Command::new(Path::new(BIN_DIR).join(tool));
-        c.args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"]);
+        c.args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+            .env("PGPASSFILE", &passfile);
         c
     };
     assert!(
@@ -454,11 +480,12 @@ fn e2e_node_one_node_cluster_under_om_monitor_promotes_its_dn() {
     // om_monitor → cm_agent → cm_server (started by the agent on this CMS node) → leader →
     // the pending DN is promoted: the whole chain of SPEC §1 on one node.
     let mut node = Node::with("stack", true, true);
-    initdb(&node.data_dir());
+    initdb(&node);
     node.start_monitor("monitor");
     let port = node.config.groups[0].members[0].port.to_string();
     let in_recovery = || {
         Command::new(Path::new(BIN_DIR).join("psql"))
+            .env("PGPASSFILE", node.passfile())
             .args([
                 "-h",
                 "127.0.0.1",

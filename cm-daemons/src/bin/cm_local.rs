@@ -286,7 +286,8 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
          \n  # trip disk protection: threshold below the current usage makes the primary read-only\n  \
          {ctl} -c {cfg} set --param --server -k datastorage_threshold_value_check=1\n  \
          {ctl} -c {cfg} set --param --server -k datastorage_threshold_value_check=85\n\
-         \n  # connect to the primary\n  psql -h 127.0.0.1 -p {port} -U postgres\n\
+         \n  # connect to the primary (with the cluster's generated password)\n  \
+         PGPASSFILE={passfile} psql -h 127.0.0.1 -p {port} -U postgres\n\
          \n  # a node killed by hand stays down: start it again with\n  \
          {me} restart-node {p} --dir {dir}\n\
          \n  # stop everything (or press Ctrl-C here)\n  {me} down --dir {dir}\n\
@@ -297,6 +298,7 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
         pm = pm.display(),
         dd = c.data_dir(other).display(),
         port = c.dn_port(p),
+        passfile = cm_io::postgres::credential::passfile_path(&c.paths.state_dir(1)).display(),
         me = me.display(),
         dir = c.paths.dir.display(),
         logs = c.paths.logs().display(),

@@ -12,12 +12,18 @@ use tokio_postgres::NoTls;
 use super::cluster::primary_node;
 use super::{LocalCluster, LocalOptions, NODES};
 
-/// A client session to a DN on 127.0.0.1 (as an application would connect).
-pub async fn connect(port: u16, timeout: Duration) -> Result<tokio_postgres::Client, String> {
+/// A client session to a DN on 127.0.0.1 (as an application would connect), with the
+/// cluster's database password ([`LocalCluster::db_password`]).
+pub async fn connect(
+    port: u16,
+    password: &str,
+    timeout: Duration,
+) -> Result<tokio_postgres::Client, String> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host("127.0.0.1")
         .port(port)
         .user(super::DB_OS_USER)
+        .password(password)
         .dbname("postgres")
         .connect_timeout(timeout);
     let (client, conn) = cfg.connect(NoTls).await.map_err(|e| e.to_string())?;
@@ -29,8 +35,8 @@ pub async fn connect(port: u16, timeout: Duration) -> Result<tokio_postgres::Cli
 
 /// One statement on a fresh session; the error text when it fails. A statement still waiting
 /// after 15 s (a commit waiting for a synchronous standby) counts as not acknowledged.
-pub async fn execute(port: u16, sql: &str) -> Result<u64, String> {
-    let c = connect(port, Duration::from_millis(500)).await?;
+pub async fn execute(port: u16, password: &str, sql: &str) -> Result<u64, String> {
+    let c = connect(port, password, Duration::from_millis(500)).await?;
     match tokio::time::timeout(Duration::from_secs(15), c.execute(sql, &[])).await {
         Ok(r) => r.map_err(|e| {
             e.as_db_error()
@@ -76,8 +82,10 @@ pub fn trial(opts: LocalOptions, rt: &tokio::runtime::Runtime) -> anyhow::Result
     c.start_monitors()?;
     let s = c.wait_normal(Duration::from_secs(180), |_| {})?;
     let primary = primary_node(&s).context("no primary")?;
+    let password = c.db_password()?;
     rt.block_on(execute(
         c.dn_port(primary),
+        &password,
         "CREATE TABLE bench (at timestamptz DEFAULT now())",
     ))
     .map_err(|e| anyhow::anyhow!("create table: {e}"))?;
@@ -94,7 +102,11 @@ pub fn trial(opts: LocalOptions, rt: &tokio::runtime::Runtime) -> anyhow::Result
     loop {
         for port in &others {
             if rt
-                .block_on(execute(*port, "INSERT INTO bench DEFAULT VALUES"))
+                .block_on(execute(
+                    *port,
+                    &password,
+                    "INSERT INTO bench DEFAULT VALUES",
+                ))
                 .is_ok()
             {
                 return Ok(t0.elapsed().as_secs_f64());
@@ -211,6 +223,7 @@ pub struct RejoinTrial {
 /// Inserts into `bench_acked` on whichever member accepts, until `stop`; the acknowledged ids.
 async fn write_until(
     ports: Vec<u16>,
+    password: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<i64> {
     use std::sync::atomic::Ordering;
@@ -222,7 +235,11 @@ async fn write_until(
         if session.is_none() {
             turn += 1;
             // A frozen member accepts the TCP connection and never answers the handshake.
-            let attempt = connect(ports[turn % ports.len()], Duration::from_millis(500));
+            let attempt = connect(
+                ports[turn % ports.len()],
+                &password,
+                Duration::from_millis(500),
+            );
             session = tokio::time::timeout(Duration::from_secs(2), attempt)
                 .await
                 .ok()
@@ -264,14 +281,20 @@ pub fn rejoin_trial(
     c.start_monitors()?;
     let s = c.wait_normal(Duration::from_secs(180), |_| {})?;
     let p = primary_node(&s).context("no primary")?;
+    let password = c.db_password()?;
     rt.block_on(execute(
         c.dn_port(p),
+        &password,
         "CREATE TABLE bench_acked (id bigint PRIMARY KEY)",
     ))
     .map_err(|e| anyhow::anyhow!("create table: {e}"))?;
     let ports: Vec<u16> = (1..=NODES).map(|n| c.dn_port(n)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = rt.spawn(write_until(ports.clone(), Arc::clone(&stop)));
+    let writer = rt.spawn(write_until(
+        ports.clone(),
+        password.clone(),
+        Arc::clone(&stop),
+    ));
     std::thread::sleep(Duration::from_secs(2));
     let groups = super::procs::node_groups(c.monitor_pid(p), &[c.data_dir(p)]);
     let t0 = Instant::now();
@@ -311,6 +334,7 @@ pub fn rejoin_trial(
         let ok = ports.iter().any(|port| {
             let insert = execute(
                 *port,
+                &password,
                 "INSERT INTO bench_acked VALUES (-1) ON CONFLICT DO NOTHING",
             );
             // A frozen member's handshake never ends: bound every attempt.
@@ -376,7 +400,7 @@ pub fn rejoin_trial(
     let acked = rt.block_on(writer)?;
     let q = primary_node(&s).context("no primary")?;
     let present: std::collections::BTreeSet<i64> = rt.block_on(async {
-        let client = connect(c.dn_port(q), Duration::from_secs(2))
+        let client = connect(c.dn_port(q), &password, Duration::from_secs(2))
             .await
             .map_err(anyhow::Error::msg)?;
         let rows = client.query("SELECT id FROM bench_acked", &[]).await?;

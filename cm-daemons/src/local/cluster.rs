@@ -110,7 +110,7 @@ impl LocalCluster {
             .map_err(|e| anyhow::anyhow!("the generated config is invalid: {e}"))?;
         std::fs::write(paths.config(), text)?;
         for n in 1..=NODES {
-            std::fs::create_dir_all(paths.state_dir(n))?;
+            crate::node::ensure_state_dir(&paths.state_dir(n))?;
         }
         std::fs::create_dir_all(paths.logs())?;
         let cluster = Self {
@@ -361,6 +361,16 @@ impl LocalCluster {
             // Dropping a `Child` neither kills nor waits for the process.
             drop(m.take());
         }
+    }
+
+    /// The database user's password (§16: created with the cluster, in every node's passfile):
+    /// what a client connecting over TCP gives.
+    pub fn db_password(&self) -> anyhow::Result<String> {
+        let passfile = cm_io::postgres::credential::passfile_path(&self.paths.state_dir(1));
+        Ok(cm_io::postgres::credential::read_password(
+            &passfile,
+            super::DB_OS_USER,
+        )?)
     }
 
     /// Tells the teardown to keep the directory (logs for a failed test).

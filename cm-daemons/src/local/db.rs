@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context as _, bail};
+use cm_io::postgres::credential;
 use cm_io::process::OsUser;
 
 use super::{DB_OS_USER, NODES, Paths, Ports, instance_of};
@@ -54,15 +55,39 @@ pub fn create_databases(
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     user.chown(&root)
         .with_context(|| format!("cannot chown {} to {DB_OS_USER}", root.display()))?;
+    // §16: the database user's password, created once here: set by initdb, and the same
+    // passfile on every node (0600, owned by the database OS user).
+    let password = credential::new_password().context("cannot generate a password")?;
+    for n in 1..=NODES {
+        let passfile = credential::passfile_path(&paths.state_dir(n));
+        credential::write_passfile(&passfile, DB_OS_USER, &password, &user)?;
+    }
+    // initdb reads the password from a file of its own (one line, the password alone).
+    let pwfile = paths.dir.join("initdb.pw");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&pwfile)
+            .with_context(|| format!("cannot create {}", pwfile.display()))?;
+        writeln!(f, "{password}").with_context(|| format!("cannot write {}", pwfile.display()))?;
+        user.chown(&pwfile)
+            .with_context(|| format!("cannot chown {} to {DB_OS_USER}", pwfile.display()))?;
+    }
     let first = paths.data_dir(1);
     let first_s = path_str(&first)?;
+    let pwfile_arg = format!("--pwfile={}", path_str(&pwfile)?);
     let mut initdb = vec![
         "-D",
         first_s,
         "-U",
         DB_OS_USER,
-        "-A",
-        "trust",
+        &pwfile_arg,
+        "--auth-local=peer",
+        "--auth-host=scram-sha-256",
         "--no-instructions",
     ];
     initdb.push(if durable {
@@ -70,7 +95,9 @@ pub fn create_databases(
     } else {
         "--no-sync"
     });
-    run_tool(&user, pg_bin, "initdb", &initdb)?;
+    let created = run_tool(&user, pg_bin, "initdb", &initdb);
+    let _ = std::fs::remove_file(&pwfile);
+    created?;
     // A throwaway demo cluster: no fsync (a crash then costs a whole-directory sync that
     // takes seconds on a loaded machine). Base backups copy this file to the other DNs.
     let conf = first.join("postgresql.conf");
@@ -123,7 +150,8 @@ fn base_backups(user: &OsUser, paths: &Paths, port: &str, pg_bin: &Path) -> anyh
     for n in 2..=NODES {
         let dir = paths.data_dir(n);
         let conninfo = format!(
-            "host=127.0.0.1 port={port} user={DB_OS_USER} application_name=dn_{}",
+            "host=127.0.0.1 port={port} user={DB_OS_USER} passfile={} application_name=dn_{}",
+            credential::conninfo_value(path_str(&credential::passfile_path(&paths.state_dir(1)))?),
             instance_of(n)
         );
         run_tool(

@@ -37,6 +37,23 @@ fn e2e_local_db_three_data_directories_from_one_initdb() {
             let want = format!("application_name=dn_{}", instance_of(n));
             assert!(auto.contains(&want), "{auto}");
         }
+        // §16: the database password, not trust, and the same passfile on every node.
+        let hba = std::fs::read_to_string(d.join("pg_hba.conf")).unwrap();
+        assert!(
+            hba.lines()
+                .all(|l| l.trim_start().starts_with('#') || !l.contains("trust")),
+            "{hba}"
+        );
+        let passfile = cm_io::postgres::credential::passfile_path(&paths.state_dir(n));
+        let meta = std::fs::metadata(&passfile).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (pg_uid, 0o600));
+        assert_eq!(
+            std::fs::read(&passfile).unwrap(),
+            std::fs::read(cm_io::postgres::credential::passfile_path(
+                &paths.state_dir(1)
+            ))
+            .unwrap()
+        );
         let conf = std::fs::read_to_string(d.join("postgresql.conf")).unwrap();
         assert!(conf.contains("fsync = off"));
         assert!(conf.contains("wal_keep_size = 256MB"));

@@ -59,6 +59,7 @@ pub fn create_databases(
     // passfile on every node (0600, owned by the database OS user).
     let password = credential::new_password().context("cannot generate a password")?;
     for n in 1..=NODES {
+        crate::node::ensure_state_dir(&paths.state_dir(n))?;
         let passfile = credential::passfile_path(&paths.state_dir(n));
         credential::write_passfile(&passfile, DB_OS_USER, &password, &user)?;
     }

@@ -54,14 +54,27 @@ impl Agent {
     pub(super) fn on_command(&mut self, from: NodeId, qterm: QuorumTerm, sc: SequencedCommand) {
         if self.cms.leader != Some(from) {
             tracing::warn!(cms = %from, cmd = %sc.cmd, "command from a CMS that is not the leader rejected");
+            let why = format!(
+                "it came from the cm_server of node {}, not this agent's leader",
+                from.0
+            );
+            self.refuse_build(&sc, &why);
             return;
         }
         if qterm < self.highest_qterm {
             tracing::warn!(cms = %from, %qterm, highest = %self.highest_qterm, "command from a deposed term rejected");
+            self.refuse_build(
+                &sc,
+                &format!(
+                    "it came from quorum term {}, below {}",
+                    qterm.0, self.highest_qterm.0
+                ),
+            );
             return;
         }
         if self.batch.queued.len() >= MAX_QUEUED_COMMANDS {
             tracing::warn!(cmd = %sc.cmd, "command queue full: dropped, the CMS will resend");
+            self.refuse_build(&sc, "the agent's command queue is full");
             return;
         }
         self.observe_qterm(qterm);
@@ -94,6 +107,16 @@ impl Agent {
             cmd: sc.cmd,
             promote_ok,
         });
+    }
+
+    /// A rejected Build is reported as a failed one (issue 17): the leader sends a Build once,
+    /// on an operator's request, so `cm_ctl build` would otherwise wait out its timeout.
+    fn refuse_build(&mut self, sc: &SequencedCommand, why: &str) {
+        if let CmsCommand::Build { .. } = sc.cmd
+            && let Some(inst) = self.insts.get_mut(&sc.instance)
+        {
+            inst.refuse_build(why);
+        }
     }
 
     /// Writes the agent's state when accepted commands or a higher quorum term are not yet

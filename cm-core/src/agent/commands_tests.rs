@@ -675,3 +675,43 @@ fn a_build_is_reported_pending_while_queued_or_running() {
     let b = a.insts[&DN].report(ms(600)).last_build;
     assert_eq!((b.pending, b.count), (false, 1));
 }
+
+/// Issue 17: a Build the agent rejects (from a CMS it does not take for the leader, from a
+/// deposed quorum term) is reported as a failed build with the reason, so `cm_ctl build` fails
+/// at once (the leader sends a Build once); other rejected commands are not counted.
+#[test]
+fn a_rejected_build_is_reported_as_a_failed_build_with_the_reason() {
+    let source = InstanceId(6002);
+    let build = CmsCommand::Build {
+        source,
+        full: false,
+    };
+    let mut a = boot(DnRole::Standby);
+    assert_eq!(
+        a.step(ms(10), command(CMS[1], 1, 1, CmsCommand::Lock1)),
+        vec![]
+    );
+    assert_eq!(a.insts[&DN].report(ms(11)).last_build.count, 0);
+    assert_eq!(a.step(ms(20), command(CMS[1], 1, 2, build.clone())), vec![]);
+    let b = a.insts[&DN].report(ms(30)).last_build;
+    assert_eq!(b.count, 1);
+    assert_eq!(
+        b.error.as_deref(),
+        Some(
+            "the cm_agent refused the Build: it came from the cm_server of node 2, not this agent's leader"
+        )
+    );
+
+    let mut a = boot(DnRole::Standby);
+    let cmds = a.step(ms(10), leader_reply(CMS[1], 2, 1, false));
+    a.step(ms(10), write_ok(persist_token(&cmds)));
+    assert_eq!(a.step(ms(20), command(CMS[1], 1, 7, build)), vec![]);
+    let b = a.insts[&DN].report(ms(30)).last_build;
+    assert_eq!(
+        (b.count, b.error.as_deref()),
+        (
+            1,
+            Some("the cm_agent refused the Build: it came from quorum term 1, below 2")
+        )
+    );
+}

@@ -297,6 +297,12 @@ impl Inst {
         r
     }
 
+    /// Records a Build this agent refused as a finished, failed one.
+    pub(super) fn refuse_build(&mut self, why: &str) {
+        self.last_build
+            .record(&Err(format!("the cm_agent refused the Build: {why}")));
+    }
+
     pub(super) fn status(&self, now: Instant) -> InstanceStatus {
         InstanceStatus {
             instance: self.id,

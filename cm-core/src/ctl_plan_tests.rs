@@ -37,7 +37,7 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
         lag_bytes: None,
         read_only: false,
         not_streaming_ms: None,
-        last_build: crate::dn::BuildOutcome::default(),
+        last_build: BuildOutcome::default(),
     };
     Box::new(ClusterStatus {
         cluster: "demo".into(),
@@ -742,7 +742,7 @@ fn build_status(
     error: Option<&str>,
 ) -> Box<ClusterStatus> {
     let mut s = status(ClusterHealth::Degraded, role, state);
-    s.groups[0].members[1].last_build = crate::dn::BuildOutcome {
+    s.groups[0].members[1].last_build = BuildOutcome {
         count,
         error: error.map(str::to_owned),
         pending: false,

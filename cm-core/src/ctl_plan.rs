@@ -787,8 +787,8 @@ fn switchover_seen(s: &ClusterStatus, instance: InstanceId, base: Option<Term>) 
                 format!("waiting for {} to report the promotion", p.target.0)
             }
             (_, Some(t)) => format!(
-                "waiting for {} to reach the old primary's final position (at {})",
-                p.target.0, t.position
+                "waiting for {} to reach the old primary's final position (at LSN {}, timeline {})",
+                p.target.0, t.lsn, t.position.timeline.0
             ),
             _ => format!("waiting for {}", p.target.0),
         };

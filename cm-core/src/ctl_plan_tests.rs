@@ -460,12 +460,13 @@ fn switchover_waits_with_progress_and_fails_when_aborted() {
         polled(&mut p, with_switchover(DnRole::Pending, true, None), 2),
         POLL
     );
-    assert!(
-        p.waiting_for().is_some_and(
-            |w| w.starts_with("waiting for 6002 to reach the old primary's final position")
-        ),
-        "{:?}",
-        p.waiting_for()
+    // The position as PostgreSQL prints an LSN (what `query -v` shows), not `tli/lsn`.
+    assert_eq!(
+        p.waiting_for(),
+        Some(
+            "waiting for 6002 to reach the old primary's final position \
+             (at LSN 0/00000000, timeline 0); term 2"
+        )
     );
     let step = polled(
         &mut p,

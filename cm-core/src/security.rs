@@ -81,9 +81,8 @@ pub fn is_dns_name(name: &str) -> bool {
 /// The rules of the security keys, as config issues.
 pub(crate) fn check(cfg: &ClusterConfig) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();
-    let mut push = |location: String, message: String| {
-        issues.push(ConfigIssue { location, message })
-    };
+    let mut push =
+        |location: String, message: String| issues.push(ConfigIssue { location, message });
     let s = &cfg.security;
     if s.allow_plaintext {
         for (i, n) in cfg.nodes.iter().enumerate() {
@@ -174,7 +173,10 @@ mod tests {
     #[test]
     fn the_tls_keys_go_together_and_paths_name_the_node() {
         let err = cfg("ssl_ca_file = \"ca.crt\"", "10.0.0.1", "n1").unwrap_err();
-        assert!(err.contains("ssl_cert_file") && err.contains("ssl_key_file"), "{err}");
+        assert!(
+            err.contains("ssl_cert_file") && err.contains("ssl_key_file"),
+            "{err}"
+        );
         let c = cfg(TLS, "10.0.0.1", "n1").unwrap();
         assert!(c.security.has_node_material());
         let cert = c.security.ssl_cert_file.as_deref().unwrap();
@@ -196,7 +198,10 @@ mod tests {
     #[test]
     fn the_removed_secret_file_key_says_what_replaced_it() {
         let err = cfg("secret_file = \"secret\"", "127.0.0.1", "n1").unwrap_err();
-        assert!(err.contains("secret_file") && err.contains("ssl_ca_file"), "{err}");
+        assert!(
+            err.contains("secret_file") && err.contains("ssl_ca_file"),
+            "{err}"
+        );
     }
 
     #[test]

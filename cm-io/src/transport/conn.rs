@@ -1,4 +1,4 @@
-//! One authenticated connection: frames in (decoded with `cm_core::codec`), frames out (from a
+//! One authenticated connection (TLS or, in tests, plaintext): frames in (decoded with `cm_core::codec`), frames out (from a
 //! bounded outbox). A malformed frame, a frame whose sender is not the authenticated peer, an
 //! idle timeout, EOF or a write error ends the connection; nothing here panics on input.
 
@@ -9,12 +9,11 @@ use std::time::Duration;
 use cm_core::codec;
 use cm_core::io::NetEvent;
 use cm_core::msg::Endpoint;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::Stats;
+use super::handshake::BoxStream;
 
 /// Why a connection ended (for logs).
 #[derive(Debug)]
@@ -52,7 +51,7 @@ impl End {
 
 /// Runs the connection until it ends or `stop` resolves.
 pub(crate) async fn run(
-    stream: TcpStream,
+    stream: BoxStream,
     peer: Endpoint,
     outbox: mpsc::Receiver<Vec<u8>>,
     events: mpsc::Sender<NetEvent>,
@@ -60,8 +59,7 @@ pub(crate) async fn run(
     stats: &Stats,
     stop: impl Future<Output = ()>,
 ) -> End {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     tokio::select! {
         end = read_loop(rd, peer, &events, idle, stats) => end,
         end = write_loop(wr, outbox) => end,
@@ -70,7 +68,7 @@ pub(crate) async fn run(
 }
 
 async fn read_loop(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf<BoxStream>,
     peer: Endpoint,
     events: &mpsc::Sender<NetEvent>,
     idle: Option<Duration>,
@@ -121,9 +119,15 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut outbox: mpsc::Receiver<Vec<u8>>) -> End {
+async fn write_loop(mut wr: WriteHalf<BoxStream>, mut outbox: mpsc::Receiver<Vec<u8>>) -> End {
     while let Some(frame) = outbox.recv().await {
         if let Err(e) = wr.write_all(&frame).await {
+            return End::Io(e);
+        }
+        // TLS buffers records: push them out once the queue is drained.
+        if outbox.is_empty()
+            && let Err(e) = wr.flush().await
+        {
             return End::Io(e);
         }
     }

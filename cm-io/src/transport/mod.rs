@@ -69,7 +69,7 @@ pub struct Limits {
     pub max_pending_handshakes: usize,
     /// Inbound handshakes in progress from one IP address.
     pub max_pending_per_address: usize,
-    /// Established inbound connections.
+    /// Inbound connections (in handshake or established).
     pub max_connections: usize,
     /// Alarm when a certificate in use expires within this (`ssl_cert_expire_alert_threshold`).
     pub cert_expire_alert: Duration,
@@ -617,12 +617,13 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, shutdown: watch::Rece
                 continue;
             }
         };
+        // Every inbound connection, in handshake or established, holds a slot of the total.
+        let Ok(slot) = Arc::clone(&established).try_acquire_owned() else {
+            ctx.refuse(addr, Refusal::TooManyConnections, "too many connections");
+            continue;
+        };
         let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
-            ctx.refuse(
-                addr,
-                Refusal::TooManyPending,
-                "too many handshakes in progress",
-            );
+            ctx.refuse(addr, Refusal::TooManyPending, "too many handshakes in progress");
             continue;
         };
         let Some(from_address) = PendingFrom::take(&ctx, addr.ip()) else {
@@ -635,17 +636,12 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, shutdown: watch::Rece
         };
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
-        let established = Arc::clone(&established);
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let peer = inbound_handshake(&ctx, stream, addr).await;
             drop(from_address);
             drop(permit);
             let Some((peer, stream)) = peer else { return };
-            let Ok(slot) = established.try_acquire_owned() else {
-                ctx.refuse(addr, Refusal::TooManyConnections, "too many connections");
-                return;
-            };
             serve_inbound(&ctx, stream, peer, shutdown).await;
             drop(slot);
         });

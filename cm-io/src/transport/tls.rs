@@ -380,3 +380,57 @@ pub fn days_to_civil(z: i64) -> (i64, i64, i64) {
         d,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::certgen::{Ca, Validity};
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip_and_match_known_days() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_to_civil(11_017), (2000, 3, 1));
+        for d in [-1000, 0, 59, 60, 10_957, 20_000, 2_932_896] {
+            let (y, m, dd) = days_to_civil(d);
+            assert_eq!(days_from_civil(y, m, dd), d);
+        }
+    }
+
+    #[test]
+    fn not_after_is_read_from_a_generated_certificate() {
+        let today = 20_500;
+        let ca = Ca::new("t", Validity::for_days(today, 40)).unwrap();
+        let der = parse_certs(ca.cert_pem().as_bytes()).unwrap();
+        assert_eq!(not_after_unix(&der[0]), Some((today + 40) * 86_400));
+        // GeneralizedTime (year ≥ 2050) too.
+        let far = Ca::new("t", Validity::for_days(today, 30_000)).unwrap();
+        let der = parse_certs(far.cert_pem().as_bytes()).unwrap();
+        assert_eq!(not_after_unix(&der[0]), Some((today + 30_000) * 86_400));
+    }
+
+    #[test]
+    fn malformed_der_and_times_give_none_never_a_panic() {
+        let ca = Ca::new("t", Validity::for_days(20_500, 40)).unwrap();
+        let der = parse_certs(ca.cert_pem().as_bytes()).unwrap()[0].to_vec();
+        for cut in 0..der.len() {
+            let _ = not_after_unix(&der[..cut]);
+        }
+        assert_eq!(not_after_unix(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(parse_time(0x17, b"991301000000Z"), None);
+        assert_eq!(parse_time(0x17, b"99010100000aZ"), None);
+        assert_eq!(parse_time(0x18, b"2099010100000Z"), None);
+    }
+
+    #[test]
+    fn pem_errors_say_what_is_missing() {
+        assert_eq!(parse_certs(b"").unwrap_err(), "no CERTIFICATE block");
+        assert_eq!(
+            parse_key(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .unwrap_err(),
+            "no PRIVATE KEY block"
+        );
+        let bad = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        assert!(parse_certs(bad).unwrap_err().starts_with("malformed PEM"));
+    }
+}

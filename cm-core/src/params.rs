@@ -358,6 +358,8 @@ fn unit_of(name: &str, doc: &str, numeric: bool) -> &'static str {
         "s"
     } else if lower.contains("rounds") {
         "rounds"
+    } else if lower.starts_with("days") {
+        "days"
     } else {
         ""
     }
@@ -489,6 +491,8 @@ params! {
     fence_command: String = String::new(), fast String::new(), Server, range (0.0, 0.0);
     /// Seconds a switchover may take before it is abandoned, §4.5.
     switchover_timeout: f64 = 120.0, fast 120.0, Server, range (1.0, INF);
+    /// Days: alarm when a TLS certificate in use expires within this, §16.
+    ssl_cert_expire_alert_threshold: u64 = 30, fast 30, Both, range (1.0, 3650.0);
     /// TEST ONLY: replaces the Lock1 quorum q (0 = use ⌊(n+1)/2⌋). Breaks safety on purpose so
     /// the simulator can show it finds the violation; never set it in production.
     test_lock1_quorum_override: u64 = 0, fast 0, Server, range (0.0, 1e6);

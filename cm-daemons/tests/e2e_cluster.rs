@@ -15,9 +15,13 @@ use std::time::{Duration, Instant};
 
 use cm_core::ctl::ClusterStatus;
 use cm_core::dn::DnRole;
+use cm_core::ids::NodeId;
+use cm_core::msg::{Endpoint, Role};
+use cm_daemons::common::{Identity, load_security};
 use cm_daemons::local::bench::{connect, execute};
 use cm_daemons::local::cluster::{is_normal, primary_node, summary};
 use cm_daemons::local::{DEFAULT_PG_BIN, LocalCluster, LocalOptions, NODES, procs};
+use cm_io::transport::{Security, Tls, TlsFiles, certgen, handshake};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -502,19 +506,44 @@ async fn write_until(ports: Vec<u16>, stop: Arc<AtomicBool>) -> (Vec<i64>, u64) 
 }
 
 #[test]
-fn e2e_cluster_garbage_and_unauthenticated_connections_are_refused() {
+fn e2e_cluster_garbage_foreign_certificates_and_malformed_frames_are_refused() {
     let Some(h) = Harness::up(&[]) else { return };
-    let secret = cm_io::transport::Secret::load(&h.c.paths.secret()).expect("secret");
-    let ports = [h.c.ports.cms[0], h.c.ports.monitor[0]];
-    for port in ports {
-        h.rt.block_on(refused_cases(port, &secret));
+    let cfg_path = h.c.paths.config();
+    let operator = Identity::Operator {
+        cert: None,
+        key: None,
+    };
+    let ours = load_security(&cfg_path, &h.c.config, &operator).expect("operator material");
+    // The operator certificate of another CA (the client still trusts our CA).
+    let foreign = h.c.paths.dir.join("foreign");
+    certgen::write_cluster_material(&foreign, "foreign", &[], certgen::today()).unwrap();
+    let files = TlsFiles {
+        ca: h.c.paths.tls_dir().join("ca.crt"),
+        cert: foreign.join("operator.crt"),
+        key: foreign.join("operator.key"),
+    };
+    let names = h.c.config.nodes.iter().map(|n| (n.id, n.name.clone())).collect();
+    let foreign = Security::Tls(Arc::new(Tls::load(files, names).unwrap()));
+    let ports = [
+        (h.c.ports.cms[0], Endpoint::server(NodeId(1))),
+        (h.c.ports.monitor[0], Endpoint::monitor(NodeId(1))),
+    ];
+    for (port, peer) in ports {
+        h.rt.block_on(refused_cases(port, peer, &ours, &foreign));
     }
     let s = h.normal();
     h.sql_ok(primary_of(&s), "CREATE TABLE still_fine (x int)");
+    let log: String = (1..=NODES)
+        .map(|n| std::fs::read_to_string(h.c.paths.logs().join(format!("node{n}.log"))))
+        .filter_map(Result::ok)
+        .collect();
+    for reason in ["NotTls", "Untrusted"] {
+        assert!(log.contains(&format!("reason={reason}")), "{reason} not logged");
+    }
 }
 
 /// Reads until the peer closes; panics if it stays open for 30 s. Returns the bytes read.
-async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+async fn read_to_close(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
     use tokio::io::AsyncReadExt as _;
     let mut got = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(30), async {
@@ -531,33 +560,27 @@ async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     got
 }
 
-async fn refused_cases(port: u16, secret: &cm_io::transport::Secret) {
-    use cm_core::ids::NodeId;
-    use cm_core::msg::{Endpoint, Role};
+async fn refused_cases(port: u16, peer: Endpoint, ours: &Security, foreign: &Security) {
     use tokio::io::AsyncWriteExt as _;
     use tokio::net::TcpStream;
-    // Not our protocol at all.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-    read_to_close(&mut s).await;
-    // A well-formed hello and a wrong proof: never ACCEPTed.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut hello = b"CMAU\x01\x00\x00\x00\x01\x03".to_vec();
-    hello.extend_from_slice(&[7u8; 32]);
-    s.write_all(&hello).await.unwrap();
-    let _ = s.write_all(&[0u8; 32]).await;
-    let got = read_to_close(&mut s).await;
-    assert!(got.len() <= 42 + 32, "accepted without the secret: {got:?}");
-    // Authenticated, then a malformed frame (right magic, absurd length).
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let me = Endpoint {
         node: NodeId(1),
         role: Role::Ctl,
     };
-    cm_io::transport::auth::client_handshake(&mut s, secret, me, None)
+    // Not our protocol at all: plaintext on a TLS port.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    read_to_close(&mut s).await;
+    // A certificate from another CA: never accepted.
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert!(handshake::client(foreign, s, me, peer).await.is_err());
+    // Authenticated, then a malformed frame (right magic, absurd length): closed.
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = handshake::client(ours, s, me, peer)
         .await
-        .expect("handshake with the right secret");
+        .expect("handshake with the operator certificate");
     s.write_all(b"CM\x01\x01\xff\xff\xff\xff").await.unwrap();
+    s.flush().await.unwrap();
     read_to_close(&mut s).await;
 }
 

@@ -114,8 +114,7 @@ pub fn tls_files(
                 .node(*id)
                 .with_context(|| format!("node {} is not in the config", id.0))?
                 .name;
-            let (Some(c), Some(k)) = (s.ssl_cert_file.as_deref(), s.ssl_key_file.as_deref())
-            else {
+            let (Some(c), Some(k)) = (s.ssl_cert_file.as_deref(), s.ssl_key_file.as_deref()) else {
                 return Ok(None);
             };
             (
@@ -136,7 +135,11 @@ pub fn tls_files(
             (c, k)
         }
     };
-    Ok(Some(TlsFiles { ca: rel(ca), cert, key }))
+    Ok(Some(TlsFiles {
+        ca: rel(ca),
+        cert,
+        key,
+    }))
 }
 
 /// How this process's links are protected: the TLS material named by the config (loaded, so a
@@ -166,7 +169,11 @@ pub fn load_security(
             }
         );
     };
-    let names = config.nodes.iter().map(|n| (n.id, n.name.clone())).collect();
+    let names = config
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.name.clone()))
+        .collect();
     let loaded = Tls::load(files, names).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Security::Tls(Arc::new(loaded)))
 }
@@ -190,7 +197,10 @@ pub fn reload_tls(security: &Security) {
 pub fn limits(config: &ClusterConfig) -> Limits {
     Limits {
         cert_expire_alert: std::time::Duration::from_secs(
-            config.params.ssl_cert_expire_alert_threshold.saturating_mul(86_400),
+            config
+                .params
+                .ssl_cert_expire_alert_threshold
+                .saturating_mul(86_400),
         ),
         ..Limits::default()
     }
@@ -292,17 +302,31 @@ mod tests {
     fn without_tls_material_the_refusal_says_how_to_get_it() {
         let mut cfg = ClusterConfig::from_toml_str(SAMPLE).unwrap();
         let text = error_text(
-            &load_security(Path::new("/etc/cm/cluster.toml"), &cfg, &Identity::Node(NodeId(1)))
-                .unwrap_err(),
+            &load_security(
+                Path::new("/etc/cm/cluster.toml"),
+                &cfg,
+                &Identity::Node(NodeId(1)),
+            )
+            .unwrap_err(),
         );
-        assert!(text.contains("/etc/cm/cluster.toml") && text.contains("ssl_ca_file"), "{text}");
-        assert!(text.contains("cm_local") && text.contains("README"), "{text}");
+        assert!(
+            text.contains("/etc/cm/cluster.toml") && text.contains("ssl_ca_file"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cm_local") && text.contains("README"),
+            "{text}"
+        );
         cfg.security.ssl_ca_file = Some("/nonexistent-cm-dir/ca.crt".into());
         cfg.security.ssl_cert_file = Some("{node}.crt".into());
         cfg.security.ssl_key_file = Some("{node}.key".into());
         let text = error_text(
-            &load_security(Path::new("/etc/cm/cluster.toml"), &cfg, &Identity::Node(NodeId(1)))
-                .unwrap_err(),
+            &load_security(
+                Path::new("/etc/cm/cluster.toml"),
+                &cfg,
+                &Identity::Node(NodeId(1)),
+            )
+            .unwrap_err(),
         );
         assert!(text.contains("/nonexistent-cm-dir/ca.crt"), "{text}");
     }
@@ -314,9 +338,13 @@ mod tests {
         cfg.security.ssl_cert_file = Some("tls/{node}.crt".into());
         cfg.security.ssl_key_file = Some("/keys/{node}.key".into());
         let name = cfg.nodes[0].name.clone();
-        let f = tls_files(Path::new("/etc/cm/c.toml"), &cfg, &Identity::Node(cfg.nodes[0].id))
-            .unwrap()
-            .unwrap();
+        let f = tls_files(
+            Path::new("/etc/cm/c.toml"),
+            &cfg,
+            &Identity::Node(cfg.nodes[0].id),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(f.ca, PathBuf::from("/etc/cm/tls/ca.crt"));
         assert_eq!(f.cert, PathBuf::from(format!("/etc/cm/tls/{name}.crt")));
         assert_eq!(f.key, PathBuf::from(format!("/keys/{name}.key")));
@@ -324,14 +352,19 @@ mod tests {
             cert: None,
             key: None,
         };
-        assert_eq!(tls_files(Path::new("/etc/cm/c.toml"), &cfg, &op).unwrap(), None);
+        assert_eq!(
+            tls_files(Path::new("/etc/cm/c.toml"), &cfg, &op).unwrap(),
+            None
+        );
         cfg.security.ssl_operator_cert_file = Some("tls/operator.crt".into());
         cfg.security.ssl_operator_key_file = Some("tls/operator.key".into());
         let flags = Identity::Operator {
             cert: Some("/home/me/op.crt".into()),
             key: None,
         };
-        let f = tls_files(Path::new("/etc/cm/c.toml"), &cfg, &flags).unwrap().unwrap();
+        let f = tls_files(Path::new("/etc/cm/c.toml"), &cfg, &flags)
+            .unwrap()
+            .unwrap();
         assert_eq!(f.cert, PathBuf::from("/home/me/op.crt"));
         assert_eq!(f.key, PathBuf::from("/etc/cm/tls/operator.key"));
     }

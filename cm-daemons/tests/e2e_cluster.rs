@@ -522,7 +522,12 @@ fn e2e_cluster_garbage_foreign_certificates_and_malformed_frames_are_refused() {
         cert: foreign.join("operator.crt"),
         key: foreign.join("operator.key"),
     };
-    let names = h.c.config.nodes.iter().map(|n| (n.id, n.name.clone())).collect();
+    let names =
+        h.c.config
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.name.clone()))
+            .collect();
     let foreign = Security::Tls(Arc::new(Tls::load(files, names).unwrap()));
     let ports = [
         (h.c.ports.cms[0], Endpoint::server(NodeId(1))),
@@ -538,7 +543,10 @@ fn e2e_cluster_garbage_foreign_certificates_and_malformed_frames_are_refused() {
         .filter_map(Result::ok)
         .collect();
     for reason in ["NotTls", "Untrusted"] {
-        assert!(log.contains(&format!("reason={reason}")), "{reason} not logged");
+        assert!(
+            log.contains(&format!("reason={reason}")),
+            "{reason} not logged"
+        );
     }
 }
 

@@ -16,11 +16,11 @@ use cm_core::flags::Flag;
 use cm_core::ids::QuorumTerm;
 use cm_core::io::NetEvent;
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
+use cm_daemons::common::{Identity, load_security};
+use cm_daemons::local::tls_keys;
 use cm_daemons::node::{Found, scan};
 use cm_io::postgres::test_support::{BIN_DIR, free_port, postgres_available};
 use cm_io::process::OsUser;
-use cm_daemons::common::{Identity, load_security};
-use cm_daemons::local::tls_keys;
 use cm_io::transport::{AddressBook, Limits, Transport, TransportConfig, certgen};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -444,13 +444,21 @@ fn e2e_srv_foreign_misnamed_and_plaintext_peers_are_refused_and_logged() {
         assert!(!claim(&n1, port, Endpoint::agent(NodeId(7))).await);
         assert!(!claim(&n1, port, ctl).await);
     });
-    let log = std::fs::read_to_string(c.log_path(1)).unwrap();
+    // The refusal is logged just after the connection closes: poll the log.
+    let start = Instant::now();
     for reason in ["Untrusted", "NotTls", "UnknownNode", "WrongName"] {
-        assert!(
-            log.contains(&format!("reason={reason}")),
-            "no refusal {reason} logged:\n{}",
-            c.logs()
-        );
+        let needle = format!("reason={reason}");
+        while !std::fs::read_to_string(c.log_path(1))
+            .unwrap()
+            .contains(&needle)
+        {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "no refusal {reason} logged:\n{}",
+                c.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     // The server is unharmed: it still answers the real cm_ctl.
     assert!(c.ctl(&["query", "--json"]).status.success());

@@ -176,7 +176,10 @@ async fn a_certificate_from_another_ca_is_refused_as_untrusted() {
     let (server, mut rx) = server(pki.security("n1"), Limits::default()).await;
     let addr = server.local_addr().unwrap();
     assert!(link(&pki.security("forged"), addr, CMS2).await.is_err());
-    until_stats(&server, "untrusted", |s| s.refused == only(|r| &mut r.untrusted)).await;
+    until_stats(&server, "untrusted", |s| {
+        s.refused == only(|r| &mut r.untrusted)
+    })
+    .await;
     still_serves(&pki, &server, &mut rx).await;
 }
 
@@ -192,7 +195,10 @@ async fn an_expired_certificate_is_refused_as_expired() {
     let (server, mut rx) = server(pki.security("n1"), Limits::default()).await;
     let addr = server.local_addr().unwrap();
     assert!(link(&pki.security("old"), addr, CMS2).await.is_err());
-    until_stats(&server, "expired", |s| s.refused == only(|r| &mut r.expired)).await;
+    until_stats(&server, "expired", |s| {
+        s.refused == only(|r| &mut r.expired)
+    })
+    .await;
     still_serves(&pki, &server, &mut rx).await;
 }
 
@@ -210,12 +216,19 @@ async fn a_certificate_naming_another_node_or_the_operator_is_refused() {
     // The operator's certificate on a component link.
     let op = pki.security(OPERATOR_NAME);
     assert!(link(&op, addr, Endpoint::agent(NodeId(2))).await.is_err());
-    until_stats(&server, "operator", |s| s.refused.operator_on_component == 1).await;
+    until_stats(&server, "operator", |s| {
+        s.refused.operator_on_component == 1
+    })
+    .await;
     // A node's certificate claiming to be a cm_ctl.
     assert!(link(&pki.security("n2"), addr, CTL).await.is_err());
     until_stats(&server, "ctl", |s| s.refused.wrong_name == 2).await;
     // A node that is not in the config.
-    assert!(link(&pki.security("n2"), addr, Endpoint::agent(NodeId(9))).await.is_err());
+    assert!(
+        link(&pki.security("n2"), addr, Endpoint::agent(NodeId(9)))
+            .await
+            .is_err()
+    );
     until_stats(&server, "unknown", |s| s.refused.unknown_node == 1).await;
     // The operator's certificate as cm_ctl is fine.
     link(&op, addr, CTL).await.unwrap();
@@ -233,8 +246,13 @@ async fn plaintext_bytes_on_a_tls_port_are_refused_as_not_tls() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(&hello).await.unwrap();
     let mut buf = [0u8; 64];
-    let _ = tokio::time::timeout(PATIENCE, s.read(&mut buf)).await.unwrap();
-    until_stats(&server, "not tls", |s| s.refused == only(|r| &mut r.not_tls)).await;
+    let _ = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+        .await
+        .unwrap();
+    until_stats(&server, "not tls", |s| {
+        s.refused == only(|r| &mut r.not_tls)
+    })
+    .await;
     still_serves(&pki, &server, &mut rx).await;
 }
 
@@ -261,7 +279,9 @@ async fn a_tls_client_without_a_certificate_is_refused() {
         let _ = s.write_all(&[b'C', b'M', b'H', b'1', 3, 0, 0, 0, 2]).await;
         let _ = s.flush().await;
         let mut buf = [0u8; 8];
-        let r = tokio::time::timeout(PATIENCE, s.read(&mut buf)).await.unwrap();
+        let r = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .unwrap();
         assert!(matches!(r, Ok(0) | Err(_)), "no accept byte: {r:?}");
     }
     until_stats(&server, "no certificate", |s| {
@@ -279,7 +299,10 @@ async fn a_server_with_another_nodes_certificate_is_not_trusted_by_the_dialer() 
     let addr = impostor.local_addr().unwrap();
     let err = link(&pki.security("n2"), addr, CMS2).await;
     let err = err.err().map(|e| e.to_string());
-    assert!(err.as_deref().is_some_and(|e| e.contains("certificate")), "{err:?}");
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("certificate")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -296,7 +319,9 @@ async fn handshakes_per_address_and_connections_in_total_are_bounded_and_counted
     let _b = TcpStream::connect(addr).await.unwrap();
     let mut c = TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 8];
-    let r = tokio::time::timeout(PATIENCE, c.read(&mut buf)).await.unwrap();
+    let r = tokio::time::timeout(PATIENCE, c.read(&mut buf))
+        .await
+        .unwrap();
     assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     until_stats(&server1, "per address", |s| {
         s.refused == only(|r| &mut r.too_many_from_address)
@@ -331,7 +356,10 @@ async fn reload_keeps_the_old_material_on_a_bad_file_and_rotates_the_ca_without_
     // A broken key: refused with the file named; the old material stays in use.
     std::fs::write(pki.path("n1.key"), "not a key").unwrap();
     let err = tls.reload().unwrap_err().to_string();
-    assert!(err.contains("n1.key") && err.contains("PRIVATE KEY"), "{err}");
+    assert!(
+        err.contains("n1.key") && err.contains("PRIVATE KEY"),
+        "{err}"
+    );
     still_serves(&pki, &server, &mut rx).await;
 
     // CA rotation: both CAs trusted, node 1 moves to a certificate of the new CA.
@@ -470,7 +498,10 @@ fn the_key_file_named_in_errors_and_missing_files_say_which() {
         key: pki.path("n1.key"),
     };
     let err = Tls::load(missing, names()).unwrap_err().to_string();
-    assert!(err.contains("certificate") && err.contains("nope.crt"), "{err}");
+    assert!(
+        err.contains("certificate") && err.contains("nope.crt"),
+        "{err}"
+    );
     // A key that does not belong to the certificate.
     let mismatched = TlsFiles {
         ca: pki.path("ca.crt"),

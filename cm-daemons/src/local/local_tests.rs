@@ -102,7 +102,10 @@ fn the_generated_material_loads_for_every_node_and_the_operator() {
     };
     crate::common::load_security(&cfg_path, &cfg, &op).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(paths.tls_dir().join("n1.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(paths.tls_dir().join("n1.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o077, 0, "keys are private");
 }
 

@@ -114,6 +114,8 @@ async fn read_loop(
         match n {
             Ok(0) => return End::Eof,
             Ok(_) => {}
+            // A TLS peer that closes without close_notify (cm_ctl exiting): an ordinary close.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return End::Eof,
             Err(e) => return End::Io(e),
         }
     }

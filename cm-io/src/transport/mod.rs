@@ -623,7 +623,11 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, shutdown: watch::Rece
             continue;
         };
         let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
-            ctx.refuse(addr, Refusal::TooManyPending, "too many handshakes in progress");
+            ctx.refuse(
+                addr,
+                Refusal::TooManyPending,
+                "too many handshakes in progress",
+            );
             continue;
         };
         let Some(from_address) = PendingFrom::take(&ctx, addr.ip()) else {

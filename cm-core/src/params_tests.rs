@@ -191,7 +191,7 @@ fn every_parameter_is_described_with_unit_default_and_range() {
 
 #[test]
 fn the_test_switches_are_not_parameters_and_say_so() {
-    for name in crate::params::TEST_SWITCH_NAMES {
+    for name in TEST_SWITCH_NAMES {
         let mut p = Params::defaults();
         let err = p.set_text(name, "1").unwrap_err().to_string();
         assert!(err.contains(name) && err.contains("test-only"), "{err}");
@@ -212,8 +212,5 @@ fn the_test_switches_are_not_parameters_and_say_so() {
             "{err}"
         );
     }
-    assert_eq!(
-        Params::defaults().test,
-        crate::params::TestSwitches::default()
-    );
+    assert_eq!(Params::defaults().test, TestSwitches::default());
 }

@@ -256,11 +256,8 @@ async fn plaintext_bytes_on_a_tls_port_are_refused_as_not_tls() {
     still_serves(&pki, &server, &mut rx).await;
 }
 
-#[tokio::test]
-async fn a_tls_client_without_a_certificate_is_refused() {
-    let pki = Pki::new();
-    let (server, mut rx) = server(pki.security("n1"), Limits::default()).await;
-    let addr = server.local_addr().unwrap();
+/// A TLS client that trusts the cluster CA and presents no certificate.
+fn anonymous_client(pki: &Pki) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     let ca = std::fs::read(pki.path("ca.crt")).unwrap();
     for c in cm_io::transport::tls::parse_certs(&ca).unwrap() {
@@ -271,7 +268,15 @@ async fn a_tls_client_without_a_certificate_is_refused() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn a_tls_client_without_a_certificate_is_refused() {
+    let pki = Pki::new();
+    let (server, mut rx) = server(pki.security("n1"), Limits::default()).await;
+    let addr = server.local_addr().unwrap();
+    let connector = anonymous_client(&pki);
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("n1").unwrap();
     // TLS 1.3: the client finishes first; the server's refusal arrives as an alert or EOF.
@@ -289,6 +294,36 @@ async fn a_tls_client_without_a_certificate_is_refused() {
     })
     .await;
     still_serves(&pki, &server, &mut rx).await;
+}
+
+#[tokio::test]
+async fn the_http_server_config_serves_a_client_without_a_certificate() {
+    let pki = Pki::new();
+    let tls = pki.tls("n1");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.http_server_config());
+    let served = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut s = acceptor.accept(tcp).await.unwrap();
+        let mut req = [0u8; 4];
+        s.read_exact(&mut req).await.unwrap();
+        s.write_all(b"200\n").await.unwrap();
+        s.flush().await.unwrap();
+        req
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("n1").unwrap();
+    let mut s = anonymous_client(&pki).connect(name, tcp).await.unwrap();
+    s.write_all(b"GET ").await.unwrap();
+    s.flush().await.unwrap();
+    let mut reply = [0u8; 4];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&reply, b"200\n");
+    assert_eq!(&served.await.unwrap(), b"GET ");
 }
 
 #[tokio::test]

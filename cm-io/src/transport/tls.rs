@@ -84,6 +84,9 @@ pub struct Material {
     pub server: Arc<ServerConfig>,
     /// For dialing (presents our certificate).
     pub client: Arc<ClientConfig>,
+    /// For an HTTP endpoint: our certificate; a client certificate of the cluster CA is
+    /// verified when presented but not required (health and metrics need none, SPEC.md §16).
+    pub http_server: Arc<ServerConfig>,
     /// Expiry (Unix seconds) of every certificate in use: ours first, then the CAs.
     pub not_after: Vec<(String, i64)>,
 }
@@ -164,6 +167,17 @@ impl Material {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(|e| config_err(e.to_string()))?;
+        let optional =
+            WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| config_err(e.to_string()))?;
+        let http_server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(versions)
+            .map_err(|e| config_err(e.to_string()))?
+            .with_client_cert_verifier(optional)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| config_err(e.to_string()))?;
         let client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .map_err(|e| config_err(e.to_string()))?
@@ -189,6 +203,7 @@ impl Material {
         Ok(Self {
             server: Arc::new(server),
             client: Arc::new(client),
+            http_server: Arc::new(http_server),
             not_after,
         })
     }
@@ -235,10 +250,11 @@ impl Tls {
         Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// A server configuration from this node's material, for wrapping another listener (the
-    /// HTTP endpoint): the same certificate, the same trusted CAs.
-    pub fn server_config(&self) -> Arc<ServerConfig> {
-        Arc::clone(&self.current().server)
+    /// The server configuration of the HTTP endpoint (for a `tokio_rustls::TlsAcceptor` on
+    /// its listener): this node's certificate; client certificates optional. Take it per
+    /// accepted connection so that a SIGHUP reload applies.
+    pub fn http_server_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current().http_server)
     }
 
     /// The name node `id`'s certificate must carry.

@@ -73,8 +73,18 @@ pub enum Refusal {
     TooManyFromAddress,
     /// Too many established inbound connections.
     TooManyConnections,
+    /// The peer closed or reset the connection mid-handshake (a client that gave up).
+    Abandoned,
     /// Another TLS or socket failure.
     Other,
+}
+
+impl Refusal {
+    /// True for reasons that say the peer is bad or misconfigured (logged as warnings); false
+    /// for a peer that went away or for limits hit under load (logged at info).
+    pub fn is_suspicious(self) -> bool {
+        !matches!(self, Self::Abandoned)
+    }
 }
 
 /// Refusal counts since start, one field per [`Refusal`].
@@ -104,6 +114,8 @@ pub struct RefusalStats {
     pub too_many_from_address: u64,
     /// [`Refusal::TooManyConnections`].
     pub too_many_connections: u64,
+    /// [`Refusal::Abandoned`].
+    pub abandoned: u64,
     /// [`Refusal::Other`].
     pub other: u64,
 }
@@ -124,6 +136,7 @@ impl RefusalStats {
             Refusal::TooManyPending => &mut self.too_many_pending,
             Refusal::TooManyFromAddress => &mut self.too_many_from_address,
             Refusal::TooManyConnections => &mut self.too_many_connections,
+            Refusal::Abandoned => &mut self.abandoned,
             Refusal::Other => &mut self.other,
         }
     }
@@ -136,7 +149,7 @@ impl RefusalStats {
 }
 
 /// Every reason, for iterating counters.
-pub(crate) const ALL: [Refusal; 13] = [
+pub(crate) const ALL: [Refusal; 14] = [
     Refusal::NotTls,
     Refusal::NoCertificate,
     Refusal::Untrusted,
@@ -149,6 +162,7 @@ pub(crate) const ALL: [Refusal; 13] = [
     Refusal::TooManyPending,
     Refusal::TooManyFromAddress,
     Refusal::TooManyConnections,
+    Refusal::Abandoned,
     Refusal::Other,
 ];
 
@@ -257,10 +271,12 @@ pub async fn client(
 /// The reason for a failed TLS accept.
 fn classify(e: &io::Error) -> Refusal {
     let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<TlsErr>()) else {
-        return if e.kind() == io::ErrorKind::UnexpectedEof {
-            Refusal::NotTls
-        } else {
-            Refusal::Other
+        return match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted => Refusal::Abandoned,
+            _ => Refusal::Other,
         };
     };
     match tls {
@@ -314,7 +330,7 @@ pub(crate) async fn server(
         stream.flush().await
     };
     done.await
-        .map_err(|e| refused(Refusal::Other, format!("writing the accept: {e}")))?;
+        .map_err(|e| refused(classify(&e), format!("writing the accept: {e}")))?;
     Ok((claimed, stream))
 }
 

@@ -287,7 +287,11 @@ impl Ctx {
     /// Counts and logs a refused inbound connection.
     fn refuse(&self, addr: SocketAddr, reason: Refusal, detail: &str) {
         self.stats.refuse(reason);
-        tracing::warn!(%addr, local = %self.local, ?reason, "connection refused: {detail}");
+        if reason.is_suspicious() {
+            tracing::warn!(%addr, local = %self.local, ?reason, "connection refused: {detail}");
+        } else {
+            tracing::info!(%addr, local = %self.local, ?reason, "connection dropped: {detail}");
+        }
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {

@@ -697,3 +697,113 @@ fn e2e_cluster_switchovers_after_an_abort_stick_and_do_not_flap() {
     );
     h.sql_ok(p, "CREATE TABLE after_switchovers (x int)");
 }
+
+/// Issue 15: every node's certificate (and the operator's) moves to a new CA while a client
+/// writes, by SIGHUP only: first both CAs trusted, then the new certificates. No failover (the
+/// primary and its term stay), no acknowledged write lost, and new connections use the new
+/// material: a restarted cm_agent joins, and a cm_ctl that trusts only the new CA answers.
+#[test]
+fn e2e_cluster_certificates_rotate_under_writes_without_a_failover() {
+    let Some(mut h) = Harness::up(&[]) else {
+        return;
+    };
+    let s = h.normal();
+    let p = primary_of(&s);
+    let term = s.groups[0].term;
+    h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
+    let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = h.rt.spawn(write_until(ports, Arc::clone(&stop)));
+    std::thread::sleep(Duration::from_secs(1));
+
+    let tls = h.c.paths.tls_dir();
+    let today = certgen::today();
+    let new_ca = certgen::Ca::new("rotated CA", certgen::Validity::for_days(today, 3650)).unwrap();
+    let old_ca = std::fs::read_to_string(tls.join("ca.crt")).unwrap();
+    std::fs::write(tls.join("ca.crt"), format!("{old_ca}{}", new_ca.cert_pem())).unwrap();
+    sighup_daemons(&mut h);
+    std::thread::sleep(Duration::from_secs(1));
+    let names: Vec<String> = (1..=NODES).map(|n| format!("n{n}")).collect();
+    for name in names.iter().map(String::as_str).chain(["operator"]) {
+        let dns = if name == "operator" {
+            cm_core::security::OPERATOR_NAME
+        } else {
+            name
+        };
+        let issued = new_ca
+            .issue(dns, certgen::Validity::for_days(today, 30))
+            .unwrap();
+        std::fs::write(tls.join(format!("{name}.key")), issued.key_pem).unwrap();
+        std::fs::write(tls.join(format!("{name}.crt")), issued.cert_pem).unwrap();
+    }
+    sighup_daemons(&mut h);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // A new connection from a new cm_agent (on a standby's node) joins with the new material.
+    let standby = (1..=NODES).find(|n| *n != p).unwrap();
+    let m = h.c.monitor_pid(standby).expect("om_monitor runs");
+    let before = pids_under(m, "cm_agent");
+    assert_eq!(before.len(), 1);
+    kill(Pid::from_raw(before[0]), Signal::SIGKILL).unwrap();
+    h.poll("a new cm_agent", || {
+        let after = pids_under(m, "cm_agent");
+        after.len() == 1 && after[0] != before[0]
+    });
+    let s = h.normal();
+    // A cm_ctl that trusts only the new CA reaches the servers: they present new certificates.
+    std::fs::write(tls.join("new-ca.crt"), new_ca.cert_pem()).unwrap();
+    let cfg = std::fs::read_to_string(h.c.paths.config()).unwrap();
+    let only_new = h.c.paths.dir.join("only-new.toml");
+    let ca_line = format!("ssl_ca_file = \"{}\"", tls.join("ca.crt").display());
+    let new_line = format!("ssl_ca_file = \"{}\"", tls.join("new-ca.crt").display());
+    assert!(cfg.contains(&ca_line));
+    std::fs::write(&only_new, cfg.replace(&ca_line, &new_line)).unwrap();
+    let out = std::process::Command::new(h.c.opts.cm_bin.join("cm_ctl"))
+        .arg("-c")
+        .arg(&only_new)
+        .args(["query", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    let (acked, _) = h.rt.block_on(writer).expect("writer");
+    assert!(!acked.is_empty(), "the writer got no acknowledgement");
+    assert_eq!(primary_of(&s), p, "no failover: {}", summary(&s));
+    assert_eq!(s.groups[0].term, term, "no failover: {}", summary(&s));
+    let missing = h.rt.block_on(async {
+        let c = connect(h.c.dn_port(p), Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let rows = c.query("SELECT id FROM acked", &[]).await.expect("select");
+        let ids: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+        acked.iter().filter(|i| !ids.contains(i)).count()
+    });
+    assert_eq!(missing, 0, "acknowledged writes lost");
+    for n in 1..=NODES {
+        let log = h.node_log(n);
+        assert!(
+            log.contains("TLS material reloaded"),
+            "node {n}: {}",
+            h.logs_tail()
+        );
+        assert!(!log.contains("NOT reloaded"), "node {n}: {}", h.logs_tail());
+    }
+}
+
+/// SIGHUP to every om_monitor, cm_agent and cm_server of the cluster.
+fn sighup_daemons(h: &mut Harness) {
+    for n in 1..=NODES {
+        let m = h.c.monitor_pid(n).expect("om_monitor runs");
+        let _ = kill(Pid::from_raw(m), Signal::SIGHUP);
+        for name in ["cm_agent", "cm_server"] {
+            for pid in pids_under(m, name) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGHUP);
+            }
+        }
+    }
+}

@@ -37,6 +37,10 @@ impl End {
             Self::Malformed(why) => {
                 tracing::warn!(%peer, direction, "connection closed: malformed input: {why}");
             }
+            // cm_ctl exits with its connections open (a reset under TLS): routine too.
+            Self::Io(e) if peer.role == cm_core::msg::Role::Ctl => {
+                tracing::debug!(%peer, direction, "connection closed: {e}");
+            }
             Self::Io(e) => tracing::info!(%peer, direction, "connection closed: {e}"),
             // cm_ctl closes its connection after every command: routine.
             Self::Eof if peer.role == cm_core::msg::Role::Ctl => {

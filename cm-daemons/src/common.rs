@@ -332,6 +332,26 @@ mod tests {
     }
 
     #[test]
+    fn cm_ctl_takes_the_operator_certificate_and_key_together() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| crate::ctl_cli::Cli::try_parse_from(args);
+        let cli = parse(&[
+            "cm_ctl",
+            "--tls-cert",
+            "/o.crt",
+            "--tls-key",
+            "/o.key",
+            "query",
+        ])
+        .unwrap();
+        assert_eq!(cli.tls_cert, Some(PathBuf::from("/o.crt")));
+        assert_eq!(cli.tls_key, Some(PathBuf::from("/o.key")));
+        assert!(parse(&["cm_ctl", "--tls-cert", "/o.crt", "query"]).is_err());
+        let cli = parse(&["cm_ctl", "query"]).unwrap();
+        assert_eq!((cli.tls_cert, cli.tls_key), (None, None));
+    }
+
+    #[test]
     fn tls_paths_are_next_to_the_config_and_name_the_node_or_the_operator() {
         let mut cfg = ClusterConfig::from_toml_str(SAMPLE).unwrap();
         cfg.security.ssl_ca_file = Some("tls/ca.crt".into());

@@ -1,6 +1,7 @@
-//! One authenticated connection (TLS or, in tests, plaintext): frames in (decoded with `cm_core::codec`), frames out (from a
-//! bounded outbox). A malformed frame, a frame whose sender is not the authenticated peer, an
-//! idle timeout, EOF or a write error ends the connection; nothing here panics on input.
+//! One authenticated connection (TLS or, in tests, plaintext): frames in (decoded with
+//! `cm_core::codec`), frames out (from a bounded outbox). A malformed frame, a frame whose sender
+//! is not the authenticated peer, an idle timeout, EOF or a write error ends the connection;
+//! nothing here panics on input.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;

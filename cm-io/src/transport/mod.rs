@@ -2,9 +2,9 @@
 //!
 //! Every connection is mutual TLS 1.3 against the cluster CA, and the client's certificate must
 //! name the endpoint it claims ([`handshake`]), before any frame is read (`allow_plaintext`
-//! test clusters skip TLS); frames are `cm_core::codec` frames. The core decides which connections exist
-//! (`NetCommand::Connect`/`Disconnect`); this module keeps them and reports facts as
-//! [`NetEvent`]s:
+//! test clusters skip TLS); frames are `cm_core::codec` frames. The core decides which
+//! connections exist (`NetCommand::Connect`/`Disconnect`); this module keeps them and reports
+//! facts as [`NetEvent`]s:
 //!
 //! * `connect(peer)` dials the peer's address ([`AddressBook`]) and keeps the connection up
 //!   until `disconnect(peer)`: each failed attempt is a `ConnectFailed`, each success a
@@ -748,6 +748,7 @@ fn unix_now() -> i64 {
 /// within the threshold; checks at start, then every `cert_check_interval`.
 async fn expiry_loop(ctx: Arc<Ctx>, tls: Arc<Tls>, shutdown: watch::Receiver<bool>) {
     let threshold = i64::try_from(ctx.limits.cert_expire_alert.as_secs()).unwrap_or(i64::MAX);
+    let every = ctx.limits.cert_check_interval.max(Duration::from_secs(1));
     loop {
         for e in tls.expiring(unix_now(), threshold) {
             bump(&ctx.stats.cert_alarms);
@@ -761,7 +762,7 @@ async fn expiry_loop(ctx: Arc<Ctx>, tls: Arc<Tls>, shutdown: watch::Receiver<boo
             );
         }
         tokio::select! {
-            () = tokio::time::sleep(ctx.limits.cert_check_interval.max(Duration::from_secs(1))) => {},
+            () = tokio::time::sleep(every) => {},
             () = stopped(shutdown.clone()) => return,
         }
     }

@@ -68,7 +68,12 @@ pub enum TlsError {
         reason: String,
     },
     /// rustls refused the combination (key does not match the certificate, bad CA, ...).
-    #[error("TLS material from {} / {} / {}: {reason}", .files.ca.display(), .files.cert.display(), .files.key.display())]
+    #[error(
+        "TLS material from {} / {} / {}: {reason}",
+        .files.ca.display(),
+        .files.cert.display(),
+        .files.key.display()
+    )]
     Config {
         /// The files.
         files: Box<TlsFiles>,

@@ -389,3 +389,69 @@ fn check_identity(
         format!("{claimed} presented a certificate that does not name `{name}`"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_round_trips_for_every_role_and_anything_else_is_none() {
+        for ep in [
+            Endpoint::monitor(NodeId(1)),
+            Endpoint::agent(NodeId(7)),
+            Endpoint::server(NodeId(u32::MAX)),
+            Endpoint {
+                node: NodeId(4242),
+                role: Role::Ctl,
+            },
+        ] {
+            assert_eq!(parse_hello(&hello(ep)), Some(ep));
+        }
+        let mut bad_role = hello(Endpoint::agent(NodeId(1)));
+        bad_role[4] = 9;
+        assert_eq!(parse_hello(&bad_role), None);
+        assert_eq!(parse_hello(b"CMAU\x01\x00\x00\x00\x01"), None);
+        assert_eq!(parse_hello(&hello(Endpoint::agent(NodeId(1)))[..8]), None);
+        assert_eq!(parse_hello(b""), None);
+    }
+
+    #[test]
+    fn refusal_counts_have_one_field_per_reason() {
+        let mut s = RefusalStats::default();
+        for (i, r) in ALL.iter().enumerate() {
+            *s.count_mut(*r) += i as u64 + 1;
+        }
+        let n = ALL.len() as u64;
+        assert_eq!(s.total(), n * (n + 1) / 2);
+        assert!(!Refusal::Abandoned.is_suspicious());
+        assert!(Refusal::Untrusted.is_suspicious());
+    }
+
+    #[test]
+    fn socket_failures_mid_handshake_are_abandoned_and_tls_errors_classified() {
+        let io = |k| io::Error::new(k, "x");
+        assert_eq!(
+            classify(&io(io::ErrorKind::UnexpectedEof)),
+            Refusal::Abandoned
+        );
+        assert_eq!(
+            classify(&io(io::ErrorKind::ConnectionReset)),
+            Refusal::Abandoned
+        );
+        assert_eq!(
+            classify(&io(io::ErrorKind::PermissionDenied)),
+            Refusal::Other
+        );
+        let tls = |e: TlsErr| io::Error::new(io::ErrorKind::InvalidData, e);
+        assert_eq!(
+            classify(&tls(TlsErr::NoCertificatesPresented)),
+            Refusal::NoCertificate
+        );
+        let expired = TlsErr::InvalidCertificate(CertificateError::Expired);
+        assert_eq!(classify(&tls(expired)), Refusal::Expired);
+        let unknown = TlsErr::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert_eq!(classify(&tls(unknown)), Refusal::Untrusted);
+        let garbage = TlsErr::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        assert_eq!(classify(&tls(garbage)), Refusal::NotTls);
+    }
+}

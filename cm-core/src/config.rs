@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AzName, GroupId, InstanceId, NodeId};
 use crate::params::Params;
+use crate::security::SecurityConfig;
 
 /// One problem in a configuration, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,8 +167,21 @@ impl Default for DatabaseConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     name: String,
+    /// Removed (the HMAC handshake gave way to TLS); kept to say so.
     #[serde(default)]
-    secret_file: Option<String>,
+    secret_file: Option<toml::Value>,
+    #[serde(default)]
+    ssl_ca_file: Option<String>,
+    #[serde(default)]
+    ssl_cert_file: Option<String>,
+    #[serde(default)]
+    ssl_key_file: Option<String>,
+    #[serde(default)]
+    ssl_operator_cert_file: Option<String>,
+    #[serde(default)]
+    ssl_operator_key_file: Option<String>,
+    #[serde(default)]
+    allow_plaintext: bool,
     #[serde(default, rename = "az")]
     azs: Vec<AzConfig>,
     #[serde(rename = "node")]
@@ -185,8 +199,8 @@ struct RawConfig {
 pub struct ClusterConfig {
     /// The cluster's name.
     pub name: String,
-    /// Path of the file holding the per-cluster secret that authenticates connections.
-    pub secret_file: Option<String>,
+    /// TLS material and `allow_plaintext` (SPEC.md §16).
+    pub security: SecurityConfig,
     /// Availability zones (an AZ named by a node but not listed gets priority 0).
     pub azs: Vec<AzConfig>,
     /// Hosts, in config order.
@@ -225,9 +239,26 @@ impl ClusterConfig {
                 Params::defaults()
             }
         };
+        if raw.secret_file.is_some() {
+            issues.push(ConfigIssue {
+                location: "secret_file".into(),
+                message: "the shared-secret handshake was replaced by mutual TLS: remove \
+                          `secret_file` and set ssl_ca_file, ssl_cert_file and ssl_key_file \
+                          (cm_local generates them; see cm-daemons/README.md)"
+                    .into(),
+            });
+        }
+        let security = SecurityConfig {
+            ssl_ca_file: raw.ssl_ca_file,
+            ssl_cert_file: raw.ssl_cert_file,
+            ssl_key_file: raw.ssl_key_file,
+            ssl_operator_cert_file: raw.ssl_operator_cert_file,
+            ssl_operator_key_file: raw.ssl_operator_key_file,
+            allow_plaintext: raw.allow_plaintext,
+        };
         let cfg = Self {
             name: raw.name,
-            secret_file: raw.secret_file,
+            security,
             azs: raw.azs,
             nodes: raw.nodes,
             groups: raw.groups,
@@ -247,6 +278,7 @@ impl ClusterConfig {
         let mut v = Validator::default();
         v.check_nodes(self);
         v.check_groups(self);
+        v.issues.extend(crate::security::check(self));
         for (name, msg) in self.params.check_orderings() {
             v.push(format!("params.{name}"), msg);
         }

@@ -115,6 +115,7 @@ pub mod msg;
 pub mod params;
 pub mod quorum_math;
 pub mod rng;
+pub mod security;
 pub mod server;
 pub mod state;
 pub mod time;

@@ -178,6 +178,34 @@ impl ParamValue for SyncMode {
     }
 }
 
+/// Safety-breaking switches for the simulator's negative controls. Not parameters: they are
+/// set by code only (cm-sim's `[test_switches]` scenario table, unit tests), never by a config
+/// file or `cm_ctl set` (SPEC.md §16).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestSwitches {
+    /// Replaces the Lock1 quorum q when non-zero (0 = ⌊(n+1)/2⌋); breaks §4.2 on purpose.
+    pub lock1_quorum_override: u64,
+    /// Skips the fencing floor (§8); breaks safety on purpose.
+    pub skip_fencing_floor: bool,
+}
+
+/// The names the test switches had when they were parameters: refused with the reason.
+pub const TEST_SWITCH_NAMES: [&str; 2] = ["test_lock1_quorum_override", "test_skip_fencing_floor"];
+
+fn refuse_test_switch(name: &str) -> Result<(), ParamError> {
+    if TEST_SWITCH_NAMES.contains(&name) {
+        return Err(ParamError::Invalid {
+            name: name.into(),
+            reason: "a test-only switch that breaks split-brain protection, not a parameter: \
+                     no config file or cm_ctl set can reach it (only the simulator's \
+                     scenarios set it, in [test_switches])"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 macro_rules! params {
     ($(
         $(#[doc = $doc:literal])*
@@ -190,17 +218,30 @@ macro_rules! params {
             /// The profile these values started from.
             pub profile: Profile,
             $( $(#[doc = $doc])* pub $name: $ty, )*
+            /// Switches that break safety on purpose for the simulator's negative controls
+            /// (SPEC.md §16): not parameters, so no config file and no `cm_ctl set` reaches
+            /// them; only code (the simulator's scenario schema, tests) sets them.
+            #[serde(default)]
+            pub test: TestSwitches,
         }
 
         impl Params {
             /// SPEC.md §11 defaults.
             pub fn defaults() -> Self {
-                Self { profile: Profile::Default, $( $name: $default, )* }
+                Self {
+                    profile: Profile::Default,
+                    $( $name: $default, )*
+                    test: TestSwitches::default(),
+                }
             }
 
             /// The fast profile of SPEC.md §11.
             pub fn fast() -> Self {
-                Self { profile: Profile::Fast, $( $name: $fast, )* }
+                Self {
+                    profile: Profile::Fast,
+                    $( $name: $fast, )*
+                    test: TestSwitches::default(),
+                }
             }
 
             /// The defaults of a profile.
@@ -232,6 +273,7 @@ macro_rules! params {
 
             /// Sets one parameter from its text form (as `cm_ctl set -k NAME=VALUE` gives it).
             pub fn set_text(&mut self, name: &str, value: &str) -> Result<(), ParamError> {
+                refuse_test_switch(name)?;
                 let canon = Self::canonical(name)
                     .ok_or_else(|| ParamError::Unknown(name.to_owned()))?;
                 match canon {
@@ -247,6 +289,7 @@ macro_rules! params {
             }
 
             fn set_toml(&mut self, name: &str, value: &toml::Value) -> Result<(), ParamError> {
+                refuse_test_switch(name)?;
                 let canon = Self::canonical(name)
                     .ok_or_else(|| ParamError::Unknown(name.to_owned()))?;
                 match canon {
@@ -358,6 +401,8 @@ fn unit_of(name: &str, doc: &str, numeric: bool) -> &'static str {
         "s"
     } else if lower.contains("rounds") {
         "rounds"
+    } else if lower.starts_with("days") {
+        "days"
     } else {
         ""
     }
@@ -489,11 +534,8 @@ params! {
     fence_command: String = String::new(), fast String::new(), Server, range (0.0, 0.0);
     /// Seconds a switchover may take before it is abandoned, §4.5.
     switchover_timeout: f64 = 120.0, fast 120.0, Server, range (1.0, INF);
-    /// TEST ONLY: replaces the Lock1 quorum q (0 = use ⌊(n+1)/2⌋). Breaks safety on purpose so
-    /// the simulator can show it finds the violation; never set it in production.
-    test_lock1_quorum_override: u64 = 0, fast 0, Server, range (0.0, 1e6);
-    /// TEST ONLY: skips the fencing floor (§8). Breaks safety on purpose; never in production.
-    test_skip_fencing_floor: bool = false, fast false, Server, range (0.0, 0.0);
+    /// Days: alarm when a TLS certificate in use expires within this, §16.
+    ssl_cert_expire_alert_threshold: u64 = 30, fast 30, Both, range (1.0, 3650.0);
 }
 
 impl Default for Params {

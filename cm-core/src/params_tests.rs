@@ -182,14 +182,35 @@ fn every_parameter_is_described_with_unit_default_and_range() {
     assert_eq!(p("wait_static_primary_times").unit, "rounds");
     assert_eq!(p("datastorage_threshold_value_check").unit, "%");
     assert_eq!(p("enable_self_fence").range, "on/off");
-    assert!(
-        p("test_skip_fencing_floor")
-            .meaning
-            .contains("fencing floor. Breaks")
-    );
     assert_eq!(
         p("cluster_starting_arbit_delay").alias,
         Some("cluster_starting_aribt_delay")
     );
     assert_eq!(p("switchover_timeout").range, "1 – no limit");
+}
+
+#[test]
+fn the_test_switches_are_not_parameters_and_say_so() {
+    for name in TEST_SWITCH_NAMES {
+        let mut p = Params::defaults();
+        let err = p.set_text(name, "1").unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains("test-only"), "{err}");
+        assert!(err.contains("cm_ctl set"), "{err}");
+        assert_eq!(p, Params::defaults());
+        assert!(Params::canonical(name).is_none());
+        assert!(!Params::describe().iter().any(|d| d.name == name));
+        let text = format!(
+            "name = \"t\"\n[[node]]\nid = 1\nname = \"n1\"\naddress = \"127.0.0.1\"\n\
+             az = \"AZ1\"\nstate_dir = \"/s\"\nmonitor_port = 1\ncms_port = 2\n\
+             [params]\n{name} = 1\n"
+        );
+        let err = crate::config::ClusterConfig::from_toml_str(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("params.{name}")) && err.contains("test-only"),
+            "{err}"
+        );
+    }
+    assert_eq!(Params::defaults().test, TestSwitches::default());
 }

@@ -136,7 +136,7 @@ pub fn cut_from_dn_agents(own: usize, dn_nodes: usize, best_follower: Option<usi
 }
 
 /// The Lock1 quorum q = ⌊(n+1)/2⌋ over the n valid members of a group (§4.2).
-/// `override_q` (`test_lock1_quorum_override`, test-only) replaces it when non-zero.
+/// `override_q` (`TestSwitches::lock1_quorum_override`, test-only) replaces it when non-zero.
 pub fn lock1_quorum(n: usize, override_q: u64) -> usize {
     if override_q > 0 {
         usize::try_from(override_q).unwrap_or(usize::MAX)

@@ -8,7 +8,10 @@ use anyhow::Context as _;
 use clap::Args;
 use cm_core::config::{ClusterConfig, NodeConfig};
 use cm_core::ids::NodeId;
-use cm_io::transport::{Secret, SecretError};
+use std::sync::Arc;
+
+use cm_core::security::SecurityConfig;
+use cm_io::transport::{Limits, Security, Tls, TlsFiles, tls};
 
 /// Arguments shared by cm_server, cm_agent and om_monitor.
 #[derive(Debug, Clone, Args)]
@@ -61,43 +64,145 @@ pub fn load_node(args: &NodeArgs) -> anyhow::Result<(ClusterConfig, NodeConfig)>
     Ok((config, node))
 }
 
-/// The per-cluster secret that authenticates connections: `secret_file` from the config, read
-/// relative to the config file's directory when relative.
-pub fn secret_path(config_path: &Path, config: &ClusterConfig) -> anyhow::Result<PathBuf> {
-    let file = config.secret_file.as_deref().with_context(|| {
-        format!(
-            "{}: `secret_file` is required (connections are authenticated)",
-            config_path.display()
-        )
-    })?;
+/// A path from the config, relative to the config file's directory when relative.
+pub fn config_relative(config_path: &Path, file: &str) -> PathBuf {
     let p = PathBuf::from(file);
-    Ok(if p.is_absolute() {
+    if p.is_absolute() {
         p
     } else {
         config_path
             .parent()
             .unwrap_or_else(|| Path::new("."))
             .join(p)
-    })
+    }
 }
 
-/// Loads the cluster secret named by the config; a missing file says how to create one.
-pub fn load_secret(config_path: &Path, config: &ClusterConfig) -> anyhow::Result<Secret> {
-    let path = secret_path(config_path, config)?;
-    match Secret::load(&path) {
-        Ok(s) => Ok(s),
-        Err(SecretError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Err(anyhow::anyhow!(
-                "the cluster secret file {} does not exist: create it once with \
-                 `head -c 32 /dev/urandom | base64 > {}; chmod 600 {}` and copy the same file \
-                 to every node (`secret_file` in {})",
-                path.display(),
-                path.display(),
-                path.display(),
-                config_path.display()
-            ))
+/// Who a process is on its links: a node's component, or the operator (cm_ctl).
+#[derive(Clone, Debug)]
+pub enum Identity {
+    /// A node's daemon: the node's certificate (`ssl_cert_file`/`ssl_key_file`).
+    Node(NodeId),
+    /// cm_ctl: the operator certificate, from flags (`cert`, `key`) or the config.
+    Operator {
+        /// `--tls-cert`, overriding `ssl_operator_cert_file`.
+        cert: Option<PathBuf>,
+        /// `--tls-key`, overriding `ssl_operator_key_file`.
+        key: Option<PathBuf>,
+    },
+}
+
+const HOW_TO_GET_TLS: &str = "every link is mutual TLS: set ssl_ca_file, ssl_cert_file and \
+    ssl_key_file (and ssl_operator_cert_file/ssl_operator_key_file for cm_ctl) in the config; \
+    `cm_local up` generates a test set, and cm-daemons/README.md (\"TLS with an existing CA\") \
+    gives the openssl commands for a production CA. Only an all-loopback test cluster may set \
+    `allow_plaintext = true` instead";
+
+/// The TLS files of `identity`, or `None` when the config has none for it.
+pub fn tls_files(
+    config_path: &Path,
+    config: &ClusterConfig,
+    identity: &Identity,
+) -> anyhow::Result<Option<TlsFiles>> {
+    let s = &config.security;
+    let Some(ca) = s.ssl_ca_file.as_deref() else {
+        return Ok(None);
+    };
+    let rel = |f: &str| config_relative(config_path, f);
+    let (cert, key) = match identity {
+        Identity::Node(id) => {
+            let name = &config
+                .node(*id)
+                .with_context(|| format!("node {} is not in the config", id.0))?
+                .name;
+            let (Some(c), Some(k)) = (s.ssl_cert_file.as_deref(), s.ssl_key_file.as_deref()) else {
+                return Ok(None);
+            };
+            (
+                rel(&SecurityConfig::for_node(c, name)),
+                rel(&SecurityConfig::for_node(k, name)),
+            )
         }
-        Err(e) => Err(anyhow::anyhow!("{}", error_text(&e.into()))),
+        Identity::Operator { cert, key } => {
+            let cert = cert
+                .clone()
+                .or_else(|| s.ssl_operator_cert_file.as_deref().map(rel));
+            let key = key
+                .clone()
+                .or_else(|| s.ssl_operator_key_file.as_deref().map(rel));
+            let (Some(c), Some(k)) = (cert, key) else {
+                return Ok(None);
+            };
+            (c, k)
+        }
+    };
+    Ok(Some(TlsFiles {
+        ca: rel(ca),
+        cert,
+        key,
+    }))
+}
+
+/// How this process's links are protected: the TLS material named by the config (loaded, so a
+/// bad file stops the start with its name), or plaintext when `allow_plaintext` is set (the
+/// config accepts that only on an all-loopback cluster; warned at every start). Installs the
+/// ring crypto provider.
+pub fn load_security(
+    config_path: &Path,
+    config: &ClusterConfig,
+    identity: &Identity,
+) -> anyhow::Result<Security> {
+    tls::install_crypto_provider();
+    if config.security.allow_plaintext {
+        tracing::warn!(
+            config = %config_path.display(),
+            "allow_plaintext = true: links are neither encrypted nor authenticated (tests only)"
+        );
+        return Ok(Security::Plaintext);
+    }
+    let Some(files) = tls_files(config_path, config, identity)? else {
+        anyhow::bail!(
+            "{}: no TLS material for {}: {HOW_TO_GET_TLS}",
+            config_path.display(),
+            match identity {
+                Identity::Node(id) => format!("node {}", id.0),
+                Identity::Operator { .. } => "cm_ctl (the operator certificate)".into(),
+            }
+        );
+    };
+    let names = config
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.name.clone()))
+        .collect();
+    let loaded = Tls::load(files, names).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Security::Tls(Arc::new(loaded)))
+}
+
+/// SIGHUP: re-reads the TLS files for new connections; a bad file is logged and the old
+/// material stays.
+pub fn reload_tls(security: &Security) {
+    let Security::Tls(tls) = security else {
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => tracing::info!(
+            certificate = %tls.files().cert.display(),
+            "SIGHUP: TLS material reloaded; new connections use it"
+        ),
+        Err(e) => tracing::error!("SIGHUP: TLS material NOT reloaded, the old stays in use: {e}"),
+    }
+}
+
+/// The transport limits of a daemon: defaults, and the certificate-expiry alarm threshold.
+pub fn limits(config: &ClusterConfig) -> Limits {
+    Limits {
+        cert_expire_alert: std::time::Duration::from_secs(
+            config
+                .params
+                .ssl_cert_expire_alert_threshold
+                .saturating_mul(86_400),
+        ),
+        ..Limits::default()
     }
 }
 
@@ -194,38 +299,94 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_secret_says_how_to_create_it_and_other_errors_are_not_repeated() {
+    fn without_tls_material_the_refusal_says_how_to_get_it() {
         let mut cfg = ClusterConfig::from_toml_str(SAMPLE).unwrap();
-        cfg.secret_file = Some("/nonexistent-cm-dir/secret".into());
-        let text = error_text(&load_secret(Path::new("/etc/cm/cluster.toml"), &cfg).unwrap_err());
+        let text = error_text(
+            &load_security(
+                Path::new("/etc/cm/cluster.toml"),
+                &cfg,
+                &Identity::Node(NodeId(1)),
+            )
+            .unwrap_err(),
+        );
         assert!(
-            text.contains("head -c 32 /dev/urandom | base64 > /nonexistent-cm-dir/secret"),
+            text.contains("/etc/cm/cluster.toml") && text.contains("ssl_ca_file"),
             "{text}"
         );
-        // A cause already in its message is printed once (SecretError::Read carries its
-        // source in its text and as its source).
-        let dir = std::env::temp_dir().join(format!("cm-secret-dir-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        cfg.secret_file = Some(dir.display().to_string());
-        let text = error_text(&load_secret(Path::new("/etc/cm/cluster.toml"), &cfg).unwrap_err());
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(text.matches("(os error 21)").count(), 1, "{text}");
+        assert!(
+            text.contains("cm_local") && text.contains("README"),
+            "{text}"
+        );
+        cfg.security.ssl_ca_file = Some("/nonexistent-cm-dir/ca.crt".into());
+        cfg.security.ssl_cert_file = Some("{node}.crt".into());
+        cfg.security.ssl_key_file = Some("{node}.key".into());
+        let text = error_text(
+            &load_security(
+                Path::new("/etc/cm/cluster.toml"),
+                &cfg,
+                &Identity::Node(NodeId(1)),
+            )
+            .unwrap_err(),
+        );
+        assert!(text.contains("/nonexistent-cm-dir/ca.crt"), "{text}");
     }
 
     #[test]
-    fn relative_secret_files_are_next_to_the_config() {
+    fn cm_ctl_takes_the_operator_certificate_and_key_together() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| crate::ctl_cli::Cli::try_parse_from(args);
+        let cli = parse(&[
+            "cm_ctl",
+            "--tls-cert",
+            "/o.crt",
+            "--tls-key",
+            "/o.key",
+            "query",
+        ])
+        .unwrap();
+        assert_eq!(cli.tls_cert, Some(PathBuf::from("/o.crt")));
+        assert_eq!(cli.tls_key, Some(PathBuf::from("/o.key")));
+        assert!(parse(&["cm_ctl", "--tls-cert", "/o.crt", "query"]).is_err());
+        let cli = parse(&["cm_ctl", "query"]).unwrap();
+        assert_eq!((cli.tls_cert, cli.tls_key), (None, None));
+    }
+
+    #[test]
+    fn tls_paths_are_next_to_the_config_and_name_the_node_or_the_operator() {
         let mut cfg = ClusterConfig::from_toml_str(SAMPLE).unwrap();
-        assert!(secret_path(Path::new("/etc/cm/cluster.toml"), &cfg).is_err());
-        cfg.secret_file = Some("secret".into());
+        cfg.security.ssl_ca_file = Some("tls/ca.crt".into());
+        cfg.security.ssl_cert_file = Some("tls/{node}.crt".into());
+        cfg.security.ssl_key_file = Some("/keys/{node}.key".into());
+        let name = cfg.nodes[0].name.clone();
+        let f = tls_files(
+            Path::new("/etc/cm/c.toml"),
+            &cfg,
+            &Identity::Node(cfg.nodes[0].id),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f.ca, PathBuf::from("/etc/cm/tls/ca.crt"));
+        assert_eq!(f.cert, PathBuf::from(format!("/etc/cm/tls/{name}.crt")));
+        assert_eq!(f.key, PathBuf::from(format!("/keys/{name}.key")));
+        let op = Identity::Operator {
+            cert: None,
+            key: None,
+        };
         assert_eq!(
-            secret_path(Path::new("/etc/cm/cluster.toml"), &cfg).unwrap(),
-            PathBuf::from("/etc/cm/secret")
+            tls_files(Path::new("/etc/cm/c.toml"), &cfg, &op).unwrap(),
+            None
         );
-        cfg.secret_file = Some("/run/s".into());
-        assert_eq!(
-            secret_path(Path::new("x.toml"), &cfg).unwrap(),
-            PathBuf::from("/run/s")
-        );
+        cfg.security.ssl_operator_cert_file = Some("tls/operator.crt".into());
+        cfg.security.ssl_operator_key_file = Some("tls/operator.key".into());
+        let flags = Identity::Operator {
+            cert: Some("/home/me/op.crt".into()),
+            key: None,
+        };
+        let f = tls_files(Path::new("/etc/cm/c.toml"), &cfg, &flags)
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.cert, PathBuf::from("/home/me/op.crt"));
+        assert_eq!(f.key, PathBuf::from("/etc/cm/tls/operator.key"));
     }
 
     const SAMPLE: &str = r#"

@@ -29,6 +29,22 @@ pub struct Cli {
         global = true
     )]
     pub config: String,
+    /// The operator certificate (PEM), instead of `ssl_operator_cert_file` in the config.
+    #[arg(
+        long = "tls-cert",
+        env = "CM_TLS_CERT",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The operator certificate's private key (PEM), instead of `ssl_operator_key_file`.
+    #[arg(
+        long = "tls-key",
+        env = "CM_TLS_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,

@@ -29,7 +29,7 @@ use cm_core::monitor::{AgentProcess, Monitor, MonitorCommand, MonitorInput, Pid,
 use cm_core::msg::{Endpoint, Envelope, Msg};
 use cm_io::event_loop::{Clock, EventLoop, Executor, Flow, InputMap};
 use cm_io::flags::FlagDir;
-use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
+use cm_io::transport::{AddressBook, Security, Transport, TransportConfig};
 use tokio::sync::mpsc;
 
 use crate::common::{self, NodeArgs, Signal};
@@ -83,7 +83,7 @@ pub fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         None => node::sibling_binary("cm_agent")?,
     };
     let server_bin = args.server_bin.map(|p| node::absolute(&p)).transpose()?;
-    let secret = common::load_secret(&config_path, &config)?;
+    let security = common::load_security(&config_path, &config, &common::Identity::Node(me.id))?;
     let listen = node::resolve(&me.address, me.monitor_port)?;
     let spawn = AgentSpawn {
         agent_bin,
@@ -102,7 +102,7 @@ pub fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(run(
         config,
         spawn,
-        secret,
+        security,
         listen,
         FlagDir::new(&me.state_dir),
     ))?;
@@ -130,7 +130,7 @@ struct AgentSpawn {
 async fn run(
     config: ClusterConfig,
     spawn: AgentSpawn,
-    secret: Secret,
+    security: Security,
     listen: std::net::SocketAddr,
     flags: FlagDir,
 ) -> anyhow::Result<()> {
@@ -144,10 +144,10 @@ async fn run(
     let (event_loop, tx) = EventLoop::new(machine, clock, map, 256);
     let (transport, net) = Transport::start(TransportConfig {
         local: Endpoint::monitor(spawn.node),
-        secret,
+        security: security.clone(),
         listen: Some(listen),
         addresses: AddressBook::from_config(&config),
-        limits: Limits::default(),
+        limits: common::limits(&config),
     })
     .await
     .context("cannot open the control port")?;
@@ -167,7 +167,7 @@ async fn run(
         while let Some(s) = sigs.recv().await {
             match s {
                 Signal::Terminate => return,
-                Signal::Reload => tracing::info!("SIGHUP: om_monitor has nothing to reload"),
+                Signal::Reload => common::reload_tls(&security),
             }
         }
     };

@@ -15,9 +15,13 @@ use std::time::{Duration, Instant};
 
 use cm_core::ctl::ClusterStatus;
 use cm_core::dn::DnRole;
+use cm_core::ids::NodeId;
+use cm_core::msg::{Endpoint, Role};
+use cm_daemons::common::{Identity, load_security};
 use cm_daemons::local::bench::{connect, execute};
 use cm_daemons::local::cluster::{is_normal, primary_node, summary};
 use cm_daemons::local::{DEFAULT_PG_BIN, LocalCluster, LocalOptions, NODES, procs};
+use cm_io::transport::{Security, Tls, TlsFiles, certgen, handshake};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -516,19 +520,52 @@ async fn write_until(ports: Vec<u16>, password: String, stop: Arc<AtomicBool>) -
 }
 
 #[test]
-fn e2e_cluster_garbage_and_unauthenticated_connections_are_refused() {
+fn e2e_cluster_garbage_foreign_certificates_and_malformed_frames_are_refused() {
     let Some(h) = Harness::up(&[]) else { return };
-    let secret = cm_io::transport::Secret::load(&h.c.paths.secret()).expect("secret");
-    let ports = [h.c.ports.cms[0], h.c.ports.monitor[0]];
-    for port in ports {
-        h.rt.block_on(refused_cases(port, &secret));
+    let cfg_path = h.c.paths.config();
+    let operator = Identity::Operator {
+        cert: None,
+        key: None,
+    };
+    let ours = load_security(&cfg_path, &h.c.config, &operator).expect("operator material");
+    // The operator certificate of another CA (the client still trusts our CA).
+    let foreign = h.c.paths.dir.join("foreign");
+    certgen::write_cluster_material(&foreign, "foreign", &[], certgen::today()).unwrap();
+    let files = TlsFiles {
+        ca: h.c.paths.tls_dir().join("ca.crt"),
+        cert: foreign.join("operator.crt"),
+        key: foreign.join("operator.key"),
+    };
+    let names =
+        h.c.config
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.name.clone()))
+            .collect();
+    let foreign = Security::Tls(Arc::new(Tls::load(files, names).unwrap()));
+    let ports = [
+        (h.c.ports.cms[0], Endpoint::server(NodeId(1))),
+        (h.c.ports.monitor[0], Endpoint::monitor(NodeId(1))),
+    ];
+    for (port, peer) in ports {
+        h.rt.block_on(refused_cases(port, peer, &ours, &foreign));
     }
     let s = h.normal();
     h.sql_ok(primary_of(&s), "CREATE TABLE still_fine (x int)");
+    let log: String = (1..=NODES)
+        .map(|n| std::fs::read_to_string(h.c.paths.logs().join(format!("node{n}.log"))))
+        .filter_map(Result::ok)
+        .collect();
+    for reason in ["NotTls", "Untrusted"] {
+        assert!(
+            log.contains(&format!("reason={reason}")),
+            "{reason} not logged"
+        );
+    }
 }
 
 /// Reads until the peer closes; panics if it stays open for 30 s. Returns the bytes read.
-async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+async fn read_to_close(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
     use tokio::io::AsyncReadExt as _;
     let mut got = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(30), async {
@@ -545,33 +582,27 @@ async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     got
 }
 
-async fn refused_cases(port: u16, secret: &cm_io::transport::Secret) {
-    use cm_core::ids::NodeId;
-    use cm_core::msg::{Endpoint, Role};
+async fn refused_cases(port: u16, peer: Endpoint, ours: &Security, foreign: &Security) {
     use tokio::io::AsyncWriteExt as _;
     use tokio::net::TcpStream;
-    // Not our protocol at all.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-    read_to_close(&mut s).await;
-    // A well-formed hello and a wrong proof: never ACCEPTed.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut hello = b"CMAU\x01\x00\x00\x00\x01\x03".to_vec();
-    hello.extend_from_slice(&[7u8; 32]);
-    s.write_all(&hello).await.unwrap();
-    let _ = s.write_all(&[0u8; 32]).await;
-    let got = read_to_close(&mut s).await;
-    assert!(got.len() <= 42 + 32, "accepted without the secret: {got:?}");
-    // Authenticated, then a malformed frame (right magic, absurd length).
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let me = Endpoint {
         node: NodeId(1),
         role: Role::Ctl,
     };
-    cm_io::transport::auth::client_handshake(&mut s, secret, me, None)
+    // Not our protocol at all: plaintext on a TLS port.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    read_to_close(&mut s).await;
+    // A certificate from another CA: never accepted.
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert!(handshake::client(foreign, s, me, peer).await.is_err());
+    // Authenticated, then a malformed frame (right magic, absurd length): closed.
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = handshake::client(ours, s, me, peer)
         .await
-        .expect("handshake with the right secret");
+        .expect("handshake with the operator certificate");
     s.write_all(b"CM\x01\x01\xff\xff\xff\xff").await.unwrap();
+    s.flush().await.unwrap();
     read_to_close(&mut s).await;
 }
 
@@ -679,4 +710,114 @@ fn e2e_cluster_switchovers_after_an_abort_stick_and_do_not_flap() {
         summary(&after)
     );
     h.sql_ok(p, "CREATE TABLE after_switchovers (x int)");
+}
+
+/// Issue 15: every node's certificate (and the operator's) moves to a new CA while a client
+/// writes, by SIGHUP only: first both CAs trusted, then the new certificates. No failover (the
+/// primary and its term stay), no acknowledged write lost, and new connections use the new
+/// material: a restarted cm_agent joins, and a cm_ctl that trusts only the new CA answers.
+#[test]
+fn e2e_cluster_certificates_rotate_under_writes_without_a_failover() {
+    let Some(mut h) = Harness::up(&[]) else {
+        return;
+    };
+    let s = h.normal();
+    let p = primary_of(&s);
+    let term = s.groups[0].term;
+    h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
+    let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = h.rt.spawn(write_until(ports, Arc::clone(&stop)));
+    std::thread::sleep(Duration::from_secs(1));
+
+    let tls = h.c.paths.tls_dir();
+    let today = certgen::today();
+    let new_ca = certgen::Ca::new("rotated CA", certgen::Validity::for_days(today, 3650)).unwrap();
+    let old_ca = std::fs::read_to_string(tls.join("ca.crt")).unwrap();
+    std::fs::write(tls.join("ca.crt"), format!("{old_ca}{}", new_ca.cert_pem())).unwrap();
+    sighup_daemons(&mut h);
+    std::thread::sleep(Duration::from_secs(1));
+    let names: Vec<String> = (1..=NODES).map(|n| format!("n{n}")).collect();
+    for name in names.iter().map(String::as_str).chain(["operator"]) {
+        let dns = if name == "operator" {
+            cm_core::security::OPERATOR_NAME
+        } else {
+            name
+        };
+        let issued = new_ca
+            .issue(dns, certgen::Validity::for_days(today, 30))
+            .unwrap();
+        std::fs::write(tls.join(format!("{name}.key")), issued.key_pem).unwrap();
+        std::fs::write(tls.join(format!("{name}.crt")), issued.cert_pem).unwrap();
+    }
+    sighup_daemons(&mut h);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // A new connection from a new cm_agent (on a standby's node) joins with the new material.
+    let standby = (1..=NODES).find(|n| *n != p).unwrap();
+    let m = h.c.monitor_pid(standby).expect("om_monitor runs");
+    let before = pids_under(m, "cm_agent");
+    assert_eq!(before.len(), 1);
+    kill(Pid::from_raw(before[0]), Signal::SIGKILL).unwrap();
+    h.poll("a new cm_agent", || {
+        let after = pids_under(m, "cm_agent");
+        after.len() == 1 && after[0] != before[0]
+    });
+    let s = h.normal();
+    // A cm_ctl that trusts only the new CA reaches the servers: they present new certificates.
+    std::fs::write(tls.join("new-ca.crt"), new_ca.cert_pem()).unwrap();
+    let cfg = std::fs::read_to_string(h.c.paths.config()).unwrap();
+    let only_new = h.c.paths.dir.join("only-new.toml");
+    let ca_line = format!("ssl_ca_file = \"{}\"", tls.join("ca.crt").display());
+    let new_line = format!("ssl_ca_file = \"{}\"", tls.join("new-ca.crt").display());
+    assert!(cfg.contains(&ca_line));
+    std::fs::write(&only_new, cfg.replace(&ca_line, &new_line)).unwrap();
+    let out = std::process::Command::new(h.c.opts.cm_bin.join("cm_ctl"))
+        .arg("-c")
+        .arg(&only_new)
+        .args(["query", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    let (acked, _) = h.rt.block_on(writer).expect("writer");
+    assert!(!acked.is_empty(), "the writer got no acknowledgement");
+    assert_eq!(primary_of(&s), p, "no failover: {}", summary(&s));
+    assert_eq!(s.groups[0].term, term, "no failover: {}", summary(&s));
+    let missing = h.rt.block_on(async {
+        let c = connect(h.c.dn_port(p), Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let rows = c.query("SELECT id FROM acked", &[]).await.expect("select");
+        let ids: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+        acked.iter().filter(|i| !ids.contains(i)).count()
+    });
+    assert_eq!(missing, 0, "acknowledged writes lost");
+    for n in 1..=NODES {
+        let log = h.node_log(n);
+        assert!(
+            log.contains("TLS material reloaded"),
+            "node {n}: {}",
+            h.logs_tail()
+        );
+        assert!(!log.contains("NOT reloaded"), "node {n}: {}", h.logs_tail());
+    }
+}
+
+/// SIGHUP to every om_monitor, cm_agent and cm_server of the cluster.
+fn sighup_daemons(h: &mut Harness) {
+    for n in 1..=NODES {
+        let m = h.c.monitor_pid(n).expect("om_monitor runs");
+        let _ = kill(Pid::from_raw(m), Signal::SIGHUP);
+        for name in ["cm_agent", "cm_server"] {
+            for pid in pids_under(m, name) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGHUP);
+            }
+        }
+    }
 }

@@ -16,12 +16,13 @@ use cm_core::flags::Flag;
 use cm_core::ids::QuorumTerm;
 use cm_core::io::NetEvent;
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
+use cm_daemons::common::{Identity, load_security};
+use cm_daemons::local::tls_keys;
 use cm_daemons::node::{Found, scan};
 use cm_io::postgres::test_support::{BIN_DIR, free_port, postgres_available};
 use cm_io::process::OsUser;
-use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
+use cm_io::transport::{AddressBook, Limits, Transport, TransportConfig, certgen};
 
-const SECRET: &str = "e2e-node-secret-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(60);
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -62,13 +63,15 @@ impl Node {
         let root = std::env::temp_dir().join(format!("cm-e2e-node-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("secret"), SECRET).unwrap();
+        let tls = root.join("tls");
+        certgen::write_cluster_material(&tls, "e2e", &["n1", "n2"], certgen::today()).unwrap();
         let mut toml = format!(
-            "name = \"e2e\"\nsecret_file = \"secret\"\n\
+            "name = \"e2e\"\n{}\
              [[node]]\nid = 1\nname = \"n1\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
              state_dir = \"{r}/state1\"\nmonitor_port = {}\n{cms1}\
              [[node]]\nid = 2\nname = \"n2\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
              state_dir = \"{r}/state2\"\nmonitor_port = {}\n{cms2}",
+            tls_keys(&tls),
             free_port(),
             free_port(),
             r = root.display(),
@@ -176,7 +179,15 @@ impl Node {
                     node: NodeId(1),
                     role: Role::Ctl,
                 },
-                secret: Secret::new(SECRET).unwrap(),
+                security: load_security(
+                    &self.config_path,
+                    &self.config,
+                    &Identity::Operator {
+                        cert: None,
+                        key: None,
+                    },
+                )
+                .unwrap(),
                 listen: None,
                 addresses: AddressBook::from_config(&self.config),
                 limits: Limits::default(),

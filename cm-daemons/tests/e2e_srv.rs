@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use cm_core::ctl::{ClusterStatus, CmsRole};
 use cm_core::ids::{NodeId, QuorumTerm, ReportSeq};
 use cm_core::msg::{AgentReport, Endpoint, Envelope, Msg};
-use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
+use cm_daemons::common::{Identity, load_security};
+use cm_daemons::local::tls_keys;
+use cm_io::transport::{AddressBook, Limits, Security, Transport, TransportConfig, certgen};
 
 /// Bound on any wait; never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -44,12 +46,11 @@ struct Cluster {
 impl Cluster {
     fn new(n: u32) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("secret"),
-            "an-e2e-test-cluster-secret-0123456789",
-        )
-        .unwrap();
-        let mut toml = String::from("name = \"e2e\"\nsecret_file = \"secret\"\n");
+        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let tls = dir.path().join("tls");
+        certgen::write_cluster_material(&tls, "e2e", &names, certgen::today()).unwrap();
+        let mut toml = format!("name = \"e2e\"\n{}", tls_keys(&tls));
         let mut cms_ports = Vec::new();
         let mut ports = Ports::default();
         for id in 1..=n {
@@ -204,7 +205,7 @@ impl Cluster {
         self.agents = Some(Agents::start(
             self.servers.len() as u32,
             &self.cms_ports,
-            std::fs::read(self.dir.path().join("secret")).unwrap(),
+            &self.config,
         ));
     }
 }
@@ -240,7 +241,11 @@ struct Agents {
 }
 
 impl Agents {
-    fn start(nodes: u32, cms_ports: &[u16], secret: Vec<u8>) -> Self {
+    fn start(nodes: u32, cms_ports: &[u16], config: &Path) -> Self {
+        let cfg = cm_daemons::common::load_config(config).unwrap();
+        let security: Vec<Security> = (1..=nodes)
+            .map(|n| load_security(config, &cfg, &Identity::Node(NodeId(n))).unwrap())
+            .collect();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let ports = cms_ports.to_vec();
         let thread = std::thread::spawn(move || {
@@ -260,7 +265,7 @@ impl Agents {
                 for n in 1..=nodes {
                     let (t, rx) = Transport::start(TransportConfig {
                         local: Endpoint::agent(NodeId(n)),
-                        secret: Secret::new(secret.clone()).unwrap(),
+                        security: security[n as usize - 1].clone(),
                         listen: None,
                         addresses: book.clone(),
                         limits: Limits::default(),
@@ -378,24 +383,84 @@ fn e2e_srv_three_cms_elect_one_leader_and_another_after_it_dies() {
     assert!(s.paused, "the new leader lost the committed pause");
 }
 
+/// Opens a link to node 1's cm_server claiming to be `ep`; true when it was accepted.
+async fn claim(security: &Security, port: u16, ep: Endpoint) -> bool {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    cm_io::transport::handshake::client(security, tcp, ep, Endpoint::server(NodeId(1)))
+        .await
+        .is_ok()
+}
+
 #[test]
-fn e2e_srv_wrong_secret_is_refused_with_a_clear_error() {
+fn e2e_srv_foreign_misnamed_and_plaintext_peers_are_refused_and_logged() {
     let mut c = Cluster::new(1);
     c.start_all();
     c.wait_status("a leader", |s| primaries(s).len() == 1);
-    std::fs::write(c.dir.path().join("other"), "not-the-cluster-secret-at-all").unwrap();
-    let cfg = std::fs::read_to_string(&c.config)
-        .unwrap()
-        .replace("secret_file = \"secret\"", "secret_file = \"other\"");
-    let bad = c.dir.path().join("bad.toml");
-    std::fs::write(&bad, cfg).unwrap();
+    let tls = c.dir.path().join("tls");
+    let today = certgen::today();
+    // Another CA, with certificates that name our nodes and our operator.
+    let foreign = c.dir.path().join("foreign");
+    certgen::write_cluster_material(&foreign, "foreign", &["n1"], today).unwrap();
+    let cfg_text = std::fs::read_to_string(&c.config).unwrap();
+
+    // cm_ctl with a foreign operator certificate: refused, and it says why it cannot connect.
+    let bad = c.dir.path().join("foreign.toml");
+    let foreign_op = cfg_text
+        .replace(
+            &tls.join("operator.crt").display().to_string(),
+            &foreign.join("operator.crt").display().to_string(),
+        )
+        .replace(
+            &tls.join("operator.key").display().to_string(),
+            &foreign.join("operator.key").display().to_string(),
+        );
+    std::fs::write(&bad, foreign_op).unwrap();
     let out = c.ctl_with(&bad, &["query"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("can't connect to cm_server"), "{err}");
-    assert!(err.contains("secret"), "{err}");
-    // The server is unharmed: it answers (the cluster itself is Unavailable here, its DNs do
-    // not exist, so plain `query` exits 1 by design; `--json` exits 0 once it has a status).
+    assert!(err.contains("TLS material"), "{err}");
+
+    // Raw links to the real server: plaintext bytes, a node certificate claiming another
+    // node, a cm_ctl claim with a node certificate.
+    let port = c.cms_ports[0];
+    let cfg = cm_daemons::common::load_config(&c.config).unwrap();
+    let n1 = load_security(&c.config, &cfg, &Identity::Node(NodeId(1))).unwrap();
+    let ctl = Endpoint {
+        node: NodeId(99),
+        role: cm_core::msg::Role::Ctl,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"CMH1\x03\x00\x00\x00\x01").await.unwrap();
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(PATIENCE, s.read(&mut buf)).await;
+        assert!(!claim(&n1, port, Endpoint::agent(NodeId(7))).await);
+        assert!(!claim(&n1, port, ctl).await);
+    });
+    // The refusal is logged just after the connection closes: poll the log.
+    let start = Instant::now();
+    for reason in ["Untrusted", "NotTls", "UnknownNode", "WrongName"] {
+        let needle = format!("reason={reason}");
+        while !std::fs::read_to_string(c.log_path(1))
+            .unwrap()
+            .contains(&needle)
+        {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "no refusal {reason} logged:\n{}",
+                c.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The server is unharmed: it still answers the real cm_ctl.
     assert!(c.ctl(&["query", "--json"]).status.success());
 }
 

@@ -1,6 +1,7 @@
-//! The authenticated TCP transport on loopback (port 0), with real sockets.
+//! The mutual-TLS transport on loopback (port 0), with real sockets and generated certificates.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use cm_core::NodeId;
@@ -8,9 +9,10 @@ use cm_core::QuorumTerm;
 use cm_core::codec;
 use cm_core::io::NetEvent;
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
-use cm_io::transport::auth::client_handshake;
+use cm_io::transport::handshake::{self, BoxStream};
 use cm_io::transport::{
-    AddressBook, Limits, Secret, SendError, Transport, TransportConfig, TransportStats,
+    AddressBook, Limits, Security, SendError, Tls, TlsFiles, Transport, TransportConfig,
+    TransportStats, certgen,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,8 +29,46 @@ const CTL9: Endpoint = Endpoint {
     role: Role::Ctl,
 };
 
-fn secret() -> Secret {
-    Secret::new(b"a-cluster-secret-of-32-bytes!!!!".to_vec()).unwrap()
+/// One generated CA with certificates `n1`..`n9` and the operator's, for every test.
+static PKI: LazyLock<tempfile::TempDir> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (1..=9).map(|i| format!("n{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    certgen::write_cluster_material(dir.path(), "t", &names, certgen::today()).unwrap();
+    dir
+});
+
+fn names() -> std::collections::BTreeMap<NodeId, String> {
+    (1..=9).map(|i| (NodeId(i), format!("n{i}"))).collect()
+}
+
+/// The material of `who` (a node name or `operator`) in the shared PKI.
+fn tls(who: &str) -> Security {
+    cm_io::transport::tls::install_crypto_provider();
+    let d = PKI.path();
+    let files = TlsFiles {
+        ca: d.join("ca.crt"),
+        cert: d.join(format!("{who}.crt")),
+        key: d.join(format!("{who}.key")),
+    };
+    Security::Tls(Arc::new(Tls::load(files, names()).unwrap()))
+}
+
+/// The material an endpoint uses: its node's certificate, or the operator's for a cm_ctl.
+fn material(ep: Endpoint) -> Security {
+    if ep.role == Role::Ctl {
+        tls("operator")
+    } else {
+        tls(&format!("n{}", ep.node.0))
+    }
+}
+
+/// Opens a link to `peer` at `addr` as `local`, by hand (no transport on this side).
+async fn raw_link(addr: SocketAddr, local: Endpoint, peer: Endpoint) -> BoxStream {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    handshake::client(&material(local), tcp, local, peer)
+        .await
+        .unwrap()
 }
 
 fn limits() -> Limits {
@@ -41,13 +81,13 @@ fn limits() -> Limits {
 
 async fn listener_on(
     local: Endpoint,
-    secret: Secret,
+    security: Security,
     addr: SocketAddr,
     limits: Limits,
 ) -> (Transport, Receiver<NetEvent>) {
     Transport::start(TransportConfig {
         local,
-        secret,
+        security,
         listen: Some(addr),
         addresses: AddressBook::new(),
         limits,
@@ -56,13 +96,13 @@ async fn listener_on(
     .unwrap()
 }
 
-async fn listener(local: Endpoint, secret: Secret) -> (Transport, Receiver<NetEvent>) {
-    listener_on(local, secret, "127.0.0.1:0".parse().unwrap(), limits()).await
+async fn listener(local: Endpoint, security: Security) -> (Transport, Receiver<NetEvent>) {
+    listener_on(local, security, "127.0.0.1:0".parse().unwrap(), limits()).await
 }
 
 async fn dialer(
     local: Endpoint,
-    secret: Secret,
+    security: Security,
     peers: &[(Endpoint, &Transport)],
 ) -> (Transport, Receiver<NetEvent>) {
     let mut book = AddressBook::new();
@@ -71,7 +111,7 @@ async fn dialer(
     }
     Transport::start(TransportConfig {
         local,
-        secret,
+        security,
         listen: None,
         addresses: book,
         limits: limits(),
@@ -118,7 +158,7 @@ async fn until_stats(t: &Transport, what: &str, pred: impl Fn(&TransportStats) -
 }
 
 /// Reads until the peer's end closes the stream (EOF or reset).
-async fn read_until_closed(s: &mut TcpStream) {
+async fn read_until_closed(s: &mut (impl tokio::io::AsyncRead + Unpin)) {
     let mut buf = [0u8; 256];
     tokio::time::timeout(PATIENCE, async {
         loop {
@@ -134,8 +174,8 @@ async fn read_until_closed(s: &mut TcpStream) {
 
 #[tokio::test]
 async fn a_ctl_client_and_a_monitor_exchange_frames_both_ways() {
-    let (monitor, mut mon_rx) = listener(CMM1, secret()).await;
-    let (ctl, mut ctl_rx) = dialer(CTL9, secret(), &[(CMM1, &monitor)]).await;
+    let (monitor, mut mon_rx) = listener(CMM1, material(CMM1)).await;
+    let (ctl, mut ctl_rx) = dialer(CTL9, material(CTL9), &[(CMM1, &monitor)]).await;
     ctl.connect(CMM1);
     assert_eq!(next(&mut ctl_rx).await, NetEvent::Connected { peer: CMM1 });
 
@@ -161,29 +201,9 @@ async fn a_ctl_client_and_a_monitor_exchange_frames_both_ways() {
 }
 
 #[tokio::test]
-async fn a_peer_with_a_wrong_secret_is_refused_and_no_frame_passes() {
-    let (server, mut srv_rx) = listener(CMS1, secret()).await;
-    let wrong = Secret::new(b"some-other-secret-entirely-00000".to_vec()).unwrap();
-    let (client, mut cli_rx) = dialer(CMS2, wrong, &[(CMS1, &server)]).await;
-    client.connect(CMS1);
-    assert_eq!(
-        next(&mut cli_rx).await,
-        NetEvent::ConnectFailed { peer: CMS1 }
-    );
-    until_stats(&server, "a failed handshake", |s| s.handshake_failed >= 1).await;
-    assert_eq!(
-        client.send(&envelope(CMS2, CMS1, 1)),
-        Err(SendError::NoRoute)
-    );
-    assert_eq!(client.stats().dropped_no_route, 1);
-    client.disconnect(CMS1);
-    assert!(srv_rx.try_recv().is_err(), "the server reported nothing");
-}
-
-#[tokio::test]
 async fn malformed_oversized_and_forged_frames_close_that_connection_only() {
     let agent = Endpoint::agent(NodeId(5));
-    let (server, mut srv_rx) = listener(CMS1, secret()).await;
+    let (server, mut srv_rx) = listener(CMS1, material(CMS1)).await;
     let addr = server.local_addr().unwrap();
     let oversized = [b'C', b'M', codec::VERSION, 1, 0xff, 0xff, 0xff, 0xff];
     let forged = codec::encode(&envelope(CMS2, CMS1, 1)).unwrap();
@@ -197,10 +217,9 @@ async fn malformed_oversized_and_forged_frames_close_that_connection_only() {
     };
     let payloads: [&[u8]; 4] = [&garbage, &oversized, &forged, &bad_body];
     for (i, payload) in payloads.into_iter().enumerate() {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let me = client_handshake(&mut s, &secret(), agent, Some(CMS1)).await;
-        assert_eq!(me.unwrap(), CMS1);
+        let mut s = raw_link(addr, agent, CMS1).await;
         s.write_all(payload).await.unwrap();
+        s.flush().await.unwrap();
         read_until_closed(&mut s).await;
         assert_eq!(next(&mut srv_rx).await, NetEvent::Closed { peer: agent });
         until_stats(&server, "malformed counted", |st| {
@@ -209,7 +228,7 @@ async fn malformed_oversized_and_forged_frames_close_that_connection_only() {
         .await;
     }
     // The listener keeps serving authentic peers.
-    let (client, mut cli_rx) = dialer(CMS2, secret(), &[(CMS1, &server)]).await;
+    let (client, mut cli_rx) = dialer(CMS2, material(CMS2), &[(CMS1, &server)]).await;
     client.connect(CMS1);
     assert_eq!(next(&mut cli_rx).await, NetEvent::Connected { peer: CMS1 });
     client.send(&envelope(CMS2, CMS1, 9)).unwrap();
@@ -223,24 +242,25 @@ async fn malformed_oversized_and_forged_frames_close_that_connection_only() {
 }
 
 #[tokio::test]
-async fn a_silent_unauthenticated_peer_is_dropped_at_the_handshake_timeout() {
+async fn a_silent_peer_is_dropped_at_the_handshake_timeout_and_counted() {
     let quick = Limits {
         handshake_timeout: Duration::from_millis(100),
         ..limits()
     };
-    let (server, _rx) = listener_on(CMS1, secret(), "127.0.0.1:0".parse().unwrap(), quick).await;
+    let (server, _rx) =
+        listener_on(CMS1, material(CMS1), "127.0.0.1:0".parse().unwrap(), quick).await;
     let mut s = TcpStream::connect(server.local_addr().unwrap())
         .await
         .unwrap();
     read_until_closed(&mut s).await;
-    until_stats(&server, "handshake failure", |st| st.handshake_failed == 1).await;
+    until_stats(&server, "timeout refusal", |st| st.refused.timeout == 1).await;
 }
 
 #[tokio::test]
 async fn the_dialer_reconnects_after_the_server_restarts() {
-    let (server, mut srv_rx) = listener(CMS1, secret()).await;
+    let (server, mut srv_rx) = listener(CMS1, material(CMS1)).await;
     let addr = server.local_addr().unwrap();
-    let (client, mut cli_rx) = dialer(CMS2, secret(), &[(CMS1, &server)]).await;
+    let (client, mut cli_rx) = dialer(CMS2, material(CMS2), &[(CMS1, &server)]).await;
     client.connect(CMS1);
     assert_eq!(next(&mut cli_rx).await, NetEvent::Connected { peer: CMS1 });
     client.send(&envelope(CMS2, CMS1, 1)).unwrap();
@@ -256,7 +276,7 @@ async fn the_dialer_reconnects_after_the_server_restarts() {
         NetEvent::Closed { peer: CMS1 }
     );
 
-    let (server, mut srv_rx) = listener_on(CMS1, secret(), addr, limits()).await;
+    let (server, mut srv_rx) = listener_on(CMS1, material(CMS1), addr, limits()).await;
     assert_eq!(
         next_settled(&mut cli_rx).await,
         NetEvent::Connected { peer: CMS1 }
@@ -279,8 +299,8 @@ async fn an_idle_connection_is_closed_and_the_dialer_reopens_it() {
         ..limits()
     };
     let (server, mut srv_rx) =
-        listener_on(CMS1, secret(), "127.0.0.1:0".parse().unwrap(), idle).await;
-    let (client, mut cli_rx) = dialer(CMS2, secret(), &[(CMS1, &server)]).await;
+        listener_on(CMS1, material(CMS1), "127.0.0.1:0".parse().unwrap(), idle).await;
+    let (client, mut cli_rx) = dialer(CMS2, material(CMS2), &[(CMS1, &server)]).await;
     client.connect(CMS1);
     assert_eq!(next(&mut cli_rx).await, NetEvent::Connected { peer: CMS1 });
     assert_eq!(next(&mut srv_rx).await, NetEvent::Closed { peer: CMS2 });
@@ -296,8 +316,8 @@ async fn an_idle_connection_is_closed_and_the_dialer_reopens_it() {
 
 #[tokio::test]
 async fn disconnect_closes_both_ends_without_a_closed_event_to_the_caller() {
-    let (server, mut srv_rx) = listener(CMS1, secret()).await;
-    let (client, mut cli_rx) = dialer(CMS2, secret(), &[(CMS1, &server)]).await;
+    let (server, mut srv_rx) = listener(CMS1, material(CMS1)).await;
+    let (client, mut cli_rx) = dialer(CMS2, material(CMS2), &[(CMS1, &server)]).await;
     client.connect(CMS1);
     assert_eq!(next(&mut cli_rx).await, NetEvent::Connected { peer: CMS1 });
     client.disconnect(CMS1);
@@ -315,16 +335,10 @@ async fn disconnect_closes_both_ends_without_a_closed_event_to_the_caller() {
 #[tokio::test]
 async fn a_newer_inbound_connection_from_the_same_peer_replaces_the_older() {
     let agent = Endpoint::agent(NodeId(4));
-    let (server, mut srv_rx) = listener(CMS1, secret()).await;
+    let (server, mut srv_rx) = listener(CMS1, material(CMS1)).await;
     let addr = server.local_addr().unwrap();
-    let mut old = TcpStream::connect(addr).await.unwrap();
-    client_handshake(&mut old, &secret(), agent, Some(CMS1))
-        .await
-        .unwrap();
-    let mut new = TcpStream::connect(addr).await.unwrap();
-    client_handshake(&mut new, &secret(), agent, Some(CMS1))
-        .await
-        .unwrap();
+    let mut old = raw_link(addr, agent, CMS1).await;
+    let mut new = raw_link(addr, agent, CMS1).await;
     // The old connection is closed by the server, without a Closed event (one remains).
     read_until_closed(&mut old).await;
     let frame = codec::encode(&envelope(CMS1, agent, 5)).unwrap();
@@ -340,7 +354,7 @@ async fn a_newer_inbound_connection_from_the_same_peer_replaces_the_older() {
 
 #[tokio::test]
 async fn connecting_to_an_endpoint_without_an_address_fails_once() {
-    let (client, mut rx) = dialer(CMS2, secret(), &[]).await;
+    let (client, mut rx) = dialer(CMS2, material(CMS2), &[]).await;
     let agent = Endpoint::agent(NodeId(3));
     client.connect(agent);
     assert_eq!(next(&mut rx).await, NetEvent::ConnectFailed { peer: agent });

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use core::time::Duration;
 
 use cm_core::config::{ClusterConfig, ConfigError};
+use cm_core::params::TestSwitches;
 use cm_core::{GroupId, InstanceId, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -342,6 +343,9 @@ struct Raw {
     faults: Vec<toml::Table>,
     #[serde(default)]
     expect: toml::Table,
+    /// Safety-breaking switches for negative controls (not parameters; SPEC.md §16).
+    #[serde(default)]
+    test_switches: TestSwitches,
 }
 
 fn yes() -> bool {
@@ -407,10 +411,13 @@ impl Scenario {
             problems.push(("affected_group".into(), format!("no group {}", group.0)));
         }
         match config {
-            Some(config) if problems.is_empty() => Ok(Self {
+            Some(mut config) if problems.is_empty() => Ok(Self {
+                config: {
+                    config.params.test = raw.test_switches;
+                    config
+                },
                 name: raw.name,
                 description: raw.description,
-                config,
                 duration: Duration::from_secs_f64(raw.duration_s.max(0.0)),
                 liveness: raw.liveness,
                 affected_group: group,

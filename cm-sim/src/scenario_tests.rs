@@ -104,3 +104,27 @@ fn never_and_bounds_parse() {
     );
     assert_eq!(s.faults[0].action, FaultAction::CrashCmsLeader);
 }
+
+#[test]
+fn test_switches_come_from_the_scenario_schema_not_from_cluster_params() {
+    let s = Scenario::from_toml_str(&shipped("broken-lock1-quorum")).unwrap();
+    assert_eq!(s.config.params.test.lock1_quorum_override, 1);
+    let text = shipped("primary-node-crash");
+    let s = Scenario::from_toml_str(&format!(
+        "{text}\n[test_switches]\nskip_fencing_floor = true\n"
+    ))
+    .unwrap();
+    assert!(s.config.params.test.skip_fencing_floor);
+    assert_eq!(s.config.params.test.lock1_quorum_override, 0);
+    // The old spelling under [cluster.params] is the config's refusal.
+    let e = with(
+        "[cluster.params]\n",
+        "[cluster.params]\ntest_skip_fencing_floor = true\n",
+    )
+    .expect_err("not a parameter");
+    assert_eq!(
+        locations(&e),
+        vec!["cluster.params.test_skip_fencing_floor"]
+    );
+    assert!(e.problems[0].1.contains("test-only"), "{e}");
+}

@@ -107,7 +107,7 @@ fn config(rng: &mut Prng, members: &[usize], layout: Layout, azs: usize) -> Clus
         .collect();
     let mut cfg = ClusterConfig {
         name: "swarm".into(),
-        secret_file: None,
+        security: Default::default(),
         azs,
         nodes,
         groups,

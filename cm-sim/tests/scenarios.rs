@@ -1,6 +1,6 @@
 //! Every SPEC §12 row as a named scenario with the real cm-core machines: no invariant broken,
 //! every timing expectation met, liveness reached — for several seeds each. Breaking a rule on
-//! purpose (`test_lock1_quorum_override`) must be caught within a bounded number of seeds.
+//! purpose (`[test_switches] lock1_quorum_override`) must be caught within a bounded number of seeds.
 //! `CM_LONG_TESTS=1` runs more seeds.
 
 use cm_sim::adapters::Machines;
@@ -168,7 +168,7 @@ fn breaking_the_lock1_quorum_on_purpose_is_caught() {
     );
     // The same cluster and faults with the rule intact stay safe.
     let mut fixed = broken;
-    fixed.config.params.test_lock1_quorum_override = 0;
+    fixed.config.params.test.lock1_quorum_override = 0;
     let r = run(
         &fixed,
         "broken-lock1-quorum",
@@ -190,7 +190,7 @@ fn long_swarm_sweep() {
 }
 
 /// Negative control of the availability check (issue 11): with a Lock1 quorum the group can
-/// never reach (`test_lock1_quorum_override` = 3 of two standbys), a crashed primary is never
+/// never reach (`[test_switches] lock1_quorum_override` = 3 of two standbys), a crashed primary is never
 /// replaced; the CMS majority side holds both standbys, so once the crash has been stable for
 /// B (28.8 s with defaults) the run fails with an `A` violation at that instant. The same
 /// cluster with the rule intact is writable again in time and passes.
@@ -198,7 +198,7 @@ fn long_swarm_sweep() {
 fn availability_check_fails_a_group_left_without_a_primary() {
     let mut s = shipped("primary-node-crash");
     s.expect.clear();
-    s.config.params.test_lock1_quorum_override = 3;
+    s.config.params.test.lock1_quorum_override = 3;
     let r = run(
         &s,
         "primary-node-crash",
@@ -211,7 +211,7 @@ fn availability_check_fails_a_group_left_without_a_primary() {
     let at = a[0].at.as_secs_f64();
     assert!((58.8..59.1).contains(&at), "{at}: {}", a[0].message);
     assert!(a[0].message.contains("group1"), "{}", a[0].message);
-    s.config.params.test_lock1_quorum_override = 0;
+    s.config.params.test.lock1_quorum_override = 0;
     let r = run(
         &s,
         "primary-node-crash",

@@ -42,6 +42,21 @@ pub fn config_parser(data: &[u8]) {
     }
 }
 
+/// The TLS material loaders (SPEC §16): arbitrary bytes as a PEM file of certificates, as a
+/// PEM private key, as a certificate's DER (its expiry), and as a link hello. Errors are
+/// values; nothing panics.
+pub fn tls_material(data: &[u8]) {
+    use cm_io::transport::{handshake, tls};
+    if let Ok(certs) = tls::parse_certs(data) {
+        for c in &certs {
+            let _ = tls::not_after_unix(c);
+        }
+    }
+    let _ = tls::parse_key(data);
+    let _ = tls::not_after_unix(data);
+    let _ = handshake::parse_hello(data);
+}
+
 /// The ctl request paths: cm_ctl's argument parser on whitespace-split text, and ctl requests
 /// decoded from frames.
 pub fn ctl_request(data: &[u8]) {

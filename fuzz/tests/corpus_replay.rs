@@ -35,6 +35,11 @@ fn frame_decoder_corpus() {
 }
 
 #[test]
+fn tls_material_corpus() {
+    replay("tls_material", cm_fuzz::tls_material);
+}
+
+#[test]
 fn config_parser_corpus() {
     replay("config_parser", cm_fuzz::config_parser);
 }

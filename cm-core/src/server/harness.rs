@@ -58,7 +58,7 @@ pub(crate) fn cluster(azs: &[(&str, u32)], member_azs: &[&str], params: Params) 
         .collect();
     ClusterConfig {
         name: "t".into(),
-        secret_file: None,
+        security: Default::default(),
         azs: azs
             .iter()
             .map(|(n, p)| AzConfig {

@@ -118,7 +118,7 @@ pub fn commits_acknowledged(members: &[DnRow], params: &Params) -> bool {
         return true;
     }
     let n = members.len();
-    let k = n.saturating_sub(lock1_quorum(n, params.test_lock1_quorum_override));
+    let k = n.saturating_sub(lock1_quorum(n, params.test.lock1_quorum_override));
     let streaming = members
         .iter()
         .filter(|r| r.role == DnRole::Standby && r.not_streaming_ms.is_none())

@@ -31,7 +31,7 @@ use cm_core::msg::Endpoint;
 use cm_io::event_loop::{Clock, EventLoop, InputMap};
 use cm_io::postgres::{PgDriver, PgOptions};
 use cm_io::store::Store;
-use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
+use cm_io::transport::{AddressBook, Security, Transport, TransportConfig};
 use tokio::sync::mpsc;
 
 use crate::common::{self, NodeArgs, Signal};
@@ -101,7 +101,7 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
         Some(p) => node::absolute(&p)?,
         None => node::sibling_binary("cm_server")?,
     };
-    let secret = common::load_secret(&config_path, &config)?;
+    let security = common::load_security(&config_path, &config, &common::Identity::Node(me.id))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -113,7 +113,7 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
         node: me.id,
         state_dir,
         server_bin,
-        secret,
+        security,
     };
     rt.block_on(run(agent, store, setup))?;
     Ok(ExitCode::SUCCESS)
@@ -126,7 +126,7 @@ struct Setup {
     node: NodeId,
     state_dir: PathBuf,
     server_bin: PathBuf,
-    secret: Secret,
+    security: Security,
 }
 
 async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
@@ -141,10 +141,10 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     );
     let (transport, net) = Transport::start(TransportConfig {
         local: Endpoint::agent(s.node),
-        secret: s.secret.clone(),
+        security: s.security.clone(),
         listen: None,
         addresses: AddressBook::from_config(&s.config),
-        limits: Limits::default(),
+        limits: common::limits(&s.config),
     })
     .await
     .context("cannot start the transport")?;
@@ -168,7 +168,7 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     });
     tracing::info!(node = %s.node, "cm_agent running");
     let sigs = common::signals()?;
-    let stop = watch_signals(sigs, s.config_path.clone(), tx);
+    let stop = watch_signals(sigs, s.config_path.clone(), tx, s.security.clone());
     let (_, why) = event_loop.run(&mut exec, stop).await;
     tracing::info!(%why, "cm_agent stopping; its DNs keep running");
     if !persist.flushed(FLUSH_TIMEOUT).await {
@@ -178,22 +178,27 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM/SIGINT; on SIGHUP re-reads the config and feeds the new parameters.
+/// Resolves on SIGTERM/SIGINT; on SIGHUP re-reads the config and feeds the new parameters,
+/// and re-reads the TLS files.
 async fn watch_signals(
     mut sigs: mpsc::Receiver<Signal>,
     config_path: PathBuf,
     tx: mpsc::Sender<AgentInput>,
+    security: Security,
 ) {
     while let Some(s) = sigs.recv().await {
         match s {
             Signal::Terminate => return,
-            Signal::Reload => match common::load_config(&config_path) {
-                Ok(cfg) => {
-                    tracing::info!("SIGHUP: parameters reloaded");
-                    let _ = tx.send(AgentInput::ParamsReloaded(cfg.params)).await;
+            Signal::Reload => {
+                match common::load_config(&config_path) {
+                    Ok(cfg) => {
+                        tracing::info!("SIGHUP: parameters reloaded");
+                        let _ = tx.send(AgentInput::ParamsReloaded(cfg.params)).await;
+                    }
+                    Err(e) => tracing::error!("SIGHUP: config not reloaded: {e:#}"),
                 }
-                Err(e) => tracing::error!("SIGHUP: config not reloaded: {e:#}"),
-            },
+                common::reload_tls(&security);
+            }
         }
     }
 }

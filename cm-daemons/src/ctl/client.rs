@@ -13,9 +13,7 @@ use cm_core::ctl::{CtlReply, CtlRequest, MonitorReply, MonitorRequest, Refusal};
 use cm_core::ids::{NodeId, QuorumTerm};
 use cm_core::io::NetEvent;
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
-use cm_io::transport::auth::client_handshake;
-use cm_io::transport::{AddressBook, Limits, Secret, Transport, TransportConfig};
-use tokio::net::TcpStream;
+use cm_io::transport::{AddressBook, Limits, Security, Transport, TransportConfig};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -29,7 +27,6 @@ pub struct CtlClient {
     transport: Transport,
     events: mpsc::Receiver<NetEvent>,
     addresses: AddressBook,
-    secret: Secret,
     local: Endpoint,
     servers: Vec<Endpoint>,
     connected: BTreeSet<Endpoint>,
@@ -54,7 +51,7 @@ const GIVE_UP_AFTER_FAILURES: u32 = 3;
 
 impl CtlClient {
     /// Starts the transport (outbound only) for `config`.
-    pub async fn start(config: &ClusterConfig, secret: Secret) -> anyhow::Result<Self> {
+    pub async fn start(config: &ClusterConfig, security: Security) -> anyhow::Result<Self> {
         let local = Endpoint {
             node: NodeId(std::process::id()),
             role: Role::Ctl,
@@ -62,7 +59,7 @@ impl CtlClient {
         let addresses = AddressBook::from_config(config);
         let (transport, events) = Transport::start(TransportConfig {
             local,
-            secret: secret.clone(),
+            security,
             listen: None,
             addresses: addresses.clone(),
             limits: Limits {
@@ -77,7 +74,6 @@ impl CtlClient {
             transport,
             events,
             addresses,
-            secret,
             local,
             servers: config
                 .cms_nodes()
@@ -214,7 +210,7 @@ impl CtlClient {
         }
         format!(
             "can't connect to cm_server ({}); check that cm_server runs on the CMS nodes and that \
-             this config and secret are the cluster's",
+             this config and TLS material are the cluster's",
             why.join("; ")
         )
     }
@@ -224,13 +220,7 @@ impl CtlClient {
         let Some(addr) = self.addresses.get(peer) else {
             return format!("{peer}: no address in the config");
         };
-        let attempt = async {
-            let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            client_handshake(&mut s, &self.secret, self.local, Some(peer))
-                .await
-                .map_err(|e| e.to_string())
-        };
-        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        match tokio::time::timeout(Duration::from_secs(2), self.transport.probe(peer)).await {
             Ok(Ok(_)) => format!("{peer} at {addr}: reachable, but it did not answer"),
             Ok(Err(e)) => format!("{peer} at {addr}: {e}"),
             Err(_) => format!("{peer} at {addr}: timed out"),

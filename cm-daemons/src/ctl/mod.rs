@@ -54,11 +54,15 @@ pub async fn run(cli: Cli) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let secret = match common::load_secret(cfg_path, &config) {
+    let operator = common::Identity::Operator {
+        cert: cli.tls_cert.clone(),
+        key: cli.tls_key.clone(),
+    };
+    let security = match common::load_security(cfg_path, &config, &operator) {
         Ok(s) => s,
         Err(e) => return fail(&common::error_text(&e)),
     };
-    let mut client = match CtlClient::start(&config, secret).await {
+    let mut client = match CtlClient::start(&config, security).await {
         Ok(c) => c,
         Err(e) => return fail(&common::error_text(&e)),
     };

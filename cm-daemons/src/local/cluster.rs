@@ -96,9 +96,7 @@ impl LocalCluster {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         let paths = Paths { dir };
         let ports = Ports::pick()?;
-        let secret = paths.secret();
-        std::fs::write(&secret, super::new_secret()? + "\n")?;
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+        super::write_tls_material(&paths)?;
         let text = super::render_config(
             &paths,
             &ports,

@@ -39,7 +39,11 @@ fn the_generated_config_is_three_cms_nodes_and_one_1p2s_group() {
     assert_eq!(cfg.nodes[1].monitor_port, 20002);
     assert_eq!(cfg.nodes[1].cms_port, Some(20012));
     assert_eq!(cfg.database.os_user, "postgres");
-    assert_eq!(cfg.secret_file.as_deref(), Some("/tmp/cm-local-x/secret"));
+    assert_eq!(
+        cfg.security.ssl_cert_file.as_deref(),
+        Some("/tmp/cm-local-x/tls/{node}.crt")
+    );
+    assert!(cfg.security.has_node_material() && !cfg.security.allow_plaintext);
     assert_eq!(cfg.params.profile, Profile::Fast);
     assert_eq!(cfg.params.datastorage_threshold_check_interval, 1.0);
 }
@@ -78,10 +82,31 @@ fn missing_postgres_says_how_to_install_it() {
 }
 
 #[test]
-fn a_secret_is_long_enough_for_the_transport() {
-    let s = new_secret().unwrap();
-    assert_eq!(s.len(), 64);
-    assert!(cm_io::transport::Secret::new(s.into_bytes()).is_ok());
+fn the_generated_material_loads_for_every_node_and_the_operator() {
+    let t = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        dir: t.path().to_path_buf(),
+    };
+    write_tls_material(&paths).unwrap();
+    let ports = Ports::pick().unwrap();
+    let text = render_config(&paths, &ports, Profile::Fast, Path::new("/x"), &[]);
+    let cfg = ClusterConfig::from_toml_str(&text).unwrap();
+    let cfg_path = paths.config();
+    for n in &cfg.nodes {
+        let id = crate::common::Identity::Node(n.id);
+        crate::common::load_security(&cfg_path, &cfg, &id).unwrap();
+    }
+    let op = crate::common::Identity::Operator {
+        cert: None,
+        key: None,
+    };
+    crate::common::load_security(&cfg_path, &cfg, &op).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(paths.tls_dir().join("n1.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "keys are private");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! the same code.
 //!
 //! Layout under the cluster directory (`./.local-cluster` by default):
-//! `cluster.toml` and `secret` (0600), `nodeN/` (state directory of node N), `data/dnN` (data
+//! `cluster.toml`, `tls/` (a generated CA, node and operator certificates; keys 0600), `nodeN/` (state directory of node N), `data/dnN` (data
 //! directory of DN 600N, owned by the database OS user), `logs/` (one log per om_monitor, whose
 //! children inherit it) and `cm_local.pid` (the foreground launcher, for `cm_local down`).
 
@@ -208,9 +208,9 @@ impl Paths {
     pub fn config(&self) -> PathBuf {
         self.dir.join("cluster.toml")
     }
-    /// The secret file.
-    pub fn secret(&self) -> PathBuf {
-        self.dir.join("secret")
+    /// The generated TLS material (CA, node and operator certificates).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
     }
     /// The state directory of node `n` (1-based).
     pub fn state_dir(&self, n: u32) -> PathBuf {
@@ -251,7 +251,7 @@ pub fn render_config(
     let mut t = String::from(
         "# Written by cm_local: a three-node cluster on this machine.\nname = \"local\"\n",
     );
-    let _ = writeln!(t, "secret_file = \"{}\"", paths.secret().display());
+    t.push_str(&tls_keys(&paths.tls_dir()));
     t.push_str("\n[[az]]\nname = \"AZ1\"\npriority = 1\n");
     for n in 1..=NODES {
         let i = n as usize - 1;
@@ -290,15 +290,33 @@ pub fn render_config(
     t
 }
 
-/// A fresh random secret (hex of 32 bytes from the kernel).
-pub fn new_secret() -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    }))
+/// The config keys naming the material [`write_tls_material`] (or
+/// `certgen::write_cluster_material`) wrote into `tls_dir`.
+pub fn tls_keys(tls_dir: &Path) -> String {
+    let f = |name: &str| tls_dir.join(name).display().to_string();
+    format!(
+        "ssl_ca_file = \"{}\"\nssl_cert_file = \"{}\"\nssl_key_file = \"{}\"\n\
+         ssl_operator_cert_file = \"{}\"\nssl_operator_key_file = \"{}\"\n",
+        f("ca.crt"),
+        f("{node}.crt"),
+        f("{node}.key"),
+        f("operator.crt"),
+        f("operator.key")
+    )
+}
+
+/// Generates the cluster's CA and the certificates of nodes `n1`..`nN` and of the operator
+/// into [`Paths::tls_dir`] (keys 0600), with the ring provider rustls uses.
+pub fn write_tls_material(paths: &Paths) -> anyhow::Result<()> {
+    let names: Vec<String> = (1..=NODES).map(|n| format!("n{n}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    cm_io::transport::certgen::write_cluster_material(
+        &paths.tls_dir(),
+        "local",
+        &names,
+        cm_io::transport::certgen::today(),
+    )?;
+    Ok(())
 }
 
 /// The first ancestor of `dir` that other users cannot enter (the database user must reach

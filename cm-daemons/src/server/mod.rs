@@ -25,7 +25,7 @@ use cm_core::server::ServerInput;
 use cm_core::time::WallMillis;
 use cm_io::event_loop::{Clock, EventLoop, InputMap, Journal, JsonLinesJournal};
 use cm_io::store::Store;
-use cm_io::transport::{AddressBook, Limits, Transport, TransportConfig};
+use cm_io::transport::{AddressBook, Security, Transport, TransportConfig};
 use tokio::sync::mpsc;
 
 use crate::common::{self, NodeArgs, Signal};
@@ -107,14 +107,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             store.path().display()
         )
     })?;
-    let secret = common::load_secret(&cfg_path, &config)?;
+    let security = common::load_security(&cfg_path, &config, &common::Identity::Node(me.id))?;
     let listen = listen_addr(&me.address, port).await?;
     let (transport, net) = Transport::start(TransportConfig {
         local: Endpoint::server(me.id),
-        secret,
+        security: security.clone(),
         listen: Some(listen),
         addresses: AddressBook::from_config(&config),
-        limits: Limits::default(),
+        limits: common::limits(&config),
     })
     .await?;
     let journal: Option<Box<dyn Journal<ServerInput> + Send>> = match &args.journal {
@@ -140,7 +140,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     let signals = common::signals()?;
     let (_, why) = event_loop
-        .run(&mut executor, until_terminated(signals, cfg_path, config))
+        .run(
+            &mut executor,
+            until_terminated(signals, cfg_path, config, security),
+        )
         .await;
     tracing::info!(%why, "cm_server stopping");
     if !executor.flush(FLUSH_LIMIT).await {
@@ -173,13 +176,17 @@ async fn until_terminated(
     mut signals: mpsc::Receiver<Signal>,
     path: PathBuf,
     running: ClusterConfig,
+    security: Security,
 ) {
     while let Some(s) = signals.recv().await {
         match s {
             Signal::Terminate => return,
             Signal::Reload => match common::load_config(&path) {
                 // Always against the config the machine was built with: that is what runs.
-                Ok(file) => reload::log(&path, &reload::diff(&running, &file)),
+                Ok(file) => {
+                    reload::log(&path, &reload::diff(&running, &file));
+                    common::reload_tls(&security);
+                }
                 Err(e) => tracing::error!("config reload failed, nothing changed: {e:#}"),
             },
         }

@@ -5,7 +5,7 @@
 //! to the replicated state so that every CMS (and every later leader) applies the same value.
 //! A parameter edited in the file therefore does not take effect on SIGHUP: it is logged with
 //! that advice, and it applies at the next start (a committed `cm_ctl set` override still
-//! wins). Changes to the topology (nodes, ports, groups, AZs, secret) need a restart of every
+//! wins). Changes to the topology (nodes, ports, groups, AZs, TLS file names) need a restart of every
 //! process of the cluster.
 
 use cm_core::config::ClusterConfig;
@@ -32,7 +32,7 @@ pub fn diff(running: &ClusterConfig, file: &ClusterConfig) -> ConfigChanges {
     let mut topology = Vec::new();
     let parts: [(&'static str, bool); 6] = [
         ("name", running.name != file.name),
-        ("secret_file", running.secret_file != file.secret_file),
+        ("ssl_*/allow_plaintext", running.security != file.security),
         ("az", running.azs != file.azs),
         ("node", running.nodes != file.nodes),
         ("group", running.groups != file.groups),

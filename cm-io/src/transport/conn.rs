@@ -1,6 +1,7 @@
-//! One authenticated connection: frames in (decoded with `cm_core::codec`), frames out (from a
-//! bounded outbox). A malformed frame, a frame whose sender is not the authenticated peer, an
-//! idle timeout, EOF or a write error ends the connection; nothing here panics on input.
+//! One authenticated connection (TLS or, in tests, plaintext): frames in (decoded with
+//! `cm_core::codec`), frames out (from a bounded outbox). A malformed frame, a frame whose sender
+//! is not the authenticated peer, an idle timeout, EOF or a write error ends the connection;
+//! nothing here panics on input.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -9,12 +10,11 @@ use std::time::Duration;
 use cm_core::codec;
 use cm_core::io::NetEvent;
 use cm_core::msg::Endpoint;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::Stats;
+use super::handshake::BoxStream;
 
 /// Why a connection ended (for logs).
 #[derive(Debug)]
@@ -38,6 +38,10 @@ impl End {
             Self::Malformed(why) => {
                 tracing::warn!(%peer, direction, "connection closed: malformed input: {why}");
             }
+            // cm_ctl exits with its connections open (a reset under TLS): routine too.
+            Self::Io(e) if peer.role == cm_core::msg::Role::Ctl => {
+                tracing::debug!(%peer, direction, "connection closed: {e}");
+            }
             Self::Io(e) => tracing::info!(%peer, direction, "connection closed: {e}"),
             // cm_ctl closes its connection after every command: routine.
             Self::Eof if peer.role == cm_core::msg::Role::Ctl => {
@@ -52,7 +56,7 @@ impl End {
 
 /// Runs the connection until it ends or `stop` resolves.
 pub(crate) async fn run(
-    stream: TcpStream,
+    stream: BoxStream,
     peer: Endpoint,
     outbox: mpsc::Receiver<Vec<u8>>,
     events: mpsc::Sender<NetEvent>,
@@ -60,8 +64,7 @@ pub(crate) async fn run(
     stats: &Stats,
     stop: impl Future<Output = ()>,
 ) -> End {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     tokio::select! {
         end = read_loop(rd, peer, &events, idle, stats) => end,
         end = write_loop(wr, outbox) => end,
@@ -70,7 +73,7 @@ pub(crate) async fn run(
 }
 
 async fn read_loop(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf<BoxStream>,
     peer: Endpoint,
     events: &mpsc::Sender<NetEvent>,
     idle: Option<Duration>,
@@ -116,14 +119,22 @@ async fn read_loop(
         match n {
             Ok(0) => return End::Eof,
             Ok(_) => {}
+            // A TLS peer that closes without close_notify (cm_ctl exiting): an ordinary close.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return End::Eof,
             Err(e) => return End::Io(e),
         }
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut outbox: mpsc::Receiver<Vec<u8>>) -> End {
+async fn write_loop(mut wr: WriteHalf<BoxStream>, mut outbox: mpsc::Receiver<Vec<u8>>) -> End {
     while let Some(frame) = outbox.recv().await {
         if let Err(e) = wr.write_all(&frame).await {
+            return End::Io(e);
+        }
+        // TLS buffers records: push them out once the queue is drained.
+        if outbox.is_empty()
+            && let Err(e) = wr.flush().await
+        {
             return End::Io(e);
         }
     }

@@ -1,9 +1,10 @@
 //! TCP transport for [`Envelope`] frames between the processes of a cluster.
 //!
-//! Every connection is mutually authenticated by the per-cluster secret ([`auth`]) before any
-//! frame is read; frames are `cm_core::codec` frames. The core decides which connections exist
-//! (`NetCommand::Connect`/`Disconnect`); this module keeps them and reports facts as
-//! [`NetEvent`]s:
+//! Every connection is mutual TLS 1.3 against the cluster CA, and the client's certificate must
+//! name the endpoint it claims ([`handshake`]), before any frame is read (`allow_plaintext`
+//! test clusters skip TLS); frames are `cm_core::codec` frames. The core decides which
+//! connections exist (`NetCommand::Connect`/`Disconnect`); this module keeps them and reports
+//! facts as [`NetEvent`]s:
 //!
 //! * `connect(peer)` dials the peer's address ([`AddressBook`]) and keeps the connection up
 //!   until `disconnect(peer)`: each failed attempt is a `ConnectFailed`, each success a
@@ -17,15 +18,23 @@
 //!   the core ordered (`disconnect`) are not reported back.
 //!
 //! Every queue is bounded: per-connection outboxes (overflow dropped and counted), the event
-//! queue (full → readers wait, which pushes back on the peers through TCP), and the number of
-//! handshakes in progress (excess connections closed at once and counted).
+//! queue (full → readers wait, which pushes back on the peers through TCP), the handshakes in
+//! progress (in total and per source address), the established inbound connections and the
+//! handshake time (each excess refused and counted in [`RefusalStats`]); frames longer than
+//! the codec's limit close the connection (counted as malformed).
+//!
+//! With TLS, a task checks every `cert_check_interval` whether a certificate in use expires
+//! within `cert_expire_alert` (`ssl_cert_expire_alert_threshold`): an error log (the alarm), a
+//! counter, and the gauge [`TransportStats::cert_min_remaining_s`].
 
 mod addresses;
-pub mod auth;
+pub mod certgen;
 mod conn;
+pub mod handshake;
+pub mod tls;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,12 +47,13 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use addresses::AddressBook;
-pub use auth::{AuthError, Secret, SecretError};
+pub use handshake::{Refusal, RefusalStats, Security};
+pub use tls::{Tls, TlsError, TlsFiles};
 
 /// Timeouts, backoff and queue bounds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Bound on a TCP connect, and separately on the authentication handshake.
+    /// Bound on a TCP connect, and separately on the TLS handshake and hello.
     pub handshake_timeout: Duration,
     /// A connection that receives nothing for this long is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
@@ -57,6 +67,14 @@ pub struct Limits {
     pub event_queue: usize,
     /// Inbound handshakes in progress before new connections are closed at once.
     pub max_pending_handshakes: usize,
+    /// Inbound handshakes in progress from one IP address.
+    pub max_pending_per_address: usize,
+    /// Inbound connections (in handshake or established).
+    pub max_connections: usize,
+    /// Alarm when a certificate in use expires within this (`ssl_cert_expire_alert_threshold`).
+    pub cert_expire_alert: Duration,
+    /// How often the certificates' expiry is checked.
+    pub cert_check_interval: Duration,
 }
 
 impl Default for Limits {
@@ -69,6 +87,10 @@ impl Default for Limits {
             outbox_frames: 1024,
             event_queue: 4096,
             max_pending_handshakes: 64,
+            max_pending_per_address: 8,
+            max_connections: 512,
+            cert_expire_alert: Duration::from_secs(30 * 86_400),
+            cert_check_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -78,8 +100,8 @@ impl Default for Limits {
 pub struct TransportConfig {
     /// This process.
     pub local: Endpoint,
-    /// The per-cluster secret.
-    pub secret: Secret,
+    /// TLS material (or plaintext, on a loopback test cluster).
+    pub security: Security,
     /// Where to accept connections (`None`: outbound only, e.g. cm_agent or cm_ctl).
     pub listen: Option<SocketAddr>,
     /// Where peers listen.
@@ -133,12 +155,14 @@ pub struct TransportStats {
     pub dropped_encode: u64,
     /// Connections closed for a malformed frame or a forged sender.
     pub malformed: u64,
-    /// Inbound handshakes that failed (bad proof, garbage, timeout).
-    pub handshake_failed: u64,
-    /// Inbound connections closed at once because too many handshakes were in progress.
-    pub handshake_refused: u64,
+    /// Inbound connections refused, by reason (bad certificate, limits, timeout, ...).
+    pub refused: RefusalStats,
     /// Outbound connection attempts that failed.
     pub connect_failed: u64,
+    /// Expiry checks that found a certificate expiring within the threshold (alarms raised).
+    pub cert_expiry_alarms: u64,
+    /// Seconds until the first certificate in use expires (`None` without TLS).
+    pub cert_min_remaining_s: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -149,9 +173,9 @@ struct Stats {
     outbox_full: AtomicU64,
     encode: AtomicU64,
     malformed: AtomicU64,
-    handshake_failed: AtomicU64,
-    handshake_refused: AtomicU64,
+    refused: [AtomicU64; handshake::ALL.len()],
     connect_failed: AtomicU64,
+    cert_alarms: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -168,9 +192,24 @@ impl Stats {
             dropped_outbox_full: g(&self.outbox_full),
             dropped_encode: g(&self.encode),
             malformed: g(&self.malformed),
-            handshake_failed: g(&self.handshake_failed),
-            handshake_refused: g(&self.handshake_refused),
+            refused: self.refusals(),
             connect_failed: g(&self.connect_failed),
+            cert_expiry_alarms: g(&self.cert_alarms),
+            cert_min_remaining_s: None,
+        }
+    }
+
+    fn refusals(&self) -> RefusalStats {
+        let mut out = RefusalStats::default();
+        for (i, &r) in handshake::ALL.iter().enumerate() {
+            *out.count_mut(r) = self.refused[i].load(Ordering::Relaxed);
+        }
+        out
+    }
+
+    fn refuse(&self, r: Refusal) {
+        if let Some(i) = handshake::ALL.iter().position(|&x| x == r) {
+            bump(&self.refused[i]);
         }
     }
 }
@@ -228,15 +267,33 @@ impl Registry {
 #[derive(Debug)]
 struct Ctx {
     local: Endpoint,
-    secret: Secret,
+    security: Security,
     addresses: AddressBook,
     limits: Limits,
     registry: Mutex<Registry>,
+    /// Handshakes in progress by source address.
+    pending_by_address: Mutex<HashMap<IpAddr, usize>>,
     stats: Stats,
     events: mpsc::Sender<NetEvent>,
 }
 
 impl Ctx {
+    fn pending_by_address(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.pending_by_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts and logs a refused inbound connection.
+    fn refuse(&self, addr: SocketAddr, reason: Refusal, detail: &str) {
+        self.stats.refuse(reason);
+        if reason.is_suspicious() {
+            tracing::warn!(%addr, local = %self.local, ?reason, "connection refused: {detail}");
+        } else {
+            tracing::info!(%addr, local = %self.local, ?reason, "connection dropped: {detail}");
+        }
+    }
+
     fn registry(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding the lock leaves the maps consistent (no multi-step updates).
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
@@ -283,10 +340,11 @@ impl Transport {
         let (shutdown, _) = watch::channel(false);
         let ctx = Arc::new(Ctx {
             local: config.local,
-            secret: config.secret,
+            security: config.security,
             addresses: config.addresses,
             limits: config.limits,
             registry: Mutex::new(Registry::default()),
+            pending_by_address: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             events,
         });
@@ -305,6 +363,13 @@ impl Transport {
             }
             None => (None, None),
         };
+        if let Security::Tls(tls) = &ctx.security {
+            tokio::spawn(expiry_loop(
+                Arc::clone(&ctx),
+                Arc::clone(tls),
+                shutdown.subscribe(),
+            ));
+        }
         let inner = Inner {
             ctx,
             shutdown,
@@ -331,7 +396,20 @@ impl Transport {
 
     /// Counters since start.
     pub fn stats(&self) -> TransportStats {
-        self.inner.ctx.stats.snapshot()
+        let mut s = self.inner.ctx.stats.snapshot();
+        if let Security::Tls(tls) = &self.inner.ctx.security {
+            s.cert_min_remaining_s = tls.min_remaining_s(unix_now());
+        }
+        s
+    }
+
+    /// One connection attempt and handshake to `peer`, closed at once: why cm_ctl cannot use
+    /// a peer, in words.
+    pub async fn probe(&self, peer: Endpoint) -> Result<(), String> {
+        dial(&self.inner.ctx, peer)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Opens and keeps a connection to `peer` until [`Transport::disconnect`]. A peer without
@@ -506,30 +584,29 @@ enum DialError {
     #[error("timed out ({what})")]
     Timeout { what: &'static str },
     #[error(transparent)]
-    Auth(#[from] AuthError),
+    Handshake(#[from] handshake::ClientError),
 }
 
-async fn dial(ctx: &Ctx, peer: Endpoint) -> Result<TcpStream, DialError> {
+async fn dial(ctx: &Ctx, peer: Endpoint) -> Result<handshake::BoxStream, DialError> {
     let addr = ctx.addresses.get(peer).ok_or(DialError::NoAddress)?;
     let t = ctx.limits.handshake_timeout;
-    let mut stream = tokio::time::timeout(t, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(t, TcpStream::connect(addr))
         .await
         .map_err(|_| DialError::Timeout { what: "connect" })?
         .map_err(|source| DialError::Connect {
             addr: addr.to_owned(),
             source,
         })?;
-    tokio::time::timeout(
-        t,
-        auth::client_handshake(&mut stream, &ctx.secret, ctx.local, Some(peer)),
-    )
-    .await
-    .map_err(|_| DialError::Timeout { what: "handshake" })??;
+    let _ = stream.set_nodelay(true);
+    let stream = tokio::time::timeout(t, handshake::client(&ctx.security, stream, ctx.local, peer))
+        .await
+        .map_err(|_| DialError::Timeout { what: "handshake" })??;
     Ok(stream)
 }
 
 async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
     let pending = Arc::new(Semaphore::new(ctx.limits.max_pending_handshakes.max(1)));
+    let established = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -544,43 +621,93 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, shutdown: watch::Rece
                 continue;
             }
         };
+        // Every inbound connection, in handshake or established, holds a slot of the total.
+        let Ok(slot) = Arc::clone(&established).try_acquire_owned() else {
+            ctx.refuse(addr, Refusal::TooManyConnections, "too many connections");
+            continue;
+        };
         let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
-            bump(&ctx.stats.handshake_refused);
-            tracing::warn!(%addr, "too many handshakes in progress; connection closed");
+            ctx.refuse(
+                addr,
+                Refusal::TooManyPending,
+                "too many handshakes in progress",
+            );
+            continue;
+        };
+        let Some(from_address) = PendingFrom::take(&ctx, addr.ip()) else {
+            ctx.refuse(
+                addr,
+                Refusal::TooManyFromAddress,
+                "too many handshakes in progress from this address",
+            );
             continue;
         };
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
             let peer = inbound_handshake(&ctx, stream, addr).await;
+            drop(from_address);
             drop(permit);
-            if let Some((peer, stream)) = peer {
-                serve_inbound(&ctx, stream, peer, shutdown).await;
-            }
+            let Some((peer, stream)) = peer else { return };
+            serve_inbound(&ctx, stream, peer, shutdown).await;
+            drop(slot);
         });
+    }
+}
+
+/// One handshake in progress from an address; dropping it releases the count.
+struct PendingFrom {
+    ctx: Arc<Ctx>,
+    ip: IpAddr,
+}
+
+impl PendingFrom {
+    fn take(ctx: &Arc<Ctx>, ip: IpAddr) -> Option<Self> {
+        let mut map = ctx.pending_by_address();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= ctx.limits.max_pending_per_address.max(1) {
+            return None;
+        }
+        *n += 1;
+        drop(map);
+        Some(Self {
+            ctx: Arc::clone(ctx),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingFrom {
+    fn drop(&mut self) {
+        let mut map = self.ctx.pending_by_address();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 
 async fn inbound_handshake(
     ctx: &Ctx,
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
-) -> Option<(Endpoint, TcpStream)> {
+) -> Option<(Endpoint, handshake::BoxStream)> {
     let hs = tokio::time::timeout(
         ctx.limits.handshake_timeout,
-        auth::server_handshake(&mut stream, &ctx.secret, ctx.local),
+        handshake::server(&ctx.security, stream),
     )
     .await;
     match hs {
-        Ok(Ok(peer)) => Some((peer, stream)),
+        Ok(Ok(peer)) => Some(peer),
         Ok(Err(e)) => {
-            bump(&ctx.stats.handshake_failed);
-            tracing::warn!(%addr, local = %ctx.local, "unauthenticated connection dropped: {e}");
+            ctx.refuse(addr, e.reason, &e.detail);
             None
         }
         Err(_) => {
-            bump(&ctx.stats.handshake_failed);
-            tracing::warn!(%addr, local = %ctx.local, "handshake timed out; connection dropped");
+            ctx.refuse(addr, Refusal::Timeout, "handshake timed out");
             None
         }
     }
@@ -588,7 +715,7 @@ async fn inbound_handshake(
 
 async fn serve_inbound(
     ctx: &Ctx,
-    stream: TcpStream,
+    stream: handshake::BoxStream,
     peer: Endpoint,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -607,5 +734,36 @@ async fn serve_inbound(
     end.log(peer, "inbound");
     if ctx.registry().remove(peer, id) && !*shutdown.borrow() && shutdown.has_changed().is_ok() {
         ctx.emit(NetEvent::Closed { peer }).await;
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Raises the expiry alarm (an error log and a counter) while a certificate in use expires
+/// within the threshold; checks at start, then every `cert_check_interval`.
+async fn expiry_loop(ctx: Arc<Ctx>, tls: Arc<Tls>, shutdown: watch::Receiver<bool>) {
+    let threshold = i64::try_from(ctx.limits.cert_expire_alert.as_secs()).unwrap_or(i64::MAX);
+    let every = ctx.limits.cert_check_interval.max(Duration::from_secs(1));
+    loop {
+        for e in tls.expiring(unix_now(), threshold) {
+            bump(&ctx.stats.cert_alarms);
+            tracing::error!(
+                local = %ctx.local,
+                certificate = %e.what,
+                remaining_days = e.remaining_s / 86_400,
+                "ALARM: a certificate in use expires within ssl_cert_expire_alert_threshold \
+                 ({} days): renew it and send SIGHUP",
+                threshold / 86_400
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {},
+            () = stopped(shutdown.clone()) => return,
+        }
     }
 }

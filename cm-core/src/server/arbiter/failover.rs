@@ -21,7 +21,7 @@ impl GroupArbiter {
             return;
         }
         self.send_lock1s(ctx);
-        let q = candidate::lock1_quorum(self.members.len(), ctx.params.test_lock1_quorum_override);
+        let q = candidate::lock1_quorum(self.members.len(), ctx.params.test.lock1_quorum_override);
         if self.locked_count(ctx) < q {
             // As in CM: the send counts reset when the locked count falls below q.
             for m in &mut self.members {
@@ -252,7 +252,7 @@ impl GroupArbiter {
     /// [`Member::may_be_primary`](super::Member::may_be_primary)), or that was not heard from
     /// since the election — other than the candidate itself.
     pub fn fencing_floor_passed(&self, ctx: &Ctx<'_>, g: &GroupState, cand: InstanceId) -> bool {
-        if ctx.params.test_skip_fencing_floor {
+        if ctx.params.test.skip_fencing_floor {
             return true;
         }
         let floor = ctx.params.fencing_floor();
@@ -288,7 +288,7 @@ impl GroupArbiter {
         let Some(g) = ctx.group(self.id) else {
             return false;
         };
-        let q = candidate::lock1_quorum(self.members.len(), ctx.params.test_lock1_quorum_override);
+        let q = candidate::lock1_quorum(self.members.len(), ctx.params.test.lock1_quorum_override);
         // The committed Promote made the candidate the static primary, so selection prefers
         // it whenever it is still at the maximum.
         self.locked_count(ctx) >= q

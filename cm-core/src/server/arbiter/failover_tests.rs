@@ -96,7 +96,7 @@ fn one_primary_four_standbys_needs_three_locked() {
 #[test]
 fn lock1_quorum_override_replaces_q() {
     let mut cfg = crate::server::harness::cluster(&[("AZ1", 1)], &["AZ1"; 5], Default::default());
-    cfg.params.test_lock1_quorum_override = 1;
+    cfg.params.test.lock1_quorum_override = 1;
     let mut h = H::with(cfg);
     h.healthy_round(5);
     round(&mut h, &[dn(2), dn(3), dn(4), dn(5)]);

@@ -31,7 +31,7 @@ pub(super) fn config_with(n: u32, params: Params) -> ClusterConfig {
         .collect();
     ClusterConfig {
         name: "t".into(),
-        secret_file: None,
+        security: Default::default(),
         azs: Vec::new(),
         nodes,
         groups: vec![GroupConfig {

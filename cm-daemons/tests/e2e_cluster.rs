@@ -727,7 +727,8 @@ fn e2e_cluster_certificates_rotate_under_writes_without_a_failover() {
     h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
     let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = h.rt.spawn(write_until(ports, Arc::clone(&stop)));
+    let writer =
+        h.rt.spawn(write_until(ports, h.password(), Arc::clone(&stop)));
     std::thread::sleep(Duration::from_secs(1));
 
     let tls = h.c.paths.tls_dir();
@@ -790,7 +791,7 @@ fn e2e_cluster_certificates_rotate_under_writes_without_a_failover() {
     assert_eq!(primary_of(&s), p, "no failover: {}", summary(&s));
     assert_eq!(s.groups[0].term, term, "no failover: {}", summary(&s));
     let missing = h.rt.block_on(async {
-        let c = connect(h.c.dn_port(p), Duration::from_secs(2))
+        let c = connect(h.c.dn_port(p), &h.password(), Duration::from_secs(2))
             .await
             .expect("connect");
         let rows = c.query("SELECT id FROM acked", &[]).await.expect("select");

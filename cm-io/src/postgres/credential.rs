@@ -32,7 +32,11 @@ pub fn passfile_path(state_dir: &Path) -> PathBuf {
 /// SQL would have to escape).
 pub fn new_password() -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    // The same ring provider the transport's TLS uses (SPEC §16): no second randomness source.
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| std::io::Error::other("the system's random source failed"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

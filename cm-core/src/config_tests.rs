@@ -111,3 +111,34 @@ fn the_operator_guides_config_example_parses() {
         .unwrap_or_else(|e| panic!("docs/operator-guide.md's example: {e}"));
     assert_eq!(c.nodes.len(), 3);
 }
+
+#[test]
+fn event_triggers_parse_and_a_relative_path_is_refused_by_its_key() {
+    let good = format!(
+        "event_triggers = {{ on_failover = \"/opt/cm/failover.sh\", on_stop = \"/opt/cm/stop.sh\" }}\n{THREE_NODES}"
+    );
+    let c = ClusterConfig::from_toml_str(&good).unwrap();
+    assert_eq!(
+        c.event_triggers.configured(),
+        vec![
+            ("on_stop", "/opt/cm/stop.sh"),
+            ("on_failover", "/opt/cm/failover.sh")
+        ]
+    );
+    assert_eq!(
+        ClusterConfig::from_toml_str(THREE_NODES)
+            .unwrap()
+            .event_triggers,
+        EventTriggers::default()
+    );
+    let bad = format!("event_triggers = {{ on_role_change = \"hooks/role.sh\" }}\n{THREE_NODES}");
+    let ConfigError::Invalid(issues) = ClusterConfig::from_toml_str(&bad).unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].location, "event_triggers.on_role_change");
+    assert!(issues[0].message.contains("absolute"), "{issues:?}");
+    let unknown = format!("event_triggers = {{ on_reboot = \"/x\" }}\n{THREE_NODES}");
+    let err = ClusterConfig::from_toml_str(&unknown).unwrap_err();
+    assert!(err.to_string().contains("on_reboot"), "{err}");
+}

@@ -113,6 +113,7 @@ fn config(rng: &mut Prng, members: &[usize], layout: Layout, azs: usize) -> Clus
         groups,
         database: DatabaseConfig::default(),
         params: Params::defaults(),
+        event_triggers: Default::default(),
     };
     cfg.params = params(rng, &cfg);
     cfg

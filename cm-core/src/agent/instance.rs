@@ -421,6 +421,7 @@ impl Agent {
         inst.fresh = true;
         inst.processes = processes;
         let running = inst.running();
+        let term = inst.term;
         if !running {
             inst.status = None;
             inst.query_ok = false;
@@ -454,6 +455,8 @@ impl Agent {
         }
         self.maybe_start(now, id, out);
         self.check_cluster_stop_done(now, out);
+        // Last: a trigger follows the decisions of the step, never precedes them.
+        self.triggers.on_sample(id, running, term, out);
     }
 
     /// Starts an absent DN as pending unless a rule forbids it (§1–3, §7.1).
@@ -508,8 +511,11 @@ impl Agent {
             return;
         }
         inst.last_query_op = op;
+        let mut seen_role = None;
+        let term = inst.term;
         match result {
             Ok(s) => {
+                seen_role = Some(s.role);
                 inst.status = Some(s);
                 inst.status_at = now;
                 inst.query_ok = true;
@@ -522,6 +528,9 @@ impl Agent {
         }
         if inst.effect_reached() {
             self.send_report(now, out);
+        }
+        if let Some(role) = seen_role {
+            self.triggers.on_status(id, role, term, out);
         }
     }
 

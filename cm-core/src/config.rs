@@ -96,6 +96,9 @@ pub struct NodeConfig {
     /// The TCP port of its cm_server, if it runs one.
     #[serde(default)]
     pub cms_port: Option<u16>,
+    /// The HTTP port of its cm_server's `/metrics` and `/cluster` (§15); none: not served.
+    #[serde(default)]
+    pub cms_http_port: Option<u16>,
 }
 
 /// One DN of a group.
@@ -419,6 +422,15 @@ impl Validator {
             if let Some(p) = n.cms_port {
                 ports.push(("cms_port", p));
             }
+            if let Some(p) = n.cms_http_port {
+                if n.cms_port.is_none() {
+                    self.push(
+                        at("cms_http_port"),
+                        "only a node that runs a cm_server (has a `cms_port`) serves it".into(),
+                    );
+                }
+                ports.push(("cms_http_port", p));
+            }
             for (key, port) in ports {
                 self.claim_port(&mut endpoints, &n.address, port, at(key));
             }
@@ -453,6 +465,9 @@ impl Validator {
             endpoints.insert((n.address.clone(), n.monitor_port), "a monitor port".into());
             if let Some(p) = n.cms_port {
                 endpoints.insert((n.address.clone(), p), "a cms port".into());
+            }
+            if let Some(p) = n.cms_http_port {
+                endpoints.insert((n.address.clone(), p), "a cms http port".into());
             }
         }
         for (gi, g) in cfg.groups.iter().enumerate() {

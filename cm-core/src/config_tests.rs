@@ -145,11 +145,19 @@ fn event_triggers_parse_and_a_relative_path_is_refused_by_its_key() {
 
 #[test]
 fn a_cms_http_port_needs_a_cm_server_and_a_free_port() {
-    let ok = THREE_NODES.replacen("cms_port = 17101\n", "cms_port = 17101\ncms_http_port = 8008\n", 1);
+    let ok = THREE_NODES.replacen(
+        "cms_port = 17101\n",
+        "cms_port = 17101\ncms_http_port = 8008\n",
+        1,
+    );
     let c = ClusterConfig::from_toml_str(&ok).unwrap();
     assert_eq!(c.nodes[0].cms_http_port, Some(8008));
     assert_eq!(c.nodes[1].cms_http_port, None);
-    let clash = THREE_NODES.replacen("cms_port = 17101\n", "cms_port = 17101\ncms_http_port = 17001\n", 1);
+    let clash = THREE_NODES.replacen(
+        "cms_port = 17101\n",
+        "cms_port = 17101\ncms_http_port = 17001\n",
+        1,
+    );
     let ConfigError::Invalid(issues) = ClusterConfig::from_toml_str(&clash).unwrap_err() else {
         panic!()
     };

@@ -14,7 +14,13 @@ pub fn render_history(s: &ClusterStatus) -> String {
     }
     let mut rows = vec![
         [
-            "group", "term", "instance", "previous", "reason", "timeline", "time (UTC)",
+            "group",
+            "term",
+            "instance",
+            "previous",
+            "reason",
+            "timeline",
+            "time (UTC)",
         ]
         .map(String::from)
         .to_vec(),
@@ -51,7 +57,8 @@ pub fn render_last_promotions(s: &ClusterStatus) -> String {
 }
 
 fn previous(p: &Promotion) -> String {
-    p.previous.map_or_else(|| "-".to_string(), |i| i.0.to_string())
+    p.previous
+        .map_or_else(|| "-".to_string(), |i| i.0.to_string())
 }
 
 fn cells(p: &Promotion) -> Vec<String> {
@@ -153,11 +160,28 @@ mod tests {
             rows,
             vec![
                 vec![
-                    "group", "term", "instance", "previous", "reason", "timeline", "time",
-                    "(UTC)"
+                    "group", "term", "instance", "previous", "reason", "timeline", "time", "(UTC)"
                 ],
-                vec!["1", "1", "6001", "-", "start", "1", "2025-12-02", "15:35:32.042"],
-                vec!["1", "2", "6002", "6001", "failover", "2", "2025-12-02", "15:35:33.042"],
+                vec![
+                    "1",
+                    "1",
+                    "6001",
+                    "-",
+                    "start",
+                    "1",
+                    "2025-12-02",
+                    "15:35:32.042"
+                ],
+                vec![
+                    "1",
+                    "2",
+                    "6002",
+                    "6001",
+                    "failover",
+                    "2",
+                    "2025-12-02",
+                    "15:35:33.042"
+                ],
             ]
         );
         assert_eq!(render_history(&status(vec![])), "no promotion recorded\n");
@@ -191,7 +215,10 @@ mod tests {
         );
         let text = crate::ctl_cli::render_query(&s, true, false);
         assert!(text.contains("[  Last promotion   ]"), "{text}");
-        assert!(text.contains("group 1: last promotion 6002 at term 2"), "{text}");
+        assert!(
+            text.contains("group 1: last promotion 6002 at term 2"),
+            "{text}"
+        );
         assert!(!crate::ctl_cli::render_query(&s, false, false).contains("last promotion"));
     }
 }

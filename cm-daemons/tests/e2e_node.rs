@@ -602,15 +602,30 @@ fn e2e_node_event_triggers_run_real_scripts_with_their_arguments() {
             .collect::<Vec<_>>()
     };
     assert!(
-        wait_until(WAIT, || lines().iter().any(|l| l.starts_with("on_failover"))),
+        wait_until(WAIT, || lines()
+            .iter()
+            .any(|l| l.starts_with("on_failover"))),
         "no on_failover trigger ran: {:?}\n{}",
         lines(),
         node.logs()
     );
     let got = lines();
-    assert!(got.contains(&"on_start 6001 unknown 0".to_string()), "{got:?}");
-    assert!(got.contains(&"on_failover 6001 primary 1".to_string()), "{got:?}");
+    assert!(
+        got.contains(&"on_start 6001 unknown 0".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"on_failover 6001 primary 1".to_string()),
+        "{got:?}"
+    );
     // The start trigger still sleeps: it was not waited for.
-    let pid: i32 = std::fs::read_to_string(&pids).unwrap().trim().parse().unwrap();
-    assert!(cm_io::process::proc_state(pid).is_some(), "the hanging trigger runs");
+    let pid: i32 = std::fs::read_to_string(&pids)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        cm_io::process::proc_state(pid).is_some(),
+        "the hanging trigger runs"
+    );
 }

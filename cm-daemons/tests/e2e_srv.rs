@@ -563,7 +563,12 @@ fn e2e_srv_metrics_and_cluster_on_the_cms_http_port() {
         // Published at most once a second.
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(leader, Some(prometheus_parse::Value::Gauge(1.0)), "{}", c.logs());
+    assert_eq!(
+        leader,
+        Some(prometheus_parse::Value::Gauge(1.0)),
+        "{}",
+        c.logs()
+    );
     let (status, body) = http_get(port, "/cluster");
     assert_eq!(status, 200, "{body}");
     let cluster: serde_json::Value = serde_json::from_str(&body).unwrap();

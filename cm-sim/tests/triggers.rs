@@ -30,12 +30,35 @@ fn hanging_triggers_leave_failover_timings_and_the_trace_unchanged() {
         let mut hooked = plain.clone();
         hooked.config.event_triggers = every_trigger();
         for seed in 1..3 {
-            let a = run(&plain, name, seed, Box::new(Machines), RunOptions::default());
-            let b = run(&hooked, name, seed, Box::new(Machines), RunOptions::default());
-            assert!(b.ok(), "{name} seed {seed}: {:?} {:?}", b.violations, b.misses);
-            assert!(a.timings.get("failover_sent_s").is_some_and(Option::is_some) 
-                || a.timings.get("writable_again_s").is_some_and(Option::is_some),
-                "{name}: the run has a failover to compare");
+            let a = run(
+                &plain,
+                name,
+                seed,
+                Box::new(Machines),
+                RunOptions::default(),
+            );
+            let b = run(
+                &hooked,
+                name,
+                seed,
+                Box::new(Machines),
+                RunOptions::default(),
+            );
+            assert!(
+                b.ok(),
+                "{name} seed {seed}: {:?} {:?}",
+                b.violations,
+                b.misses
+            );
+            assert!(
+                a.timings
+                    .get("failover_sent_s")
+                    .is_some_and(Option::is_some)
+                    || a.timings
+                        .get("writable_again_s")
+                        .is_some_and(Option::is_some),
+                "{name}: the run has a failover to compare"
+            );
             assert_eq!(a.timings, b.timings, "{name} seed {seed}");
             assert_eq!(a.trace_hash, b.trace_hash, "{name} seed {seed}");
         }

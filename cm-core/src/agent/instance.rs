@@ -454,9 +454,9 @@ impl Agent {
             self.run_action(id, DnAction::Kill, ActionKind::Kill, out);
         }
         self.maybe_start(now, id, out);
-        self.check_cluster_stop_done(now, out);
-        // Last: a trigger follows the decisions of the step, never precedes them.
+        // After the step's decisions on the DN, before a possible Exit (always the last order).
         self.triggers.on_sample(id, running, term, out);
+        self.check_cluster_stop_done(now, out);
     }
 
     /// Starts an absent DN as pending unless a rule forbids it (§1–3, §7.1).

@@ -166,7 +166,12 @@ impl Triggers {
     }
 
     /// The agent accepted a Failover (`switchover == false`) or Switchover at `term`.
-    pub(super) fn on_promotion_ordered(&mut self, instance: InstanceId, term: Term, switchover: bool) {
+    pub(super) fn on_promotion_ordered(
+        &mut self,
+        instance: InstanceId,
+        term: Term,
+        switchover: bool,
+    ) {
         let event = if switchover {
             TriggerEvent::Switchover
         } else {

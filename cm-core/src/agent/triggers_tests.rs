@@ -92,12 +92,13 @@ fn triggers_leave_every_command_and_instant_of_a_failover_unchanged() {
     let hooked_run = failover_run(boot_with(hooked(), DnRole::Standby));
     let stripped: Vec<Vec<AgentCommand>> = hooked_run.into_iter().map(without_triggers).collect();
     assert_eq!(stripped, plain);
-    assert!(
-        plain
-            .iter()
-            .flatten()
-            .any(|c| matches!(c, AgentCommand::RunDnAction { action: DnAction::Promote { .. }, .. }))
-    );
+    assert!(plain.iter().flatten().any(|c| matches!(
+        c,
+        AgentCommand::RunDnAction {
+            action: DnAction::Promote { .. },
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -123,7 +124,12 @@ fn a_switchover_fires_on_switchover_with_its_term() {
         fired,
         vec![
             trig("/h/role", TriggerEvent::RoleChange, DnRole::Primary, 2),
-            trig("/h/switchover", TriggerEvent::Switchover, DnRole::Primary, 2),
+            trig(
+                "/h/switchover",
+                TriggerEvent::Switchover,
+                DnRole::Primary,
+                2
+            ),
         ]
     );
 }
@@ -138,48 +144,82 @@ fn stop_and_start_fire_on_the_samples_that_see_them_with_the_last_known_role() {
         vec![trig("/h/stop", TriggerEvent::Stop, DnRole::Primary, 0)]
     );
     // The agent starts it again (a decision no trigger changes).
-    assert!(
-        out.iter()
-            .any(|c| matches!(c, AgentCommand::RunDnAction { action: DnAction::StartPending, .. }))
-    );
+    assert!(out.iter().any(|c| matches!(
+        c,
+        AgentCommand::RunDnAction {
+            action: DnAction::StartPending,
+            ..
+        }
+    )));
     let start = action_op(&out);
     a.step(ms(1500), done(start));
     let cmds = tick(&mut a, ms(2000));
-    let out = a.step(ms(2001), sampled(sample_op(&cmds, DN), vec![ProcState::Running]));
+    let out = a.step(
+        ms(2001),
+        sampled(sample_op(&cmds, DN), vec![ProcState::Running]),
+    );
     assert_eq!(
         triggers(&out),
         vec![trig("/h/start", TriggerEvent::Start, DnRole::Primary, 0)]
     );
     // Back as a standby: the role changed.
-    let out = a.step(ms(2002), queried(query_op(&cmds, DN), Ok(status(DnRole::Standby))));
+    let out = a.step(
+        ms(2002),
+        queried(query_op(&cmds, DN), Ok(status(DnRole::Standby))),
+    );
     assert_eq!(
         triggers(&out),
-        vec![trig("/h/role", TriggerEvent::RoleChange, DnRole::Standby, 0)]
+        vec![trig(
+            "/h/role",
+            TriggerEvent::RoleChange,
+            DnRole::Standby,
+            0
+        )]
     );
     // Same state next round: nothing fires.
     let cmds = tick(&mut a, ms(3000));
-    let mut out = a.step(ms(3001), sampled(sample_op(&cmds, DN), vec![ProcState::Running]));
-    out.extend(a.step(ms(3002), queried(query_op(&cmds, DN), Ok(status(DnRole::Standby)))));
+    let mut out = a.step(
+        ms(3001),
+        sampled(sample_op(&cmds, DN), vec![ProcState::Running]),
+    );
+    out.extend(a.step(
+        ms(3002),
+        queried(query_op(&cmds, DN), Ok(status(DnRole::Standby))),
+    ));
     assert_eq!(triggers(&out), vec![]);
 }
 
 #[test]
 fn the_first_sample_after_the_agent_starts_fires_nothing_and_unconfigured_events_are_silent() {
     let mut a = Agent::new(
-        &config(&format!("event_triggers = {{ on_stop = \"/h/stop\" }}\n{ONE_DN}")),
+        &config(&format!(
+            "event_triggers = {{ on_stop = \"/h/stop\" }}\n{ONE_DN}"
+        )),
         ME,
         1,
         None,
     )
     .expect("agent");
     let cmds = a.step(ms(0), AgentInput::Tick);
-    let out = a.step(ms(1), sampled(sample_op(&cmds, DN), vec![ProcState::Running]));
+    let out = a.step(
+        ms(1),
+        sampled(sample_op(&cmds, DN), vec![ProcState::Running]),
+    );
     assert_eq!(triggers(&out), vec![]);
-    let out = a.step(ms(2), queried(query_op(&cmds, DN), Ok(status(DnRole::Primary))));
+    let out = a.step(
+        ms(2),
+        queried(query_op(&cmds, DN), Ok(status(DnRole::Primary))),
+    );
     assert_eq!(triggers(&out), vec![]);
     let cmds = tick(&mut a, ms(1000));
-    a.step(ms(1001), sampled(sample_op(&cmds, DN), vec![ProcState::Running]));
-    let out = a.step(ms(1002), queried(query_op(&cmds, DN), Ok(status(DnRole::Standby))));
+    a.step(
+        ms(1001),
+        sampled(sample_op(&cmds, DN), vec![ProcState::Running]),
+    );
+    let out = a.step(
+        ms(1002),
+        queried(query_op(&cmds, DN), Ok(status(DnRole::Standby))),
+    );
     assert_eq!(triggers(&out), vec![], "on_role_change is not configured");
 }
 

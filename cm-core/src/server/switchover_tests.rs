@@ -235,7 +235,11 @@ fn a_switchover_whose_target_stopped_is_aborted_and_the_old_primary_promoted_aga
         Change::RecordTimeline { .. } => true,
         Change::RecordPromotion(p) =>
             (p.term, p.instance, p.reason)
-                == (Term(3), InstanceId(6001), crate::history::PromotionReason::Switchover),
+                == (
+                    Term(3),
+                    InstanceId(6001),
+                    crate::history::PromotionReason::Switchover
+                ),
         _ => false,
     }));
     assert_eq!(h.group().term, Term(3));

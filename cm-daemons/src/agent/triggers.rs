@@ -138,7 +138,11 @@ mod tests {
     async fn a_trigger_gets_its_arguments_and_failures_are_counted() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("args");
-        let ok = script(dir.path(), "ok.sh", &format!("echo \"$@\" > {}", out.display()));
+        let ok = script(
+            dir.path(),
+            "ok.sh",
+            &format!("echo \"$@\" > {}", out.display()),
+        );
         let stats = Arc::new(TriggerStats::default());
         spawn(run(ok), Arc::clone(&stats));
         settled(&stats).await;
@@ -157,7 +161,10 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("cm_agent_trigger_failures_total 2"), "{text}");
-        assert!(text.contains("# HELP cm_agent_trigger_runs Event trigger"), "{text}");
+        assert!(
+            text.contains("# HELP cm_agent_trigger_runs Event trigger"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -181,7 +188,10 @@ mod tests {
         assert_eq!(stats.running.load(Ordering::Acquire), MAX_RUNNING);
         // Every hanging script wrote its pid; kill their process groups.
         for _ in 0..200 {
-            let n = std::fs::read_to_string(&pids).unwrap_or_default().lines().count();
+            let n = std::fs::read_to_string(&pids)
+                .unwrap_or_default()
+                .lines()
+                .count();
             if n as u64 == MAX_RUNNING {
                 break;
             }
@@ -189,6 +199,10 @@ mod tests {
         }
         drop(kill);
         settled(&stats).await;
-        assert_eq!(stats.failures.get(), 1 + MAX_RUNNING, "killed ones count as failed");
+        assert_eq!(
+            stats.failures.get(),
+            1 + MAX_RUNNING,
+            "killed ones count as failed"
+        );
     }
 }

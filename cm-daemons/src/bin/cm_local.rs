@@ -305,7 +305,12 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
     let leader_http = c
         .ports
         .cms_http
-        .get(s.cms.iter().position(|r| r.role == CmsRole::Primary).unwrap_or(0))
+        .get(
+            s.cms
+                .iter()
+                .position(|r| r.role == CmsRole::Primary)
+                .unwrap_or(0),
+        )
         .copied();
     if let Some(http) = leader_http {
         println!(

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use cm_core::Instant;
 use cm_core::config::ClusterConfig;
-use cm_core::msg::{CmsCommand, Msg};
 use cm_core::ids::{GroupId, InstanceId, NodeId};
 use cm_core::io::{Alarm, Machine, NetCommand, NetEvent, PersistState};
+use cm_core::msg::{CmsCommand, Msg};
 use cm_core::server::quorum::QuorumError;
 use cm_core::server::{Server, ServerCommand, ServerInput, ServerStatus};
 
@@ -119,7 +119,8 @@ impl CmsMachine {
         let Some((m, last)) = &mut self.metrics else {
             return;
         };
-        let due = leadership_changed || last.is_none_or(|t| now.saturating_since(t) >= PUBLISH_EVERY);
+        let due =
+            leadership_changed || last.is_none_or(|t| now.saturating_since(t) >= PUBLISH_EVERY);
         if !due {
             return;
         }

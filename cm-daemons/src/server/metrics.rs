@@ -136,16 +136,36 @@ impl ServerMetrics {
             published: Mutex::new(Published::default()),
         };
         let r = &mut m.registry;
-        r.register("leader", "1 while this cm_server leads the quorum with a lease and arbitrates, else 0", m.leader.clone());
-        r.register("quorum_term", "The CMS quorum term this cm_server is in", m.quorum_term.clone());
+        r.register(
+            "leader",
+            "1 while this cm_server leads the quorum with a lease and arbitrates, else 0",
+            m.leader.clone(),
+        );
+        r.register(
+            "quorum_term",
+            "The CMS quorum term this cm_server is in",
+            m.quorum_term.clone(),
+        );
         r.register(
             "lease_remaining_seconds",
             "Seconds left on this leader's lease (0 when it holds none)",
             m.lease_seconds.clone(),
         );
-        r.register("commit_index", "Highest replicated log index known committed", m.commit_index.clone());
-        r.register("agents_connected", "Agents heard from recently", m.agents.clone());
-        r.register("group_term", "The group's committed term (leader only)", m.group_term.clone());
+        r.register(
+            "commit_index",
+            "Highest replicated log index known committed",
+            m.commit_index.clone(),
+        );
+        r.register(
+            "agents_connected",
+            "Agents heard from recently",
+            m.agents.clone(),
+        );
+        r.register(
+            "group_term",
+            "The group's committed term (leader only)",
+            m.group_term.clone(),
+        );
         r.register(
             "group_primary_instance",
             "Instance id of the group's primary, 0 when it has none (leader only)",
@@ -156,10 +176,26 @@ impl ServerMetrics {
             "1 for the group's arbitration state (normal, no_primary, switchover, paused), 0 for the others (leader only)",
             m.group_state.clone(),
         );
-        r.register("failovers_sent", "Failover commands sent to agents (a first primary's promotion included)", m.failovers.clone());
-        r.register("switchovers_sent", "Switchover commands sent to agents", m.switchovers.clone());
-        r.register("lock1_sent", "Lock1 commands sent to agents", m.lock1s.clone());
-        r.register("reports_received", "Agent reports received", m.reports_received.clone());
+        r.register(
+            "failovers_sent",
+            "Failover commands sent to agents (a first primary's promotion included)",
+            m.failovers.clone(),
+        );
+        r.register(
+            "switchovers_sent",
+            "Switchover commands sent to agents",
+            m.switchovers.clone(),
+        );
+        r.register(
+            "lock1_sent",
+            "Lock1 commands sent to agents",
+            m.lock1s.clone(),
+        );
+        r.register(
+            "reports_received",
+            "Agent reports received",
+            m.reports_received.clone(),
+        );
         r.register(
             "reports_dropped",
             "Agent reports received while this cm_server did not arbitrate (not the leader, or no lease), so not acted on",
@@ -191,7 +227,8 @@ impl ServerMetrics {
         let view = self.published.lock().map(|p| p.clone()).unwrap_or_default();
         self.fill(&view, now);
         let pass = |a: &AtomicU64, c: &Counter| {
-            c.inner().store(a.load(Ordering::Relaxed), Ordering::Relaxed);
+            c.inner()
+                .store(a.load(Ordering::Relaxed), Ordering::Relaxed);
         };
         pass(&self.passing.failovers, &self.failovers);
         pass(&self.passing.switchovers, &self.switchovers);
@@ -224,7 +261,8 @@ impl ServerMetrics {
         self.leader.set(i64::from(st.arbitrating));
         self.quorum_term.set(clamp(q.term.0));
         self.commit_index.set(clamp(q.commit_index.0));
-        self.agents.set(i64::try_from(st.agents_connected).unwrap_or(i64::MAX));
+        self.agents
+            .set(i64::try_from(st.agents_connected).unwrap_or(i64::MAX));
         let lease = q
             .lease_until
             .map_or(0.0, |until| until.saturating_since(now).as_secs_f64());
@@ -248,7 +286,9 @@ impl ServerMetrics {
                     group: label.group.clone(),
                     state: s.into(),
                 };
-                self.group_state.get_or_create(&l).set(i64::from(s == state));
+                self.group_state
+                    .get_or_create(&l)
+                    .set(i64::from(s == state));
             }
         }
     }
@@ -260,11 +300,15 @@ fn clamp(v: u64) -> i64 {
 
 /// The member the leader sees as Primary (the static primary first, should two say so).
 fn primary_of(g: &GroupStatus) -> Option<cm_core::InstanceId> {
-    let primaries: Vec<_> = g.members.iter().filter(|m| m.role == DnRole::Primary).collect();
+    let primaries: Vec<_> = g
+        .members
+        .iter()
+        .filter(|m| m.role == DnRole::Primary)
+        .collect();
     primaries
         .iter()
         .find(|m| m.static_primary)
-        .or(primaries.first())
+        .or_else(|| primaries.first())
         .map(|m| m.instance)
 }
 
@@ -303,10 +347,15 @@ pub fn handle(
             },
             None => HttpResponse::json(
                 503,
-                error_body("this cm_server is not the arbitrating leader; ask the leader's cms_http_port"),
+                error_body(
+                    "this cm_server is not the arbitrating leader; ask the leader's cms_http_port",
+                ),
             ),
         },
-        _ => HttpResponse::json(404, error_body("no such endpoint: /metrics and /cluster are served here")),
+        _ => HttpResponse::json(
+            404,
+            error_body("no such endpoint: /metrics and /cluster are served here"),
+        ),
     }
 }
 

@@ -145,11 +145,11 @@ fn scrape(text: &str) -> BTreeMap<String, f64> {
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
     let mut out = BTreeMap::new();
     for s in &scrape.samples {
-        let v = match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => continue,
+        let (prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v)) = s.value
+        else {
+            continue;
         };
         let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
@@ -247,7 +247,13 @@ fn cluster_is_the_query_object_while_arbitrating_and_503_otherwise() {
         cluster: Some(cluster.clone()),
         at: now,
     });
-    let resp = handle(&metrics, &get("/cluster"), now, TransportStats::default(), 0);
+    let resp = handle(
+        &metrics,
+        &get("/cluster"),
+        now,
+        TransportStats::default(),
+        0,
+    );
     assert_eq!(resp.status, 200);
     let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(body, serde_json::to_value(&cluster).unwrap());
@@ -259,14 +265,28 @@ fn cluster_is_the_query_object_while_arbitrating_and_503_otherwise() {
         cluster: None,
         at: now,
     });
-    let resp = handle(&follower, &get("/cluster"), now, TransportStats::default(), 0);
+    let resp = handle(
+        &follower,
+        &get("/cluster"),
+        now,
+        TransportStats::default(),
+        0,
+    );
     assert_eq!(resp.status, 503);
     let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-    assert!(body["error"].as_str().unwrap().contains("not the arbitrating leader"));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not the arbitrating leader")
+    );
     // A follower's metrics say so and carry no group series.
     let text = follower.render(now, TransportStats::default(), 0);
     let v = scrape(&text);
-    assert!(!v.keys().any(|k| k.starts_with("cm_server_group_")), "{text}");
+    assert!(
+        !v.keys().any(|k| k.starts_with("cm_server_group_")),
+        "{text}"
+    );
     assert_eq!(
         handle(&follower, &get("/nope"), now, TransportStats::default(), 0).status,
         404

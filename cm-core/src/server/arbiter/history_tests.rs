@@ -133,17 +133,12 @@ fn a_refused_record_is_proposed_again_only_if_still_missing() {
         refusal,
         Some(Err(OutcomeError::Conflict(Conflict::AlreadyRecorded)))
     );
-    h.leader
-        .on_outcomes(h.now, h.wall, outcomes, &mut h.state);
+    h.leader.on_outcomes(h.now, h.wall, outcomes, &mut h.state);
     h.advance_ms(1000);
     h.report(promoted_report());
     assert_eq!(recorded(&h), vec![]);
     assert_eq!(
-        h.state
-            .state_mut()
-            .promotions
-            .last_of(G)
-            .map(|p| p.term),
+        h.state.state_mut().promotions.last_of(G).map(|p| p.term),
         Some(Term(2))
     );
 }

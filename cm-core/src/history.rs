@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{GroupId, InstanceId, Term, Timeline};
+use crate::state::{ClusterState, Conflict};
 use crate::time::WallMillis;
 
 /// Promotions kept per group.
@@ -121,6 +122,25 @@ impl PromotionLog {
             self.entries.pop_front();
         }
         true
+    }
+}
+
+impl ClusterState {
+    /// Applies [`Change::RecordPromotion`](crate::state::Change::RecordPromotion): a promotion
+    /// enters the history once, and only at a term its group already reached.
+    pub(crate) fn record_promotion(&mut self, p: &Promotion) -> Result<(), Conflict> {
+        let g = self.group_mut(p.group)?;
+        if p.term > g.term {
+            return Err(Conflict::TermMoved {
+                expected: p.term,
+                actual: g.term,
+            });
+        }
+        if self.promotions.record(p.clone()) {
+            Ok(())
+        } else {
+            Err(Conflict::AlreadyRecorded)
+        }
     }
 }
 

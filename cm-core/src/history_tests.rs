@@ -3,7 +3,7 @@ use crate::codec;
 use crate::ids::{LogIndex, NodeId, QuorumTerm};
 use crate::msg::{Endpoint, Envelope, Msg};
 use crate::server::quorum::QuorumMsg;
-use crate::state::ClusterState;
+use crate::state::{ClusterState, Conflict};
 
 fn promo(group: u32, term: u64) -> Promotion {
     Promotion {
@@ -130,4 +130,26 @@ fn serde_json_free_name(r: PromotionReason) -> String {
         .trim_start_matches("r = \"")
         .trim_end_matches('"')
         .to_string()
+}
+
+#[test]
+fn applying_a_record_needs_the_group_to_have_reached_its_term_and_happens_once() {
+    let cfg = crate::config::ClusterConfig::from_toml_str(crate::config::EXAMPLE_CONFIG).unwrap();
+    let mut state = ClusterState::initial(&cfg);
+    let change = crate::state::Change::RecordPromotion(promo(1, 1));
+    assert_eq!(
+        state.apply(&change),
+        Err(Conflict::TermMoved {
+            expected: Term(1),
+            actual: Term(0)
+        })
+    );
+    state.groups.get_mut(&GroupId(1)).unwrap().term = Term(1);
+    assert_eq!(state.apply(&change), Ok(()));
+    assert_eq!(state.apply(&change), Err(Conflict::AlreadyRecorded));
+    assert_eq!(
+        state.apply(&crate::state::Change::RecordPromotion(promo(9, 1))),
+        Err(Conflict::NoSuchGroup(GroupId(9)))
+    );
+    assert_eq!(state.promotions.len(), 1);
 }

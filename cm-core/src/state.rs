@@ -336,23 +336,7 @@ impl ClusterState {
         }
     }
 
-    /// A promotion enters the history once, and only at a term the group already reached.
-    fn record_promotion(&mut self, p: &Promotion) -> Result<(), Conflict> {
-        let g = self.group_mut(p.group)?;
-        if p.term > g.term {
-            return Err(Conflict::TermMoved {
-                expected: p.term,
-                actual: g.term,
-            });
-        }
-        if self.promotions.record(p.clone()) {
-            Ok(())
-        } else {
-            Err(Conflict::AlreadyRecorded)
-        }
-    }
-
-    fn group_mut(&mut self, id: GroupId) -> Result<&mut GroupState, Conflict> {
+    pub(crate) fn group_mut(&mut self, id: GroupId) -> Result<&mut GroupState, Conflict> {
         self.groups.get_mut(&id).ok_or(Conflict::NoSuchGroup(id))
     }
 }

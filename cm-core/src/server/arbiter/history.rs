@@ -68,7 +68,9 @@ impl GroupArbiter {
         if switchover {
             return PromotionReason::Switchover;
         }
-        if term == Term(1) || ctx.committed().is_starting(ctx.wall) {
+        // The first term, no primary before it (neither recorded nor heard of), or `cm_ctl
+        // start` in effect: the group's start, not a failover.
+        if term == Term(1) || previous.is_none() || ctx.committed().is_starting(ctx.wall) {
             return PromotionReason::Start;
         }
         let Some(prev) = previous.and_then(|i| self.member(i)) else {

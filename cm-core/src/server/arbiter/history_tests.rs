@@ -142,3 +142,23 @@ fn a_refused_record_is_proposed_again_only_if_still_missing() {
         Some(Term(2))
     );
 }
+
+/// Whatever the term number (after `cm_ctl stop`/`start`, or two-node terms), a promotion with
+/// no primary before it, recorded or heard of, is the group's start.
+#[test]
+fn a_first_primary_at_a_later_term_is_a_start() {
+    let mut h = H::new(3);
+    h.group_mut().term = Term(5);
+    h.reports(vec![
+        dn(1).primary(5),
+        dn(2).upstream(1, 100),
+        dn(3).upstream(1, 100),
+    ]);
+    assert_eq!(
+        recorded(&h)
+            .iter()
+            .map(|p| (p.term, p.previous, p.reason))
+            .collect::<Vec<_>>(),
+        vec![(Term(5), None, PromotionReason::Start)]
+    );
+}

@@ -23,6 +23,18 @@ fn every_trigger() -> EventTriggers {
     }
 }
 
+/// Triggers the agents ordered, summed from the run's final dump (`triggers=N` per agent; a
+/// restarted agent counts from its restart).
+fn fired(dump: &str) -> u64 {
+    dump.split("triggers=")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 #[test]
 fn hanging_triggers_leave_failover_timings_and_the_trace_unchanged() {
     for name in ["primary-node-crash", "primary-process-killed"] {
@@ -61,6 +73,9 @@ fn hanging_triggers_leave_failover_timings_and_the_trace_unchanged() {
             );
             assert_eq!(a.timings, b.timings, "{name} seed {seed}");
             assert_eq!(a.trace_hash, b.trace_hash, "{name} seed {seed}");
+            // Not vacuous: the agents of the hooked run ordered triggers, the others none.
+            assert!(fired(&b.dump) > 0, "no trigger fired:\n{}", b.dump);
+            assert_eq!(fired(&a.dump), 0, "{}", a.dump);
         }
     }
 }

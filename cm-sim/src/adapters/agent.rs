@@ -14,6 +14,8 @@ use crate::daemon::{EnvOp, Obs, SimDaemon, SimInput, Spawn};
 /// cm_agent behind the simulator's vocabulary.
 pub struct AgentAdapter {
     agent: Agent,
+    /// Event triggers the agent ordered (shown in the dump; they touch nothing).
+    triggers: u64,
 }
 
 impl AgentAdapter {
@@ -28,6 +30,7 @@ impl AgentAdapter {
         let agent = Agent::new(s.config, s.node, s.seed, s.restored.clone()).ok()?;
         Some(Self {
             agent: agent.with_start_kind(kind),
+            triggers: 0,
         })
     }
 }
@@ -215,6 +218,7 @@ impl SimDaemon for AgentAdapter {
         let mut queue: Vec<AgentInput> = input_of(input).into_iter().collect();
         while let Some(i) = queue.pop() {
             for c in self.agent.step(now, i) {
+                self.triggers += u64::from(matches!(c, AgentCommand::RunTrigger(_)));
                 if let Some((op, done)) = op_of(c) {
                     out.push(op);
                     queue.extend(done);
@@ -240,12 +244,13 @@ impl SimDaemon for AgentAdapter {
             .map(|i| format!("{}:{:?}/{}/{}", i.instance, i.role, i.term, i.last_applied))
             .collect();
         format!(
-            "agent leader={:?} paused={} qterm={} connected={:?} [{}]",
+            "agent leader={:?} paused={} qterm={} connected={:?} [{}] triggers={}",
             s.leader,
             s.paused,
             s.highest_quorum_term,
             s.connected,
-            insts.join(" ")
+            insts.join(" "),
+            self.triggers
         )
     }
 }

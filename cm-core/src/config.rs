@@ -97,6 +97,9 @@ pub struct NodeConfig {
     /// The TCP port of its cm_server, if it runs one.
     #[serde(default)]
     pub cms_port: Option<u16>,
+    /// The HTTP port of its cm_server's `/metrics` and `/cluster` (§15); none: not served.
+    #[serde(default)]
+    pub cms_http_port: Option<u16>,
 }
 
 /// One DN of a group.
@@ -163,6 +166,44 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// Operator scripts an agent runs after an event on one of its DNs (§15, CM's
+/// `event_triggers`): absolute paths, each run as `PATH EVENT INSTANCE ROLE TERM`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTriggers {
+    /// The DN started (seen running after being seen stopped).
+    #[serde(default)]
+    pub on_start: Option<String>,
+    /// The DN stopped (seen stopped after being seen running).
+    #[serde(default)]
+    pub on_stop: Option<String>,
+    /// The DN became primary through a Failover command.
+    #[serde(default)]
+    pub on_failover: Option<String>,
+    /// The DN became primary through a Switchover command.
+    #[serde(default)]
+    pub on_switchover: Option<String>,
+    /// The DN's role (primary or standby) differs from the last one seen.
+    #[serde(default)]
+    pub on_role_change: Option<String>,
+}
+
+impl EventTriggers {
+    /// `(key, path)` of every configured trigger.
+    pub fn configured(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("on_start", &self.on_start),
+            ("on_stop", &self.on_stop),
+            ("on_failover", &self.on_failover),
+            ("on_switchover", &self.on_switchover),
+            ("on_role_change", &self.on_role_change),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|p| (k, p)))
+        .collect()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -192,6 +233,8 @@ struct RawConfig {
     database: DatabaseConfig,
     #[serde(default)]
     params: toml::Table,
+    #[serde(default)]
+    event_triggers: EventTriggers,
 }
 
 /// A validated cluster configuration.
@@ -211,6 +254,9 @@ pub struct ClusterConfig {
     pub database: DatabaseConfig,
     /// Parameters.
     pub params: Params,
+    /// Event trigger scripts (§15).
+    #[serde(default)]
+    pub event_triggers: EventTriggers,
 }
 
 impl ClusterConfig {
@@ -264,6 +310,7 @@ impl ClusterConfig {
             groups: raw.groups,
             database: raw.database,
             params,
+            event_triggers: raw.event_triggers,
         };
         issues.extend(cfg.validate());
         if issues.is_empty() {
@@ -279,6 +326,14 @@ impl ClusterConfig {
         v.check_nodes(self);
         v.check_groups(self);
         v.issues.extend(crate::security::check(self));
+        for (key, path) in self.event_triggers.configured() {
+            if !path.starts_with('/') {
+                v.push(
+                    format!("event_triggers.{key}"),
+                    format!("`{path}` is not an absolute path: give the script's full path"),
+                );
+            }
+        }
         for (name, msg) in self.params.check_orderings() {
             v.push(format!("params.{name}"), msg);
         }
@@ -399,6 +454,15 @@ impl Validator {
             if let Some(p) = n.cms_port {
                 ports.push(("cms_port", p));
             }
+            if let Some(p) = n.cms_http_port {
+                if n.cms_port.is_none() {
+                    self.push(
+                        at("cms_http_port"),
+                        "only a node that runs a cm_server (has a `cms_port`) serves it".into(),
+                    );
+                }
+                ports.push(("cms_http_port", p));
+            }
             for (key, port) in ports {
                 self.claim_port(&mut endpoints, &n.address, port, at(key));
             }
@@ -433,6 +497,9 @@ impl Validator {
             endpoints.insert((n.address.clone(), n.monitor_port), "a monitor port".into());
             if let Some(p) = n.cms_port {
                 endpoints.insert((n.address.clone(), p), "a cms port".into());
+            }
+            if let Some(p) = n.cms_http_port {
+                endpoints.insert((n.address.clone(), p), "a cms http port".into());
             }
         }
         for (gi, g) in cfg.groups.iter().enumerate() {

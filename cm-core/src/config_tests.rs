@@ -111,3 +111,65 @@ fn the_operator_guides_config_example_parses() {
         .unwrap_or_else(|e| panic!("docs/operator-guide.md's example: {e}"));
     assert_eq!(c.nodes.len(), 3);
 }
+
+#[test]
+fn event_triggers_parse_and_a_relative_path_is_refused_by_its_key() {
+    let good = format!(
+        "event_triggers = {{ on_failover = \"/opt/cm/failover.sh\", on_stop = \"/opt/cm/stop.sh\" }}\n{THREE_NODES}"
+    );
+    let c = ClusterConfig::from_toml_str(&good).unwrap();
+    assert_eq!(
+        c.event_triggers.configured(),
+        vec![
+            ("on_stop", "/opt/cm/stop.sh"),
+            ("on_failover", "/opt/cm/failover.sh")
+        ]
+    );
+    assert_eq!(
+        ClusterConfig::from_toml_str(THREE_NODES)
+            .unwrap()
+            .event_triggers,
+        EventTriggers::default()
+    );
+    let bad = format!("event_triggers = {{ on_role_change = \"hooks/role.sh\" }}\n{THREE_NODES}");
+    let ConfigError::Invalid(issues) = ClusterConfig::from_toml_str(&bad).unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].location, "event_triggers.on_role_change");
+    assert!(issues[0].message.contains("absolute"), "{issues:?}");
+    let unknown = format!("event_triggers = {{ on_reboot = \"/x\" }}\n{THREE_NODES}");
+    let err = ClusterConfig::from_toml_str(&unknown).unwrap_err();
+    assert!(err.to_string().contains("on_reboot"), "{err}");
+}
+
+#[test]
+fn a_cms_http_port_needs_a_cm_server_and_a_free_port() {
+    let ok = THREE_NODES.replacen(
+        "cms_port = 17101\n",
+        "cms_port = 17101\ncms_http_port = 8008\n",
+        1,
+    );
+    let c = ClusterConfig::from_toml_str(&ok).unwrap();
+    assert_eq!(c.nodes[0].cms_http_port, Some(8008));
+    assert_eq!(c.nodes[1].cms_http_port, None);
+    let clash = THREE_NODES.replacen(
+        "cms_port = 17101\n",
+        "cms_port = 17101\ncms_http_port = 17001\n",
+        1,
+    );
+    let ConfigError::Invalid(issues) = ClusterConfig::from_toml_str(&clash).unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(issues[0].location, "node[0].cms_http_port", "{issues:?}");
+    let no_cms = THREE_NODES.replacen("cms_port = 17101\n", "cms_http_port = 8008\n", 1);
+    let ConfigError::Invalid(issues) = ClusterConfig::from_toml_str(&no_cms).unwrap_err() else {
+        panic!()
+    };
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.location == "node[0].cms_http_port" && i.message.contains("cms_port")),
+        "{issues:?}"
+    );
+}

@@ -227,6 +227,10 @@ pub struct ClusterStatus {
     pub paused: bool,
     /// Groups.
     pub groups: Vec<GroupStatus>,
+    /// The promotion history (§15), oldest first. `cm_ctl history --json` prints this array,
+    /// and an agent's `/history` serves it as it last received this object.
+    #[serde(default)]
+    pub history: Vec<crate::history::Promotion>,
 }
 
 /// A request to a node's om_monitor control port.

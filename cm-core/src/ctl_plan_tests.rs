@@ -51,6 +51,7 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
         state,
         balanced: true,
         paused: false,
+        history: Vec::new(),
         groups: vec![GroupStatus {
             group: GroupId(1),
             term: Term(1),

@@ -108,6 +108,7 @@ pub mod ctl;
 pub mod ctl_plan;
 pub mod dn;
 pub mod flags;
+pub mod history;
 pub mod ids;
 pub mod io;
 pub mod monitor;

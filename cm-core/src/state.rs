@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::dn::History;
+use crate::history::{Promotion, PromotionLog};
 use crate::ids::{GroupId, InstanceId, NodeId, ProposalId, Term, Timeline};
 use crate::time::WallMillis;
 
@@ -127,6 +128,9 @@ pub struct ClusterState {
     pub param_overrides: BTreeMap<String, String>,
     /// CMS nodes that lost their store and rejoined as non-voters (§5.1).
     pub non_voters: BTreeSet<NodeId>,
+    /// Confirmed promotions, newest 20 per group and 1,000 in all (§15). (Last, like every
+    /// later field.)
+    pub promotions: PromotionLog,
 }
 
 impl ClusterState {
@@ -328,10 +332,11 @@ impl ClusterState {
                 }
                 Ok(())
             }
+            Change::RecordPromotion(p) => self.record_promotion(p),
         }
     }
 
-    fn group_mut(&mut self, id: GroupId) -> Result<&mut GroupState, Conflict> {
+    pub(crate) fn group_mut(&mut self, id: GroupId) -> Result<&mut GroupState, Conflict> {
         self.groups.get_mut(&id).ok_or(Conflict::NoSuchGroup(id))
     }
 }
@@ -445,6 +450,9 @@ pub enum Change {
         /// The switchover's term (also the group's).
         term: Term,
     },
+    /// Adds a confirmed promotion to the history (§15), once per (group, term), at a term the
+    /// group reached. (Last, so the encoding of the older variants is unchanged.)
+    RecordPromotion(Promotion),
 }
 
 /// Why a committed change did not apply.
@@ -475,6 +483,9 @@ pub enum Conflict {
     /// No matching switchover.
     #[error("no such switchover")]
     NoSuchSwitchover,
+    /// The promotion of this (group, term) is already in the history.
+    #[error("promotion already recorded")]
+    AlreadyRecorded,
 }
 
 /// The outcome of one proposal, learned once it committed (or was dropped).

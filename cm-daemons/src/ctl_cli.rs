@@ -177,6 +177,13 @@ pub enum CtlCommand {
               value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
     },
+    /// The promotion history: the newest 20 promotions per group (at most 1,000 in all), with
+    /// term, instance, the primary it replaced, reason, timeline and the leader's wall clock.
+    History {
+        /// The JSON array (the `history` field of `query --json`, and an agent's `/history`).
+        #[arg(long)]
+        json: bool,
+    },
     /// CMS membership: `cms --readd NODE` lets a CMS that rejoined as a non-voter after losing
     /// its store vote again (only once the cluster has moved past every term it may have
     /// voted in).
@@ -358,7 +365,9 @@ pub fn operation(
             agent, server, kv, ..
         } => set_param(*agent, *server, kv)?,
         CtlCommand::List { .. } => Operation::Leader(CtlRequest::ListParams),
-        CtlCommand::Query { .. } | CtlCommand::Check { .. } => return Ok(None),
+        CtlCommand::Query { .. } | CtlCommand::Check { .. } | CtlCommand::History { .. } => {
+            return Ok(None);
+        }
     };
     Ok(Some(op))
 }
@@ -439,7 +448,7 @@ pub fn bytes_text(b: u64) -> String {
 }
 
 /// Rows of cells printed as left-aligned columns, two spaces apart, no trailing blanks.
-fn table(rows: &[Vec<String>]) -> String {
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -572,6 +581,10 @@ pub fn render_query(s: &ClusterStatus, verbose: bool, by_group: bool) -> String 
             "group {}: commits are NOT acknowledged (no primary, or too few streaming standbys)",
             g.group.0
         );
+    }
+    if verbose {
+        out.push_str("\n[  Last promotion   ]\n\n");
+        out.push_str(&crate::ctl_history::render_last_promotions(s));
     }
     out
 }

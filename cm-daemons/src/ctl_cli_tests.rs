@@ -245,6 +245,7 @@ fn sample_status() -> ClusterStatus {
         state: ClusterHealth::Normal,
         balanced: true,
         paused: false,
+        history: Vec::new(),
         groups: vec![GroupStatus {
             group: GroupId(1),
             term: Term(3),

@@ -14,6 +14,7 @@ pub mod agent;
 pub mod common;
 pub mod ctl;
 pub mod ctl_cli;
+pub mod ctl_history;
 pub mod local;
 pub mod monitor;
 pub mod node;

@@ -235,6 +235,27 @@ fn e2e_cluster_primary_node_killed_a_standby_is_promoted_and_the_old_primary_rej
     h.poll("the old primary replays the new primary's rows", || {
         h.count(p, "SELECT count(*) FROM after_failover") == Ok(1)
     });
+    // §15: the history shows the first primary's start and this failover, newest last.
+    let history: serde_json::Value =
+        serde_json::from_str(&h.ctl_ok(&["history", "--json"])).expect("history JSON");
+    let rows = history.as_array().expect("an array");
+    let (first, last) = (&rows[0], &rows[rows.len() - 1]);
+    assert_eq!(first["reason"], "start", "{history}");
+    assert_eq!(
+        (&last["instance"], &last["previous"], &last["reason"]),
+        (
+            &serde_json::json!(6000 + q),
+            &serde_json::json!(6000 + p),
+            &serde_json::json!("failover")
+        ),
+        "{history}"
+    );
+    assert_eq!(last["term"], serde_json::json!(group_term(&s)), "{history}");
+    let text = h.ctl_ok(&["query", "-v"]);
+    assert!(
+        text.contains(&format!("last promotion {} at term", 6000 + q)),
+        "{text}"
+    );
 }
 
 /// SIGCONTs a stopped process when dropped (a failing test must not leave it frozen).

@@ -571,3 +571,99 @@ fn e2e_node_a_crash_looping_agent_is_logged_once_and_its_error_is_served() {
         "no colour codes in a log file:\n{log}"
     );
 }
+
+/// Kills the process groups whose leaders wrote their pid into `file` (the hanging trigger of
+/// the test), when dropped: a test failure must not leave them sleeping.
+struct KillGroupsIn(PathBuf);
+
+impl Drop for KillGroupsIn {
+    fn drop(&mut self) {
+        for pid in std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// SPEC §15: real trigger scripts run by a real cm_agent with (event, instance, role, term);
+/// `on_start` never returns (it sleeps in its own process group), and the DN is promoted all
+/// the same — a trigger never blocks a decision.
+#[test]
+fn e2e_node_event_triggers_run_real_scripts_with_their_arguments() {
+    let _s = serial();
+    if !postgres_available() {
+        return;
+    }
+    let mut node = Node::with("triggers", true, true);
+    let hooks = node.root.join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let args = node.root.join("trigger-args");
+    let pids = node.root.join("trigger-pids");
+    let write = |name: &str, body: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = hooks.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let hang = write(
+        "start.sh",
+        &format!(
+            "echo \"$@\" >> {a}\necho $$ >> {p}\nexec sleep 600",
+            a = args.display(),
+            p = pids.display()
+        ),
+    );
+    let record = write("failover.sh", &format!("echo \"$@\" >> {}", args.display()));
+    let text = std::fs::read_to_string(&node.config_path).unwrap();
+    let text = format!(
+        "event_triggers = {{ on_start = \"{}\", on_failover = \"{}\" }}\n{text}",
+        hang.display(),
+        record.display()
+    );
+    node.config = ClusterConfig::from_toml_str(&text).unwrap();
+    std::fs::write(&node.config_path, text).unwrap();
+    let _kill = KillGroupsIn(pids.clone());
+    initdb(&node);
+    node.start_monitor("monitor");
+    let lines = || {
+        std::fs::read_to_string(&args)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(WAIT, || lines()
+            .iter()
+            .any(|l| l.starts_with("on_failover"))),
+        "no on_failover trigger ran: {:?}\n{}",
+        lines(),
+        node.logs()
+    );
+    let got = lines();
+    assert!(
+        got.contains(&"on_start 6001 unknown 0".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"on_failover 6001 primary 1".to_string()),
+        "{got:?}"
+    );
+    // The start trigger still sleeps: it was not waited for.
+    let pid: i32 = std::fs::read_to_string(&pids)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        cm_io::process::proc_state(pid).is_some(),
+        "the hanging trigger runs"
+    );
+}

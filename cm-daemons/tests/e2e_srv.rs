@@ -39,6 +39,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     config: PathBuf,
     cms_ports: Vec<u16>,
+    /// Each cm_server's `cms_http_port` (§15).
+    http_ports: Vec<u16>,
     servers: Vec<Option<Child>>,
     agents: Option<Agents>,
 }
@@ -52,13 +54,16 @@ impl Cluster {
         certgen::write_cluster_material(&tls, "e2e", &names, certgen::today()).unwrap();
         let mut toml = format!("name = \"e2e\"\n{}", tls_keys(&tls));
         let mut cms_ports = Vec::new();
+        let mut http_ports = Vec::new();
         let mut ports = Ports::default();
         for id in 1..=n {
             let port = ports.next();
             cms_ports.push(port);
+            let http = ports.next();
+            http_ports.push(http);
             toml.push_str(&format!(
                 "[[node]]\nid = {id}\nname = \"n{id}\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
-                 state_dir = \"{}\"\nmonitor_port = {}\ncms_port = {port}\n",
+                 state_dir = \"{}\"\nmonitor_port = {}\ncms_port = {port}\ncms_http_port = {http}\n",
                 dir.path().join(format!("n{id}")).display(),
                 ports.next()
             ));
@@ -78,6 +83,7 @@ impl Cluster {
             dir,
             config,
             cms_ports,
+            http_ports,
             servers,
             agents: None,
         }
@@ -568,4 +574,77 @@ fn e2e_srv_sigterm_exits_cleanly_and_check_sees_the_process() {
     assert!(c.store_path(1).exists(), "the quorum store was not written");
     let out = c.ctl(&["check", "-B", "cm_server", "-T", &cfg]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// One plain HTTP/1.1 GET to 127.0.0.1:`port`: (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// §15: a real cm_server serves `/metrics` on its `cms_http_port`, parsed by a Prometheus
+/// text parser, and `/cluster` (the `cm_ctl query --json` object) as leader; `cm_ctl history`
+/// prints the history that object carries.
+#[test]
+fn e2e_srv_metrics_and_cluster_on_the_cms_http_port() {
+    let mut c = Cluster::new(1);
+    c.start_all();
+    c.wait_status("a leader", |s| primaries(s).len() == 1);
+    let port = c.http_ports[0];
+    let mut leader = None;
+    for _ in 0..50 {
+        let (status, body) = http_get(port, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+        assert!(
+            scrape.docs.contains_key("cm_server_leader"),
+            "{:?}",
+            scrape.docs
+        );
+        leader = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "cm_server_leader")
+            .map(|s| s.value.clone());
+        if leader == Some(prometheus_parse::Value::Gauge(1.0)) {
+            break;
+        }
+        // Published at most once a second.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        leader,
+        Some(prometheus_parse::Value::Gauge(1.0)),
+        "{}",
+        c.logs()
+    );
+    let (status, body) = http_get(port, "/cluster");
+    assert_eq!(status, 200, "{body}");
+    let cluster: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(cluster["cluster"], "e2e");
+    assert!(cluster["history"].is_array(), "{body}");
+    assert_eq!(http_get(port, "/nothing").0, 404);
+
+    let out = c.ctl(&["history", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(printed.is_array(), "{}", text(&out.stdout));
+    let out = c.ctl(&["history"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

@@ -6,8 +6,10 @@
 pub mod disk;
 pub mod event_loop;
 pub mod flags;
+pub mod http;
 pub mod postgres;
 pub mod process;
+pub mod script;
 pub mod statedir;
 pub mod store;
 pub mod transport;

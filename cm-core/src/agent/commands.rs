@@ -244,6 +244,7 @@ impl Agent {
             // A newer command supersedes a promotion still waiting for its term check.
             inst.term_check = None;
         }
+        let switchover = matches!(d.cmd, CmsCommand::Switchover { .. });
         let action = match d.cmd {
             CmsCommand::Lock1 => {
                 inst.watch.prohibit = true;
@@ -268,6 +269,7 @@ impl Agent {
             }
             CmsCommand::Failover { term } | CmsCommand::Switchover { term } => {
                 if d.promote_ok {
+                    self.triggers.on_promotion_ordered(id, term, switchover);
                     self.start_term_check(now, id, term, d.qterm, out);
                 } else {
                     tracing::warn!(instance = %id, %term, "promotion to a term below the DN's refused");

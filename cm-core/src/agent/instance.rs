@@ -434,6 +434,7 @@ impl Agent {
         inst.fresh = true;
         inst.processes = processes;
         let running = inst.running();
+        let term = inst.term;
         if !running {
             inst.status = None;
             inst.query_ok = false;
@@ -466,6 +467,8 @@ impl Agent {
             self.run_action(id, DnAction::Kill, ActionKind::Kill, out);
         }
         self.maybe_start(now, id, out);
+        // After the step's decisions on the DN, before a possible Exit (always the last order).
+        self.triggers.on_sample(id, running, term, out);
         self.check_cluster_stop_done(now, out);
     }
 
@@ -521,8 +524,11 @@ impl Agent {
             return;
         }
         inst.last_query_op = op;
+        let mut seen_role = None;
+        let term = inst.term;
         match result {
             Ok(s) => {
+                seen_role = Some(s.role);
                 inst.status = Some(s);
                 inst.status_at = now;
                 inst.query_ok = true;
@@ -535,6 +541,9 @@ impl Agent {
         }
         if inst.effect_reached() {
             self.send_report(now, out);
+        }
+        if let Some(role) = seen_role {
+            self.triggers.on_status(id, role, term, out);
         }
     }
 

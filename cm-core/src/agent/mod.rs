@@ -90,6 +90,7 @@ mod local_cms;
 mod probes;
 #[cfg(test)]
 mod testkit;
+mod triggers;
 
 use core::time::Duration;
 use std::collections::BTreeMap;
@@ -111,6 +112,7 @@ use commands::Batch;
 use instance::Inst;
 use local_cms::LocalCms;
 pub use local_cms::{CMS_HUNG_SAMPLES, CmsAction, LocalCmsStatus};
+pub use triggers::{TRIGGER_TIMEOUT, TriggerEvent, TriggerRun};
 
 /// Period of the CMS-contact loop (CM's `AGENT_RECV_CYCLE`).
 pub const CMS_CONTACT_INTERVAL: Duration = Duration::from_millis(200);
@@ -351,6 +353,9 @@ pub enum AgentCommand {
     RaiseAlarm(Alarm),
     /// Exit the agent process (every local instance is down under `cluster_manual_start`).
     Exit,
+    /// Run an event trigger script (§15) in the background, killed after [`TRIGGER_TIMEOUT`];
+    /// no answer: nothing waits for it. (Last, so older variants encode as before.)
+    RunTrigger(TriggerRun),
 }
 
 /// What the agent persists (see the module documentation).
@@ -521,6 +526,7 @@ pub struct Agent {
     system_alarmed: [bool; 3],
     insts: BTreeMap<InstanceId, Inst>,
     local_cms: Option<LocalCms>,
+    triggers: triggers::Triggers,
 }
 
 impl Agent {
@@ -569,6 +575,7 @@ impl Agent {
             system_alarmed: [false; 3],
             insts,
             local_cms,
+            triggers: triggers::Triggers::new(&config.event_triggers),
         })
     }
 

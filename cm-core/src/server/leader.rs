@@ -308,6 +308,11 @@ impl Leader {
                         arb.timeline_proposed = None;
                     }
                 }
+                Change::RecordPromotion(p) if o.result.is_err() => {
+                    if let Some(arb) = self.core.groups.get_mut(&p.group) {
+                        arb.promotion_proposed = None;
+                    }
+                }
                 _ => {}
             }
         }

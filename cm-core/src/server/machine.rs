@@ -318,11 +318,7 @@ impl Server {
             return;
         }
         if req == CtlRequest::Query {
-            let status = self.leader.status(
-                self.quorum.committed(),
-                self.cms_rows(now),
-                self.quorum_term(),
-            );
+            let status = self.query_status(now);
             self.send(
                 out,
                 peer,
@@ -344,6 +340,21 @@ impl Server {
         let wall = self.wall(now);
         let outs = self.leader.on_ctl(now, wall, client, req, &mut self.quorum);
         self.leader_outputs(outs, out);
+    }
+
+    fn query_status(&self, now: Instant) -> crate::ctl::ClusterStatus {
+        self.leader.status(
+            self.quorum.committed(),
+            self.cms_rows(now),
+            self.quorum_term(),
+        )
+    }
+
+    /// The `cm_ctl query --json` object while this node arbitrates (its `/cluster`, §15), as of
+    /// the last step; `None` otherwise.
+    pub fn cluster_status(&self) -> Option<crate::ctl::ClusterStatus> {
+        self.arbitrating()
+            .then(|| self.query_status(self.guard.last()))
     }
 
     /// The CMS table of `cm_ctl query`: this node as seen by itself, peers by recency.

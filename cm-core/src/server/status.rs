@@ -92,6 +92,7 @@ pub fn cluster_status(
         balanced,
         paused: state.paused,
         groups: out,
+        history: state.promotions.entries().cloned().collect(),
     }
 }
 

@@ -230,11 +230,18 @@ fn a_switchover_whose_target_stopped_is_aborted_and_the_old_primary_promoted_aga
     h.advance_ms(300);
     let h2 = History::root(Timeline(1)).branch(Lsn(200), Timeline(2));
     h.report(dn(1).primary(3).pos(2, 10).hist(h2));
-    assert!(
-        h.queued()
-            .iter()
-            .all(|c| matches!(c, Change::RecordTimeline { .. }))
-    );
+    // Only records: the timeline, and the promotion history entry, as a switchover (§15).
+    assert!(h.queued().iter().all(|c| match c {
+        Change::RecordTimeline { .. } => true,
+        Change::RecordPromotion(p) =>
+            (p.term, p.instance, p.reason)
+                == (
+                    Term(3),
+                    InstanceId(6001),
+                    crate::history::PromotionReason::Switchover
+                ),
+        _ => false,
+    }));
     assert_eq!(h.group().term, Term(3));
 }
 

@@ -116,6 +116,8 @@ pub(super) struct AgentExec {
     /// The cm_server this agent started (kept so its reaper thread's handle lives).
     started_server: Option<Supervised>,
     probers: BTreeMap<InstanceId, (Duration, Arc<DiskProber>)>,
+    /// Event trigger counters (§15).
+    pub(super) triggers: Arc<super::triggers::TriggerStats>,
 }
 
 impl AgentExec {
@@ -131,6 +133,7 @@ impl AgentExec {
             server,
             started_server: None,
             probers: BTreeMap::new(),
+            triggers: Arc::default(),
             p,
         }
     }
@@ -216,6 +219,9 @@ impl Executor<AgentCommand> for AgentExec {
                 });
             }
             AgentCommand::RaiseAlarm(alarm) => crate::server::executor::raise(&alarm),
+            AgentCommand::RunTrigger(run) => {
+                super::triggers::spawn(run, Arc::clone(&self.triggers));
+            }
             AgentCommand::Exit => {
                 tracing::info!("every local instance is down under cluster_manual_start");
                 return Flow::Stop;

@@ -15,6 +15,7 @@ mod cms;
 mod exec;
 mod peers;
 mod system;
+pub mod triggers;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

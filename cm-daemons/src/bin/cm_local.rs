@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use cm_core::ctl::CmsRole;
 use cm_core::params::Profile;
 use cm_daemons::local::cluster::{primary_node, summary};
 use cm_daemons::local::{LocalCluster, LocalOptions, bench, check_prerequisites, procs};
@@ -303,6 +304,28 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
         dir = c.paths.dir.display(),
         logs = c.paths.logs().display(),
     );
+    let leader_http = c
+        .ports
+        .cms_http
+        .get(
+            s.cms
+                .iter()
+                .position(|r| r.role == CmsRole::Primary)
+                .unwrap_or(0),
+        )
+        .copied();
+    if let Some(http) = leader_http {
+        println!(
+            "\n  # promotions so far, and the cm_server leader's metrics and cluster view
+  \
+             {ctl} -c {cfg} history
+  \
+             curl -s http://127.0.0.1:{http}/metrics
+  curl -s http://127.0.0.1:{http}/cluster",
+            ctl = ctl.display(),
+            cfg = cfg.display(),
+        );
+    }
     Ok(())
 }
 

@@ -90,6 +90,7 @@ pub async fn run(cli: Cli) -> u8 {
                 None => query(&mut client, &config, view).await,
             }
         }
+        (None, CtlCommand::History { json }) => history(&mut client, *json).await,
         (Some(Operation::Leader(CtlRequest::ListParams)), _) => {
             list_params(&mut client, &config).await
         }
@@ -129,6 +130,26 @@ fn check_process(binary: &str, path: &str) -> u8 {
         }
         Ok(_) => fail(&format!("no {binary} process is running with {path}")),
         Err(e) => fail(&format!("cannot list processes in /proc: {e}")),
+    }
+}
+
+/// `cm_ctl history [--json]`: the promotion history from the leader's status.
+async fn history(client: &mut CtlClient, json: bool) -> u8 {
+    match client.leader(&CtlRequest::Query, LEADER_TIMEOUT).await {
+        Ok(CtlReply::Status(s)) => {
+            if json {
+                match crate::ctl_history::history_json(&s) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => return fail(&format!("cannot print the history as JSON: {e}")),
+                }
+            } else {
+                print!("{}", crate::ctl_history::render_history(&s));
+            }
+            EXIT_OK
+        }
+        Ok(CtlReply::Refused(r)) => fail(&format!("refused: {r}")),
+        Ok(other) => fail(&format!("unexpected answer to a query: {other:?}")),
+        Err(e) => fail(&e),
     }
 }
 
@@ -390,6 +411,7 @@ mod tests {
             balanced: true,
             paused: false,
             groups: Vec::new(),
+            history: Vec::new(),
         };
         assert_eq!(
             progress(&Ok(Box::new(s)), Duration::from_secs(4)),

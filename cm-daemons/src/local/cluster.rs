@@ -141,6 +141,11 @@ impl LocalCluster {
         let ports = Ports {
             monitor: config.nodes.iter().map(|n| n.monitor_port).collect(),
             cms: config.nodes.iter().filter_map(|n| n.cms_port).collect(),
+            cms_http: config
+                .nodes
+                .iter()
+                .filter_map(|n| n.cms_http_port)
+                .collect(),
             dn: config
                 .groups
                 .iter()

@@ -10,6 +10,7 @@ fn sample() -> (Paths, Ports) {
             monitor: vec![20001, 20002, 20003],
             cms: vec![20011, 20012, 20013],
             dn: vec![20021, 20022, 20023],
+            cms_http: vec![20031, 20032, 20033],
         },
     )
 }
@@ -38,6 +39,7 @@ fn the_generated_config_is_three_cms_nodes_and_one_1p2s_group() {
     assert_eq!(cfg.nodes[2].state_dir, "/tmp/cm-local-x/node3");
     assert_eq!(cfg.nodes[1].monitor_port, 20002);
     assert_eq!(cfg.nodes[1].cms_port, Some(20012));
+    assert_eq!(cfg.nodes[1].cms_http_port, Some(20032));
     assert_eq!(cfg.database.os_user, "postgres");
     assert_eq!(
         cfg.security.ssl_cert_file.as_deref(),

@@ -173,6 +173,8 @@ pub struct Ports {
     pub monitor: Vec<u16>,
     /// cm_server port per node.
     pub cms: Vec<u16>,
+    /// cm_server HTTP port (`/metrics`, `/cluster`) per node.
+    pub cms_http: Vec<u16>,
     /// Database port per DN (DN i on node i).
     pub dn: Vec<u16>,
 }
@@ -181,7 +183,7 @@ impl Ports {
     /// Free loopback ports, all distinct (each is bound until all are chosen).
     pub fn pick() -> std::io::Result<Self> {
         let n = NODES as usize;
-        let listeners = (0..3 * n)
+        let listeners = (0..4 * n)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<std::io::Result<Vec<_>>>()?;
         let ports = listeners
@@ -191,7 +193,8 @@ impl Ports {
         Ok(Self {
             monitor: ports[..n].to_vec(),
             cms: ports[n..2 * n].to_vec(),
-            dn: ports[2 * n..].to_vec(),
+            dn: ports[2 * n..3 * n].to_vec(),
+            cms_http: ports[3 * n..].to_vec(),
         })
     }
 }
@@ -258,10 +261,11 @@ pub fn render_config(
         let _ = write!(
             t,
             "\n[[node]]\nid = {n}\nname = \"n{n}\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
-             state_dir = \"{}\"\nmonitor_port = {}\ncms_port = {}\n",
+             state_dir = \"{}\"\nmonitor_port = {}\ncms_port = {}\ncms_http_port = {}\n",
             paths.state_dir(n).display(),
             ports.monitor[i],
-            ports.cms[i]
+            ports.cms[i],
+            ports.cms_http[i]
         );
     }
     t.push_str("\n[[group]]\nid = 1\n");

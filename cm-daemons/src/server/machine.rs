@@ -8,12 +8,22 @@
 //! from the core's *effective* parameters at the moment the command is emitted, never from
 //! the config file. Nothing is decided here: every order is the core's, in the core's order.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use cm_core::Instant;
 use cm_core::config::ClusterConfig;
 use cm_core::ids::{GroupId, InstanceId, NodeId};
-use cm_core::io::{Alarm, Machine, NetCommand, PersistState};
+use cm_core::io::{Alarm, Machine, NetCommand, NetEvent, PersistState};
+use cm_core::msg::{CmsCommand, Msg};
 use cm_core::server::quorum::QuorumError;
 use cm_core::server::{Server, ServerCommand, ServerInput, ServerStatus};
+
+use super::metrics::{Published, ServerMetrics};
+
+/// The metrics view is published at most this often (and at every leadership change).
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// An order for the cm_server executor: a [`ServerCommand`] with the parameter text it needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +60,8 @@ pub struct CmsMachine {
     server: Server,
     /// Leadership as last logged: (leader known, this node arbitrates).
     shown: (Option<NodeId>, bool),
+    /// Where `/metrics` and `/cluster` read from, with when it was last published.
+    metrics: Option<(Arc<ServerMetrics>, Option<Instant>)>,
 }
 
 impl CmsMachine {
@@ -63,7 +75,61 @@ impl CmsMachine {
         Ok(Self {
             server: Server::new(config, node, seed, restored)?,
             shown: (None, false),
+            metrics: None,
         })
+    }
+
+    /// Publishes to `metrics` and counts into it (§15).
+    pub fn with_metrics(mut self, metrics: Arc<ServerMetrics>) -> Self {
+        self.metrics = Some((metrics, None));
+        self
+    }
+
+    /// Counts a report received (`report`) and the commands the orders send.
+    fn count(&self, report: bool, arbitrating: bool, orders: &[CmsOrder]) {
+        let Some((m, _)) = &self.metrics else {
+            return;
+        };
+        let p = &m.passing;
+        if report {
+            p.reports_received.fetch_add(1, Ordering::Relaxed);
+            if !arbitrating {
+                p.reports_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for o in orders {
+            let CmsOrder::Net(NetCommand::Send { envelope }) = o else {
+                continue;
+            };
+            let Msg::Command(sc) = &envelope.msg else {
+                continue;
+            };
+            let counter = match sc.cmd {
+                CmsCommand::Failover { .. } => &p.failovers,
+                CmsCommand::Switchover { .. } => &p.switchovers,
+                CmsCommand::Lock1 => &p.lock1s,
+                _ => continue,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes the view when [`PUBLISH_EVERY`] passed or leadership changed.
+    fn publish(&mut self, now: Instant, leadership_changed: bool) {
+        let Some((m, last)) = &mut self.metrics else {
+            return;
+        };
+        let due =
+            leadership_changed || last.is_none_or(|t| now.saturating_since(t) >= PUBLISH_EVERY);
+        if !due {
+            return;
+        }
+        *last = Some(now);
+        m.publish(Published {
+            status: Some(self.server.status()),
+            cluster: self.server.cluster_status(),
+            at: now,
+        });
     }
 
     /// The wrapped core machine.
@@ -93,11 +159,13 @@ impl CmsMachine {
         }
     }
 
-    /// Logs leadership changes, so an operator can follow elections in the log.
-    fn log_leadership(&mut self) {
+    /// Logs leadership changes, so an operator can follow elections in the log; true when it
+    /// changed.
+    fn log_leadership(&mut self) -> bool {
         let st = self.server.status();
         let now = (st.quorum.leader, st.arbitrating);
-        if now != self.shown {
+        let changed = now != self.shown;
+        if changed {
             self.shown = now;
             tracing::info!(
                 node = st.quorum.node.0,
@@ -107,6 +175,7 @@ impl CmsMachine {
                 "CMS leadership changed"
             );
         }
+        changed
     }
 }
 
@@ -116,9 +185,17 @@ impl Machine for CmsMachine {
     type Status = ServerStatus;
 
     fn step(&mut self, now: Instant, input: ServerInput) -> Vec<CmsOrder> {
+        let report = matches!(
+            &input,
+            ServerInput::Net(NetEvent::FrameReceived { envelope, .. })
+                if matches!(envelope.msg, Msg::AgentReport(_))
+        );
+        let arbitrating = self.metrics.is_some() && self.server.status().arbitrating;
         let commands = self.server.step(now, input);
-        let orders = commands.into_iter().map(|c| self.order(c)).collect();
-        self.log_leadership();
+        let orders: Vec<CmsOrder> = commands.into_iter().map(|c| self.order(c)).collect();
+        self.count(report, arbitrating, &orders);
+        let changed = self.log_leadership();
+        self.publish(now, changed);
         orders
     }
 

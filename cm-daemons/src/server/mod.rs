@@ -11,9 +11,11 @@ pub mod executor;
 pub mod fence;
 pub mod gateways;
 pub mod machine;
+pub mod metrics;
 pub mod reload;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -31,6 +33,7 @@ use tokio::sync::mpsc;
 use crate::common::{self, NodeArgs, Signal};
 use executor::CmsExecutor;
 use machine::CmsMachine;
+use metrics::ServerMetrics;
 
 /// How often the wall clock is fed to the machine (replicated deadlines are wall-clock times).
 pub const WALL_CLOCK_EVERY: Duration = Duration::from_secs(10);
@@ -101,12 +104,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     crate::node::ensure_state_dir(&state_dir)?;
     let store = Store::new(state_dir.join(STORE_FILE));
     let restored = store.load()?;
-    let machine = CmsMachine::new(&config, me.id, seed(me.id), restored).with_context(|| {
-        format!(
-            "cannot restore the quorum state from {}",
-            store.path().display()
-        )
-    })?;
+    let metrics = Arc::new(ServerMetrics::new());
+    let machine = CmsMachine::new(&config, me.id, seed(me.id), restored)
+        .with_context(|| {
+            format!(
+                "cannot restore the quorum state from {}",
+                store.path().display()
+            )
+        })?
+        .with_metrics(Arc::clone(&metrics));
     let security = common::load_security(&cfg_path, &config, &common::Identity::Node(me.id))?;
     let listen = listen_addr(&me.address, port).await?;
     let (transport, net) = Transport::start(TransportConfig {
@@ -130,6 +136,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let (event_loop, inputs) = EventLoop::new(machine, clock, map, INPUT_QUEUE);
     let event_loop = event_loop.with_net(net).with_journal(journal);
     spawn_wall_clock(inputs.clone());
+    if let Some(port) = me.cms_http_port {
+        let addr = listen_addr(&me.address, port).await?;
+        let listener = cm_io::http::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {addr} (cms_http_port)"))?;
+        spawn_http(listener, metrics, transport.clone(), clock);
+        tracing::info!(%addr, "serving /metrics and /cluster");
+    }
     let mut executor = CmsExecutor::new(transport.clone(), store, inputs);
     tracing::info!(
         node = me.id.0,
@@ -152,6 +166,28 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     transport.shutdown().await;
     tracing::info!("cm_server stopped");
     Ok(())
+}
+
+/// Serves `/metrics` and `/cluster` (§15) on `cms_http_port` until the process exits.
+fn spawn_http(
+    listener: tokio::net::TcpListener,
+    served: Arc<ServerMetrics>,
+    transport: Transport,
+    clock: Clock,
+) {
+    let http_stats = Arc::new(cm_io::http::HttpStats::default());
+    let refused = Arc::clone(&http_stats);
+    let handler = Arc::new(move |req: &cm_io::http::HttpRequest| {
+        let http_refused = refused.refused.load(std::sync::atomic::Ordering::Relaxed);
+        metrics::handle(&served, req, clock.now(), transport.stats(), http_refused)
+    });
+    tokio::spawn(cm_io::http::serve(
+        listener,
+        cm_io::http::HttpLimits::default(),
+        handler,
+        http_stats,
+        std::future::pending(),
+    ));
 }
 
 fn spawn_wall_clock(inputs: mpsc::Sender<ServerInput>) {

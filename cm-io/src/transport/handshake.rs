@@ -141,6 +141,26 @@ impl RefusalStats {
         }
     }
 
+    /// Each reason's metric label (snake case) with its count, in declaration order.
+    pub fn by_reason(&self) -> [(&'static str, u64); 14] {
+        [
+            ("not_tls", self.not_tls),
+            ("no_certificate", self.no_certificate),
+            ("untrusted", self.untrusted),
+            ("expired", self.expired),
+            ("wrong_name", self.wrong_name),
+            ("operator_on_component", self.operator_on_component),
+            ("unknown_node", self.unknown_node),
+            ("bad_hello", self.bad_hello),
+            ("timeout", self.timeout),
+            ("too_many_pending", self.too_many_pending),
+            ("too_many_from_address", self.too_many_from_address),
+            ("too_many_connections", self.too_many_connections),
+            ("abandoned", self.abandoned),
+            ("other", self.other),
+        ]
+    }
+
     /// Every refusal, whatever its reason.
     pub fn total(&self) -> u64 {
         let mut copy = *self;

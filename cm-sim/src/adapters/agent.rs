@@ -14,6 +14,8 @@ use crate::daemon::{EnvOp, Obs, SimDaemon, SimInput, Spawn};
 /// cm_agent behind the simulator's vocabulary.
 pub struct AgentAdapter {
     agent: Agent,
+    /// Event triggers the agent ordered (shown in the dump; they touch nothing).
+    triggers: u64,
 }
 
 impl AgentAdapter {
@@ -28,6 +30,7 @@ impl AgentAdapter {
         let agent = Agent::new(s.config, s.node, s.seed, s.restored.clone()).ok()?;
         Some(Self {
             agent: agent.with_start_kind(kind),
+            triggers: 0,
         })
     }
 }
@@ -143,8 +146,10 @@ fn input_of(input: SimInput) -> Option<AgentInput> {
 
 /// One agent order as world orders, plus the completion a synchronous driver feeds back at
 /// once: starting, stopping or killing the local cm_server is done when the order is given
-/// (the process appears or vanishes; the next `SampleCms` shows which).
-fn op_of(c: AgentCommand) -> (EnvOp, Option<AgentInput>) {
+/// (the process appears or vanishes; the next `SampleCms` shows which). `None` for an event
+/// trigger: the simulated script never finishes and touches nothing — what a script that
+/// sleeps forever does to the cluster (§15: it must not delay anything).
+fn op_of(c: AgentCommand) -> Option<(EnvOp, Option<AgentInput>)> {
     let done = |op| Some(AgentInput::CmsActionCompleted { op, result: Ok(()) });
     let server = Role::Server;
     let op = match c {
@@ -154,14 +159,14 @@ fn op_of(c: AgentCommand) -> (EnvOp, Option<AgentInput>) {
                 role: server,
                 normal: false,
             };
-            return (start, done(op));
+            return Some((start, done(op)));
         }
         AgentCommand::StopCms { op } | AgentCommand::KillCms { op } => {
             let kill = EnvOp::KillProcess {
                 role: server,
                 pid: None,
             };
-            return (kill, done(op));
+            return Some((kill, done(op)));
         }
         AgentCommand::Net(n) => EnvOp::Net(n),
         AgentCommand::SampleProcesses { op, instance } => EnvOp::SampleProcesses { op, instance },
@@ -202,8 +207,9 @@ fn op_of(c: AgentCommand) -> (EnvOp, Option<AgentInput>) {
         AgentCommand::RemoveFlag { flag } => EnvOp::RemoveFlag { flag },
         AgentCommand::RaiseAlarm(a) => EnvOp::Alarm(a),
         AgentCommand::Exit => EnvOp::Exit,
+        AgentCommand::RunTrigger(_) => return None,
     };
-    (op, None)
+    Some((op, None))
 }
 
 impl SimDaemon for AgentAdapter {
@@ -212,9 +218,11 @@ impl SimDaemon for AgentAdapter {
         let mut queue: Vec<AgentInput> = input_of(input).into_iter().collect();
         while let Some(i) = queue.pop() {
             for c in self.agent.step(now, i) {
-                let (op, done) = op_of(c);
-                out.push(op);
-                queue.extend(done);
+                self.triggers += u64::from(matches!(c, AgentCommand::RunTrigger(_)));
+                if let Some((op, done)) = op_of(c) {
+                    out.push(op);
+                    queue.extend(done);
+                }
             }
         }
         out
@@ -236,12 +244,13 @@ impl SimDaemon for AgentAdapter {
             .map(|i| format!("{}:{:?}/{}/{}", i.instance, i.role, i.term, i.last_applied))
             .collect();
         format!(
-            "agent leader={:?} paused={} qterm={} connected={:?} [{}]",
+            "agent leader={:?} paused={} qterm={} connected={:?} [{}] triggers={}",
             s.leader,
             s.paused,
             s.highest_quorum_term,
             s.connected,
-            insts.join(" ")
+            insts.join(" "),
+            self.triggers
         )
     }
 }

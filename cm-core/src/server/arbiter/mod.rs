@@ -12,6 +12,7 @@ mod dual_primary;
 mod failover;
 mod follow_up;
 mod heartbeat;
+mod history;
 mod split_brain;
 
 pub mod candidate;
@@ -108,6 +109,8 @@ pub struct GroupArbiter {
     pub timeline_proposed: Option<Term>,
     /// Term at which a SetStaticPrimary adoption was proposed.
     pub adopt_proposed: Option<Term>,
+    /// Term whose promotion was proposed for the history (§15).
+    pub promotion_proposed: Option<Term>,
     /// An aborted switchover's old primary waiting to be promoted (§4.5).
     pub restore: Option<crate::server::switchover::Restore>,
 }
@@ -135,6 +138,7 @@ impl GroupArbiter {
             double_primary_alarmed: false,
             timeline_proposed: None,
             adopt_proposed: None,
+            promotion_proposed: None,
             restore: None,
         }
     }
@@ -164,6 +168,7 @@ impl GroupArbiter {
         self.double_primary_alarmed = false;
         self.timeline_proposed = None;
         self.adopt_proposed = None;
+        self.promotion_proposed = None;
         self.restore = None;
     }
 
@@ -314,8 +319,10 @@ impl GroupArbiter {
     }
 
     /// A primary reporting the group's term whose history is not recorded yet: record it
-    /// (term → timeline, §5.1), and close the Failover it answers.
+    /// (term → timeline, §5.1, and the promotion history, §15), and close the Failover it
+    /// answers.
     fn record_answers(&mut self, ctx: &mut Ctx<'_>, g: &GroupState) {
+        let mut confirmed = None;
         for m in &self.members {
             if !m.is_live_primary(ctx.now, ctx.params) {
                 continue;
@@ -326,6 +333,10 @@ impl GroupArbiter {
                 .is_some_and(|(t, i, _)| (t, i) == (r.term, m.instance))
             {
                 self.awaiting = None;
+            }
+            let on_own_timeline = r.history.timeline == r.position.timeline;
+            if r.term == g.term && g.term > Term(0) && on_own_timeline {
+                confirmed = Some((m.instance, r.term, r.position.timeline));
             }
             if r.term == g.term
                 && g.term > Term(0)
@@ -340,6 +351,9 @@ impl GroupArbiter {
                     history: r.history.clone(),
                 });
             }
+        }
+        if let Some((instance, term, timeline)) = confirmed {
+            self.record_promotion(ctx, g, instance, term, timeline);
         }
     }
 

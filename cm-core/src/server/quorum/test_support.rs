@@ -27,6 +27,7 @@ pub(super) fn config_with(n: u32, params: Params) -> ClusterConfig {
             state_dir: format!("/tmp/n{i}"),
             monitor_port: 17000 + i as u16,
             cms_port: Some(17100 + i as u16),
+            cms_http_port: None,
         })
         .collect();
     ClusterConfig {
@@ -45,6 +46,7 @@ pub(super) fn config_with(n: u32, params: Params) -> ClusterConfig {
         }],
         database: Default::default(),
         params,
+        event_triggers: Default::default(),
     }
 }
 

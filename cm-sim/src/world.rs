@@ -768,6 +768,15 @@ impl World {
             .any(|s| s.holds_lease() && s.obs.paused)
     }
 
+    /// Whether a pause is in force at the agent of `node` (S6, see `run_dn`).
+    pub fn agent_paused(&self, node: NodeId) -> bool {
+        self.hosts
+            .get(&node)
+            .filter(|h| h.up)
+            .and_then(|h| h.procs.get(&Role::Agent))
+            .is_some_and(|p| matches!(p.daemon.observe(), Obs::Agent { paused: true }))
+    }
+
     pub(crate) fn recent_restart_cmd(&self, instance: InstanceId, within: Duration) -> bool {
         let now = self.now();
         self.last_restart_cmd

@@ -135,7 +135,7 @@ impl Switchovers {
             .state
             .propose(change)
             .ok_or(Refusal::NotLeader { leader: None })?;
-        tracing::info!(group = %arb.id, term = %g.term.next(), from = %arb.members[p].instance,
+        tracing::info!(group = %arb.id, term = %ctx.next_term(g.term), from = %arb.members[p].instance,
             target = %target, fast, "switchover: request accepted; committing its term");
         self.proposed.insert(id, arb.id);
         Ok(id)
@@ -243,7 +243,7 @@ impl Switchovers {
                     target = %sw.target, reason = why,
                     final_position = %prog.final_position.map_or_else(|| "unknown".into(), |p| p.to_string()),
                     "switchover: aborting; the old primary gets term {} and is promoted again",
-                    sw.term.next());
+                    ctx.next_term(sw.term));
                 ctx.state.propose(Change::AbortSwitchover {
                     group: arb.id,
                     term: sw.term,
@@ -296,7 +296,7 @@ impl Switchovers {
                 ..
             } if outcome.result.is_ok() => {
                 self.progress
-                    .insert(*group, Progress::new(expected_term.next(), true));
+                    .insert(*group, Progress::new(ctx.next_term(*expected_term), true));
                 if let Some(arb) = groups.get_mut(group) {
                     self.drive(ctx, arb);
                 }
@@ -321,7 +321,7 @@ impl Switchovers {
                     && let Some(g) = ctx.group(*group)
                 {
                     arb.restore = Some(Restore {
-                        term: term.next(),
+                        term: ctx.next_term(*term),
                         instance: g.static_primary,
                         since: ctx.now,
                     });

@@ -91,6 +91,9 @@ pub struct Checker {
     /// What was reported under that concession (not violations).
     pub conceded: Vec<Violation>,
     conceded_dual: std::collections::BTreeSet<GroupId>,
+    /// (node, incarnation) → the latest lease end (its local clock) it showed during the
+    /// two-node concession: a lease granted in the span outlives it by at most its length.
+    span_leases: BTreeMap<(NodeId, u64), Instant>,
 }
 
 impl Checker {
@@ -129,6 +132,7 @@ impl Checker {
             two_node_concession: false,
             conceded: Vec::new(),
             conceded_dual: std::collections::BTreeSet::new(),
+            span_leases: BTreeMap::new(),
         }
     }
 
@@ -403,10 +407,27 @@ impl Checker {
 
     fn check_leaders(&mut self, at: Instant, servers: &[ServerView]) {
         let holders: Vec<&ServerView> = servers.iter().filter(|s| s.holds_lease()).collect();
+        if self.two_node_concession {
+            for s in &holders {
+                let until = s.obs.lease_until.unwrap_or(Instant::ZERO);
+                let seen = self.span_leases.entry((s.node, s.incarnation)).or_default();
+                *seen = (*seen).max(until);
+            }
+        }
         if holders.len() > 1 {
             let nodes: Vec<String> = holders.iter().map(|s| s.node.to_string()).collect();
             let m = format!("S1: leases held at once by {}", nodes.join(", "));
-            if self.two_node_concession {
+            // SPEC §5.4 trades single leases while both sides reach the gateway; a lease
+            // granted in that span runs out after it (at most one lease length), and is
+            // reported with it, not failed. Two leases renewed after the span fail.
+            let renewed = holders
+                .iter()
+                .filter(|s| {
+                    let from_span = self.span_leases.get(&(s.node, s.incarnation));
+                    !from_span.is_some_and(|u| s.obs.lease_until.is_some_and(|l| l <= *u))
+                })
+                .count();
+            if self.two_node_concession || renewed <= 1 {
                 self.concede(at, "S1", m);
             } else {
                 self.violate(at, "S1", m);

@@ -145,6 +145,9 @@ pub struct World {
     next_inc: u64,
     pub(crate) exiting: Option<Endpoint>,
     last_restart_cmd: BTreeMap<InstanceId, Instant>,
+    /// (from, to) of cm_server frames delivered between CMS nodes since their link was last
+    /// down (the two-node concession lasts until both have heard each other).
+    cms_heard: std::collections::BTreeSet<(NodeId, NodeId)>,
     pub(crate) avail: crate::avail::Availability,
 }
 
@@ -201,6 +204,7 @@ impl World {
             next_inc: 0,
             exiting: None,
             last_restart_cmd: BTreeMap::new(),
+            cms_heard: std::collections::BTreeSet::new(),
             avail: crate::avail::Availability::default(),
         };
         let offsets = w.scenario.sim.power_on_s.clone();
@@ -636,6 +640,9 @@ impl World {
             let now = self.now();
             self.checker.on_report(from.node, now);
         }
+        if from.role == Role::Server && to.role == Role::Server {
+            self.cms_heard.insert((from.node, to.node));
+        }
         if let Msg::Command(c) = &envelope.msg
             && matches!(c.cmd, cm_core::msg::CmsCommand::Restart)
         {
@@ -710,6 +717,7 @@ impl World {
     fn check(&mut self) {
         let now = self.now();
         let servers = self.server_views();
+        self.checker.two_node_concession = self.two_node_concession();
         let hosts = &self.hosts;
         let frozen = |n: NodeId| hosts.get(&n).is_none_or(|h| !h.up || h.frozen);
         // An agent "runs" for S4 once it had a moment to act after a thaw: its self-fence
@@ -721,22 +729,27 @@ impl World {
                     && h.thawed_at.is_none_or(|t| now - t > grace)
             })
         };
-        self.checker.two_node_concession = self.two_node_concession();
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
         self.check_availability();
     }
 
-    /// Two-node mode with the gateway rule, the two CMS nodes not linked, and both reaching
-    /// the gateway: the span SPEC §5.4 trades S4 and single leases in.
-    fn two_node_concession(&self) -> bool {
+    /// Two-node mode with the gateway rule, both CMS nodes reaching the gateway, and the two
+    /// not linked — or linked again but not yet having heard each other (until then each still
+    /// acts on its isolation): the span SPEC §5.4 trades S4 and single leases in.
+    fn two_node_concession(&mut self) -> bool {
         let cms = self.scenario.config.cms_nodes();
         if cms.len() != 2 || !self.scenario.config.params.cms_enable_failover_on2nodes {
             return false;
         }
+        let linked = self.net.link_up(cms[0], cms[1]);
+        if !linked {
+            self.cms_heard.clear();
+        }
+        let heard = self.cms_heard.contains(&(cms[0], cms[1]))
+            && self.cms_heard.contains(&(cms[1], cms[0]));
         let nodes: Vec<NodeId> = self.hosts.keys().copied().collect();
-        !self.net.link_up(cms[0], cms[1])
-            && cms.iter().all(|n| self.net.gateway_reachable(*n, &nodes))
+        (!linked || !heard) && cms.iter().all(|n| self.net.gateway_reachable(*n, &nodes))
     }
 
     /// What every live cm_server shows, with its local clock.

@@ -88,6 +88,12 @@ pub struct Checker {
     /// Two-node mode with both CMS nodes reaching the gateway right now: SPEC §5.4 trades
     /// simultaneous leases and S4 for availability in this span (reported, not failed).
     pub two_node_concession: bool,
+    /// How long after the concession ends a dual window opened in it may last before it fails
+    /// S4: the time healing takes to fence the lower side's primary (set from the parameters
+    /// by the world; zero judges at once).
+    pub heal_fence_bound: Duration,
+    /// When the concession last ended.
+    concession_ended: Option<Instant>,
     /// What was reported under that concession (not violations).
     pub conceded: Vec<Violation>,
     conceded_dual: std::collections::BTreeSet<GroupId>,
@@ -133,6 +139,8 @@ impl Checker {
             conceded: Vec::new(),
             conceded_dual: std::collections::BTreeSet::new(),
             span_leases: BTreeMap::new(),
+            heal_fence_bound: Duration::ZERO,
+            concession_ended: None,
         }
     }
 
@@ -363,6 +371,14 @@ impl Checker {
     ) {
         self.check_leaders(at, servers);
         self.check_terms(at, servers);
+        if self.two_node_concession {
+            self.concession_ended = None;
+        } else if !self.conceded_dual.is_empty() {
+            self.concession_ended.get_or_insert(at);
+        }
+        let fence_due = self
+            .concession_ended
+            .is_some_and(|e| at >= e + self.heal_fence_bound);
         let groups: Vec<GroupId> = self.dual_since_keys(dbs);
         for g in groups {
             let able = dbs.can_acknowledge(g, frozen);
@@ -372,8 +388,11 @@ impl Checker {
                     self.dual_since.insert(g, at);
                     true
                 }
-                // A window opened under the two-node concession is judged once it ends.
-                (true, Some(_)) => !self.two_node_concession && self.conceded_dual.remove(&g),
+                // A window opened under the two-node concession is judged once it ends and
+                // healing had the time to fence the lower side's primary (§5.4, §4.4).
+                (true, Some(_)) => {
+                    !self.two_node_concession && fence_due && self.conceded_dual.remove(&g)
+                }
                 (false, Some(since)) => {
                     self.dual_writable += at - since;
                     self.dual_since.remove(&g);

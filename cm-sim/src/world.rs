@@ -11,7 +11,7 @@ use cm_core::flags::FlagSet;
 use cm_core::io::NetEvent;
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
 use cm_core::rng::{Prng, derive_seed};
-use cm_core::time::WallMillis;
+use cm_core::time::{WallMillis, scale_up};
 use cm_core::{InstanceId, Instant, NodeId, OpId, WriteToken};
 
 use crate::check::{Checker, ServerView};
@@ -148,6 +148,8 @@ pub struct World {
     /// (from, to) of cm_server frames delivered between CMS nodes since their link was last
     /// down (the two-node concession lasts until both have heard each other).
     cms_heard: std::collections::BTreeSet<(NodeId, NodeId)>,
+    /// Until when the two-node concession lasts after its span ended on a lost gateway.
+    concession_until: Option<Instant>,
     pub(crate) avail: crate::avail::Availability,
 }
 
@@ -185,7 +187,8 @@ impl World {
         }
         let mut dbs = Databases::new(&config, scenario.db.clone());
         dbs.wal_timeout = config.params.freshness_window();
-        let checker = Checker::new(&config, scenario.affected_group);
+        let mut checker = Checker::new(&config, scenario.affected_group);
+        checker.heal_fence_bound = heal_fence_bound(&config.params);
         let mut w = Self {
             net: Network::new(scenario.net.clone()),
             operator: Operator::new(config),
@@ -205,6 +208,7 @@ impl World {
             exiting: None,
             last_restart_cmd: BTreeMap::new(),
             cms_heard: std::collections::BTreeSet::new(),
+            concession_until: None,
             avail: crate::avail::Availability::default(),
         };
         let offsets = w.scenario.sim.power_on_s.clone();
@@ -746,10 +750,21 @@ impl World {
         if !linked {
             self.cms_heard.clear();
         }
-        let heard = self.cms_heard.contains(&(cms[0], cms[1]))
+        let heard = linked
+            && self.cms_heard.contains(&(cms[0], cms[1]))
             && self.cms_heard.contains(&(cms[1], cms[0]));
         let nodes: Vec<NodeId> = self.hosts.keys().copied().collect();
-        (!linked || !heard) && cms.iter().all(|n| self.net.gateway_reachable(*n, &nodes))
+        let now = self.now();
+        if heard {
+            self.concession_until = None;
+            return false;
+        }
+        if cms.iter().all(|n| self.net.gateway_reachable(*n, &nodes)) {
+            self.concession_until = Some(now + gateway_lag(&self.scenario.config.params));
+            return true;
+        }
+        // A node learns that its gateway stopped answering only from its next probe.
+        self.concession_until.is_some_and(|u| now < u)
     }
 
     /// What every live cm_server shows, with its local clock.
@@ -849,3 +864,26 @@ impl World {
 #[cfg(test)]
 #[path = "world_tests.rs"]
 mod tests;
+
+/// §5.4: how long a CMS of two may still act on a gateway that stopped answering: its next
+/// probe goes out within the maximum election timeout (its clock) and answers within the
+/// probe bound; a failed probe ends its leading alone at once.
+fn gateway_lag(p: &cm_core::params::Params) -> Duration {
+    let rho = p.max_clock_drift;
+    scale_up(p.election_timeout_max(), (1.0 + rho) / (1.0 - rho))
+        + cm_core::quorum_math::GATEWAY_PROBE_BOUND
+}
+
+/// §5.4 and §4.4: how long, after the two-node span ends, healing may take to fence the
+/// primary of the side with the lower group term: the survivor may need an election (two
+/// maximum election timeouts), then the merge commits and the stale primary's next report
+/// (one report interval) gets `Restart`, resent after half the heartbeat timeout if lost,
+/// and the kill is confirmed within `kill_confirm_bound`; on clocks within ρ.
+pub fn heal_fence_bound(p: &cm_core::params::Params) -> Duration {
+    let rho = p.max_clock_drift;
+    let raw = 2 * p.election_timeout_max()
+        + p.report_interval()
+        + p.instance_heartbeat_timeout() / 2
+        + p.kill_confirm_bound();
+    scale_up(raw, (1.0 + rho) / (1.0 - rho))
+}

@@ -153,7 +153,11 @@ fn two_node_w2_isolated_heals_to_the_higher_group_term() {
         );
         let settled = w.now() + Duration::from_secs(5);
         w.run_until(settled, &mut |_| false);
-        assert_eq!(group_terms(&w), vec![max, max], "seed {seed}: before {before:?}");
+        assert_eq!(
+            group_terms(&w),
+            vec![max, max],
+            "seed {seed}: before {before:?}"
+        );
         assert!(
             w.checker.violations.is_empty(),
             "seed {seed}: {:?}",

@@ -182,7 +182,10 @@ impl Quorum {
             lead.next.insert(to, snap);
             lead.matched.insert(to, LogIndex(0));
         }
-        let round = self.lead.as_ref().map_or(0, |l| l.next_round.saturating_sub(1));
+        let round = self
+            .lead
+            .as_ref()
+            .map_or(0, |l| l.next_round.saturating_sub(1));
         self.replicate_to(to, round);
     }
 }

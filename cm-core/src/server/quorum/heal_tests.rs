@@ -82,7 +82,10 @@ fn a_follower_that_committed_alone_answers_diverged_instead_of_panicking() {
     assert!(q.diverged);
     assert_eq!(q.log.term_at(idx(1)), Some(t(2)), "nothing appended");
     assert_eq!(q.commit, idx(2));
-    assert!(!q.can_vote(ms(40_000)), "a diverged follower grants no vote");
+    assert!(
+        !q.can_vote(ms(40_000)),
+        "a diverged follower grants no vote"
+    );
 }
 
 /// The same conflict with a previous entry (`prev_index` 2 of term 3 against W1's committed
@@ -93,7 +96,10 @@ fn a_conflicting_previous_entry_at_a_committed_index_is_caught() {
     let mut q = w1_after_leading_alone(&cfg);
     let out = norm(q.step(ms(30_000), message(1, 3, append((3, 2), vec![], 2))));
     assert!(
-        matches!(out.last(), Some(Out::Send(1, 3, QuorumMsg::Diverged { .. }))),
+        matches!(
+            out.last(),
+            Some(Out::Send(1, 3, QuorumMsg::Diverged { .. }))
+        ),
         "{out:?}"
     );
     assert!(q.diverged);
@@ -267,12 +273,20 @@ fn an_append_wholly_below_the_snapshot_is_refused_in_two_node_mode() {
 /// to 1; and outside two-node mode to 1 whatever the entry's term.
 #[test]
 fn committed_promotions_move_group_terms_by_the_entrys_parity() {
-    let cases = [(failover_config(), 4, 2), (failover_config(), 3, 1), (config(2), 4, 1)];
+    let cases = [
+        (failover_config(), 4, 2),
+        (failover_config(), 3, 1),
+        (config(2), 4, 1),
+    ];
     for (cfg, qterm, want) in cases {
         let mut q = started(&cfg, 2, ms(0));
         let out = q.step(
             ms(10),
-            message(1, qterm, append((0, 0), vec![entry(qterm, 1, Some(promote(0)))], 1)),
+            message(
+                1,
+                qterm,
+                append((0, 0), vec![entry(qterm, 1, Some(promote(0)))], 1),
+            ),
         );
         assert!(!out.is_empty());
         assert_eq!(group_term(&q), Term(want), "entry term {qterm}");

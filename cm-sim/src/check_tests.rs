@@ -296,3 +296,29 @@ fn two_node_concession_reports_s4_and_fails_it_once_the_span_ends() {
     assert_eq!(c.violations[0].rule, "S4");
     assert_eq!(c.violations[0].at, Instant::from_secs(3));
 }
+
+/// A dual window opened in the two-node span may outlast it while healing fences the lower
+/// side's primary (`heal_fence_bound`), and fails S4 once that bound has passed (seed 285 of
+/// the widened swarm failed at the instant the two CMS heard each other).
+#[test]
+fn a_dual_window_from_the_span_fails_only_after_the_healing_fence_bound() {
+    let (mut c, mut dbs) = checker();
+    c.heal_fence_bound = core::time::Duration::from_secs(5);
+    for i in [6001, 6002] {
+        let d = dbs.instances.get_mut(&InstanceId(i)).expect("member");
+        d.running = true;
+        d.role = cm_core::dn::DnRole::Primary;
+        d.sync_k = 0;
+    }
+    c.two_node_concession = true;
+    c.check_state(Instant::from_secs(1), &[], &dbs, &nobody, &nobody);
+    c.two_node_concession = false;
+    for s in [3, 7] {
+        c.check_state(Instant::from_secs(s), &[], &dbs, &nobody, &nobody);
+    }
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    c.check_state(Instant::from_secs(8), &[], &dbs, &nobody, &nobody);
+    assert_eq!(c.violations.len(), 1);
+    assert_eq!(c.violations[0].rule, "S4");
+    assert_eq!(c.violations[0].at, Instant::from_secs(8));
+}

@@ -861,10 +861,6 @@ impl World {
     }
 }
 
-#[cfg(test)]
-#[path = "world_tests.rs"]
-mod tests;
-
 /// §5.4: how long a CMS of two may still act on a gateway that stopped answering: its next
 /// probe goes out within the maximum election timeout (its clock) and answers within the
 /// probe bound; a failed probe ends its leading alone at once.
@@ -887,3 +883,7 @@ pub fn heal_fence_bound(p: &cm_core::params::Params) -> Duration {
         + p.kill_confirm_bound();
     scale_up(raw, (1.0 + rho) / (1.0 - rho))
 }
+
+#[cfg(test)]
+#[path = "world_tests.rs"]
+mod tests;

@@ -31,6 +31,21 @@ fn two_node_mode() {
     assert_clean(SWARM, &[5, 11, 12, 14, 17, 39, 49, 70, 78, 110]);
 }
 
+/// Two-node healing (SPEC §5.4), found by `cm-sim sweep --seeds 0..500` once the quorum no
+/// longer panicked on healing: two leases at once right after the two CMS were linked again
+/// (each still acting on its isolation until it heard the other, or on a gateway answer until
+/// its next probe), and two primaries left writable at the heal, then a group term lost by a
+/// side that restarted and cut entries it had committed alone (285).
+#[test]
+fn two_node_healing() {
+    assert_clean(
+        SWARM,
+        &[
+            11, 12, 45, 102, 121, 141, 174, 233, 254, 285, 287, 291, 293, 364, 441, 474, 476,
+        ],
+    );
+}
+
 /// Defect 3: a CMS leader cut from the DN agents (not from its peers) keeps its lease; a
 /// group that needs a failover meanwhile gets none (`A`). (439 and 910 now miss `A` by a
 /// tenth of a second, below.)

@@ -11,14 +11,18 @@
 //!   two sides never commit the same group term and at most one Failover is ever sent per
 //!   (group, term) (S2), with no coordination between them.
 //! * **Detection (follower).** An `Append` whose previous entry or one of whose entries has,
-//!   at an index this follower committed, another term than its own; or a `Snapshot` whose
+//!   at an index this follower may have committed, another term than its own; or a `Snapshot` whose
 //!   last entry does, or whose state has a lower term for some group than this follower
 //!   committed; or (this mode only) an `Append` that lies wholly below this follower's
 //!   snapshot, which it cannot check (a leader holding every entry this follower committed
 //!   never sends one, but a stale message may: it is refused with the snapshot index as hint,
 //!   which costs that leader one back-off step). The follower then appends nothing and answers
 //!   [`QuorumMsg::Diverged`] with its committed groups, which does not acknowledge the round.
-//!   It grants no vote or pre-vote until healed (its log says nothing comparable).
+//!   It grants no vote or pre-vote until healed (its log says nothing comparable). "May have
+//!   committed": at or below its commit index, or an entry of its own parity (it created it,
+//!   and may have committed it alone before a restart made it forget its commit index, which
+//!   is not persisted); the groups it sends, and checks a snapshot against, are those of its
+//!   whole log applied (the most it may have committed).
 //! * **Merge (leader).** A leader given a `Diverged` whose groups its committed state does not
 //!   cover (some group's term is higher there) appends [`Change::MergeDiverged`] — at most one
 //!   in flight — which, applied, raises each such group to the other side's term, static
@@ -63,7 +67,7 @@ impl Quorum {
         prev_term: QuorumTerm,
         entries: &[LogEntry],
     ) -> Option<LogIndex> {
-        let checkable = |i: LogIndex| i >= self.log.snapshot_index() && i <= self.commit;
+        let checkable = |i: LogIndex| i >= self.log.snapshot_index() && self.may_have_committed(i);
         let differs = |i: LogIndex, t: QuorumTerm| self.log.term_at(i).is_some_and(|own| own != t);
         if checkable(prev_index) && differs(prev_index, prev_term) {
             return Some(prev_index);
@@ -72,6 +76,38 @@ impl Quorum {
             .iter()
             .find(|e| checkable(e.index) && differs(e.index, e.term))
             .map(|e| e.index)
+    }
+
+    /// Whether the entry at `index` of this log may have been committed: at or below the commit
+    /// index, or — two-node mode — created by this node, which may have committed it alone
+    /// (W2 whenever its weight counts) before a restart made it forget its commit index.
+    pub(super) fn may_have_committed(&self, index: LogIndex) -> bool {
+        if index <= self.commit {
+            return true;
+        }
+        let own = u64::from(self.is_w2());
+        self.two_node_failover()
+            && self
+                .log
+                .term_at(index)
+                .is_some_and(|t| t.0 > 0 && t.0 % 2 == own)
+    }
+
+    /// Two-node mode: the groups as they are once every entry of this log is applied — the
+    /// most this node may have committed (an entry it created may be committed without its
+    /// commit index knowing). A term in it that was never committed is harmless to merge:
+    /// group terms need only be unique.
+    pub(super) fn possible_groups(&self) -> BTreeMap<GroupId, GroupState> {
+        let mut state = self.state.clone();
+        let mut i = self.applied.next();
+        while let Some(e) = self.log.entry(i) {
+            if let EntryPayload::Change(change) = &e.payload {
+                let step = self.two_node_failover().then_some(e.term);
+                let _ = state.apply_stepped(change, step);
+            }
+            i = i.next();
+        }
+        state.groups
     }
 
     /// Follower, two-node mode: an append wholly below this node's snapshot cannot be checked
@@ -107,7 +143,7 @@ impl Quorum {
                 "two-node healing: both sides committed alone; asking the leader to merge the group terms");
         }
         self.diverged = true;
-        let groups = self.state.groups.clone();
+        let groups = self.possible_groups();
         self.send(from, QuorumMsg::Diverged { groups, round });
     }
 
@@ -120,13 +156,13 @@ impl Quorum {
         last_term: QuorumTerm,
         state: &ClusterState,
     ) -> SnapshotVerdict {
-        let conflicts = last_index <= self.commit
+        let conflicts = self.may_have_committed(last_index)
             && self.log.term_at(last_index).is_some_and(|t| t != last_term);
         let discards = self.diverged || conflicts;
         if !discards && last_index <= self.commit {
             return SnapshotVerdict::Ignore;
         }
-        if !state.covers_terms(&self.state.groups) {
+        if !state.covers_terms(&self.possible_groups()) {
             return SnapshotVerdict::Diverged;
         }
         if discards {

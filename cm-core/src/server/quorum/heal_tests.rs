@@ -292,3 +292,32 @@ fn committed_promotions_move_group_terms_by_the_entrys_parity() {
         assert_eq!(group_term(&q), Term(want), "entry term {qterm}");
     }
 }
+
+/// W2 (node 1) committed a Promote alone in its term 1 (group 1 to term 1), then restarted:
+/// its commit index is not persisted, so the entry looks uncommitted. W1's leader log
+/// conflicts with it at index 2. Before the fix W2 cut the entry (an uncommitted suffix) and
+/// group 1 went back to term 0 on it, while 6001 had been promoted at term 1 (swarm seed 285).
+/// Now an entry of its own parity counts as possibly committed: W2 answers `Diverged` with
+/// the groups of its whole log applied (group 1 at term 1).
+#[test]
+fn a_restarted_side_treats_its_own_entries_as_possibly_committed() {
+    let cfg = failover_config();
+    let mut q = started(&cfg, 1, ms(0));
+    q.term = t(1);
+    q.log.append(entry(1, 1, None));
+    q.log.append(entry(1, 2, Some(promote(0))));
+    assert_eq!(q.commit, idx(0));
+    let mut groups = groups_at(&q);
+    groups.get_mut(&GroupId(1)).unwrap().term = Term(1);
+    let w1_log = vec![entry(2, 2, None)];
+    let out = norm(q.step(ms(30_000), message(2, 2, append((1, 1), w1_log, 2))));
+    let persist = Out::Persist {
+        token: 1,
+        term: 2,
+        voted_for: None,
+        last_index: 2,
+    };
+    let diverged = QuorumMsg::Diverged { groups, round: 1 };
+    assert_eq!(out, vec![persist, Out::Send(2, 2, diverged)]);
+    assert_eq!(q.log.term_at(idx(2)), Some(t(1)), "its entry is kept");
+}

@@ -97,9 +97,10 @@ pub struct Checker {
     /// What was reported under that concession (not violations).
     pub conceded: Vec<Violation>,
     conceded_dual: std::collections::BTreeSet<GroupId>,
-    /// (node, incarnation) → the latest lease end (its local clock) it showed during the
-    /// two-node concession: a lease granted in the span outlives it by at most its length.
-    span_leases: BTreeMap<(NodeId, u64), Instant>,
+    /// (node, incarnation, quorum term) → the latest lease end (its local clock) it showed
+    /// during the two-node concession: a lease granted in the span outlives it by at most its
+    /// length.
+    span_leases: BTreeMap<(NodeId, u64, QuorumTerm), Instant>,
 }
 
 impl Checker {
@@ -429,7 +430,8 @@ impl Checker {
         if self.two_node_concession {
             for s in &holders {
                 let until = s.obs.lease_until.unwrap_or(Instant::ZERO);
-                let seen = self.span_leases.entry((s.node, s.incarnation)).or_default();
+                let key = (s.node, s.incarnation, s.obs.quorum_term);
+                let seen = self.span_leases.entry(key).or_default();
                 *seen = (*seen).max(until);
             }
         }
@@ -442,7 +444,8 @@ impl Checker {
             let renewed = holders
                 .iter()
                 .filter(|s| {
-                    let from_span = self.span_leases.get(&(s.node, s.incarnation));
+                    let key = (s.node, s.incarnation, s.obs.quorum_term);
+                    let from_span = self.span_leases.get(&key);
                     !from_span.is_some_and(|u| s.obs.lease_until.is_some_and(|l| l <= *u))
                 })
                 .count();

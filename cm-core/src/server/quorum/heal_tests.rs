@@ -196,7 +196,7 @@ fn a_leader_merges_a_diverged_followers_higher_group_terms_then_sends_its_snapsh
         last_index: idx(2),
         last_term: t(1),
         state: q.state.clone(),
-        round: 1,
+        round: 2,
     };
     assert_eq!(out[1..], [Out::Send(2, 1, snapshot)], "{out:?}");
     assert_eq!(q.log.snapshot_index(), idx(2));

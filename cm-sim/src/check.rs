@@ -446,7 +446,7 @@ impl Checker {
                 .filter(|s| {
                     let key = (s.node, s.incarnation, s.obs.quorum_term);
                     let from_span = self.span_leases.get(&key);
-                    !from_span.is_some_and(|u| s.obs.lease_until.is_some_and(|l| l <= *u))
+                    from_span.is_none_or(|u| s.obs.lease_until.is_none_or(|l| l > *u))
                 })
                 .count();
             if self.two_node_concession || renewed <= 1 {

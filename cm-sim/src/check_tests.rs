@@ -303,7 +303,7 @@ fn two_node_concession_reports_s4_and_fails_it_once_the_span_ends() {
 #[test]
 fn a_dual_window_from_the_span_fails_only_after_the_healing_fence_bound() {
     let (mut c, mut dbs) = checker();
-    c.heal_fence_bound = core::time::Duration::from_secs(5);
+    c.heal_fence_bound = Duration::from_secs(5);
     for i in [6001, 6002] {
         let d = dbs.instances.get_mut(&InstanceId(i)).expect("member");
         d.running = true;

@@ -165,13 +165,7 @@ fn a_leader_merges_a_diverged_followers_higher_group_terms_then_sends_its_snapsh
         round: 1,
     };
     let out = q.step(at, message(2, 1, diverged.clone()));
-    let merge = entry(
-        1,
-        2,
-        Some(Change::MergeDiverged {
-            groups: theirs.clone(),
-        }),
-    );
+    let merge = entry(1, 2, Some(Change::MergeDiverged { groups: theirs }));
     let sent = norm(out.clone());
     // W1 never acknowledged anything of W2's: the append starts at index 1 (round 2).
     let replicate = QuorumMsg::Append {

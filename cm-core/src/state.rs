@@ -52,7 +52,8 @@ pub enum SwitchoverResult {
     Promoted,
     /// Aborted before `Switchover{term}` was sent; the old primary got a fresh term.
     Aborted,
-    /// Abandoned at `switchover_timeout`; arbitration resolved the group.
+    /// Abandoned at `switchover_timeout`, or once its target stopped or fell silent after
+    /// `Switchover{term}` was sent; arbitration resolved the group.
     TimedOut,
 }
 

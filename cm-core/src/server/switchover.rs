@@ -190,6 +190,26 @@ impl Switchovers {
             return;
         }
         if prog.switch_sent {
+            // §4.5: once `Switchover{term}` is sent only ordinary failover applies. A target
+            // whose process stopped (or came back pending) or whose agent fell silent will not
+            // report Primary: end the request now rather than at its timeout, so that the
+            // group is arbitrated (before: no failover for up to 120 s, swarm seed 20).
+            let target = &arb.members[t];
+            let gone = target.timed_out(ctx.now, ctx.params)
+                || target
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.role, DnRole::Down | DnRole::Pending));
+            if gone {
+                prog.end_proposed = true;
+                tracing::info!(group = %arb.id, term = %sw.term, from = %sw.from,
+                    target = %sw.target, "switchover: the target stopped after Switchover was sent; ordinary failover applies");
+                ctx.state.propose(Change::EndSwitchover {
+                    group: arb.id,
+                    term: sw.term,
+                    promoted: false,
+                });
+            }
             return;
         }
         let from = &mut arb.members[f];

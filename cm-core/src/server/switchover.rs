@@ -189,11 +189,12 @@ impl Switchovers {
             });
             return;
         }
-        if prog.switch_sent {
+        // An inherited switchover (not owned) may have been sent by the previous leader.
+        if prog.switch_sent || !prog.owned {
             // §4.5: once `Switchover{term}` is sent only ordinary failover applies. A target
             // whose process stopped (or came back pending) or whose agent fell silent will not
             // report Primary: end the request now rather than at its timeout, so that the
-            // group is arbitrated (before: no failover for up to 120 s, swarm seed 20).
+            // group is arbitrated (before: no failover for up to 120 s, swarm seeds 20, 223).
             let target = &arb.members[t];
             let gone = target.timed_out(ctx.now, ctx.params)
                 || target
@@ -209,8 +210,11 @@ impl Switchovers {
                     term: sw.term,
                     promoted: false,
                 });
+                return;
             }
-            return;
+            if prog.switch_sent {
+                return;
+            }
         }
         let from = &mut arb.members[f];
         if from.is_live_primary(ctx.now, ctx.params) {

@@ -85,19 +85,27 @@ fn once_unclassified() {
     assert_clean(SWARM, &[897, 1067, 1081, 1174, 1299, 1620]);
 }
 
+/// A switchover whose target died after `Switchover{term}` was sent (or an inherited one, which
+/// a previous leader may have sent) kept its group out of arbitration until the 120 s timeout
+/// (`A`, found by `cm-sim sweep --seeds 0..500`; 54 and 133 were listed under defects 1 and 4,
+/// 223 under S6).
+#[test]
+fn switchover_target_died_after_it_was_sent() {
+    assert_clean(SWARM, &[54, 133, 142, 149, 223, 229, 245, 251, 256, 274]);
+}
+
 /// Still open (`A`): no writable primary a tenth of a second or less past the availability
-/// bound B, in clusters of 3 or more CMS: 20, 223 (first found as S6), 54 (defect 1), 439,
-/// 910 (defect 3), 133 (defect 4), 1779 (defect 5).
+/// bound B, in clusters of 3 or more CMS: 439, 910 (defect 3), 1779 (defect 5).
 #[test]
 #[ignore = "open: A misses at the bound (not two-node)"]
 fn availability_at_the_bound() {
-    assert_clean(SWARM, &[20, 54, 133, 223, 439, 910, 1779]);
+    assert_clean(SWARM, &[439, 910, 1779]);
 }
 
 /// Still open (`L`): not converged after healing — a standby not streaming from the primary
-/// (188, 686, 1708), no write acknowledged (1275, 1490), no writable primary (1830).
+/// (20, 188, 686, 1708), no write acknowledged (1275, 1490), no writable primary (1830).
 #[test]
 #[ignore = "open: liveness after healing"]
 fn liveness_after_healing() {
-    assert_clean(SWARM, &[188, 686, 1275, 1490, 1708, 1830]);
+    assert_clean(SWARM, &[20, 188, 686, 1275, 1490, 1708, 1830]);
 }

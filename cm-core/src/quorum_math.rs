@@ -8,7 +8,8 @@
 //! * Two-node mode with `cms_enable_failover_on2nodes` (§5.4): when W2's weight counts
 //!   ([`w2_weight_until`]), from when a node may lead alone through the gateway rule
 //!   ([`lead_alone_from`]), which sets are quorums then ([`two_node_quorum`]), and the disjoint
-//!   (by parity) terms the two nodes campaign for ([`two_node_campaign_term`]).
+//!   (by parity) terms the two nodes campaign for ([`two_node_campaign_term`]), and the
+//!   group terms their proposals move to ([`next_group_term`]), disjoint by the same parity.
 //! * Term confirmations (§4.1): an agent sums the weights the repliers report (0 for a
 //!   non-voter) and needs more than half of [`total_weight`] of the configured CMS nodes.
 //! * The second minority-demotion rule (§5.3, ours): how many of the D DN-hosting nodes' agents
@@ -20,7 +21,7 @@
 use core::time::Duration;
 use std::collections::BTreeSet;
 
-use crate::ids::{NodeId, QuorumTerm};
+use crate::ids::{NodeId, QuorumTerm, Term};
 use crate::time::{Instant, scale_down, scale_up};
 
 /// How long a gateway probe may take (the probe's own time limit, cm_server's executor):
@@ -121,6 +122,21 @@ pub fn two_node_campaign_term(current: QuorumTerm, index: usize) -> QuorumTerm {
     } else {
         next.saturating_add(1)
     })
+}
+
+/// The group term a term-changing change moves a group to from `current` (§4.2, §4.5, §5.4).
+/// Normally the next one. In two-node mode with failover (`leader_term` given: the quorum
+/// term of the leader that created the entry) the next one of the parity of that quorum term,
+/// which is the parity of its node ([`two_node_campaign_term`]: W2 odd, W1 even). So the group
+/// terms one side proposes — alone on its side of a partition, or not — are never proposed by
+/// the other, and at most one Failover is ever sent per (group, term) (S2), with no
+/// coordination between the sides.
+pub fn next_group_term(current: Term, leader_term: Option<QuorumTerm>) -> Term {
+    let next = current.0.saturating_add(1);
+    match leader_term {
+        Some(q) if next % 2 != q.0 % 2 => Term(next.saturating_add(1)),
+        _ => Term(next),
+    }
 }
 
 /// §5.3 (ours): of the agents of the `dn_nodes` nodes hosting DNs, ⌊D/2⌋ + 1.

@@ -203,6 +203,37 @@ fn two_node_campaign_terms_are_disjoint_by_parity() {
 }
 
 #[test]
+fn group_terms_step_by_one_or_to_the_leaders_parity() {
+    // (current group term, leader's quorum term in two-node mode with failover, next)
+    let table = [
+        (0, None, 1),
+        (5, None, 6),
+        (0, Some(1), 1),
+        (1, Some(1), 3),
+        (2, Some(3), 3),
+        (0, Some(2), 2),
+        (1, Some(2), 2),
+        (2, Some(4), 4),
+        (7, Some(8), 8),
+    ];
+    for (current, leader, want) in table {
+        assert_eq!(
+            next_group_term(Term(current), leader.map(QuorumTerm)),
+            Term(want),
+            "group term {current}, leader term {leader:?}"
+        );
+    }
+    // The two sides never propose the same group term, whatever each had committed.
+    for a in 0..20 {
+        for b in 0..20 {
+            let w2 = next_group_term(Term(a), Some(QuorumTerm(5)));
+            let w1 = next_group_term(Term(b), Some(QuorumTerm(6)));
+            assert_ne!(w2, w1, "W2 from {a}, W1 from {b}");
+        }
+    }
+}
+
+#[test]
 fn dn_agent_majority_table() {
     // (D, ⌊D/2⌋ + 1)
     let table = [

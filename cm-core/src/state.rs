@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dn::History;
 use crate::history::{Promotion, PromotionLog};
-use crate::ids::{GroupId, InstanceId, NodeId, ProposalId, Term, Timeline};
+use crate::ids::{GroupId, InstanceId, NodeId, ProposalId, QuorumTerm, Term, Timeline};
+use crate::quorum_math;
 use crate::time::WallMillis;
 
 /// The read-only FSM state of one instance (§7.2; CM's DDB values 0..3).
@@ -52,7 +53,8 @@ pub enum SwitchoverResult {
     Promoted,
     /// Aborted before `Switchover{term}` was sent; the old primary got a fresh term.
     Aborted,
-    /// Abandoned at `switchover_timeout`; arbitration resolved the group.
+    /// Abandoned at `switchover_timeout`, or once its target stopped or fell silent after
+    /// `Switchover{term}` was sent; arbitration resolved the group.
     TimedOut,
 }
 
@@ -162,6 +164,31 @@ impl ClusterState {
         }
     }
 
+    /// Whether every group's term here is at least its term in `groups` (another side's
+    /// committed groups, §5.4): nothing of theirs needs merging. Unknown groups are ignored.
+    pub fn covers_terms(&self, groups: &BTreeMap<GroupId, GroupState>) -> bool {
+        groups
+            .iter()
+            .all(|(id, theirs)| self.groups.get(id).is_none_or(|g| g.term >= theirs.term))
+    }
+
+    fn merge_diverged(&mut self, groups: &BTreeMap<GroupId, GroupState>) {
+        for (id, theirs) in groups {
+            let Some(g) = self.groups.get_mut(id) else {
+                continue;
+            };
+            if theirs.term <= g.term {
+                continue;
+            }
+            g.term = theirs.term;
+            g.static_primary = theirs.static_primary;
+            for (t, h) in &theirs.timelines {
+                g.timelines.entry(*t).or_insert_with(|| h.clone());
+            }
+            g.switchover = None;
+        }
+    }
+
     /// Whether `cm_ctl start` is still in effect at `wall`.
     pub fn is_starting(&self, wall: WallMillis) -> bool {
         self.starting_until.is_some_and(|until| wall < until)
@@ -169,7 +196,20 @@ impl ClusterState {
 
     /// Applies a committed change. Deterministic: every replica reaches the same state.
     /// A failed compare-and-set leaves the state unchanged and is returned as the outcome.
+    /// Term-changing changes move the group term by one.
     pub fn apply(&mut self, change: &Change) -> Result<(), Conflict> {
+        self.apply_stepped(change, None)
+    }
+
+    /// [`Self::apply`], with term-changing changes moving the group term by
+    /// [`quorum_math::next_group_term`]: `leader_term` is the quorum term of the entry in
+    /// two-node mode with failover (§5.4: the two sides' group terms are disjoint), else `None`.
+    pub fn apply_stepped(
+        &mut self,
+        change: &Change,
+        leader_term: Option<QuorumTerm>,
+    ) -> Result<(), Conflict> {
+        let step = |t: Term| quorum_math::next_group_term(t, leader_term);
         match change {
             Change::Promote {
                 group,
@@ -178,7 +218,7 @@ impl ClusterState {
             } => {
                 let g = self.group_mut(*group)?;
                 expect_term(g, *expected_term)?;
-                g.term = expected_term.next();
+                g.term = step(*expected_term);
                 g.static_primary = *static_primary;
                 Ok(())
             }
@@ -250,7 +290,7 @@ impl ClusterState {
                 if g.switchover.is_some() {
                     return Err(Conflict::Busy);
                 }
-                g.term = expected_term.next();
+                g.term = step(*expected_term);
                 g.switchover = Some(PendingSwitchover {
                     term: g.term,
                     ..switchover.clone()
@@ -263,7 +303,7 @@ impl ClusterState {
             } => {
                 let g = self.group_mut(*group)?;
                 expect_term(g, *expected_term)?;
-                let next = expected_term.next();
+                let next = step(*expected_term);
                 match &mut g.switchover {
                     Some(s) if s.term == *expected_term => s.term = next,
                     _ => return Err(Conflict::NoSuchSwitchover),
@@ -299,7 +339,7 @@ impl ClusterState {
                 expect_term(g, *term)?;
                 match &g.switchover {
                     Some(s) if s.term == *term => {
-                        g.term = term.next();
+                        g.term = step(*term);
                         g.static_primary = s.from;
                         g.last_switchover = Some(s.end(SwitchoverResult::Aborted));
                         g.switchover = None;
@@ -307,6 +347,10 @@ impl ClusterState {
                     }
                     _ => Err(Conflict::NoSuchSwitchover),
                 }
+            }
+            Change::MergeDiverged { groups } => {
+                self.merge_diverged(groups);
+                Ok(())
             }
             Change::SetPaused(p) => {
                 self.paused = *p;
@@ -453,6 +497,15 @@ pub enum Change {
     /// Adds a confirmed promotion to the history (§15), once per (group, term), at a term the
     /// group reached. (Last, so the encoding of the older variants is unchanged.)
     RecordPromotion(Promotion),
+    /// Two-node mode, healing (§5.4): the committed groups of the side whose log diverged
+    /// while both sides led alone. Each group whose term here is higher takes this term, this
+    /// static primary and these timelines, and loses any pending switchover; so each group's
+    /// term is the higher of the two sides', and the side with the lower term has a primary
+    /// below the group's term, which §4.4 restarts. Never refused.
+    MergeDiverged {
+        /// The other side's committed groups.
+        groups: BTreeMap<GroupId, GroupState>,
+    },
 }
 
 /// Why a committed change did not apply.
@@ -521,6 +574,11 @@ pub trait ReplicatedState {
     fn committed(&self) -> &ClusterState;
     /// Outcomes learned since the last call, in commit order.
     fn take_outcomes(&mut self) -> Vec<Outcome>;
+    /// The group term a term-changing change proposed now moves a group to from `current`
+    /// (by one, or by the two-node parity rule of [`quorum_math::next_group_term`]).
+    fn next_term(&self, current: Term) -> Term {
+        current.next()
+    }
 }
 
 /// A single-node, in-memory [`ReplicatedState`] for tests and single-CMS unit harnesses:

@@ -88,9 +88,19 @@ pub struct Checker {
     /// Two-node mode with both CMS nodes reaching the gateway right now: SPEC §5.4 trades
     /// simultaneous leases and S4 for availability in this span (reported, not failed).
     pub two_node_concession: bool,
+    /// How long after the concession ends a dual window opened in it may last before it fails
+    /// S4: the time healing takes to fence the lower side's primary (set from the parameters
+    /// by the world; zero judges at once).
+    pub heal_fence_bound: Duration,
+    /// When the concession last ended.
+    concession_ended: Option<Instant>,
     /// What was reported under that concession (not violations).
     pub conceded: Vec<Violation>,
     conceded_dual: std::collections::BTreeSet<GroupId>,
+    /// (node, incarnation, quorum term) → the latest lease end (its local clock) it showed
+    /// during the two-node concession: a lease granted in the span outlives it by at most its
+    /// length.
+    span_leases: BTreeMap<(NodeId, u64, QuorumTerm), Instant>,
 }
 
 impl Checker {
@@ -129,6 +139,9 @@ impl Checker {
             two_node_concession: false,
             conceded: Vec::new(),
             conceded_dual: std::collections::BTreeSet::new(),
+            span_leases: BTreeMap::new(),
+            heal_fence_bound: Duration::ZERO,
+            concession_ended: None,
         }
     }
 
@@ -359,6 +372,14 @@ impl Checker {
     ) {
         self.check_leaders(at, servers);
         self.check_terms(at, servers);
+        if self.two_node_concession {
+            self.concession_ended = None;
+        } else if !self.conceded_dual.is_empty() {
+            self.concession_ended.get_or_insert(at);
+        }
+        let fence_due = self
+            .concession_ended
+            .is_some_and(|e| at >= e + self.heal_fence_bound);
         let groups: Vec<GroupId> = self.dual_since_keys(dbs);
         for g in groups {
             let able = dbs.can_acknowledge(g, frozen);
@@ -368,8 +389,11 @@ impl Checker {
                     self.dual_since.insert(g, at);
                     true
                 }
-                // A window opened under the two-node concession is judged once it ends.
-                (true, Some(_)) => !self.two_node_concession && self.conceded_dual.remove(&g),
+                // A window opened under the two-node concession is judged once it ends and
+                // healing had the time to fence the lower side's primary (§5.4, §4.4).
+                (true, Some(_)) => {
+                    !self.two_node_concession && fence_due && self.conceded_dual.remove(&g)
+                }
                 (false, Some(since)) => {
                     self.dual_writable += at - since;
                     self.dual_since.remove(&g);
@@ -403,10 +427,29 @@ impl Checker {
 
     fn check_leaders(&mut self, at: Instant, servers: &[ServerView]) {
         let holders: Vec<&ServerView> = servers.iter().filter(|s| s.holds_lease()).collect();
+        if self.two_node_concession {
+            for s in &holders {
+                let until = s.obs.lease_until.unwrap_or(Instant::ZERO);
+                let key = (s.node, s.incarnation, s.obs.quorum_term);
+                let seen = self.span_leases.entry(key).or_default();
+                *seen = (*seen).max(until);
+            }
+        }
         if holders.len() > 1 {
             let nodes: Vec<String> = holders.iter().map(|s| s.node.to_string()).collect();
             let m = format!("S1: leases held at once by {}", nodes.join(", "));
-            if self.two_node_concession {
+            // SPEC §5.4 trades single leases while both sides reach the gateway; a lease
+            // granted in that span runs out after it (at most one lease length), and is
+            // reported with it, not failed. Two leases renewed after the span fail.
+            let renewed = holders
+                .iter()
+                .filter(|s| {
+                    let key = (s.node, s.incarnation, s.obs.quorum_term);
+                    let from_span = self.span_leases.get(&key);
+                    from_span.is_none_or(|u| s.obs.lease_until.is_none_or(|l| l > *u))
+                })
+                .count();
+            if self.two_node_concession || renewed <= 1 {
                 self.concede(at, "S1", m);
             } else {
                 self.violate(at, "S1", m);

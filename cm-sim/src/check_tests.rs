@@ -251,6 +251,28 @@ fn two_node_concession_reports_simultaneous_leases_but_never_two_leaders_of_a_te
     assert_eq!(c.violations[1].rule, "S1");
 }
 
+/// A lease granted while both sides reached the gateway runs out after the span ends: that
+/// tail is reported with the span, but a lease renewed after it (a later lease end) beside
+/// another one fails S1 (seed 5 of the widened swarm failed on the tail at the heal).
+#[test]
+fn a_lease_from_the_two_node_span_may_outlive_it_but_not_be_renewed_beside_another() {
+    let (mut c, dbs) = checker();
+    c.two_node_concession = true;
+    let span = [server(1, 13, true, 10, 5), server(2, 10, true, 10, 5)];
+    c.check_state(Instant::from_secs(5), &span, &dbs, &nobody, &nobody);
+    c.two_node_concession = false;
+    // Healed: node 1 renews (lease end 11), node 2 still holds its lease from the span.
+    let tail = [server(1, 13, true, 11, 6), server(2, 10, true, 10, 6)];
+    c.check_state(Instant::from_secs(6), &tail, &dbs, &nobody, &nobody);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    assert_eq!(c.conceded.len(), 1, "{:?}", c.conceded);
+    // Node 2 renews too (lease end 12): two leases outside the span.
+    let both = [server(1, 13, true, 11, 7), server(2, 10, true, 12, 7)];
+    c.check_state(Instant::from_secs(7), &both, &dbs, &nobody, &nobody);
+    assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+    assert_eq!(c.violations[0].rule, "S1");
+}
+
 #[test]
 fn two_node_concession_reports_s4_and_fails_it_once_the_span_ends() {
     let (mut c, mut dbs) = checker();
@@ -273,4 +295,30 @@ fn two_node_concession_reports_s4_and_fails_it_once_the_span_ends() {
     assert_eq!(c.violations.len(), 1);
     assert_eq!(c.violations[0].rule, "S4");
     assert_eq!(c.violations[0].at, Instant::from_secs(3));
+}
+
+/// A dual window opened in the two-node span may outlast it while healing fences the lower
+/// side's primary (`heal_fence_bound`), and fails S4 once that bound has passed (seed 285 of
+/// the widened swarm failed at the instant the two CMS heard each other).
+#[test]
+fn a_dual_window_from_the_span_fails_only_after_the_healing_fence_bound() {
+    let (mut c, mut dbs) = checker();
+    c.heal_fence_bound = Duration::from_secs(5);
+    for i in [6001, 6002] {
+        let d = dbs.instances.get_mut(&InstanceId(i)).expect("member");
+        d.running = true;
+        d.role = cm_core::dn::DnRole::Primary;
+        d.sync_k = 0;
+    }
+    c.two_node_concession = true;
+    c.check_state(Instant::from_secs(1), &[], &dbs, &nobody, &nobody);
+    c.two_node_concession = false;
+    for s in [3, 7] {
+        c.check_state(Instant::from_secs(s), &[], &dbs, &nobody, &nobody);
+    }
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    c.check_state(Instant::from_secs(8), &[], &dbs, &nobody, &nobody);
+    assert_eq!(c.violations.len(), 1);
+    assert_eq!(c.violations[0].rule, "S4");
+    assert_eq!(c.violations[0].at, Instant::from_secs(8));
 }

@@ -309,6 +309,12 @@ pub enum Obs {
     None,
     /// A cm_server.
     Server(ServerObs),
+    /// A cm_agent.
+    Agent {
+        /// A pause is in force at this agent: learned from a leader, its CMS contact not
+        /// lapsed (SPEC §2).
+        paused: bool,
+    },
 }
 
 /// A simulated daemon: one cm-core machine behind its adapter.

@@ -277,7 +277,7 @@ impl World {
 
     /// Ends every fault for the liveness phase: hosts powered and thawed, processes continued,
     /// hung DNs running again, the network whole and clean, disks without errors.
-    pub(crate) fn heal_all(&mut self) {
+    pub fn heal_all(&mut self) {
         self.note("HEAL everything (liveness phase)".into());
         self.net.heal();
         self.net.params.loss = 0.0;

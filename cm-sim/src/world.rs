@@ -11,7 +11,7 @@ use cm_core::flags::FlagSet;
 use cm_core::io::NetEvent;
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
 use cm_core::rng::{Prng, derive_seed};
-use cm_core::time::WallMillis;
+use cm_core::time::{WallMillis, scale_up};
 use cm_core::{InstanceId, Instant, NodeId, OpId, WriteToken};
 
 use crate::check::{Checker, ServerView};
@@ -145,6 +145,11 @@ pub struct World {
     next_inc: u64,
     pub(crate) exiting: Option<Endpoint>,
     last_restart_cmd: BTreeMap<InstanceId, Instant>,
+    /// (from, to) of cm_server frames delivered between CMS nodes since their link was last
+    /// down (the two-node concession lasts until both have heard each other).
+    cms_heard: std::collections::BTreeSet<(NodeId, NodeId)>,
+    /// Until when the two-node concession lasts after its span ended on a lost gateway.
+    concession_until: Option<Instant>,
     pub(crate) avail: crate::avail::Availability,
 }
 
@@ -182,7 +187,8 @@ impl World {
         }
         let mut dbs = Databases::new(&config, scenario.db.clone());
         dbs.wal_timeout = config.params.freshness_window();
-        let checker = Checker::new(&config, scenario.affected_group);
+        let mut checker = Checker::new(&config, scenario.affected_group);
+        checker.heal_fence_bound = heal_fence_bound(&config.params);
         let mut w = Self {
             net: Network::new(scenario.net.clone()),
             operator: Operator::new(config),
@@ -201,6 +207,8 @@ impl World {
             next_inc: 0,
             exiting: None,
             last_restart_cmd: BTreeMap::new(),
+            cms_heard: std::collections::BTreeSet::new(),
+            concession_until: None,
             avail: crate::avail::Availability::default(),
         };
         let offsets = w.scenario.sim.power_on_s.clone();
@@ -636,6 +644,9 @@ impl World {
             let now = self.now();
             self.checker.on_report(from.node, now);
         }
+        if from.role == Role::Server && to.role == Role::Server {
+            self.cms_heard.insert((from.node, to.node));
+        }
         if let Msg::Command(c) = &envelope.msg
             && matches!(c.cmd, cm_core::msg::CmsCommand::Restart)
         {
@@ -710,6 +721,7 @@ impl World {
     fn check(&mut self) {
         let now = self.now();
         let servers = self.server_views();
+        self.checker.two_node_concession = self.two_node_concession();
         let hosts = &self.hosts;
         let frozen = |n: NodeId| hosts.get(&n).is_none_or(|h| !h.up || h.frozen);
         // An agent "runs" for S4 once it had a moment to act after a thaw: its self-fence
@@ -721,22 +733,38 @@ impl World {
                     && h.thawed_at.is_none_or(|t| now - t > grace)
             })
         };
-        self.checker.two_node_concession = self.two_node_concession();
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
         self.check_availability();
     }
 
-    /// Two-node mode with the gateway rule, the two CMS nodes not linked, and both reaching
-    /// the gateway: the span SPEC §5.4 trades S4 and single leases in.
-    fn two_node_concession(&self) -> bool {
+    /// Two-node mode with the gateway rule, both CMS nodes reaching the gateway, and the two
+    /// not linked — or linked again but not yet having heard each other (until then each still
+    /// acts on its isolation): the span SPEC §5.4 trades S4 and single leases in.
+    fn two_node_concession(&mut self) -> bool {
         let cms = self.scenario.config.cms_nodes();
         if cms.len() != 2 || !self.scenario.config.params.cms_enable_failover_on2nodes {
             return false;
         }
+        let linked = self.net.link_up(cms[0], cms[1]);
+        if !linked {
+            self.cms_heard.clear();
+        }
+        let heard = linked
+            && self.cms_heard.contains(&(cms[0], cms[1]))
+            && self.cms_heard.contains(&(cms[1], cms[0]));
         let nodes: Vec<NodeId> = self.hosts.keys().copied().collect();
-        !self.net.link_up(cms[0], cms[1])
-            && cms.iter().all(|n| self.net.gateway_reachable(*n, &nodes))
+        let now = self.now();
+        if heard {
+            self.concession_until = None;
+            return false;
+        }
+        if cms.iter().all(|n| self.net.gateway_reachable(*n, &nodes)) {
+            self.concession_until = Some(now + gateway_lag(&self.scenario.config.params));
+            return true;
+        }
+        // A node learns that its gateway stopped answering only from its next probe.
+        self.concession_until.is_some_and(|u| now < u)
     }
 
     /// What every live cm_server shows, with its local clock.
@@ -766,6 +794,15 @@ impl World {
         self.server_views()
             .iter()
             .any(|s| s.holds_lease() && s.obs.paused)
+    }
+
+    /// Whether a pause is in force at the agent of `node` (S6, see `run_dn`).
+    pub fn agent_paused(&self, node: NodeId) -> bool {
+        self.hosts
+            .get(&node)
+            .filter(|h| h.up)
+            .and_then(|h| h.procs.get(&Role::Agent))
+            .is_some_and(|p| matches!(p.daemon.observe(), Obs::Agent { paused: true }))
     }
 
     pub(crate) fn recent_restart_cmd(&self, instance: InstanceId, within: Duration) -> bool {
@@ -827,6 +864,29 @@ impl World {
             .filter(|i| i.running)
             .map(|i| i.proc_state)
     }
+}
+
+/// §5.4: how long a CMS of two may still act on a gateway that stopped answering: its next
+/// probe goes out within the maximum election timeout (its clock) and answers within the
+/// probe bound; a failed probe ends its leading alone at once.
+fn gateway_lag(p: &cm_core::params::Params) -> Duration {
+    let rho = p.max_clock_drift;
+    scale_up(p.election_timeout_max(), (1.0 + rho) / (1.0 - rho))
+        + cm_core::quorum_math::GATEWAY_PROBE_BOUND
+}
+
+/// §5.4 and §4.4: how long, after the two-node span ends, healing may take to fence the
+/// primary of the side with the lower group term: the survivor may need an election (two
+/// maximum election timeouts), then the merge commits and the stale primary's next report
+/// (one report interval) gets `Restart`, resent after half the heartbeat timeout if lost,
+/// and the kill is confirmed within `kill_confirm_bound`; on clocks within ρ.
+pub fn heal_fence_bound(p: &cm_core::params::Params) -> Duration {
+    let rho = p.max_clock_drift;
+    let raw = 2 * p.election_timeout_max()
+        + p.report_interval()
+        + p.instance_heartbeat_timeout() / 2
+        + p.kill_confirm_bound();
+    scale_up(raw, (1.0 + rho) / (1.0 - rho))
 }
 
 #[cfg(test)]

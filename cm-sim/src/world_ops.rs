@@ -305,7 +305,11 @@ impl World {
             .hosts
             .get(&ep.node)
             .is_some_and(|h| h.flags.cluster_manual_starting);
-        let paused = self.paused() && !starting;
+        // S6's "while the cluster is paused" is read at the agent: a pause in force there,
+        // learned from a leader and its CMS contact not lapsed. SPEC §2 lets an agent's pause
+        // lapse with its contact (a partitioned agent cannot learn a resume), so an agent cut
+        // off from the CMS may restart its DNs although the leader's state still says paused.
+        let paused = self.agent_paused(ep.node) && !starting;
         self.checker
             .on_dn_action(now, instance, &action, kept, paused);
         if matches!(action, DnAction::Kill) {

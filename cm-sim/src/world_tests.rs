@@ -25,6 +25,8 @@ struct ToyAgent {
     next: Instant,
     stage: u8,
     ops: u64,
+    /// What it shows as the pause in force at it.
+    paused: bool,
 }
 
 impl SimDaemon for ToyAgent {
@@ -95,7 +97,9 @@ impl SimDaemon for ToyAgent {
         Some(self.next)
     }
     fn observe(&self) -> Obs {
-        Obs::None
+        Obs::Agent {
+            paused: self.paused,
+        }
     }
     fn dump(&self) -> String {
         format!("toy agent stage {}", self.stage)
@@ -105,6 +109,7 @@ impl SimDaemon for ToyAgent {
 /// A toy server: answers term checks; the lowest CMS node claims a lease renewed each step.
 struct ToyServer {
     leader: bool,
+    paused: bool,
     last: Instant,
     checks: u64,
 }
@@ -141,6 +146,7 @@ impl SimDaemon for ToyServer {
             quorum_term: QuorumTerm(1),
             leader: self.leader,
             lease_until: self.leader.then(|| self.last + Duration::from_secs(3600)),
+            paused: self.paused,
             ..ServerObs::default()
         })
     }
@@ -151,6 +157,10 @@ impl SimDaemon for ToyServer {
 
 struct Toy {
     promote: Vec<InstanceId>,
+    /// The pause each toy agent shows in force at it.
+    agent_paused: bool,
+    /// The pause the toy leader's committed state shows.
+    leader_paused: bool,
 }
 
 impl DaemonFactory for Toy {
@@ -167,9 +177,11 @@ impl DaemonFactory for Toy {
                 next: Instant::ZERO,
                 stage: 0,
                 ops: 0,
+                paused: self.agent_paused,
             })),
             Role::Server => Some(Box::new(ToyServer {
                 leader: cms.first() == Some(&s.node),
+                paused: self.leader_paused,
                 last: Instant::ZERO,
                 checks: 0,
             })),
@@ -198,8 +210,23 @@ fn scenario(faults: Vec<Fault>) -> Scenario {
 }
 
 fn run_world(s: Scenario, seed: u64, promote: &[u32]) -> World {
+    run_toy(s, seed, promote, false, false)
+}
+
+fn run_toy(
+    s: Scenario,
+    seed: u64,
+    promote: &[u32],
+    agent_paused: bool,
+    leader_paused: bool,
+) -> World {
     let promote = promote.iter().map(|i| InstanceId(*i)).collect();
-    let mut w = World::new(s, seed, Box::new(Toy { promote }));
+    let toy = Toy {
+        promote,
+        agent_paused,
+        leader_paused,
+    };
+    let mut w = World::new(s, seed, Box::new(toy));
     let end = Instant::ZERO + w.scenario.duration;
     w.run_until(end, &mut |_| false);
     w.checker.finish(end);
@@ -214,6 +241,24 @@ fn same_seed_gives_the_identical_trace_and_another_seed_does_not() {
     assert_eq!((a.trace, a.events), (b.trace, b.events));
     assert_eq!(a.timeline, b.timeline);
     assert_ne!(a.trace, c.trace);
+}
+
+/// S6 is read at the agent (SPEC §2, §13): a start while the pause is in force at the starting
+/// agent fails the run; a start by an agent whose pause lapsed with its CMS contact does not,
+/// whatever the leader's committed state says.
+#[test]
+fn s6_fails_a_start_while_the_pause_is_in_force_at_the_agent_only() {
+    let s6 = |w: &World| {
+        w.checker
+            .violations
+            .iter()
+            .filter(|v| v.rule == "S6")
+            .count()
+    };
+    let in_force = run_toy(scenario(Vec::new()), 1, &[6001], true, true);
+    assert_eq!(s6(&in_force), 3, "{:?}", in_force.checker.violations);
+    let lapsed = run_toy(scenario(Vec::new()), 1, &[6001], false, true);
+    assert_eq!(s6(&lapsed), 0, "{:?}", lapsed.checker.violations);
 }
 
 #[test]
@@ -302,7 +347,12 @@ fn a_frozen_host_does_not_step_and_catches_up_on_thaw() {
         },
     ];
     let promote = vec![InstanceId(6001)];
-    let mut w = World::new(scenario(f), 1, Box::new(Toy { promote }));
+    let toy = Toy {
+        promote,
+        agent_paused: false,
+        leader_paused: false,
+    };
+    let mut w = World::new(scenario(f), 1, Box::new(toy));
     w.run_until(Instant::from_millis(10_200), &mut |_| false);
     let before = w.checker.acks_total;
     let checks_before = w.hosts[&NodeId(1)].procs[&Role::Server].daemon.dump();
@@ -426,6 +476,8 @@ fn staggered_power_on_boots_each_node_at_its_instant() {
         1,
         Box::new(Toy {
             promote: vec![InstanceId(6001)],
+            agent_paused: false,
+            leader_paused: false,
         }),
     );
     let up = |w: &World, n: u32| w.hosts[&NodeId(n)].up;

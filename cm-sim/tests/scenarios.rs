@@ -3,9 +3,13 @@
 //! purpose (`[test_switches] lock1_quorum_override`) must be caught within a bounded number of seeds.
 //! `CM_LONG_TESTS=1` runs more seeds.
 
+use core::time::Duration;
+
+use cm_core::{GroupId, Instant, Term};
 use cm_sim::adapters::Machines;
-use cm_sim::run::{Report, RunOptions, run};
+use cm_sim::run::{Report, RunOptions, liveness_bound, liveness_problem, run};
 use cm_sim::scenario::Scenario;
+use cm_sim::world::World;
 
 fn shipped(name: &str) -> Scenario {
     let path = format!("{}/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"));
@@ -104,10 +108,62 @@ fn late_cms_cold_start() {
 
 /// Issue 11 defect 2 (§4.1, §5.4): two CMS with the gateway rule, W2 isolated: W1 leads alone
 /// after the isolation wait and its Failover is confirmed and executed (before: never, the
-/// agent wanted 2 of 2 confirmations). Safety phase only (healing is not handled yet).
+/// agent wanted 2 of 2 confirmations). Then healing converges (before: the follower's quorum
+/// panicked on the leader's conflicting entries).
 #[test]
 fn two_node_w2_isolated() {
     check("two-node-w2-isolated");
+}
+
+/// SPEC §5.4's healing, in `two-node-w2-isolated`: at the end of the safety phase W2 (node 1,
+/// isolated) and W1 (node 2, which failed over alone) show group 1 at different terms; after
+/// healing both show the higher one, exactly one CMS holds a lease, the group has one writable
+/// primary with every standby streaming, and nothing broke S1–S6 meanwhile.
+#[test]
+fn two_node_w2_isolated_heals_to_the_higher_group_term() {
+    let s = shipped("two-node-w2-isolated");
+    let group_terms = |w: &World| -> Vec<Term> {
+        w.server_views()
+            .iter()
+            .filter_map(|v| v.obs.group_terms.get(&GroupId(1)).copied())
+            .collect()
+    };
+    for seed in seeds() {
+        let mut w = World::new(s.clone(), seed, Box::new(Machines));
+        let end = Instant::ZERO + s.duration;
+        w.run_until(end, &mut |_| false);
+        let before = group_terms(&w);
+        assert_eq!(before.len(), 2, "seed {seed}: both CMS up");
+        assert_ne!(before[0], before[1], "seed {seed}: the sides diverged");
+        let max = before.iter().copied().max().unwrap_or_default();
+        w.heal_all();
+        let mut next = end;
+        let converged = w.run_until(end + liveness_bound(&s), &mut |w| {
+            if w.now() < next {
+                return false;
+            }
+            next = w.now() + Duration::from_millis(100);
+            liveness_problem(w).is_none()
+        });
+        assert!(
+            converged,
+            "seed {seed}: {:?}\n{}",
+            liveness_problem(&w),
+            w.dump()
+        );
+        let settled = w.now() + Duration::from_secs(5);
+        w.run_until(settled, &mut |_| false);
+        assert_eq!(
+            group_terms(&w),
+            vec![max, max],
+            "seed {seed}: before {before:?}"
+        );
+        assert!(
+            w.checker.violations.is_empty(),
+            "seed {seed}: {:?}",
+            w.checker.violations
+        );
+    }
 }
 
 #[test]

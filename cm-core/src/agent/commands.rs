@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use core::time::Duration;
+
 use super::{Agent, AgentCommand, Persisted, PersistedInstance};
 use crate::codec::encode_persisted;
 use crate::dn::DnAction;
@@ -46,9 +48,23 @@ pub(super) struct TermCheck {
     pub(super) term: Term,
     pub(super) qterm: QuorumTerm,
     pub(super) started: Instant,
+    /// When the CMS nodes that have not answered were last asked.
+    asked_at: Instant,
     /// Confirming CMS nodes and the weight each reported.
     ok: BTreeMap<NodeId, u32>,
 }
+
+impl TermCheck {
+    /// When the CMS nodes that have not answered are asked again.
+    pub(super) fn retry_at(&self) -> Instant {
+        self.asked_at + TERM_CHECK_RETRY
+    }
+}
+
+/// How often a term check asks again the CMS nodes that have not answered: a lost request or
+/// reply must not stall a promotion until the check times out (a sent Switchover is not sent
+/// again, so its group waited for the switchover timeout: swarm seed 387).
+const TERM_CHECK_RETRY: Duration = Duration::from_millis(500);
 
 impl Agent {
     pub(super) fn on_command(&mut self, from: NodeId, qterm: QuorumTerm, sc: SequencedCommand) {
@@ -295,6 +311,7 @@ impl Agent {
                 term,
                 qterm,
                 started: now,
+                asked_at: now,
                 ok: BTreeMap::new(),
             });
         }
@@ -357,18 +374,26 @@ impl Agent {
     }
 
     /// A term check that got no majority within `agent_heartbeat_timeout` is abandoned: a
-    /// promotion long after the command could act on a stale decision.
-    pub(super) fn term_check_timeouts(&mut self, now: Instant) {
+    /// promotion long after the command could act on a stale decision. Until then the CMS
+    /// nodes that have not answered are asked again every [`TERM_CHECK_RETRY`].
+    pub(super) fn term_check_timeouts(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
         let limit = self.params.agent_heartbeat_timeout();
+        let mut ask = Vec::new();
         for (id, inst) in &mut self.insts {
-            if inst
-                .term_check
-                .as_ref()
-                .is_some_and(|t| now >= t.started + limit)
-            {
+            let Some(tc) = inst.term_check.as_mut() else {
+                continue;
+            };
+            if now >= tc.started + limit {
                 tracing::warn!(instance = %id, "term check got no majority: promotion abandoned");
                 inst.term_check = None;
+            } else if now >= tc.asked_at + TERM_CHECK_RETRY {
+                tc.asked_at = now;
+                let silent = self.cms_nodes.iter().filter(|n| !tc.ok.contains_key(n));
+                ask.extend(silent.map(|n| (*n, tc.nonce)));
             }
+        }
+        for (n, nonce) in ask {
+            out.push(self.envelope(n, Msg::TermCheck { nonce }));
         }
     }
 }

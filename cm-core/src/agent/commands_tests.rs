@@ -715,3 +715,24 @@ fn a_rejected_build_is_reported_as_a_failed_build_with_the_reason() {
         )
     );
 }
+
+/// A term check asks the CMS nodes that have not answered again every 500 ms (before: once,
+/// so a lost reply stalled the promotion until the check timed out, and a sent Switchover was
+/// never resent: swarm seed 387).
+#[test]
+fn a_term_check_asks_the_silent_cms_nodes_again() {
+    let mut a = boot(DnRole::Standby);
+    let nonce = failover_waiting_for_its_term_check(&mut a);
+    let check = |a: &Agent, n| to_cms(a, n, Msg::TermCheck { nonce });
+    let asks = |cmds: &[AgentCommand]| {
+        cmds.iter()
+            .filter(|c| format!("{c:?}").contains("TermCheck"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(asks(&tick(&mut a, ms(519))), vec![]);
+    let again = vec![check(&a, CMS[0]), check(&a, CMS[1])];
+    assert_eq!(asks(&tick(&mut a, ms(520))), again);
+    assert_eq!(asks(&tick(&mut a, ms(1019))), vec![]);
+    assert_eq!(asks(&tick(&mut a, ms(1020))), again);
+}

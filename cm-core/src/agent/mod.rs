@@ -637,7 +637,7 @@ impl Agent {
             out.push(AgentCommand::SampleSystem);
         }
         self.self_fence_check(now, out);
-        self.term_check_timeouts(now);
+        self.term_check_timeouts(now, out);
     }
 
     /// Paused: the latest leader reply said so and CMS contact has not lapsed (§2, ours).
@@ -760,6 +760,7 @@ impl Machine for Agent {
             }
             if let Some(tc) = &inst.term_check {
                 d = d.min(tc.started + self.params.agent_heartbeat_timeout());
+                d = d.min(tc.retry_at());
             }
         }
         if self.params.enable_self_fence && self.insts.values().any(Inst::is_live_primary) {

@@ -135,7 +135,7 @@ impl Switchovers {
             .state
             .propose(change)
             .ok_or(Refusal::NotLeader { leader: None })?;
-        tracing::info!(group = %arb.id, term = %g.term.next(), from = %arb.members[p].instance,
+        tracing::info!(group = %arb.id, term = %ctx.next_term(g.term), from = %arb.members[p].instance,
             target = %target, fast, "switchover: request accepted; committing its term");
         self.proposed.insert(id, arb.id);
         Ok(id)
@@ -189,8 +189,32 @@ impl Switchovers {
             });
             return;
         }
-        if prog.switch_sent {
-            return;
+        // An inherited switchover (not owned) may have been sent by the previous leader.
+        if prog.switch_sent || !prog.owned {
+            // §4.5: once `Switchover{term}` is sent only ordinary failover applies. A target
+            // whose process stopped (or came back pending) or whose agent fell silent will not
+            // report Primary: end the request now rather than at its timeout, so that the
+            // group is arbitrated (before: no failover for up to 120 s, swarm seeds 20, 223).
+            let target = &arb.members[t];
+            let gone = target.timed_out(ctx.now, ctx.params)
+                || target
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.role, DnRole::Down | DnRole::Pending));
+            if gone {
+                prog.end_proposed = true;
+                tracing::info!(group = %arb.id, term = %sw.term, from = %sw.from,
+                    target = %sw.target, "switchover: the target stopped after Switchover was sent; ordinary failover applies");
+                ctx.state.propose(Change::EndSwitchover {
+                    group: arb.id,
+                    term: sw.term,
+                    promoted: false,
+                });
+                return;
+            }
+            if prog.switch_sent {
+                return;
+            }
         }
         let from = &mut arb.members[f];
         if from.is_live_primary(ctx.now, ctx.params) {
@@ -243,7 +267,7 @@ impl Switchovers {
                     target = %sw.target, reason = why,
                     final_position = %prog.final_position.map_or_else(|| "unknown".into(), |p| p.to_string()),
                     "switchover: aborting; the old primary gets term {} and is promoted again",
-                    sw.term.next());
+                    ctx.next_term(sw.term));
                 ctx.state.propose(Change::AbortSwitchover {
                     group: arb.id,
                     term: sw.term,
@@ -296,7 +320,7 @@ impl Switchovers {
                 ..
             } if outcome.result.is_ok() => {
                 self.progress
-                    .insert(*group, Progress::new(expected_term.next(), true));
+                    .insert(*group, Progress::new(ctx.next_term(*expected_term), true));
                 if let Some(arb) = groups.get_mut(group) {
                     self.drive(ctx, arb);
                 }
@@ -321,7 +345,7 @@ impl Switchovers {
                     && let Some(g) = ctx.group(*group)
                 {
                     arb.restore = Some(Restore {
-                        term: term.next(),
+                        term: ctx.next_term(*term),
                         instance: g.static_primary,
                         since: ctx.now,
                     });

@@ -142,8 +142,11 @@ fn switchover_to_the_current_primary_says_it_is_already_primary() {
 }
 
 /// Once `Switchover{term}` is out, only the timeout (and ordinary failover) applies (§4.5).
+/// Once `Switchover{term}` is sent only ordinary failover applies (§4.5): a target that dies
+/// while promoting ends the request at once (before: only at the 120 s timeout, and the group
+/// was not arbitrated meanwhile — swarm seed 20), with no abort (the old primary gets no term).
 #[test]
-fn switchover_is_abandoned_after_its_timeout_once_the_switchover_was_sent() {
+fn a_switchover_whose_target_dies_after_switchover_was_sent_ends_at_once() {
     let mut h = H::new(3);
     h.healthy_round(3);
     h.ctl(7, sw(2));
@@ -154,13 +157,30 @@ fn switchover_is_abandoned_after_its_timeout_once_the_switchover_was_sent() {
         h.report(dn(2).pos(1, 200)),
         vec![command(2, 1, CmsCommand::Switchover { term: Term(2) })]
     );
-    // The target dies while promoting: no abort any more, whatever it reports.
     h.advance_ms(500);
+    h.report(dn(2).pos(1, 200));
+    assert_eq!(ends(&h), vec![], "still promoting");
     h.report(dn(2).down());
-    h.advance_ms(10_000);
-    h.tick();
-    assert_eq!(h.queued(), vec![]);
-    h.advance_ms(120_000 - 11_501);
+    let end = Change::EndSwitchover {
+        group: G,
+        term: Term(2),
+        promoted: false,
+    };
+    assert_eq!(h.queued(), vec![end]);
+}
+
+/// The same when the target's agent falls silent (half of `instance_heartbeat_timeout`, 3 s)
+/// after the Switchover went out.
+#[test]
+fn a_switchover_whose_target_falls_silent_after_switchover_was_sent_ends() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    h.advance_ms(1000);
+    h.report(dn(1).pending().pos(1, 200));
+    h.report(dn(2).pos(1, 200));
+    h.advance_ms(2999);
     h.tick();
     assert_eq!(ends(&h), vec![]);
     h.advance_ms(1);
@@ -334,7 +354,8 @@ fn a_caught_up_target_is_switched_over_not_aborted() {
 }
 
 /// A switchover inherited from a previous leader is not aborted: that leader may have sent
-/// `Switchover{term}` already (only the timeout applies).
+/// `Switchover{term}` already. With its target down it is ended instead, so that ordinary
+/// failover applies (before: only at the 120 s timeout, swarm seed 223).
 #[test]
 fn an_inherited_switchover_is_not_aborted() {
     let mut h = H::new(3);
@@ -350,6 +371,12 @@ fn an_inherited_switchover_is_not_aborted() {
     h.report(dn(1).pending().pos(1, 200));
     h.tick();
     assert_eq!(aborts(&h), vec![]);
+    let end = Change::EndSwitchover {
+        group: G,
+        term: Term(2),
+        promoted: false,
+    };
+    assert_eq!(ends(&h), vec![end]);
 }
 
 /// An abort whose old primary does not come back within `instance_heartbeat_timeout` leaves

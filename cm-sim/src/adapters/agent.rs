@@ -233,7 +233,9 @@ impl SimDaemon for AgentAdapter {
     }
 
     fn observe(&self) -> Obs {
-        Obs::None
+        Obs::Agent {
+            paused: self.agent.status().paused,
+        }
     }
 
     fn dump(&self) -> String {

@@ -90,16 +90,23 @@ impl SimDaemon for ServerAdapter {
 
     fn dump(&self) -> String {
         let s = self.server.status();
-        let non_voters = &self.server.quorum().committed().non_voters;
+        let committed = self.server.quorum().committed();
+        let non_voters = &committed.non_voters;
+        let groups: Vec<String> = committed
+            .groups
+            .iter()
+            .map(|(g, st)| format!("{g}:{}/{}", st.term, st.static_primary))
+            .collect();
         format!(
-            "server {:?} {} leader={:?} commit={} lease={:?} arbitrating={} agents={} non_voters={non_voters:?}",
+            "server {:?} {} leader={:?} commit={} lease={:?} arbitrating={} agents={} non_voters={non_voters:?} groups=[{}]",
             s.quorum.role,
             s.quorum.term,
             s.quorum.leader,
             s.quorum.commit_index,
             s.quorum.lease_until,
             s.arbitrating,
-            s.agents_connected
+            s.agents_connected,
+            groups.join(" ")
         )
     }
 }

@@ -1,9 +1,10 @@
-//! Dual primaries (§4.4): a primary below the group's term is restarted; several primaries at
-//! the same highest term are all restarted; a sole primary at the group's term that is not the
+//! Dual primaries (§4.4): a primary below the group's term (or below another live primary's
+//! term, two-node healing, §5.4) is restarted; several primaries at the same highest term are
+//! all restarted; a sole primary at the group's term that is not the
 //! static primary is adopted as static (CM's `ChangeStaticPrimary`); a primary restarted too
 //! often is switched over.
 
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, Term};
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
 use crate::state::{Change, GroupState};
@@ -24,10 +25,17 @@ impl GroupArbiter {
             .filter(|&i| Some(self.members[i].instance) != switching)
             .collect();
         let term_of = |i: usize| self.members[i].report.as_ref().map(|r| r.term);
+        // A live primary above the committed term exists only after both sides of a two-node
+        // partition failed over alone (§5.4): the group's term is the higher of the two, so
+        // the lower one is stale already, before the merge commits. Elsewhere this is g.term.
+        let top = live
+            .iter()
+            .filter_map(|&i| term_of(i))
+            .fold(g.term, Term::max);
         let mut restart: Vec<usize> = live
             .iter()
             .copied()
-            .filter(|&i| term_of(i).is_some_and(|t| t < g.term))
+            .filter(|&i| term_of(i).is_some_and(|t| t < top))
             .collect();
         let current: Vec<usize> = live
             .iter()

@@ -18,6 +18,22 @@ fn a_primary_below_the_groups_term_is_restarted() {
     assert_eq!(out, vec![command(1, 1, CmsCommand::Restart)]);
 }
 
+/// Two-node healing (§5.4): this leader committed group term 10 (its side promoted 6002 at 10)
+/// and 6001, promoted at 11 by the other side while both led alone, reports as primary. The
+/// group's term is the higher one: 6002 is restarted at once, before any merge commits
+/// (before the fix neither was, and both kept accepting writes: swarm seed 285).
+#[test]
+fn a_primary_below_another_live_primarys_term_is_restarted() {
+    let mut h = H::new(3);
+    h.group_mut().term = Term(10);
+    h.group_mut().static_primary = InstanceId(6002);
+    h.reports(vec![dn(2).primary(10), dn(3)]);
+    let out = h.report(dn(1).primary(11));
+    // No valid primary until the merge makes 6001 static at term 11: the standby is locked.
+    let lock = command(3, 2, CmsCommand::Lock1);
+    assert_eq!(out, vec![command(2, 1, CmsCommand::Restart), lock]);
+}
+
 #[test]
 fn primaries_tied_at_the_highest_term_are_all_restarted() {
     let mut h = H::new(3);

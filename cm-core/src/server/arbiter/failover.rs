@@ -93,7 +93,7 @@ impl GroupArbiter {
         tracing::info!(
             group = self.id.0,
             term = g.term.0,
-            new_term = g.term.next().0,
+            new_term = ctx.next_term(g.term).0,
             old_primary = if old.is_empty() { "none".to_string() } else { old.join(",") },
             new_primary = cand.0,
             lsn = %self.member(cand).map(|m| m.position().lsn_text()).unwrap_or_default(),
@@ -275,7 +275,7 @@ impl GroupArbiter {
         if outcome.result.is_err() || ctx.halted() {
             return;
         }
-        let term = p.expected.next();
+        let term = ctx.next_term(p.expected);
         if !self.still_eligible(ctx, p.candidate) {
             // The term is spent without a Failover: harmless, terms only need to be unique.
             return;

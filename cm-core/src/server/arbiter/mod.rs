@@ -58,6 +58,12 @@ impl Ctx<'_> {
         self.committed().groups.get(&id).cloned()
     }
 
+    /// The group term a term-changing proposal made now moves a group to from `current`
+    /// (§5.4: by parity in two-node mode with failover).
+    pub fn next_term(&self, current: Term) -> Term {
+        self.state.next_term(current)
+    }
+
     /// Paused or stopping: no arbitration (§2, §4).
     pub fn halted(&self) -> bool {
         let s = self.committed();

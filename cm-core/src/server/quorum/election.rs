@@ -133,13 +133,15 @@ impl Quorum {
             }
             QuorumMsg::Hello { .. } | QuorumMsg::HelloReply { .. } => {}
             QuorumMsg::AgentView { dn_agents } => self.on_agent_view(now, from, dn_agents),
+            QuorumMsg::Diverged { groups, .. } => self.on_diverged(now, from, groups),
         }
     }
 
     /// Whether this node may grant a vote or pre-vote now (membership, start-up hold-off,
     /// leader stickiness). The log and once-per-term checks come on top.
     pub(super) fn can_vote(&self, now: Instant) -> bool {
-        if !self.is_voter() || self.role == Role::Leader {
+        // A diverged follower's log compares with nothing (two-node healing, `heal.rs`).
+        if !self.is_voter() || self.role == Role::Leader || self.diverged {
             return false;
         }
         if self.in_startup_holdoff(now) {
@@ -294,6 +296,8 @@ impl Quorum {
 
     fn become_leader(&mut self, now: Instant) {
         self.role = Role::Leader;
+        // Its log is the one that survives (two-node healing).
+        self.diverged = false;
         self.leader = Some(self.node);
         let next = self.log.last_index().next();
         let mut lead = LeaderState {
@@ -306,6 +310,7 @@ impl Quorum {
             quorum_heard_at: now,
             heartbeat_at: now,
             pending: Default::default(),
+            merge_at: None,
         };
         lead.matched.insert(self.node, LogIndex(0));
         self.lead = Some(lead);

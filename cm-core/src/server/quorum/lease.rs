@@ -115,13 +115,20 @@ impl Quorum {
         self.members.len() == 2 && self.params.cms_enable_failover_on2nodes
     }
 
-    /// Any message from a peer ends an isolation.
+    /// Any message from a peer ends an isolation. W1 leading alone drops its lease then: it
+    /// was granted by the gateway rule, which no longer applies, and W2's weight counts again
+    /// (§5.4: the leases overlap only while both sides reach the gateway).
     pub(super) fn note_peer(&mut self, now: Instant, _from: NodeId) {
         self.peer_heard_at = now;
         self.gateway_ok_sent_at = None;
         if self.isolated {
             self.isolated = false;
             self.gateways = None;
+            if !self.is_w2()
+                && let Some(lead) = self.lead.as_mut()
+            {
+                lead.lease_until = None;
+            }
         }
     }
 

@@ -101,12 +101,15 @@
 //!   gateways but not each other.** Agents count term confirmations with the weight each CMS
 //!   reports ([`Quorum::confirmation_weight`]).
 //!
-//! Not done here (SPEC §5.4): group terms proposed while leading alone are not yet disjoint
-//! between the sides, and healing does not yet fence the primary of the side with the lower
-//! group term (§4.4 handles equal or lower terms it sees).
+//! * Group terms are disjoint by the same parity ([`crate::quorum_math::next_group_term`]),
+//!   and on healing the logs that diverged while both sides led alone are reconciled: the
+//!   follower's committed group terms are merged into the leader's state (each group takes the
+//!   higher term, so the lower side's primary is restarted, §4.4), then its log is overwritten
+//!   by the leader's snapshot. The rules and the argument are in `heal.rs`.
 
 mod cut;
 mod election;
+mod heal;
 mod lease;
 mod log;
 mod membership;
@@ -128,7 +131,7 @@ pub use msg::{EntryPayload, LogEntry, QuorumMsg};
 use self::log::Log;
 use crate::codec::{self, DecodeError};
 use crate::config::ClusterConfig;
-use crate::ids::{LogIndex, NodeId, ProposalId, QuorumTerm, WriteToken};
+use crate::ids::{LogIndex, NodeId, ProposalId, QuorumTerm, Term, WriteToken};
 use crate::io::{PersistState, WriteCompleted};
 use crate::params::Params;
 use crate::quorum_math;
@@ -380,6 +383,8 @@ struct LeaderState {
     heartbeat_at: Instant,
     /// Log index → proposal made by this node in this term.
     pending: BTreeMap<LogIndex, ProposalId>,
+    /// Two-node healing: index of the newest `MergeDiverged` appended in this term.
+    merge_at: Option<LogIndex>,
 }
 
 /// The CMS consensus component. See the module documentation for the driving contract.
@@ -414,6 +419,9 @@ pub struct Quorum {
     vote_fence: BTreeSet<NodeId>,
     lead: Option<LeaderState>,
     hello_at: Instant,
+    /// Two-node healing: a leader's log conflicts with what this node committed, and no
+    /// snapshot covering its committed group terms replaced its log yet (`heal.rs`).
+    diverged: bool,
 
     // §5.3 and §5.4.
     few_agents_since: Option<Instant>,
@@ -515,6 +523,7 @@ impl Quorum {
             vote_fence: BTreeSet::new(),
             lead: None,
             hello_at: Instant::ZERO,
+            diverged: false,
             few_agents_since: None,
             demoted_until: None,
             peer_heard_at: Instant::ZERO,
@@ -822,6 +831,12 @@ impl Quorum {
         index.map_or(0, |i| quorum_math::cms_weight(i, count))
     }
 
+    /// The quorum term that steps group terms (§5.4): this node's, in two-node mode with
+    /// failover; else none (group terms step by one).
+    fn term_step(&self) -> Option<QuorumTerm> {
+        self.two_node_failover().then_some(self.term)
+    }
+
     /// Whether this node may vote (for itself or others) as far as membership goes.
     fn is_voter(&self) -> bool {
         self.membership == Membership::Voter && !self.state.non_voters.contains(&self.node)
@@ -879,5 +894,11 @@ impl ReplicatedState for Quorum {
 
     fn take_outcomes(&mut self) -> Vec<Outcome> {
         std::mem::take(&mut self.outcomes)
+    }
+
+    /// §5.4: in two-node mode with failover, by the parity of this leader's quorum term (the
+    /// term its entries carry, so every replica applies the same step).
+    fn next_term(&self, current: Term) -> Term {
+        quorum_math::next_group_term(current, self.term_step())
     }
 }

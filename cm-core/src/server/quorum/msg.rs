@@ -3,8 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{LogIndex, QuorumTerm};
-use crate::state::{Change, ClusterState};
+use std::collections::BTreeMap;
+
+use crate::ids::{GroupId, LogIndex, QuorumTerm};
+use crate::state::{Change, ClusterState, GroupState};
 
 /// One entry of the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,5 +127,15 @@ pub enum QuorumMsg {
     AgentView {
         /// The count.
         dn_agents: u32,
+    },
+    /// Two-node mode, healing (§5.4): the leader's log conflicts with entries this follower
+    /// committed (both sides led alone). It appends nothing and sends its committed groups,
+    /// which the leader merges before it overwrites this log with a snapshot (`heal.rs`).
+    /// (Last, so that frames of older versions decode.)
+    Diverged {
+        /// The follower's committed groups.
+        groups: BTreeMap<GroupId, GroupState>,
+        /// The round answered (it does not acknowledge it).
+        round: u64,
     },
 }

@@ -2,7 +2,8 @@
 //!
 //! Rules, with why:
 //! * Log matching: a follower accepts entries only after an entry matching `(prev_index,
-//!   prev_term)`; a conflicting suffix is cut (never below the commit index — asserted).
+//!   prev_term)`; a conflicting suffix is cut, never at or below the commit index: a leader
+//!   whose log conflicts with a committed entry is refused (two-node healing, `heal.rs`).
 //! * An append or snapshot is acknowledged only once durable; a refusal goes out at once.
 //! * The leader commits an index only when a quorum's durable logs hold it **and** the entry is
 //!   of its own term (Raft §5.4.2: earlier-term entries commit indirectly, through the no-op).
@@ -11,6 +12,7 @@
 //! * Applied entries are folded into a whole-state snapshot once more than [`COMPACT_AFTER`]
 //!   accumulate; a follower whose next entry is gone gets the snapshot.
 
+use super::heal::SnapshotVerdict;
 use super::log::SnapshotMeta;
 use super::{
     COMPACT_AFTER, EntryPayload, LogEntry, MAX_ENTRIES_PER_APPEND, MAX_ROUNDS, Quorum, QuorumMsg,
@@ -43,7 +45,7 @@ impl Quorum {
     }
 
     /// Sends `to` the entries it is missing from its next index, or the snapshot.
-    fn replicate_to(&mut self, to: NodeId, round: u64) {
+    pub(super) fn replicate_to(&mut self, to: NodeId, round: u64) {
         let Some(next) = self.lead.as_ref().and_then(|l| l.next.get(&to).copied()) else {
             return;
         };
@@ -102,6 +104,12 @@ impl Quorum {
             match_index: hint,
             round,
         };
+        if let Some(at) = self.committed_conflict(prev_index, prev_term, &entries) {
+            return self.on_committed_conflict(from, at, round);
+        }
+        if self.append_unchecked(prev_index, &entries) {
+            return self.send(from, fail(self.log.snapshot_index()));
+        }
         if prev_index > self.log.last_index() {
             return self.send(from, fail(self.log.last_index()));
         }
@@ -118,14 +126,8 @@ impl Quorum {
             }
             match self.log.term_at(e.index) {
                 Some(t) if t == e.term => continue,
-                Some(_) => {
-                    assert!(
-                        e.index > self.commit,
-                        "leader {from} conflicts with committed entry {}",
-                        e.index
-                    );
-                    self.log.truncate_from(e.index);
-                }
+                // Never at or below the commit index: `committed_conflict` refused those.
+                Some(_) => self.log.truncate_from(e.index),
                 None => {}
             }
             self.log.append(e);
@@ -173,7 +175,24 @@ impl Quorum {
             return;
         }
         self.send_view_to_leader(now, from);
-        if last_index > self.commit {
+        let install = if self.two_node_failover() {
+            match self.snapshot_verdict(last_index, last_term, &state) {
+                SnapshotVerdict::Ignore => false,
+                SnapshotVerdict::Install => true,
+                SnapshotVerdict::Overwrite => {
+                    tracing::warn!(node = %self.node, leader = %from, index = %last_index,
+                        "two-node healing: the leader's snapshot replaces what this side committed alone");
+                    true
+                }
+                SnapshotVerdict::Diverged => {
+                    return self.send_diverged(from, last_index, round);
+                }
+            }
+        } else {
+            last_index > self.commit
+        };
+        if install {
+            self.diverged = false;
             self.log.install(SnapshotMeta {
                 index: last_index,
                 term: last_term,
@@ -300,11 +319,16 @@ impl Quorum {
                 break;
             };
             let payload = entry.payload.clone();
+            let entry_term = entry.term;
             self.applied = index;
             let EntryPayload::Change(change) = payload else {
                 continue;
             };
-            let result = self.state.apply(&change).map_err(OutcomeError::Conflict);
+            let step = self.two_node_failover().then_some(entry_term);
+            let result = self
+                .state
+                .apply_stepped(&change, step)
+                .map_err(OutcomeError::Conflict);
             let id = self.lead.as_mut().and_then(|l| l.pending.remove(&index));
             if let Some(id) = id {
                 self.outcomes.push(Outcome { id, change, result });

@@ -85,6 +85,7 @@
 
 mod cms;
 mod commands;
+mod health;
 mod instance;
 mod local_cms;
 mod probes;
@@ -108,6 +109,7 @@ use crate::params::Params;
 use crate::time::{Instant, MonotonicGuard};
 
 use commands::Batch;
+pub use health::{InstanceHealth, LeaderView, NotWritable, lease_window};
 use instance::Inst;
 use local_cms::LocalCms;
 pub use local_cms::{CMS_HUNG_SAMPLES, CmsAction, LocalCmsStatus};

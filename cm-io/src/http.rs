@@ -1,0 +1,321 @@
+//! A small, bounded HTTP/1.1 server for the health endpoints and metrics (SPEC.md §15).
+//!
+//! It serves one synchronous handler — a pure function of a request that reads a snapshot the
+//! daemon publishes, never the database — with hard bounds: at most `max_connections`
+//! connections at once (a connection over the limit is closed at once and counted), the request
+//! head must arrive within `request_timeout`, a connection lives at most `connection_lifetime`,
+//! GET and HEAD only (anything else: 405), no request body is read.
+//!
+//! Built on hyper 1 (with hyper-util's tokio glue) rather than a framework: the handler needs
+//! no routing, extractors or middleware, and hyper is the HTTP engine such frameworks sit on,
+//! so this keeps one well-kept parser and no hand-written HTTP.
+//!
+//! Transport security (§16) wraps the byte stream, not this module: [`serve_with`] takes an
+//! `accept` step that turns each TCP connection into the stream to speak HTTP on (a TLS
+//! handshake, say); [`serve`] is the plain one.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// Longest request target (path and query) handed to the handler; longer ones get 414.
+pub const MAX_TARGET_LEN: usize = 1024;
+/// Most query parameters handed to the handler; more get 400.
+pub const MAX_QUERY_PARAMS: usize = 16;
+
+/// The server's bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections served at once; one more is closed at once.
+    pub max_connections: usize,
+    /// Time for a request head to arrive (also between requests on a kept-alive connection).
+    pub request_timeout: Duration,
+    /// A connection is closed after this long whatever it does.
+    pub connection_lifetime: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            request_timeout: Duration::from_secs(5),
+            connection_lifetime: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The method of an accepted request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// GET.
+    Get,
+    /// HEAD: answered like GET, without the body.
+    Head,
+}
+
+/// A request as the handler sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// GET or HEAD.
+    pub method: HttpMethod,
+    /// The path, e.g. `/primary`.
+    pub path: String,
+    /// The query's `key=value` pairs in order, percent-decoded (`+` is a space); a key without
+    /// `=` has an empty value.
+    pub query: Vec<(String, String)>,
+}
+
+impl HttpRequest {
+    /// The first value of `key`, if any.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The handler's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code (200, 503, ...).
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The body (not sent for HEAD).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A JSON answer.
+    pub fn json(status: u16, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    /// A plain-text answer.
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into().into_bytes(),
+        }
+    }
+}
+
+/// Counters of the server (start at 0 with the process).
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections closed at once because `max_connections` were open.
+    pub refused: AtomicU64,
+    /// Requests answered (any status).
+    pub requests: AtomicU64,
+}
+
+/// Binds `addr` for [`serve`].
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `handler` on plain HTTP until `shutdown` completes.
+pub async fn serve<H>(
+    listener: TcpListener,
+    limits: HttpLimits,
+    handler: Arc<H>,
+    stats: Arc<HttpStats>,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(&HttpRequest) -> HttpResponse + Send + Sync + 'static,
+{
+    serve_with(listener, limits, handler, stats, shutdown, |tcp| async {
+        Ok::<_, io::Error>(tcp)
+    })
+    .await;
+}
+
+/// Serves `handler` on the streams `accept` makes of each TCP connection (plain: the TCP
+/// stream itself; TLS: the stream after the handshake), until `shutdown` completes. The accept
+/// step runs inside the connection's task and counts against its lifetime.
+pub async fn serve_with<H, A, F, S>(
+    listener: TcpListener,
+    limits: HttpLimits,
+    handler: Arc<H>,
+    stats: Arc<HttpStats>,
+    shutdown: impl Future<Output = ()>,
+    accept: A,
+) where
+    H: Fn(&HttpRequest) -> HttpResponse + Send + Sync + 'static,
+    A: Fn(TcpStream) -> F + Send + Sync + 'static,
+    F: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let accept = Arc::new(accept);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "http connection refused: too many open");
+            drop(tcp);
+            continue;
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let handler = Arc::clone(&handler);
+        let stats = Arc::clone(&stats);
+        let accept = Arc::clone(&accept);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = async {
+                match accept(tcp).await {
+                    Ok(stream) => serve_connection(stream, limits, handler, stats).await,
+                    Err(e) => tracing::debug!(%peer, error = %e, "http handshake failed"),
+                }
+            };
+            if tokio::time::timeout(limits.connection_lifetime, conn)
+                .await
+                .is_err()
+            {
+                tracing::debug!(%peer, "http connection closed at its lifetime");
+            }
+        });
+    }
+}
+
+/// Speaks HTTP/1.1 on one stream until the client closes or a bound is hit.
+async fn serve_connection<H, S>(
+    stream: S,
+    limits: HttpLimits,
+    handler: Arc<H>,
+    stats: Arc<HttpStats>,
+) where
+    H: Fn(&HttpRequest) -> HttpResponse + Send + Sync + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = answer(&*handler, &req);
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "http connection ended with an error");
+    }
+}
+
+/// Checks the method and the target, then asks the handler.
+fn answer<H>(handler: &H, req: &hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>>
+where
+    H: Fn(&HttpRequest) -> HttpResponse,
+{
+    let method = match *req.method() {
+        Method::GET => HttpMethod::Get,
+        Method::HEAD => HttpMethod::Head,
+        _ => {
+            let mut r = to_hyper(HttpResponse::text(405, "only GET and HEAD\n"));
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+    };
+    let uri = req.uri();
+    let target_len = uri.path().len() + uri.query().map_or(0, str::len);
+    if target_len > MAX_TARGET_LEN {
+        return to_hyper(HttpResponse::text(414, "request target too long\n"));
+    }
+    let query = match parse_query(uri.query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => return to_hyper(HttpResponse::text(400, format!("{e}\n"))),
+    };
+    let request = HttpRequest {
+        method,
+        path: uri.path().to_owned(),
+        query,
+    };
+    to_hyper(handler(&request))
+}
+
+fn to_hyper(r: HttpResponse) -> hyper::Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(r.body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+    resp
+}
+
+/// Splits a query string into decoded pairs; at most [`MAX_QUERY_PARAMS`].
+pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        if out.len() == MAX_QUERY_PARAMS {
+            return Err(format!("more than {MAX_QUERY_PARAMS} query parameters"));
+        }
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        out.push((decode(k)?, decode(v)?));
+    }
+    Ok(out)
+}
+
+/// Percent-decoding (`+` is a space); a bad escape or bytes that are not UTF-8 are an error.
+fn decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad percent escape in query at {s:?}"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("query part {s:?} is not UTF-8"))
+}
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

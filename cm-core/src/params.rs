@@ -489,6 +489,8 @@ params! {
     fence_command: String = String::new(), fast String::new(), Server, range (0.0, 0.0);
     /// Seconds a switchover may take before it is abandoned, §4.5.
     switchover_timeout: f64 = 120.0, fast 120.0, Server, range (1.0, INF);
+    /// Bytes of replay lag a standby may have and still be ready (`/readiness`, 16 MB), §15.
+    rest_max_lag: u64 = 16 << 20, fast 16 << 20, Agent, range (0.0, 1e15);
     /// TEST ONLY: replaces the Lock1 quorum q (0 = use ⌊(n+1)/2⌋). Breaks safety on purpose so
     /// the simulator can show it finds the violation; never set it in production.
     test_lock1_quorum_override: u64 = 0, fast 0, Server, range (0.0, 1e6);

@@ -77,6 +77,7 @@ fn config(rng: &mut Prng, members: &[usize], layout: Layout, azs: usize) -> Clus
             state_dir: format!("/var/lib/cm/n{i}"),
             monitor_port: 17001,
             cms_port: is_cms(i as usize).then_some(17101),
+            rest_port: None,
         })
         .collect();
     let groups: Vec<GroupConfig> = members

@@ -3,8 +3,10 @@
 //! the newest answered report that times the self-fence (§8).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{Agent, AgentCommand};
+use crate::ctl::{CtlReply, CtlRequest};
 use crate::ids::{NodeId, QuorumTerm, ReportSeq};
 use crate::io::{NetCommand, NetEvent};
 use crate::msg::{AgentReport, Endpoint, Envelope, Msg, ReportAnswer, Role};
@@ -148,6 +150,12 @@ impl Agent {
                 }
             },
             Msg::Command(cmd) => self.on_command(from, qterm, cmd),
+            Msg::CtlReply {
+                reply: CtlReply::Status(status),
+                ..
+            } if self.cms.leader == Some(from) && qterm >= self.highest_qterm => {
+                self.cluster = Some((now, Arc::new(*status)));
+            }
             Msg::TermCheckReply {
                 nonce,
                 highest,
@@ -191,6 +199,25 @@ impl Agent {
         for n in connected {
             out.push(self.envelope(n, Msg::AgentReport(report.clone())));
         }
+    }
+
+    /// Once a second, while this node serves HTTP and a leader is connected: ask it for the
+    /// cluster status (`/cluster`, `/history`, §15) over the agent's own link.
+    pub(super) fn cluster_query(&mut self, out: &mut Vec<AgentCommand>) {
+        let Some(leader) = self.cms.leader else {
+            return;
+        };
+        if !self.rest_enabled || !self.cms.connected().contains(&leader) {
+            return;
+        }
+        let id = self.op().0;
+        out.push(self.envelope(
+            leader,
+            Msg::CtlRequest {
+                id,
+                req: CtlRequest::Query,
+            },
+        ));
     }
 
     pub(super) fn envelope(&self, to: NodeId, msg: Msg) -> AgentCommand {

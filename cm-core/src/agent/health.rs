@@ -32,13 +32,15 @@
 
 use core::fmt;
 use core::time::Duration;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::Agent;
 use super::instance::{Fence, Inst};
+use crate::ctl::ClusterStatus;
 use crate::dn::{DbState, DnRole, Downstream, Upstream};
-use crate::ids::{InstanceId, Position, Term};
+use crate::ids::{InstanceId, NodeId, Position, Term};
 use crate::msg::GroupView;
 use crate::params::Params;
 use crate::time::Instant;
@@ -199,6 +201,39 @@ pub struct InstanceHealth {
     pub status_at: Instant,
     /// What the newest leader answer said of its group.
     pub view: Option<LeaderView>,
+    /// Phony-dead hits (§6).
+    pub phony_dead_hits: u32,
+    /// Data path usage, percent.
+    pub data_disk_pct: u8,
+    /// Log path usage, percent.
+    pub log_disk_pct: u8,
+    /// The disk probe failed 3 times (§3).
+    pub disk_damaged: bool,
+    /// Restarts since the agent started.
+    pub restarts_total: u64,
+}
+
+/// The agent as the HTTP endpoints and the agent's metrics see it: published by the daemon after
+/// every step, evaluated per request with a fresh clock reading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentHealth {
+    /// This node.
+    pub node: NodeId,
+    /// The agent's parameters.
+    pub params: Params,
+    /// The time of the agent's latest step (`/liveness`).
+    pub stepped_at: Instant,
+    /// The CMS whose latest reply was `Leader`.
+    pub leader: Option<NodeId>,
+    /// Send time of the newest report a leader answered.
+    pub answered_send: Option<Instant>,
+    /// Self-fences since the agent started.
+    pub self_fences: u64,
+    /// Local DNs.
+    pub instances: Vec<InstanceHealth>,
+    /// The newest cluster status from the leader (`cm_ctl query --json`'s object) and when it
+    /// arrived.
+    pub cluster: Option<(Instant, Arc<ClusterStatus>)>,
 }
 
 impl InstanceHealth {
@@ -277,6 +312,11 @@ impl Inst {
             downstreams: status.map(|s| s.downstreams.clone()).unwrap_or_default(),
             status_at: self.status_at,
             view: self.view,
+            phony_dead_hits: self.phony_hits,
+            data_disk_pct: self.data_pct,
+            log_disk_pct: self.log_pct,
+            disk_damaged: self.disk_damaged,
+            restarts_total: self.restarts_total,
         }
     }
 }
@@ -292,6 +332,20 @@ impl Agent {
     /// `/primary` (§15) for a local DN at `now`. See the module documentation.
     pub fn primary(&self, instance: InstanceId, now: Instant) -> Result<(), NotWritable> {
         self.instance_health(instance)?.primary(&self.params, now)
+    }
+
+    /// The snapshot the HTTP endpoints answer from (see [`AgentHealth`]).
+    pub fn health(&self) -> AgentHealth {
+        AgentHealth {
+            node: self.node,
+            params: self.params.clone(),
+            stepped_at: self.guard.last(),
+            leader: self.cms.leader,
+            answered_send: self.cms.answered_send,
+            self_fences: self.self_fences,
+            instances: self.insts.values().map(Inst::health).collect(),
+            cluster: self.cluster.clone(),
+        }
     }
 
     /// The health snapshot of one local DN.

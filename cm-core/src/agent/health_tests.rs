@@ -312,3 +312,60 @@ fn the_streaming_exception_ages_with_the_sample() {
         Err(NotWritable::LeaseExpired { .. })
     ));
 }
+
+fn queries(cmds: &[AgentCommand]) -> Vec<NodeId> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            AgentCommand::Net(NetCommand::Send { envelope }) => match &envelope.msg {
+                Msg::CtlRequest {
+                    req: crate::ctl::CtlRequest::Query,
+                    ..
+                } => Some(envelope.to.node),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// §15 `/cluster`: an agent whose node has a `rest_port` asks the leader (only) for the cluster
+/// status once a second and keeps the leader's answer with its receipt; without a `rest_port`
+/// it asks nothing, and a status from a CMS that is not its leader is ignored.
+#[test]
+fn an_agent_serving_http_asks_its_leader_for_the_cluster_status_each_second() {
+    let text = ONE_DN.replacen(
+        "cms_port = 17101\n",
+        "cms_port = 17101\nrest_port = 8008\n",
+        1,
+    );
+    let mut a = boot_with(
+        Agent::new(&config(&text), ME, 1, None).expect("agent"),
+        DnRole::Primary,
+    );
+    assert_eq!(queries(&tick(&mut a, ms(1000))), vec![CMS[0]]);
+    assert_eq!(queries(&tick(&mut a, ms(1200))), Vec::<NodeId>::new());
+    assert_eq!(queries(&tick(&mut a, ms(2000))), vec![CMS[0]]);
+    let status: crate::ctl::ClusterStatus = toml::from_str(
+        "cluster = \"t\"\nquorum_term = 1\ncms = []\nstate = \"Normal\"\nbalanced = true\n\
+         paused = false\ngroups = []\n",
+    )
+    .expect("status");
+    let reply = |cms: NodeId| {
+        from_cms(
+            cms,
+            1,
+            Msg::CtlReply {
+                id: 1,
+                reply: crate::ctl::CtlReply::Status(Box::new(status.clone())),
+            },
+        )
+    };
+    a.step(ms(2100), reply(CMS[1]));
+    assert_eq!(a.health().cluster, None);
+    a.step(ms(2100), reply(CMS[0]));
+    let (at, got) = a.health().cluster.expect("kept");
+    assert_eq!((at, &*got), (ms(2100), &status));
+
+    let mut a = booted(DnRole::Primary);
+    assert_eq!(queries(&tick(&mut a, ms(1000))), Vec::<NodeId>::new());
+}

@@ -111,6 +111,8 @@ pub(super) struct Inst {
     queued: Vec<(DnAction, ActionKind)>,
     pub(super) fence: Fence,
     restarts: Vec<Instant>,
+    /// Restarts since the agent started (a metric, §15).
+    pub(super) restarts_total: u64,
     pub(super) manually_stopped: bool,
     pub(super) watch: Watch,
     pub(super) term_check: Option<TermCheck>,
@@ -164,6 +166,7 @@ impl Inst {
             queued: Vec::new(),
             fence: Fence::None,
             restarts: Vec::new(),
+            restarts_total: 0,
             manually_stopped: false,
             watch: Watch::default(),
             term_check: None,
@@ -498,6 +501,7 @@ impl Agent {
         if core::mem::take(&mut inst.seen_running) && !planned {
             inst.restarts.retain(|&t| now - t < ONE_HOUR);
             inst.restarts.push(now);
+            inst.restarts_total += 1;
         }
         inst.status = None;
         inst.query_ok = false;

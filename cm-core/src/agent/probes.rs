@@ -266,6 +266,7 @@ impl Agent {
             .map(|(&id, _)| id)
             .collect();
         for id in doomed {
+            self.self_fences += 1;
             self.fence(
                 id,
                 "self-fence: no leader-answered report within the timeout",

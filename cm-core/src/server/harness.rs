@@ -35,6 +35,7 @@ pub(crate) fn cluster(azs: &[(&str, u32)], member_azs: &[&str], params: Params) 
             state_dir: format!("/s/{}", i + 1),
             monitor_port: 17001,
             cms_port: None,
+            rest_port: None,
         })
         .collect();
     for c in 101..=103u32 {
@@ -46,6 +47,7 @@ pub(crate) fn cluster(azs: &[(&str, u32)], member_azs: &[&str], params: Params) 
             state_dir: format!("/s/{c}"),
             monitor_port: 17001,
             cms_port: Some(17101),
+            rest_port: None,
         });
     }
     let members = (1..=member_azs.len() as u32)

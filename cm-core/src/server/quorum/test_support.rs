@@ -27,6 +27,7 @@ pub(super) fn config_with(n: u32, params: Params) -> ClusterConfig {
             state_dir: format!("/tmp/n{i}"),
             monitor_port: 17000 + i as u16,
             cms_port: Some(17100 + i as u16),
+            rest_port: None,
         })
         .collect();
     ClusterConfig {

@@ -287,6 +287,7 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
          {ctl} -c {cfg} set --param --server -k datastorage_threshold_value_check=1\n  \
          {ctl} -c {cfg} set --param --server -k datastorage_threshold_value_check=85\n\
          \n  # connect to the primary\n  psql -h 127.0.0.1 -p {port} -U postgres\n\
+         \n  # ask the agents (200 on the primary only; 503 + the reason elsewhere)\n{curl}\
          \n  # a node killed by hand stays down: start it again with\n  \
          {me} restart-node {p} --dir {dir}\n\
          \n  # stop everything (or press Ctrl-C here)\n  {me} down --dir {dir}\n\
@@ -297,11 +298,31 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
         pm = pm.display(),
         dd = c.data_dir(other).display(),
         port = c.dn_port(p),
+        curl = curl_lines(c),
         me = me.display(),
         dir = c.paths.dir.display(),
         logs = c.paths.logs().display(),
     );
     Ok(())
+}
+
+/// `curl` lines for the agents' HTTP endpoints (§15).
+fn curl_lines(c: &LocalCluster) -> String {
+    let mut out = String::new();
+    for n in 1..=cm_daemons::local::NODES {
+        if let Some(port) = c.rest_port(n) {
+            out.push_str(&format!(
+                "  curl -s -w ' %{{http_code}}\\n' http://127.0.0.1:{port}/primary   # node {n}\n"
+            ));
+        }
+    }
+    if let Some(port) = c.rest_port(1) {
+        out.push_str(&format!(
+            "  curl -s 'http://127.0.0.1:{port}/replica?lag=16MB'\n  \
+             curl -s http://127.0.0.1:{port}/cluster\n  curl -s http://127.0.0.1:{port}/metrics\n"
+        ));
+    }
+    out
 }
 
 fn restart_node(dir: &Path, node: u32) -> ExitCode {

@@ -149,6 +149,7 @@ impl LocalCluster {
                 .flat_map(|g| g.members.iter())
                 .map(|m| m.port)
                 .collect(),
+            rest: config.nodes.iter().filter_map(|n| n.rest_port).collect(),
         };
         opts.dir = paths.dir.clone();
         Ok(Self {
@@ -170,6 +171,11 @@ impl LocalCluster {
     /// The database port of the DN on node `n`.
     pub fn dn_port(&self, n: u32) -> u16 {
         self.ports.dn[n as usize - 1]
+    }
+
+    /// The HTTP port (§15) of node `n`'s cm_agent.
+    pub fn rest_port(&self, n: u32) -> Option<u16> {
+        self.ports.rest.get(n as usize - 1).copied()
     }
 
     /// Starts node `n`'s om_monitor (which starts its cm_agent, which starts the rest).

@@ -10,6 +10,7 @@ fn sample() -> (Paths, Ports) {
             monitor: vec![20001, 20002, 20003],
             cms: vec![20011, 20012, 20013],
             dn: vec![20021, 20022, 20023],
+            rest: vec![20031, 20032, 20033],
         },
     )
 }
@@ -38,6 +39,7 @@ fn the_generated_config_is_three_cms_nodes_and_one_1p2s_group() {
     assert_eq!(cfg.nodes[2].state_dir, "/tmp/cm-local-x/node3");
     assert_eq!(cfg.nodes[1].monitor_port, 20002);
     assert_eq!(cfg.nodes[1].cms_port, Some(20012));
+    assert_eq!(cfg.nodes[2].rest_port, Some(20033));
     assert_eq!(cfg.database.os_user, "postgres");
     assert_eq!(cfg.secret_file.as_deref(), Some("/tmp/cm-local-x/secret"));
     assert_eq!(cfg.params.profile, Profile::Fast);
@@ -61,11 +63,12 @@ fn picked_ports_are_distinct() {
         .iter()
         .chain(&p.cms)
         .chain(&p.dn)
+        .chain(&p.rest)
         .copied()
         .collect();
     all.sort_unstable();
     all.dedup();
-    assert_eq!(all.len(), 9);
+    assert_eq!(all.len(), 12);
 }
 
 #[test]

@@ -175,13 +175,15 @@ pub struct Ports {
     pub cms: Vec<u16>,
     /// Database port per DN (DN i on node i).
     pub dn: Vec<u16>,
+    /// cm_agent HTTP port per node (§15: `/primary`, `/replica`, `/metrics`, ...).
+    pub rest: Vec<u16>,
 }
 
 impl Ports {
     /// Free loopback ports, all distinct (each is bound until all are chosen).
     pub fn pick() -> std::io::Result<Self> {
         let n = NODES as usize;
-        let listeners = (0..3 * n)
+        let listeners = (0..4 * n)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<std::io::Result<Vec<_>>>()?;
         let ports = listeners
@@ -191,7 +193,8 @@ impl Ports {
         Ok(Self {
             monitor: ports[..n].to_vec(),
             cms: ports[n..2 * n].to_vec(),
-            dn: ports[2 * n..].to_vec(),
+            dn: ports[2 * n..3 * n].to_vec(),
+            rest: ports[3 * n..].to_vec(),
         })
     }
 }
@@ -263,6 +266,9 @@ pub fn render_config(
             ports.monitor[i],
             ports.cms[i]
         );
+        if let Some(rest) = ports.rest.get(i) {
+            let _ = writeln!(t, "rest_port = {rest}");
+        }
     }
     t.push_str("\n[[group]]\nid = 1\n");
     for n in 1..=NODES {

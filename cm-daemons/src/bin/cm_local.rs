@@ -53,6 +53,10 @@ enum Cmd {
         /// Keep the directory (data, logs) after teardown.
         #[arg(long)]
         keep: bool,
+        /// Also start Debian's HAProxy in front of the cluster (cm-daemons/dist/haproxy.cfg):
+        /// a write port routed by the agents' /primary, a read port by /replica?lag=16MB.
+        #[arg(long)]
+        haproxy: bool,
     },
     /// Tear down the cluster of DIR (asks a running `cm_local up` to do it, or does it itself):
     /// every process started with the cluster's config, however it was started, is stopped.
@@ -108,11 +112,12 @@ fn main() -> ExitCode {
             profile,
             pg_bin,
             keep,
+            haproxy,
         } => {
             let mut opts = LocalOptions::new(dir, profile.into());
             opts.pg_bin = pg_bin;
             opts.keep = keep;
-            up(opts)
+            up(opts, haproxy)
         }
         Cmd::Down { dir, keep } => down(&dir, keep),
         Cmd::RestartNode { node, dir } => restart_node(&dir, node),
@@ -200,7 +205,7 @@ fn watch_signals(flag: Arc<AtomicBool>) {
     let _ = ready_rx.recv_timeout(Duration::from_secs(5));
 }
 
-fn up(opts: LocalOptions) -> ExitCode {
+fn up(opts: LocalOptions, haproxy: bool) -> ExitCode {
     if let Err(e) = check_prerequisites(&opts) {
         eprintln!("{e}");
         return ExitCode::from(2);
@@ -220,7 +225,7 @@ fn up(opts: LocalOptions) -> ExitCode {
     };
     c.cancel = Arc::clone(&cancel);
     let _ = std::fs::write(c.paths.pid_file(), std::process::id().to_string());
-    let result = bring_up(&mut c);
+    let result = bring_up(&mut c, haproxy);
     if let Err(e) = &result {
         eprintln!("cm_local: {}", cm_daemons::common::error_text(e));
         eprintln!("logs: {}", c.paths.logs().display());
@@ -246,7 +251,7 @@ fn up(opts: LocalOptions) -> ExitCode {
     }
 }
 
-fn bring_up(c: &mut LocalCluster) -> anyhow::Result<()> {
+fn bring_up(c: &mut LocalCluster, haproxy: bool) -> anyhow::Result<()> {
     c.start_monitors()?;
     c.wait_monitors_listening(Duration::from_secs(30))?;
     println!("cm_local: om_monitor runs on every node; cm_ctl start:");
@@ -264,7 +269,22 @@ fn bring_up(c: &mut LocalCluster) -> anyhow::Result<()> {
     })?;
     let out = c.ctl(&["query", "-Cv"], Duration::from_secs(20))?;
     print!("\n{}", String::from_utf8_lossy(&out.stdout));
+    let proxy = if haproxy {
+        Some(c.start_haproxy()?)
+    } else {
+        None
+    };
     print_hints(c)?;
+    if let Some((write, read)) = proxy {
+        println!(
+            "\nHAProxy ({cfg}) routes by the agents' answers:\n  \
+             # writes: always the current primary\n  \
+             psql 'host=127.0.0.1 port={write} user=postgres'\n  \
+             # reads: streaming standbys within 16 MB\n  \
+             psql 'host=127.0.0.1 port={read} user=postgres'",
+            cfg = c.haproxy_config().display()
+        );
+    }
     Ok(())
 }
 

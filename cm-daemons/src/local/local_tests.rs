@@ -108,3 +108,29 @@ fn a_non_root_user_is_told_to_run_as_root() {
     assert!(text.contains("must run as root"), "{text}");
     assert!(text.contains("sudo"), "{text}");
 }
+
+#[test]
+fn the_local_haproxy_config_is_the_shipped_one_with_local_ports() {
+    let (_, ports) = sample();
+    let text = render_haproxy(&ports, 25000, 25001);
+    assert!(text.contains("    bind 127.0.0.1:25000\n"), "{text}");
+    assert!(text.contains("    bind 127.0.0.1:25001\n"), "{text}");
+    assert!(!text.contains("10.0.0."), "{text}");
+    for n in 1..=3 {
+        let line = format!("    server n{n} 127.0.0.1:2002{n} check port 2003{n}\n");
+        assert_eq!(text.matches(&line).count(), 2, "{line} in both listeners:\n{text}");
+    }
+    // Every check of the shipped file is kept.
+    for kept in [
+        "http-check send meth GET uri /primary",
+        "http-check send meth GET uri /replica?lag=16MB",
+        "on-marked-down shutdown-sessions",
+    ] {
+        assert!(text.contains(kept), "{kept}");
+    }
+    assert_eq!(
+        text.lines().count(),
+        HAPROXY_SAMPLE.lines().count(),
+        "one line for one line"
+    );
+}

@@ -296,6 +296,46 @@ pub fn render_config(
     t
 }
 
+/// The shipped HAProxy config (`cm-daemons/dist/haproxy.cfg`).
+pub const HAPROXY_SAMPLE: &str = include_str!("../../dist/haproxy.cfg");
+
+/// Where Debian installs HAProxy.
+pub const HAPROXY_BIN: &str = "/usr/sbin/haproxy";
+
+/// The shipped HAProxy config with the local cluster's ports: the write and read listeners on
+/// 127.0.0.1 at `write` and `read`, one server per node (its DN port, checked on its agent's
+/// rest port). Every check and option stays as shipped.
+pub fn render_haproxy(ports: &Ports, write: u16, read: u16) -> String {
+    let mut out = String::new();
+    let mut servers_done = false;
+    for line in HAPROXY_SAMPLE.lines() {
+        let t = line.trim_start();
+        if t.starts_with("listen ") {
+            servers_done = false;
+        }
+        if t == "bind *:5000" {
+            let _ = writeln!(out, "    bind 127.0.0.1:{write}");
+        } else if t == "bind *:5001" {
+            let _ = writeln!(out, "    bind 127.0.0.1:{read}");
+        } else if t.starts_with("server ") {
+            if !servers_done {
+                for (i, (dn, rest)) in ports.dn.iter().zip(&ports.rest).enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "    server n{} 127.0.0.1:{dn} check port {rest}",
+                        i + 1
+                    );
+                }
+                servers_done = true;
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// A fresh random secret (hex of 32 bytes from the kernel).
 pub fn new_secret() -> std::io::Result<String> {
     use std::io::Read as _;

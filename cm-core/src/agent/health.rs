@@ -348,6 +348,16 @@ impl Agent {
         }
     }
 
+    /// The local DNs for which `/primary` answers 200 at `now` (the simulator's check that no
+    /// two members of a group answer it at once).
+    pub fn writable(&self, now: Instant) -> Vec<InstanceId> {
+        self.insts
+            .values()
+            .filter(|i| i.health().primary(&self.params, now).is_ok())
+            .map(|i| i.id)
+            .collect()
+    }
+
     /// The health snapshot of one local DN.
     pub fn instance_health(&self, instance: InstanceId) -> Result<InstanceHealth, NotWritable> {
         self.insts

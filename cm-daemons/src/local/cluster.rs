@@ -283,6 +283,9 @@ impl LocalCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        // HAProxy before 3.1 takes every server for up until `fall` checks failed: let the
+        // first checks mark the non-primaries down before anyone uses the write port.
+        std::thread::sleep(super::HAPROXY_FIRST_CHECKS);
         Ok((write, read))
     }
 

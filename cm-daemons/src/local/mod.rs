@@ -299,6 +299,11 @@ pub fn render_config(
 /// The shipped HAProxy config (`cm-daemons/dist/haproxy.cfg`).
 pub const HAPROXY_SAMPLE: &str = include_str!("../../dist/haproxy.cfg");
 
+/// How long HAProxy needs after it starts to mark down the servers whose checks fail: it
+/// takes every server for up until `fall` (2) checks failed (`inter` 500 ms, `fastinter`
+/// 250 ms, `timeout check` 1 s; HAProxy 3.1's `init-state down` removes the need).
+pub const HAPROXY_FIRST_CHECKS: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where Debian installs HAProxy.
 pub const HAPROXY_BIN: &str = "/usr/sbin/haproxy";
 

@@ -228,6 +228,10 @@ impl SimDaemon for AgentAdapter {
         Obs::None
     }
 
+    fn writable(&self, local_now: Instant) -> Vec<cm_core::InstanceId> {
+        self.agent.writable(local_now)
+    }
+
     fn dump(&self) -> String {
         let s = self.agent.status();
         let insts: Vec<String> = s

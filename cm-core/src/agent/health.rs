@@ -108,7 +108,10 @@ impl fmt::Display for NotWritable {
         match self {
             Self::UnknownInstance => f.write_str("no such instance on this node"),
             Self::NotRunning => f.write_str("the instance is not running or is being killed"),
-            Self::NotPrimary { role: Some(r) } => write!(f, "the instance is {r:?}, not primary"),
+            Self::NotPrimary { role: Some(r) } => {
+                let role = format!("{r:?}").to_ascii_lowercase();
+                write!(f, "the instance is {role}, not primary")
+            }
             Self::NotPrimary { role: None } => f.write_str("the instance's role is not known"),
             Self::NoLeaderView => {
                 f.write_str("no CMS leader has named the group's primary to this agent yet")
@@ -353,7 +356,9 @@ impl Agent {
     pub fn writable(&self, now: Instant) -> Vec<InstanceId> {
         self.insts
             .values()
-            .filter(|i| i.health().primary(&self.params, now).is_ok())
+            // Cheap first: only a live primary can answer 200 (this runs after every
+            // simulated event).
+            .filter(|i| i.is_live_primary() && i.health().primary(&self.params, now).is_ok())
             .map(|i| i.id)
             .collect()
     }

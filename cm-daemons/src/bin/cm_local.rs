@@ -101,6 +101,17 @@ enum Cmd {
         /// With `--rejoin`: only this fault (node-crash, postmaster-kill, freeze).
         #[arg(long)]
         fault: Option<String>,
+        /// Instead: the cost of the agents' HTTP endpoints (SPEC §15) — `/primary` on the
+        /// primary's agent, one connection per request, at `--rate` per second; prints
+        /// latency percentiles.
+        #[arg(long)]
+        http: bool,
+        /// With `--http`: requests per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// With `--http`: how many requests.
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
     },
 }
 
@@ -128,12 +139,28 @@ fn main() -> ExitCode {
             pg_bin,
             rejoin,
             fault,
+            http,
+            rate,
+            requests,
         } => {
             let mut opts = LocalOptions::new(dir.clone(), Profile::Fast);
             opts.pg_bin = pg_bin;
             if let Err(e) = check_prerequisites(&opts) {
                 eprintln!("{e}");
                 return ExitCode::from(2);
+            }
+            if http {
+                opts.dir = dir.join("http");
+                return match cm_daemons::local::http_bench::run(opts, requests, rate) {
+                    Ok(b) => {
+                        print!("{}", b.render());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("bench: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                };
             }
             if rejoin {
                 let profile = profile.map_or(Profile::Fast, Into::into);

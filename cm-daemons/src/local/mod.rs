@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod db;
+pub mod http_bench;
 pub mod procs;
 
 use std::fmt::Write as _;

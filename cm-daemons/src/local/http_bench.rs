@@ -22,6 +22,9 @@ pub struct HttpBench {
     pub ok: usize,
     /// Latencies, sorted, in microseconds.
     pub latencies_us: Vec<u64>,
+    /// The same requests, interleaved, to a trivial server in the bench process (a thread that
+    /// answers a fixed 200 on each connection): what this machine's scheduling alone costs.
+    pub baseline_us: Vec<u64>,
 }
 
 impl HttpBench {
@@ -50,6 +53,12 @@ impl HttpBench {
             } else {
                 "MISSED"
             }
+        ) + &format!(
+            "baseline (a trivial server thread in the bench, same requests interleaved): \
+             p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
+            ms(nearest_rank(&self.baseline_us, 0.5)),
+            ms(nearest_rank(&self.baseline_us, 0.99)),
+            ms(nearest_rank(&self.baseline_us, 1.0)),
         )
     }
 }
@@ -88,9 +97,11 @@ pub fn run(mut opts: LocalOptions, requests: usize, rate: u32) -> anyhow::Result
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let baseline_port = trivial_server(requests)?;
     let gap = Duration::from_secs(1) / rate.max(1);
     let start = Instant::now();
     let mut latencies = Vec::with_capacity(requests);
+    let mut baseline = Vec::with_capacity(requests);
     let mut ok = 0;
     for i in 0..requests {
         let due = start + gap * u32::try_from(i).unwrap_or(u32::MAX);
@@ -103,15 +114,42 @@ pub fn run(mut opts: LocalOptions, requests: usize, rate: u32) -> anyhow::Result
         if code == 200 {
             ok += 1;
         }
+        let t = Instant::now();
+        get(baseline_port, "/")?;
+        baseline.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
     latencies.sort_unstable();
+    baseline.sort_unstable();
     c.teardown();
     Ok(HttpBench {
         requests,
         rate,
         ok,
         latencies_us: latencies,
+        baseline_us: baseline,
     })
+}
+
+/// A thread that answers `count` connections with a fixed 200 (the baseline's server).
+fn trivial_server(count: usize) -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 1024];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+        }
+    });
+    Ok(port)
 }
 
 /// One GET on a fresh connection: (status, body).
@@ -155,6 +193,7 @@ mod tests {
             rate: 100,
             ok: 3,
             latencies_us: vec![200, 300, 1500],
+            baseline_us: vec![100],
         };
         assert!(b.render().contains("p99 1.500 ms"), "{}", b.render());
         assert!(b.render().contains("MISSED"));

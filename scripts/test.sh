@@ -16,6 +16,18 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   fi
 fi
 
+# HAProxy for the load-balancer end-to-end test (SPEC §15); its service is not wanted.
+if [ ! -x /usr/sbin/haproxy ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "HAProxy missing: installing it with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+    (systemctl disable --now haproxy || service haproxy stop) >/dev/null 2>&1 || true
+  else
+    echo "HAProxy is missing: the HAProxy end-to-end test will skip (Debian: sudo apt-get install haproxy)" >&2
+  fi
+fi
+
 if ! command -v cargo-nextest >/dev/null; then
   cargo install cargo-nextest --locked
 fi

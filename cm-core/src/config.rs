@@ -15,6 +15,7 @@
 //! state_dir = "/var/lib/cm/n1"
 //! monitor_port = 17001          # om_monitor's control port (cm_ctl reaches the node here)
 //! cms_port = 17101              # present iff this node runs a cm_server
+//! rest_port = 8008              # cm_agent's HTTP health endpoints (§15); absent = not served
 //!
 //! [[group]]
 //! id = 1
@@ -100,6 +101,10 @@ pub struct NodeConfig {
     /// The HTTP port of its cm_server's `/metrics` and `/cluster` (§15); none: not served.
     #[serde(default)]
     pub cms_http_port: Option<u16>,
+    /// The TCP port of its cm_agent's HTTP endpoints (§15: `/primary`, `/replica`, `/metrics`,
+    /// ...). Absent: the agent serves no HTTP (a load balancer needs it on every DN node).
+    #[serde(default)]
+    pub rest_port: Option<u16>,
 }
 
 /// One DN of a group.
@@ -463,6 +468,10 @@ impl Validator {
                 }
                 ports.push(("cms_http_port", p));
             }
+
+            if let Some(p) = n.rest_port {
+                ports.push(("rest_port", p));
+            }
             for (key, port) in ports {
                 self.claim_port(&mut endpoints, &n.address, port, at(key));
             }
@@ -500,6 +509,10 @@ impl Validator {
             }
             if let Some(p) = n.cms_http_port {
                 endpoints.insert((n.address.clone(), p), "a cms http port".into());
+            }
+
+            if let Some(p) = n.rest_port {
+                endpoints.insert((n.address.clone(), p), "a rest port".into());
             }
         }
         for (gi, g) in cfg.groups.iter().enumerate() {

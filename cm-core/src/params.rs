@@ -536,6 +536,8 @@ params! {
     switchover_timeout: f64 = 120.0, fast 120.0, Server, range (1.0, INF);
     /// Days: alarm when a TLS certificate in use expires within this, §16.
     ssl_cert_expire_alert_threshold: u64 = 30, fast 30, Both, range (1.0, 3650.0);
+    /// Bytes of replay lag a standby may have and still be ready (`/readiness`, 16 MB), §15.
+    rest_max_lag: u64 = 16 << 20, fast 16 << 20, Agent, range (0.0, 1e15);
 }
 
 impl Default for Params {

@@ -180,6 +180,9 @@ impl core::fmt::Display for StopReason {
     }
 }
 
+/// What [`EventLoop::with_observer`] calls after every step.
+type Observer<M> = Box<dyn FnMut(&M) + Send>;
+
 /// One machine with its inputs; run it with [`EventLoop::run`].
 pub struct EventLoop<M: Machine> {
     machine: M,
@@ -188,6 +191,7 @@ pub struct EventLoop<M: Machine> {
     net: Option<mpsc::Receiver<NetEvent>>,
     inputs: Option<mpsc::Receiver<M::Input>>,
     journal: Option<Box<dyn Journal<M::Input> + Send>>,
+    observer: Option<Observer<M>>,
     last_tick: Option<Instant>,
 }
 
@@ -247,6 +251,7 @@ impl<M: Machine> EventLoop<M> {
             net: None,
             inputs: Some(rx),
             journal: None,
+            observer: None,
             last_tick: None,
         };
         (l, tx)
@@ -261,6 +266,14 @@ impl<M: Machine> EventLoop<M> {
     /// Journals every input (`None`: no journal).
     pub fn with_journal(mut self, journal: Option<Box<dyn Journal<M::Input> + Send>>) -> Self {
         self.journal = journal;
+        self
+    }
+
+    /// Calls `observer` with the machine after every step, once its commands were handed to
+    /// the executor (e.g. to publish a snapshot that HTTP requests answer from, SPEC §15). It
+    /// runs on the loop: keep it cheap.
+    pub fn with_observer(mut self, observer: impl FnMut(&M) + Send + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
         self
     }
 
@@ -318,6 +331,9 @@ impl<M: Machine> EventLoop<M> {
             if executor.execute(now, command) == Flow::Stop {
                 flow = Flow::Stop;
             }
+        }
+        if let Some(observe) = self.observer.as_mut() {
+            observe(&self.machine);
         }
         flow
     }

@@ -419,6 +419,31 @@ impl Checker {
         }
     }
 
+    /// S8 (ours, SPEC §15): `/primary` never answers 200 on two members of a group at once
+    /// while their agents run (`writable` lists only running agents' answers); under §5.4's
+    /// two-node concession it is reported, not failed.
+    /// Also times `primary_http_lost_s`: the first instant after the fault at which no member
+    /// of the affected group answers `/primary` with 200.
+    pub fn check_primary_answers(&mut self, at: Instant, writable: &[(NodeId, InstanceId)]) {
+        let mut by_group: BTreeMap<GroupId, Vec<InstanceId>> = BTreeMap::new();
+        for (_, i) in writable {
+            let g = self.group_of.get(i).copied().unwrap_or_default();
+            by_group.entry(g).or_default().push(*i);
+        }
+        if !by_group.contains_key(&self.affected_group) {
+            self.first("primary_http_lost_s", at);
+        }
+        for (g, insts) in by_group.into_iter().filter(|(_, v)| v.len() > 1) {
+            let m = format!("S8: {g}: /primary answers 200 on {insts:?} at once");
+            if self.two_node_concession {
+                self.concede(at, "S8", m);
+            } else {
+                let key = format!("{g}/{insts:?}");
+                self.violate_keyed(at, "S8", key, m);
+            }
+        }
+    }
+
     fn dual_since_keys(&self, dbs: &Databases) -> Vec<GroupId> {
         let mut gs: Vec<GroupId> = dbs.instances.values().map(|i| i.group).collect();
         gs.dedup();
@@ -537,6 +562,7 @@ impl Checker {
             "read_only_off_s",
             "cms_leader_s",
             "self_fenced_s",
+            "primary_http_lost_s",
         ] {
             out.insert(name, self.firsts.get(name).and_then(|t| rel(*t)));
         }

@@ -322,3 +322,25 @@ fn a_dual_window_from_the_span_fails_only_after_the_healing_fence_bound() {
     assert_eq!(c.violations[0].rule, "S4");
     assert_eq!(c.violations[0].at, Instant::from_secs(8));
 }
+
+/// S8 (SPEC §15): two members of one group answering `/primary` with 200 at once is a
+/// violation, reported once per pair; one member, or members of different groups, are not.
+#[test]
+fn s8_primary_answered_by_two_members_of_a_group_at_once() {
+    let (mut c, _) = checker();
+    let t = Instant::from_secs(5);
+    c.check_primary_answers(t, &[(NodeId(1), InstanceId(6001))]);
+    assert!(c.violations.is_empty());
+    let two = [(NodeId(1), InstanceId(6001)), (NodeId(2), InstanceId(6002))];
+    c.check_primary_answers(t, &two);
+    c.check_primary_answers(Instant::from_secs(6), &two);
+    assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+    assert_eq!(c.violations[0].rule, "S8");
+    assert_eq!(c.violations[0].at, t);
+    // Under §5.4's two-node concession it is reported, not failed.
+    let (mut c, _) = checker();
+    c.two_node_concession = true;
+    c.check_primary_answers(t, &two);
+    assert!(c.violations.is_empty());
+    assert_eq!(c.conceded.len(), 1);
+}

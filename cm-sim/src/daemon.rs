@@ -325,6 +325,11 @@ pub trait SimDaemon {
     fn next_deadline(&self) -> Option<Instant>;
     /// What the checkers may see.
     fn observe(&self) -> Obs;
+    /// The local DNs whose `/primary` (SPEC §15) answers 200 at the node's local `now`
+    /// (agents only).
+    fn writable(&self, _local_now: Instant) -> Vec<InstanceId> {
+        Vec::new()
+    }
     /// A one-line state dump for failure reports.
     fn dump(&self) -> String;
 }

@@ -26,6 +26,7 @@ pub const TIMING_NAMES: &[&str] = &[
     "cms_leader_s",
     "agent_last_report_s",
     "self_fenced_s",
+    "primary_http_lost_s",
     "dual_writable_ms",
     "lost_acked_writes",
     "unwritable_max_s",

@@ -78,6 +78,7 @@ fn config(rng: &mut Prng, members: &[usize], layout: Layout, azs: usize) -> Clus
             monitor_port: 17001,
             cms_port: is_cms(i as usize).then_some(17101),
             cms_http_port: None,
+            rest_port: None,
         })
         .collect();
     let groups: Vec<GroupConfig> = members

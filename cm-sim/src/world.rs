@@ -735,7 +735,27 @@ impl World {
         };
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
+        let writable = self.primary_answers();
+        self.checker.check_primary_answers(now, &writable);
         self.check_availability();
+    }
+
+    /// Every local DN whose agent answers `/primary` with 200 now (SPEC §15), evaluated by the
+    /// same cm-core function the daemon serves, at each node's local clock; agents on a host
+    /// that is down or frozen, or that are themselves stopped, answer nothing.
+    fn primary_answers(&self) -> Vec<(NodeId, InstanceId)> {
+        let now = self.now();
+        let mut out = Vec::new();
+        for (node, h) in &self.hosts {
+            if !h.up || h.frozen {
+                continue;
+            }
+            if let Some(p) = h.procs.get(&Role::Agent).filter(|p| !p.stopped) {
+                let local = h.clock.local(now);
+                out.extend(p.daemon.writable(local).into_iter().map(|i| (*node, i)));
+            }
+        }
+        out
     }
 
     /// Two-node mode with the gateway rule, both CMS nodes reaching the gateway, and the two

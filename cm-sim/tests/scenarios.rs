@@ -201,6 +201,25 @@ fn switchover_after_abort_no_flap() {
     }
 }
 
+/// SPEC §15: the isolated primary's `/primary` (evaluated by the agent's own cm-core function)
+/// turns 503 at least two report intervals (2 s) before its agent self-fences when it is cut
+/// off with its AZ, and no later than the fence when its standbys kept it alive through the
+/// 63 s rule; the CMS leader's crash never makes it 503 (`cms-leader-crash` expects "never").
+#[test]
+fn the_primary_endpoint_turns_503_before_the_self_fence() {
+    for (name, margin) in [("minority-az-isolated", 1.9), ("primary-agent-cut", 0.0)] {
+        for r in check(name) {
+            let lost = r.timings["primary_http_lost_s"].expect("the endpoint turned 503");
+            let fenced = r.timings["self_fenced_s"].expect("the agent fenced");
+            assert!(
+                lost + margin <= fenced,
+                "{name} seed {}: /primary 503 at {lost:.3} s, self-fence at {fenced:.3} s",
+                r.seed
+            );
+        }
+    }
+}
+
 #[test]
 fn breaking_the_lock1_quorum_on_purpose_is_caught() {
     let broken = shipped("broken-lock1-quorum");

@@ -3,8 +3,10 @@
 //! the newest answered report that times the self-fence (§8).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{Agent, AgentCommand};
+use crate::ctl::{CtlReply, CtlRequest};
 use crate::ids::{NodeId, QuorumTerm, ReportSeq};
 use crate::io::{NetCommand, NetEvent};
 use crate::msg::{AgentReport, Endpoint, Envelope, Msg, ReportAnswer, Role};
@@ -117,16 +119,16 @@ impl Agent {
                 tracing::warn!(%peer, from = %envelope.from, "misrouted frame dropped");
                 return;
             }
-            self.on_frame(peer.node, envelope, out);
+            self.on_frame(now, peer.node, envelope, out);
             self.persist_if_needed(out);
         }
     }
 
-    fn on_frame(&mut self, from: NodeId, env: Envelope, out: &mut Vec<AgentCommand>) {
+    fn on_frame(&mut self, now: Instant, from: NodeId, env: Envelope, out: &mut Vec<AgentCommand>) {
         let qterm = env.quorum_term;
         match env.msg {
             Msg::ReportReply(reply) => match reply.answer {
-                ReportAnswer::Leader { paused, .. } => {
+                ReportAnswer::Leader { paused, groups, .. } => {
                     if qterm < self.highest_qterm {
                         tracing::info!(cms = %from, %qterm, "Leader reply from a deposed term ignored");
                         return;
@@ -136,6 +138,7 @@ impl Agent {
                     if let Some(&sent) = self.cms.sent.get(&reply.seq) {
                         let newest = self.cms.answered_send.map_or(sent, |t| t.max(sent));
                         self.cms.answered_send = Some(newest);
+                        self.note_group_views(now, sent, &groups);
                     }
                     self.observe_qterm(qterm);
                 }
@@ -147,6 +150,12 @@ impl Agent {
                 }
             },
             Msg::Command(cmd) => self.on_command(from, qterm, cmd),
+            Msg::CtlReply {
+                reply: CtlReply::Status(status),
+                ..
+            } if self.cms.leader == Some(from) && qterm >= self.highest_qterm => {
+                self.cluster = Some((now, Arc::new(*status)));
+            }
             Msg::TermCheckReply {
                 nonce,
                 highest,
@@ -201,6 +210,25 @@ impl Agent {
         for n in connected {
             out.push(self.envelope(n, Msg::AgentReport(report.clone())));
         }
+    }
+
+    /// Once a second, while this node serves HTTP and a leader is connected: ask it for the
+    /// cluster status (`/cluster`, `/history`, §15) over the agent's own link.
+    pub(super) fn cluster_query(&mut self, out: &mut Vec<AgentCommand>) {
+        let Some(leader) = self.cms.leader else {
+            return;
+        };
+        if !self.rest_enabled || !self.cms.connected().contains(&leader) {
+            return;
+        }
+        let id = self.op().0;
+        out.push(self.envelope(
+            leader,
+            Msg::CtlRequest {
+                id,
+                req: CtlRequest::Query,
+            },
+        ));
     }
 
     pub(super) fn envelope(&self, to: NodeId, msg: Msg) -> AgentCommand {

@@ -11,7 +11,7 @@ use crate::dn::{
     BuildOutcome, DbState, DnAction, DnReport, DnRole, DnStatus, LockState, ProcState,
 };
 use crate::flags::{Flag, FlagSet};
-use crate::ids::{CmdStamp, InstanceId, OpId, Term};
+use crate::ids::{CmdStamp, GroupId, InstanceId, OpId, Term};
 use crate::time::Instant;
 
 const TEN_MINUTES: Duration = Duration::from_secs(600);
@@ -66,8 +66,14 @@ pub(super) struct Watch {
 #[derive(Clone, Debug)]
 pub(super) struct Inst {
     pub(super) id: InstanceId,
+    /// Its group.
+    pub(super) gid: GroupId,
     /// The group's members in config order (this one included).
     pub(super) group: Vec<InstanceId>,
+    /// What the newest leader answer said of the group (§15).
+    pub(super) view: Option<super::health::LeaderView>,
+    /// A Lock1, Demote or Restart was accepted since the last promotion or release (§15).
+    pub(super) stepping_down: bool,
     /// Durable term and last applied stamp.
     pub(super) term: Term,
     pub(super) applied: CmdStamp,
@@ -105,6 +111,8 @@ pub(super) struct Inst {
     queued: Vec<(DnAction, ActionKind)>,
     pub(super) fence: Fence,
     restarts: Vec<Instant>,
+    /// Restarts since the agent started (a metric, §15).
+    pub(super) restarts_total: u64,
     pub(super) manually_stopped: bool,
     pub(super) watch: Watch,
     pub(super) term_check: Option<TermCheck>,
@@ -130,9 +138,13 @@ impl Inst {
             .member(id)
             .map(|(g, _)| g.members.iter().map(|m| m.instance).collect())
             .unwrap_or_default();
+        let gid = config.member(id).map_or(GroupId(0), |(g, _)| g.id);
         Self {
             id,
+            gid,
             group,
+            view: None,
+            stepping_down: false,
             term: saved.term,
             applied: saved.last_applied,
             accepted: saved.last_applied,
@@ -154,6 +166,7 @@ impl Inst {
             queued: Vec::new(),
             fence: Fence::None,
             restarts: Vec::new(),
+            restarts_total: 0,
             manually_stopped: false,
             watch: Watch::default(),
             term_check: None,
@@ -169,6 +182,11 @@ impl Inst {
             disk_damaged: false,
             peers_probe: None,
         }
+    }
+
+    /// The last status query succeeded.
+    pub(super) fn query_ok(&self) -> bool {
+        self.query_ok
     }
 
     pub(super) fn running(&self) -> bool {
@@ -499,6 +517,7 @@ impl Agent {
         if core::mem::take(&mut inst.seen_running) && !planned {
             inst.restarts.retain(|&t| now - t < ONE_HOUR);
             inst.restarts.push(now);
+            inst.restarts_total += 1;
         }
         inst.status = None;
         inst.query_ok = false;

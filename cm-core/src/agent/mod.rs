@@ -85,9 +85,11 @@
 
 mod cms;
 mod commands;
+mod health;
 mod instance;
 mod local_cms;
 mod probes;
+mod rest;
 #[cfg(test)]
 mod testkit;
 mod triggers;
@@ -109,9 +111,11 @@ use crate::params::Params;
 use crate::time::{Instant, MonotonicGuard};
 
 use commands::Batch;
+pub use health::{AgentHealth, InstanceHealth, LeaderView, NotWritable, lease_window};
 use instance::Inst;
 use local_cms::LocalCms;
 pub use local_cms::{CMS_HUNG_SAMPLES, CmsAction, LocalCmsStatus};
+pub use rest::{CLUSTER_STATUS_MAX_AGE, MemberView, RestAnswer, RestBody, answer, parse_size};
 pub use triggers::{TRIGGER_TIMEOUT, TriggerEvent, TriggerRun};
 
 /// Period of the CMS-contact loop (CM's `AGENT_RECV_CYCLE`).
@@ -527,6 +531,13 @@ pub struct Agent {
     insts: BTreeMap<InstanceId, Inst>,
     local_cms: Option<LocalCms>,
     triggers: triggers::Triggers,
+    /// This node serves the HTTP endpoints (§15): the agent then asks the leader for the
+    /// cluster status once a second, for `/cluster` and `/history`.
+    rest_enabled: bool,
+    /// The newest cluster status from the leader and its receipt.
+    cluster: Option<(Instant, std::sync::Arc<crate::ctl::ClusterStatus>)>,
+    /// Self-fences since the agent started (a metric, §15).
+    self_fences: u64,
 }
 
 impl Agent {
@@ -576,6 +587,9 @@ impl Agent {
             insts,
             local_cms,
             triggers: triggers::Triggers::new(&config.event_triggers),
+            rest_enabled: config.node(node).is_some_and(|n| n.rest_port.is_some()),
+            cluster: None,
+            self_fences: 0,
         })
     }
 
@@ -621,6 +635,7 @@ impl Agent {
         if second {
             out.push(AgentCommand::ReadFlags);
             self.local_cms_loop(out);
+            self.cluster_query(out);
         }
         let report_interval = self.params.report_interval();
         if due(&mut self.loops.status, now, report_interval) {

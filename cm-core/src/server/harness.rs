@@ -36,6 +36,7 @@ pub(crate) fn cluster(azs: &[(&str, u32)], member_azs: &[&str], params: Params) 
             monitor_port: 17001,
             cms_port: None,
             cms_http_port: None,
+            rest_port: None,
         })
         .collect();
     for c in 101..=103u32 {
@@ -48,6 +49,7 @@ pub(crate) fn cluster(azs: &[(&str, u32)], member_azs: &[&str], params: Params) 
             monitor_port: 17001,
             cms_port: Some(17101),
             cms_http_port: None,
+            rest_port: None,
         });
     }
     let members = (1..=member_azs.len() as u32)

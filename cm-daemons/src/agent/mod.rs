@@ -7,6 +7,9 @@
 //!   with an error naming the file (the DN terms in it must never be forgotten silently).
 //! * PostgreSQL runs as `database.os_user` of the config ([`PgDriver`]); the DNs are children
 //!   of the agent in their own process groups and keep running when the agent exits.
+//! * With a `rest_port` on the node, the HTTP endpoints of SPEC.md §15 listen on
+//!   `address:rest_port` (`rest.rs`), answering from a snapshot the event loop publishes after
+//!   every step.
 //! * SIGHUP re-reads the config and feeds [`AgentInput::ParamsReloaded`]; SIGTERM/SIGINT stop
 //!   the agent after its pending state writes finished; its DNs keep running and are adopted
 //!   by the next agent (SPEC.md §1).
@@ -14,6 +17,7 @@
 mod cms;
 mod exec;
 mod peers;
+mod rest;
 mod system;
 pub mod triggers;
 
@@ -33,7 +37,7 @@ use cm_io::event_loop::{Clock, EventLoop, InputMap};
 use cm_io::postgres::{PgDriver, PgOptions};
 use cm_io::store::Store;
 use cm_io::transport::{AddressBook, Security, Transport, TransportConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::common::{self, NodeArgs, Signal};
 use crate::node;
@@ -103,6 +107,16 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
         None => node::sibling_binary("cm_server")?,
     };
     let security = common::load_security(&config_path, &config, &common::Identity::Node(me.id))?;
+    let rest = match me.rest_port {
+        Some(port) => Some(rest_addr(&me.address, port).with_context(|| {
+            format!(
+                "{}: node {}: cannot resolve `address` for rest_port",
+                config_path.display(),
+                me.id
+            )
+        })?),
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -115,6 +129,7 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
         state_dir,
         server_bin,
         security,
+        rest,
     };
     rt.block_on(run(agent, store, setup))?;
     Ok(ExitCode::SUCCESS)
@@ -128,6 +143,17 @@ struct Setup {
     state_dir: PathBuf,
     server_bin: PathBuf,
     security: Security,
+    /// Where the HTTP endpoints listen, if the node has a `rest_port`.
+    rest: Option<std::net::SocketAddr>,
+}
+
+/// `address:port` as a socket address (the first address a host name resolves to).
+fn rest_addr(address: &str, port: u16) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    (address, port)
+        .to_socket_addrs()?
+        .next()
+        .with_context(|| format!("{address} resolves to no address"))
 }
 
 async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
@@ -153,8 +179,19 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
         net: AgentInput::Net,
         tick: || AgentInput::Tick,
     };
+    let published = s.rest.map(|addr| {
+        let (health_tx, health_rx) = watch::channel(Arc::new(agent.health()));
+        (addr, health_tx, health_rx)
+    });
     let (event_loop, tx) = EventLoop::new(agent, clock, map, 1024);
-    let event_loop = event_loop.with_net(net);
+    let mut event_loop = event_loop.with_net(net);
+    let mut rest_task = None;
+    if let Some((addr, health_tx, health_rx)) = published {
+        event_loop = event_loop.with_observer(move |a: &Agent| {
+            health_tx.send_replace(Arc::new(a.health()));
+        });
+        rest_task = Some(tokio::spawn(rest::serve(addr, health_rx)));
+    }
     let persist = exec::Persister::spawn(store, tx.clone());
     let mut exec = exec::AgentExec::new(exec::Parts {
         config: Arc::clone(&s.config),
@@ -171,6 +208,9 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     let sigs = common::signals()?;
     let stop = watch_signals(sigs, s.config_path.clone(), tx, s.security.clone());
     let (_, why) = event_loop.run(&mut exec, stop).await;
+    if let Some(t) = rest_task {
+        t.abort();
+    }
     tracing::info!(%why, "cm_agent stopping; its DNs keep running");
     if !persist.flushed(FLUSH_TIMEOUT).await {
         tracing::error!("state writes still pending after {FLUSH_TIMEOUT:?}; exiting anyway");

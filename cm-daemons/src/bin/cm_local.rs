@@ -54,6 +54,10 @@ enum Cmd {
         /// Keep the directory (data, logs) after teardown.
         #[arg(long)]
         keep: bool,
+        /// Also start Debian's HAProxy in front of the cluster (cm-daemons/dist/haproxy.cfg):
+        /// a write port routed by the agents' /primary, a read port by /replica?lag=16MB.
+        #[arg(long)]
+        haproxy: bool,
     },
     /// Tear down the cluster of DIR (asks a running `cm_local up` to do it, or does it itself):
     /// every process started with the cluster's config, however it was started, is stopped.
@@ -98,6 +102,17 @@ enum Cmd {
         /// With `--rejoin`: only this fault (node-crash, postmaster-kill, freeze).
         #[arg(long)]
         fault: Option<String>,
+        /// Instead: the cost of the agents' HTTP endpoints (SPEC §15) — `/primary` on the
+        /// primary's agent, one connection per request, at `--rate` per second; prints
+        /// latency percentiles.
+        #[arg(long)]
+        http: bool,
+        /// With `--http`: requests per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// With `--http`: how many requests.
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
     },
 }
 
@@ -109,11 +124,12 @@ fn main() -> ExitCode {
             profile,
             pg_bin,
             keep,
+            haproxy,
         } => {
             let mut opts = LocalOptions::new(dir, profile.into());
             opts.pg_bin = pg_bin;
             opts.keep = keep;
-            up(opts)
+            up(opts, haproxy)
         }
         Cmd::Down { dir, keep } => down(&dir, keep),
         Cmd::RestartNode { node, dir } => restart_node(&dir, node),
@@ -124,12 +140,28 @@ fn main() -> ExitCode {
             pg_bin,
             rejoin,
             fault,
+            http,
+            rate,
+            requests,
         } => {
             let mut opts = LocalOptions::new(dir.clone(), Profile::Fast);
             opts.pg_bin = pg_bin;
             if let Err(e) = check_prerequisites(&opts) {
                 eprintln!("{e}");
                 return ExitCode::from(2);
+            }
+            if http {
+                opts.dir = dir.join("http");
+                return match cm_daemons::local::http_bench::run(opts, requests, rate) {
+                    Ok(b) => {
+                        print!("{}", b.render());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("bench: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                };
             }
             if rejoin {
                 let profile = profile.map_or(Profile::Fast, Into::into);
@@ -201,7 +233,7 @@ fn watch_signals(flag: Arc<AtomicBool>) {
     let _ = ready_rx.recv_timeout(Duration::from_secs(5));
 }
 
-fn up(opts: LocalOptions) -> ExitCode {
+fn up(opts: LocalOptions, haproxy: bool) -> ExitCode {
     if let Err(e) = check_prerequisites(&opts) {
         eprintln!("{e}");
         return ExitCode::from(2);
@@ -221,7 +253,7 @@ fn up(opts: LocalOptions) -> ExitCode {
     };
     c.cancel = Arc::clone(&cancel);
     let _ = std::fs::write(c.paths.pid_file(), std::process::id().to_string());
-    let result = bring_up(&mut c);
+    let result = bring_up(&mut c, haproxy);
     if let Err(e) = &result {
         eprintln!("cm_local: {}", cm_daemons::common::error_text(e));
         eprintln!("logs: {}", c.paths.logs().display());
@@ -247,7 +279,7 @@ fn up(opts: LocalOptions) -> ExitCode {
     }
 }
 
-fn bring_up(c: &mut LocalCluster) -> anyhow::Result<()> {
+fn bring_up(c: &mut LocalCluster, haproxy: bool) -> anyhow::Result<()> {
     c.start_monitors()?;
     c.wait_monitors_listening(Duration::from_secs(30))?;
     println!("cm_local: om_monitor runs on every node; cm_ctl start:");
@@ -265,7 +297,22 @@ fn bring_up(c: &mut LocalCluster) -> anyhow::Result<()> {
     })?;
     let out = c.ctl(&["query", "-Cv"], Duration::from_secs(20))?;
     print!("\n{}", String::from_utf8_lossy(&out.stdout));
+    let proxy = if haproxy {
+        Some(c.start_haproxy()?)
+    } else {
+        None
+    };
     print_hints(c)?;
+    if let Some((write, read)) = proxy {
+        println!(
+            "\nHAProxy ({cfg}) routes by the agents' answers:\n  \
+             # writes: always the current primary\n  \
+             psql 'host=127.0.0.1 port={write} user=postgres'\n  \
+             # reads: streaming standbys within 16 MB\n  \
+             psql 'host=127.0.0.1 port={read} user=postgres'",
+            cfg = c.haproxy_config().display()
+        );
+    }
     Ok(())
 }
 
@@ -289,6 +336,7 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
          {ctl} -c {cfg} set --param --server -k datastorage_threshold_value_check=85\n\
          \n  # connect to the primary (with the cluster's generated password)\n  \
          PGPASSFILE={passfile} psql -h 127.0.0.1 -p {port} -U postgres\n\
+         \n  # ask the agents (200 on the primary only; 503 + the reason elsewhere)\n{curl}\
          \n  # a node killed by hand stays down: start it again with\n  \
          {me} restart-node {p} --dir {dir}\n\
          \n  # stop everything (or press Ctrl-C here)\n  {me} down --dir {dir}\n\
@@ -300,6 +348,7 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
         dd = c.data_dir(other).display(),
         port = c.dn_port(p),
         passfile = cm_io::postgres::credential::passfile_path(&c.paths.state_dir(1)).display(),
+        curl = curl_lines(c),
         me = me.display(),
         dir = c.paths.dir.display(),
         logs = c.paths.logs().display(),
@@ -327,6 +376,25 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `curl` lines for the agents' HTTP endpoints (§15).
+fn curl_lines(c: &LocalCluster) -> String {
+    let mut out = String::new();
+    for n in 1..=cm_daemons::local::NODES {
+        if let Some(port) = c.rest_port(n) {
+            out.push_str(&format!(
+                "  curl -s -w ' %{{http_code}}\\n' http://127.0.0.1:{port}/primary   # node {n}\n"
+            ));
+        }
+    }
+    if let Some(port) = c.rest_port(1) {
+        out.push_str(&format!(
+            "  curl -s 'http://127.0.0.1:{port}/replica?lag=16MB'\n  \
+             curl -s http://127.0.0.1:{port}/cluster\n  curl -s http://127.0.0.1:{port}/metrics\n"
+        ));
+    }
+    out
 }
 
 fn restart_node(dir: &Path, node: u32) -> ExitCode {

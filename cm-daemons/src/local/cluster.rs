@@ -30,6 +30,8 @@ pub struct LocalCluster {
     /// Set (by a signal handler) to abandon waits.
     pub cancel: Arc<AtomicBool>,
     monitors: Vec<Option<Child>>,
+    /// HAProxy in front of the cluster (`cm_local up --haproxy`).
+    haproxy: Option<Child>,
     torn_down: bool,
 }
 
@@ -118,6 +120,7 @@ impl LocalCluster {
             config,
             cancel: Arc::new(AtomicBool::new(false)),
             monitors: (0..NODES).map(|_| None).collect(),
+            haproxy: None,
             torn_down: false,
         };
         db::create_databases(
@@ -152,6 +155,7 @@ impl LocalCluster {
                 .flat_map(|g| g.members.iter())
                 .map(|m| m.port)
                 .collect(),
+            rest: config.nodes.iter().filter_map(|n| n.rest_port).collect(),
         };
         opts.dir = paths.dir.clone();
         Ok(Self {
@@ -161,6 +165,7 @@ impl LocalCluster {
             config,
             cancel: Arc::new(AtomicBool::new(false)),
             monitors: (0..NODES).map(|_| None).collect(),
+            haproxy: None,
             torn_down: false,
         })
     }
@@ -173,6 +178,11 @@ impl LocalCluster {
     /// The database port of the DN on node `n`.
     pub fn dn_port(&self, n: u32) -> u16 {
         self.ports.dn[n as usize - 1]
+    }
+
+    /// The HTTP port (§15) of node `n`'s cm_agent.
+    pub fn rest_port(&self, n: u32) -> Option<u16> {
+        self.ports.rest.get(n as usize - 1).copied()
     }
 
     /// Starts node `n`'s om_monitor (which starts its cm_agent, which starts the rest).
@@ -223,6 +233,63 @@ impl LocalCluster {
             let _ = c.wait();
         }
         left
+    }
+
+    /// The HAProxy config of this cluster (written by [`LocalCluster::start_haproxy`]).
+    pub fn haproxy_config(&self) -> PathBuf {
+        self.paths.dir.join("haproxy.cfg")
+    }
+
+    /// Starts Debian's HAProxy in front of the cluster with the shipped config
+    /// (`cm-daemons/dist/haproxy.cfg`) on two free loopback ports: writes go to the member
+    /// whose agent answers `/primary`, reads to standbys answering `/replica?lag=16MB`.
+    /// Returns (write port, read port) once both listen. Torn down with the cluster.
+    pub fn start_haproxy(&mut self) -> anyhow::Result<(u16, u16)> {
+        let bin = std::path::Path::new(super::HAPROXY_BIN);
+        if !bin.exists() {
+            bail!(
+                "HAProxy is not installed ({} is missing).\n  Debian/Ubuntu:  sudo apt-get install haproxy",
+                bin.display()
+            );
+        }
+        let free = || -> std::io::Result<std::net::TcpListener> {
+            std::net::TcpListener::bind("127.0.0.1:0")
+        };
+        let (w, r) = (free()?, free()?);
+        let (write, read) = (w.local_addr()?.port(), r.local_addr()?.port());
+        drop((w, r));
+        let cfg = self.haproxy_config();
+        std::fs::write(&cfg, super::render_haproxy(&self.ports, write, read))?;
+        let log_path = self.paths.logs().join("haproxy.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("cannot start haproxy")?;
+        self.haproxy = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for port in [write, read] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if Instant::now() > deadline {
+                    bail!(
+                        "haproxy does not listen on {port} after 10 s; see {}",
+                        log_path.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // HAProxy before 3.1 takes every server for up until `fall` checks failed: let the
+        // first checks mark the non-primaries down before anyone uses the write port.
+        std::thread::sleep(super::HAPROXY_FIRST_CHECKS);
+        Ok((write, read))
     }
 
     /// A `cm_ctl` command for this cluster.
@@ -328,7 +395,19 @@ impl LocalCluster {
                 Err(e) => notes.push(format!("cm_ctl stop: {e:#}")),
             }
         }
+        if let Some(mut h) = self.haproxy.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
         let mut groups = procs::cluster_groups(&self.paths.config(), &self.data_dirs());
+        // An HAProxy started by another `cm_local up` of this directory.
+        let haproxy_cfg = self.haproxy_config().display().to_string();
+        groups.extend(
+            procs::snapshot()
+                .iter()
+                .filter(|p| p.cmdline.contains(&haproxy_cfg))
+                .map(|p| p.pgrp),
+        );
         for n in 1..=NODES {
             groups.extend(procs::node_groups(self.monitor_pid(n), &[]));
         }

@@ -11,6 +11,7 @@ fn sample() -> (Paths, Ports) {
             cms: vec![20011, 20012, 20013],
             dn: vec![20021, 20022, 20023],
             cms_http: vec![20031, 20032, 20033],
+            rest: vec![20041, 20042, 20043],
         },
     )
 }
@@ -40,6 +41,7 @@ fn the_generated_config_is_three_cms_nodes_and_one_1p2s_group() {
     assert_eq!(cfg.nodes[1].monitor_port, 20002);
     assert_eq!(cfg.nodes[1].cms_port, Some(20012));
     assert_eq!(cfg.nodes[1].cms_http_port, Some(20032));
+    assert_eq!(cfg.nodes[2].rest_port, Some(20043));
     assert_eq!(cfg.database.os_user, "postgres");
     assert_eq!(
         cfg.security.ssl_cert_file.as_deref(),
@@ -67,11 +69,12 @@ fn picked_ports_are_distinct() {
         .iter()
         .chain(&p.cms)
         .chain(&p.dn)
+        .chain(&p.rest)
         .copied()
         .collect();
     all.sort_unstable();
     all.dedup();
-    assert_eq!(all.len(), 9);
+    assert_eq!(all.len(), 12);
 }
 
 #[test]
@@ -131,4 +134,34 @@ fn a_non_root_user_is_told_to_run_as_root() {
     let text = root_check(false).unwrap_err().to_string();
     assert!(text.contains("must run as root"), "{text}");
     assert!(text.contains("sudo"), "{text}");
+}
+
+#[test]
+fn the_local_haproxy_config_is_the_shipped_one_with_local_ports() {
+    let (_, ports) = sample();
+    let text = render_haproxy(&ports, 25000, 25001);
+    assert!(text.contains("    bind 127.0.0.1:25000\n"), "{text}");
+    assert!(text.contains("    bind 127.0.0.1:25001\n"), "{text}");
+    assert!(!text.contains("10.0.0."), "{text}");
+    for n in 1..=3 {
+        let line = format!("    server n{n} 127.0.0.1:2002{n} check port 2003{n}\n");
+        assert_eq!(
+            text.matches(&line).count(),
+            2,
+            "{line} in both listeners:\n{text}"
+        );
+    }
+    // Every check of the shipped file is kept.
+    for kept in [
+        "http-check send meth GET uri /primary",
+        "http-check send meth GET uri /replica?lag=16MB",
+        "on-marked-down shutdown-sessions",
+    ] {
+        assert!(text.contains(kept), "{kept}");
+    }
+    assert_eq!(
+        text.lines().count(),
+        HAPROXY_SAMPLE.lines().count(),
+        "one line for one line"
+    );
 }

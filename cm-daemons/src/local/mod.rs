@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod db;
+pub mod http_bench;
 pub mod procs;
 
 use std::fmt::Write as _;
@@ -177,13 +178,15 @@ pub struct Ports {
     pub cms_http: Vec<u16>,
     /// Database port per DN (DN i on node i).
     pub dn: Vec<u16>,
+    /// cm_agent HTTP port per node (§15: `/primary`, `/replica`, `/metrics`, ...).
+    pub rest: Vec<u16>,
 }
 
 impl Ports {
     /// Free loopback ports, all distinct (each is bound until all are chosen).
     pub fn pick() -> std::io::Result<Self> {
         let n = NODES as usize;
-        let listeners = (0..4 * n)
+        let listeners = (0..5 * n)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<std::io::Result<Vec<_>>>()?;
         let ports = listeners
@@ -194,7 +197,8 @@ impl Ports {
             monitor: ports[..n].to_vec(),
             cms: ports[n..2 * n].to_vec(),
             dn: ports[2 * n..3 * n].to_vec(),
-            cms_http: ports[3 * n..].to_vec(),
+            cms_http: ports[3 * n..4 * n].to_vec(),
+            rest: ports[4 * n..].to_vec(),
         })
     }
 }
@@ -267,6 +271,9 @@ pub fn render_config(
             ports.cms[i],
             ports.cms_http[i]
         );
+        if let Some(rest) = ports.rest.get(i) {
+            let _ = writeln!(t, "rest_port = {rest}");
+        }
     }
     t.push_str("\n[[group]]\nid = 1\n");
     for n in 1..=NODES {
@@ -321,6 +328,51 @@ pub fn write_tls_material(paths: &Paths) -> anyhow::Result<()> {
         cm_io::transport::certgen::today(),
     )?;
     Ok(())
+}
+
+/// The shipped HAProxy config (`cm-daemons/dist/haproxy.cfg`).
+pub const HAPROXY_SAMPLE: &str = include_str!("../../dist/haproxy.cfg");
+
+/// How long HAProxy needs after it starts to mark down the servers whose checks fail: it
+/// takes every server for up until `fall` (2) checks failed (`inter` 500 ms, `fastinter`
+/// 250 ms, `timeout check` 1 s; HAProxy 3.1's `init-state down` removes the need).
+pub const HAPROXY_FIRST_CHECKS: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where Debian installs HAProxy.
+pub const HAPROXY_BIN: &str = "/usr/sbin/haproxy";
+
+/// The shipped HAProxy config with the local cluster's ports: the write and read listeners on
+/// 127.0.0.1 at `write` and `read`, one server per node (its DN port, checked on its agent's
+/// rest port). Every check and option stays as shipped.
+pub fn render_haproxy(ports: &Ports, write: u16, read: u16) -> String {
+    let mut out = String::new();
+    let mut servers_done = false;
+    for line in HAPROXY_SAMPLE.lines() {
+        let t = line.trim_start();
+        if t.starts_with("listen ") {
+            servers_done = false;
+        }
+        if t == "bind *:5000" {
+            let _ = writeln!(out, "    bind 127.0.0.1:{write}");
+        } else if t == "bind *:5001" {
+            let _ = writeln!(out, "    bind 127.0.0.1:{read}");
+        } else if t.starts_with("server ") {
+            if !servers_done {
+                for (i, (dn, rest)) in ports.dn.iter().zip(&ports.rest).enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "    server n{} 127.0.0.1:{dn} check port {rest}",
+                        i + 1
+                    );
+                }
+                servers_done = true;
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The first ancestor of `dir` that other users cannot enter (the database user must reach

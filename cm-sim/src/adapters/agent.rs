@@ -238,6 +238,10 @@ impl SimDaemon for AgentAdapter {
         }
     }
 
+    fn writable(&self, local_now: Instant) -> Vec<cm_core::InstanceId> {
+        self.agent.writable(local_now)
+    }
+
     fn dump(&self) -> String {
         let s = self.agent.status();
         let insts: Vec<String> = s

@@ -28,6 +28,7 @@ pub(super) fn config_with(n: u32, params: Params) -> ClusterConfig {
             monitor_port: 17000 + i as u16,
             cms_port: Some(17100 + i as u16),
             cms_http_port: None,
+            rest_port: None,
         })
         .collect();
     ClusterConfig {

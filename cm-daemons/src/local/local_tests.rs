@@ -144,7 +144,7 @@ fn the_local_haproxy_config_is_the_shipped_one_with_local_ports() {
     assert!(text.contains("    bind 127.0.0.1:25001\n"), "{text}");
     assert!(!text.contains("10.0.0."), "{text}");
     for n in 1..=3 {
-        let line = format!("    server n{n} 127.0.0.1:2002{n} check port 2003{n}\n");
+        let line = format!("    server n{n} 127.0.0.1:2002{n} check port 2004{n}\n");
         assert_eq!(
             text.matches(&line).count(),
             2,

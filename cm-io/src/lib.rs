@@ -8,6 +8,7 @@ pub mod event_loop;
 pub mod flags;
 pub mod postgres;
 pub mod process;
+pub mod script;
 pub mod statedir;
 pub mod store;
 pub mod transport;

@@ -38,6 +38,10 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{AzName, GroupId, InstanceId, NodeId};
 use crate::params::Params;
 
+#[path = "config_resource.rs"]
+mod resource;
+pub use resource::{Placement, RESOURCE_NAME_MAX, ResourceConfig, ResourceInstanceConfig};
+
 /// One problem in a configuration, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigIssue {
@@ -178,6 +182,8 @@ struct RawConfig {
     database: DatabaseConfig,
     #[serde(default)]
     params: toml::Table,
+    #[serde(default, rename = "resource")]
+    resources: Vec<resource::RawResource>,
 }
 
 /// A validated cluster configuration.
@@ -197,6 +203,9 @@ pub struct ClusterConfig {
     pub database: DatabaseConfig,
     /// Parameters.
     pub params: Params,
+    /// Custom resources (SPEC §14), in config order.
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
 }
 
 impl ClusterConfig {
@@ -225,7 +234,9 @@ impl ClusterConfig {
                 Params::defaults()
             }
         };
+        let resources = resource::convert(raw.resources, &mut issues);
         let cfg = Self {
+            resources,
             name: raw.name,
             secret_file: raw.secret_file,
             azs: raw.azs,
@@ -247,6 +258,7 @@ impl ClusterConfig {
         let mut v = Validator::default();
         v.check_nodes(self);
         v.check_groups(self);
+        resource::check_resources(self, &mut v.issues);
         for (name, msg) in self.params.check_orderings() {
             v.push(format!("params.{name}"), msg);
         }
@@ -296,6 +308,16 @@ impl ClusterConfig {
             .filter(|m| m.node == node)
             .map(|m| m.instance)
             .collect()
+    }
+
+    /// The resource that has an instance with this id, and that instance.
+    pub fn resource_instance(
+        &self,
+        id: InstanceId,
+    ) -> Option<(&ResourceConfig, &ResourceInstanceConfig)> {
+        self.resources
+            .iter()
+            .find_map(|r| r.instance(id).map(|i| (r, i)))
     }
 
     /// The AZ of a node.

@@ -113,6 +113,7 @@ fn config(rng: &mut Prng, members: &[usize], layout: Layout, azs: usize) -> Clus
         groups,
         database: DatabaseConfig::default(),
         params: Params::defaults(),
+        resources: Vec::new(),
     };
     cfg.params = params(rng, &cfg);
     cfg

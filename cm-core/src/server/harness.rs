@@ -70,6 +70,7 @@ pub(crate) fn cluster(azs: &[(&str, u32)], member_azs: &[&str], params: Params) 
         groups: vec![GroupConfig { id: G, members }],
         database: DatabaseConfig::default(),
         params,
+        resources: Vec::new(),
     }
 }
 

@@ -45,6 +45,7 @@ pub(super) fn config_with(n: u32, params: Params) -> ClusterConfig {
         }],
         database: Default::default(),
         params,
+        resources: Vec::new(),
     }
 }
 

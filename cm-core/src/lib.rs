@@ -114,6 +114,7 @@ pub mod monitor;
 pub mod msg;
 pub mod params;
 pub mod quorum_math;
+pub mod resource;
 pub mod rng;
 pub mod server;
 pub mod state;

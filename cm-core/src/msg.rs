@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ctl::{CtlReply, CtlRequest, MonitorReply, MonitorRequest};
 use crate::dn::{DnReport, ProcState};
 use crate::ids::{CmdSeq, InstanceId, NodeId, QuorumTerm, ReportSeq, Term};
+use crate::resource::ResourceReport;
 use crate::server::quorum::QuorumMsg;
 
 /// The kind of process at one end of a connection.
@@ -147,6 +148,9 @@ pub struct AgentReport {
     pub cms_process: Option<ProcState>,
     /// The agent was started by a `cm_ctl start` ("normal") rather than after a crash.
     pub normal_start: bool,
+    /// The node's custom resource instances (§14), in config order.
+    #[serde(default)]
+    pub resources: Vec<ResourceReport>,
 }
 
 /// A CMS's answer to an agent report.

@@ -289,6 +289,7 @@ impl Agents {
                                         dns: Vec::new(),
                                         cms_process: None,
                                         normal_start: true,
+                                        resources: Vec::new(),
                                     }),
                                 });
                             }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Agent, AgentCommand};
+use super::{Agent, AgentCommand, ResInst};
 use crate::ids::{NodeId, QuorumTerm, ReportSeq};
 use crate::io::{NetCommand, NetEvent};
 use crate::msg::{AgentReport, Endpoint, Envelope, Msg, ReportAnswer, Role};
@@ -186,6 +186,7 @@ impl Agent {
             dns: self.insts.values().map(|i| i.report(now)).collect(),
             cms_process: self.local_cms.as_ref().and_then(|c| c.reported()),
             normal_start: self.start_kind == crate::monitor::StartKind::Normal,
+            resources: self.res.iter().map(ResInst::report).collect(),
         };
         for n in connected {
             out.push(self.envelope(n, Msg::AgentReport(report.clone())));

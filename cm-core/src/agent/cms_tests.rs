@@ -58,6 +58,7 @@ fn report_goes_to_every_connected_cms_each_report_interval() {
         dns: vec![a.insts[&DN].report(ms(1000))],
         cms_process: Some(ProcState::Running),
         normal_start: false,
+        resources: Vec::new(),
     };
     let send = |n| to_cms(&a, n, Msg::AgentReport(report.clone()));
     assert_eq!(

@@ -88,6 +88,7 @@ mod commands;
 mod instance;
 mod local_cms;
 mod probes;
+mod resource;
 #[cfg(test)]
 mod testkit;
 
@@ -105,11 +106,14 @@ use crate::io::{Alarm, Machine, NetCommand, NetEvent, PersistState, WriteComplet
 use crate::monitor::{NORMAL_START_ALARM_SUPPRESSION, StartKind};
 use crate::msg::Endpoint;
 use crate::params::Params;
+use crate::resource::{ResourceReport, ScriptExit, ScriptVerb};
 use crate::time::{Instant, MonotonicGuard};
 
 use commands::Batch;
 use instance::Inst;
 use local_cms::LocalCms;
+use resource::ResInst;
+pub use resource::ONLINE_STREAK_RESET;
 pub use local_cms::{CMS_HUNG_SAMPLES, CmsAction, LocalCmsStatus};
 
 /// Period of the CMS-contact loop (CM's `AGENT_RECV_CYCLE`).
@@ -229,6 +233,15 @@ pub enum AgentInput {
     WriteCompleted(WriteCompleted),
     /// The parameters were reloaded (SIGHUP, `cm_ctl set --agent`).
     ParamsReloaded(Params),
+    /// A [`AgentCommand::RunScript`] finished (§14).
+    ScriptCompleted {
+        /// The run.
+        op: OpId,
+        /// The resource instance.
+        instance: InstanceId,
+        /// How it ended.
+        exit: ScriptExit,
+    },
 }
 
 /// What a phony-dead probe (a fresh connection running a status query) found (§6).
@@ -346,6 +359,24 @@ pub enum AgentCommand {
     RemoveFlag {
         /// The flag.
         flag: Flag,
+    },
+    /// Create a flag file (a resource's manual stop, §14); no answer needed (the next
+    /// [`AgentCommand::ReadFlags`] shows it).
+    WriteFlag {
+        /// The flag.
+        flag: Flag,
+    },
+    /// Run a resource instance's script, `<script> <verb> <id> <args>` from the config, killed
+    /// with its process group after `timeout`; answer with [`AgentInput::ScriptCompleted`].
+    RunScript {
+        /// Matches the completion.
+        op: OpId,
+        /// The resource instance.
+        instance: InstanceId,
+        /// The verb.
+        verb: ScriptVerb,
+        /// The resource's `time_out`.
+        timeout: Duration,
     },
     /// Raise an alarm.
     RaiseAlarm(Alarm),
@@ -485,6 +516,8 @@ pub struct AgentStatus {
     pub local_cms: Option<LocalCmsStatus>,
     /// `Exit` was ordered.
     pub exited: bool,
+    /// Local resource instances (§14), in config order.
+    pub resources: Vec<ResourceReport>,
 }
 
 /// Per-loop deadlines.
@@ -521,6 +554,8 @@ pub struct Agent {
     system_alarmed: [bool; 3],
     insts: BTreeMap<InstanceId, Inst>,
     local_cms: Option<LocalCms>,
+    /// Local resource instances, in config order (§14).
+    res: Vec<ResInst>,
 }
 
 impl Agent {
@@ -569,6 +604,7 @@ impl Agent {
             system_alarmed: [false; 3],
             insts,
             local_cms,
+            res: ResInst::for_node(config, node),
         })
     }
 
@@ -631,6 +667,7 @@ impl Agent {
         }
         self.self_fence_check(now, out);
         self.term_check_timeouts(now);
+        self.resource_loop(now, out);
     }
 
     /// Paused: the latest leader reply said so and CMS contact has not lapsed (§2, ours).
@@ -736,6 +773,10 @@ impl Machine for Agent {
             } => self.on_action_completed(now, op, instance, result, &mut out),
             AgentInput::WriteCompleted(w) => self.on_write_completed(now, w, &mut out),
             AgentInput::ParamsReloaded(p) => self.params = p,
+            AgentInput::ScriptCompleted { op, instance, exit } => {
+                self.on_script(now, op, instance, exit, &mut out);
+                self.check_cluster_stop_done(now, &mut out);
+            }
         }
         out
     }
@@ -754,6 +795,9 @@ impl Machine for Agent {
             if let Some(tc) = &inst.term_check {
                 d = d.min(tc.started + self.params.agent_heartbeat_timeout());
             }
+        }
+        if let Some(at) = self.resource_deadline() {
+            d = d.min(at);
         }
         if self.params.enable_self_fence && self.insts.values().any(Inst::is_live_primary) {
             let at = self.contact_deadline();
@@ -775,6 +819,7 @@ impl Machine for Agent {
             instances: self.insts.values().map(|i| i.status(now)).collect(),
             local_cms: self.local_cms.as_ref().map(LocalCms::status),
             exited: self.exit_sent,
+            resources: self.res.iter().map(ResInst::report).collect(),
         }
     }
 }

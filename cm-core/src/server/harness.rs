@@ -249,6 +249,7 @@ impl H {
             dns: vec![r.0],
             cms_process: None,
             normal_start: false,
+            resources: Vec::new(),
         };
         let out = self
             .leader

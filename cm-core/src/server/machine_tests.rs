@@ -19,6 +19,7 @@ fn report(seq: u64) -> AgentReport {
         dns: vec![DnReport::down(InstanceId(6001))],
         cms_process: None,
         normal_start: false,
+        resources: Vec::new(),
     }
 }
 

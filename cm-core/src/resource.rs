@@ -135,7 +135,10 @@ mod tests {
             (ScriptExit::Code(-1), ResourceState::Unknown),
             (ScriptExit::Code(255), ResourceState::Unknown),
             (ScriptExit::Killed, ResourceState::Unknown),
-            (ScriptExit::Failed("no such file".into()), ResourceState::Unknown),
+            (
+                ScriptExit::Failed("no such file".into()),
+                ResourceState::Unknown,
+            ),
         ];
         for (exit, state) in table {
             assert_eq!(exit.check_state(), state, "{exit:?}");
@@ -169,6 +172,9 @@ mod tests {
         // Fencing floor 6 × 1.01/0.99 + 1 + 0.5 ≈ 7.62 s; 2 × 10 s × 1.0202 ≈ 20.40 s.
         let p = crate::params::Params::defaults();
         let w = handover_wait(p.fencing_floor(), Duration::from_secs(10), p.drift_up());
-        assert!(w > Duration::from_millis(28_000) && w < Duration::from_millis(28_100), "{w:?}");
+        assert!(
+            w > Duration::from_millis(28_000) && w < Duration::from_millis(28_100),
+            "{w:?}"
+        );
     }
 }

@@ -112,9 +112,9 @@ use crate::time::{Instant, MonotonicGuard};
 use commands::Batch;
 use instance::Inst;
 use local_cms::LocalCms;
-use resource::ResInst;
-pub use resource::ONLINE_STREAK_RESET;
 pub use local_cms::{CMS_HUNG_SAMPLES, CmsAction, LocalCmsStatus};
+pub use resource::ONLINE_STREAK_RESET;
+use resource::ResInst;
 
 /// Period of the CMS-contact loop (CM's `AGENT_RECV_CYCLE`).
 pub const CMS_CONTACT_INTERVAL: Duration = Duration::from_millis(200);

@@ -135,11 +135,6 @@ impl ResInst {
             state: self.state(),
         }
     }
-
-    /// Restarts spent in the current counting window.
-    pub(super) fn restarts(&self) -> u32 {
-        self.restarts
-    }
 }
 
 impl Agent {
@@ -149,8 +144,7 @@ impl Agent {
         let Some(flags) = &self.flags else {
             return Gate::Hold;
         };
-        if flags.cluster_manual_start.is_some() || flags.instance_manual_start.contains_key(&r.id)
-        {
+        if flags.cluster_manual_start.is_some() || flags.instance_manual_start.contains_key(&r.id) {
             return Gate::Stop;
         }
         if let Some(group) = r.follows() {
@@ -251,7 +245,13 @@ impl Agent {
         }
     }
 
-    fn on_check(&mut self, now: Instant, i: usize, state: ResourceState, out: &mut Vec<AgentCommand>) {
+    fn on_check(
+        &mut self,
+        now: Instant,
+        i: usize,
+        state: ResourceState,
+        out: &mut Vec<AgentCommand>,
+    ) {
         let r = &mut self.res[i];
         r.seen = Some(state);
         if state == ResourceState::Online {
@@ -361,7 +361,9 @@ impl Agent {
         // A stop asked for by a new flag starts at the next check; do not wait a whole
         // check interval for it.
         for r in &mut self.res {
-            if r.gate == Gate::Stop && r.seen != Some(ResourceState::Offline) && r.stop_sent.is_none()
+            if r.gate == Gate::Stop
+                && r.seen != Some(ResourceState::Offline)
+                && r.stop_sent.is_none()
             {
                 r.next_check = r.next_check.min(now);
             }

@@ -1,0 +1,383 @@
+use crate::agent::testkit::*;
+use crate::resource::{ResourceReport, ResourceState, ScriptExit, ScriptVerb};
+
+const RES: InstanceId = InstanceId(9001);
+
+/// `ONE_DN` plus a fixed resource `app` with instance 9001 on node 1 and 9002 on node 2;
+/// `extra` lines are added to the resource table.
+fn res_config(extra: &str) -> String {
+    format!(
+        "{ONE_DN}\n[[resource]]\nname = \"app\"\nscript = \"/opt/app.sh\"\n\
+         instances = [{{ node = 1, id = 9001 }}, {{ node = 2, id = 9002 }}]\n{extra}\n"
+    )
+}
+
+/// A booted standby agent with the resource; its first `-check` (issued at 0) is in flight.
+fn booted(extra: &str) -> Agent {
+    let a = Agent::new(&config(&res_config(extra)), ME, 1, None).unwrap();
+    let a = boot_with(a, DnRole::Standby);
+    assert_eq!(
+        in_flight(&a),
+        Some(ScriptVerb::Check),
+        "the first check runs at 0"
+    );
+    a
+}
+
+fn in_flight(a: &Agent) -> Option<ScriptVerb> {
+    a.res[0].in_flight.map(|(_, v)| v)
+}
+
+/// The script runs among `cmds`, as (verb, timeout).
+fn scripts(cmds: &[AgentCommand]) -> Vec<ScriptVerb> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            AgentCommand::RunScript { instance, verb, .. } if *instance == RES => Some(*verb),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Completes the run in flight with `exit` at `now`.
+fn finish(a: &mut Agent, now: Instant, exit: ScriptExit) -> Vec<AgentCommand> {
+    let (op, _) = a.res[0].in_flight.expect("a script in flight");
+    a.step(
+        now,
+        AgentInput::ScriptCompleted {
+            op,
+            instance: RES,
+            exit,
+        },
+    )
+}
+
+/// Completes the run in flight with an exit code.
+fn code(a: &mut Agent, now: Instant, c: i32) -> Vec<AgentCommand> {
+    finish(a, now, ScriptExit::Code(c))
+}
+
+fn flags_with(ids: &[InstanceId], cluster: bool) -> AgentInput {
+    let mut f = FlagSet::default();
+    for id in ids {
+        f.instance_manual_start.insert(*id, StopMode::Fast);
+    }
+    if cluster {
+        f.cluster_manual_start = Some(StopMode::Fast);
+    }
+    AgentInput::FlagsObserved(f)
+}
+
+fn state(a: &Agent) -> ResourceState {
+    a.status().resources[0].state
+}
+
+#[test]
+fn the_first_check_adopts_an_instance_that_is_online() {
+    let mut a = booted("");
+    assert_eq!(state(&a), ResourceState::Unknown);
+    let cmds = code(&mut a, ms(30), 0);
+    assert!(
+        scripts(&cmds).is_empty(),
+        "no -start for a running resource: {cmds:?}"
+    );
+    assert_eq!(state(&a), ResourceState::Online);
+    // The cadence: the next check at 1 s (the first ran at 0).
+    assert!(scripts(&tick(&mut a, ms(999))).is_empty());
+    assert_eq!(scripts(&tick(&mut a, ms(1000))), vec![ScriptVerb::Check]);
+}
+
+#[test]
+fn the_first_check_comes_before_any_start() {
+    // Offline at the first check: started only restart_delay (1 s) after that check.
+    let mut a = booted("");
+    assert!(scripts(&code(&mut a, ms(40), 1)).is_empty());
+    assert_eq!(state(&a), ResourceState::Offline);
+    assert!(a.resource_deadline().unwrap() <= ms(1000));
+    assert_eq!(scripts(&tick(&mut a, ms(1000))), vec![ScriptVerb::Check]);
+    assert!(
+        scripts(&code(&mut a, ms(1020), 1)).is_empty(),
+        "1.02 s < 0.04 + 1 s? no: "
+    );
+}
+
+#[test]
+fn a_killed_resource_is_restarted_restart_delay_after_the_check_that_saw_it_offline() {
+    let mut a = booted("");
+    code(&mut a, ms(10), 0);
+    tick(&mut a, ms(1000));
+    // Offline seen at 1.050 s: the restart is due at 2.050 s exactly.
+    assert!(scripts(&code(&mut a, ms(1050), 1)).is_empty());
+    assert_eq!(a.resource_deadline(), Some(ms(2000)));
+    assert_eq!(scripts(&tick(&mut a, ms(2000))), vec![ScriptVerb::Check]);
+    assert!(scripts(&code(&mut a, ms(2010), 1)).is_empty());
+    assert_eq!(a.resource_deadline(), Some(ms(2050)));
+    assert!(scripts(&tick(&mut a, ms(2049))).is_empty());
+    assert_eq!(scripts(&tick(&mut a, ms(2050))), vec![ScriptVerb::Start]);
+    // After the start a check runs at once.
+    assert_eq!(scripts(&code(&mut a, ms(2300), 0)), vec![]);
+    assert_eq!(scripts(&tick(&mut a, ms(2300))), vec![ScriptVerb::Check]);
+    code(&mut a, ms(2310), 0);
+    assert_eq!(state(&a), ResourceState::Online);
+    assert_eq!(a.res[0].restarts, 1);
+}
+
+#[test]
+fn restarts_are_spaced_by_restart_period() {
+    let mut a = booted("restart_delay = 0\nrestart_period = 5");
+    // Offline at 0.01 s with no delay: started at once.
+    assert_eq!(scripts(&code(&mut a, ms(10), 1)), vec![ScriptVerb::Start]);
+    code(&mut a, ms(100), 0);
+    assert_eq!(scripts(&tick(&mut a, ms(100))), vec![ScriptVerb::Check]);
+    // Still offline at 0.2 s: the next start waits until 0.01 + 5 s.
+    assert!(scripts(&code(&mut a, ms(200), 1)).is_empty());
+    assert_eq!(a.res[0].restart_at, Some(ms(5010)));
+    let mut t = 1000;
+    while t < 5010 {
+        let cmds = tick(&mut a, ms(t));
+        assert!(
+            !scripts(&cmds).contains(&ScriptVerb::Start),
+            "start at {t} ms"
+        );
+        if in_flight(&a).is_some() {
+            assert!(scripts(&code(&mut a, ms(t + 5), 1)).is_empty());
+        }
+        t += 1000;
+    }
+    assert_eq!(scripts(&tick(&mut a, ms(5010))), vec![ScriptVerb::Start]);
+}
+
+/// Drives offline checks and restarts until `restarts` restarts happened; returns the time.
+fn spend(a: &mut Agent, mut t: u64, restarts: u32) -> u64 {
+    while a.res[0].restarts < restarts {
+        tick(a, ms(t));
+        if in_flight(a).is_some() {
+            let v = in_flight(a).unwrap();
+            code(a, ms(t + 1), if v == ScriptVerb::Check { 1 } else { 0 });
+        }
+        t += 100;
+    }
+    t
+}
+
+#[test]
+fn a_spent_budget_writes_the_manual_stop_and_alarms_once() {
+    let mut a = booted("restart_times = 2\nrestart_delay = 0\nrestart_period = 0");
+    let t = spend(&mut a, 0, 2);
+    // The next offline check: no third start, the flag and an alarm instead.
+    let mut cmds = Vec::new();
+    let mut now = t;
+    while !cmds
+        .iter()
+        .any(|c| matches!(c, AgentCommand::WriteFlag { .. }))
+    {
+        now += 100;
+        tick(&mut a, ms(now));
+        if in_flight(&a) == Some(ScriptVerb::Check) {
+            cmds = code(&mut a, ms(now + 1), 1);
+            assert!(!scripts(&cmds).contains(&ScriptVerb::Start), "{cmds:?}");
+        } else if in_flight(&a).is_some() {
+            code(&mut a, ms(now + 1), 0);
+        }
+        assert!(now < t + 10_000, "no manual stop");
+    }
+    assert!(cmds.contains(&AgentCommand::WriteFlag {
+        flag: Flag::InstanceManualStart(RES)
+    }));
+    assert!(cmds.contains(&AgentCommand::RaiseAlarm(
+        Alarm::ResourceRestartBudgetSpent {
+            instance: RES,
+            resource: "app".into(),
+        }
+    )));
+    // Before the flag is seen, a further offline check neither starts nor writes again.
+    tick(&mut a, ms(now + 2000));
+    let again = code(&mut a, ms(now + 2001), 1);
+    assert!(
+        scripts(&again).is_empty()
+            && !again.iter().any(|c| matches!(
+                c,
+                AgentCommand::WriteFlag { .. } | AgentCommand::RaiseAlarm(_)
+            )),
+        "{again:?}"
+    );
+    // Once the flag is read: Stopped by intent.
+    a.step(ms(now + 2100), flags_with(&[RES], false));
+    assert_eq!(state(&a), ResourceState::Stopped);
+    // `cm_ctl start -I 9001` removes the flag: a fresh budget, started again.
+    a.step(
+        ms(now + 2200),
+        AgentInput::FlagsObserved(FlagSet::default()),
+    );
+    tick(&mut a, ms(now + 3000));
+    let cmds = code(&mut a, ms(now + 3001), 1);
+    assert_eq!(scripts(&cmds), vec![ScriptVerb::Start]);
+}
+
+#[test]
+fn five_online_checks_in_a_row_reset_the_restart_counter() {
+    for (onlines, reset) in [(4, false), (5, true)] {
+        let mut a = booted("restart_times = 1\nrestart_delay = 0\nrestart_period = 0");
+        let mut t = spend(&mut a, 0, 1);
+        // Online `onlines` times in a row.
+        for _ in 0..onlines {
+            t += 1000;
+            tick(&mut a, ms(t));
+            if in_flight(&a) != Some(ScriptVerb::Check) {
+                code(&mut a, ms(t), 0);
+                tick(&mut a, ms(t));
+            }
+            code(&mut a, ms(t + 1), 0);
+        }
+        assert_eq!(a.res[0].restarts, u32::from(!reset), "{onlines} onlines");
+        t += 1000;
+        tick(&mut a, ms(t));
+        let cmds = code(&mut a, ms(t + 1), 1);
+        assert_eq!(
+            scripts(&cmds) == vec![ScriptVerb::Start],
+            reset,
+            "{onlines} onlines: {cmds:?}"
+        );
+    }
+}
+
+#[test]
+fn abnormal_for_abnormal_timeout_is_cleaned_then_restarted() {
+    let mut a = booted("abnormal_timeout = 3");
+    // Abnormal first at 0.02 s.
+    assert!(scripts(&code(&mut a, ms(20), 3)).is_empty());
+    assert_eq!(state(&a), ResourceState::Abnormal);
+    for t in [1000, 2000, 3000] {
+        tick(&mut a, ms(t));
+        assert!(
+            scripts(&code(&mut a, ms(t + 10), 3)).is_empty(),
+            "clean at {t}"
+        );
+    }
+    tick(&mut a, ms(4000));
+    // 4.01 s ≥ 0.02 + 3 s: -clean.
+    assert_eq!(scripts(&code(&mut a, ms(4010), 3)), vec![ScriptVerb::Clean]);
+    // Cleaned at 4.1 s: offline now, restarted restart_delay later.
+    assert!(scripts(&code(&mut a, ms(4100), 0)).is_empty());
+    assert_eq!(state(&a), ResourceState::Offline);
+    assert_eq!(a.res[0].restart_at, Some(ms(5100)));
+}
+
+#[test]
+fn a_manual_stop_runs_stop_then_clean_after_time_out() {
+    let mut a = booted("time_out = 4");
+    code(&mut a, ms(10), 0);
+    // The flag appears at 0.5 s: the check runs at once (not at 1 s) and says online.
+    a.step(ms(500), flags_with(&[RES], false));
+    assert_eq!(a.resource_deadline(), Some(ms(500)));
+    assert_eq!(scripts(&tick(&mut a, ms(500))), vec![ScriptVerb::Check]);
+    assert_eq!(scripts(&code(&mut a, ms(510), 0)), vec![ScriptVerb::Stop]);
+    code(&mut a, ms(600), 0);
+    // Still online within time_out of the -stop (sent at 0.51 s): wait.
+    tick(&mut a, ms(600));
+    assert!(scripts(&code(&mut a, ms(610), 0)).is_empty());
+    tick(&mut a, ms(4500));
+    assert!(
+        scripts(&code(&mut a, ms(4505), 0)).is_empty(),
+        "4.505 < 0.51 + 4"
+    );
+    tick(&mut a, ms(5500));
+    assert_eq!(scripts(&code(&mut a, ms(5510), 0)), vec![ScriptVerb::Clean]);
+    code(&mut a, ms(5600), 0);
+    tick(&mut a, ms(5600));
+    code(&mut a, ms(5610), 1);
+    assert_eq!(state(&a), ResourceState::Stopped);
+    // Never started while the flag exists.
+    for t in (6600..20_000).step_by(1000) {
+        tick(&mut a, ms(t));
+        assert!(scripts(&code(&mut a, ms(t + 1), 1)).is_empty());
+    }
+}
+
+#[test]
+fn a_cluster_stop_stops_resources_too() {
+    let mut a = booted("");
+    code(&mut a, ms(10), 0);
+    a.step(ms(300), flags_with(&[], true));
+    tick(&mut a, ms(300));
+    assert_eq!(scripts(&code(&mut a, ms(310), 0)), vec![ScriptVerb::Stop]);
+    assert!(!a.resources_down());
+    code(&mut a, ms(400), 0);
+    tick(&mut a, ms(400));
+    code(&mut a, ms(410), 1);
+    assert_eq!(state(&a), ResourceState::Stopped);
+    assert!(a.resources_down());
+}
+
+#[test]
+fn nothing_is_started_while_paused() {
+    let mut a = booted("");
+    let seq = a.cms.report_seq;
+    a.step(ms(5), leader_reply(CMS[0], 1, seq, true));
+    assert!(a.paused(ms(5)));
+    // Offline, paused: never started, reported Offline (pause is not intent), not stopped.
+    for t in [10, 1010, 2010, 3010] {
+        tick(&mut a, ms(t));
+        if in_flight(&a).is_some() {
+            assert!(scripts(&code(&mut a, ms(t + 1), 1)).is_empty(), "at {t}");
+        }
+    }
+    assert_eq!(state(&a), ResourceState::Offline);
+    // Online while paused: not stopped either.
+    tick(&mut a, ms(4010));
+    assert!(scripts(&code(&mut a, ms(4011), 0)).is_empty());
+}
+
+#[test]
+fn unknown_codes_and_killed_checks_restart_nothing() {
+    let mut a = booted("");
+    let mut t = 10;
+    for exit in [
+        ScriptExit::Code(2),
+        ScriptExit::Code(77),
+        ScriptExit::Killed,
+        ScriptExit::Failed("exec format error".into()),
+    ] {
+        assert!(scripts(&finish(&mut a, ms(t), exit.clone())).is_empty());
+        assert_eq!(state(&a), ResourceState::Unknown, "{exit:?}");
+        t += 1000;
+        tick(&mut a, ms(t));
+    }
+}
+
+#[test]
+fn a_stale_completion_is_ignored() {
+    let mut a = booted("");
+    let (op, _) = a.res[0].in_flight.unwrap();
+    let stale = AgentInput::ScriptCompleted {
+        op: OpId(op.0 + 1000),
+        instance: RES,
+        exit: ScriptExit::Code(1),
+    };
+    assert!(a.step(ms(10), stale).is_empty());
+    assert_eq!(in_flight(&a), Some(ScriptVerb::Check));
+    assert_eq!(state(&a), ResourceState::Unknown);
+}
+
+#[test]
+fn reports_carry_the_resource_states() {
+    let mut a = booted("");
+    code(&mut a, ms(10), 0);
+    let mut out = Vec::new();
+    a.send_report(ms(20), &mut out);
+    let reps = reports(&out);
+    assert_eq!(reps.len(), 3);
+    assert_eq!(
+        reps[0].1.resources,
+        vec![ResourceReport {
+            instance: RES,
+            state: ResourceState::Online
+        }]
+    );
+}
+
+#[test]
+fn only_this_nodes_instances_are_supervised() {
+    let a = booted("");
+    let ids: Vec<InstanceId> = a.status().resources.iter().map(|r| r.instance).collect();
+    assert_eq!(ids, vec![RES]);
+}

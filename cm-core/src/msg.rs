@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctl::{CtlReply, CtlRequest, MonitorReply, MonitorRequest};
 use crate::dn::{DnReport, ProcState};
-use crate::ids::{CmdSeq, InstanceId, NodeId, QuorumTerm, ReportSeq, Term};
+use core::time::Duration;
+
+use crate::ids::{CmdSeq, GroupId, InstanceId, NodeId, Position, QuorumTerm, ReportSeq, Term};
 use crate::resource::ResourceReport;
 use crate::server::quorum::QuorumMsg;
 
@@ -171,12 +173,32 @@ pub enum ReportAnswer {
         paused: bool,
         /// Cluster stopping (`cm_ctl stop` in progress).
         stopping: bool,
+        /// Per group of the reporting node's DNs, the primary and term the leader holds
+        /// (§15's `/primary` lease, §14's placement). Empty until the leader has committed an
+        /// entry of its own quorum term: before that its committed state may lag the log.
+        groups: Vec<GroupView>,
     },
     /// Not the leader; the leader is believed to be this node, if known.
     NotLeader {
         /// Hint.
         leader: Option<NodeId>,
     },
+}
+
+/// What the CMS leader holds of one DN group when it answers a report (§15): the group's
+/// primary (the committed static primary) at the group's committed term, and that primary's
+/// position as last reported to this leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// The group.
+    pub group: GroupId,
+    /// The group's primary as the committed state names it.
+    pub primary: InstanceId,
+    /// The group's committed term.
+    pub term: Term,
+    /// The primary's newest reported position and how long before the reply the leader
+    /// received it (`None`: no report from it under this leadership).
+    pub primary_position: Option<(Position, Duration)>,
 }
 
 /// A command to one instance, with its per-member sequence number (§3).

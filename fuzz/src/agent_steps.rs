@@ -202,6 +202,7 @@ impl Driver {
                     ReportAnswer::Leader {
                         paused: b.bool(),
                         stopping: b.bool(),
+                        groups: Vec::new(),
                     }
                 } else {
                     ReportAnswer::NotLeader {

@@ -117,16 +117,16 @@ impl Agent {
                 tracing::warn!(%peer, from = %envelope.from, "misrouted frame dropped");
                 return;
             }
-            self.on_frame(peer.node, envelope, out);
+            self.on_frame(now, peer.node, envelope, out);
             self.persist_if_needed(out);
         }
     }
 
-    fn on_frame(&mut self, from: NodeId, env: Envelope, out: &mut Vec<AgentCommand>) {
+    fn on_frame(&mut self, now: Instant, from: NodeId, env: Envelope, out: &mut Vec<AgentCommand>) {
         let qterm = env.quorum_term;
         match env.msg {
             Msg::ReportReply(reply) => match reply.answer {
-                ReportAnswer::Leader { paused, .. } => {
+                ReportAnswer::Leader { paused, groups, .. } => {
                     if qterm < self.highest_qterm {
                         tracing::info!(cms = %from, %qterm, "Leader reply from a deposed term ignored");
                         return;
@@ -136,6 +136,7 @@ impl Agent {
                     if let Some(&sent) = self.cms.sent.get(&reply.seq) {
                         let newest = self.cms.answered_send.map_or(sent, |t| t.max(sent));
                         self.cms.answered_send = Some(newest);
+                        self.note_group_views(now, sent, &groups);
                     }
                     self.observe_qterm(qterm);
                 }

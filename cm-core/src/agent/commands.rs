@@ -78,6 +78,17 @@ impl Agent {
             return;
         }
         inst.accepted = stamp;
+        match sc.cmd {
+            CmsCommand::Lock1 | CmsCommand::Demote | CmsCommand::Restart => {
+                inst.stepping_down = true;
+            }
+            CmsCommand::Unlock { .. }
+            | CmsCommand::Lock2 { .. }
+            | CmsCommand::NotifyStandby { .. } => {
+                inst.stepping_down = false;
+            }
+            _ => {}
+        }
         let promote_ok = match sc.cmd {
             CmsCommand::Failover { term } | CmsCommand::Switchover { term } => {
                 // A DN term never decreases: a command for a lower term is stale.
@@ -322,6 +333,7 @@ impl Agent {
             "DN {id}: a second promotion for term {term}"
         );
         inst.last_promoted = Some(term);
+        inst.stepping_down = false;
         inst.watch.primary = true;
         self.run_action(
             id,

@@ -11,7 +11,7 @@ use crate::dn::{
     BuildOutcome, DbState, DnAction, DnReport, DnRole, DnStatus, LockState, ProcState,
 };
 use crate::flags::{Flag, FlagSet};
-use crate::ids::{CmdStamp, InstanceId, OpId, Term};
+use crate::ids::{CmdStamp, GroupId, InstanceId, OpId, Term};
 use crate::time::Instant;
 
 const TEN_MINUTES: Duration = Duration::from_secs(600);
@@ -66,8 +66,14 @@ pub(super) struct Watch {
 #[derive(Clone, Debug)]
 pub(super) struct Inst {
     pub(super) id: InstanceId,
+    /// Its group.
+    pub(super) gid: GroupId,
     /// The group's members in config order (this one included).
     pub(super) group: Vec<InstanceId>,
+    /// What the newest leader answer said of the group (§15).
+    pub(super) view: Option<super::health::LeaderView>,
+    /// A Lock1, Demote or Restart was accepted since the last promotion or release (§15).
+    pub(super) stepping_down: bool,
     /// Durable term and last applied stamp.
     pub(super) term: Term,
     pub(super) applied: CmdStamp,
@@ -130,9 +136,13 @@ impl Inst {
             .member(id)
             .map(|(g, _)| g.members.iter().map(|m| m.instance).collect())
             .unwrap_or_default();
+        let gid = config.member(id).map_or(GroupId(0), |(g, _)| g.id);
         Self {
             id,
+            gid,
             group,
+            view: None,
+            stepping_down: false,
             term: saved.term,
             applied: saved.last_applied,
             accepted: saved.last_applied,
@@ -169,6 +179,11 @@ impl Inst {
             disk_damaged: false,
             peers_probe: None,
         }
+    }
+
+    /// The last status query succeeded.
+    pub(super) fn query_ok(&self) -> bool {
+        self.query_ok
     }
 
     pub(super) fn running(&self) -> bool {

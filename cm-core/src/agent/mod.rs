@@ -85,6 +85,7 @@
 
 mod cms;
 mod commands;
+mod health;
 mod instance;
 mod local_cms;
 mod probes;
@@ -110,6 +111,7 @@ use crate::resource::{ResourceReport, ScriptExit, ScriptVerb};
 use crate::time::{Instant, MonotonicGuard};
 
 use commands::Batch;
+pub use health::{InstanceHealth, LeaderView, NotWritable, lease_window};
 use instance::Inst;
 use local_cms::LocalCms;
 pub use local_cms::{CMS_HUNG_SAMPLES, CmsAction, LocalCmsStatus};

@@ -275,22 +275,19 @@ impl Agent {
     }
 }
 
-/// The streaming-quorum exception of §8: fresh downstream rows from distinct valid members
-/// (reply age, aged further by the time since the sample, under the staleness bound) number
-/// more than n − 1 − q, with n the group size and q = ⌊(n+1)/2⌋.
+/// The streaming-quorum exception of §8 ([`super::health::streaming_quorum`]) on the DN's
+/// newest status.
 fn streaming_protected(inst: &super::instance::Inst, now: Instant, staleness: Duration) -> bool {
     let Some(status) = &inst.status else {
         return false;
     };
-    let sample_age = now - inst.status_at;
-    let fresh: std::collections::BTreeSet<InstanceId> = status
-        .downstreams
-        .iter()
-        .filter(|d| d.instance != inst.id && inst.group.contains(&d.instance))
-        .filter(|d| d.reply_age.saturating_add(sample_age) < staleness)
-        .map(|d| d.instance)
-        .collect();
-    crate::quorum_math::streaming_blocks_lock1(fresh.len(), inst.group.len())
+    super::health::streaming_quorum(
+        inst.id,
+        &inst.group,
+        &status.downstreams,
+        now - inst.status_at,
+        staleness,
+    )
 }
 
 #[cfg(test)]

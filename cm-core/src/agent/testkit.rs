@@ -107,6 +107,7 @@ pub(super) fn leader_reply(cms: NodeId, qterm: u64, seq: u64, paused: bool) -> A
             answer: ReportAnswer::Leader {
                 paused,
                 stopping: false,
+                groups: Vec::new(),
             },
         }),
     )

@@ -22,7 +22,7 @@ use crate::ctl::{CmsRole, CmsRow, CtlReply, CtlRequest, Refusal};
 use crate::ids::{ClientId, GroupId, InstanceId, NodeId};
 use crate::io::{Alarm, Machine, NetCommand, NetEvent, PersistState, WriteCompleted};
 use crate::msg::{
-    AgentReport, Endpoint, Envelope, Msg, ReportAnswer, ReportReply, Role as PeerRole,
+    AgentReport, Endpoint, Envelope, GroupView, Msg, ReportAnswer, ReportReply, Role as PeerRole,
 };
 use crate::state::ReplicatedState;
 use crate::time::{Instant, MonotonicGuard, WallMillis};
@@ -268,6 +268,7 @@ impl Server {
             ReportAnswer::Leader {
                 paused: st.paused,
                 stopping: st.stopping,
+                groups: self.group_views(now, node),
             }
         } else {
             ReportAnswer::NotLeader {
@@ -290,6 +291,40 @@ impl Server {
                 .on_report(now, wall, node, report, &mut self.quorum);
             self.leader_outputs(outs, out);
         }
+    }
+
+    /// What this leader holds of each group with a DN on `node` (§15): nothing until it has
+    /// committed an entry of its own term (its committed state may lag until then).
+    fn group_views(&self, now: Instant, node: NodeId) -> Vec<GroupView> {
+        if !self.quorum.committed_own_term() {
+            return Vec::new();
+        }
+        let st = self.quorum.committed();
+        let mut groups: Vec<GroupId> = self
+            .config
+            .instances_on(node)
+            .into_iter()
+            .filter_map(|i| self.config.member(i).map(|(g, _)| g.id))
+            .collect();
+        groups.dedup();
+        groups
+            .into_iter()
+            .filter_map(|g| {
+                let gs = st.groups.get(&g)?;
+                let primary_position = self
+                    .leader
+                    .groups()
+                    .get(&g)
+                    .and_then(|a| a.member(gs.static_primary))
+                    .and_then(|m| Some((m.report.as_ref()?.position, m.silence(now))));
+                Some(GroupView {
+                    group: g,
+                    primary: gs.static_primary,
+                    term: gs.term,
+                    primary_position,
+                })
+            })
+            .collect()
     }
 
     fn on_ctl(

@@ -50,7 +50,8 @@ fn elected_single(now: &mut Instant) -> Server {
                 }));
             }
         }
-        if s.status().arbitrating {
+        // Once every write is done: the leader's no-op is then committed (§15 views need it).
+        if s.status().arbitrating && pending.is_empty() {
             return s;
         }
         if pending.is_empty() {
@@ -196,10 +197,103 @@ fn a_single_cms_elects_itself_and_answers_reports_as_leader_before_any_command()
                 seq: ReportSeq(1),
                 answer: ReportAnswer::Leader {
                     paused: false,
-                    stopping: false
+                    stopping: false,
+                    // §15: node 2 hosts 6002 of group 1, whose primary is the first member at
+                    // term 0; no report from 6001 yet, so no position.
+                    groups: vec![GroupView {
+                        group: GroupId(1),
+                        primary: InstanceId(6001),
+                        term: crate::ids::Term(0),
+                        primary_position: None,
+                    }],
                 }
             })
         )
+    );
+}
+
+/// §15: a leader names no primary until its own term's no-op has committed (its committed
+/// state may lag the log until then); its answers still say `Leader` for the self-fence.
+#[test]
+fn a_leader_names_no_primary_before_it_has_committed_in_its_term() {
+    let cfg = config(1);
+    let mut s = Server::new(&cfg, NodeId(1), 7, None).unwrap();
+    let mut now = Instant::ZERO;
+    let mut pending = vec![ServerInput::WallClock(WallMillis(1_000_000))];
+    while !s.status().arbitrating {
+        let input = pending.pop().unwrap_or(ServerInput::Tick);
+        for c in s.step(now, input) {
+            if let ServerCommand::Persist(p) = c {
+                pending.push(ServerInput::WriteCompleted(WriteCompleted {
+                    token: p.token,
+                    result: Ok(()),
+                }));
+            }
+        }
+        if pending.is_empty() {
+            now = s.next_deadline().unwrap().max(now);
+        }
+    }
+    assert!(!pending.is_empty(), "the no-op's write is still pending");
+    let views = |s: &mut Server, seq: u64| {
+        let out = s.step(
+            now,
+            frame(
+                Endpoint::agent(NodeId(2)),
+                NodeId(1),
+                Msg::AgentReport(report(seq)),
+            ),
+        );
+        match &sends(&out)[0].1 {
+            Msg::ReportReply(ReportReply {
+                answer: ReportAnswer::Leader { groups, .. },
+                ..
+            }) => groups.len(),
+            other => panic!("not a Leader answer: {other:?}"),
+        }
+    };
+    assert_eq!(views(&mut s, 1), 0);
+    while let Some(w) = pending.pop() {
+        s.step(now, w);
+    }
+    assert_eq!(views(&mut s, 2), 1);
+}
+
+/// §15: the leader tells each agent its groups' primary, term, and the primary's newest position
+/// with the age of its receipt.
+#[test]
+fn the_leader_answer_carries_the_primarys_position_and_its_age() {
+    let mut now = Instant::ZERO;
+    let mut s = elected_single(&mut now);
+    let mut r = report(1);
+    r.dns[0].role = crate::dn::DnRole::Primary;
+    r.dns[0].position = crate::ids::Position::new(1, 500);
+    s.step(
+        now,
+        frame(Endpoint::agent(NodeId(1)), NodeId(1), Msg::AgentReport(r)),
+    );
+    now += Duration::from_millis(300);
+    let out = s.step(
+        now,
+        frame(
+            Endpoint::agent(NodeId(2)),
+            NodeId(1),
+            Msg::AgentReport(report(1)),
+        ),
+    );
+    let Msg::ReportReply(ReportReply {
+        answer: ReportAnswer::Leader { groups, .. },
+        ..
+    }) = &sends(&out)[0].1
+    else {
+        panic!("no Leader answer in {out:?}");
+    };
+    assert_eq!(
+        groups[0].primary_position,
+        Some((
+            crate::ids::Position::new(1, 500),
+            Duration::from_millis(300)
+        ))
     );
 }
 

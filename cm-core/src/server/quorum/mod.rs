@@ -621,6 +621,13 @@ impl Quorum {
         }
     }
 
+    /// Whether this node has committed an entry of its own term: only then is its committed
+    /// state known to hold every entry a previous leader committed (Raft §5.4.2), so only then
+    /// may it tell agents which member is a group's primary (§15).
+    pub fn committed_own_term(&self) -> bool {
+        self.log.term_at(self.commit) == Some(self.term)
+    }
+
     /// Whether this node leads with a valid lease at `now` (§5.2): only then may it arbitrate,
     /// answer agents, send commands or propose.
     pub fn holds_lease(&self, now: Instant) -> bool {

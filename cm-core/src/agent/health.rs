@@ -1,0 +1,328 @@
+//! The conditions behind the agent's HTTP answers (SPEC.md §15) and the lease-and-role part of
+//! `/primary` that §14's `with_primary_of` placement uses.
+//!
+//! Everything here is a pure function of a snapshot of the agent's state and a clock reading
+//! `now` taken per request: the daemon publishes an [`AgentHealth`] after every step and the
+//! HTTP server evaluates it, so a request costs no PostgreSQL connection and never waits for the
+//! event loop. The simulator evaluates the same functions on its agents.
+//!
+//! # The write lease (§15 `/primary`, first part)
+//!
+//! An instance holds the write lease at `now` when
+//! 1. it runs as primary (a process, no kill in progress, last known role Primary);
+//! 2. the newest leader answer that carried a view of its group (a leasing CMS leader's
+//!    [`crate::msg::GroupView`]) names this instance the group's primary, at a term equal to the
+//!    instance's own durable CM term;
+//! 3. the report that answer replied to was sent less than `agent_self_fence_timeout − 2 ×
+//!    agent_report_interval` before `now` ([`lease_window`]) — or §8's streaming-quorum
+//!    exception holds (the same rule the self-fence uses,
+//!    [`crate::quorum_math::streaming_blocks_lock1`]).
+//!
+//! So the lease ends at least two report intervals before the self-fence would kill the DN
+//! (which counts `agent_self_fence_timeout` from the newest answered send time, a time no older
+//! than the one counted here), and a leader answer naming another primary or a newer term ends
+//! it at once. `enable_self_fence = off` does not lengthen it: the fencing floor of §8 that keeps
+//! two primaries apart assumes this bound.
+//!
+//! # `/primary` (whole)
+//!
+//! The write lease, AND the last status query succeeded, AND the DN is not read-only, AND no
+//! `Lock1`, `Demote` or `Restart` has been accepted for it since it was last promoted or
+//! released (Unlock, Lock2, NotifyStandby).
+
+use core::fmt;
+use core::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Agent;
+use super::instance::{Fence, Inst};
+use crate::dn::{DbState, DnRole, Downstream, Upstream};
+use crate::ids::{InstanceId, Position, Term};
+use crate::msg::GroupView;
+use crate::params::Params;
+use crate::time::Instant;
+
+/// What the newest leader answer said of an instance's group, as the agent keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderView {
+    /// Send time of the report that answer replied to (this host's clock).
+    pub sent: Instant,
+    /// The group's primary as the leader's committed state names it.
+    pub primary: InstanceId,
+    /// The group's committed term.
+    pub term: Term,
+    /// The primary's position and (on this host's clock, approximately: the reply's receipt
+    /// less the age the leader stated) when the leader received it.
+    pub primary_position: Option<(Position, Instant)>,
+}
+
+/// Why an instance does not hold the write lease or may not take writes (`/primary` 503).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NotWritable {
+    /// No such DN on this node.
+    UnknownInstance,
+    /// No process runs, or a kill (fence) is in progress.
+    NotRunning,
+    /// The DN's last known role is not Primary.
+    NotPrimary {
+        /// The last known role.
+        role: Option<DnRole>,
+    },
+    /// No leader answer has carried a view of the group yet.
+    NoLeaderView,
+    /// The newest leader answer named another primary.
+    OtherPrimary {
+        /// The primary the leader named.
+        primary: InstanceId,
+        /// At this group term.
+        term: Term,
+    },
+    /// The leader named this instance at a term other than the DN's own.
+    TermMismatch {
+        /// The DN's durable CM term.
+        own: Term,
+        /// The group's term as the leader holds it.
+        group: Term,
+    },
+    /// The newest report that named it primary is too old and the streaming-quorum exception
+    /// does not hold.
+    LeaseExpired {
+        /// How long ago that report was sent.
+        sent_ago: Duration,
+        /// The window it had to be within.
+        window: Duration,
+    },
+    /// The DN's last status query failed.
+    StatusQueryFailed,
+    /// `default_transaction_read_only` is on.
+    ReadOnly,
+    /// A Lock1, Demote or Restart was accepted for it.
+    SteppingDown,
+}
+
+impl fmt::Display for NotWritable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownInstance => f.write_str("no such instance on this node"),
+            Self::NotRunning => f.write_str("the instance is not running or is being killed"),
+            Self::NotPrimary { role: Some(r) } => write!(f, "the instance is {r:?}, not primary"),
+            Self::NotPrimary { role: None } => f.write_str("the instance's role is not known"),
+            Self::NoLeaderView => {
+                f.write_str("no CMS leader has named the group's primary to this agent yet")
+            }
+            Self::OtherPrimary { primary, term } => {
+                write!(
+                    f,
+                    "the CMS leader names {primary} the primary at term {term}"
+                )
+            }
+            Self::TermMismatch { own, group } => {
+                write!(
+                    f,
+                    "the instance's term {own} is not the group's term {group}"
+                )
+            }
+            Self::LeaseExpired { sent_ago, window } => write!(
+                f,
+                "the newest leader-answered report was sent {:.3} s ago (lease window {:.3} s) \
+                 and no streaming quorum protects it",
+                sent_ago.as_secs_f64(),
+                window.as_secs_f64()
+            ),
+            Self::StatusQueryFailed => f.write_str("the last status query failed"),
+            Self::ReadOnly => f.write_str("the instance is read-only"),
+            Self::SteppingDown => {
+                f.write_str("a Lock1, Demote or Restart was accepted for the instance")
+            }
+        }
+    }
+}
+
+/// How long after its send time a report whose answer named the instance primary keeps the
+/// write lease: `agent_self_fence_timeout − 2 × agent_report_interval` (§15).
+pub fn lease_window(params: &Params) -> Duration {
+    params
+        .self_fence_timeout()
+        .saturating_sub(params.report_interval() * 2)
+}
+
+/// §8's streaming-quorum exception: fresh downstream rows (reply age, aged further by the time
+/// since the sample, under `staleness`) from distinct valid members other than `me` number more
+/// than n − 1 − q.
+pub(super) fn streaming_quorum(
+    me: InstanceId,
+    group: &[InstanceId],
+    downstreams: &[Downstream],
+    sample_age: Duration,
+    staleness: Duration,
+) -> bool {
+    let fresh: std::collections::BTreeSet<InstanceId> = downstreams
+        .iter()
+        .filter(|d| d.instance != me && group.contains(&d.instance))
+        .filter(|d| d.reply_age.saturating_add(sample_age) < staleness)
+        .map(|d| d.instance)
+        .collect();
+    crate::quorum_math::streaming_blocks_lock1(fresh.len(), group.len())
+}
+
+/// One DN as the HTTP conditions need it (plain data, a snapshot of the agent's state).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceHealth {
+    /// The instance.
+    pub instance: InstanceId,
+    /// Its group's members in config order (itself included).
+    pub group: Vec<InstanceId>,
+    /// A process runs.
+    pub running: bool,
+    /// A kill is in progress or not yet confirmed.
+    pub fencing: bool,
+    /// The last known role.
+    pub role: Option<DnRole>,
+    /// The HA state of the newest status read (None: never read, or the DN is down).
+    pub db_state: Option<DbState>,
+    /// The DN's durable CM term.
+    pub term: Term,
+    /// The last status query succeeded.
+    pub query_ok: bool,
+    /// `default_transaction_read_only` is on (as last read).
+    pub read_only: bool,
+    /// A Lock1, Demote or Restart was accepted for it since its last promotion or release.
+    pub stepping_down: bool,
+    /// Its position as last read.
+    pub position: Option<Position>,
+    /// Its WAL receiver as last read.
+    pub upstream: Option<Upstream>,
+    /// Standbys streaming from it as last read.
+    pub downstreams: Vec<Downstream>,
+    /// When the newest status was read.
+    pub status_at: Instant,
+    /// What the newest leader answer said of its group.
+    pub view: Option<LeaderView>,
+}
+
+impl InstanceHealth {
+    /// The write lease at `now` (see the module documentation).
+    pub fn write_lease(&self, params: &Params, now: Instant) -> Result<(), NotWritable> {
+        if !self.running || self.fencing {
+            return Err(NotWritable::NotRunning);
+        }
+        if self.role != Some(DnRole::Primary) {
+            return Err(NotWritable::NotPrimary { role: self.role });
+        }
+        let view = self.view.ok_or(NotWritable::NoLeaderView)?;
+        if view.primary != self.instance {
+            return Err(NotWritable::OtherPrimary {
+                primary: view.primary,
+                term: view.term,
+            });
+        }
+        if view.term != self.term {
+            return Err(NotWritable::TermMismatch {
+                own: self.term,
+                group: view.term,
+            });
+        }
+        let window = lease_window(params);
+        let sent_ago = now.saturating_since(view.sent);
+        if sent_ago < window || self.streaming_quorum(params, now) {
+            return Ok(());
+        }
+        Err(NotWritable::LeaseExpired { sent_ago, window })
+    }
+
+    /// `/primary` at `now` (see the module documentation).
+    pub fn primary(&self, params: &Params, now: Instant) -> Result<(), NotWritable> {
+        self.write_lease(params, now)?;
+        if !self.query_ok {
+            return Err(NotWritable::StatusQueryFailed);
+        }
+        if self.read_only {
+            return Err(NotWritable::ReadOnly);
+        }
+        if self.stepping_down {
+            return Err(NotWritable::SteppingDown);
+        }
+        Ok(())
+    }
+
+    fn streaming_quorum(&self, params: &Params, now: Instant) -> bool {
+        streaming_quorum(
+            self.instance,
+            &self.group,
+            &self.downstreams,
+            now.saturating_since(self.status_at),
+            params.streaming_reply_staleness(),
+        )
+    }
+}
+
+impl Inst {
+    /// This DN's health snapshot.
+    pub(super) fn health(&self) -> InstanceHealth {
+        let status = self.status.as_ref();
+        InstanceHealth {
+            instance: self.id,
+            group: self.group.clone(),
+            running: self.running(),
+            fencing: self.fence != Fence::None,
+            role: self.known_role(),
+            db_state: status.map(|s| s.db_state),
+            term: self.term,
+            query_ok: self.query_ok(),
+            read_only: status.is_some_and(|s| s.read_only),
+            stepping_down: self.stepping_down,
+            position: status.map(|s| s.position),
+            upstream: status.and_then(|s| s.upstream),
+            downstreams: status.map(|s| s.downstreams.clone()).unwrap_or_default(),
+            status_at: self.status_at,
+            view: self.view,
+        }
+    }
+}
+
+impl Agent {
+    /// The lease-and-role part of `/primary` (§15) for a local DN at `now`; what §14's
+    /// `with_primary_of` placement uses. See the module documentation.
+    pub fn write_lease(&self, instance: InstanceId, now: Instant) -> Result<(), NotWritable> {
+        self.instance_health(instance)?
+            .write_lease(&self.params, now)
+    }
+
+    /// `/primary` (§15) for a local DN at `now`. See the module documentation.
+    pub fn primary(&self, instance: InstanceId, now: Instant) -> Result<(), NotWritable> {
+        self.instance_health(instance)?.primary(&self.params, now)
+    }
+
+    /// The health snapshot of one local DN.
+    pub fn instance_health(&self, instance: InstanceId) -> Result<InstanceHealth, NotWritable> {
+        self.insts
+            .get(&instance)
+            .map(Inst::health)
+            .ok_or(NotWritable::UnknownInstance)
+    }
+
+    /// Records the views of a leader answer to the report sent at `sent`, received at `now`:
+    /// each local DN of a named group keeps the view of the newest report (by send time).
+    pub(super) fn note_group_views(&mut self, now: Instant, sent: Instant, groups: &[GroupView]) {
+        for gv in groups {
+            for inst in self.insts.values_mut() {
+                if inst.gid != gv.group || inst.view.is_some_and(|v| v.sent > sent) {
+                    continue;
+                }
+                inst.view = Some(LeaderView {
+                    sent,
+                    primary: gv.primary,
+                    term: gv.term,
+                    primary_position: gv
+                        .primary_position
+                        .map(|(p, age)| (p, now.saturating_sub(age))),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "health_tests.rs"]
+mod tests;

@@ -126,7 +126,12 @@ impl Agent {
         let qterm = env.quorum_term;
         match env.msg {
             Msg::ReportReply(reply) => match reply.answer {
-                ReportAnswer::Leader { paused, groups, .. } => {
+                ReportAnswer::Leader {
+                    paused,
+                    groups,
+                    resources,
+                    ..
+                } => {
                     if qterm < self.highest_qterm {
                         tracing::info!(cms = %from, %qterm, "Leader reply from a deposed term ignored");
                         return;
@@ -138,6 +143,7 @@ impl Agent {
                         self.cms.answered_send = Some(newest);
                         self.note_group_views(now, sent, &groups);
                     }
+                    self.note_peer_resources(now, &resources);
                     self.observe_qterm(qterm);
                 }
                 ReportAnswer::NotLeader { .. } => {

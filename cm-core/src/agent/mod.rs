@@ -558,6 +558,8 @@ pub struct Agent {
     local_cms: Option<LocalCms>,
     /// Local resource instances, in config order (§14).
     res: Vec<ResInst>,
+    /// Other nodes' `with_primary_of` resource instances, as relayed by the leader (§14).
+    peer_res: BTreeMap<InstanceId, resource::PeerRes>,
 }
 
 impl Agent {
@@ -607,6 +609,7 @@ impl Agent {
             insts,
             local_cms,
             res: ResInst::for_node(config, node),
+            peer_res: BTreeMap::new(),
         })
     }
 

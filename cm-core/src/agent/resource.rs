@@ -24,6 +24,7 @@ use crate::config::{ClusterConfig, Placement, ResourceConfig};
 use crate::flags::Flag;
 use crate::ids::{GroupId, InstanceId, OpId};
 use crate::io::Alarm;
+use crate::msg::PeerResource;
 use crate::resource::{ResourceReport, ResourceState, ScriptExit, ScriptVerb};
 use crate::time::Instant;
 
@@ -31,6 +32,15 @@ use super::{Agent, AgentCommand};
 
 /// Online checks in a row that reset the restart counter (§14).
 pub const ONLINE_STREAK_RESET: u32 = 5;
+
+/// Another node's resource instance as the leader last relayed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PeerRes {
+    /// Its state in its node's newest report (`None`: never reported).
+    pub(super) state: Option<ResourceState>,
+    /// That report was received no later than this (this agent's clock).
+    pub(super) reported_by: Instant,
+}
 
 /// Why an instance must not run now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,21 +169,33 @@ impl Agent {
         Gate::Run
     }
 
-    /// Re-evaluates every instance's gate (the inputs behind it changed).
-    fn refresh_gates(&mut self, now: Instant) {
+    /// Re-evaluates every instance's gate (the inputs behind it changed). With `look`, an
+    /// instance whose new gate asks for action is checked at once rather than at its next
+    /// check: a primary's resource starts, a deposed one's stops, without a check interval's
+    /// delay.
+    fn refresh_gates(&mut self, now: Instant, look: bool) {
         let gates: Vec<Gate> = self
             .res
             .iter()
             .map(|r| self.resource_gate(now, r))
             .collect();
         for (r, g) in self.res.iter_mut().zip(gates) {
+            let offline = r.seen == Some(ResourceState::Offline);
+            let act = match g {
+                Gate::Stop => !offline && r.stop_sent.is_none(),
+                Gate::Run => offline && r.restart_at.is_none(),
+                Gate::Hold => false,
+            };
+            if look && r.gate != g && act && r.in_flight.is_none() {
+                r.next_check = r.next_check.min(now);
+            }
             r.gate = g;
         }
     }
 
     /// The resource loop: due checks, due restarts, and stops that intent now asks for.
     pub(super) fn resource_loop(&mut self, now: Instant, out: &mut Vec<AgentCommand>) {
-        self.refresh_gates(now);
+        self.refresh_gates(now, true);
         for i in 0..self.res.len() {
             if self.res[i].in_flight.is_some() {
                 continue;
@@ -224,7 +246,7 @@ impl Agent {
             return;
         }
         self.res[i].in_flight = None;
-        self.refresh_gates(now);
+        self.refresh_gates(now, false);
         if verb != ScriptVerb::Check && exit != ScriptExit::Code(0) {
             tracing::warn!(resource = %self.res[i].cfg.name, instance = %id, verb = verb.arg(),
                 ?exit, "resource script failed");
@@ -357,17 +379,7 @@ impl Agent {
                 r.restarts = 0;
             }
         }
-        self.refresh_gates(now);
-        // A stop asked for by a new flag starts at the next check; do not wait a whole
-        // check interval for it.
-        for r in &mut self.res {
-            if r.gate == Gate::Stop
-                && r.seen != Some(ResourceState::Offline)
-                && r.stop_sent.is_none()
-            {
-                r.next_check = r.next_check.min(now);
-            }
-        }
+        self.refresh_gates(now, true);
     }
 
     /// Every resource instance is down (a cluster stop may let the agent exit).
@@ -380,9 +392,53 @@ impl Agent {
         self.res.iter().filter_map(ResInst::deadline).min()
     }
 
-    /// Whether a `with_primary_of` instance may run on this node: see `placement.rs`.
-    fn placement_here(&self, _now: Instant, _group: GroupId, _r: &ResInst) -> Gate {
-        Gate::Stop
+    /// Whether a `with_primary_of` instance may run on this node (§14): the local DN of the
+    /// group holds the write lease (the lease-and-role part of `/primary`, §15) — else it is
+    /// stopped — and the hand-over is clear: every other instance of the resource was last
+    /// reported stopped (or offline), or its node's last report is older than the hand-over
+    /// wait — else it is left alone until then.
+    fn placement_here(&self, now: Instant, group: GroupId, r: &ResInst) -> Gate {
+        let Some(dn) = self.insts.values().find(|i| i.gid == group).map(|i| i.id) else {
+            return Gate::Stop;
+        };
+        if self.write_lease(dn, now).is_err() {
+            return Gate::Stop;
+        }
+        let wait = self.handover_wait(r);
+        for other in r.cfg.instances.iter().filter(|i| i.id != r.id) {
+            let Some(peer) = self.peer_res.get(&other.id) else {
+                return Gate::Hold;
+            };
+            let stopped = matches!(
+                peer.state,
+                Some(ResourceState::Stopped | ResourceState::Offline)
+            );
+            if !stopped && now < peer.reported_by + wait {
+                return Gate::Hold;
+            }
+        }
+        Gate::Run
+    }
+
+    /// A leader's answer with its relay of other nodes' resource instances, received at `now`: each one's
+    /// report time is at most `now − age` (the reply left the leader before `now`); the newest
+    /// estimate wins.
+    pub(super) fn note_peer_resources(&mut self, now: Instant, relayed: &[PeerResource]) {
+        for p in relayed {
+            let reported_by = now.saturating_sub(p.age);
+            let known = self.peer_res.entry(p.instance).or_insert(PeerRes {
+                state: p.state,
+                reported_by,
+            });
+            if reported_by >= known.reported_by {
+                *known = PeerRes {
+                    state: p.state,
+                    reported_by,
+                };
+            }
+        }
+        // The answer may also have granted or renewed the write lease.
+        self.refresh_gates(now, true);
     }
 
     /// The interval a hand-over waits after the previous node's last report (§14).

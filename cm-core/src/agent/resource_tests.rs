@@ -381,3 +381,181 @@ fn only_this_nodes_instances_are_supervised() {
     let ids: Vec<InstanceId> = a.status().resources.iter().map(|r| r.instance).collect();
     assert_eq!(ids, vec![RES]);
 }
+
+mod placement {
+    use super::*;
+    use crate::codec::encode_persisted;
+    use crate::ids::GroupId;
+    use crate::msg::{GroupView, PeerResource};
+
+    const TERM: Term = Term(3);
+
+    /// An agent of node 1 whose DN 6001 runs as `role` at term 3, with the `vip` resource
+    /// following group 1 (instances 9001, 9002, 9003 on nodes 1, 2, 3); its first check is in
+    /// flight.
+    fn booted_vip(role: DnRole) -> Agent {
+        let text = format!(
+            "{ONE_DN}\n[[resource]]\nname = \"vip\"\nscript = \"/opt/vip.sh\"\n\
+             instances = [{{ node = 1, id = 9001 }}, {{ node = 2, id = 9002 }}, {{ node = 3, id = 9003 }}]\n\
+             placement = {{ with_primary_of = 1 }}\n"
+        );
+        let mut store = Persisted::default();
+        store.instances.insert(
+            DN,
+            PersistedInstance {
+                term: TERM,
+                ..PersistedInstance::default()
+            },
+        );
+        let bytes = encode_persisted(&store).unwrap();
+        let a = Agent::new(&config(&text), ME, 1, Some(bytes)).unwrap();
+        let a = boot_with(a, role);
+        assert_eq!(in_flight(&a), Some(ScriptVerb::Check));
+        a
+    }
+
+    fn peer(id: u32, state: Option<ResourceState>, age_ms: u64) -> PeerResource {
+        PeerResource {
+            instance: InstanceId(id),
+            state,
+            age: Duration::from_millis(age_ms),
+        }
+    }
+
+    /// Sends a report at `sent`; the leader answers at `at` naming 6001 primary at term 3 and
+    /// relaying `peers`.
+    fn lease(a: &mut Agent, sent: Instant, at: Instant, peers: Vec<PeerResource>) {
+        let mut out = Vec::new();
+        a.send_report(sent, &mut out);
+        let reply = Msg::ReportReply(ReportReply {
+            seq: ReportSeq(a.cms.report_seq),
+            answer: ReportAnswer::Leader {
+                paused: false,
+                stopping: false,
+                groups: vec![GroupView {
+                    group: GroupId(1),
+                    primary: DN,
+                    term: TERM,
+                    primary_position: None,
+                }],
+                resources: peers,
+            },
+        });
+        a.step(at, from_cms(CMS[0], 1, reply));
+    }
+
+    #[test]
+    fn a_node_whose_dn_may_not_write_stops_it_and_never_starts_it() {
+        let mut a = booted_vip(DnRole::Standby);
+        assert_eq!(scripts(&code(&mut a, ms(10), 0)), vec![ScriptVerb::Stop]);
+        code(&mut a, ms(100), 0);
+        tick(&mut a, ms(100));
+        code(&mut a, ms(110), 1);
+        assert_eq!(state(&a), ResourceState::Stopped);
+        for t in (1100..15_000).step_by(1000) {
+            tick(&mut a, ms(t));
+            assert!(scripts(&code(&mut a, ms(t + 1), 1)).is_empty(), "at {t}");
+        }
+    }
+
+    #[test]
+    fn the_primarys_node_starts_it_once_the_others_reported_it_stopped() {
+        let mut a = booted_vip(DnRole::Primary);
+        // No lease yet at the first check: offline is "stopped by placement", nothing starts.
+        assert!(scripts(&code(&mut a, ms(10), 1)).is_empty());
+        assert_eq!(state(&a), ResourceState::Stopped);
+        // The answer at 0.5 s names 6001 the primary; both others were reported stopped.
+        let stopped = Some(ResourceState::Stopped);
+        lease(
+            &mut a,
+            ms(400),
+            ms(500),
+            vec![peer(9002, stopped, 300), peer(9003, stopped, 800)],
+        );
+        assert_eq!(a.resource_deadline(), Some(ms(500)), "look at once");
+        assert_eq!(scripts(&tick(&mut a, ms(500))), vec![ScriptVerb::Check]);
+        // Offline since 0.01 s: restart_delay (1 s) has passed at 1.01 s.
+        assert!(scripts(&code(&mut a, ms(520), 1)).is_empty());
+        assert_eq!(a.res[0].restart_at, Some(ms(1010)));
+        assert_eq!(scripts(&tick(&mut a, ms(1010))), vec![ScriptVerb::Start]);
+    }
+
+    #[test]
+    fn a_silent_previous_node_is_waited_for_the_hand_over_time() {
+        let mut a = booted_vip(DnRole::Primary);
+        code(&mut a, ms(10), 1);
+        // Node 2 last reported it online; the relay at 0.5 s says that report is 0.2 s old.
+        let online = Some(ResourceState::Online);
+        let stopped = Some(ResourceState::Stopped);
+        lease(
+            &mut a,
+            ms(400),
+            ms(500),
+            vec![peer(9002, online, 200), peer(9003, stopped, 0)],
+        );
+        let wait = a.handover_wait(&a.res[0]);
+        let clear = ms(300) + wait;
+        // Keep the lease alive with a fresh answer every second; nothing starts before `clear`.
+        let mut t = 1000;
+        while ms(t) < clear {
+            let age = t - 300;
+            lease(
+                &mut a,
+                ms(t),
+                ms(t),
+                vec![peer(9002, online, age), peer(9003, stopped, 0)],
+            );
+            let cmds = tick(&mut a, ms(t));
+            assert!(
+                !scripts(&cmds).contains(&ScriptVerb::Start),
+                "start at {t} ms"
+            );
+            if in_flight(&a) == Some(ScriptVerb::Check) {
+                assert!(
+                    scripts(&code(&mut a, ms(t), 1)).is_empty(),
+                    "start at {t} ms"
+                );
+            }
+            t += 1000;
+        }
+        let t = clear.since_origin().as_millis() as u64 + 1;
+        lease(
+            &mut a,
+            ms(t),
+            ms(t),
+            vec![peer(9002, online, t - 300), peer(9003, stopped, 0)],
+        );
+        let mut cmds = tick(&mut a, ms(t));
+        if in_flight(&a) == Some(ScriptVerb::Check) {
+            cmds = code(&mut a, ms(t), 1);
+        }
+        assert_eq!(
+            scripts(&cmds),
+            vec![ScriptVerb::Start],
+            "at the hand-over time {t} ms"
+        );
+    }
+
+    #[test]
+    fn losing_the_write_lease_stops_it_at_once() {
+        let mut a = booted_vip(DnRole::Primary);
+        code(&mut a, ms(10), 0);
+        let stopped = Some(ResourceState::Stopped);
+        // Sent at 1 s: the lease holds until 1 s + 6 s − 2 × 1 s = 5 s.
+        lease(
+            &mut a,
+            ms(1000),
+            ms(1010),
+            vec![peer(9002, stopped, 0), peer(9003, stopped, 0)],
+        );
+        for t in (1100..5000).step_by(100) {
+            let cmds = tick(&mut a, ms(t));
+            assert!(!scripts(&cmds).contains(&ScriptVerb::Stop), "stop at {t}");
+            if in_flight(&a).is_some() {
+                assert!(scripts(&code(&mut a, ms(t), 0)).is_empty(), "at {t}");
+            }
+        }
+        assert_eq!(scripts(&tick(&mut a, ms(5000))), vec![ScriptVerb::Check]);
+        assert_eq!(scripts(&code(&mut a, ms(5010), 0)), vec![ScriptVerb::Stop]);
+    }
+}

@@ -206,6 +206,7 @@ fn a_single_cms_elects_itself_and_answers_reports_as_leader_before_any_command()
                         term: crate::ids::Term(0),
                         primary_position: None,
                     }],
+                    resources: Vec::new(),
                 }
             })
         )

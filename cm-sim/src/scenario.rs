@@ -127,6 +127,11 @@ pub enum FaultAction {
         /// Which daemon.
         role: RoleName,
     },
+    /// SIGKILL of a custom resource's program (§14).
+    KillResource {
+        /// The resource instance.
+        instance: InstanceId,
+    },
     /// SIGKILL of every process of a DN.
     KillDn {
         /// The instance.
@@ -479,6 +484,10 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         | F::Gateway { node, .. }
         | F::WipeStore { node, .. } => node_ok(node),
         F::KillDn { instance } | F::BreakStream { instance } => inst_ok(instance),
+        F::KillResource { instance } => c
+            .resource_instance(*instance)
+            .map(|_| ())
+            .ok_or_else(|| format!("instance: {} is not a resource instance", instance.0)),
         F::DnState { instance, state } => {
             inst_ok(instance)?;
             match state.as_str() {

@@ -111,6 +111,8 @@ pub struct Host {
     pub flags: FlagSet,
     /// Its daemons.
     pub procs: BTreeMap<Role, Proc>,
+    /// Custom resource programs on it (§14): running or not.
+    pub resources: BTreeMap<InstanceId, bool>,
     /// When it was last thawed (its processes resume together; the first instants after a
     /// thaw are the window SPEC §8 concedes in asynchronous mode).
     pub thawed_at: Option<Instant>,
@@ -146,6 +148,8 @@ pub struct World {
     pub(crate) exiting: Option<Endpoint>,
     last_restart_cmd: BTreeMap<InstanceId, Instant>,
     pub(crate) avail: crate::avail::Availability,
+    /// Behaviour of each simulated resource instance (absent: [`crate::resources::ResourceModel::Ok`]).
+    pub resource_models: BTreeMap<InstanceId, crate::resources::ResourceModel>,
 }
 
 fn ms(v: f64) -> Duration {
@@ -176,6 +180,7 @@ impl World {
                     disk: Disk::new(scenario.sim.disk_pct),
                     flags: FlagSet::default(),
                     procs: BTreeMap::new(),
+                    resources: BTreeMap::new(),
                     thawed_at: None,
                 },
             );
@@ -202,6 +207,7 @@ impl World {
             exiting: None,
             last_restart_cmd: BTreeMap::new(),
             avail: crate::avail::Availability::default(),
+            resource_models: BTreeMap::new(),
         };
         let offsets = w.scenario.sim.power_on_s.clone();
         let nodes: Vec<NodeId> = w.scenario.config.nodes.iter().map(|n| n.id).collect();

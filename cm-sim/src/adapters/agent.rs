@@ -132,6 +132,9 @@ fn input_of(input: SimInput) -> Option<AgentInput> {
             mem_pct,
             io_pct,
         },
+        SimInput::ScriptDone { op, instance, exit } => {
+            AgentInput::ScriptCompleted { op, instance, exit }
+        }
         SimInput::WalAge { .. }
         | SimInput::ChildExited { .. }
         | SimInput::FenceDone { .. }
@@ -201,6 +204,21 @@ fn op_of(c: AgentCommand) -> (EnvOp, Option<AgentInput>) {
         AgentCommand::PersistState(p) => EnvOp::Persist(p),
         AgentCommand::RemoveFlag { flag } => EnvOp::RemoveFlag { flag },
         AgentCommand::RaiseAlarm(a) => EnvOp::Alarm(a),
+        AgentCommand::WriteFlag { flag } => EnvOp::WriteFlag {
+            flag,
+            mode: cm_core::dn::StopMode::Fast,
+        },
+        AgentCommand::RunScript {
+            op,
+            instance,
+            verb,
+            timeout,
+        } => EnvOp::RunScript {
+            op,
+            instance,
+            verb,
+            timeout,
+        },
         AgentCommand::Exit => EnvOp::Exit,
     };
     (op, None)

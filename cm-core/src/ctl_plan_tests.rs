@@ -63,6 +63,7 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
             last_switchover: None,
             commits_acknowledged: true,
         }],
+        resources: Vec::new(),
     })
 }
 

@@ -573,6 +573,24 @@ pub fn render_query(s: &ClusterStatus, verbose: bool, by_group: bool) -> String 
             g.group.0
         );
     }
+    if !s.resources.is_empty() {
+        out.push_str("\n[  Resource State   ]\n\n");
+        let mut rows = vec![vec![
+            "node".to_string(),
+            "res_name".into(),
+            "instance".into(),
+            "state".into(),
+        ]];
+        rows.extend(s.resources.iter().map(|r| {
+            vec![
+                r.node.0.to_string(),
+                r.name.clone(),
+                r.instance.0.to_string(),
+                r.state.name().into(),
+            ]
+        }));
+        out.push_str(&table(&rows));
+    }
     out
 }
 

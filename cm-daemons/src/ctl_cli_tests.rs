@@ -246,6 +246,7 @@ fn sample_status() -> ClusterStatus {
             last_switchover: None,
             commits_acknowledged: true,
         }],
+        resources: Vec::new(),
     }
 }
 
@@ -454,4 +455,50 @@ fn cms_readd_takes_a_cms_node_by_id_or_name() {
     assert!(err.0.contains("no such node"), "{err}");
     let err = op(&["cms", "--readd", "n2"]).unwrap_err();
     assert!(err.0.contains("runs no cm_server"), "{err}");
+}
+
+#[test]
+fn query_prints_the_resource_table_after_the_dns() {
+    use cm_core::ctl::ResourceRow;
+    use cm_core::resource::ResourceState;
+    let mut s = sample_status();
+    let plain = render_query(&s, false, false);
+    assert!(
+        !plain.contains("Resource State"),
+        "no table without resources"
+    );
+    s.resources = vec![
+        ResourceRow {
+            node: NodeId(1),
+            name: "pgbouncer".into(),
+            instance: InstanceId(9001),
+            state: ResourceState::Online,
+        },
+        ResourceRow {
+            node: NodeId(2),
+            name: "pgbouncer".into(),
+            instance: InstanceId(9002),
+            state: ResourceState::Stopped,
+        },
+    ];
+    let text = render_query(&s, false, false);
+    let at = text
+        .find("[  Resource State   ]")
+        .expect("a resource section");
+    assert!(at > text.find("[  Datanode State   ]").unwrap());
+    let lines: Vec<Vec<&str>> = text[at..]
+        .lines()
+        .skip(2)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('-'))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            vec!["node", "res_name", "instance", "state"],
+            vec!["1", "pgbouncer", "9001", "Online"],
+            vec!["2", "pgbouncer", "9002", "Stopped"],
+        ],
+        "{text}"
+    );
 }

@@ -358,11 +358,14 @@ impl Server {
             return;
         }
         if req == CtlRequest::Query {
-            let status = self.leader.status(
+            let mut status = self.leader.status(
                 self.quorum.committed(),
                 self.cms_rows(now),
                 self.quorum_term(),
             );
+            let timeout = self.config.params.instance_heartbeat_timeout();
+            let rows = self.resources.rows(&self.config, now, timeout);
+            super::resources::add_to_status(&mut status, rows);
             self.send(
                 out,
                 peer,

@@ -10,26 +10,12 @@
 use core::time::Duration;
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{ClusterConfig, Placement};
+use crate::ctl::{ClusterHealth, ClusterStatus, ResourceRow};
 use crate::ids::{InstanceId, NodeId};
 use crate::msg::PeerResource;
 use crate::resource::{ResourceReport, ResourceState};
 use crate::time::Instant;
-
-/// One row of `cm_ctl query`'s resource table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceRow {
-    /// The node.
-    pub node: NodeId,
-    /// The resource's name.
-    pub name: String,
-    /// The resource instance.
-    pub instance: InstanceId,
-    /// Its state as the leader sees it.
-    pub state: ResourceState,
-}
 
 /// Each node's newest resource report.
 #[derive(Clone, Debug, Default)]
@@ -109,6 +95,16 @@ impl ResourceBook {
         }
         out
     }
+}
+
+/// Adds the resource table to a status and counts it (§14): a resource instance not Online —
+/// other than one stopped by intent — makes a Normal cluster Degraded. Resources never make
+/// it Unavailable: they never drive DN arbitration.
+pub fn add_to_status(status: &mut ClusterStatus, rows: Vec<ResourceRow>) {
+    if status.state == ClusterHealth::Normal && rows.iter().any(|r| r.state.degrades()) {
+        status.state = ClusterHealth::Degraded;
+    }
+    status.resources = rows;
 }
 
 #[cfg(test)]
@@ -198,5 +194,40 @@ mod tests {
         );
         // The fixed resource is never relayed; a node without an instance gets nothing.
         assert!(relay.iter().all(|p| p.instance != InstanceId(9101)));
+    }
+
+    #[test]
+    fn a_resource_not_online_degrades_a_normal_cluster_but_stopped_does_not() {
+        let row = |state| ResourceRow {
+            node: NodeId(1),
+            name: "app".into(),
+            instance: InstanceId(9101),
+            state,
+        };
+        let status = |state| ClusterStatus {
+            cluster: "t".into(),
+            quorum_term: Default::default(),
+            cms: Vec::new(),
+            state,
+            balanced: true,
+            paused: false,
+            groups: Vec::new(),
+            resources: Vec::new(),
+        };
+        for (res, expect) in [
+            (ResourceState::Online, ClusterHealth::Normal),
+            (ResourceState::Stopped, ClusterHealth::Normal),
+            (ResourceState::Offline, ClusterHealth::Degraded),
+            (ResourceState::Unknown, ClusterHealth::Degraded),
+            (ResourceState::Abnormal, ClusterHealth::Degraded),
+        ] {
+            let mut s = status(ClusterHealth::Normal);
+            add_to_status(&mut s, vec![row(res)]);
+            assert_eq!(s.state, expect, "{res}");
+            assert_eq!(s.resources, vec![row(res)]);
+        }
+        let mut s = status(ClusterHealth::Unavailable);
+        add_to_status(&mut s, vec![row(ResourceState::Online)]);
+        assert_eq!(s.state, ClusterHealth::Unavailable);
     }
 }

@@ -92,6 +92,7 @@ pub fn cluster_status(
         balanced,
         paused: state.paused,
         groups: out,
+        resources: Vec::new(),
     }
 }
 

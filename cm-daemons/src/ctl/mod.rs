@@ -386,6 +386,7 @@ mod tests {
             balanced: true,
             paused: false,
             groups: Vec::new(),
+            resources: Vec::new(),
         };
         assert_eq!(
             progress(&Ok(Box::new(s)), Duration::from_secs(4)),

@@ -346,6 +346,11 @@ impl LocalCluster {
                     .ok()
                     .and_then(|t| t.trim().parse::<i32>().ok())
                     .filter(|p| *p > 1)
+                    // Only the example's own program, never a recycled pid.
+                    .filter(|p| {
+                        std::fs::read(format!("/proc/{p}/cmdline"))
+                            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("2147483647"))
+                    })
                 {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),

@@ -559,3 +559,134 @@ mod placement {
         assert_eq!(scripts(&code(&mut a, ms(5010), 0)), vec![ScriptVerb::Stop]);
     }
 }
+
+mod property {
+    use super::*;
+    use crate::codec::encode_persisted;
+    use crate::ids::GroupId;
+    use crate::msg::{GroupView, PeerResource};
+    use proptest::prelude::*;
+
+    const VIP: InstanceId = InstanceId(9001);
+    const APP: InstanceId = InstanceId(9101);
+
+    #[derive(Clone, Debug)]
+    enum Ev {
+        /// Time passes (ms) and the agent is ticked.
+        Advance(u16),
+        /// The script in flight of the vip (false) or app (true) ends with this code (5 =
+        /// killed).
+        Finish(bool, u8),
+        /// The flag files now are: vip's flag, app's flag, cluster stop.
+        Flags(bool, bool, bool),
+        /// A leader answers a report sent now: paused, naming 6001 the primary (else 6002),
+        /// and relaying the other vip instances as stopped (else online).
+        Leader(bool, bool, bool),
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            4 => (1u16..1500).prop_map(Ev::Advance),
+            4 => (any::<bool>(), 0u8..6).prop_map(|(a, c)| Ev::Finish(a, c)),
+            1 => (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(a, b, c)| Ev::Flags(a, b, c)),
+            3 => (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(a, b, c)| Ev::Leader(a, b, c)),
+        ]
+    }
+
+    fn agent() -> Agent {
+        let text = format!(
+            "{ONE_DN}\n[[resource]]\nname = \"vip\"\nscript = \"/opt/vip.sh\"\n\
+             instances = [{{ node = 1, id = 9001 }}, {{ node = 2, id = 9002 }}, {{ node = 3, id = 9003 }}]\n\
+             placement = {{ with_primary_of = 1 }}\ntime_out = 2\nrestart_delay = 0\n\
+             [[resource]]\nname = \"app\"\nscript = \"/opt/app.sh\"\n\
+             instances = [{{ node = 1, id = 9101 }}]\nrestart_delay = 0\nrestart_period = 0\n"
+        );
+        let mut store = Persisted::default();
+        store.instances.insert(
+            DN,
+            PersistedInstance {
+                term: Term(3),
+                ..PersistedInstance::default()
+            },
+        );
+        let bytes = encode_persisted(&store).unwrap();
+        boot_with(
+            Agent::new(&config(&text), ME, 1, Some(bytes)).unwrap(),
+            DnRole::Primary,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// §14, S6 for resources and S7 locally: no `-start` while the instance's flag or the
+        /// cluster stop flag exists or the cluster is paused, and a with_primary_of instance
+        /// never starts while this node's DN may not write.
+        #[test]
+        fn never_started_by_intent_or_without_the_write_lease(evs in proptest::collection::vec(ev(), 1..120)) {
+            let mut a = agent();
+            let mut now = 0u64;
+            let mut flags = FlagSet::default();
+            for e in evs {
+                let cmds = match e {
+                    Ev::Advance(d) => {
+                        now += u64::from(d);
+                        tick(&mut a, ms(now))
+                    }
+                    Ev::Finish(app, c) => {
+                        let i = usize::from(app);
+                        match a.res[i].in_flight {
+                            Some((op, _)) => {
+                                let exit = if c == 5 { ScriptExit::Killed } else { ScriptExit::Code(i32::from(c)) };
+                                let instance = a.res[i].id;
+                                a.step(ms(now), AgentInput::ScriptCompleted { op, instance, exit })
+                            }
+                            None => Vec::new(),
+                        }
+                    }
+                    Ev::Flags(vip, app, cluster) => {
+                        flags = FlagSet::default();
+                        if vip { flags.instance_manual_start.insert(VIP, StopMode::Fast); }
+                        if app { flags.instance_manual_start.insert(APP, StopMode::Fast); }
+                        if cluster { flags.cluster_manual_start = Some(StopMode::Fast); }
+                        a.step(ms(now), AgentInput::FlagsObserved(flags.clone()))
+                    }
+                    Ev::Leader(paused, mine, stopped) => {
+                        let mut out = Vec::new();
+                        a.send_report(ms(now), &mut out);
+                        let st = Some(if stopped { ResourceState::Stopped } else { ResourceState::Online });
+                        let reply = Msg::ReportReply(ReportReply {
+                            seq: ReportSeq(a.cms.report_seq),
+                            answer: ReportAnswer::Leader {
+                                paused,
+                                stopping: false,
+                                groups: vec![GroupView {
+                                    group: GroupId(1),
+                                    primary: if mine { DN } else { InstanceId(6002) },
+                                    term: Term(3),
+                                    primary_position: None,
+                                }],
+                                resources: vec![
+                                    PeerResource { instance: InstanceId(9002), state: st, age: Duration::ZERO },
+                                    PeerResource { instance: InstanceId(9003), state: st, age: Duration::ZERO },
+                                ],
+                            },
+                        });
+                        a.step(ms(now), from_cms(CMS[0], 1, reply))
+                    }
+                };
+                for c in &cmds {
+                    let AgentCommand::RunScript { instance, verb: ScriptVerb::Start, .. } = c else {
+                        continue;
+                    };
+                    prop_assert!(flags.cluster_manual_start.is_none(), "started {instance} under cluster stop at {now}");
+                    prop_assert!(!flags.instance_manual_start.contains_key(instance), "started {instance} with its flag at {now}");
+                    prop_assert!(!a.paused(ms(now)), "started {instance} while paused at {now}");
+                    if *instance == VIP {
+                        prop_assert!(a.write_lease(DN, ms(now)).is_ok(), "started the vip without the write lease at {now}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -268,3 +268,200 @@ fn e2e_resources_res_list_and_check_use_the_config_and_the_script() {
         "{said}"
     );
 }
+
+mod pgbouncer {
+    //! PgBouncer (Debian's package) as a `with_primary_of` resource of a real 1P2S PostgreSQL
+    //! cluster (the `cm_local` library, fast profile): it runs only on the primary's node,
+    //! pointing at the local primary; after that node is killed it runs only on the new
+    //! primary's node and a client through it writes again.
+
+    use std::path::Path;
+    use std::time::Duration;
+
+    use cm_core::ctl::ClusterStatus;
+    use cm_core::resource::ResourceState;
+    use cm_daemons::local::bench::execute;
+    use cm_daemons::local::cluster::{is_normal, primary_node};
+    use cm_daemons::local::{DEFAULT_PG_BIN, LocalCluster, LocalOptions, NODES};
+    use cm_io::postgres::test_support::free_port;
+
+    use super::{serial, sigkill, wait_until};
+
+    const PATIENCE: Duration = Duration::from_secs(120);
+
+    fn script() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/pgbouncer-resource.sh")
+    }
+
+    /// Kills every PgBouncer the test started (by pid file) when dropped, also on failure:
+    /// they run in their own sessions, outside the cluster's process groups.
+    struct Bouncers(std::path::PathBuf);
+
+    impl Bouncers {
+        fn pid(&self, n: u32) -> Option<i32> {
+            let text =
+                std::fs::read_to_string(self.0.join(format!("pgbouncer-{}.pid", 9000 + n))).ok()?;
+            let pid: i32 = text.trim().parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            comm.contains("pgbouncer").then_some(pid)
+        }
+
+        fn running(&self) -> Vec<u32> {
+            (1..=NODES).filter(|n| self.pid(*n).is_some()).collect()
+        }
+    }
+
+    impl Drop for Bouncers {
+        fn drop(&mut self) {
+            for n in 1..=NODES {
+                if let Some(pid) = self.pid(n) {
+                    sigkill(pid);
+                }
+            }
+        }
+    }
+
+    fn state_on(s: &ClusterStatus, n: u32) -> Option<ResourceState> {
+        s.resources.iter().find(|r| r.node.0 == n).map(|r| r.state)
+    }
+
+    #[test]
+    fn e2e_resources_pgbouncer_follows_the_primary_across_a_node_kill() {
+        let _s = serial();
+        if !Path::new(DEFAULT_PG_BIN).join("initdb").exists() {
+            eprintln!("skipped: no PostgreSQL in {DEFAULT_PG_BIN}");
+            return;
+        }
+        assert!(
+            Path::new("/usr/sbin/pgbouncer").exists(),
+            "PgBouncer is missing: scripts/test.sh installs it (apt-get install pgbouncer)"
+        );
+        let root = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(
+            root.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let dir = root.path().join("cluster");
+        let run = root.path().join("pgbouncer");
+        let opts = LocalOptions::new(dir, cm_core::params::Profile::Fast);
+        // The PgBouncer ports; the DN ports are known once the cluster is created, so the
+        // resource is appended to its config then, before any daemon starts.
+        let ports: Vec<u16> = (1..=NODES).map(|_| free_port()).collect();
+        let mut c = LocalCluster::create(opts).expect("create the local cluster");
+        let instances: Vec<String> = (1..=NODES)
+            .map(|n| {
+                format!(
+                    "{{ node = {n}, id = {}, args = \"{} {} {}\" }}",
+                    9000 + n,
+                    run.display(),
+                    ports[n as usize - 1],
+                    c.dn_port(n)
+                )
+            })
+            .collect();
+        // time_out 1 s: after a node kill the hand-over waits fencing floor + 2 × time_out ×
+        // (1+ρ)/(1−ρ) ≈ 4.2 s (fast profile) from the dead node's last report.
+        let resource = format!(
+            "\n[[resource]]\nname = \"pgbouncer\"\nscript = \"{}\"\ntime_out = 1\n\
+             placement = {{ with_primary_of = 1 }}\ninstances = [{}]\n",
+            script().display(),
+            instances.join(", ")
+        );
+        let config = c.paths.config();
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text += &resource;
+        std::fs::write(&config, &text).unwrap();
+        let bouncers = Bouncers(run.clone());
+        c.start_monitors().expect("start om_monitors");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let logs = |c: &LocalCluster| {
+            (1..=NODES)
+                .map(|n| {
+                    let t = std::fs::read_to_string(c.paths.logs().join(format!("node{n}.log")))
+                        .unwrap_or_default();
+                    let lines: Vec<&str> = t.lines().collect();
+                    lines[lines.len().saturating_sub(30)..].join("\n")
+                })
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        };
+
+        // Normal, PgBouncer Online on the primary's node and Stopped on the others.
+        let s = c
+            .wait_until(
+                "Normal with PgBouncer on the primary's node only",
+                PATIENCE,
+                |s| {
+                    let Some(p) = primary_node(s) else {
+                        return false;
+                    };
+                    is_normal(s)
+                        && (1..=NODES).all(|n| {
+                            let want = if n == p {
+                                ResourceState::Online
+                            } else {
+                                ResourceState::Stopped
+                            };
+                            state_on(s, n) == Some(want)
+                        })
+                },
+                |_| {},
+            )
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&c)));
+        let p = primary_node(&s).unwrap();
+        assert_eq!(bouncers.running(), vec![p], "PgBouncer processes");
+        let via = |n: u32, sql: &str| rt.block_on(execute(ports[n as usize - 1], sql));
+        via(p, "CREATE TABLE through_bouncer (x int)")
+            .unwrap_or_else(|e| panic!("write through PgBouncer on node {p}: {e}\n{}", logs(&c)));
+        via(p, "INSERT INTO through_bouncer VALUES (1)").unwrap();
+
+        // The primary's node dies: its processes, PgBouncer included (a real crash takes it).
+        let old = bouncers.pid(p).unwrap();
+        let left = c.kill_node(p);
+        sigkill(old);
+        assert!(left.is_empty(), "survivors of the node kill: {left:?}");
+        let killed = std::time::Instant::now();
+        let s = c
+            .wait_until(
+                "a new primary with PgBouncer Online on its node",
+                PATIENCE,
+                |s| {
+                    primary_node(s)
+                        .is_some_and(|q| q != p && state_on(s, q) == Some(ResourceState::Online))
+                },
+                |_| {},
+            )
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&c)));
+        let q = primary_node(&s).unwrap();
+        eprintln!(
+            "measured: PgBouncer Online on the new primary's node {q} {:?} after the node kill",
+            killed.elapsed()
+        );
+        assert!(
+            wait_until(PATIENCE, || via(
+                q,
+                "INSERT INTO through_bouncer VALUES (2)"
+            )
+            .is_ok()),
+            "no write through PgBouncer on node {q}\n{}",
+            logs(&c)
+        );
+        assert_eq!(
+            bouncers.running(),
+            vec![q],
+            "PgBouncer runs only on the new primary's node"
+        );
+        let third = (1..=NODES).find(|n| *n != p && *n != q).unwrap();
+        assert!(
+            via(third, "SELECT 1").is_err(),
+            "no PgBouncer on the standby's node"
+        );
+        drop(c);
+        drop(bouncers);
+    }
+}

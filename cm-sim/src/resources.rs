@@ -5,7 +5,10 @@
 
 use core::time::Duration;
 
+use cm_core::config::Placement;
+use cm_core::dn::DnRole;
 use cm_core::ids::{InstanceId, NodeId};
+use cm_core::msg::Role;
 use cm_core::resource::{ScriptExit, ScriptVerb};
 use serde::{Deserialize, Serialize};
 
@@ -52,10 +55,10 @@ impl World {
             return (timeout, ScriptExit::Killed);
         }
         let took = self
-            .rng
+            .resource_rng
             .duration_between(SCRIPT_MIN, SCRIPT_MAX)
             .min(timeout);
-        let flapped = model == ResourceModel::Flap && self.rng.chance(0.3);
+        let flapped = model == ResourceModel::Flap && self.resource_rng.chance(0.3);
         let Some(h) = self.hosts.get_mut(&node) else {
             return (took, ScriptExit::Failed("no such host".into()));
         };
@@ -78,6 +81,71 @@ impl World {
             }
         };
         (took, ScriptExit::Code(code))
+    }
+
+    /// S7 (SPEC §14, ours), after every event: a `with_primary_of` resource never runs on two
+    /// nodes at once while their agents run, and never stays running on a node whose DN may
+    /// not write (not a running primary) longer than the agent needs to see it and stop it:
+    /// one report interval (the status query that shows the DN's new role) + `time_out` (the
+    /// `-stop` run) + 0.5 s.
+    pub(crate) fn check_resources(&mut self) {
+        let now = self.now();
+        let report = self.scenario.config.params.report_interval();
+        let agent_runs = |w: &World, n: NodeId| {
+            w.hosts.get(&n).is_some_and(|h| {
+                h.up && !h.frozen && h.procs.get(&Role::Agent).is_some_and(|p| !p.stopped)
+            })
+        };
+        let mut found = Vec::new();
+        for r in &self.scenario.config.resources {
+            let Placement::WithPrimaryOf(group) = r.placement else {
+                continue;
+            };
+            let grace = report + r.time_out + Duration::from_millis(500);
+            let on: Vec<(NodeId, InstanceId)> = r
+                .instances
+                .iter()
+                .filter(|i| self.resource_running(i.node, i.id))
+                .map(|i| (i.node, i.id))
+                .collect();
+            let live: Vec<NodeId> = on
+                .iter()
+                .map(|(n, _)| *n)
+                .filter(|n| agent_runs(self, *n))
+                .collect();
+            if live.len() > 1 {
+                found.push((
+                    format!("S7 {} two", r.name),
+                    format!("S7: `{}` runs on {live:?} at once", r.name),
+                ));
+            }
+            for i in &r.instances {
+                let key = (i.node, i.id);
+                let may_write = self.dbs.instances.values().any(|d| {
+                    d.node == i.node && d.group == group && d.running && d.role == DnRole::Primary
+                });
+                if !on.contains(&key) || may_write || !agent_runs(self, i.node) {
+                    self.s7_since.remove(&key);
+                    continue;
+                }
+                let since = *self.s7_since.entry(key).or_insert(now);
+                if now.saturating_since(since) > grace {
+                    found.push((
+                        format!("S7 {} {}", r.name, i.id),
+                        format!(
+                            "S7: `{}` ({}) runs on {} whose DN may not write, for {:?}",
+                            r.name,
+                            i.id,
+                            i.node,
+                            now.saturating_since(since)
+                        ),
+                    ));
+                }
+            }
+        }
+        for (key, message) in found {
+            self.checker.violate_keyed(now, "S7", key, message);
+        }
     }
 
     /// Kills a resource's program (SIGKILL of the process, the script untouched).

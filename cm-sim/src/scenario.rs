@@ -50,6 +50,8 @@ pub struct SimParams {
     /// Power-on instant of each node, seconds, in the config's node order (missing: 0): a
     /// staggered cold start, or a node that joins late.
     pub power_on_s: Vec<f64>,
+    /// How each custom resource instance's script and program behave (§14; missing: `ok`).
+    pub resource_models: BTreeMap<InstanceId, crate::resources::ResourceModel>,
 }
 
 impl Default for SimParams {
@@ -62,6 +64,7 @@ impl Default for SimParams {
             disk_pct: 40.0,
             liveness_slack_s: 30.0,
             power_on_s: Vec::new(),
+            resource_models: BTreeMap::new(),
         }
     }
 }

@@ -150,6 +150,11 @@ pub struct World {
     pub(crate) avail: crate::avail::Availability,
     /// Behaviour of each simulated resource instance (absent: [`crate::resources::ResourceModel::Ok`]).
     pub resource_models: BTreeMap<InstanceId, crate::resources::ResourceModel>,
+    /// Draws of the resource scripts (their own stream: runs without resources keep their
+    /// trajectories).
+    pub(crate) resource_rng: Prng,
+    /// Since when each with_primary_of instance has run on a node whose DN may not write.
+    pub(crate) s7_since: BTreeMap<(NodeId, InstanceId), Instant>,
 }
 
 fn ms(v: f64) -> Duration {
@@ -159,6 +164,7 @@ fn ms(v: f64) -> Duration {
 impl World {
     /// Builds the world of a scenario; every host boots at time zero.
     pub fn new(scenario: Scenario, seed: u64, factory: Box<dyn DaemonFactory>) -> Self {
+        let resource_models = scenario.sim.resource_models.clone();
         let config = scenario.config.clone();
         let mut rng = Prng::new(derive_seed(seed, 0));
         let rho = config.params.max_clock_drift * scenario.sim.drift_fraction;
@@ -207,7 +213,9 @@ impl World {
             exiting: None,
             last_restart_cmd: BTreeMap::new(),
             avail: crate::avail::Availability::default(),
-            resource_models: BTreeMap::new(),
+            resource_models,
+            resource_rng: Prng::new(derive_seed(seed, 0x5245_534f)),
+            s7_since: BTreeMap::new(),
         };
         let offsets = w.scenario.sim.power_on_s.clone();
         let nodes: Vec<NodeId> = w.scenario.config.nodes.iter().map(|n| n.id).collect();
@@ -730,6 +738,7 @@ impl World {
         self.checker.two_node_concession = self.two_node_concession();
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
+        self.check_resources();
         self.check_availability();
     }
 

@@ -372,7 +372,7 @@ mod pgbouncer {
         let mut text = std::fs::read_to_string(&config).unwrap();
         text += &resource;
         std::fs::write(&config, &text).unwrap();
-        let bouncers = Bouncers(run.clone());
+        let bouncers = Bouncers(run);
         c.start_monitors().expect("start om_monitors");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

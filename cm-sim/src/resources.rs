@@ -91,7 +91,7 @@ impl World {
     pub(crate) fn check_resources(&mut self) {
         let now = self.now();
         let report = self.scenario.config.params.report_interval();
-        let agent_runs = |w: &World, n: NodeId| {
+        let agent_runs = |w: &Self, n: NodeId| {
             w.hosts.get(&n).is_some_and(|h| {
                 h.up && !h.frozen && h.procs.get(&Role::Agent).is_some_and(|p| !p.stopped)
             })

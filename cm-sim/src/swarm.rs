@@ -443,7 +443,8 @@ fn add_resources(s: &mut Scenario, seed: u64) {
     for _ in 0..kills {
         let at = 20.0 + res.unit_f64() * (s.duration.as_secs_f64() - 40.0).max(1.0);
         let instance = ids[res.index(ids.len())];
-        s.faults.push(fault(at, FaultAction::KillResource { instance }));
+        s.faults
+            .push(fault(at, FaultAction::KillResource { instance }));
     }
     s.faults.sort_by_key(|f| f.at);
     s.config.resources = vec![vip, app];
@@ -451,7 +452,11 @@ fn add_resources(s: &mut Scenario, seed: u64) {
     s.description += &format!(
         ", resources vip (time_out {:?}) and app ({:?}), {kills} resource kills",
         s.config.resources[0].time_out,
-        s.sim.resource_models.get(&InstanceId(9101)).copied().unwrap_or_default()
+        s.sim
+            .resource_models
+            .get(&InstanceId(9101))
+            .copied()
+            .unwrap_or_default()
     );
 }
 

@@ -87,13 +87,17 @@ impl World {
     /// nodes at once while their agents run, and never stays running on a node whose DN may
     /// not write (not a running primary) longer than the agent needs to see it and stop it:
     /// one report interval (the status query that shows the DN's new role) + `time_out` (the
-    /// `-stop` run) + 0.5 s.
+    /// `-stop` run) + 0.5 s. A thawed host's agent counts as running after that same grace.
     pub(crate) fn check_resources(&mut self) {
         let now = self.now();
         let report = self.scenario.config.params.report_interval();
-        let agent_runs = |w: &Self, n: NodeId| {
+        // An agent "runs" once it had a moment to act after a thaw (as for S4): its next turn
+        // (one report interval) and the `-stop` run.
+        let agent_runs = |w: &Self, n: NodeId, grace: Duration| {
             w.hosts.get(&n).is_some_and(|h| {
-                h.up && !h.frozen && h.procs.get(&Role::Agent).is_some_and(|p| !p.stopped)
+                h.up && !h.frozen
+                    && h.procs.get(&Role::Agent).is_some_and(|p| !p.stopped)
+                    && h.thawed_at.is_none_or(|t| now.saturating_since(t) > grace)
             })
         };
         let mut found = Vec::new();
@@ -111,7 +115,7 @@ impl World {
             let live: Vec<NodeId> = on
                 .iter()
                 .map(|(n, _)| *n)
-                .filter(|n| agent_runs(self, *n))
+                .filter(|n| agent_runs(self, *n, grace))
                 .collect();
             if live.len() > 1 {
                 found.push((
@@ -124,7 +128,7 @@ impl World {
                 let may_write = self.dbs.instances.values().any(|d| {
                     d.node == i.node && d.group == group && d.running && d.role == DnRole::Primary
                 });
-                if !on.contains(&key) || may_write || !agent_runs(self, i.node) {
+                if !on.contains(&key) || may_write || !agent_runs(self, i.node, grace) {
                     self.s7_since.remove(&key);
                     continue;
                 }

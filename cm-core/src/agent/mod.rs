@@ -23,8 +23,11 @@
 //! | DN status: process sample + status query per DN, then one report to every CMS | `agent_report_interval` | `instance.rs` |
 //! | phony-dead check per DN | `agent_phony_dead_check_interval` (36 s in state T) | `probes.rs` |
 //! | disk usage + write/read probe per DN | `disk_check_interval` | `probes.rs` |
+//! | custom resources: `-check` per instance, restarts, stops by intent (§14) | `check_interval` | `resource.rs` |
 //!
 //! Commands from the CMS are handled in `commands.rs`; the self-fence of §8 in `probes.rs`.
+//! Resource scripts go out as [`AgentCommand::RunScript`] and come back as
+//! [`AgentInput::ScriptCompleted`]; a resource's manual stop as [`AgentCommand::WriteFlag`].
 //!
 //! # Persistence
 //!

@@ -28,6 +28,26 @@ if [ ! -x /usr/sbin/haproxy ]; then
   fi
 fi
 
+# PgBouncer for the custom-resource end-to-end test (SPEC §14). Debian's package starts its own
+# service on install: stop and disable it (our test runs its own copies as the postgres user).
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "PgBouncer missing: installing it with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+    if command -v systemctl >/dev/null && systemctl list-unit-files pgbouncer.service >/dev/null 2>&1; then
+      systemctl disable --now pgbouncer.service >/dev/null 2>&1 || true
+    fi
+    if [ -x /etc/init.d/pgbouncer ]; then
+      /etc/init.d/pgbouncer stop >/dev/null 2>&1 || true
+      update-rc.d pgbouncer disable >/dev/null 2>&1 || true
+    fi
+  else
+    echo "PgBouncer is missing: install it (Debian: sudo apt-get install pgbouncer)" >&2
+    exit 1
+  fi
+fi
+
 if ! command -v cargo-nextest >/dev/null; then
   cargo install cargo-nextest --locked
 fi

@@ -78,6 +78,7 @@ fn reports(groups: u32, members: u32) -> Vec<(NodeId, AgentReport)> {
                     dns,
                     cms_process: None,
                     normal_start: false,
+                    resources: Vec::new(),
                 },
             )
         })

@@ -39,6 +39,7 @@ fn report() -> Envelope {
             dns,
             cms_process: None,
             normal_start: false,
+            resources: Vec::new(),
         }),
     }
 }

@@ -18,6 +18,7 @@ fn sample() -> Envelope {
             dns: vec![dn],
             cms_process: None,
             normal_start: false,
+            resources: Vec::new(),
         }),
     }
 }

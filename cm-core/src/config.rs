@@ -40,6 +40,10 @@ use crate::ids::{AzName, GroupId, InstanceId, NodeId};
 use crate::params::Params;
 use crate::security::SecurityConfig;
 
+#[path = "config_resource.rs"]
+mod resource;
+pub use resource::{Placement, RESOURCE_NAME_MAX, ResourceConfig, ResourceInstanceConfig};
+
 /// One problem in a configuration, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigIssue {
@@ -240,6 +244,8 @@ struct RawConfig {
     params: toml::Table,
     #[serde(default)]
     event_triggers: EventTriggers,
+    #[serde(default, rename = "resource")]
+    resources: Vec<resource::RawResource>,
 }
 
 /// A validated cluster configuration.
@@ -262,6 +268,9 @@ pub struct ClusterConfig {
     /// Event trigger scripts (§15).
     #[serde(default)]
     pub event_triggers: EventTriggers,
+    /// Custom resources (SPEC §14), in config order.
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
 }
 
 impl ClusterConfig {
@@ -307,7 +316,9 @@ impl ClusterConfig {
             ssl_operator_key_file: raw.ssl_operator_key_file,
             allow_plaintext: raw.allow_plaintext,
         };
+        let resources = resource::convert(raw.resources, &mut issues);
         let cfg = Self {
+            resources,
             name: raw.name,
             security,
             azs: raw.azs,
@@ -339,6 +350,7 @@ impl ClusterConfig {
                 );
             }
         }
+        resource::check_resources(self, &mut v.issues);
         for (name, msg) in self.params.check_orderings() {
             v.push(format!("params.{name}"), msg);
         }
@@ -388,6 +400,16 @@ impl ClusterConfig {
             .filter(|m| m.node == node)
             .map(|m| m.instance)
             .collect()
+    }
+
+    /// The resource that has an instance with this id, and that instance.
+    pub fn resource_instance(
+        &self,
+        id: InstanceId,
+    ) -> Option<(&ResourceConfig, &ResourceInstanceConfig)> {
+        self.resources
+            .iter()
+            .find_map(|r| r.instance(id).map(|i| (r, i)))
     }
 
     /// The AZ of a node.

@@ -7,6 +7,7 @@ use crate::dn::{DbState, DnRole, StopMode};
 use crate::flags::{Flag, FlagSet};
 use crate::ids::{GroupId, InstanceId, NodeId, Position, QuorumTerm, Term};
 use crate::params::ParamSide;
+use crate::resource::ResourceState;
 
 /// A request to the CMS leader.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +232,22 @@ pub struct ClusterStatus {
     /// and an agent's `/history` serves it as it last received this object.
     #[serde(default)]
     pub history: Vec<crate::history::Promotion>,
+    /// Custom resource instances (§14), in config order.
+    #[serde(default)]
+    pub resources: Vec<ResourceRow>,
+}
+
+/// One row of `cm_ctl query`'s resource table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRow {
+    /// The node.
+    pub node: NodeId,
+    /// The resource's name.
+    pub name: String,
+    /// The resource instance.
+    pub instance: InstanceId,
+    /// Its state as the leader sees it.
+    pub state: ResourceState,
 }
 
 /// A request to a node's om_monitor control port.

@@ -16,6 +16,7 @@ use crate::ctl::{
 use crate::dn::{BuildOutcome, DbState, DnRole, StopMode};
 use crate::flags::Flag;
 use crate::ids::{InstanceId, NodeId, Term};
+use crate::resource::ResourceState;
 use crate::state::SwitchoverResult;
 
 /// What the operator asked for.
@@ -172,8 +173,13 @@ impl Plan {
                     return Err(format!("node {} is not in the cluster config", node.0));
                 }
                 let on_node = config.instances_on(*node);
+                let resource_here = |i: &InstanceId| {
+                    config
+                        .resource_instance(*i)
+                        .is_some_and(|(_, ri)| ri.node == *node)
+                };
                 let chosen = match instance {
-                    Some(i) if !on_node.contains(i) => {
+                    Some(i) if !on_node.contains(i) && !resource_here(i) => {
                         return Err(format!("instance {} does not run on node {}", i.0, node.0));
                     }
                     Some(i) => vec![*i],
@@ -1012,12 +1018,21 @@ fn instance_row(s: &ClusterStatus, i: InstanceId) -> Option<&crate::ctl::DnRow> 
 fn instance_up(s: &ClusterStatus, i: InstanceId) -> bool {
     instance_row(s, i).is_some_and(|r| {
         matches!(r.role, DnRole::Primary | DnRole::Standby) && r.state == DbState::Normal
-    })
+    }) || resource_state(s, i) == Some(ResourceState::Online)
 }
 
 fn instance_stopped(s: &ClusterStatus, i: InstanceId) -> bool {
     instance_row(s, i)
         .is_some_and(|r| r.role == DnRole::Down || r.state == DbState::ManuallyStopped)
+        || resource_state(s, i) == Some(ResourceState::Stopped)
+}
+
+/// A custom resource instance's state in the status (§14: `start|stop -I`).
+fn resource_state(s: &ClusterStatus, i: InstanceId) -> Option<ResourceState> {
+    s.resources
+        .iter()
+        .find(|r| r.instance == i)
+        .map(|r| r.state)
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ fn status(state: ClusterHealth, role_of_6002: DnRole, db_state: DbState) -> Box<
             last_switchover: None,
             commits_acknowledged: true,
         }],
+        resources: Vec::new(),
     })
 }
 
@@ -1055,4 +1056,81 @@ fn switchover_all_no_wait_returns_once_accepted_and_a_balanced_cluster_has_nothi
         p.next(StepResult::Leader(Ok(CtlReply::Refused(Refusal::Paused)))),
         Step::Failed("refused: the cluster is paused; run `cm_ctl resume` first".into())
     );
+}
+
+/// §14: `cm_ctl stop|start -I ID` writes or removes the resource instance's flag on its node
+/// and waits until the leader shows it Stopped or Online.
+#[test]
+fn a_resource_instance_is_stopped_and_started_through_its_flag() {
+    use crate::ctl::ResourceRow;
+    let c = ClusterConfig::from_toml_str(&format!(
+        "{}\n[[resource]]\nname = \"app\"\nscript = \"/a.sh\"\ninstances = [{{ node = 2, id = 9002 }}]\n",
+        crate::config::EXAMPLE_CONFIG
+    ))
+    .unwrap();
+    let with = |state| {
+        let mut s = status(ClusterHealth::Normal, DnRole::Standby, DbState::Normal);
+        s.resources = vec![ResourceRow {
+            node: NodeId(2),
+            name: "app".into(),
+            instance: InstanceId(9002),
+            state,
+        }];
+        s
+    };
+    // The instance must be on the node named.
+    let on = |node| Operation::StopInstance {
+        node: NodeId(node),
+        instance: Some(InstanceId(9002)),
+        mode: StopMode::Fast,
+        timeout: Duration::from_secs(30),
+    };
+    assert!(Plan::new(&c, on(1)).unwrap_err().contains("9002"));
+    let mut p = Plan::new(&c, on(2)).unwrap();
+    assert_eq!(
+        p.next(StepResult::Begin),
+        Step::Monitors {
+            nodes: vec![NodeId(2)],
+            req: MonitorRequest::WriteFlag {
+                flag: Flag::InstanceManualStart(InstanceId(9002)),
+                mode: StopMode::Fast
+            }
+        }
+    );
+    p.next(StepResult::Monitors(vec![(
+        NodeId(2),
+        Ok(MonitorReply::Done),
+    )]));
+    assert_eq!(polled(&mut p, with(ResourceState::Online), 1), POLL);
+    assert!(matches!(
+        polled(&mut p, with(ResourceState::Stopped), 2),
+        Step::Done(_)
+    ));
+    let mut p = Plan::new(
+        &c,
+        Operation::StartInstance {
+            node: NodeId(2),
+            instance: Some(InstanceId(9002)),
+            timeout: Duration::from_secs(30),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        p.next(StepResult::Begin),
+        Step::Monitors {
+            nodes: vec![NodeId(2)],
+            req: MonitorRequest::RemoveFlag {
+                flag: Flag::InstanceManualStart(InstanceId(9002)),
+            }
+        }
+    );
+    p.next(StepResult::Monitors(vec![(
+        NodeId(2),
+        Ok(MonitorReply::Done),
+    )]));
+    assert_eq!(polled(&mut p, with(ResourceState::Stopped), 1), POLL);
+    assert!(matches!(
+        polled(&mut p, with(ResourceState::Online), 2),
+        Step::Done(_)
+    ));
 }

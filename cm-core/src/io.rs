@@ -124,6 +124,13 @@ pub enum Alarm {
         /// The instance.
         instance: InstanceId,
     },
+    /// A resource instance spent its restart budget and was stopped manually (§14).
+    ResourceRestartBudgetSpent {
+        /// The resource instance.
+        instance: InstanceId,
+        /// The resource's name.
+        resource: String,
+    },
     /// cpu/mem/io above `environment_threshold`.
     Environment {
         /// Which resource.
@@ -160,6 +167,10 @@ impl core::fmt::Display for Alarm {
                 write!(f, "TransactionReadOnly instance={instance}")
             }
             Self::DiskDamaged { instance } => write!(f, "DiskDamaged instance={instance}"),
+            Self::ResourceRestartBudgetSpent { instance, resource } => write!(
+                f,
+                "ResourceRestartBudgetSpent resource={resource} instance={instance}"
+            ),
             Self::Environment {
                 resource,
                 usage_pct,

@@ -115,6 +115,7 @@ pub mod monitor;
 pub mod msg;
 pub mod params;
 pub mod quorum_math;
+pub mod resource;
 pub mod rng;
 pub mod security;
 pub mod server;

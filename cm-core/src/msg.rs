@@ -8,6 +8,7 @@ use crate::dn::{DnReport, ProcState};
 use core::time::Duration;
 
 use crate::ids::{CmdSeq, GroupId, InstanceId, NodeId, Position, QuorumTerm, ReportSeq, Term};
+use crate::resource::{ResourceReport, ResourceState};
 use crate::server::quorum::QuorumMsg;
 
 /// The kind of process at one end of a connection.
@@ -149,6 +150,9 @@ pub struct AgentReport {
     pub cms_process: Option<ProcState>,
     /// The agent was started by a `cm_ctl start` ("normal") rather than after a crash.
     pub normal_start: bool,
+    /// The node's custom resource instances (§14), in config order.
+    #[serde(default)]
+    pub resources: Vec<ResourceReport>,
 }
 
 /// A CMS's answer to an agent report.
@@ -173,6 +177,10 @@ pub enum ReportAnswer {
         /// (§15's `/primary` lease, §14's placement). Empty until the leader has committed an
         /// entry of its own quorum term: before that its committed state may lag the log.
         groups: Vec<GroupView>,
+        /// For each `with_primary_of` resource with an instance on the reporting node, its
+        /// instances on the other nodes as this leader last heard of them (§14's hand-over).
+        #[serde(default)]
+        resources: Vec<PeerResource>,
     },
     /// Not the leader; the leader is believed to be this node, if known.
     NotLeader {
@@ -195,6 +203,19 @@ pub struct GroupView {
     /// The primary's newest reported position and how long before the reply the leader
     /// received it (`None`: no report from it under this leadership).
     pub primary_position: Option<(Position, Duration)>,
+}
+
+/// A resource instance on another node, relayed by the CMS leader for the hand-over of a
+/// `with_primary_of` resource (§14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerResource {
+    /// The resource instance.
+    pub instance: InstanceId,
+    /// Its state in its node's newest report (`None`: no report from that node).
+    pub state: Option<ResourceState>,
+    /// How long before this reply that report was received — or, without one, how long this
+    /// CMS has been running (the node's last report cannot be younger than that).
+    pub age: Duration,
 }
 
 /// A command to one instance, with its per-member sequence number (§3).

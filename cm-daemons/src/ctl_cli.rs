@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use cm_core::config::ClusterConfig;
+use cm_core::config::{ClusterConfig, Placement};
 use cm_core::ctl::{ClusterHealth, ClusterStatus, CmsRole, CtlRequest, DnRow};
 use cm_core::ctl_plan::Operation;
 use cm_core::dn::{DbState, DnRole, StopMode};
@@ -59,6 +59,9 @@ pub struct Target {
     /// Data directory of the instance on that node.
     #[arg(short = 'D', long = "datadir", requires = "node")]
     pub data_dir: Option<String>,
+    /// A custom resource instance id (§14); its node comes from the config (-n must match).
+    #[arg(short = 'I', long = "instance", conflicts_with = "data_dir")]
+    pub instance: Option<u32>,
 }
 
 /// cm_ctl's subcommands (SPEC.md §10).
@@ -184,6 +187,17 @@ pub enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Custom resources (§14): `res --list` prints them from the config; `res --check` checks
+    /// the config and that every script exists and is executable on this host, starting
+    /// nothing (exit 1 on a problem).
+    Res {
+        /// List the resources and their instances.
+        #[arg(long, conflicts_with = "check", required_unless_present = "check")]
+        list: bool,
+        /// Check the config and the scripts.
+        #[arg(long)]
+        check: bool,
+    },
     /// CMS membership: `cms --readd NODE` lets a CMS that rejoined as a non-voter after losing
     /// its store vote again (only once the cluster has moved past every term it may have
     /// voted in).
@@ -235,6 +249,35 @@ fn resolve(
     config: &ClusterConfig,
     t: &Target,
 ) -> Result<(Option<NodeId>, Option<InstanceId>), UsageError> {
+    if let Some(id) = t.instance {
+        let id = InstanceId(id);
+        let Some((res, inst)) = config.resource_instance(id) else {
+            let known: Vec<String> = config
+                .resources
+                .iter()
+                .flat_map(|r| r.instances.iter().map(|i| i.id.0.to_string()))
+                .collect();
+            return Err(UsageError(format!(
+                "-I {}: no resource instance with that id (resource instances: {})",
+                id.0,
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        };
+        if let Some(given) = &t.node {
+            let node = resolve_node(config, given)?;
+            if node != inst.node {
+                return Err(UsageError(format!(
+                    "-I {}: instance of `{}` runs on node {}, not on node {}",
+                    id.0, res.name, inst.node.0, node.0
+                )));
+            }
+        }
+        return Ok((Some(inst.node), Some(id)));
+    }
     let Some(given) = &t.node else {
         return Ok((None, None));
     };
@@ -365,7 +408,10 @@ pub fn operation(
             agent, server, kv, ..
         } => set_param(*agent, *server, kv)?,
         CtlCommand::List { .. } => Operation::Leader(CtlRequest::ListParams),
-        CtlCommand::Query { .. } | CtlCommand::Check { .. } | CtlCommand::History { .. } => {
+        CtlCommand::Query { .. }
+        | CtlCommand::Check { .. }
+        | CtlCommand::History { .. }
+        | CtlCommand::Res { .. } => {
             return Ok(None);
         }
     };
@@ -509,6 +555,74 @@ fn dn_cells(m: &DnRow, verbose: bool) -> Vec<String> {
     r
 }
 
+/// `cm_ctl res --list`: one line per resource instance with its script and settings.
+pub fn render_resources(config: &ClusterConfig) -> String {
+    if config.resources.is_empty() {
+        return "no resources in the config\n".into();
+    }
+    let mut rows = vec![vec![
+        "name".to_string(),
+        "instance".into(),
+        "node".into(),
+        "placement".into(),
+        "script".into(),
+        "args".into(),
+    ]];
+    for r in &config.resources {
+        let placement = match r.placement {
+            Placement::Fixed => "fixed".to_string(),
+            Placement::WithPrimaryOf(g) => format!("with_primary_of={}", g.0),
+        };
+        for i in &r.instances {
+            rows.push(vec![
+                r.name.clone(),
+                i.id.0.to_string(),
+                i.node.0.to_string(),
+                placement.clone(),
+                r.script.clone(),
+                i.args.clone(),
+            ]);
+        }
+    }
+    let mut out = table(&rows);
+    for r in &config.resources {
+        let times = r
+            .restart_times
+            .map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "{}: check_interval {:?}, time_out {:?}, restart_delay {:?}, restart_period {:?}, \
+             restart_times {times}, abnormal_timeout {:?}",
+            r.name,
+            r.check_interval,
+            r.time_out,
+            r.restart_delay,
+            r.restart_period,
+            r.abnormal_timeout
+        );
+    }
+    out
+}
+
+/// `cm_ctl res --check`: the problems of every resource script on this host (missing, not a
+/// file, not executable), one line each; empty when all are fine.
+pub fn check_resource_scripts(config: &ClusterConfig) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut out = Vec::new();
+    for (i, r) in config.resources.iter().enumerate() {
+        let at = format!("resource[{i}].script ({})", r.name);
+        match std::fs::metadata(&r.script) {
+            Err(e) => out.push(format!("{at}: {}: {e}", r.script)),
+            Ok(m) if !m.is_file() => out.push(format!("{at}: {} is not a file", r.script)),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+                out.push(format!("{at}: {} is not executable (chmod +x)", r.script));
+            }
+            Ok(_) => {}
+        }
+    }
+    out
+}
+
 /// Renders `cm_ctl query [-v] [-C]` after CM's layout (reference/opengauss-cm.md §9), with a
 /// header row over the DN table and one line per member.
 pub fn render_query(s: &ClusterStatus, verbose: bool, by_group: bool) -> String {
@@ -585,6 +699,24 @@ pub fn render_query(s: &ClusterStatus, verbose: bool, by_group: bool) -> String 
     if verbose {
         out.push_str("\n[  Last promotion   ]\n\n");
         out.push_str(&crate::ctl_history::render_last_promotions(s));
+    }
+    if !s.resources.is_empty() {
+        out.push_str("\n[  Resource State   ]\n\n");
+        let mut rows = vec![vec![
+            "node".to_string(),
+            "res_name".into(),
+            "instance".into(),
+            "state".into(),
+        ]];
+        rows.extend(s.resources.iter().map(|r| {
+            vec![
+                r.node.0.to_string(),
+                r.name.clone(),
+                r.instance.0.to_string(),
+                r.state.name().into(),
+            ]
+        }));
+        out.push_str(&table(&rows));
     }
     out
 }

@@ -257,6 +257,7 @@ fn sample_status() -> ClusterStatus {
             last_switchover: None,
             commits_acknowledged: true,
         }],
+        resources: Vec::new(),
     }
 }
 
@@ -530,4 +531,135 @@ fn the_operator_guide_documents_every_query_json_field() {
         "undocumented --json fields {missing:?}; the output is:\n{}",
         serde_json::to_string_pretty(&json).unwrap()
     );
+}
+
+#[test]
+fn query_prints_the_resource_table_after_the_dns() {
+    use cm_core::ctl::ResourceRow;
+    use cm_core::resource::ResourceState;
+    let mut s = sample_status();
+    let plain = render_query(&s, false, false);
+    assert!(
+        !plain.contains("Resource State"),
+        "no table without resources"
+    );
+    s.resources = vec![
+        ResourceRow {
+            node: NodeId(1),
+            name: "pgbouncer".into(),
+            instance: InstanceId(9001),
+            state: ResourceState::Online,
+        },
+        ResourceRow {
+            node: NodeId(2),
+            name: "pgbouncer".into(),
+            instance: InstanceId(9002),
+            state: ResourceState::Stopped,
+        },
+    ];
+    let text = render_query(&s, false, false);
+    let at = text
+        .find("[  Resource State   ]")
+        .expect("a resource section");
+    assert!(at > text.find("[  Datanode State   ]").unwrap());
+    let lines: Vec<Vec<&str>> = text[at..]
+        .lines()
+        .skip(2)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('-'))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            vec!["node", "res_name", "instance", "state"],
+            vec!["1", "pgbouncer", "9001", "Online"],
+            vec!["2", "pgbouncer", "9002", "Stopped"],
+        ],
+        "{text}"
+    );
+}
+
+fn res_cfg(script: &str) -> ClusterConfig {
+    ClusterConfig::from_toml_str(&format!(
+        "{CONFIG}\n[[resource]]\nname = \"app\"\nscript = \"{script}\"\n\
+         instances = [{{ node = 2, id = 9002, args = \"--port 7000\" }}]\nrestart_times = 3\n"
+    ))
+    .unwrap()
+}
+
+fn res_op(args: &[&str]) -> Result<Option<Operation>, UsageError> {
+    let mut full = vec!["cm_ctl"];
+    full.extend_from_slice(args);
+    let cli = Cli::try_parse_from(full).expect("clap accepts it");
+    operation(&res_cfg("/opt/app.sh"), &cli.command)
+}
+
+#[test]
+fn start_and_stop_dash_i_name_a_resource_instance_on_its_node() {
+    assert_eq!(
+        res_op(&["stop", "-I", "9002"]).unwrap(),
+        Some(Operation::StopInstance {
+            node: NodeId(2),
+            instance: Some(InstanceId(9002)),
+            mode: StopMode::Fast,
+            timeout: Duration::from_secs(300),
+        })
+    );
+    assert_eq!(
+        res_op(&["start", "-I", "9002", "-n", "n2", "-t", "20"]).unwrap(),
+        Some(Operation::StartInstance {
+            node: NodeId(2),
+            instance: Some(InstanceId(9002)),
+            timeout: Duration::from_secs(20),
+        })
+    );
+    let e = res_op(&["start", "-I", "9002", "-n", "1"]).unwrap_err();
+    assert!(e.0.contains("runs on node 2, not on node 1"), "{e}");
+    let e = res_op(&["stop", "-I", "6001"]).unwrap_err();
+    assert!(
+        e.0.contains("no resource instance") && e.0.contains("9002"),
+        "{e}"
+    );
+    assert!(Cli::try_parse_from(["cm_ctl", "stop", "-I", "9002", "-n", "2", "-D", "/d"]).is_err());
+}
+
+#[test]
+fn res_list_shows_every_instance_with_its_settings() {
+    let text = render_resources(&res_cfg("/opt/app.sh"));
+    assert!(text.contains("app"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("9002"))
+        .expect("a row for 9002");
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        vec!["app", "9002", "2", "fixed", "/opt/app.sh", "--port", "7000"]
+    );
+    assert!(text.contains("restart_times 3"), "{text}");
+    assert_eq!(render_resources(&cfg()), "no resources in the config\n");
+    assert!(
+        Cli::try_parse_from(["cm_ctl", "res"]).is_err(),
+        "--list or --check"
+    );
+}
+
+#[test]
+fn res_check_finds_missing_and_non_executable_scripts() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("app.sh");
+    let path = script.to_str().unwrap();
+    let missing = check_resource_scripts(&res_cfg(path));
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].starts_with("resource[0].script (app)"),
+        "{missing:?}"
+    );
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let not_exec = check_resource_scripts(&res_cfg(path));
+    assert!(not_exec[0].contains("not executable"), "{not_exec:?}");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(check_resource_scripts(&res_cfg(path)).is_empty());
 }

@@ -123,6 +123,7 @@ mod tests {
                 commits_acknowledged: true,
             }],
             history,
+            resources: Vec::new(),
         }
     }
 

@@ -300,6 +300,7 @@ impl Agents {
                                         dns: Vec::new(),
                                         cms_process: None,
                                         normal_start: true,
+                                        resources: Vec::new(),
                                     }),
                                 });
                             }

@@ -138,6 +138,15 @@ pub enum SimInput {
         /// Exit status 0.
         success: bool,
     },
+    /// A resource script finished (§14).
+    ScriptDone {
+        /// The run.
+        op: OpId,
+        /// The resource instance.
+        instance: InstanceId,
+        /// How it ended.
+        exit: cm_core::resource::ScriptExit,
+    },
     /// Two-node mode: whether the third-party gateways answered.
     Gateways {
         /// All answered.
@@ -280,6 +289,17 @@ pub enum EnvOp {
     ProbeGateways,
     /// An alarm, for the log.
     Alarm(Alarm),
+    /// Run a resource instance's script (§14).
+    RunScript {
+        /// Matches the completion.
+        op: OpId,
+        /// The resource instance.
+        instance: InstanceId,
+        /// The verb.
+        verb: cm_core::resource::ScriptVerb,
+        /// Killed after this long.
+        timeout: Duration,
+    },
 }
 
 /// What the invariant checkers can see of a cm_server.

@@ -84,6 +84,7 @@ impl World {
             F::KillDn { instance } => {
                 self.dbs.kill(instance);
             }
+            F::KillResource { instance } => self.kill_resource(instance),
             F::BreakStream { instance } => {
                 if let Some(i) = self.dbs.instances.get_mut(&instance) {
                     i.stream_broken = true;
@@ -231,6 +232,7 @@ impl World {
         }
         self.dbs.crash_node(node);
         if let Some(h) = self.hosts.get_mut(&node) {
+            h.resources.clear();
             h.up = false;
             h.frozen = false;
             h.disk.crash();

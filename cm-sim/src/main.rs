@@ -152,6 +152,10 @@ fn cmd_list() -> ExitCode {
         "{:<30} the generator before issue 11 (seeds found then reproduce here)",
         swarm::SWARM_CLASSIC
     );
+    println!(
+        "{:<30} `swarm` plus custom resources (SPEC §14: S7, scripts that fail, hang, flap)",
+        swarm::SWARM_RESOURCES
+    );
     ExitCode::SUCCESS
 }
 

@@ -52,6 +52,8 @@ pub struct SimParams {
     /// Power-on instant of each node, seconds, in the config's node order (missing: 0): a
     /// staggered cold start, or a node that joins late.
     pub power_on_s: Vec<f64>,
+    /// How each custom resource instance's script and program behave (§14; missing: `ok`).
+    pub resource_models: BTreeMap<InstanceId, crate::resources::ResourceModel>,
 }
 
 impl Default for SimParams {
@@ -64,6 +66,7 @@ impl Default for SimParams {
             disk_pct: 40.0,
             liveness_slack_s: 30.0,
             power_on_s: Vec::new(),
+            resource_models: BTreeMap::new(),
         }
     }
 }
@@ -128,6 +131,11 @@ pub enum FaultAction {
         node: NodeId,
         /// Which daemon.
         role: RoleName,
+    },
+    /// SIGKILL of a custom resource's program (§14).
+    KillResource {
+        /// The resource instance.
+        instance: InstanceId,
     },
     /// SIGKILL of every process of a DN.
     KillDn {
@@ -487,6 +495,10 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         | F::Gateway { node, .. }
         | F::WipeStore { node, .. } => node_ok(node),
         F::KillDn { instance } | F::BreakStream { instance } => inst_ok(instance),
+        F::KillResource { instance } => c
+            .resource_instance(*instance)
+            .map(|_| ())
+            .ok_or_else(|| format!("instance: {} is not a resource instance", instance.0)),
         F::DnState { instance, state } => {
             inst_ok(instance)?;
             match state.as_str() {

@@ -33,6 +33,12 @@ pub const SWARM: &str = "swarm";
 /// The name of the original generator, under which seeds found before issue 11 reproduce.
 pub const SWARM_CLASSIC: &str = "swarm-classic";
 
+/// The widened generator plus custom resources (SPEC §14): a `with_primary_of` resource on
+/// group 1 and a `fixed` one whose script may fail, hang or flap, with resource kills, so that
+/// S7 is checked under every fault. Drawn from a stream of their own: `swarm` and
+/// `swarm-classic` seeds keep their meaning.
+pub const SWARM_RESOURCES: &str = "swarm-resources";
+
 /// Where the classic draw places CMS and DNs: `cms` CMS nodes, of which `cms_only` host no DN.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
@@ -116,6 +122,7 @@ fn config(rng: &mut Prng, members: &[usize], layout: Layout, azs: usize) -> Clus
         database: DatabaseConfig::default(),
         params: Params::defaults(),
         event_triggers: Default::default(),
+        resources: Vec::new(),
     };
     cfg.params = params(rng, &cfg);
     cfg
@@ -285,6 +292,13 @@ pub fn scenario(seed: u64) -> Scenario {
     draw(seed, true)
 }
 
+/// The scenario of `swarm-resources` for a seed: the widened draw plus resources.
+pub fn with_resources(seed: u64) -> Scenario {
+    let mut s = draw(seed, true);
+    add_resources(&mut s, seed);
+    s
+}
+
 /// The scenario the original generator drew for a seed (`swarm-classic`).
 pub fn classic(seed: u64) -> Scenario {
     draw(seed, false)
@@ -295,6 +309,7 @@ pub fn by_name(name: &str, seed: u64) -> Option<Scenario> {
     match name {
         SWARM => Some(scenario(seed)),
         SWARM_CLASSIC => Some(classic(seed)),
+        SWARM_RESOURCES => Some(with_resources(seed)),
         _ => None,
     }
 }
@@ -352,6 +367,100 @@ fn draw(seed: u64, widen: bool) -> Scenario {
         faults,
         expect: BTreeMap::new(),
     }
+}
+
+/// Adds the resources of `swarm-resources` (see [`SWARM_RESOURCES`]).
+fn add_resources(s: &mut Scenario, seed: u64) {
+    use crate::resources::ResourceModel;
+    use cm_core::config::{Placement, ResourceConfig, ResourceInstanceConfig};
+    let mut res = Prng::new(derive_seed(seed, 0x5245_5352));
+    let Some(g) = s.config.groups.first() else {
+        return;
+    };
+    let mut nodes: Vec<NodeId> = g.members.iter().map(|m| m.node).collect();
+    nodes.sort();
+    nodes.dedup();
+    let base = |name: &str, script: &str, instances: Vec<ResourceInstanceConfig>| ResourceConfig {
+        name: name.into(),
+        script: script.into(),
+        instances,
+        check_interval: Duration::from_secs(1),
+        time_out: Duration::from_secs(10),
+        restart_delay: Duration::from_secs(1),
+        restart_period: Duration::from_secs(1),
+        restart_times: None,
+        abnormal_timeout: Duration::from_secs(30),
+        placement: Placement::Fixed,
+    };
+    let mut vip = base(
+        "vip",
+        "/opt/vip.sh",
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(k, n)| ResourceInstanceConfig {
+                node: *n,
+                id: InstanceId(9001 + k as u32),
+                args: String::new(),
+            })
+            .collect(),
+    );
+    vip.placement = Placement::WithPrimaryOf(g.id);
+    vip.time_out = Duration::from_secs(1 + res.range_inclusive(0, 9));
+    let app_node = s.config.nodes[res.index(s.config.nodes.len())].id;
+    let mut app = base(
+        "app",
+        "/opt/app.sh",
+        vec![ResourceInstanceConfig {
+            node: app_node,
+            id: InstanceId(9101),
+            args: String::new(),
+        }],
+    );
+    app.time_out = Duration::from_secs(1 + res.range_inclusive(0, 4));
+    if res.chance(0.3) {
+        app.restart_times = Some(res.range_inclusive(0, 5) as u32);
+    }
+    let models = [
+        ResourceModel::Ok,
+        ResourceModel::FailStart,
+        ResourceModel::Hang,
+        ResourceModel::Flap,
+    ];
+    s.sim
+        .resource_models
+        .insert(InstanceId(9101), models[res.index(models.len())]);
+    if res.chance(0.3) {
+        let k = res.index(vip.instances.len());
+        s.sim
+            .resource_models
+            .insert(vip.instances[k].id, ResourceModel::Flap);
+    }
+    let kills = res.index(4);
+    let ids: Vec<InstanceId> = vip
+        .instances
+        .iter()
+        .map(|i| i.id)
+        .chain([InstanceId(9101)])
+        .collect();
+    for _ in 0..kills {
+        let at = 20.0 + res.unit_f64() * (s.duration.as_secs_f64() - 40.0).max(1.0);
+        let instance = ids[res.index(ids.len())];
+        s.faults
+            .push(fault(at, FaultAction::KillResource { instance }));
+    }
+    s.faults.sort_by_key(|f| f.at);
+    s.config.resources = vec![vip, app];
+    s.name = SWARM_RESOURCES.into();
+    s.description += &format!(
+        ", resources vip (time_out {:?}) and app ({:?}), {kills} resource kills",
+        s.config.resources[0].time_out,
+        s.sim
+            .resource_models
+            .get(&InstanceId(9101))
+            .copied()
+            .unwrap_or_default()
+    );
 }
 
 /// Power-on instants: every node at 0, or a staggered cold start (each node within 3 s), and

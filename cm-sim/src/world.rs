@@ -111,6 +111,8 @@ pub struct Host {
     pub flags: FlagSet,
     /// Its daemons.
     pub procs: BTreeMap<Role, Proc>,
+    /// Custom resource programs on it (§14): running or not.
+    pub resources: BTreeMap<InstanceId, bool>,
     /// When it was last thawed (its processes resume together; the first instants after a
     /// thaw are the window SPEC §8 concedes in asynchronous mode).
     pub thawed_at: Option<Instant>,
@@ -151,6 +153,13 @@ pub struct World {
     /// Until when the two-node concession lasts after its span ended on a lost gateway.
     concession_until: Option<Instant>,
     pub(crate) avail: crate::avail::Availability,
+    /// Behaviour of each simulated resource instance (absent: [`crate::resources::ResourceModel::Ok`]).
+    pub resource_models: BTreeMap<InstanceId, crate::resources::ResourceModel>,
+    /// Draws of the resource scripts (their own stream: runs without resources keep their
+    /// trajectories).
+    pub(crate) resource_rng: Prng,
+    /// Since when each with_primary_of instance has run on a node whose DN may not write.
+    pub(crate) s7_since: BTreeMap<(NodeId, InstanceId), Instant>,
 }
 
 fn ms(v: f64) -> Duration {
@@ -160,6 +169,7 @@ fn ms(v: f64) -> Duration {
 impl World {
     /// Builds the world of a scenario; every host boots at time zero.
     pub fn new(scenario: Scenario, seed: u64, factory: Box<dyn DaemonFactory>) -> Self {
+        let resource_models = scenario.sim.resource_models.clone();
         let config = scenario.config.clone();
         let mut rng = Prng::new(derive_seed(seed, 0));
         let rho = config.params.max_clock_drift * scenario.sim.drift_fraction;
@@ -181,6 +191,7 @@ impl World {
                     disk: Disk::new(scenario.sim.disk_pct),
                     flags: FlagSet::default(),
                     procs: BTreeMap::new(),
+                    resources: BTreeMap::new(),
                     thawed_at: None,
                 },
             );
@@ -210,6 +221,9 @@ impl World {
             cms_heard: std::collections::BTreeSet::new(),
             concession_until: None,
             avail: crate::avail::Availability::default(),
+            resource_models,
+            resource_rng: Prng::new(derive_seed(seed, 0x5245_534f)),
+            s7_since: BTreeMap::new(),
         };
         let offsets = w.scenario.sim.power_on_s.clone();
         let nodes: Vec<NodeId> = w.scenario.config.nodes.iter().map(|n| n.id).collect();
@@ -737,6 +751,7 @@ impl World {
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
         let writable = self.primary_answers();
         self.checker.check_primary_answers(now, &writable);
+        self.check_resources();
         self.check_availability();
     }
 

@@ -249,6 +249,20 @@ impl World {
                 );
             }
             EnvOp::Alarm(a) => self.note(format!("{ep} alarm {a:?}")),
+            EnvOp::RunScript {
+                op,
+                instance,
+                verb,
+                timeout,
+            } => {
+                let (after, exit) = self.run_resource_script(ep.node, instance, verb, timeout);
+                self.note(format!(
+                    "{ep} resource {instance} {} -> {exit:?}",
+                    verb.arg()
+                ));
+                let done = SimInput::ScriptDone { op, instance, exit };
+                self.reply(ep, inc, after, done);
+            }
         }
     }
 

@@ -203,6 +203,7 @@ impl Driver {
                         paused: b.bool(),
                         stopping: b.bool(),
                         groups: Vec::new(),
+                        resources: Vec::new(),
                     }
                 } else {
                     ReportAnswer::NotLeader {

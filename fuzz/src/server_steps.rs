@@ -184,6 +184,7 @@ fn next_input(
                 dns,
                 cms_process: None,
                 normal_start: b.bool(),
+                resources: Vec::new(),
             };
             frame(
                 Endpoint::agent(node),

@@ -25,6 +25,7 @@ fn envelopes() -> Vec<Envelope> {
                 dns: vec![DnReport::down(InstanceId(6002))],
                 cms_process: None,
                 normal_start: true,
+                resources: Vec::new(),
             }),
         },
         Envelope {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Agent, AgentCommand};
+use super::{Agent, AgentCommand, ResInst};
 use crate::ctl::{CtlReply, CtlRequest};
 use crate::ids::{NodeId, QuorumTerm, ReportSeq};
 use crate::io::{NetCommand, NetEvent};
@@ -128,7 +128,12 @@ impl Agent {
         let qterm = env.quorum_term;
         match env.msg {
             Msg::ReportReply(reply) => match reply.answer {
-                ReportAnswer::Leader { paused, groups, .. } => {
+                ReportAnswer::Leader {
+                    paused,
+                    groups,
+                    resources,
+                    ..
+                } => {
                     if qterm < self.highest_qterm {
                         tracing::info!(cms = %from, %qterm, "Leader reply from a deposed term ignored");
                         return;
@@ -140,6 +145,7 @@ impl Agent {
                         self.cms.answered_send = Some(newest);
                         self.note_group_views(now, sent, &groups);
                     }
+                    self.note_peer_resources(now, &resources);
                     self.observe_qterm(qterm);
                 }
                 ReportAnswer::NotLeader { .. } => {
@@ -206,6 +212,7 @@ impl Agent {
                 .collect(),
             cms_process: self.local_cms.as_ref().and_then(|c| c.reported()),
             normal_start: self.start_kind == crate::monitor::StartKind::Normal,
+            resources: self.res.iter().map(ResInst::report).collect(),
         };
         for n in connected {
             out.push(self.envelope(n, Msg::AgentReport(report.clone())));

@@ -62,6 +62,7 @@ fn report_goes_to_every_connected_cms_each_report_interval() {
         dns: vec![dn],
         cms_process: Some(ProcState::Running),
         normal_start: false,
+        resources: Vec::new(),
     };
     let send = |n| to_cms(&a, n, Msg::AgentReport(report.clone()));
     assert_eq!(

@@ -62,6 +62,7 @@ fn answer(a: &mut Agent, at: Instant, cms: NodeId, qterm: u64, seq: u64, groups:
             paused: false,
             stopping: false,
             groups,
+            resources: Vec::new(),
         },
     });
     a.step(at, from_cms(cms, qterm, reply));

@@ -580,6 +580,7 @@ impl Agent {
             }
         }
         self.flags = Some(flags);
+        self.resources_on_flags(now);
         self.check_cluster_stop_done(now, out);
     }
 
@@ -663,7 +664,8 @@ impl Agent {
         let all_down = self
             .insts
             .values()
-            .all(|i| i.fresh && !i.running() && !i.lifecycle_busy());
+            .all(|i| i.fresh && !i.running() && !i.lifecycle_busy())
+            && self.resources_down();
         if all_down && self.stop_local_cms(now, out) {
             self.send_report(now, out);
             out.push(AgentCommand::Exit);

@@ -23,8 +23,11 @@
 //! | DN status: process sample + status query per DN, then one report to every CMS | `agent_report_interval` | `instance.rs` |
 //! | phony-dead check per DN | `agent_phony_dead_check_interval` (36 s in state T) | `probes.rs` |
 //! | disk usage + write/read probe per DN | `disk_check_interval` | `probes.rs` |
+//! | custom resources: `-check` per instance, restarts, stops by intent (§14) | `check_interval` | `resource.rs` |
 //!
 //! Commands from the CMS are handled in `commands.rs`; the self-fence of §8 in `probes.rs`.
+//! Resource scripts go out as [`AgentCommand::RunScript`] and come back as
+//! [`AgentInput::ScriptCompleted`]; a resource's manual stop as [`AgentCommand::WriteFlag`].
 //!
 //! # Persistence
 //!
@@ -89,6 +92,7 @@ mod health;
 mod instance;
 mod local_cms;
 mod probes;
+mod resource;
 mod rest;
 #[cfg(test)]
 mod testkit;
@@ -108,6 +112,7 @@ use crate::io::{Alarm, Machine, NetCommand, NetEvent, PersistState, WriteComplet
 use crate::monitor::{NORMAL_START_ALARM_SUPPRESSION, StartKind};
 use crate::msg::Endpoint;
 use crate::params::Params;
+use crate::resource::{ResourceReport, ScriptExit, ScriptVerb};
 use crate::time::{Instant, MonotonicGuard};
 
 use commands::Batch;
@@ -115,6 +120,8 @@ pub use health::{AgentHealth, InstanceHealth, LeaderView, NotWritable, lease_win
 use instance::Inst;
 use local_cms::LocalCms;
 pub use local_cms::{CMS_HUNG_SAMPLES, CmsAction, LocalCmsStatus};
+pub use resource::ONLINE_STREAK_RESET;
+use resource::ResInst;
 pub use rest::{CLUSTER_STATUS_MAX_AGE, MemberView, RestAnswer, RestBody, answer, parse_size};
 pub use triggers::{TRIGGER_TIMEOUT, TriggerEvent, TriggerRun};
 
@@ -235,6 +242,15 @@ pub enum AgentInput {
     WriteCompleted(WriteCompleted),
     /// The parameters were reloaded (SIGHUP, `cm_ctl set --agent`).
     ParamsReloaded(Params),
+    /// A [`AgentCommand::RunScript`] finished (§14).
+    ScriptCompleted {
+        /// The run.
+        op: OpId,
+        /// The resource instance.
+        instance: InstanceId,
+        /// How it ended.
+        exit: ScriptExit,
+    },
 }
 
 /// What a phony-dead probe (a fresh connection running a status query) found (§6).
@@ -352,6 +368,24 @@ pub enum AgentCommand {
     RemoveFlag {
         /// The flag.
         flag: Flag,
+    },
+    /// Create a flag file (a resource's manual stop, §14); no answer needed (the next
+    /// [`AgentCommand::ReadFlags`] shows it).
+    WriteFlag {
+        /// The flag.
+        flag: Flag,
+    },
+    /// Run a resource instance's script, `<script> <verb> <id> <args>` from the config, killed
+    /// with its process group after `timeout`; answer with [`AgentInput::ScriptCompleted`].
+    RunScript {
+        /// Matches the completion.
+        op: OpId,
+        /// The resource instance.
+        instance: InstanceId,
+        /// The verb.
+        verb: ScriptVerb,
+        /// The resource's `time_out`.
+        timeout: Duration,
     },
     /// Raise an alarm.
     RaiseAlarm(Alarm),
@@ -494,6 +528,8 @@ pub struct AgentStatus {
     pub local_cms: Option<LocalCmsStatus>,
     /// `Exit` was ordered.
     pub exited: bool,
+    /// Local resource instances (§14), in config order.
+    pub resources: Vec<ResourceReport>,
 }
 
 /// Per-loop deadlines.
@@ -538,6 +574,10 @@ pub struct Agent {
     cluster: Option<(Instant, std::sync::Arc<crate::ctl::ClusterStatus>)>,
     /// Self-fences since the agent started (a metric, §15).
     self_fences: u64,
+    /// Local resource instances, in config order (§14).
+    res: Vec<ResInst>,
+    /// Other nodes' `with_primary_of` resource instances, as relayed by the leader (§14).
+    peer_res: BTreeMap<InstanceId, resource::PeerRes>,
 }
 
 impl Agent {
@@ -590,6 +630,8 @@ impl Agent {
             rest_enabled: config.node(node).is_some_and(|n| n.rest_port.is_some()),
             cluster: None,
             self_fences: 0,
+            res: ResInst::for_node(config, node),
+            peer_res: BTreeMap::new(),
         })
     }
 
@@ -653,6 +695,7 @@ impl Agent {
         }
         self.self_fence_check(now, out);
         self.term_check_timeouts(now, out);
+        self.resource_loop(now, out);
     }
 
     /// Paused: the latest leader reply said so and CMS contact has not lapsed (§2, ours).
@@ -758,6 +801,10 @@ impl Machine for Agent {
             } => self.on_action_completed(now, op, instance, result, &mut out),
             AgentInput::WriteCompleted(w) => self.on_write_completed(now, w, &mut out),
             AgentInput::ParamsReloaded(p) => self.params = p,
+            AgentInput::ScriptCompleted { op, instance, exit } => {
+                self.on_script(now, op, instance, exit, &mut out);
+                self.check_cluster_stop_done(now, &mut out);
+            }
         }
         out
     }
@@ -777,6 +824,9 @@ impl Machine for Agent {
                 d = d.min(tc.started + self.params.agent_heartbeat_timeout());
                 d = d.min(tc.retry_at());
             }
+        }
+        if let Some(at) = self.resource_deadline() {
+            d = d.min(at);
         }
         if self.params.enable_self_fence && self.insts.values().any(Inst::is_live_primary) {
             let at = self.contact_deadline();
@@ -798,6 +848,7 @@ impl Machine for Agent {
             instances: self.insts.values().map(|i| i.status(now)).collect(),
             local_cms: self.local_cms.as_ref().map(LocalCms::status),
             exited: self.exit_sent,
+            resources: self.res.iter().map(ResInst::report).collect(),
         }
     }
 }

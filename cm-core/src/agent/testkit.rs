@@ -108,6 +108,7 @@ pub(super) fn leader_reply(cms: NodeId, qterm: u64, seq: u64, paused: bool) -> A
                 paused,
                 stopping: false,
                 groups: Vec::new(),
+                resources: Vec::new(),
             },
         }),
     )

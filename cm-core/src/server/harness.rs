@@ -75,6 +75,7 @@ pub(crate) fn cluster(azs: &[(&str, u32)], member_azs: &[&str], params: Params) 
         database: DatabaseConfig::default(),
         params,
         event_triggers: Default::default(),
+        resources: Vec::new(),
     }
 }
 
@@ -253,6 +254,7 @@ impl H {
             dns: vec![r.0],
             cms_process: None,
             normal_start: false,
+            resources: Vec::new(),
         };
         let out = self
             .leader

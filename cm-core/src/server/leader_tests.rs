@@ -245,6 +245,7 @@ fn a_report_older_than_the_newest_from_the_same_agent_is_dropped() {
             dns: vec![r.0],
             cms_process: None,
             normal_start: false,
+            resources: Vec::new(),
         };
         h.leader
             .on_report(h.now, h.wall, NodeId(1), &rep, &mut h.state)

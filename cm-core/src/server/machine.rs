@@ -117,6 +117,8 @@ pub struct Server {
     redial_at: BTreeMap<NodeId, Instant>,
     clients: BTreeMap<ClientId, (Endpoint, u64)>,
     next_client: u64,
+    /// Each node's newest resource report (§14).
+    resources: super::resources::ResourceBook,
 }
 
 impl Server {
@@ -143,6 +145,7 @@ impl Server {
             redial_at: BTreeMap::new(),
             clients: BTreeMap::new(),
             next_client: 1,
+            resources: Default::default(),
         })
     }
 
@@ -259,6 +262,7 @@ impl Server {
         out: &mut Vec<ServerCommand>,
     ) {
         self.agents_seen.insert(node, now);
+        self.resources.record(now, node, &report.resources);
         if !self.config.instances_on(node).is_empty() {
             self.dn_agents_heard.insert(node, now);
             self.report_dn_agents(now, out);
@@ -269,6 +273,7 @@ impl Server {
                 paused: st.paused,
                 stopping: st.stopping,
                 groups: self.group_views(now, node),
+                resources: self.resources.relay(&self.config, now, node),
             }
         } else {
             ReportAnswer::NotLeader {
@@ -378,11 +383,15 @@ impl Server {
     }
 
     fn query_status(&self, now: Instant) -> crate::ctl::ClusterStatus {
-        self.leader.status(
+        let mut status = self.leader.status(
             self.quorum.committed(),
             self.cms_rows(now),
             self.quorum_term(),
-        )
+        );
+        let timeout = self.config.params.instance_heartbeat_timeout();
+        let rows = self.resources.rows(&self.config, now, timeout);
+        super::resources::add_to_status(&mut status, rows);
+        status
     }
 
     /// The `cm_ctl query --json` object while this node arbitrates (its `/cluster`, §15), as of
@@ -603,6 +612,7 @@ impl Machine for Server {
 
     fn step(&mut self, now: Instant, input: ServerInput) -> Vec<ServerCommand> {
         self.guard.observe(now);
+        self.resources.start(now);
         let mut out = Vec::new();
         if !self.started {
             self.on_start(&mut out);

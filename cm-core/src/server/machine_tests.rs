@@ -19,6 +19,7 @@ fn report(seq: u64) -> AgentReport {
         dns: vec![DnReport::down(InstanceId(6001))],
         cms_process: None,
         normal_start: false,
+        resources: Vec::new(),
     }
 }
 
@@ -205,6 +206,7 @@ fn a_single_cms_elects_itself_and_answers_reports_as_leader_before_any_command()
                         term: crate::ids::Term(0),
                         primary_position: None,
                     }],
+                    resources: Vec::new(),
                 }
             })
         )

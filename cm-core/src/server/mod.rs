@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod phony_dead;
 pub mod quorum;
 pub mod read_only;
+pub mod resources;
 pub mod status;
 pub mod switchover;
 

@@ -93,6 +93,7 @@ pub fn cluster_status(
         paused: state.paused,
         groups: out,
         history: state.promotions.entries().cloned().collect(),
+        resources: Vec::new(),
     }
 }
 

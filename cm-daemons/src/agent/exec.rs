@@ -15,11 +15,13 @@ use cm_core::config::ClusterConfig;
 use cm_core::dn::DnAction;
 use cm_core::ids::{InstanceId, NodeId, OpId};
 use cm_core::io::{PersistState, WriteCompleted};
+use cm_core::resource::{ScriptExit, ScriptVerb, script_args};
 use cm_io::disk::{self, DiskProber, ProbeOutcome};
 use cm_io::event_loop::{Executor, Flow};
 use cm_io::flags::FlagDir;
 use cm_io::postgres::{DatabaseDriver as _, PgDriver, ProbeConnect, settings};
 use cm_io::process::Supervised;
+use cm_io::script::{self, ScriptOutcome, ScriptSpec};
 use cm_io::store::{Store, StoreWriter};
 use cm_io::transport::Transport;
 use tokio::sync::mpsc;
@@ -218,6 +220,21 @@ impl Executor<AgentCommand> for AgentExec {
                     None
                 });
             }
+            AgentCommand::WriteFlag { flag } => {
+                let flags = self.flags.clone();
+                self.blocking(move || {
+                    if let Err(e) = flags.write(flag, cm_core::dn::StopMode::Fast) {
+                        tracing::error!("cannot write a flag: {e}");
+                    }
+                    None
+                });
+            }
+            AgentCommand::RunScript {
+                op,
+                instance,
+                verb,
+                timeout,
+            } => self.run_script(op, instance, verb, timeout),
             AgentCommand::RaiseAlarm(alarm) => crate::server::executor::raise(&alarm),
             AgentCommand::RunTrigger(run) => {
                 super::triggers::spawn(run, Arc::clone(&self.triggers));
@@ -232,6 +249,40 @@ impl Executor<AgentCommand> for AgentExec {
 }
 
 impl AgentExec {
+    /// Runs a resource script on a task (§14): the loop never waits for it; the runner kills
+    /// it with its process group at `timeout` and keeps its output bounded.
+    fn run_script(&self, op: OpId, instance: InstanceId, verb: ScriptVerb, timeout: Duration) {
+        let Some((res, inst)) = self.p.config.resource_instance(instance) else {
+            tracing::error!(%instance, "RunScript for an instance not in the config");
+            return;
+        };
+        let spec = ScriptSpec::new(
+            &res.script,
+            script_args(verb, instance, &inst.args),
+            timeout,
+        );
+        let name = res.name.clone();
+        self.task(async move {
+            let r = script::run(&spec).await;
+            let exit = match &r.outcome {
+                ScriptOutcome::Exited(c) => ScriptExit::Code(*c),
+                ScriptOutcome::Signaled(_) | ScriptOutcome::TimedOut => ScriptExit::Killed,
+                ScriptOutcome::SpawnFailed(why) => ScriptExit::Failed(why.clone()),
+            };
+            let (out, err) = (r.stdout.summary(), r.stderr.summary());
+            if verb == ScriptVerb::Check && exit == ScriptExit::Code(0) {
+                tracing::debug!(resource = %name, %instance, verb = verb.arg(), ?exit,
+                    elapsed_ms = r.elapsed.as_millis() as u64, stdout = %out, stderr = %err,
+                    "resource script");
+            } else {
+                tracing::info!(resource = %name, %instance, verb = verb.arg(), ?exit,
+                    elapsed_ms = r.elapsed.as_millis() as u64, stdout = %out, stderr = %err,
+                    "resource script");
+            }
+            AgentInput::ScriptCompleted { op, instance, exit }
+        });
+    }
+
     fn run_action(&self, op: OpId, instance: InstanceId, action: DnAction) {
         let driver = Arc::clone(&self.p.driver);
         self.task(async move {

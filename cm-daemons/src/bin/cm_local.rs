@@ -129,6 +129,7 @@ fn main() -> ExitCode {
             let mut opts = LocalOptions::new(dir, profile.into());
             opts.pg_bin = pg_bin;
             opts.keep = keep;
+            opts.example_resource = true;
             up(opts, haproxy)
         }
         Cmd::Down { dir, keep } => down(&dir, keep),

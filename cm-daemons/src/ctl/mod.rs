@@ -22,7 +22,9 @@ use cm_core::dn::DnRole;
 use cm_core::params::{ParamSide, Params};
 
 use crate::common;
-use crate::ctl_cli::{Cli, CtlCommand, operation, render_query};
+use crate::ctl_cli::{
+    Cli, CtlCommand, check_resource_scripts, operation, render_query, render_resources,
+};
 use client::CtlClient;
 
 /// How long cm_ctl tries to reach the CMS leader for one request.
@@ -47,6 +49,25 @@ pub async fn run(cli: Cli) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(&common::error_text(&e)),
     };
+    if let CtlCommand::Res { list, .. } = &cli.command {
+        // The config parsed and validated above: that is the first half of `--check`.
+        if *list {
+            print!("{}", render_resources(&config));
+            return EXIT_OK;
+        }
+        let problems = check_resource_scripts(&config);
+        for p in &problems {
+            println!("{p}");
+        }
+        if problems.is_empty() {
+            println!(
+                "{} resource(s): config and scripts OK",
+                config.resources.len()
+            );
+            return EXIT_OK;
+        }
+        return EXIT_FAILED;
+    }
     let op = match operation(&config, &cli.command) {
         Ok(op) => op,
         Err(e) => {
@@ -412,6 +433,7 @@ mod tests {
             paused: false,
             groups: Vec::new(),
             history: Vec::new(),
+            resources: Vec::new(),
         };
         assert_eq!(
             progress(&Ok(Box::new(s)), Duration::from_secs(4)),

@@ -99,13 +99,19 @@ impl LocalCluster {
         let paths = Paths { dir };
         let ports = Ports::pick()?;
         super::write_tls_material(&paths)?;
-        let text = super::render_config(
+        let mut text = super::render_config(
             &paths,
             &ports,
             opts.profile,
             &opts.pg_bin,
             &opts.extra_params,
         );
+        if opts.example_resource {
+            let script = super::example_resource_script(&paths);
+            std::fs::write(&script, super::EXAMPLE_RESOURCE_SCRIPT)?;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+            text += &super::render_example_resource(&paths);
+        }
         let config = ClusterConfig::from_toml_str(&text)
             .map_err(|e| anyhow::anyhow!("the generated config is invalid: {e}"))?;
         std::fs::write(paths.config(), text)?;
@@ -410,6 +416,30 @@ impl LocalCluster {
         );
         for n in 1..=NODES {
             groups.extend(procs::node_groups(self.monitor_pid(n), &[]));
+        }
+        // The example resource's programs run in their own sessions: `cm_ctl stop` stopped
+        // them; a pid file left behind (the stop failed) is killed here.
+        if let Ok(files) = std::fs::read_dir(self.paths.dir.join("res")) {
+            for f in files
+                .flatten()
+                .filter(|f| f.file_name().to_string_lossy().ends_with(".pid"))
+            {
+                if let Some(pid) = std::fs::read_to_string(f.path())
+                    .ok()
+                    .and_then(|t| t.trim().parse::<i32>().ok())
+                    .filter(|p| *p > 1)
+                    // Only the example's own program, never a recycled pid.
+                    .filter(|p| {
+                        std::fs::read(format!("/proc/{p}/cmdline"))
+                            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("2147483647"))
+                    })
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
         }
         let left = procs::kill_groups(&groups, Duration::from_secs(15));
         if !left.is_empty() {

@@ -165,3 +165,26 @@ fn the_local_haproxy_config_is_the_shipped_one_with_local_ports() {
         "one line for one line"
     );
 }
+
+#[test]
+fn cm_local_up_adds_an_example_resource_on_every_node() {
+    let (paths, ports) = sample();
+    let mut text = render_config(&paths, &ports, Profile::Fast, Path::new("/x"), &[]);
+    text += &render_example_resource(&paths);
+    let cfg = ClusterConfig::from_toml_str(&text).expect("valid");
+    let r = &cfg.resources[0];
+    assert_eq!(r.name, "demo-sleep");
+    assert_eq!(r.script, "/tmp/cm-local-x/resource-example.sh");
+    assert_eq!(
+        r.instances
+            .iter()
+            .map(|i| (i.node.0, i.id.0))
+            .collect::<Vec<_>>(),
+        vec![(1, 9001), (2, 9002), (3, 9003)]
+    );
+    assert_eq!(
+        r.instances[0].args,
+        "/tmp/cm-local-x/res /bin/sleep 2147483647"
+    );
+    assert!(EXAMPLE_RESOURCE_SCRIPT.starts_with("#!/bin/sh"));
+}

@@ -50,6 +50,9 @@ pub struct LocalOptions {
     pub keep: bool,
     /// Durable data as in production: data checksums and fsync on (the demo default is off).
     pub durable: bool,
+    /// Add the example custom resource (`cm_local up`: a `sleep` on every node kept alive by
+    /// the shipped `resource-example.sh`, so `cm_ctl query` shows a resource table).
+    pub example_resource: bool,
 }
 
 impl LocalOptions {
@@ -64,6 +67,7 @@ impl LocalOptions {
             extra_params: Vec::new(),
             keep: false,
             durable: false,
+            example_resource: false,
         }
     }
 }
@@ -373,6 +377,46 @@ pub fn render_haproxy(ports: &Ports, write: u16, read: u16) -> String {
         }
     }
     out
+}
+
+/// The shipped example resource script (`cm-daemons/dist/resource-example.sh`), written into
+/// the cluster directory by `cm_local up`.
+pub const EXAMPLE_RESOURCE_SCRIPT: &str = include_str!("../../dist/resource-example.sh");
+
+/// Where `cm_local up` writes the example script.
+pub fn example_resource_script(paths: &Paths) -> PathBuf {
+    paths.dir.join("resource-example.sh")
+}
+
+/// The `[[resource]]` table of the example resource: `demo-sleep`, instance 900N on node N,
+/// a `sleep` kept alive by the example script with its pid file under `<dir>/res`.
+pub fn render_example_resource(paths: &Paths) -> String {
+    let mut t = String::from(
+        "
+# An example custom resource (SPEC §14): see cm-daemons/README.md.
+",
+    );
+    t.push_str(
+        "[[resource]]
+name = \"demo-sleep\"
+",
+    );
+    let _ = writeln!(
+        t,
+        "script = \"{}\"",
+        example_resource_script(paths).display()
+    );
+    let instances: Vec<String> = (1..=NODES)
+        .map(|n| {
+            format!(
+                "{{ node = {n}, id = {}, args = \"{} /bin/sleep 2147483647\" }}",
+                9000 + n,
+                paths.dir.join("res").display()
+            )
+        })
+        .collect();
+    let _ = writeln!(t, "instances = [{}]", instances.join(", "));
+    t
 }
 
 /// The first ancestor of `dir` that other users cannot enter (the database user must reach

@@ -176,6 +176,12 @@ pub fn alarm_fields(a: &Alarm) -> AlarmFields {
             instance: Some(instance.0),
             ..f()
         },
+        Alarm::ResourceRestartBudgetSpent { instance, resource } => AlarmFields {
+            kind: "ResourceRestartBudgetSpent",
+            instance: Some(instance.0),
+            resource: Some(resource.clone()),
+            ..f()
+        },
         Alarm::DoublePrimary { group } => AlarmFields {
             kind: "DoublePrimary",
             group: Some(group.0),

@@ -65,6 +65,7 @@ fn report(seq: u64, role: DnRole, lock: LockState, applied: CmdStamp) -> ServerI
                 dns: vec![dn],
                 cms_process: None,
                 normal_start: false,
+                resources: Vec::new(),
             }),
         },
     })

@@ -135,6 +135,9 @@ fn input_of(input: SimInput) -> Option<AgentInput> {
             mem_pct,
             io_pct,
         },
+        SimInput::ScriptDone { op, instance, exit } => {
+            AgentInput::ScriptCompleted { op, instance, exit }
+        }
         SimInput::WalAge { .. }
         | SimInput::ChildExited { .. }
         | SimInput::FenceDone { .. }
@@ -206,6 +209,21 @@ fn op_of(c: AgentCommand) -> Option<(EnvOp, Option<AgentInput>)> {
         AgentCommand::PersistState(p) => EnvOp::Persist(p),
         AgentCommand::RemoveFlag { flag } => EnvOp::RemoveFlag { flag },
         AgentCommand::RaiseAlarm(a) => EnvOp::Alarm(a),
+        AgentCommand::WriteFlag { flag } => EnvOp::WriteFlag {
+            flag,
+            mode: cm_core::dn::StopMode::Fast,
+        },
+        AgentCommand::RunScript {
+            op,
+            instance,
+            verb,
+            timeout,
+        } => EnvOp::RunScript {
+            op,
+            instance,
+            verb,
+            timeout,
+        },
         AgentCommand::Exit => EnvOp::Exit,
         AgentCommand::RunTrigger(_) => return None,
     };

@@ -48,6 +48,7 @@ pub(super) fn config_with(n: u32, params: Params) -> ClusterConfig {
         database: Default::default(),
         params,
         event_triggers: Default::default(),
+        resources: Vec::new(),
     }
 }
 

@@ -9,10 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use cm_daemons::local::tls_keys;
 use cm_daemons::node::scan;
 use cm_io::postgres::test_support::free_port;
+use cm_io::transport::certgen;
 
-const SECRET: &str = "e2e-resources-secret-0123456789ab";
 const WAIT: Duration = Duration::from_secs(60);
 const RES: u32 = 9001;
 
@@ -52,11 +53,12 @@ impl Node {
         let root = std::env::temp_dir().join(format!("cm-e2e-res-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("secret"), SECRET).unwrap();
+        let tls = root.join("tls");
+        certgen::write_cluster_material(&tls, "e2e", &["n1"], certgen::today()).unwrap();
         // A sleep long and odd enough to be recognisable as this test's program.
         let program = format!("/bin/sleep {}", 900_000 + std::process::id() % 1000);
         let toml = format!(
-            "name = \"e2e-res\"\nsecret_file = \"secret\"\n\
+            "name = \"e2e-res\"\n{tls}\
              [[node]]\nid = 1\nname = \"n1\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
              state_dir = \"{r}/state1\"\nmonitor_port = {}\ncms_port = {}\n\
              [[resource]]\nname = \"web\"\nscript = \"{script}\"\ntime_out = 5\n\
@@ -66,6 +68,7 @@ impl Node {
             free_port(),
             r = root.display(),
             script = example_script().display(),
+            tls = tls_keys(&tls),
         );
         let config_path = root.join("cluster.toml");
         std::fs::write(&config_path, toml).unwrap();

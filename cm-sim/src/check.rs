@@ -62,6 +62,9 @@ pub struct Checker {
     /// First-occurrence instants of the figures.
     pub firsts: BTreeMap<&'static str, Instant>,
     dual_since: BTreeMap<GroupId, Instant>,
+    /// Groups whose two `/primary` 200s (S8) began under the two-node concession and have not
+    /// ended since: judged, like S4's windows, once healing had the time to fence (§5.4).
+    conceded_s8: std::collections::BTreeSet<GroupId>,
     /// Total time with two members able to acknowledge.
     pub dual_writable: Duration,
     /// Acknowledged writes lost.
@@ -121,6 +124,7 @@ impl Checker {
             group_of,
             firsts: BTreeMap::new(),
             dual_since: BTreeMap::new(),
+            conceded_s8: std::collections::BTreeSet::new(),
             dual_writable: Duration::ZERO,
             lost_acked_writes: 0,
             acked: BTreeMap::new(),
@@ -374,7 +378,7 @@ impl Checker {
         self.check_terms(at, servers);
         if self.two_node_concession {
             self.concession_ended = None;
-        } else if !self.conceded_dual.is_empty() {
+        } else if !self.conceded_dual.is_empty() || !self.conceded_s8.is_empty() {
             self.concession_ended.get_or_insert(at);
         }
         let fence_due = self
@@ -433,11 +437,22 @@ impl Checker {
         if !by_group.contains_key(&self.affected_group) {
             self.first("primary_http_lost_s", at);
         }
-        for (g, insts) in by_group.into_iter().filter(|(_, v)| v.len() > 1) {
+        let dual: Vec<(GroupId, Vec<InstanceId>)> =
+            by_group.into_iter().filter(|(_, v)| v.len() > 1).collect();
+        self.conceded_s8
+            .retain(|g| dual.iter().any(|(d, _)| d == g));
+        let fence_due = self
+            .concession_ended
+            .is_some_and(|e| at >= e + self.heal_fence_bound);
+        for (g, insts) in dual {
             let m = format!("S8: {g}: /primary answers 200 on {insts:?} at once");
             if self.two_node_concession {
+                self.conceded_s8.insert(g);
                 self.concede(at, "S8", m);
+            } else if self.conceded_s8.contains(&g) && !fence_due {
+                // Opened in the span: healing fences the lower side within the bound (§5.4).
             } else {
+                self.conceded_s8.remove(&g);
                 let key = format!("{g}/{insts:?}");
                 self.violate_keyed(at, "S8", key, m);
             }

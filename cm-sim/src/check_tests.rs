@@ -344,3 +344,27 @@ fn s8_primary_answered_by_two_members_of_a_group_at_once() {
     assert!(c.violations.is_empty());
     assert_eq!(c.conceded.len(), 1);
 }
+
+/// S8 like S4: two `/primary` 200s that began in the two-node span may outlast it while healing
+/// fences the lower side (`heal_fence_bound` after the span ended), and fail after that (swarm
+/// seeds 121, 233, 285, 293 once S8 was checked).
+#[test]
+fn s8_from_the_two_node_span_fails_only_after_the_healing_fence_bound() {
+    let (mut c, dbs) = checker();
+    c.heal_fence_bound = Duration::from_secs(5);
+    let two = [(NodeId(1), InstanceId(6001)), (NodeId(2), InstanceId(6002))];
+    c.two_node_concession = true;
+    c.check_state(Instant::from_secs(1), &[], &dbs, &nobody, &nobody);
+    c.check_primary_answers(Instant::from_secs(1), &two);
+    c.two_node_concession = false;
+    for s in [3, 7] {
+        c.check_state(Instant::from_secs(s), &[], &dbs, &nobody, &nobody);
+        c.check_primary_answers(Instant::from_secs(s), &two);
+    }
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    c.check_state(Instant::from_secs(8), &[], &dbs, &nobody, &nobody);
+    c.check_primary_answers(Instant::from_secs(8), &two);
+    assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+    assert_eq!(c.violations[0].rule, "S8");
+    assert_eq!(c.violations[0].at, Instant::from_secs(8));
+}

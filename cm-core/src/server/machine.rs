@@ -117,6 +117,9 @@ pub struct Server {
     redial_at: BTreeMap<NodeId, Instant>,
     clients: BTreeMap<ClientId, (Endpoint, u64)>,
     next_client: u64,
+    /// Control requests refused because the peer was not a cm_ctl (§16: only the operator's
+    /// certificate may ask for switchover, set, stop, …).
+    ctl_refused_not_operator: u64,
 }
 
 impl Server {
@@ -143,6 +146,7 @@ impl Server {
             redial_at: BTreeMap::new(),
             clients: BTreeMap::new(),
             next_client: 1,
+            ctl_refused_not_operator: 0,
         })
     }
 
@@ -154,6 +158,12 @@ impl Server {
     /// The leader-side component (for status and checkers).
     pub fn leader(&self) -> &Leader {
         &self.leader
+    }
+
+    /// Control requests refused since start because they came from a component (a node
+    /// certificate), not from cm_ctl (the operator certificate).
+    pub fn ctl_refused_not_operator(&self) -> u64 {
+        self.ctl_refused_not_operator
     }
 
     fn wall(&self, now: Instant) -> WallMillis {
@@ -245,7 +255,26 @@ impl Server {
                 };
                 self.send(out, peer, reply);
             }
-            Msg::CtlRequest { id, req } => self.on_ctl(now, peer, id, req, out),
+            Msg::CtlRequest { id, req } if peer.role == PeerRole::Ctl => {
+                self.on_ctl(now, peer, id, req, out);
+            }
+            Msg::CtlRequest { id, .. } => {
+                // The transport authenticated a component's node certificate, not the
+                // operator's: a node must not be able to switch over, set or stop the cluster.
+                self.ctl_refused_not_operator += 1;
+                tracing::warn!(%peer, id, "refusing a control request that does not come from cm_ctl");
+                let why = Refusal::Invalid(format!(
+                    "control requests are accepted only from cm_ctl (the operator certificate), not from {peer}"
+                ));
+                self.send(
+                    out,
+                    peer,
+                    Msg::CtlReply {
+                        id,
+                        reply: CtlReply::Refused(why),
+                    },
+                );
+            }
             // Anything else is not for a cm_server; a confused or hostile peer is ignored.
             _ => {}
         }

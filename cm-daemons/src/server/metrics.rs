@@ -77,6 +77,8 @@ pub struct Passing {
     pub switchovers: AtomicU64,
     /// Lock1 commands sent.
     pub lock1s: AtomicU64,
+    /// Control requests refused because they did not come from cm_ctl.
+    pub ctl_refused: AtomicU64,
 }
 
 /// The registry and the view it is filled from.
@@ -96,6 +98,9 @@ pub struct ServerMetrics {
     reports_received: Counter,
     reports_dropped: Counter,
     refused: Family<ReasonLabel, Counter>,
+    ctl_refused: Counter,
+    cert_min_remaining: Gauge,
+    cert_expiry_alarms: Counter,
     /// Counted by the machine wrapper.
     pub passing: Passing,
     published: Mutex<Published>,
@@ -132,6 +137,9 @@ impl ServerMetrics {
             reports_received: Counter::default(),
             reports_dropped: Counter::default(),
             refused: Family::default(),
+            ctl_refused: Counter::default(),
+            cert_min_remaining: Gauge::default(),
+            cert_expiry_alarms: Counter::default(),
             passing: Passing::default(),
             published: Mutex::new(Published::default()),
         };
@@ -206,6 +214,21 @@ impl ServerMetrics {
             "Connections refused or closed, by reason (each TLS handshake refusal reason, malformed_frame, http_overload)",
             m.refused.clone(),
         );
+        r.register(
+            "control_requests_refused",
+            "Control requests refused because they came from a node certificate, not from cm_ctl (the operator certificate)",
+            m.ctl_refused.clone(),
+        );
+        r.register(
+            "cert_min_remaining_seconds",
+            "Seconds until the first certificate in use (this node's or a CA) expires; negative once expired; 0 without TLS",
+            m.cert_min_remaining.clone(),
+        );
+        r.register(
+            "cert_expiry_alarms",
+            "Expiry checks that found a certificate in use expiring within ssl_cert_expire_alert_threshold",
+            m.cert_expiry_alarms.clone(),
+        );
         m
     }
 
@@ -235,6 +258,13 @@ impl ServerMetrics {
         pass(&self.passing.lock1s, &self.lock1s);
         pass(&self.passing.reports_received, &self.reports_received);
         pass(&self.passing.reports_dropped, &self.reports_dropped);
+        pass(&self.passing.ctl_refused, &self.ctl_refused);
+        self.cert_expiry_alarms
+            .inner()
+            .store(transport.cert_expiry_alarms, Ordering::Relaxed);
+        if let Some(left) = transport.cert_min_remaining_s {
+            self.cert_min_remaining.set(left);
+        }
         let others = [
             ("malformed_frame", transport.malformed),
             ("http_overload", http_refused),

@@ -310,3 +310,24 @@ fn counters_start_at_zero_and_the_machine_publishes_itself() {
         assert_eq!(v.get(k), Some(&0.0), "{k}");
     }
 }
+
+#[test]
+fn certificate_expiry_is_exported_as_cm_server_cert_metrics() {
+    let m = ServerMetrics::new();
+    let now = Instant::ZERO;
+    let tls = TransportStats {
+        cert_min_remaining_s: Some(86_400),
+        cert_expiry_alarms: 3,
+        ..TransportStats::default()
+    };
+    let v = scrape(&m.render(now, tls, 0));
+    assert_eq!(
+        v.get("cm_server_cert_min_remaining_seconds{}"),
+        Some(&86_400.0)
+    );
+    assert_eq!(v.get("cm_server_cert_expiry_alarms_total{}"), Some(&3.0));
+    assert_eq!(
+        v.get("cm_server_control_requests_refused_total{}"),
+        Some(&0.0)
+    );
+}

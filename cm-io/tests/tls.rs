@@ -597,3 +597,44 @@ fn reload_refuses_a_certificate_of_another_node_another_ca_or_expired_and_keeps_
     Tls::load_as(op.clone(), names(), OPERATOR_NAME).unwrap();
     assert!(Tls::load_as(op, names(), "n1").is_err());
 }
+
+#[tokio::test]
+async fn a_handshake_flood_from_a_non_member_leaves_a_members_slot() {
+    let pki = Pki::new();
+    let limits = Limits {
+        max_pending_handshakes: 4,
+        max_pending_per_address: 100,
+        ..Limits::default()
+    };
+    // Node 2 is a member at 127.0.0.1; the flood comes from 127.0.0.2.
+    let mut addresses = AddressBook::new();
+    addresses.insert(CMS2, "127.0.0.1:1");
+    let (server, _rx) = Transport::start(TransportConfig {
+        local: CMS1,
+        security: pki.security("n1"),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        addresses,
+        limits,
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut flood = Vec::new();
+    for _ in 0..6 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        flood.push(s.connect(addr).await.unwrap());
+    }
+    // Three of the four slots are anyone's; the flood's other three are refused.
+    until_stats(&server, "flood refused", |s| {
+        s.refused.too_many_pending == 3
+    })
+    .await;
+    let member = link(&pki.security("n2"), addr, CMS2).await;
+    assert!(
+        member.is_ok(),
+        "the member was refused: {:?}",
+        server.stats()
+    );
+    drop(flood);
+}

@@ -172,6 +172,8 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     let stop = watch_signals(sigs, s.config_path.clone(), tx, s.security.clone());
     let (_, why) = event_loop.run(&mut exec, stop).await;
     tracing::info!(%why, "cm_agent stopping; its DNs keep running");
+    // Event triggers still running go with the agent (their whole process groups).
+    exec.triggers.groups.kill_all();
     if !persist.flushed(FLUSH_TIMEOUT).await {
         tracing::error!("state writes still pending after {FLUSH_TIMEOUT:?}; exiting anyway");
     }

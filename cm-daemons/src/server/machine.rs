@@ -100,6 +100,9 @@ impl CmsMachine {
             }
         }
         for o in orders {
+            if let CmsOrder::Alarm(Alarm::Failover { .. }) = o {
+                p.failovers_decided.fetch_add(1, Ordering::Relaxed);
+            }
             let CmsOrder::Net(NetCommand::Send { envelope }) = o else {
                 continue;
             };

@@ -71,8 +71,10 @@ pub struct Passing {
     pub reports_received: AtomicU64,
     /// Agent reports received while this node did not arbitrate.
     pub reports_dropped: AtomicU64,
-    /// Failover commands sent.
+    /// Failover commands sent (every promotion order, resends included).
     pub failovers: AtomicU64,
+    /// Failovers decided: a promotion replacing a failed primary (the Failover alarm).
+    pub failovers_decided: AtomicU64,
     /// Switchover commands sent.
     pub switchovers: AtomicU64,
     /// Lock1 commands sent.
@@ -93,6 +95,7 @@ pub struct ServerMetrics {
     group_primary: Family<GroupLabel, Gauge>,
     group_state: Family<StateLabel, Gauge>,
     failovers: Counter,
+    failovers_decided: Counter,
     switchovers: Counter,
     lock1s: Counter,
     reports_received: Counter,
@@ -132,6 +135,7 @@ impl ServerMetrics {
             group_primary: Family::default(),
             group_state: Family::default(),
             failovers: Counter::default(),
+            failovers_decided: Counter::default(),
             switchovers: Counter::default(),
             lock1s: Counter::default(),
             reports_received: Counter::default(),
@@ -186,8 +190,13 @@ impl ServerMetrics {
         );
         r.register(
             "failovers_sent",
-            "Failover commands sent to agents (a first primary's promotion included)",
+            "Failover commands sent to agents: every promotion order, a start's first primary and the old primary's restore after an aborted switchover included, resends included (failovers are cm_server_failovers_total)",
             m.failovers.clone(),
+        );
+        r.register(
+            "failovers",
+            "Failovers this leader decided: promotions replacing a failed primary (also hung or disk-damaged); not a start's first primary nor a restore after an aborted switchover",
+            m.failovers_decided.clone(),
         );
         r.register(
             "switchovers_sent",
@@ -254,6 +263,7 @@ impl ServerMetrics {
                 .store(a.load(Ordering::Relaxed), Ordering::Relaxed);
         };
         pass(&self.passing.failovers, &self.failovers);
+        pass(&self.passing.failovers_decided, &self.failovers_decided);
         pass(&self.passing.switchovers, &self.switchovers);
         pass(&self.passing.lock1s, &self.lock1s);
         pass(&self.passing.reports_received, &self.reports_received);

@@ -213,6 +213,8 @@ fn a_leaders_metrics_parse_and_carry_its_state_and_counters() {
     );
     let count = |pick: fn(&CmsCommand) -> bool| sent.iter().filter(|c| pick(c)).count() as f64;
     assert_eq!(at("cm_server_failovers_sent_total{}"), 1.0);
+    // The first primary's promotion is a start, not a failover.
+    assert_eq!(at("cm_server_failovers_total{}"), 0.0);
     assert_eq!(
         at("cm_server_lock1_sent_total{}"),
         count(|c| *c == CmsCommand::Lock1)

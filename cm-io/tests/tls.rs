@@ -564,7 +564,8 @@ fn reload_refuses_a_certificate_of_another_node_another_ca_or_expired_and_keeps_
         from_days: -30,
         until_days: -1,
     };
-    let cases: [(&str, Box<dyn Fn()>); 3] = [
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let cases: [Case<'_>; 3] = [
         (
             "does not name `n1`",
             Box::new(|| pki.issue("n1", "n2", valid())),

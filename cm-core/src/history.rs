@@ -97,16 +97,18 @@ impl PromotionLog {
         self.entries.iter().rev().find(|p| p.group == group)
     }
 
-    /// Whether the group's promotion at `term` is recorded.
+    /// Whether the group's promotion at `term` is recorded (or a later one is: a group's
+    /// promotions are recorded in term order and its newest entry is never dropped, so this
+    /// does not depend on what the bound dropped).
     pub fn contains(&self, group: GroupId, term: Term) -> bool {
-        self.entries
-            .iter()
-            .any(|p| p.group == group && p.term == term)
+        self.last_of(group).is_some_and(|p| p.term >= term)
     }
 
     /// Appends `p` and drops the group's oldest beyond [`PER_GROUP`], then the cluster's oldest
-    /// beyond [`TOTAL`]. A repeat of a recorded (group, term) is refused (`false`), so a
-    /// proposal re-driven by a new leader cannot record a promotion twice.
+    /// beyond [`TOTAL`] that is not its group's newest (with more than [`TOTAL`] groups the log
+    /// holds one entry per group). A (group, term) at or below the group's newest recorded term
+    /// is refused (`false`), so a proposal re-driven by a new leader cannot record a promotion
+    /// twice.
     pub fn record(&mut self, p: Promotion) -> bool {
         if self.contains(p.group, p.term) {
             return false;
@@ -118,8 +120,21 @@ impl PromotionLog {
         {
             self.entries.remove(i);
         }
-        while self.entries.len() > TOTAL {
-            self.entries.pop_front();
+        if self.entries.len() > TOTAL {
+            let mut newest = std::collections::BTreeMap::new();
+            for (i, e) in self.entries.iter().enumerate() {
+                newest.insert(e.group, i);
+            }
+            let mut excess = self.entries.len() - TOTAL;
+            let mut i = 0;
+            self.entries.retain(|e| {
+                let keep = excess == 0 || newest.get(&e.group) == Some(&i);
+                if !keep {
+                    excess -= 1;
+                }
+                i += 1;
+                keep
+            });
         }
         true
     }

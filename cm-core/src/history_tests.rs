@@ -76,7 +76,8 @@ fn a_full_history_in_a_snapshot_frame_stays_far_below_the_frame_limit() {
         let i = u32::try_from(i).unwrap();
         state.promotions.record(Promotion {
             group: GroupId(u32::MAX - i / 20),
-            term: Term(u64::MAX - u64::from(i)),
+            // Increasing within a group (as recorded), still at the widest varint.
+            term: Term(u64::MAX - 2_000 + u64::from(i)),
             instance: InstanceId(u32::MAX),
             previous: Some(InstanceId(u32::MAX)),
             reason: PromotionReason::Switchover,
@@ -152,4 +153,29 @@ fn applying_a_record_needs_the_group_to_have_reached_its_term_and_happens_once()
         Err(Conflict::NoSuchGroup(GroupId(9)))
     );
     assert_eq!(state.promotions.len(), 1);
+}
+
+#[test]
+fn with_more_than_fifty_groups_a_groups_newest_promotion_is_never_dropped_nor_rerecorded() {
+    let mut log = PromotionLog::default();
+    // 51 groups × 20 promotions = 1020 > TOTAL: the cluster's oldest entries are group 1's.
+    for g in 1..=51 {
+        for t in 1..=20 {
+            assert!(log.record(promo(g, t)));
+        }
+    }
+    assert_eq!(log.len(), TOTAL);
+    assert_eq!(log.last_of(GroupId(1)).map(|p| p.term), Some(Term(20)));
+    assert!(log.contains(GroupId(1), Term(20)));
+    // Re-driven by a new leader, group 1's term 20 is not recorded a second time ...
+    assert!(!log.record(promo(1, 20)));
+    // ... nor an older term the bound dropped.
+    assert!(!log.record(promo(1, 3)));
+    assert_eq!(log.len(), TOTAL);
+    // Group 1 lost its 19 oldest and one of group 2's went; every group still has its newest.
+    assert_eq!(log.entries().filter(|p| p.group == GroupId(1)).count(), 1);
+    assert_eq!(log.entries().filter(|p| p.group == GroupId(2)).count(), 19);
+    for g in 1..=51 {
+        assert_eq!(log.last_of(GroupId(g)).map(|p| p.term), Some(Term(20)));
+    }
 }

@@ -174,7 +174,14 @@ pub fn load_security(
         .iter()
         .map(|n| (n.id, n.name.clone()))
         .collect();
-    let loaded = Tls::load(files, names).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let own = match identity {
+        Identity::Node(id) => config
+            .node(*id)
+            .map(|n| n.name.clone())
+            .ok_or_else(|| anyhow::anyhow!("node {} is not in the config", id.0))?,
+        Identity::Operator { .. } => cm_core::security::OPERATOR_NAME.to_owned(),
+    };
+    let loaded = Tls::load_as(files, names, &own).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Security::Tls(Arc::new(loaded)))
 }
 

@@ -412,7 +412,8 @@ fn e2e_srv_foreign_misnamed_and_plaintext_peers_are_refused_and_logged() {
     certgen::write_cluster_material(&foreign, "foreign", &["n1"], today).unwrap();
     let cfg_text = std::fs::read_to_string(&c.config).unwrap();
 
-    // cm_ctl with a foreign operator certificate: refused, and it says why it cannot connect.
+    // cm_ctl with a foreign operator certificate: it refuses the material itself (it does
+    // not chain to the configured CA) and says so, before connecting.
     let bad = c.dir.path().join("foreign.toml");
     let foreign_op = cfg_text
         .replace(
@@ -427,11 +428,23 @@ fn e2e_srv_foreign_misnamed_and_plaintext_peers_are_refused_and_logged() {
     let out = c.ctl_with(&bad, &["query"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("can't connect to cm_server"), "{err}");
     assert!(err.contains("TLS material"), "{err}");
+    assert!(err.contains("not issued by a CA of the CA file"), "{err}");
 
-    // Raw links to the real server: plaintext bytes, a node certificate claiming another
-    // node, a cm_ctl claim with a node certificate.
+    // Raw links to the real server: a foreign certificate (loaded unchecked, trusting our CA
+    // so that only the server can refuse it), plaintext bytes, a node certificate claiming
+    // another node, a cm_ctl claim with a node certificate.
+    let foreign_n1 = Security::Tls(std::sync::Arc::new(
+        cm_io::transport::tls::Tls::load(
+            cm_io::transport::tls::TlsFiles {
+                ca: tls.join("ca.crt"),
+                cert: foreign.join("n1.crt"),
+                key: foreign.join("n1.key"),
+            },
+            [(NodeId(1), "n1".to_owned())].into(),
+        )
+        .unwrap(),
+    ));
     let port = c.cms_ports[0];
     let cfg = cm_daemons::common::load_config(&c.config).unwrap();
     let n1 = load_security(&c.config, &cfg, &Identity::Node(NodeId(1))).unwrap();
@@ -448,6 +461,7 @@ fn e2e_srv_foreign_misnamed_and_plaintext_peers_are_refused_and_logged() {
         s.write_all(b"CMH1\x03\x00\x00\x00\x01").await.unwrap();
         let mut buf = [0u8; 64];
         let _ = tokio::time::timeout(PATIENCE, s.read(&mut buf)).await;
+        assert!(!claim(&foreign_n1, port, Endpoint::agent(NodeId(1))).await);
         assert!(!claim(&n1, port, Endpoint::agent(NodeId(7))).await);
         assert!(!claim(&n1, port, ctl).await);
     });

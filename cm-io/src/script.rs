@@ -46,6 +46,34 @@ pub struct ScriptSpec {
     pub user: Option<OsUser>,
     /// Bytes kept of each of stdout and stderr.
     pub output_limit: usize,
+    /// SIGKILL the process group also after a normal exit (an event trigger leaves nothing
+    /// behind; a resource's `-start` must, so it keeps the default `false`).
+    pub kill_group_on_exit: bool,
+    /// Where the running script's process group is registered, so its owner can kill every
+    /// group still running when it exits.
+    pub tracker: Option<GroupTracker>,
+}
+
+/// The process groups of the scripts running now (shared by a runner's owner).
+#[derive(Clone, Debug, Default)]
+pub struct GroupTracker(Arc<Mutex<std::collections::BTreeSet<i32>>>);
+
+impl GroupTracker {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<i32>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The groups registered now.
+    pub fn running(&self) -> Vec<i32> {
+        self.set().iter().copied().collect()
+    }
+
+    /// SIGKILLs every registered group (at the owner's exit).
+    pub fn kill_all(&self) {
+        for pgid in std::mem::take(&mut *self.set()) {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
 }
 
 impl ScriptSpec {
@@ -57,6 +85,8 @@ impl ScriptSpec {
             timeout,
             user: None,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            kill_group_on_exit: false,
+            tracker: None,
         }
     }
 
@@ -181,6 +211,9 @@ pub async fn run(spec: &ScriptSpec) -> ScriptResult {
         }
     };
     let pgid = child.id().map(|p| p as i32);
+    if let (Some(t), Some(g)) = (&spec.tracker, pgid) {
+        t.set().insert(g);
+    }
     let out: Shared = Arc::default();
     let err: Shared = Arc::default();
     let mut pumps = tokio::task::JoinSet::new();
@@ -208,6 +241,15 @@ pub async fn run(spec: &ScriptSpec) -> ScriptResult {
             ScriptOutcome::TimedOut
         }
     };
+    if let Some(g) = pgid {
+        if spec.kill_group_on_exit {
+            // Whatever the script left in its group (a background child) goes with it.
+            let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+        }
+        if let Some(t) = &spec.tracker {
+            t.set().remove(&g);
+        }
+    }
     let elapsed = started.elapsed();
     let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
         while pumps.join_next().await.is_some() {}

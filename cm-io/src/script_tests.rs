@@ -142,3 +142,61 @@ fn captured_keeps_the_head_and_counts_the_rest() {
     assert_eq!(c.dropped, 3);
     assert_eq!(c.summary(), "abcd [... 3 more bytes dropped]");
 }
+
+async fn gone(pid: i32) -> bool {
+    for _ in 0..100 {
+        if !pid_alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn kill_group_on_exit_leaves_no_background_child_and_the_tracker_kills_running_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child");
+    let body = format!("sleep 600 & echo $! > {}; echo up", pidfile.display());
+    let mut spec = sh(&body, 30_000);
+    spec.kill_group_on_exit = true;
+    let tracker = GroupTracker::default();
+    spec.tracker = Some(tracker.clone());
+    let r = run(&spec).await;
+    assert_eq!(r.outcome, ScriptOutcome::Exited(0));
+    let child: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let survived = !gone(child).await;
+    if survived {
+        let _ = nix::sys::signal::kill(Pid::from_raw(child), Signal::SIGKILL);
+    }
+    assert!(
+        !survived,
+        "the background child {child} outlived its script"
+    );
+    assert!(tracker.running().is_empty());
+
+    // A script still running is registered; its owner's exit kills its group.
+    let mut hung = sh("sleep 600", 60_000);
+    hung.tracker = Some(tracker.clone());
+    let task = tokio::spawn(async move { run(&hung).await });
+    let mut pgid = None;
+    for _ in 0..100 {
+        pgid = tracker.running().first().copied();
+        if pgid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pgid = pgid.expect("the running script is registered");
+    tracker.kill_all();
+    let r = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the killed script did not end")
+        .unwrap();
+    assert_eq!(r.outcome, ScriptOutcome::Signaled(9));
+    assert!(gone(pgid).await);
+}

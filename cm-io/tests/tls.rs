@@ -546,3 +546,96 @@ fn the_key_file_named_in_errors_and_missing_files_say_which() {
     let err = Tls::load(mismatched, names()).unwrap_err().to_string();
     assert!(err.contains("n1.crt"), "{err}");
 }
+
+#[test]
+fn reload_refuses_a_certificate_of_another_node_another_ca_or_expired_and_keeps_the_old() {
+    let pki = Pki::new();
+    let files = TlsFiles {
+        ca: pki.path("ca.crt"),
+        cert: pki.path("n1.crt"),
+        key: pki.path("n1.key"),
+    };
+    let tls = Tls::load_as(files.clone(), names(), "n1").unwrap();
+    let before = tls.current();
+    let other_ca = Ca::new("other CA", Validity::for_days(today(), 3650)).unwrap();
+    let foreign = other_ca.issue("n1", valid()).unwrap();
+    let expired = Validity {
+        today: today(),
+        from_days: -30,
+        until_days: -1,
+    };
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let cases: [Case<'_>; 3] = [
+        (
+            "does not name `n1`",
+            Box::new(|| pki.issue("n1", "n2", valid())),
+        ),
+        (
+            "not issued by a CA",
+            Box::new(|| pki.write("n1", &foreign.cert_pem, &foreign.key_pem)),
+        ),
+        ("expired", Box::new(|| pki.issue("n1", "n1", expired))),
+    ];
+    for (why, write) in cases {
+        write();
+        let err = tls.reload().unwrap_err().to_string();
+        assert!(err.contains(why) && err.contains("n1.crt"), "{why}: {err}");
+        assert!(Arc::ptr_eq(&before, &tls.current()), "{why}: swapped");
+        // The same files are refused at start too.
+        let err = Tls::load_as(files.clone(), names(), "n1").unwrap_err();
+        assert!(err.to_string().contains(why), "{why}: {err}");
+    }
+    // A good certificate still reloads.
+    pki.issue("n1", "n1", valid());
+    tls.reload().unwrap();
+    assert!(!Arc::ptr_eq(&before, &tls.current()));
+    // The operator's identity needs the operator's name.
+    let op = TlsFiles {
+        ca: pki.path("ca.crt"),
+        cert: pki.path(&format!("{OPERATOR_NAME}.crt")),
+        key: pki.path(&format!("{OPERATOR_NAME}.key")),
+    };
+    Tls::load_as(op.clone(), names(), OPERATOR_NAME).unwrap();
+    assert!(Tls::load_as(op, names(), "n1").is_err());
+}
+
+#[tokio::test]
+async fn a_handshake_flood_from_a_non_member_leaves_a_members_slot() {
+    let pki = Pki::new();
+    let limits = Limits {
+        max_pending_handshakes: 4,
+        max_pending_per_address: 100,
+        ..Limits::default()
+    };
+    // Node 2 is a member at 127.0.0.1; the flood comes from 127.0.0.2.
+    let mut addresses = AddressBook::new();
+    addresses.insert(CMS2, "127.0.0.1:1");
+    let (server, _rx) = Transport::start(TransportConfig {
+        local: CMS1,
+        security: pki.security("n1"),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        addresses,
+        limits,
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut flood = Vec::new();
+    for _ in 0..6 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        flood.push(s.connect(addr).await.unwrap());
+    }
+    // Three of the four slots are anyone's; the flood's other three are refused.
+    until_stats(&server, "flood refused", |s| {
+        s.refused.too_many_pending == 3
+    })
+    .await;
+    let member = link(&pki.security("n2"), addr, CMS2).await;
+    assert!(
+        member.is_ok(),
+        "the member was refused: {:?}",
+        server.stats()
+    );
+    drop(flood);
+}

@@ -119,6 +119,9 @@ pub struct Server {
     next_client: u64,
     /// Each node's newest resource report (§14).
     resources: super::resources::ResourceBook,
+    /// Control requests refused because the peer was not a cm_ctl (§16: only the operator's
+    /// certificate may ask for switchover, set, stop, …).
+    ctl_refused_not_operator: u64,
 }
 
 impl Server {
@@ -146,6 +149,7 @@ impl Server {
             clients: BTreeMap::new(),
             next_client: 1,
             resources: Default::default(),
+            ctl_refused_not_operator: 0,
         })
     }
 
@@ -157,6 +161,12 @@ impl Server {
     /// The leader-side component (for status and checkers).
     pub fn leader(&self) -> &Leader {
         &self.leader
+    }
+
+    /// Control requests refused since start because they came from a component (a node
+    /// certificate), not from cm_ctl (the operator certificate).
+    pub fn ctl_refused_not_operator(&self) -> u64 {
+        self.ctl_refused_not_operator
     }
 
     fn wall(&self, now: Instant) -> WallMillis {
@@ -248,7 +258,30 @@ impl Server {
                 };
                 self.send(out, peer, reply);
             }
-            Msg::CtlRequest { id, req } => self.on_ctl(now, peer, id, req, out),
+            // cm_ctl may ask anything; an agent serving `/cluster` (§15) only the read-only status.
+            Msg::CtlRequest { id, req }
+                if peer.role == PeerRole::Ctl
+                    || (peer.role == PeerRole::Agent && matches!(req, CtlRequest::Query)) =>
+            {
+                self.on_ctl(now, peer, id, req, out);
+            }
+            Msg::CtlRequest { id, .. } => {
+                // The transport authenticated a component's node certificate, not the
+                // operator's: a node must not be able to switch over, set or stop the cluster.
+                self.ctl_refused_not_operator += 1;
+                tracing::warn!(%peer, id, "refusing a control request that does not come from cm_ctl");
+                let why = Refusal::Invalid(format!(
+                    "control requests are accepted only from cm_ctl (the operator certificate), not from {peer}"
+                ));
+                self.send(
+                    out,
+                    peer,
+                    Msg::CtlReply {
+                        id,
+                        reply: CtlReply::Refused(why),
+                    },
+                );
+            }
             // Anything else is not for a cm_server; a confused or hostile peer is ignored.
             _ => {}
         }

@@ -372,3 +372,98 @@ fn the_leader_answers_query_with_its_cms_table_and_commits_pause_before_replying
     );
     assert!(s.quorum().committed().paused);
 }
+
+#[test]
+fn a_control_request_from_a_node_certificate_is_refused_counted_and_changes_nothing() {
+    let mut now = Instant::ZERO;
+    let mut s = elected_single(&mut now);
+    for (i, peer) in [
+        Endpoint::agent(NodeId(2)),
+        Endpoint::server(NodeId(2)),
+        Endpoint::monitor(NodeId(2)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        now += Duration::from_millis(1);
+        let id = 10 + i as u64;
+        let out = s.step(
+            now,
+            frame(
+                peer,
+                NodeId(1),
+                Msg::CtlRequest {
+                    id,
+                    req: CtlRequest::Pause,
+                },
+            ),
+        );
+        // Refused at once: nothing is proposed, so nothing is persisted.
+        assert!(
+            !out.iter().any(|c| matches!(c, ServerCommand::Persist(_))),
+            "{out:?}"
+        );
+        let sent = sends(&out);
+        assert_eq!(sent.len(), 1, "{out:?}");
+        let (to, Msg::CtlReply { id: got, reply }) = &sent[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((*to, *got), (peer, id));
+        assert!(
+            matches!(reply, CtlReply::Refused(Refusal::Invalid(why)) if why.contains("cm_ctl")),
+            "{reply:?}"
+        );
+        assert_eq!(s.ctl_refused_not_operator(), i as u64 + 1);
+    }
+    assert!(!s.quorum().committed().paused);
+}
+
+/// An agent serving `/cluster` (§15) may ask the leader for the read-only status over its own
+/// link, and only that: a monitor's or a peer server's Query is still refused.
+#[test]
+fn an_agent_may_query_the_status_but_other_components_may_not() {
+    let mut now = Instant::ZERO;
+    let mut s = elected_single(&mut now);
+    now += Duration::from_millis(1);
+    let query = |peer, id| {
+        frame(
+            peer,
+            NodeId(1),
+            Msg::CtlRequest {
+                id,
+                req: CtlRequest::Query,
+            },
+        )
+    };
+    let out = s.step(now, query(Endpoint::agent(NodeId(2)), 7));
+    let sent = sends(&out);
+    assert!(
+        matches!(
+            &sent[..],
+            [(
+                _,
+                Msg::CtlReply {
+                    id: 7,
+                    reply: CtlReply::Status(_)
+                }
+            )]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(s.ctl_refused_not_operator(), 0);
+    let out = s.step(now, query(Endpoint::monitor(NodeId(2)), 8));
+    assert!(
+        matches!(
+            &sends(&out)[..],
+            [(
+                _,
+                Msg::CtlReply {
+                    id: 8,
+                    reply: CtlReply::Refused(_)
+                }
+            )]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(s.ctl_refused_not_operator(), 1);
+}

@@ -212,6 +212,8 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
         t.abort();
     }
     tracing::info!(%why, "cm_agent stopping; its DNs keep running");
+    // Event triggers still running go with the agent (their whole process groups).
+    exec.triggers.groups.kill_all();
     if !persist.flushed(FLUSH_TIMEOUT).await {
         tracing::error!("state writes still pending after {FLUSH_TIMEOUT:?}; exiting anyway");
     }

@@ -3,6 +3,9 @@
 //! [`TRIGGER_TIMEOUT`], output kept bounded and written to the log. Nothing waits for a trigger
 //! and nothing it does comes back to the agent: the loop only counts it.
 //!
+//! A trigger's whole process group is also killed when the trigger exits (nothing it put in the
+//! background survives it) and, for the triggers still running, when the agent exits.
+//!
 //! At most [`MAX_RUNNING`] triggers run at once; one more is not started, but logged and
 //! counted as failed (a script that hangs every time must not pile up processes).
 
@@ -27,6 +30,8 @@ pub struct TriggerStats {
     pub failures: Counter,
     /// Triggers running now.
     pub running: AtomicU64,
+    /// Their process groups, killed when the agent exits.
+    pub groups: script::GroupTracker,
 }
 
 impl TriggerStats {
@@ -57,7 +62,10 @@ pub fn spawn(run: TriggerRun, stats: Arc<TriggerStats>) {
         return;
     }
     stats.runs.inc();
-    let spec = ScriptSpec::new(&run.program, run.args(), TRIGGER_TIMEOUT);
+    let mut spec = ScriptSpec::new(&run.program, run.args(), TRIGGER_TIMEOUT);
+    // A trigger leaves nothing running behind it, and nothing outlives the agent.
+    spec.kill_group_on_exit = true;
+    spec.tracker = Some(stats.groups.clone());
     tokio::spawn(async move {
         tracing::info!(trigger = name, command = %spec.display(), "event trigger started");
         let result = script::run(&spec).await;
@@ -204,5 +212,42 @@ mod tests {
             1 + MAX_RUNNING,
             "killed ones count as failed"
         );
+    }
+
+    #[tokio::test]
+    async fn what_a_trigger_puts_in_the_background_is_killed_when_it_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child");
+        let bg = script(
+            dir.path(),
+            "bg.sh",
+            &format!("sleep 600 & echo $! > {}", pidfile.display()),
+        );
+        let stats = Arc::new(TriggerStats::default());
+        spawn(run(bg), Arc::clone(&stats));
+        settled(&stats).await;
+        let child: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let alive = || {
+            cm_io::process::proc_state(child).is_some_and(|s| s != cm_core::dn::ProcState::Zombie)
+        };
+        for _ in 0..100 {
+            if !alive() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let survived = alive();
+        if survived {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(!survived, "the trigger's background child outlived it");
+        assert!(stats.groups.running().is_empty());
     }
 }

@@ -91,6 +91,8 @@ impl CmsMachine {
             return;
         };
         let p = &m.passing;
+        p.ctl_refused
+            .store(self.server.ctl_refused_not_operator(), Ordering::Relaxed);
         if report {
             p.reports_received.fetch_add(1, Ordering::Relaxed);
             if !arbitrating {
@@ -98,6 +100,9 @@ impl CmsMachine {
             }
         }
         for o in orders {
+            if let CmsOrder::Alarm(Alarm::Failover { .. }) = o {
+                p.failovers_decided.fetch_add(1, Ordering::Relaxed);
+            }
             let CmsOrder::Net(NetCommand::Send { envelope }) = o else {
                 continue;
             };

@@ -71,12 +71,16 @@ pub struct Passing {
     pub reports_received: AtomicU64,
     /// Agent reports received while this node did not arbitrate.
     pub reports_dropped: AtomicU64,
-    /// Failover commands sent.
+    /// Failover commands sent (every promotion order, resends included).
     pub failovers: AtomicU64,
+    /// Failovers decided: a promotion replacing a failed primary (the Failover alarm).
+    pub failovers_decided: AtomicU64,
     /// Switchover commands sent.
     pub switchovers: AtomicU64,
     /// Lock1 commands sent.
     pub lock1s: AtomicU64,
+    /// Control requests refused because they did not come from cm_ctl.
+    pub ctl_refused: AtomicU64,
 }
 
 /// The registry and the view it is filled from.
@@ -91,11 +95,15 @@ pub struct ServerMetrics {
     group_primary: Family<GroupLabel, Gauge>,
     group_state: Family<StateLabel, Gauge>,
     failovers: Counter,
+    failovers_decided: Counter,
     switchovers: Counter,
     lock1s: Counter,
     reports_received: Counter,
     reports_dropped: Counter,
     refused: Family<ReasonLabel, Counter>,
+    ctl_refused: Counter,
+    cert_min_remaining: Gauge,
+    cert_expiry_alarms: Counter,
     /// Counted by the machine wrapper.
     pub passing: Passing,
     published: Mutex<Published>,
@@ -127,11 +135,15 @@ impl ServerMetrics {
             group_primary: Family::default(),
             group_state: Family::default(),
             failovers: Counter::default(),
+            failovers_decided: Counter::default(),
             switchovers: Counter::default(),
             lock1s: Counter::default(),
             reports_received: Counter::default(),
             reports_dropped: Counter::default(),
             refused: Family::default(),
+            ctl_refused: Counter::default(),
+            cert_min_remaining: Gauge::default(),
+            cert_expiry_alarms: Counter::default(),
             passing: Passing::default(),
             published: Mutex::new(Published::default()),
         };
@@ -178,8 +190,13 @@ impl ServerMetrics {
         );
         r.register(
             "failovers_sent",
-            "Failover commands sent to agents (a first primary's promotion included)",
+            "Failover commands sent to agents: every promotion order, a start's first primary and the old primary's restore after an aborted switchover included, resends included (failovers are cm_server_failovers_total)",
             m.failovers.clone(),
+        );
+        r.register(
+            "failovers",
+            "Failovers this leader decided: promotions replacing a failed primary (also hung or disk-damaged); not a start's first primary nor a restore after an aborted switchover",
+            m.failovers_decided.clone(),
         );
         r.register(
             "switchovers_sent",
@@ -206,6 +223,21 @@ impl ServerMetrics {
             "Connections refused or closed, by reason (each TLS handshake refusal reason, malformed_frame, http_overload)",
             m.refused.clone(),
         );
+        r.register(
+            "control_requests_refused",
+            "Control requests refused because they came from a node certificate, not from cm_ctl (the operator certificate)",
+            m.ctl_refused.clone(),
+        );
+        r.register(
+            "cert_min_remaining_seconds",
+            "Seconds until the first certificate in use (this node's or a CA) expires; negative once expired; 0 without TLS",
+            m.cert_min_remaining.clone(),
+        );
+        r.register(
+            "cert_expiry_alarms",
+            "Expiry checks that found a certificate in use expiring within ssl_cert_expire_alert_threshold",
+            m.cert_expiry_alarms.clone(),
+        );
         m
     }
 
@@ -231,10 +263,18 @@ impl ServerMetrics {
                 .store(a.load(Ordering::Relaxed), Ordering::Relaxed);
         };
         pass(&self.passing.failovers, &self.failovers);
+        pass(&self.passing.failovers_decided, &self.failovers_decided);
         pass(&self.passing.switchovers, &self.switchovers);
         pass(&self.passing.lock1s, &self.lock1s);
         pass(&self.passing.reports_received, &self.reports_received);
         pass(&self.passing.reports_dropped, &self.reports_dropped);
+        pass(&self.passing.ctl_refused, &self.ctl_refused);
+        self.cert_expiry_alarms
+            .inner()
+            .store(transport.cert_expiry_alarms, Ordering::Relaxed);
+        if let Some(left) = transport.cert_min_remaining_s {
+            self.cert_min_remaining.set(left);
+        }
         let others = [
             ("malformed_frame", transport.malformed),
             ("http_overload", http_refused),

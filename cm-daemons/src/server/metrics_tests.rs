@@ -214,6 +214,8 @@ fn a_leaders_metrics_parse_and_carry_its_state_and_counters() {
     );
     let count = |pick: fn(&CmsCommand) -> bool| sent.iter().filter(|c| pick(c)).count() as f64;
     assert_eq!(at("cm_server_failovers_sent_total{}"), 1.0);
+    // The first primary's promotion is a start, not a failover.
+    assert_eq!(at("cm_server_failovers_total{}"), 0.0);
     assert_eq!(
         at("cm_server_lock1_sent_total{}"),
         count(|c| *c == CmsCommand::Lock1)
@@ -310,4 +312,25 @@ fn counters_start_at_zero_and_the_machine_publishes_itself() {
     ] {
         assert_eq!(v.get(k), Some(&0.0), "{k}");
     }
+}
+
+#[test]
+fn certificate_expiry_is_exported_as_cm_server_cert_metrics() {
+    let m = ServerMetrics::new();
+    let now = Instant::ZERO;
+    let tls = TransportStats {
+        cert_min_remaining_s: Some(86_400),
+        cert_expiry_alarms: 3,
+        ..TransportStats::default()
+    };
+    let v = scrape(&m.render(now, tls, 0));
+    assert_eq!(
+        v.get("cm_server_cert_min_remaining_seconds{}"),
+        Some(&86_400.0)
+    );
+    assert_eq!(v.get("cm_server_cert_expiry_alarms_total{}"), Some(&3.0));
+    assert_eq!(
+        v.get("cm_server_control_requests_refused_total{}"),
+        Some(&0.0)
+    );
 }

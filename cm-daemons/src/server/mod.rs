@@ -217,14 +217,16 @@ async fn until_terminated(
     while let Some(s) = signals.recv().await {
         match s {
             Signal::Terminate => return,
-            Signal::Reload => match common::load_config(&path) {
-                // Always against the config the machine was built with: that is what runs.
-                Ok(file) => {
-                    reload::log(&path, &reload::diff(&running, &file));
-                    common::reload_tls(&security);
+            Signal::Reload => {
+                match common::load_config(&path) {
+                    // Always against the config the machine was built with: that is what runs.
+                    Ok(file) => reload::log(&path, &reload::diff(&running, &file)),
+                    Err(e) => tracing::error!("config reload failed, nothing changed: {e:#}"),
                 }
-                Err(e) => tracing::error!("config reload failed, nothing changed: {e:#}"),
-            },
+                // The TLS files are reloaded whether or not the config parses (as agent and
+                // monitor do): a certificate rotation must not wait for a config fix.
+                common::reload_tls(&security);
+            }
         }
     }
 }

@@ -39,6 +39,11 @@ impl AddressBook {
         self.addrs.insert(endpoint, addr.into());
     }
 
+    /// Every `host:port` in the book (the cluster's members), for resolving their addresses.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        self.addrs.values().map(String::as_str)
+    }
+
     /// The `host:port` of an endpoint, if it listens.
     pub fn get(&self, endpoint: Endpoint) -> Option<&str> {
         if endpoint.role == Role::Ctl {

@@ -141,13 +141,20 @@ impl Ca {
 /// `NAME.key` per node name, `operator.crt` and `operator.key`; keys with mode 0600. The
 /// config keys that match are `ssl_ca_file = "DIR/ca.crt"`, `ssl_cert_file = "DIR/{node}.crt"`,
 /// `ssl_key_file = "DIR/{node}.key"`, `ssl_operator_cert_file = "DIR/operator.crt"`,
-/// `ssl_operator_key_file = "DIR/operator.key"`.
+/// `ssl_operator_key_file = "DIR/operator.key"`. A node name that would collide with those
+/// files (`ca`, `operator`) or is not a plain file name is refused before anything is written.
 pub fn write_cluster_material(
     dir: &std::path::Path,
     cluster: &str,
     node_names: &[&str],
     today: i64,
 ) -> Result<(), WriteError> {
+    for name in node_names {
+        let plain = !name.is_empty() && *name != "." && *name != ".." && !name.contains('/');
+        if !plain || ["ca", "operator"].contains(name) {
+            return Err(WriteError::BadName((*name).to_owned()));
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|source| WriteError::Io {
         path: dir.to_path_buf(),
         source,
@@ -176,6 +183,11 @@ pub enum WriteError {
     /// Generation failed.
     #[error(transparent)]
     Gen(#[from] CertGenError),
+    /// A node name that cannot name its files.
+    #[error(
+        "node name `{0}` cannot be used for its certificate files (`ca` and `operator` are the CA's and the operator's; a name must be a plain file name)"
+    )]
+    BadName(String),
     /// A file could not be written.
     #[error("cannot write {}: {source}", .path.display())]
     Io {
@@ -200,6 +212,12 @@ fn write(dir: &std::path::Path, name: &str, text: &str, secret: bool) -> Result<
         opts.mode(0o600);
     }
     let mut f = opts.open(&path).map_err(io)?;
+    if secret {
+        // `mode` applies only when the file is created: an existing key file gets 0600 too.
+        use std::os::unix::fs::PermissionsExt as _;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
     std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io)
 }
 
@@ -208,4 +226,36 @@ pub fn today() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| (d.as_secs() / 86_400) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn node_names_that_collide_with_the_ca_or_operator_files_are_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["ca", "operator", "../x", "", ".."] {
+            let err = write_cluster_material(dir.path(), "t", &["n1", bad], today()).unwrap_err();
+            assert!(matches!(&err, WriteError::BadName(n) if n == bad), "{err}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn rewritten_key_files_are_0600_even_if_they_were_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("n1.key");
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_cluster_material(dir.path(), "t", &["n1"], today()).unwrap();
+        for f in ["n1.key", "ca.key", "operator.key"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+    }
 }

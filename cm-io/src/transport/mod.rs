@@ -33,7 +33,7 @@ mod conn;
 pub mod handshake;
 pub mod tls;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -65,7 +65,8 @@ pub struct Limits {
     pub outbox_frames: usize,
     /// Events queued for the machine before readers wait.
     pub event_queue: usize,
-    /// Inbound handshakes in progress before new connections are closed at once.
+    /// Inbound handshakes in progress before new connections are closed at once (a quarter of
+    /// them is kept for the addresses of the cluster's members).
     pub max_pending_handshakes: usize,
     /// Inbound handshakes in progress from one IP address.
     pub max_pending_per_address: usize,
@@ -604,8 +605,41 @@ async fn dial(ctx: &Ctx, peer: Endpoint) -> Result<handshake::BoxStream, DialErr
     Ok(stream)
 }
 
+/// The part of the pending-handshake budget kept for the cluster's members (a quarter, at
+/// least one when the budget has two): a flood from elsewhere cannot take all of it.
+fn member_reserve(max_pending: usize) -> usize {
+    if max_pending >= 2 {
+        (max_pending / 4).max(1)
+    } else {
+        0
+    }
+}
+
+/// The IP addresses of the cluster's members (the address book's hosts, resolved once).
+async fn member_ips(book: &AddressBook) -> BTreeSet<IpAddr> {
+    let mut ips = BTreeSet::new();
+    for hp in book.all() {
+        if let Ok(sa) = hp.parse::<SocketAddr>() {
+            ips.insert(sa.ip());
+            continue;
+        }
+        match tokio::net::lookup_host(hp).await {
+            Ok(found) => ips.extend(found.map(|sa| sa.ip())),
+            Err(e) => tracing::warn!(
+                address = hp,
+                "cannot resolve a member's address; its handshakes get no reserved slot: {e}"
+            ),
+        }
+    }
+    ips
+}
+
 async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
-    let pending = Arc::new(Semaphore::new(ctx.limits.max_pending_handshakes.max(1)));
+    let max_pending = ctx.limits.max_pending_handshakes.max(1);
+    let reserve = member_reserve(max_pending);
+    let pending = Arc::new(Semaphore::new(max_pending - reserve));
+    let reserved = Arc::new(Semaphore::new(reserve));
+    let members = member_ips(&ctx.addresses).await;
     let established = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
@@ -626,7 +660,14 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, shutdown: watch::Rece
             ctx.refuse(addr, Refusal::TooManyConnections, "too many connections");
             continue;
         };
-        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+        let permit = Arc::clone(&pending).try_acquire_owned().or_else(|e| {
+            if members.contains(&addr.ip()) {
+                Arc::clone(&reserved).try_acquire_owned()
+            } else {
+                Err(e)
+            }
+        });
+        let Ok(permit) = permit else {
             ctx.refuse(
                 addr,
                 Refusal::TooManyPending,

@@ -132,8 +132,10 @@ pub fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 impl Material {
-    /// Reads and checks the files and builds both rustls configurations.
-    pub fn load(files: &TlsFiles) -> Result<Self, TlsError> {
+    /// Reads and checks the files and builds both rustls configurations. With `own` (the name
+    /// this identity's certificate must carry: its node's name, or the operator's), the
+    /// certificate must also chain to one of the trusted CAs, be valid now and name `own`.
+    pub fn load(files: &TlsFiles, own: Option<&str>) -> Result<Self, TlsError> {
         let cas = pem(
             "CA file",
             &files.ca,
@@ -166,6 +168,14 @@ impl Material {
             WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
                 .build()
                 .map_err(|e| config_err(e.to_string()))?;
+        if let Some(own) = own {
+            check_own(verifier.as_ref(), &chain, own).map_err(|reason| {
+                config_err(format!(
+                    "the certificate {} cannot be used: {reason}",
+                    files.cert.display()
+                ))
+            })?;
+        }
         let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(versions)
             .map_err(|e| config_err(e.to_string()))?
@@ -214,6 +224,39 @@ impl Material {
     }
 }
 
+/// This identity's certificate chains to a trusted CA, is valid now and names `own`.
+fn check_own(
+    verifier: &dyn rustls::server::danger::ClientCertVerifier,
+    chain: &[CertificateDer<'static>],
+    own: &str,
+) -> Result<(), String> {
+    let (leaf, intermediates) = chain.split_first().ok_or("no certificate")?;
+    let now = rustls_pki_types::UnixTime::now();
+    verifier
+        .verify_client_cert(leaf, intermediates, now)
+        .map_err(|e| match e {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                "it is not issued by a CA of the CA file".to_owned()
+            }
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. },
+            ) => "it has expired".to_owned(),
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidYet
+                | rustls::CertificateError::NotValidYetContext { .. },
+            ) => "it is not valid yet".to_owned(),
+            e => e.to_string(),
+        })?;
+    let parsed = rustls::server::ParsedCertificate::try_from(leaf).map_err(|e| e.to_string())?;
+    let named = rustls_pki_types::ServerName::try_from(own)
+        .is_ok_and(|n| rustls::client::verify_server_name(&parsed, &n).is_ok());
+    if named {
+        Ok(())
+    } else {
+        Err(format!("it does not name `{own}`"))
+    }
+}
+
 /// A certificate in use that expires soon (or has expired).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expiring {
@@ -230,22 +273,47 @@ pub struct Tls {
     current: RwLock<Arc<Material>>,
     /// Node names by id: the name a node's certificate must carry.
     names: BTreeMap<NodeId, String>,
+    /// The name this identity's own certificate must carry, checked at every (re)load.
+    own: Option<String>,
 }
 
 impl Tls {
-    /// Loads the material (the process refuses to start when it does not load).
+    /// Loads the material without checking whom the certificate names or whether it is
+    /// valid now (tests and tools that must present a bad certificate); daemons use
+    /// [`Tls::load_as`].
     pub fn load(files: TlsFiles, names: BTreeMap<NodeId, String>) -> Result<Self, TlsError> {
-        let m = Material::load(&files)?;
+        Self::load_checked(files, names, None)
+    }
+
+    /// Loads the material of the identity named `own` (its node's name, or the operator's):
+    /// the certificate must chain to a trusted CA, be valid now and name `own`, at start and
+    /// at every reload (the process refuses to start when it does not load).
+    pub fn load_as(
+        files: TlsFiles,
+        names: BTreeMap<NodeId, String>,
+        own: &str,
+    ) -> Result<Self, TlsError> {
+        Self::load_checked(files, names, Some(own.to_owned()))
+    }
+
+    fn load_checked(
+        files: TlsFiles,
+        names: BTreeMap<NodeId, String>,
+        own: Option<String>,
+    ) -> Result<Self, TlsError> {
+        let m = Material::load(&files, own.as_deref())?;
         Ok(Self {
             files,
             current: RwLock::new(Arc::new(m)),
             names,
+            own,
         })
     }
 
-    /// Re-reads the files; on error the previous material stays in use.
+    /// Re-reads the files; on error (unreadable, or a certificate that is not usable for this
+    /// identity) the previous material stays in use.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let m = Material::load(&self.files)?;
+        let m = Material::load(&self.files, self.own.as_deref())?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m);
         Ok(())
     }

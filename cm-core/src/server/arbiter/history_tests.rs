@@ -162,3 +162,22 @@ fn a_first_primary_at_a_later_term_is_a_start() {
         vec![(Term(5), None, PromotionReason::Start)]
     );
 }
+
+#[test]
+fn of_two_live_primaries_at_one_term_only_the_static_primary_is_recorded() {
+    let mut h = failed_over(|_| {});
+    h.advance_ms(1000);
+    // 6003 also says Primary at term 2 on a timeline of its own: not the group's promotion.
+    let hist = History::root(Timeline(1)).branch(Lsn(100), Timeline(3));
+    h.report(dn(3).primary(2).pos(3, 10).hist(hist));
+    assert_eq!(recorded(&h), vec![]);
+    h.advance_ms(100);
+    h.report(promoted_report());
+    assert_eq!(
+        recorded(&h)
+            .iter()
+            .map(|p| (p.instance, p.term))
+            .collect::<Vec<_>>(),
+        vec![(InstanceId(6002), Term(2))]
+    );
+}

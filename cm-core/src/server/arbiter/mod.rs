@@ -341,7 +341,13 @@ impl GroupArbiter {
                 self.awaiting = None;
             }
             let on_own_timeline = r.history.timeline == r.position.timeline;
-            if r.term == g.term && g.term > Term(0) && on_own_timeline {
+            // Only the static primary's promotion is the group's: another member that also
+            // says Primary at this term (a split brain being resolved) is not recorded.
+            if r.term == g.term
+                && g.term > Term(0)
+                && on_own_timeline
+                && m.instance == g.static_primary
+            {
                 confirmed = Some((m.instance, r.term, r.position.timeline));
             }
             if r.term == g.term

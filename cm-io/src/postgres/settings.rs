@@ -308,7 +308,9 @@ pub fn render_ident(agent_os_user: &str, os_user: &str, db_user: &str, user_iden
 /// line, continuations joined; blank and comment lines are neither).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FilteredHba {
+    /// The rules copied into the managed file.
     pub kept: Vec<String>,
+    /// The rules left out (logged).
     pub dropped: Vec<String>,
 }
 

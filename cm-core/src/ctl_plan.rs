@@ -402,6 +402,50 @@ impl Plan {
                 Err(e) => leader_outcome(Err(e)),
             },
             (Phase::LeaderTold, StepResult::Leader(r)) => match (r, wait) {
+                (Ok(CtlReply::SwitchoverAll { started, refused }), wait) => {
+                    self.rebalance = started.iter().map(|s| (s.target, s.term)).collect();
+                    let targets = started
+                        .iter()
+                        .map(|s| format!("{} (group {})", s.target.0, s.group.0))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if !refused.is_empty() {
+                        let why = refused
+                            .iter()
+                            .map(|r| {
+                                format!("group {} to {}: {}", r.group.0, r.target.0, r.refusal)
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        let going = if started.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; started, the cm_server goes on with them (follow with \
+                                 `cm_ctl query`): switchover to {targets}"
+                            )
+                        };
+                        return Step::Failed(format!("switchover -a refused for {why}{going}"));
+                    }
+                    if started.is_empty() {
+                        return Step::Done(
+                            "nothing to switch: every group's primary is its install-time primary"
+                                .into(),
+                        );
+                    }
+                    if wait.is_none() {
+                        return Step::Done(format!(
+                            "switchover to {targets} started (--no-wait: follow it with \
+                             `cm_ctl query`)"
+                        ));
+                    }
+                    self.phase = Phase::Polling;
+                    self.waiting = Some(format!("switchover to {targets} started"));
+                    Step::PollStatus {
+                        after: POLL_INTERVAL,
+                    }
+                }
+                // A cm_server older than the reply above: wait for what the status showed.
                 (Ok(CtlReply::Accepted), None) => Step::Done(
                     "switchover -a accepted (--no-wait: follow it with `cm_ctl query`)".into(),
                 ),

@@ -1056,3 +1056,76 @@ fn switchover_all_no_wait_returns_once_accepted_and_a_balanced_cluster_has_nothi
         Step::Failed("refused: the cluster is paused; run `cm_ctl resume` first".into())
     );
 }
+
+/// `switchover -a` with the leader's reply naming what it started and what it refused: a
+/// refusal fails at once with its reason (cm_ctl waited 120 s for a group never switched); the
+/// plan waits on exactly the switchovers started, at their terms.
+#[test]
+fn switchover_all_fails_at_once_on_refusals_and_waits_on_exactly_what_started() {
+    use crate::ctl::{SwitchoverRefused, SwitchoverStarted};
+    use crate::ids::GroupId;
+    let started = vec![SwitchoverStarted {
+        group: GroupId(1),
+        target: InstanceId(6001),
+        term: Term(1),
+    }];
+    let begin = || {
+        let mut p = Plan::new(
+            &config(),
+            Operation::SwitchoverAll {
+                wait: Some(Duration::from_secs(120)),
+            },
+        )
+        .unwrap();
+        p.next(StepResult::Begin);
+        p.next(StepResult::Leader(Ok(CtlReply::Status(unbalanced(
+            false, None,
+        )))));
+        p
+    };
+    let mut p = begin();
+    let step = p.next(StepResult::Leader(Ok(CtlReply::SwitchoverAll {
+        started: started.clone(),
+        refused: vec![SwitchoverRefused {
+            group: GroupId(2),
+            target: InstanceId(6004),
+            refusal: Refusal::Invalid("instance 6004 is not a healthy standby of group2".into()),
+        }],
+    })));
+    assert_eq!(
+        step,
+        Step::Failed(
+            "switchover -a refused for group 2 to 6004: invalid request: instance 6004 is not a \
+             healthy standby of group2; started, the cm_server goes on with them (follow with \
+             `cm_ctl query`): switchover to 6001 (group 1)"
+                .into()
+        )
+    );
+    let mut p = begin();
+    let step = p.next(StepResult::Leader(Ok(CtlReply::SwitchoverAll {
+        started,
+        refused: vec![],
+    })));
+    assert_eq!(step, POLL);
+    assert_eq!(
+        p.waiting_for(),
+        Some("switchover to 6001 (group 1) started")
+    );
+    assert_eq!(
+        polled(
+            &mut p,
+            unbalanced(false, Some((2, SwitchoverResult::Promoted))),
+            3
+        ),
+        Step::Done("switchover done: 6001 is the primary of group 1 (term 2)".into())
+    );
+    let mut p = begin();
+    let step = p.next(StepResult::Leader(Ok(CtlReply::SwitchoverAll {
+        started: vec![],
+        refused: vec![],
+    })));
+    assert_eq!(
+        step,
+        Step::Done("nothing to switch: every group's primary is its install-time primary".into())
+    );
+}

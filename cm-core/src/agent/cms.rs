@@ -192,6 +192,8 @@ impl Agent {
                 .map(|i| {
                     let mut r = i.report(now);
                     r.last_build.agent_started_ms = started_ms;
+                    // Accepted, not yet durable: it runs once written (issue 17).
+                    r.last_build.pending |= self.batch.has_build(i.id);
                     r
                 })
                 .collect(),

@@ -737,6 +737,13 @@ impl Plan {
 fn leader_outcome(r: Result<CtlReply, String>) -> Step {
     match r {
         Ok(CtlReply::Refused(why)) => Step::Failed(format!("refused: {why}")),
+        Ok(CtlReply::SwitchoverAll { refused, .. }) if !refused.is_empty() => {
+            let why: Vec<String> = refused
+                .iter()
+                .map(|r| format!("group {}: {}", r.group.0, r.refusal))
+                .collect();
+            Step::Failed(format!("refused: {}", why.join("; ")))
+        }
         Ok(_) => Step::Done("done".into()),
         Err(e) => Step::Failed(format!(
             "can't reach the cm_server leader: {e}. Maybe cm_server is not running, or the \

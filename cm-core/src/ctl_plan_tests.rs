@@ -1129,3 +1129,25 @@ fn switchover_all_fails_at_once_on_refusals_and_waits_on_exactly_what_started() 
         Step::Done("nothing to switch: every group's primary is its install-time primary".into())
     );
 }
+
+/// A plain leader request (the simulator's `switchover -a`) fails on a refused group too.
+#[test]
+fn a_plain_switchover_all_request_fails_on_a_refused_group() {
+    use crate::ctl::SwitchoverRefused;
+    let mut p = Plan::new(&config(), Operation::Leader(CtlRequest::SwitchoverAll)).unwrap();
+    assert_eq!(
+        p.next(StepResult::Begin),
+        Step::Leader(CtlRequest::SwitchoverAll)
+    );
+    assert_eq!(
+        p.next(StepResult::Leader(Ok(CtlReply::SwitchoverAll {
+            started: vec![],
+            refused: vec![SwitchoverRefused {
+                group: GroupId(2),
+                target: InstanceId(6004),
+                refusal: Refusal::Paused,
+            }],
+        }))),
+        Step::Failed("refused: group 2: the cluster is paused; run `cm_ctl resume` first".into())
+    );
+}

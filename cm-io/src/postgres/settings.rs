@@ -294,7 +294,7 @@ pub fn render_ident(agent_os_user: &str, os_user: &str, db_user: &str, user_iden
         };
         // A user line for the agent's map would let another OS user in as the database user;
         // an include could add one.
-        if first.text == IDENT_MAP || (!first.quoted && is_include(&first.text)) {
+        if first.text == IDENT_MAP || is_include(&first.text) {
             tracing::warn!(line = %line, "dropped from the data directory's pg_ident.conf (§16)");
         } else {
             out.push_str(&line);
@@ -328,7 +328,8 @@ pub fn filter_user_hba(user_hba: &str) -> FilteredHba {
         let Some(kind) = fields.first().and_then(|f| f.first()) else {
             continue; // blank or comment only
         };
-        let include = !kind.quoted && is_include(&kind.text);
+        // Quoted or not: PostgreSQL may not tell them apart for the first field.
+        let include = is_include(&kind.text);
         let is_rule = kind.text.starts_with("host") || kind.text == "local";
         let replication = is_rule
             && fields
@@ -378,7 +379,6 @@ fn logical_lines(text: &str) -> Vec<String> {
 #[derive(Debug, Default)]
 struct Token {
     text: String,
-    quoted: bool,
 }
 
 /// The fields of one logical line: blanks separate fields, commas separate the tokens of one
@@ -418,7 +418,6 @@ fn fields(line: &str) -> Vec<Vec<Token>> {
             c => {
                 if c == '"' {
                     in_quote = true;
-                    token.quoted = true;
                 } else {
                     token.text.push(c);
                 }

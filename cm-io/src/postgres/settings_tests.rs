@@ -196,6 +196,7 @@ fn hba_filter_tokenises_as_postgres_and_drops_every_bypass() {
         ("include /etc/evil_hba.conf", false),
         ("include_if_exists /etc/evil_hba.conf", false),
         ("include_dir /etc/evil.d", false),
+        ("\"include\" /etc/evil_hba.conf", false),
         ("host \"replication\" all 0.0.0.0/0 scram-sha-256", false),
         ("host app, replication all 0.0.0.0/0 scram-sha-256", false),
         ("host all all 0.0.0.0/0 scram-sha-256 # trust me", true),

@@ -785,7 +785,7 @@ fn poll_until(
 /// build to run lost it (the request is not sent again), so waiting longer is pointless.
 fn build_seen(base: &BuildOutcome, b: &BuildOutcome, instance: InstanceId) -> Option<Step> {
     let restarted = matches!(
-        (base.agent_started_ms, b.agent_started_ms),
+        (base.agent_incarnation, b.agent_incarnation),
         (Some(before), Some(now)) if before != now
     );
     if b.count > base.count && !restarted || b.count > 0 && restarted {

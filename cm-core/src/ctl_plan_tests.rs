@@ -748,7 +748,7 @@ fn build_status(
         count,
         error: error.map(str::to_owned),
         pending: false,
-        agent_started_ms: Some(AGENT_STARTED_MS),
+        agent_incarnation: Some(AGENT_STARTED_MS),
     };
     s
 }
@@ -761,7 +761,7 @@ fn agent_build(count: u64, pending: bool, started_ms: u64) -> Box<ClusterStatus>
     let mut s = build_status(DnRole::Standby, DbState::Building, count, None);
     let b = &mut s.groups[0].members[1].last_build;
     b.pending = pending;
-    b.agent_started_ms = Some(started_ms);
+    b.agent_incarnation = Some(started_ms);
     s
 }
 

@@ -72,6 +72,38 @@ pub enum CtlReply {
     Params(Vec<(String, ParamSide, String)>),
     /// Refused; the refusal says why.
     Refused(Refusal),
+    /// `switchover -a`, once the switchovers it started committed: which ones it started and
+    /// which groups it could not move, and why. (Last, so the encoding of the older variants is
+    /// unchanged; bincode encodes variants by index: a cm_ctl older than this variant cannot
+    /// decode this reply.)
+    SwitchoverAll {
+        /// The switchovers started, one per group.
+        started: Vec<SwitchoverStarted>,
+        /// The groups off their install-time primary that were not switched over.
+        refused: Vec<SwitchoverRefused>,
+    },
+}
+
+/// One switchover `switchover -a` started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverStarted {
+    /// The group.
+    pub group: GroupId,
+    /// Its install-time primary, the target.
+    pub target: InstanceId,
+    /// The group's term before the switchover (it ends at a higher one).
+    pub term: Term,
+}
+
+/// One group `switchover -a` did not move.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchoverRefused {
+    /// The group.
+    pub group: GroupId,
+    /// Its install-time primary, the target.
+    pub target: InstanceId,
+    /// Why not.
+    pub refusal: Refusal,
 }
 
 /// Why a control request was refused (data, not an error: §STYLE "refusals are data").

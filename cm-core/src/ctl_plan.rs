@@ -408,6 +408,50 @@ impl Plan {
                 Err(e) => leader_outcome(Err(e)),
             },
             (Phase::LeaderTold, StepResult::Leader(r)) => match (r, wait) {
+                (Ok(CtlReply::SwitchoverAll { started, refused }), wait) => {
+                    self.rebalance = started.iter().map(|s| (s.target, s.term)).collect();
+                    let targets = started
+                        .iter()
+                        .map(|s| format!("{} (group {})", s.target.0, s.group.0))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if !refused.is_empty() {
+                        let why = refused
+                            .iter()
+                            .map(|r| {
+                                format!("group {} to {}: {}", r.group.0, r.target.0, r.refusal)
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        let going = if started.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; started, the cm_server goes on with them (follow with \
+                                 `cm_ctl query`): switchover to {targets}"
+                            )
+                        };
+                        return Step::Failed(format!("switchover -a refused for {why}{going}"));
+                    }
+                    if started.is_empty() {
+                        return Step::Done(
+                            "nothing to switch: every group's primary is its install-time primary"
+                                .into(),
+                        );
+                    }
+                    if wait.is_none() {
+                        return Step::Done(format!(
+                            "switchover to {targets} started (--no-wait: follow it with \
+                             `cm_ctl query`)"
+                        ));
+                    }
+                    self.phase = Phase::Polling;
+                    self.waiting = Some(format!("switchover to {targets} started"));
+                    Step::PollStatus {
+                        after: POLL_INTERVAL,
+                    }
+                }
+                // A cm_server older than the reply above: wait for what the status showed.
                 (Ok(CtlReply::Accepted), None) => Step::Done(
                     "switchover -a accepted (--no-wait: follow it with `cm_ctl query`)".into(),
                 ),
@@ -699,6 +743,13 @@ impl Plan {
 fn leader_outcome(r: Result<CtlReply, String>) -> Step {
     match r {
         Ok(CtlReply::Refused(why)) => Step::Failed(format!("refused: {why}")),
+        Ok(CtlReply::SwitchoverAll { refused, .. }) if !refused.is_empty() => {
+            let why: Vec<String> = refused
+                .iter()
+                .map(|r| format!("group {}: {}", r.group.0, r.refusal))
+                .collect();
+            Step::Failed(format!("refused: {}", why.join("; ")))
+        }
         Ok(_) => Step::Done("done".into()),
         Err(e) => Step::Failed(format!(
             "can't reach the cm_server leader: {e}. Maybe cm_server is not running, or the \
@@ -740,7 +791,7 @@ fn poll_until(
 /// build to run lost it (the request is not sent again), so waiting longer is pointless.
 fn build_seen(base: &BuildOutcome, b: &BuildOutcome, instance: InstanceId) -> Option<Step> {
     let restarted = matches!(
-        (base.agent_started_ms, b.agent_started_ms),
+        (base.agent_incarnation, b.agent_incarnation),
         (Some(before), Some(now)) if before != now
     );
     if b.count > base.count && !restarted || b.count > 0 && restarted {

@@ -749,7 +749,7 @@ fn build_status(
         count,
         error: error.map(str::to_owned),
         pending: false,
-        agent_started_ms: Some(AGENT_STARTED_MS),
+        agent_incarnation: Some(AGENT_STARTED_MS),
     };
     s
 }
@@ -762,7 +762,7 @@ fn agent_build(count: u64, pending: bool, started_ms: u64) -> Box<ClusterStatus>
     let mut s = build_status(DnRole::Standby, DbState::Building, count, None);
     let b = &mut s.groups[0].members[1].last_build;
     b.pending = pending;
-    b.agent_started_ms = Some(started_ms);
+    b.agent_incarnation = Some(started_ms);
     s
 }
 
@@ -1133,4 +1133,99 @@ fn a_resource_instance_is_stopped_and_started_through_its_flag() {
         polled(&mut p, with(ResourceState::Online), 2),
         Step::Done(_)
     ));
+}
+
+/// `switchover -a` with the leader's reply naming what it started and what it refused: a
+/// refusal fails at once with its reason (cm_ctl waited 120 s for a group never switched); the
+/// plan waits on exactly the switchovers started, at their terms.
+#[test]
+fn switchover_all_fails_at_once_on_refusals_and_waits_on_exactly_what_started() {
+    use crate::ctl::{SwitchoverRefused, SwitchoverStarted};
+    use crate::ids::GroupId;
+    let started = vec![SwitchoverStarted {
+        group: GroupId(1),
+        target: InstanceId(6001),
+        term: Term(1),
+    }];
+    let begin = || {
+        let mut p = Plan::new(
+            &config(),
+            Operation::SwitchoverAll {
+                wait: Some(Duration::from_secs(120)),
+            },
+        )
+        .unwrap();
+        p.next(StepResult::Begin);
+        p.next(StepResult::Leader(Ok(CtlReply::Status(unbalanced(
+            false, None,
+        )))));
+        p
+    };
+    let mut p = begin();
+    let step = p.next(StepResult::Leader(Ok(CtlReply::SwitchoverAll {
+        started: started.clone(),
+        refused: vec![SwitchoverRefused {
+            group: GroupId(2),
+            target: InstanceId(6004),
+            refusal: Refusal::Invalid("instance 6004 is not a healthy standby of group2".into()),
+        }],
+    })));
+    assert_eq!(
+        step,
+        Step::Failed(
+            "switchover -a refused for group 2 to 6004: invalid request: instance 6004 is not a \
+             healthy standby of group2; started, the cm_server goes on with them (follow with \
+             `cm_ctl query`): switchover to 6001 (group 1)"
+                .into()
+        )
+    );
+    let mut p = begin();
+    let step = p.next(StepResult::Leader(Ok(CtlReply::SwitchoverAll {
+        started,
+        refused: vec![],
+    })));
+    assert_eq!(step, POLL);
+    assert_eq!(
+        p.waiting_for(),
+        Some("switchover to 6001 (group 1) started")
+    );
+    assert_eq!(
+        polled(
+            &mut p,
+            unbalanced(false, Some((2, SwitchoverResult::Promoted))),
+            3
+        ),
+        Step::Done("switchover done: 6001 is the primary of group 1 (term 2)".into())
+    );
+    let mut p = begin();
+    let step = p.next(StepResult::Leader(Ok(CtlReply::SwitchoverAll {
+        started: vec![],
+        refused: vec![],
+    })));
+    assert_eq!(
+        step,
+        Step::Done("nothing to switch: every group's primary is its install-time primary".into())
+    );
+}
+
+/// A plain leader request (the simulator's `switchover -a`) fails on a refused group too.
+#[test]
+fn a_plain_switchover_all_request_fails_on_a_refused_group() {
+    use crate::ctl::SwitchoverRefused;
+    let mut p = Plan::new(&config(), Operation::Leader(CtlRequest::SwitchoverAll)).unwrap();
+    assert_eq!(
+        p.next(StepResult::Begin),
+        Step::Leader(CtlRequest::SwitchoverAll)
+    );
+    assert_eq!(
+        p.next(StepResult::Leader(Ok(CtlReply::SwitchoverAll {
+            started: vec![],
+            refused: vec![SwitchoverRefused {
+                group: GroupId(2),
+                target: InstanceId(6004),
+                refusal: Refusal::Paused,
+            }],
+        }))),
+        Step::Failed("refused: group 2: the cluster is paused; run `cm_ctl resume` first".into())
+    );
 }

@@ -310,11 +310,13 @@ pub struct BuildOutcome {
     /// A Build of the instance is queued or running on the agent now.
     #[serde(default)]
     pub pending: bool,
-    /// When the reporting cm_agent started, in milliseconds on its node's clock (`None` in a
-    /// status no agent report filled in). Another value means the agent restarted: its count
-    /// began again at 0 and a Build it was running is lost (`cm_ctl build` fails at once).
-    #[serde(default)]
-    pub agent_started_ms: Option<u64>,
+    /// The reporting cm_agent's incarnation, an id it drew at random when it started (`None`
+    /// in a status no agent report filled in). Another value means the agent restarted: its
+    /// count began again at 0 and a Build it was running is lost (`cm_ctl build` fails at
+    /// once). (It replaced the agent's start time, which came from its monotonic clock: the
+    /// same place in the encoding, the old name still read from JSON.)
+    #[serde(default, alias = "agent_started_ms")]
+    pub agent_incarnation: Option<u64>,
 }
 
 impl BuildOutcome {

@@ -506,7 +506,7 @@ fn the_operator_guide_documents_every_query_json_field() {
         count: 1,
         error: Some("x".into()),
         pending: false,
-        agent_started_ms: Some(5),
+        agent_incarnation: Some(5),
     };
     let json = serde_json::to_value(&s).unwrap();
     let mut keys = std::collections::BTreeSet::new();

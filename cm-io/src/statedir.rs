@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -93,6 +94,8 @@ pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
 }
 
 /// Atomically and durably replaces `path` with `bytes` (temp file, fsync, rename, fsync dir).
+/// The file is created with mode 0600 whatever the umask: only root reads the node's state
+/// (the state directory is traversable by the database OS user, 0711).
 ///
 /// On failure the temporary file is removed and the old content of `path`, if any, is intact.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
@@ -111,6 +114,8 @@ fn write_temp(tmp: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(tmp)
         .map_err(|e| FileError::new(FileOp::Write, tmp, e))?;
     f.write_all(bytes)
@@ -137,5 +142,26 @@ pub fn remove(path: &Path) -> Result<bool, FileError> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(FileError::new(FileOp::Remove, path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// State files are 0600 whatever the umask (they were created 0644 under umask 022).
+    #[test]
+    fn state_files_are_created_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("term");
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        let written = write_atomic(&path, b"7");
+        nix::sys::stat::umask(old);
+        written.unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(read(&path).unwrap().as_deref(), Some(&b"7"[..]));
     }
 }

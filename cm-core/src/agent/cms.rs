@@ -196,9 +196,7 @@ impl Agent {
         while self.cms.sent.len() > SENT_REPORTS_KEPT {
             self.cms.sent.pop_first();
         }
-        let started_ms = self
-            .started_at
-            .map(|t| u64::try_from(t.since_origin().as_millis()).unwrap_or(u64::MAX));
+
         let report = AgentReport {
             seq,
             dns: self
@@ -206,7 +204,9 @@ impl Agent {
                 .values()
                 .map(|i| {
                     let mut r = i.report(now);
-                    r.last_build.agent_started_ms = started_ms;
+                    r.last_build.agent_incarnation = Some(self.incarnation);
+                    // Accepted, not yet durable: it runs once written (issue 17).
+                    r.last_build.pending |= self.batch.has_build(i.id);
                     r
                 })
                 .collect(),

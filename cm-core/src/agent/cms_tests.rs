@@ -54,9 +54,9 @@ fn report_goes_to_every_connected_cms_each_report_interval() {
     let cmds = tick(&mut a, ms(1000));
     let seq = a.cms.report_seq;
     let mut dn = a.insts[&DN].report(ms(1000));
-    // The agent's start (it booted at 0) names this incarnation: `cm_ctl build` tells from a
+    // The incarnation the agent was made with (the test kit's 1): `cm_ctl build` tells from a
     // new value that the agent restarted (issue 17).
-    dn.last_build.agent_started_ms = Some(0);
+    dn.last_build.agent_incarnation = Some(1);
     let report = AgentReport {
         seq: ReportSeq(seq),
         dns: vec![dn],

@@ -37,6 +37,17 @@ pub(super) struct Batch {
     queued: Vec<Deferred>,
 }
 
+impl Batch {
+    /// A Build of `instance` accepted and not yet durable (so not yet run).
+    pub(super) fn has_build(&self, instance: InstanceId) -> bool {
+        self.in_flight
+            .iter()
+            .flat_map(|(_, d, _)| d)
+            .chain(&self.queued)
+            .any(|d| d.instance == instance && matches!(d.cmd, CmsCommand::Build { .. }))
+    }
+}
+
 /// A Failover/Switchover waiting for a quorum of CMS voters to confirm no higher quorum term.
 /// Each CMS reports the weight its confirmation carries, as its quorum state says (0 for a
 /// non-voter: it may have lost a store and forgotten a term; 2 for the first of two CMS nodes;
@@ -74,12 +85,13 @@ impl Agent {
                 "it came from the cm_server of node {}, not this agent's leader",
                 from.0
             );
-            self.refuse_build(&sc, &why);
+            self.refuse_build(qterm, &sc, &why);
             return;
         }
         if qterm < self.highest_qterm {
             tracing::warn!(cms = %from, %qterm, highest = %self.highest_qterm, "command from a deposed term rejected");
             self.refuse_build(
+                qterm,
                 &sc,
                 &format!(
                     "it came from quorum term {}, below {}",
@@ -90,7 +102,7 @@ impl Agent {
         }
         if self.batch.queued.len() >= MAX_QUEUED_COMMANDS {
             tracing::warn!(cmd = %sc.cmd, "command queue full: dropped, the CMS will resend");
-            self.refuse_build(&sc, "the agent's command queue is full");
+            self.refuse_build(qterm, &sc, "the agent's command queue is full");
             return;
         }
         self.observe_qterm(qterm);
@@ -137,13 +149,27 @@ impl Agent {
     }
 
     /// A rejected Build is reported as a failed one (issue 17): the leader sends a Build once,
-    /// on an operator's request, so `cm_ctl build` would otherwise wait out its timeout.
-    fn refuse_build(&mut self, sc: &SequencedCommand, why: &str) {
-        if let CmsCommand::Build { .. } = sc.cmd
-            && let Some(inst) = self.insts.get_mut(&sc.instance)
-        {
-            inst.refuse_build(why);
+    /// on an operator's request, so `cm_ctl build` would otherwise wait out its timeout. Not a
+    /// duplicate or stale one (its stamp not above the last accepted: a deposed leader's resend
+    /// of a Build already taken), nor while a Build of the instance is pending: either would
+    /// overwrite the outcome of the Build the operator waits for.
+    fn refuse_build(&mut self, qterm: QuorumTerm, sc: &SequencedCommand, why: &str) {
+        let CmsCommand::Build { .. } = sc.cmd else {
+            return;
+        };
+        let batched = self.batch.has_build(sc.instance);
+        let Some(inst) = self.insts.get_mut(&sc.instance) else {
+            return;
+        };
+        let stamp = CmdStamp {
+            quorum_term: qterm,
+            seq: sc.seq,
+        };
+        if stamp <= inst.accepted || batched || inst.build_pending() {
+            tracing::debug!(%stamp, last = %inst.accepted, "rejected Build not recorded: a duplicate, stale, or a Build is pending");
+            return;
         }
+        inst.refuse_build(why);
     }
 
     /// Writes the agent's state when accepted commands or a higher quorum term are not yet

@@ -736,3 +736,70 @@ fn a_term_check_asks_the_silent_cms_nodes_again() {
     assert_eq!(asks(&tick(&mut a, ms(1019))), vec![]);
     assert_eq!(asks(&tick(&mut a, ms(1020))), again);
 }
+
+/// A deposed leader's resend of a Build the agent already took, or a rejected Build while one
+/// is pending, is not recorded as a failed build: it would overwrite the outcome `cm_ctl
+/// build` waits for (the refusal was recorded before the duplicate check).
+#[test]
+fn a_rejected_duplicate_or_a_rejection_while_a_build_is_pending_is_not_recorded() {
+    let build = CmsCommand::Build {
+        source: InstanceId(6002),
+        full: false,
+    };
+    let mut a = boot(DnRole::Standby);
+    // The leader of quorum term 2 sends Build seq 1; it runs.
+    let cmds = a.step(ms(10), leader_reply(CMS[0], 2, 1, false));
+    a.step(ms(10), write_ok(persist_token(&cmds)));
+    let cmds = a.step(ms(20), command(CMS[0], 2, 1, build.clone()));
+    let cmds = a.step(ms(20), write_ok(persist_token(&cmds)));
+    let op = action_op(&cmds);
+    // A deposed leader (quorum term 1) resends its own Build: stale, pending or not.
+    a.step(ms(30), command(CMS[0], 1, 9, build.clone()));
+    let b = a.insts[&DN].report(ms(40)).last_build;
+    assert_eq!((b.count, b.pending), (0, true), "{b:?}");
+    // A CMS that is not the leader sends a new Build while this one runs.
+    a.step(ms(50), command(CMS[1], 2, 5, build.clone()));
+    let b = a.insts[&DN].report(ms(60)).last_build;
+    assert_eq!((b.count, b.pending), (0, true), "{b:?}");
+    a.step(ms(500), done(op));
+    let b = a.insts[&DN].report(ms(600)).last_build;
+    assert_eq!((b.count, b.error.as_deref(), b.pending), (1, None, false));
+    // The deposed leader's resend after the build finished: still stale, the success stays.
+    a.step(ms(700), command(CMS[0], 1, 9, build));
+    let b = a.insts[&DN].report(ms(800)).last_build;
+    assert_eq!((b.count, b.error.as_deref()), (1, None));
+}
+
+/// A Build accepted but not yet durable is reported pending: it runs once its write completes.
+#[test]
+fn a_build_accepted_but_not_yet_durable_is_reported_pending() {
+    let mut a = boot(DnRole::Standby);
+    let cmds = a.step(
+        ms(20),
+        command(
+            CMS[0],
+            1,
+            1,
+            CmsCommand::Build {
+                source: InstanceId(6002),
+                full: false,
+            },
+        ),
+    );
+    assert!(!cmds.is_empty());
+    let reports: Vec<_> = tick(&mut a, ms(1000))
+        .into_iter()
+        .filter_map(|c| match c {
+            AgentCommand::Net(NetCommand::Send { envelope }) => match envelope.msg {
+                Msg::AgentReport(r) => Some(r),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert!(!reports.is_empty());
+    assert!(
+        reports.iter().all(|r| r.dns[0].last_build.pending),
+        "{reports:?}"
+    );
+}

@@ -305,14 +305,20 @@ impl Inst {
         r.restarts_1h = self.restarts_within(now, ONE_HOUR);
         r.manually_stopped = self.manually_stopped;
         r.last_build = BuildOutcome {
-            pending: !self.build_ops.is_empty()
-                || self
-                    .queued
-                    .iter()
-                    .any(|(a, _)| matches!(a, DnAction::Build { .. })),
+            pending: self.build_pending(),
             ..self.last_build.clone()
         };
         r
+    }
+
+    /// A Build of this instance is queued behind another action or running (one accepted but
+    /// not yet durable is in the agent's batch, not here).
+    pub(super) fn build_pending(&self) -> bool {
+        !self.build_ops.is_empty()
+            || self
+                .queued
+                .iter()
+                .any(|(a, _)| matches!(a, DnAction::Build { .. }))
     }
 
     /// Records a Build this agent refused as a finished, failed one.

@@ -548,6 +548,8 @@ pub struct Agent {
     params: Params,
     cms_nodes: Vec<NodeId>,
     guard: MonotonicGuard,
+    /// This start's id (see [`Agent::new`]).
+    incarnation: u64,
     started_at: Option<Instant>,
     /// The previous incarnation's persisted contact (dropped if it lies in the future: the
     /// host rebooted and its clock restarted).
@@ -582,11 +584,13 @@ pub struct Agent {
 
 impl Agent {
     /// An agent for `node`, restoring its persisted state if any (see the module docs).
-    /// `seed` is unused: the agent draws no randomness.
+    /// `incarnation` names this start of the agent (the daemon draws it at random at each
+    /// start; the core draws no randomness): reports carry it, so that `cm_ctl build` tells a
+    /// restarted agent (whose build count began again) from the one it asked.
     pub fn new(
         config: &ClusterConfig,
         node: NodeId,
-        _seed: u64,
+        incarnation: u64,
         restored: Option<Vec<u8>>,
     ) -> Result<Self, AgentError> {
         if config.node(node).is_none() {
@@ -612,6 +616,7 @@ impl Agent {
             cms: cms::Contact::new(&cms_nodes),
             cms_nodes,
             guard: MonotonicGuard::default(),
+            incarnation,
             started_at: None,
             inherited_contact: persisted.contact,
             durable_contact: persisted.contact,

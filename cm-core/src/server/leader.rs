@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::ClusterConfig;
-use crate::ctl::{self, CtlReply, CtlRequest, Refusal};
+use crate::ctl::{self, CtlReply, CtlRequest, Refusal, SwitchoverRefused, SwitchoverStarted};
 use crate::ids::{ClientId, GroupId, InstanceId, NodeId, ProposalId, QuorumTerm, ReportSeq};
 use crate::msg::{self, CmsCommand};
 use crate::params::{ParamSide, Params};
@@ -31,6 +31,24 @@ struct CtlWait {
     client: ClientId,
     pending: BTreeSet<ProposalId>,
     refusal: Option<Refusal>,
+    /// `switchover -a`: the switchovers proposed (moved to `refused` when their proposal
+    /// fails), replied once all settled.
+    all: Option<SwitchoverAllWait>,
+}
+
+#[derive(Clone, Debug)]
+struct SwitchoverAllWait {
+    started: Vec<(ProposalId, SwitchoverStarted)>,
+    refused: Vec<SwitchoverRefused>,
+}
+
+impl SwitchoverAllWait {
+    fn reply(self) -> CtlReply {
+        CtlReply::SwitchoverAll {
+            started: self.started.into_iter().map(|(_, s)| s).collect(),
+            refused: self.refused,
+        }
+    }
 }
 
 /// The leader-side components, apart from what every handler borrows (params, outbox).
@@ -363,6 +381,19 @@ impl Leader {
             state,
             out: &mut self.out,
         };
+        if req == CtlRequest::SwitchoverAll {
+            match self.core.switchover_all(&mut ctx) {
+                Err(r) => ctx.out.reply(client, CtlReply::Refused(r)),
+                Ok(all) if all.started.is_empty() => ctx.out.reply(client, all.reply()),
+                Ok(all) => self.core.waits.push(CtlWait {
+                    client,
+                    pending: all.started.iter().map(|(id, _)| *id).collect(),
+                    refusal: None,
+                    all: Some(all),
+                }),
+            }
+            return self.out.take();
+        }
         let result = self.core.ctl(&mut ctx, &self.config, req);
         match result {
             Ok(ids) if ids.is_empty() => ctx.out.reply(client, CtlReply::Accepted),
@@ -370,6 +401,7 @@ impl Leader {
                 client,
                 pending: ids.into_iter().collect(),
                 refusal: None,
+                all: None,
             }),
             Err(r) => ctx.out.reply(client, CtlReply::Refused(r)),
         }
@@ -497,11 +529,25 @@ impl Core {
                 }
                 OutcomeError::Conflict(c) => Refusal::Busy(c.to_string()),
             };
-            w.refusal.get_or_insert(refusal);
+            if let Some(all) = &mut w.all {
+                if let Some(k) = all.started.iter().position(|(id, _)| *id == o.id) {
+                    let (_, s) = all.started.remove(k);
+                    all.refused.push(SwitchoverRefused {
+                        group: s.group,
+                        target: s.target,
+                        refusal,
+                    });
+                }
+            } else {
+                w.refusal.get_or_insert(refusal);
+            }
         }
         if w.pending.is_empty() {
             let w = self.waits.remove(i);
-            let reply = w.refusal.map_or(CtlReply::Accepted, CtlReply::Refused);
+            let reply = match w.all {
+                Some(all) => all.reply(),
+                None => w.refusal.map_or(CtlReply::Accepted, CtlReply::Refused),
+            };
             ctx.out.reply(w.client, reply);
         }
     }
@@ -548,7 +594,10 @@ impl Core {
                     .ok_or_else(|| Refusal::Invalid(format!("no {}", gcfg.id)))?;
                 Ok(vec![self.switchovers.begin(ctx, arb, instance, fast)?])
             }
-            CtlRequest::SwitchoverAll => self.switchover_all(ctx),
+            CtlRequest::SwitchoverAll => {
+                let all = self.switchover_all(ctx)?;
+                Ok(all.started.into_iter().map(|(id, _)| id).collect())
+            }
             CtlRequest::Build { instance, full } => self.build(ctx, config, instance, full),
             CtlRequest::ReaddCms { node } => {
                 readd_cms(ctx, config, node).and_then(|c| Ok(vec![propose(ctx, c)?]))
@@ -556,26 +605,40 @@ impl Core {
         }
     }
 
-    fn switchover_all(&mut self, ctx: &mut Ctx<'_>) -> Result<Vec<ProposalId>, Refusal> {
+    /// `switchover -a`: a switchover to the install-time primary in every group off it; the
+    /// ones proposed and the groups refused, each with its reason (refused as a whole only
+    /// when paused).
+    fn switchover_all(&mut self, ctx: &mut Ctx<'_>) -> Result<SwitchoverAllWait, Refusal> {
         if ctx.committed().paused {
             return Err(Refusal::Paused);
         }
-        let mut ids = Vec::new();
-        let mut problems = Vec::new();
+        let mut all = SwitchoverAllWait {
+            started: Vec::new(),
+            refused: Vec::new(),
+        };
         for arb in self.groups.values() {
             let Some(g) = ctx.group(arb.id) else { continue };
             if g.static_primary == g.initial_primary {
                 continue;
             }
-            match self.switchovers.begin(ctx, arb, g.initial_primary, false) {
-                Ok(id) => ids.push(id),
-                Err(r) => problems.push(format!("{}: {r}", arb.id)),
+            let target = g.initial_primary;
+            match self.switchovers.begin(ctx, arb, target, false) {
+                Ok(id) => all.started.push((
+                    id,
+                    SwitchoverStarted {
+                        group: arb.id,
+                        target,
+                        term: g.term,
+                    },
+                )),
+                Err(refusal) => all.refused.push(SwitchoverRefused {
+                    group: arb.id,
+                    target,
+                    refusal,
+                }),
             }
         }
-        if ids.is_empty() && !problems.is_empty() {
-            return Err(Refusal::Invalid(problems.join("; ")));
-        }
-        Ok(ids)
+        Ok(all)
     }
 
     fn build(

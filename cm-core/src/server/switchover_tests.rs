@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use crate::ctl::{CtlReply, CtlRequest, Refusal};
+use crate::ctl::{CtlReply, CtlRequest, Refusal, SwitchoverRefused, SwitchoverStarted};
 use crate::dn::DbState;
 use crate::dn::History;
 use crate::ids::{InstanceId, Lsn, Term, Timeline};
@@ -420,9 +420,76 @@ fn switchover_all_moves_groups_back_to_their_install_time_primary() {
     assert_eq!(
         h.commit(),
         vec![
-            reply(4, CtlReply::Accepted),
+            reply(
+                4,
+                CtlReply::SwitchoverAll {
+                    started: vec![SwitchoverStarted {
+                        group: G,
+                        target: InstanceId(6001),
+                        term: Term(1),
+                    }],
+                    refused: vec![],
+                }
+            ),
             command(2, 1, CmsCommand::Demote)
         ]
+    );
+}
+
+/// `switchover -a` with two groups off their install-time primary, one of which cannot move
+/// (its install-time primary is down): the reply, once the other's switchover committed, names
+/// the switchover started and the group refused with its reason (it said `Accepted`, and cm_ctl
+/// then waited 120 s for the refused group).
+#[test]
+fn switchover_all_replies_the_switchovers_started_and_the_groups_refused() {
+    use crate::config::GroupConfig;
+    use crate::ids::GroupId;
+    use crate::params::Params;
+    use crate::server::harness::cluster;
+    let mut cfg = cluster(&[("AZ1", 1)], &["AZ1"; 6], Params::defaults());
+    let second = cfg.groups[0].members.split_off(3);
+    cfg.groups.push(GroupConfig {
+        id: GroupId(2),
+        members: second,
+    });
+    let mut h = H::with(cfg);
+    h.group_mut().static_primary = InstanceId(6002);
+    h.state
+        .state_mut()
+        .groups
+        .get_mut(&GroupId(2))
+        .unwrap()
+        .static_primary = InstanceId(6005);
+    h.reports(vec![
+        dn(2).primary(1),
+        dn(1).upstream(2, 100),
+        dn(3).upstream(2, 100),
+        dn(5).primary(1),
+        dn(4).down(),
+        dn(6).upstream(5, 100),
+    ]);
+    assert_eq!(h.ctl(4, CtlRequest::SwitchoverAll), vec![]);
+    let out = h.commit();
+    assert_eq!(
+        out[0],
+        reply(
+            4,
+            CtlReply::SwitchoverAll {
+                started: vec![SwitchoverStarted {
+                    group: G,
+                    target: InstanceId(6001),
+                    term: Term(1),
+                }],
+                refused: vec![SwitchoverRefused {
+                    group: GroupId(2),
+                    target: InstanceId(6004),
+                    refusal: Refusal::Invalid(
+                        "instance 6004 is not a healthy standby of group2".into()
+                    ),
+                }],
+            }
+        ),
+        "{out:?}"
     );
 }
 

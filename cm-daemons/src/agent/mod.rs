@@ -99,7 +99,10 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
     node::ensure_state_dir(&state_dir)?;
     let store = Store::new(store_path(&state_dir));
     let restored = store.load()?;
-    let agent = Agent::new(&config, me.id, 0, restored)
+    // This start's id (a restarted agent's build count begins again; cm_ctl build sees it).
+    let incarnation = cm_io::postgres::credential::random_u64()
+        .context("cannot draw the agent's incarnation id")?;
+    let agent = Agent::new(&config, me.id, incarnation, restored)
         .with_context(|| format!("{}", store.path().display()))?
         .with_start_kind(args.start_kind.into());
     let server_bin = match args.server_bin {

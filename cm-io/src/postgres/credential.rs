@@ -40,6 +40,16 @@ pub fn new_password() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A random number from the same source (a cm_agent's incarnation id, drawn at each start).
+pub fn random_u64() -> std::io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| std::io::Error::other("the system's random source failed"))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
 /// A passfile field with `:` and `\` escaped, as libpq reads them.
 fn escape(field: &str) -> String {
     field.replace('\\', "\\\\").replace(':', "\\:")

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,7 +18,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use super::settings::{self, Desired, Endpoint, Layout, Upstream};
-use super::{DriverError, credential};
+use super::{DriverError, credential, owned_file};
 use crate::process::{self, OsUser, Supervised};
 
 /// Driver settings that are not per instance.
@@ -272,11 +271,14 @@ impl PgDriver {
         self.write_file(&inst.run_dir.join("postgresql.conf"), &conf)?;
         let mut addresses = vec![inst.address.clone()];
         addresses.extend(self.peers(inst.id).into_iter().map(|e| e.address));
-        let user_hba = fs::read_to_string(inst.data_dir.join("pg_hba.conf")).unwrap_or_default();
+        // The data directory belongs to the database OS user: read without following a link.
+        let user_hba_path = inst.data_dir.join("pg_hba.conf");
+        let user_hba = owned_file::read_regular(&user_hba_path).map_err(io_err(&user_hba_path))?;
         let hba = settings::render_hba(&self.opts.db_user, &addresses, &user_hba);
         self.write_file(&inst.run_dir.join("pg_hba.conf"), &hba)?;
+        let user_ident_path = inst.data_dir.join("pg_ident.conf");
         let user_ident =
-            fs::read_to_string(inst.data_dir.join("pg_ident.conf")).unwrap_or_default();
+            owned_file::read_regular(&user_ident_path).map_err(io_err(&user_ident_path))?;
         let ident = settings::render_ident(
             &self.agent_os_user,
             &self.user.name,
@@ -291,22 +293,16 @@ impl PgDriver {
         self.write_file(&inst.run_dir.join("managed.json"), &json)
     }
 
-    /// Writes a file atomically (temp + fsync + rename), owned by the OS user.
+    /// Writes a file atomically (fresh temp + fsync + rename), mode 0600, owned by the OS user,
+    /// following no symlink the OS user may have planted ([`owned_file::write_owned`]).
     pub(super) fn write_file(&self, path: &Path, text: &str) -> Result<(), DriverError> {
-        let tmp = path.with_extension("cm-tmp");
-        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        self.user.chown(&tmp).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, path).map_err(io_err(path))
+        owned_file::write_owned(path, text, &self.user).map_err(io_err(path))
     }
 
     /// Removes managed keys from `postgresql.auto.conf` (§9: at every start, after every Build).
     pub(super) fn strip_auto_conf(&self, inst: &Instance) -> Result<(), DriverError> {
         let path = inst.data_dir.join("postgresql.auto.conf");
-        let Ok(text) = fs::read_to_string(&path) else {
-            return Ok(());
-        };
+        let text = owned_file::read_regular(&path).map_err(io_err(&path))?;
         if let Some(stripped) = settings::strip_auto_conf(&text) {
             tracing::info!(instance = %inst.id, "removed managed keys from postgresql.auto.conf");
             self.write_file(&path, &stripped)?;

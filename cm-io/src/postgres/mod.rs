@@ -17,6 +17,7 @@ use cm_core::dn::{DnAction, DnStatus, Downstream, ProcState, Upstream as Upstrea
 mod actions;
 pub mod credential;
 mod driver;
+mod owned_file;
 pub mod settings;
 mod status;
 mod swap;

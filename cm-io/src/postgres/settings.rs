@@ -240,8 +240,9 @@ pub const IDENT_MAP: &str = "cm_agent";
 /// - over TCP, only member addresses may replicate or connect as the database user (pg_rewind,
 ///   pg_basebackup and the agent's remote calls need a normal connection too), with the
 ///   cluster's password (SCRAM); every other replication connection is rejected;
-/// - then the user's own rules from the data directory's `pg_hba.conf`, minus any replication
-///   rule and any network rule that trusts without a password (`initdb -A trust` writes them).
+/// - then the user's own rules from the data directory's `pg_hba.conf` as [`filter_user_hba`]
+///   leaves them (no include, no replication rule, no network rule by `trust` or `ident`;
+///   `initdb -A trust` writes such rules); what is dropped is logged.
 pub fn render_hba(db_user: &str, member_addresses: &[String], user_hba: &str) -> String {
     let mut out = format!(
         "# Managed by cm_agent: rewritten on every start, do not edit.\n\
@@ -260,24 +261,16 @@ pub fn render_hba(db_user: &str, member_addresses: &[String], user_hba: &str) ->
     }
     out.push_str(
         "host replication all all reject\n\
-         # The data directory's pg_hba.conf without replication rules and without network rules \
-         that trust:\n",
+         # The data directory's pg_hba.conf without includes, replication rules and network rules \
+         by trust or ident:\n",
     );
-    for line in user_hba.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let kind = fields.first().copied().unwrap_or("");
-        let is_rule = kind.starts_with("host") || kind == "local";
-        let replication = is_rule
-            && fields
-                .get(1)
-                .is_some_and(|db| db.split(',').any(|d| d == "replication"));
-        // The method follows the address (one field, or two with a separate mask).
-        let trusts_network =
-            kind.starts_with("host") && fields.iter().skip(4).any(|f| *f == "trust");
-        if !replication && !trusts_network {
-            out.push_str(line);
-            out.push('\n');
-        }
+    let filtered = filter_user_hba(user_hba);
+    for line in &filtered.dropped {
+        tracing::warn!(rule = %line, "dropped from the data directory's pg_hba.conf (§16)");
+    }
+    for line in &filtered.kept {
+        out.push_str(line);
+        out.push('\n');
     }
     out
 }
@@ -294,11 +287,152 @@ pub fn render_ident(agent_os_user: &str, os_user: &str, db_user: &str, user_iden
         }
     }
     out.push_str("# The data directory's pg_ident.conf:\n");
-    out.push_str(user_ident);
-    if !user_ident.is_empty() && !user_ident.ends_with('\n') {
-        out.push('\n');
+    for line in logical_lines(user_ident) {
+        let fields = fields(&line);
+        let Some(first) = fields.first().and_then(|f| f.first()) else {
+            continue; // blank or comment only
+        };
+        // A user line for the agent's map would let another OS user in as the database user;
+        // an include could add one.
+        if first.text == IDENT_MAP || is_include(&first.text) {
+            tracing::warn!(line = %line, "dropped from the data directory's pg_ident.conf (§16)");
+        } else {
+            out.push_str(&line);
+            out.push('\n');
+        }
     }
     out
+}
+
+/// The user's `pg_hba.conf` split into the rules kept and the rules dropped (each one logical
+/// line, continuations joined; blank and comment lines are neither).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FilteredHba {
+    /// The rules copied into the managed file.
+    pub kept: Vec<String>,
+    /// The rules left out (logged).
+    pub dropped: Vec<String>,
+}
+
+/// Filters the data directory's `pg_hba.conf`, tokenised as PostgreSQL does (continuation lines
+/// joined, comments stripped, quotes removed), dropping:
+/// - `include`, `include_if_exists` and `include_dir` lines (PostgreSQL ≥ 16): the included
+///   rules would escape this filter;
+/// - every replication rule (only members replicate, by the managed rules above them);
+/// - every network rule authenticating by `trust` or `ident` (ident over TCP believes the
+///   client's own identd: trust by address in practice).
+pub fn filter_user_hba(user_hba: &str) -> FilteredHba {
+    let mut out = FilteredHba::default();
+    for line in logical_lines(user_hba) {
+        let fields = fields(&line);
+        let Some(kind) = fields.first().and_then(|f| f.first()) else {
+            continue; // blank or comment only
+        };
+        // Quoted or not: PostgreSQL may not tell them apart for the first field.
+        let include = is_include(&kind.text);
+        let is_rule = kind.text.starts_with("host") || kind.text == "local";
+        let replication = is_rule
+            && fields
+                .get(1)
+                .is_some_and(|db| db.iter().any(|t| t.text == "replication"));
+        // The method follows the address (one field, or two with a separate mask); options
+        // (`name=value`) never equal a method's name, so any later field will do.
+        let trusts_network = kind.text.starts_with("host")
+            && fields.iter().skip(4).flatten().any(|t| {
+                let m = t.text.to_ascii_lowercase();
+                m == "trust" || m == "ident"
+            });
+        if include || replication || trusts_network {
+            out.dropped.push(line);
+        } else {
+            out.kept.push(line);
+        }
+    }
+    out
+}
+
+fn is_include(word: &str) -> bool {
+    matches!(word, "include" | "include_if_exists" | "include_dir")
+}
+
+/// The logical lines of an hba/ident file: a line ending in a backslash continues on the next
+/// one (PostgreSQL ≥ 14 joins them, dropping the backslash and the newline).
+fn logical_lines(text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for raw in text.lines() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        if let Some(head) = raw.strip_suffix('\\') {
+            current.push_str(head);
+            continue;
+        }
+        current.push_str(raw);
+        lines.push(std::mem::take(&mut current));
+    }
+    if !current.is_empty() {
+        lines.push(current);
+    }
+    lines
+}
+
+/// One token of an hba/ident line, its quotes removed.
+#[derive(Debug, Default)]
+struct Token {
+    text: String,
+}
+
+/// The fields of one logical line: blanks separate fields, commas separate the tokens of one
+/// field (blanks after a comma do not end it), `"` quotes, `#` outside quotes starts a comment.
+fn fields(line: &str) -> Vec<Vec<Token>> {
+    let mut fields: Vec<Vec<Token>> = Vec::new();
+    let mut field: Vec<Token> = Vec::new();
+    let mut token = Token::default();
+    let mut in_token = false;
+    let mut in_quote = false;
+    let mut after_comma = false;
+    for c in line.chars() {
+        if in_quote {
+            if c == '"' {
+                in_quote = false;
+            } else {
+                token.text.push(c);
+            }
+            continue;
+        }
+        match c {
+            '#' => break,
+            ',' => {
+                field.push(std::mem::take(&mut token));
+                in_token = false;
+                after_comma = true;
+            }
+            c if c.is_whitespace() => {
+                if in_token {
+                    field.push(std::mem::take(&mut token));
+                    in_token = false;
+                }
+                if !after_comma && !field.is_empty() {
+                    fields.push(std::mem::take(&mut field));
+                }
+            }
+            c => {
+                if c == '"' {
+                    in_quote = true;
+                } else {
+                    token.text.push(c);
+                }
+                in_token = true;
+                after_comma = false;
+            }
+        }
+    }
+    if in_token {
+        field.push(token);
+    }
+    if !field.is_empty() {
+        fields.push(field);
+    }
+    fields
 }
 
 /// `postgresql.auto.conf` without any managed key (comments and other settings kept).

@@ -181,3 +181,87 @@ fn auto_conf_loses_managed_keys_only() {
         "nothing managed: untouched"
     );
 }
+
+/// Each way around the pg_hba filter a reviewer found: a continued line, a quoted method, a
+/// comment glued to the method, include directives (PostgreSQL ≥ 16), ident over TCP.
+#[test]
+fn hba_filter_tokenises_as_postgres_and_drops_every_bypass() {
+    let cases: &[(&str, bool)] = &[
+        ("host all all 0.0.0.0/0 \\\n trust", false),
+        ("host all all 0.0.0.0/0 \"trust\"", false),
+        ("host all all 0.0.0.0/0 trust#comment", false),
+        ("hostssl all all 10.0.0.0 255.0.0.0 TRUST", false),
+        ("host all all 0.0.0.0/0 ident", false),
+        ("hostnossl all all 0.0.0.0/0 ident map=x", false),
+        ("include /etc/evil_hba.conf", false),
+        ("include_if_exists /etc/evil_hba.conf", false),
+        ("include_dir /etc/evil.d", false),
+        ("\"include\" /etc/evil_hba.conf", false),
+        ("host \"replication\" all 0.0.0.0/0 scram-sha-256", false),
+        ("host app, replication all 0.0.0.0/0 scram-sha-256", false),
+        ("host all all 0.0.0.0/0 scram-sha-256 # trust me", true),
+        ("host all \"trust\" 10.0.0.0/8 md5", true),
+        ("local all all trust", true),
+        ("local all all ident", true),
+        ("# host all all 0.0.0.0/0 trust", true),
+    ];
+    for (line, kept) in cases {
+        let filtered = filter_user_hba(line);
+        let joined = line.replace("\\\n", "");
+        let comment_only = line.starts_with('#');
+        if comment_only {
+            assert_eq!(filtered, FilteredHba::default(), "{line}");
+        } else if *kept {
+            assert_eq!(filtered.kept, [joined], "{line}");
+            assert!(filtered.dropped.is_empty(), "{line}");
+        } else {
+            assert_eq!(filtered.dropped, [joined], "{line}");
+            assert!(filtered.kept.is_empty(), "{line}");
+        }
+        let text = render_hba("postgres", &["10.0.0.1".into()], line);
+        let rules: String = text.lines().filter(|l| !l.starts_with('#')).collect();
+        if !kept {
+            assert!(
+                !rules.contains("trust")
+                    && !rules.contains("ident")
+                    && !rules.contains("evil")
+                    && rules.matches("replication").count() == 2,
+                "{line}:\n{text}"
+            );
+        }
+    }
+}
+
+/// A continuation on the last line joins nothing and is kept as it is.
+#[test]
+fn hba_filter_keeps_a_dangling_continuation_line_whole() {
+    let filtered =
+        filter_user_hba("host all app 10.0.0.0/8 \\\nscram-sha-256\nlocal all all peer \\");
+    assert_eq!(
+        filtered.kept,
+        [
+            "host all app 10.0.0.0/8 scram-sha-256",
+            "local all all peer "
+        ]
+    );
+}
+
+/// The user's pg_ident.conf cannot add members to the agent's map, directly or by include.
+#[test]
+fn ident_drops_the_users_lines_for_the_agents_map_and_includes() {
+    let text = render_ident(
+        "root",
+        "postgres",
+        "postgres",
+        "mymap alice app\ncm_agent mallory postgres\n\"cm_agent\" eve postgres\n\
+         include /tmp/x\ninclude_dir /tmp/d\n# cm_agent note\n",
+    );
+    assert_eq!(
+        text,
+        "# Managed by cm_agent: rewritten on every start, do not edit.\n\
+         cm_agent root postgres\n\
+         cm_agent postgres postgres\n\
+         # The data directory's pg_ident.conf:\n\
+         mymap alice app\n"
+    );
+}

@@ -280,7 +280,11 @@ async fn https_with_the_cluster_ca_is_answered_and_plain_http_on_the_tls_port_is
 
     // A client that verifies with the wrong name gets no answer (and the server counts it).
     let wrong = ClientTls::from_ca_file(&dir.path().join("ca.crt"), "n2").unwrap();
-    assert!(blocking_request(server.addr, Some(wrong), "/x").await.is_err());
+    assert!(
+        blocking_request(server.addr, Some(wrong), "/x")
+            .await
+            .is_err()
+    );
     wait_for("the refused client is counted", || {
         server.stats.handshake_failed.load(Ordering::Relaxed) == 2
     })
@@ -298,7 +302,10 @@ async fn a_silent_client_on_the_tls_port_is_closed_at_the_handshake_bound_and_th
     // Meanwhile another client is served.
     let started = Instant::now();
     assert_eq!(
-        blocking_request(server.addr, Some(client), "/x").await.unwrap().0,
+        blocking_request(server.addr, Some(client), "/x")
+            .await
+            .unwrap()
+            .0,
         200
     );
     // The silent one is closed after request_timeout (300 ms) and counted.

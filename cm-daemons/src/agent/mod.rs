@@ -190,7 +190,11 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
         event_loop = event_loop.with_observer(move |a: &Agent| {
             health_tx.send_replace(Arc::new(a.health()));
         });
-        rest_task = Some(tokio::spawn(rest::serve(addr, health_rx)));
+        rest_task = Some(tokio::spawn(rest::serve(
+            addr,
+            health_rx,
+            s.security.clone(),
+        )));
     }
     let persist = exec::Persister::spawn(store, tx.clone());
     let mut exec = exec::AgentExec::new(exec::Parts {

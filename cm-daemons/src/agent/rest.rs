@@ -14,6 +14,7 @@ use cm_core::dn::DnRole;
 use cm_core::time::Instant;
 use cm_io::event_loop::Clock;
 use cm_io::http::{self, HttpLimits, HttpRequest, HttpResponse, HttpStats};
+use cm_io::transport::Security;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,22 +34,27 @@ const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0;
 
 /// Serves the endpoints on `addr` until the task is dropped; retries the bind every
 /// [`REBIND_DELAY`] while it fails.
-pub(crate) async fn serve(addr: SocketAddr, snapshot: Snapshot) {
+pub(crate) async fn serve(addr: SocketAddr, snapshot: Snapshot, security: Security) {
     let stats = Arc::new(HttpStats::default());
     let handler = Arc::new(Handler::new(snapshot, Clock::process(), Arc::clone(&stats)));
     loop {
         match http::bind(addr).await {
             Ok(listener) => {
-                tracing::info!(%addr, "HTTP endpoints (§15) listening");
+                let scheme = match security {
+                    Security::Tls(_) => "https",
+                    Security::Plaintext => "http",
+                };
+                tracing::info!(%addr, scheme, "HTTP endpoints (§15) listening");
                 let h = Arc::clone(&handler);
                 let handle = move |req: &HttpRequest| h.handle(req);
                 let never = std::future::pending::<()>();
-                http::serve(
+                http::serve_secure(
                     listener,
                     HttpLimits::default(),
                     Arc::new(handle),
                     stats,
                     never,
+                    security,
                 )
                 .await;
                 return;
@@ -165,6 +171,7 @@ pub(crate) struct AgentMetrics {
     self_fences: Counter,
     http_requests: Counter,
     http_refused: Counter,
+    http_handshake_failed: Counter,
 }
 
 impl AgentMetrics {
@@ -186,6 +193,7 @@ impl AgentMetrics {
             self_fences: Counter::default(),
             http_requests: Counter::default(),
             http_refused: Counter::default(),
+            http_handshake_failed: Counter::default(),
         };
         m.register()
     }
@@ -267,6 +275,11 @@ impl AgentMetrics {
             "HTTP connections closed at once because too many were open",
             self.http_refused.clone(),
         );
+        r.register(
+            "cm_agent_http_handshakes_failed",
+            "HTTP connections closed because their TLS handshake failed or was not done within 5 s (plain HTTP on the TLS port, say)",
+            self.http_handshake_failed.clone(),
+        );
         self
     }
 
@@ -336,6 +349,10 @@ impl AgentMetrics {
         catch_up(&self.self_fences, h.self_fences);
         catch_up(&self.http_requests, stats.requests.load(Ordering::Relaxed));
         catch_up(&self.http_refused, stats.refused.load(Ordering::Relaxed));
+        catch_up(
+            &self.http_handshake_failed,
+            stats.handshake_failed.load(Ordering::Relaxed),
+        );
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             let _ = writeln!(out, "# encoding failed");

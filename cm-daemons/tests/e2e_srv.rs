@@ -623,7 +623,10 @@ fn e2e_srv_metrics_and_cluster_on_the_cms_http_port() {
                 s.metric == "cm_server_connections_refused_total"
                     && s.labels.get("reason") == Some("http_handshake")
             })
-            .map(|s| s.value.clone());
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            });
         if leader == Some(prometheus_parse::Value::Gauge(1.0)) {
             break;
         }
@@ -638,7 +641,8 @@ fn e2e_srv_metrics_and_cluster_on_the_cms_http_port() {
     );
     assert_eq!(
         handshake_refusals,
-        Some(prometheus_parse::Value::Counter(1.0))
+        Some(1.0),
+        "the plain-HTTP connection is counted"
     );
     let (status, body) = http_get(&tls, port, "/cluster");
     assert_eq!(status, 200, "{body}");

@@ -186,6 +186,7 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     let (event_loop, tx) = EventLoop::new(agent, clock, map, 1024);
     let mut event_loop = event_loop.with_net(net);
     let mut rest_task = None;
+    let counters = rest::Counters::default();
     if let Some((addr, health_tx, health_rx)) = published {
         event_loop = event_loop.with_observer(move |a: &Agent| {
             health_tx.send_replace(Arc::new(a.health()));
@@ -194,6 +195,7 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
             addr,
             health_rx,
             s.security.clone(),
+            counters.clone(),
         )));
     }
     let persist = exec::Persister::spawn(store, tx.clone());
@@ -208,6 +210,8 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
         persist: persist.clone(),
         tx: tx.clone(),
     });
+    exec.triggers = Arc::clone(&counters.triggers);
+    exec.scripts = Arc::clone(&counters.scripts);
     tracing::info!(node = %s.node, "cm_agent running");
     let sigs = common::signals()?;
     let stop = watch_signals(sigs, s.config_path.clone(), tx, s.security.clone());

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cm_core::agent::{AgentHealth, RestBody};
 use cm_core::dn::DnRole;
+use cm_core::resource::ResourceState;
 use cm_core::time::Instant;
 use cm_io::event_loop::Clock;
 use cm_io::http::{self, HttpLimits, HttpRequest, HttpResponse, HttpStats};
@@ -34,9 +35,19 @@ const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0;
 
 /// Serves the endpoints on `addr` until the task is dropped; retries the bind every
 /// [`REBIND_DELAY`] while it fails.
-pub(crate) async fn serve(addr: SocketAddr, snapshot: Snapshot, security: Security) {
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    snapshot: Snapshot,
+    security: Security,
+    counters: Counters,
+) {
     let stats = Arc::new(HttpStats::default());
-    let handler = Arc::new(Handler::new(snapshot, Clock::process(), Arc::clone(&stats)));
+    let handler = Arc::new(Handler::new(
+        snapshot,
+        Clock::process(),
+        Arc::clone(&stats),
+        &counters,
+    ));
     loop {
         match http::bind(addr).await {
             Ok(listener) => {
@@ -67,6 +78,15 @@ pub(crate) async fn serve(addr: SocketAddr, snapshot: Snapshot, security: Securi
     }
 }
 
+/// The counters the executor keeps and /metrics shows (shared with [`super::exec::AgentExec`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counters {
+    /// Event triggers.
+    pub(crate) triggers: Arc<super::triggers::TriggerStats>,
+    /// Resource scripts.
+    pub(crate) scripts: Arc<super::exec::ScriptStats>,
+}
+
 /// Answers one request from the latest snapshot.
 pub(crate) struct Handler {
     snapshot: Snapshot,
@@ -76,11 +96,16 @@ pub(crate) struct Handler {
 }
 
 impl Handler {
-    pub(crate) fn new(snapshot: Snapshot, clock: Clock, stats: Arc<HttpStats>) -> Self {
+    pub(crate) fn new(
+        snapshot: Snapshot,
+        clock: Clock,
+        stats: Arc<HttpStats>,
+        counters: &Counters,
+    ) -> Self {
         Self {
             snapshot,
             clock,
-            metrics: Mutex::new(AgentMetrics::new()),
+            metrics: Mutex::new(AgentMetrics::new(counters)),
             stats,
         }
     }
@@ -133,6 +158,21 @@ struct Inst {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstState {
+    instance: String,
+    state: String,
+}
+
+/// Every resource state, as `cm_agent_resource_state`'s `state` label.
+const RESOURCE_STATES: [ResourceState; 5] = [
+    ResourceState::Online,
+    ResourceState::Offline,
+    ResourceState::Unknown,
+    ResourceState::Stopped,
+    ResourceState::Abnormal,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstRole {
     instance: String,
     role: String,
@@ -172,10 +212,11 @@ pub(crate) struct AgentMetrics {
     http_requests: Counter,
     http_refused: Counter,
     http_handshake_failed: Counter,
+    resource_state: Family<InstState, Gauge>,
 }
 
 impl AgentMetrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(counters: &Counters) -> Self {
         let m = Self {
             registry: Registry::default(),
             role: Family::default(),
@@ -194,8 +235,13 @@ impl AgentMetrics {
             http_requests: Counter::default(),
             http_refused: Counter::default(),
             http_handshake_failed: Counter::default(),
+            resource_state: Family::default(),
         };
-        m.register()
+        let mut m = m.register();
+        let sub = m.registry.sub_registry_with_prefix("cm_agent");
+        counters.triggers.register(sub);
+        counters.scripts.register(sub);
+        m
     }
 
     fn register(mut self) -> Self {
@@ -280,6 +326,11 @@ impl AgentMetrics {
             "HTTP connections closed because their TLS handshake failed or was not done within 5 s (plain HTTP on the TLS port, say)",
             self.http_handshake_failed.clone(),
         );
+        r.register(
+            "cm_agent_resource_state",
+            "1 for the state each local resource instance is in (SPEC 14), 0 for the others",
+            self.resource_state.clone(),
+        );
         self
     }
 
@@ -346,6 +397,17 @@ impl AgentMetrics {
             .answered_send
             .map_or(f64::NAN, |s| now.saturating_since(s).as_secs_f64());
         self.answered_age.set(age);
+        for r in &h.resources {
+            for state in RESOURCE_STATES {
+                let label = InstState {
+                    instance: r.instance.to_string(),
+                    state: state.name().to_lowercase(),
+                };
+                self.resource_state
+                    .get_or_create(&label)
+                    .set(i64::from(r.state == state));
+            }
+        }
         catch_up(&self.self_fences, h.self_fences);
         catch_up(&self.http_requests, stats.requests.load(Ordering::Relaxed));
         catch_up(&self.http_refused, stats.refused.load(Ordering::Relaxed));

@@ -339,3 +339,44 @@ async fn plaintext_security_serves_plain_http() {
     assert_eq!(blocking_request(addr, None, "/x").await.unwrap().0, 200);
     task.abort();
 }
+
+#[tokio::test]
+async fn a_reload_of_the_tls_files_applies_to_new_https_connections() {
+    let (dir, tls) = tls_material();
+    let server = start_tls(Arc::clone(&tls)).await;
+    let old_ca = dir.path().join("old-ca.crt");
+    std::fs::copy(dir.path().join("ca.crt"), &old_ca).unwrap();
+    let old = ClientTls::from_ca_file(&old_ca, "n1").unwrap();
+    assert_eq!(
+        blocking_request(server.addr, Some(old.clone()), "/x")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+
+    // New material from a new CA in the same files, then the SIGHUP reload.
+    crate::transport::certgen::write_cluster_material(
+        dir.path(),
+        "t2",
+        &["n1"],
+        crate::transport::certgen::today(),
+    )
+    .unwrap();
+    tls.reload().unwrap();
+    let new = ClientTls::from_ca_file(&dir.path().join("ca.crt"), "n1").unwrap();
+    assert_eq!(
+        blocking_request(server.addr, Some(new), "/x")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    assert!(
+        blocking_request(server.addr, Some(old), "/x")
+            .await
+            .is_err(),
+        "the old CA still verifies the served certificate"
+    );
+    server.stop().await;
+}

@@ -186,7 +186,13 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     let (event_loop, tx) = EventLoop::new(agent, clock, map, 1024);
     let mut event_loop = event_loop.with_net(net);
     let mut rest_task = None;
-    let counters = rest::Counters::default();
+    let counters = rest::Counters {
+        tls: match &s.security {
+            Security::Tls(t) => Some(Arc::clone(t)),
+            Security::Plaintext => None,
+        },
+        ..rest::Counters::default()
+    };
     if let Some((addr, health_tx, health_rx)) = published {
         event_loop = event_loop.with_observer(move |a: &Agent| {
             health_tx.send_replace(Arc::new(a.health()));

@@ -85,6 +85,8 @@ pub(crate) struct Counters {
     pub(crate) triggers: Arc<super::triggers::TriggerStats>,
     /// Resource scripts.
     pub(crate) scripts: Arc<super::exec::ScriptStats>,
+    /// The node's TLS material (none with `allow_plaintext`), for the certificate expiry gauge.
+    pub(crate) tls: Option<Arc<cm_io::transport::Tls>>,
 }
 
 /// Answers one request from the latest snapshot.
@@ -213,6 +215,8 @@ pub(crate) struct AgentMetrics {
     http_refused: Counter,
     http_handshake_failed: Counter,
     resource_state: Family<InstState, Gauge>,
+    cert_remaining: Gauge,
+    tls: Option<Arc<cm_io::transport::Tls>>,
 }
 
 impl AgentMetrics {
@@ -236,6 +240,8 @@ impl AgentMetrics {
             http_refused: Counter::default(),
             http_handshake_failed: Counter::default(),
             resource_state: Family::default(),
+            cert_remaining: Gauge::default(),
+            tls: counters.tls.clone(),
         };
         let mut m = m.register();
         let sub = m.registry.sub_registry_with_prefix("cm_agent");
@@ -331,6 +337,13 @@ impl AgentMetrics {
             "1 for the state each local resource instance is in (SPEC 14), 0 for the others",
             self.resource_state.clone(),
         );
+        if self.tls.is_some() {
+            r.register(
+                "cm_agent_cert_min_remaining_seconds",
+                "Seconds until the first certificate this agent uses (its own or a CA) expires, by the wall clock",
+                self.cert_remaining.clone(),
+            );
+        }
         self
     }
 
@@ -407,6 +420,13 @@ impl AgentMetrics {
                     .get_or_create(&label)
                     .set(i64::from(r.state == state));
             }
+        }
+        if let Some(tls) = &self.tls {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            self.cert_remaining
+                .set(tls.min_remaining_s(wall).unwrap_or(i64::MIN));
         }
         catch_up(&self.self_fences, h.self_fences);
         catch_up(&self.http_requests, stats.requests.load(Ordering::Relaxed));

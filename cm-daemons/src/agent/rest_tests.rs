@@ -113,7 +113,20 @@ fn metrics_parse_as_prometheus_text_with_the_snapshots_values() {
     let h = health();
     let stats = HttpStats::default();
     stats.requests.store(5, Ordering::Relaxed);
-    let counters = Counters::default();
+    cm_io::transport::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let today = cm_io::transport::certgen::today();
+    cm_io::transport::certgen::write_cluster_material(dir.path(), "t", &["n1"], today).unwrap();
+    let files = cm_io::transport::TlsFiles {
+        ca: dir.path().join("ca.crt"),
+        cert: dir.path().join("n1.crt"),
+        key: dir.path().join("n1.key"),
+    };
+    let tls = cm_io::transport::Tls::load(files, Default::default()).unwrap();
+    let counters = Counters {
+        tls: Some(Arc::new(tls)),
+        ..Counters::default()
+    };
     counters.triggers.runs.inc_by(2);
     counters.triggers.failures.inc();
     counters
@@ -183,6 +196,12 @@ fn metrics_parse_as_prometheus_text_with_the_snapshots_values() {
     assert_eq!(
         value("cm_agent_resource_state", &[r, ("state", "online")]),
         0.0
+    );
+    // The node certificate is valid for 825 days from today (certgen).
+    let remaining = value("cm_agent_cert_min_remaining_seconds", &[]);
+    assert!(
+        (823.0 * 86_400.0..=826.0 * 86_400.0).contains(&remaining),
+        "{remaining}"
     );
     assert_eq!(
         value("cm_agent_leader_answered_report_age_seconds", &[]),

@@ -104,6 +104,18 @@ impl ScriptExit {
             _ => ResourceState::Unknown,
         }
     }
+
+    /// Whether a run of `verb` that ended this way counts as a failed script run (the agent's
+    /// `cm_agent_resource_script_failures_total`, §15): killed or not runnable; for `-check`
+    /// an exit code that is not one of its answers 0, 1, 3 (2, "unknown", says the script
+    /// could not tell); for the other verbs any code but 0.
+    pub fn failed(&self, verb: ScriptVerb) -> bool {
+        match (self, verb) {
+            (Self::Code(c), ScriptVerb::Check) => !matches!(c, 0 | 1 | 3),
+            (Self::Code(c), _) => *c != 0,
+            (Self::Killed | Self::Failed(_), _) => true,
+        }
+    }
 }
 
 /// The argument list of one run: `<verb> <id> <args split on whitespace>`.
@@ -142,6 +154,30 @@ mod tests {
         ];
         for (exit, state) in table {
             assert_eq!(exit.check_state(), state, "{exit:?}");
+        }
+    }
+
+    #[test]
+    fn a_run_fails_when_killed_unrunnable_or_its_code_is_no_answer_of_its_verb() {
+        use ScriptVerb::*;
+        let failed = ScriptExit::Failed("no such file".into());
+        let table = [
+            (ScriptExit::Code(0), Check, false),
+            (ScriptExit::Code(1), Check, false),
+            (ScriptExit::Code(3), Check, false),
+            (ScriptExit::Code(2), Check, true),
+            (ScriptExit::Code(4), Check, true),
+            (ScriptExit::Killed, Check, true),
+            (failed.clone(), Check, true),
+            (ScriptExit::Code(0), Start, false),
+            (ScriptExit::Code(1), Start, true),
+            (ScriptExit::Code(3), Stop, true),
+            (ScriptExit::Code(0), Clean, false),
+            (ScriptExit::Killed, Stop, true),
+            (failed, Start, true),
+        ];
+        for (exit, verb, want) in table {
+            assert_eq!(exit.failed(verb), want, "{exit:?} {verb:?}");
         }
     }
 

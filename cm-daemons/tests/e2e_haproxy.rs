@@ -8,8 +8,6 @@
 //! The disk threshold is raised to 99 % so that a nearly full build machine does not make the
 //! primary read-only (which `/primary` rightly refuses).
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -78,7 +76,7 @@ impl Harness {
     /// A request to node `n`'s agent: (status, body).
     fn get(&self, n: u32, target: &str) -> (u16, String) {
         let port = self.c.rest_port(n).expect("the node has a rest_port");
-        http(port, "GET", target)
+        http(self, n, port, "GET", target)
     }
 
     fn logs_tail(&self) -> String {
@@ -100,30 +98,14 @@ impl Harness {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection (closed after the answer): (status, body).
-/// Status 0 when the connection fails.
-fn http(port: u16, method: &str, target: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let req = format!("{method} {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+/// One HTTPS request to node `n`'s agent on `port` on a fresh connection (closed after the
+/// answer), verified with the cluster CA for the node's name: (status, body). Status 0 when
+/// the connection or the handshake fails.
+fn http(h: &Harness, n: u32, port: u16, method: &str, target: &str) -> (u16, String) {
+    let tls = h.c.http_tls(n).expect("the cluster CA");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    cm_io::http::request(addr, Some(&tls), method, target, Duration::from_secs(5))
+        .unwrap_or((0, String::new()))
 }
 
 fn json(body: &str) -> serde_json::Value {
@@ -182,8 +164,17 @@ fn e2e_http_endpoints_answer_on_the_primary_a_standby_and_a_stopped_dn() {
     assert!(metrics.contains(&want), "{metrics}");
     // HEAD: the status without a body; other methods: 405.
     let port = h.c.rest_port(p).expect("rest port");
-    assert_eq!(http(port, "HEAD", "/primary"), (200, String::new()));
-    assert_eq!(http(port, "POST", "/primary").0, 405);
+    assert_eq!(http(&h, p, port, "HEAD", "/primary"), (200, String::new()));
+    assert_eq!(http(&h, p, port, "POST", "/primary").0, 405);
+    // §16: plain HTTP on the agent's TLS port gets no HTTP answer, and the agent counts it.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let plain = cm_io::http::request(addr, None, "GET", "/primary", Duration::from_secs(5));
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    h.poll("the failed handshake in /metrics", || {
+        h.get(p, "/metrics")
+            .1
+            .contains("cm_agent_http_handshakes_failed_total 1")
+    });
     assert_eq!(h.get(p, "/primary?instance=9").0, 404);
 
     // A stopped DN: not healthy, not a replica, and its role says so.

@@ -15,6 +15,7 @@ use cm_core::ids::{NodeId, QuorumTerm, ReportSeq};
 use cm_core::msg::{AgentReport, Endpoint, Envelope, Msg};
 use cm_daemons::common::{Identity, load_security};
 use cm_daemons::local::tls_keys;
+use cm_io::http::ClientTls;
 use cm_io::transport::{AddressBook, Limits, Security, Transport, TransportConfig, certgen};
 
 /// Bound on any wait; never a timing assertion.
@@ -591,25 +592,11 @@ fn e2e_srv_sigterm_exits_cleanly_and_check_sees_the_process() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-/// One plain HTTP/1.1 GET to 127.0.0.1:`port`: (status, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+/// One HTTPS GET to 127.0.0.1:`port`, verified with `tls`: (status, body).
+fn http_get(tls: &ClientTls, port: u16, path: &str) -> (u16, String) {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    cm_io::http::request(addr, Some(tls), "GET", path, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("GET {path} on {port}: {e}"))
 }
 
 /// §15: a real cm_server serves `/metrics` on its `cms_http_port`, parsed by a Prometheus
@@ -621,9 +608,15 @@ fn e2e_srv_metrics_and_cluster_on_the_cms_http_port() {
     c.start_all();
     c.wait_status("a leader", |s| primaries(s).len() == 1);
     let port = c.http_ports[0];
+    let tls = ClientTls::from_ca_file(&c.dir.path().join("tls").join("ca.crt"), "n1").unwrap();
+    // §16: plain HTTP on the TLS port gets no HTTP answer (and is counted below).
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let plain = cm_io::http::request(addr, None, "GET", "/metrics", Duration::from_secs(10));
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
     let mut leader = None;
+    let mut handshake_refusals = None;
     for _ in 0..50 {
-        let (status, body) = http_get(port, "/metrics");
+        let (status, body) = http_get(&tls, port, "/metrics");
         assert_eq!(status, 200, "{body}");
         let lines = body.lines().map(|l| Ok(l.to_owned()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
@@ -637,6 +630,17 @@ fn e2e_srv_metrics_and_cluster_on_the_cms_http_port() {
             .iter()
             .find(|s| s.metric == "cm_server_leader")
             .map(|s| s.value.clone());
+        handshake_refusals = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "cm_server_connections_refused_total"
+                    && s.labels.get("reason") == Some("http_handshake")
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            });
         if leader == Some(prometheus_parse::Value::Gauge(1.0)) {
             break;
         }
@@ -649,12 +653,17 @@ fn e2e_srv_metrics_and_cluster_on_the_cms_http_port() {
         "{}",
         c.logs()
     );
-    let (status, body) = http_get(port, "/cluster");
+    assert_eq!(
+        handshake_refusals,
+        Some(1.0),
+        "the plain-HTTP connection is counted"
+    );
+    let (status, body) = http_get(&tls, port, "/cluster");
     assert_eq!(status, 200, "{body}");
     let cluster: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(cluster["cluster"], "e2e");
     assert!(cluster["history"].is_array(), "{body}");
-    assert_eq!(http_get(port, "/nothing").0, 404);
+    assert_eq!(http_get(&tls, port, "/nothing").0, 404);
 
     let out = c.ctl(&["history", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -12,7 +12,10 @@
 //!
 //! Transport security (§16) wraps the byte stream, not this module: [`serve_with`] takes an
 //! `accept` step that turns each TCP connection into the stream to speak HTTP on (a TLS
-//! handshake, say); [`serve`] is the plain one.
+//! handshake, say); [`serve`] is the plain one and [`serve_secure`] picks TLS (the node's
+//! reloadable material, client certificate optional) or plain HTTP by the process's
+//! [`Security`]. [`request`] is a small blocking client (HTTPS with the cluster CA or plain) for
+//! tools and tests.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,6 +34,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+use crate::transport::Security;
 
 /// Longest request target (path and query) handed to the handler; longer ones get 414.
 pub const MAX_TARGET_LEN: usize = 1024;
@@ -129,6 +134,10 @@ pub struct HttpStats {
     pub refused: AtomicU64,
     /// Requests answered (any status).
     pub requests: AtomicU64,
+    /// Connections closed because their accept step failed: a TLS handshake that failed (a
+    /// plain-HTTP request on the TLS port, an untrusted client certificate) or did not end
+    /// within `request_timeout`.
+    pub handshake_failed: AtomicU64,
 }
 
 /// Binds `addr` for [`serve`].
@@ -199,7 +208,10 @@ pub async fn serve_with<H, A, F, S>(
             let conn = async {
                 match accept(tcp).await {
                     Ok(stream) => serve_connection(stream, limits, handler, stats).await,
-                    Err(e) => tracing::debug!(%peer, error = %e, "http handshake failed"),
+                    Err(e) => {
+                        stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, error = %e, "http handshake failed");
+                    }
                 }
             };
             if tokio::time::timeout(limits.connection_lifetime, conn)
@@ -210,6 +222,123 @@ pub async fn serve_with<H, A, F, S>(
             }
         });
     }
+}
+
+/// Serves `handler` over TLS with `security`'s material (taken per connection, so a SIGHUP
+/// reload applies to new connections; a client certificate is optional), or on plain HTTP
+/// when `security` is [`Security::Plaintext`]. A handshake is bounded by
+/// `limits.request_timeout`; a failed or late one closes the connection and is counted in
+/// [`HttpStats::handshake_failed`], never blocking the accept loop.
+pub async fn serve_secure<H>(
+    listener: TcpListener,
+    limits: HttpLimits,
+    handler: Arc<H>,
+    stats: Arc<HttpStats>,
+    shutdown: impl Future<Output = ()>,
+    security: Security,
+) where
+    H: Fn(&HttpRequest) -> HttpResponse + Send + Sync + 'static,
+{
+    let tls = match security {
+        Security::Plaintext => return serve(listener, limits, handler, stats, shutdown).await,
+        Security::Tls(tls) => tls,
+    };
+    let budget = limits.request_timeout;
+    serve_with(listener, limits, handler, stats, shutdown, move |tcp| {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.http_server_config());
+        async move {
+            match tokio::time::timeout(budget, acceptor.accept(tcp)).await {
+                Ok(r) => r,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("TLS handshake not done within {budget:?}"),
+                )),
+            }
+        }
+    })
+    .await;
+}
+
+/// The TLS side of a [`request`]: roots to verify the server with and the name its
+/// certificate must carry (a node's name).
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// Verifies the server against the cluster CA; no client certificate.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry.
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+impl ClientTls {
+    /// Trusts the CA certificates in the PEM file `ca` and expects `server_name`.
+    pub fn from_ca_file(ca: &std::path::Path, server_name: &str) -> Result<Self, String> {
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in crate::transport::tls::parse_certs(&pem)
+            .map_err(|e| format!("{}: {e}", ca.display()))?
+        {
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: bad CA certificate: {e}", ca.display()))?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(crate::transport::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let server_name = rustls_pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| format!("bad server name {server_name:?}: {e}"))?;
+        Ok(Self {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
+}
+
+/// One blocking HTTP/1.1 request on a fresh connection to `addr` (HTTPS when `tls` is given),
+/// closed after the answer: (status, body). Reads at most 4 MiB, waits at most `timeout` per read.
+pub fn request(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+    method: &str,
+    target: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let tcp = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    tcp.set_nodelay(true)?;
+    let head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut raw = Vec::new();
+    let limit = 4 << 20;
+    match tls {
+        None => {
+            let mut s = tcp;
+            s.write_all(head.as_bytes())?;
+            s.take(limit).read_to_end(&mut raw)?;
+        }
+        Some(t) => {
+            let conn = rustls::ClientConnection::new(Arc::clone(&t.config), t.server_name.clone())
+                .map_err(io::Error::other)?;
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            s.write_all(head.as_bytes())?;
+            match s.take(limit).read_to_end(&mut raw) {
+                Ok(_) => {}
+                // A server closing without close_notify after a complete answer.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("not an HTTP answer: {text:?}")))?;
+    Ok((status, body.to_owned()))
 }
 
 /// Speaks HTTP/1.1 on one stream until the client closes or a bound is hit.

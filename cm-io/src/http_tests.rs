@@ -180,3 +180,203 @@ fn query_parsing_decodes_and_bounds() {
         16
     );
 }
+
+/// A cluster's material in a temp dir and node `n1`'s reloadable TLS state.
+fn tls_material() -> (tempfile::TempDir, Arc<crate::transport::Tls>) {
+    crate::transport::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    crate::transport::certgen::write_cluster_material(
+        dir.path(),
+        "t",
+        &["n1"],
+        crate::transport::certgen::today(),
+    )
+    .unwrap();
+    let files = crate::transport::TlsFiles {
+        ca: dir.path().join("ca.crt"),
+        cert: dir.path().join("n1.crt"),
+        key: dir.path().join("n1.key"),
+    };
+    let tls = crate::transport::Tls::load(files, Default::default()).unwrap();
+    (dir, Arc::new(tls))
+}
+
+async fn start_tls(tls: Arc<crate::transport::Tls>) -> Server {
+    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stats = Arc::new(HttpStats::default());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let limits = HttpLimits {
+        request_timeout: Duration::from_millis(300),
+        ..HttpLimits::default()
+    };
+    let task = tokio::spawn(serve_secure(
+        listener,
+        limits,
+        Arc::new(echo),
+        Arc::clone(&stats),
+        async {
+            let _ = rx.await;
+        },
+        Security::Tls(tls),
+    ));
+    Server {
+        addr,
+        stats,
+        stop: Some(tx),
+        task,
+    }
+}
+
+async fn blocking_request(
+    addr: SocketAddr,
+    tls: Option<ClientTls>,
+    target: &'static str,
+) -> io::Result<(u16, String)> {
+    tokio::task::spawn_blocking(move || {
+        request(addr, tls.as_ref(), "GET", target, Duration::from_secs(5))
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn https_with_the_cluster_ca_is_answered_and_plain_http_on_the_tls_port_is_not() {
+    let (dir, tls) = tls_material();
+    let server = start_tls(tls).await;
+    let client = ClientTls::from_ca_file(&dir.path().join("ca.crt"), "n1").unwrap();
+
+    let (status, body) = blocking_request(server.addr, Some(client.clone()), "/x?a=1")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("\"path\":\"/x\""), "{body}");
+    assert_eq!(
+        blocking_request(server.addr, Some(client.clone()), "/down")
+            .await
+            .unwrap()
+            .0,
+        503
+    );
+    assert_eq!(server.stats.handshake_failed.load(Ordering::Relaxed), 0);
+
+    // Plain HTTP on the TLS port: no HTTP answer, the connection closed, counted.
+    let answer = raw(server.addr, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert!(!answer.contains("HTTP/1.1"), "{answer:?}");
+    assert!(!answer.contains("/x"), "{answer:?}");
+    wait_for("the failed handshake is counted", || {
+        server.stats.handshake_failed.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(server.stats.requests.load(Ordering::Relaxed), 2);
+
+    // A client that verifies with the wrong name gets no answer (and the server counts it).
+    let wrong = ClientTls::from_ca_file(&dir.path().join("ca.crt"), "n2").unwrap();
+    assert!(
+        blocking_request(server.addr, Some(wrong), "/x")
+            .await
+            .is_err()
+    );
+    wait_for("the refused client is counted", || {
+        server.stats.handshake_failed.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_client_on_the_tls_port_is_closed_at_the_handshake_bound_and_the_loop_serves_on() {
+    let (dir, tls) = tls_material();
+    let server = start_tls(tls).await;
+    let client = ClientTls::from_ca_file(&dir.path().join("ca.crt"), "n1").unwrap();
+    // Connects and sends nothing: the handshake cannot start.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // Meanwhile another client is served.
+    let started = Instant::now();
+    assert_eq!(
+        blocking_request(server.addr, Some(client), "/x")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    // The silent one is closed after request_timeout (300 ms) and counted.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf))
+        .await
+        .expect("the server closes the silent connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    wait_for("the late handshake is counted", || {
+        server.stats.handshake_failed.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plaintext_security_serves_plain_http() {
+    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stats = Arc::new(HttpStats::default());
+    let task = tokio::spawn(serve_secure(
+        listener,
+        HttpLimits::default(),
+        Arc::new(echo),
+        Arc::clone(&stats),
+        std::future::pending(),
+        Security::Plaintext,
+    ));
+    assert_eq!(blocking_request(addr, None, "/x").await.unwrap().0, 200);
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_reload_of_the_tls_files_applies_to_new_https_connections() {
+    let (dir, tls) = tls_material();
+    let server = start_tls(Arc::clone(&tls)).await;
+    let old_ca = dir.path().join("old-ca.crt");
+    std::fs::copy(dir.path().join("ca.crt"), &old_ca).unwrap();
+    let old = ClientTls::from_ca_file(&old_ca, "n1").unwrap();
+    assert_eq!(
+        blocking_request(server.addr, Some(old.clone()), "/x")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+
+    // New material from a new CA in the same files, then the SIGHUP reload.
+    crate::transport::certgen::write_cluster_material(
+        dir.path(),
+        "t2",
+        &["n1"],
+        crate::transport::certgen::today(),
+    )
+    .unwrap();
+    tls.reload().unwrap();
+    let new = ClientTls::from_ca_file(&dir.path().join("ca.crt"), "n1").unwrap();
+    assert_eq!(
+        blocking_request(server.addr, Some(new), "/x")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    assert!(
+        blocking_request(server.addr, Some(old), "/x")
+            .await
+            .is_err(),
+        "the old CA still verifies the served certificate"
+    );
+    server.stop().await;
+}

@@ -237,6 +237,8 @@ pub struct AgentHealth {
     /// The newest cluster status from the leader (`cm_ctl query --json`'s object) and when it
     /// arrived.
     pub cluster: Option<(Instant, Arc<ClusterStatus>)>,
+    /// Local resource instances and their states, in config order (§14; metrics, §15).
+    pub resources: Vec<crate::resource::ResourceReport>,
 }
 
 impl InstanceHealth {
@@ -348,6 +350,7 @@ impl Agent {
             self_fences: self.self_fences,
             instances: self.insts.values().map(Inst::health).collect(),
             cluster: self.cluster.clone(),
+            resources: self.res.iter().map(super::ResInst::report).collect(),
         }
     }
 

@@ -75,6 +75,7 @@ fn agent(instances: Vec<InstanceHealth>) -> AgentHealth {
         self_fences: 0,
         instances,
         cluster: None,
+        resources: Vec::new(),
     }
 }
 

@@ -24,6 +24,10 @@ use cm_io::process::Supervised;
 use cm_io::script::{self, ScriptOutcome, ScriptSpec};
 use cm_io::store::{Store, StoreWriter};
 use cm_io::transport::Transport;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use super::cms::{self, LocalServer};
@@ -110,6 +114,49 @@ pub(super) struct Parts {
     pub(super) tx: mpsc::Sender<AgentInput>,
 }
 
+/// Resource script runs and failures (§15) by verb, from the agent's start.
+#[derive(Debug, Default)]
+pub(crate) struct ScriptStats {
+    /// Runs that ended (any outcome).
+    pub(crate) runs: Family<VerbLabel, Counter>,
+    /// Runs that failed ([`ScriptExit::failed`]).
+    pub(crate) failures: Family<VerbLabel, Counter>,
+}
+
+/// A script verb as a label (`start`, `stop`, `check`, `clean`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct VerbLabel {
+    /// The verb without its dash.
+    pub(crate) verb: String,
+}
+
+impl ScriptStats {
+    /// Counts one ended run of `verb`.
+    pub(crate) fn count(&self, verb: ScriptVerb, exit: &ScriptExit) {
+        let label = VerbLabel {
+            verb: verb.arg().trim_start_matches('-').to_owned(),
+        };
+        self.runs.get_or_create(&label).inc();
+        if exit.failed(verb) {
+            self.failures.get_or_create(&label).inc();
+        }
+    }
+
+    /// Registers the counters (`…resource_script_runs_total`, `…resource_script_failures_total`).
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "resource_script_runs",
+            "Resource script runs that ended, by verb (SPEC 14)",
+            self.runs.clone(),
+        );
+        registry.register(
+            "resource_script_failures",
+            "Resource script runs that failed, by verb: killed at time_out, not runnable, or an exit code that is no answer of the verb (-check: not 0, 1 or 3; others: not 0)",
+            self.failures.clone(),
+        );
+    }
+}
+
 /// Executes the agent's commands.
 pub(super) struct AgentExec {
     p: Parts,
@@ -120,6 +167,8 @@ pub(super) struct AgentExec {
     probers: BTreeMap<InstanceId, (Duration, Arc<DiskProber>)>,
     /// Event trigger counters (§15).
     pub(super) triggers: Arc<super::triggers::TriggerStats>,
+    /// Resource script counters (§15).
+    pub(super) scripts: Arc<ScriptStats>,
 }
 
 impl AgentExec {
@@ -136,6 +185,7 @@ impl AgentExec {
             started_server: None,
             probers: BTreeMap::new(),
             triggers: Arc::default(),
+            scripts: Arc::default(),
             p,
         }
     }
@@ -262,6 +312,7 @@ impl AgentExec {
             timeout,
         );
         let name = res.name.clone();
+        let scripts = Arc::clone(&self.scripts);
         self.task(async move {
             let r = script::run(&spec).await;
             let exit = match &r.outcome {
@@ -269,6 +320,7 @@ impl AgentExec {
                 ScriptOutcome::Signaled(_) | ScriptOutcome::TimedOut => ScriptExit::Killed,
                 ScriptOutcome::SpawnFailed(why) => ScriptExit::Failed(why.clone()),
             };
+            scripts.count(verb, &exit);
             let (out, err) = (r.stdout.summary(), r.stderr.summary());
             if verb == ScriptVerb::Check && exit == ScriptExit::Code(0) {
                 tracing::debug!(resource = %name, %instance, verb = verb.arg(), ?exit,

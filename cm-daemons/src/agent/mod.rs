@@ -189,11 +189,23 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     let (event_loop, tx) = EventLoop::new(agent, clock, map, 1024);
     let mut event_loop = event_loop.with_net(net);
     let mut rest_task = None;
+    let counters = rest::Counters {
+        tls: match &s.security {
+            Security::Tls(t) => Some(Arc::clone(t)),
+            Security::Plaintext => None,
+        },
+        ..rest::Counters::default()
+    };
     if let Some((addr, health_tx, health_rx)) = published {
         event_loop = event_loop.with_observer(move |a: &Agent| {
             health_tx.send_replace(Arc::new(a.health()));
         });
-        rest_task = Some(tokio::spawn(rest::serve(addr, health_rx)));
+        rest_task = Some(tokio::spawn(rest::serve(
+            addr,
+            health_rx,
+            s.security.clone(),
+            counters.clone(),
+        )));
     }
     let persist = exec::Persister::spawn(store, tx.clone());
     let mut exec = exec::AgentExec::new(exec::Parts {
@@ -207,6 +219,8 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
         persist: persist.clone(),
         tx: tx.clone(),
     });
+    exec.triggers = Arc::clone(&counters.triggers);
+    exec.scripts = Arc::clone(&counters.scripts);
     tracing::info!(node = %s.node, "cm_agent running");
     let sigs = common::signals()?;
     let stop = watch_signals(sigs, s.config_path.clone(), tx, s.security.clone());

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use cm_core::agent::{AgentHealth, RestBody};
 use cm_core::dn::DnRole;
+use cm_core::resource::ResourceState;
 use cm_core::time::Instant;
 use cm_io::event_loop::Clock;
 use cm_io::http::{self, HttpLimits, HttpRequest, HttpResponse, HttpStats};
+use cm_io::transport::Security;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,22 +35,37 @@ const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0;
 
 /// Serves the endpoints on `addr` until the task is dropped; retries the bind every
 /// [`REBIND_DELAY`] while it fails.
-pub(crate) async fn serve(addr: SocketAddr, snapshot: Snapshot) {
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    snapshot: Snapshot,
+    security: Security,
+    counters: Counters,
+) {
     let stats = Arc::new(HttpStats::default());
-    let handler = Arc::new(Handler::new(snapshot, Clock::process(), Arc::clone(&stats)));
+    let handler = Arc::new(Handler::new(
+        snapshot,
+        Clock::process(),
+        Arc::clone(&stats),
+        &counters,
+    ));
     loop {
         match http::bind(addr).await {
             Ok(listener) => {
-                tracing::info!(%addr, "HTTP endpoints (§15) listening");
+                let scheme = match security {
+                    Security::Tls(_) => "https",
+                    Security::Plaintext => "http",
+                };
+                tracing::info!(%addr, scheme, "HTTP endpoints (§15) listening");
                 let h = Arc::clone(&handler);
                 let handle = move |req: &HttpRequest| h.handle(req);
                 let never = std::future::pending::<()>();
-                http::serve(
+                http::serve_secure(
                     listener,
                     HttpLimits::default(),
                     Arc::new(handle),
                     stats,
                     never,
+                    security,
                 )
                 .await;
                 return;
@@ -61,6 +78,17 @@ pub(crate) async fn serve(addr: SocketAddr, snapshot: Snapshot) {
     }
 }
 
+/// The counters the executor keeps and /metrics shows (shared with [`super::exec::AgentExec`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counters {
+    /// Event triggers.
+    pub(crate) triggers: Arc<super::triggers::TriggerStats>,
+    /// Resource scripts.
+    pub(crate) scripts: Arc<super::exec::ScriptStats>,
+    /// The node's TLS material (none with `allow_plaintext`), for the certificate expiry gauge.
+    pub(crate) tls: Option<Arc<cm_io::transport::Tls>>,
+}
+
 /// Answers one request from the latest snapshot.
 pub(crate) struct Handler {
     snapshot: Snapshot,
@@ -70,11 +98,16 @@ pub(crate) struct Handler {
 }
 
 impl Handler {
-    pub(crate) fn new(snapshot: Snapshot, clock: Clock, stats: Arc<HttpStats>) -> Self {
+    pub(crate) fn new(
+        snapshot: Snapshot,
+        clock: Clock,
+        stats: Arc<HttpStats>,
+        counters: &Counters,
+    ) -> Self {
         Self {
             snapshot,
             clock,
-            metrics: Mutex::new(AgentMetrics::new()),
+            metrics: Mutex::new(AgentMetrics::new(counters)),
             stats,
         }
     }
@@ -127,6 +160,21 @@ struct Inst {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstState {
+    instance: String,
+    state: String,
+}
+
+/// Every resource state, as `cm_agent_resource_state`'s `state` label.
+const RESOURCE_STATES: [ResourceState; 5] = [
+    ResourceState::Online,
+    ResourceState::Offline,
+    ResourceState::Unknown,
+    ResourceState::Stopped,
+    ResourceState::Abnormal,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstRole {
     instance: String,
     role: String,
@@ -165,10 +213,14 @@ pub(crate) struct AgentMetrics {
     self_fences: Counter,
     http_requests: Counter,
     http_refused: Counter,
+    http_handshake_failed: Counter,
+    resource_state: Family<InstState, Gauge>,
+    cert_remaining: Gauge,
+    tls: Option<Arc<cm_io::transport::Tls>>,
 }
 
 impl AgentMetrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(counters: &Counters) -> Self {
         let m = Self {
             registry: Registry::default(),
             role: Family::default(),
@@ -186,8 +238,16 @@ impl AgentMetrics {
             self_fences: Counter::default(),
             http_requests: Counter::default(),
             http_refused: Counter::default(),
+            http_handshake_failed: Counter::default(),
+            resource_state: Family::default(),
+            cert_remaining: Gauge::default(),
+            tls: counters.tls.clone(),
         };
-        m.register()
+        let mut m = m.register();
+        let sub = m.registry.sub_registry_with_prefix("cm_agent");
+        counters.triggers.register(sub);
+        counters.scripts.register(sub);
+        m
     }
 
     fn register(mut self) -> Self {
@@ -267,6 +327,23 @@ impl AgentMetrics {
             "HTTP connections closed at once because too many were open",
             self.http_refused.clone(),
         );
+        r.register(
+            "cm_agent_http_handshakes_failed",
+            "HTTP connections closed because their TLS handshake failed or was not done within 5 s (plain HTTP on the TLS port, say)",
+            self.http_handshake_failed.clone(),
+        );
+        r.register(
+            "cm_agent_resource_state",
+            "1 for the state each local resource instance is in (SPEC 14), 0 for the others",
+            self.resource_state.clone(),
+        );
+        if self.tls.is_some() {
+            r.register(
+                "cm_agent_cert_min_remaining_seconds",
+                "Seconds until the first certificate this agent uses (its own or a CA) expires, by the wall clock",
+                self.cert_remaining.clone(),
+            );
+        }
         self
     }
 
@@ -333,9 +410,31 @@ impl AgentMetrics {
             .answered_send
             .map_or(f64::NAN, |s| now.saturating_since(s).as_secs_f64());
         self.answered_age.set(age);
+        for r in &h.resources {
+            for state in RESOURCE_STATES {
+                let label = InstState {
+                    instance: r.instance.to_string(),
+                    state: state.name().to_lowercase(),
+                };
+                self.resource_state
+                    .get_or_create(&label)
+                    .set(i64::from(r.state == state));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            self.cert_remaining
+                .set(tls.min_remaining_s(wall).unwrap_or(i64::MIN));
+        }
         catch_up(&self.self_fences, h.self_fences);
         catch_up(&self.http_requests, stats.requests.load(Ordering::Relaxed));
         catch_up(&self.http_refused, stats.refused.load(Ordering::Relaxed));
+        catch_up(
+            &self.http_handshake_failed,
+            stats.handshake_failed.load(Ordering::Relaxed),
+        );
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             let _ = writeln!(out, "# encoding failed");

@@ -4,6 +4,7 @@ use cm_core::agent::{InstanceHealth, LeaderView};
 use cm_core::dn::{DbState, Downstream};
 use cm_core::ids::{InstanceId, NodeId, Position, Term};
 use cm_core::params::Params;
+use cm_core::resource::{ResourceReport, ScriptExit, ScriptVerb};
 use cm_io::http::HttpMethod;
 
 fn primary() -> InstanceHealth {
@@ -52,6 +53,10 @@ fn health() -> AgentHealth {
         self_fences: 1,
         instances: vec![primary()],
         cluster: None,
+        resources: vec![ResourceReport {
+            instance: InstanceId(9001),
+            state: ResourceState::Abnormal,
+        }],
     }
 }
 
@@ -108,7 +113,32 @@ fn metrics_parse_as_prometheus_text_with_the_snapshots_values() {
     let h = health();
     let stats = HttpStats::default();
     stats.requests.store(5, Ordering::Relaxed);
-    let mut m = AgentMetrics::new();
+    cm_io::transport::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let today = cm_io::transport::certgen::today();
+    cm_io::transport::certgen::write_cluster_material(dir.path(), "t", &["n1"], today).unwrap();
+    let files = cm_io::transport::TlsFiles {
+        ca: dir.path().join("ca.crt"),
+        cert: dir.path().join("n1.crt"),
+        key: dir.path().join("n1.key"),
+    };
+    let tls = cm_io::transport::Tls::load(files, Default::default()).unwrap();
+    let counters = Counters {
+        tls: Some(Arc::new(tls)),
+        ..Counters::default()
+    };
+    counters.triggers.runs.inc_by(2);
+    counters.triggers.failures.inc();
+    counters
+        .scripts
+        .count(ScriptVerb::Check, &ScriptExit::Code(0));
+    counters
+        .scripts
+        .count(ScriptVerb::Check, &ScriptExit::Killed);
+    counters
+        .scripts
+        .count(ScriptVerb::Start, &ScriptExit::Code(0));
+    let mut m = AgentMetrics::new(&counters);
     let text = m.render(&h, Instant::from_millis(100_500), &stats);
     assert!(
         text.contains("# HELP cm_agent_dn_term The DN's durable CM term."),
@@ -148,6 +178,31 @@ fn metrics_parse_as_prometheus_text_with_the_snapshots_values() {
     assert_eq!(value("cm_agent_dn_restarts_total", &[i]), 3.0);
     assert_eq!(value("cm_agent_self_fences_total", &[]), 1.0);
     assert_eq!(value("cm_agent_http_requests_total", &[]), 5.0);
+    assert_eq!(value("cm_agent_trigger_runs_total", &[]), 2.0);
+    assert_eq!(value("cm_agent_trigger_failures_total", &[]), 1.0);
+    let check = ("verb", "check");
+    assert_eq!(value("cm_agent_resource_script_runs_total", &[check]), 2.0);
+    assert_eq!(
+        value("cm_agent_resource_script_failures_total", &[check]),
+        1.0
+    );
+    let start = ("verb", "start");
+    assert_eq!(value("cm_agent_resource_script_runs_total", &[start]), 1.0);
+    let r = ("instance", "9001");
+    assert_eq!(
+        value("cm_agent_resource_state", &[r, ("state", "abnormal")]),
+        1.0
+    );
+    assert_eq!(
+        value("cm_agent_resource_state", &[r, ("state", "online")]),
+        0.0
+    );
+    // The node certificate is valid for 825 days from today (certgen).
+    let remaining = value("cm_agent_cert_min_remaining_seconds", &[]);
+    assert!(
+        (823.0 * 86_400.0..=826.0 * 86_400.0).contains(&remaining),
+        "{remaining}"
+    );
     assert_eq!(
         value("cm_agent_leader_answered_report_age_seconds", &[]),
         0.5
@@ -163,7 +218,12 @@ fn metrics_parse_as_prometheus_text_with_the_snapshots_values() {
 #[test]
 fn the_handler_answers_from_the_published_snapshot() {
     let (tx, rx) = watch::channel(Arc::new(health()));
-    let handler = Handler::new(rx, Clock::process(), Arc::new(HttpStats::default()));
+    let handler = Handler::new(
+        rx,
+        Clock::process(),
+        Arc::new(HttpStats::default()),
+        &Counters::default(),
+    );
     let req = |path: &str| HttpRequest {
         method: HttpMethod::Get,
         path: path.into(),

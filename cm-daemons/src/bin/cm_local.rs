@@ -354,45 +354,54 @@ fn print_hints(c: &LocalCluster) -> anyhow::Result<()> {
         dir = c.paths.dir.display(),
         logs = c.paths.logs().display(),
     );
-    let leader_http = c
-        .ports
-        .cms_http
-        .get(
-            s.cms
-                .iter()
-                .position(|r| r.role == CmsRole::Primary)
-                .unwrap_or(0),
-        )
-        .copied();
+    // Node N (1-based) runs the N-th cm_server, and its certificate names it nN.
+    let leader_idx = s
+        .cms
+        .iter()
+        .position(|r| r.role == CmsRole::Primary)
+        .unwrap_or(0);
+    let leader = u32::try_from(leader_idx + 1).unwrap_or(1);
+    let leader_http = c.ports.cms_http.get(leader_idx).copied();
     if let Some(http) = leader_http {
         println!(
             "\n  # promotions so far, and the cm_server leader's metrics and cluster view
   \
              {ctl} -c {cfg} history
   \
-             curl -s http://127.0.0.1:{http}/metrics
-  curl -s http://127.0.0.1:{http}/cluster",
+             {curl} https://n{leader}:{http}/metrics
+  {curl} https://n{leader}:{http}/cluster",
             ctl = ctl.display(),
             cfg = cfg.display(),
+            curl = curl(c, leader, http),
         );
     }
     Ok(())
 }
 
 /// `curl` lines for the agents' HTTP endpoints (§15).
+/// `curl` for node `n`'s HTTPS endpoint on 127.0.0.1:`port`: its certificate names it `nN`.
+fn curl(c: &LocalCluster, n: u32, port: u16) -> String {
+    format!(
+        "curl -s --cacert {} --resolve n{n}:{port}:127.0.0.1",
+        c.paths.tls_dir().join("ca.crt").display()
+    )
+}
+
 fn curl_lines(c: &LocalCluster) -> String {
     let mut out = String::new();
     for n in 1..=cm_daemons::local::NODES {
         if let Some(port) = c.rest_port(n) {
             out.push_str(&format!(
-                "  curl -s -w ' %{{http_code}}\\n' http://127.0.0.1:{port}/primary   # node {n}\n"
+                "  {} -w ' %{{http_code}}\\n' https://n{n}:{port}/primary   # node {n}\n",
+                curl(c, n, port)
             ));
         }
     }
     if let Some(port) = c.rest_port(1) {
+        let curl = curl(c, 1, port);
         out.push_str(&format!(
-            "  curl -s 'http://127.0.0.1:{port}/replica?lag=16MB'\n  \
-             curl -s http://127.0.0.1:{port}/cluster\n  curl -s http://127.0.0.1:{port}/metrics\n"
+            "  {curl} 'https://n1:{port}/replica?lag=16MB'\n  \
+             {curl} https://n1:{port}/cluster\n  {curl} https://n1:{port}/metrics\n"
         ));
     }
     out

@@ -191,6 +191,13 @@ impl LocalCluster {
         self.ports.rest.get(n as usize - 1).copied()
     }
 
+    /// How to reach node `n`'s HTTP endpoints: HTTPS verified with the cluster CA for the
+    /// node's name (`n{n}`).
+    pub fn http_tls(&self, n: u32) -> anyhow::Result<cm_io::http::ClientTls> {
+        cm_io::http::ClientTls::from_ca_file(&self.paths.tls_dir().join("ca.crt"), &format!("n{n}"))
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
     /// Starts node `n`'s om_monitor (which starts its cm_agent, which starts the rest).
     pub fn start_monitor(&mut self, n: u32) -> anyhow::Result<()> {
         let log_path = self.paths.logs().join(format!("node{n}.log"));
@@ -265,7 +272,15 @@ impl LocalCluster {
         let (write, read) = (w.local_addr()?.port(), r.local_addr()?.port());
         drop((w, r));
         let cfg = self.haproxy_config();
-        std::fs::write(&cfg, super::render_haproxy(&self.ports, write, read))?;
+        std::fs::write(
+            &cfg,
+            super::render_haproxy(
+                &self.ports,
+                &self.paths.tls_dir().join("ca.crt"),
+                write,
+                read,
+            ),
+        )?;
         let log_path = self.paths.logs().join("haproxy.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;

@@ -3,7 +3,7 @@
 //! request (as HAProxy's checks do), latency from connect to the last byte of the answer.
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -90,8 +90,9 @@ pub fn run(mut opts: LocalOptions, requests: usize, rate: u32) -> anyhow::Result
     let port = c
         .rest_port(p)
         .context("the primary's node has no rest_port")?;
+    let tls = c.http_tls(p)?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !get(port, "/primary").is_ok_and(|(code, _)| code == 200) {
+    while !get(port, Some(&tls), "/primary").is_ok_and(|(code, _)| code == 200) {
         if Instant::now() > deadline {
             bail!("/primary on node {p} did not answer 200 within 60 s");
         }
@@ -109,13 +110,13 @@ pub fn run(mut opts: LocalOptions, requests: usize, rate: u32) -> anyhow::Result
             std::thread::sleep(wait);
         }
         let t = Instant::now();
-        let (code, _) = get(port, "/primary")?;
+        let (code, _) = get(port, Some(&tls), "/primary")?;
         latencies.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
         if code == 200 {
             ok += 1;
         }
         let t = Instant::now();
-        get(baseline_port, "/")?;
+        get(baseline_port, None, "/")?;
         baseline.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
     latencies.sort_unstable();
@@ -152,28 +153,21 @@ fn trivial_server(count: usize) -> anyhow::Result<u16> {
     Ok(port)
 }
 
-/// One GET on a fresh connection: (status, body).
-pub fn get(port: u16, target: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_nodelay(true)?;
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("not an HTTP answer: {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+/// One GET on a fresh connection to 127.0.0.1:`port` (HTTPS when `tls` is given, the
+/// handshake included in the time): (status, body).
+pub fn get(
+    port: u16,
+    tls: Option<&cm_io::http::ClientTls>,
+    target: &str,
+) -> anyhow::Result<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    Ok(cm_io::http::request(
+        addr,
+        tls,
+        "GET",
+        target,
+        Duration::from_secs(5),
+    )?)
 }
 
 #[cfg(test)]

@@ -139,12 +139,15 @@ fn a_non_root_user_is_told_to_run_as_root() {
 #[test]
 fn the_local_haproxy_config_is_the_shipped_one_with_local_ports() {
     let (_, ports) = sample();
-    let text = render_haproxy(&ports, 25000, 25001);
+    let text = render_haproxy(&ports, Path::new("/x/tls/ca.crt"), 25000, 25001);
     assert!(text.contains("    bind 127.0.0.1:25000\n"), "{text}");
     assert!(text.contains("    bind 127.0.0.1:25001\n"), "{text}");
     assert!(!text.contains("10.0.0."), "{text}");
     for n in 1..=3 {
-        let line = format!("    server n{n} 127.0.0.1:2002{n} check port 2004{n}\n");
+        let line = format!(
+            "    server n{n} 127.0.0.1:2002{n} check port 2004{n} check-ssl verify required \
+             ca-file /x/tls/ca.crt verifyhost n{n} check-sni n{n}\n"
+        );
         assert_eq!(
             text.matches(&line).count(),
             2,

@@ -348,7 +348,7 @@ pub const HAPROXY_BIN: &str = "/usr/sbin/haproxy";
 /// The shipped HAProxy config with the local cluster's ports: the write and read listeners on
 /// 127.0.0.1 at `write` and `read`, one server per node (its DN port, checked on its agent's
 /// rest port). Every check and option stays as shipped.
-pub fn render_haproxy(ports: &Ports, write: u16, read: u16) -> String {
+pub fn render_haproxy(ports: &Ports, ca: &Path, write: u16, read: u16) -> String {
     let mut out = String::new();
     let mut servers_done = false;
     for line in HAPROXY_SAMPLE.lines() {
@@ -365,8 +365,10 @@ pub fn render_haproxy(ports: &Ports, write: u16, read: u16) -> String {
                 for (i, (dn, rest)) in ports.dn.iter().zip(&ports.rest).enumerate() {
                     let _ = writeln!(
                         out,
-                        "    server n{} 127.0.0.1:{dn} check port {rest}",
-                        i + 1
+                        "    server n{n} 127.0.0.1:{dn} check port {rest} check-ssl verify required \
+                         ca-file {} verifyhost n{n} check-sni n{n}",
+                        ca.display(),
+                        n = i + 1
                     );
                 }
                 servers_done = true;

@@ -220,7 +220,7 @@ impl ServerMetrics {
         );
         r.register(
             "connections_refused",
-            "Connections refused or closed, by reason (each TLS handshake refusal reason, malformed_frame, http_overload)",
+            "Connections refused or closed, by reason (each TLS handshake refusal reason, malformed_frame, http_overload, http_handshake: a failed or late TLS handshake on the HTTP port)",
             m.refused.clone(),
         );
         r.register(
@@ -255,7 +255,13 @@ impl ServerMetrics {
 
     /// Fills the registry from the published view at `now` (the daemon clock, for the lease)
     /// and renders it.
-    pub fn render(&self, now: Instant, transport: TransportStats, http_refused: u64) -> String {
+    pub fn render(
+        &self,
+        now: Instant,
+        transport: TransportStats,
+        http_refused: u64,
+        http_handshake_failed: u64,
+    ) -> String {
         let view = self.published.lock().map(|p| p.clone()).unwrap_or_default();
         self.fill(&view, now);
         let pass = |a: &AtomicU64, c: &Counter| {
@@ -278,6 +284,7 @@ impl ServerMetrics {
         let others = [
             ("malformed_frame", transport.malformed),
             ("http_overload", http_refused),
+            ("http_handshake", http_handshake_failed),
         ];
         for (reason, v) in transport.refused.by_reason().into_iter().chain(others) {
             let c = self.refused.get_or_create(&ReasonLabel {
@@ -372,12 +379,15 @@ pub fn handle(
     now: Instant,
     transport: TransportStats,
     http_refused: u64,
+    http_handshake_failed: u64,
 ) -> HttpResponse {
     match req.path.as_str() {
         "/metrics" => HttpResponse {
             status: 200,
             content_type: METRICS_CONTENT_TYPE,
-            body: metrics.render(now, transport, http_refused).into_bytes(),
+            body: metrics
+                .render(now, transport, http_refused, http_handshake_failed)
+                .into_bytes(),
         },
         "/cluster" => match metrics.cluster() {
             Some(c) => match serde_json::to_vec(&c) {

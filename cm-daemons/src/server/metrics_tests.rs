@@ -183,7 +183,7 @@ fn a_leaders_metrics_parse_and_carry_its_state_and_counters() {
     };
     transport.refused.untrusted = 3;
     transport.refused.too_many_pending = 1;
-    let resp = handle(&metrics, &get("/metrics"), now, transport, 4);
+    let resp = handle(&metrics, &get("/metrics"), now, transport, 4, 2);
     assert_eq!(resp.status, 200);
     assert_eq!(resp.content_type, METRICS_CONTENT_TYPE);
     let text = String::from_utf8(resp.body).unwrap();
@@ -239,6 +239,10 @@ fn a_leaders_metrics_parse_and_carry_its_state_and_counters() {
         at("cm_server_connections_refused_total{reason=http_overload}"),
         4.0
     );
+    assert_eq!(
+        at("cm_server_connections_refused_total{reason=http_handshake}"),
+        2.0
+    );
 }
 
 #[test]
@@ -255,6 +259,7 @@ fn cluster_is_the_query_object_while_arbitrating_and_503_otherwise() {
         &get("/cluster"),
         now,
         TransportStats::default(),
+        0,
         0,
     );
     assert_eq!(resp.status, 200);
@@ -274,6 +279,7 @@ fn cluster_is_the_query_object_while_arbitrating_and_503_otherwise() {
         now,
         TransportStats::default(),
         0,
+        0,
     );
     assert_eq!(resp.status, 503);
     let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
@@ -284,14 +290,22 @@ fn cluster_is_the_query_object_while_arbitrating_and_503_otherwise() {
             .contains("not the arbitrating leader")
     );
     // A follower's metrics say so and carry no group series.
-    let text = follower.render(now, TransportStats::default(), 0);
+    let text = follower.render(now, TransportStats::default(), 0, 0);
     let v = scrape(&text);
     assert!(
         !v.keys().any(|k| k.starts_with("cm_server_group_")),
         "{text}"
     );
     assert_eq!(
-        handle(&follower, &get("/nope"), now, TransportStats::default(), 0).status,
+        handle(
+            &follower,
+            &get("/nope"),
+            now,
+            TransportStats::default(),
+            0,
+            0
+        )
+        .status,
         404
     );
 }
@@ -302,7 +316,7 @@ fn counters_start_at_zero_and_the_machine_publishes_itself() {
     // Published by the machine during the run (at its leadership change at least).
     assert!(metrics.cluster().is_some());
     let fresh = ServerMetrics::new();
-    let v = scrape(&fresh.render(now, TransportStats::default(), 0));
+    let v = scrape(&fresh.render(now, TransportStats::default(), 0, 0));
     for k in [
         "cm_server_failovers_sent_total{}",
         "cm_server_switchovers_sent_total{}",

@@ -141,7 +141,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let listener = cm_io::http::bind(addr)
             .await
             .with_context(|| format!("cannot listen for HTTP on {addr} (cms_http_port)"))?;
-        spawn_http(listener, metrics, transport.clone(), clock);
+        spawn_http(
+            listener,
+            metrics,
+            transport.clone(),
+            clock,
+            security.clone(),
+        );
         tracing::info!(%addr, "serving /metrics and /cluster");
     }
     let mut executor = CmsExecutor::new(transport.clone(), store, inputs);
@@ -174,19 +180,28 @@ fn spawn_http(
     served: Arc<ServerMetrics>,
     transport: Transport,
     clock: Clock,
+    security: Security,
 ) {
     let http_stats = Arc::new(cm_io::http::HttpStats::default());
     let refused = Arc::clone(&http_stats);
     let handler = Arc::new(move |req: &cm_io::http::HttpRequest| {
-        let http_refused = refused.refused.load(std::sync::atomic::Ordering::Relaxed);
-        metrics::handle(&served, req, clock.now(), transport.stats(), http_refused)
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        metrics::handle(
+            &served,
+            req,
+            clock.now(),
+            transport.stats(),
+            load(&refused.refused),
+            load(&refused.handshake_failed),
+        )
     });
-    tokio::spawn(cm_io::http::serve(
+    tokio::spawn(cm_io::http::serve_secure(
         listener,
         cm_io::http::HttpLimits::default(),
         handler,
         http_stats,
         std::future::pending(),
+        security,
     ));
 }
 

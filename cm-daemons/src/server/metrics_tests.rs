@@ -337,7 +337,7 @@ fn certificate_expiry_is_exported_as_cm_server_cert_metrics() {
         cert_expiry_alarms: 3,
         ..TransportStats::default()
     };
-    let v = scrape(&m.render(now, tls, 0));
+    let v = scrape(&m.render(now, tls, 0, 0));
     assert_eq!(
         v.get("cm_server_cert_min_remaining_seconds{}"),
         Some(&86_400.0)

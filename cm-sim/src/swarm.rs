@@ -449,6 +449,16 @@ fn add_resources(s: &mut Scenario, seed: u64) {
         s.faults
             .push(fault(at, FaultAction::KillResource { instance }));
     }
+    // Drawn last so that the draws above keep their meaning for older seeds: some vip
+    // instances start slowly, their program coming up only as `-start` ends (§14's hand-over).
+    for i in &vip.instances {
+        if res.chance(0.4) {
+            s.sim
+                .resource_models
+                .entry(i.id)
+                .or_insert(ResourceModel::SlowStart);
+        }
+    }
     s.faults.sort_by_key(|f| f.at);
     s.config.resources = vec![vip, app];
     s.name = SWARM_RESOURCES.into();

@@ -1,6 +1,6 @@
+use super::Gate;
 use crate::agent::testkit::*;
 use crate::resource::{ResourceReport, ResourceState, ScriptExit, ScriptVerb};
-use super::Gate;
 
 const RES: InstanceId = InstanceId(9001);
 

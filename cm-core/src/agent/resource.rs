@@ -36,6 +36,10 @@ use super::{Agent, AgentCommand};
 /// Online checks in a row that reset the restart counter (§14).
 pub const ONLINE_STREAK_RESET: u32 = 5;
 
+/// A written manual stop not seen in the flags this long after (five flag reads) is written
+/// again: the write failed.
+pub const FLAG_WRITE_RETRY: Duration = Duration::from_secs(5);
+
 /// Another node's resource instance as the leader last relayed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct PeerRes {
@@ -72,8 +76,9 @@ pub(super) struct ResInst {
     restart_at: Option<Instant>,
     abnormal_since: Option<Instant>,
     stop_sent: Option<Instant>,
-    /// The manual stop was written; waiting to see the flag.
-    budget_spent: bool,
+    /// The manual stop was (last) written at this instant; waiting to see the flag. Not seen
+    /// [`FLAG_WRITE_RETRY`] later (the write failed), it is written again.
+    budget_spent: Option<Instant>,
     /// Stopping by intent reached `-clean`: down as far as the agent can make it.
     stop_cleaned: bool,
     /// A `-start` was sent and no `-check` has completed since: the program may be up
@@ -102,7 +107,7 @@ impl ResInst {
                     restart_at: None,
                     abnormal_since: None,
                     stop_sent: None,
-                    budget_spent: false,
+                    budget_spent: None,
                     stop_cleaned: false,
                     unconfirmed_start: false,
                     gate: Gate::Hold,
@@ -351,8 +356,17 @@ impl Agent {
         }
         if r.cfg.restart_times.is_some_and(|n| r.restarts >= n) {
             r.restart_at = None;
-            if !r.budget_spent {
-                r.budget_spent = true;
+            if let Some(at) = r.budget_spent {
+                if now >= at + FLAG_WRITE_RETRY {
+                    r.budget_spent = Some(now);
+                    tracing::warn!(resource = %r.cfg.name, instance = %r.id,
+                        "the resource's manual stop is still not seen: writing it again");
+                    out.push(AgentCommand::WriteFlag {
+                        flag: Flag::InstanceManualStart(r.id),
+                    });
+                }
+            } else {
+                r.budget_spent = Some(now);
                 let (id, name) = (r.id, r.cfg.name.clone());
                 tracing::warn!(resource = %name, instance = %id, restarts = r.restarts,
                     "resource restart budget spent: stopping it manually");
@@ -388,7 +402,7 @@ impl Agent {
             .collect();
         for (r, flagged) in self.res.iter_mut().zip(flagged) {
             if flagged {
-                r.budget_spent = false;
+                r.budget_spent = None;
                 r.restarts = 0;
             }
         }

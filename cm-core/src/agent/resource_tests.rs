@@ -215,6 +215,37 @@ fn a_spent_budget_writes_the_manual_stop_and_alarms_once() {
 }
 
 #[test]
+fn a_manual_stop_not_seen_is_written_again_without_a_second_alarm() {
+    let mut a = booted("restart_times = 0\nrestart_delay = 0\nrestart_period = 0");
+    // No restart allowed: the first offline check (at 0.01 s) writes the flag and alarms.
+    let cmds = code(&mut a, ms(10), 1);
+    assert!(cmds.contains(&AgentCommand::WriteFlag {
+        flag: Flag::InstanceManualStart(RES)
+    }));
+    let alarmed = |c: &[AgentCommand]| c.iter().any(|c| matches!(c, AgentCommand::RaiseAlarm(_)));
+    assert!(alarmed(&cmds));
+    // The write failed: the flag never shows. Checks until 5.01 s write nothing.
+    for t in (1000..5000).step_by(1000) {
+        tick(&mut a, ms(t));
+        let again = code(&mut a, ms(t + 1), 1);
+        assert!(
+            !again
+                .iter()
+                .any(|c| matches!(c, AgentCommand::WriteFlag { .. })),
+            "at {t}: {again:?}"
+        );
+    }
+    // The check at 5.01 s (5 s after the write): written again, no second alarm, no start.
+    tick(&mut a, ms(5000));
+    let again = code(&mut a, ms(5010), 1);
+    assert!(again.contains(&AgentCommand::WriteFlag {
+        flag: Flag::InstanceManualStart(RES)
+    }));
+    assert!(!alarmed(&again));
+    assert!(scripts(&again).is_empty());
+}
+
+#[test]
 fn five_online_checks_in_a_row_reset_the_restart_counter() {
     for (onlines, reset) in [(4, false), (5, true)] {
         let mut a = booted("restart_times = 1\nrestart_delay = 0\nrestart_period = 0");

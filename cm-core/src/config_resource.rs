@@ -132,7 +132,7 @@ fn minus_one() -> i64 {
 
 /// The shortest `check_interval` accepted (seconds): a check every 100 ms already forks a
 /// script ten times a second per instance.
-pub const MIN_CHECK_INTERVAL: f64 = 0.1;
+pub(crate) const MIN_CHECK_INTERVAL: f64 = 0.1;
 
 fn seconds(
     issues: &mut Vec<ConfigIssue>,

@@ -148,7 +148,7 @@ async fn a_script_run_as_another_user_keeps_none_of_roots_groups() {
         eprintln!("skipped: needs root to switch users");
         return;
     }
-    let user = crate::process::OsUser::lookup("nobody").expect("the nobody user");
+    let user = OsUser::lookup("nobody").expect("the nobody user");
     let mut spec = sh("id -u; id -G", 10_000);
     spec.user = Some(user.clone());
     let r = run(&spec).await;

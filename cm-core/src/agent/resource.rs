@@ -38,7 +38,7 @@ pub const ONLINE_STREAK_RESET: u32 = 5;
 
 /// A written manual stop not seen in the flags this long after (five flag reads) is written
 /// again: the write failed.
-pub const FLAG_WRITE_RETRY: Duration = Duration::from_secs(5);
+pub(super) const FLAG_WRITE_RETRY: Duration = Duration::from_secs(5);
 
 /// Another node's resource instance as the leader last relayed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -656,7 +656,7 @@ mod placement {
     #[test]
     fn without_a_view_by_the_lease_window_a_restarted_agent_stops_it() {
         let mut a = booted_vip(DnRole::Primary);
-        let end = ms(0) + crate::agent::lease_window(&a.params);
+        let end = ms(0) + lease_window(&a.params);
         code(&mut a, ms(10), 0);
         let mut t = 1000;
         while ms(t) < end {

@@ -257,7 +257,7 @@ impl AgentExec {
             Err(failed) => {
                 tracing::error!(%instance, "RunScript for an instance not in the config");
                 // Completed (failed) all the same: the agent must not wait for it forever.
-                self.task(async move { failed });
+                self.task(async move { *failed });
                 return;
             }
         };
@@ -503,13 +503,13 @@ fn script_for(
     instance: InstanceId,
     verb: ScriptVerb,
     timeout: Duration,
-) -> Result<(ScriptSpec, String), AgentInput> {
+) -> Result<(ScriptSpec, String), Box<AgentInput>> {
     let Some((res, inst)) = config.resource_instance(instance) else {
-        return Err(AgentInput::ScriptCompleted {
+        return Err(Box::new(AgentInput::ScriptCompleted {
             op,
             instance,
             exit: ScriptExit::Failed(format!("resource instance {instance} is not in the config")),
-        });
+        }));
     };
     let spec = ScriptSpec::new(
         &res.script,
@@ -553,7 +553,7 @@ port = 5432
             ScriptVerb::Start,
             Duration::from_secs(1),
         );
-        match r {
+        match r.map_err(|e| *e) {
             Err(AgentInput::ScriptCompleted {
                 op: OpId(7),
                 instance: InstanceId(9001),

@@ -34,9 +34,10 @@ pub const SWARM: &str = "swarm";
 pub const SWARM_CLASSIC: &str = "swarm-classic";
 
 /// The widened generator plus custom resources (SPEC §14): a `with_primary_of` resource on
-/// group 1 and a `fixed` one whose script may fail, hang or flap, with resource kills, so that
-/// S7 is checked under every fault. Drawn from a stream of their own: `swarm` and
-/// `swarm-classic` seeds keep their meaning.
+/// group 1 (some of its instances starting slowly) and a `fixed` one whose script may fail,
+/// hang or flap, with resource kills, so that S7 is checked under every fault. Drawn from a
+/// stream of their own: `swarm` and `swarm-classic` seeds keep their meaning (the slow starts
+/// are drawn last, but they change the runs of the seeds that draw them).
 pub const SWARM_RESOURCES: &str = "swarm-resources";
 
 /// Where the classic draw places CMS and DNs: `cms` CMS nodes, of which `cms_only` host no DN.

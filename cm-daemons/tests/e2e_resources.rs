@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use cm_daemons::node::scan;
 use cm_io::postgres::test_support::free_port;
 
-const SECRET: &str = "e2e-resources-secret-0123456789ab";
 const WAIT: Duration = Duration::from_secs(60);
 const RES: u32 = 9001;
 
@@ -52,11 +51,19 @@ impl Node {
         let root = std::env::temp_dir().join(format!("cm-e2e-res-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("secret"), SECRET).unwrap();
+        // Mutual TLS between the daemons (the shared secret is gone).
+        let tls = root.join("tls");
+        cm_io::transport::certgen::write_cluster_material(
+            &tls,
+            "e2e-res",
+            &["n1"],
+            cm_io::transport::certgen::today(),
+        )
+        .unwrap();
         // A sleep long and odd enough to be recognisable as this test's program.
         let program = format!("/bin/sleep {}", 900_000 + std::process::id() % 1000);
         let toml = format!(
-            "name = \"e2e-res\"\nsecret_file = \"secret\"\n\
+            "name = \"e2e-res\"\n{tls}\
              [[node]]\nid = 1\nname = \"n1\"\naddress = \"127.0.0.1\"\naz = \"AZ1\"\n\
              state_dir = \"{r}/state1\"\nmonitor_port = {}\ncms_port = {}\n\
              [[resource]]\nname = \"web\"\nscript = \"{script}\"\ntime_out = 5\n\
@@ -65,6 +72,7 @@ impl Node {
             free_port(),
             free_port(),
             r = root.display(),
+            tls = cm_daemons::local::tls_keys(&tls),
             script = example_script().display(),
         );
         let config_path = root.join("cluster.toml");

@@ -130,6 +130,10 @@ fn minus_one() -> i64 {
     -1
 }
 
+/// The shortest `check_interval` accepted (seconds): a check every 100 ms already forks a
+/// script ten times a second per instance.
+pub(crate) const MIN_CHECK_INTERVAL: f64 = 0.1;
+
 fn seconds(
     issues: &mut Vec<ConfigIssue>,
     at: String,
@@ -155,7 +159,19 @@ pub(crate) fn convert(raw: Vec<RawResource>, issues: &mut Vec<ConfigIssue>) -> V
     let mut out = Vec::new();
     for (ri, r) in raw.into_iter().enumerate() {
         let at = |k: &str| format!("resource[{ri}].{k}");
-        let check_interval = seconds(issues, at("check_interval"), r.check_interval, false);
+        let check_interval =
+            if r.check_interval.is_finite() && r.check_interval < MIN_CHECK_INTERVAL {
+                issues.push(ConfigIssue {
+                    location: at("check_interval"),
+                    message: format!(
+                        "{} is below the shortest check interval, {MIN_CHECK_INTERVAL} s",
+                        r.check_interval
+                    ),
+                });
+                None
+            } else {
+                seconds(issues, at("check_interval"), r.check_interval, false)
+            };
         let time_out = seconds(issues, at("time_out"), r.time_out, false);
         let restart_delay = seconds(issues, at("restart_delay"), r.restart_delay, true);
         let restart_period = seconds(issues, at("restart_period"), r.restart_period, true);

@@ -121,6 +121,7 @@ fn an_unknown_node_and_no_instances_are_refused() {
 fn bad_durations_and_counts_name_their_key() {
     for (key, value) in [
         ("check_interval", "0"),
+        ("check_interval", "0.099"),
         ("time_out", "-1"),
         ("restart_delay", "-0.5"),
         ("restart_period", "100000"),
@@ -130,6 +131,18 @@ fn bad_durations_and_counts_name_their_key() {
         let (at, _) = only_issue(&format!("{ROUTER}{key} = {value}\n"));
         assert_eq!(at, format!("resource[0].{key}"), "{key} = {value}");
     }
+}
+
+#[test]
+fn a_check_interval_below_100_ms_is_refused_and_100_ms_accepted() {
+    let (at, msg) = only_issue(&format!("{ROUTER}check_interval = 0.05\n"));
+    assert_eq!(at, "resource[0].check_interval");
+    assert!(msg.contains("0.1 s"), "{msg}");
+    let c = with(&format!("{ROUTER}check_interval = 0.1\n"));
+    assert_eq!(
+        c.expect("100 ms is accepted").resources[0].check_interval,
+        Duration::from_millis(100)
+    );
 }
 
 #[test]

@@ -10,7 +10,13 @@
 //! A script that exits normally keeps its process group alive: a `-start` that puts a daemon in
 //! the background must not see it killed. Such a daemon often inherits the script's stdout, so
 //! the runner does not wait for end-of-file after the script exits: it drains the pipes for at
-//! most [`DRAIN_AFTER_EXIT`] and returns.
+//! most [`DRAIN_AFTER_EXIT`] and returns, leaving the readers running (detached) so that the
+//! daemon's later writes never hit a closed pipe (SIGPIPE); what they read past the output bound
+//! is dropped.
+//!
+//! Run as another user ([`ScriptSpec::user`]), the child sets its gid, drops every supplementary
+//! group (the standard library's `setgroups(0)` when root switches uid), then sets its uid: a
+//! script never keeps root's groups.
 //!
 //! Everything is async (tokio): the caller spawns [`run`] as a task and feeds its
 //! [`ScriptResult`] back to its machine as an input.
@@ -255,7 +261,10 @@ pub async fn run(spec: &ScriptSpec) -> ScriptResult {
         while pumps.join_next().await.is_some() {}
     })
     .await;
-    pumps.abort_all();
+    // Not aborted: that would close the read ends, and a background daemon still writing to
+    // the inherited stdout/stderr would die of SIGPIPE. The pumps read on, to nowhere past the
+    // bound, until the daemon closes them or exits.
+    pumps.detach_all();
     ScriptResult {
         outcome,
         stdout: take(&out),

@@ -122,6 +122,45 @@ async fn a_background_daemon_holding_stdout_neither_blocks_nor_dies() {
 }
 
 #[tokio::test]
+async fn a_daemon_writing_after_the_drain_is_not_killed_by_sigpipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("mark");
+    // The daemon writes to the inherited stdout well after the drain (200 ms) ended, then
+    // leaves a mark: with the readers aborted, that write would kill it with SIGPIPE.
+    let body = format!(
+        "(sleep 0.6; echo late; echo late >&2; echo alive > {}) & echo up",
+        mark.display()
+    );
+    let r = run(&sh(&body, 30_000)).await;
+    assert_eq!(r.outcome, ScriptOutcome::Exited(0));
+    assert_eq!(r.stdout.head, b"up\n");
+    let mut waited = Duration::ZERO;
+    while !mark.exists() && waited < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert!(mark.exists(), "the daemon died writing to its stdout");
+}
+
+#[tokio::test]
+async fn a_script_run_as_another_user_keeps_none_of_roots_groups() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let user = OsUser::lookup("nobody").expect("the nobody user");
+    let mut spec = sh("id -u; id -G", 10_000);
+    spec.user = Some(user.clone());
+    let r = run(&spec).await;
+    assert_eq!(r.outcome, ScriptOutcome::Exited(0));
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout.head),
+        format!("{}\n{}\n", user.uid, user.gid),
+        "uid, then the primary gid alone (no supplementary group of root)"
+    );
+}
+
+#[tokio::test]
 async fn a_hung_script_does_not_hold_up_other_work() {
     let hung = tokio::spawn(async { run(&sh("sleep 600", 2_000)).await });
     let quick = run(&sh("exit 0", 10_000)).await;

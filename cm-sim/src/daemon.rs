@@ -350,6 +350,11 @@ pub trait SimDaemon {
     fn writable(&self, _local_now: Instant) -> Vec<InstanceId> {
         Vec::new()
     }
+    /// The local DNs that hold the write lease (the lease-and-role part of `/primary`, SPEC
+    /// §14's placement condition) at the node's local `now` (agents only).
+    fn write_leased(&self, _local_now: Instant) -> Vec<InstanceId> {
+        Vec::new()
+    }
     /// A one-line state dump for failure reports.
     fn dump(&self) -> String;
 }

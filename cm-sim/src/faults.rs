@@ -233,6 +233,7 @@ impl World {
         self.dbs.crash_node(node);
         if let Some(h) = self.hosts.get_mut(&node) {
             h.resources.clear();
+            h.resources_coming.clear();
             h.up = false;
             h.frozen = false;
             h.disk.crash();

@@ -153,7 +153,7 @@ fn cmd_list() -> ExitCode {
         swarm::SWARM_CLASSIC
     );
     println!(
-        "{:<30} `swarm` plus custom resources (SPEC §14: S7, scripts that fail, hang, flap)",
+        "{:<30} `swarm` plus custom resources (SPEC §14: S7; scripts that fail, hang, flap, start slowly)",
         swarm::SWARM_RESOURCES
     );
     ExitCode::SUCCESS

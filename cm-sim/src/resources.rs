@@ -6,10 +6,10 @@
 use core::time::Duration;
 
 use cm_core::config::Placement;
-use cm_core::dn::DnRole;
 use cm_core::ids::{InstanceId, NodeId};
 use cm_core::msg::Role;
 use cm_core::resource::{ScriptExit, ScriptVerb};
+use cm_core::time::scale_up;
 use serde::{Deserialize, Serialize};
 
 use crate::world::World;
@@ -28,6 +28,10 @@ pub enum ResourceModel {
     /// Starts fine, but the program dies on its own: each check finds it dead with
     /// probability 0.3.
     Flap,
+    /// `-start` takes 80–95 % of `time_out` and the program comes up only as it exits (a
+    /// daemon that forks once it is ready); the other verbs work at once. The worst case of
+    /// §14's hand-over: a node whose start is in flight must not look stopped.
+    SlowStart,
 }
 
 /// Script run time of a script that does not hang.
@@ -37,9 +41,28 @@ const SCRIPT_MAX: Duration = Duration::from_millis(80);
 impl World {
     /// Whether resource instance `id` runs on `node` (its host powered on).
     pub fn resource_running(&self, node: NodeId, id: InstanceId) -> bool {
-        self.hosts
-            .get(&node)
-            .is_some_and(|h| h.up && h.resources.get(&id).copied().unwrap_or(false))
+        let now = self.now();
+        self.hosts.get(&node).is_some_and(|h| {
+            h.up && (h.resources.get(&id).copied().unwrap_or(false)
+                || h.resources_coming.get(&id).is_some_and(|at| *at <= now))
+        })
+    }
+
+    /// Programs whose slow start ended by now are up.
+    fn settle_resources(&mut self) {
+        let now = self.now();
+        for h in self.hosts.values_mut() {
+            let due: Vec<InstanceId> = h
+                .resources_coming
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                h.resources_coming.remove(&id);
+                h.resources.insert(id, true);
+            }
+        }
     }
 
     /// Runs one script verb of `id` on `node`; returns when it ends and how.
@@ -50,14 +73,20 @@ impl World {
         verb: ScriptVerb,
         timeout: Duration,
     ) -> (Duration, ScriptExit) {
+        self.settle_resources();
         let model = self.resource_models.get(&id).copied().unwrap_or_default();
         if model == ResourceModel::Hang {
             return (timeout, ScriptExit::Killed);
         }
-        let took = self
-            .resource_rng
-            .duration_between(SCRIPT_MIN, SCRIPT_MAX)
-            .min(timeout);
+        let took = if model == ResourceModel::SlowStart && verb == ScriptVerb::Start {
+            self.resource_rng
+                .duration_between(timeout.mul_f64(0.8), timeout.mul_f64(0.95))
+        } else {
+            self.resource_rng
+                .duration_between(SCRIPT_MIN, SCRIPT_MAX)
+                .min(timeout)
+        };
+        let up_at = self.now() + took;
         let flapped = model == ResourceModel::Flap && self.resource_rng.chance(0.3);
         let Some(h) = self.hosts.get_mut(&node) else {
             return (took, ScriptExit::Failed("no such host".into()));
@@ -65,6 +94,10 @@ impl World {
         let running = h.resources.entry(id).or_insert(false);
         let code = match verb {
             ScriptVerb::Start if model == ResourceModel::FailStart => 1,
+            ScriptVerb::Start if model == ResourceModel::SlowStart => {
+                h.resources_coming.insert(id, up_at);
+                0
+            }
             ScriptVerb::Start => {
                 *running = true;
                 0
@@ -84,15 +117,20 @@ impl World {
     }
 
     /// S7 (SPEC §14, ours), after every event: a `with_primary_of` resource never runs on two
-    /// nodes at once while their agents run, and never stays running on a node whose DN may
-    /// not write (not a running primary) longer than the agent needs to see it and stop it:
-    /// one report interval (the status query that shows the DN's new role) + `time_out` (the
-    /// `-stop` run) + 0.5 s. A thawed host's agent counts as running after that same grace.
+    /// nodes at once while their agents run (no tolerance: §14 says never), and never runs on
+    /// a node whose DN may not write — judged by that node's agent itself: its DN holds the
+    /// write lease (the condition placement uses, SPEC §14/§15), at the node's own clock.
+    ///
+    /// The second half has a tolerance because §14 grants one: the hand-over lets the next
+    /// node start only `2 × time_out × (1+ρ)/(1−ρ)` after the fencing floor, i.e. the old
+    /// node may take a `-check` and a `-stop` (each up to `time_out`) to get it down after
+    /// its lease ended; plus the `-start` that may be in flight when the lease ends (it was
+    /// sent while the lease held; up to `time_out`) and one `check_interval` for the agent's
+    /// turn. A thawed host's agent counts as running after that same grace.
     pub(crate) fn check_resources(&mut self) {
+        self.settle_resources();
         let now = self.now();
-        let report = self.scenario.config.params.report_interval();
-        // An agent "runs" once it had a moment to act after a thaw (as for S4): its next turn
-        // (one report interval) and the `-stop` run.
+        let drift = self.scenario.config.params.drift_up();
         let agent_runs = |w: &Self, n: NodeId, grace: Duration| {
             w.hosts.get(&n).is_some_and(|h| {
                 h.up && !h.frozen
@@ -105,7 +143,7 @@ impl World {
             let Placement::WithPrimaryOf(group) = r.placement else {
                 continue;
             };
-            let grace = report + r.time_out + Duration::from_millis(500);
+            let grace = r.check_interval + scale_up(r.time_out * 3, drift);
             let on: Vec<(NodeId, InstanceId)> = r
                 .instances
                 .iter()
@@ -125,10 +163,20 @@ impl World {
             }
             for i in &r.instances {
                 let key = (i.node, i.id);
-                let may_write = self.dbs.instances.values().any(|d| {
-                    d.node == i.node && d.group == group && d.running && d.role == DnRole::Primary
+                if !on.contains(&key) || !agent_runs(self, i.node, grace) {
+                    self.s7_since.remove(&key);
+                    continue;
+                }
+                let leased = self.hosts.get(&i.node).is_some_and(|h| {
+                    h.procs.get(&Role::Agent).is_some_and(|p| {
+                        let mine = p.daemon.write_leased(h.clock.local(now));
+                        self.dbs
+                            .instances
+                            .values()
+                            .any(|d| d.node == i.node && d.group == group && mine.contains(&d.id))
+                    })
                 });
-                if !on.contains(&key) || may_write || !agent_runs(self, i.node, grace) {
+                if leased {
                     self.s7_since.remove(&key);
                     continue;
                 }
@@ -137,7 +185,7 @@ impl World {
                     found.push((
                         format!("S7 {} {}", r.name, i.id),
                         format!(
-                            "S7: `{}` ({}) runs on {} whose DN may not write, for {:?}",
+                            "S7: `{}` ({}) runs on {} whose DN holds no write lease, for {:?}",
                             r.name,
                             i.id,
                             i.node,
@@ -154,6 +202,7 @@ impl World {
 
     /// Kills a resource's program (SIGKILL of the process, the script untouched).
     pub(crate) fn kill_resource(&mut self, id: InstanceId) {
+        self.settle_resources();
         for h in self.hosts.values_mut() {
             if let Some(r) = h.resources.get_mut(&id) {
                 *r = false;

@@ -34,9 +34,10 @@ pub const SWARM: &str = "swarm";
 pub const SWARM_CLASSIC: &str = "swarm-classic";
 
 /// The widened generator plus custom resources (SPEC §14): a `with_primary_of` resource on
-/// group 1 and a `fixed` one whose script may fail, hang or flap, with resource kills, so that
-/// S7 is checked under every fault. Drawn from a stream of their own: `swarm` and
-/// `swarm-classic` seeds keep their meaning.
+/// group 1 (some of its instances starting slowly) and a `fixed` one whose script may fail,
+/// hang or flap, with resource kills, so that S7 is checked under every fault. Drawn from a
+/// stream of their own: `swarm` and `swarm-classic` seeds keep their meaning (the slow starts
+/// are drawn last, but they change the runs of the seeds that draw them).
 pub const SWARM_RESOURCES: &str = "swarm-resources";
 
 /// Where the classic draw places CMS and DNs: `cms` CMS nodes, of which `cms_only` host no DN.
@@ -448,6 +449,16 @@ fn add_resources(s: &mut Scenario, seed: u64) {
         let instance = ids[res.index(ids.len())];
         s.faults
             .push(fault(at, FaultAction::KillResource { instance }));
+    }
+    // Drawn last so that the draws above keep their meaning for older seeds: some vip
+    // instances start slowly, their program coming up only as `-start` ends (§14's hand-over).
+    for i in &vip.instances {
+        if res.chance(0.4) {
+            s.sim
+                .resource_models
+                .entry(i.id)
+                .or_insert(ResourceModel::SlowStart);
+        }
     }
     s.faults.sort_by_key(|f| f.at);
     s.config.resources = vec![vip, app];

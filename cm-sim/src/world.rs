@@ -113,6 +113,8 @@ pub struct Host {
     pub procs: BTreeMap<Role, Proc>,
     /// Custom resource programs on it (§14): running or not.
     pub resources: BTreeMap<InstanceId, bool>,
+    /// Programs a slow `-start` brings up when it ends (world time), §14's worst case.
+    pub resources_coming: BTreeMap<InstanceId, Instant>,
     /// When it was last thawed (its processes resume together; the first instants after a
     /// thaw are the window SPEC §8 concedes in asynchronous mode).
     pub thawed_at: Option<Instant>,
@@ -192,6 +194,7 @@ impl World {
                     flags: FlagSet::default(),
                     procs: BTreeMap::new(),
                     resources: BTreeMap::new(),
+                    resources_coming: BTreeMap::new(),
                     thawed_at: None,
                 },
             );

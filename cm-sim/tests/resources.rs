@@ -260,3 +260,62 @@ fn swarm_resources_seeds_keep_s7() {
         );
     }
 }
+
+/// §14's hand-over with a start in flight (issue 14, R1): node 1's vip program is killed at
+/// 40 s; its agent restarts it with a `-start` that takes 80–95 % of `time_out` (20 s) and
+/// brings the program up only as it ends. Node 1 is cut off at 42.5 s, while that start
+/// runs: the CMS fails over, and the new primary's node must not take node 1's last report
+/// (an old `Offline` check, or `Stopped` once the lease moved) as proof that it is down — it
+/// waits the hand-over time instead. S7 (the simulator's checker) holds throughout.
+///
+/// Before the fix (node 1 reported the last check while its start was in flight, and
+/// `Offline` counted as stopped), seed 1 broke S7: the vip ran on nodes 1 and 2 at once at
+/// 58.4 s.
+#[test]
+fn a_start_in_flight_is_no_hand_over_proof() {
+    let vip = VIP.replace("time_out = 1", "time_out = 20");
+    for seed in 1..=4 {
+        let mut s = scenario(
+            &vip,
+            "[[fault]]\nat_s = 40\naction = \"kill_resource\"\ninstance = 9001\n\
+             [[fault]]\nat_s = 42.5\naction = \"isolate_node\"\nnode = 1\n",
+        );
+        s.sim
+            .resource_models
+            .insert(InstanceId(9001), ResourceModel::SlowStart);
+        let mut w = World::new(s, seed, Box::new(Machines));
+        w.run_until(secs(110.0), &mut |_| false);
+        let s7: Vec<_> = w
+            .checker
+            .violations
+            .iter()
+            .filter(|v| v.rule == "S7")
+            .collect();
+        assert!(s7.is_empty(), "seed {seed}: {s7:?}");
+        // The scenario did what it is for: node 1's slow start brought the vip up after the
+        // cut, and another node's DN became the primary and runs it.
+        let promoted = w
+            .dbs
+            .instances
+            .values()
+            .find(|i| i.node != NodeId(1) && i.running && i.role == DnRole::Primary)
+            .map(|i| i.node);
+        let promoted = promoted.unwrap_or_else(|| panic!("seed {seed}: no failover"));
+        assert_eq!(vip_nodes(&w), vec![promoted], "seed {seed}: vip follows");
+        assert!(
+            w.timeline
+                .iter()
+                .any(|l| l.contains("resource 9001 -start")),
+            "seed {seed}: node 1 restarted the vip\n{}",
+            w.timeline
+                .iter()
+                .filter(|l| l.contains("9001")
+                    || l.contains("9002")
+                    || l.contains("9003")
+                    || l.contains("romot"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}

@@ -13,7 +13,10 @@
 //! - **Abnormal**: abnormal for `abnormal_timeout` → `-clean`, then treated as offline.
 //! - **Stopping** (flag, cluster stop, placement away): a check that does not say offline runs
 //!   `-stop`; still not offline `time_out` after it → `-clean` (and again every `time_out`).
-//! - **Pause**: nothing is started, nothing is stopped.
+//! - **Pause**: nothing is started, nothing is stopped — a placement moving away included
+//!   (only an operator's flag or cluster stop still stops, §2).
+//! - **Hand-over** (`with_primary_of`): only a peer's `Stopped` counts as proof it is down; an
+//!   instance with a `-start` not yet followed by a `-check` is reported Unknown.
 //!
 //! The driver runs the script ([`AgentCommand::RunScript`]) and answers with
 //! [`AgentInput::ScriptCompleted`]; the script's path and arguments come from the config.
@@ -32,6 +35,10 @@ use super::{Agent, AgentCommand};
 
 /// Online checks in a row that reset the restart counter (§14).
 pub const ONLINE_STREAK_RESET: u32 = 5;
+
+/// A written manual stop not seen in the flags this long after (five flag reads) is written
+/// again: the write failed.
+pub(super) const FLAG_WRITE_RETRY: Duration = Duration::from_secs(5);
 
 /// Another node's resource instance as the leader last relayed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +76,15 @@ pub(super) struct ResInst {
     restart_at: Option<Instant>,
     abnormal_since: Option<Instant>,
     stop_sent: Option<Instant>,
-    /// The manual stop was written; waiting to see the flag.
-    budget_spent: bool,
+    /// The manual stop was (last) written at this instant; waiting to see the flag. Not seen
+    /// [`FLAG_WRITE_RETRY`] later (the write failed), it is written again.
+    budget_spent: Option<Instant>,
     /// Stopping by intent reached `-clean`: down as far as the agent can make it.
     stop_cleaned: bool,
+    /// A `-start` was sent and no `-check` has completed since: the program may be up
+    /// whatever the previous check said, so the instance is reported Unknown, never
+    /// Offline or Stopped (another node would take that as the hand-over, §14).
+    unconfirmed_start: bool,
     gate: Gate,
 }
 
@@ -95,8 +107,9 @@ impl ResInst {
                     restart_at: None,
                     abnormal_since: None,
                     stop_sent: None,
-                    budget_spent: false,
+                    budget_spent: None,
                     stop_cleaned: false,
+                    unconfirmed_start: false,
                     gate: Gate::Hold,
                 });
             }
@@ -108,6 +121,7 @@ impl ResInst {
     pub(super) fn state(&self) -> ResourceState {
         match self.seen {
             None => ResourceState::Unknown,
+            Some(ResourceState::Offline) if self.unconfirmed_start => ResourceState::Unknown,
             Some(ResourceState::Offline) if self.gate == Gate::Stop => ResourceState::Stopped,
             Some(s) => s,
         }
@@ -157,16 +171,15 @@ impl Agent {
         if flags.cluster_manual_start.is_some() || flags.instance_manual_start.contains_key(&r.id) {
             return Gate::Stop;
         }
-        if let Some(group) = r.follows() {
-            match self.placement_here(now, group, r) {
-                Gate::Run => {}
-                other => return other,
-            }
-        }
         if self.paused(now) {
+            // §2/§14: while paused CM starts and stops nothing, placement included (an
+            // operator's flag above still stops).
             return Gate::Hold;
         }
-        Gate::Run
+        match r.follows() {
+            Some(group) => self.placement_here(now, group, r),
+            None => Gate::Run,
+        }
     }
 
     /// Re-evaluates every instance's gate (the inputs behind it changed). With `look`, an
@@ -219,6 +232,7 @@ impl Agent {
         let op = self.op();
         let r = &mut self.res[i];
         r.in_flight = Some((op, verb));
+        r.unconfirmed_start |= verb == ScriptVerb::Start;
         out.push(AgentCommand::RunScript {
             op,
             instance: r.id,
@@ -252,7 +266,11 @@ impl Agent {
                 ?exit, "resource script failed");
         }
         match verb {
-            ScriptVerb::Check => self.on_check(now, i, exit.check_state(), out),
+            ScriptVerb::Check => {
+                // This check ran after any start completed (one script at a time).
+                self.res[i].unconfirmed_start = false;
+                self.on_check(now, i, exit.check_state(), out);
+            }
             ScriptVerb::Start | ScriptVerb::Stop => self.res[i].next_check = now,
             ScriptVerb::Clean => {
                 let r = &mut self.res[i];
@@ -338,8 +356,17 @@ impl Agent {
         }
         if r.cfg.restart_times.is_some_and(|n| r.restarts >= n) {
             r.restart_at = None;
-            if !r.budget_spent {
-                r.budget_spent = true;
+            if let Some(at) = r.budget_spent {
+                if now >= at + FLAG_WRITE_RETRY {
+                    r.budget_spent = Some(now);
+                    tracing::warn!(resource = %r.cfg.name, instance = %r.id,
+                        "the resource's manual stop is still not seen: writing it again");
+                    out.push(AgentCommand::WriteFlag {
+                        flag: Flag::InstanceManualStart(r.id),
+                    });
+                }
+            } else {
+                r.budget_spent = Some(now);
                 let (id, name) = (r.id, r.cfg.name.clone());
                 tracing::warn!(resource = %name, instance = %id, restarts = r.restarts,
                     "resource restart budget spent: stopping it manually");
@@ -375,7 +402,7 @@ impl Agent {
             .collect();
         for (r, flagged) in self.res.iter_mut().zip(flagged) {
             if flagged {
-                r.budget_spent = false;
+                r.budget_spent = None;
                 r.restarts = 0;
             }
         }
@@ -395,24 +422,35 @@ impl Agent {
     /// Whether a `with_primary_of` instance may run on this node (§14): the local DN of the
     /// group holds the write lease (the lease-and-role part of `/primary`, §15) — else it is
     /// stopped — and the hand-over is clear: every other instance of the resource was last
-    /// reported stopped (or offline), or its node's last report is older than the hand-over
-    /// wait — else it is left alone until then.
+    /// reported `Stopped`, or its node's last report is older than the hand-over wait — else
+    /// it is left alone until then. `Offline` is no proof: that node may want it running and
+    /// start it; a node reports `Stopped` only with no `-start` unconfirmed.
+    ///
+    /// A restarted agent does not know yet whether its DN is the primary (no leader view, or
+    /// the DN's role not read yet): until its start + the lease window it leaves the instance
+    /// alone (an online one is adopted, not stopped); a DN read as a non-primary stops it.
     fn placement_here(&self, now: Instant, group: GroupId, r: &ResInst) -> Gate {
-        let Some(dn) = self.insts.values().find(|i| i.gid == group).map(|i| i.id) else {
+        let Some(inst) = self.insts.values().find(|i| i.gid == group) else {
             return Gate::Stop;
         };
-        if self.write_lease(dn, now).is_err() {
-            return Gate::Stop;
+        if self.write_lease(inst.id, now).is_err() {
+            let role_unread = inst.status.is_none();
+            let primary_unconfirmed =
+                inst.view.is_none() && inst.known_role() == Some(crate::dn::DnRole::Primary);
+            let started = self.started_at.unwrap_or(now);
+            let learning = now < started + super::lease_window(&self.params);
+            return if learning && (role_unread || primary_unconfirmed) {
+                Gate::Hold
+            } else {
+                Gate::Stop
+            };
         }
         let wait = self.handover_wait(r);
         for other in r.cfg.instances.iter().filter(|i| i.id != r.id) {
             let Some(peer) = self.peer_res.get(&other.id) else {
                 return Gate::Hold;
             };
-            let stopped = matches!(
-                peer.state,
-                Some(ResourceState::Stopped | ResourceState::Offline)
-            );
+            let stopped = peer.state == Some(ResourceState::Stopped);
             if !stopped && now < peer.reported_by + wait {
                 return Gate::Hold;
             }

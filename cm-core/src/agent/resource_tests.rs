@@ -1,3 +1,4 @@
+use super::Gate;
 use crate::agent::testkit::*;
 use crate::resource::{ResourceReport, ResourceState, ScriptExit, ScriptVerb};
 
@@ -211,6 +212,37 @@ fn a_spent_budget_writes_the_manual_stop_and_alarms_once() {
     tick(&mut a, ms(now + 3000));
     let cmds = code(&mut a, ms(now + 3001), 1);
     assert_eq!(scripts(&cmds), vec![ScriptVerb::Start]);
+}
+
+#[test]
+fn a_manual_stop_not_seen_is_written_again_without_a_second_alarm() {
+    let mut a = booted("restart_times = 0\nrestart_delay = 0\nrestart_period = 0");
+    // No restart allowed: the first offline check (at 0.01 s) writes the flag and alarms.
+    let cmds = code(&mut a, ms(10), 1);
+    assert!(cmds.contains(&AgentCommand::WriteFlag {
+        flag: Flag::InstanceManualStart(RES)
+    }));
+    let alarmed = |c: &[AgentCommand]| c.iter().any(|c| matches!(c, AgentCommand::RaiseAlarm(_)));
+    assert!(alarmed(&cmds));
+    // The write failed: the flag never shows. Checks until 5.01 s write nothing.
+    for t in (1000..5000).step_by(1000) {
+        tick(&mut a, ms(t));
+        let again = code(&mut a, ms(t + 1), 1);
+        assert!(
+            !again
+                .iter()
+                .any(|c| matches!(c, AgentCommand::WriteFlag { .. })),
+            "at {t}: {again:?}"
+        );
+    }
+    // The check at 5.01 s (5 s after the write): written again, no second alarm, no start.
+    tick(&mut a, ms(5000));
+    let again = code(&mut a, ms(5010), 1);
+    assert!(again.contains(&AgentCommand::WriteFlag {
+        flag: Flag::InstanceManualStart(RES)
+    }));
+    assert!(!alarmed(&again));
+    assert!(scripts(&again).is_empty());
 }
 
 #[test]
@@ -461,9 +493,9 @@ mod placement {
     #[test]
     fn the_primarys_node_starts_it_once_the_others_reported_it_stopped() {
         let mut a = booted_vip(DnRole::Primary);
-        // No lease yet at the first check: offline is "stopped by placement", nothing starts.
+        // No leader view yet at the first check: left alone, nothing starts.
         assert!(scripts(&code(&mut a, ms(10), 1)).is_empty());
-        assert_eq!(state(&a), ResourceState::Stopped);
+        assert_eq!(state(&a), ResourceState::Offline);
         // The answer at 0.5 s names 6001 the primary; both others were reported stopped.
         let stopped = Some(ResourceState::Stopped);
         lease(
@@ -534,6 +566,119 @@ mod placement {
             vec![ScriptVerb::Start],
             "at the hand-over time {t} ms"
         );
+    }
+
+    #[test]
+    fn a_start_in_flight_is_reported_unknown_never_offline_or_stopped() {
+        let mut a = booted_vip(DnRole::Primary);
+        code(&mut a, ms(10), 1);
+        let stopped = Some(ResourceState::Stopped);
+        lease(
+            &mut a,
+            ms(400),
+            ms(500),
+            vec![peer(9002, stopped, 0), peer(9003, stopped, 0)],
+        );
+        tick(&mut a, ms(500));
+        code(&mut a, ms(520), 1);
+        assert_eq!(scripts(&tick(&mut a, ms(1010))), vec![ScriptVerb::Start]);
+        // The program may come up at the end of the start: not Offline.
+        assert_eq!(state(&a), ResourceState::Unknown);
+        // The lease (sent at 0.4 s) ends at 0.4 + 4 s: the gate turns to Stop while the slow
+        // start still runs; still not Stopped (another node would take it as the hand-over).
+        tick(&mut a, ms(4400));
+        assert_eq!(a.res[0].gate, Gate::Stop);
+        assert_eq!(state(&a), ResourceState::Unknown);
+        // The start ends at 9 s; until a check has run it stays Unknown.
+        code(&mut a, ms(9000), 0);
+        assert_eq!(state(&a), ResourceState::Unknown);
+        assert_eq!(scripts(&tick(&mut a, ms(9000))), vec![ScriptVerb::Check]);
+        assert_eq!(scripts(&code(&mut a, ms(9010), 0)), vec![ScriptVerb::Stop]);
+        assert_eq!(state(&a), ResourceState::Online);
+        code(&mut a, ms(9100), 0);
+        tick(&mut a, ms(9100));
+        code(&mut a, ms(9110), 1);
+        assert_eq!(state(&a), ResourceState::Stopped);
+    }
+
+    #[test]
+    fn a_peer_reported_offline_is_no_hand_over_proof() {
+        let mut a = booted_vip(DnRole::Primary);
+        code(&mut a, ms(10), 1);
+        // Node 2 reported its instance Offline (it may be starting it): wait the hand-over.
+        let offline = Some(ResourceState::Offline);
+        let stopped = Some(ResourceState::Stopped);
+        lease(
+            &mut a,
+            ms(400),
+            ms(500),
+            vec![peer(9002, offline, 0), peer(9003, stopped, 0)],
+        );
+        assert_eq!(a.res[0].gate, Gate::Hold);
+        tick(&mut a, ms(1010));
+        if in_flight(&a) == Some(ScriptVerb::Check) {
+            assert!(scripts(&code(&mut a, ms(1020), 1)).is_empty());
+        }
+        assert_eq!(a.res[0].restart_at, None);
+        // Reported Stopped: the hand-over is clear.
+        lease(
+            &mut a,
+            ms(1500),
+            ms(1500),
+            vec![peer(9002, stopped, 0), peer(9003, stopped, 0)],
+        );
+        assert_eq!(a.res[0].gate, Gate::Run);
+    }
+
+    #[test]
+    fn adopting_a_with_primary_of_resource_after_an_agent_restart() {
+        // A restarted agent: its DN runs as primary, no leader view yet. The first check says
+        // online: adopted, not stopped.
+        let mut a = booted_vip(DnRole::Primary);
+        assert!(scripts(&code(&mut a, ms(10), 0)).is_empty());
+        assert_eq!(a.res[0].gate, Gate::Hold);
+        assert_eq!(state(&a), ResourceState::Online);
+        tick(&mut a, ms(1000));
+        assert!(scripts(&code(&mut a, ms(1010), 0)).is_empty());
+        // The leader's answer grants the lease: it keeps running, no -start.
+        let stopped = Some(ResourceState::Stopped);
+        lease(
+            &mut a,
+            ms(1500),
+            ms(1600),
+            vec![peer(9002, stopped, 0), peer(9003, stopped, 0)],
+        );
+        assert_eq!(a.res[0].gate, Gate::Run);
+        tick(&mut a, ms(2000));
+        assert!(scripts(&code(&mut a, ms(2010), 0)).is_empty());
+    }
+
+    #[test]
+    fn without_a_view_by_the_lease_window_a_restarted_agent_stops_it() {
+        let mut a = booted_vip(DnRole::Primary);
+        let end = ms(0) + lease_window(&a.params);
+        code(&mut a, ms(10), 0);
+        let mut t = 1000;
+        while ms(t) < end {
+            tick(&mut a, ms(t));
+            assert!(scripts(&code(&mut a, ms(t + 1), 0)).is_empty(), "at {t}");
+            t += 1000;
+        }
+        assert_eq!(ms(t), end, "the lease window is whole seconds");
+        tick(&mut a, ms(t));
+        assert_eq!(scripts(&code(&mut a, ms(t + 1), 0)), vec![ScriptVerb::Stop]);
+    }
+
+    #[test]
+    fn a_placement_move_while_paused_stops_nothing() {
+        let mut a = booted_vip(DnRole::Standby);
+        let seq = a.cms.report_seq;
+        a.step(ms(5), leader_reply(CMS[0], 1, seq, true));
+        assert!(a.paused(ms(5)));
+        // Online on a standby's node while paused: left alone (§2: CM stops nothing).
+        assert!(scripts(&code(&mut a, ms(10), 0)).is_empty());
+        tick(&mut a, ms(1000));
+        assert!(scripts(&code(&mut a, ms(1010), 0)).is_empty());
     }
 
     #[test]

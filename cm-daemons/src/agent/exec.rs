@@ -302,16 +302,15 @@ impl AgentExec {
     /// Runs a resource script on a task (§14): the loop never waits for it; the runner kills
     /// it with its process group at `timeout` and keeps its output bounded.
     fn run_script(&self, op: OpId, instance: InstanceId, verb: ScriptVerb, timeout: Duration) {
-        let Some((res, inst)) = self.p.config.resource_instance(instance) else {
-            tracing::error!(%instance, "RunScript for an instance not in the config");
-            return;
+        let (spec, name) = match script_for(&self.p.config, op, instance, verb, timeout) {
+            Ok(planned) => planned,
+            Err(failed) => {
+                tracing::error!(%instance, "RunScript for an instance not in the config");
+                // Completed (failed) all the same: the agent must not wait for it forever.
+                self.task(async move { *failed });
+                return;
+            }
         };
-        let spec = ScriptSpec::new(
-            &res.script,
-            script_args(verb, instance, &inst.args),
-            timeout,
-        );
-        let name = res.name.clone();
         let scripts = Arc::clone(&self.scripts);
         self.task(async move {
             let r = script::run(&spec).await;
@@ -545,5 +544,74 @@ impl AgentExec {
             let result = action(&server);
             Some(AgentInput::CmsActionCompleted { op, result })
         });
+    }
+}
+
+/// The script run for `RunScript`: its spec and the resource's name, or — for an instance
+/// not in the config — the failed completion to send back at once.
+fn script_for(
+    config: &ClusterConfig,
+    op: OpId,
+    instance: InstanceId,
+    verb: ScriptVerb,
+    timeout: Duration,
+) -> Result<(ScriptSpec, String), Box<AgentInput>> {
+    let Some((res, inst)) = config.resource_instance(instance) else {
+        return Err(Box::new(AgentInput::ScriptCompleted {
+            op,
+            instance,
+            exit: ScriptExit::Failed(format!("resource instance {instance} is not in the config")),
+        }));
+    };
+    let spec = ScriptSpec::new(
+        &res.script,
+        script_args(verb, instance, &inst.args),
+        timeout,
+    );
+    Ok((spec, res.name.clone()))
+}
+
+#[cfg(test)]
+mod script_tests {
+    use super::*;
+
+    #[test]
+    fn a_script_for_an_instance_not_in_the_config_completes_failed() {
+        let config = ClusterConfig::from_toml_str(
+            r#"
+name = "t"
+[[node]]
+id = 1
+name = "n1"
+address = "127.0.0.1"
+az = "AZ1"
+state_dir = "/tmp/unused"
+monitor_port = 17001
+cms_port = 17101
+[[group]]
+id = 1
+[[group.member]]
+instance = 6001
+node = 1
+data_dir = "/d1"
+port = 5432
+"#,
+        )
+        .expect("valid");
+        let r = script_for(
+            &config,
+            OpId(7),
+            InstanceId(9001),
+            ScriptVerb::Start,
+            Duration::from_secs(1),
+        );
+        match r.map_err(|e| *e) {
+            Err(AgentInput::ScriptCompleted {
+                op: OpId(7),
+                instance: InstanceId(9001),
+                exit: ScriptExit::Failed(why),
+            }) => assert!(why.contains("9001"), "{why}"),
+            other => panic!("not a failed completion: {:?}", other.err()),
+        }
     }
 }

@@ -260,6 +260,15 @@ impl SimDaemon for AgentAdapter {
         self.agent.writable(local_now)
     }
 
+    fn write_leased(&self, local_now: Instant) -> Vec<cm_core::InstanceId> {
+        let h = self.agent.health();
+        h.instances
+            .iter()
+            .filter(|i| i.write_lease(&h.params, local_now).is_ok())
+            .map(|i| i.instance)
+            .collect()
+    }
+
     fn dump(&self) -> String {
         let s = self.agent.status();
         let insts: Vec<String> = s

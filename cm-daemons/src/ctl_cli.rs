@@ -289,7 +289,7 @@ fn resolve(
         .groups
         .iter()
         .flat_map(|g| g.members.iter())
-        .find(|m| m.node == node && trim_slash(&m.data_dir) == trim_slash(dir));
+        .find(|m| m.node == node && trim_slash(&m.data_dir) == trim_slash(&absolute(dir)));
     match found {
         Some(m) => Ok((Some(node), Some(m.instance))),
         None => Err(UsageError(format!(
@@ -315,6 +315,13 @@ fn cms_node(config: &ClusterConfig, text: &str) -> Result<NodeId, UsageError> {
             )))
         }
     }
+}
+
+/// A `-D` path as the config names data directories: a relative one is taken from the current
+/// directory (lexically: `.` and repeated separators removed, nothing resolved on disk, since
+/// the directory may be on another host).
+fn absolute(dir: &str) -> String {
+    std::path::absolute(dir).map_or_else(|_| dir.to_string(), |p| p.display().to_string())
 }
 
 fn trim_slash(s: &str) -> &str {

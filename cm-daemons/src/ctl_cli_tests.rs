@@ -663,3 +663,26 @@ fn res_check_finds_missing_and_non_executable_scripts() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(check_resource_scripts(&res_cfg(path)).is_empty());
 }
+
+/// `-D` as a user types it: a relative path is taken from the current directory, `.` and
+/// repeated separators do not matter (a fresh-clone pass was refused `-D .local-cluster/…`).
+#[test]
+fn a_relative_or_dotted_data_directory_names_its_instance() {
+    let stop2 = Some(Operation::StopInstance {
+        node: NodeId(2),
+        instance: Some(InstanceId(6002)),
+        mode: StopMode::Fast,
+        timeout: Duration::from_secs(9),
+    });
+    assert_eq!(
+        op(&["stop", "-n", "2", "-D", "/data/./dn2", "-t", "9"]).unwrap(),
+        stop2
+    );
+    // nextest runs each test in its own process: the working directory is this test's own.
+    std::env::set_current_dir("/").unwrap();
+    assert_eq!(
+        op(&["stop", "-n", "2", "-D", "data/dn2", "-t", "9"]).unwrap(),
+        stop2
+    );
+    assert!(op(&["stop", "-n", "2", "-D", "data/dn1", "-t", "9"]).is_err());
+}

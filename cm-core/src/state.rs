@@ -14,7 +14,7 @@ use crate::dn::History;
 use crate::history::{Promotion, PromotionLog};
 use crate::ids::{GroupId, InstanceId, NodeId, ProposalId, QuorumTerm, Term, Timeline};
 use crate::quorum_math;
-use crate::time::WallMillis;
+use crate::time::{Instant, WallMillis};
 
 /// The read-only FSM state of one instance (§7.2; CM's DDB values 0..3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -578,6 +578,12 @@ pub trait ReplicatedState {
     /// (by one, or by the two-node parity rule of [`quorum_math::next_group_term`]).
     fn next_term(&self, current: Term) -> Term {
         current.next()
+    }
+    /// Two-node mode (§5.4): when this leader first heard, at its term, a peer it had led
+    /// without — that peer may have led the other side and granted write leases until then, so
+    /// no Failover before the fencing floor has passed since. `None` outside that case.
+    fn other_side_ended_at(&self) -> Option<Instant> {
+        None
     }
 }
 

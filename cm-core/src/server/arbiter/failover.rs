@@ -256,6 +256,15 @@ impl GroupArbiter {
             return true;
         }
         let floor = ctx.params.fencing_floor();
+        // §5.4 healing: the other side's primary may hold a lease its leader granted until this
+        // leader first heard that peer at its term.
+        if ctx
+            .state
+            .other_side_ended_at()
+            .is_some_and(|ended| ctx.now < ended + floor)
+        {
+            return false;
+        }
         self.members
             .iter()
             .filter(|m| m.instance != cand)

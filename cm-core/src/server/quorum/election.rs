@@ -59,6 +59,7 @@ impl Quorum {
         } else if term < self.term {
             return self.refuse_stale(from, msg);
         }
+        self.note_heard_at_term(now, from);
         if self.count_once_durable(from, &msg) {
             return;
         }
@@ -311,6 +312,8 @@ impl Quorum {
             heartbeat_at: now,
             pending: Default::default(),
             merge_at: None,
+            heard: self.votes.clone(),
+            other_side_ended_at: None,
         };
         lead.matched.insert(self.node, LogIndex(0));
         self.lead = Some(lead);

@@ -172,6 +172,24 @@ impl Quorum {
         }
     }
 
+    /// Leader, two-node mode: a message at this term from `from`. The first one from a peer
+    /// this node has led without (it did not vote for this term) marks the latest instant at
+    /// which that peer's own leadership of the other side, and the write leases it granted
+    /// there, can have ended: the peer answers at this term only after it stopped leading.
+    /// The arbiter waits the fencing floor from then before any Failover
+    /// ([`crate::state::ReplicatedState::other_side_ended_at`]), because a primary of the other
+    /// side may still write under such a lease although this leader never heard its reports.
+    pub(super) fn note_heard_at_term(&mut self, now: Instant, from: NodeId) {
+        if !self.two_node_failover() {
+            return;
+        }
+        if let Some(lead) = self.lead.as_mut() {
+            if lead.heard.insert(from) {
+                lead.other_side_ended_at = Some(now);
+            }
+        }
+    }
+
     /// Leader: a follower's log diverged (two-node mode). Merge its group terms, then
     /// overwrite its log with a snapshot that holds them.
     pub(super) fn on_diverged(

@@ -315,3 +315,45 @@ fn a_restarted_side_treats_its_own_entries_as_possibly_committed() {
     assert_eq!(out, vec![persist, Out::Send(2, 2, diverged)]);
     assert_eq!(q.log.term_at(idx(2)), Some(t(1)), "its entry is kept");
 }
+
+/// Swarm seed 233: W2 led term 1 alone while W1 led its side and granted write leases there.
+/// The first message W2 hears from W1 at term 1 (W1 answers at this term only after it stopped
+/// leading) is the latest instant those leases can have been granted: W2 keeps it, for the
+/// arbiter's fencing floor, and a later message does not move it.
+#[test]
+fn a_leader_keeps_when_it_first_heard_the_peer_it_led_without() {
+    use crate::state::ReplicatedState;
+    let cfg = failover_config();
+    let (mut q, at) = w2_leader(&cfg);
+    assert_eq!(q.other_side_ended_at(), None, "led alone, nothing heard yet");
+    let heard = at + Duration::from_millis(1_250);
+    let reply = QuorumMsg::AppendReply {
+        success: false,
+        match_index: idx(0),
+        round: 1,
+    };
+    let _ = q.step(heard, message(2, 1, reply.clone()));
+    assert_eq!(q.other_side_ended_at(), Some(heard));
+    let _ = q.step(heard + Duration::from_secs(3), message(2, 1, reply));
+    assert_eq!(q.other_side_ended_at(), Some(heard), "only the first message counts");
+}
+
+/// A message from a lower term is refused before it counts, and outside two-node mode (a
+/// quorum never leads without a majority) nothing is kept.
+#[test]
+fn only_messages_at_the_term_in_two_node_failover_mode_mark_the_other_side() {
+    use crate::state::ReplicatedState;
+    let cfg = failover_config();
+    let (mut q, at) = w2_leader(&cfg);
+    let stale = QuorumMsg::AppendReply {
+        success: false,
+        match_index: idx(0),
+        round: 1,
+    };
+    let _ = q.step(at + Duration::from_millis(5), message(2, 0, stale.clone()));
+    assert_eq!(q.other_side_ended_at(), None, "a stale term is refused first");
+
+    let (mut q3, at3) = leader(&config(3));
+    let _ = q3.step(at3 + Duration::from_millis(5), message(3, q3.term.0, stale));
+    assert_eq!(q3.other_side_ended_at(), None);
+}

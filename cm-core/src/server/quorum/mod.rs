@@ -385,6 +385,11 @@ struct LeaderState {
     pending: BTreeMap<LogIndex, ProposalId>,
     /// Two-node healing: index of the newest `MergeDiverged` appended in this term.
     merge_at: Option<LogIndex>,
+    /// Two-node mode: peers heard at this term since it began (voters, then every sender).
+    heard: BTreeSet<NodeId>,
+    /// Two-node mode: when a peer this node led without was first heard at this term — the
+    /// latest instant that peer's own leadership (and the leases it granted) can have ended.
+    other_side_ended_at: Option<Instant>,
 }
 
 /// The CMS consensus component. See the module documentation for the driving contract.
@@ -907,5 +912,9 @@ impl ReplicatedState for Quorum {
     /// term its entries carry, so every replica applies the same step).
     fn next_term(&self, current: Term) -> Term {
         quorum_math::next_group_term(current, self.term_step())
+    }
+
+    fn other_side_ended_at(&self) -> Option<Instant> {
+        self.lead.as_ref().and_then(|l| l.other_side_ended_at)
     }
 }

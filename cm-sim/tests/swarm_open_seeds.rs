@@ -35,9 +35,10 @@ fn two_node_mode() {
 /// checked: 0.7 s after a two-node heal the merged leader failed group 1 over to 6004 (term 3)
 /// while the other side's primary 6002 (term 2) still ran with a write lease from that side's
 /// leader; 6002 was restarted only 0.26 s after 6004's promotion. Healing must fence the lower
-/// side's primary before promoting anyone (SPEC §5.4, §4.1's fencing first).
+/// side's primary before promoting anyone (SPEC §5.4, §4.1's fencing first). Fixed: the merged
+/// leader waits the fencing floor from the instant it first heard, at its term, the peer it led
+/// without (`Quorum::note_heard_at_term`), as after any election.
 #[test]
-#[ignore = "open: issue 11, two-node heal promotes before the other side's primary is fenced"]
 fn two_node_heal_promotes_before_fencing() {
     assert_clean(SWARM, &[233]);
 }

@@ -156,6 +156,15 @@ impl Availability {
         Some((key, m))
     }
 
+    /// A fault or operator action touched `group` (see [`FaultAction::touches`]): its faults
+    /// changed, so its clock restarts at its next picture even when that picture looks the
+    /// same (a broken stream, a healed process cut, a killed and restarted DN).
+    ///
+    /// [`FaultAction::touches`]: crate::scenario::FaultAction::touches
+    pub fn faults_changed(&mut self, group: GroupId) {
+        self.stable.remove(&group);
+    }
+
     /// A group's switchover is pending now (or not); returns the message of a miss once it has
     /// been pending for longer than `bound`.
     pub fn observe_switchover(
@@ -484,6 +493,38 @@ mod tests {
         assert!(a.observe(t(31), g, None, &b, None).is_none());
         assert!(a.observe(t(40), g, Some(pic(&[1, 3])), &b, None).is_none());
         assert!(a.observe(t(60), g, Some(pic(&[1, 3])), &b, None).is_some());
+    }
+
+    /// Swarm seeds 424 and 255: a 1P1S group's only standby had its stream broken (sync mode:
+    /// writes wait for it) and the check reported a miss 1 s later, counting from a picture
+    /// taken 80 s before — the side and its healthy members did not change. A fault touching
+    /// the group restarts its clock.
+    #[test]
+    fn a_fault_touching_the_group_restarts_the_clock() {
+        let mut a = Availability::default();
+        let g = GroupId(1);
+        let b = |_: Exposure| Duration::from_secs(20);
+        let t = |s: u64| Instant::from_secs(s);
+        assert!(
+            a.observe(t(10), g, Some(pic(&[1, 2])), &b, Some(t(10)))
+                .is_none()
+        );
+        assert!(
+            a.observe(t(90), g, Some(pic(&[1, 2])), &b, Some(t(90)))
+                .is_none()
+        );
+        a.faults_changed(GroupId(2));
+        a.faults_changed(g);
+        assert!(
+            a.observe(t(91), g, Some(pic(&[1, 2])), &b, Some(t(90)))
+                .is_none()
+        );
+        assert!(
+            a.observe(t(110), g, Some(pic(&[1, 2])), &b, Some(t(90)))
+                .is_none()
+        );
+        let miss = a.observe(t(111), g, Some(pic(&[1, 2])), &b, Some(t(90)));
+        assert!(miss.is_some_and(|(_, m)| m.contains("20.0 s after")));
     }
 
     #[test]

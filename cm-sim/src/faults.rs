@@ -42,6 +42,9 @@ impl World {
         let affected = self.affected_node();
         self.checker.on_fault(now, affected);
         self.note(format!("FAULT {action:?}"));
+        for g in action.touches(&self.scenario.config) {
+            self.avail.faults_changed(g);
+        }
         use FaultAction as F;
         match action {
             F::CrashHost { node } => self.crash_host(node),

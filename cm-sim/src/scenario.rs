@@ -264,6 +264,57 @@ pub enum FaultAction {
     },
 }
 
+impl FaultAction {
+    /// The groups of `config` whose faults this action changes, for the availability check:
+    /// the group of a targeted instance; the groups with a member on a targeted node, or every
+    /// group when that node runs a cm_server (the CMS quorum serves them all); every group for
+    /// network-wide, CMS-leader and operator actions.
+    pub fn touches(&self, config: &ClusterConfig) -> Vec<GroupId> {
+        use FaultAction as F;
+        let all = || config.groups.iter().map(|g| g.id).collect();
+        let of_instance = |i: InstanceId| {
+            config
+                .groups
+                .iter()
+                .filter(|g| g.members.iter().any(|m| m.instance == i))
+                .map(|g| g.id)
+                .collect()
+        };
+        let of_node = |n: NodeId| {
+            if config.cms_nodes().contains(&n) {
+                return all();
+            }
+            config
+                .groups
+                .iter()
+                .filter(|g| g.members.iter().any(|m| m.node == n))
+                .map(|g| g.id)
+                .collect()
+        };
+        match self {
+            F::KillDn { instance } | F::BreakStream { instance } | F::DnState { instance, .. } => {
+                of_instance(*instance)
+            }
+            F::KillResource { .. } => Vec::new(),
+            F::CrashHost { node }
+            | F::RestartHost { node }
+            | F::FreezeHost { node }
+            | F::ThawHost { node }
+            | F::KillProcess { node, .. }
+            | F::StopProcess { node, .. }
+            | F::ContProcess { node, .. }
+            | F::IsolateNode { node }
+            | F::CutAgent { node }
+            | F::DiskUsage { node, .. }
+            | F::DiskError { node, .. }
+            | F::DiskHang { node, .. }
+            | F::WipeStore { node, .. }
+            | F::Gateway { node, .. } => of_node(*node),
+            _ => all(),
+        }
+    }
+}
+
 /// A fault at an instant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fault {

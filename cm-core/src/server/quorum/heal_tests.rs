@@ -325,7 +325,11 @@ fn a_leader_keeps_when_it_first_heard_the_peer_it_led_without() {
     use crate::state::ReplicatedState;
     let cfg = failover_config();
     let (mut q, at) = w2_leader(&cfg);
-    assert_eq!(q.other_side_ended_at(), None, "led alone, nothing heard yet");
+    assert_eq!(
+        q.other_side_ended_at(),
+        None,
+        "led alone, nothing heard yet"
+    );
     let heard = at + Duration::from_millis(1_250);
     let reply = QuorumMsg::AppendReply {
         success: false,
@@ -335,7 +339,11 @@ fn a_leader_keeps_when_it_first_heard_the_peer_it_led_without() {
     let _ = q.step(heard, message(2, 1, reply.clone()));
     assert_eq!(q.other_side_ended_at(), Some(heard));
     let _ = q.step(heard + Duration::from_secs(3), message(2, 1, reply));
-    assert_eq!(q.other_side_ended_at(), Some(heard), "only the first message counts");
+    assert_eq!(
+        q.other_side_ended_at(),
+        Some(heard),
+        "only the first message counts"
+    );
 }
 
 /// A message from a lower term is refused before it counts, and outside two-node mode (a
@@ -351,7 +359,11 @@ fn only_messages_at_the_term_in_two_node_failover_mode_mark_the_other_side() {
         round: 1,
     };
     let _ = q.step(at + Duration::from_millis(5), message(2, 0, stale.clone()));
-    assert_eq!(q.other_side_ended_at(), None, "a stale term is refused first");
+    assert_eq!(
+        q.other_side_ended_at(),
+        None,
+        "a stale term is refused first"
+    );
 
     let (mut q3, at3) = leader(&config(3));
     let _ = q3.step(at3 + Duration::from_millis(5), message(3, q3.term.0, stale));

@@ -13,6 +13,13 @@
 //!   to its own node's, for [`DEMOTE_AFTER`] steps down and does not campaign until it sees two
 //!   agents or [`DEMOTE_AFTER`] passes.
 //! * **Cut from the DN agents (§5.3, second rule)**, see `cut.rs`.
+//! * **A stuck store (ours).** A leader whose oldest store write has not completed for
+//!   `instance_heartbeat_timeout` no longer counts itself in its heartbeat rounds: it cannot
+//!   append durably, so it cannot commit a decision unless its followers alone are a quorum,
+//!   and if they are not, check-quorum steps it down and a leader with a working disk takes
+//!   over (swarm seed 494: a leader whose disk hung for 44 s kept its lease with one follower
+//!   and held a failover back until the hang ended). A store that merely stalls for less than a
+//!   DN's report deadline costs nothing.
 //! * **Two-node mode (§5.4)**, see the module documentation of `quorum`.
 
 use core::time::Duration;
@@ -53,6 +60,13 @@ impl Quorum {
         if self.lead.as_ref().is_some_and(|l| now >= l.heartbeat_at) {
             self.broadcast(now);
         }
+    }
+
+    /// Whether this node's oldest store write is older than `instance_heartbeat_timeout`.
+    pub(super) fn store_stuck(&self, now: Instant) -> bool {
+        self.writes
+            .front()
+            .is_some_and(|w| now >= w.since + self.params.instance_heartbeat_timeout())
     }
 
     /// How long a leader may go without a quorum-acknowledged round.

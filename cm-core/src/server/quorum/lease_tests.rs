@@ -187,13 +187,14 @@ fn failover_config() -> crate::config::ClusterConfig {
 fn tick_until(q: &mut Quorum, until: Instant) -> Vec<(Instant, Out)> {
     let mut seen = Vec::new();
     while let Some(at) = q.next_deadline().filter(|d| *d <= until) {
-        let out = q.step(at, QuorumInput::Tick);
-        let token = last_token(&out);
-        seen.extend(norm(out).into_iter().map(|o| (at, o)));
-        if let Some(token) = token {
-            let out = q.step(at, done(token));
+        let mut out = q.step(at, QuorumInput::Tick);
+        // Every write completes at once, as a working store's do (a leader whose store stops
+        // completing writes stops counting itself).
+        while let Some(token) = last_token(&out) {
             seen.extend(norm(out).into_iter().map(|o| (at, o)));
+            out = q.step(at, done(token));
         }
+        seen.extend(norm(out).into_iter().map(|o| (at, o)));
     }
     seen
 }
@@ -302,4 +303,64 @@ fn w2_reports_its_weight_only_while_it_counts() {
 
 fn gateways(reachable: bool) -> QuorumInput {
     QuorumInput::GatewaysProbed { reachable }
+}
+
+/// Runs a 3-CMS leader for `span` with heartbeat rounds every interval, node 2 acknowledging
+/// each round at once and node 3 silent; when `hang` the leader's store write issued at the
+/// start never completes. Returns when it stepped down, if it did.
+fn lead_with_one_follower(hang: bool, span: Duration) -> (Option<Instant>, Instant, Quorum) {
+    use crate::state::{Change, ReplicatedState};
+    let cfg = config(3);
+    let (mut q, now) = leader(&cfg);
+    let h = q.params.quorum_heartbeat_interval();
+    let issued = now + Duration::from_millis(10);
+    assert!(q.propose(Change::SetPaused(true)).is_some());
+    let out = q.step(issued, QuorumInput::Flush);
+    let token = last_token(&out).expect("the append is written");
+    if !hang {
+        let _ = q.step(issued, done(token));
+    }
+    let mut at = now + h;
+    while at <= now + span {
+        for o in norm(q.step(at, QuorumInput::Tick)) {
+            match o {
+                Out::SteppedDown(_) => return (Some(at), issued, q),
+                Out::Send(2, term, QuorumMsg::Append { round, .. }) => {
+                    let _ = q.step(at, message(2, term, ack(0, round)));
+                }
+                _ => {}
+            }
+        }
+        at += h;
+    }
+    (None, issued, q)
+}
+
+/// Swarm seed 494: the leader's disk hung for 44 s; with one follower it kept its lease (it
+/// counted itself in every round) and committed nothing until the hang ended. Now, from
+/// `instance_heartbeat_timeout` after its oldest write was issued, its rounds do not count it:
+/// the last round counted is the last one sent before then, and check-quorum steps it down
+/// `election_timeout_min` after that round (a tick grid of one heartbeat interval).
+#[test]
+fn a_leader_whose_store_stopped_completing_writes_steps_down() {
+    let (down, issued, q) = lead_with_one_follower(true, Duration::from_secs(20));
+    let p = &q.params;
+    let h = p.quorum_heartbeat_interval();
+    let stuck_at = issued + p.instance_heartbeat_timeout();
+    // Rounds go out at now + k·h (now = leader()'s instant, a whole number of h from 0 here).
+    let start = issued - Duration::from_millis(10);
+    let mut last_counted = start;
+    while last_counted + h < stuck_at {
+        last_counted += h;
+    }
+    let deadline = last_counted + p.election_timeout_min();
+    let mut expected = start;
+    while expected < deadline {
+        expected += h;
+    }
+    assert_eq!(down, Some(expected));
+    assert_eq!(q.role, Role::Follower);
+    let (down, _, q) = lead_with_one_follower(false, Duration::from_secs(20));
+    assert_eq!(down, None, "a working store keeps the leader");
+    assert_eq!(q.role, Role::Leader);
 }

@@ -358,6 +358,9 @@ enum AfterWrite {
 struct PendingWrite {
     token: WriteToken,
     actions: Vec<AfterWrite>,
+    /// When the write was issued (a leader whose store stops completing writes stops counting
+    /// itself, see `lease.rs`).
+    since: Instant,
 }
 
 /// One heartbeat round of a leader: when it was sent and who acknowledged it.
@@ -723,6 +726,7 @@ impl Quorum {
                 self.writes.push_back(PendingWrite {
                     token,
                     actions: Vec::new(),
+                    since: now,
                 });
             }
             result.append(&mut self.out);

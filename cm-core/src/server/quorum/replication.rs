@@ -26,13 +26,16 @@ impl Quorum {
     /// Sends a new heartbeat round to every peer (with whatever each one is missing).
     pub(super) fn broadcast(&mut self, now: Instant) {
         let interval = self.params.quorum_heartbeat_interval();
+        let store_stuck = self.store_stuck(now);
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
         let round = lead.next_round;
         lead.next_round += 1;
         let mut acks = std::collections::BTreeSet::new();
-        acks.insert(self.node);
+        if !store_stuck {
+            acks.insert(self.node);
+        }
         lead.rounds.insert(round, Round { sent_at: now, acks });
         while lead.rounds.len() > MAX_ROUNDS {
             lead.rounds.pop_first();

@@ -309,20 +309,8 @@ impl World {
         for i in self.dbs.instances.values_mut() {
             i.proc_state = ProcState::Running;
         }
-        // The operator retries a `resume` that failed (no leader answered, say) once the cluster
-        // is whole, as one would: a cluster left paused by the operator's own failed request is
-        // not the core's to converge (swarm seed 140). A resume that succeeded and was lost
-        // later is not retried: that is the core's defect to show.
-        let last = self
-            .operator
-            .outcomes
-            .iter()
-            .rev()
-            .find(|(label, _)| label == "cm_ctl pause" || label == "cm_ctl resume");
-        if let Some((label, Err(_))) = last
-            && label == "cm_ctl resume"
-        {
-            crate::operator::start(self, "resume", None, None, None);
-        }
+        // A cluster left paused, or an instance left stopped, by the operator's own failed
+        // request is not the core's to converge (swarm seeds 140, 187).
+        crate::operator::retry_failed(self);
     }
 }

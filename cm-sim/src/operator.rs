@@ -25,6 +25,8 @@ pub(crate) enum OpEvent {
     Timeout { plan: usize, step: u64 },
     /// A poll's delay passed.
     Poll { plan: usize, step: u64 },
+    /// After the heal: try the failed starts and resumes again.
+    Retry,
 }
 
 #[derive(Debug)]
@@ -41,9 +43,31 @@ enum Waiting {
     },
 }
 
+/// The newest start/stop (per target) or pause/resume the operator asked for, and whether it
+/// failed: at the heal it retries a failed start or resume, as an operator would.
+#[derive(Clone, Debug)]
+struct Intent {
+    command: String,
+    node: Option<NodeId>,
+    instance: Option<InstanceId>,
+    seq: u64,
+    failed: bool,
+}
+
+/// The key of what an intent is about: pause/resume the cluster, or start/stop one target.
+fn intent_key(command: &str, node: Option<NodeId>, instance: Option<InstanceId>) -> Option<String> {
+    match command {
+        "pause" | "resume" => Some("pause".into()),
+        "start" | "stop" => Some(format!("{node:?}/{instance:?}")),
+        _ => None,
+    }
+}
+
 #[derive(Debug)]
 struct Active {
     label: String,
+    /// (intent key, its sequence number).
+    intent: Option<(String, u64)>,
     plan: Plan,
     step: u64,
     started: Instant,
@@ -61,7 +85,15 @@ pub struct Operator {
     next_id: u64,
     /// Outcomes of finished commands: (label, Ok(message) | Err(message)).
     pub outcomes: Vec<(String, Result<String, String>)>,
+    intents: BTreeMap<String, Intent>,
+    next_intent: u64,
+    /// Retries left after the heal (`None` before it).
+    retries_left: Option<u32>,
 }
+
+/// How often, and how far apart, the operator retries after the heal.
+const RETRIES: u32 = 12;
+const RETRY_EVERY: Duration = Duration::from_secs(5);
 
 impl Operator {
     /// An operator for a cluster.
@@ -72,6 +104,9 @@ impl Operator {
             requests: BTreeMap::new(),
             next_id: 0,
             outcomes: Vec::new(),
+            intents: BTreeMap::new(),
+            next_intent: 0,
+            retries_left: None,
         }
     }
 }
@@ -138,10 +173,24 @@ pub(crate) fn start(
         }
     };
     let label = format!("cm_ctl {command}");
+    let intent = intent_key(command, node, instance).map(|key| {
+        w.operator.next_intent += 1;
+        let seq = w.operator.next_intent;
+        let it = Intent {
+            command: command.to_owned(),
+            node,
+            instance,
+            seq,
+            failed: false,
+        };
+        w.operator.intents.insert(key.clone(), it);
+        (key, seq)
+    });
     let plan = match Plan::new(&w.operator.config, op) {
         Ok(p) => p,
         Err(e) => {
             w.note(format!("{label}: {e}"));
+            mark_failed(w, intent.as_ref());
             w.operator.outcomes.push((label, Err(e)));
             return;
         }
@@ -149,6 +198,7 @@ pub(crate) fn start(
     let now = w.now();
     w.operator.active.push(Active {
         label,
+        intent,
         plan,
         step: 0,
         started: now,
@@ -187,14 +237,54 @@ fn advance(w: &mut World, idx: usize, result: StepResult) {
     }
 }
 
+fn mark_failed(w: &mut World, intent: Option<&(String, u64)>) {
+    if let Some((key, seq)) = intent
+        && let Some(it) = w.operator.intents.get_mut(key)
+        && it.seq == *seq
+    {
+        it.failed = true;
+    }
+}
+
+/// At the heal: re-issues every start or resume that is the newest intent for its target and
+/// failed (no leader answered, a monitor was unreachable), as an operator would once the
+/// cluster answers again, and again every [`RETRY_EVERY`] while one fails (at most
+/// [`RETRIES`] times: a node's om_monitor may still be booting). A command that succeeded and
+/// whose effect was lost later is not retried: that is the core's to show.
+pub(crate) fn retry_failed(w: &mut World) {
+    let left = w.operator.retries_left.get_or_insert(RETRIES);
+    if *left == 0 {
+        return;
+    }
+    *left -= 1;
+    let retry: Vec<Intent> = w
+        .operator
+        .intents
+        .values()
+        .filter(|it| it.failed && (it.command == "start" || it.command == "resume"))
+        .cloned()
+        .collect();
+    for it in retry {
+        w.note(format!("operator retries its failed {}", it.command));
+        start(w, &it.command, it.node, it.instance, None);
+    }
+}
+
 fn finish(w: &mut World, idx: usize, outcome: Result<String, String>) {
-    let label = match w.operator.active.get_mut(idx) {
+    let (label, intent) = match w.operator.active.get_mut(idx) {
         Some(a) => {
             a.finished = true;
-            a.label.clone()
+            (a.label.clone(), a.intent.clone())
         }
         None => return,
     };
+    if outcome.is_err() {
+        mark_failed(w, intent.as_ref());
+        if w.operator.retries_left.is_some() {
+            w.queue
+                .push_after(RETRY_EVERY, Event::Operator(OpEvent::Retry));
+        }
+    }
     w.note(format!("{label}: {outcome:?}"));
     w.operator.outcomes.push((label, outcome));
 }
@@ -366,6 +456,7 @@ pub(crate) fn on_event(w: &mut World, e: OpEvent) {
                 send_leader(w, plan, step, CtlRequest::Query, true);
             }
         }
+        OpEvent::Retry => retry_failed(w),
     }
 }
 

@@ -270,7 +270,6 @@ impl FaultAction {
     /// group when that node runs a cm_server (the CMS quorum serves them all); every group for
     /// network-wide, CMS-leader and operator actions.
     pub fn touches(&self, config: &ClusterConfig) -> Vec<GroupId> {
-        use FaultAction as F;
         let all = || config.groups.iter().map(|g| g.id).collect();
         let of_instance = |i: InstanceId| {
             config
@@ -292,24 +291,24 @@ impl FaultAction {
                 .collect()
         };
         match self {
-            F::KillDn { instance } | F::BreakStream { instance } | F::DnState { instance, .. } => {
-                of_instance(*instance)
-            }
-            F::KillResource { .. } => Vec::new(),
-            F::CrashHost { node }
-            | F::RestartHost { node }
-            | F::FreezeHost { node }
-            | F::ThawHost { node }
-            | F::KillProcess { node, .. }
-            | F::StopProcess { node, .. }
-            | F::ContProcess { node, .. }
-            | F::IsolateNode { node }
-            | F::CutAgent { node }
-            | F::DiskUsage { node, .. }
-            | F::DiskError { node, .. }
-            | F::DiskHang { node, .. }
-            | F::WipeStore { node, .. }
-            | F::Gateway { node, .. } => of_node(*node),
+            Self::KillDn { instance }
+            | Self::BreakStream { instance }
+            | Self::DnState { instance, .. } => of_instance(*instance),
+            Self::KillResource { .. } => Vec::new(),
+            Self::CrashHost { node }
+            | Self::RestartHost { node }
+            | Self::FreezeHost { node }
+            | Self::ThawHost { node }
+            | Self::KillProcess { node, .. }
+            | Self::StopProcess { node, .. }
+            | Self::ContProcess { node, .. }
+            | Self::IsolateNode { node }
+            | Self::CutAgent { node }
+            | Self::DiskUsage { node, .. }
+            | Self::DiskError { node, .. }
+            | Self::DiskHang { node, .. }
+            | Self::WipeStore { node, .. }
+            | Self::Gateway { node, .. } => of_node(*node),
             _ => all(),
         }
     }

@@ -183,10 +183,10 @@ impl Quorum {
         if !self.two_node_failover() {
             return;
         }
-        if let Some(lead) = self.lead.as_mut() {
-            if lead.heard.insert(from) {
-                lead.other_side_ended_at = Some(now);
-            }
+        if let Some(lead) = self.lead.as_mut()
+            && lead.heard.insert(from)
+        {
+            lead.other_side_ended_at = Some(now);
         }
     }
 

@@ -42,7 +42,7 @@ pub struct FloodSpec {
     pub foreign: Security,
     /// Concurrent flooder tasks (each cycles over the targets).
     pub flooders: usize,
-    /// Connections per flooder, at most.
+    /// Connection attempts per flooder, at most.
     pub max_connections: u64,
     /// How long a flooder runs, at most.
     pub max_duration: Duration,
@@ -98,7 +98,7 @@ impl Flood {
         })
     }
 
-    /// Connections opened so far.
+    /// Connections opened (TCP connected) so far.
     pub fn opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
     }
@@ -140,12 +140,12 @@ async fn flooder(
     {
         let (addr, target) = spec.targets[(index + n as usize) % spec.targets.len()];
         n += 1;
-        opened.fetch_add(1, Ordering::Relaxed);
         let Ok(mut tcp) = TcpStream::connect(addr).await else {
             // A target that is down (a killed node): do not spin.
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         };
+        opened.fetch_add(1, Ordering::Relaxed);
         match n % 3 {
             0 => {
                 let _ = tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -216,13 +216,22 @@ mod tests {
             let mut none = spec("127.0.0.1:1");
             none.targets.clear();
             assert!(matches!(Flood::start(none), Err(FloodError::NoTarget)));
-            // Bounded by count: one connection (refused: nothing listens on port 1), then the
-            // flooder ends by itself.
+            // Bounded by count: one attempt, then the flooder ends by itself; nothing listens
+            // on port 1, so nothing was opened.
             let f = Flood::start(spec("127.0.0.1:1")).unwrap();
             while !f.finished() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            assert_eq!(f.stop().await, 1);
+            assert_eq!(f.stop().await, 0);
+            // Against a listener: three attempts, three connections.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut three = spec(&listener.local_addr().unwrap().to_string());
+            three.max_connections = 3;
+            let f = Flood::start(three).unwrap();
+            while !f.finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(f.stop().await, 3);
             // Bounded by time: ends by itself well before its connection bound.
             let mut timed = spec("127.0.0.1:1");
             timed.max_connections = u64::MAX;
@@ -235,7 +244,7 @@ mod tests {
             })
             .await
             .expect("the flood outlived its time bound");
-            assert!(f.stop().await >= 1);
+            assert_eq!(f.stop().await, 0);
         });
     }
 }

@@ -16,8 +16,12 @@
 //!   [`Alarm::AbnormalCmaProcess`], once per episode.
 //!
 //! The control port (cm_ctl reaches every node through it) arrives as
-//! [`MonitorInput::CtlRequest`]; flag changes go out as commands carrying an [`OpId`] and the
-//! reply is sent when the matching [`MonitorInput::FlagOpCompleted`] arrives.
+//! [`MonitorInput::CtlRequest`], with the role the transport authenticated for the sender;
+//! flag changes go out as commands carrying an [`OpId`] and the reply is sent when the matching
+//! [`MonitorInput::FlagOpCompleted`] arrives. Only cm_ctl (the operator certificate, §16) may
+//! ask: a request from a component (a node certificate) is answered with
+//! [`MonitorReply::Failed`], changes nothing and is counted
+//! ([`MonitorStatus::refused_control_requests`]).
 //!
 //! **Persistence:** the monitor persists nothing. Its counters (start attempts, interrupted-stop
 //! retries, the last exit status) live in memory as CM's do, so `restored` in [`Monitor::new`]
@@ -38,6 +42,7 @@ use crate::dn::{ProcState, StopMode};
 use crate::flags::{Flag, FlagSet};
 use crate::ids::{ClientId, NodeId, OpId};
 use crate::io::{Alarm, Machine};
+use crate::msg::{Endpoint, Role};
 use crate::time::{Instant, MonotonicGuard};
 
 /// How often the monitor checks its agent (CM's `MONITOR_CHECK_INTERVAL`).
@@ -162,10 +167,13 @@ pub enum MonitorInput {
         /// It exited with a non-zero status or was killed by a signal.
         abnormal: bool,
     },
-    /// A control-port request (cm_ctl).
+    /// A control-port request (from cm_ctl, if `from` says so).
     CtlRequest {
         /// The control connection to answer on.
         client: ClientId,
+        /// The sender as the transport authenticated it: role [`Role::Ctl`] only for the
+        /// operator's certificate.
+        from: Endpoint,
         /// The request.
         req: MonitorRequest,
     },
@@ -227,6 +235,13 @@ pub enum MonitorCommand {
     },
 }
 
+/// The answer to a control request from a component (`from` is not a [`Role::Ctl`]).
+pub fn refusal_text(from: Endpoint) -> String {
+    format!(
+        "control requests are accepted only from cm_ctl (the operator certificate), not from {from}"
+    )
+}
+
 /// Longest back-off between restarts of an agent that keeps exiting at once, in checks.
 pub const MAX_RESTART_BACKOFF_CHECKS: u32 = 60;
 
@@ -264,6 +279,8 @@ pub struct MonitorStatus {
     pub hung_checks: u32,
     /// The last agent exit was abnormal.
     pub last_exit_abnormal: bool,
+    /// Control requests refused because they did not come from cm_ctl.
+    pub refused_control_requests: u64,
 }
 
 /// The om_monitor machine. See the module documentation for its rules and contract.
@@ -282,6 +299,7 @@ pub struct Monitor {
     last_exit_abnormal: bool,
     next_op: u64,
     pending_ops: BTreeMap<OpId, ClientId>,
+    refused_control_requests: u64,
 }
 
 impl Monitor {
@@ -307,6 +325,7 @@ impl Monitor {
             last_exit_abnormal: false,
             next_op: 1,
             pending_ops: BTreeMap::new(),
+            refused_control_requests: 0,
         }
     }
 
@@ -395,7 +414,29 @@ impl Monitor {
         out.push(MonitorCommand::StartAgent { kind });
     }
 
-    fn on_ctl(&mut self, client: ClientId, req: MonitorRequest, out: &mut Vec<MonitorCommand>) {
+    fn on_ctl(
+        &mut self,
+        client: ClientId,
+        from: Endpoint,
+        req: MonitorRequest,
+        out: &mut Vec<MonitorCommand>,
+    ) {
+        if from.role != Role::Ctl {
+            // The transport authenticated a component's node certificate, not the operator's:
+            // a node must not be able to stop, start or flag another node (§16).
+            self.refused_control_requests += 1;
+            tracing::warn!(
+                node = %self.node,
+                %from,
+                refused = self.refused_control_requests,
+                "refusing a control request that does not come from cm_ctl"
+            );
+            out.push(MonitorCommand::Reply {
+                client,
+                reply: MonitorReply::Failed(refusal_text(from)),
+            });
+            return;
+        }
         let op = OpId(self.next_op);
         let cmd = match req {
             MonitorRequest::Status => {
@@ -456,7 +497,9 @@ impl Machine for Monitor {
                     self.interrupted_stop_restarts = 0;
                 }
             }
-            MonitorInput::CtlRequest { client, req } => self.on_ctl(client, req, &mut out),
+            MonitorInput::CtlRequest { client, from, req } => {
+                self.on_ctl(client, from, req, &mut out);
+            }
             MonitorInput::FlagOpCompleted { op, result } => {
                 if let Some(client) = self.pending_ops.remove(&op) {
                     let reply = match result {
@@ -483,6 +526,7 @@ impl Machine for Monitor {
             interrupted_stop_restarts: self.interrupted_stop_restarts,
             hung_checks: self.hung_checks,
             last_exit_abnormal: self.last_exit_abnormal,
+            refused_control_requests: self.refused_control_requests,
         }
     }
 }

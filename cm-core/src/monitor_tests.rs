@@ -23,6 +23,11 @@ port = 5432
 "#;
 
 const ME: NodeId = NodeId(1);
+/// cm_ctl, as the transport names a client that presented the operator certificate.
+const CTL: Endpoint = Endpoint {
+    node: NodeId(0),
+    role: Role::Ctl,
+};
 
 fn monitor() -> Monitor {
     let cfg = ClusterConfig::from_toml_str(CONFIG).expect("valid config");
@@ -281,6 +286,7 @@ fn ctl_status_is_answered_at_once_from_the_last_sample() {
             at(0),
             MonitorInput::CtlRequest {
                 client: ClientId(5),
+                from: CTL,
                 req: MonitorRequest::Status
             }
         ),
@@ -301,6 +307,7 @@ fn ctl_flag_requests_become_flag_ops_answered_on_completion() {
     let mut m = monitor();
     let req = |client, req| MonitorInput::CtlRequest {
         client: ClientId(client),
+        from: CTL,
         req,
     };
     let flag = Flag::InstanceManualStart(crate::ids::InstanceId(6001));
@@ -366,6 +373,65 @@ fn ctl_flag_requests_become_flag_ops_answered_on_completion() {
         ),
         vec![]
     );
+}
+
+#[test]
+fn control_requests_from_components_are_refused_and_counted() {
+    let mut m = monitor();
+    let flag = Flag::InstanceManualStart(crate::ids::InstanceId(6001));
+    let requests = [
+        MonitorRequest::Status,
+        MonitorRequest::WriteFlag {
+            flag,
+            mode: StopMode::Fast,
+        },
+        MonitorRequest::RemoveFlag { flag },
+        MonitorRequest::RemoveAllManualStart,
+    ];
+    let components = [
+        Endpoint::agent(NodeId(1)),
+        Endpoint::server(NodeId(2)),
+        Endpoint::monitor(NodeId(1)),
+    ];
+    let mut client = 0;
+    for from in components {
+        for req in requests.clone() {
+            client += 1;
+            // No flag operation, no status: only the refusal, naming the sender.
+            assert_eq!(
+                m.step(
+                    at(0),
+                    MonitorInput::CtlRequest {
+                        client: ClientId(client),
+                        from,
+                        req
+                    }
+                ),
+                vec![MonitorCommand::Reply {
+                    client: ClientId(client),
+                    reply: MonitorReply::Failed(format!(
+                        "control requests are accepted only from cm_ctl (the operator \
+                         certificate), not from {from}"
+                    ))
+                }]
+            );
+            assert_eq!(m.status().refused_control_requests, client);
+        }
+    }
+    assert_eq!(m.status().refused_control_requests, 12);
+    // cm_ctl is still served, the op ids untouched by the refusals, and nothing more counted.
+    assert_eq!(
+        m.step(
+            at(0),
+            MonitorInput::CtlRequest {
+                client: ClientId(99),
+                from: CTL,
+                req: MonitorRequest::RemoveFlag { flag }
+            }
+        ),
+        vec![MonitorCommand::RemoveFlag { op: OpId(1), flag }]
+    );
+    assert_eq!(m.status().refused_control_requests, 12);
 }
 
 #[test]

@@ -182,33 +182,10 @@ async fn run(
 struct Clients {
     next: u64,
     waiting: BTreeMap<ClientId, (Endpoint, u64)>,
-    /// Control requests refused because they did not come from cm_ctl.
-    refused_not_operator: u64,
 }
 
-/// A control-port frame: a request to act on, or why it is ignored.
-#[derive(Debug, PartialEq)]
-enum ControlFrame {
-    /// A cm_ctl request.
-    Request(u64, cm_core::ctl::MonitorRequest),
-    /// Not a control request at all.
-    Other,
-    /// A control request from a component: the transport authenticated a node certificate,
-    /// not the operator's, and only the operator may start or stop a node.
-    NotOperator,
-}
-
-fn classify_control(peer: Endpoint, msg: Msg) -> ControlFrame {
-    match msg {
-        Msg::MonitorRequest { id, req } if peer.role == cm_core::msg::Role::Ctl => {
-            ControlFrame::Request(id, req)
-        }
-        Msg::MonitorRequest { .. } => ControlFrame::NotOperator,
-        _ => ControlFrame::Other,
-    }
-}
-
-/// Turns control-port frames into [`MonitorInput::CtlRequest`]s.
+/// Turns control-port frames into [`MonitorInput::CtlRequest`]s carrying the sender the
+/// transport authenticated; the machine decides whom it serves (only cm_ctl).
 async fn forward_control(
     mut net: mpsc::Receiver<NetEvent>,
     clients: Arc<Mutex<Clients>>,
@@ -218,22 +195,9 @@ async fn forward_control(
         let NetEvent::FrameReceived { peer, envelope } = ev else {
             continue;
         };
-        let (id, req) = match classify_control(peer, envelope.msg) {
-            ControlFrame::Request(id, req) => (id, req),
-            ControlFrame::Other => {
-                tracing::debug!(%peer, "ignoring a frame that is not a control request");
-                continue;
-            }
-            ControlFrame::NotOperator => {
-                let mut c = clients.lock().unwrap_or_else(|e| e.into_inner());
-                c.refused_not_operator += 1;
-                tracing::warn!(
-                    %peer,
-                    refused = c.refused_not_operator,
-                    "refusing a control request that does not come from cm_ctl (the operator certificate)"
-                );
-                continue;
-            }
+        let Msg::MonitorRequest { id, req } = envelope.msg else {
+            tracing::debug!(%peer, "ignoring a frame that is not a control request");
+            continue;
         };
         let client = {
             let mut c = clients.lock().unwrap_or_else(|e| e.into_inner());
@@ -242,11 +206,12 @@ async fn forward_control(
             c.waiting.insert(client, (peer, id));
             client
         };
-        if tx
-            .send(MonitorInput::CtlRequest { client, req })
-            .await
-            .is_err()
-        {
+        let input = MonitorInput::CtlRequest {
+            client,
+            from: peer,
+            req,
+        };
+        if tx.send(input).await.is_err() {
             return;
         }
     }
@@ -529,33 +494,5 @@ mod tests {
             "code 1"
         );
         assert_eq!(exit_text(std::process::ExitStatus::from_raw(9)), "signal 9");
-    }
-
-    #[test]
-    fn only_cm_ctl_may_send_control_requests_to_the_monitor() {
-        use cm_core::ctl::MonitorRequest;
-        let ctl = Endpoint {
-            node: NodeId(9),
-            role: cm_core::msg::Role::Ctl,
-        };
-        let req = || Msg::MonitorRequest {
-            id: 4,
-            req: MonitorRequest::Status,
-        };
-        assert_eq!(
-            classify_control(ctl, req()),
-            ControlFrame::Request(4, MonitorRequest::Status)
-        );
-        for peer in [
-            Endpoint::agent(NodeId(1)),
-            Endpoint::server(NodeId(2)),
-            Endpoint::monitor(NodeId(3)),
-        ] {
-            assert_eq!(classify_control(peer, req()), ControlFrame::NotOperator);
-        }
-        assert_eq!(
-            classify_control(ctl, Msg::TermCheck { nonce: 1 }),
-            ControlFrame::Other
-        );
     }
 }

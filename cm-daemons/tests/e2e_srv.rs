@@ -672,3 +672,198 @@ fn e2e_srv_metrics_and_cluster_on_the_cms_http_port() {
     let out = c.ctl(&["history"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// One connection through a [`RecordingRelay`]: the bytes each way, as forwarded.
+#[derive(Clone, Debug, Default)]
+struct Captured {
+    /// Client to server.
+    up: Vec<u8>,
+    /// Server to client.
+    down: Vec<u8>,
+}
+
+/// A TCP relay on loopback that forwards every connection to `to` and records what it forwards
+/// (the eavesdropper of issue 15's "no plaintext on the wire" check). Its threads end when the
+/// relay is dropped (the listener) and when either side closes (the pumps).
+struct RecordingRelay {
+    port: u16,
+    captured: std::sync::Arc<std::sync::Mutex<Vec<Captured>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RecordingRelay {
+    fn start(to: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let captured = Arc::new(Mutex::new(Vec::<Captured>::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (record, halt) = (Arc::clone(&captured), Arc::clone(&stop));
+        let acceptor = std::thread::spawn(move || {
+            while !halt.load(Ordering::Relaxed) {
+                let inbound = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                inbound.set_nonblocking(false).unwrap();
+                let Ok(outbound) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let index = {
+                    let mut all = record.lock().unwrap();
+                    all.push(Captured::default());
+                    all.len() - 1
+                };
+                let pump = |mut from: std::net::TcpStream,
+                            mut to: std::net::TcpStream,
+                            up: bool| {
+                    let record = Arc::clone(&record);
+                    std::thread::spawn(move || {
+                        use std::io::{Read as _, Write as _};
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            let mut all = record.lock().unwrap();
+                            let c = &mut all[index];
+                            if up { &mut c.up } else { &mut c.down }.extend_from_slice(&buf[..n]);
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pump(
+                    inbound.try_clone().unwrap(),
+                    outbound.try_clone().unwrap(),
+                    true,
+                );
+                pump(outbound, inbound, false);
+            }
+        });
+        Self {
+            port,
+            captured,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    fn captured(&self) -> Vec<Captured> {
+        self.captured.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RecordingRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A value only this test sends: cm_ctl carries it to cm_server in a `set` request and reads
+/// it back in the parameter list.
+const NEEDLE: &str = "/opt/relay-needle/fence-7f3a9c";
+
+/// Runs a one-node cluster (TLS, or `allow_plaintext`), puts a recording relay in front of its
+/// cm_server and drives the real cm_ctl through it (`set`, `list --param`, `query --json`); returns
+/// what the relay forwarded.
+fn ctl_traffic_through_a_relay(plaintext: bool) -> Vec<Captured> {
+    let mut c = Cluster::new(1);
+    if plaintext {
+        let cfg = std::fs::read_to_string(&c.config).unwrap();
+        let cfg = cfg.replacen(
+            "name = \"e2e\"\n",
+            "name = \"e2e\"\nallow_plaintext = true\n",
+            1,
+        );
+        std::fs::write(&c.config, cfg).unwrap();
+    }
+    c.start_all();
+    c.wait_status("a leader", |s| primaries(s).len() == 1);
+    let relay = RecordingRelay::start(c.cms_ports[0]);
+    // cm_ctl's copy of the config names the relay as node 1's cm_server.
+    let cfg = std::fs::read_to_string(&c.config).unwrap();
+    let real = format!("cms_port = {}\n", c.cms_ports[0]);
+    assert!(cfg.contains(&real), "{cfg}");
+    let relayed = c.dir.path().join("relayed.toml");
+    std::fs::write(
+        &relayed,
+        cfg.replace(&real, &format!("cms_port = {}\n", relay.port)),
+    )
+    .unwrap();
+    let set = format!("fence_command={NEEDLE}");
+    let out = c.ctl_with(&relayed, &["set", "--param", "--server", "-k", &set]);
+    assert!(out.status.success(), "set: {}", text(&out.stderr));
+    let out = c.ctl_with(&relayed, &["list", "--param"]);
+    assert!(out.status.success(), "list: {}", text(&out.stderr));
+    // The value went to cm_server and came back, through the relay.
+    assert!(text(&out.stdout).contains(NEEDLE), "{}", text(&out.stdout));
+    let out = c.ctl_with(&relayed, &["query", "--json"]);
+    assert!(out.status.success(), "query: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("127.0.0.1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let captured = relay.captured();
+    assert!(captured.len() >= 3, "cm_ctl did not go through the relay");
+    captured
+}
+
+/// Issue 15's "done when": a recording relay between two real components (cm_ctl and
+/// cm_server) captures no plaintext of a known request or reply field under TLS, and does
+/// capture it with `allow_plaintext` (so this test can fail).
+#[test]
+fn e2e_srv_a_relay_between_cm_ctl_and_cm_server_sees_no_plaintext_under_tls() {
+    // Fields of the request (the parameter's value), of the replies (the parameter's name
+    // in the list, the node's address and name in the status) and the plaintext hello.
+    let fields: [&[u8]; 4] = [NEEDLE.as_bytes(), b"fence_command", b"127.0.0.1", b"CMH1"];
+    let tls = ctl_traffic_through_a_relay(false);
+    for (i, conn) in tls.iter().enumerate() {
+        // Every connection opens with a TLS handshake record (ClientHello: 0x16 0x03 0x01),
+        // and the server answers with one (ServerHello: 0x16 0x03 0x03).
+        assert!(
+            conn.up.starts_with(&[0x16, 0x03]),
+            "connection {i} did not open with a TLS handshake: {:02x?}",
+            &conn.up[..conn.up.len().min(16)]
+        );
+        assert!(
+            conn.down.starts_with(&[0x16, 0x03]),
+            "connection {i}: the server did not answer with TLS: {:02x?}",
+            &conn.down[..conn.down.len().min(16)]
+        );
+        for f in fields {
+            assert!(
+                !contains(&conn.up, f) && !contains(&conn.down, f),
+                "connection {i} carried `{}` in the clear under TLS",
+                String::from_utf8_lossy(f)
+            );
+        }
+    }
+    // The control: without TLS the same traffic shows every field.
+    let plain = ctl_traffic_through_a_relay(true);
+    for f in fields {
+        assert!(
+            plain
+                .iter()
+                .any(|c| contains(&c.up, f) || contains(&c.down, f)),
+            "the plaintext control did not show `{}`: the test could not fail",
+            String::from_utf8_lossy(f)
+        );
+    }
+    assert!(plain.iter().all(|c| !c.up.starts_with(&[0x16, 0x03])));
+}

@@ -7,23 +7,21 @@
 //!
 //! What it shows: the interval between heartbeats as the listener's event queue sees them
 //! (p50, p99, max) and how many flood connections were refused, by reason. It does not run
-//! cm_server's quorum: a whole-cluster failover comparison is still to be measured.
+//! cm_server's quorum: `cm_local bench --flood` measures a running cluster (BENCHMARKS.md).
+//! The flooder is `cm_io::transport::flood`, shared with that bench.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cm_core::io::NetEvent;
 use cm_core::msg::{Endpoint, Envelope, Msg};
 use cm_core::{NodeId, QuorumTerm};
 use cm_io::transport::certgen::{self, Ca, Validity};
+use cm_io::transport::flood::{Flood, FloodSpec};
 use cm_io::transport::{
-    AddressBook, Limits, Security, Tls, TlsFiles, Transport, TransportConfig, handshake, tls,
+    AddressBook, Limits, Security, Tls, TlsFiles, Transport, TransportConfig, tls,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 const CMS1: Endpoint = Endpoint::server(NodeId(1));
 const CMS2: Endpoint = Endpoint::server(NodeId(2));
@@ -49,37 +47,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-/// One flooder: opens connections in a loop until `stop`, cycling through the kinds of abuse.
-async fn flood(addr: SocketAddr, foreign: Security, stop: Arc<AtomicBool>, opened: Arc<AtomicU64>) {
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) && n < MAX_FLOOD_CONNECTIONS {
-        n += 1;
-        opened.fetch_add(1, Ordering::Relaxed);
-        let Ok(mut tcp) = TcpStream::connect(addr).await else {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            continue;
-        };
-        match n % 3 {
-            0 => {
-                let _ = tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-            }
-            1 => {
-                let t = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    handshake::client(&foreign, tcp, CMS2, CMS1),
-                );
-                let _ = t.await;
-                continue;
-            }
-            _ => {
-                // Silent: holds a handshake slot until the listener's timeout or our drop.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        drop(tcp);
-    }
 }
 
 struct Phase {
@@ -112,17 +79,15 @@ async fn phase(dir: &std::path::Path, seconds: u64, flooders: usize) -> Phase {
     .expect("dialer");
     client.connect(CMS1);
     while !matches!(crx.recv().await, Some(NetEvent::Connected { .. })) {}
-    let stop = Arc::new(AtomicBool::new(false));
-    let opened = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..flooders {
-        tasks.push(tokio::spawn(flood(
-            addr,
-            security(dir, "foreign"),
-            Arc::clone(&stop),
-            Arc::clone(&opened),
-        )));
-    }
+    let flood = Flood::start(FloodSpec {
+        targets: vec![(addr, CMS1)],
+        claim: CMS2,
+        foreign: security(dir, "foreign"),
+        flooders,
+        max_connections: MAX_FLOOD_CONNECTIONS,
+        max_duration: Duration::from_secs(seconds) + Duration::from_secs(1),
+    })
+    .expect("a loopback flood");
     let sender = tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
         for nonce in 0..(seconds * 1000 / HEARTBEAT.as_millis() as u64) {
@@ -147,10 +112,7 @@ async fn phase(dir: &std::path::Path, seconds: u64, flooders: usize) -> Phase {
             Ok(None) | Err(_) => break,
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
+    let flood_opened = flood.stop().await;
     let _client = sender.await;
     let mut intervals_ms: Vec<f64> = arrivals
         .windows(2)
@@ -161,7 +123,7 @@ async fn phase(dir: &std::path::Path, seconds: u64, flooders: usize) -> Phase {
     server.shutdown().await;
     Phase {
         intervals_ms,
-        flood_opened: opened.load(Ordering::Relaxed),
+        flood_opened,
         refused,
     }
 }

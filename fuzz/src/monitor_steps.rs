@@ -2,15 +2,16 @@
 //! SPEC.md §1–2 checked after every step against a small independent model.
 
 use cm_core::Instant;
-use cm_core::ctl::MonitorRequest;
+use cm_core::ctl::{MonitorReply, MonitorRequest};
 use cm_core::dn::{ProcState, StopMode};
 use cm_core::flags::{Flag, FlagSet};
 use cm_core::ids::{ClientId, InstanceId, NodeId, OpId};
 use cm_core::io::Machine;
 use cm_core::monitor::{
     AgentProcess, HUNG_CHECKS, INTERRUPTED_STOP_RETRIES, Monitor, MonitorCommand, MonitorInput,
-    Pid, StartKind,
+    Pid, StartKind, refusal_text,
 };
+use cm_core::msg::{Endpoint, Role};
 
 use crate::bytes::Bytes;
 
@@ -99,6 +100,15 @@ fn next_input(b: &mut Bytes, m: &Model, now: &mut Instant) -> Option<MonitorInpu
         2 => MonitorInput::AgentExited { abnormal: b.bool() },
         3 => MonitorInput::CtlRequest {
             client: ClientId(u64::from(b.small(3))),
+            // Mostly cm_ctl; sometimes a component, which must be refused.
+            from: match b.small(5) {
+                0 => Endpoint::agent(NodeId(1)),
+                1 => Endpoint::server(NodeId(2)),
+                _ => Endpoint {
+                    node: NodeId(9),
+                    role: Role::Ctl,
+                },
+            },
             req: request(b),
         },
         _ => {
@@ -158,6 +168,17 @@ impl Model {
                 let expected = usize::from(self.ops.contains(op));
                 assert_eq!(replies, expected, "one reply per pending op: {cmds:?}");
                 self.ops.retain(|o| o != op);
+            }
+            MonitorInput::CtlRequest { client, from, .. } if from.role != Role::Ctl => {
+                // Refused: one failed reply, nothing done.
+                assert_eq!(
+                    cmds,
+                    [MonitorCommand::Reply {
+                        client: *client,
+                        reply: MonitorReply::Failed(refusal_text(*from)),
+                    }],
+                    "a component's control request was served"
+                );
             }
             MonitorInput::Tick | MonitorInput::CtlRequest { .. } => {
                 assert!(starts.is_empty(), "start outside a sample: {cmds:?}");

@@ -174,15 +174,21 @@ fn monitor_seeds() -> Vec<(&'static str, Vec<u8>)> {
             .concat(),
         ),
         (
+            // CtlRequest: [3, client, from (2: cm_ctl), flag, request].
             "ctl-flags",
             [
-                &[3u8, 0, 0, 1][..],
+                &[3u8, 0, 2, 0, 1][..],
                 &[4, 0, 1],
-                &[3, 1, 0, 3],
+                &[3, 1, 2, 0, 3],
                 &[4, 0, 0],
-                &[3, 2, 0, 0],
+                &[3, 2, 2, 0, 0],
             ]
             .concat(),
+        ),
+        (
+            // An agent's WriteFlag and a cm_server's Status: refused.
+            "ctl-from-components",
+            [&[3u8, 0, 0, 3, 1][..], &[3, 1, 1, 0, 0], &[3, 2, 2, 0, 0]].concat(),
         ),
         (
             "dilatation",

@@ -113,6 +113,18 @@ enum Cmd {
         /// With `--http`: how many requests.
         #[arg(long, default_value_t = 3000)]
         requests: usize,
+        /// Instead: the flood bench (issue 15) — on one cluster, the CMS leader's answers to a
+        /// probe every heartbeat interval and node-crash failovers, without and with a flood of
+        /// bad TLS connections at every cm_server port, side by side (`--profile`, default
+        /// `default`).
+        #[arg(long)]
+        flood: bool,
+        /// With `--flood`: rounds (each a calm and a flooded failover).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// With `--flood`: flooder tasks.
+        #[arg(long, default_value_t = 4)]
+        flooders: usize,
     },
 }
 
@@ -144,6 +156,9 @@ fn main() -> ExitCode {
             http,
             rate,
             requests,
+            flood,
+            rounds,
+            flooders,
         } => {
             let mut opts = LocalOptions::new(dir.clone(), Profile::Fast);
             opts.pg_bin = pg_bin;
@@ -154,6 +169,21 @@ fn main() -> ExitCode {
             if http {
                 opts.dir = dir.join("http");
                 return match cm_daemons::local::http_bench::run(opts, requests, rate) {
+                    Ok(b) => {
+                        print!("{}", b.render());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("bench: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            if flood {
+                opts.dir = dir.join("flood");
+                opts.profile = profile.map_or(Profile::Default, Into::into);
+                let run = cm_daemons::local::flood_bench::run(opts, rounds, flooders);
+                return match run {
                     Ok(b) => {
                         print!("{}", b.render());
                         ExitCode::SUCCESS

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod db;
+pub mod flood_bench;
 pub mod http_bench;
 pub mod procs;
 

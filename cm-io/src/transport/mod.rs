@@ -30,6 +30,7 @@
 mod addresses;
 pub mod certgen;
 mod conn;
+pub mod flood;
 pub mod handshake;
 pub mod tls;
 

@@ -171,7 +171,11 @@ impl SimDaemon for MonitorAdapter {
                     let client = ClientId(self.next_op);
                     self.next_op += 1;
                     self.clients.insert(client, (peer, id));
-                    Some(MonitorInput::CtlRequest { client, req })
+                    Some(MonitorInput::CtlRequest {
+                        client,
+                        from: peer,
+                        req,
+                    })
                 }
                 _ => None,
             },

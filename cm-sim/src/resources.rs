@@ -48,6 +48,49 @@ impl World {
         })
     }
 
+    /// The DNs of `node` that hold the write lease at its agent (the lease-and-role part of
+    /// `/primary`, SPEC §15: what §14's placement uses), judged at the node's own clock; empty
+    /// when the host or its agent is down.
+    pub fn write_leased(&self, node: NodeId) -> Vec<InstanceId> {
+        let now = self.now();
+        self.agent_of(node)
+            .map(|(h, p)| p.daemon.write_leased(h.clock.local(now)))
+            .unwrap_or_default()
+    }
+
+    /// The DNs of `node` whose `/primary` answers 200 at its agent (SPEC §15), at the node's
+    /// own clock; empty when the host or its agent is down.
+    pub fn primary_answers_on(&self, node: NodeId) -> Vec<InstanceId> {
+        let now = self.now();
+        self.agent_of(node)
+            .map(|(h, p)| p.daemon.writable(h.clock.local(now)))
+            .unwrap_or_default()
+    }
+
+    /// `node`'s agent's health snapshot (what its HTTP endpoints answer from, SPEC §15); None
+    /// when the host or its agent is down.
+    pub fn agent_health(&self, node: NodeId) -> Option<cm_core::agent::AgentHealth> {
+        self.agent_of(node)?.1.daemon.agent_health()
+    }
+
+    /// The local clock of `node` now.
+    pub fn local_now(&self, node: NodeId) -> Option<cm_core::Instant> {
+        Some(self.hosts.get(&node)?.clock.local(self.now()))
+    }
+
+    /// Whether §14's hand-over rule lets resource instance `id` start on `node` now, as that
+    /// node's agent judges it (None: no agent, or not a `with_primary_of` instance there).
+    pub fn resource_handover_clear(&self, node: NodeId, id: InstanceId) -> Option<bool> {
+        let now = self.now();
+        let (h, p) = self.agent_of(node)?;
+        p.daemon.resource_handover_clear(h.clock.local(now), id)
+    }
+
+    fn agent_of(&self, node: NodeId) -> Option<(&crate::world::Host, &crate::world::Proc)> {
+        let h = self.hosts.get(&node).filter(|h| h.up)?;
+        Some((h, h.procs.get(&Role::Agent)?))
+    }
+
     /// Programs whose slow start ended by now are up.
     fn settle_resources(&mut self) {
         let now = self.now();

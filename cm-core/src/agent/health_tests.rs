@@ -92,7 +92,10 @@ fn primary_turns_503_the_lease_margin_before_the_self_fence() {
     let mut a = booted(DnRole::Primary);
     assert_eq!(lease_window(&a.params), Duration::from_millis(5600));
     assert_eq!(lease_margin(&a.params), Duration::from_millis(400));
-    assert_eq!(ordinary_leader_change(&a.params), Duration::from_millis(5200));
+    assert_eq!(
+        ordinary_leader_change(&a.params),
+        Duration::from_millis(5200)
+    );
     let seq = report_at(&mut a, ms(1000));
     answer(&mut a, ms(1010), CMS[0], 1, seq, vec![view(6001, 3)]);
     assert_eq!(a.primary(DN, ms(1010)), Ok(()));

@@ -160,7 +160,9 @@ impl World {
     }
 
     /// S7 (SPEC §14, ours), after every event: a `with_primary_of` resource never runs on two
-    /// nodes at once while their agents run (no tolerance: §14 says never), and never runs on
+    /// nodes at once while their agents run (no tolerance: §14 says never — except under
+    /// §5.4's two-node concession, which trades S4 and with it S7, judged like S8 by
+    /// [`crate::check::Checker::check_resources_twice`]), and never runs on
     /// a node whose DN may not write — judged by that node's agent itself: its DN holds the
     /// write lease (the condition placement uses, SPEC §14/§15), at the node's own clock.
     ///
@@ -182,6 +184,7 @@ impl World {
             })
         };
         let mut found = Vec::new();
+        let mut twice = Vec::new();
         for r in &self.scenario.config.resources {
             let Placement::WithPrimaryOf(group) = r.placement else {
                 continue;
@@ -199,9 +202,10 @@ impl World {
                 .filter(|n| agent_runs(self, *n, grace))
                 .collect();
             if live.len() > 1 {
-                found.push((
+                twice.push((
                     format!("S7 {} two", r.name),
                     format!("S7: `{}` runs on {live:?} at once", r.name),
+                    grace,
                 ));
             }
             for i in &r.instances {
@@ -238,6 +242,7 @@ impl World {
                 }
             }
         }
+        self.checker.check_resources_twice(now, twice);
         for (key, message) in found {
             self.checker.violate_keyed(now, "S7", key, message);
         }

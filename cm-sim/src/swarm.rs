@@ -831,7 +831,7 @@ mod tests {
     /// of seeds (about 4 in 10), and the rest of 1–10 s too; the configs stay valid.
     #[test]
     fn swarm_resources_draws_the_default_time_out_often() {
-        let mut outs = std::collections::BTreeMap::new();
+        let mut outs = BTreeMap::new();
         for seed in 0..200 {
             let s = with_resources(seed);
             assert!(s.config.validate().is_empty(), "seed {seed}");

@@ -65,6 +65,9 @@ pub struct Checker {
     /// Groups whose two `/primary` 200s (S8) began under the two-node concession and have not
     /// ended since: judged, like S4's windows, once healing had the time to fence (§5.4).
     conceded_s8: std::collections::BTreeSet<GroupId>,
+    /// Resources (S7 keys) that began running on two nodes under the two-node concession and
+    /// have not stopped since: judged like S8's.
+    conceded_s7: std::collections::BTreeSet<String>,
     /// Total time with two members able to acknowledge.
     pub dual_writable: Duration,
     /// Acknowledged writes lost.
@@ -125,6 +128,7 @@ impl Checker {
             firsts: BTreeMap::new(),
             dual_since: BTreeMap::new(),
             conceded_s8: std::collections::BTreeSet::new(),
+            conceded_s7: std::collections::BTreeSet::new(),
             dual_writable: Duration::ZERO,
             lost_acked_writes: 0,
             acked: BTreeMap::new(),
@@ -378,7 +382,10 @@ impl Checker {
         self.check_terms(at, servers);
         if self.two_node_concession {
             self.concession_ended = None;
-        } else if !self.conceded_dual.is_empty() || !self.conceded_s8.is_empty() {
+        } else if !self.conceded_dual.is_empty()
+            || !self.conceded_s8.is_empty()
+            || !self.conceded_s7.is_empty()
+        {
             self.concession_ended.get_or_insert(at);
         }
         let fence_due = self
@@ -455,6 +462,35 @@ impl Checker {
                 self.conceded_s8.remove(&g);
                 let key = format!("{g}/{insts:?}");
                 self.violate_keyed(at, "S8", key, m);
+            }
+        }
+    }
+
+    /// S7's first half (SPEC §14, ours): `with_primary_of` resources now running on two nodes
+    /// at once while their agents run, as (key, message, grace). A resource follows its
+    /// group's primary, so under §5.4's two-node concession — which trades S4 (two primaries)
+    /// for availability — it runs on both sides: reported, not failed, like S8; one that began
+    /// in the span is judged once healing had the time to fence the lower side's primary
+    /// (`heal_fence_bound`) and that side's agent the `grace` to stop the resource.
+    pub(crate) fn check_resources_twice(
+        &mut self,
+        at: Instant,
+        twice: Vec<(String, String, Duration)>,
+    ) {
+        self.conceded_s7
+            .retain(|k| twice.iter().any(|(t, _, _)| t == k));
+        for (key, m, grace) in twice {
+            let due = self
+                .concession_ended
+                .is_some_and(|e| at >= e + self.heal_fence_bound + grace);
+            if self.two_node_concession {
+                self.conceded_s7.insert(key);
+                self.concede(at, "S7", m);
+            } else if self.conceded_s7.contains(&key) && !due {
+                // Began in the span: healing stops the lower side's within the bound.
+            } else {
+                self.conceded_s7.remove(&key);
+                self.violate_keyed(at, "S7", key, m);
             }
         }
     }

@@ -368,3 +368,45 @@ fn s8_from_the_two_node_span_fails_only_after_the_healing_fence_bound() {
     assert_eq!(c.violations[0].rule, "S8");
     assert_eq!(c.violations[0].at, Instant::from_secs(8));
 }
+
+/// S7's "never on two nodes" like S8: a `with_primary_of` resource running on both sides of
+/// §5.4's two-node span is reported, not failed; having begun there it may outlast the span by
+/// the healing fence bound plus the resource's stop grace, and fails after that; one that
+/// begins outside the span fails at once (swarm-resources seeds 78 and 121, once the vip drew
+/// the default time_out).
+#[test]
+fn s7_twice_from_the_two_node_span_fails_only_after_the_fence_bound_and_grace() {
+    let (mut c, dbs) = checker();
+    c.heal_fence_bound = Duration::from_secs(5);
+    let grace = Duration::from_secs(2);
+    let twice = || {
+        vec![(
+            "S7 vip two".to_owned(),
+            "S7: `vip` runs on [1, 2] at once".to_owned(),
+            grace,
+        )]
+    };
+    c.two_node_concession = true;
+    c.check_state(Instant::from_secs(1), &[], &dbs, &nobody, &nobody);
+    c.check_resources_twice(Instant::from_secs(1), twice());
+    assert_eq!(c.conceded.len(), 1);
+    assert_eq!(c.conceded[0].rule, "S7");
+    c.two_node_concession = false;
+    // The span ended at 3 s: excused until 3 + 5 + 2 = 10 s.
+    for s in [3, 7, 9] {
+        c.check_state(Instant::from_secs(s), &[], &dbs, &nobody, &nobody);
+        c.check_resources_twice(Instant::from_secs(s), twice());
+    }
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    c.check_state(Instant::from_secs(10), &[], &dbs, &nobody, &nobody);
+    c.check_resources_twice(Instant::from_secs(10), twice());
+    assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+    assert_eq!(c.violations[0].rule, "S7");
+    assert_eq!(c.violations[0].at, Instant::from_secs(10));
+    // Outside any span: a violation at once.
+    let (mut c, dbs) = checker();
+    c.check_state(Instant::from_secs(1), &[], &dbs, &nobody, &nobody);
+    c.check_resources_twice(Instant::from_secs(1), twice());
+    assert_eq!(c.violations.len(), 1);
+    assert!(c.conceded.is_empty());
+}

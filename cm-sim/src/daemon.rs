@@ -355,6 +355,15 @@ pub trait SimDaemon {
     fn write_leased(&self, _local_now: Instant) -> Vec<InstanceId> {
         Vec::new()
     }
+    /// The agent's health snapshot (SPEC §15's view of its DNs; agents only).
+    fn agent_health(&self) -> Option<cm_core::agent::AgentHealth> {
+        None
+    }
+    /// Whether §14's hand-over rule lets local `with_primary_of` resource instance `instance`
+    /// start at the node's local `now` (agents only; None: not such an instance).
+    fn resource_handover_clear(&self, _local_now: Instant, _instance: InstanceId) -> Option<bool> {
+        None
+    }
     /// A one-line state dump for failure reports.
     fn dump(&self) -> String;
 }

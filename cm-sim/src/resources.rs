@@ -48,6 +48,49 @@ impl World {
         })
     }
 
+    /// The DNs of `node` that hold the write lease at its agent (the lease-and-role part of
+    /// `/primary`, SPEC §15: what §14's placement uses), judged at the node's own clock; empty
+    /// when the host or its agent is down.
+    pub fn write_leased(&self, node: NodeId) -> Vec<InstanceId> {
+        let now = self.now();
+        self.agent_of(node)
+            .map(|(h, p)| p.daemon.write_leased(h.clock.local(now)))
+            .unwrap_or_default()
+    }
+
+    /// The DNs of `node` whose `/primary` answers 200 at its agent (SPEC §15), at the node's
+    /// own clock; empty when the host or its agent is down.
+    pub fn primary_answers_on(&self, node: NodeId) -> Vec<InstanceId> {
+        let now = self.now();
+        self.agent_of(node)
+            .map(|(h, p)| p.daemon.writable(h.clock.local(now)))
+            .unwrap_or_default()
+    }
+
+    /// `node`'s agent's health snapshot (what its HTTP endpoints answer from, SPEC §15); None
+    /// when the host or its agent is down.
+    pub fn agent_health(&self, node: NodeId) -> Option<cm_core::agent::AgentHealth> {
+        self.agent_of(node)?.1.daemon.agent_health()
+    }
+
+    /// The local clock of `node` now.
+    pub fn local_now(&self, node: NodeId) -> Option<cm_core::Instant> {
+        Some(self.hosts.get(&node)?.clock.local(self.now()))
+    }
+
+    /// Whether §14's hand-over rule lets resource instance `id` start on `node` now, as that
+    /// node's agent judges it (None: no agent, or not a `with_primary_of` instance there).
+    pub fn resource_handover_clear(&self, node: NodeId, id: InstanceId) -> Option<bool> {
+        let now = self.now();
+        let (h, p) = self.agent_of(node)?;
+        p.daemon.resource_handover_clear(h.clock.local(now), id)
+    }
+
+    fn agent_of(&self, node: NodeId) -> Option<(&crate::world::Host, &crate::world::Proc)> {
+        let h = self.hosts.get(&node).filter(|h| h.up)?;
+        Some((h, h.procs.get(&Role::Agent)?))
+    }
+
     /// Programs whose slow start ended by now are up.
     fn settle_resources(&mut self) {
         let now = self.now();
@@ -117,7 +160,9 @@ impl World {
     }
 
     /// S7 (SPEC §14, ours), after every event: a `with_primary_of` resource never runs on two
-    /// nodes at once while their agents run (no tolerance: §14 says never), and never runs on
+    /// nodes at once while their agents run (no tolerance: §14 says never — except under
+    /// §5.4's two-node concession, which trades S4 and with it S7, judged like S8 by
+    /// [`crate::check::Checker::check_resources_twice`]), and never runs on
     /// a node whose DN may not write — judged by that node's agent itself: its DN holds the
     /// write lease (the condition placement uses, SPEC §14/§15), at the node's own clock.
     ///
@@ -139,6 +184,7 @@ impl World {
             })
         };
         let mut found = Vec::new();
+        let mut twice = Vec::new();
         for r in &self.scenario.config.resources {
             let Placement::WithPrimaryOf(group) = r.placement else {
                 continue;
@@ -156,9 +202,10 @@ impl World {
                 .filter(|n| agent_runs(self, *n, grace))
                 .collect();
             if live.len() > 1 {
-                found.push((
+                twice.push((
                     format!("S7 {} two", r.name),
                     format!("S7: `{}` runs on {live:?} at once", r.name),
+                    grace,
                 ));
             }
             for i in &r.instances {
@@ -195,6 +242,7 @@ impl World {
                 }
             }
         }
+        self.checker.check_resources_twice(now, twice);
         for (key, message) in found {
             self.checker.violate_keyed(now, "S7", key, message);
         }

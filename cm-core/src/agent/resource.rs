@@ -16,7 +16,31 @@
 //! - **Pause**: nothing is started, nothing is stopped — a placement moving away included
 //!   (only an operator's flag or cluster stop still stops, §2).
 //! - **Hand-over** (`with_primary_of`): only a peer's `Stopped` counts as proof it is down; an
-//!   instance with a `-start` not yet followed by a `-check` is reported Unknown.
+//!   instance with a `-start` not yet followed by a `-check` is reported Unknown. Without that
+//!   proof a node waits `fencing floor + 2 × time_out × (1 + ρ)/(1 − ρ)` from the peer node's
+//!   last report (as the leader relays it, [`crate::resource::handover_wait`]).
+//!
+//! # When a `with_primary_of` resource moves (§14's timing, as we read it)
+//!
+//! §14 asks for two things that cannot both hold when a node crashes: the resource "runs on
+//! the new primary's node ≤ 2 s after that node's DN reports Primary", and the new node starts
+//! it only after the old node reported it stopped or after the fencing floor + 2 × `time_out`
+//! × (1 + ρ)/(1 − ρ) since the old node's last report. A crashed node reports nothing, the
+//! failover comes ≈ 8–9 s after its last report, and with the default `time_out` (10 s) the
+//! hand-over wait is ≈ 28 s: the 2 s after the promotion would mean running the resource on two
+//! nodes at once, which S7 forbids without exception. So the hand-over rule wins and the 2 s
+//! count from the **later** of
+//! 1. the new primary's node reported its DN Primary (and the leader's answer granted the
+//!    write lease, the lease-and-role part of §15's `/primary`), and
+//! 2. the hand-over rule is satisfied: the old holder was reported `Stopped`, or the hand-over
+//!    wait has passed since its node's last report.
+//!
+//! The agent meets it with a margin: the gate is re-evaluated on every tick (at least every
+//! 200 ms) and at each leader answer, and a gate that turns to Run triggers a `-check` at once,
+//! then the `-start` (restart delay counted from when the instance was first seen offline).
+//! With defaults a crashed primary's resource thus moves ≈ 28 s after that node's last report
+//! (≈ 19 s after the promotion), a switchover's within ≈ 2 s of the old node's `Stopped`
+//! report. The simulator asserts both (`cm-sim/tests/resources.rs`).
 //!
 //! The driver runs the script ([`AgentCommand::RunScript`]) and answers with
 //! [`AgentInput::ScriptCompleted`]; the script's path and arguments come from the config.
@@ -445,17 +469,35 @@ impl Agent {
                 Gate::Stop
             };
         }
-        let wait = self.handover_wait(r);
-        for other in r.cfg.instances.iter().filter(|i| i.id != r.id) {
-            let Some(peer) = self.peer_res.get(&other.id) else {
-                return Gate::Hold;
-            };
-            let stopped = peer.state == Some(ResourceState::Stopped);
-            if !stopped && now < peer.reported_by + wait {
-                return Gate::Hold;
-            }
+        if self.handover_clear(now, r) {
+            Gate::Run
+        } else {
+            Gate::Hold
         }
-        Gate::Run
+    }
+
+    /// §14's hand-over rule for `r` at `now`: every other instance of the resource was last
+    /// reported `Stopped`, or its node's last report is older than the hand-over wait.
+    fn handover_clear(&self, now: Instant, r: &ResInst) -> bool {
+        let wait = self.handover_wait(r);
+        r.cfg
+            .instances
+            .iter()
+            .filter(|i| i.id != r.id)
+            .all(|other| {
+                self.peer_res.get(&other.id).is_some_and(|peer| {
+                    peer.state == Some(ResourceState::Stopped) || now >= peer.reported_by + wait
+                })
+            })
+    }
+
+    /// Whether §14's hand-over rule lets local resource instance `instance` start at `now`
+    /// (what the simulator measures the placement bound from; see the module documentation).
+    /// `None` for an instance that is not a local `with_primary_of` one.
+    pub fn resource_handover_clear(&self, now: Instant, instance: InstanceId) -> Option<bool> {
+        let r = self.res.iter().find(|r| r.id == instance)?;
+        r.follows()?;
+        Some(self.handover_clear(now, r))
     }
 
     /// A leader's answer with its relay of other nodes' resource instances, received at `now`: each one's

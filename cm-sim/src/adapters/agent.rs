@@ -269,6 +269,18 @@ impl SimDaemon for AgentAdapter {
             .collect()
     }
 
+    fn agent_health(&self) -> Option<cm_core::agent::AgentHealth> {
+        Some(self.agent.health())
+    }
+
+    fn resource_handover_clear(
+        &self,
+        local_now: Instant,
+        instance: cm_core::InstanceId,
+    ) -> Option<bool> {
+        self.agent.resource_handover_clear(local_now, instance)
+    }
+
     fn dump(&self) -> String {
         let s = self.agent.status();
         let insts: Vec<String> = s

@@ -452,8 +452,10 @@ impl Checker {
         let mut fresh = Vec::new();
         for s in servers {
             for (g, t) in &s.obs.switchover_terms {
-                if !self.switchovers_begun.contains_key(&(*g, *t)) {
-                    self.switchovers_begun.insert((*g, *t), at);
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    self.switchovers_begun.entry((*g, *t))
+                {
+                    e.insert(at);
                     fresh.push(*g);
                 }
             }

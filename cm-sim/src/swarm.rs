@@ -339,7 +339,7 @@ fn draw(seed: u64, widen: bool) -> Scenario {
         faults.extend(wide_faults(&mut wide, &config, duration));
         faults.extend(operator_actions(&mut wide, &config, duration));
         // A stream of its own, drawn last: the seeds that draw none of these keep their runs.
-        let mut nemesis = Prng::new(derive_seed(seed, 0x4E45_4D45_5349_53));
+        let mut nemesis = Prng::new(derive_seed(seed, 0x004E_454D_4553_4953));
         faults.extend(nemesis_faults(&mut nemesis, &config, duration));
         faults.sort_by_key(|f| f.at);
         extra = format!(

@@ -153,7 +153,9 @@ impl GroupArbiter {
     /// check of the follow-up (caught up or advancing) found it streaming — with the greatest
     /// position (ties: config order). A standby that does not stream cannot reach the old
     /// primary's final position: the switchover would abort, and the old primary be promoted
-    /// again (nemesis, issue 16). None while no standby streams.
+    /// again (nemesis, issue 16). Nor one whose data disk is over the read-only threshold: the
+    /// disk rule of §7.2 would switch the group straight back (swarm seed 290: the two rules
+    /// passed the primary back and forth). None while no standby qualifies.
     pub fn restart_switchover_target(&self, ctx: &Ctx<'_>, g: &GroupState) -> Option<InstanceId> {
         let p = self.valid_primary(ctx, g)?;
         let primary = self.members[p].instance;
@@ -168,6 +170,8 @@ impl GroupArbiter {
                         r.role == DnRole::Standby
                             && r.db_state == DbState::Normal
                             && r.upstream.is_some_and(|u| u.instance == primary)
+                            && u64::from(r.data_disk_pct)
+                                < ctx.params.datastorage_threshold_value_check
                     })
             })
             .max_by(|a, b| {

@@ -104,6 +104,19 @@ fn the_restart_rule_switches_over_only_to_a_standby_streaming_from_the_primary()
     assert_eq!(begin_target(&h), Some(InstanceId(6003)));
 }
 
+/// Nor to a standby whose data disk is over the read-only threshold (85 %): the disk rule of
+/// §7.2 would switch the primary straight back (swarm seed 290).
+#[test]
+fn the_restart_rule_does_not_switch_over_to_a_standby_over_the_disk_threshold() {
+    let mut h = H::new(3);
+    h.reports(vec![
+        dn(2).upstream(1, 100).disk(85),
+        dn(3).upstream(1, 100).disk(84),
+    ]);
+    h.report(dn(1).primary(1).restarts(4, 4));
+    assert_eq!(begin_target(&h), Some(InstanceId(6003)));
+}
+
 /// While no standby streams from the primary, the rule starts nothing; it starts the
 /// switchover at the first report that shows one streaming.
 #[test]

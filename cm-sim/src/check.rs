@@ -14,6 +14,11 @@ use cm_core::{CmdStamp, GroupId, InstanceId, Instant, Lsn, NodeId, QuorumTerm, T
 use crate::daemon::ServerObs;
 use crate::db::{Ack, Databases, Promotion};
 
+/// The span of the switchover-flapping check (F): the §4.4 restart window.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(600);
+/// Switchovers a group may begin within [`FLAP_WINDOW`] beyond the operator's requests.
+pub const FLAP_LIMIT: usize = 3;
+
 /// One broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
@@ -91,6 +96,11 @@ pub struct Checker {
     pub unwritable_max: Duration,
     /// Distinct (term) `Switchover` commands sent to the affected group after the fault.
     switchover_terms: std::collections::BTreeSet<Term>,
+    /// Switchovers begun (distinct committed switchover terms, as any cm_server shows them):
+    /// the group and term → when first seen.
+    switchovers_begun: BTreeMap<(GroupId, Term), Instant>,
+    /// When the operator asked for a switchover (`ctl switchover`).
+    switchover_requests: Vec<Instant>,
     /// Two-node mode with both CMS nodes reaching the gateway right now: SPEC §5.4 trades
     /// simultaneous leases and S4 for availability in this span (reported, not failed).
     pub two_node_concession: bool,
@@ -144,6 +154,8 @@ impl Checker {
             last_ack: BTreeMap::new(),
             unwritable_max: Duration::ZERO,
             switchover_terms: std::collections::BTreeSet::new(),
+            switchovers_begun: BTreeMap::new(),
+            switchover_requests: Vec::new(),
             two_node_concession: false,
             conceded: Vec::new(),
             conceded_dual: std::collections::BTreeSet::new(),
@@ -380,6 +392,7 @@ impl Checker {
     ) {
         self.check_leaders(at, servers);
         self.check_terms(at, servers);
+        self.check_switchover_flapping(at, servers);
         if self.two_node_concession {
             self.concession_ended = None;
         } else if !self.conceded_dual.is_empty()
@@ -426,6 +439,53 @@ impl Checker {
                         self.violate(at, "S4", m);
                     }
                 }
+            }
+        }
+    }
+
+    /// The operator asked for a switchover now.
+    pub fn on_switchover_request(&mut self, at: Instant) {
+        self.switchover_requests.push(at);
+    }
+
+    /// F (SPEC §4.4, §4.5; nemesis issue 16): the CMS does not start switchovers again and
+    /// again. Within any 10 minutes a group begins at most [`FLAP_LIMIT`] switchovers beyond
+    /// the operator's requests (of any group) in that span. The restart-count rule of §4.4
+    /// fires only for a primary restarted more than 3 times in 10 minutes and must not fire
+    /// again for the same restarts after its switchover aborted; before that fix a failover
+    /// onto a DN that had crash-restarted, with a standby that did not stream, started and
+    /// aborted a switchover every few seconds for ten minutes.
+    fn check_switchover_flapping(&mut self, at: Instant, servers: &[ServerView]) {
+        let mut fresh = Vec::new();
+        for s in servers {
+            for (g, t) in &s.obs.switchover_terms {
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    self.switchovers_begun.entry((*g, *t))
+                {
+                    e.insert(at);
+                    fresh.push(*g);
+                }
+            }
+        }
+        for g in fresh {
+            let from = at.saturating_sub(FLAP_WINDOW);
+            let begun = self
+                .switchovers_begun
+                .iter()
+                .filter(|((gg, _), t)| *gg == g && **t >= from)
+                .count();
+            let asked = self
+                .switchover_requests
+                .iter()
+                .filter(|t| **t >= from)
+                .count();
+            if begun > asked + FLAP_LIMIT {
+                let m = format!(
+                    "F: {g} began {begun} switchovers within {} s with {asked} requested \
+                     (a switchover started and aborted again and again, SPEC §4.4/§4.5)",
+                    FLAP_WINDOW.as_secs()
+                );
+                self.violate_keyed(at, "F", format!("{g}"), m);
             }
         }
     }
@@ -630,6 +690,15 @@ impl Checker {
         out.insert(
             "switchovers_sent",
             fault.map(|_| self.switchover_terms.len() as f64),
+        );
+        out.insert(
+            "switchovers_begun",
+            fault.map(|f| {
+                self.switchovers_begun
+                    .iter()
+                    .filter(|((g, _), t)| *g == self.affected_group && **t >= f)
+                    .count() as f64
+            }),
         );
         out.insert(
             "unwritable_max_s",

@@ -319,6 +319,9 @@ pub struct ServerObs {
     pub stopping: bool,
     /// Groups with a committed pending switchover.
     pub switchovers: std::collections::BTreeSet<GroupId>,
+    /// The committed term of each group's pending switchover (one per switchover begun, a
+    /// renewal by a new leader aside).
+    pub switchover_terms: BTreeMap<GroupId, Term>,
 }
 
 /// What the checkers can see of a daemon.

@@ -134,6 +134,12 @@ pub struct Instance {
     /// its upstream and dies over a bad record again and again, so nothing new is received or
     /// replayed, until a Build replaces its data.
     pub stream_broken: bool,
+    /// Its local WAL diverged from its upstream's at the same timeline (fault `diverge_wal`,
+    /// issue 18 on real PostgreSQL: a standby rewound after a failover replays a record with an
+    /// incorrect prev-link): its WAL receiver never comes up again — no stream, no refusal the
+    /// CMS could read as `NeedRepair`, only the database's log line — until a Build replaces
+    /// its data.
+    pub wal_diverged: bool,
 }
 
 impl Instance {
@@ -249,6 +255,7 @@ impl Databases {
                         last_wal_change: Instant::ZERO,
                         starts: 0,
                         stream_broken: false,
+                        wal_diverged: false,
                     },
                 );
             }
@@ -470,6 +477,7 @@ impl Databases {
                 inst.history = src.history.clone();
                 inst.lsn = src.lsn;
                 inst.stream_broken = false;
+                inst.wal_diverged = false;
                 start_pending(inst, now);
                 inst.role = DnRole::Standby;
                 inst.upstream_setting = Some(src.id);
@@ -569,7 +577,11 @@ impl Databases {
             upstream,
             downstreams,
             read_only: inst.read_only,
-            receiver_error: None,
+            receiver_error: (inst.wal_diverged
+                && inst.role == DnRole::Standby
+                && inst.lock != LockState::Prohibit
+                && inst.upstream_setting.is_some())
+            .then(|| "no WAL receiver; LOG:  record with incorrect prev-link".to_owned()),
         }
     }
 
@@ -603,6 +615,11 @@ impl Databases {
             };
             if s.receiver.is_some_and(|r| Some(r.upstream) != target) {
                 s.receiver = None;
+            }
+            if s.wal_diverged {
+                // The startup process stops at the bad record before asking for a stream.
+                s.receiver = None;
+                continue;
             }
             let Some(u) = target.and_then(|t| snapshot.get(&t)) else {
                 continue;

@@ -93,6 +93,12 @@ impl World {
                     i.stream_broken = true;
                 }
             }
+            F::DivergeWal { instance } => {
+                if let Some(i) = self.dbs.instances.get_mut(&instance) {
+                    i.wal_diverged = true;
+                    i.receiver = None;
+                }
+            }
             F::DnState { instance, state } => {
                 let s = match state.as_str() {
                     "T" => ProcState::Stopped,
@@ -202,6 +208,9 @@ impl World {
                 instance,
                 mode,
             } => {
+                if command == "switchover" {
+                    self.checker.on_switchover_request(now);
+                }
                 crate::operator::start(self, &command, node, instance, mode.as_deref());
             }
         }

@@ -31,6 +31,7 @@ pub const TIMING_NAMES: &[&str] = &[
     "lost_acked_writes",
     "unwritable_max_s",
     "switchovers_sent",
+    "switchovers_begun",
 ];
 
 /// Simulator knobs that are not cluster parameters.
@@ -144,6 +145,12 @@ pub enum FaultAction {
     },
     /// Breaks a standby's stream: its receiver connects and receives nothing until a Build.
     BreakStream {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// Diverges a standby's local WAL from its upstream's (a rewind that left a record with an
+    /// incorrect prev-link): its WAL receiver never comes up again until a Build.
+    DivergeWal {
         /// The instance.
         instance: InstanceId,
     },
@@ -544,7 +551,9 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         | F::PartitionFromCmsLeader { node, .. }
         | F::Gateway { node, .. }
         | F::WipeStore { node, .. } => node_ok(node),
-        F::KillDn { instance } | F::BreakStream { instance } => inst_ok(instance),
+        F::KillDn { instance } | F::BreakStream { instance } | F::DivergeWal { instance } => {
+            inst_ok(instance)
+        }
         F::KillResource { instance } => c
             .resource_instance(*instance)
             .map(|_| ())

@@ -339,6 +339,9 @@ fn draw(seed: u64, widen: bool) -> Scenario {
         sim.power_on_s = power_on(&mut wide, config.nodes.len());
         faults.extend(wide_faults(&mut wide, &config, duration));
         faults.extend(operator_actions(&mut wide, &config, duration));
+        // A stream of its own, drawn last: the seeds that draw none of these keep their runs.
+        let mut nemesis = Prng::new(derive_seed(seed, 0x004E_454D_4553_4953));
+        faults.extend(nemesis_faults(&mut nemesis, &config, duration));
         faults.sort_by_key(|f| f.at);
         extra = format!(
             ", {} CMS-only, two-node failover {}, power-on {:?}",
@@ -610,6 +613,65 @@ fn wide_faults(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<
     out
 }
 
+/// Shapes the nemesis found on real PostgreSQL (issue 16) that the draws above almost never
+/// made: a DN crash-restarting several times within a minute (the restart-count rule of
+/// §4.4 then wants its group's primary switched over — a kill every 3–15 s, 4–6 times),
+/// often followed by the crash of another member's node (a failover, possibly onto the
+/// crash-looping DN), and a standby whose WAL diverged so that its receiver never comes up
+/// (no refusal the CMS could read; only a Build repairs it). Before, a kill of one DN was 2 of
+/// 23 weights among 3–10 faults spread over 300–420 s, and no fault left a receiver down for
+/// good: the switchover start-abort loop and the never-rebuilt standby were out of reach.
+fn nemesis_faults(n: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<Fault> {
+    let members: Vec<(GroupId, InstanceId, NodeId)> = cfg
+        .groups
+        .iter()
+        .flat_map(|g| g.members.iter().map(move |m| (g.id, m.instance, m.node)))
+        .collect();
+    let span = duration.as_secs_f64() - 120.0;
+    let mut out = Vec::new();
+    if n.chance(0.4) {
+        let (group, instance, node) = members[n.index(members.len())];
+        let mut t = 20.0 + n.unit_f64() * span.max(1.0);
+        for _ in 0..4 + n.index(3) {
+            out.push(fault(t, FaultAction::KillDn { instance }));
+            t += 3.0 + n.unit_f64() * 12.0;
+        }
+        let others: Vec<NodeId> = members
+            .iter()
+            .filter(|(g, _, nd)| *g == group && *nd != node)
+            .map(|(_, _, nd)| *nd)
+            .collect();
+        if !others.is_empty() && n.chance(0.6) {
+            let victim = others[n.index(others.len())];
+            let at = t + n.unit_f64() * 10.0;
+            out.push(fault(at, FaultAction::CrashHost { node: victim }));
+            out.push(fault(
+                at + 20.0 + n.unit_f64() * 100.0,
+                FaultAction::RestartHost { node: victim },
+            ));
+        }
+        if n.chance(0.5) {
+            // A standby of the same group whose WAL diverged just before.
+            let peers: Vec<InstanceId> = members
+                .iter()
+                .filter(|(g, i, _)| *g == group && *i != instance)
+                .map(|(_, i, _)| *i)
+                .collect();
+            if !peers.is_empty() {
+                let at = (t - n.unit_f64() * 10.0).max(20.0);
+                let instance = peers[n.index(peers.len())];
+                out.push(fault(at, FaultAction::DivergeWal { instance }));
+            }
+        }
+    }
+    if n.chance(0.2) {
+        let (_, instance, _) = members[n.index(members.len())];
+        let at = 20.0 + n.unit_f64() * span.max(1.0);
+        out.push(fault(at, FaultAction::DivergeWal { instance }));
+    }
+    out
+}
+
 fn ctl(command: &str, node: Option<NodeId>, instance: Option<InstanceId>) -> FaultAction {
     FaultAction::Ctl {
         command: command.into(),
@@ -780,6 +842,7 @@ mod tests {
                     FaultAction::DiskHangCmsLeader { .. } => "leader-disk-hang".into(),
                     FaultAction::Partition { one_way: true, .. } => "one-way".into(),
                     FaultAction::BreakStream { .. } => "break-stream".into(),
+                    FaultAction::DivergeWal { .. } => "diverge-wal".into(),
                     _ => continue,
                 };
                 kinds.insert(k);
@@ -799,9 +862,40 @@ mod tests {
             "leader-disk-hang",
             "one-way",
             "break-stream",
+            "diverge-wal",
         ] {
             assert!(kinds.contains(k), "{k} never drawn: {kinds:?}");
         }
+    }
+
+    /// A DN killed at least 4 times within a minute (the restart-count rule of §4.4), and the
+    /// node of another member of its group crashed right after, are drawn within 100 seeds.
+    #[test]
+    fn swarm_draws_crash_loops_followed_by_a_peer_node_crash() {
+        let looped = (0..100).any(|seed| {
+            let s = scenario(seed);
+            let kills: Vec<(Duration, InstanceId)> = s
+                .faults
+                .iter()
+                .filter_map(|f| match f.action {
+                    FaultAction::KillDn { instance } => Some((f.at, instance)),
+                    _ => None,
+                })
+                .collect();
+            kills.iter().any(|(t, i)| {
+                let within = kills
+                    .iter()
+                    .filter(|(u, j)| j == i && *u >= *t && *u - *t <= Duration::from_secs(60))
+                    .count();
+                let crash = s.faults.iter().any(|f| {
+                    matches!(f.action, FaultAction::CrashHost { .. })
+                        && f.at > *t
+                        && f.at - *t <= Duration::from_secs(100)
+                });
+                within >= 4 && crash
+            })
+        });
+        assert!(looped);
     }
 
     #[test]

@@ -55,6 +55,19 @@ fn standby_stream_broken() {
     check("standby-stream-broken");
 }
 
+/// Issue 16/18 (nemesis): a standby whose diverged WAL keeps its receiver from ever coming up
+/// is rebuilt, not re-pointed for good.
+#[test]
+fn standby_wal_diverged() {
+    check("standby-wal-diverged");
+}
+
+/// Issue 16 (nemesis): no restart-count switchover start-abort loop after a failover.
+#[test]
+fn restart_switchover_after_failover() {
+    check("restart-switchover-after-failover");
+}
+
 #[test]
 fn primary_node_crash() {
     check("primary-node-crash");

@@ -491,27 +491,10 @@ impl Core {
         if g.switchover.is_some() || ctx.halted() {
             return;
         }
-        if arb.restart_switchover_wanted(ctx, &g).is_some() {
-            let target = arb
-                .members
-                .iter()
-                .filter(|m| !m.timed_out(ctx.now, ctx.params))
-                .filter(|m| {
-                    m.report.as_ref().is_some_and(|r| {
-                        r.role == crate::dn::DnRole::Standby
-                            && r.db_state == crate::dn::DbState::Normal
-                    })
-                })
-                .max_by(|a, b| {
-                    // Greatest position; ties go to config order.
-                    a.position()
-                        .cmp(&b.position())
-                        .then(b.instance.cmp(&a.instance))
-                })
-                .map(|m| m.instance);
-            if let Some(t) = target {
-                let _ = self.switchovers.begin(ctx, arb, t, false);
-            }
+        if arb.restart_switchover_wanted(ctx, &g).is_some()
+            && let Some(t) = arb.restart_switchover_target(ctx, &g)
+        {
+            let _ = self.switchovers.begin(ctx, arb, t, false);
         }
     }
 

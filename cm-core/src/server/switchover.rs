@@ -23,7 +23,7 @@ use crate::msg::CmsCommand;
 use crate::state::{Change, GroupState, Outcome, PendingSwitchover};
 use crate::time::Instant;
 
-use super::arbiter::{Ctx, GroupArbiter};
+use super::arbiter::{Ctx, GroupArbiter, RestartHold};
 
 /// Leader-local progress of one group's switchover.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -348,6 +348,14 @@ impl Switchovers {
                         term: ctx.next_term(*term),
                         instance: g.static_primary,
                         since: ctx.now,
+                    });
+                    // The restarts that may have started it start no other (§4.4).
+                    let report = arb.member(g.static_primary).and_then(|m| m.report.as_ref());
+                    arb.restart_hold = Some(RestartHold {
+                        instance: g.static_primary,
+                        at: ctx.now,
+                        restarts_10min: report.map(|r| r.restarts_10min),
+                        restarts_1h: report.map(|r| r.restarts_1h),
                     });
                 }
             }

@@ -85,6 +85,11 @@ impl SimDaemon for ServerAdapter {
                 .filter(|(_, s)| s.switchover.is_some())
                 .map(|(g, _)| *g)
                 .collect(),
+            switchover_terms: committed
+                .groups
+                .iter()
+                .filter_map(|(g, s)| s.switchover.as_ref().map(|sw| (*g, sw.term)))
+                .collect(),
         })
     }
 

@@ -1,7 +1,8 @@
 //! What follows once the group has a valid primary (§4.2 "Then"): Unlock a locked primary,
 //! Unlock standbys on its timeline and Lock2 the others to it, Notify pending members, Build a
 //! standby that diverged (one build at a time in groups of ≤ 2 standbys), and repair a standby
-//! that does not stream from the primary: re-point it, then Build it (issue 18, defect 3).
+//! that does not stream from the primary: re-point it, then Build it (issue 18, defect 3; also
+//! when its receiver never came up, issue 16).
 
 use crate::dn::{DbState, DnReport, DnRole, LockState};
 use crate::ids::InstanceId;
@@ -112,8 +113,13 @@ impl GroupArbiter {
     /// is caught up with the primary's position or advancing (a receiver that reconnects and
     /// dies over a broken record does neither) — and what its lost stream calls for: after
     /// `instance_heartbeat_timeout` without streaming, a re-point; if it then still does not
-    /// stream for another `instance_heartbeat_timeout` although its receiver reached the
-    /// primary (so the primary is reachable and it is the standby that cannot follow), a Build.
+    /// stream for another `instance_heartbeat_timeout`, a Build — also when its receiver never
+    /// came up at all. (Before, that case was only re-pointed, every 1.5 s for good: on real
+    /// PostgreSQL a standby rewound after a failover hit `record with incorrect prev-link` —
+    /// its WAL diverged — and never started a receiver again, nemesis issue 16. The CMS cannot
+    /// tell that from a standby cut from the primary alone; a Build from an unreachable source
+    /// fails, keeps the old data and costs a restart, while no Build leaves a diverged standby
+    /// broken for good.)
     fn stream_repair(
         &mut self,
         ctx: &Ctx<'_>,
@@ -136,13 +142,10 @@ impl GroupArbiter {
             m.stream_loss = if streams {
                 None
             } else {
-                let mut loss = m.stream_loss.unwrap_or(StreamLoss {
+                Some(m.stream_loss.unwrap_or(StreamLoss {
                     since: receipt,
-                    reached: false,
                     repointed: None,
-                });
-                loss.reached |= from_primary;
-                Some(loss)
+                }))
             };
             m.stream_checked = Some((primary, receipt, r.position));
         }
@@ -151,7 +154,7 @@ impl GroupArbiter {
         };
         match loss.repointed {
             None if ctx.now.saturating_since(loss.since) >= hb => StreamRepair::Repoint,
-            Some(at) if loss.reached && ctx.now.saturating_since(at) >= hb => StreamRepair::Build,
+            Some(at) if ctx.now.saturating_since(at) >= hb => StreamRepair::Build,
             _ => StreamRepair::None,
         }
     }

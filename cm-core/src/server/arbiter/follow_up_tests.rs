@@ -260,23 +260,44 @@ fn a_standby_that_does_not_stream_is_repointed_then_built() {
     );
 }
 
-/// A standby that cannot reach the primary at all (no receiver ever connects: a partition) is
-/// re-pointed, but not rebuilt: a Build from an unreachable primary only stops it.
+/// Nemesis on real PostgreSQL (issue 16): a standby rewound after a failover hit `record with
+/// incorrect prev-link` (its WAL diverged) and never started a WAL receiver again — no
+/// upstream, no NeedRepair, its state Normal. It is pointed at the primary at once (its
+/// upstream setting is stale), re-pointed `instance_heartbeat_timeout` (6 s) after its first
+/// report without a stream (the Unlock resent 3 s later), and built exactly 6 s after that
+/// re-point — before: re-pointed for good and never built, because its receiver never reached
+/// the primary. Reports every second and 1 ms before each deadline: nothing early.
 #[test]
-fn a_standby_that_never_reaches_the_primary_is_repointed_not_built() {
+fn a_standby_whose_receiver_never_comes_up_is_repointed_then_built_at_exact_instants() {
     let (mut h, h2) = promoted();
+    let mut instants: Vec<u64> = (0..=12).map(|s| s * 1000).collect();
+    instants.extend([5999, 11_999]);
+    instants.sort();
     let mut out = Vec::new();
-    for s in 0..=20u64 {
-        let p = dn(2).primary(2).pos(2, 100 + 10 * s).hist(h2.clone());
-        let cut = dn(1).pos(2, 50).hist(h2.clone()).applied(1);
-        let got = cmds(&h.reports(vec![p, cut]));
-        out.extend(got.into_iter().map(|(i, c)| (s, i, c)));
-        h.advance_ms(1000);
+    let mut at = 0;
+    for t in instants {
+        h.advance_ms(t - at);
+        at = t;
+        let p = dn(2).primary(2).pos(2, 100).hist(h2.clone());
+        let diverged = dn(1).pos(2, 50).hist(h2.clone()).applied(1);
+        let got = cmds(&h.reports(vec![p, diverged]));
+        out.extend(got.into_iter().map(|(i, c)| (t, i, c)));
     }
-    assert!(
-        out.iter()
-            .all(|(_, _, c)| matches!(c, CmsCommand::Unlock { .. })),
-        "{out:?}"
+    let unlock = CmsCommand::Unlock { primary: P };
+    assert_eq!(
+        out,
+        vec![
+            (0, 6001, unlock.clone()),
+            (6000, 6001, unlock.clone()),
+            (9000, 6001, unlock),
+            (
+                12_000,
+                6001,
+                CmsCommand::Build {
+                    source: P,
+                    full: false
+                }
+            ),
+        ]
     );
-    assert!(out.iter().any(|(s, _, _)| *s == 6), "{out:?}");
 }

@@ -21,9 +21,6 @@ pub const MAX_FAILOVER_SENDS: u32 = 10;
 pub struct StreamLoss {
     /// Receipt of the first report in a row that showed it.
     pub since: Instant,
-    /// Some report meanwhile showed its WAL receiver connected to the primary (so the primary
-    /// is reachable and re-pointing alone does not repair it).
-    pub reached: bool,
     /// When it was re-pointed for it, `instance_heartbeat_timeout` after `since`.
     pub repointed: Option<Instant>,
 }

@@ -28,6 +28,7 @@ use crate::server::outbox::Outbox;
 use crate::state::{ClusterState, GroupState, ReplicatedState};
 use crate::time::{Instant, WallMillis};
 
+pub use dual_primary::RestartHold;
 pub use members::Member;
 pub use split_brain::SplitBrain;
 
@@ -119,6 +120,8 @@ pub struct GroupArbiter {
     pub promotion_proposed: Option<Term>,
     /// An aborted switchover's old primary waiting to be promoted (§4.5).
     pub restore: Option<crate::server::switchover::Restore>,
+    /// The latest aborted switchover's old primary and its restart counts then (§4.4).
+    pub restart_hold: Option<RestartHold>,
 }
 
 impl GroupArbiter {
@@ -146,6 +149,7 @@ impl GroupArbiter {
             adopt_proposed: None,
             promotion_proposed: None,
             restore: None,
+            restart_hold: None,
         }
     }
 

@@ -115,7 +115,7 @@ pub struct Step<I> {
 pub trait Replayable:
     Machine<
         Input: Serialize + DeserializeOwned + Clone + core::fmt::Debug,
-        Command: Serialize + DeserializeOwned + PartialEq + core::fmt::Debug,
+        Command: Serialize + DeserializeOwned + Clone + PartialEq + core::fmt::Debug,
     > + Serialize
     + DeserializeOwned
     + Sized

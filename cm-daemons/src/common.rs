@@ -10,7 +10,9 @@ use cm_core::config::{ClusterConfig, NodeConfig};
 use cm_core::ids::NodeId;
 use std::sync::Arc;
 
+use cm_core::journal::Opening;
 use cm_core::security::SecurityConfig;
+use cm_io::journal::{FileJournal, journal_dir};
 use cm_io::transport::{Limits, Security, Tls, TlsFiles, tls};
 
 /// Arguments shared by cm_server, cm_agent and om_monitor.
@@ -197,6 +199,24 @@ pub fn reload_tls(security: &Security) {
             "SIGHUP: TLS material reloaded; new connections use it"
         ),
         Err(e) => tracing::error!("SIGHUP: TLS material NOT reloaded, the old stays in use: {e}"),
+    }
+}
+
+/// Opens the daemon's journal (SPEC §17) in `<state_dir>/journal/<daemon>`, bounded by
+/// `journal_max_mb` (0: none). A journal that cannot be opened is logged, not fatal: the
+/// cluster manager runs without it.
+pub fn open_journal(state_dir: &Path, opening: &Opening) -> Option<FileJournal> {
+    let dir = journal_dir(state_dir, opening.kind);
+    let max = opening.config.params.journal_max_mb.saturating_mul(1 << 20);
+    match FileJournal::open(&dir, opening, max) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(
+                "cannot open the journal in {}, running without: {e}",
+                dir.display()
+            );
+            None
+        }
     }
 }
 

@@ -193,6 +193,8 @@ struct Replay<'a, M: Machine> {
     steps: u64,
     skipped: u64,
     starts: u64,
+    /// The instant of the last step fed to the current machine.
+    last_now: Option<Instant>,
 }
 
 fn replay_as<M: Replayable>(segments: &[Segment], from: Option<u64>) -> Result<Outcome, String> {
@@ -205,6 +207,7 @@ fn replay_as<M: Replayable>(segments: &[Segment], from: Option<u64>) -> Result<O
         steps: 0,
         skipped: 0,
         starts: 0,
+        last_now: None,
     };
     let mut index = 0u64;
     for (si, s) in segments.iter().enumerate() {
@@ -253,6 +256,7 @@ impl<M: Replayable> Replay<'_, M> {
                     self.machine = None;
                     if started {
                         self.starts += 1;
+                        self.last_now = None;
                         self.machine = Some(M::rebuild(&o).map_err(|e| {
                             format!("byte {}: cannot rebuild the machine: {e}", rec.offset)
                         })?);
@@ -267,6 +271,7 @@ impl<M: Replayable> Replay<'_, M> {
                 }
                 if started {
                     self.machine = Some(rec.decode("snapshot").map_err(|e| e.to_string())?);
+                    self.last_now = None;
                 }
             }
             RecordKind::Gap => {
@@ -282,7 +287,31 @@ impl<M: Replayable> Replay<'_, M> {
                     self.pending = None;
                     return Ok(None);
                 };
-                let commands = m.step(s.now, s.input.clone());
+                if self.last_now.is_some_and(|t| s.now < t) {
+                    return Err(format!(
+                        "byte {}: time goes backwards ({} ns after {} ns): a corrupt journal",
+                        rec.offset,
+                        s.now.as_nanos(),
+                        self.last_now.map_or(0, Instant::as_nanos)
+                    ));
+                }
+                self.last_now = Some(s.now);
+                // A machine that panics on a recorded input reproduces a daemon's crash: say
+                // where, instead of taking the replay down with it.
+                let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    m.step(s.now, s.input.clone())
+                }));
+                let commands = stepped.map_err(|e| {
+                    let msg = e
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default();
+                    format!(
+                        "byte {}: the machine panicked at step {} (record {index}), input {:?}: {msg}",
+                        rec.offset, self.steps, s.input
+                    )
+                })?;
                 self.pending = Some(Pending {
                     record: index,
                     segment,

@@ -309,10 +309,10 @@ impl Writer {
             while let Ok(item) = rx.try_recv() {
                 self.handle(item);
             }
-            if let Some(s) = &mut self.current {
-                if let Err(e) = s.out.flush() {
-                    self.fail(&e);
-                }
+            if let Some(s) = &mut self.current
+                && let Err(e) = s.out.flush()
+            {
+                self.fail(&e);
             }
         }
     }
@@ -348,11 +348,12 @@ impl Writer {
             self.fail(&e);
             return;
         }
-        if let Some(s) = &self.current {
-            if s.bytes >= self.segment_bytes && !self.rotate {
-                self.rotate = true;
-                self.shared.need_snapshot.store(true, Ordering::Relaxed);
-            }
+        if let Some(s) = &self.current
+            && s.bytes >= self.segment_bytes
+            && !self.rotate
+        {
+            self.rotate = true;
+            self.shared.need_snapshot.store(true, Ordering::Relaxed);
         }
     }
 

@@ -72,7 +72,7 @@ impl fmt::Display for Divergence {
             .iter()
             .zip(&self.replayed)
             .position(|(a, b)| a != b)
-            .unwrap_or(self.recorded.len().min(self.replayed.len()));
+            .unwrap_or_else(|| self.recorded.len().min(self.replayed.len()));
         writeln!(f, "first differing command: #{first}")?;
         writeln!(f, "recorded ({} commands):", self.recorded.len())?;
         for (i, c) in self.recorded.iter().enumerate() {

@@ -35,6 +35,7 @@ use cm_core::journal::{DaemonKind, Opening};
 use cm_core::monitor::StartKind;
 use cm_core::msg::Endpoint;
 use cm_io::event_loop::{Clock, EventLoop, InputMap, Journal};
+use cm_io::journal::FileJournal;
 use cm_io::postgres::{PgDriver, PgOptions};
 use cm_io::store::Store;
 use cm_io::transport::{AddressBook, Security, Transport, TransportConfig};
@@ -200,8 +201,9 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
         (addr, health_tx, health_rx)
     });
     let (event_loop, tx) = EventLoop::new(agent, clock, map, 1024);
-    let journal = common::open_journal(&s.state_dir, &s.opening)
-        .map(|j| Box::new(j) as Box<dyn Journal<Agent> + Send>);
+    let journal = common::open_journal(&s.state_dir, &s.opening);
+    let journal_stats = journal.as_ref().map(FileJournal::stats);
+    let journal = journal.map(|j| Box::new(j) as Box<dyn Journal<Agent> + Send>);
     let mut event_loop = event_loop.with_net(net).with_journal(journal);
     let mut rest_task = None;
     let counters = rest::Counters {
@@ -209,6 +211,7 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
             Security::Tls(t) => Some(Arc::clone(t)),
             Security::Plaintext => None,
         },
+        journal: journal_stats,
         ..rest::Counters::default()
     };
     if let Some((addr, health_tx, health_rx)) = published {

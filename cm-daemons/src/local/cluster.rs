@@ -484,15 +484,28 @@ impl LocalCluster {
         notes
     }
 
-    /// Copies every daemon's journal (SPEC §17) to `<root>/<cluster dir>-<pid>/node<n>/<daemon>/`
-    /// so that CI can replay them after the cluster is gone.
+    /// Copies every daemon's journal (SPEC §17) to `<root>/<cluster>/node<n>/<daemon>/`, where
+    /// `<cluster>` names the cluster's directory and its parent (numbered if taken), so that
+    /// CI can replay them after the cluster is gone.
     fn keep_journals(&self, root: &Path) -> std::io::Result<PathBuf> {
-        let name = self
-            .paths
-            .dir
-            .file_name()
-            .map_or_else(|| "cluster".into(), |n| n.to_string_lossy().into_owned());
-        let dest = root.join(format!("{name}-{}", std::process::id()));
+        let part = |p: Option<&Path>| {
+            p.and_then(Path::file_name).map_or_else(String::new, |n| {
+                n.to_string_lossy().trim_start_matches('.').to_owned()
+            })
+        };
+        let dir = &self.paths.dir;
+        let base = format!(
+            "{}-{}-{}",
+            part(dir.parent()),
+            part(Some(dir)),
+            std::process::id()
+        );
+        let mut dest = root.join(&base);
+        let mut i = 1;
+        while dest.exists() {
+            i += 1;
+            dest = root.join(format!("{base}-{i}"));
+        }
         for n in 1..=NODES {
             let src = self.paths.state_dir(n).join("journal");
             let Ok(daemons) = std::fs::read_dir(&src) else {

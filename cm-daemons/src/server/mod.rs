@@ -132,8 +132,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         limits: common::limits(&config),
     })
     .await?;
-    let journal = common::open_journal(&state_dir, &opening)
-        .map(|j| Box::new(j) as Box<dyn Journal<CmsMachine> + Send>);
+    let journal = common::open_journal(&state_dir, &opening).map(|j| {
+        metrics.journal.attach(j.stats());
+        Box::new(j) as Box<dyn Journal<CmsMachine> + Send>
+    });
     let map = InputMap {
         net: ServerInput::Net,
         tick: || ServerInput::Tick,

@@ -51,7 +51,15 @@ fi
 if ! command -v cargo-nextest >/dev/null; then
   cargo install cargo-nextest --locked
 fi
+# The end-to-end tests keep every daemon's journal here; they are replayed below (SPEC §17)
+# and removed once they all replay identical (kept for a look otherwise).
+CM_KEEP_JOURNALS="$(mktemp -d -t cm-journals.XXXXXX)"
+export CM_KEEP_JOURNALS
+echo "end-to-end journals kept in $CM_KEEP_JOURNALS"
 cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --doc --locked
 # Fuzz corpora and regression inputs replay as ordinary tests (fuzz/ is its own workspace).
 cargo test --manifest-path fuzz/Cargo.toml --locked
+# Every journal the end-to-end tests kept replays identical against this build's core.
+scripts/replay-journals.sh "$CM_KEEP_JOURNALS"
+rm -rf "$CM_KEEP_JOURNALS"

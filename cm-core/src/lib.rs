@@ -111,6 +111,7 @@ pub mod flags;
 pub mod history;
 pub mod ids;
 pub mod io;
+pub mod journal;
 pub mod monitor;
 pub mod msg;
 pub mod params;

@@ -284,7 +284,7 @@ pub struct MonitorStatus {
 }
 
 /// The om_monitor machine. See the module documentation for its rules and contract.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Monitor {
     node: NodeId,
     guard: MonotonicGuard,

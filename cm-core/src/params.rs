@@ -538,6 +538,9 @@ params! {
     ssl_cert_expire_alert_threshold: u64 = 30, fast 30, Both, range (1.0, 3650.0);
     /// Bytes of replay lag a standby may have and still be ready (`/readiness`, 16 MB), §15.
     rest_max_lag: u64 = 16 << 20, fast 16 << 20, Agent, range (0.0, 1e15);
+    /// Megabytes of input journal each daemon keeps in its state directory, oldest segments
+    /// deleted first (0 = no journal), §17.
+    journal_max_mb: u64 = 64, fast 64, Both, range (0.0, 1e6);
 }
 
 impl Default for Params {

@@ -10,8 +10,14 @@ use cm_core::config::{ClusterConfig, NodeConfig};
 use cm_core::ids::NodeId;
 use std::sync::Arc;
 
+use cm_core::journal::Opening;
 use cm_core::security::SecurityConfig;
+use cm_io::journal::{FileJournal, JournalStats, journal_dir};
 use cm_io::transport::{Limits, Security, Tls, TlsFiles, tls};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Arguments shared by cm_server, cm_agent and om_monitor.
 #[derive(Debug, Clone, Args)]
@@ -200,6 +206,74 @@ pub fn reload_tls(security: &Security) {
     }
 }
 
+/// Opens the daemon's journal (SPEC §17) in `<state_dir>/journal/<daemon>`, bounded by
+/// `journal_max_mb` (0: none). A journal that cannot be opened is logged, not fatal: the
+/// cluster manager runs without it.
+pub fn open_journal(state_dir: &Path, opening: &Opening) -> Option<FileJournal> {
+    let dir = journal_dir(state_dir, opening.kind);
+    let max = opening.config.params.journal_max_mb.saturating_mul(1 << 20);
+    match FileJournal::open(&dir, opening, max) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(
+                "cannot open the journal in {}, running without: {e}",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// The journal's counters on a daemon's `/metrics` (SPEC §17), copied from its
+/// [`JournalStats`] at each scrape; zero while no journal is attached (`journal_max_mb = 0`).
+#[derive(Debug, Default)]
+pub struct JournalCounters {
+    records: Counter,
+    dropped: Counter,
+    bytes: Counter,
+    stats: OnceLock<Arc<JournalStats>>,
+}
+
+impl JournalCounters {
+    /// Registers the counters (`journal_records_written_total`, ...) in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "journal_records_written",
+            "Journal records written to the state directory (SPEC 17)",
+            self.records.clone(),
+        );
+        registry.register(
+            "journal_records_dropped",
+            "Journal records dropped because the writer fell behind or could not write (a gap a replay skips)",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "journal_bytes_written",
+            "Bytes written to the journal",
+            self.bytes.clone(),
+        );
+    }
+
+    /// Counts from this journal's statistics from now on.
+    pub fn attach(&self, stats: Arc<JournalStats>) {
+        let _ = self.stats.set(stats);
+    }
+
+    /// Copies the statistics into the counters (call before encoding the registry).
+    pub fn refresh(&self) {
+        let Some(s) = self.stats.get() else {
+            return;
+        };
+        let copy = |from: &AtomicU64, to: &Counter| {
+            to.inner()
+                .store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        copy(&s.records_written, &self.records);
+        copy(&s.records_dropped, &self.dropped);
+        copy(&s.bytes_written, &self.bytes);
+    }
+}
+
 /// The transport limits of a daemon: defaults, and the certificate-expiry alarm threshold.
 pub fn limits(config: &ClusterConfig) -> Limits {
     Limits {
@@ -282,6 +356,33 @@ pub fn signals() -> anyhow::Result<tokio::sync::mpsc::Receiver<Signal>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_journal_counters_show_the_journal_statistics_at_each_scrape() {
+        let mut registry = Registry::with_prefix("cm_server");
+        let c = JournalCounters::default();
+        c.register(&mut registry);
+        let render = |c: &JournalCounters| {
+            c.refresh();
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+            out
+        };
+        assert!(render(&c).contains("cm_server_journal_records_written_total 0"));
+        let stats = Arc::new(JournalStats::default());
+        c.attach(Arc::clone(&stats));
+        stats.records_written.store(12, Ordering::Relaxed);
+        stats.records_dropped.store(3, Ordering::Relaxed);
+        stats.bytes_written.store(4096, Ordering::Relaxed);
+        let text = render(&c);
+        for line in [
+            "cm_server_journal_records_written_total 12",
+            "cm_server_journal_records_dropped_total 3",
+            "cm_server_journal_bytes_written_total 4096",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
 
     #[test]
     fn config_errors_name_the_file_and_the_problem() {

@@ -25,10 +25,12 @@ use cm_core::config::ClusterConfig;
 use cm_core::ctl::MonitorReply;
 use cm_core::ids::{ClientId, NodeId, QuorumTerm};
 use cm_core::io::NetEvent;
+use cm_core::journal::{DaemonKind, Opening};
 use cm_core::monitor::{AgentProcess, Monitor, MonitorCommand, MonitorInput, Pid, StartKind};
 use cm_core::msg::{Endpoint, Envelope, Msg};
-use cm_io::event_loop::{Clock, EventLoop, Executor, Flow, InputMap};
+use cm_io::event_loop::{Clock, EventLoop, Executor, Flow, InputMap, Journal};
 use cm_io::flags::FlagDir;
+use cm_io::journal::FileJournal;
 use cm_io::transport::{AddressBook, Security, Transport, TransportConfig};
 use tokio::sync::mpsc;
 
@@ -99,12 +101,25 @@ pub fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    let journal = common::open_journal(
+        Path::new(&me.state_dir),
+        &Opening {
+            kind: DaemonKind::Monitor,
+            node: spawn.node,
+            config: config.clone(),
+            seed: 0,
+            restored: None,
+            start_kind: StartKind::Normal,
+            start: true,
+        },
+    );
     rt.block_on(run(
         config,
         spawn,
         security,
         listen,
         FlagDir::new(&me.state_dir),
+        journal,
     ))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -133,6 +148,7 @@ async fn run(
     security: Security,
     listen: std::net::SocketAddr,
     flags: FlagDir,
+    journal: Option<FileJournal>,
 ) -> anyhow::Result<()> {
     let clock = Clock::process();
     let machine = Monitor::new(&config, spawn.node, 0, None);
@@ -142,6 +158,8 @@ async fn run(
         tick: || MonitorInput::Tick,
     };
     let (event_loop, tx) = EventLoop::new(machine, clock, map, 256);
+    let event_loop =
+        event_loop.with_journal(journal.map(|j| Box::new(j) as Box<dyn Journal<Monitor> + Send>));
     let (transport, net) = Transport::start(TransportConfig {
         local: Endpoint::monitor(spawn.node),
         security: security.clone(),

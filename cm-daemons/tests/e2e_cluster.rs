@@ -843,3 +843,80 @@ fn sighup_daemons(h: &mut Harness) {
         }
     }
 }
+
+/// The records of a journal segment with the first opening record replaced by `edit`'s.
+fn with_opening(bytes: &[u8], edit: impl FnOnce(&mut cm_core::journal::Opening)) -> Vec<u8> {
+    use cm_core::journal::{Reader, RecordKind, encode_opening};
+    let mut out = bytes[..4].to_vec();
+    let mut edit = Some(edit);
+    for rec in Reader::new(bytes).expect("a journal segment") {
+        let rec = rec.expect("a readable record");
+        let end = rec.offset + 9 + rec.payload.len();
+        match (rec.kind, edit.take()) {
+            (RecordKind::Opening, Some(f)) => {
+                let mut o: cm_core::journal::Opening = rec.decode("opening").unwrap();
+                f(&mut o);
+                out.extend_from_slice(&encode_opening(&o).unwrap());
+            }
+            (_, e) => {
+                edit = e;
+                out.extend_from_slice(&bytes[rec.offset..end]);
+            }
+        }
+    }
+    out
+}
+
+/// SPEC §17: all three daemons of every node journal by default; after a failover (the
+/// primary's node killed), each journal replays `identical` against this build's core. A rule
+/// changed for the replay (the agent's report interval, taken from the opening record) makes
+/// it report the first differing step with both command lists.
+#[test]
+fn e2e_cluster_every_daemon_journals_and_the_journals_replay_identical() {
+    use cm_sim::replay::{Outcome, Segment, load, replay};
+    let Some(mut h) = Harness::up(&[]) else {
+        return;
+    };
+    let p = primary_of(&h.normal());
+    let left = h.c.kill_node(p);
+    assert!(left.is_empty(), "survivors of the node kill: {left:?}");
+    let s = h.until("another node primary", |s| {
+        primary_node(s).is_some_and(|q| q != p)
+    });
+    let q = primary_of(&s);
+    h.sql_ok(q, "CREATE TABLE after_failover (x int)");
+    // Stop everything so that every journal writer has flushed.
+    h.c.keep_dir();
+    let notes = h.c.teardown();
+    eprintln!("teardown: {notes:?}");
+    let cluster = h._root.path().join("cluster");
+    for n in 1..=NODES {
+        for daemon in ["om_monitor", "cm_agent", "cm_server"] {
+            let dir = cluster.join(format!("node{n}/journal/{daemon}"));
+            let segments = load(&dir).unwrap_or_else(|e| panic!("node {n} {daemon}: {e}"));
+            let out = replay(&segments, None).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            eprintln!("node {n}: {out}");
+            match out {
+                Outcome::Identical { steps, .. } => {
+                    assert!(steps > 2, "node {n} {daemon}: only {steps} steps")
+                }
+                Outcome::Diverged(d) => panic!("node {n} {daemon}:\n{d}"),
+            }
+        }
+    }
+    let dir = cluster.join(format!("node{q}/journal/cm_agent"));
+    let mut segments: Vec<Segment> = load(&dir).unwrap();
+    segments[0].bytes = with_opening(&segments[0].bytes, |o| {
+        o.config.params.agent_report_interval *= 4.0;
+    });
+    let Outcome::Diverged(d) = replay(&segments, None).unwrap() else {
+        panic!("a changed report interval replayed identical");
+    };
+    let text = d.to_string();
+    eprintln!("{text}");
+    assert_ne!(d.recorded, d.replayed);
+    assert!(
+        text.contains("recorded (") && text.contains("replayed ("),
+        "{text}"
+    );
+}

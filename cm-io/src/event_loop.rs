@@ -8,16 +8,12 @@
 //! Slow work never runs in the loop: the executor starts it elsewhere and its completion comes
 //! back through the input channel. No decision is made here.
 
-use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::{self, BufWriter, Write};
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use cm_core::Instant;
 use cm_core::io::{Machine, NetEvent};
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 /// Maps tokio's monotonic time to [`cm_core::Instant`]: nanoseconds since the clock's origin.
@@ -101,65 +97,14 @@ pub struct InputMap<I> {
     pub tick: fn() -> I,
 }
 
-/// Records every `(now, input)` fed to the machine, so an incident can be replayed.
-pub trait Journal<I> {
-    /// Records one input before the machine steps on it.
-    fn record(&mut self, now: Instant, input: &I);
-}
-
-/// A [`Journal`] writing one JSON object per line: `{"now_ns":…,"input":…}`, flushed per line
-/// so that a crash loses at most the input being written. A write error is logged once and
-/// journaling stops (the cluster manager keeps running).
-#[derive(Debug)]
-pub struct JsonLinesJournal<W: Write> {
-    out: W,
-    failed: bool,
-}
-
-impl<W: Write> JsonLinesJournal<W> {
-    /// A journal writing to `out`.
-    pub fn new(out: W) -> Self {
-        Self { out, failed: false }
-    }
-
-    /// The writer back (tests).
-    pub fn into_inner(self) -> W {
-        self.out
-    }
-}
-
-impl JsonLinesJournal<BufWriter<File>> {
-    /// A journal appending to a file (created if absent).
-    pub fn append_to(path: &Path) -> io::Result<Self> {
-        let f = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self::new(BufWriter::new(f)))
-    }
-}
-
-#[derive(Serialize)]
-struct Line<'a, I> {
-    now_ns: u64,
-    input: &'a I,
-}
-
-impl<I: Serialize, W: Write> Journal<I> for JsonLinesJournal<W> {
-    fn record(&mut self, now: Instant, input: &I) {
-        if self.failed {
-            return;
-        }
-        let line = Line {
-            now_ns: now.as_nanos(),
-            input,
-        };
-        let r = serde_json::to_writer(&mut self.out, &line)
-            .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .and_then(|()| self.out.flush());
-        if let Err(e) = r {
-            tracing::error!("input journal write failed, journaling stops: {e}");
-            self.failed = true;
-        }
-    }
+/// Records every `(now, input)` fed to the machine and the commands it returned, so an
+/// incident can be replayed (SPEC.md §17; [`crate::journal::FileJournal`] is the daemons').
+/// Both hooks run on the loop: they must not block.
+pub trait Journal<M: Machine> {
+    /// Called before the machine steps on `input` at `now` (the machine as it is before).
+    fn before_step(&mut self, machine: &M, now: Instant, input: &M::Input);
+    /// Called with the commands the step returned, before they are executed.
+    fn after_step(&mut self, machine: &M, commands: &[M::Command]);
 }
 
 /// Why [`EventLoop::run`] returned.
@@ -190,7 +135,7 @@ pub struct EventLoop<M: Machine> {
     map: InputMap<M::Input>,
     net: Option<mpsc::Receiver<NetEvent>>,
     inputs: Option<mpsc::Receiver<M::Input>>,
-    journal: Option<Box<dyn Journal<M::Input> + Send>>,
+    journal: Option<Box<dyn Journal<M> + Send>>,
     observer: Option<Observer<M>>,
     last_tick: Option<Instant>,
 }
@@ -263,8 +208,8 @@ impl<M: Machine> EventLoop<M> {
         self
     }
 
-    /// Journals every input (`None`: no journal).
-    pub fn with_journal(mut self, journal: Option<Box<dyn Journal<M::Input> + Send>>) -> Self {
+    /// Journals every step (`None`: no journal).
+    pub fn with_journal(mut self, journal: Option<Box<dyn Journal<M> + Send>>) -> Self {
         self.journal = journal;
         self
     }
@@ -324,10 +269,14 @@ impl<M: Machine> EventLoop<M> {
     fn feed<E: Executor<M::Command>>(&mut self, input: M::Input, executor: &mut E) -> Flow {
         let now = self.clock.now();
         if let Some(j) = self.journal.as_mut() {
-            j.record(now, &input);
+            j.before_step(&self.machine, now, &input);
+        }
+        let commands = self.machine.step(now, input);
+        if let Some(j) = self.journal.as_mut() {
+            j.after_step(&self.machine, &commands);
         }
         let mut flow = Flow::Continue;
-        for command in self.machine.step(now, input) {
+        for command in commands {
             if executor.execute(now, command) == Flow::Stop {
                 flow = Flow::Stop;
             }

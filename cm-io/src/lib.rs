@@ -7,6 +7,7 @@ pub mod disk;
 pub mod event_loop;
 pub mod flags;
 pub mod http;
+pub mod journal;
 pub mod postgres;
 pub mod process;
 pub mod script;

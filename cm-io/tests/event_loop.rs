@@ -1,6 +1,5 @@
 //! The generic driver loop, driving a tiny machine defined here.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,7 +7,7 @@ use cm_core::io::{Machine, NetEvent};
 use cm_core::msg::{Endpoint, Envelope, Msg};
 use cm_core::{Instant, NodeId, QuorumTerm};
 use cm_io::event_loop::{
-    Clock, EventLoop, Executor, Flow, InputMap, JsonLinesJournal, MIN_TICK_GAP, StopReason,
+    Clock, EventLoop, Executor, Flow, InputMap, Journal, MIN_TICK_GAP, StopReason,
     effective_deadline,
 };
 use serde::{Deserialize, Serialize};
@@ -233,26 +232,32 @@ async fn the_stop_future_ends_the_loop_and_returns_the_machine() {
     assert_eq!(ex.done, notes(&["ext1a", "ext1b"]));
 }
 
+/// Records what the loop's journal hooks see.
 #[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
+struct Hooks(Arc<Mutex<Vec<String>>>);
 
-impl Write for Shared {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
+impl Journal<Toy> for Hooks {
+    fn before_step(&mut self, machine: &Toy, now: Instant, input: &In) {
+        let _ = now;
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("before {} {input:?}", machine.steps));
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    fn after_step(&mut self, machine: &Toy, commands: &[Cmd]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("after {} {commands:?}", machine.steps));
     }
 }
 
 #[tokio::test]
-async fn the_journal_records_every_input_with_its_time_as_json_lines() {
-    let out = Shared::default();
+async fn the_journal_sees_every_input_before_the_step_and_its_commands_after() {
+    let hooks = Hooks::default();
     let (l, tx) = EventLoop::new(Toy::default(), Clock::starting_now(), MAP, 8);
-    let l = l.with_journal(Some(Box::new(JsonLinesJournal::new(out.clone()))));
-    let fed = [In::Ext(1), In::Work(3)];
-    for i in fed.clone() {
+    let l = l.with_journal(Some(Box::new(hooks.clone())));
+    for i in [In::Ext(1), In::Work(3)] {
         tx.send(i).await.unwrap();
     }
     let mut ex = Recorder {
@@ -261,21 +266,18 @@ async fn the_journal_records_every_input_with_its_time_as_json_lines() {
         on_note: None,
     };
     run(l, &mut ex, std::future::pending()).await;
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let inputs: Vec<In> = lines
-        .iter()
-        .map(|v| serde_json::from_value(v["input"].clone()).unwrap())
-        .collect();
-    assert_eq!(inputs, vec![In::Ext(1), In::Work(3), In::Done(3)]);
-    let times: Vec<u64> = lines
-        .iter()
-        .map(|v| v["now_ns"].as_u64().unwrap())
-        .collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let seen = hooks.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "before 0 Ext(1)",
+            r#"after 1 [Note("ext1a"), Note("ext1b")]"#,
+            "before 1 Work(3)",
+            "after 2 [StartWork(3)]",
+            "before 2 Done(3)",
+            r#"after 3 [Note("done3"), Exit]"#,
+        ]
+    );
 }
 
 #[test]

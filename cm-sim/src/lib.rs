@@ -18,6 +18,7 @@ pub mod engine;
 mod faults;
 pub mod net;
 pub mod operator;
+pub mod replay;
 pub mod resources;
 pub mod run;
 pub mod scenario;

@@ -4,8 +4,10 @@
 //! cm-sim list
 //! cm-sim run <name|path|swarm> [--seed N] [--json] [--trace]
 //! cm-sim sweep --seeds A..B [--scenario <name|path|swarm>] [--json]
+//! cm-sim replay <journal dir|segment file> [--from N]
 //! ```
-//! Exit status: 0 ok, 1 violation or timing miss, 2 usage or file error.
+//! Exit status: 0 ok (replay: identical), 1 violation, timing miss or replay divergence,
+//! 2 usage or file error (replay: an unreadable journal).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cm_sim::adapters::Machines;
+use cm_sim::replay;
 use cm_sim::run::{Report, RunOptions, run};
 use cm_sim::scenario::Scenario;
 use cm_sim::swarm;
@@ -20,7 +23,8 @@ use cm_sim::swarm;
 const USAGE: &str = "usage:
   cm-sim list
   cm-sim run <name|path|swarm|swarm-classic> [--seed N] [--json] [--trace]
-  cm-sim sweep --seeds A..B [--scenario <name|path|swarm|swarm-classic>] [--json]";
+  cm-sim sweep --seeds A..B [--scenario <name|path|swarm|swarm-classic>] [--json]
+  cm-sim replay <journal dir|segment file> [--from N]";
 
 fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
@@ -309,12 +313,38 @@ fn cmd_sweep(args: &[String]) -> Result<ExitCode, String> {
     })
 }
 
+/// `cm-sim replay`: re-feeds a daemon's journal to this build's machine (SPEC §17).
+fn cmd_replay(args: &[String]) -> Result<ExitCode, String> {
+    let mut path = None;
+    let mut from = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--from" => {
+                let n = it.next().ok_or("--from needs a record number")?;
+                from = Some(n.parse::<u64>().map_err(|e| format!("--from {n}: {e}"))?);
+            }
+            p if path.is_none() && !p.starts_with("--") => path = Some(PathBuf::from(p)),
+            other => return Err(format!("replay: unexpected argument {other}")),
+        }
+    }
+    let path = path.ok_or("replay needs a journal directory or segment file")?;
+    let segments = replay::load(&path)?;
+    let outcome = replay::replay(&segments, from).map_err(|e| format!("cannot replay: {e}"))?;
+    println!("{}: {outcome}", path.display());
+    Ok(match outcome {
+        replay::Outcome::Identical { .. } => ExitCode::SUCCESS,
+        replay::Outcome::Diverged(_) => ExitCode::from(1),
+    })
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("list") => Ok(cmd_list()),
         Some("run") => cmd_run(&args[1..]),
         Some("sweep") => cmd_sweep(&args[1..]),
+        Some("replay") => cmd_replay(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     match result {

@@ -30,6 +30,48 @@ pub fn frame_decoder(data: &[u8]) {
     let _ = codec::decode_persisted::<cm_core::state::ClusterState>(data);
 }
 
+/// The journal reader (SPEC §17): arbitrary bytes as a segment. Every record decodes as each
+/// daemon's types or yields an error; replaying the bytes as a journal gives an outcome or an
+/// error. Nothing panics.
+pub fn journal_decoder(data: &[u8]) {
+    use cm_core::agent::{Agent, AgentCommand, AgentInput};
+    use cm_core::journal::{Opening, Reader, RecordKind, Step};
+    use cm_core::monitor::{Monitor, MonitorCommand, MonitorInput};
+    use cm_core::server::{Server, ServerCommand, ServerInput};
+    let Ok(reader) = Reader::new(data) else {
+        return;
+    };
+    for rec in reader {
+        let Ok(rec) = rec else {
+            break;
+        };
+        match rec.kind {
+            RecordKind::Opening => drop(rec.decode::<Opening>("opening")),
+            RecordKind::Snapshot => {
+                drop(rec.decode::<Monitor>("snapshot"));
+                drop(rec.decode::<Agent>("snapshot"));
+                drop(rec.decode::<Server>("snapshot"));
+            }
+            RecordKind::Step => {
+                drop(rec.decode::<Step<MonitorInput>>("step"));
+                drop(rec.decode::<Step<AgentInput>>("step"));
+                drop(rec.decode::<Step<ServerInput>>("step"));
+            }
+            RecordKind::Commands => {
+                drop(rec.decode::<Vec<MonitorCommand>>("commands"));
+                drop(rec.decode::<Vec<AgentCommand>>("commands"));
+                drop(rec.decode::<Vec<ServerCommand>>("commands"));
+            }
+            RecordKind::Gap => drop(rec.decode::<u64>("gap")),
+        }
+    }
+    let segment = cm_sim::replay::Segment {
+        name: "fuzz".into(),
+        bytes: data.to_vec(),
+    };
+    let _ = cm_sim::replay::replay(&[segment], None);
+}
+
 /// The cluster config parser: any text either parses into a config that validates clean, or
 /// yields an error that names what is wrong.
 pub fn config_parser(data: &[u8]) {

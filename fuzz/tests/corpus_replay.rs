@@ -68,3 +68,8 @@ fn server_steps_corpus() {
 fn sim_scenario_corpus() {
     replay("sim_scenario", cm_fuzz::sim_scenario);
 }
+
+#[test]
+fn journal_decoder_corpus() {
+    replay("journal_decoder", cm_fuzz::journal_decoder);
+}

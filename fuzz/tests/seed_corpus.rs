@@ -259,3 +259,43 @@ fn write_seed_corpus() {
         write("monitor_steps", name, &data);
     }
 }
+
+/// Seeds for `journal_decoder`: a small agent journal as a daemon writes it (opening, snapshot,
+/// steps with their commands), the same torn mid-record, and one with a corrupt checksum.
+/// `CM_WRITE_CORPUS=1 cargo test --test seed_corpus write_journal_seed_corpus`.
+#[test]
+fn write_journal_seed_corpus() {
+    use cm_core::agent::{Agent, AgentInput};
+    use cm_core::io::Machine as _;
+    use cm_core::journal::{self, DaemonKind, Opening, Replayable as _};
+    if std::env::var_os("CM_WRITE_CORPUS").is_none() {
+        return;
+    }
+    let opening = Opening {
+        kind: DaemonKind::Agent,
+        node: NodeId(1),
+        config: cm_core::config::ClusterConfig::from_toml_str(cm_fuzz::SAMPLE_CONFIG).unwrap(),
+        seed: 1,
+        restored: None,
+        start_kind: cm_core::monitor::StartKind::Normal,
+        start: true,
+    };
+    let mut agent = Agent::rebuild(&opening).unwrap();
+    let mut seg = journal::SEGMENT_HEADER.to_vec();
+    seg.extend(journal::encode_opening(&opening).unwrap());
+    seg.extend(journal::encode_snapshot(&agent).unwrap());
+    for i in 0..4 {
+        let now = cm_core::Instant::from_millis(200 * i);
+        seg.extend(journal::encode_step(now, &AgentInput::Tick).unwrap());
+        seg.extend(journal::encode_commands(&agent.step(now, AgentInput::Tick)).unwrap());
+    }
+    seg.extend(journal::encode_gap(2).unwrap());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/journal_decoder");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("agent-journal"), &seg).unwrap();
+    fs::write(dir.join("agent-journal-torn"), &seg[..seg.len() - 5]).unwrap();
+    let mut corrupt = seg.clone();
+    let at = corrupt.len() / 2;
+    corrupt[at] ^= 0x10;
+    fs::write(dir.join("agent-journal-corrupt"), &corrupt).unwrap();
+}

@@ -15,14 +15,14 @@ use crate::time::Instant;
 /// How many sent reports are remembered to match replies to their send times.
 const SENT_REPORTS_KEPT: usize = 64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum ConnState {
     Down,
     Connecting,
     Up,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Conn {
     state: ConnState,
     /// When the current attempt started, or when the connection last heard anything.
@@ -30,7 +30,7 @@ struct Conn {
 }
 
 /// The agent's view of the CMS nodes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Contact {
     conns: BTreeMap<NodeId, Conn>,
     /// The CMS whose latest reply was `Leader`.

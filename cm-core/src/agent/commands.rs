@@ -20,7 +20,7 @@ use crate::time::Instant;
 const MAX_QUEUED_COMMANDS: usize = 256;
 
 /// A command accepted and waiting for its stamp to be durable.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Deferred {
     instance: InstanceId,
     stamp: CmdStamp,
@@ -31,7 +31,7 @@ pub(super) struct Deferred {
 }
 
 /// The persistence pipeline: at most one write in flight, later commands queued behind it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Batch {
     in_flight: Option<(WriteToken, Vec<Deferred>, Persisted)>,
     queued: Vec<Deferred>,
@@ -53,7 +53,7 @@ impl Batch {
 /// non-voter: it may have lost a store and forgotten a term; 2 for the first of two CMS nodes;
 /// the whole total for a node that is a quorum alone by §5.4's gateway rule); the agent adds
 /// them up with [`crate::quorum_math::confirmation_is_quorum`] over the configured CMS nodes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct TermCheck {
     pub(super) nonce: u64,
     pub(super) term: Term,

@@ -18,7 +18,7 @@ const TEN_MINUTES: Duration = Duration::from_secs(600);
 const ONE_HOUR: Duration = Duration::from_secs(3600);
 
 /// What a DN action in flight is, for the rules that depend on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum ActionKind {
     /// `StartPending`; `under_starting_flag`: issued while paused, allowed by
     /// `cluster_manual_starting`.
@@ -44,7 +44,7 @@ impl ActionKind {
 }
 
 /// Progress of a kill (§3 "kill means fence").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum Fence {
     /// No kill pending.
     None,
@@ -55,7 +55,7 @@ pub(super) enum Fence {
 }
 
 /// Effects whose arrival triggers an immediate report (§3).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Watch {
     pub(super) prohibit: bool,
     pub(super) primary: bool,
@@ -63,7 +63,7 @@ pub(super) struct Watch {
 }
 
 /// One local DN.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Inst {
     pub(super) id: InstanceId,
     /// Its group.

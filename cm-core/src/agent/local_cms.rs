@@ -54,7 +54,7 @@ pub struct LocalCmsStatus {
 }
 
 /// The local cm_server's supervision state (present iff the node has a `cms_port`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct LocalCms {
     sampled: bool,
     /// The last sample was taken after the latest action completed.

@@ -536,7 +536,7 @@ pub struct AgentStatus {
 }
 
 /// Per-loop deadlines.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Loops {
     cms: Instant,
     second: Instant,
@@ -545,7 +545,7 @@ struct Loops {
 }
 
 /// The cm_agent machine. See the module documentation for its contract and rules.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Agent {
     node: NodeId,
     params: Params,

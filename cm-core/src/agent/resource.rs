@@ -65,7 +65,7 @@ pub const ONLINE_STREAK_RESET: u32 = 5;
 pub(super) const FLAG_WRITE_RETRY: Duration = Duration::from_secs(5);
 
 /// Another node's resource instance as the leader last relayed it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct PeerRes {
     /// Its state in its node's newest report (`None`: never reported).
     pub(super) state: Option<ResourceState>,
@@ -74,7 +74,7 @@ pub(super) struct PeerRes {
 }
 
 /// Why an instance must not run now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum Gate {
     /// It should run: start it when offline.
     Run,
@@ -85,7 +85,7 @@ pub(super) enum Gate {
 }
 
 /// One resource instance of this node.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct ResInst {
     id: InstanceId,
     cfg: ResourceConfig,

@@ -93,7 +93,7 @@ fn role_arg(role: DnRole) -> &'static str {
 }
 
 /// What the triggers remember of one DN.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Seen {
     running: Option<bool>,
     /// The last Primary/Standby role a status query found.
@@ -103,7 +103,7 @@ struct Seen {
 }
 
 /// The trigger rules of one agent.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct Triggers {
     config: EventTriggers,
     seen: BTreeMap<InstanceId, Seen>,

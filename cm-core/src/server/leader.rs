@@ -26,7 +26,7 @@ use super::{phony_dead, status};
 pub use super::outbox::LeaderOutput;
 
 /// A cm_ctl client waiting for proposals to commit.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct CtlWait {
     client: ClientId,
     pending: BTreeSet<ProposalId>,
@@ -36,7 +36,7 @@ struct CtlWait {
     all: Option<SwitchoverAllWait>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct SwitchoverAllWait {
     started: Vec<(ProposalId, SwitchoverStarted)>,
     refused: Vec<SwitchoverRefused>,
@@ -52,7 +52,7 @@ impl SwitchoverAllWait {
 }
 
 /// The leader-side components, apart from what every handler borrows (params, outbox).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Core {
     groups: BTreeMap<GroupId, GroupArbiter>,
     read_only: ReadOnlyChecker,
@@ -61,7 +61,7 @@ struct Core {
 }
 
 /// Everything the CMS leader decides. See the module documentation for the driving contract.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Leader {
     placement: BTreeMap<InstanceId, (GroupId, NodeId)>,
     config: ClusterConfig,

@@ -62,7 +62,7 @@ pub enum ServerInput {
 }
 
 /// An order from the [`Server`]. Execute in the order given.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ServerCommand {
     /// Connections and frames.
     Net(NetCommand),
@@ -99,7 +99,7 @@ pub struct ServerStatus {
 /// Driving contract: as every cm-core machine ([`Machine`]); `now` never goes backwards.
 /// Feed `WallClock` at start (replicated deadlines need it); until then the wall clock is taken
 /// as the monotonic clock's milliseconds.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Server {
     node: NodeId,
     config: ClusterConfig,

@@ -8,7 +8,7 @@ use crate::io::Alarm;
 use crate::msg::{CmsCommand, SequencedCommand};
 
 /// One order of the CMS leader, executed by the `Server` in the order returned.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum LeaderOutput {
     /// A command to the agent of `node`; the Server wraps it in an Envelope with its quorum term.
     Command {
@@ -42,7 +42,7 @@ pub enum LeaderOutput {
 ///
 /// Sequence numbers restart at 1 with each quorum term: a stamp is (quorum term, seq), so a new
 /// leader's commands are newer than anything a previous leader sent (§3).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Outbox {
     quorum_term: QuorumTerm,
     seqs: BTreeMap<InstanceId, CmdSeq>,

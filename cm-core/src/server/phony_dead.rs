@@ -18,7 +18,7 @@ use crate::time::Instant;
 use super::arbiter::{Ctx, GroupArbiter};
 
 /// Per-member phony-dead bookkeeping.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PhonyDeadMember {
     /// The member reached the hit threshold since it last reported 0 hits.
     pub hung: bool,

@@ -98,7 +98,7 @@ impl core::fmt::Display for ReadOnlyDecision {
 }
 
 /// The leader-local part of the read-only rule.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReadOnlyChecker {
     next_check: Option<Instant>,
     prealarmed: BTreeSet<InstanceId>,

@@ -18,7 +18,7 @@ use crate::resource::{ResourceReport, ResourceState};
 use crate::time::Instant;
 
 /// Each node's newest resource report.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ResourceBook {
     started: Option<Instant>,
     reports: BTreeMap<NodeId, (Instant, Vec<ResourceReport>)>,

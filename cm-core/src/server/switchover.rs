@@ -26,7 +26,7 @@ use crate::time::Instant;
 use super::arbiter::{Ctx, GroupArbiter, RestartHold};
 
 /// Leader-local progress of one group's switchover.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Progress {
     term: Term,
     /// This leader committed `term` (BeginSwitchover or RenewSwitchoverTerm): only then may it
@@ -59,7 +59,7 @@ impl Progress {
 }
 
 /// The switchovers the leader drives.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Switchovers {
     progress: BTreeMap<GroupId, Progress>,
     /// `BeginSwitchover` proposals not yet committed.
@@ -365,7 +365,7 @@ impl Switchovers {
 }
 
 /// The old primary of an aborted switchover, to be promoted at the abort's fresh term.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Restore {
     /// The term the abort committed.
     pub term: Term,

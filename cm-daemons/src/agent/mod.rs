@@ -31,9 +31,11 @@ use clap::{Parser, ValueEnum};
 use cm_core::agent::{Agent, AgentInput};
 use cm_core::config::ClusterConfig;
 use cm_core::ids::NodeId;
+use cm_core::journal::{DaemonKind, Opening};
 use cm_core::monitor::StartKind;
 use cm_core::msg::Endpoint;
-use cm_io::event_loop::{Clock, EventLoop, InputMap};
+use cm_io::event_loop::{Clock, EventLoop, InputMap, Journal};
+use cm_io::journal::FileJournal;
 use cm_io::postgres::{PgDriver, PgOptions};
 use cm_io::store::Store;
 use cm_io::transport::{AddressBook, Security, Transport, TransportConfig};
@@ -102,6 +104,15 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
     // This start's id (a restarted agent's build count begins again; cm_ctl build sees it).
     let incarnation = cm_io::postgres::credential::random_u64()
         .context("cannot draw the agent's incarnation id")?;
+    let opening = Opening {
+        kind: DaemonKind::Agent,
+        node: me.id,
+        config: config.clone(),
+        seed: incarnation,
+        restored: restored.clone(),
+        start_kind: args.start_kind.into(),
+        start: true,
+    };
     let agent = Agent::new(&config, me.id, incarnation, restored)
         .with_context(|| format!("{}", store.path().display()))?
         .with_start_kind(args.start_kind.into());
@@ -133,6 +144,7 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
         server_bin,
         security,
         rest,
+        opening,
     };
     rt.block_on(run(agent, store, setup))?;
     Ok(ExitCode::SUCCESS)
@@ -148,6 +160,8 @@ struct Setup {
     security: Security,
     /// Where the HTTP endpoints listen, if the node has a `rest_port`.
     rest: Option<std::net::SocketAddr>,
+    /// What the journal's opening record holds (SPEC §17).
+    opening: Opening,
 }
 
 /// `address:port` as a socket address (the first address a host name resolves to).
@@ -187,13 +201,17 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
         (addr, health_tx, health_rx)
     });
     let (event_loop, tx) = EventLoop::new(agent, clock, map, 1024);
-    let mut event_loop = event_loop.with_net(net);
+    let journal = common::open_journal(&s.state_dir, &s.opening);
+    let journal_stats = journal.as_ref().map(FileJournal::stats);
+    let journal = journal.map(|j| Box::new(j) as Box<dyn Journal<Agent> + Send>);
+    let mut event_loop = event_loop.with_net(net).with_journal(journal);
     let mut rest_task = None;
     let counters = rest::Counters {
         tls: match &s.security {
             Security::Tls(t) => Some(Arc::clone(t)),
             Security::Plaintext => None,
         },
+        journal: journal_stats,
         ..rest::Counters::default()
     };
     if let Some((addr, health_tx, health_rx)) = published {

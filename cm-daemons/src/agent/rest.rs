@@ -87,6 +87,8 @@ pub(crate) struct Counters {
     pub(crate) scripts: Arc<super::exec::ScriptStats>,
     /// The node's TLS material (none with `allow_plaintext`), for the certificate expiry gauge.
     pub(crate) tls: Option<Arc<cm_io::transport::Tls>>,
+    /// The agent's journal statistics (none with `journal_max_mb = 0`).
+    pub(crate) journal: Option<Arc<cm_io::journal::JournalStats>>,
 }
 
 /// Answers one request from the latest snapshot.
@@ -217,6 +219,7 @@ pub(crate) struct AgentMetrics {
     resource_state: Family<InstState, Gauge>,
     cert_remaining: Gauge,
     tls: Option<Arc<cm_io::transport::Tls>>,
+    journal: crate::common::JournalCounters,
 }
 
 impl AgentMetrics {
@@ -242,11 +245,16 @@ impl AgentMetrics {
             resource_state: Family::default(),
             cert_remaining: Gauge::default(),
             tls: counters.tls.clone(),
+            journal: crate::common::JournalCounters::default(),
         };
         let mut m = m.register();
         let sub = m.registry.sub_registry_with_prefix("cm_agent");
         counters.triggers.register(sub);
         counters.scripts.register(sub);
+        m.journal.register(sub);
+        if let Some(j) = &counters.journal {
+            m.journal.attach(Arc::clone(j));
+        }
         m
     }
 
@@ -435,6 +443,7 @@ impl AgentMetrics {
             &self.http_handshake_failed,
             stats.handshake_failed.load(Ordering::Relaxed),
         );
+        self.journal.refresh();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             let _ = writeln!(out, "# encoding failed");

@@ -4,7 +4,7 @@
 use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,9 @@ use cm_core::ctl::{ClusterHealth, ClusterStatus};
 use cm_core::dn::{DbState, DnRole};
 
 use super::{LocalOptions, NODES, Paths, Ports, check_prerequisites, db, procs};
+
+/// When set, a torn-down cluster's journals are copied under this directory (CI replays them).
+pub const KEEP_JOURNALS_ENV: &str = "CM_KEEP_JOURNALS";
 
 /// A local three-node cluster.
 pub struct LocalCluster {
@@ -258,7 +261,7 @@ impl LocalCluster {
     /// whose agent answers `/primary`, reads to standbys answering `/replica?lag=16MB`.
     /// Returns (write port, read port) once both listen. Torn down with the cluster.
     pub fn start_haproxy(&mut self) -> anyhow::Result<(u16, u16)> {
-        let bin = std::path::Path::new(super::HAPROXY_BIN);
+        let bin = Path::new(super::HAPROXY_BIN);
         if !bin.exists() {
             bail!(
                 "HAProxy is not installed ({} is missing).\n  Debian/Ubuntu:  sudo apt-get install haproxy",
@@ -467,12 +470,56 @@ impl LocalCluster {
             let _ = m.kill();
             let _ = m.wait();
         }
+        if let Some(root) = std::env::var_os(KEEP_JOURNALS_ENV) {
+            match self.keep_journals(Path::new(&root)) {
+                Ok(dest) => notes.push(format!("journals kept in {}", dest.display())),
+                Err(e) => notes.push(format!("cannot keep the journals: {e}")),
+            }
+        }
         if !self.opts.keep
             && let Err(e) = std::fs::remove_dir_all(&self.paths.dir)
         {
             notes.push(format!("cannot remove {}: {e}", self.paths.dir.display()));
         }
         notes
+    }
+
+    /// Copies every daemon's journal (SPEC §17) to `<root>/<cluster>/node<n>/<daemon>/`, where
+    /// `<cluster>` names the cluster's directory and its parent (numbered if taken), so that
+    /// CI can replay them after the cluster is gone.
+    fn keep_journals(&self, root: &Path) -> std::io::Result<PathBuf> {
+        let part = |p: Option<&Path>| {
+            p.and_then(Path::file_name).map_or_else(String::new, |n| {
+                n.to_string_lossy().trim_start_matches('.').to_owned()
+            })
+        };
+        let dir = &self.paths.dir;
+        let base = format!(
+            "{}-{}-{}",
+            part(dir.parent()),
+            part(Some(dir)),
+            std::process::id()
+        );
+        let mut dest = root.join(&base);
+        let mut i = 1;
+        while dest.exists() {
+            i += 1;
+            dest = root.join(format!("{base}-{i}"));
+        }
+        for n in 1..=NODES {
+            let src = self.paths.state_dir(n).join("journal");
+            let Ok(daemons) = std::fs::read_dir(&src) else {
+                continue;
+            };
+            for d in daemons.flatten() {
+                let to = dest.join(format!("node{n}")).join(d.file_name());
+                std::fs::create_dir_all(&to)?;
+                for f in std::fs::read_dir(d.path())?.flatten() {
+                    std::fs::copy(f.path(), to.join(f.file_name()))?;
+                }
+            }
+        }
+        Ok(dest)
     }
 
     /// Every DN data directory.

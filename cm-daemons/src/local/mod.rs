@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use cm_core::params::Profile;
 
-pub use cluster::LocalCluster;
+pub use cluster::{KEEP_JOURNALS_ENV, LocalCluster};
 
 /// Where Debian/Ubuntu install the PostgreSQL 15 server binaries.
 pub const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";

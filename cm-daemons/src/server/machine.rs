@@ -8,6 +8,7 @@
 //! from the core's *effective* parameters at the moment the command is emitted, never from
 //! the config file. Nothing is decided here: every order is the core's, in the core's order.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use cm_core::io::{Alarm, Machine, NetCommand, NetEvent, PersistState};
 use cm_core::msg::{CmsCommand, Msg};
 use cm_core::server::quorum::QuorumError;
 use cm_core::server::{Server, ServerCommand, ServerInput, ServerStatus};
+use cm_io::journal::Journaled;
 
 use super::metrics::{Published, ServerMetrics};
 
@@ -210,6 +212,43 @@ impl Machine for CmsMachine {
 
     fn status(&self) -> ServerStatus {
         self.server.status()
+    }
+}
+
+impl Journaled for CmsMachine {
+    type Core = Server;
+
+    fn core(&self) -> &Server {
+        &self.server
+    }
+
+    fn core_input(input: &ServerInput) -> &ServerInput {
+        input
+    }
+
+    /// The core's commands: the orders without the parameter text the daemon added.
+    fn core_commands(orders: &[CmsOrder]) -> Cow<'_, [ServerCommand]> {
+        Cow::Owned(
+            orders
+                .iter()
+                .map(|o| match o {
+                    CmsOrder::Net(c) => ServerCommand::Net(c.clone()),
+                    CmsOrder::Persist(p) => ServerCommand::Persist(p.clone()),
+                    CmsOrder::Fence {
+                        group,
+                        instance,
+                        node,
+                        ..
+                    } => ServerCommand::RunFenceCommand {
+                        group: *group,
+                        instance: *instance,
+                        node: *node,
+                    },
+                    CmsOrder::ProbeGateways { .. } => ServerCommand::ProbeGateways,
+                    CmsOrder::Alarm(a) => ServerCommand::RaiseAlarm(a.clone()),
+                })
+                .collect(),
+        )
     }
 }
 

@@ -106,6 +106,8 @@ pub struct ServerMetrics {
     cert_expiry_alarms: Counter,
     /// Counted by the machine wrapper.
     pub passing: Passing,
+    /// The journal's counters (SPEC §17).
+    pub journal: crate::common::JournalCounters,
     published: Mutex<Published>,
 }
 
@@ -145,8 +147,10 @@ impl ServerMetrics {
             cert_min_remaining: Gauge::default(),
             cert_expiry_alarms: Counter::default(),
             passing: Passing::default(),
+            journal: crate::common::JournalCounters::default(),
             published: Mutex::new(Published::default()),
         };
+        m.journal.register(&mut m.registry);
         let r = &mut m.registry;
         r.register(
             "leader",
@@ -275,6 +279,7 @@ impl ServerMetrics {
         pass(&self.passing.reports_received, &self.reports_received);
         pass(&self.passing.reports_dropped, &self.reports_dropped);
         pass(&self.passing.ctl_refused, &self.ctl_refused);
+        self.journal.refresh();
         self.cert_expiry_alarms
             .inner()
             .store(transport.cert_expiry_alarms, Ordering::Relaxed);

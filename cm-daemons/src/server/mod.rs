@@ -22,10 +22,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use cm_core::config::ClusterConfig;
 use cm_core::ids::NodeId;
+use cm_core::journal::{DaemonKind, Opening};
+use cm_core::monitor::StartKind;
 use cm_core::msg::Endpoint;
 use cm_core::server::ServerInput;
 use cm_core::time::WallMillis;
-use cm_io::event_loop::{Clock, EventLoop, InputMap, Journal, JsonLinesJournal};
+use cm_io::event_loop::{Clock, EventLoop, InputMap, Journal};
 use cm_io::store::Store;
 use cm_io::transport::{AddressBook, Security, Transport, TransportConfig};
 use tokio::sync::mpsc;
@@ -55,9 +57,6 @@ pub struct ServerArgs {
     /// Node, config and logging.
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Append every input fed to the machine to FILE (JSON lines), for replay in cm-sim.
-    #[arg(long, value_name = "FILE")]
-    pub journal: Option<PathBuf>,
 }
 
 /// A seed for the quorum's election timeouts: different per node and per start.
@@ -105,7 +104,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let store = Store::new(state_dir.join(STORE_FILE));
     let restored = store.load()?;
     let metrics = Arc::new(ServerMetrics::new());
-    let machine = CmsMachine::new(&config, me.id, seed(me.id), restored)
+    let seed = seed(me.id);
+    let opening = Opening {
+        kind: DaemonKind::Server,
+        node: me.id,
+        config: config.clone(),
+        seed,
+        restored: restored.clone(),
+        start_kind: StartKind::Normal,
+        start: true,
+    };
+    let machine = CmsMachine::new(&config, me.id, seed, restored)
         .with_context(|| {
             format!(
                 "cannot restore the quorum state from {}",
@@ -123,12 +132,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         limits: common::limits(&config),
     })
     .await?;
-    let journal: Option<Box<dyn Journal<ServerInput> + Send>> = match &args.journal {
-        Some(p) => Some(Box::new(JsonLinesJournal::append_to(p).with_context(
-            || format!("cannot open the input journal {}", p.display()),
-        )?)),
-        None => None,
-    };
+    let journal = common::open_journal(&state_dir, &opening).map(|j| {
+        metrics.journal.attach(j.stats());
+        Box::new(j) as Box<dyn Journal<CmsMachine> + Send>
+    });
     let map = InputMap {
         net: ServerInput::Net,
         tick: || ServerInput::Tick,

@@ -17,7 +17,7 @@ pub const MAX_FAILOVER_SENDS: u32 = 10;
 
 /// A standby of the valid primary that does not stream from it (issue 18, defect 3): it is
 /// neither caught up with the primary nor advancing while its receiver points there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamLoss {
     /// Receipt of the first report in a row that showed it.
     pub since: Instant,
@@ -26,7 +26,7 @@ pub struct StreamLoss {
 }
 
 /// The last command sent to a member, for resend suppression.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LastCommand {
     /// The command.
     pub cmd: CmsCommand,
@@ -37,7 +37,7 @@ pub struct LastCommand {
 }
 
 /// What the leader knows about one member of a group.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     /// The instance.
     pub instance: InstanceId,

@@ -83,7 +83,7 @@ pub fn resend_interval(params: &Params) -> Duration {
 }
 
 /// A Promote proposed and not yet committed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PendingPromote {
     /// The proposal.
     pub proposal: ProposalId,
@@ -94,7 +94,7 @@ pub struct PendingPromote {
 }
 
 /// The leader's arbitration state of one DN group.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct GroupArbiter {
     /// The group.
     pub id: GroupId,

@@ -12,7 +12,7 @@ use crate::time::Instant;
 use super::{Ctx, GroupArbiter};
 
 /// An incident "primary alive but its agent silent".
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SplitBrain {
     /// Index of the silent old primary among the members.
     pub silent: usize,

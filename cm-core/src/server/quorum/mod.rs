@@ -187,7 +187,7 @@ pub enum QuorumInput {
 }
 
 /// An order from the [`Quorum`]. Execute in the order given.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum QuorumOutput {
     /// Send a quorum message to another CMS node, with `term` as the envelope's `quorum_term`.
     Send {
@@ -333,7 +333,7 @@ fn decode_store(bytes: &[u8], members: &[NodeId], node: NodeId) -> Result<Stored
 }
 
 /// Something that waits for a write to complete.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum AfterWrite {
     /// A message whose truth depends on the write; dropped if the term moved.
     Send {
@@ -354,7 +354,7 @@ enum AfterWrite {
     },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct PendingWrite {
     token: WriteToken,
     actions: Vec<AfterWrite>,
@@ -364,14 +364,14 @@ struct PendingWrite {
 }
 
 /// One heartbeat round of a leader: when it was sent and who acknowledged it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Round {
     sent_at: Instant,
     acks: BTreeSet<NodeId>,
 }
 
 /// Leader-only state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct LeaderState {
     next: BTreeMap<NodeId, LogIndex>,
     matched: BTreeMap<NodeId, LogIndex>,
@@ -396,7 +396,7 @@ struct LeaderState {
 }
 
 /// The CMS consensus component. See the module documentation for the driving contract.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Quorum {
     node: NodeId,
     params: Params,

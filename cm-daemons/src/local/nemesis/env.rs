@@ -289,7 +289,7 @@ impl Env {
         let netns = format!("/run/netns/{}", self.netns(n));
         let child = Command::new("sh")
             .arg("-c")
-            .arg(r#"echo $$ > "$0" && exec nsenter --net="$1" -- "$@""#)
+            .arg(r#"echo $$ > "$0" && ns="$1" && shift && exec nsenter --net="$ns" -- "$@""#)
             .arg(&procs)
             .arg(&netns)
             .arg(program)

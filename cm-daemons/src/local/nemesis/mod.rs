@@ -450,6 +450,10 @@ fn create_databases(env: &Env, paths: &Paths, ports: &Ports, pg_bin: &Path) -> a
     for n in 1..=NODES {
         let d = env.data_dir(n);
         std::fs::create_dir(&d)?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        }
         user.chown(&d)?;
         user.chown(&env.fs_dir(n))?;
         std::os::unix::fs::symlink(&d, paths.data_dir(n))?;
@@ -477,7 +481,13 @@ fn run_faults(run: &mut Run<'_>) -> anyhow::Result<Report> {
         run.start_node(n)?;
     }
     let bound = liveness_bound(&run.config);
-    run.say("cluster starting");
+    run.say(&format!(
+        "cluster starting in {}; to look: nsenter --net=/run/netns/{} {} -c {} query",
+        run.paths.dir.display(),
+        run.env.hub(),
+        opts.cm_bin.join("cm_ctl").display(),
+        run.paths.config().display()
+    ));
     if let Err(e) = run.wait_converged(Duration::from_secs(180))? {
         bail!("the cluster never became Normal: {e}");
     }

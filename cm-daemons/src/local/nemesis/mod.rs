@@ -799,7 +799,7 @@ mod tests {
         let dirs: Vec<String> = cfg.groups[0]
             .members
             .iter()
-            .map(|m| m.data_dir.display().to_string())
+            .map(|m| m.data_dir.clone())
             .collect();
         assert_eq!(dirs, ["/tmp/x/fs1/dn1", "/tmp/x/fs2/dn2", "/tmp/x/fs3/dn3"]);
         assert!(!out.contains("127.0.0.1"));

@@ -150,6 +150,10 @@ pub fn namespace_config(text: &str, data_dir: impl Fn(u32) -> PathBuf) -> String
     out
 }
 
+/// How long the cluster must stay converged to count as converged (measured from the first
+/// converged answer, which is the time reported).
+pub const STABLE: Duration = Duration::from_secs(3);
+
 /// The run's state between faults.
 struct Run<'a> {
     opts: &'a NemesisOptions,
@@ -223,17 +227,32 @@ impl Run<'_> {
                 .all(|g| g.commits_acknowledged && g.members.iter().all(|m| !m.read_only))
     }
 
-    /// Waits for convergence; the last state in words when it does not come.
-    fn wait_converged(&mut self, bound: Duration) -> anyhow::Result<Result<(), String>> {
+    /// Waits for convergence, held for [`STABLE`] (right after a restart the leader may not
+    /// have noticed anything yet); the last state in words when it does not come.
+    fn wait_converged(&mut self, bound: Duration) -> anyhow::Result<Result<u64, String>> {
         let deadline = Instant::now() + bound;
+        let mut since: Option<Instant> = None;
         loop {
             if self.cancelled() {
                 bail!("interrupted");
             }
             let last = match self.query() {
-                Ok(s) if Self::converged(&s) => return Ok(Ok(())),
-                Ok(s) => describe(&s),
-                Err(e) => format!("{e:#}"),
+                Ok(s) if Self::converged(&s) => {
+                    let t = *since.get_or_insert_with(Instant::now);
+                    if t.elapsed() >= STABLE {
+                        let at = t.saturating_duration_since(self.start).as_millis();
+                        return Ok(Ok(u64::try_from(at).unwrap_or(u64::MAX)));
+                    }
+                    describe(&s)
+                }
+                Ok(s) => {
+                    since = None;
+                    describe(&s)
+                }
+                Err(e) => {
+                    since = None;
+                    format!("{e:#}")
+                }
             };
             if Instant::now() > deadline {
                 return Ok(Err(format!(
@@ -279,7 +298,6 @@ impl Run<'_> {
 
     /// Applies a fault, holds it, heals it. Returns (started, healed) in run milliseconds.
     fn inject(&mut self, step: &Step, n: u32) -> anyhow::Result<(u64, u64)> {
-        let started = self.ms();
         let mut pm = None;
         match step.kind {
             FaultKind::Kill | FaultKind::Restart => self.env.kill_node(n)?,
@@ -302,6 +320,8 @@ impl Run<'_> {
                 self.say(&format!("node {n}'s data filesystem at {pct} %"));
             }
         }
+        // From the moment the fault is in effect (applying it takes a few ms: nsenter, nft).
+        let started = self.ms();
         let held = self.sleep(step.hold);
         // Heal even when interrupted (cleanup would remove it anyway).
         match step.kind {
@@ -582,8 +602,8 @@ fn run_faults(run: &mut Run<'_>) -> anyhow::Result<Report> {
             anomaly: None,
         };
         match waited {
-            Ok(Ok(())) => {
-                rec.converged_ms = Some(run.ms());
+            Ok(Ok(at)) => {
+                rec.converged_ms = Some(at);
                 let ops = shared.history();
                 run.say(&format!(
                     "  healed; writes back after {} s, converged {} s after healing",

@@ -447,7 +447,10 @@ pub fn run(
         log,
     };
     let result = run_faults(&mut run);
-    if result.is_err() || opts.keep {
+    // Logs and journals stay for a post-mortem of any failure (the data directories are on
+    // the tmpfs mounts, which go).
+    let failed = result.as_ref().map_or(true, |r| !r.failures().is_empty());
+    if failed || opts.keep {
         run.env.keep = true;
         run.say(&format!(
             "kept {} for a post-mortem",

@@ -206,7 +206,7 @@ mod tests {
         let mut want = Vec::new();
         for _ in 0..3 {
             let gap = u128::from(rng.range(1_000, 6_000));
-            let kind = if rng.next_u64() % 2 == 0 {
+            let kind = if rng.next_u64().is_multiple_of(2) {
                 "kill"
             } else {
                 "freeze"

@@ -1,5 +1,5 @@
 //! `cm_local nemesis` (SPEC §18): three nodes on real PostgreSQL in synchronous mode, each in
-//! its own network namespace, cgroup and size-limited filesystem ([`env`]); a client with
+//! its own network namespace, cgroup and size-limited filesystem ([`mod@env`]); a client with
 //! sessions on every node ([`client`]); faults drawn from the seed ([`plan`]) one at a time,
 //! each healed and the cluster's convergence awaited before the next; then the checks of
 //! [`history`]: every acknowledged row on the final primary (S3), no acknowledgement from an

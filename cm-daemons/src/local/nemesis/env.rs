@@ -528,6 +528,16 @@ mod tests {
         assert!(!one.contains("chain output"));
     }
 
+    #[test]
+    fn without_root_the_nemesis_refuses_and_says_why() {
+        let m = missing_prerequisites(false);
+        assert!(
+            m.iter()
+                .any(|r| r.contains("must run as root") && r.contains("network namespaces")),
+            "{m:?}"
+        );
+    }
+
     /// Everything a run creates is gone after cleanup, with a process still running (and
     /// frozen) in a node. Needs root and the tools; says so and passes vacuously only
     /// when they are missing.

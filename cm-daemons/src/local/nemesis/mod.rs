@@ -796,6 +796,42 @@ fn write_json(path: &Path, opts: &NemesisOptions, r: &Report, checked: bool) -> 
 mod tests {
     use super::*;
 
+    fn report(async_mode: bool, lost: Vec<i64>, anomaly: Option<&str>) -> Report {
+        Report {
+            faults: vec![FaultRecord {
+                kind: "freeze",
+                node: 1,
+                role: "primary".into(),
+                started_ms: 0,
+                healed_ms: 10,
+                converged_ms: anomaly.is_none().then_some(20),
+                anomaly: anomaly.map(str::to_owned),
+            }],
+            ops: Vec::new(),
+            lost,
+            s4: Vec::new(),
+            late_acks: 0,
+            dual_ms: 0,
+            final_problem: None,
+            table: String::new(),
+            async_mode,
+        }
+    }
+
+    #[test]
+    fn a_run_fails_on_lost_writes_in_sync_mode_only_and_on_convergence_always() {
+        assert!(report(false, vec![], None).failures().is_empty());
+        let f = report(false, vec![7], None).failures();
+        assert!(
+            f.len() == 1 && f[0].starts_with("S3: 1 acknowledged"),
+            "{f:?}"
+        );
+        // Asynchronous mode reports lost writes (the table) but does not fail on them.
+        assert!(report(true, vec![7], None).failures().is_empty());
+        let f = report(true, vec![], Some("stuck Degraded")).failures();
+        assert_eq!(f, ["convergence after freeze of node 1: stuck Degraded"]);
+    }
+
     #[test]
     fn the_namespace_config_moves_each_node_and_data_directory() {
         let paths = Paths {

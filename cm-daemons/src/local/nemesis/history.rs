@@ -160,15 +160,17 @@ pub fn late_acks(ops: &[Op]) -> Vec<&Op> {
         .collect()
 }
 
-/// Milliseconds during which two members acknowledged: per older timeline with violations,
-/// from the newer timeline's first acknowledgement to the last violating one.
+/// Milliseconds during which two members acknowledged: per older timeline (and node) with
+/// violations, from the send of its first violating write (necessarily after the newer
+/// timeline acknowledged) to its last violating acknowledgement — the window observed on the
+/// old member, not the time it spent frozen or cut off before it.
 pub fn dual_writable_ms(violations: &[S4Violation]) -> u64 {
     let mut windows: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
     for v in violations {
         let w = windows
             .entry((v.timeline, v.op.node))
-            .or_insert((v.newer_first_ack_ms, v.op.completed_ms));
-        w.0 = w.0.min(v.newer_first_ack_ms);
+            .or_insert((v.op.invoked_ms, v.op.completed_ms));
+        w.0 = w.0.min(v.op.invoked_ms);
         w.1 = w.1.max(v.op.completed_ms);
     }
     windows.values().map(|(a, b)| b.saturating_sub(*a)).sum()
@@ -385,8 +387,8 @@ mod tests {
         assert_eq!(ids, vec![3, 4]);
         assert_eq!((v[0].newer_timeline, v[0].newer_node), (2, 2));
         assert_eq!(v[0].newer_first_ack_ms, 110);
-        // Two members acknowledged from 110 to 150.
-        assert_eq!(dual_writable_ms(&v), 40);
+        // The old member acknowledged writes sent from 120 on until 150.
+        assert_eq!(dual_writable_ms(&v), 30);
     }
 
     #[test]
@@ -463,11 +465,11 @@ mod tests {
         assert_eq!(freeze.converge, (None, None));
         assert_eq!(
             (freeze.lost, freeze.dual_ms, freeze.not_converged),
-            (1, 5_500, 1)
+            (1, 4_500, 1)
         );
         let text = render_table(&rows);
         assert!(
-            text.contains("| freeze | 1 | 5.0 / 5.0 | - / - | 1 | 1 | 5500 |"),
+            text.contains("| freeze | 1 | 5.0 / 5.0 | - / - | 1 | 1 | 4500 |"),
             "{text}"
         );
         assert!(

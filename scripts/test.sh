@@ -48,6 +48,17 @@ if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
   fi
 fi
 
+# nftables for the nemesis's partitions (SPEC §18: `cm_local nemesis`, run by .ci/run).
+if ! command -v nft >/dev/null && [ ! -x /usr/sbin/nft ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "nftables missing: installing it with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null
+  else
+    echo "nftables is missing: the nemesis cannot partition (Debian: sudo apt-get install nftables)" >&2
+  fi
+fi
+
 if ! command -v cargo-nextest >/dev/null; then
   cargo install cargo-nextest --locked
 fi

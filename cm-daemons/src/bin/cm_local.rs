@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cm_core::ctl::CmsRole;
 use cm_core::params::Profile;
 use cm_daemons::local::cluster::{primary_node, summary};
-use cm_daemons::local::{LocalCluster, LocalOptions, bench, check_prerequisites, procs};
+use cm_daemons::local::{LocalCluster, LocalOptions, bench, check_prerequisites, nemesis, procs};
 
 /// cm_local: run a three-node cluster on this machine for trying cm out (3 cm_server,
 /// 3 om_monitor/cm_agent, one PostgreSQL group of 1 primary + 2 standbys), tear it down, or
@@ -126,6 +126,49 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         flooders: usize,
     },
+    /// The nemesis (SPEC §18): three nodes in network namespaces on real PostgreSQL in
+    /// synchronous mode, a writing client with sessions on every node, faults drawn from the
+    /// seed (node kill and restart, whole-node freeze, postmaster SIGSTOP, partitions, CMS
+    /// leader isolation, disk full), then the checks: every acknowledged write on the final
+    /// primary (S3), no acknowledgement from an older timeline (S4), recovery per fault,
+    /// convergence. Prints a table per fault kind; exits 1 on a safety or convergence failure.
+    Nemesis {
+        /// Minutes of faults.
+        #[arg(long, default_value_t = 3.0)]
+        minutes: f64,
+        /// The seed of the fault plan.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Parameter profile.
+        #[arg(long, value_enum, default_value = "fast")]
+        profile: ProfileArg,
+        /// Fault kinds, comma-separated (kill, restart, freeze, pm-stop, partition, one-way,
+        /// isolate-leader, disk-full); all by default.
+        #[arg(long)]
+        faults: Option<String>,
+        /// The run directory (created, removed at the end; kept after a failure).
+        #[arg(long, default_value = "/tmp/cm-nemesis")]
+        dir: PathBuf,
+        /// Write the JSON history (every write, every fault) here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Size of each node's data filesystem (tmpfs), MB.
+        #[arg(long, default_value_t = 1024)]
+        disk_mb: u64,
+        /// Asynchronous replication: lost and dual-acknowledged writes are reported, not
+        /// failures.
+        #[arg(long = "async")]
+        async_mode: bool,
+        /// Client sessions per node.
+        #[arg(long, default_value_t = 2)]
+        sessions: u32,
+        /// Keep the run directory (data, logs) even after a passing run.
+        #[arg(long)]
+        keep: bool,
+        /// Directory of the PostgreSQL binaries.
+        #[arg(long, default_value = cm_daemons::local::DEFAULT_PG_BIN)]
+        pg_bin: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -146,6 +189,43 @@ fn main() -> ExitCode {
         }
         Cmd::Down { dir, keep } => down(&dir, keep),
         Cmd::RestartNode { node, dir } => restart_node(&dir, node),
+        Cmd::Nemesis {
+            minutes,
+            seed,
+            profile,
+            faults,
+            dir,
+            json,
+            disk_mb,
+            async_mode,
+            sessions,
+            keep,
+            pg_bin,
+        } => {
+            let faults = match faults.as_deref().map(nemesis::plan::parse_faults) {
+                None => nemesis::plan::FaultKind::ALL.to_vec(),
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    eprintln!("--faults: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = nemesis::NemesisOptions {
+                minutes,
+                seed,
+                profile: profile.into(),
+                faults,
+                dir,
+                json,
+                disk_mb,
+                pg_bin,
+                cm_bin: cm_daemons::local::sibling_bin_dir(),
+                async_mode,
+                keep,
+                sessions_per_node: sessions.max(1),
+            };
+            run_nemesis(&opts)
+        }
         Cmd::Bench {
             trials,
             profile,
@@ -230,6 +310,60 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn run_nemesis(opts: &nemesis::NemesisOptions) -> ExitCode {
+    let missing = nemesis::check(opts);
+    if !missing.is_empty() {
+        eprintln!("cm_local nemesis cannot run:\n  {}", missing.join("\n  "));
+        return ExitCode::from(2);
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    watch_signals(Arc::clone(&cancel));
+    let report = match nemesis::run(opts, cancel, &mut |l| println!("{l}")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nemesis: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "\nnemesis seed {} ({:?} profile, {}, faults {}): {} faults, {} writes acknowledged, \
+         {} lost, {} S4 violations ({} ms dual-acknowledging), {} late answers of replicated \
+         commits\n",
+        opts.seed,
+        opts.profile,
+        if opts.async_mode {
+            "asynchronous"
+        } else {
+            "synchronous"
+        },
+        opts.faults
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        report.faults.len(),
+        report.acks(),
+        report.lost.len(),
+        report.s4.len(),
+        report.dual_ms,
+        report.late_acks
+    );
+    print!("{}", report.table);
+    if let Some(j) = &opts.json {
+        println!("history: {}", j.display());
+    }
+    let failures = report.failures();
+    if failures.is_empty() {
+        println!("PASS");
+        ExitCode::SUCCESS
+    } else {
+        for f in &failures {
+            println!("FAIL: {f}");
+        }
+        ExitCode::FAILURE
     }
 }
 

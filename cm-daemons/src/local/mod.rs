@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod db;
 pub mod flood_bench;
 pub mod http_bench;
+pub mod nemesis;
 pub mod procs;
 
 use std::fmt::Write as _;

@@ -32,7 +32,7 @@ const ONE_HOUR: Duration = Duration::from_secs(3600);
 /// (§4.4): a count may trigger the rule again only once its window no longer reaches back
 /// before the abort, or once it exceeds its limit by restarts that must be newer than the
 /// abort (the count minus the one at the abort). Leader-local: a new leader may try once more.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RestartHold {
     /// The primary the aborted switchover tried to move away from.
     pub instance: InstanceId,

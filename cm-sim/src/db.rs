@@ -570,6 +570,8 @@ impl Databases {
             downstreams,
             read_only: inst.read_only,
             receiver_error: None,
+            // The model replays what it receives at once.
+            replay: (inst.role != DnRole::Primary).then_some(inst.lsn),
         }
     }
 

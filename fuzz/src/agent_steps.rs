@@ -12,7 +12,8 @@ use cm_core::dn::StopMode;
 use cm_core::dn::{DbState, DnAction, DnRole, DnStatus, Downstream, History, LockState, ProcState};
 use cm_core::flags::{Flag, FlagSet};
 use cm_core::ids::{
-    CmdSeq, InstanceId, NodeId, OpId, Position, QuorumTerm, ReportSeq, Term, Timeline, WriteToken,
+    CmdSeq, InstanceId, Lsn, NodeId, OpId, Position, QuorumTerm, ReportSeq, Term, Timeline,
+    WriteToken,
 };
 use cm_core::io::{Machine, NetCommand, NetEvent, WriteCompleted};
 use cm_core::msg::{
@@ -102,6 +103,8 @@ fn status(b: &mut Bytes) -> Result<DnStatus, String> {
         downstreams,
         read_only: bits & 0x40 != 0,
         receiver_error: (b.small(1) == 1).then(|| "could not connect to the primary".into()),
+        // From bits already drawn, so the corpus keeps its meaning.
+        replay: (role == DnRole::Standby).then(|| Lsn(u64::from(bits) * 50)),
     })
 }
 

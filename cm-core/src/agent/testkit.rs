@@ -149,6 +149,7 @@ pub(super) fn status(role: DnRole) -> DnStatus {
         downstreams: Vec::new(),
         read_only: false,
         receiver_error: None,
+        replay: None,
     }
 }
 

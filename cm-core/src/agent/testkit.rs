@@ -5,6 +5,7 @@ pub(super) use core::time::Duration;
 
 pub(super) use super::*;
 pub(super) use crate::dn::{DbState, Downstream, History, LockState, StopMode};
+pub(super) use crate::history::PromotionReason;
 pub(super) use crate::ids::{CmdSeq, Position, ReportSeq, Timeline};
 pub(super) use crate::msg::{
     AgentReport, CmsCommand, Envelope, Msg, ReportAnswer, ReportReply, SequencedCommand,

@@ -265,3 +265,123 @@ fn e2e_haproxy_client_writes_to_the_new_primary_after_the_primary_node_is_killed
         "a write after the crash reached another member: {rows:?}"
     );
 }
+
+/// Sessions PostgreSQL has started on node `n`'s DN since its start (all databases), read on
+/// the test's own session `c` after its statistics snapshot is dropped.
+fn sessions(h: &Harness, c: &tokio_postgres::Client) -> i64 {
+    h.rt.block_on(async {
+        c.batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .expect("clear the stats snapshot");
+        c.query_one("SELECT sum(sessions)::bigint FROM pg_stat_database", &[])
+            .await
+            .expect("pg_stat_database")
+            .get(0)
+    })
+}
+
+/// The sessions node `c`'s DN starts while `during` runs, counted after PostgreSQL flushed
+/// its statistics (backends flush at least once a second).
+fn sessions_during(h: &Harness, c: &tokio_postgres::Client, during: impl FnOnce()) -> i64 {
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = sessions(h, c);
+    during();
+    std::thread::sleep(Duration::from_millis(1500));
+    sessions(h, c) - before
+}
+
+/// SPEC §15, a lagging standby: with replay paused on a standby while the primary writes, it
+/// still streams (`/replica` 200) but fails the lag bound (`/replica?lag=1MB` 503, its replay
+/// lag in the body and in `/metrics`), and passes it again once replay resumes. And health
+/// requests cost no PostgreSQL connection: hundreds of them start no more sessions on the DNs
+/// than an idle period as long (the agent's own probes), as the answer comes from its state.
+#[test]
+fn e2e_http_a_lagging_standby_fails_only_the_lag_bound_and_requests_cost_no_connection() {
+    let Some(h) = Harness::up() else { return };
+    let p = primary_of(&h.status());
+    let s = if p == 1 { 2 } else { 1 };
+    let pw = h.password();
+    h.poll("/replica?lag=1MB 200 on the standby", || {
+        h.get(s, "/replica?lag=1MB").0 == 200
+    });
+    let on = |n: u32| {
+        h.rt.block_on(connect(h.c.dn_port(n), &pw, Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("connect to node {n}'s DN: {e}"))
+    };
+    let (primary, standby) = (on(p), on(s));
+
+    // Health requests open no PostgreSQL connection.
+    let burst = || {
+        let started = Instant::now();
+        for i in 0..100 {
+            for (n, path) in [(p, "/primary"), (s, "/replica?lag=16MB"), (s, "/health")] {
+                let code = h.get(n, path).0;
+                assert_eq!(code, 200, "request {i}: {path} on node {n}");
+            }
+        }
+        started.elapsed()
+    };
+    let mut took = Duration::ZERO;
+    let with = [p, s].map(|n| {
+        let c = if n == p { &primary } else { &standby };
+        sessions_during(&h, c, || took += burst())
+    });
+    let idle = [p, s].map(|n| {
+        let c = if n == p { &primary } else { &standby };
+        sessions_during(&h, c, || std::thread::sleep(took / 2))
+    });
+    eprintln!("sessions started during 300 requests: {with:?}; idle as long: {idle:?}");
+    for k in 0..2 {
+        assert!(
+            with[k] <= idle[k] + idle[k] / 2 + 3,
+            "300 health requests started {} sessions, an idle period as long {}",
+            with[k],
+            idle[k]
+        );
+    }
+
+    // Replay paused on the standby; the primary writes ~7 MB of WAL, which the standby still
+    // receives (and flushes: synchronous commits still return) but does not apply.
+    h.rt.block_on(standby.batch_execute("SELECT pg_wal_replay_pause()"))
+        .expect("pause replay");
+    h.rt.block_on(primary.batch_execute(
+        "CREATE TABLE lag_filler AS SELECT g, repeat('x', 100) AS pad \
+         FROM generate_series(1, 50000) g",
+    ))
+    .expect("write on the primary");
+    h.poll("/replica?lag=1MB 503 on the paused standby", || {
+        h.get(s, "/replica?lag=1MB").0 == 503
+    });
+    let (code, body) = h.get(s, "/replica?lag=1MB");
+    let v = json(&body);
+    assert_eq!(code, 503, "{body}");
+    let lag = v["lag_bytes"].as_u64().expect("lag_bytes");
+    assert!(lag > 1 << 20, "{body}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("replay lag ")),
+        "{body}"
+    );
+    assert!(
+        v["lsn"].as_u64() > v["replay_lsn"].as_u64(),
+        "it received beyond what it replayed: {body}"
+    );
+    assert_eq!(h.get(s, "/replica").0, 200, "it still streams");
+    assert_eq!(h.get(s, "/replica?lag=1GB").0, 200);
+    assert_eq!(h.get(s, "/health").0, 200);
+    let metric = format!("cm_agent_dn_replay_lag_bytes{{instance=\"{}\"}} ", 6000 + s);
+    h.poll("the replay lag in /metrics", || {
+        h.get(s, "/metrics").1.lines().any(|l| {
+            l.strip_prefix(&metric)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v > f64::from(1u32 << 20))
+        })
+    });
+
+    h.rt.block_on(standby.batch_execute("SELECT pg_wal_replay_resume()"))
+        .expect("resume replay");
+    h.poll("/replica?lag=1MB 200 once replay resumed", || {
+        h.get(s, "/replica?lag=1MB").0 == 200
+    });
+}

@@ -5,6 +5,7 @@ use std::hint::black_box;
 
 use cm_core::codec;
 use cm_core::dn::{DnReport, DnRole, Downstream, LockState};
+use cm_core::history::PromotionReason;
 use cm_core::ids::{CmdSeq, InstanceId, NodeId, Position, QuorumTerm, ReportSeq, Term};
 use cm_core::msg::{AgentReport, CmsCommand, Endpoint, Envelope, Msg, SequencedCommand};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -52,7 +53,10 @@ fn command() -> Envelope {
         msg: Msg::Command(SequencedCommand {
             instance: InstanceId(6001),
             seq: CmdSeq(77),
-            cmd: CmsCommand::Failover { term: Term(13) },
+            cmd: CmsCommand::Failover {
+                term: Term(13),
+                reason: PromotionReason::Failover,
+            },
         }),
     }
 }

@@ -3,6 +3,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::ctl::CtlRequest;
 use crate::dn::{DnReport, LockState};
+use crate::history::PromotionReason;
 use crate::ids::{CmdSeq, InstanceId, NodeId, QuorumTerm, ReportSeq, Term};
 use crate::msg::{AgentReport, CmsCommand, Endpoint, Msg, SequencedCommand};
 
@@ -118,7 +119,10 @@ fn arb_cmd() -> impl Strategy<Value = CmsCommand> {
         any::<u32>().prop_map(|i| CmsCommand::Lock2 {
             primary: InstanceId(i)
         }),
-        any::<u64>().prop_map(|t| CmsCommand::Failover { term: Term(t) }),
+        any::<u64>().prop_map(|t| CmsCommand::Failover {
+            term: Term(t),
+            reason: PromotionReason::Failover
+        }),
         any::<bool>().prop_map(|on| CmsCommand::SetReadOnly { on }),
         (any::<u32>(), proptest::collection::vec(any::<u32>(), 0..5)).prop_map(|(k, m)| {
             CmsCommand::SetSyncStandbys {
@@ -180,8 +184,12 @@ fn commands_and_alarms_display_as_plain_text() {
     use crate::ids::GroupId;
     use crate::io::Alarm;
     assert_eq!(
-        CmsCommand::Failover { term: Term(3) }.to_string(),
-        "Failover term=3"
+        CmsCommand::Failover {
+            term: Term(3),
+            reason: PromotionReason::PhonyDead
+        }
+        .to_string(),
+        "Failover term=3 reason=phony-dead"
     );
     assert_eq!(
         CmsCommand::SetSyncStandbys {

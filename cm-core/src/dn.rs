@@ -236,6 +236,11 @@ pub struct DnStatus {
     /// it (bounded to [`REASON_MAX_LEN`] bytes). `None` otherwise.
     #[serde(default)]
     pub receiver_error: Option<String>,
+    /// A standby's replay position (`pg_last_wal_replay_lsn()`): what `/replica?lag=` measures
+    /// (§15), while `position` is max(receive, replay) as §9 orders candidates. `None` on a
+    /// primary, or when the standby has replayed nothing yet.
+    #[serde(default)]
+    pub replay: Option<Lsn>,
 }
 
 /// Longest `receiver_error` kept (longer ones are cut at a character boundary).

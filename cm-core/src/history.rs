@@ -23,7 +23,7 @@ pub const PER_GROUP: usize = 20;
 pub const TOTAL: usize = 1_000;
 
 /// Why a member was promoted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PromotionReason {
     /// The group's first primary, or a promotion while `cm_ctl start` is in effect.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctl::{CtlReply, CtlRequest, MonitorReply, MonitorRequest};
 use crate::dn::{DnReport, ProcState};
+use crate::history::PromotionReason;
 use core::time::Duration;
 
 use crate::ids::{CmdSeq, GroupId, InstanceId, NodeId, Position, QuorumTerm, ReportSeq, Term};
@@ -248,6 +249,9 @@ pub enum CmsCommand {
     Failover {
         /// The new group term.
         term: Term,
+        /// Why, as the leader that decided the promotion committed it (§15: the agent's
+        /// triggers tell a cluster start from a failover by it).
+        reason: PromotionReason,
     },
     /// Planned promotion of a caught-up standby once the old primary is down (§4.5, §9).
     Switchover {
@@ -291,7 +295,9 @@ impl core::fmt::Display for CmsCommand {
             Self::Lock1 => f.write_str("Lock1"),
             Self::Lock2 { primary } => write!(f, "Lock2 primary={primary}"),
             Self::Unlock { primary } => write!(f, "Unlock primary={primary}"),
-            Self::Failover { term } => write!(f, "Failover term={}", term.0),
+            Self::Failover { term, reason } => {
+                write!(f, "Failover term={} reason={}", term.0, reason.as_str())
+            }
             Self::Switchover { term } => write!(f, "Switchover term={}", term.0),
             Self::Demote => f.write_str("Demote"),
             Self::NotifyStandby { primary } => write!(f, "NotifyStandby primary={primary}"),

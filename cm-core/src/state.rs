@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::dn::History;
-use crate::history::{Promotion, PromotionLog};
+use crate::history::{Promotion, PromotionLog, PromotionReason};
 use crate::ids::{GroupId, InstanceId, NodeId, ProposalId, QuorumTerm, Term, Timeline};
 use crate::quorum_math;
 use crate::time::{Instant, WallMillis};
@@ -101,6 +101,12 @@ pub struct GroupState {
     pub switchover: Option<PendingSwitchover>,
     /// How the latest switchover ended.
     pub last_switchover: Option<SwitchoverEnd>,
+    /// Why the group reached its current term, as the leader that committed the term-changing
+    /// change decided it (§15: the history records this reason, whichever leader records it).
+    /// `None` for a term reached before this was kept. (Last, so older snapshots keep their
+    /// encoding up to it.)
+    #[serde(default)]
+    pub term_reason: Option<PromotionReason>,
 }
 
 impl GroupState {
@@ -154,6 +160,7 @@ impl ClusterState {
                         phony_dead_cooldown: BTreeMap::new(),
                         switchover: None,
                         last_switchover: None,
+                        term_reason: None,
                     },
                 ))
             })
@@ -215,11 +222,13 @@ impl ClusterState {
                 group,
                 expected_term,
                 static_primary,
+                reason,
             } => {
                 let g = self.group_mut(*group)?;
                 expect_term(g, *expected_term)?;
                 g.term = step(*expected_term);
                 g.static_primary = *static_primary;
+                g.term_reason = Some(*reason);
                 Ok(())
             }
             Change::SetStaticPrimary {
@@ -291,6 +300,7 @@ impl ClusterState {
                     return Err(Conflict::Busy);
                 }
                 g.term = step(*expected_term);
+                g.term_reason = Some(PromotionReason::Switchover);
                 g.switchover = Some(PendingSwitchover {
                     term: g.term,
                     ..switchover.clone()
@@ -309,6 +319,7 @@ impl ClusterState {
                     _ => return Err(Conflict::NoSuchSwitchover),
                 }
                 g.term = next;
+                g.term_reason = Some(PromotionReason::Switchover);
                 Ok(())
             }
             Change::EndSwitchover {
@@ -340,6 +351,7 @@ impl ClusterState {
                 match &g.switchover {
                     Some(s) if s.term == *term => {
                         g.term = step(*term);
+                        g.term_reason = Some(PromotionReason::Switchover);
                         g.static_primary = s.from;
                         g.last_switchover = Some(s.end(SwitchoverResult::Aborted));
                         g.switchover = None;
@@ -397,6 +409,8 @@ pub enum Change {
         expected_term: Term,
         /// The candidate.
         static_primary: InstanceId,
+        /// Why (kept as the group's `term_reason`).
+        reason: PromotionReason,
     },
     /// Moves the static primary without a promotion (phony-dead, §6), if the term is unchanged.
     SetStaticPrimary {
@@ -690,6 +704,7 @@ mod tests {
                 phony_dead_cooldown: BTreeMap::new(),
                 switchover: None,
                 last_switchover: None,
+                term_reason: None,
             },
         );
         s
@@ -702,10 +717,15 @@ mod tests {
             group: GroupId(1),
             expected_term: Term(3),
             static_primary: InstanceId(2),
+            reason: PromotionReason::PhonyDead,
         };
         assert_eq!(s.apply(&c), Ok(()));
         assert_eq!(s.groups[&GroupId(1)].term, Term(4));
         assert_eq!(s.groups[&GroupId(1)].static_primary, InstanceId(2));
+        assert_eq!(
+            s.groups[&GroupId(1)].term_reason,
+            Some(PromotionReason::PhonyDead)
+        );
         assert_eq!(
             s.apply(&c),
             Err(Conflict::TermMoved {
@@ -830,6 +850,7 @@ mod tests {
                 group: GroupId(1),
                 expected_term: Term(3),
                 static_primary: InstanceId(2),
+                reason: PromotionReason::Failover,
             })
             .unwrap();
         assert_eq!(r.committed().groups[&GroupId(1)].term, Term(3));

@@ -593,7 +593,8 @@ impl Drop for KillGroupsIn {
 
 /// SPEC §15: real trigger scripts run by a real cm_agent with (event, instance, role, term);
 /// `on_start` never returns (it sleeps in its own process group), and the DN is promoted all
-/// the same — a trigger never blocks a decision.
+/// the same — a trigger never blocks a decision. The promotion is the cluster's first primary:
+/// a start, not a failover, so `on_role_change` runs and `on_failover` does not.
 #[test]
 fn e2e_node_event_triggers_run_real_scripts_with_their_arguments() {
     let _s = serial();
@@ -620,12 +621,13 @@ fn e2e_node_event_triggers_run_real_scripts_with_their_arguments() {
             p = pids.display()
         ),
     );
-    let record = write("failover.sh", &format!("echo \"$@\" >> {}", args.display()));
+    let record = write("record.sh", &format!("echo \"$@\" >> {}", args.display()));
     let text = std::fs::read_to_string(&node.config_path).unwrap();
     let text = format!(
-        "event_triggers = {{ on_start = \"{}\", on_failover = \"{}\" }}\n{text}",
+        "event_triggers = {{ on_start = \"{}\", on_failover = \"{r}\", \
+         on_role_change = \"{r}\" }}\n{text}",
         hang.display(),
-        record.display()
+        r = record.display()
     );
     node.config = ClusterConfig::from_toml_str(&text).unwrap();
     std::fs::write(&node.config_path, text).unwrap();
@@ -642,19 +644,25 @@ fn e2e_node_event_triggers_run_real_scripts_with_their_arguments() {
     assert!(
         wait_until(WAIT, || lines()
             .iter()
-            .any(|l| l.starts_with("on_failover"))),
-        "no on_failover trigger ran: {:?}\n{}",
+            .any(|l| l.starts_with("on_role_change"))),
+        "no on_role_change trigger ran: {:?}\n{}",
         lines(),
         node.logs()
     );
+    // Triggers of one step start together: give a wrongly fired on_failover time to write.
+    std::thread::sleep(Duration::from_secs(2));
     let got = lines();
     assert!(
         got.contains(&"on_start 6001 unknown 0".to_string()),
         "{got:?}"
     );
     assert!(
-        got.contains(&"on_failover 6001 primary 1".to_string()),
+        got.contains(&"on_role_change 6001 primary 1".to_string()),
         "{got:?}"
+    );
+    assert!(
+        !got.iter().any(|l| l.starts_with("on_failover")),
+        "the cluster's first primary is no failover: {got:?}"
     );
     // The start trigger still sleeps: it was not waited for.
     let pid: i32 = std::fs::read_to_string(&pids)

@@ -15,7 +15,7 @@
 //! handshake, say); [`serve`] is the plain one and [`serve_secure`] picks TLS (the node's
 //! reloadable material, client certificate optional) or plain HTTP by the process's
 //! [`Security`]. [`request`] is a small blocking client (HTTPS with the cluster CA or plain) for
-//! tools and tests.
+//! tools and tests, [`KeptAlive`] the same over one kept-alive connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -339,6 +339,123 @@ pub fn request(
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| io::Error::other(format!("not an HTTP answer: {text:?}")))?;
     Ok((status, body.to_owned()))
+}
+
+/// A kept-alive HTTP/1.1 client connection (HTTPS when opened with a [`ClientTls`]) for a
+/// sequence of blocking requests — what a load balancer or a scraper that reuses its
+/// connection costs the server (benches, tools). Answers must carry `content-length` (this
+/// server's do); a head over 16 KiB or a body over 4 MiB is an error.
+pub struct KeptAlive {
+    stream: KeptStream,
+    host: String,
+    buf: Vec<u8>,
+}
+
+enum KeptStream {
+    Plain(std::net::TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+impl io::Read for KeptStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for KeptStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl KeptAlive {
+    /// Connects to `addr` (the TLS handshake happens with the first request); every read and
+    /// write waits at most `timeout`.
+    pub fn open(addr: SocketAddr, tls: Option<&ClientTls>, timeout: Duration) -> io::Result<Self> {
+        let tcp = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        tcp.set_nodelay(true)?;
+        let stream = match tls {
+            None => KeptStream::Plain(tcp),
+            Some(t) => {
+                let conn =
+                    rustls::ClientConnection::new(Arc::clone(&t.config), t.server_name.clone())
+                        .map_err(io::Error::other)?;
+                KeptStream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        };
+        Ok(Self {
+            stream,
+            host: addr.to_string(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// One GET on this connection: (status, body length). An error leaves the connection
+    /// unusable (open another).
+    pub fn get(&mut self, target: &str) -> io::Result<(u16, usize)> {
+        use std::io::{Read as _, Write as _};
+        const HEAD_MAX: usize = 16 * 1024;
+        const BODY_MAX: usize = 4 << 20;
+        let head = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        self.stream.write_all(head.as_bytes())?;
+        self.stream.flush()?;
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.buf.len() > HEAD_MAX {
+                return Err(io::Error::other("answer head over 16 KiB"));
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("not an HTTP answer: {text:?}")))?;
+        let len: usize = text
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .ok_or_else(|| io::Error::other("an answer without content-length"))?;
+        if len > BODY_MAX {
+            return Err(io::Error::other("answer body over 4 MiB"));
+        }
+        while self.buf.len() < end + len {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        self.buf.drain(..end + len);
+        Ok((status, len))
+    }
 }
 
 /// Speaks HTTP/1.1 on one stream until the client closes or a bound is hit.

@@ -323,6 +323,45 @@ async fn a_silent_client_on_the_tls_port_is_closed_at_the_handshake_bound_and_th
     server.stop().await;
 }
 
+/// Several requests over one kept-alive connection, plain and HTTPS: each answer read whole
+/// (status and body length), the server counting one connection for all of them.
+#[tokio::test]
+async fn a_kept_alive_connection_carries_many_requests() {
+    let (dir, tls) = tls_material();
+    let client = ClientTls::from_ca_file(&dir.path().join("ca.crt"), "n1").unwrap();
+    let plain = start(HttpLimits::default()).await;
+    let secure = start_tls(tls).await;
+    for (server, tls) in [(plain, None), (secure, Some(client))] {
+        let addr = server.addr;
+        let got = tokio::task::spawn_blocking(move || {
+            let mut c = KeptAlive::open(addr, tls.as_ref(), Duration::from_secs(5)).unwrap();
+            ["/a", "/down", "/a?x=1"].map(|path| c.get(path).unwrap())
+        })
+        .await
+        .unwrap();
+        let len = |path: &str, query: Vec<(String, String)>| {
+            let r = HttpRequest {
+                method: HttpMethod::Get,
+                path: path.into(),
+                query,
+            };
+            echo(&r).body.len()
+        };
+        let q = vec![("x".to_owned(), "1".to_owned())];
+        assert_eq!(
+            got,
+            [
+                (200, len("/a", vec![])),
+                (503, len("/down", vec![])),
+                (200, len("/a", q))
+            ]
+        );
+        assert_eq!(server.stats.requests.load(Ordering::Relaxed), 3);
+        assert_eq!(server.stats.accepted.load(Ordering::Relaxed), 1);
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn plaintext_security_serves_plain_http() {
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();

@@ -87,8 +87,14 @@ async fn primary_with_standbys(c: &TestCluster) {
     }
     for i in 1..c.drivers.len() {
         wait_streaming(c, i, 0).await;
-        assert_eq!(status(c, i).await.role, DnRole::Standby);
+        let st = status(c, i).await;
+        assert_eq!(st.role, DnRole::Standby);
+        // A standby reports its replay position (what /replica?lag= measures), never beyond
+        // its position (max of receive and replay); a primary reports none.
+        let replay = st.replay.expect("a standby's replay position");
+        assert!(replay <= st.position.lsn, "{st:?}");
     }
+    assert_eq!(status(c, 0).await.replay, None);
 }
 
 /// The agent's disk prober of a data directory (as the agent builds it: owned by `postgres`),

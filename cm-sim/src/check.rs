@@ -229,7 +229,7 @@ impl Checker {
             seq: c.seq,
         };
         match &c.cmd {
-            CmsCommand::Failover { term } | CmsCommand::Switchover { term } => {
+            CmsCommand::Failover { term, .. } | CmsCommand::Switchover { term } => {
                 if matches!(c.cmd, CmsCommand::Failover { .. }) {
                     self.first("failover_sent_s", at);
                 }

@@ -2,6 +2,7 @@ use super::*;
 
 use cm_core::config::ClusterConfig;
 use cm_core::dn::History;
+use cm_core::history::PromotionReason;
 use cm_core::msg::SequencedCommand;
 use cm_core::{CmdSeq, Lsn as L, Position, Timeline as Tli};
 
@@ -87,7 +88,10 @@ fn failover(instance: u32, term: u64, seq: u64) -> Msg {
     Msg::Command(SequencedCommand {
         instance: InstanceId(instance),
         seq: CmdSeq(seq),
-        cmd: CmsCommand::Failover { term: Term(term) },
+        cmd: CmsCommand::Failover {
+            term: Term(term),
+            reason: PromotionReason::Failover,
+        },
     })
 }
 

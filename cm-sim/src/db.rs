@@ -582,6 +582,8 @@ impl Databases {
                 && inst.lock != LockState::Prohibit
                 && inst.upstream_setting.is_some())
             .then(|| "no WAL receiver; LOG:  record with incorrect prev-link".to_owned()),
+            // The model replays what it receives at once.
+            replay: (inst.role != DnRole::Primary).then_some(inst.lsn),
         }
     }
 

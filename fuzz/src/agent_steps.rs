@@ -11,8 +11,10 @@ use cm_core::agent::{Agent, AgentCommand, AgentInput, PhonyProbe};
 use cm_core::dn::StopMode;
 use cm_core::dn::{DbState, DnAction, DnRole, DnStatus, Downstream, History, LockState, ProcState};
 use cm_core::flags::{Flag, FlagSet};
+use cm_core::history::PromotionReason;
 use cm_core::ids::{
-    CmdSeq, InstanceId, NodeId, OpId, Position, QuorumTerm, ReportSeq, Term, Timeline, WriteToken,
+    CmdSeq, InstanceId, Lsn, NodeId, OpId, Position, QuorumTerm, ReportSeq, Term, Timeline,
+    WriteToken,
 };
 use cm_core::io::{Machine, NetCommand, NetEvent, WriteCompleted};
 use cm_core::msg::{
@@ -102,6 +104,8 @@ fn status(b: &mut Bytes) -> Result<DnStatus, String> {
         downstreams,
         read_only: bits & 0x40 != 0,
         receiver_error: (b.small(1) == 1).then(|| "could not connect to the primary".into()),
+        // From bits already drawn, so the corpus keeps its meaning.
+        replay: (role == DnRole::Standby).then(|| Lsn(u64::from(bits) * 50)),
     })
 }
 
@@ -111,7 +115,15 @@ fn command(b: &mut Bytes) -> CmsCommand {
         0 => CmsCommand::Lock1,
         1 => CmsCommand::Lock2 { primary: PEER },
         2 => CmsCommand::Unlock { primary: PEER },
-        3 => CmsCommand::Failover { term },
+        3 => CmsCommand::Failover {
+            term,
+            // From the term already drawn, so the corpus keeps its meaning.
+            reason: if term.0 <= 1 {
+                PromotionReason::Start
+            } else {
+                PromotionReason::Failover
+            },
+        },
         4 => CmsCommand::Switchover { term },
         5 => CmsCommand::Demote,
         6 => CmsCommand::NotifyStandby { primary: PEER },

@@ -7,6 +7,7 @@ use std::path::Path;
 use cm_core::codec;
 use cm_core::ctl::CtlRequest;
 use cm_core::dn::DnReport;
+use cm_core::history::PromotionReason;
 use cm_core::ids::{CmdSeq, InstanceId, NodeId, QuorumTerm, ReportSeq, Term};
 use cm_core::msg::{AgentReport, CmsCommand, Endpoint, Envelope, Msg, Role, SequencedCommand};
 
@@ -35,7 +36,10 @@ fn envelopes() -> Vec<Envelope> {
             msg: Msg::Command(SequencedCommand {
                 instance: InstanceId(6002),
                 seq: CmdSeq(4),
-                cmd: CmsCommand::Failover { term: Term(8) },
+                cmd: CmsCommand::Failover {
+                    term: Term(8),
+                    reason: PromotionReason::Failover,
+                },
             }),
         },
         Envelope {

@@ -9,6 +9,7 @@ use core::time::Duration;
 use super::{Agent, AgentCommand, Persisted, PersistedInstance};
 use crate::codec::encode_persisted;
 use crate::dn::DnAction;
+use crate::history::PromotionReason;
 use crate::ids::{CmdStamp, InstanceId, NodeId, QuorumTerm, Term, WriteToken};
 use crate::io::{PersistState, WriteCompleted};
 use crate::msg::{CmsCommand, Msg, SequencedCommand};
@@ -131,7 +132,7 @@ impl Agent {
             _ => {}
         }
         let promote_ok = match sc.cmd {
-            CmsCommand::Failover { term } | CmsCommand::Switchover { term } => {
+            CmsCommand::Failover { term, .. } | CmsCommand::Switchover { term } => {
                 // A DN term never decreases: a command for a lower term is stale.
                 let ok = term >= inst.accepted_term;
                 inst.accepted_term = inst.accepted_term.max(term);
@@ -278,7 +279,7 @@ impl Agent {
         for d in &self.batch.queued {
             if let Some(inst) = self.insts.get_mut(&d.instance) {
                 inst.accepted = inst.accepted.max(d.stamp);
-                if let CmsCommand::Failover { term } | CmsCommand::Switchover { term } = d.cmd {
+                if let CmsCommand::Failover { term, .. } | CmsCommand::Switchover { term } = d.cmd {
                     inst.accepted_term = inst.accepted_term.max(term);
                 }
             }
@@ -297,7 +298,10 @@ impl Agent {
             // A newer command supersedes a promotion still waiting for its term check.
             inst.term_check = None;
         }
-        let switchover = matches!(d.cmd, CmsCommand::Switchover { .. });
+        let reason = match d.cmd {
+            CmsCommand::Failover { reason, .. } => reason,
+            _ => PromotionReason::Switchover,
+        };
         let action = match d.cmd {
             CmsCommand::Lock1 => {
                 inst.watch.prohibit = true;
@@ -320,9 +324,9 @@ impl Agent {
                 self.fence(id, "Restart command", out);
                 return;
             }
-            CmsCommand::Failover { term } | CmsCommand::Switchover { term } => {
+            CmsCommand::Failover { term, .. } | CmsCommand::Switchover { term } => {
                 if d.promote_ok {
-                    self.triggers.on_promotion_ordered(id, term, switchover);
+                    self.triggers.on_promotion_ordered(id, term, reason);
                     self.start_term_check(now, id, term, d.qterm, out);
                 } else {
                     tracing::warn!(instance = %id, %term, "promotion to a term below the DN's refused");

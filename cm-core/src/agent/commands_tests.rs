@@ -189,7 +189,15 @@ fn failover_persists_the_term_then_checks_every_cms_then_promotes_on_a_majority(
     let mut a = boot(DnRole::Standby);
     let cmds = a.step(
         ms(10),
-        command(CMS[0], 1, 1, CmsCommand::Failover { term: Term(4) }),
+        command(
+            CMS[0],
+            1,
+            1,
+            CmsCommand::Failover {
+                term: Term(4),
+                reason: PromotionReason::Failover,
+            },
+        ),
     );
     assert_eq!(
         cmds,
@@ -260,7 +268,15 @@ fn failover_is_abandoned_when_a_cms_knows_a_higher_quorum_term() {
 fn failover_to_a_term_below_the_dns_term_does_not_promote() {
     let a = Agent::new(&config(ONE_DN), ME, 0, Some(persisted(1, 5, stamp(1, 1)))).expect("agent");
     let mut a = boot_with(a, DnRole::Standby);
-    let cmds = apply(&mut a, ms(10), 2, CmsCommand::Failover { term: Term(4) });
+    let cmds = apply(
+        &mut a,
+        ms(10),
+        2,
+        CmsCommand::Failover {
+            term: Term(4),
+            reason: PromotionReason::Failover,
+        },
+    );
     assert_eq!(cmds, vec![]);
     assert_eq!(a.insts[&DN].term, Term(5), "a DN term never decreases");
     assert_eq!(a.insts[&DN].applied, stamp(1, 2));
@@ -269,7 +285,15 @@ fn failover_to_a_term_below_the_dns_term_does_not_promote() {
 #[test]
 fn term_check_without_a_majority_is_abandoned_after_agent_heartbeat_timeout() {
     let mut a = boot(DnRole::Standby);
-    apply(&mut a, ms(10), 1, CmsCommand::Failover { term: Term(1) });
+    apply(
+        &mut a,
+        ms(10),
+        1,
+        CmsCommand::Failover {
+            term: Term(1),
+            reason: PromotionReason::Failover,
+        },
+    );
     let nonce = a.insts[&DN].term_check.as_ref().expect("check").nonce;
     assert_eq!(a.next_deadline().map(|d| d <= ms(8010)), Some(true));
     tick(&mut a, ms(8010));
@@ -440,7 +464,15 @@ fn fencing_kill_preempts_a_build_in_flight_and_the_start_waits_for_both() {
 fn failover_waiting_for_its_term_check(a: &mut Agent) -> u64 {
     let cmds = a.step(
         ms(10),
-        command(CMS[0], 1, 1, CmsCommand::Failover { term: Term(4) }),
+        command(
+            CMS[0],
+            1,
+            1,
+            CmsCommand::Failover {
+                term: Term(4),
+                reason: PromotionReason::Failover,
+            },
+        ),
     );
     a.step(ms(20), write_ok(persist_token(&cmds)));
     let nonce = a.insts[&DN].term_check.as_ref().expect("check").nonce;
@@ -498,7 +530,15 @@ fn a_newer_command_cancels_a_promotion_waiting_for_its_term_check() {
 fn failover_checking(a: &mut Agent) -> u64 {
     let cmds = a.step(
         ms(10),
-        command(CMS[0], 1, 1, CmsCommand::Failover { term: Term(4) }),
+        command(
+            CMS[0],
+            1,
+            1,
+            CmsCommand::Failover {
+                term: Term(4),
+                reason: PromotionReason::Failover,
+            },
+        ),
     );
     a.step(ms(20), write_ok(persist_token(&cmds)));
     a.insts[&DN].term_check.as_ref().expect("check").nonce

@@ -43,7 +43,7 @@ use super::Agent;
 use super::instance::{Fence, Inst};
 use crate::ctl::ClusterStatus;
 use crate::dn::{DbState, DnRole, Downstream, Upstream};
-use crate::ids::{InstanceId, NodeId, Position, Term};
+use crate::ids::{InstanceId, Lsn, NodeId, Position, Term};
 use crate::msg::GroupView;
 use crate::params::Params;
 use crate::time::Instant;
@@ -249,6 +249,8 @@ pub struct InstanceHealth {
     pub disk_damaged: bool,
     /// Restarts since the agent started.
     pub restarts_total: u64,
+    /// A standby's replay position as last read (what `/replica?lag=` measures).
+    pub replay: Option<Lsn>,
 }
 
 /// The agent as the HTTP endpoints and the agent's metrics see it: published by the daemon after
@@ -357,6 +359,7 @@ impl Inst {
             log_disk_pct: self.log_pct,
             disk_damaged: self.disk_damaged,
             restarts_total: self.restarts_total,
+            replay: status.and_then(|s| s.replay),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! | path | 200 when |
 //! |---|---|
 //! | `/primary`, `/read-write` | [`InstanceHealth::primary`] |
-//! | `/replica` | a running standby, state Normal, its status query answered, streaming from the group's current primary (as the leader last named it) with a message younger than `wal_receiver_timeout`; with `?lag=N` also replay lag ≤ N bytes against the primary position the leader sent, which must be at most 2 × `agent_report_interval` old |
+//! | `/replica` | a running standby, state Normal, its status query answered, streaming from the group's current primary (as the leader last named it) with a message younger than `wal_receiver_timeout`; with `?lag=N` also replay lag (from `pg_last_wal_replay_lsn()`) ≤ N bytes against the primary position the leader sent, which must be at most 2 × `agent_report_interval` old |
 //! | `/read-only` | `/primary` or `/replica` |
 //! | `/health` | the DN runs and its last status query answered |
 //! | `/liveness` | the agent stepped within 2 × `agent_report_interval` |
@@ -80,7 +80,10 @@ pub struct MemberView {
     pub timeline: Option<u32>,
     /// LSN of the position (primary: flush; standby: max of receive and replay).
     pub lsn: Option<u64>,
-    /// Bytes behind the primary's position the leader sent (standbys).
+    /// A standby's replay LSN.
+    pub replay_lsn: Option<u64>,
+    /// Replay lag: bytes from the replay LSN to the primary's position the leader sent
+    /// (standbys).
     pub lag_bytes: Option<u64>,
     /// `default_transaction_read_only` is on.
     pub read_only: bool,
@@ -256,24 +259,32 @@ fn replica(
     let Some(max) = max_lag else {
         return Ok(());
     };
-    let lag = lag_bytes(h, inst, now).ok_or(
-        "the primary's position from the CMS leader is missing or older than 2 report intervals",
-    )?;
+    let lag = lag_bytes(h, inst, now)?;
     if lag > max {
         return Err(format!("replay lag {lag} bytes exceeds {max}"));
     }
     Ok(())
 }
 
-/// Bytes behind the primary's position, if the leader's copy of it is fresh enough
-/// (2 × `agent_report_interval`).
-fn lag_bytes(h: &AgentHealth, inst: &InstanceHealth, now: Instant) -> Option<u64> {
-    let (primary, at) = inst.view?.primary_position?;
-    if now.saturating_since(at) > h.params.report_interval() * 2 {
-        return None;
-    }
-    let own = inst.position?;
-    Some(primary.lsn.0.saturating_sub(own.lsn.0))
+/// Replay lag: bytes between the standby's replay position and the primary's position, if the
+/// leader's copy of that is fresh enough (2 × `agent_report_interval`). Replay, not receive:
+/// a standby that receives but does not apply WAL serves stale reads.
+fn lag_bytes(h: &AgentHealth, inst: &InstanceHealth, now: Instant) -> Result<u64, String> {
+    let fresh = inst
+        .view
+        .and_then(|v| v.primary_position)
+        .filter(|(_, at)| now.saturating_since(*at) <= h.params.report_interval() * 2);
+    let Some((primary, _)) = fresh else {
+        return Err(
+            "the primary's position from the CMS leader is missing or older than 2 report \
+             intervals"
+                .into(),
+        );
+    };
+    let replay = inst
+        .replay
+        .ok_or("the standby has no replay position (pg_last_wal_replay_lsn() is NULL)")?;
+    Ok(primary.lsn.0.saturating_sub(replay.0))
 }
 
 fn health(inst: &InstanceHealth) -> Result<(), String> {
@@ -349,8 +360,9 @@ fn member_view(h: &AgentHealth, inst: &InstanceHealth, now: Instant) -> MemberVi
         group_primary: inst.view.map(|v| v.primary),
         timeline: inst.position.map(|p| p.timeline.0),
         lsn: inst.position.map(|p| p.lsn.0),
+        replay_lsn: inst.replay.map(|l| l.0),
         lag_bytes: (inst.role == Some(DnRole::Standby))
-            .then(|| lag_bytes(h, inst, now))
+            .then(|| lag_bytes(h, inst, now).ok())
             .flatten(),
         read_only: inst.read_only,
         streaming: inst.downstreams.iter().map(|d| d.instance).collect(),

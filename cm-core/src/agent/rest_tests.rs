@@ -1,7 +1,7 @@
 use super::*;
 use crate::agent::LeaderView;
 use crate::dn::{Downstream, Upstream};
-use crate::ids::{Position, QuorumTerm};
+use crate::ids::{Lsn, Position, QuorumTerm};
 use crate::params::Params;
 
 const MB: u64 = 1 << 20;
@@ -45,6 +45,7 @@ fn primary() -> InstanceHealth {
         log_disk_pct: 10,
         disk_damaged: false,
         restarts_total: 0,
+        replay: None,
     }
 }
 
@@ -55,6 +56,7 @@ fn standby(lsn: u64) -> InstanceHealth {
         instance: InstanceId(6002),
         role: Some(DnRole::Standby),
         position: Some(Position::new(1, lsn)),
+        replay: Some(Lsn(lsn)),
         upstream: Some(Upstream {
             instance: InstanceId(6001),
             last_msg_age: Duration::from_millis(500),
@@ -189,6 +191,42 @@ fn replica_lag_is_measured_against_the_primary_position_the_leader_sent() {
     assert_eq!(get(&h, ms(10_500), "/readiness").status, 200);
     let h = agent(vec![standby(84 * MB - 1)]);
     assert_eq!(get(&h, ms(10_500), "/readiness").status, 503);
+}
+
+#[test]
+fn replica_lag_counts_from_the_replay_position_not_the_received_one() {
+    // Received everything (100 MB), replayed only 80 MB (replay paused or stalled).
+    let mut s = standby(100 * MB);
+    s.replay = Some(Lsn(80 * MB));
+    let h = agent(vec![s.clone()]);
+    assert_eq!(get(&h, ms(10_500), "/replica").status, 200);
+    let a = get(&h, ms(10_500), "/replica?lag=16MB");
+    assert_eq!(
+        (a.status, reason(&a)),
+        (
+            503,
+            format!("replay lag {} bytes exceeds {}", 20 * MB, 16 * MB)
+        )
+    );
+    let RestBody::Member(m) = &a.body else {
+        panic!("member body")
+    };
+    assert_eq!(
+        (m.lsn, m.replay_lsn, m.lag_bytes),
+        (Some(100 * MB), Some(80 * MB), Some(20 * MB))
+    );
+    assert_eq!(get(&h, ms(10_500), "/replica?lag=20MB").status, 200);
+    assert_eq!(get(&h, ms(10_500), "/readiness").status, 503);
+    // No replay position at all: the bound cannot be checked.
+    s.replay = None;
+    let a = get(&agent(vec![s]), ms(10_500), "/replica?lag=1GB");
+    assert_eq!(
+        (a.status, reason(&a)),
+        (
+            503,
+            "the standby has no replay position (pg_last_wal_replay_lsn() is NULL)".into()
+        )
+    );
 }
 
 #[test]

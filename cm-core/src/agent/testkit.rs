@@ -5,6 +5,7 @@ pub(super) use core::time::Duration;
 
 pub(super) use super::*;
 pub(super) use crate::dn::{DbState, Downstream, History, LockState, StopMode};
+pub(super) use crate::history::PromotionReason;
 pub(super) use crate::ids::{CmdSeq, Position, ReportSeq, Timeline};
 pub(super) use crate::msg::{
     AgentReport, CmsCommand, Envelope, Msg, ReportAnswer, ReportReply, SequencedCommand,
@@ -149,6 +150,7 @@ pub(super) fn status(role: DnRole) -> DnStatus {
         downstreams: Vec::new(),
         read_only: false,
         receiver_error: None,
+        replay: None,
     }
 }
 

@@ -7,7 +7,12 @@
 //!   that found either found the other (a stop in between does not reset it, so a primary that
 //!   crashes and comes back as a standby fires it).
 //! - `on_failover` / `on_switchover`: a status query finds it Primary at the term of the
-//!   Failover/Switchover this agent promoted it for (after the promotion took effect).
+//!   Failover/Switchover this agent promoted it for (after the promotion took effect). Which
+//!   one is the reason the deciding CMS leader sent with the command: a Failover for a
+//!   switchover's abort (the old primary restored) fires `on_switchover`, and one for the
+//!   group's start (the cluster's first primary, `cm_ctl start`) fires no promotion trigger —
+//!   a start is not a failover — but `on_role_change` once it is seen Primary, if the role
+//!   rule above did not already fire it (a DN started pending had no Primary/Standby role).
 //!
 //! A trigger is fire-and-forget: [`AgentCommand::RunTrigger`] has no answer and no decision
 //! waits for it, so a hanging or failing script cannot delay or block anything (the daemon kills
@@ -20,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::EventTriggers;
 use crate::dn::DnRole;
+use crate::history::PromotionReason;
 use crate::ids::{InstanceId, Term};
 
 use super::AgentCommand;
@@ -98,8 +104,8 @@ struct Seen {
     running: Option<bool>,
     /// The last Primary/Standby role a status query found.
     role: Option<DnRole>,
-    /// A Failover/Switchover accepted for this DN: (term, which), until it is seen Primary.
-    promotion: Option<(Term, TriggerEvent)>,
+    /// A Failover/Switchover accepted for this DN: (term, why), until it is seen Primary.
+    promotion: Option<(Term, PromotionReason)>,
 }
 
 /// The trigger rules of one agent.
@@ -165,19 +171,14 @@ impl Triggers {
         }
     }
 
-    /// The agent accepted a Failover (`switchover == false`) or Switchover at `term`.
+    /// The agent accepted a Failover or Switchover (`reason` Switchover) at `term`.
     pub(super) fn on_promotion_ordered(
         &mut self,
         instance: InstanceId,
         term: Term,
-        switchover: bool,
+        reason: PromotionReason,
     ) {
-        let event = if switchover {
-            TriggerEvent::Switchover
-        } else {
-            TriggerEvent::Failover
-        };
-        self.seen.entry(instance).or_default().promotion = Some((term, event));
+        self.seen.entry(instance).or_default().promotion = Some((term, reason));
     }
 
     /// A successful status query found `role`; `term` is the DN's CM term.
@@ -194,17 +195,28 @@ impl Triggers {
         let seen = self.seen.entry(instance).or_default();
         let before = seen.role.replace(role);
         let promoted = match seen.promotion {
-            Some((t, event)) if role == DnRole::Primary && term >= t => {
+            Some((t, reason)) if role == DnRole::Primary && term >= t => {
                 seen.promotion = None;
-                Some((t, event))
+                Some((t, reason))
             }
             _ => None,
         };
-        if before.is_some_and(|b| b != role) {
+        let role_changed = before.is_some_and(|b| b != role);
+        if role_changed {
             self.fire(TriggerEvent::RoleChange, instance, role, term, out);
         }
-        if let Some((t, event)) = promoted {
-            self.fire(event, instance, role, t, out);
+        match promoted {
+            Some((_, PromotionReason::Start))
+                if !role_changed && before != Some(DnRole::Primary) =>
+            {
+                self.fire(TriggerEvent::RoleChange, instance, role, term, out);
+            }
+            Some((_, PromotionReason::Start)) => {}
+            Some((t, PromotionReason::Switchover)) => {
+                self.fire(TriggerEvent::Switchover, instance, role, t, out);
+            }
+            Some((t, _)) => self.fire(TriggerEvent::Failover, instance, role, t, out),
+            None => {}
         }
     }
 }

@@ -34,13 +34,21 @@ fn without_triggers(cmds: Vec<AgentCommand>) -> Vec<AgentCommand> {
         .collect()
 }
 
-/// A Failover{4} for a standby, through its term check, to the status query that finds it
+/// A Failover{4} for `why`, through its term check, to the status query that finds the DN
 /// Primary; every step's commands in order.
-fn failover_run(mut a: Agent) -> Vec<Vec<AgentCommand>> {
+fn promotion_run(mut a: Agent, why: PromotionReason) -> Vec<Vec<AgentCommand>> {
     let mut steps = Vec::new();
     let cmds = a.step(
         ms(10),
-        command(CMS[0], 1, 1, CmsCommand::Failover { term: Term(4) }),
+        command(
+            CMS[0],
+            1,
+            1,
+            CmsCommand::Failover {
+                term: Term(4),
+                reason: why,
+            },
+        ),
     );
     steps.push(cmds.clone());
     steps.push(a.step(ms(20), write_ok(persist_token(&cmds))));
@@ -61,6 +69,68 @@ fn failover_run(mut a: Agent) -> Vec<Vec<AgentCommand>> {
     steps.push(a.step(ms(1001), sampled(s, vec![ProcState::Running])));
     steps.push(a.step(ms(1002), queried(q, Ok(status(DnRole::Primary)))));
     steps
+}
+
+/// A Failover{4} for a failover of a standby.
+fn failover_run(a: Agent) -> Vec<Vec<AgentCommand>> {
+    promotion_run(a, PromotionReason::Failover)
+}
+
+/// The triggers each step fired.
+fn fired_per_step(steps: &[Vec<AgentCommand>]) -> Vec<Vec<AgentCommand>> {
+    steps.iter().map(|s| triggers(s)).collect()
+}
+
+#[test]
+fn a_cluster_start_fires_no_on_failover_but_one_role_change() {
+    // The first primary of a starting cluster, from a DN started pending (no Primary/Standby
+    // role seen before): on_role_change, never on_failover.
+    for (from, why) in [
+        (DnRole::Pending, PromotionReason::Start),
+        (DnRole::Standby, PromotionReason::Start),
+    ] {
+        let fired = fired_per_step(&promotion_run(boot_with(hooked(), from), why));
+        let last = fired.len() - 1;
+        assert!(
+            fired[..last].iter().all(Vec::is_empty),
+            "{from:?}: {fired:?}"
+        );
+        assert_eq!(
+            fired[last],
+            vec![trig(
+                "/h/role",
+                TriggerEvent::RoleChange,
+                DnRole::Primary,
+                4
+            )],
+            "{from:?}"
+        );
+    }
+    // Phony-dead and disk promotions are failovers; a Failover restoring the old primary
+    // after a switchover's abort is the switchover's.
+    for (why, hook, event) in [
+        (
+            PromotionReason::PhonyDead,
+            "/h/failover",
+            TriggerEvent::Failover,
+        ),
+        (PromotionReason::Disk, "/h/failover", TriggerEvent::Failover),
+        (
+            PromotionReason::Switchover,
+            "/h/switchover",
+            TriggerEvent::Switchover,
+        ),
+    ] {
+        let fired = fired_per_step(&promotion_run(boot_with(hooked(), DnRole::Standby), why));
+        assert_eq!(
+            fired.last().expect("steps"),
+            &vec![
+                trig("/h/role", TriggerEvent::RoleChange, DnRole::Primary, 4),
+                trig(hook, event, DnRole::Primary, 4),
+            ],
+            "{why:?}"
+        );
+    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use crate::ctl::Refusal;
 use crate::dn::{DbState, DnRole};
+use crate::history::PromotionReason;
 use crate::ids::{GroupId, InstanceId, Position, ProposalId, Term};
 use crate::msg::CmsCommand;
 use crate::state::{Change, GroupState, Outcome, PendingSwitchover};
@@ -411,7 +412,7 @@ impl GroupArbiter {
         tracing::info!(group = %self.id, term = %r.term, instance = %r.instance,
             "switchover abort: promoting the old primary");
         // Restoring the old primary is no failover: no alarm.
-        self.send_failover(ctx, r.instance, r.term, false);
+        self.send_failover(ctx, r.instance, r.term, PromotionReason::Switchover, false);
         true
     }
 }

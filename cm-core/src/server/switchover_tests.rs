@@ -5,6 +5,7 @@ use core::time::Duration;
 use crate::ctl::{CtlReply, CtlRequest, Refusal, SwitchoverRefused, SwitchoverStarted};
 use crate::dn::DbState;
 use crate::dn::History;
+use crate::history::PromotionReason;
 use crate::ids::{InstanceId, Lsn, Term, Timeline};
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
@@ -238,7 +239,13 @@ fn a_switchover_whose_target_stopped_is_aborted_and_the_old_primary_promoted_aga
     let out = h.report(dn(1).pending().pos(1, 200));
     assert_eq!(
         cmds(&out),
-        vec![(6001, CmsCommand::Failover { term: Term(3) })]
+        vec![(
+            6001,
+            CmsCommand::Failover {
+                term: Term(3),
+                reason: PromotionReason::Switchover
+            }
+        )]
     );
     // Restoring the old primary after an abort is no failover: no Failover alarm.
     assert!(
@@ -255,11 +262,7 @@ fn a_switchover_whose_target_stopped_is_aborted_and_the_old_primary_promoted_aga
         Change::RecordTimeline { .. } => true,
         Change::RecordPromotion(p) =>
             (p.term, p.instance, p.reason)
-                == (
-                    Term(3),
-                    InstanceId(6001),
-                    crate::history::PromotionReason::Switchover
-                ),
+                == (Term(3), InstanceId(6001), PromotionReason::Switchover),
         _ => false,
     }));
     assert_eq!(h.group().term, Term(3));
@@ -300,7 +303,13 @@ fn a_switchover_whose_target_agent_falls_silent_is_aborted_at_once() {
     assert_eq!(aborts(&h), vec![ABORT_2]);
     assert_eq!(
         cmds(&h.commit()),
-        vec![(6001, CmsCommand::Failover { term: Term(3) })]
+        vec![(
+            6001,
+            CmsCommand::Failover {
+                term: Term(3),
+                reason: PromotionReason::Switchover
+            }
+        )]
     );
 }
 

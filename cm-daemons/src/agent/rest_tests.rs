@@ -37,6 +37,7 @@ fn primary() -> InstanceHealth {
         log_disk_pct: 7,
         disk_damaged: false,
         restarts_total: 3,
+        replay: None,
     }
 }
 

@@ -102,9 +102,10 @@ enum Cmd {
         /// With `--rejoin`: only this fault (node-crash, postmaster-kill, freeze).
         #[arg(long)]
         fault: Option<String>,
-        /// Instead: the cost of the agents' HTTP endpoints (SPEC §15) — `/primary` on the
-        /// primary's agent, one connection per request, at `--rate` per second; prints
-        /// latency percentiles.
+        /// Instead: the cost of the agents' HTTP endpoints (SPEC §15) — HTTPS `/primary` on
+        /// the primary's agent at `--rate` per second, over a kept-alive connection and over a
+        /// new connection per request, each beside a baseline server of the same stack;
+        /// prints latency percentiles and the load average.
         #[arg(long)]
         http: bool,
         /// With `--http`: requests per second.

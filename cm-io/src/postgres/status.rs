@@ -102,6 +102,7 @@ pub(super) fn last_replication_error(log: &std::path::Path) -> Option<String> {
 /// What a status query found about replication, before role and history are added.
 struct Replication {
     position: Position,
+    replay: Option<Lsn>,
     upstream: Option<Up>,
     receiver_error: Option<String>,
     downstreams: Vec<Downstream>,
@@ -173,6 +174,7 @@ impl PgDriver {
             downstreams: repl.downstreams,
             read_only: row.get(6),
             receiver_error: repl.receiver_error,
+            replay: repl.replay,
         })
     }
 
@@ -217,6 +219,7 @@ impl PgDriver {
         };
         Ok(Replication {
             position,
+            replay,
             upstream,
             receiver_error,
             downstreams: Vec::new(),
@@ -243,6 +246,7 @@ impl PgDriver {
                 timeline: Timeline(tli),
                 lsn,
             },
+            replay: None,
             upstream: None,
             receiver_error: None,
             downstreams: self.downstreams(client, inst).await?,

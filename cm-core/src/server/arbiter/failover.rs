@@ -3,6 +3,7 @@
 //! Promote committed ([`GroupArbiter::on_promote_outcome`]).
 
 use crate::dn::{DnRole, LockState};
+use crate::history::PromotionReason;
 use crate::ids::{InstanceId, Term};
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
@@ -40,16 +41,19 @@ impl GroupArbiter {
         {
             return;
         }
+        let reason = self.decided_reason(ctx, g, cand);
         if let Some(proposal) = ctx.state.propose(Change::Promote {
             group: self.id,
             expected_term: g.term,
             static_primary: cand,
+            reason,
         }) {
-            self.log_decision(ctx, g, cand, q);
+            self.log_decision(ctx, g, cand, q, reason);
             self.pending_promote = Some(PendingPromote {
                 proposal,
                 expected: g.term,
                 candidate: cand,
+                reason,
             });
         }
     }
@@ -58,7 +62,14 @@ impl GroupArbiter {
     /// group's term, the old primary, the locked members and their positions) and the rule
     /// that chose the candidate. A promotion from term 0 is the cluster's first primary, not a
     /// failover.
-    fn log_decision(&self, ctx: &Ctx<'_>, g: &GroupState, cand: InstanceId, q: usize) {
+    fn log_decision(
+        &self,
+        ctx: &Ctx<'_>,
+        g: &GroupState,
+        cand: InstanceId,
+        q: usize,
+        reason: PromotionReason,
+    ) {
         let locked: Vec<String> = self
             .members
             .iter()
@@ -85,10 +96,11 @@ impl GroupArbiter {
         } else {
             "the locked standby with the newest position, after the non-static wait"
         };
-        let what = if is_initial_promotion(ctx, g.term) {
-            "initial promotion (cluster start, not a failover)"
-        } else {
-            "failover"
+        let what = match reason {
+            PromotionReason::Start => "initial promotion (cluster start, not a failover)",
+            PromotionReason::PhonyDead => "failover (the old primary hung)",
+            PromotionReason::Disk => "failover (the old primary's disk failed)",
+            _ => "failover",
         };
         tracing::info!(
             group = self.id.0,
@@ -289,8 +301,8 @@ impl GroupArbiter {
             // The term is spent without a Failover: harmless, terms only need to be unique.
             return;
         }
-        let alarm = !is_initial_promotion(ctx, p.expected);
-        self.send_failover(ctx, p.candidate, term, alarm);
+        let alarm = p.reason != PromotionReason::Start;
+        self.send_failover(ctx, p.candidate, term, p.reason, alarm);
     }
 
     fn still_eligible(&self, ctx: &Ctx<'_>, cand: InstanceId) -> bool {
@@ -313,17 +325,19 @@ impl GroupArbiter {
         ctx: &mut Ctx<'_>,
         cand: InstanceId,
         term: Term,
+        reason: PromotionReason,
         alarm: bool,
     ) {
         self.note_promotion(term);
         let Some(idx) = self.index_of(cand) else {
             return;
         };
-        self.members[idx].send(ctx.out, ctx.now, CmsCommand::Failover { term });
+        self.members[idx].send(ctx.out, ctx.now, CmsCommand::Failover { term, reason });
         tracing::info!(
             group = self.id.0,
             term = term.0,
             new_primary = cand.0,
+            reason = reason.as_str(),
             "promotion committed: Failover sent"
         );
         if alarm {
@@ -341,7 +355,7 @@ impl GroupArbiter {
 /// had a primary) brings up the first primary: it is a start, not a failover. The term number
 /// cannot tell: after a stop and start the first promotion is at term 2 or more.
 /// `before` is the group's term before the promotion.
-fn is_initial_promotion(ctx: &Ctx<'_>, before: Term) -> bool {
+pub(super) fn is_initial_promotion(ctx: &Ctx<'_>, before: Term) -> bool {
     before == Term(0) || ctx.committed().is_starting(ctx.wall)
 }
 

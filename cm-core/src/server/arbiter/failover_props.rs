@@ -77,7 +77,7 @@ impl Oracle {
                 CmsCommand::Unlock { .. } | CmsCommand::Lock2 { .. } => {
                     self.released.insert(i);
                 }
-                CmsCommand::Failover { term } => {
+                CmsCommand::Failover { term, .. } => {
                     prop_assert!(
                         self.failover_terms.insert(*term),
                         "two Failovers for {term}"

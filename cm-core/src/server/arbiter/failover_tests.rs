@@ -1,6 +1,7 @@
 //! The failover flow of §4.2, asserted command by command.
 
 use crate::dn::LockState;
+use crate::history::PromotionReason;
 use crate::ids::{InstanceId, Term};
 use crate::io::Alarm;
 use crate::msg::CmsCommand;
@@ -15,6 +16,11 @@ fn promote(to: u32, expected: u64) -> Change {
         group: G,
         expected_term: Term(expected),
         static_primary: InstanceId(6000 + to),
+        reason: if expected == 0 {
+            PromotionReason::Start
+        } else {
+            PromotionReason::Failover
+        },
     }
 }
 
@@ -152,7 +158,25 @@ fn a_non_static_candidate_waits_the_start_delay_while_the_cluster_starts() {
     }
     assert_eq!(promotes(&h), vec![]);
     lock_round(&mut h, 3, &[2, 3]);
-    assert_eq!(promotes(&h), vec![promote(2, 1)]);
+    assert_eq!(promotes(&h), vec![starting(promote(2, 1))]);
+}
+
+/// `p` as decided while `cm_ctl start` is in effect.
+fn starting(p: Change) -> Change {
+    match p {
+        Change::Promote {
+            group,
+            expected_term,
+            static_primary,
+            ..
+        } => Change::Promote {
+            group,
+            expected_term,
+            static_primary,
+            reason: PromotionReason::Start,
+        },
+        other => other,
+    }
 }
 
 #[test]
@@ -168,7 +192,14 @@ fn failover_is_sent_only_once_the_promote_committed() {
     assert_eq!(
         out,
         vec![
-            command(2, 2, CmsCommand::Failover { term: Term(2) }),
+            command(
+                2,
+                2,
+                CmsCommand::Failover {
+                    term: Term(2),
+                    reason: PromotionReason::Failover
+                }
+            ),
             LeaderOutput::Alarm(Alarm::Failover {
                 group: G,
                 instance: InstanceId(6002)
@@ -189,13 +220,22 @@ fn a_promotion_while_the_cluster_starts_raises_no_failover_alarm() {
     for _ in 0..179 {
         lock_round(&mut h, 3, &[2, 3]);
     }
-    assert_eq!(promotes(&h), vec![promote(2, 1)]);
-    // Term 2 (the old rule alarmed on any term above 1).
+    assert_eq!(promotes(&h), vec![starting(promote(2, 1))]);
+    // Term 2 (the old rule alarmed on any term above 1); the agent is told it is a start, so
+    // its on_failover trigger does not fire either.
     let out = h.commit();
     assert_eq!(
         out,
-        vec![command(2, 2, CmsCommand::Failover { term: Term(2) })]
+        vec![command(
+            2,
+            2,
+            CmsCommand::Failover {
+                term: Term(2),
+                reason: PromotionReason::Start
+            }
+        )]
     );
+    assert_eq!(h.group().term_reason, Some(PromotionReason::Start));
 }
 
 #[test]
@@ -219,7 +259,13 @@ fn every_resend_commits_a_fresh_term() {
     }
     assert_eq!(
         cmds(&h.commit()),
-        vec![(6002, CmsCommand::Failover { term: Term(2) })]
+        vec![(
+            6002,
+            CmsCommand::Failover {
+                term: Term(2),
+                reason: PromotionReason::Failover
+            }
+        )]
     );
     // 6002 never promotes: once instance_heartbeat_timeout (6 s) passed since the send (the
     // 5-round wait of the static primary is shorter), a fresh term.
@@ -233,7 +279,13 @@ fn every_resend_commits_a_fresh_term() {
     assert_eq!(promotes(&h), vec![promote(2, 2)]);
     assert_eq!(
         cmds(&h.commit()),
-        vec![(6002, CmsCommand::Failover { term: Term(3) })]
+        vec![(
+            6002,
+            CmsCommand::Failover {
+                term: Term(3),
+                reason: PromotionReason::Failover
+            }
+        )]
     );
 }
 
@@ -436,7 +488,7 @@ fn failovers_after_node_crash(promoting_from_ms: Option<u64>) -> Vec<(u64, Term)
         out.extend(h.tick());
         out.extend(h.commit());
         for (_, c) in cmds(&out) {
-            if let CmsCommand::Failover { term } = c {
+            if let CmsCommand::Failover { term, .. } = c {
                 sent.push((ms, term));
             }
         }
@@ -550,6 +602,13 @@ fn the_first_promotion_of_a_new_cluster_raises_no_failover_alarm() {
     let out = h.commit();
     assert_eq!(
         out,
-        vec![command(2, 2, CmsCommand::Failover { term: Term(1) })]
+        vec![command(
+            2,
+            2,
+            CmsCommand::Failover {
+                term: Term(1),
+                reason: PromotionReason::Start
+            }
+        )]
     );
 }

@@ -106,6 +106,7 @@ fn a_dead_nodes_group_fails_over_after_its_heartbeat_timeout_not_before_the_fenc
         group: G,
         expected_term: Term(1),
         static_primary: InstanceId(6002),
+        reason: crate::history::PromotionReason::Failover,
     }));
     let _ = Instant::ZERO;
 }

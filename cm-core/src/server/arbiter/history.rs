@@ -1,8 +1,10 @@
 //! Recording confirmed promotions in the history (§15): the point where a promotion is final is
 //! the new primary's report of Primary at the group's committed term, on the timeline it created
 //! — the same point the term → timeline record of §5.1 is made ([`GroupArbiter::record_answers`]).
-//! The reason is read from the replicated state and the old primary's last report, so a leader
-//! that did not make the decision records it the same way.
+//! The reason is the one the deciding leader committed with the term (`GroupState::term_reason`,
+//! set by the Promote and the switchover changes), so a leader that did not make the decision
+//! records the same one; terms reached before that was kept fall back to reading the replicated
+//! state and the old primary's last report.
 
 use crate::dn::DbState;
 use crate::history::{Promotion, PromotionReason};
@@ -54,6 +56,9 @@ impl GroupArbiter {
             .map(|m| m.instance)
     }
 
+    /// The reason the deciding leader committed with the term (the group's `term_reason`);
+    /// for a term reached before that was kept, derived here from the replicated state and
+    /// the old primary's last report.
     fn promotion_reason(
         &self,
         ctx: &Ctx<'_>,
@@ -61,6 +66,11 @@ impl GroupArbiter {
         term: Term,
         previous: Option<InstanceId>,
     ) -> PromotionReason {
+        if g.term == term
+            && let Some(reason) = g.term_reason
+        {
+            return reason;
+        }
         let switchover = g.switchover.as_ref().is_some_and(|s| s.term == term)
             || g.last_switchover.as_ref().is_some_and(|s| {
                 s.term == term || (s.result == SwitchoverResult::Aborted && s.term.next() == term)
@@ -73,6 +83,35 @@ impl GroupArbiter {
         if term == Term(1) || previous.is_none() || ctx.committed().is_starting(ctx.wall) {
             return PromotionReason::Start;
         }
+        self.old_primary_cause(ctx, g, previous)
+    }
+
+    /// Why the leader promotes `cand` now (a failover decision, §4.2): the group's start when
+    /// it never had a primary (term 0) or `cm_ctl start` is in effect, else what became of the
+    /// old primary (the last recorded one, else the static primary being replaced). Carried
+    /// in the Promote and the Failover.
+    pub(super) fn decided_reason(
+        &self,
+        ctx: &Ctx<'_>,
+        g: &GroupState,
+        cand: InstanceId,
+    ) -> PromotionReason {
+        if super::failover::is_initial_promotion(ctx, g.term) {
+            return PromotionReason::Start;
+        }
+        let previous = self
+            .previous_primary(ctx, cand)
+            .or_else(|| Some(g.static_primary).filter(|s| *s != cand));
+        self.old_primary_cause(ctx, g, previous)
+    }
+
+    /// Phony-dead, disk or plain failover, from the old primary's state.
+    fn old_primary_cause(
+        &self,
+        ctx: &Ctx<'_>,
+        g: &GroupState,
+        previous: Option<InstanceId>,
+    ) -> PromotionReason {
         let Some(prev) = previous.and_then(|i| self.member(i)) else {
             return PromotionReason::Failover;
         };

@@ -1,5 +1,6 @@
 //! The promotion history (§15) as the leader records it: once, when the promoted member reports
-//! Primary at the committed term on its new timeline, with the reason read from the state.
+//! Primary at the committed term on its new timeline, with the reason committed with the term
+//! (else read from the state).
 
 use crate::dn::{DbState, History};
 use crate::history::{Promotion, PromotionReason};
@@ -107,6 +108,20 @@ fn a_damaged_disk_on_the_old_primary_makes_the_reason_disk() {
     let mut h = failed_over(|h| {
         h.report(dn(1).primary(1).db(DbState::DiskDamaged));
     });
+    h.advance_ms(1000);
+    h.report(promoted_report());
+    assert_eq!(
+        recorded(&h).iter().map(|p| p.reason).collect::<Vec<_>>(),
+        vec![PromotionReason::Disk]
+    );
+}
+
+/// The reason is the deciding leader's, committed with the term: a leader that sees nothing
+/// of the old primary's disk (it took over after the decision) records the disk failover the
+/// deciding one saw.
+#[test]
+fn the_reason_committed_with_the_term_is_recorded_whoever_records_it() {
+    let mut h = failed_over(|h| h.group_mut().term_reason = Some(PromotionReason::Disk));
     h.advance_ms(1000);
     h.report(promoted_report());
     assert_eq!(

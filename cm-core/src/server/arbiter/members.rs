@@ -267,7 +267,7 @@ impl Member {
             } => {
                 self.pointed = Some((*primary, stamp, now));
             }
-            CmsCommand::Failover { term } => {
+            CmsCommand::Failover { term, .. } => {
                 self.failovers_sent += 1;
                 self.promotion = Some((*term, stamp));
             }

@@ -22,6 +22,7 @@ use core::time::Duration;
 
 use crate::config::{ClusterConfig, GroupConfig};
 use crate::dn::DnReport;
+use crate::history::PromotionReason;
 use crate::ids::{GroupId, InstanceId, ProposalId, Term};
 use crate::params::Params;
 use crate::server::outbox::Outbox;
@@ -91,6 +92,8 @@ pub struct PendingPromote {
     pub expected: Term,
     /// The member to promote once it commits.
     pub candidate: InstanceId,
+    /// Why (carried in the Promote and in the Failover).
+    pub reason: PromotionReason,
 }
 
 /// The leader's arbitration state of one DN group.

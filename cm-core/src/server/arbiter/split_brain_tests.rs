@@ -128,7 +128,8 @@ fn the_fence_command_runs_at_the_timeout_and_its_success_allows_the_failover() {
     assert!(h.queued().contains(&Change::Promote {
         group: G,
         expected_term: Term(1),
-        static_primary: InstanceId(6002)
+        static_primary: InstanceId(6002),
+        reason: crate::history::PromotionReason::Failover,
     }));
 }
 

@@ -26,6 +26,7 @@ fn promote(expected: u64) -> Change {
         group: GroupId(1),
         expected_term: Term(expected),
         static_primary: InstanceId(6001),
+        reason: crate::history::PromotionReason::Failover,
     }
 }
 
@@ -302,7 +303,9 @@ fn a_restarted_side_treats_its_own_entries_as_possibly_committed() {
     q.log.append(entry(1, 2, Some(promote(0))));
     assert_eq!(q.commit, idx(0));
     let mut groups = groups_at(&q);
-    groups.get_mut(&GroupId(1)).unwrap().term = Term(1);
+    let g1 = groups.get_mut(&GroupId(1)).unwrap();
+    g1.term = Term(1);
+    g1.term_reason = Some(crate::history::PromotionReason::Failover);
     let w1_log = vec![entry(2, 2, None)];
     let out = norm(q.step(ms(30_000), message(2, 2, append((1, 1), w1_log, 2))));
     let persist = Out::Persist {

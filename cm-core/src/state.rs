@@ -1,7 +1,7 @@
 //! The replicated cluster state (SPEC.md §5.1) and the narrow interface between the arbiter and
 //! whatever replicates it (the CMS quorum, or an in-memory single node for tests).
 //!
-//! The state is small and holds no node-local [`Instant`](crate::Instant): long timers are wall
+//! The state is small and holds no node-local [`Instant`]: long timers are wall
 //! clock deadlines ([`WallMillis`]). Every [`Change`] that could race is a compare-and-set, so a
 //! repeated or stale proposal cannot bump a term twice; a refused change is an outcome, not an
 //! error of the replication.
@@ -139,6 +139,9 @@ pub struct ClusterState {
     /// Confirmed promotions, newest 20 per group and 1,000 in all (§15). (Last, like every
     /// later field.)
     pub promotions: PromotionLog,
+    /// The proposing leader's wall clock when `paused` was last set by `cm_ctl pause|resume`:
+    /// two-node healing keeps the newer of the two sides' operator requests (§5.4).
+    pub paused_at: Option<WallMillis>,
 }
 
 impl ClusterState {
@@ -177,6 +180,19 @@ impl ClusterState {
         groups
             .iter()
             .all(|(id, theirs)| self.groups.get(id).is_none_or(|g| g.term >= theirs.term))
+    }
+
+    /// Whether this state's pause needs nothing of `theirs` (another side's, §5.4): the same
+    /// value, or a request here at least as new.
+    pub fn covers_pause(&self, theirs: Option<(bool, WallMillis)>) -> bool {
+        theirs.is_none_or(|(paused, at)| {
+            paused == self.paused || self.paused_at.is_some_and(|ours| ours >= at)
+        })
+    }
+
+    /// The pause and its request time, for a diverged follower's report (§5.4).
+    pub fn pause_stamp(&self) -> Option<(bool, WallMillis)> {
+        self.paused_at.map(|at| (self.paused, at))
     }
 
     fn merge_diverged(&mut self, groups: &BTreeMap<GroupId, GroupState>) {
@@ -368,6 +384,11 @@ impl ClusterState {
                 self.paused = *p;
                 Ok(())
             }
+            Change::SetPausedAt { paused, at } => {
+                self.paused = *paused;
+                self.paused_at = Some(*at);
+                Ok(())
+            }
             Change::SetStopping(s) => {
                 self.stopping = *s;
                 Ok(())
@@ -519,6 +540,15 @@ pub enum Change {
     MergeDiverged {
         /// The other side's committed groups.
         groups: BTreeMap<GroupId, GroupState>,
+    },
+    /// `cm_ctl pause` / `resume`, stamped with the proposing leader's wall clock, so that
+    /// two-node healing keeps the newer request of the two sides (§5.4; `SetPaused` stays for
+    /// entries written before). (Last, so the encoding of the older variants is unchanged.)
+    SetPausedAt {
+        /// Paused or not.
+        paused: bool,
+        /// The proposer's wall clock.
+        at: WallMillis,
     },
 }
 
@@ -708,6 +738,30 @@ mod tests {
             },
         );
         s
+    }
+
+    /// §5.4 healing: another side's pause request needs merging only when it differs and is
+    /// newer than this state's (an unstamped state is older than any stamped request).
+    #[test]
+    fn a_pause_request_is_covered_when_equal_or_not_newer() {
+        let w = WallMillis;
+        let mut s = ClusterState::default();
+        assert!(s.covers_pause(None));
+        assert!(s.covers_pause(Some((false, w(5)))), "same value");
+        assert!(!s.covers_pause(Some((true, w(5)))), "unstamped here");
+        s.apply(&Change::SetPausedAt {
+            paused: true,
+            at: w(10),
+        })
+        .unwrap();
+        assert!(s.paused);
+        assert_eq!(s.pause_stamp(), Some((true, w(10))));
+        assert!(s.covers_pause(Some((false, w(9)))));
+        assert!(
+            s.covers_pause(Some((false, w(10)))),
+            "a tie keeps this side's"
+        );
+        assert!(!s.covers_pause(Some((false, w(11)))));
     }
 
     #[test]

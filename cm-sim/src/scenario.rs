@@ -300,6 +300,7 @@ impl FaultAction {
         match self {
             Self::KillDn { instance }
             | Self::BreakStream { instance }
+            | Self::DivergeWal { instance }
             | Self::DnState { instance, .. } => of_instance(*instance),
             Self::KillResource { .. } => Vec::new(),
             Self::CrashHost { node }

@@ -549,8 +549,11 @@ impl Core {
         };
         match req {
             CtlRequest::Query | CtlRequest::ListParams => Ok(Vec::new()),
-            CtlRequest::Pause => Ok(vec![propose(ctx, Change::SetPaused(true))?]),
-            CtlRequest::Resume => Ok(vec![propose(ctx, Change::SetPaused(false))?]),
+            CtlRequest::Pause | CtlRequest::Resume => {
+                let paused = matches!(req, CtlRequest::Pause);
+                let at = ctx.wall;
+                Ok(vec![propose(ctx, Change::SetPausedAt { paused, at })?])
+            }
             CtlRequest::ClusterStarting { timeout_s } => {
                 let until = ctx
                     .wall

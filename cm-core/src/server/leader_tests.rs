@@ -12,12 +12,15 @@ use crate::state::Change;
 fn pause_and_resume_reply_once_committed() {
     let mut h = H::new(3);
     assert_eq!(h.ctl(1, CtlRequest::Pause), vec![]);
-    assert_eq!(h.queued(), vec![Change::SetPaused(true)]);
+    // Stamped with the leader's wall clock (two-node healing keeps the newer request, §5.4).
+    let at = h.wall;
+    assert_eq!(h.queued(), vec![Change::SetPausedAt { paused: true, at }]);
     assert_eq!(h.commit(), vec![reply(1, CtlReply::Accepted)]);
     assert!(h.state.state_mut().paused);
     h.ctl(2, CtlRequest::Resume);
     assert_eq!(h.commit(), vec![reply(2, CtlReply::Accepted)]);
     assert!(!h.state.state_mut().paused);
+    assert_eq!(h.state.state_mut().paused_at, Some(h.wall));
 }
 
 #[test]

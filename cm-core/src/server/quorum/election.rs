@@ -134,7 +134,9 @@ impl Quorum {
             }
             QuorumMsg::Hello { .. } | QuorumMsg::HelloReply { .. } => {}
             QuorumMsg::AgentView { dn_agents } => self.on_agent_view(now, from, dn_agents),
-            QuorumMsg::Diverged { groups, .. } => self.on_diverged(now, from, groups),
+            QuorumMsg::Diverged { groups, pause, .. } => {
+                self.on_diverged(now, from, groups, pause);
+            }
         }
     }
 

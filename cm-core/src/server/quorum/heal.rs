@@ -29,11 +29,18 @@
 //!   primary and timelines. So each group's term is the higher of the two sides'; the side with
 //!   the lower term now has a primary below the group's term, which the arbiter restarts
 //!   (§4.4), and the primary promoted at the higher term is the static one.
+//!   The operator's pause or resume is merged the same way: `Diverged` carries the follower's
+//!   pause with the wall-clock instant its leader took the request ([`Change::SetPausedAt`]),
+//!   and a newer request of the other side that differs is appended with its stamp (swarm
+//!   seeds 212 and 236: a `resume` acknowledged on the overwritten side was lost and the cluster
+//!   stayed paused for good). Wall clocks order requests minutes apart; a skew larger than the
+//!   gap between two requests on the two sides may keep the older one.
 //! * **Overwrite (follower).** Once its committed state covers the follower's groups, the
 //!   leader folds its applied entries into its snapshot and sends it; the follower installs a
 //!   snapshot over its own diverged log only when that snapshot covers its committed groups.
-//!   What the follower committed alone besides group terms (a pause, a pending switchover, a
-//!   read-only step) is discarded with its log; the leader's committed decisions all stay.
+//!   What the follower committed alone besides group terms and the pause (a pending
+//!   switchover, a read-only step, a parameter) is discarded with its log; the leader's
+//!   committed decisions all stay.
 //!
 //! Who survives: a leader that needs its peer's acknowledgement to commit (W1 once it hears W2
 //! again) cannot commit the merge, since `Diverged` acknowledges nothing; check-quorum makes it
@@ -56,7 +63,7 @@ use std::collections::BTreeMap;
 use super::{EntryPayload, LogEntry, Quorum, QuorumMsg};
 use crate::ids::{GroupId, LogIndex, NodeId, QuorumTerm};
 use crate::state::{Change, ClusterState, GroupState};
-use crate::time::Instant;
+use crate::time::{Instant, WallMillis};
 
 impl Quorum {
     /// Follower: the first index this node committed at which the leader's log (the entry
@@ -93,11 +100,11 @@ impl Quorum {
                 .is_some_and(|t| t.0 > 0 && t.0 % 2 == own)
     }
 
-    /// Two-node mode: the groups as they are once every entry of this log is applied — the
-    /// most this node may have committed (an entry it created may be committed without its
-    /// commit index knowing). A term in it that was never committed is harmless to merge:
-    /// group terms need only be unique.
-    pub(super) fn possible_groups(&self) -> BTreeMap<GroupId, GroupState> {
+    /// Two-node mode: the state once every entry of this log is applied — the most this node
+    /// may have committed (an entry it created may be committed without its commit index
+    /// knowing). A term in its groups that was never committed is harmless to merge: group
+    /// terms need only be unique; its pause is the newest operator request this side knows.
+    pub(super) fn possible_state(&self) -> ClusterState {
         let mut state = self.state.clone();
         let mut i = self.applied.next();
         while let Some(e) = self.log.entry(i) {
@@ -107,7 +114,7 @@ impl Quorum {
             }
             i = i.next();
         }
-        state.groups
+        state
     }
 
     /// Follower, two-node mode: an append wholly below this node's snapshot cannot be checked
@@ -143,8 +150,17 @@ impl Quorum {
                 "two-node healing: both sides committed alone; asking the leader to merge the group terms");
         }
         self.diverged = true;
-        let groups = self.possible_groups();
-        self.send(from, QuorumMsg::Diverged { groups, round });
+        let possible = self.possible_state();
+        let pause = possible.pause_stamp();
+        let groups = possible.groups;
+        self.send(
+            from,
+            QuorumMsg::Diverged {
+                groups,
+                round,
+                pause,
+            },
+        );
     }
 
     /// Follower, two-node mode: what to do with a leader's snapshot — install it only when it
@@ -162,7 +178,8 @@ impl Quorum {
         if !discards && last_index <= self.commit {
             return SnapshotVerdict::Ignore;
         }
-        if !state.covers_terms(&self.possible_groups()) {
+        let possible = self.possible_state();
+        if !state.covers_terms(&possible.groups) || !state.covers_pause(possible.pause_stamp()) {
             return SnapshotVerdict::Diverged;
         }
         if discards {
@@ -197,6 +214,7 @@ impl Quorum {
         now: Instant,
         from: NodeId,
         groups: BTreeMap<GroupId, GroupState>,
+        pause: Option<(bool, WallMillis)>,
     ) {
         if self.lead.is_none() {
             return;
@@ -205,7 +223,9 @@ impl Quorum {
             tracing::error!(node = %self.node, %from, "a follower reports a diverged log outside two-node mode: ignored");
             return;
         }
-        if self.state.covers_terms(&groups) {
+        let terms = self.state.covers_terms(&groups);
+        let pause = pause.filter(|_| !self.state.covers_pause(pause));
+        if terms && pause.is_none() {
             return self.overwrite_follower(from);
         }
         let in_flight = self
@@ -217,8 +237,15 @@ impl Quorum {
             return;
         }
         tracing::warn!(node = %self.node, %from, term = %self.term,
-            "two-node healing: merging the other side's higher group terms");
-        let index = self.append_local(EntryPayload::Change(Change::MergeDiverged { groups }));
+            "two-node healing: merging the other side's higher group terms and newer pause request");
+        let mut index = self.log.last_index();
+        if !terms {
+            index = self.append_local(EntryPayload::Change(Change::MergeDiverged { groups }));
+        }
+        if let Some((paused, at)) = pause {
+            // The other side's operator asked later: its pause or resume stands (§5.4).
+            index = self.append_local(EntryPayload::Change(Change::SetPausedAt { paused, at }));
+        }
         if let Some(lead) = self.lead.as_mut() {
             lead.merge_at = Some(index);
         }

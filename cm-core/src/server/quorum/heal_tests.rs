@@ -78,7 +78,11 @@ fn a_follower_that_committed_alone_answers_diverged_instead_of_panicking() {
         voted_for: None,
         last_index: 2,
     };
-    let diverged = QuorumMsg::Diverged { groups, round: 1 };
+    let diverged = QuorumMsg::Diverged {
+        groups,
+        round: 1,
+        pause: None,
+    };
     assert_eq!(out, vec![persist, Out::Send(1, 3, diverged)]);
     assert!(q.diverged);
     assert_eq!(q.log.term_at(idx(1)), Some(t(2)), "nothing appended");
@@ -164,6 +168,7 @@ fn a_leader_merges_a_diverged_followers_higher_group_terms_then_sends_its_snapsh
     let diverged = QuorumMsg::Diverged {
         groups: theirs.clone(),
         round: 1,
+        pause: None,
     };
     let out = q.step(at, message(2, 1, diverged.clone()));
     let merge = entry(1, 2, Some(Change::MergeDiverged { groups: theirs }));
@@ -218,6 +223,7 @@ fn a_diverged_follower_installs_only_a_snapshot_that_covers_its_group_terms() {
     let diverged = QuorumMsg::Diverged {
         groups: groups_at(&q),
         round: 2,
+        pause: None,
     };
     assert_eq!(out, vec![Out::Send(1, 3, diverged)]);
     assert_eq!(q.log.last_index(), idx(2), "not installed");
@@ -314,7 +320,11 @@ fn a_restarted_side_treats_its_own_entries_as_possibly_committed() {
         voted_for: None,
         last_index: 2,
     };
-    let diverged = QuorumMsg::Diverged { groups, round: 1 };
+    let diverged = QuorumMsg::Diverged {
+        groups,
+        round: 1,
+        pause: None,
+    };
     assert_eq!(out, vec![persist, Out::Send(2, 2, diverged)]);
     assert_eq!(q.log.term_at(idx(2)), Some(t(1)), "its entry is kept");
 }
@@ -371,4 +381,92 @@ fn only_messages_at_the_term_in_two_node_failover_mode_mark_the_other_side() {
     let (mut q3, at3) = leader(&config(3));
     let _ = q3.step(at3 + Duration::from_millis(5), message(3, q3.term.0, stale));
     assert_eq!(q3.other_side_ended_at(), None);
+}
+
+/// Swarm seeds 212 and 236: W1 committed an operator's `resume` alone (wall 1_700_000_200_000)
+/// while W2's committed state still said paused (stamped 1_700_000_100_000). W2's merge keeps
+/// the newer request: it appends `SetPausedAt { paused: false }` with W1's stamp, commits it
+/// alone, and only then overwrites W1 with its snapshot. An older or equal request is not
+/// merged.
+#[test]
+fn a_leader_merges_the_other_sides_newer_pause_request() {
+    use crate::time::WallMillis;
+    let cfg = failover_config();
+    let (mut q, at) = w2_leader(&cfg);
+    let older = WallMillis(1_700_000_100_000);
+    let newer = WallMillis(1_700_000_200_000);
+    q.state.paused = true;
+    q.state.paused_at = Some(older);
+    let groups = groups_at(&q);
+    let at = at + Duration::from_millis(10);
+    let diverged = |pause| QuorumMsg::Diverged {
+        groups: groups.clone(),
+        round: 1,
+        pause,
+    };
+    // Older than W2's own request: nothing to merge, W1 gets the snapshot.
+    let out = norm(q.step(at, message(2, 1, diverged(Some((false, WallMillis(1)))))));
+    assert!(
+        matches!(
+            out.last(),
+            Some(Out::Send(2, 1, QuorumMsg::Snapshot { .. }))
+        ),
+        "{out:?}"
+    );
+    let out = q.step(at, message(2, 1, diverged(Some((false, newer)))));
+    let merge = entry(
+        1,
+        2,
+        Some(Change::SetPausedAt {
+            paused: false,
+            at: newer,
+        }),
+    );
+    assert_eq!(
+        q.log.entry(idx(2)),
+        Some(&merge),
+        "appended after the no-op"
+    );
+    let _ = q.step(at, done(last_token(&out).unwrap()));
+    assert!(!q.state.paused, "the newer resume stands");
+    assert_eq!(q.state.paused_at, Some(newer));
+    let out = norm(q.step(at, message(2, 1, diverged(Some((false, newer))))));
+    assert!(
+        matches!(
+            out.last(),
+            Some(Out::Send(2, 1, QuorumMsg::Snapshot { .. }))
+        ),
+        "{out:?}"
+    );
+}
+
+/// The follower's side: a snapshot whose pause is older than the one this follower's log
+/// holds, and differs, is refused with `Diverged` carrying the follower's stamped request.
+#[test]
+fn a_diverged_follower_refuses_a_snapshot_that_would_drop_its_newer_resume() {
+    use crate::time::WallMillis;
+    let cfg = failover_config();
+    let mut q = w1_after_leading_alone(&cfg);
+    let newer = WallMillis(1_700_000_200_000);
+    q.state.paused_at = Some(newer);
+    let _ = q.step(ms(30_000), message(1, 3, append((3, 2), vec![], 2)));
+    assert!(q.diverged);
+    let mut leader_state = q.state.clone();
+    leader_state.groups.get_mut(&GroupId(1)).unwrap().term = Term(3);
+    leader_state.paused = true;
+    leader_state.paused_at = Some(WallMillis(1_700_000_100_000));
+    let stale = QuorumMsg::Snapshot {
+        last_index: idx(3),
+        last_term: t(3),
+        state: leader_state,
+        round: 2,
+    };
+    let out = norm(q.step(ms(30_200), message(1, 3, stale)));
+    let diverged = QuorumMsg::Diverged {
+        groups: groups_at(&q),
+        round: 2,
+        pause: Some((false, newer)),
+    };
+    assert_eq!(out, vec![Out::Send(1, 3, diverged)]);
+    assert_eq!(q.log.last_index(), idx(2), "not installed");
 }

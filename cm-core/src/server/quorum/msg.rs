@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::ids::{GroupId, LogIndex, QuorumTerm};
 use crate::state::{Change, ClusterState, GroupState};
+use crate::time::WallMillis;
 
 /// One entry of the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,5 +138,7 @@ pub enum QuorumMsg {
         groups: BTreeMap<GroupId, GroupState>,
         /// The round answered (it does not acknowledge it).
         round: u64,
+        /// Its pause and when the operator asked for it, if it was ever stamped.
+        pause: Option<(bool, WallMillis)>,
     },
 }

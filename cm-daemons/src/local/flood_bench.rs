@@ -33,7 +33,6 @@ use cm_io::transport::{AddressBook, Limits, Security, Transport, TransportConfig
 
 use super::bench::{ProfileResult, execute};
 use super::cluster::primary_node;
-use super::http_bench::get;
 use super::{LocalCluster, LocalOptions, NODES};
 
 /// How long each half's heartbeat probe runs.
@@ -505,6 +504,22 @@ pub fn run(opts: LocalOptions, rounds: u32, flooders: usize) -> anyhow::Result<F
     }
     c.teardown();
     Ok(bench)
+}
+
+/// One HTTPS GET on loopback `port`: (status, body).
+fn get(
+    port: u16,
+    tls: Option<&cm_io::http::ClientTls>,
+    target: &str,
+) -> anyhow::Result<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    Ok(cm_io::http::request(
+        addr,
+        tls,
+        "GET",
+        target,
+        Duration::from_secs(5),
+    )?)
 }
 
 #[cfg(test)]

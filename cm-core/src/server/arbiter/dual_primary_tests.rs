@@ -160,7 +160,13 @@ fn aborted_restart_switchover(h: &mut H, restarts: (u32, u32)) -> crate::time::I
     let out = h.report(dn(1).pending().pos(1, 200).restarts(r10, r1h));
     assert_eq!(
         cmds(&out),
-        vec![(6001, CmsCommand::Failover { term: Term(3) })]
+        vec![(
+            6001,
+            CmsCommand::Failover {
+                term: Term(3),
+                reason: crate::history::PromotionReason::Switchover
+            }
+        )]
     );
     h.commit();
     aborted

@@ -56,12 +56,12 @@ fn availability_clock_disk_hang_and_failed_operator_requests() {
     assert_clean(SWARM, &[20, 140, 187, 188, 255, 360, 424, 446, 494]);
 }
 
-/// Still open: two-node healing discards what the overwritten side committed alone besides
-/// group terms — here an operator's acknowledged `resume` (212, 236): the cluster stays
-/// paused, and a DN killed later is never restarted.
+/// Two-node healing discarded what the overwritten side committed alone besides group terms —
+/// here an operator's acknowledged `resume` (212, 236): the cluster stayed paused, and a DN
+/// killed later was never restarted. Pause requests are now stamped and the newer one of the
+/// two sides survives the heal.
 #[test]
-#[ignore = "open: issue 11, a two-node heal discards an acknowledged resume"]
-fn two_node_heal_discards_an_acknowledged_resume() {
+fn two_node_heal_keeps_the_newer_resume() {
     assert_clean(SWARM, &[212, 236]);
 }
 

@@ -61,7 +61,7 @@ pub struct Half {
     pub failures: Vec<String>,
     /// Flood connections opened.
     pub flood_connections: u64,
-    /// Connections the probed leader refused during the probe and [`METRICS_LAG`] after it
+    /// Connections the probed leader refused during the probe and `METRICS_LAG` after it
     /// (its `/metrics`).
     pub leader_refusals: u64,
 }

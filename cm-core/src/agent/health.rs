@@ -13,18 +13,15 @@
 //! 2. the newest leader answer that carried a view of its group (a leasing CMS leader's
 //!    [`crate::msg::GroupView`]) names this instance the group's primary, at a term equal to the
 //!    instance's own durable CM term;
-//! 3. the report that answer replied to was sent less than [`lease_window`] before `now` —
-//!    `agent_self_fence_timeout − min(2 × agent_report_interval, (agent_self_fence_timeout −
-//!    ordinary leader change) / 2)`, 5.6 s with defaults — or §8's streaming-quorum exception
-//!    holds (the same rule the self-fence uses, [`crate::quorum_math::streaming_blocks_lock1`]).
+//! 3. the report that answer replied to was sent less than `agent_self_fence_timeout − 2 ×
+//!    agent_report_interval` before `now` ([`lease_window`]) — or §8's streaming-quorum
+//!    exception holds (the same rule the self-fence uses,
+//!    [`crate::quorum_math::streaming_blocks_lock1`]).
 //!
-//! So the lease ends [`lease_margin`] (0.4 s with defaults) before the self-fence would kill
-//! the DN (which counts `agent_self_fence_timeout` from the newest answered send time, a time
-//! no older than the one counted here), it outlasts an ordinary CMS leader change (5.2 s with
-//! defaults) without a standby stream, and a leader answer naming another primary or a newer
-//! term ends it at once. §15's literal "`agent_self_fence_timeout − 2 × agent_report_interval`"
-//! (4 s) contradicts its own "stays 200 through an ordinary CMS leader change"; see
-//! [`lease_window`] for how we read the two together. `enable_self_fence = off` does not lengthen it: the fencing floor of §8 that keeps
+//! So the lease ends at least two report intervals before the self-fence would kill the DN
+//! (which counts `agent_self_fence_timeout` from the newest answered send time, a time no older
+//! than the one counted here), and a leader answer naming another primary or a newer term ends
+//! it at once. `enable_self_fence = off` does not lengthen it: the fencing floor of §8 that keeps
 //! two primaries apart assumes this bound.
 //!
 //! # `/primary` (whole)
@@ -147,44 +144,12 @@ impl fmt::Display for NotWritable {
     }
 }
 
-/// §8's/§15's ordinary CMS leader change: `2 × election_timeout_max + 2 ×
-/// agent_report_interval` (5.2 s with defaults) between the send times of the last report the
-/// old leader answered and the first one the new leader answers.
-pub fn ordinary_leader_change(params: &Params) -> Duration {
-    params.election_timeout_max() * 2 + params.report_interval() * 2
-}
-
-/// How long before the self-fence the write lease ends: `min(2 × agent_report_interval,
-/// (agent_self_fence_timeout − ordinary leader change) / 2)` — 0.4 s with defaults (see
-/// [`lease_window`]); 0 when the self-fence timeout does not exceed the ordinary leader change
-/// (only possible with `enable_self_fence = off`, which validation then does not check).
-pub fn lease_margin(params: &Params) -> Duration {
-    let slack = params
-        .self_fence_timeout()
-        .saturating_sub(ordinary_leader_change(params));
-    (params.report_interval() * 2).min(slack / 2)
-}
-
 /// How long after its send time a report whose answer named the instance primary keeps the
-/// write lease: `agent_self_fence_timeout − min(2 × agent_report_interval,
-/// (agent_self_fence_timeout − ordinary leader change) / 2)` — 5.6 s with defaults, 1.55 s
-/// with the fast profile.
-///
-/// §15 states two rules for `/primary` that cannot both hold with the defaults: the report
-/// "sent less than `agent_self_fence_timeout − 2 × agent_report_interval` ago" (4 s) and "stays
-/// 200 through an ordinary CMS leader change (≤ 5.2 s, §8)". A 4 s window would stop a
-/// primary's `/primary` — and its `with_primary_of` resources (§14) — in every leader change
-/// slower than 4 s. We read the leader-change promise as the requirement and the 2 report
-/// intervals as the margin to keep *when the parameters leave room for it*: the lease ends
-/// `min(2 × report interval, half the slack between the self-fence timeout and the ordinary
-/// leader change)` before the self-fence. So it outlasts the ordinary leader change by at least
-/// as much as it precedes the self-fence, and it still ends strictly before the self-fence
-/// (validation requires the self-fence timeout to exceed the ordinary leader change) and so
-/// before the fencing floor of §8, which is what keeps two primaries apart.
+/// write lease: `agent_self_fence_timeout − 2 × agent_report_interval` (§15).
 pub fn lease_window(params: &Params) -> Duration {
     params
         .self_fence_timeout()
-        .saturating_sub(lease_margin(params))
+        .saturating_sub(params.report_interval() * 2)
 }
 
 /// §8's streaming-quorum exception: fresh downstream rows (reply age, aged further by the time

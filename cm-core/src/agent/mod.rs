@@ -116,10 +116,7 @@ use crate::resource::{ResourceReport, ScriptExit, ScriptVerb};
 use crate::time::{Instant, MonotonicGuard};
 
 use commands::Batch;
-pub use health::{
-    AgentHealth, InstanceHealth, LeaderView, NotWritable, lease_margin, lease_window,
-    ordinary_leader_change,
-};
+pub use health::{AgentHealth, InstanceHealth, LeaderView, NotWritable, lease_window};
 use instance::Inst;
 use local_cms::LocalCms;
 pub use local_cms::{CMS_HUNG_SAMPLES, CmsAction, LocalCmsStatus};

@@ -106,20 +106,19 @@ fn reason(a: &RestAnswer) -> String {
 fn primary_and_its_alias_answer_from_the_write_lease_at_the_request_instant() {
     let h = agent(vec![primary()]);
     for path in ["/primary", "/read-write", "/primary/"] {
-        assert_eq!(get(&h, ms(15_599), path).status, 200, "{path}");
+        assert_eq!(get(&h, ms(13_999), path).status, 200, "{path}");
     }
-    // The report that named it was sent at 10 s: the lease window (6 s − min(2 × 1 s,
-    // (6 s − 5.2 s) / 2) = 5.6 s) ends at 15.6 s,
+    // The report that named it was sent at 10 s: the lease window (6 − 2 × 1 s) ends at 14 s,
     // but a standby streams (reply 0.1 s old at the 10 s sample): 200 until that row is 2 s old.
     assert_eq!(get(&h, ms(11_899), "/primary").status, 200);
     let mut no_stream = primary();
     no_stream.downstreams.clear();
     let h = agent(vec![no_stream]);
-    assert_eq!(get(&h, ms(15_599), "/primary").status, 200);
-    let a = get(&h, ms(15_600), "/primary");
+    assert_eq!(get(&h, ms(13_999), "/primary").status, 200);
+    let a = get(&h, ms(14_000), "/primary");
     assert_eq!(a.status, 503);
     assert!(
-        reason(&a).contains("lease window 5.600 s"),
+        reason(&a).contains("lease window 4.000 s"),
         "{}",
         reason(&a)
     );

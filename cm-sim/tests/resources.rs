@@ -265,6 +265,10 @@ struct Move {
     followed: Option<Instant>,
     /// A break of the test's S7 (with the instant).
     violation: Option<String>,
+    /// The first instant after `from` at which a cm_server other than the lease holder at
+    /// `from` (or a newer term) held the leader lease: a new leader relays a silent node's age
+    /// from no earlier than its election.
+    elected: Option<Instant>,
 }
 
 /// When the new primary's node reported its DN Primary: the first delivery of its agent's
@@ -285,6 +289,7 @@ fn reported_primary(w: &World, m: &Move) -> Instant {
 /// script run later; the simulator's own S7 judges that with §14's grace).
 fn watch_move(w: &mut World, from: Instant, until: Instant, old: NodeId, strict: bool) -> Move {
     let mut m = Move::default();
+    let mut holder: Option<(NodeId, cm_core::QuorumTerm)> = None;
     w.run_until(until, &mut |w| {
         let nodes = vip_nodes(w);
         let broken = if strict {
@@ -296,8 +301,17 @@ fn watch_move(w: &mut World, from: Instant, until: Instant, old: NodeId, strict:
             m.violation = Some(format!("{} {e}", w.now()));
             return true;
         }
+        let leasing = w
+            .server_views()
+            .iter()
+            .find(|v| v.holds_lease())
+            .map(|v| (v.node, v.obs.quorum_term));
         if w.now() < from {
+            holder = leasing.or(holder);
             return false;
+        }
+        if m.elected.is_none() && leasing.is_some() && leasing != holder {
+            m.elected = Some(w.now());
         }
         for n in [1, 2, 3].map(NodeId) {
             if n != old && w.resource_handover_clear(n, vip_of(n)) == Some(true) {
@@ -374,7 +388,9 @@ fn with_primary_of_default_time_out_moves_within_2_s_of_the_hand_over_after_a_no
             .iter()
             .rfind(|t| **t <= secs(40.0))
             .expect("node 1 reported");
-        let handover = last + wait;
+        // Counted by the relaying leader from no earlier than its election (when node 1's
+        // crash also took the CMS leader, a new one relays node 1's silence from its election).
+        let handover = last.max(m.elected.unwrap_or(last)) + wait;
         let (node, promoted) = m
             .promoted
             .unwrap_or_else(|| panic!("seed {seed}: no failover"));

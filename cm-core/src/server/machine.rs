@@ -490,6 +490,7 @@ impl Server {
     }
 
     fn depose(&mut self) {
+        self.resources.deposed();
         if self.leader.is_elected() {
             self.leader.on_deposed();
             // Waiting cm_ctl clients get an answer rather than a silent timeout.
@@ -504,6 +505,7 @@ impl Server {
             let wall = self.wall(now);
             let term = self.quorum_term();
             let outs = self.leader.on_elected(now, wall, term, &mut self.quorum);
+            self.resources.elected(now);
             self.leader_outputs(outs, out);
         } else if !lease && self.leader.is_elected() {
             self.depose();

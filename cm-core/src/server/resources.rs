@@ -4,8 +4,12 @@
 //! the other nodes' `with_primary_of` instances to each agent for the hand-over.
 //!
 //! Every cm_server records reports, leader or not (agents report to all), so a new leader
-//! already knows when each node last reported to it; a node never heard of is taken to have
-//! reported at this server's start, which is never later than the truth.
+//! already knows when each node last reported to it. That is not when the node last reported
+//! to *a* leader: a node cut from this server alone may have reported to the previous leader
+//! until it lost its lease, and may still be stopping its copy. So a relayed age counts from no
+//! earlier than the start of this server's leadership — a node not heard from since the
+//! election is taken to have reported then, as §8's fencing floor counts members not heard from
+//! since the election — and a node never heard of from no earlier than this server's start.
 
 use core::time::Duration;
 use std::collections::BTreeMap;
@@ -21,6 +25,8 @@ use crate::time::Instant;
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ResourceBook {
     started: Option<Instant>,
+    /// When this server's current leadership began (`None` while it does not lead).
+    led_since: Option<Instant>,
     reports: BTreeMap<NodeId, (Instant, Vec<ResourceReport>)>,
 }
 
@@ -28,6 +34,16 @@ impl ResourceBook {
     /// Notes the server's first step (the floor of every unknown receipt).
     pub fn start(&mut self, now: Instant) {
         self.started.get_or_insert(now);
+    }
+
+    /// This server began to lead at `now`.
+    pub fn elected(&mut self, now: Instant) {
+        self.led_since = Some(now);
+    }
+
+    /// This server stopped leading.
+    pub fn deposed(&mut self) {
+        self.led_since = None;
     }
 
     /// Records a node's report received at `now`.
@@ -57,6 +73,7 @@ impl ResourceBook {
             }
             for i in r.instances.iter().filter(|i| i.node != node) {
                 let (state, at) = self.newest(i.node, i.id);
+                let at = self.led_since.map_or(at, |since| at.max(since));
                 out.push(PeerResource {
                     instance: i.id,
                     state,
@@ -194,6 +211,36 @@ mod tests {
         );
         // The fixed resource is never relayed; a node without an instance gets nothing.
         assert!(relay.iter().all(|p| p.instance != InstanceId(9101)));
+    }
+
+    /// Review of issue 14: node 1 reported to this server at 2 s, then only to the previous
+    /// leader (cut from this one). Elected at 100 s, this server must not relay node 1's
+    /// silence as 103 s old — node 1 may have reported to that leader until it lost its lease
+    /// and still be stopping its copy: the age counts from the election (3 s at 103 s). A node
+    /// heard since the election keeps its own receipt; once deposed, nothing is floored.
+    #[test]
+    fn a_relayed_age_counts_from_no_earlier_than_the_election() {
+        let c = cfg();
+        let mut b = ResourceBook::default();
+        let ms = Instant::from_millis;
+        b.start(ms(500));
+        b.record(ms(2000), NodeId(1), &[rep(9001, ResourceState::Online)]);
+        b.elected(ms(100_000));
+        b.record(ms(101_000), NodeId(3), &[rep(9003, ResourceState::Stopped)]);
+        let ages: Vec<Duration> = b
+            .relay(&c, ms(103_000), NodeId(2))
+            .iter()
+            .map(|p| p.age)
+            .collect();
+        assert_eq!(
+            ages,
+            vec![Duration::from_millis(3000), Duration::from_millis(2000)]
+        );
+        b.deposed();
+        assert_eq!(
+            b.relay(&c, ms(103_000), NodeId(2))[0].age,
+            Duration::from_millis(101_000)
+        );
     }
 
     #[test]

@@ -561,9 +561,14 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         let pid = env.pids(1)[0];
-        // It runs in node 1's namespace, not ours.
+        // It runs in node 1's namespace, not ours: it joins it right after it entered the
+        // node's cgroup (the launcher's setns), so allow it that moment on a busy machine.
         let ns = |p: &str| fs::read_link(p).unwrap();
-        assert_ne!(ns(&format!("/proc/{pid}/ns/net")), ns("/proc/self/ns/net"));
+        let own = ns("/proc/self/ns/net");
+        while ns(&format!("/proc/{pid}/ns/net")) == own && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_ne!(ns(&format!("/proc/{pid}/ns/net")), own);
         env.partition(1, &[2], true).unwrap();
         let fill = env.fill_disk(2, 90).unwrap();
         assert!(fill >= 89, "filled to {fill} %");

@@ -721,25 +721,32 @@ impl RecordingRelay {
                     all.push(Captured::default());
                     all.len() - 1
                 };
-                let pump = |mut from: std::net::TcpStream,
-                            mut to: std::net::TcpStream,
-                            up: bool| {
-                    let record = Arc::clone(&record);
-                    std::thread::spawn(move || {
-                        use std::io::{Read as _, Write as _};
-                        let mut buf = [0u8; 4096];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                break;
+                let pump =
+                    |mut from: std::net::TcpStream, mut to: std::net::TcpStream, up: bool| {
+                        let record = Arc::clone(&record);
+                        std::thread::spawn(move || {
+                            use std::io::{Read as _, Write as _};
+                            let mut buf = [0u8; 4096];
+                            while let Ok(n) = from.read(&mut buf) {
+                                if n == 0 {
+                                    break;
+                                }
+                                // Recorded before it is forwarded: whatever the far end may have
+                                // read is in the capture when the test looks.
+                                {
+                                    let mut all = record.lock().unwrap();
+                                    let c = &mut all[index];
+                                    if up { &mut c.up } else { &mut c.down }
+                                        .extend_from_slice(&buf[..n]);
+                                }
+                                if to.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
                             }
-                            let mut all = record.lock().unwrap();
-                            let c = &mut all[index];
-                            if up { &mut c.up } else { &mut c.down }.extend_from_slice(&buf[..n]);
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                        let _ = from.shutdown(std::net::Shutdown::Both);
-                    });
-                };
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                            let _ = from.shutdown(std::net::Shutdown::Both);
+                        });
+                    };
                 pump(
                     inbound.try_clone().unwrap(),
                     outbound.try_clone().unwrap(),

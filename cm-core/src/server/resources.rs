@@ -9,7 +9,9 @@
 //! until it lost its lease, and may still be stopping its copy. So a relayed age counts from no
 //! earlier than the start of this server's leadership — a node not heard from since the
 //! election is taken to have reported then, as §8's fencing floor counts members not heard from
-//! since the election — and a node never heard of from no earlier than this server's start.
+//! since the election, and its older state is not relayed (an old `Stopped` is no proof: the
+//! node may have started its copy under the previous leader since) — and a node never heard of
+//! from no earlier than this server's start.
 
 use core::time::Duration;
 use std::collections::BTreeMap;
@@ -73,7 +75,12 @@ impl ResourceBook {
             }
             for i in r.instances.iter().filter(|i| i.node != node) {
                 let (state, at) = self.newest(i.node, i.id);
-                let at = self.led_since.map_or(at, |since| at.max(since));
+                // Received before this leadership: neither its time nor its state is the
+                // node's newest (it may have reported Online to the previous leader since).
+                let (state, at) = match self.led_since {
+                    Some(since) if at < since => (None, since),
+                    _ => (state, at),
+                };
                 out.push(PeerResource {
                     instance: i.id,
                     state,
@@ -213,28 +220,33 @@ mod tests {
         assert!(relay.iter().all(|p| p.instance != InstanceId(9101)));
     }
 
-    /// Review of issue 14: node 1 reported to this server at 2 s, then only to the previous
-    /// leader (cut from this one). Elected at 100 s, this server must not relay node 1's
-    /// silence as 103 s old — node 1 may have reported to that leader until it lost its lease
-    /// and still be stopping its copy: the age counts from the election (3 s at 103 s). A node
-    /// heard since the election keeps its own receipt; once deposed, nothing is floored.
+    /// Review of issue 14: node 1 reported its vip Stopped to this server at 2 s, then only to
+    /// the previous leader (cut from this one), under which it may have started it. Elected at
+    /// 100 s, this server must not relay node 1's silence as 103 s old, nor its old `Stopped`
+    /// as proof — node 1 may have reported Online to that leader until it lost its lease and
+    /// still be stopping its copy: no state, and the age counts from the election (3 s at
+    /// 103 s). A node heard since the election keeps its own report; once deposed, nothing is
+    /// floored.
     #[test]
     fn a_relayed_age_counts_from_no_earlier_than_the_election() {
         let c = cfg();
         let mut b = ResourceBook::default();
         let ms = Instant::from_millis;
         b.start(ms(500));
-        b.record(ms(2000), NodeId(1), &[rep(9001, ResourceState::Online)]);
+        b.record(ms(2000), NodeId(1), &[rep(9001, ResourceState::Stopped)]);
         b.elected(ms(100_000));
         b.record(ms(101_000), NodeId(3), &[rep(9003, ResourceState::Stopped)]);
-        let ages: Vec<Duration> = b
+        let relayed: Vec<(Option<ResourceState>, Duration)> = b
             .relay(&c, ms(103_000), NodeId(2))
             .iter()
-            .map(|p| p.age)
+            .map(|p| (p.state, p.age))
             .collect();
         assert_eq!(
-            ages,
-            vec![Duration::from_millis(3000), Duration::from_millis(2000)]
+            relayed,
+            vec![
+                (None, Duration::from_millis(3000)),
+                (Some(ResourceState::Stopped), Duration::from_millis(2000))
+            ]
         );
         b.deposed();
         assert_eq!(

@@ -652,6 +652,28 @@ data_dir = "/tmp/pg/dn3"
 port = 5432
 "#;
 
+/// The smallest valid cluster: one node `n1` running a CMS and one group with the single
+/// instance 6001. For tests of one machine (monitor, journal, replay) in every crate — one
+/// fixture instead of a copy per test file.
+pub const ONE_NODE_CONFIG: &str = r#"
+name = "t"
+[[node]]
+id = 1
+name = "n1"
+address = "10.0.0.1"
+az = "AZ1"
+state_dir = "/s/n1"
+monitor_port = 17001
+cms_port = 17101
+[[group]]
+id = 1
+[[group.member]]
+instance = 6001
+node = 1
+data_dir = "/d/6001"
+port = 5432
+"#;
+
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;

@@ -14,24 +14,7 @@ use cm_core::journal::{
 use cm_core::monitor::StartKind;
 use cm_core::{Instant, NodeId};
 
-const CONFIG: &str = r#"
-name = "t"
-[[node]]
-id = 1
-name = "n1"
-address = "10.0.0.1"
-az = "AZ1"
-state_dir = "/s/n1"
-monitor_port = 17001
-cms_port = 17101
-[[group]]
-id = 1
-[[group.member]]
-instance = 6001
-node = 1
-data_dir = "/d/6001"
-port = 5432
-"#;
+const CONFIG: &str = cm_core::config::ONE_NODE_CONFIG;
 
 /// A scratch directory removed when dropped.
 struct Scratch(PathBuf);

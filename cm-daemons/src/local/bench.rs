@@ -75,9 +75,13 @@ impl ProfileResult {
     }
 }
 
-/// One trial: fresh cluster, Normal, table created, kill the primary's node, time the first
-/// INSERT elsewhere. The cluster is torn down before returning.
-pub fn trial(opts: LocalOptions, rt: &tokio::runtime::Runtime) -> anyhow::Result<f64> {
+/// A fresh cluster, Normal, with `table (at timestamptz DEFAULT now())` created on its
+/// primary: the cluster, the primary's node and the database password.
+pub fn normal_cluster_with_table(
+    opts: LocalOptions,
+    rt: &tokio::runtime::Runtime,
+    table: &str,
+) -> anyhow::Result<(LocalCluster, u32, String)> {
     let mut c = LocalCluster::create(opts)?;
     c.start_monitors()?;
     let s = c.wait_normal(Duration::from_secs(180), |_| {})?;
@@ -86,9 +90,16 @@ pub fn trial(opts: LocalOptions, rt: &tokio::runtime::Runtime) -> anyhow::Result
     rt.block_on(execute(
         c.dn_port(primary),
         &password,
-        "CREATE TABLE bench (at timestamptz DEFAULT now())",
+        &format!("CREATE TABLE {table} (at timestamptz DEFAULT now())"),
     ))
-    .map_err(|e| anyhow::anyhow!("create table: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("create table {table}: {e}"))?;
+    Ok((c, primary, password))
+}
+
+/// One trial: fresh cluster, Normal, table created, kill the primary's node, time the first
+/// INSERT elsewhere. The cluster is torn down before returning.
+pub fn trial(opts: LocalOptions, rt: &tokio::runtime::Runtime) -> anyhow::Result<f64> {
+    let (mut c, primary, password) = normal_cluster_with_table(opts, rt, "bench")?;
     let others: Vec<u16> = (1..=NODES)
         .filter(|n| *n != primary)
         .map(|n| c.dn_port(n))

@@ -437,17 +437,7 @@ pub fn run(opts: LocalOptions, rounds: u32, flooders: usize) -> anyhow::Result<F
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut c = LocalCluster::create(opts)?;
-    c.start_monitors()?;
-    let s = c.wait_normal(Duration::from_secs(180), |_| {})?;
-    let p = primary_node(&s).context("no primary")?;
-    let password = c.db_password()?;
-    rt.block_on(execute(
-        c.dn_port(p),
-        &password,
-        "CREATE TABLE flood_bench (at timestamptz DEFAULT now())",
-    ))
-    .map_err(|e| anyhow::anyhow!("create table: {e}"))?;
+    let (mut c, _, password) = super::bench::normal_cluster_with_table(opts, &rt, "flood_bench")?;
     let config_path = c.paths.config();
     let operator = crate::common::load_security(
         &config_path,

@@ -218,12 +218,12 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
         event_loop = event_loop.with_observer(move |a: &Agent| {
             health_tx.send_replace(Arc::new(a.health()));
         });
-        rest_task = Some(tokio::spawn(rest::serve(
+        rest_task = Some(rest::spawn_thread(
             addr,
             health_rx,
             s.security.clone(),
             counters.clone(),
-        )));
+        )?);
     }
     let persist = exec::Persister::spawn(store, tx.clone());
     let mut exec = exec::AgentExec::new(exec::Parts {
@@ -243,9 +243,7 @@ async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     let sigs = common::signals()?;
     let stop = watch_signals(sigs, s.config_path.clone(), tx, s.security.clone());
     let (_, why) = event_loop.run(&mut exec, stop).await;
-    if let Some(t) = rest_task {
-        t.abort();
-    }
+    drop(rest_task);
     tracing::info!(%why, "cm_agent stopping; its DNs keep running");
     // Event triggers still running go with the agent (their whole process groups).
     exec.triggers.groups.kill_all();

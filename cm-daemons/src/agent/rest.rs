@@ -33,6 +33,52 @@ const REBIND_DELAY: Duration = Duration::from_secs(5);
 /// OpenMetrics text, what prometheus-client writes.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The HTTP endpoints' own thread; dropping it stops the server and joins the thread.
+pub(crate) struct RestThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RestThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves the endpoints on their own thread with a single-threaded runtime, so a health check
+/// never waits behind the agent's own work (a status query, a report, a journal write): the
+/// answer reads the published snapshot only. The thread sleeps while no request comes.
+pub(crate) fn spawn_thread(
+    addr: SocketAddr,
+    snapshot: Snapshot,
+    security: Security,
+    counters: Counters,
+) -> anyhow::Result<RestThread> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the HTTP endpoints' runtime: {e}"))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("cm_agent-http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                tokio::select! {
+                    () = serve(addr, snapshot, security, counters) => {}
+                    _ = stopped => {}
+                }
+            });
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the HTTP endpoints' thread: {e}"))?;
+    Ok(RestThread {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
 /// Serves the endpoints on `addr` until the task is dropped; retries the bind every
 /// [`REBIND_DELAY`] while it fails.
 pub(crate) async fn serve(

@@ -1,31 +1,12 @@
-use cm_core::config::ClusterConfig;
+use cm_core::config::{ClusterConfig, ONE_NODE_CONFIG};
 use cm_core::journal::{DaemonKind, Reader, RecordKind};
 use cm_core::monitor::{MonitorCommand, MonitorInput, StartKind};
 use cm_core::{Instant, NodeId};
 
 use super::*;
 
-const CONFIG: &str = r#"
-name = "t"
-[[node]]
-id = 1
-name = "n1"
-address = "127.0.0.1"
-az = "AZ1"
-state_dir = "/unused"
-monitor_port = 17001
-cms_port = 17101
-[[group]]
-id = 1
-[[group.member]]
-instance = 6001
-node = 1
-data_dir = "/d/6001"
-port = 5432
-"#;
-
 fn opening() -> (Opening, Monitor) {
-    let config = ClusterConfig::from_toml_str(CONFIG).expect("config");
+    let config = ClusterConfig::from_toml_str(ONE_NODE_CONFIG).expect("config");
     let m = Monitor::new(&config, NodeId(1), 0, None);
     let o = Opening {
         kind: DaemonKind::Monitor,

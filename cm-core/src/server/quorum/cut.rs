@@ -3,8 +3,11 @@
 //! CM's rule (in `lease.rs`) demotes a leader that sees at most its own agent. A leader on a
 //! CMS-only node cut from every DN node, but not from its peers or from the agents of other
 //! DN-less nodes, sees several agents and keeps a lease it cannot use: no report reaches it, so
-//! a primary that dies is never replaced. Hence, with D nodes hosting DNs and at least 3 CMS
-//! nodes (single-CMS and two-node setups skip it, as they skip CM's rule):
+//! a primary that dies is never replaced. Hence, with D nodes hosting DNs and at least 2 CMS
+//! nodes (a single CMS has no follower to compare with; two-node setups apply it too, unlike
+//! CM's rule, which SPEC §5.3 skips there: this one compares with the peer's view, so a W2
+//! leader cut from the agents its peer hears hands over instead of keeping a lease it cannot
+//! use — swarm seeds 30 and 83):
 //! * every CMS counts the DN-hosting nodes whose agent it heard within
 //!   `instance_heartbeat_timeout` (the server machine feeds [`QuorumInput::DnAgentsHeard`]);
 //! * followers send that count to their leader in a [`QuorumMsg::AgentView`] with their heartbeat
@@ -36,9 +39,9 @@ pub(super) const VIEW_EVERY: Duration = Duration::from_secs(1);
 pub(super) const VIEW_FRESH: Duration = Duration::from_secs(3);
 
 impl Quorum {
-    /// Whether the second rule applies: ≥ 3 CMS nodes and at least one DN-hosting node.
+    /// Whether the second rule applies: ≥ 2 CMS nodes and at least one DN-hosting node.
     pub(super) fn cut_rule_applies(&self) -> bool {
-        self.minority_demotion_applies() && self.dn_nodes > 0
+        self.members.len() >= 2 && self.dn_nodes > 0
     }
 
     /// The machine's count of DN-hosting agents heard changed.

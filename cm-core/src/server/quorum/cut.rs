@@ -4,10 +4,13 @@
 //! CMS-only node cut from every DN node, but not from its peers or from the agents of other
 //! DN-less nodes, sees several agents and keeps a lease it cannot use: no report reaches it, so
 //! a primary that dies is never replaced. Hence, with D nodes hosting DNs and at least 2 CMS
-//! nodes (a single CMS has no follower to compare with; two-node setups apply it too, unlike
-//! CM's rule, which SPEC §5.3 skips there: this one compares with the peer's view, so a W2
-//! leader cut from the agents its peer hears hands over instead of keeping a lease it cannot
-//! use — swarm seeds 30 and 83):
+//! nodes (a single CMS has no follower to compare with). Two-node setups apply it too, unlike
+//! CM's rule, which SPEC §5.3 skips there, but only to W1: a W1 leader cut from the agents W2
+//! hears hands over to W2, which confirms terms alone (swarm seeds 30 and 83: W1 kept a lease
+//! it could not use and no group failed over until the cut healed). A W2 leader stays: every
+//! term confirmation (§4.1) and so every promotion needs W2's weight, so W1 leading in its
+//! place could not promote anyone either — worse, its disk-rule switchover demoted a primary
+//! whose successor then could not confirm its term (swarm seed 607). W2 still sends its view:
 //! * every CMS counts the DN-hosting nodes whose agent it heard within
 //!   `instance_heartbeat_timeout` (the server machine feeds [`QuorumInput::DnAgentsHeard`]);
 //! * followers send that count to their leader in a [`QuorumMsg::AgentView`] with their heartbeat
@@ -67,7 +70,7 @@ impl Quorum {
 
     /// Starts or ends the leader's "cut" span as the condition changes.
     pub(super) fn update_cut(&mut self, now: Instant) {
-        if self.role != Role::Leader || !self.cut_rule_applies() {
+        if self.role != Role::Leader || !self.cut_rule_applies() || self.is_w2() {
             self.cut_since = None;
             return;
         }

@@ -272,6 +272,20 @@ impl World {
             .filter(|n| sound.contains(n) && self.proc_runs(*n, Role::Server))
             .collect();
         let two_node = cms_all.len() == 2;
+        // Two-node mode: a CMS whose disk hangs still talks to its peer, which so never loses
+        // it and may not lead alone (§5.4: the gateway rule is for a peer lost for
+        // `cms_network_isolation_timeout`), while it cannot persist a vote or an entry itself:
+        // no side is a quorum until the disk answers (swarm seed 495: W2, the leader, hung for
+        // 60 s). Nothing SPEC promises applies then.
+        if two_node
+            && cms_all.iter().any(|n| {
+                self.hosts
+                    .get(n)
+                    .is_some_and(|h| h.up && !h.frozen && h.disk.hung(now))
+            })
+        {
+            return None;
+        }
         let gateway_rule = two_node && p.cms_enable_failover_on2nodes;
         let all_nodes: Vec<NodeId> = self.hosts.keys().copied().collect();
         let mut best: Option<Picture> = None;

@@ -272,6 +272,20 @@ impl World {
             .filter(|n| sound.contains(n) && self.proc_runs(*n, Role::Server))
             .collect();
         let two_node = cms_all.len() == 2;
+        // Two-node mode: a CMS whose disk hangs still talks to its peer, which so never loses
+        // it and may not lead alone (§5.4: the gateway rule is for a peer lost for
+        // `cms_network_isolation_timeout`), while it cannot persist a vote or an entry itself:
+        // no side is a quorum until the disk answers (swarm seed 495: W2, the leader, hung for
+        // 60 s). Nothing SPEC promises applies then.
+        if two_node
+            && cms_all.iter().any(|n| {
+                self.hosts
+                    .get(n)
+                    .is_some_and(|h| h.up && !h.frozen && h.disk.hung(now))
+            })
+        {
+            return None;
+        }
         let gateway_rule = two_node && p.cms_enable_failover_on2nodes;
         let all_nodes: Vec<NodeId> = self.hosts.keys().copied().collect();
         let mut best: Option<Picture> = None;
@@ -312,6 +326,51 @@ impl World {
                 .map(|m| m.instance)
                 .collect();
             if healthy.len() < members_needed(group.members.len(), p.dn_sync_mode) {
+                continue;
+            }
+            // §4.1: a Failover is executed only once its member's agent has confirmed the
+            // quorum term with a quorum of CMS voters, so the candidate — a member with the
+            // greatest position (§4.2) — must reach one (not a fault of the core: the rule
+            // that keeps a deposed leader's Failover from promoting): with three CMS a majority, with two
+            // W2 (or the lone side's CMS). Reaching one cm_server is enough to be locked, not
+            // to be promoted (swarm seed 439: the leader's peer cut from the agents, the
+            // candidate's agent reaching one CMS of three).
+            let reaches_quorum = |m: InstanceId| {
+                let Some(node) = group
+                    .members
+                    .iter()
+                    .find(|x| x.instance == m)
+                    .map(|x| x.node)
+                else {
+                    return false;
+                };
+                let reached: Vec<NodeId> = cms
+                    .iter()
+                    .copied()
+                    .filter(|c| {
+                        self.net
+                            .endpoints_up(Endpoint::agent(node), Endpoint::server(*c))
+                    })
+                    .collect();
+                if two_node {
+                    if cms.len() == 2 {
+                        cms_all.first().is_some_and(|w2| reached.contains(w2))
+                    } else {
+                        reached.len() == cms.len()
+                    }
+                } else {
+                    2 * reached.len() > cms_all.len()
+                }
+            };
+            let position = |i: &InstanceId| self.dbs.get(*i).map(|d| d.position());
+            let top = healthy.iter().filter_map(position).max();
+            // Among members tied at the top the leader picks by preference (§4.2), which
+            // this check does not model: each of them must be able to confirm.
+            let candidate_confirms = healthy
+                .iter()
+                .filter(|i| position(i) == top)
+                .all(|i| reaches_quorum(*i));
+            if !candidate_confirms {
                 continue;
             }
             let clique = side

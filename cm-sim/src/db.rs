@@ -491,6 +491,30 @@ impl Databases {
         Ok(())
     }
 
+    /// Ends a Build begun in `incarnation` whose source could not be reached (pg_rewind and
+    /// pg_basebackup both fail): the data directory is left as it was (cm-io swaps a full copy
+    /// in only once it succeeded), the instance stays down and still needs its rebuild.
+    pub fn fail_build(
+        &mut self,
+        id: InstanceId,
+        source: InstanceId,
+        incarnation: u64,
+    ) -> Result<(), String> {
+        let inst = self
+            .instances
+            .get_mut(&id)
+            .ok_or_else(|| format!("no instance {id}"))?;
+        if inst.incarnation != incarnation {
+            return Err(format!("instance {id} restarted meanwhile"));
+        }
+        if inst.db_state == DbState::Building {
+            inst.db_state = DbState::NeedRepair;
+        }
+        Err(format!(
+            "build of {id} failed: its source {source} is unreachable"
+        ))
+    }
+
     fn max_timeline_of(&self, id: InstanceId) -> Timeline {
         self.instances
             .get(&id)

@@ -284,3 +284,27 @@ fn a_promotion_that_fails_on_a_hung_standby_stops_reporting_promoting() {
     let s = dbs.get(S1).expect("s1");
     assert_eq!((s.role, s.db_state), (DnRole::Standby, DbState::Normal));
 }
+
+#[test]
+fn a_build_whose_source_is_unreachable_fails_and_leaves_the_data_as_it_was() {
+    // Issue 11 (seed 290): the model let a Build succeed whatever became of its source.
+    let (mut dbs, _, mut rng) = running_group();
+    let before = dbs.get(S2).map(|s| (s.history.clone(), s.lsn)).expect("s2");
+    let b = dbs
+        .begin(
+            S2,
+            &DnAction::Build {
+                source: P,
+                full: false,
+            },
+            &mut rng,
+        )
+        .expect("begins");
+    assert!(dbs.fail_build(S2, P, b.incarnation).is_err());
+    let s = dbs.get(S2).expect("s2");
+    assert!(!s.running);
+    assert_eq!(s.db_state, DbState::NeedRepair, "still needs its rebuild");
+    assert_eq!((s.history.clone(), s.lsn), before, "data as it was");
+    // The agent may start it again (no longer Building), and a later Build may succeed.
+    assert!(dbs.begin(S2, &DnAction::StartPending, &mut rng).is_ok());
+}

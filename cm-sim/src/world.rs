@@ -310,7 +310,14 @@ impl World {
             } => {
                 self.trace.mix(&[3]);
                 let now = self.now();
-                let result = self.dbs.finish(now, instance, &action, db_inc);
+                let result = match &action {
+                    DnAction::Build { source, .. }
+                        if !self.build_source_reachable(instance, *source) =>
+                    {
+                        self.dbs.fail_build(instance, *source, db_inc)
+                    }
+                    _ => self.dbs.finish(now, instance, &action, db_inc),
+                };
                 self.after_db_change();
                 self.deliver(
                     agent,
@@ -380,6 +387,18 @@ impl World {
     /// Whether a host is up and not frozen.
     pub fn host_runs(&self, node: NodeId) -> bool {
         node == CTL_NODE || self.hosts.get(&node).is_some_and(|h| h.up && !h.frozen)
+    }
+
+    /// Whether a Build of `instance` can copy from `source` now: the source runs, on a running
+    /// host, linked to the instance's node (pg_rewind and pg_basebackup connect to it).
+    fn build_source_reachable(&self, instance: InstanceId, source: InstanceId) -> bool {
+        let (Some(me), Some(src)) = (self.dbs.get(instance), self.dbs.get(source)) else {
+            return false;
+        };
+        src.running
+            && src.proc_state == ProcState::Running
+            && self.host_runs(src.node)
+            && self.net.link_up(me.node, src.node)
     }
 
     /// Feeds one input to a daemon and executes what it orders.

@@ -17,6 +17,7 @@ use crate::msg::CmsCommand;
 use crate::state::{Change, GroupState, Outcome, ReadOnlyState};
 use crate::time::Instant;
 
+use super::arbiter::dual_primary::{RESTARTS_1H_LIMIT, RESTARTS_10MIN_LIMIT};
 use super::arbiter::{Ctx, GroupArbiter};
 
 /// A switchover the read-only rule asks for: the static primary's disk is over the threshold.
@@ -171,12 +172,17 @@ impl ReadOnlyChecker {
             self.step_member(ctx, arb, i, &g, u, forced);
         }
         if static_usage.is_some_and(|u| u >= thr) && g.switchover.is_none() {
+            // Not to a member the restart-count rule (§4.4) would at once switch away from
+            // again (swarm seed 290: the disk rule handed the primary to a crash-looped DN and
+            // the restart rule moved it off 5 s later — four unrequested switchovers).
             let target = arb.members.iter().find(|m| {
                 m.instance != g.static_primary
                     && m.report.as_ref().is_some_and(|r| {
                         r.role == DnRole::Standby
                             && r.db_state == DbState::Normal
                             && u64::from(r.data_disk_pct) < thr
+                            && r.restarts_10min <= RESTARTS_10MIN_LIMIT
+                            && r.restarts_1h <= RESTARTS_1H_LIMIT
                     })
                     && !m.timed_out(ctx.now, ctx.params)
             })?;

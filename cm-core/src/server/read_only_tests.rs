@@ -140,6 +140,35 @@ fn the_static_primary_over_the_threshold_makes_its_group_read_only_and_asks_for_
     ));
 }
 
+/// Swarm seed 290: the disk rule's switchover goes to a standby the restart-count rule (§4.4:
+/// more than 3 restarts in 10 minutes, or 8 in an hour) would not switch away from at once.
+#[test]
+fn the_disk_rule_skips_a_frequently_restarted_standby() {
+    for (restarts, target) in [((4, 4), 6003), ((3, 9), 6003), ((3, 8), 6002)] {
+        let mut h = H::new(3);
+        h.now = crate::time::Instant::from_secs(109);
+        h.reports(vec![
+            dn(1).primary(1).disk(90),
+            dn(2).disk(50).restarts(restarts.0, restarts.1),
+            dn(3).disk(50),
+        ]);
+        h.now = crate::time::Instant::from_secs(110);
+        h.tick();
+        let begun: Vec<InstanceId> = read_only_changes(&h)
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::BeginSwitchover { switchover, .. } => Some(switchover.target),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            begun,
+            vec![InstanceId(target)],
+            "6002 restarted {restarts:?}"
+        );
+    }
+}
+
 #[test]
 fn disabled_by_enable_transaction_read_only_off() {
     let mut p = crate::params::Params::defaults();

@@ -8,7 +8,7 @@
 //! ([`GroupArbiter::on_promote_outcome`]). `now` never goes backwards. The arbiter acts only on
 //! committed state: a Failover is sent only after the `Promote` carrying its term committed.
 
-mod dual_primary;
+pub(crate) mod dual_primary;
 mod failover;
 mod follow_up;
 mod heartbeat;

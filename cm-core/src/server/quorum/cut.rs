@@ -3,8 +3,14 @@
 //! CM's rule (in `lease.rs`) demotes a leader that sees at most its own agent. A leader on a
 //! CMS-only node cut from every DN node, but not from its peers or from the agents of other
 //! DN-less nodes, sees several agents and keeps a lease it cannot use: no report reaches it, so
-//! a primary that dies is never replaced. Hence, with D nodes hosting DNs and at least 3 CMS
-//! nodes (single-CMS and two-node setups skip it, as they skip CM's rule):
+//! a primary that dies is never replaced. Hence, with D nodes hosting DNs and at least 2 CMS
+//! nodes (a single CMS has no follower to compare with). Two-node setups apply it too, unlike
+//! CM's rule, which SPEC §5.3 skips there, but only to W1: a W1 leader cut from the agents W2
+//! hears hands over to W2, which confirms terms alone (swarm seeds 30 and 83: W1 kept a lease
+//! it could not use and no group failed over until the cut healed). A W2 leader stays: every
+//! term confirmation (§4.1) and so every promotion needs W2's weight, so W1 leading in its
+//! place could not promote anyone either — worse, its disk-rule switchover demoted a primary
+//! whose successor then could not confirm its term (swarm seed 607). W2 still sends its view:
 //! * every CMS counts the DN-hosting nodes whose agent it heard within
 //!   `instance_heartbeat_timeout` (the server machine feeds [`QuorumInput::DnAgentsHeard`]);
 //! * followers send that count to their leader in a [`QuorumMsg::AgentView`] with their heartbeat
@@ -36,9 +42,9 @@ pub(super) const VIEW_EVERY: Duration = Duration::from_secs(1);
 pub(super) const VIEW_FRESH: Duration = Duration::from_secs(3);
 
 impl Quorum {
-    /// Whether the second rule applies: ≥ 3 CMS nodes and at least one DN-hosting node.
+    /// Whether the second rule applies: ≥ 2 CMS nodes and at least one DN-hosting node.
     pub(super) fn cut_rule_applies(&self) -> bool {
-        self.minority_demotion_applies() && self.dn_nodes > 0
+        self.members.len() >= 2 && self.dn_nodes > 0
     }
 
     /// The machine's count of DN-hosting agents heard changed.
@@ -64,7 +70,7 @@ impl Quorum {
 
     /// Starts or ends the leader's "cut" span as the condition changes.
     pub(super) fn update_cut(&mut self, now: Instant) {
-        if self.role != Role::Leader || !self.cut_rule_applies() {
+        if self.role != Role::Leader || !self.cut_rule_applies() || self.is_w2() {
             self.cut_since = None;
             return;
         }

@@ -43,23 +43,44 @@ fn ack(round: u64) -> QuorumMsg {
     }
 }
 
-/// Leads until `until` (inclusive): every round acknowledged by node 2, which also sends
+/// Leads until `until` (inclusive), completing every write at once: every round acknowledged by node 2, which also sends
 /// `follower_view` (if any) with each acknowledgement. Returns the instant it stepped down.
 fn lead_until(q: &mut Quorum, until: Instant, follower_view: Option<u32>) -> Option<Instant> {
+    lead_until_with(q, until, follower_view, 2)
+}
+
+/// [`lead_until`] with `follower` as the acknowledging node.
+fn lead_until_with(
+    q: &mut Quorum,
+    until: Instant,
+    follower_view: Option<u32>,
+    follower: u32,
+) -> Option<Instant> {
     loop {
         let next = q.next_deadline().unwrap();
         if next > until {
             return None;
         }
-        let out = norm(q.step(next, QuorumInput::Tick));
+        let mut raw = q.step(next, QuorumInput::Tick);
+        // Every write completes at once, as a working store's do.
+        let mut out = Vec::new();
+        while let Some(token) = last_token(&raw) {
+            out.extend(norm(raw));
+            raw = q.step(next, done(token));
+        }
+        out.extend(norm(raw));
         if out.contains(&Out::SteppedDown(1)) {
             return Some(next);
         }
         if let Some(lead) = q.lead.as_ref() {
             let round = lead.next_round - 1;
-            let _ = q.step(next, message(2, 1, ack(round)));
-            if let Some(v) = follower_view {
-                let _ = q.step(next, view(2, 1, v));
+            let mut inputs = vec![message(follower, 1, ack(round))];
+            inputs.extend(follower_view.map(|v| view(follower, 1, v)));
+            for input in inputs {
+                let mut raw = q.step(next, input);
+                while let Some(token) = last_token(&raw) {
+                    raw = q.step(next, done(token));
+                }
             }
         }
     }
@@ -258,13 +279,77 @@ fn a_candidate_sends_its_view_before_each_pre_vote() {
 }
 
 #[test]
-fn single_and_two_cms_setups_skip_it() {
-    for (cms, applies) in [(1, false), (2, false), (3, true), (5, true)] {
+fn a_single_cms_skips_it_two_and_more_apply_it() {
+    for (cms, applies) in [(1, false), (2, true), (3, true), (5, true)] {
         let cfg = dn_config(cms);
         let q = started(&cfg, 1, ms(0));
         assert_eq!(q.cut_rule_applies(), applies, "{cms} CMS");
     }
-    // With two CMS a follower reporting more never demotes the leader, nor do views go out.
+}
+
+/// W1 (node 2) of two CMS, elected in term 1 with W2's pre-vote and vote.
+fn w1_leader(cfg: &ClusterConfig) -> (Quorum, Instant) {
+    let mut q = started(cfg, 2, ms(0));
+    let now = (Instant::ZERO + q.params.startup_vote_holdoff()).max(q.election_at);
+    let _ = q.step(now, QuorumInput::Tick);
+    assert_eq!(q.role, Role::PreCandidate);
+    let granted = QuorumMsg::PreVoteReply {
+        term: t(1),
+        granted: true,
+    };
+    let mut out = q.step(now, message(1, 0, granted));
+    while let Some(token) = last_token(&out) {
+        out = q.step(now, done(token));
+    }
+    let mut out = q.step(now, message(1, 1, QuorumMsg::VoteReply { granted: true }));
+    while let Some(token) = last_token(&out) {
+        out = q.step(now, done(token));
+    }
+    assert_eq!(q.role, Role::Leader);
+    (q, now)
+}
+
+/// Two-node mode (swarm seeds 30, 83): W1 leading, cut from the agents W2 hears, steps down at
+/// exactly 10 s, as with three CMS, so that W2 — which confirms terms alone — leads; before,
+/// W1 kept a lease it could not use and no group failed over until the cut healed.
+#[test]
+fn a_w1_leader_hearing_fewer_dn_agents_than_w2_steps_down_at_exactly_10_s() {
+    let cfg = dn_config(2);
+    let (mut q, now) = w1_leader(&cfg);
+    let _ = q.step(now, heard(0));
+    let _ = q.step(now, view(1, 1, 2));
+    assert_eq!(
+        lead_until_with(&mut q, now + CUT_AFTER - NS, Some(2), 1),
+        None
+    );
+    assert_eq!(q.role, Role::Leader, "not 1 ns early");
+    let out = norm(q.step(now + CUT_AFTER, QuorumInput::Tick));
+    assert_eq!(out, vec![Out::SteppedDown(1)]);
+    assert_eq!(q.role, Role::Follower);
+}
+
+/// A W2 leader cut from the agents W1 hears stays: every term confirmation needs W2's weight,
+/// so W1 could promote nobody either (swarm seed 607: W1's disk-rule switchover demoted the
+/// primary and its target could not confirm its term).
+#[test]
+fn a_w2_leader_is_not_demoted_by_w1s_view() {
+    let cfg = dn_config(2);
+    let mut q = started(&cfg, 1, ms(0));
+    let now = (ms(0) + q.params.startup_vote_holdoff()).max(q.election_at);
+    let mut out = q.step(now, QuorumInput::Tick);
+    while let Some(token) = last_token(&out) {
+        out = q.step(now, done(token));
+    }
+    assert_eq!(q.role, Role::Leader);
+    let _ = q.step(now, heard(0));
+    let _ = q.step(now, view(2, 1, 2));
+    let horizon = now + Duration::from_secs(40);
+    assert_eq!(lead_until(&mut q, horizon, Some(2)), None);
+    assert_eq!(q.role, Role::Leader);
+}
+
+#[test]
+fn a_two_cms_follower_sends_its_view() {
     let cfg = dn_config(2);
     let mut f = started(&cfg, 2, ms(0));
     let _ = f.step(ms(0), heard(2));
@@ -279,5 +364,5 @@ fn single_and_two_cms_setups_skip_it() {
             round: 1,
         },
     );
-    assert_eq!(views_sent(&f.step(ms(100), append)), vec![]);
+    assert_eq!(views_sent(&f.step(ms(100), append)), vec![(1, 2)]);
 }

@@ -73,15 +73,18 @@ impl GroupArbiter {
                             None
                         } else {
                             builds += 1;
-                            // A rewind from this primary was applied and did not bring a
-                            // stream back: copy everything this time (an unapplied one is
-                            // only sent again).
+                            // A rewind from this primary was applied and, re-pointed since,
+                            // it still does not stream: copy everything this time (an
+                            // unapplied rewind is only sent again; a report from before the
+                            // rewind, still showing the old divergence, is no evidence).
                             let m = &self.members[i];
                             let unapplied_rewind = m.last_cmd.as_ref().is_some_and(|c| {
                                 matches!(c.cmd, CmsCommand::Build { full: false, .. })
                                     && r.last_applied < c.stamp
                             });
-                            let full = m.rewound_from == Some(primary) && !unapplied_rewind;
+                            let full = m.rewound_from == Some(primary)
+                                && repair == StreamRepair::Build
+                                && !unapplied_rewind;
                             if !full {
                                 self.members[i].rewound_from = Some(primary);
                             }

@@ -334,7 +334,7 @@ impl PgDriver {
             path: parent.display().to_string(),
             source: std::io::Error::from(e),
         })?;
-        let free = u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()));
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
         match copy_space_problem(need, free, fresh) {
             Some(reason) => Err(DriverError::BuildFailed {
                 instance: inst.id,

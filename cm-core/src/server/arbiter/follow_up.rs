@@ -85,9 +85,14 @@ impl GroupArbiter {
                             let full = m.rewound_from == Some(primary)
                                 && repair == StreamRepair::Build
                                 && !unapplied_rewind;
+                            let m = &mut self.members[i];
                             if !full {
-                                self.members[i].rewound_from = Some(primary);
+                                m.rewound_from = Some(primary);
                             }
+                            // The rebuilt member's stream is judged afresh: re-pointed after
+                            // instance_heartbeat_timeout without one, rebuilt one later.
+                            m.stream_loss = None;
+                            m.stream_checked = None;
                             Some(CmsCommand::Build {
                                 source: primary,
                                 full,

@@ -920,3 +920,164 @@ fn e2e_cluster_every_daemon_journals_and_the_journals_replay_identical() {
         "{text}"
     );
 }
+
+impl Harness {
+    /// One text value of a query on a fresh session to node `n`'s DN.
+    fn text(&self, n: u32, query: &str) -> Result<String, String> {
+        self.rt.block_on(async {
+            let c = connect(self.c.dn_port(n), &self.password(), Duration::from_secs(2)).await?;
+            let row = c.query_one(query, &[]).await.map_err(|e| e.to_string())?;
+            Ok(row.get::<_, String>(0))
+        })
+    }
+
+    /// Freezes every process of node `n` (a VM pause); thawed when the guard drops.
+    fn freeze_node(&mut self, n: u32) -> Thaw {
+        let groups = procs::node_groups(self.c.monitor_pid(n), &[self.c.data_dir(n)]);
+        let thaw = Thaw(groups);
+        for g in &thaw.0 {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(*g), Signal::SIGSTOP);
+        }
+        thaw
+    }
+
+    /// On primary `n`: a small write and a WAL switch, a CHECKPOINT every 8 rounds, until
+    /// `done` holds (checked after each checkpoint); panics after 400 rounds (6.4 GB of WAL).
+    fn churn_wal(&self, n: u32, mut done: impl FnMut() -> bool) -> u32 {
+        self.sql_ok(n, "CREATE TABLE IF NOT EXISTS churn (x int)");
+        for round in 1..=400 {
+            self.sql_ok(n, "INSERT INTO churn VALUES (1)");
+            self.sql_ok(n, "SELECT pg_switch_wal()");
+            if round % 8 == 0 {
+                self.sql_ok(n, "CHECKPOINT");
+                if done() {
+                    return round;
+                }
+            }
+        }
+        panic!("WAL churn did not get there\n{}", self.logs_tail());
+    }
+
+    /// The line number of the first line of node `n`'s log containing `needle`.
+    fn log_line(&self, n: u32, needle: &str) -> Option<usize> {
+        self.node_log(n).lines().position(|l| l.contains(needle))
+    }
+}
+
+/// Issue 18: a standby's stream broken for good on purpose — its whole node frozen while the
+/// primary writes past `max_slot_wal_keep_size`, so its slot is lost and the WAL it needs
+/// removed; after the thaw its receiver is refused. It is reported not streaming, repaired
+/// without an operator (its lost slot made afresh; a full copy when pg_rewind does not help),
+/// streams again, and a node crash of the primary that follows still commits.
+#[test]
+fn e2e_cluster_standby_whose_stream_is_broken_is_repaired_and_a_node_crash_still_commits() {
+    let Some(mut h) = Harness::up(&[]) else {
+        return;
+    };
+    let p = primary_of(&h.normal());
+    let s = if p == 2 { 3 } else { 2 };
+    h.sql_ok(p, "CREATE TABLE kept (x int)");
+    h.sql_ok(p, "INSERT INTO kept VALUES (1)");
+    let thaw = h.freeze_node(s);
+    let slot = format!("dn_{}", 6000 + s);
+    let rounds = h.churn_wal(p, || {
+        h.count(
+            p,
+            &format!(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND wal_status = 'lost'"
+            ),
+        ) == Ok(1)
+    });
+    eprintln!("slot {slot} lost after {rounds} WAL switches");
+    drop(thaw);
+    h.until("the thawed standby reported not streaming", |st| {
+        st.groups[0]
+            .members
+            .iter()
+            .any(|m| m.node.0 == s && m.not_streaming_ms.is_some())
+    });
+    let st = h.until("the standby repaired and streaming", |st| {
+        is_normal(st) && role_of(st, s) == Some(DnRole::Standby) && primary_node(st) == Some(p)
+    });
+    assert!(st.groups[0].commits_acknowledged);
+    // It streams: a row written after the repair reaches it (how it was repaired — a full
+    // copy, or a fresh slot while the primary still kept its WAL — depends on timing).
+    h.sql_ok(p, "INSERT INTO kept VALUES (1)");
+    h.poll("the repaired standby has the rows", || {
+        h.count(s, "SELECT count(*) FROM kept") == Ok(2)
+    });
+    // Now the primary's node crashes: the other standby or the repaired one takes over, and a
+    // commit needs the remaining standby's acknowledgement.
+    let left = h.c.kill_node(p);
+    assert!(left.is_empty(), "survivors of the node kill: {left:?}");
+    let st = h.until("another node primary", |st| {
+        primary_node(st).is_some_and(|q| q != p)
+    });
+    let q = primary_of(&st);
+    h.sql_ok(q, "INSERT INTO kept VALUES (2)");
+    assert_eq!(h.count(q, "SELECT count(*) FROM kept"), Ok(3));
+}
+
+/// Issue 18: rewind impossible — the old primary's whole node frozen under a writing client, a
+/// standby promoted, and the new primary's WAL recycled past the point the old primary left
+/// off before the thaw. Whatever pg_rewind does, the WAL the old primary needs is gone: a full
+/// copy runs, beside the data directory, which is set aside (not deleted) and removed only
+/// after the copy started as a standby; the member streams afterwards and has the new rows.
+#[test]
+fn e2e_cluster_old_primary_whose_wal_the_new_primary_recycled_is_copied_in_full_and_streams() {
+    let Some(mut h) = Harness::up(&[]) else {
+        return;
+    };
+    let p = primary_of(&h.normal());
+    h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
+    let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer =
+        h.rt.spawn(write_until(ports, h.password(), Arc::clone(&stop)));
+    std::thread::sleep(Duration::from_secs(1));
+    let left_off = h
+        .text(p, "SELECT pg_current_wal_lsn()::text")
+        .expect("the primary's position");
+    let thaw = h.freeze_node(p);
+    let st = h.until("another node primary, commits acknowledged", |st| {
+        primary_node(st).is_some_and(|q| q != p) && st.groups[0].commits_acknowledged
+    });
+    let q = primary_of(&st);
+    let rounds = h.churn_wal(q, || {
+        h.count(
+            q,
+            &format!(
+                "SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{{24}}$' \
+                 AND right(name, 16) <= right(pg_walfile_name('{left_off}'), 16)"
+            ),
+        ) == Ok(0)
+    });
+    eprintln!("the WAL from {left_off} on is gone from node {q} after {rounds} switches");
+    h.sql_ok(q, "CREATE TABLE after_recycling (x int)");
+    h.sql_ok(q, "INSERT INTO after_recycling VALUES (1)");
+    drop(thaw);
+    h.until("the old primary back as a streaming standby", |st| {
+        is_normal(st) && role_of(st, p) == Some(DnRole::Standby) && primary_node(st) == Some(q)
+    });
+    // Joined after the thaw: a session the writer opened to the frozen member waits for it.
+    stop.store(true, Ordering::SeqCst);
+    let (acked, _) = h.rt.block_on(writer).expect("writer");
+    assert!(!acked.is_empty(), "the writer got no acknowledgement");
+    h.poll("the old primary has the new primary's rows", || {
+        h.count(p, "SELECT count(*) FROM after_recycling") == Ok(1)
+    });
+    let copied = h
+        .log_line(p, "rebuilt by pg_basebackup")
+        .unwrap_or_else(|| panic!("no full copy\n{}", h.logs_tail()));
+    // The replaced data was set aside and removed only once the copy had started.
+    let removed = h
+        .log_line(p, "removed the data a full copy replaced")
+        .unwrap_or_else(|| panic!("the replaced data was not set aside\n{}", h.logs_tail()));
+    assert!(copied < removed, "{}", h.logs_tail());
+    let data = h.c.data_dir(p);
+    let old = data.with_file_name(format!(
+        "{}.cm_old",
+        data.file_name().unwrap().to_string_lossy()
+    ));
+    assert!(!old.exists(), "{} left behind", old.display());
+}

@@ -140,6 +140,11 @@ pub struct Instance {
     /// CMS could read as `NeedRepair`, only the database's log line — until a Build replaces
     /// its data.
     pub wal_diverged: bool,
+    /// The WAL its stream must start from is gone from every upstream (fault `remove_wal`,
+    /// issue 18 on real PostgreSQL: `requested WAL segment ... has already been removed`, or a
+    /// timeline the primary never had): its receiver is refused every time. A Build by
+    /// pg_rewind leaves it so; only a full copy (`Build { full: true }`) cures it.
+    pub wal_removed: bool,
 }
 
 impl Instance {
@@ -256,6 +261,7 @@ impl Databases {
                         starts: 0,
                         stream_broken: false,
                         wal_diverged: false,
+                        wal_removed: false,
                     },
                 );
             }
@@ -471,13 +477,14 @@ impl Databases {
                 self.promotions.push(promo);
             }
             DnAction::Demote => self.demote(id),
-            DnAction::Build { .. } => {
+            DnAction::Build { full, .. } => {
                 let src = source.ok_or("no such source")?;
                 let inst = self.instances.get_mut(&id).ok_or("gone")?;
                 inst.history = src.history.clone();
                 inst.lsn = src.lsn;
                 inst.stream_broken = false;
                 inst.wal_diverged = false;
+                inst.wal_removed &= !*full;
                 start_pending(inst, now);
                 inst.role = DnRole::Standby;
                 inst.upstream_setting = Some(src.id);
@@ -601,11 +608,22 @@ impl Databases {
             upstream,
             downstreams,
             read_only: inst.read_only,
-            receiver_error: (inst.wal_diverged
-                && inst.role == DnRole::Standby
+            receiver_error: (inst.role == DnRole::Standby
                 && inst.lock != LockState::Prohibit
                 && inst.upstream_setting.is_some())
-            .then(|| "no WAL receiver; LOG:  record with incorrect prev-link".to_owned()),
+            .then(|| {
+                if inst.wal_diverged {
+                    Some("no WAL receiver; LOG:  record with incorrect prev-link".to_owned())
+                } else if inst.wal_removed {
+                    Some(
+                        "no WAL receiver; FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment has already been removed"
+                            .to_owned(),
+                    )
+                } else {
+                    None
+                }
+            })
+            .flatten(),
             // The model replays what it receives at once.
             replay: (inst.role != DnRole::Primary).then_some(inst.lsn),
         }
@@ -642,8 +660,9 @@ impl Databases {
             if s.receiver.is_some_and(|r| Some(r.upstream) != target) {
                 s.receiver = None;
             }
-            if s.wal_diverged {
-                // The startup process stops at the bad record before asking for a stream.
+            if s.wal_diverged || s.wal_removed {
+                // The startup process stops at the bad record before asking for a stream, or
+                // the upstream refuses the stream it asks for.
                 s.receiver = None;
                 continue;
             }

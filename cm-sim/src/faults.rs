@@ -99,6 +99,12 @@ impl World {
                     i.receiver = None;
                 }
             }
+            F::RemoveWal { instance } => {
+                if let Some(i) = self.dbs.instances.get_mut(&instance) {
+                    i.wal_removed = true;
+                    i.receiver = None;
+                }
+            }
             F::DnState { instance, state } => {
                 let s = match state.as_str() {
                     "T" => ProcState::Stopped,

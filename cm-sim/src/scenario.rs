@@ -154,6 +154,15 @@ pub enum FaultAction {
         /// The instance.
         instance: InstanceId,
     },
+    /// The WAL a standby's stream must start from is gone from its upstream (recycled while
+    /// the standby was away, or a timeline the upstream never had): its receiver is refused
+    /// every time, with nothing the CMS could read as `NeedRepair`. A Build by pg_rewind does
+    /// not cure it (the rewind copies the source's WAL, which lacks it, or finds nothing to
+    /// rewind); only a full copy does.
+    RemoveWal {
+        /// The instance.
+        instance: InstanceId,
+    },
     /// Puts a DN's processes in a scheduler state: "R", "T", "D" or "Z".
     DnState {
         /// The instance.
@@ -301,6 +310,7 @@ impl FaultAction {
             Self::KillDn { instance }
             | Self::BreakStream { instance }
             | Self::DivergeWal { instance }
+            | Self::RemoveWal { instance }
             | Self::DnState { instance, .. } => of_instance(*instance),
             Self::KillResource { .. } => Vec::new(),
             Self::CrashHost { node }
@@ -552,9 +562,10 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         | F::PartitionFromCmsLeader { node, .. }
         | F::Gateway { node, .. }
         | F::WipeStore { node, .. } => node_ok(node),
-        F::KillDn { instance } | F::BreakStream { instance } | F::DivergeWal { instance } => {
-            inst_ok(instance)
-        }
+        F::KillDn { instance }
+        | F::BreakStream { instance }
+        | F::DivergeWal { instance }
+        | F::RemoveWal { instance } => inst_ok(instance),
         F::KillResource { instance } => c
             .resource_instance(*instance)
             .map(|_| ())

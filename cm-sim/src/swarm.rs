@@ -669,6 +669,13 @@ fn nemesis_faults(n: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<
         let at = 20.0 + n.unit_f64() * span.max(1.0);
         out.push(fault(at, FaultAction::DivergeWal { instance }));
     }
+    if n.chance(0.2) {
+        // A member whose stream start the primary no longer has (issue 18): a rewind does not
+        // cure it, only a full copy.
+        let (_, instance, _) = members[n.index(members.len())];
+        let at = 20.0 + n.unit_f64() * span.max(1.0);
+        out.push(fault(at, FaultAction::RemoveWal { instance }));
+    }
     out
 }
 
@@ -843,6 +850,7 @@ mod tests {
                     FaultAction::Partition { one_way: true, .. } => "one-way".into(),
                     FaultAction::BreakStream { .. } => "break-stream".into(),
                     FaultAction::DivergeWal { .. } => "diverge-wal".into(),
+                    FaultAction::RemoveWal { .. } => "remove-wal".into(),
                     _ => continue,
                 };
                 kinds.insert(k);

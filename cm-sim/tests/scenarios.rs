@@ -62,6 +62,22 @@ fn standby_wal_diverged() {
     check("standby-wal-diverged");
 }
 
+/// Issue 18: a standby whose stream start the primary no longer has is rebuilt by a full copy
+/// once a rewind did not bring its stream back, not rewound for good.
+#[test]
+fn standby_wal_removed() {
+    let reports = check("standby-wal-removed");
+    for r in &reports {
+        assert!(
+            r.timeline
+                .iter()
+                .any(|l| l.contains("Build") && l.contains("full: true")),
+            "no full copy:\n{}",
+            r.timeline.join("\n")
+        );
+    }
+}
+
 /// Issue 16 (nemesis): no restart-count switchover start-abort loop after a failover.
 #[test]
 fn restart_switchover_after_failover() {

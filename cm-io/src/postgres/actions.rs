@@ -21,6 +21,17 @@ const POLL: Duration = Duration::from_millis(50);
 const CREATE_SLOT_SQL: &str = "SELECT pg_create_physical_replication_slot($1, false) \
     WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)";
 
+/// A member's slot the primary invalidated (`wal_status = 'lost'`: the member was away longer
+/// than `max_slot_wal_keep_size` allows) refuses every stream for good; it is dropped so that
+/// [`CREATE_SLOT_SQL`] makes a fresh one (issue 18).
+const DROP_LOST_SLOT_SQL: &str = "SELECT pg_drop_replication_slot(slot_name) \
+    FROM pg_replication_slots WHERE slot_name = $1 AND wal_status = 'lost' AND NOT active";
+
+/// What a full copy of the source writes, about: its databases and its WAL (superuser or
+/// `pg_monitor` for `pg_ls_waldir`).
+const SOURCE_SIZE_SQL: &str = "SELECT ((SELECT coalesce(sum(pg_database_size(oid)), 0) FROM pg_database) \
+    + (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir()))::bigint";
+
 const DROP_STALE_SLOTS_SQL: &str = "SELECT pg_drop_replication_slot(slot_name) \
     FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT active \
     AND slot_name LIKE 'dn\\_%' AND slot_name <> ALL($1)";
@@ -214,6 +225,9 @@ impl PgDriver {
                 instance: source,
                 source: source_err,
             })?;
+        if let Err(e) = create_slot(&client, &instance_name(inst.id)).await {
+            tracing::warn!(instance = %inst.id, %source, error = %super::pg_error(&e), "slot not created on the build source");
+        }
         drop(client);
         self.write_managed(inst)?;
         // A root-owned probe of an old deployment makes pg_rewind fail (issue 18).
@@ -279,12 +293,55 @@ impl PgDriver {
         }
         let fresh = sibling(data, "cm_build");
         remove_tree(&fresh)?;
+        self.check_copy_space(inst, &fresh, src).await?;
         self.prepare_empty(&fresh)?;
         if let Err(e) = self.run_basebackup(&fresh, src).await {
             let _ = remove_tree(&fresh);
             return Err(e);
         }
         swap::swap_in(data)
+    }
+
+    /// A full copy beside the data directory needs room for a second copy of the cluster: the
+    /// source's databases and WAL, with a margin ([`copy_space_problem`]). Checked before
+    /// anything is written; the data directory is not touched either way. When the source's
+    /// size cannot be read the copy goes ahead (pg_basebackup's own error reports a full disk).
+    async fn check_copy_space(
+        &self,
+        inst: &Instance,
+        fresh: &Path,
+        src: &Endpoint,
+    ) -> Result<(), DriverError> {
+        let need = match self
+            .connect_remote(src, self.opts.status_connect_timeout)
+            .await
+        {
+            Ok(client) => match client.query_one(SOURCE_SIZE_SQL, &[]).await {
+                Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                Err(e) => {
+                    tracing::warn!(instance = %inst.id, error = %super::pg_error(&e), "the source's size is unknown: free space not checked");
+                    return Ok(());
+                }
+            },
+            Err(e) => {
+                let error = e.into_driver(src.instance);
+                tracing::warn!(instance = %inst.id, %error, "the source's size is unknown: free space not checked");
+                return Ok(());
+            }
+        };
+        let parent = fresh.parent().unwrap_or_else(|| Path::new("/"));
+        let st = nix::sys::statvfs::statvfs(parent).map_err(|e| DriverError::Io {
+            path: parent.display().to_string(),
+            source: std::io::Error::from(e),
+        })?;
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
+        match copy_space_problem(need, free, fresh) {
+            Some(reason) => Err(DriverError::BuildFailed {
+                instance: inst.id,
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Creates `dir` (emptied if it exists), owned by the OS user, mode 0700 (PostgreSQL
@@ -382,7 +439,7 @@ impl PgDriver {
             .map(|p| instance_name(p.instance))
             .collect();
         for name in &names {
-            if let Err(e) = client.execute(CREATE_SLOT_SQL, &[name]).await {
+            if let Err(e) = create_slot(&client, name).await {
                 tracing::warn!(instance = %inst.id, slot = %name, error = %super::pg_error(&e), "slot not created");
             }
         }
@@ -445,6 +502,10 @@ impl PgDriver {
 }
 
 async fn create_slot(client: &Client, name: &str) -> Result<u64, tokio_postgres::Error> {
+    let dropped = client.execute(DROP_LOST_SLOT_SQL, &[&name]).await?;
+    if dropped > 0 {
+        tracing::warn!(slot = %name, "dropped a lost replication slot (its member was away too long); a fresh one follows");
+    }
     client.execute(CREATE_SLOT_SQL, &[&name]).await
 }
 
@@ -512,6 +573,24 @@ fn full_copy_reason(full: bool, has_pg_version: bool) -> Option<&'static str> {
     }
 }
 
+/// Why a full copy of `need` bytes into `fresh`, beside the data directory, must not start with `free`
+/// bytes available there: the copy needs `need` plus a tenth plus 64 MiB (WAL written while it
+/// runs, filesystem overhead). `None`: enough room.
+fn copy_space_problem(need: u64, free: u64, fresh: &Path) -> Option<String> {
+    const MIB: u64 = 1 << 20;
+    let want = need.saturating_add(need / 10).saturating_add(64 * MIB);
+    (free < want).then(|| {
+        format!(
+            "not enough free space for a full copy: {} MiB needed ({} MiB of the source's databases and WAL, plus a tenth and 64 MiB), {} MiB free on the filesystem of {}; the copy would go to {} beside the data directory, which was left as it was",
+            want / MIB,
+            need / MIB,
+            free / MIB,
+            fresh.parent().unwrap_or_else(|| Path::new("/")).display(),
+            fresh.display(),
+        )
+    })
+}
+
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> DriverError + '_ {
     move |source| DriverError::Io {
         path: path.display().to_string(),
@@ -537,7 +616,31 @@ pub(super) fn remove_old_copy(id: InstanceId, data: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use super::full_copy_reason;
+    use super::{copy_space_problem, full_copy_reason};
+    use std::path::Path;
+
+    #[test]
+    fn a_full_copy_without_room_for_a_second_cluster_is_refused_saying_what_and_where() {
+        const MIB: u64 = 1 << 20;
+        let fresh = Path::new("/var/lib/pg/dn1.cm_build");
+        // 1000 MiB of source: 1000 + 100 + 64 MiB wanted.
+        assert_eq!(copy_space_problem(1000 * MIB, 1164 * MIB, fresh), None);
+        let why = copy_space_problem(1000 * MIB, 1163 * MIB, fresh).expect("refused");
+        for part in [
+            "not enough free space for a full copy",
+            "1164 MiB needed",
+            "1000 MiB of the source",
+            "1163 MiB free on the filesystem of /var/lib/pg",
+            "/var/lib/pg/dn1.cm_build",
+            "left as it was",
+        ] {
+            assert!(why.contains(part), "{part:?} missing: {why}");
+        }
+        assert!(
+            copy_space_problem(u64::MAX, u64::MAX - 1, fresh).is_some(),
+            "no overflow"
+        );
+    }
 
     #[test]
     fn a_full_build_skips_pg_rewind_and_an_empty_directory_cannot_rewind() {

@@ -2,7 +2,8 @@
 //! Unlock standbys on its timeline and Lock2 the others to it, Notify pending members, Build a
 //! standby that diverged (one build at a time in groups of ≤ 2 standbys), and repair a standby
 //! that does not stream from the primary: re-point it, then Build it (issue 18, defect 3; also
-//! when its receiver never came up, issue 16).
+//! when its receiver never came up, issue 16) — by pg_rewind first, by a full copy when a
+//! rewind from the same primary did not bring its stream back.
 
 use crate::dn::{DbState, DnReport, DnRole, LockState};
 use crate::ids::InstanceId;
@@ -72,9 +73,29 @@ impl GroupArbiter {
                             None
                         } else {
                             builds += 1;
+                            // A rewind from this primary was applied and, re-pointed since,
+                            // it still does not stream: copy everything this time (an
+                            // unapplied rewind is only sent again; a report from before the
+                            // rewind, still showing the old divergence, is no evidence).
+                            let m = &self.members[i];
+                            let unapplied_rewind = m.last_cmd.as_ref().is_some_and(|c| {
+                                matches!(c.cmd, CmsCommand::Build { full: false, .. })
+                                    && r.last_applied < c.stamp
+                            });
+                            let full = m.rewound_from == Some(primary)
+                                && repair == StreamRepair::Build
+                                && !unapplied_rewind;
+                            let m = &mut self.members[i];
+                            if !full {
+                                m.rewound_from = Some(primary);
+                            }
+                            // The rebuilt member's stream is judged afresh: re-pointed after
+                            // instance_heartbeat_timeout without one, rebuilt one later.
+                            m.stream_loss = None;
+                            m.stream_checked = None;
                             Some(CmsCommand::Build {
                                 source: primary,
-                                full: false,
+                                full,
                             })
                         }
                     } else if repair == StreamRepair::Repoint {
@@ -139,6 +160,9 @@ impl GroupArbiter {
             let from_primary = r.upstream.is_some_and(|u| u.instance == primary);
             let advancing = prev.is_some_and(|(_, _, pos)| r.position > pos);
             let streams = from_primary && (r.position >= pr.position || advancing);
+            if streams {
+                m.rewound_from = None;
+            }
             m.stream_loss = if streams {
                 None
             } else {

@@ -301,3 +301,41 @@ fn a_standby_whose_receiver_never_comes_up_is_repointed_then_built_at_exact_inst
         ]
     );
 }
+
+/// Issue 18 on real PostgreSQL: a standby whose stream start the primary no longer has (WAL
+/// recycled, a timeline the primary never had) is refused after every rewind — pg_rewind
+/// copies the source's WAL, which lacks the segment, or finds nothing to rewind. The rewind
+/// comes first; reports from before it applied (still diverged) get only rewinds; once it has
+/// been re-pointed after the rewind and still does not stream, the next Build is a full copy.
+/// Before: rewound every 12 s for good.
+#[test]
+fn a_standby_a_rewind_did_not_bring_back_is_copied_in_full_next() {
+    let (mut h, h2) = promoted();
+    let mut out = Vec::new();
+    for s in 0..=20u64 {
+        let p = dn(2).primary(2).pos(2, 100).hist(h2.clone());
+        // Diverged on timeline 1 (reports from before the rewind) until second 4, then rewound
+        // onto the primary's history with no stream.
+        let member = if s < 4 {
+            dn(1).pos(1, 120).applied(1000)
+        } else {
+            dn(1).pos(2, 50).hist(h2.clone()).applied(1000)
+        };
+        let got = cmds(&h.reports(vec![p, member]));
+        out.extend(got.into_iter().map(|(i, c)| (s, i, c)));
+        h.advance_ms(1000);
+    }
+    let builds: Vec<(u64, bool)> = out
+        .iter()
+        .filter_map(|(s, _, c)| match c {
+            CmsCommand::Build { full, .. } => Some((*s, *full)),
+            _ => None,
+        })
+        .collect();
+    assert!(builds.iter().all(|(s, full)| *full == (*s >= 4)), "{out:?}");
+    assert_eq!(builds.first(), Some(&(0, false)), "{out:?}");
+    assert!(
+        builds.iter().any(|(_, full)| *full),
+        "no full copy: {out:?}"
+    );
+}

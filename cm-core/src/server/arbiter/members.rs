@@ -81,6 +81,11 @@ pub struct Member {
     pub stream_loss: Option<StreamLoss>,
     /// The primary, receipt and position of the newest report the stream check looked at.
     pub stream_checked: Option<(InstanceId, Instant, Position)>,
+    /// A Build without a full copy (pg_rewind first) was sent to it from this primary and it
+    /// has not streamed from it since: its next Build copies everything (issue 18: a standby
+    /// whose stream start the primary no longer has stays refused after any number of rewinds).
+    #[serde(default)]
+    pub rewound_from: Option<InstanceId>,
 }
 
 impl Member {
@@ -112,6 +117,7 @@ impl Member {
             unknown_since: None,
             stream_loss: None,
             stream_checked: None,
+            rewound_from: None,
         }
     }
 

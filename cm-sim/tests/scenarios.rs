@@ -68,6 +68,13 @@ fn restart_switchover_after_failover() {
     check("restart-switchover-after-failover");
 }
 
+/// Issue 16 (nemesis seed 2): with every DN restarted as often as the primary, the
+/// restart-count rule passes the primary to nobody (before: back and forth for good).
+#[test]
+fn restart_switchover_ping_pong() {
+    check("restart-switchover-ping-pong");
+}
+
 #[test]
 fn primary_node_crash() {
     check("primary-node-crash");

@@ -140,6 +140,15 @@ pub struct Instance {
     /// CMS could read as `NeedRepair`, only the database's log line — until a Build replaces
     /// its data.
     pub wal_diverged: bool,
+    /// Its next Build loses its source mid-copy (fault `break_build`, nemesis issue 16 on real
+    /// PostgreSQL: pg_rewind's source was demoted while it fetched the file list, the full copy
+    /// then found the source shutting down): the Build fails and leaves the data unable to
+    /// start ([`Instance::unstartable`]).
+    pub build_breaks: bool,
+    /// Its data cannot start (on real PostgreSQL: `requested timeline N does not contain
+    /// minimum recovery point … on timeline M`): every start exits at once, until a Build
+    /// replaces its data.
+    pub unstartable: bool,
 }
 
 impl Instance {
@@ -256,6 +265,8 @@ impl Databases {
                         starts: 0,
                         stream_broken: false,
                         wal_diverged: false,
+                        build_breaks: false,
+                        unstartable: false,
                     },
                 );
             }
@@ -337,7 +348,19 @@ impl Databases {
             DnAction::StartPending if inst.db_state == DbState::Building => {
                 return Err(format!("instance {id} is being rebuilt"));
             }
+            DnAction::StartPending if inst.unstartable => {
+                return Err(format!(
+                    "instance {id} exited during start: requested timeline does not contain \
+                     minimum recovery point"
+                ));
+            }
             DnAction::StartPending => draw(rng, t.start_ms),
+            // The driver builds a stopped DN as well (it stops a running one first).
+            DnAction::Build { .. } if !inst.running => {
+                inst.db_state = DbState::Building;
+                inst.pending.clear();
+                draw(rng, t.rewind_ms)
+            }
             _ if !inst.running => return Err(format!("instance {id} is not running")),
             DnAction::Stop { mode } => match mode {
                 StopMode::Immediate => draw(rng, [5.0, 20.0]),
@@ -474,6 +497,15 @@ impl Databases {
             DnAction::Build { .. } => {
                 let src = source.ok_or("no such source")?;
                 let inst = self.instances.get_mut(&id).ok_or("gone")?;
+                if core::mem::take(&mut inst.build_breaks) {
+                    inst.unstartable = true;
+                    inst.db_state = DbState::Normal;
+                    return Err(format!(
+                        "build of instance {id} failed: the source {} closed the connection",
+                        src.id
+                    ));
+                }
+                inst.unstartable = false;
                 inst.history = src.history.clone();
                 inst.lsn = src.lsn;
                 inst.stream_broken = false;

@@ -154,6 +154,12 @@ pub enum FaultAction {
         /// The instance.
         instance: InstanceId,
     },
+    /// The DN's next Build loses its source mid-copy and fails, leaving data that cannot
+    /// start until a Build succeeds (nemesis, issue 16).
+    BreakBuild {
+        /// The instance.
+        instance: InstanceId,
+    },
     /// Puts a DN's processes in a scheduler state: "R", "T", "D" or "Z".
     DnState {
         /// The instance.
@@ -301,6 +307,7 @@ impl FaultAction {
             Self::KillDn { instance }
             | Self::BreakStream { instance }
             | Self::DivergeWal { instance }
+            | Self::BreakBuild { instance }
             | Self::DnState { instance, .. } => of_instance(*instance),
             Self::KillResource { .. } => Vec::new(),
             Self::CrashHost { node }
@@ -552,9 +559,10 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         | F::PartitionFromCmsLeader { node, .. }
         | F::Gateway { node, .. }
         | F::WipeStore { node, .. } => node_ok(node),
-        F::KillDn { instance } | F::BreakStream { instance } | F::DivergeWal { instance } => {
-            inst_ok(instance)
-        }
+        F::KillDn { instance }
+        | F::BreakStream { instance }
+        | F::DivergeWal { instance }
+        | F::BreakBuild { instance } => inst_ok(instance),
         F::KillResource { instance } => c
             .resource_instance(*instance)
             .map(|_| ())

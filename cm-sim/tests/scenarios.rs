@@ -75,6 +75,13 @@ fn restart_switchover_ping_pong() {
     check("restart-switchover-ping-pong");
 }
 
+/// Issue 16 (nemesis seeds 1, 2): a member whose Build failed and left data that cannot
+/// start is built again (before: Down for good).
+#[test]
+fn build_failed_unstartable() {
+    check("build-failed-unstartable");
+}
+
 #[test]
 fn primary_node_crash() {
     check("primary-node-crash");

@@ -81,6 +81,10 @@ pub struct Member {
     pub stream_loss: Option<StreamLoss>,
     /// The primary, receipt and position of the newest report the stream check looked at.
     pub stream_checked: Option<(InstanceId, Instant, Position)>,
+    /// Since when its reports say Down after a failed Build, with no report of a started DN
+    /// (Pending, Standby, Primary) in between: the receipt of the first such report.
+    #[serde(default)]
+    pub build_failed_down: Option<Instant>,
 }
 
 impl Member {
@@ -112,6 +116,7 @@ impl Member {
             unknown_since: None,
             stream_loss: None,
             stream_checked: None,
+            build_failed_down: None,
         }
     }
 

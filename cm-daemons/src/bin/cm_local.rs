@@ -353,6 +353,7 @@ fn run_nemesis(opts: &nemesis::NemesisOptions) -> ExitCode {
         report.late_acks
     );
     print!("{}", report.table);
+    println!("{}", report.old_primary_line());
     if let Some(j) = &opts.json {
         println!("history: {}", j.display());
     }

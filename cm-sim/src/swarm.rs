@@ -669,30 +669,6 @@ fn nemesis_faults(n: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<
         let at = 20.0 + n.unit_f64() * span.max(1.0);
         out.push(fault(at, FaultAction::DivergeWal { instance }));
     }
-    // Drawn after the shapes above, so the seeds that drew those keep them. Every member of a
-    // group crash-looped (the nemesis had restarted all of them: the restart-count rule passed
-    // the primary back and forth, seed 2), and a Build that loses its source mid-copy and
-    // leaves data that cannot start (seeds 1, 2: Down for good), with a diverged WAL that
-    // makes a Build of it due.
-    if n.chance(0.15) {
-        let (group, _, _) = members[n.index(members.len())];
-        let mut t = 20.0 + n.unit_f64() * span.max(1.0);
-        for &(g, instance, _) in &members {
-            if g != group {
-                continue;
-            }
-            for _ in 0..4 + n.index(2) {
-                out.push(fault(t, FaultAction::KillDn { instance }));
-                t += 3.0 + n.unit_f64() * 6.0;
-            }
-        }
-    }
-    if n.chance(0.2) {
-        let (_, instance, _) = members[n.index(members.len())];
-        let at = 20.0 + n.unit_f64() * span.max(1.0);
-        out.push(fault(at, FaultAction::BreakBuild { instance }));
-        out.push(fault(at, FaultAction::DivergeWal { instance }));
-    }
     out
 }
 
@@ -867,7 +843,6 @@ mod tests {
                     FaultAction::Partition { one_way: true, .. } => "one-way".into(),
                     FaultAction::BreakStream { .. } => "break-stream".into(),
                     FaultAction::DivergeWal { .. } => "diverge-wal".into(),
-                    FaultAction::BreakBuild { .. } => "break-build".into(),
                     _ => continue,
                 };
                 kinds.insert(k);
@@ -888,7 +863,6 @@ mod tests {
             "one-way",
             "break-stream",
             "diverge-wal",
-            "break-build",
         ] {
             assert!(kinds.contains(k), "{k} never drawn: {kinds:?}");
         }

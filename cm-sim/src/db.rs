@@ -145,6 +145,15 @@ pub struct Instance {
     /// timeline the primary never had): its receiver is refused every time. A Build by
     /// pg_rewind leaves it so; only a full copy (`Build { full: true }`) cures it.
     pub wal_removed: bool,
+    /// Its next Build loses its source mid-copy (fault `break_build`, nemesis issue 16 on real
+    /// PostgreSQL: pg_rewind's source was demoted while it fetched the file list, the full copy
+    /// then found the source shutting down): the Build fails and leaves the data unable to
+    /// start ([`Instance::unstartable`]).
+    pub build_breaks: bool,
+    /// Its data cannot start (on real PostgreSQL: `requested timeline N does not contain
+    /// minimum recovery point … on timeline M`): every start exits at once, until a Build
+    /// replaces its data.
+    pub unstartable: bool,
 }
 
 impl Instance {
@@ -262,6 +271,8 @@ impl Databases {
                         stream_broken: false,
                         wal_diverged: false,
                         wal_removed: false,
+                        build_breaks: false,
+                        unstartable: false,
                     },
                 );
             }
@@ -343,7 +354,19 @@ impl Databases {
             DnAction::StartPending if inst.db_state == DbState::Building => {
                 return Err(format!("instance {id} is being rebuilt"));
             }
+            DnAction::StartPending if inst.unstartable => {
+                return Err(format!(
+                    "instance {id} exited during start: requested timeline does not contain \
+                     minimum recovery point"
+                ));
+            }
             DnAction::StartPending => draw(rng, t.start_ms),
+            // The driver builds a stopped DN as well (it stops a running one first).
+            DnAction::Build { .. } if !inst.running => {
+                inst.db_state = DbState::Building;
+                inst.pending.clear();
+                draw(rng, t.rewind_ms)
+            }
             _ if !inst.running => return Err(format!("instance {id} is not running")),
             DnAction::Stop { mode } => match mode {
                 StopMode::Immediate => draw(rng, [5.0, 20.0]),
@@ -480,6 +503,15 @@ impl Databases {
             DnAction::Build { full, .. } => {
                 let src = source.ok_or("no such source")?;
                 let inst = self.instances.get_mut(&id).ok_or("gone")?;
+                if core::mem::take(&mut inst.build_breaks) {
+                    inst.unstartable = true;
+                    inst.db_state = DbState::Normal;
+                    return Err(format!(
+                        "build of instance {id} failed: the source {} closed the connection",
+                        src.id
+                    ));
+                }
+                inst.unstartable = false;
                 inst.history = src.history.clone();
                 inst.lsn = src.lsn;
                 inst.stream_broken = false;

@@ -105,6 +105,11 @@ impl World {
                     i.receiver = None;
                 }
             }
+            F::BreakBuild { instance } => {
+                if let Some(i) = self.dbs.instances.get_mut(&instance) {
+                    i.build_breaks = true;
+                }
+            }
             F::DnState { instance, state } => {
                 let s = match state.as_str() {
                     "T" => ProcState::Stopped,

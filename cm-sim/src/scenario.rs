@@ -163,6 +163,12 @@ pub enum FaultAction {
         /// The instance.
         instance: InstanceId,
     },
+    /// The DN's next Build loses its source mid-copy and fails, leaving data that cannot
+    /// start until a Build succeeds (nemesis, issue 16).
+    BreakBuild {
+        /// The instance.
+        instance: InstanceId,
+    },
     /// Puts a DN's processes in a scheduler state: "R", "T", "D" or "Z".
     DnState {
         /// The instance.
@@ -311,6 +317,7 @@ impl FaultAction {
             | Self::BreakStream { instance }
             | Self::DivergeWal { instance }
             | Self::RemoveWal { instance }
+            | Self::BreakBuild { instance }
             | Self::DnState { instance, .. } => of_instance(*instance),
             Self::KillResource { .. } => Vec::new(),
             Self::CrashHost { node }
@@ -565,7 +572,8 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         F::KillDn { instance }
         | F::BreakStream { instance }
         | F::DivergeWal { instance }
-        | F::RemoveWal { instance } => inst_ok(instance),
+        | F::RemoveWal { instance }
+        | F::BreakBuild { instance } => inst_ok(instance),
         F::KillResource { instance } => c
             .resource_instance(*instance)
             .map(|_| ())

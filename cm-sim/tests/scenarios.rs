@@ -84,6 +84,20 @@ fn restart_switchover_after_failover() {
     check("restart-switchover-after-failover");
 }
 
+/// Issue 16 (nemesis seed 2): with every DN restarted as often as the primary, the
+/// restart-count rule passes the primary to nobody (before: back and forth for good).
+#[test]
+fn restart_switchover_ping_pong() {
+    check("restart-switchover-ping-pong");
+}
+
+/// Issue 16 (nemesis seeds 1, 2): a member whose Build failed and left data that cannot
+/// start is built again (before: Down for good).
+#[test]
+fn build_failed_unstartable() {
+    check("build-failed-unstartable");
+}
+
 #[test]
 fn primary_node_crash() {
     check("primary-node-crash");

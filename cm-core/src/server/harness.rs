@@ -162,6 +162,17 @@ impl Rb {
         self.0.restarts_1h = in_1h;
         self
     }
+    /// Its agent's last Build of it failed.
+    pub(crate) fn build_failed(mut self) -> Self {
+        self.0.last_build.count += 1;
+        self.0.last_build.error =
+            Some("pg_basebackup: the database system is shutting down".into());
+        self
+    }
+    pub(crate) fn manually_stopped(mut self) -> Self {
+        self.0.manually_stopped = true;
+        self
+    }
 }
 
 /// The stamp of command `seq` under quorum term 1.

@@ -153,8 +153,12 @@ enum Cmd {
         /// Write the JSON history (every write, every fault) here.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Size of each node's data filesystem (tmpfs), MB.
-        #[arg(long, default_value_t = 1024)]
+        /// Size of each node's data filesystem (tmpfs), MB. Above the WAL PostgreSQL may keep
+        /// by its own settings (max_wal_size 1 GB + wal_keep_size 256 MB + a dead member's slot
+        /// up to max_slot_wal_keep_size 1 GB): with 1 GB, a 30-minute run's WAL alone crossed
+        /// the read-only threshold and a standby at 82 % stayed read-only (above the 80 % clear
+        /// level), which the run counted as not converged. tmpfs only uses what is written.
+        #[arg(long, default_value_t = 3072)]
         disk_mb: u64,
         /// Asynchronous replication: lost and dual-acknowledged writes are reported, not
         /// failures.
@@ -353,6 +357,7 @@ fn run_nemesis(opts: &nemesis::NemesisOptions) -> ExitCode {
         report.late_acks
     );
     print!("{}", report.table);
+    println!("{}", report.old_primary_line());
     if let Some(j) = &opts.json {
         println!("history: {}", j.display());
     }

@@ -155,7 +155,11 @@ impl GroupArbiter {
     /// primary's final position: the switchover would abort, and the old primary be promoted
     /// again (nemesis, issue 16). Nor one whose data disk is over the read-only threshold: the
     /// disk rule of §7.2 would switch the group straight back (swarm seed 290: the two rules
-    /// passed the primary back and forth). None while no standby qualifies.
+    /// passed the primary back and forth). Nor one restarted as often, over either limit
+    /// itself: this same rule would switch it straight back (nemesis seed 2, issue 16: with
+    /// every DN restarted by earlier faults, the primary went back and forth 45 times in 65 s,
+    /// each promotion a new timeline, until the data disks crossed the read-only threshold).
+    /// None while no standby qualifies.
     pub fn restart_switchover_target(&self, ctx: &Ctx<'_>, g: &GroupState) -> Option<InstanceId> {
         let p = self.valid_primary(ctx, g)?;
         let primary = self.members[p].instance;
@@ -172,6 +176,8 @@ impl GroupArbiter {
                             && r.upstream.is_some_and(|u| u.instance == primary)
                             && u64::from(r.data_disk_pct)
                                 < ctx.params.datastorage_threshold_value_check
+                            && r.restarts_10min <= RESTARTS_10MIN_LIMIT
+                            && r.restarts_1h <= RESTARTS_1H_LIMIT
                     })
             })
             .max_by(|a, b| {

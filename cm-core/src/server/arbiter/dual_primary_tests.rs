@@ -117,6 +117,31 @@ fn the_restart_rule_does_not_switch_over_to_a_standby_over_the_disk_threshold() 
     assert_eq!(begin_target(&h), Some(InstanceId(6003)));
 }
 
+/// Nor to a standby restarted as often itself (over either limit): the rule would switch it
+/// straight back (nemesis seed 2, issue 16: 45 switchovers in 65 s between two DNs both
+/// restarted by earlier faults). With every standby over a limit, no switchover at all.
+#[test]
+fn the_restart_rule_does_not_switch_over_to_a_standby_restarted_as_often() {
+    for (r2, r3, want) in [
+        ((4, 4), (3, 8), Some(6003)),
+        ((3, 9), (0, 0), Some(6003)),
+        ((3, 8), (4, 4), Some(6002)),
+        ((4, 4), (3, 9), None),
+    ] {
+        let mut h = H::new(3);
+        h.reports(vec![
+            dn(2).upstream(1, 100).restarts(r2.0, r2.1),
+            dn(3).upstream(1, 100).restarts(r3.0, r3.1),
+        ]);
+        h.report(dn(1).primary(1).restarts(4, 4));
+        assert_eq!(
+            begin_target(&h),
+            want.map(InstanceId),
+            "standby restarts {r2:?} and {r3:?}"
+        );
+    }
+}
+
 /// While no standby streams from the primary, the rule starts nothing; it starts the
 /// switchover at the first report that shows one streaming.
 #[test]

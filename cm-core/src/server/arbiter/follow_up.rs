@@ -3,7 +3,8 @@
 //! standby that diverged (one build at a time in groups of ≤ 2 standbys), and repair a standby
 //! that does not stream from the primary: re-point it, then Build it (issue 18, defect 3; also
 //! when its receiver never came up, issue 16) — by pg_rewind first, by a full copy when a
-//! rewind from the same primary did not bring its stream back.
+//! rewind from the same primary did not bring its stream back — and Build again a member left
+//! Down by a failed Build (issue 16).
 
 use crate::dn::{DbState, DnReport, DnRole, LockState};
 use crate::ids::InstanceId;
@@ -60,6 +61,9 @@ impl GroupArbiter {
                 self.members[i].stream_loss = None;
                 self.members[i].stream_checked = None;
             }
+            if matches!(role, DnRole::Pending | DnRole::Standby | DnRole::Primary) {
+                self.members[i].build_failed_down = None;
+            }
             let cmd = match role {
                 DnRole::Pending => Some(CmsCommand::NotifyStandby { primary }),
                 DnRole::Standby => {
@@ -113,6 +117,16 @@ impl GroupArbiter {
                     } else {
                         self.repoint(ctx, i, &r, primary, pr.position.timeline)
                     }
+                }
+                DnRole::Down => {
+                    let again = source_ok && builds < limit && self.build_again(ctx, i, &r);
+                    again.then(|| {
+                        builds += 1;
+                        CmsCommand::Build {
+                            source: primary,
+                            full: false,
+                        }
+                    })
                 }
                 _ => None,
             };
@@ -222,6 +236,32 @@ impl GroupArbiter {
             }
             _ => None,
         }
+    }
+
+    /// A member whose last Build failed and which has stayed Down since (no report of a
+    /// started DN in between) for `instance_heartbeat_timeout`, with no Build sent to it
+    /// within that time, is built again. (Nemesis on real PostgreSQL, issue 16: a Build whose
+    /// source was demoted mid-copy failed and left data that could not start — `requested
+    /// timeline 16 does not contain minimum recovery point … on timeline 6` — and the agent
+    /// restarted it every 250 ms for good: Builds went only to standbys.) Not one stopped by an
+    /// operator or whose disk is damaged, nor while a Build of it is pending.
+    fn build_again(&mut self, ctx: &Ctx<'_>, i: usize, r: &DnReport) -> bool {
+        let hb = ctx.params.instance_heartbeat_timeout();
+        let m = &mut self.members[i];
+        let failed = r.last_build.error.is_some()
+            && !r.last_build.pending
+            && !r.manually_stopped
+            && !r.disk_damaged
+            && r.db_state != DbState::Building;
+        if !failed {
+            m.build_failed_down = None;
+            return false;
+        }
+        let since = *m.build_failed_down.get_or_insert(m.receipt);
+        let recent = m.last_cmd.as_ref().is_some_and(|c| {
+            matches!(c.cmd, CmsCommand::Build { .. }) && ctx.now.saturating_since(c.at) < hb
+        });
+        ctx.now.saturating_since(since) >= hb && !recent
     }
 
     /// Builds running or sent and not yet applied.

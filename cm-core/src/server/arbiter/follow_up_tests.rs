@@ -339,3 +339,71 @@ fn a_standby_a_rewind_did_not_bring_back_is_copied_in_full_next() {
         "no full copy: {out:?}"
     );
 }
+
+/// Nemesis on real PostgreSQL (issue 16): a Build whose source was demoted mid-copy failed and
+/// left data that could not start; the member stayed Down for good (Builds went only to
+/// standbys). Down after a failed Build for `instance_heartbeat_timeout` (6 s): built again,
+/// not again within that time, and not when an operator stopped it; a started DN clears it.
+#[test]
+fn a_member_down_after_a_failed_build_is_built_again() {
+    let build = (
+        6003,
+        CmsCommand::Build {
+            source: InstanceId(6001),
+            full: false,
+        },
+    );
+    let mut h = H::new(3);
+    h.reports(vec![dn(2).upstream(1, 100), dn(1).primary(1)]);
+    let out = h.report(dn(3).down().build_failed());
+    assert!(!cmds(&out).contains(&build), "{out:?}");
+    h.advance_ms(5_900);
+    let out = h.reports(vec![
+        dn(1).primary(1),
+        dn(2).upstream(1, 100),
+        dn(3).down().build_failed(),
+    ]);
+    assert!(!cmds(&out).contains(&build), "not before 6 s: {out:?}");
+    h.advance_ms(200);
+    let out = h.reports(vec![
+        dn(1).primary(1),
+        dn(2).upstream(1, 100),
+        dn(3).down().build_failed(),
+    ]);
+    assert!(cmds(&out).contains(&build), "{out:?}");
+    // The Build failed again: the next one waits its 6 s.
+    for _ in 0..5 {
+        h.advance_ms(1_000);
+        let out = h.reports(vec![
+            dn(1).primary(1),
+            dn(2).upstream(1, 100),
+            dn(3).down().build_failed().applied(1),
+        ]);
+        assert!(!cmds(&out).contains(&build), "{out:?}");
+    }
+    h.advance_ms(1_100);
+    let out = h.reports(vec![
+        dn(1).primary(1),
+        dn(2).upstream(1, 100),
+        dn(3).down().build_failed().applied(1),
+    ]);
+    assert!(cmds(&out).contains(&build), "{out:?}");
+    // A DN that started (pending) clears the count; Down again starts it afresh.
+    h.advance_ms(1_000);
+    h.report(dn(3).pending().build_failed().applied(2));
+    h.advance_ms(7_000);
+    let out = h.reports(vec![
+        dn(1).primary(1),
+        dn(2).upstream(1, 100),
+        dn(3).down().build_failed().applied(2),
+    ]);
+    assert!(!cmds(&out).contains(&build), "{out:?}");
+    // Stopped by an operator: left alone.
+    h.advance_ms(7_000);
+    let out = h.reports(vec![
+        dn(1).primary(1),
+        dn(2).upstream(1, 100),
+        dn(3).down().build_failed().manually_stopped().applied(2),
+    ]);
+    assert!(!cmds(&out).contains(&build), "{out:?}");
+}

@@ -86,6 +86,10 @@ pub struct Member {
     /// whose stream start the primary no longer has stays refused after any number of rewinds).
     #[serde(default)]
     pub rewound_from: Option<InstanceId>,
+    /// Since when its reports say Down after a failed Build, with no report of a started DN
+    /// (Pending, Standby, Primary) in between: the receipt of the first such report.
+    #[serde(default)]
+    pub build_failed_down: Option<Instant>,
 }
 
 impl Member {
@@ -118,6 +122,7 @@ impl Member {
             stream_loss: None,
             stream_checked: None,
             rewound_from: None,
+            build_failed_down: None,
         }
     }
 

@@ -176,6 +176,55 @@ pub fn dual_writable_ms(violations: &[S4Violation]) -> u64 {
     windows.values().map(|(a, b)| b.saturating_sub(*a)).sum()
 }
 
+/// Whole-node freezes of the primary with the client's sessions kept open on it (issue 16
+/// item 3): what the thawed old primary acknowledged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OldPrimaryFreezes {
+    /// Freezes of the primary's node.
+    pub freezes: usize,
+    /// Writes the old primary acknowledged after a newer timeline had acknowledged one, of
+    /// writes sent after that (S4 violations on it).
+    pub dual_acks: usize,
+    /// The window of those, summed over freezes (see [`dual_writable_ms`]).
+    pub dual_ms: u64,
+    /// Late answers on it: writes sent before the newer timeline's first acknowledgement.
+    pub late: usize,
+    /// Acknowledged writes of its sessions lost (S3): acknowledged between the previous
+    /// fault's convergence and the next fault.
+    pub lost: usize,
+}
+
+/// Sums [`OldPrimaryFreezes`] over the freezes of a primary's node: per freeze, the old
+/// primary's node and the window from the previous fault's convergence (or the start) to the
+/// next fault (or the end).
+pub fn old_primary_freezes(
+    faults: &[FaultRecord],
+    ops: &[Op],
+    lost: &[&Op],
+    s4: &[S4Violation],
+) -> OldPrimaryFreezes {
+    let late = late_acks(ops);
+    let mut out = OldPrimaryFreezes::default();
+    for (i, f) in faults.iter().enumerate() {
+        if f.kind != "freeze" || !f.role.starts_with("primary") {
+            continue;
+        }
+        let from = i
+            .checked_sub(1)
+            .and_then(|p| faults[p].converged_ms)
+            .unwrap_or(0);
+        let to = faults.get(i + 1).map_or(u64::MAX, |n| n.started_ms);
+        let on = |o: &Op| o.node == f.node && o.completed_ms >= from && o.completed_ms < to;
+        let mine: Vec<S4Violation> = s4.iter().filter(|v| on(&v.op)).cloned().collect();
+        out.freezes += 1;
+        out.dual_acks += mine.len();
+        out.dual_ms += dual_writable_ms(&mine);
+        out.late += late.iter().filter(|o| on(o)).count();
+        out.lost += lost.iter().filter(|o| on(o)).count();
+    }
+    out
+}
+
 /// One fault as it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultRecord {
@@ -476,5 +525,50 @@ mod tests {
             text.contains("| kill | 1 | 8.0 / 8.0 | 3.0 / 3.0 | 0 | 0 | 0 |"),
             "{text}"
         );
+    }
+
+    fn freeze(node: u32, role: &str, started: u64, converged: u64) -> FaultRecord {
+        FaultRecord {
+            kind: "freeze",
+            node,
+            role: role.into(),
+            started_ms: started,
+            healed_ms: started + 10,
+            converged_ms: Some(converged),
+            anomaly: None,
+        }
+    }
+
+    /// Issue 16 item 3: per freeze of the primary's node, what the thawed old primary
+    /// acknowledged — after the new primary's first acknowledgement (S4), late answers, lost.
+    #[test]
+    fn a_thawed_old_primary_is_judged_within_its_freeze() {
+        let faults = vec![
+            freeze(2, "standby", 0, 50),
+            freeze(1, "primary", 100, 300),
+            freeze(3, "primary + cms leader", 400, 500),
+        ];
+        let ops = vec![
+            // Node 1 on timeline 1 until its freeze at 100; node 2 promoted (timeline 2) acks
+            // at 150.
+            ack(1, 1, 1, 60, 70),
+            ack(2, 2, 2, 140, 150),
+            // Sent before 150, answered by the thawed node 1 after it: late.
+            ack(3, 1, 1, 90, 200),
+            // Sent after 150 and acknowledged by the thawed node 1: dual.
+            ack(4, 1, 1, 160, 210),
+            ack(5, 1, 1, 170, 230),
+            // Node 2 again, and node 1 in the next fault's window (not this freeze's).
+            ack(6, 2, 2, 240, 250),
+            ack(7, 1, 1, 420, 430),
+        ];
+        let s4 = s4_violations(&ops);
+        let lost_ids: Vec<&Op> = ops.iter().filter(|o| o.id == 1).collect();
+        let o = old_primary_freezes(&faults, &ops, &lost_ids, &s4);
+        assert_eq!(o.freezes, 2);
+        assert_eq!(o.late, 1);
+        // 4 and 5 within freeze 2 (160 → 230); 7 on node 1 is not in freeze 3's node.
+        assert_eq!((o.dual_acks, o.dual_ms), (2, 70));
+        assert_eq!(o.lost, 1);
     }
 }

@@ -83,6 +83,8 @@ pub struct Report {
     pub table: String,
     /// Asynchronous mode (S3/S4 not enforced).
     pub async_mode: bool,
+    /// What thawed old primaries acknowledged (issue 16 item 3).
+    pub old_primary: history::OldPrimaryFreezes,
 }
 
 impl Report {
@@ -92,6 +94,17 @@ impl Report {
             .iter()
             .filter(|o| o.acked_timeline().is_some())
             .count()
+    }
+
+    /// Whole-node freezes of the primary, with sessions kept open on it, in words.
+    pub fn old_primary_line(&self) -> String {
+        let o = &self.old_primary;
+        format!(
+            "freezes of the primary's node with sessions kept open on it: {}; writes a thawed \
+             old primary acknowledged after the new primary had: {} ({} ms); late answers of \
+             writes sent before: {}; its acknowledged writes lost: {}",
+            o.freezes, o.dual_acks, o.dual_ms, o.late, o.lost
+        )
     }
 
     /// Every failure: safety (sync mode) and convergence.
@@ -670,6 +683,7 @@ fn run_faults(run: &mut Run<'_>) -> anyhow::Result<Report> {
     let s4 = history::s4_violations(&ops);
     let late = history::late_acks(&ops).len();
     let rows = history::table(&faults, &ops, &lost, &s4);
+    let old_primary = history::old_primary_freezes(&faults, &ops, &lost, &s4);
     let table = history::render_table(&rows);
     let report = Report {
         lost: lost.iter().map(|o| o.id).collect(),
@@ -697,6 +711,7 @@ fn run_faults(run: &mut Run<'_>) -> anyhow::Result<Report> {
         faults,
         ops,
         async_mode: opts.async_mode,
+        old_primary,
     };
     if let Some(path) = &opts.json {
         write_json(path, opts, &report, checked)?;
@@ -783,6 +798,11 @@ fn write_json(path: &Path, opts: &NemesisOptions, r: &Report, checked: bool) -> 
         "lost_acks": r.lost,
         "s4_violations": r.s4,
         "late_acks": r.late_acks,
+        "old_primary_freezes": {
+            "freezes": r.old_primary.freezes, "dual_acks": r.old_primary.dual_acks,
+            "dual_ms": r.old_primary.dual_ms, "late_acks": r.old_primary.late,
+            "lost_acks": r.old_primary.lost,
+        },
         "dual_writable_ms": r.dual_ms,
         "final_problem": r.final_problem,
         "faults": faults,
@@ -815,6 +835,7 @@ mod tests {
             final_problem: None,
             table: String::new(),
             async_mode,
+            old_primary: history::OldPrimaryFreezes::default(),
         }
     }
 

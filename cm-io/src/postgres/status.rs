@@ -140,9 +140,10 @@ fn lsn_at(row: &tokio_postgres::Row, idx: usize) -> Option<Lsn> {
 }
 
 impl PgDriver {
-    /// The status query on the instance's kept session ([`PgDriver::status_lease`]). When a
-    /// reused session turns out closed (its backend was terminated, the server restarted),
-    /// the query runs once more on a fresh connection; any failure drops the session.
+    /// The status query on the instance's kept session ([`PgDriver::status_lease`]). When the
+    /// query fails on a reused session (its backend was terminated, the server restarted: the
+    /// client may not have seen the connection close yet), it runs once more on a fresh
+    /// connection; any failure drops the session.
     pub(super) async fn query_status(&self, inst: &Instance) -> Result<DnStatus, DriverError> {
         let lease = self.status_lease(inst).await?;
         let lease = match self.status_on(&lease.client, inst).await {
@@ -150,7 +151,8 @@ impl PgDriver {
                 self.give_back(inst, lease);
                 return Ok(s);
             }
-            Err(e) if !(lease.reused && lease.client.is_closed()) => return Err(e),
+            // A fresh connection failed for itself; so did a query that the server refused.
+            Err(e) if !(lease.reused && matches!(e, DriverError::Sql { .. })) => return Err(e),
             Err(e) => {
                 tracing::debug!(instance = %inst.id, "status session closed, reconnecting: {e}");
                 drop(lease);

@@ -166,12 +166,30 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 /// `/proc/<pid>/stat` in one open and read (the `procfs` crate opens the process directory,
 /// stats it and then the file: three times the system calls of an idle daemon's scans).
 pub fn read_stat(pid: i32) -> Option<Stat> {
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    parse_stat(&read_proc_file(&format!("/proc/{pid}/stat"))?)
+}
+
+/// A small /proc file's text with one open and its reads (`fs::read_to_string` also stats the
+/// file and seeks to size its buffer: two more calls that /proc answers with size 0 anyway).
+fn read_proc_file(path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut f = fs::File::open(path).ok()?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(buf).ok()
 }
 
 /// The name of a pid (`/proc/<pid>/comm`, at most 15 bytes), without reading its `stat`.
 pub fn comm(pid: i32) -> Option<String> {
-    let mut c = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let mut c = read_proc_file(&format!("/proc/{pid}/comm"))?;
     if c.ends_with('\n') {
         c.pop();
     }

@@ -73,9 +73,12 @@ pub fn scan(name: &str, config: &Path, node: u32) -> Vec<Found> {
 /// How long [`scan_cached`] answers from the processes it found before without a full scan.
 pub const FULL_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// When the last full scan ran and what it found: (pid, start time) of each live process.
+type LastScan = Option<(std::time::Instant, Vec<(i32, u64)>)>;
+
 /// What [`scan_cached`] found at its last full scan.
 #[derive(Debug, Default)]
-pub struct ScanCache(std::sync::Mutex<Option<(std::time::Instant, Vec<(i32, u64)>)>>);
+pub struct ScanCache(std::sync::Mutex<LastScan>);
 
 /// [`scan`], cheaply when nothing changed: while every process the last full scan found (by pid
 /// and start time) still runs, not a zombie, their states are read directly, and /proc is read

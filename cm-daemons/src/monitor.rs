@@ -95,9 +95,11 @@ pub fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         node: me.id,
         log: args.node.log.clone(),
         log_json: args.node.log_json,
+        scan: Arc::default(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the loop and its tasks only wait for IO (blocking work goes to the blocking
+    // pool), and idle worker threads each cost wake-ups and memory (issue 16).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
@@ -140,6 +142,8 @@ struct AgentSpawn {
     node: NodeId,
     log: String,
     log_json: bool,
+    /// The last full scan's findings ([`node::scan_cached`]).
+    scan: Arc<node::ScanCache>,
 }
 
 async fn run(
@@ -455,7 +459,7 @@ impl MonitorExec {
 /// an operator stopped.
 fn sample_agent(spawn: &AgentSpawn, flags: &FlagDir) -> Option<MonitorInput> {
     let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-    let processes = node::scan("cm_agent", &spawn.config, spawn.node.0)
+    let processes = node::scan_cached(&spawn.scan, "cm_agent", &spawn.config, spawn.node.0)
         .into_iter()
         .map(|f| AgentProcess {
             pid: Pid(u32::try_from(f.pid).unwrap_or(0)),

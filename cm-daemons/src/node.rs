@@ -52,24 +52,72 @@ fn same_path(a: &Path, b: &Path) -> bool {
 /// Every process whose name (`comm`) is `name` and whose command line names this node's
 /// config and id. Processes vanishing during the scan are skipped.
 pub fn scan(name: &str, config: &Path, node: u32) -> Vec<Found> {
-    let Ok(all) = procfs::process::all_processes() else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for p in all.flatten() {
-        let Ok(stat) = p.stat() else { continue };
-        if stat.comm != name {
-            continue;
-        }
-        let Ok(args) = p.cmdline() else { continue };
-        if cmdline_matches(&args, config, node) {
-            found.push(Found {
+    use cm_io::process as p;
+    // The short `comm` first: of a hundred processes, only the few of this name are read
+    // further (issue 16: this scan runs every second in om_monitor and cm_agent).
+    p::all_pids()
+        .into_iter()
+        .filter(|pid| p::comm(*pid).is_some_and(|c| c == name))
+        .filter_map(|pid| {
+            let stat = p::read_stat(pid)?;
+            let args = p::cmdline(pid)?;
+            cmdline_matches(&args, config, node).then_some(Found {
                 pid: stat.pid,
                 ppid: stat.ppid,
-                state: cm_io::process::proc_state_of(stat.state),
-            });
+                state: p::proc_state_of(stat.state),
+            })
+        })
+        .collect()
+}
+
+/// How long [`scan_cached`] answers from the processes it found before without a full scan.
+pub const FULL_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When the last full scan ran and what it found: (pid, start time) of each live process.
+type LastScan = Option<(std::time::Instant, Vec<(i32, u64)>)>;
+
+/// What [`scan_cached`] found at its last full scan.
+#[derive(Debug, Default)]
+pub struct ScanCache(std::sync::Mutex<LastScan>);
+
+/// [`scan`], cheaply when nothing changed: while every process the last full scan found (by pid
+/// and start time) still runs, not a zombie, their states are read directly, and /proc is read
+/// whole only every [`FULL_SCAN_EVERY`]. A process gone or none known means a full scan at
+/// once, so an absent or dead daemon is seen in the same sample; only a second daemon started
+/// beside a live one waits for the next full scan (issue 16: the full scan of every process,
+/// once a second in om_monitor and cm_agent, was most of their idle CPU).
+pub fn scan_cached(cache: &ScanCache, name: &str, config: &Path, node: u32) -> Vec<Found> {
+    use cm_io::process as p;
+    let mut c = cache
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, known)) = c.as_ref()
+        && at.elapsed() < FULL_SCAN_EVERY
+        && !known.is_empty()
+    {
+        let again: Option<Vec<Found>> = known
+            .iter()
+            .map(|(pid, start)| {
+                let st = p::read_stat(*pid).filter(|s| s.starttime == *start && s.state != 'Z')?;
+                Some(Found {
+                    pid: st.pid,
+                    ppid: st.ppid,
+                    state: p::proc_state_of(st.state),
+                })
+            })
+            .collect();
+        if let Some(found) = again {
+            return found;
         }
     }
+    let found = scan(name, config, node);
+    let known = found
+        .iter()
+        .filter(|f| f.state != ProcState::Zombie)
+        .filter_map(|f| Some((f.pid, p::start_ticks(f.pid)?)))
+        .collect();
+    *c = Some((std::time::Instant::now(), known));
     found
 }
 

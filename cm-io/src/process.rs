@@ -116,20 +116,13 @@ pub struct GroupMember {
 
 /// The state of one pid, `None` when it does not exist.
 pub fn proc_state(pid: i32) -> Option<ProcState> {
-    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-    Some(proc_state_of(stat.state))
+    Some(proc_state_of(read_stat(pid)?.state))
 }
 
 /// The kernel start time of a pid in clock ticks since boot: with the pid it identifies a
 /// process uniquely (a recycled pid has a later start time).
 pub fn start_ticks(pid: i32) -> Option<u64> {
-    Some(
-        procfs::process::Process::new(pid)
-            .ok()?
-            .stat()
-            .ok()?
-            .starttime,
-    )
+    Some(read_stat(pid)?.starttime)
 }
 
 fn sigkill_pending(p: &procfs::process::Process) -> bool {
@@ -139,28 +132,153 @@ fn sigkill_pending(p: &procfs::process::Process) -> bool {
         .unwrap_or(false)
 }
 
-/// Every process whose process group is `pgid`, with its state (children of a killed leader
-/// keep the group id after they are re-parented, so they are found too).
-pub fn group_members(pgid: i32) -> Vec<GroupMember> {
-    let Ok(all) = procfs::process::all_processes() else {
+/// The fields of `/proc/<pid>/stat` the process code needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// The pid.
+    pub pid: i32,
+    /// Its state letter.
+    pub state: char,
+    /// Its parent.
+    pub ppid: i32,
+    /// Its process group.
+    pub pgrp: i32,
+    /// Its start time in clock ticks since boot.
+    pub starttime: u64,
+}
+
+/// Parses the text of `/proc/<pid>/stat`: the fields are counted after the last `)`, since
+/// the command name may hold spaces and parentheses.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let pid = text.split_whitespace().next()?.parse().ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().take(20).collect();
+    Some(Stat {
+        pid,
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        // Field 22 of the whole line; the 20th after the name.
+        starttime: f.get(19)?.parse().ok()?,
+    })
+}
+
+/// `/proc/<pid>/stat` in one open and read (the `procfs` crate opens the process directory,
+/// stats it and then the file: three times the system calls of an idle daemon's scans).
+pub fn read_stat(pid: i32) -> Option<Stat> {
+    parse_stat(&read_proc_file(&format!("/proc/{pid}/stat"))?)
+}
+
+/// A small /proc file's text with one open and its reads (`fs::read_to_string` also stats the
+/// file and seeks to size its buffer: two more calls that /proc answers with size 0 anyway).
+fn read_proc_file(path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut f = fs::File::open(path).ok()?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(buf).ok()
+}
+
+/// The name of a pid (`/proc/<pid>/comm`, at most 15 bytes), without reading its `stat`.
+pub fn comm(pid: i32) -> Option<String> {
+    let mut c = read_proc_file(&format!("/proc/{pid}/comm"))?;
+    if c.ends_with('\n') {
+        c.pop();
+    }
+    Some(c)
+}
+
+/// The arguments of a pid's command line (empty for a kernel thread or a zombie).
+pub fn cmdline(pid: i32) -> Option<Vec<String>> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// Every pid in /proc now.
+pub fn all_pids() -> Vec<i32> {
+    let Ok(rd) = fs::read_dir("/proc") else {
         return Vec::new();
     };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The children of every thread of `pid` (`/proc/<pid>/task/<tid>/children`).
+fn children(pid: i32) -> Option<Vec<i32>> {
     let mut out = Vec::new();
-    for p in all.flatten() {
-        let Ok(stat) = p.stat() else { continue };
-        if stat.pgrp != pgid {
-            continue;
-        }
-        let state = proc_state_of(stat.state);
-        let sigkill_pending = state == ProcState::DiskSleep && sigkill_pending(&p);
-        out.push(GroupMember {
-            pid: stat.pid,
-            state,
-            sigkill_pending,
-        });
+    for t in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let text = fs::read_to_string(t.path().join("children")).ok()?;
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok()),
+        );
     }
+    Some(out)
+}
+
+fn member(stat: &Stat) -> GroupMember {
+    let state = proc_state_of(stat.state);
+    let sigkill_pending = state == ProcState::DiskSleep
+        && procfs::process::Process::new(stat.pid).is_ok_and(|p| sigkill_pending(&p));
+    GroupMember {
+        pid: stat.pid,
+        state,
+        sigkill_pending,
+    }
+}
+
+/// Every process whose process group is `pgid`, with its state (children of a killed leader
+/// keep the group id after they are re-parented, so they are found too).
+///
+/// While the leader `pgid` lives, the group is found by walking down from it through the
+/// children of members (a process can only join a group of its own session, and whatever it
+/// forks starts in its group): a few files instead of every process's `stat`, once a second
+/// for each DN. Once the leader is gone (a kill being confirmed), every process is read.
+pub fn group_members(pgid: i32) -> Vec<GroupMember> {
+    let mut out = group_from_leader(pgid).unwrap_or_else(|| group_by_scan(pgid));
     out.sort_by_key(|m| m.pid);
     out
+}
+
+/// The group walked from its live leader; `None` when the leader is gone, a zombie, or its
+/// children cannot be read (then only a full scan is exact).
+fn group_from_leader(pgid: i32) -> Option<Vec<GroupMember>> {
+    let leader = read_stat(pgid).filter(|s| s.pgrp == pgid && s.state != 'Z')?;
+    let mut out = vec![member(&leader)];
+    let mut todo = vec![pgid];
+    while let Some(pid) = todo.pop() {
+        for child in children(pid)? {
+            // A child gone meanwhile is no member any more.
+            if let Some(st) = read_stat(child).filter(|s| s.pgrp == pgid) {
+                out.push(member(&st));
+                todo.push(child);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn group_by_scan(pgid: i32) -> Vec<GroupMember> {
+    all_pids()
+        .into_iter()
+        .filter_map(read_stat)
+        .filter(|s| s.pgrp == pgid)
+        .map(|s| member(&s))
+        .collect()
 }
 
 /// Whether a killed group is gone in the sense of §3: no process remains, or each remaining one
@@ -277,12 +395,9 @@ impl Supervised {
         }
         // A child not reaped yet is checked like any process: a zombie (killed by another
         // process, its exit not yet collected by our reaper thread) is not alive.
-        match procfs::process::Process::new(self.pid).and_then(|p| p.stat()) {
-            Ok(stat) => {
-                stat.starttime == self.start_ticks && proc_state_of(stat.state) != ProcState::Zombie
-            }
-            Err(_) => false,
-        }
+        read_stat(self.pid).is_some_and(|stat| {
+            stat.starttime == self.start_ticks && proc_state_of(stat.state) != ProcState::Zombie
+        })
     }
 
     /// Blocks until it exited (and, for a child, was reaped) or `timeout` passed; true if exited.
@@ -332,20 +447,11 @@ impl Supervised {
             return group_members(self.pid);
         }
         // An adopted process that shares its parent's group: itself and its children.
-        let Ok(all) = procfs::process::all_processes() else {
-            return Vec::new();
-        };
         let mut out = Vec::new();
-        for p in all.flatten() {
-            let Ok(stat) = p.stat() else { continue };
+        for stat in all_pids().into_iter().filter_map(read_stat) {
             let is_self = stat.pid == self.pid && stat.starttime == self.start_ticks;
             if is_self || (stat.ppid == self.pid && self.is_alive()) {
-                let state = proc_state_of(stat.state);
-                out.push(GroupMember {
-                    pid: stat.pid,
-                    state,
-                    sigkill_pending: state == ProcState::DiskSleep && sigkill_pending(&p),
-                });
+                out.push(member(&stat));
             }
         }
         out
@@ -546,6 +652,39 @@ mod tests {
         assert_eq!(PostmasterPid::parse("0\n/d\n1\n5432\n"), None);
         let early = PostmasterPid::parse("7\n/d\n1\n5432\n").expect("early file");
         assert_eq!(early.status, None);
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_last_parenthesis() {
+        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0 \
+                    987654 1000 10 18446744073709551615\n";
+        let s = parse_stat(line).expect("parses");
+        assert_eq!(
+            s,
+            Stat {
+                pid: 4242,
+                state: 'S',
+                ppid: 1,
+                pgrp: 4242,
+                starttime: 987_654,
+            }
+        );
+        assert_eq!(parse_stat("12 (x) S 1"), None, "truncated");
+        assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn the_readers_agree_with_procfs_on_this_process() {
+        let me = std::process::id() as i32;
+        let ours = read_stat(me).expect("our stat");
+        let theirs = procfs::process::Process::myself().unwrap().stat().unwrap();
+        assert_eq!(ours.pid, theirs.pid);
+        assert_eq!(ours.ppid, theirs.ppid);
+        assert_eq!(ours.pgrp, theirs.pgrp);
+        assert_eq!(ours.starttime, theirs.starttime);
+        assert_eq!(comm(me).as_deref(), Some(theirs.comm.as_str()));
+        assert!(all_pids().contains(&me));
+        assert!(!cmdline(me).expect("cmdline").is_empty());
     }
 
     #[test]

@@ -703,3 +703,76 @@ async fn e2e_pg_tcp_connections_need_the_clusters_password() {
     })
     .await;
 }
+
+/// The pids of the driver's idle sessions on member `i` (`application_name` cm_agent), seen
+/// from a session of the test's own.
+async fn agent_backends(c: &TestCluster, i: usize) -> Vec<i32> {
+    let client = c.client(i).await.expect("a test session");
+    let rows = client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'cm_agent' ORDER BY pid",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity");
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// Issue 16 item 4: the status query keeps one session open (PostgreSQL forks no backend per
+/// query), reconnects after its backend was terminated, and a stop closes it (a smart
+/// shutdown would otherwise wait for it forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_pg_status_query_keeps_its_session_and_reconnects() {
+    let Some(c) = TestCluster::new("session", 1, SyncMode::Off) else {
+        return;
+    };
+    bounded(async {
+        c.initdb(0).expect("initdb");
+        act(&c, 0, DnAction::StartPending).await;
+        let d = c.driver(0);
+        status(&c, 0).await;
+        let first = agent_backends(&c, 0).await;
+        assert_eq!(first.len(), 1, "one kept status session: {first:?}");
+        for _ in 0..5 {
+            status(&c, 0).await;
+        }
+        d.streaming(c.id(0)).await.expect("streaming");
+        assert_eq!(
+            agent_backends(&c, 0).await,
+            first,
+            "the same backend answered"
+        );
+
+        let admin = c.client(0).await.expect("a test session");
+        let killed: bool = admin
+            .query_one("SELECT pg_terminate_backend($1)", &[&first[0]])
+            .await
+            .expect("terminate")
+            .get(0);
+        assert!(killed);
+        // The backend exits asynchronously; the next status query must answer all the same.
+        let st = status(&c, 0).await;
+        assert_eq!(st.role, DnRole::Pending);
+        let second = eventually("the terminated backend gone", || async {
+            let now = agent_backends(&c, 0).await;
+            (!now.contains(&first[0])).then_some(now)
+        })
+        .await;
+        status(&c, 0).await;
+        assert_eq!(second.len(), 1, "a new kept session: {second:?}");
+        assert_ne!(second, first);
+
+        // A smart stop ends once no session is left: the kept one must not hold it up.
+        drop(admin);
+        act(
+            &c,
+            0,
+            DnAction::Stop {
+                mode: cm_core::dn::StopMode::Smart,
+            },
+        )
+        .await;
+        assert!(!d.is_running(c.id(0)).expect("is_running"));
+    })
+    .await;
+}

@@ -156,3 +156,43 @@ fn stale_pid_file_of_a_dead_or_recycled_postmaster_is_removed_live_one_kept() {
     assert!(!dir.join("postmaster.pid").exists());
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// The group walked from its live leader (issue 16: no full /proc scan per sample) holds the
+/// same processes as a full scan: grandchildren in the group are members, a child that left
+/// for a session of its own (as every PostgreSQL child does) is not; once the leader is killed
+/// alone, its re-parented children are still found.
+#[test]
+fn group_walk_from_the_leader_matches_a_full_scan() {
+    let child = Supervised::spawn(
+        sh("sh -c 'sleep 30 & wait' & setsid sleep 30 & sleep 30 & wait"),
+        None,
+    )
+    .expect("spawn");
+    let guard = Guard(vec![child.clone()]);
+    let pgid = child.pid();
+    // Leader, the inner sh, its sleep and the plain sleep: 4 members; the setsid one is not.
+    wait_until("4 group members", || group_members(pgid).len() == 4);
+    let scan: Vec<i32> = cm_io::process::all_pids()
+        .into_iter()
+        .filter_map(cm_io::process::read_stat)
+        .filter(|s| s.pgrp == pgid)
+        .map(|s| s.pid)
+        .collect();
+    let mut scan = scan;
+    scan.sort_unstable();
+    let walked: Vec<i32> = group_members(pgid).iter().map(|m| m.pid).collect();
+    assert_eq!(walked, scan);
+    let outsider = cm_io::process::all_pids()
+        .into_iter()
+        .filter_map(cm_io::process::read_stat)
+        .find(|s| s.ppid == pgid && s.pgrp != pgid)
+        .expect("the setsid child");
+
+    kill(Pid::from_raw(pgid), Signal::SIGKILL).expect("kill the leader alone");
+    wait_until("the leader gone", || !child.is_alive());
+    let orphans = group_members(pgid);
+    assert_eq!(orphans.len(), 3, "re-parented members: {orphans:?}");
+    child.kill_group(Duration::from_secs(5)).expect("fenced");
+    let _ = kill(Pid::from_raw(outsider.pid), Signal::SIGKILL);
+    drop(guard);
+}

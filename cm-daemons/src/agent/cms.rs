@@ -26,12 +26,14 @@ pub(super) struct LocalServer {
     pub(super) config: PathBuf,
     /// This node, passed as `--node`.
     pub(super) node: u32,
+    /// The last full scan's findings ([`node::scan_cached`]).
+    pub(super) cache: std::sync::Arc<node::ScanCache>,
 }
 
 impl LocalServer {
     /// The states of every cm_server process of this node.
     pub(super) fn sample(&self) -> Vec<ProcState> {
-        node::scan("cm_server", &self.config, self.node)
+        node::scan_cached(&self.cache, "cm_server", &self.config, self.node)
             .into_iter()
             .map(|f| f.state)
             .collect()

@@ -178,6 +178,7 @@ impl AgentExec {
             bin: p.server_bin.clone(),
             config: p.config_path.clone(),
             node: p.node.0,
+            cache: Arc::default(),
         };
         Self {
             flags: FlagDir::new(&p.state_dir),

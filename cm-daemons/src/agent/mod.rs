@@ -131,8 +131,9 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the loop and its tasks only wait for IO (blocking work goes to the blocking
+    // pool), and idle worker threads each cost wake-ups and memory (issue 16).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;

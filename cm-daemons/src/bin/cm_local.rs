@@ -126,6 +126,16 @@ enum Cmd {
         /// With `--flood`: flooder tasks.
         #[arg(long, default_value_t = 4)]
         flooders: usize,
+        /// Instead: the idle footprint (issue 16) — a default-profile cluster as `cm_local up`
+        /// makes it, Normal and left alone; the CPU time and resident memory of every
+        /// om_monitor, cm_agent and cm_server over the window (and PostgreSQL's, apart),
+        /// beside the goals.
+        #[arg(long)]
+        footprint: bool,
+        /// With `--footprint`: idle minutes measured (/proc counts CPU in 10 ms ticks: at
+        /// least 10 for a figure to 0.01 s per minute).
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
     },
     /// The nemesis (SPEC §18): three nodes in network namespaces on real PostgreSQL in
     /// synchronous mode, a writing client with sessions on every node, faults drawn from the
@@ -244,6 +254,8 @@ fn main() -> ExitCode {
             flood,
             rounds,
             flooders,
+            footprint,
+            minutes,
         } => {
             let mut opts = LocalOptions::new(dir.clone(), Profile::Fast);
             opts.pg_bin = pg_bin;
@@ -256,6 +268,22 @@ fn main() -> ExitCode {
                 return match cm_daemons::local::http_bench::run(opts, requests, rate) {
                     Ok(b) => {
                         print!("{}", b.render());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("bench: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            if footprint {
+                opts.dir = dir.join("footprint");
+                let run = cm_daemons::local::footprint::run(opts, minutes, &mut |l| {
+                    eprintln!("footprint: {l}");
+                });
+                return match run {
+                    Ok(f) => {
+                        print!("{}", f.render());
                         ExitCode::SUCCESS
                     }
                     Err(e) => {

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cluster;
 pub mod db;
 pub mod flood_bench;
+pub mod footprint;
 pub mod http_bench;
 pub mod nemesis;
 pub mod procs;

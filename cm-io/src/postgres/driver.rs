@@ -95,6 +95,27 @@ pub(super) struct Instance {
     pub(super) desired: Mutex<Desired>,
     /// A long action in progress (Promoting, Building), reported as `db_state`.
     pub(super) busy: Mutex<Option<DbState>>,
+    /// The status queries' kept session (`status.rs`), so that a status query once a second
+    /// does not make PostgreSQL fork a backend each time.
+    pub(super) session: Mutex<StatusSession>,
+}
+
+/// The status queries' kept session of one instance. A query takes the client out and puts it
+/// back only when it succeeded and no stop cleared the slot meanwhile (`generation`): a failed
+/// or cancelled query drops its connection, and the next one connects afresh.
+#[derive(Default)]
+pub(super) struct StatusSession {
+    /// Bumped by [`PgDriver::drop_status_session`].
+    pub(super) generation: u64,
+    pub(super) client: Option<Client>,
+}
+
+/// A status session on loan to one query.
+pub(super) struct Lease {
+    pub(super) client: Client,
+    generation: u64,
+    /// Taken from the slot (a reused session) rather than freshly connected.
+    pub(super) reused: bool,
 }
 
 /// The PostgreSQL driver of one node (SPEC.md §9).
@@ -169,6 +190,7 @@ impl PgDriver {
                     proc: Mutex::new(None),
                     desired: Mutex::new(desired),
                     busy: Mutex::new(None),
+                    session: Mutex::new(StatusSession::default()),
                 }),
             );
         }
@@ -361,6 +383,46 @@ impl PgDriver {
             .map_err(|e| e.into_driver(inst.id))
     }
 
+    /// The kept status session of `inst` if it is still open, else a fresh connection (with
+    /// the status connect timeout). Hand it back with [`PgDriver::give_back`] after a query
+    /// that succeeded; dropping the lease closes the connection.
+    pub(super) async fn status_lease(&self, inst: &Instance) -> Result<Lease, DriverError> {
+        let (kept, generation) = {
+            let mut s = lock(&inst.session);
+            (s.client.take(), s.generation)
+        };
+        if let Some(client) = kept.filter(|c| !c.is_closed()) {
+            return Ok(Lease {
+                client,
+                generation,
+                reused: true,
+            });
+        }
+        let client = self.connect_or_err(inst).await?;
+        Ok(Lease {
+            client,
+            generation,
+            reused: false,
+        })
+    }
+
+    /// Keeps a lease's session for the next status query, unless the slot was cleared since
+    /// it was taken (a stop) or another session is already kept.
+    pub(super) fn give_back(&self, inst: &Instance, lease: Lease) {
+        let mut s = lock(&inst.session);
+        if s.generation == lease.generation && s.client.is_none() && !lease.client.is_closed() {
+            s.client = Some(lease.client);
+        }
+    }
+
+    /// Closes the kept status session (a smart shutdown waits for every session to end) and
+    /// keeps any query in flight from putting its session back.
+    pub(super) fn drop_status_session(&self, inst: &Instance) {
+        let mut s = lock(&inst.session);
+        s.generation += 1;
+        s.client = None;
+    }
+
     /// StartPending: standby.signal, empty upstream, managed files, stale lock removed, then
     /// `postgres` as our direct child in its own group; returns once it accepts connections.
     pub(super) async fn start_pending(&self, inst: &Instance) -> Result<(), DriverError> {
@@ -437,6 +499,7 @@ impl PgDriver {
     /// Stop with a mode (smart = SIGTERM, fast = SIGINT, immediate = SIGQUIT) and wait for the
     /// postmaster to exit; it is never escalated here (the agent decides to Kill).
     pub(super) async fn stop(&self, inst: &Instance, mode: StopMode) -> Result<(), DriverError> {
+        self.drop_status_session(inst);
         let Some(pm) = self.running(inst) else {
             return Ok(());
         };
@@ -465,6 +528,7 @@ impl PgDriver {
     pub(super) async fn kill(&self, inst: &Instance) -> Result<(), DriverError> {
         // A dead postmaster's group can still hold live backends (they exit on their own only
         // when they notice), so the last known group is killed too.
+        self.drop_status_session(inst);
         let Some(pm) = self.running(inst).or_else(|| lock(&inst.proc).clone()) else {
             process::remove_stale_pid_file(&inst.data_dir).map_err(io_err(&inst.data_dir))?;
             return Ok(());

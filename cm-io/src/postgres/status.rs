@@ -140,8 +140,31 @@ fn lsn_at(row: &tokio_postgres::Row, idx: usize) -> Option<Lsn> {
 }
 
 impl PgDriver {
+    /// The status query on the instance's kept session ([`PgDriver::status_lease`]). When the
+    /// query fails on a reused session (its backend was terminated, the server restarted: the
+    /// client may not have seen the connection close yet), it runs once more on a fresh
+    /// connection; any failure drops the session.
     pub(super) async fn query_status(&self, inst: &Instance) -> Result<DnStatus, DriverError> {
-        let client = self.connect_or_err(inst).await?;
+        let lease = self.status_lease(inst).await?;
+        let lease = match self.status_on(&lease.client, inst).await {
+            Ok(s) => {
+                self.give_back(inst, lease);
+                return Ok(s);
+            }
+            // A fresh connection failed for itself; so did a query that the server refused.
+            Err(e) if !(lease.reused && matches!(e, DriverError::Sql { .. })) => return Err(e),
+            Err(e) => {
+                tracing::debug!(instance = %inst.id, "status session closed, reconnecting: {e}");
+                drop(lease);
+                self.status_lease(inst).await?
+            }
+        };
+        let status = self.status_on(&lease.client, inst).await?;
+        self.give_back(inst, lease);
+        Ok(status)
+    }
+
+    async fn status_on(&self, client: &Client, inst: &Instance) -> Result<DnStatus, DriverError> {
         let id = inst.id;
         let row = client
             .query_one(STATUS_SQL, &[])
@@ -151,10 +174,10 @@ impl PgDriver {
         let desired = lock(&inst.desired).clone();
         let busy = *lock(&inst.busy);
         let repl = if in_recovery {
-            self.standby_replication(&client, inst, &row, desired.upstream)
+            self.standby_replication(client, inst, &row, desired.upstream)
                 .await?
         } else {
-            self.primary_replication(&client, inst, &row).await?
+            self.primary_replication(client, inst, &row).await?
         };
         let timeline = repl.position.timeline;
         let history = wal::read_history(&inst.data_dir.join("pg_wal"), timeline)
@@ -346,8 +369,19 @@ impl PgDriver {
         Ok(out)
     }
 
+    /// The streaming evidence, on the status session too.
     pub(super) async fn query_streaming(&self, inst: &Instance) -> Result<Streaming, DriverError> {
-        let client = self.connect_or_err(inst).await?;
+        let lease = self.status_lease(inst).await?;
+        let streaming = self.streaming_on(&lease.client, inst).await?;
+        self.give_back(inst, lease);
+        Ok(streaming)
+    }
+
+    async fn streaming_on(
+        &self,
+        client: &Client,
+        inst: &Instance,
+    ) -> Result<Streaming, DriverError> {
         let in_recovery: bool = client
             .query_one("SELECT pg_is_in_recovery()", &[])
             .await
@@ -356,7 +390,7 @@ impl PgDriver {
         if in_recovery {
             let desired = lock(&inst.desired).upstream;
             let upstream = self
-                .receiver(&client, inst.id)
+                .receiver(client, inst.id)
                 .await?
                 .filter(|r| r.status == "streaming")
                 .and_then(|r| self.resolve_upstream(inst, &desired, &r));
@@ -367,7 +401,7 @@ impl PgDriver {
         } else {
             Ok(Streaming {
                 upstream: None,
-                downstreams: self.downstreams(&client, inst).await?,
+                downstreams: self.downstreams(client, inst).await?,
             })
         }
     }

@@ -3,13 +3,14 @@
 
 use core::time::Duration;
 
+use cm_core::agent::{AgentCommand, AgentInput};
 use cm_core::dn::DnAction;
 use cm_core::io::{NetCommand, NetEvent, PersistState};
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
-use cm_core::time::WallMillis;
+use cm_core::server::{ServerCommand, ServerInput};
 use cm_core::{InstanceId, Instant, NodeId, OpId, QuorumTerm, Term, WriteToken};
 
-use crate::daemon::{DaemonFactory, EnvOp, Obs, ServerObs, SimDaemon, SimInput, Spawn};
+use crate::daemon::{Daemon, DaemonFactory, Obs, ServerObs, SimMachine, Spawn};
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::world::World;
 
@@ -29,12 +30,12 @@ struct ToyAgent {
     paused: bool,
 }
 
-impl SimDaemon for ToyAgent {
-    fn handle(&mut self, now: Instant, _wall: WallMillis, input: SimInput) -> Vec<EnvOp> {
+impl SimMachine<AgentInput, AgentCommand> for ToyAgent {
+    fn step(&mut self, now: Instant, input: AgentInput) -> Vec<AgentCommand> {
         let start = *self.started.get_or_insert(now);
         let mut out = Vec::new();
-        if let SimInput::Net(NetEvent::Closed { peer }) = input {
-            out.push(EnvOp::Net(NetCommand::Connect { peer }));
+        if let AgentInput::Net(NetEvent::Closed { peer }) = input {
+            out.push(AgentCommand::Net(NetCommand::Connect { peer }));
         }
         if now < self.next {
             return out;
@@ -42,17 +43,16 @@ impl SimDaemon for ToyAgent {
         self.next = now + Duration::from_millis(500);
         self.ops += 1;
         let op = OpId(self.ops);
-        let run = |i: InstanceId, action: DnAction| EnvOp::RunDn {
+        let run = |i: InstanceId, action: DnAction| AgentCommand::RunDnAction {
             op,
             instance: i,
             action,
-            self_fence: false,
         };
         match self.stage {
             0 => {
                 out.extend(self.local.iter().map(|i| run(*i, DnAction::StartPending)));
                 out.extend(self.cms.iter().map(|n| {
-                    EnvOp::Net(NetCommand::Connect {
+                    AgentCommand::Net(NetCommand::Connect {
                         peer: Endpoint::server(*n),
                     })
                 }));
@@ -82,11 +82,11 @@ impl SimDaemon for ToyAgent {
                 quorum_term: QuorumTerm(0),
                 msg: Msg::TermCheck { nonce: self.ops },
             };
-            out.push(EnvOp::Net(NetCommand::Send { envelope }));
+            out.push(AgentCommand::Net(NetCommand::Send { envelope }));
         }
         if self.ops.is_multiple_of(2) {
             let bytes = self.ops.to_le_bytes().to_vec();
-            out.push(EnvOp::Persist(PersistState {
+            out.push(AgentCommand::PersistState(PersistState {
                 token: WriteToken(self.ops),
                 bytes,
             }));
@@ -114,11 +114,11 @@ struct ToyServer {
     checks: u64,
 }
 
-impl SimDaemon for ToyServer {
-    fn handle(&mut self, now: Instant, _wall: WallMillis, input: SimInput) -> Vec<EnvOp> {
+impl SimMachine<ServerInput, ServerCommand> for ToyServer {
+    fn step(&mut self, now: Instant, input: ServerInput) -> Vec<ServerCommand> {
         self.last = now;
         match input {
-            SimInput::Net(NetEvent::FrameReceived { peer, envelope }) => {
+            ServerInput::Net(NetEvent::FrameReceived { peer, envelope }) => {
                 self.checks += 1;
                 let Msg::TermCheck { nonce } = envelope.msg else {
                     return Vec::new();
@@ -133,7 +133,7 @@ impl SimDaemon for ToyServer {
                         weight: 1,
                     },
                 };
-                vec![EnvOp::Net(NetCommand::Send { envelope: reply })]
+                vec![ServerCommand::Net(NetCommand::Send { envelope: reply })]
             }
             _ => Vec::new(),
         }
@@ -164,10 +164,10 @@ struct Toy {
 }
 
 impl DaemonFactory for Toy {
-    fn spawn(&self, role: Role, s: Spawn<'_>) -> Option<Box<dyn SimDaemon>> {
+    fn spawn(&self, role: Role, s: Spawn<'_>) -> Option<Daemon> {
         let cms = s.config.cms_nodes();
         match role {
-            Role::Agent => Some(Box::new(ToyAgent {
+            Role::Agent => Some(Daemon::agent(ToyAgent {
                 node: s.node,
                 local: s.config.instances_on(s.node),
                 promote: self.promote.clone(),
@@ -179,7 +179,7 @@ impl DaemonFactory for Toy {
                 ops: 0,
                 paused: self.agent_paused,
             })),
-            Role::Server => Some(Box::new(ToyServer {
+            Role::Server => Some(Daemon::server(ToyServer {
                 leader: cms.first() == Some(&s.node),
                 paused: self.leader_paused,
                 last: Instant::ZERO,
@@ -397,7 +397,7 @@ fn cron_restarts_a_killed_om_monitor_at_second_0_of_the_next_minute() {
         action: kill,
     }]);
     s.duration = Duration::from_secs(75);
-    let mut w = World::new(s, 3, Box::new(crate::adapters::Machines));
+    let mut w = World::new(s, 3, Box::new(crate::daemon::Machines));
     let monitor_up = |w: &World| w.hosts[&NodeId(1)].procs.contains_key(&Role::Monitor);
     w.run_until(Instant::ZERO + Duration::from_secs(11), &mut |_| false);
     assert!(!monitor_up(&w), "killed at 10 s");

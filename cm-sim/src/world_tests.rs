@@ -4,8 +4,10 @@
 use core::time::Duration;
 
 use cm_core::agent::{AgentCommand, AgentInput};
-use cm_core::dn::DnAction;
+use cm_core::dn::{DnAction, StopMode};
+use cm_core::flags::Flag;
 use cm_core::io::{NetCommand, NetEvent, PersistState};
+use cm_core::monitor::{MonitorCommand, MonitorInput};
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
 use cm_core::server::{ServerCommand, ServerInput};
 use cm_core::{InstanceId, Instant, NodeId, OpId, QuorumTerm, Term, WriteToken};
@@ -512,4 +514,90 @@ fn the_gateway_fault_sets_reachability_until_heal() {
     assert!(w.net.gateway_reachable(NodeId(1), &all));
     w.run_until(Instant::from_secs(11), &mut |_| false);
     assert!(w.net.gateway_reachable(NodeId(2), &all));
+}
+
+/// A toy om_monitor: on its first tick writes `cluster_manual_start`; on the completion asks
+/// for an agent sample; logs what reaches it.
+struct ToyMonitor {
+    log: Vec<String>,
+    wrote: bool,
+}
+
+impl SimMachine<MonitorInput, MonitorCommand> for ToyMonitor {
+    fn step(&mut self, now: Instant, input: MonitorInput) -> Vec<MonitorCommand> {
+        match input {
+            MonitorInput::Tick if !self.wrote => {
+                self.wrote = true;
+                self.log.push(format!("tick {}", now.as_nanos()));
+                vec![MonitorCommand::WriteFlag {
+                    op: OpId(7),
+                    flag: Flag::ClusterManualStart,
+                    mode: StopMode::Fast,
+                }]
+            }
+            MonitorInput::FlagOpCompleted { op, result } => {
+                self.log
+                    .push(format!("done {op:?} {result:?} {}", now.as_nanos()));
+                vec![MonitorCommand::SampleAgent]
+            }
+            MonitorInput::AgentSampled {
+                processes, flags, ..
+            } => {
+                let flag = flags.cluster_manual_start;
+                self.log.push(format!(
+                    "sampled {} {flag:?} {}",
+                    processes.len(),
+                    now.as_nanos()
+                ));
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+    fn dump(&self) -> String {
+        self.log.join("; ")
+    }
+}
+
+struct ToyMonitors;
+
+impl DaemonFactory for ToyMonitors {
+    fn spawn(&self, role: Role, _s: Spawn<'_>) -> Option<Daemon> {
+        (role == Role::Monitor).then(|| {
+            Daemon::monitor(ToyMonitor {
+                log: Vec::new(),
+                wrote: false,
+            })
+        })
+    }
+}
+
+#[test]
+fn a_flag_write_completes_within_the_delivery_and_a_sample_reads_it_a_millisecond_later() {
+    let mut w = World::new(scenario(Vec::new()), 1, Box::new(ToyMonitors));
+    w.run_until(Instant::from_secs(5), &mut |_| false);
+    let h = &w.hosts[&NodeId(1)];
+    assert_eq!(h.flags.cluster_manual_start, Some(StopMode::Fast));
+    let log = h.procs[&Role::Monitor].daemon.dump();
+    let t = |i: usize| -> Instant {
+        let word = log.split("; ").nth(i).and_then(|l| l.rsplit(' ').next());
+        Instant::from_nanos(word.and_then(|s| s.parse().ok()).expect(&log))
+    };
+    assert!(log.starts_with("tick "), "{log}");
+    assert!(log.contains("; done OpId(7) Ok(()) "), "{log}");
+    assert!(log.contains("; sampled 0 Some(Fast) "), "{log}");
+    assert_eq!(
+        t(0),
+        t(1),
+        "the completion is stepped at the tick's instant: {log}"
+    );
+    let gap = t(2) - t(1);
+    // One world millisecond on a clock within ρ of it.
+    assert!(
+        gap >= Duration::from_micros(990) && gap <= Duration::from_micros(1010),
+        "{log}"
+    );
 }

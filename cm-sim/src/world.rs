@@ -17,8 +17,7 @@ use cm_core::time::{WallMillis, scale_up};
 use cm_core::{InstanceId, Instant, NodeId, OpId, WriteToken};
 
 use crate::check::{Checker, ServerView};
-use crate::daemon::SimMachine;
-use crate::daemon::{Daemon, DaemonFactory, Delivery, Obs, Spawn};
+use crate::daemon::{Daemon, DaemonFactory, Delivery, Obs, SimMachine, Spawn};
 use crate::db::Databases;
 use crate::disk::Disk;
 use crate::engine::{EventQueue, NodeClock, TraceHash};

@@ -5,7 +5,7 @@
 
 use std::hint::black_box;
 
-use cm_sim::adapters::Machines;
+use cm_sim::daemon::Machines;
 use cm_sim::run::{RunOptions, run};
 use cm_sim::scenario::Scenario;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -1,5 +1,6 @@
 //! The input and command pieces every machine shares: connections, frames, persistence, alarms,
-//! and the [`Machine`] trait that gives the daemons and the simulator one way to drive them all.
+//! and the two traits that give the daemons and the simulator one way to drive every machine:
+//! [`Machine`] (feed one input, get the commands) and [`Executor`] (carry out one command).
 //!
 //! Machine-specific inputs and commands live with each machine (`monitor`, `agent`, `server`)
 //! and wrap these.
@@ -200,4 +201,28 @@ pub trait Machine {
     fn next_deadline(&self) -> Option<Instant>;
     /// A snapshot of its state.
     fn status(&self) -> Self::Status;
+}
+
+/// Whether a driver goes on after a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep running.
+    Continue,
+    /// Stop after the current batch of commands (e.g. the agent exits after a cluster stop).
+    Stop,
+}
+
+/// Carries out a machine's commands: cm-io's daemons against the OS, cm-sim against the
+/// world's models. Each implementation is the one `match` over the machine's command enum on
+/// its side, so a new command needs exactly one new arm in the daemons and one in the
+/// simulator.
+///
+/// A driver hands every command of a step to `execute`, **in the order** the machine
+/// returned them, before it feeds the machine its next input. The executor never decides
+/// anything: what comes back (a completion, a sample, a failure) comes back as a later input
+/// of the same machine.
+pub trait Executor<C> {
+    /// Executes or starts one command, at the `now` the machine stepped at. It must not block:
+    /// slow work (process start, SQL, fsync) runs elsewhere and reports back as an input.
+    fn execute(&mut self, now: Instant, command: C) -> Flow;
 }

@@ -71,22 +71,9 @@ fn boot_origin() -> tokio::time::Instant {
     since_boot.and_then(|d| now.checked_sub(d)).unwrap_or(now)
 }
 
-/// Whether the loop goes on after a command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flow {
-    /// Keep running.
-    Continue,
-    /// Stop after the current batch of commands (e.g. the agent exits after a cluster stop).
-    Stop,
-}
-
-/// Executes a machine's commands; supplied by the daemon (or a test).
-pub trait Executor<C> {
-    /// Executes or starts one command, at the `now` the machine stepped at. It must not block:
-    /// slow work (process start, SQL, fsync) runs elsewhere and reports back through the
-    /// loop's input sender.
-    fn execute(&mut self, now: Instant, command: C) -> Flow;
-}
+/// The command-dispatch interface lives in cm-core, so the simulator drives the machines the
+/// same way; re-exported here for the daemons.
+pub use cm_core::io::{Executor, Flow};
 
 /// How the loop builds the machine's inputs from the facts it observes itself.
 #[derive(Clone, Copy, Debug)]

@@ -1,306 +1,22 @@
 //! The seam between the simulated world and the cm-core machines.
 //!
-//! The world speaks one generic vocabulary to every simulated daemon: [`SimInput`] (facts the
-//! world delivers: frames, completions, samples, ticks) and [`EnvOp`] (what a daemon asks the
-//! world to do: send, persist, run a DN action, sample a process, write a flag...). Each role's
-//! adapter (`adapters::*`) owns one cm-core machine and translates between this vocabulary and
-//! the machine's own `Input`/`Command` enums, so the world knows no machine's internals.
+//! A simulated process runs one cm-core machine and speaks that machine's own language: the
+//! world hands it the machine's `Input` (a [`Delivery`]) and carries out each `Command` it
+//! returns through the same [`Executor`](cm_core::io::Executor) trait the daemons implement
+//! against the OS (`crate::exec`, one `match` per machine). There is no second vocabulary to
+//! keep in step: a command added to a machine needs one arm in cm-io's daemons and one here.
 
 use std::collections::BTreeMap;
 
-use core::time::Duration;
-
+use cm_core::agent::{Agent, AgentCommand, AgentHealth, AgentInput};
 use cm_core::config::ClusterConfig;
-use cm_core::dn::{DnAction, DnStatus, ProcState, StopMode};
-use cm_core::flags::{Flag, FlagSet};
-use cm_core::io::{Alarm, NetCommand, NetEvent, PersistState, WriteCompleted};
-use cm_core::msg::Role;
-use cm_core::time::WallMillis;
-use cm_core::{GroupId, InstanceId, Instant, NodeId, OpId, QuorumTerm, Term};
-
-/// A fact the world delivers to a daemon.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SimInput {
-    /// The daemon's deadline passed (or a spurious wake-up).
-    Tick,
-    /// A connection-level event.
-    Net(NetEvent),
-    /// A `Persist` completed.
-    WriteDone(WriteCompleted),
-    /// A DN action finished.
-    DnDone {
-        /// The request.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// Outcome.
-        result: Result<(), String>,
-    },
-    /// A DN status query finished.
-    DnStatus {
-        /// The request.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// Outcome.
-        result: Result<DnStatus, String>,
-    },
-    /// The processes of an instance, as /proc shows them (empty: none).
-    Processes {
-        /// The request.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// States.
-        states: Vec<ProcState>,
-    },
-    /// Disk usage of an instance's data and log paths.
-    DiskUsage {
-        /// The request.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// Data path usage, percent.
-        data_pct: u8,
-        /// Log path usage, percent.
-        log_pct: u8,
-    },
-    /// A disk probe (write + read of a probe file) finished.
-    DiskProbe {
-        /// The request.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// Whether it succeeded.
-        ok: bool,
-        /// How long it took.
-        elapsed: Duration,
-    },
-    /// TCP reachability of the instance's peer DNs.
-    Peers {
-        /// The request.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// (peer, reachable).
-        reachable: Vec<(InstanceId, bool)>,
-    },
-    /// Age of the newest file in the instance's WAL directory.
-    WalAge {
-        /// The request.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// Age.
-        age: Duration,
-    },
-    /// What a phony-dead probe found.
-    PhonyProbe {
-        /// The request.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// The query answered.
-        answered: bool,
-        /// Age of the newest WAL file (when the query failed).
-        newest_wal_age: Option<Duration>,
-    },
-    /// cpu/mem/io usage, percent.
-    System {
-        /// CPU.
-        cpu_pct: u8,
-        /// Memory.
-        mem_pct: u8,
-        /// Disk I/O.
-        io_pct: u8,
-    },
-    /// The node's flag files.
-    Flags {
-        /// The request (None when pushed unasked).
-        op: Option<OpId>,
-        /// The flags.
-        flags: FlagSet,
-    },
-    /// A local daemon process sampled (None: absent).
-    ProcessSampled {
-        /// The request.
-        op: OpId,
-        /// Which daemon.
-        role: Role,
-        /// Its state, pid (the world's process incarnation) and the incarnation that started
-        /// it (None: the init system).
-        state: Option<(ProcState, u64, Option<u64>)>,
-    },
-    /// The fence command of §8 finished.
-    FenceDone {
-        /// The group it fenced for.
-        group: GroupId,
-        /// Exit status 0.
-        success: bool,
-    },
-    /// A resource script finished (§14).
-    ScriptDone {
-        /// The run.
-        op: OpId,
-        /// The resource instance.
-        instance: InstanceId,
-        /// How it ended.
-        exit: cm_core::resource::ScriptExit,
-    },
-    /// Two-node mode: whether the third-party gateways answered.
-    Gateways {
-        /// All answered.
-        reachable: bool,
-    },
-    /// A daemon this process started exited (the parent reaps its child).
-    ChildExited {
-        /// Which daemon.
-        role: Role,
-        /// Killed or crashed, rather than exiting on its own.
-        abnormal: bool,
-    },
-}
-
-/// What a daemon asks the world to do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum EnvOp {
-    /// A transport order.
-    Net(NetCommand),
-    /// Durable write.
-    Persist(PersistState),
-    /// Run a DN action.
-    RunDn {
-        /// Matches the completion.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// The action.
-        action: DnAction,
-        /// The agent chose to kill on its own (self-fence / peer check), for the timings.
-        self_fence: bool,
-    },
-    /// Query a DN's status.
-    QueryDn {
-        /// Matches the result.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-    },
-    /// Sample the instance's processes.
-    SampleProcesses {
-        /// Matches the result.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-    },
-    /// Sample disk usage.
-    SampleDisk {
-        /// Matches the result.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-    },
-    /// Probe the disk.
-    ProbeDisk {
-        /// Matches the result.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-    },
-    /// Try TCP connections to the instance's peer DNs (3 tries each).
-    ProbePeers {
-        /// Matches the result.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// Per try; an unreachable peer is known after 3 × this.
-        connect_timeout: Duration,
-    },
-    /// Age of the newest WAL file.
-    WalAge {
-        /// Matches the result.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-    },
-    /// Read the node's flag files.
-    ReadFlags {
-        /// Matches the result (None: the answer carries none).
-        op: Option<OpId>,
-    },
-    /// A phony-dead probe: a fresh connection running a status query.
-    ProbePhonyDead {
-        /// Matches the result.
-        op: OpId,
-        /// The instance.
-        instance: InstanceId,
-        /// Connect timeout of the probe.
-        connect_timeout: Duration,
-    },
-    /// Sample cpu/mem/io usage.
-    SampleSystem,
-    /// Write a flag file.
-    WriteFlag {
-        /// Which.
-        flag: Flag,
-        /// Stop mode written inside.
-        mode: StopMode,
-    },
-    /// Remove a flag file.
-    RemoveFlag {
-        /// Which.
-        flag: Flag,
-    },
-    /// Remove `cluster_manual_start` and every `instance_manual_start_*`.
-    RemoveAllManualStart,
-    /// Start a local daemon (om_monitor starts cm_agent; cm_agent starts cm_server).
-    StartProcess {
-        /// Which.
-        role: Role,
-        /// Started right after `cluster_manual_start` disappeared ("normal" start).
-        normal: bool,
-    },
-    /// SIGKILL a local daemon (only the process with this pid, if given).
-    KillProcess {
-        /// Which.
-        role: Role,
-        /// The pid (the world's process incarnation) it must have.
-        pid: Option<u64>,
-    },
-    /// Sample a local daemon's process.
-    SampleProcess {
-        /// Matches the result.
-        op: OpId,
-        /// Which.
-        role: Role,
-    },
-    /// The daemon exits on its own.
-    Exit,
-    /// Run the fence command for a silent primary's node: the simulated one powers the node
-    /// off (a STONITH) and succeeds.
-    FenceNode {
-        /// The group fenced for.
-        group: GroupId,
-        /// The node to fence.
-        node: NodeId,
-    },
-    /// Two-node mode: probe the third-party gateways (they answer while the node reaches any
-    /// other node of the cluster).
-    ProbeGateways,
-    /// An alarm, for the log.
-    Alarm(Alarm),
-    /// Run a resource instance's script (§14).
-    RunScript {
-        /// Matches the completion.
-        op: OpId,
-        /// The resource instance.
-        instance: InstanceId,
-        /// The verb.
-        verb: cm_core::resource::ScriptVerb,
-        /// Killed after this long.
-        timeout: Duration,
-    },
-}
+use cm_core::io::{Machine, WriteCompleted};
+use cm_core::monitor::{Monitor, MonitorCommand, MonitorInput, StartKind};
+use cm_core::msg::{Endpoint, Role};
+use cm_core::server::quorum::Role as QuorumRole;
+use cm_core::server::{Server, ServerCommand, ServerInput};
+use cm_core::state::ReplicatedState;
+use cm_core::{ClientId, GroupId, InstanceId, Instant, NodeId, QuorumTerm, Term};
 
 /// What the invariant checkers can see of a cm_server.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -340,14 +56,73 @@ pub enum Obs {
     },
 }
 
-/// A simulated daemon: one cm-core machine behind its adapter.
-pub trait SimDaemon {
-    /// Feeds one fact at the node's local `now` (and wall clock); returns the world orders.
-    fn handle(&mut self, now: Instant, wall: WallMillis, input: SimInput) -> Vec<EnvOp>;
+/// What the world hands a simulated process: an input of its machine, or a fact its driver
+/// takes in without feeding the machine (the first of om_monitor's two sample reads, a
+/// connection event om_monitor's control port does not serve, cm_agent reaping its
+/// cm_server, which the agent learns of from its next `SampleCms`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delivery {
+    /// For om_monitor.
+    Monitor(MonitorInput),
+    /// For cm_agent.
+    Agent(AgentInput),
+    /// For cm_server.
+    Server(ServerInput),
+    /// Reaches the process; its machine sees nothing.
+    Absorbed,
+}
+
+impl Delivery {
+    /// "Your deadline passed" (or a spurious wake-up) for a process of `role`.
+    pub fn tick(role: Role) -> Self {
+        match role {
+            Role::Monitor => Self::Monitor(MonitorInput::Tick),
+            Role::Agent => Self::Agent(AgentInput::Tick),
+            Role::Server => Self::Server(ServerInput::Tick),
+            Role::Ctl => Self::Absorbed,
+        }
+    }
+
+    /// A durable write of a process of `role` finished.
+    pub fn write_completed(role: Role, done: WriteCompleted) -> Self {
+        match role {
+            Role::Agent => Self::Agent(AgentInput::WriteCompleted(done)),
+            Role::Server => Self::Server(ServerInput::WriteCompleted(done)),
+            Role::Monitor | Role::Ctl => Self::Absorbed,
+        }
+    }
+}
+
+impl From<MonitorInput> for Delivery {
+    fn from(i: MonitorInput) -> Self {
+        Self::Monitor(i)
+    }
+}
+
+impl From<AgentInput> for Delivery {
+    fn from(i: AgentInput) -> Self {
+        Self::Agent(i)
+    }
+}
+
+impl From<ServerInput> for Delivery {
+    fn from(i: ServerInput) -> Self {
+        Self::Server(i)
+    }
+}
+
+/// A machine as a simulated process runs it: the machine's own inputs `I` in, its own
+/// commands `C` out (cm-core's [`Machine`] contract), plus what the checkers may see of it.
+/// cm-core's machines implement it; the world's own tests drive toys through it.
+pub trait SimMachine<I, C> {
+    /// Feeds one input at the node's local `now`; returns the commands in order.
+    fn step(&mut self, now: Instant, input: I) -> Vec<C>;
     /// The machine's next deadline (local clock).
     fn next_deadline(&self) -> Option<Instant>;
     /// What the checkers may see.
-    fn observe(&self) -> Obs;
+    fn observe(&self) -> Obs {
+        Obs::None
+    }
     /// The local DNs whose `/primary` (SPEC §15) answers 200 at the node's local `now`
     /// (agents only).
     fn writable(&self, _local_now: Instant) -> Vec<InstanceId> {
@@ -359,7 +134,7 @@ pub trait SimDaemon {
         Vec::new()
     }
     /// The agent's health snapshot (SPEC §15's view of its DNs; agents only).
-    fn agent_health(&self) -> Option<cm_core::agent::AgentHealth> {
+    fn agent_health(&self) -> Option<AgentHealth> {
         None
     }
     /// Whether §14's hand-over rule lets local `with_primary_of` resource instance `instance`
@@ -371,7 +146,307 @@ pub trait SimDaemon {
     fn dump(&self) -> String;
 }
 
-/// Everything an adapter needs to build its machine.
+/// om_monitor's control port as the world runs it: request frames become
+/// [`MonitorInput::CtlRequest`]s and each reply goes back to the connection it came from, as
+/// cm-daemons' om_monitor does over TCP.
+#[derive(Debug, Default)]
+pub struct ControlPort {
+    next: u64,
+    waiting: BTreeMap<ClientId, (Endpoint, u64)>,
+}
+
+impl ControlPort {
+    /// Registers request `id` from `peer`; returns the client the machine answers.
+    pub fn register(&mut self, peer: Endpoint, id: u64) -> ClientId {
+        self.next += 1;
+        let client = ClientId(self.next);
+        self.waiting.insert(client, (peer, id));
+        client
+    }
+
+    /// Where the reply to `client` goes, and its request id (None: unknown client).
+    pub fn take(&mut self, client: ClientId) -> Option<(Endpoint, u64)> {
+        self.waiting.remove(&client)
+    }
+}
+
+/// A simulated process: one machine, by role, with the little state its driver keeps.
+pub enum Daemon {
+    /// om_monitor.
+    Monitor {
+        /// The machine.
+        machine: Box<dyn SimMachine<MonitorInput, MonitorCommand>>,
+        /// Its control port.
+        port: ControlPort,
+    },
+    /// cm_agent.
+    Agent {
+        /// The machine.
+        machine: Box<dyn SimMachine<AgentInput, AgentCommand>>,
+        /// Event triggers it ordered (shown in the dump; the simulated script never finishes
+        /// and touches nothing — what a script that sleeps forever does to the cluster).
+        triggers: u64,
+    },
+    /// cm_server.
+    Server {
+        /// The machine.
+        machine: Box<dyn SimMachine<ServerInput, ServerCommand>>,
+        /// Whether it was told the wall clock (the daemon does so before its first input).
+        wall_fed: bool,
+    },
+}
+
+impl Daemon {
+    /// om_monitor running `machine`.
+    pub fn monitor(machine: impl SimMachine<MonitorInput, MonitorCommand> + 'static) -> Self {
+        Self::Monitor {
+            machine: Box::new(machine),
+            port: ControlPort::default(),
+        }
+    }
+
+    /// cm_agent running `machine`.
+    pub fn agent(machine: impl SimMachine<AgentInput, AgentCommand> + 'static) -> Self {
+        Self::Agent {
+            machine: Box::new(machine),
+            triggers: 0,
+        }
+    }
+
+    /// cm_server running `machine`.
+    pub fn server(machine: impl SimMachine<ServerInput, ServerCommand> + 'static) -> Self {
+        Self::Server {
+            machine: Box::new(machine),
+            wall_fed: false,
+        }
+    }
+
+    /// The monitor's machine.
+    pub(crate) fn monitor_mut(
+        &mut self,
+    ) -> Option<&mut dyn SimMachine<MonitorInput, MonitorCommand>> {
+        match self {
+            Self::Monitor { machine, .. } => Some(machine.as_mut()),
+            _ => None,
+        }
+    }
+
+    /// The agent's machine.
+    pub(crate) fn agent_mut(&mut self) -> Option<&mut dyn SimMachine<AgentInput, AgentCommand>> {
+        match self {
+            Self::Agent { machine, .. } => Some(machine.as_mut()),
+            _ => None,
+        }
+    }
+
+    /// The server's machine.
+    pub(crate) fn server_mut(&mut self) -> Option<&mut dyn SimMachine<ServerInput, ServerCommand>> {
+        match self {
+            Self::Server { machine, .. } => Some(machine.as_mut()),
+            _ => None,
+        }
+    }
+
+    /// The machine's next deadline (local clock).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Self::Monitor { machine, .. } => machine.next_deadline(),
+            Self::Agent { machine, .. } => machine.next_deadline(),
+            Self::Server { machine, .. } => machine.next_deadline(),
+        }
+    }
+
+    /// What the checkers may see.
+    pub fn observe(&self) -> Obs {
+        match self {
+            Self::Monitor { machine, .. } => machine.observe(),
+            Self::Agent { machine, .. } => machine.observe(),
+            Self::Server { machine, .. } => machine.observe(),
+        }
+    }
+
+    /// See [`SimMachine::writable`].
+    pub fn writable(&self, local_now: Instant) -> Vec<InstanceId> {
+        match self {
+            Self::Agent { machine, .. } => machine.writable(local_now),
+            _ => Vec::new(),
+        }
+    }
+
+    /// See [`SimMachine::write_leased`].
+    pub fn write_leased(&self, local_now: Instant) -> Vec<InstanceId> {
+        match self {
+            Self::Agent { machine, .. } => machine.write_leased(local_now),
+            _ => Vec::new(),
+        }
+    }
+
+    /// See [`SimMachine::agent_health`].
+    pub fn agent_health(&self) -> Option<AgentHealth> {
+        match self {
+            Self::Agent { machine, .. } => machine.agent_health(),
+            _ => None,
+        }
+    }
+
+    /// See [`SimMachine::resource_handover_clear`].
+    pub fn resource_handover_clear(
+        &self,
+        local_now: Instant,
+        instance: InstanceId,
+    ) -> Option<bool> {
+        match self {
+            Self::Agent { machine, .. } => machine.resource_handover_clear(local_now, instance),
+            _ => None,
+        }
+    }
+
+    /// A one-line state dump for failure reports.
+    pub fn dump(&self) -> String {
+        match self {
+            Self::Monitor { machine, .. } => machine.dump(),
+            Self::Agent { machine, triggers } => format!("{} triggers={triggers}", machine.dump()),
+            Self::Server { machine, .. } => machine.dump(),
+        }
+    }
+}
+
+impl SimMachine<MonitorInput, MonitorCommand> for Monitor {
+    fn step(&mut self, now: Instant, input: MonitorInput) -> Vec<MonitorCommand> {
+        Machine::step(self, now, input)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        Machine::next_deadline(self)
+    }
+
+    fn dump(&self) -> String {
+        let s = self.status();
+        format!(
+            "monitor agent_running={} attempts={} hung={} last_exit_abnormal={}",
+            s.agent_running, s.start_attempts, s.hung_checks, s.last_exit_abnormal
+        )
+    }
+}
+
+impl SimMachine<AgentInput, AgentCommand> for Agent {
+    fn step(&mut self, now: Instant, input: AgentInput) -> Vec<AgentCommand> {
+        Machine::step(self, now, input)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        Machine::next_deadline(self)
+    }
+
+    fn observe(&self) -> Obs {
+        Obs::Agent {
+            paused: self.status().paused,
+        }
+    }
+
+    fn writable(&self, local_now: Instant) -> Vec<InstanceId> {
+        Self::writable(self, local_now)
+    }
+
+    fn write_leased(&self, local_now: Instant) -> Vec<InstanceId> {
+        let h = self.health();
+        h.instances
+            .iter()
+            .filter(|i| i.write_lease(&h.params, local_now).is_ok())
+            .map(|i| i.instance)
+            .collect()
+    }
+
+    fn agent_health(&self) -> Option<AgentHealth> {
+        Some(self.health())
+    }
+
+    fn resource_handover_clear(&self, local_now: Instant, instance: InstanceId) -> Option<bool> {
+        Self::resource_handover_clear(self, local_now, instance)
+    }
+
+    fn dump(&self) -> String {
+        let s = self.status();
+        let insts: Vec<String> = s
+            .instances
+            .iter()
+            .map(|i| format!("{}:{:?}/{}/{}", i.instance, i.role, i.term, i.last_applied))
+            .collect();
+        format!(
+            "agent leader={:?} paused={} qterm={} connected={:?} [{}]",
+            s.leader,
+            s.paused,
+            s.highest_quorum_term,
+            s.connected,
+            insts.join(" "),
+        )
+    }
+}
+
+/// cm_server with the local instant of its last step, at which the checkers read its lease.
+pub struct SimServer {
+    server: Server,
+    last_now: Instant,
+}
+
+impl SimMachine<ServerInput, ServerCommand> for SimServer {
+    fn step(&mut self, now: Instant, input: ServerInput) -> Vec<ServerCommand> {
+        self.last_now = now;
+        self.server.step(now, input)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.server.next_deadline()
+    }
+
+    fn observe(&self) -> Obs {
+        let q = self.server.quorum().status(self.last_now);
+        let committed = self.server.quorum().committed();
+        Obs::Server(ServerObs {
+            quorum_term: q.term,
+            leader: q.role == QuorumRole::Leader,
+            lease_until: q.lease_until,
+            group_terms: committed.groups.iter().map(|(g, s)| (*g, s.term)).collect(),
+            paused: committed.paused,
+            stopping: committed.stopping,
+            switchovers: committed
+                .groups
+                .iter()
+                .filter(|(_, s)| s.switchover.is_some())
+                .map(|(g, _)| *g)
+                .collect(),
+            switchover_terms: committed
+                .groups
+                .iter()
+                .filter_map(|(g, s)| s.switchover.as_ref().map(|sw| (*g, sw.term)))
+                .collect(),
+        })
+    }
+
+    fn dump(&self) -> String {
+        let s = self.server.status();
+        let committed = self.server.quorum().committed();
+        let non_voters = &committed.non_voters;
+        let groups: Vec<String> = committed
+            .groups
+            .iter()
+            .map(|(g, st)| format!("{g}:{}/{}", st.term, st.static_primary))
+            .collect();
+        format!(
+            "server {:?} {} leader={:?} commit={} lease={:?} arbitrating={} agents={} non_voters={non_voters:?} groups=[{}]",
+            s.quorum.role,
+            s.quorum.term,
+            s.quorum.leader,
+            s.quorum.commit_index,
+            s.quorum.lease_until,
+            s.arbitrating,
+            s.agents_connected,
+            groups.join(" ")
+        )
+    }
+}
+
+/// Everything a factory needs to build a process's machine.
 pub struct Spawn<'a> {
     /// The cluster.
     pub config: &'a ClusterConfig,
@@ -387,10 +462,11 @@ pub struct Spawn<'a> {
     pub normal_start: bool,
 }
 
-/// Builds the daemons of each role. Roles it does not know are not simulated.
+/// Builds the processes of each role. Roles it does not know are not simulated.
 pub trait DaemonFactory: Send + Sync {
-    /// A new process of `role`, or None if this role is not simulated.
-    fn spawn(&self, role: Role, spawn: Spawn<'_>) -> Option<Box<dyn SimDaemon>>;
+    /// A new process of `role`, or None if this role is not simulated (or its machine
+    /// refuses to start).
+    fn spawn(&self, role: Role, spawn: Spawn<'_>) -> Option<Daemon>;
 
     /// The daemons the init system starts when a host boots (om_monitor, which starts the
     /// rest). A factory without a monitor names what it has instead.
@@ -406,12 +482,35 @@ pub trait DaemonFactory: Send + Sync {
     }
 }
 
-/// A factory that simulates no daemon: the world runs databases, disks, network and client only.
+/// The cm-core machines: om_monitor (started at boot), which starts cm_agent, which starts the
+/// node's cm_server. An agent or server whose store does not decode refuses to start, as the
+/// real daemon does (the monitor, or the agent, keeps trying).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct NoDaemons;
+pub struct Machines;
 
-impl DaemonFactory for NoDaemons {
-    fn spawn(&self, _role: Role, _spawn: Spawn<'_>) -> Option<Box<dyn SimDaemon>> {
-        None
+impl DaemonFactory for Machines {
+    fn spawn(&self, role: Role, s: Spawn<'_>) -> Option<Daemon> {
+        match role {
+            Role::Monitor => Some(Daemon::monitor(Monitor::new(
+                s.config, s.node, s.seed, s.restored,
+            ))),
+            Role::Agent => {
+                let kind = if s.normal_start {
+                    StartKind::Normal
+                } else {
+                    StartKind::Abnormal
+                };
+                let agent = Agent::new(s.config, s.node, s.seed, s.restored).ok()?;
+                Some(Daemon::agent(agent.with_start_kind(kind)))
+            }
+            Role::Server => {
+                let server = Server::new(s.config, s.node, s.seed, s.restored).ok()?;
+                Some(Daemon::server(SimServer {
+                    server,
+                    last_now: Instant::ZERO,
+                }))
+            }
+            Role::Ctl => None,
+        }
     }
 }

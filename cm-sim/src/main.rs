@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cm_sim::adapters::Machines;
+use cm_sim::daemon::Machines;
 use cm_sim::replay;
 use cm_sim::run::{Report, RunOptions, run};
 use cm_sim::scenario::Scenario;

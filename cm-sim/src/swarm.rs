@@ -776,7 +776,7 @@ pub fn failures_of(name: &str, seeds: impl IntoIterator<Item = u64>) -> Vec<Stri
                 &s,
                 name,
                 seed,
-                Box::new(crate::adapters::Machines),
+                Box::new(crate::daemon::Machines),
                 crate::run::RunOptions::default(),
             );
             (!r.ok()).then(|| format!("{:?} {:?} — {}", r.violations, r.misses, r.repro()))

@@ -8,17 +8,20 @@ use core::time::Duration;
 
 use cm_core::dn::{DnAction, ProcState};
 use cm_core::flags::FlagSet;
-use cm_core::io::NetEvent;
+use cm_core::io::{Executor, NetEvent};
+use cm_core::monitor::MonitorInput;
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
 use cm_core::rng::{Prng, derive_seed};
+use cm_core::server::ServerInput;
 use cm_core::time::{WallMillis, scale_up};
 use cm_core::{InstanceId, Instant, NodeId, OpId, WriteToken};
 
 use crate::check::{Checker, ServerView};
-use crate::daemon::{DaemonFactory, Obs, SimDaemon, SimInput, Spawn};
+use crate::daemon::{Daemon, DaemonFactory, Delivery, Obs, SimMachine, Spawn};
 use crate::db::Databases;
 use crate::disk::Disk;
 use crate::engine::{EventQueue, NodeClock, TraceHash};
+use crate::exec::ProcExec;
 use crate::net::Network;
 use crate::operator::Operator;
 use crate::scenario::{FaultAction, Scenario};
@@ -32,7 +35,7 @@ pub(crate) enum Event {
     Input {
         to: Endpoint,
         inc: u64,
-        input: SimInput,
+        input: Delivery,
     },
     Deadline {
         to: Endpoint,
@@ -84,14 +87,14 @@ pub(crate) enum Event {
 
 /// A running daemon process.
 pub struct Proc {
-    pub(crate) daemon: Box<dyn SimDaemon>,
+    pub(crate) daemon: Daemon,
     /// Incarnation (events of earlier ones are dropped).
     pub inc: u64,
     /// SIGSTOPped.
     pub stopped: bool,
     /// The incarnation of the process that started it (None: the init system).
     pub parent: Option<u64>,
-    held: Vec<SimInput>,
+    held: Vec<Delivery>,
     deadline: Option<Instant>,
 }
 
@@ -290,7 +293,7 @@ impl World {
                     if let Some(p) = self.proc_mut(to, inc) {
                         p.deadline = None;
                     }
-                    self.deliver(to, inc, SimInput::Tick);
+                    self.deliver(to, inc, Delivery::tick(to.role));
                 }
             }
             Event::Frame {
@@ -319,15 +322,12 @@ impl World {
                     _ => self.dbs.finish(now, instance, &action, db_inc),
                 };
                 self.after_db_change();
-                self.deliver(
-                    agent,
-                    inc,
-                    SimInput::DnDone {
-                        op,
-                        instance,
-                        result,
-                    },
-                );
+                let done = cm_core::agent::AgentInput::ActionCompleted {
+                    op,
+                    instance,
+                    result,
+                };
+                self.deliver(agent, inc, done.into());
             }
             Event::PersistDone { to, inc, token } => {
                 self.trace.mix(&[4]);
@@ -337,7 +337,7 @@ impl World {
                     .and_then(|h| h.disk.complete(to.role, token));
                 if let Some(result) = done {
                     let wc = cm_core::io::WriteCompleted { token, result };
-                    self.deliver(to, inc, SimInput::WriteDone(wc));
+                    self.deliver(to, inc, Delivery::write_completed(to.role, wc));
                 }
             }
             Event::Spawn {
@@ -375,6 +375,11 @@ impl World {
         (p.inc == inc).then_some(p)
     }
 
+    /// The process of daemon `ep`, if incarnation `inc` still runs.
+    pub(crate) fn daemon_mut(&mut self, ep: Endpoint, inc: u64) -> Option<&mut Daemon> {
+        self.proc_mut(ep, inc).map(|p| &mut p.daemon)
+    }
+
     /// The live incarnation of a daemon.
     pub fn inc_of(&self, ep: Endpoint) -> Option<u64> {
         let h = self.hosts.get(&ep.node)?;
@@ -401,8 +406,8 @@ impl World {
             && self.net.link_up(me.node, src.node)
     }
 
-    /// Feeds one input to a daemon and executes what it orders.
-    pub(crate) fn deliver(&mut self, to: Endpoint, inc: u64, input: SimInput) {
+    /// Feeds one input to a daemon and executes what its machine orders.
+    pub(crate) fn deliver(&mut self, to: Endpoint, inc: u64, input: Delivery) {
         let now = self.now();
         let Some(host) = self.hosts.get_mut(&to.node) else {
             return;
@@ -422,16 +427,61 @@ impl World {
             println!("{:>10}   -> {to}: {input:?}", now.to_string());
         }
         let local = clock.local(now);
-        let wall = WallMillis(clock.wall_ms(now));
-        let ops = p.daemon.handle(local, wall, input);
-        self.trace.mix_u64(ops.len() as u64);
-        self.reschedule(to);
-        for op in ops {
-            if self.inc_of(to) != Some(inc) {
-                break; // the daemon exited or was killed by an earlier order
+        let actions = match input {
+            Delivery::Monitor(i) => self.drive(to, inc, local, vec![i], Daemon::monitor_mut),
+            Delivery::Agent(i) => self.drive(to, inc, local, vec![i], Daemon::agent_mut),
+            Delivery::Server(i) => {
+                let mut inputs = vec![i];
+                if let Daemon::Server { wall_fed, .. } = &mut p.daemon
+                    && !*wall_fed
+                {
+                    // The daemon tells its machine the wall clock before anything else.
+                    *wall_fed = true;
+                    inputs.push(ServerInput::WallClock(WallMillis(clock.wall_ms(now))));
+                }
+                self.drive(to, inc, local, inputs, Daemon::server_mut)
             }
-            self.exec(to, inc, op);
+            Delivery::Absorbed => 0,
+        };
+        self.trace.mix_u64(actions);
+        self.reschedule(to);
+    }
+
+    /// Steps the machine of daemon `to` on `pending` (the last first) and hands each step's
+    /// commands, in order, to the world's executor for that machine; completions a
+    /// synchronous driver feeds back at once are stepped before the delivery ends. Stops when
+    /// the daemon dies (an order may kill it). Returns the world operations started.
+    fn drive<I, C>(
+        &mut self,
+        to: Endpoint,
+        inc: u64,
+        local: Instant,
+        mut pending: Vec<I>,
+        machine: fn(&mut Daemon) -> Option<&mut dyn SimMachine<I, C>>,
+    ) -> u64
+    where
+        for<'w> ProcExec<'w, I>: Executor<C>,
+    {
+        let mut actions = 0;
+        while let Some(input) = pending.pop() {
+            let Some(commands) = self
+                .proc_mut(to, inc)
+                .and_then(|p| machine(&mut p.daemon))
+                .map(|m| m.step(local, input))
+            else {
+                break;
+            };
+            let mut exec = ProcExec::new(self, to, inc);
+            for command in commands {
+                if exec.world.inc_of(to) != Some(inc) {
+                    break; // the daemon exited or was killed by an earlier order
+                }
+                exec.execute(local, command);
+            }
+            actions += exec.actions;
+            pending.extend(exec.immediate);
         }
+        actions
     }
 
     /// Re-queries the daemon's deadline and schedules it if it changed.
@@ -549,7 +599,7 @@ impl World {
                 },
             );
         }
-        self.deliver(ep, inc, SimInput::Tick);
+        self.deliver(ep, inc, Delivery::tick(role));
     }
 
     /// Kills a daemon: its connections close (peers see it after `close_after`).
@@ -582,9 +632,11 @@ impl World {
         }
         if let (true, Some((role, inc))) = (up, parent) {
             let abnormal = self.exiting != Some(ep);
-            let input = SimInput::ChildExited {
-                role: ep.role,
-                abnormal,
+            // om_monitor's machine is told its cm_agent exited; cm_agent learns that its
+            // cm_server is gone from its next sample.
+            let input = match role {
+                Role::Monitor => MonitorInput::AgentExited { abnormal }.into(),
+                _ => Delivery::Absorbed,
             };
             let to = Endpoint {
                 node: ep.node,
@@ -626,7 +678,7 @@ impl World {
             return;
         }
         if let Some(inc) = self.inc_of(who) {
-            let input = SimInput::Net(NetEvent::Closed { peer });
+            let input = self.net_delivery(who, inc, NetEvent::Closed { peer });
             self.queue.push_after(
                 after,
                 Event::Input {
@@ -659,7 +711,7 @@ impl World {
             Event::Input {
                 to: ep,
                 inc,
-                input: SimInput::Tick,
+                input: Delivery::tick(ep.role),
             },
         );
     }
@@ -690,10 +742,11 @@ impl World {
             self.last_restart_cmd.insert(c.instance, now);
         }
         if let Some(inc) = self.inc_of(to) {
-            let input = SimInput::Net(NetEvent::FrameReceived {
+            let ev = NetEvent::FrameReceived {
                 peer: from,
                 envelope,
-            });
+            };
+            let input = self.net_delivery(to, inc, ev);
             self.deliver(to, inc, input);
         }
     }
@@ -708,7 +761,8 @@ impl World {
         } else {
             NetEvent::ConnectFailed { peer }
         };
-        self.deliver(from, inc, SimInput::Net(ev));
+        let input = self.net_delivery(from, inc, ev);
+        self.deliver(from, inc, input);
     }
 
     fn on_replicate(&mut self) {
@@ -914,7 +968,7 @@ impl World {
         s
     }
 
-    /// Whether a DN process is in a hung state (for adapters' samples).
+    /// Whether a DN process is in a hung state (for the executors' samples).
     pub fn dn_proc_state(&self, instance: InstanceId) -> Option<ProcState> {
         self.dbs
             .get(instance)

@@ -1,272 +1,233 @@
-//! Executing what daemons order ([`EnvOp`]) against the world's models.
+//! What the world's models do when a daemon's command reaches them: the operations
+//! `crate::exec`'s executors call. Each names a fact of the world (a disk write, a process
+//! start, a DN action, a frame on the wire), never a machine's command; the completion it
+//! produces goes back as the daemon's own input ([`Delivery`]).
 
 use core::time::Duration;
 
-use cm_core::dn::{DnAction, DnRole};
-use cm_core::flags::Flag;
-use cm_core::io::{NetCommand, NetEvent};
-use cm_core::msg::{Endpoint, Role};
+use cm_core::agent::AgentInput;
+use cm_core::dn::{DnAction, DnRole, DnStatus, ProcState, StopMode};
+use cm_core::flags::{Flag, FlagSet};
+use cm_core::io::{NetCommand, NetEvent, PersistState};
+use cm_core::monitor::MonitorInput;
+use cm_core::msg::{Endpoint, Msg, Role};
+use cm_core::server::ServerInput;
+use cm_core::{InstanceId, NodeId, OpId};
 
-use crate::daemon::{EnvOp, SimInput};
+use crate::daemon::{Daemon, Delivery};
 use crate::world::{Event, World};
 
+/// How long the quick local reads (/proc, the state directory, a sample) take.
+pub(crate) const FAST: Duration = Duration::from_millis(1);
+
 impl World {
-    fn reply(&mut self, to: Endpoint, inc: u64, after: Duration, input: SimInput) {
+    /// Delivers `input` to daemon `to` (incarnation `inc`) `after` from now.
+    pub(crate) fn reply(&mut self, to: Endpoint, inc: u64, after: Duration, input: Delivery) {
         self.queue
             .push_after(after, Event::Input { to, inc, input });
     }
 
-    /// Executes one order of daemon `ep` (incarnation `inc`).
-    pub(crate) fn exec(&mut self, ep: Endpoint, inc: u64, op: EnvOp) {
-        let now = self.now();
-        let fast = Duration::from_millis(1);
-        match op {
-            EnvOp::Net(cmd) => self.exec_net(ep, inc, cmd),
-            EnvOp::Persist(p) => {
-                let nominal = self
-                    .rng
-                    .duration_between(Duration::from_millis(1), Duration::from_millis(4));
-                if let Some(h) = self.hosts.get_mut(&ep.node) {
-                    let at = h.disk.begin_write(ep.role, p.token, p.bytes, now, nominal);
-                    self.queue.push(
-                        at,
-                        Event::PersistDone {
-                            to: ep,
-                            inc,
-                            token: p.token,
-                        },
-                    );
-                }
-            }
-            EnvOp::RunDn {
-                op,
-                instance,
-                action,
-                self_fence,
-            } => {
-                self.run_dn(ep, inc, op, instance, action, self_fence);
-            }
-            EnvOp::QueryDn { op, instance } => {
-                let frozen = !self.host_runs(ep.node);
-                let (after, result) = self.dbs.query(now, instance, frozen, &mut self.rng);
-                self.reply(
-                    ep,
-                    inc,
-                    after,
-                    SimInput::DnStatus {
-                        op,
-                        instance,
-                        result,
-                    },
-                );
-            }
-            EnvOp::SampleProcesses { op, instance } => {
-                let states = self.dbs.processes(instance);
-                self.reply(
-                    ep,
-                    inc,
-                    fast,
-                    SimInput::Processes {
-                        op,
-                        instance,
-                        states,
-                    },
-                );
-            }
-            EnvOp::SampleDisk { op, instance } => {
-                let (pct, at) = match self.hosts.get(&ep.node) {
-                    Some(h) => (h.disk.usage_pct(now), h.disk.completes_at(now, fast)),
-                    None => return,
+    /// A connection event for daemon `to`: its machine's `Net` input for cm_agent and
+    /// cm_server; om_monitor's control port turns a request frame into a `CtlRequest` and
+    /// takes in everything else.
+    pub(crate) fn net_delivery(&mut self, to: Endpoint, inc: u64, ev: NetEvent) -> Delivery {
+        match to.role {
+            Role::Agent => AgentInput::Net(ev).into(),
+            Role::Server => ServerInput::Net(ev).into(),
+            Role::Monitor => {
+                let NetEvent::FrameReceived { peer, envelope } = ev else {
+                    return Delivery::Absorbed;
                 };
-                let p = pct.round() as u8;
-                let input = SimInput::DiskUsage {
-                    op,
-                    instance,
-                    data_pct: p,
-                    log_pct: p,
+                let Msg::MonitorRequest { id, req } = envelope.msg else {
+                    return Delivery::Absorbed;
                 };
-                self.queue.push(at, Event::Input { to: ep, inc, input });
-            }
-            EnvOp::ProbeDisk { op, instance } => {
-                let Some(h) = self.hosts.get(&ep.node) else {
-                    return;
-                };
-                let at = h.disk.completes_at(now, Duration::from_millis(2));
-                let ok = h.disk.probe() == crate::disk::ProbeOutcome::Ok;
-                let input = SimInput::DiskProbe {
-                    op,
-                    instance,
-                    ok,
-                    elapsed: at - now,
-                };
-                self.queue.push(at, Event::Input { to: ep, inc, input });
-            }
-            EnvOp::ProbePeers {
-                op,
-                instance,
-                connect_timeout,
-            } => {
-                let reachable = self.peer_reachability(instance);
-                let all = reachable.iter().all(|(_, r)| *r);
-                let after = if all {
-                    Duration::from_millis(3)
-                } else {
-                    3 * connect_timeout
-                };
-                self.reply(
-                    ep,
-                    inc,
-                    after,
-                    SimInput::Peers {
-                        op,
-                        instance,
-                        reachable,
-                    },
-                );
-            }
-            EnvOp::WalAge { op, instance } => {
-                let age = self
-                    .dbs
-                    .get(instance)
-                    .map_or(Duration::MAX, |i| now - i.last_wal_change);
-                self.reply(ep, inc, fast, SimInput::WalAge { op, instance, age });
-            }
-            EnvOp::ReadFlags { op } => {
-                let flags = self
+                let port = self
                     .hosts
-                    .get(&ep.node)
-                    .map(|h| h.flags.clone())
-                    .unwrap_or_default();
-                self.reply(ep, inc, fast, SimInput::Flags { op, flags });
-            }
-            EnvOp::ProbePhonyDead {
-                op,
-                instance,
-                connect_timeout,
-            } => {
-                let frozen = !self.host_runs(ep.node);
-                let (after, result) = self.dbs.query(now, instance, frozen, &mut self.rng);
-                let answered = result.is_ok();
-                let after = if answered {
-                    after
-                } else {
-                    after.min(connect_timeout)
-                };
-                let newest_wal_age = (!answered)
-                    .then(|| {
-                        self.dbs
-                            .get(instance)
-                            .map(|i| now + after - i.last_wal_change)
-                    })
-                    .flatten();
-                let input = SimInput::PhonyProbe {
-                    op,
-                    instance,
-                    answered,
-                    newest_wal_age,
-                };
-                self.reply(ep, inc, after, input);
-            }
-            EnvOp::SampleSystem => {
-                let input = SimInput::System {
-                    cpu_pct: 20,
-                    mem_pct: 40,
-                    io_pct: 10,
-                };
-                self.reply(ep, inc, fast, input);
-            }
-            EnvOp::WriteFlag { flag, mode } => self.write_flag(ep, flag, Some(mode)),
-            EnvOp::RemoveFlag { flag } => self.write_flag(ep, flag, None),
-            EnvOp::RemoveAllManualStart => {
-                if let Some(h) = self.hosts.get_mut(&ep.node) {
-                    h.flags.cluster_manual_start = None;
-                    h.flags.instance_manual_start.clear();
-                }
-                self.note(format!("{ep} removed every manual-start flag"));
-            }
-            EnvOp::StartProcess { role, normal } => {
-                let boot = self.hosts.get(&ep.node).map_or(0, |h| h.boot);
-                let after = self
-                    .rng
-                    .duration_between(Duration::from_millis(100), Duration::from_millis(300));
-                self.queue.push_after(
-                    after,
-                    Event::Spawn {
-                        node: ep.node,
-                        role,
-                        normal,
-                        boot,
-                        parent: Some(inc),
-                    },
-                );
-            }
-            EnvOp::KillProcess { role, pid } => {
-                let target = Endpoint {
-                    node: ep.node,
-                    role,
-                };
-                if pid.is_none() || self.inc_of(target) == pid {
-                    self.kill_proc(target, Duration::from_millis(1));
-                }
-            }
-            EnvOp::SampleProcess { op, role } => {
-                let state = self
-                    .hosts
-                    .get(&ep.node)
-                    .and_then(|h| h.procs.get(&role))
-                    .map(|p| {
-                        let st = if p.stopped {
-                            cm_core::dn::ProcState::Stopped
-                        } else {
-                            cm_core::dn::ProcState::Running
-                        };
-                        (st, p.inc, p.parent)
+                    .get_mut(&to.node)
+                    .and_then(|h| h.procs.get_mut(&to.role))
+                    .filter(|p| p.inc == inc)
+                    .and_then(|p| match &mut p.daemon {
+                        Daemon::Monitor { port, .. } => Some(port),
+                        _ => None,
                     });
-                self.reply(ep, inc, fast, SimInput::ProcessSampled { op, role, state });
-            }
-            EnvOp::Exit => {
-                self.exiting = Some(ep);
-                self.kill_proc(ep, Duration::from_millis(1));
-                self.exiting = None;
-            }
-            EnvOp::FenceNode { group, node } => {
-                self.note(format!("{ep} fence command powers {node} off"));
-                self.crash_host(node);
-                let input = SimInput::FenceDone {
-                    group,
-                    success: true,
+                let Some(port) = port else {
+                    return Delivery::Absorbed;
                 };
-                self.reply(ep, inc, Duration::from_secs(1), input);
+                let client = port.register(peer, id);
+                MonitorInput::CtlRequest {
+                    client,
+                    from: peer,
+                    req,
+                }
+                .into()
             }
-            EnvOp::ProbeGateways => {
-                let nodes: Vec<cm_core::NodeId> = self.hosts.keys().copied().collect();
-                let reachable = self.net.gateway_reachable(ep.node, &nodes);
-                self.reply(
-                    ep,
-                    inc,
-                    Duration::from_millis(100),
-                    SimInput::Gateways { reachable },
-                );
-            }
-            EnvOp::Alarm(a) => self.note(format!("{ep} alarm {a:?}")),
-            EnvOp::RunScript {
-                op,
-                instance,
-                verb,
-                timeout,
-            } => {
-                let (after, exit) = self.run_resource_script(ep.node, instance, verb, timeout);
-                self.note(format!(
-                    "{ep} resource {instance} {} -> {exit:?}",
-                    verb.arg()
-                ));
-                let done = SimInput::ScriptDone { op, instance, exit };
-                self.reply(ep, inc, after, done);
-            }
+            Role::Ctl => Delivery::Absorbed,
         }
     }
 
-    fn write_flag(&mut self, ep: Endpoint, flag: Flag, mode: Option<cm_core::dn::StopMode>) {
+    /// A durable write of daemon `ep`'s state: it completes after the disk's latency.
+    pub(crate) fn persist(&mut self, ep: Endpoint, inc: u64, p: PersistState) {
+        let now = self.now();
+        let nominal = self
+            .rng
+            .duration_between(Duration::from_millis(1), Duration::from_millis(4));
+        if let Some(h) = self.hosts.get_mut(&ep.node) {
+            let at = h.disk.begin_write(ep.role, p.token, p.bytes, now, nominal);
+            let token = p.token;
+            self.queue
+                .push(at, Event::PersistDone { to: ep, inc, token });
+        }
+    }
+
+    /// A status query of a DN from a process of `node`: how long it takes and what it says.
+    pub(crate) fn query_dn(
+        &mut self,
+        node: NodeId,
+        instance: InstanceId,
+    ) -> (Duration, Result<DnStatus, String>) {
+        let frozen = !self.host_runs(node);
+        self.dbs.query(self.now(), instance, frozen, &mut self.rng)
+    }
+
+    /// A phony-dead probe (a fresh connection running a status query, given up after
+    /// `connect_timeout`): when it ends, whether the query answered, and if not the age of
+    /// the DN's newest WAL file then.
+    pub(crate) fn probe_phony_dead(
+        &mut self,
+        node: NodeId,
+        instance: InstanceId,
+        connect_timeout: Duration,
+    ) -> (Duration, bool, Option<Duration>) {
+        let now = self.now();
+        let (after, result) = self.query_dn(node, instance);
+        let answered = result.is_ok();
+        let after = if answered {
+            after
+        } else {
+            after.min(connect_timeout)
+        };
+        let newest_wal_age = (!answered)
+            .then(|| {
+                self.dbs
+                    .get(instance)
+                    .map(|i| now + after - i.last_wal_change)
+            })
+            .flatten();
+        (after, answered, newest_wal_age)
+    }
+
+    /// Disk usage (percent, rounded) of `node` and when a `statvfs` issued now returns.
+    pub(crate) fn sample_disk(&self, node: NodeId) -> Option<(u8, cm_core::Instant)> {
+        let now = self.now();
+        let h = self.hosts.get(&node)?;
+        let pct = h.disk.usage_pct(now).round() as u8;
+        Some((pct, h.disk.completes_at(now, FAST)))
+    }
+
+    /// A probe write and read on `node`'s disk: when it returns and whether it succeeded.
+    pub(crate) fn probe_disk(&self, node: NodeId) -> Option<(cm_core::Instant, bool)> {
+        let h = self.hosts.get(&node)?;
+        let at = h.disk.completes_at(self.now(), Duration::from_millis(2));
+        Some((at, h.disk.probe() == crate::disk::ProbeOutcome::Ok))
+    }
+
+    /// TCP connections to the peer DNs of `instance`, 3 tries each: how long until the
+    /// answer (an unreachable peer is known after 3 × `connect_timeout`) and whether any
+    /// peer answered.
+    pub(crate) fn probe_peers(
+        &self,
+        instance: InstanceId,
+        connect_timeout: Duration,
+    ) -> (Duration, bool) {
+        let reachable = self.peer_reachability(instance);
+        let after = if reachable.iter().all(|(_, r)| *r) {
+            Duration::from_millis(3)
+        } else {
+            3 * connect_timeout
+        };
+        (after, reachable.iter().any(|(_, r)| *r))
+    }
+
+    /// The flag files of `node`'s state directory.
+    pub(crate) fn flags_of(&self, node: NodeId) -> FlagSet {
+        self.hosts
+            .get(&node)
+            .map(|h| h.flags.clone())
+            .unwrap_or_default()
+    }
+
+    /// The process of `role` on `node` as /proc shows it: state, pid (the world's
+    /// incarnation) and the incarnation that started it (None: the init system).
+    pub(crate) fn process_of(
+        &self,
+        node: NodeId,
+        role: Role,
+    ) -> Option<(ProcState, u64, Option<u64>)> {
+        let p = self.hosts.get(&node)?.procs.get(&role)?;
+        let st = if p.stopped {
+            ProcState::Stopped
+        } else {
+            ProcState::Running
+        };
+        Some((st, p.inc, p.parent))
+    }
+
+    /// Daemon `ep` (incarnation `inc`) starts a local daemon of `role`; it appears after a
+    /// start-up delay.
+    pub(crate) fn start_process(&mut self, ep: Endpoint, inc: u64, role: Role, normal: bool) {
+        let boot = self.hosts.get(&ep.node).map_or(0, |h| h.boot);
+        let after = self
+            .rng
+            .duration_between(Duration::from_millis(100), Duration::from_millis(300));
+        let ev = Event::Spawn {
+            node: ep.node,
+            role,
+            normal,
+            boot,
+            parent: Some(inc),
+        };
+        self.queue.push_after(after, ev);
+    }
+
+    /// SIGKILL of the local daemon of `role` on `node` (only the process with this pid, if
+    /// given).
+    pub(crate) fn kill_process(&mut self, node: NodeId, role: Role, pid: Option<u64>) {
+        let target = Endpoint { node, role };
+        if pid.is_none() || self.inc_of(target) == pid {
+            self.kill_proc(target, FAST);
+        }
+    }
+
+    /// Daemon `ep` exits on its own.
+    pub(crate) fn exit(&mut self, ep: Endpoint) {
+        self.exiting = Some(ep);
+        self.kill_proc(ep, FAST);
+        self.exiting = None;
+    }
+
+    /// The fence command of §8: the simulated one powers `node` off (a STONITH) and
+    /// succeeds after a second.
+    pub(crate) fn fence_node(&mut self, ep: Endpoint, node: NodeId) -> Duration {
+        self.note(format!("{ep} fence command powers {node} off"));
+        self.crash_host(node);
+        Duration::from_secs(1)
+    }
+
+    /// Two-node mode: whether `node` reaches the third-party gateways (they answer while it
+    /// reaches any other node of the cluster), known after 100 ms.
+    pub(crate) fn probe_gateways(&self, node: NodeId) -> (Duration, bool) {
+        let nodes: Vec<NodeId> = self.hosts.keys().copied().collect();
+        let reachable = self.net.gateway_reachable(node, &nodes);
+        (Duration::from_millis(100), reachable)
+    }
+
+    /// An alarm, for the timeline.
+    pub(crate) fn alarm(&mut self, ep: Endpoint, alarm: &cm_core::io::Alarm) {
+        self.note(format!("{ep} alarm {alarm:?}"));
+    }
+
+    /// Writes (`mode` Some) or removes a flag file in `ep`'s node's state directory.
+    pub(crate) fn write_flag(&mut self, ep: Endpoint, flag: Flag, mode: Option<StopMode>) {
         let Some(h) = self.hosts.get_mut(&ep.node) else {
             return;
         };
@@ -286,7 +247,32 @@ impl World {
         self.note(format!("{ep} {verb} {}", flag.file_name()));
     }
 
-    fn peer_reachability(&self, instance: cm_core::InstanceId) -> Vec<(cm_core::InstanceId, bool)> {
+    /// Removes `cluster_manual_start` and every `instance_manual_start_*` of `ep`'s node.
+    pub(crate) fn remove_all_manual_start(&mut self, ep: Endpoint) {
+        if let Some(h) = self.hosts.get_mut(&ep.node) {
+            h.flags.cluster_manual_start = None;
+            h.flags.instance_manual_start.clear();
+        }
+        self.note(format!("{ep} removed every manual-start flag"));
+    }
+
+    /// Runs resource script `verb` of `instance` on `ep`'s node; returns when it ends and how.
+    pub(crate) fn run_script(
+        &mut self,
+        ep: Endpoint,
+        instance: InstanceId,
+        verb: cm_core::resource::ScriptVerb,
+        timeout: Duration,
+    ) -> (Duration, cm_core::resource::ScriptExit) {
+        let (after, exit) = self.run_resource_script(ep.node, instance, verb, timeout);
+        self.note(format!(
+            "{ep} resource {instance} {} -> {exit:?}",
+            verb.arg()
+        ));
+        (after, exit)
+    }
+
+    fn peer_reachability(&self, instance: InstanceId) -> Vec<(InstanceId, bool)> {
         let Some(me) = self.dbs.get(instance) else {
             return Vec::new();
         };
@@ -300,14 +286,15 @@ impl World {
             .collect()
     }
 
-    fn run_dn(
+    /// Agent `ep` runs a DN action; it completes as `ActionCompleted` when the database
+    /// model says so.
+    pub(crate) fn run_dn(
         &mut self,
         ep: Endpoint,
         inc: u64,
-        op: cm_core::OpId,
-        instance: cm_core::InstanceId,
+        op: OpId,
+        instance: InstanceId,
         action: DnAction,
-        self_fence: bool,
     ) {
         let now = self.now();
         let kept = self
@@ -332,7 +319,7 @@ impl World {
                 .get(instance)
                 .is_some_and(|i| i.running && i.role == DnRole::Primary);
             let ordered = self.recent_restart_cmd(instance, Duration::from_secs(3));
-            if primary && (self_fence || (!ordered && !kept)) {
+            if primary && !ordered && !kept {
                 self.note(format!("{ep} self-fences {instance}"));
                 self.checker.on_self_fence(now);
             }
@@ -353,27 +340,24 @@ impl World {
                 self.queue.push_after(b.after, ev);
             }
             Err(e) => {
-                let input = SimInput::DnDone {
+                let done = AgentInput::ActionCompleted {
                     op,
                     instance,
                     result: Err(e),
                 };
-                self.reply(ep, inc, Duration::from_millis(1), input);
+                self.reply(ep, inc, FAST, done.into());
             }
         }
     }
 
-    fn exec_net(&mut self, ep: Endpoint, inc: u64, cmd: NetCommand) {
+    /// A transport order of daemon `ep`: connections and frames over the simulated network.
+    pub(crate) fn net_command(&mut self, ep: Endpoint, inc: u64, cmd: NetCommand) {
         let now = self.now();
         match cmd {
             NetCommand::Connect { peer } => {
                 if self.net.conn(ep, peer).is_some() {
-                    self.reply(
-                        ep,
-                        inc,
-                        Duration::from_micros(10),
-                        SimInput::Net(NetEvent::Connected { peer }),
-                    );
+                    let up = self.net_delivery(ep, inc, NetEvent::Connected { peer });
+                    self.reply(ep, inc, Duration::from_micros(10), up);
                     return;
                 }
                 let reachable = self.net.endpoints_up(ep, peer)
@@ -385,14 +369,12 @@ impl World {
                 } else {
                     self.net.connect_timeout()
                 };
-                self.queue.push_after(
-                    after,
-                    Event::Connect {
-                        from: ep,
-                        to: peer,
-                        inc,
-                    },
-                );
+                let ev = Event::Connect {
+                    from: ep,
+                    to: peer,
+                    inc,
+                };
+                self.queue.push_after(after, ev);
             }
             NetCommand::Disconnect { peer } => {
                 if self.net.close(ep, peer) {
@@ -407,7 +389,7 @@ impl World {
                 };
                 self.checker
                     .on_send(now, ep, &envelope.msg, envelope.quorum_term);
-                if let cm_core::msg::Msg::Command(c) = &envelope.msg {
+                if let Msg::Command(c) = &envelope.msg {
                     self.note(format!(
                         "{ep} -> {to}: {:?} on {} ({})",
                         c.cmd, c.instance, envelope.quorum_term
@@ -428,7 +410,7 @@ impl World {
     }
 
     /// Whether a role's process is alive on a node (for the ctl executor).
-    pub fn has_proc(&self, node: cm_core::NodeId, role: Role) -> bool {
+    pub fn has_proc(&self, node: NodeId, role: Role) -> bool {
         self.inc_of(Endpoint { node, role }).is_some()
     }
 }

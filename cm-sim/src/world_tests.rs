@@ -3,13 +3,16 @@
 
 use core::time::Duration;
 
-use cm_core::dn::DnAction;
+use cm_core::agent::{AgentCommand, AgentInput};
+use cm_core::dn::{DnAction, StopMode};
+use cm_core::flags::Flag;
 use cm_core::io::{NetCommand, NetEvent, PersistState};
+use cm_core::monitor::{MonitorCommand, MonitorInput};
 use cm_core::msg::{Endpoint, Envelope, Msg, Role};
-use cm_core::time::WallMillis;
+use cm_core::server::{ServerCommand, ServerInput};
 use cm_core::{InstanceId, Instant, NodeId, OpId, QuorumTerm, Term, WriteToken};
 
-use crate::daemon::{DaemonFactory, EnvOp, Obs, ServerObs, SimDaemon, SimInput, Spawn};
+use crate::daemon::{Daemon, DaemonFactory, Obs, ServerObs, SimMachine, Spawn};
 use crate::scenario::{Fault, FaultAction, Scenario};
 use crate::world::World;
 
@@ -29,12 +32,12 @@ struct ToyAgent {
     paused: bool,
 }
 
-impl SimDaemon for ToyAgent {
-    fn handle(&mut self, now: Instant, _wall: WallMillis, input: SimInput) -> Vec<EnvOp> {
+impl SimMachine<AgentInput, AgentCommand> for ToyAgent {
+    fn step(&mut self, now: Instant, input: AgentInput) -> Vec<AgentCommand> {
         let start = *self.started.get_or_insert(now);
         let mut out = Vec::new();
-        if let SimInput::Net(NetEvent::Closed { peer }) = input {
-            out.push(EnvOp::Net(NetCommand::Connect { peer }));
+        if let AgentInput::Net(NetEvent::Closed { peer }) = input {
+            out.push(AgentCommand::Net(NetCommand::Connect { peer }));
         }
         if now < self.next {
             return out;
@@ -42,17 +45,16 @@ impl SimDaemon for ToyAgent {
         self.next = now + Duration::from_millis(500);
         self.ops += 1;
         let op = OpId(self.ops);
-        let run = |i: InstanceId, action: DnAction| EnvOp::RunDn {
+        let run = |i: InstanceId, action: DnAction| AgentCommand::RunDnAction {
             op,
             instance: i,
             action,
-            self_fence: false,
         };
         match self.stage {
             0 => {
                 out.extend(self.local.iter().map(|i| run(*i, DnAction::StartPending)));
                 out.extend(self.cms.iter().map(|n| {
-                    EnvOp::Net(NetCommand::Connect {
+                    AgentCommand::Net(NetCommand::Connect {
                         peer: Endpoint::server(*n),
                     })
                 }));
@@ -82,11 +84,11 @@ impl SimDaemon for ToyAgent {
                 quorum_term: QuorumTerm(0),
                 msg: Msg::TermCheck { nonce: self.ops },
             };
-            out.push(EnvOp::Net(NetCommand::Send { envelope }));
+            out.push(AgentCommand::Net(NetCommand::Send { envelope }));
         }
         if self.ops.is_multiple_of(2) {
             let bytes = self.ops.to_le_bytes().to_vec();
-            out.push(EnvOp::Persist(PersistState {
+            out.push(AgentCommand::PersistState(PersistState {
                 token: WriteToken(self.ops),
                 bytes,
             }));
@@ -114,11 +116,11 @@ struct ToyServer {
     checks: u64,
 }
 
-impl SimDaemon for ToyServer {
-    fn handle(&mut self, now: Instant, _wall: WallMillis, input: SimInput) -> Vec<EnvOp> {
+impl SimMachine<ServerInput, ServerCommand> for ToyServer {
+    fn step(&mut self, now: Instant, input: ServerInput) -> Vec<ServerCommand> {
         self.last = now;
         match input {
-            SimInput::Net(NetEvent::FrameReceived { peer, envelope }) => {
+            ServerInput::Net(NetEvent::FrameReceived { peer, envelope }) => {
                 self.checks += 1;
                 let Msg::TermCheck { nonce } = envelope.msg else {
                     return Vec::new();
@@ -133,7 +135,7 @@ impl SimDaemon for ToyServer {
                         weight: 1,
                     },
                 };
-                vec![EnvOp::Net(NetCommand::Send { envelope: reply })]
+                vec![ServerCommand::Net(NetCommand::Send { envelope: reply })]
             }
             _ => Vec::new(),
         }
@@ -164,10 +166,10 @@ struct Toy {
 }
 
 impl DaemonFactory for Toy {
-    fn spawn(&self, role: Role, s: Spawn<'_>) -> Option<Box<dyn SimDaemon>> {
+    fn spawn(&self, role: Role, s: Spawn<'_>) -> Option<Daemon> {
         let cms = s.config.cms_nodes();
         match role {
-            Role::Agent => Some(Box::new(ToyAgent {
+            Role::Agent => Some(Daemon::agent(ToyAgent {
                 node: s.node,
                 local: s.config.instances_on(s.node),
                 promote: self.promote.clone(),
@@ -179,7 +181,7 @@ impl DaemonFactory for Toy {
                 ops: 0,
                 paused: self.agent_paused,
             })),
-            Role::Server => Some(Box::new(ToyServer {
+            Role::Server => Some(Daemon::server(ToyServer {
                 leader: cms.first() == Some(&s.node),
                 paused: self.leader_paused,
                 last: Instant::ZERO,
@@ -397,7 +399,7 @@ fn cron_restarts_a_killed_om_monitor_at_second_0_of_the_next_minute() {
         action: kill,
     }]);
     s.duration = Duration::from_secs(75);
-    let mut w = World::new(s, 3, Box::new(crate::adapters::Machines));
+    let mut w = World::new(s, 3, Box::new(crate::daemon::Machines));
     let monitor_up = |w: &World| w.hosts[&NodeId(1)].procs.contains_key(&Role::Monitor);
     w.run_until(Instant::ZERO + Duration::from_secs(11), &mut |_| false);
     assert!(!monitor_up(&w), "killed at 10 s");
@@ -512,4 +514,90 @@ fn the_gateway_fault_sets_reachability_until_heal() {
     assert!(w.net.gateway_reachable(NodeId(1), &all));
     w.run_until(Instant::from_secs(11), &mut |_| false);
     assert!(w.net.gateway_reachable(NodeId(2), &all));
+}
+
+/// A toy om_monitor: on its first tick writes `cluster_manual_start`; on the completion asks
+/// for an agent sample; logs what reaches it.
+struct ToyMonitor {
+    log: Vec<String>,
+    wrote: bool,
+}
+
+impl SimMachine<MonitorInput, MonitorCommand> for ToyMonitor {
+    fn step(&mut self, now: Instant, input: MonitorInput) -> Vec<MonitorCommand> {
+        match input {
+            MonitorInput::Tick if !self.wrote => {
+                self.wrote = true;
+                self.log.push(format!("tick {}", now.as_nanos()));
+                vec![MonitorCommand::WriteFlag {
+                    op: OpId(7),
+                    flag: Flag::ClusterManualStart,
+                    mode: StopMode::Fast,
+                }]
+            }
+            MonitorInput::FlagOpCompleted { op, result } => {
+                self.log
+                    .push(format!("done {op:?} {result:?} {}", now.as_nanos()));
+                vec![MonitorCommand::SampleAgent]
+            }
+            MonitorInput::AgentSampled {
+                processes, flags, ..
+            } => {
+                let flag = flags.cluster_manual_start;
+                self.log.push(format!(
+                    "sampled {} {flag:?} {}",
+                    processes.len(),
+                    now.as_nanos()
+                ));
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+    fn dump(&self) -> String {
+        self.log.join("; ")
+    }
+}
+
+struct ToyMonitors;
+
+impl DaemonFactory for ToyMonitors {
+    fn spawn(&self, role: Role, _s: Spawn<'_>) -> Option<Daemon> {
+        (role == Role::Monitor).then(|| {
+            Daemon::monitor(ToyMonitor {
+                log: Vec::new(),
+                wrote: false,
+            })
+        })
+    }
+}
+
+#[test]
+fn a_flag_write_completes_within_the_delivery_and_a_sample_reads_it_a_millisecond_later() {
+    let mut w = World::new(scenario(Vec::new()), 1, Box::new(ToyMonitors));
+    w.run_until(Instant::from_secs(5), &mut |_| false);
+    let h = &w.hosts[&NodeId(1)];
+    assert_eq!(h.flags.cluster_manual_start, Some(StopMode::Fast));
+    let log = h.procs[&Role::Monitor].daemon.dump();
+    let t = |i: usize| -> Instant {
+        let word = log.split("; ").nth(i).and_then(|l| l.rsplit(' ').next());
+        Instant::from_nanos(word.and_then(|s| s.parse().ok()).expect(&log))
+    };
+    assert!(log.starts_with("tick "), "{log}");
+    assert!(log.contains("; done OpId(7) Ok(()) "), "{log}");
+    assert!(log.contains("; sampled 0 Some(Fast) "), "{log}");
+    assert_eq!(
+        t(0),
+        t(1),
+        "the completion is stepped at the tick's instant: {log}"
+    );
+    let gap = t(2) - t(1);
+    // One world millisecond on a clock within ρ of it.
+    assert!(
+        gap >= Duration::from_micros(990) && gap <= Duration::from_micros(1010),
+        "{log}"
+    );
 }

@@ -1,6 +1,6 @@
 //! Seeds on which the agent once misbehaved, kept as regressions with the real machines.
 
-use cm_sim::adapters::Machines;
+use cm_sim::daemon::Machines;
 use cm_sim::run::{RunOptions, run};
 use cm_sim::scenario::Scenario;
 

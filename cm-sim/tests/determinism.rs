@@ -1,7 +1,7 @@
 //! Determinism is itself tested (rust-anchors rule 44): the same seeds run twice give identical
 //! event traces, on shipped scenarios and on swarm draws with the real cm-core machines.
 
-use cm_sim::adapters::Machines;
+use cm_sim::daemon::Machines;
 use cm_sim::run::{RunOptions, run};
 use cm_sim::scenario::Scenario;
 use cm_sim::swarm;

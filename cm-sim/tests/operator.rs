@@ -4,7 +4,7 @@
 
 use cm_core::msg::Role;
 use cm_core::{Instant, NodeId};
-use cm_sim::adapters::Machines;
+use cm_sim::daemon::Machines;
 use cm_sim::scenario::Scenario;
 use cm_sim::world::World;
 

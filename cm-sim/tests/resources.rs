@@ -6,7 +6,7 @@ use core::time::Duration;
 use cm_core::dn::DnRole;
 use cm_core::flags::Flag;
 use cm_core::{InstanceId, Instant, NodeId};
-use cm_sim::adapters::Machines;
+use cm_sim::daemon::Machines;
 use cm_sim::resources::ResourceModel;
 use cm_sim::scenario::Scenario;
 use cm_sim::world::World;

@@ -6,7 +6,7 @@
 use core::time::Duration;
 
 use cm_core::{GroupId, Instant, Term};
-use cm_sim::adapters::Machines;
+use cm_sim::daemon::Machines;
 use cm_sim::run::{Report, RunOptions, liveness_bound, liveness_problem, run};
 use cm_sim::scenario::Scenario;
 use cm_sim::world::World;

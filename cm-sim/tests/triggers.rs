@@ -3,7 +3,7 @@
 //! same timings, same event trace.
 
 use cm_core::config::EventTriggers;
-use cm_sim::adapters::Machines;
+use cm_sim::daemon::Machines;
 use cm_sim::run::{RunOptions, run};
 use cm_sim::scenario::Scenario;
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cm_sim::adapters::Machines;
+use cm_sim::daemon::Machines;
 use cm_sim::run::{RunOptions, run};
 use cm_sim::swarm;
 

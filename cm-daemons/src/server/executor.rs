@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cm_core::Instant;
-use cm_core::io::{Alarm, WriteCompleted};
+use cm_core::io::{Alarm, Executor, Flow, WriteCompleted};
 use cm_core::server::ServerInput;
-use cm_io::event_loop::{Executor, Flow};
 use cm_io::store::{Store, StoreWriter};
 use cm_io::transport::Transport;
 use tokio::sync::mpsc;

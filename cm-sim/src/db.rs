@@ -624,7 +624,7 @@ impl Databases {
                     && !repair
                     && !s.wal_diverged
                     && s.receiver.is_none_or(|r| Some(r.upstream) != target))
-                    .then(|| u.history.clone());
+                .then(|| u.history.clone());
                 (u.id, u.lsn, reachable, repair, history)
             });
             let Some(s) = self.instances.get_mut(id) else {
@@ -748,9 +748,18 @@ impl Databases {
         group: GroupId,
         frozen: &dyn Fn(NodeId) -> bool,
     ) -> Vec<InstanceId> {
+        self.acknowledgers(group, frozen).collect()
+    }
+
+    /// [`Databases::can_acknowledge`] without collecting (checked after every event).
+    pub fn acknowledgers<'a>(
+        &'a self,
+        group: GroupId,
+        frozen: &'a dyn Fn(NodeId) -> bool,
+    ) -> impl Iterator<Item = InstanceId> + 'a {
         self.group_members(group)
-            .filter(|p| p.accepts_writes() && !frozen(p.node))
-            .filter(|p| {
+            .filter(move |p| p.accepts_writes() && !frozen(p.node))
+            .filter(move |p| {
                 let streaming = self
                     .instances
                     .values()
@@ -764,7 +773,6 @@ impl Databases {
                 streaming >= p.sync_k as usize
             })
             .map(|p| p.id)
-            .collect()
     }
 }
 

@@ -4,7 +4,7 @@
 //! `primary_http_lost_s`: the first instant after the fault at which no member of the
 //! affected group answers `/primary` with 200.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use cm_core::{GroupId, InstanceId, Instant, NodeId};
 
@@ -33,15 +33,18 @@ impl Checker {
             self.s8.conceded.clear();
             return;
         }
-        let mut by_group: BTreeMap<GroupId, Vec<InstanceId>> = BTreeMap::new();
-        for (_, i) in writable {
-            by_group.entry(group_of(i)).or_default().push(*i);
-        }
-        if !by_group.contains_key(&self.affected_group) {
+        // Grouped by a stable sort: groups in order, each group's answers in `writable` order.
+        let mut answers: Vec<(GroupId, InstanceId)> =
+            writable.iter().map(|(_, i)| (group_of(i), *i)).collect();
+        answers.sort_by_key(|(g, _)| *g);
+        if !answers.iter().any(|(g, _)| *g == self.affected_group) {
             self.first("primary_http_lost_s", at);
         }
-        let dual: Vec<(GroupId, Vec<InstanceId>)> =
-            by_group.into_iter().filter(|(_, v)| v.len() > 1).collect();
+        let dual: Vec<(GroupId, Vec<InstanceId>)> = answers
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter(|run| run.len() > 1)
+            .map(|run| (run[0].0, run.iter().map(|(_, i)| *i).collect()))
+            .collect();
         self.s8
             .conceded
             .retain(|g| dual.iter().any(|(d, _)| d == g));

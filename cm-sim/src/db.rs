@@ -673,10 +673,11 @@ impl Databases {
     /// their upstream's WAL as of the previous step, and synchronous acknowledgements are
     /// counted. `talk(a, b)` says whether nodes a and b exchange packets (link up, not frozen).
     pub fn replicate(&mut self, now: Instant, talk: &dyn Fn(NodeId, NodeId) -> bool) -> Vec<Ack> {
-        let snapshot: BTreeMap<InstanceId, Instance> = self.instances.clone();
+        // Only standbys and pending instances change below, and a standby streams only from a
+        // primary, so every upstream read here is as of the previous step without a snapshot.
         let ids: Vec<InstanceId> = self.instances.keys().copied().collect();
         for id in &ids {
-            let Some(s) = self.instances.get_mut(id) else {
+            let Some(s) = self.instances.get(id) else {
                 continue;
             };
             if !s.responsive() || !matches!(s.role, DnRole::Standby | DnRole::Pending) {
@@ -689,6 +690,20 @@ impl Databases {
                 LockState::Prohibit => None,
                 _ => s.upstream_setting,
             };
+            let up = target.and_then(|t| self.instances.get(&t)).map(|u| {
+                let reachable = u.responsive() && u.role == DnRole::Primary && talk(s.node, u.node);
+                let repair = !u.history.contains(s.position())
+                    || (s.history.timeline == u.history.timeline && s.lsn > u.lsn);
+                let history = (reachable
+                    && !repair
+                    && !s.wal_diverged
+                    && s.receiver.is_none_or(|r| Some(r.upstream) != target))
+                .then(|| u.history.clone());
+                (u.id, u.lsn, reachable, repair, history)
+            });
+            let Some(s) = self.instances.get_mut(id) else {
+                continue;
+            };
             if s.receiver.is_some_and(|r| Some(r.upstream) != target) {
                 s.receiver = None;
             }
@@ -698,10 +713,9 @@ impl Databases {
                 s.receiver = None;
                 continue;
             }
-            let Some(u) = target.and_then(|t| snapshot.get(&t)) else {
+            let Some((uid, ulsn, reachable, repair, history)) = up else {
                 continue;
             };
-            let reachable = u.responsive() && u.role == DnRole::Primary && talk(s.node, u.node);
             if !reachable {
                 if s.receiver
                     .is_some_and(|r| now - r.last_contact > self.wal_timeout)
@@ -711,24 +725,24 @@ impl Databases {
                 continue;
             }
             if s.receiver.is_none() {
-                if !u.history.contains(s.position())
-                    || (s.history.timeline == u.history.timeline && s.lsn > u.lsn)
-                {
+                if repair {
                     s.db_state = DbState::NeedRepair;
                     continue;
                 }
-                s.history = u.history.clone();
+                if let Some(h) = history {
+                    s.history = h;
+                }
                 s.db_state = DbState::Normal;
             }
             s.receiver = Some(Receiver {
-                upstream: u.id,
+                upstream: uid,
                 last_contact: now,
             });
             if s.stream_broken {
                 continue;
             }
-            if u.lsn > s.lsn {
-                s.lsn = u.lsn;
+            if ulsn > s.lsn {
+                s.lsn = ulsn;
                 s.last_wal_change = now;
             }
         }
@@ -809,9 +823,18 @@ impl Databases {
         group: GroupId,
         frozen: &dyn Fn(NodeId) -> bool,
     ) -> Vec<InstanceId> {
+        self.acknowledgers(group, frozen).collect()
+    }
+
+    /// [`Databases::can_acknowledge`] without collecting (checked after every event).
+    pub fn acknowledgers<'a>(
+        &'a self,
+        group: GroupId,
+        frozen: &'a dyn Fn(NodeId) -> bool,
+    ) -> impl Iterator<Item = InstanceId> + 'a {
         self.group_members(group)
-            .filter(|p| p.accepts_writes() && !frozen(p.node))
-            .filter(|p| {
+            .filter(move |p| p.accepts_writes() && !frozen(p.node))
+            .filter(move |p| {
                 let streaming = self
                     .instances
                     .values()
@@ -825,7 +848,6 @@ impl Databases {
                 streaming >= p.sync_k as usize
             })
             .map(|p| p.id)
-            .collect()
     }
 }
 

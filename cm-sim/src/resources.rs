@@ -94,7 +94,11 @@ impl World {
     /// Programs whose slow start ended by now are up.
     fn settle_resources(&mut self) {
         let now = self.now();
+        // Runs after every event: most hosts have no slow start in flight.
         for h in self.hosts.values_mut() {
+            if h.resources_coming.is_empty() {
+                continue;
+            }
             let due: Vec<InstanceId> = h
                 .resources_coming
                 .iter()
@@ -175,6 +179,9 @@ impl World {
     pub(crate) fn check_resources(&mut self) {
         self.settle_resources();
         let now = self.now();
+        if self.scenario.config.resources.is_empty() {
+            return; // nothing can run twice (S7's span state stays empty)
+        }
         let drift = self.scenario.config.params.drift_up();
         let agent_runs = |w: &Self, n: NodeId, grace: Duration| {
             w.hosts.get(&n).is_some_and(|h| {

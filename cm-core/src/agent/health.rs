@@ -246,6 +246,53 @@ pub struct AgentHealth {
 impl InstanceHealth {
     /// The write lease at `now` (see the module documentation).
     pub fn write_lease(&self, params: &Params, now: Instant) -> Result<(), NotWritable> {
+        self.lease_inputs().write_lease(params, now)
+    }
+
+    /// `/primary` at `now` (see the module documentation).
+    pub fn primary(&self, params: &Params, now: Instant) -> Result<(), NotWritable> {
+        self.lease_inputs().primary(params, now)
+    }
+
+    fn lease_inputs(&self) -> LeaseInputs<'_> {
+        LeaseInputs {
+            instance: self.instance,
+            group: &self.group,
+            running: self.running,
+            fencing: self.fencing,
+            role: self.role,
+            term: self.term,
+            view: self.view,
+            query_ok: self.query_ok,
+            read_only: self.read_only,
+            stepping_down: self.stepping_down,
+            downstreams: &self.downstreams,
+            status_at: self.status_at,
+        }
+    }
+}
+
+/// What the write lease and `/primary` read of one DN, borrowed: from a published
+/// [`InstanceHealth`] (the daemon's HTTP answers) or from the agent's own state
+/// ([`Agent::writable`], which the simulator asks after every event), so both evaluate the
+/// same rule.
+struct LeaseInputs<'a> {
+    instance: InstanceId,
+    group: &'a [InstanceId],
+    running: bool,
+    fencing: bool,
+    role: Option<DnRole>,
+    term: Term,
+    view: Option<LeaderView>,
+    query_ok: bool,
+    read_only: bool,
+    stepping_down: bool,
+    downstreams: &'a [Downstream],
+    status_at: Instant,
+}
+
+impl LeaseInputs<'_> {
+    fn write_lease(&self, params: &Params, now: Instant) -> Result<(), NotWritable> {
         if !self.running || self.fencing {
             return Err(NotWritable::NotRunning);
         }
@@ -273,8 +320,7 @@ impl InstanceHealth {
         Err(NotWritable::LeaseExpired { sent_ago, window })
     }
 
-    /// `/primary` at `now` (see the module documentation).
-    pub fn primary(&self, params: &Params, now: Instant) -> Result<(), NotWritable> {
+    fn primary(&self, params: &Params, now: Instant) -> Result<(), NotWritable> {
         self.write_lease(params, now)?;
         if !self.query_ok {
             return Err(NotWritable::StatusQueryFailed);
@@ -291,8 +337,8 @@ impl InstanceHealth {
     fn streaming_quorum(&self, params: &Params, now: Instant) -> bool {
         streaming_quorum(
             self.instance,
-            &self.group,
-            &self.downstreams,
+            self.group,
+            self.downstreams,
             now.saturating_since(self.status_at),
             params.streaming_reply_staleness(),
         )
@@ -300,6 +346,26 @@ impl InstanceHealth {
 }
 
 impl Inst {
+    /// What [`InstanceHealth::primary`] reads, borrowed from the live state (the same values
+    /// [`Inst::health`] copies).
+    fn lease_inputs(&self) -> LeaseInputs<'_> {
+        let status = self.status.as_ref();
+        LeaseInputs {
+            instance: self.id,
+            group: &self.group,
+            running: self.running(),
+            fencing: self.fence != Fence::None,
+            role: self.known_role(),
+            term: self.term,
+            view: self.view,
+            query_ok: self.query_ok(),
+            read_only: status.is_some_and(|s| s.read_only),
+            stepping_down: self.stepping_down,
+            downstreams: status.map_or(&[], |s| &s.downstreams[..]),
+            status_at: self.status_at,
+        }
+    }
+
     /// This DN's health snapshot.
     pub(super) fn health(&self) -> InstanceHealth {
         let status = self.status.as_ref();
@@ -364,7 +430,7 @@ impl Agent {
             .values()
             // Cheap first: only a live primary can answer 200 (this runs after every
             // simulated event).
-            .filter(|i| i.is_live_primary() && i.health().primary(&self.params, now).is_ok())
+            .filter(|i| i.is_live_primary() && i.lease_inputs().primary(&self.params, now).is_ok())
             .map(|i| i.id)
             .collect()
     }

@@ -17,7 +17,7 @@ use crate::params::{ParamSide, Params};
 use crate::state::{self, Change, ClusterState, Conflict, OutcomeError, ReplicatedState};
 use crate::time::{Instant, MonotonicGuard, WallMillis};
 
-use super::arbiter::{Ctx, GroupArbiter};
+use super::arbiter::{Ctx, DeadlineSpans, GroupArbiter};
 use super::outbox::Outbox;
 use super::read_only::ReadOnlyChecker;
 use super::switchover::Switchovers;
@@ -443,17 +443,23 @@ impl Leader {
             return None;
         }
         let last = self.guard.last();
-        let mut all: Vec<Instant> = self
-            .core
-            .groups
-            .values()
-            .flat_map(|g| g.deadlines(&self.params, self.cms_count))
-            .collect();
-        all.extend(self.core.read_only.next_check());
-        if self.core.switchovers.any_pending() {
-            all.push(last + core::time::Duration::from_secs(1));
+        let mut next: Option<Instant> = None;
+        let mut consider = |d: Instant| {
+            if d > last && next.is_none_or(|n| d < n) {
+                next = Some(d);
+            }
+        };
+        let spans = DeadlineSpans::new(&self.params, self.cms_count);
+        for g in self.core.groups.values() {
+            g.each_deadline(&spans, &mut consider);
         }
-        all.into_iter().filter(|d| *d > last).min()
+        if let Some(d) = self.core.read_only.next_check() {
+            consider(d);
+        }
+        if self.core.switchovers.any_pending() {
+            consider(last + core::time::Duration::from_secs(1));
+        }
+        next
     }
 
     /// The status `cm_ctl query` shows.

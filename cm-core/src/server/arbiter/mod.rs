@@ -379,24 +379,52 @@ impl GroupArbiter {
     /// Instants at which this group's decisions may change without any report arriving.
     pub fn deadlines(&self, params: &Params, cms_count: usize) -> Vec<Instant> {
         let mut d = Vec::new();
-        let hb = params.instance_heartbeat_timeout();
+        self.each_deadline(&DeadlineSpans::new(params, cms_count), &mut |t| d.push(t));
+        d
+    }
+
+    /// Calls `f` with each instant of [`GroupArbiter::deadlines`], without collecting them
+    /// (the leader asks for its next deadline after every step).
+    pub fn each_deadline(&self, spans: &DeadlineSpans, f: &mut dyn FnMut(Instant)) {
         for m in &self.members {
-            d.push(m.receipt + hb / 2);
-            d.push(m.receipt + hb);
-            d.push(m.receipt + params.fencing_floor());
+            f(m.receipt + spans.heartbeat / 2);
+            f(m.receipt + spans.heartbeat);
+            f(m.receipt + spans.fencing_floor);
         }
         if let Some(s) = &self.split {
-            d.push(s.since + params.split_brain_timeout(cms_count));
-            d.push(s.last_stream + params.freshness_window());
-            d.push(s.last_stream + params.split_brain_fence_wait());
+            f(s.since + spans.split_brain);
+            f(s.last_stream + spans.freshness);
+            f(s.last_stream + spans.split_brain_fence_wait);
         }
         if let Some(t) = self.last_raise {
-            d.push(t + Duration::from_secs(1));
+            f(t + Duration::from_secs(1));
         }
         if let Some((_, _, at)) = self.awaiting {
-            d.push(at + hb);
+            f(at + spans.heartbeat);
         }
-        d
+    }
+}
+
+/// The parameter spans [`GroupArbiter::each_deadline`] adds, computed once per query.
+#[derive(Clone, Copy, Debug)]
+pub struct DeadlineSpans {
+    heartbeat: Duration,
+    fencing_floor: Duration,
+    split_brain: Duration,
+    freshness: Duration,
+    split_brain_fence_wait: Duration,
+}
+
+impl DeadlineSpans {
+    /// The spans of `params` for a CMS of `cms_count` nodes.
+    pub fn new(params: &Params, cms_count: usize) -> Self {
+        Self {
+            heartbeat: params.instance_heartbeat_timeout(),
+            fencing_floor: params.fencing_floor(),
+            split_brain: params.split_brain_timeout(cms_count),
+            freshness: params.freshness_window(),
+            split_brain_fence_wait: params.split_brain_fence_wait(),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use cm_core::history::PromotionReason;
 use cm_core::msg::SequencedCommand;
 use cm_core::{CmdSeq, Lsn as L, Position, Timeline as Tli};
 
-use crate::db::{DbTimings, Promotion};
+use crate::db::{Ack, DbTimings, Promotion};
 
 fn checker() -> (Checker, Databases) {
     let cfg = ClusterConfig::from_toml_str(crate::db::tests::CONFIG_1P2S).expect("config");

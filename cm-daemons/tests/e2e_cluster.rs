@@ -1069,11 +1069,14 @@ fn e2e_cluster_old_primary_whose_wal_the_new_primary_recycled_is_copied_in_full_
     let copied = h
         .log_line(p, "rebuilt by pg_basebackup")
         .unwrap_or_else(|| panic!("no full copy\n{}", h.logs_tail()));
-    // The replaced data was set aside and removed only once the copy had started.
-    let removed = h
-        .log_line(p, "removed the data a full copy replaced")
-        .unwrap_or_else(|| panic!("the replaced data was not set aside\n{}", h.logs_tail()));
-    assert!(copied < removed, "{}", h.logs_tail());
+    // The replaced data was set aside and removed only once the copy had started (removing a
+    // data directory takes a while on a busy machine: the member may stream before it ends).
+    let mut removed = None;
+    h.poll("the replaced data set aside and removed", || {
+        removed = h.log_line(p, "removed the data a full copy replaced");
+        removed.is_some()
+    });
+    assert!(Some(copied) < removed, "{}", h.logs_tail());
     let data = h.c.data_dir(p);
     let old = data.with_file_name(format!(
         "{}.cm_old",

@@ -305,7 +305,7 @@ impl Executor<ServerCommand> for ProcExec<'_, ServerInput> {
                 };
                 self.answer(after, done);
             }
-            ServerCommand::ProbeGateways => {
+            ServerCommand::ProbeGateways { .. } => {
                 let (after, reachable) = self.world.probe_gateways(ep.node);
                 self.answer(after, ServerInput::GatewaysProbed { reachable });
             }

@@ -68,7 +68,7 @@ pub enum ServerCommand {
     Net(NetCommand),
     /// Write the quorum's persisted state; answer with `WriteCompleted`.
     Persist(PersistState),
-    /// Run the configured `fence_command` for a silent primary; answer with `FenceCommandDone`.
+    /// Run `command` for a silent primary; answer with `FenceCommandDone`.
     RunFenceCommand {
         /// The group.
         group: GroupId,
@@ -76,9 +76,17 @@ pub enum ServerCommand {
         instance: InstanceId,
         /// Its node.
         node: NodeId,
+        /// The shell command line: the *effective* `fence_command` when the command was
+        /// emitted (`cm_ctl set --param --server` can change it at run time; the executor never
+        /// reads it from the config file).
+        command: String,
     },
-    /// Probe every `third_party_gateway_ip`; answer with `GatewaysProbed`.
-    ProbeGateways,
+    /// Probe these gateways (the effective `third_party_gateway_ip` when the command was
+    /// emitted, comma-separated); answer with `GatewaysProbed`.
+    ProbeGateways {
+        /// Comma-separated addresses, as configured.
+        gateways: String,
+    },
     /// Raise an alarm.
     RaiseAlarm(Alarm),
 }
@@ -481,7 +489,9 @@ impl Server {
                     out.push(ServerCommand::Net(NetCommand::Send { envelope }));
                 }
                 QuorumOutput::Persist(p) => out.push(ServerCommand::Persist(p)),
-                QuorumOutput::ProbeGateways => out.push(ServerCommand::ProbeGateways),
+                QuorumOutput::ProbeGateways => out.push(ServerCommand::ProbeGateways {
+                    gateways: self.leader.params().third_party_gateway_ip.clone(),
+                }),
                 // Leadership is acted on through the lease (see `sync_leadership`).
                 QuorumOutput::BecameLeader { .. } => {}
                 QuorumOutput::SteppedDown { .. } => self.depose(),
@@ -555,6 +565,7 @@ impl Server {
                         group,
                         instance,
                         node,
+                        command: self.leader.params().fence_command.clone(),
                     });
                 }
             }

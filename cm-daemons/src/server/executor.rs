@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use cm_core::Instant;
 use cm_core::io::{Alarm, Executor, Flow, WriteCompleted};
-use cm_core::server::ServerInput;
+use cm_core::server::{ServerCommand, ServerInput};
 use cm_io::store::{Store, StoreWriter};
 use cm_io::transport::Transport;
 use tokio::sync::mpsc;
 
-use super::machine::CmsOrder;
 use super::{fence, gateways};
 
 /// How long the fence command may run before it is killed and counted as failed.
@@ -94,12 +93,12 @@ impl CmsExecutor {
     }
 }
 
-impl Executor<CmsOrder> for CmsExecutor {
-    fn execute(&mut self, _now: Instant, order: CmsOrder) -> Flow {
+impl Executor<ServerCommand> for CmsExecutor {
+    fn execute(&mut self, _now: Instant, order: ServerCommand) -> Flow {
         match order {
-            CmsOrder::Net(c) => self.transport.execute(c),
-            CmsOrder::Persist(p) => self.persist(p),
-            CmsOrder::Fence {
+            ServerCommand::Net(c) => self.transport.execute(c),
+            ServerCommand::Persist(p) => self.persist(p),
+            ServerCommand::RunFenceCommand {
                 group,
                 instance,
                 node,
@@ -118,7 +117,7 @@ impl Executor<CmsOrder> for CmsExecutor {
                         .await;
                 });
             }
-            CmsOrder::ProbeGateways { gateways } => {
+            ServerCommand::ProbeGateways { gateways } => {
                 let tx = self.inputs.clone();
                 tokio::spawn(async move {
                     let reachable = gateways::all_answer(&gateways, GATEWAY_TIMEOUT).await;
@@ -126,7 +125,7 @@ impl Executor<CmsOrder> for CmsExecutor {
                     let _ = tx.send(ServerInput::GatewaysProbed { reachable }).await;
                 });
             }
-            CmsOrder::Alarm(a) => raise(&a),
+            ServerCommand::RaiseAlarm(a) => raise(&a),
         }
         Flow::Continue
     }

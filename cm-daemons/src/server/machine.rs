@@ -27,36 +27,8 @@ use super::metrics::{Published, ServerMetrics};
 /// The metrics view is published at most this often (and at every leadership change).
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
-/// An order for the cm_server executor: a [`ServerCommand`] with the parameter text it needs.
-#[derive(Clone, Debug, PartialEq)]
-pub enum CmsOrder {
-    /// Connections and frames.
-    Net(NetCommand),
-    /// Write the quorum store; answer with `ServerInput::WriteCompleted`.
-    Persist(PersistState),
-    /// Run `command` (the effective `fence_command`) against a silent primary's node; answer
-    /// with `ServerInput::FenceCommandDone`.
-    Fence {
-        /// The group fenced for.
-        group: GroupId,
-        /// The silent primary.
-        instance: InstanceId,
-        /// Its node.
-        node: NodeId,
-        /// The shell command line.
-        command: String,
-    },
-    /// Probe these gateways (the effective `third_party_gateway_ip`); answer with
-    /// `ServerInput::GatewaysProbed`.
-    ProbeGateways {
-        /// Comma-separated addresses, as configured.
-        gateways: String,
-    },
-    /// Raise an alarm.
-    Alarm(Alarm),
-}
-
-/// cm-core's [`Server`] behind the same [`Machine`] contract, emitting [`CmsOrder`]s.
+/// cm-core's [`Server`] behind the same [`Machine`] contract, with the daemon's counting,
+/// publishing and leadership log around each step.
 #[derive(Debug)]
 pub struct CmsMachine {
     server: Server,
@@ -88,7 +60,7 @@ impl CmsMachine {
     }
 
     /// Counts a report received (`report`) and the commands the orders send.
-    fn count(&self, report: bool, arbitrating: bool, orders: &[CmsOrder]) {
+    fn count(&self, report: bool, arbitrating: bool, orders: &[ServerCommand]) {
         let Some((m, _)) = &self.metrics else {
             return;
         };
@@ -102,10 +74,10 @@ impl CmsMachine {
             }
         }
         for o in orders {
-            if let CmsOrder::Alarm(Alarm::Failover { .. }) = o {
+            if let ServerCommand::RaiseAlarm(Alarm::Failover { .. }) = o {
                 p.failovers_decided.fetch_add(1, Ordering::Relaxed);
             }
-            let CmsOrder::Net(NetCommand::Send { envelope }) = o else {
+            let ServerCommand::Net(NetCommand::Send { envelope }) = o else {
                 continue;
             };
             let Msg::Command(sc) = &envelope.msg else {
@@ -144,28 +116,6 @@ impl CmsMachine {
         &self.server
     }
 
-    fn order(&self, command: ServerCommand) -> CmsOrder {
-        let params = self.server.leader().params();
-        match command {
-            ServerCommand::Net(c) => CmsOrder::Net(c),
-            ServerCommand::Persist(p) => CmsOrder::Persist(p),
-            ServerCommand::RunFenceCommand {
-                group,
-                instance,
-                node,
-            } => CmsOrder::Fence {
-                group,
-                instance,
-                node,
-                command: params.fence_command.clone(),
-            },
-            ServerCommand::ProbeGateways => CmsOrder::ProbeGateways {
-                gateways: params.third_party_gateway_ip.clone(),
-            },
-            ServerCommand::RaiseAlarm(a) => CmsOrder::Alarm(a),
-        }
-    }
-
     /// Logs leadership changes, so an operator can follow elections in the log; true when it
     /// changed.
     fn log_leadership(&mut self) -> bool {
@@ -188,10 +138,10 @@ impl CmsMachine {
 
 impl Machine for CmsMachine {
     type Input = ServerInput;
-    type Command = CmsOrder;
+    type Command = ServerCommand;
     type Status = ServerStatus;
 
-    fn step(&mut self, now: Instant, input: ServerInput) -> Vec<CmsOrder> {
+    fn step(&mut self, now: Instant, input: ServerInput) -> Vec<ServerCommand> {
         let report = matches!(
             &input,
             ServerInput::Net(NetEvent::FrameReceived { envelope, .. })
@@ -199,11 +149,10 @@ impl Machine for CmsMachine {
         );
         let arbitrating = self.metrics.is_some() && self.server.status().arbitrating;
         let commands = self.server.step(now, input);
-        let orders: Vec<CmsOrder> = commands.into_iter().map(|c| self.order(c)).collect();
-        self.count(report, arbitrating, &orders);
+        self.count(report, arbitrating, &commands);
         let changed = self.log_leadership();
         self.publish(now, changed);
-        orders
+        commands
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -226,29 +175,8 @@ impl Journaled for CmsMachine {
         input
     }
 
-    /// The core's commands: the orders without the parameter text the daemon added.
-    fn core_commands(orders: &[CmsOrder]) -> Cow<'_, [ServerCommand]> {
-        Cow::Owned(
-            orders
-                .iter()
-                .map(|o| match o {
-                    CmsOrder::Net(c) => ServerCommand::Net(c.clone()),
-                    CmsOrder::Persist(p) => ServerCommand::Persist(p.clone()),
-                    CmsOrder::Fence {
-                        group,
-                        instance,
-                        node,
-                        ..
-                    } => ServerCommand::RunFenceCommand {
-                        group: *group,
-                        instance: *instance,
-                        node: *node,
-                    },
-                    CmsOrder::ProbeGateways { .. } => ServerCommand::ProbeGateways,
-                    CmsOrder::Alarm(a) => ServerCommand::RaiseAlarm(a.clone()),
-                })
-                .collect(),
-        )
+    fn core_commands(commands: &[ServerCommand]) -> Cow<'_, [ServerCommand]> {
+        Cow::Borrowed(commands)
     }
 }
 

@@ -10,13 +10,13 @@ use cm_core::dn::{DbState, DnReport, DnRole, LockState};
 use cm_core::ids::{CmdStamp, InstanceId, NodeId, QuorumTerm, ReportSeq};
 use cm_core::io::{Machine, NetCommand, NetEvent, WriteCompleted};
 use cm_core::msg::{AgentReport, CmsCommand, Endpoint, Envelope, Msg};
-use cm_core::server::ServerInput;
+use cm_core::server::{ServerCommand, ServerInput};
 use cm_core::time::WallMillis;
 use cm_io::http::{HttpMethod, HttpRequest};
 use cm_io::transport::TransportStats;
 
 use super::*;
-use crate::server::machine::{CmsMachine, CmsOrder};
+use crate::server::machine::CmsMachine;
 
 const ONE_CMS: &str = r#"
 name = "t"
@@ -71,11 +71,11 @@ fn report(seq: u64, role: DnRole, lock: LockState, applied: CmdStamp) -> ServerI
     })
 }
 
-fn commands(orders: &[CmsOrder]) -> Vec<(CmdStamp, CmsCommand)> {
+fn commands(orders: &[ServerCommand]) -> Vec<(CmdStamp, CmsCommand)> {
     orders
         .iter()
         .filter_map(|o| match o {
-            CmsOrder::Net(NetCommand::Send { envelope }) => match &envelope.msg {
+            ServerCommand::Net(NetCommand::Send { envelope }) => match &envelope.msg {
                 Msg::Command(sc) => Some((
                     CmdStamp {
                         quorum_term: envelope.quorum_term,
@@ -120,7 +120,7 @@ fn driven() -> (CmsMachine, Arc<ServerMetrics>, Instant, Vec<CmsCommand>) {
         };
         let orders = m.step(now, input);
         for o in &orders {
-            if let CmsOrder::Persist(p) = o {
+            if let ServerCommand::Persist(p) = o {
                 pending.push(ServerInput::WriteCompleted(WriteCompleted {
                     token: p.token,
                     result: Ok(()),

@@ -161,6 +161,38 @@ fn a_non_static_candidate_waits_the_start_delay_while_the_cluster_starts() {
     assert_eq!(promotes(&h), vec![starting(promote(2, 1))]);
 }
 
+/// A cold start whose first Failover never took effect (on real PostgreSQL under load the
+/// agent could not confirm its term, and the leader decided again at the next term) is still
+/// the group's start: the history's first row said "failover" before.
+#[test]
+fn a_start_promotion_that_never_took_effect_is_still_the_start() {
+    let mut h = primary_killed(3);
+    h.group_mut().term_reason = Some(PromotionReason::Start);
+    assert_eq!(promoted(&mut h), vec![starting(promote(2, 1))]);
+}
+
+/// Once the start's promotion took effect (its timeline recorded), the next one is a failover.
+#[test]
+fn once_the_start_took_effect_the_next_promotion_is_a_failover() {
+    let mut h = primary_killed(3);
+    h.group_mut().term_reason = Some(PromotionReason::Start);
+    h.group_mut()
+        .timelines
+        .insert(Term(1), crate::dn::History::root(crate::ids::Timeline(1)));
+    assert_eq!(promoted(&mut h), vec![promote(2, 1)]);
+}
+
+/// Lock rounds with both standbys locked until the leader promotes (at most 20).
+fn promoted(h: &mut H) -> Vec<Change> {
+    for _ in 0..20 {
+        lock_round(h, 3, &[2, 3]);
+        if !promotes(h).is_empty() {
+            break;
+        }
+    }
+    promotes(h)
+}
+
 /// `p` as decided while `cm_ctl start` is in effect.
 fn starting(p: Change) -> Change {
     match p {

@@ -96,7 +96,7 @@ impl GroupArbiter {
         g: &GroupState,
         cand: InstanceId,
     ) -> PromotionReason {
-        if super::failover::is_initial_promotion(ctx, g.term) {
+        if super::failover::is_initial_promotion(ctx, g.term) || start_still_pending(g) {
             return PromotionReason::Start;
         }
         let previous = self
@@ -137,3 +137,11 @@ impl GroupArbiter {
 #[cfg(test)]
 #[path = "history_tests.rs"]
 mod tests;
+
+/// The group's current term was the start's promotion and it never took effect: no timeline
+/// was recorded for it (the promoted member never reported Primary at that term — e.g. its
+/// agent could not confirm the term and the leader decides again at the next one). The group
+/// never had a primary, so the next promotion is still its start, not a failover.
+fn start_still_pending(g: &GroupState) -> bool {
+    g.term_reason == Some(PromotionReason::Start) && !g.timelines.contains_key(&g.term)
+}

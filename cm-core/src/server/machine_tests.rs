@@ -467,3 +467,73 @@ fn an_agent_may_query_the_status_but_other_components_may_not() {
     );
     assert_eq!(s.ctl_refused_not_operator(), 1);
 }
+
+/// The fence command carries the *effective* `fence_command` when it is emitted: after
+/// `cm_ctl set --param --server -k fence_command=...` committed, the new text (the executor never
+/// reads the config file, and there is no second command type that adds it).
+#[test]
+fn a_fence_command_carries_the_effective_fence_command() {
+    let mut now = Instant::ZERO;
+    let mut s = elected_single(&mut now);
+    let fence = || LeaderOutput::RunFenceCommand {
+        group: GroupId(1),
+        instance: InstanceId(6001),
+        node: NodeId(1),
+    };
+    let fenced = |s: &mut Server| {
+        let mut out = Vec::new();
+        s.leader_outputs(vec![fence()], &mut out);
+        out
+    };
+    let before = s.leader().params().fence_command.clone();
+    assert_eq!(
+        fenced(&mut s),
+        vec![ServerCommand::RunFenceCommand {
+            group: GroupId(1),
+            instance: InstanceId(6001),
+            node: NodeId(1),
+            command: before.clone(),
+        }]
+    );
+    let ctl = Endpoint {
+        node: NodeId(50),
+        role: PeerRole::Ctl,
+    };
+    now += Duration::from_millis(1);
+    let set = CtlRequest::SetParam {
+        side: crate::params::ParamSide::Server,
+        name: "fence_command".into(),
+        value: "/usr/local/bin/fence-it".into(),
+    };
+    let out = s.step(
+        now,
+        frame(ctl, NodeId(1), Msg::CtlRequest { id: 1, req: set }),
+    );
+    let token = out
+        .iter()
+        .find_map(|c| match c {
+            ServerCommand::Persist(p) => Some(p.token),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the change is persisted: {out:?}"));
+    now += Duration::from_millis(1);
+    s.step(
+        now,
+        ServerInput::WriteCompleted(WriteCompleted {
+            token,
+            result: Ok(()),
+        }),
+    );
+    now += Duration::from_millis(1);
+    s.step(now, ServerInput::Tick);
+    assert_ne!(before, "/usr/local/bin/fence-it");
+    assert_eq!(
+        fenced(&mut s),
+        vec![ServerCommand::RunFenceCommand {
+            group: GroupId(1),
+            instance: InstanceId(6001),
+            node: NodeId(1),
+            command: "/usr/local/bin/fence-it".into(),
+        }]
+    );
+}

@@ -2,7 +2,8 @@
 //!
 //! It serves one synchronous handler — a pure function of a request that reads a snapshot the
 //! daemon publishes, never the database — with hard bounds: at most `max_connections`
-//! connections at once (a connection over the limit is closed at once and counted), the request
+//! connections at once and at most `max_per_address` from one IP address (SPEC §16: per peer
+//! and total; a connection over either limit is closed at once and counted), the request
 //! head must arrive within `request_timeout`, a connection lives at most `connection_lifetime`,
 //! GET and HEAD only (anything else: 405), no request body is read.
 //!
@@ -47,6 +48,9 @@ pub const MAX_QUERY_PARAMS: usize = 16;
 pub struct HttpLimits {
     /// Connections served at once; one more is closed at once.
     pub max_connections: usize,
+    /// Connections served at once from one IP address; one more from it is closed at once,
+    /// so one client cannot take every slot from the load balancer's checks (§16).
+    pub max_per_address: usize,
     /// Time for a request head to arrive (also between requests on a kept-alive connection).
     pub request_timeout: Duration,
     /// A connection is closed after this long whatever it does.
@@ -57,6 +61,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_connections: 64,
+            max_per_address: 16,
             request_timeout: Duration::from_secs(5),
             connection_lifetime: Duration::from_secs(60),
         }
@@ -130,7 +135,8 @@ impl HttpResponse {
 pub struct HttpStats {
     /// Connections accepted and served.
     pub accepted: AtomicU64,
-    /// Connections closed at once because `max_connections` were open.
+    /// Connections closed at once because `max_connections` were open, or `max_per_address`
+    /// from the same address.
     pub refused: AtomicU64,
     /// Requests answered (any status).
     pub requests: AtomicU64,
@@ -138,6 +144,55 @@ pub struct HttpStats {
     /// plain-HTTP request on the TLS port, an untrusted client certificate) or did not end
     /// within `request_timeout`.
     pub handshake_failed: AtomicU64,
+}
+
+/// Connections open per IP address (entries removed when they reach 0, so the map holds at
+/// most `max_connections` addresses).
+#[derive(Debug, Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's share of its address's count, given back when dropped.
+struct AddressSlot {
+    map: Arc<PerAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for one more connection from `ip`, unless `max` are open from it.
+    fn take(map: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut m = map
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                m.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            map: Arc::clone(map),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .map
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Binds `addr` for [`serve`].
@@ -178,6 +233,7 @@ pub async fn serve_with<H, A, F, S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let accept = Arc::new(accept);
     tokio::pin!(shutdown);
     loop {
@@ -199,12 +255,19 @@ pub async fn serve_with<H, A, F, S>(
             drop(tcp);
             continue;
         };
+        let Some(from_peer) = PerAddress::take(&per_address, peer.ip(), limits.max_per_address)
+        else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "http connection refused: too many open from its address");
+            drop(tcp);
+            continue;
+        };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let handler = Arc::clone(&handler);
         let stats = Arc::clone(&stats);
         let accept = Arc::clone(&accept);
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, from_peer);
             let conn = async {
                 match accept(tcp).await {
                     Ok(stream) => serve_connection(stream, limits, handler, stats).await,

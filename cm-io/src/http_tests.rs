@@ -135,6 +135,61 @@ async fn a_connection_over_the_limit_is_closed_at_once_and_counted() {
     srv.stop().await;
 }
 
+/// §16: connection counts are bounded per peer as well as in total. One address holding its
+/// share of the slots (idle connections that never finish a request) is refused more, and
+/// another address — the load balancer's checks — is still answered.
+#[tokio::test]
+async fn one_address_cannot_take_every_slot() {
+    let limits = HttpLimits {
+        max_connections: 4,
+        max_per_address: 2,
+        ..HttpLimits::default()
+    };
+    let srv = start(limits).await;
+    let from = |ip: [u8; 4]| {
+        let addr = srv.addr;
+        async move {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(SocketAddr::from((ip, 0))).unwrap();
+            s.connect(addr).await.unwrap()
+        }
+    };
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut c = from([127, 0, 0, 1]).await;
+        c.write_all(b"GET /primary HTTP/1.1\r\n").await.unwrap();
+        idle.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = from([127, 0, 0, 1]).await;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "a third connection from the same address is closed unanswered"
+    );
+    assert_eq!(srv.stats.refused.load(Ordering::Relaxed), 1);
+    // Another address still gets an answer while the first holds its share.
+    let mut other = from([127, 0, 0, 2]).await;
+    other.write_all(get("/primary").as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(2), other.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    // The first address's slots come back once its connections are gone.
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a = raw(srv.addr, &get("/primary")).await;
+    assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
+    assert_eq!(srv.stats.refused.load(Ordering::Relaxed), 1);
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn a_client_that_sends_no_complete_head_is_dropped_at_the_request_timeout() {
     let limits = HttpLimits {

@@ -647,6 +647,50 @@ async fn e2e_pg_full_copy_is_built_beside_and_keeps_the_old_data_until_started()
     .await;
 }
 
+/// Issue 18 ("a Build must never leave a member worse than it found it"): a Build of a
+/// streaming standby from a source that cannot be reached (its primary is down, or the
+/// standby is cut off from it) fails before it touches the standby, which keeps running on
+/// the same postmaster with its data directory as it was. Before, the Build stopped the
+/// standby first and then failed to connect, leaving it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_pg_a_build_from_an_unreachable_source_leaves_the_standby_running() {
+    let Some(c) = TestCluster::new("nosource", 2, SyncMode::Off) else {
+        return;
+    };
+    bounded(async {
+        primary_with_standbys(&c).await;
+        wait_streaming(&c, 1, 0).await;
+        let data = c.data_dir(1);
+        let pm = PostmasterPid::read(&data).expect("the standby's postmaster.pid");
+        let version_inode = inode_of(&data.join("PG_VERSION"));
+        act(&c, 0, DnAction::Kill).await;
+        let err = c
+            .driver(1)
+            .run(
+                c.id(1),
+                DnAction::Build {
+                    source: c.id(0),
+                    full: false,
+                },
+            )
+            .await
+            .expect_err("no source to build from")
+            .to_string();
+        assert!(!err.is_empty());
+        assert_eq!(
+            c.driver(1).is_running(c.id(1)).ok(),
+            Some(true),
+            "the standby was stopped by a Build that failed: {err}"
+        );
+        let now = PostmasterPid::read(&data).expect("postmaster.pid after the Build");
+        assert_eq!(now.pid, pm.pid, "the same postmaster still runs");
+        assert_eq!(inode_of(&data.join("PG_VERSION")), version_inode);
+        let st = status(&c, 1).await;
+        assert_eq!(st.role, DnRole::Standby, "{st:?}");
+    })
+    .await;
+}
+
 /// §16, PostgreSQL's own door: the standby streams and was built with the cluster's password
 /// from its passfile; a TCP connection as the database user without the password, or with a
 /// wrong one, is refused; with it, accepted. The managed pg_hba.conf trusts nothing.

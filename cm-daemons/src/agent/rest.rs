@@ -378,7 +378,7 @@ impl AgentMetrics {
         );
         r.register(
             "cm_agent_http_connections_refused",
-            "HTTP connections closed at once because too many were open",
+            "HTTP connections closed at once because too many were open, in all or from the client's address",
             self.http_refused.clone(),
         );
         r.register(

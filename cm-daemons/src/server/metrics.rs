@@ -94,6 +94,7 @@ pub struct ServerMetrics {
     group_term: Family<GroupLabel, Gauge>,
     group_primary: Family<GroupLabel, Gauge>,
     group_state: Family<StateLabel, Gauge>,
+    group_commits: Family<GroupLabel, Gauge>,
     failovers: Counter,
     failovers_decided: Counter,
     switchovers: Counter,
@@ -136,6 +137,7 @@ impl ServerMetrics {
             group_term: Family::default(),
             group_primary: Family::default(),
             group_state: Family::default(),
+            group_commits: Family::default(),
             failovers: Counter::default(),
             failovers_decided: Counter::default(),
             switchovers: Counter::default(),
@@ -191,6 +193,11 @@ impl ServerMetrics {
             "group_arbitration_state",
             "1 for the group's arbitration state (normal, no_primary, switchover, paused), 0 for the others (leader only)",
             m.group_state.clone(),
+        );
+        r.register(
+            "group_commits_acknowledged",
+            "1 while the group's primary can acknowledge a commit (it serves and, with dn_sync_mode = quorum, enough standbys stream from it), else 0 (leader only; issue 18)",
+            m.group_commits.clone(),
         );
         r.register(
             "failovers_sent",
@@ -321,6 +328,7 @@ impl ServerMetrics {
         self.group_term.clear();
         self.group_primary.clear();
         self.group_state.clear();
+        self.group_commits.clear();
         let Some(cluster) = &view.cluster else {
             return;
         };
@@ -331,6 +339,9 @@ impl ServerMetrics {
             self.group_term.get_or_create(&label).set(clamp(g.term.0));
             let primary = primary_of(g).map_or(0, |i| i64::from(i.0));
             self.group_primary.get_or_create(&label).set(primary);
+            self.group_commits
+                .get_or_create(&label)
+                .set(i64::from(g.commits_acknowledged));
             let state = arbitration_state(cluster, g);
             for s in ARBITRATION_STATES {
                 let l = StateLabel {

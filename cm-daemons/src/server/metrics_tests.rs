@@ -310,6 +310,42 @@ fn cluster_is_the_query_object_while_arbitrating_and_503_otherwise() {
     );
 }
 
+/// Issue 18, defect 3: whether a group can acknowledge a commit at all is visible in
+/// `/metrics` as it is in `cm_ctl query` (`commits_acknowledged`), per group, from the
+/// published cluster status.
+#[test]
+fn whether_a_group_can_acknowledge_commits_is_a_metric() {
+    let (m, metrics, now, _) = driven();
+    let mut cluster = m.server().cluster_status().expect("arbitrating");
+    let scraped = |cluster: &ClusterStatus| {
+        metrics.publish(Published {
+            status: Some(m.status()),
+            cluster: Some(cluster.clone()),
+            at: now,
+        });
+        let text = metrics.render(now, TransportStats::default(), 0, 0);
+        scrape(&text)
+            .get("cm_server_group_commits_acknowledged{group=1}")
+            .copied()
+    };
+    // The first primary's Failover was just sent: nothing can commit yet.
+    assert!(!cluster.groups[0].commits_acknowledged);
+    assert_eq!(scraped(&cluster), Some(0.0));
+    cluster.groups[0].commits_acknowledged = true;
+    assert_eq!(scraped(&cluster), Some(1.0));
+    // A node that does not arbitrate publishes no cluster status: no group rows.
+    metrics.publish(Published {
+        status: Some(m.status()),
+        cluster: None,
+        at: now,
+    });
+    let text = metrics.render(now, TransportStats::default(), 0, 0);
+    assert!(
+        !text.contains("cm_server_group_commits_acknowledged{"),
+        "{text}"
+    );
+}
+
 #[test]
 fn counters_start_at_zero_and_the_machine_publishes_itself() {
     let (_, metrics, now, _) = driven();

@@ -200,9 +200,10 @@ impl PgDriver {
         Ok(())
     }
 
-    /// Build: stop, `pg_rewind` from the source (after a CHECKPOINT there, so its control file
-    /// shows the new timeline), else (or at once when `full`) `pg_basebackup` ([`base_backup`]);
-    /// then the managed settings again. Leaves the instance stopped.
+    /// Build: a CHECKPOINT on the source (so its control file shows the new timeline), stop,
+    /// `pg_rewind` from the source, else (or at once when `full`) `pg_basebackup`
+    /// ([`base_backup`]); then the managed settings again. Leaves the instance stopped — but a
+    /// source that cannot be reached fails the Build before the instance is touched.
     async fn build(
         &self,
         inst: &Instance,
@@ -210,10 +211,9 @@ impl PgDriver {
         full: bool,
     ) -> Result<(), DriverError> {
         let src = self.endpoint(source)?;
-        if self.running(inst).is_some() && self.stop(inst, StopMode::Fast).await.is_err() {
-            self.kill(inst).await?;
-        }
-        self.kill(inst).await?;
+        // The source first: a Build from a source that cannot be reached or cannot checkpoint
+        // fails before it stops anything, so a running standby keeps running (and serving
+        // reads) instead of being left stopped by a Build that could never start.
         let client = self
             .connect_remote(&src, self.opts.status_connect_timeout)
             .await
@@ -229,6 +229,10 @@ impl PgDriver {
             tracing::warn!(instance = %inst.id, %source, error = %super::pg_error(&e), "slot not created on the build source");
         }
         drop(client);
+        if self.running(inst).is_some() && self.stop(inst, StopMode::Fast).await.is_err() {
+            self.kill(inst).await?;
+        }
+        self.kill(inst).await?;
         self.write_managed(inst)?;
         // A root-owned probe of an old deployment makes pg_rewind fail (issue 18).
         swap::remove_legacy_probe(&inst.data_dir)?;

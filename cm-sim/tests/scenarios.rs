@@ -55,6 +55,35 @@ fn standby_stream_broken() {
     check("standby-stream-broken");
 }
 
+/// Issue 18 (`cm_local bench --rejoin`, fast profile): a postmaster kill whose restart
+/// outlasts the 5-round wait (1.25 s of 0.25 s reports) is a failover by SPEC §4.2, not a
+/// restart in place: a standby is promoted and the old primary follows it (rewound, having
+/// WAL the new primary never got).
+#[test]
+fn primary_process_killed_slow_restart_fast() {
+    for r in check("primary-process-killed-slow-restart-fast") {
+        let promoted: Vec<&String> = r
+            .timeline
+            .iter()
+            .filter(|l| l.contains("Failover { term: Term(2)"))
+            .collect();
+        assert!(
+            !promoted.is_empty() && promoted.iter().all(|l| !l.contains("on 6001")),
+            "seed {}: the standby is promoted, not the slow old primary\n{}",
+            r.seed,
+            r.timeline.join("\n")
+        );
+        assert!(
+            r.timeline
+                .iter()
+                .any(|l| l.contains("Build { source: InstanceId(6002)") && l.contains("on 6001")),
+            "seed {}: the old primary is rebuilt from the new one\n{}",
+            r.seed,
+            r.timeline.join("\n")
+        );
+    }
+}
+
 /// Issue 16/18 (nemesis): a standby whose diverged WAL keeps its receiver from ever coming up
 /// is rebuilt, not re-pointed for good.
 #[test]

@@ -2,7 +2,7 @@
 //! fresh local cluster, kills every process of the primary's node at once, and measures the
 //! wall time until an INSERT commits on another node (tried every 20 ms). Figures, not a test.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -229,6 +229,11 @@ pub struct RejoinTrial {
     pub build: &'static str,
     /// Acknowledged writes missing on the final primary.
     pub lost: usize,
+    /// The final primary is another node than the faulted one (for a postmaster kill, the
+    /// restart in place that issue 18 expects did not happen).
+    pub failover: bool,
+    /// Where the trial's logs were kept (a postmaster kill that became a failover).
+    pub kept: Option<PathBuf>,
 }
 
 /// Inserts into `bench_acked` on whichever member accepts, until `stop`; the acknowledged ids.
@@ -418,6 +423,12 @@ pub fn rejoin_trial(
         anyhow::Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
     })?;
     let lost = acked.iter().filter(|i| !present.contains(i)).count();
+    let failover = q != p;
+    // A postmaster kill is to be restarted in place: keep the logs of one that failed over.
+    let kept = (failover && fault == Fault::PostmasterKill).then(|| {
+        c.keep_dir();
+        c.paths.logs()
+    });
     let log = node_log(&c, p);
     let build = if log.contains("rebuilt by pg_basebackup") {
         "pg_basebackup"
@@ -431,6 +442,8 @@ pub fn rejoin_trial(
         rejoin_s,
         build,
         lost,
+        failover,
+        kept,
     })
 }
 
@@ -448,7 +461,7 @@ pub fn run_rejoin(
         .enable_all()
         .build()?;
     let mut out = String::from(
-        "fault           ok/trials  writable_med_s writable_max_s rejoin_med_s rejoin_max_s  rewind basebackup lost_acks\n",
+        "fault           ok/trials  writable_med_s writable_max_s rejoin_med_s rejoin_max_s  rewind basebackup lost_acks primary_moved\n",
     );
     for &fault in faults {
         let mut got = Vec::new();
@@ -461,8 +474,16 @@ pub fn run_rejoin(
             match rejoin_trial(opts, &rt, fault) {
                 Ok(t) => {
                     println!(
-                        "{fault:?} trial {i}: writable {:.3} s, rejoined {:.3} s, build {}, lost {}",
-                        t.writable_s, t.rejoin_s, t.build, t.lost
+                        "{fault:?} trial {i}: writable {:.3} s, rejoined {:.3} s, build {}, lost {}, primary moved {}{}",
+                        t.writable_s,
+                        t.rejoin_s,
+                        t.build,
+                        t.lost,
+                        t.failover,
+                        t.kept
+                            .as_ref()
+                            .map(|d| format!(" (logs kept in {})", d.display()))
+                            .unwrap_or_default()
                     );
                     got.push(t);
                 }
@@ -484,12 +505,13 @@ pub fn run_rejoin(
         let (wm, wx) = stat(got.iter().map(|t| t.writable_s).collect());
         let (rm, rx) = stat(got.iter().map(|t| t.rejoin_s).collect());
         out.push_str(&format!(
-            "{:<15} {:<10} {wm:<14} {wx:<14} {rm:<12} {rx:<13} {:<6} {:<10} {}\n",
+            "{:<15} {:<10} {wm:<14} {wx:<14} {rm:<12} {rx:<13} {:<6} {:<10} {:<9} {}\n",
             format!("{fault:?}"),
             format!("{}/{trials}", got.len()),
             got.iter().filter(|t| t.build == "pg_rewind").count(),
             got.iter().filter(|t| t.build == "pg_basebackup").count(),
             got.iter().map(|t| t.lost).sum::<usize>(),
+            got.iter().filter(|t| t.failover).count(),
         ));
     }
     Ok(out)

@@ -38,6 +38,9 @@ pub struct ServerObs {
     /// The committed term of each group's pending switchover (one per switchover begun, a
     /// renewal by a new leader aside).
     pub switchover_terms: BTreeMap<GroupId, Term>,
+    /// The newest committed promotion of the history (§15), if any: every record is the
+    /// newest at least once after the step that committed it (one per step in practice).
+    pub newest_promotion: Option<cm_core::history::Promotion>,
 }
 
 /// What the checkers can see of a daemon.
@@ -420,6 +423,7 @@ impl SimMachine<ServerInput, ServerCommand> for SimServer {
                 .iter()
                 .filter_map(|(g, s)| s.switchover.as_ref().map(|sw| (*g, sw.term)))
                 .collect(),
+            newest_promotion: committed.promotions.entries().next_back().cloned(),
         })
     }
 

@@ -8,6 +8,7 @@
 //! timing figures.
 
 mod flapping;
+mod history;
 pub mod liveness;
 mod s1_leases;
 mod s2_terms;
@@ -271,6 +272,7 @@ impl Checker {
     ) {
         self.check_leaders(at, servers);
         self.check_terms(at, servers);
+        self.check_history(at, servers);
         self.check_switchover_flapping(at, servers);
         if self.two_node_concession {
             self.concession_ended = None;

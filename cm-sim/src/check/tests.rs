@@ -414,3 +414,32 @@ fn s7_twice_from_the_two_node_span_fails_only_after_the_fence_bound_and_grace() 
     assert_eq!(c.violations.len(), 1);
     assert!(c.conceded.is_empty());
 }
+
+#[test]
+fn h_a_promotion_replacing_no_primary_must_be_the_start() {
+    use cm_core::history::{Promotion, PromotionReason};
+    let (mut c, dbs) = checker();
+    let promotion = |reason| Promotion {
+        group: GroupId(1),
+        term: Term(2),
+        instance: InstanceId(6001),
+        previous: None,
+        reason,
+        timeline: cm_core::Timeline(2),
+        wall_ms: cm_core::time::WallMillis(0),
+    };
+    let mut s = server(1, 1, true, 10, 1);
+    s.obs.newest_promotion = Some(promotion(PromotionReason::Start));
+    c.check_state(Instant::from_secs(1), &[s.clone()], &dbs, &nobody, &nobody);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    s.obs.newest_promotion = Some(Promotion {
+        previous: Some(InstanceId(6002)),
+        ..promotion(PromotionReason::Failover)
+    });
+    c.check_state(Instant::from_secs(2), &[s.clone()], &dbs, &nobody, &nobody);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    s.obs.newest_promotion = Some(promotion(PromotionReason::Failover));
+    c.check_state(Instant::from_secs(3), &[s], &dbs, &nobody, &nobody);
+    assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+    assert_eq!(c.violations[0].rule, "H");
+}

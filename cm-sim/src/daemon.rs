@@ -7,6 +7,7 @@
 //! keep in step: a command added to a machine needs one arm in cm-io's daemons and one here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cm_core::agent::{Agent, AgentCommand, AgentHealth, AgentInput};
 use cm_core::config::ClusterConfig;
@@ -193,6 +194,10 @@ pub enum Daemon {
         machine: Box<dyn SimMachine<ServerInput, ServerCommand>>,
         /// Whether it was told the wall clock (the daemon does so before its first input).
         wall_fed: bool,
+        /// What the checkers see of it, built on first use after each step (its observation
+        /// changes only when it steps: every step goes through [`Daemon::server_mut`], which
+        /// empties this cache).
+        view: std::cell::OnceCell<Option<Arc<ServerObs>>>,
     },
 }
 
@@ -218,6 +223,7 @@ impl Daemon {
         Self::Server {
             machine: Box::new(machine),
             wall_fed: false,
+            view: std::cell::OnceCell::new(),
         }
     }
 
@@ -242,7 +248,11 @@ impl Daemon {
     /// The server's machine.
     pub(crate) fn server_mut(&mut self) -> Option<&mut dyn SimMachine<ServerInput, ServerCommand>> {
         match self {
-            Self::Server { machine, .. } => Some(machine.as_mut()),
+            Self::Server { machine, view, .. } => {
+                // It may step: its observation is rebuilt on next use.
+                view.take();
+                Some(machine.as_mut())
+            }
             _ => None,
         }
     }
@@ -262,6 +272,20 @@ impl Daemon {
             Self::Monitor { machine, .. } => machine.observe(),
             Self::Agent { machine, .. } => machine.observe(),
             Self::Server { machine, .. } => machine.observe(),
+        }
+    }
+
+    /// What the checkers see of a cm_server (None: not one, or it shows nothing), shared until
+    /// it next steps.
+    pub fn server_obs(&self) -> Option<Arc<ServerObs>> {
+        match self {
+            Self::Server { machine, view, .. } => view
+                .get_or_init(|| match machine.observe() {
+                    Obs::Server(obs) => Some(Arc::new(obs)),
+                    _ => None,
+                })
+                .clone(),
+            _ => None,
         }
     }
 

@@ -51,8 +51,8 @@ pub struct ServerView {
     pub local_now: Instant,
     /// Its process incarnation.
     pub incarnation: u64,
-    /// What it shows.
-    pub obs: ServerObs,
+    /// What it shows (shared with the world's cache until the server next steps).
+    pub obs: std::sync::Arc<ServerObs>,
 }
 
 impl ServerView {

@@ -113,13 +113,19 @@ fn s2_two_failovers_for_one_group_term_is_a_violation_a_resend_is_not() {
 fn s2_a_group_term_going_back_on_one_server_is_a_violation() {
     let (mut c, dbs) = checker();
     let mut s = server(1, 1, false, 0, 0);
-    std::sync::Arc::make_mut(&mut s.obs).group_terms.insert(GroupId(1), Term(5));
+    std::sync::Arc::make_mut(&mut s.obs)
+        .group_terms
+        .insert(GroupId(1), Term(5));
     c.check_state(Instant::ZERO, &[s.clone()], &dbs, &nobody, &nobody);
-    std::sync::Arc::make_mut(&mut s.obs).group_terms.insert(GroupId(1), Term(4));
+    std::sync::Arc::make_mut(&mut s.obs)
+        .group_terms
+        .insert(GroupId(1), Term(4));
     c.check_state(Instant::ZERO, &[s.clone()], &dbs, &nobody, &nobody);
     assert_eq!(c.violations[0].rule, "S2");
     s.incarnation = 2;
-    std::sync::Arc::make_mut(&mut s.obs).group_terms.insert(GroupId(1), Term(3));
+    std::sync::Arc::make_mut(&mut s.obs)
+        .group_terms
+        .insert(GroupId(1), Term(3));
     c.check_state(Instant::ZERO, &[s], &dbs, &nobody, &nobody);
     assert_eq!(
         c.violations.len(),

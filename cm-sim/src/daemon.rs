@@ -7,6 +7,7 @@
 //! keep in step: a command added to a machine needs one arm in cm-io's daemons and one here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cm_core::agent::{Agent, AgentCommand, AgentHealth, AgentInput};
 use cm_core::config::ClusterConfig;
@@ -126,6 +127,17 @@ pub trait SimMachine<I, C> {
     fn observe(&self) -> Obs {
         Obs::None
     }
+    /// What the checkers may see of a cm_server, `prev` (what it showed before its last step)
+    /// itself when it still shows the same: checkers skip what they already saw by pointer.
+    fn observe_server(&self, prev: Option<&Arc<ServerObs>>) -> Option<Arc<ServerObs>> {
+        match self.observe() {
+            Obs::Server(obs) => Some(match prev {
+                Some(p) if **p == obs => Arc::clone(p),
+                _ => Arc::new(obs),
+            }),
+            _ => None,
+        }
+    }
     /// The local DNs whose `/primary` (SPEC §15) answers 200 at the node's local `now`
     /// (agents only).
     fn writable(&self, _local_now: Instant) -> Vec<InstanceId> {
@@ -196,6 +208,12 @@ pub enum Daemon {
         machine: Box<dyn SimMachine<ServerInput, ServerCommand>>,
         /// Whether it was told the wall clock (the daemon does so before its first input).
         wall_fed: bool,
+        /// What the checkers see of it, built on first use after each step (its observation
+        /// changes only when it steps: every step goes through [`Daemon::server_mut`], which
+        /// moves this cache to `prev`).
+        view: std::cell::OnceCell<Option<Arc<ServerObs>>>,
+        /// What it showed before its last step, kept when it still shows the same.
+        prev: Option<Arc<ServerObs>>,
     },
 }
 
@@ -221,6 +239,8 @@ impl Daemon {
         Self::Server {
             machine: Box::new(machine),
             wall_fed: false,
+            view: std::cell::OnceCell::new(),
+            prev: None,
         }
     }
 
@@ -245,7 +265,19 @@ impl Daemon {
     /// The server's machine.
     pub(crate) fn server_mut(&mut self) -> Option<&mut dyn SimMachine<ServerInput, ServerCommand>> {
         match self {
-            Self::Server { machine, .. } => Some(machine.as_mut()),
+            Self::Server {
+                machine,
+                view,
+                prev,
+                ..
+            } => {
+                // It may step: its observation is rebuilt on next use (the last one kept for
+                // comparison).
+                if let Some(seen) = view.take() {
+                    *prev = seen;
+                }
+                Some(machine.as_mut())
+            }
             _ => None,
         }
     }
@@ -265,6 +297,22 @@ impl Daemon {
             Self::Monitor { machine, .. } => machine.observe(),
             Self::Agent { machine, .. } => machine.observe(),
             Self::Server { machine, .. } => machine.observe(),
+        }
+    }
+
+    /// What the checkers see of a cm_server (None: not one, or it shows nothing), shared until
+    /// it next steps.
+    pub fn server_obs(&self) -> Option<Arc<ServerObs>> {
+        match self {
+            Self::Server {
+                machine,
+                view,
+                prev,
+                ..
+            } => view
+                .get_or_init(|| machine.observe_server(prev.as_ref()))
+                .clone(),
+            _ => None,
         }
     }
 
@@ -392,6 +440,44 @@ pub struct SimServer {
     last_now: Instant,
 }
 
+impl SimServer {
+    /// Whether it shows exactly `obs` (what `observe` would build), compared in place.
+    fn shows(&self, obs: &ServerObs) -> bool {
+        let q = self.server.quorum().status(self.last_now);
+        let committed = self.server.quorum().committed();
+        if obs.quorum_term != q.term
+            || obs.leader != (q.role == QuorumRole::Leader)
+            || obs.lease_until != q.lease_until
+            || obs.paused != committed.paused
+            || obs.stopping != committed.stopping
+            || obs.group_terms.len() != committed.groups.len()
+            || obs.newest_promotion.as_ref() != committed.promotions.entries().next_back()
+        {
+            return false;
+        }
+        let terms = committed
+            .groups
+            .iter()
+            .zip(&obs.group_terms)
+            .all(|((g, s), (og, ot))| g == og && s.term == *ot);
+        let mut switchovers = committed
+            .groups
+            .iter()
+            .filter_map(|(g, s)| s.switchover.as_ref().map(|sw| (*g, sw.term)));
+        let mut seen = obs.switchover_terms.iter();
+        let same_switchovers = obs.switchovers.len() == obs.switchover_terms.len()
+            && obs.switchovers.iter().eq(obs.switchover_terms.keys())
+            && loop {
+                match (switchovers.next(), seen.next()) {
+                    (None, None) => break true,
+                    (Some(a), Some((g, t))) if a == (*g, *t) => {}
+                    _ => break false,
+                }
+            };
+        terms && same_switchovers
+    }
+}
+
 impl SimMachine<ServerInput, ServerCommand> for SimServer {
     fn step(&mut self, now: Instant, input: ServerInput) -> Vec<ServerCommand> {
         self.last_now = now;
@@ -400,6 +486,18 @@ impl SimMachine<ServerInput, ServerCommand> for SimServer {
 
     fn next_deadline(&self) -> Option<Instant> {
         self.server.next_deadline()
+    }
+
+    fn observe_server(&self, prev: Option<&Arc<ServerObs>>) -> Option<Arc<ServerObs>> {
+        if let Some(p) = prev
+            && self.shows(p)
+        {
+            return Some(Arc::clone(p));
+        }
+        match self.observe() {
+            Obs::Server(obs) => Some(Arc::new(obs)),
+            _ => None,
+        }
     }
 
     fn observe(&self) -> Obs {

@@ -887,7 +887,7 @@ impl World {
                 continue;
             }
             if let Some(p) = h.procs.get(&Role::Server)
-                && let Obs::Server(obs) = p.daemon.observe()
+                && let Some(obs) = p.daemon.server_obs()
             {
                 out.push(ServerView {
                     node: *node,

@@ -601,3 +601,39 @@ fn a_flag_write_completes_within_the_delivery_and_a_sample_reads_it_a_millisecon
         "{log}"
     );
 }
+
+/// The checkers' view of a cm_server is built once per step and shared; a step after which it
+/// shows the same keeps the same `Arc` (which S2 and F skip), one that changes it gives a new one.
+#[test]
+fn a_servers_view_is_kept_until_a_step_changes_what_it_shows() {
+    use std::sync::Arc;
+    let toy = |leader| ToyServer {
+        leader,
+        paused: false,
+        last: Instant::ZERO,
+        checks: 0,
+    };
+    // A follower shows no lease: its steps change nothing it shows.
+    let mut d = Daemon::server(toy(false));
+    let first = d.server_obs().expect("a server shows a view");
+    assert!(Arc::ptr_eq(&first, &d.server_obs().unwrap()));
+    let m = d.server_mut().unwrap();
+    m.step(Instant::from_secs(1), ServerInput::Tick);
+    assert!(Arc::ptr_eq(&first, &d.server_obs().unwrap()));
+    // A leader's lease moves with the step's instant: a new view, then kept at the same instant.
+    let mut d = Daemon::server(toy(true));
+    let first = d.server_obs().unwrap();
+    d.server_mut()
+        .unwrap()
+        .step(Instant::from_secs(1), ServerInput::Tick);
+    let second = d.server_obs().unwrap();
+    assert!(!Arc::ptr_eq(&first, &second));
+    assert_eq!(
+        second.lease_until,
+        Some(Instant::from_secs(1) + Duration::from_secs(3600))
+    );
+    d.server_mut()
+        .unwrap()
+        .step(Instant::from_secs(1), ServerInput::Tick);
+    assert!(Arc::ptr_eq(&second, &d.server_obs().unwrap()));
+}

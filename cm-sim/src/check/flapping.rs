@@ -38,6 +38,9 @@ impl Checker {
     pub(super) fn check_switchover_flapping(&mut self, at: Instant, servers: &[ServerView]) {
         let mut fresh = Vec::new();
         for s in servers {
+            if !self.obs_changed(s) {
+                continue; // showed the same at the last check
+            }
             for (g, t) in &s.obs.switchover_terms {
                 if let std::collections::btree_map::Entry::Vacant(e) =
                     self.flapping.begun.entry((*g, *t))

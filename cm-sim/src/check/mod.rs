@@ -52,8 +52,8 @@ pub struct ServerView {
     pub local_now: Instant,
     /// Its process incarnation.
     pub incarnation: u64,
-    /// What it shows.
-    pub obs: ServerObs,
+    /// What it shows (shared with the world's cache until the server next steps).
+    pub obs: std::sync::Arc<ServerObs>,
 }
 
 impl ServerView {
@@ -114,6 +114,9 @@ pub struct Checker {
     s7: s7_resources::S7,
     s8: s8_primary_answers::S8,
     flapping: flapping::Flapping,
+    /// The server observations the last `check_state` saw: S2 and F read only what a server
+    /// shows, so a server still showing the same (shared) observation has nothing new for them.
+    obs_checked: Vec<std::sync::Arc<ServerObs>>,
 }
 
 impl Checker {
@@ -153,7 +156,17 @@ impl Checker {
             s7: Default::default(),
             s8: Default::default(),
             flapping: Default::default(),
+            obs_checked: Vec::new(),
         }
+    }
+
+    /// Whether `s` shows something the last `check_state` did not see (a server that stepped
+    /// since, or a new one).
+    fn obs_changed(&self, s: &ServerView) -> bool {
+        !self
+            .obs_checked
+            .iter()
+            .any(|o| std::sync::Arc::ptr_eq(o, &s.obs))
     }
 
     /// Reports what SPEC §5.4 concedes in two-node mode (once per rule and message).
@@ -271,9 +284,14 @@ impl Checker {
         agents_alive: &dyn Fn(NodeId) -> bool,
     ) {
         self.check_leaders(at, servers);
-        self.check_terms(at, servers);
-        self.check_history(at, servers);
-        self.check_switchover_flapping(at, servers);
+        if servers.iter().any(|s| self.obs_changed(s)) {
+            self.check_terms(at, servers);
+            self.check_history(at, servers);
+            self.check_switchover_flapping(at, servers);
+            self.obs_checked.clear();
+            self.obs_checked
+                .extend(servers.iter().map(|s| std::sync::Arc::clone(&s.obs)));
+        }
         if self.two_node_concession {
             self.concession_ended = None;
         } else if !self.s4.conceded_dual.is_empty()

@@ -61,6 +61,9 @@ impl Checker {
 
     pub(super) fn check_terms(&mut self, at: Instant, servers: &[ServerView]) {
         for s in servers {
+            if !self.obs_changed(s) {
+                continue; // showed the same at the last check
+            }
             let seen = self
                 .s2
                 .terms_seen

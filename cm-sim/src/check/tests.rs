@@ -21,12 +21,12 @@ fn server(node: u32, term: u64, leader: bool, lease_until_s: u64, now_s: u64) ->
         node: NodeId(node),
         local_now: Instant::from_secs(now_s),
         incarnation: 1,
-        obs: ServerObs {
+        obs: std::sync::Arc::new(ServerObs {
             quorum_term: QuorumTerm(term),
             leader,
             lease_until: leader.then(|| Instant::from_secs(lease_until_s)),
             ..ServerObs::default()
-        },
+        }),
     }
 }
 
@@ -113,13 +113,19 @@ fn s2_two_failovers_for_one_group_term_is_a_violation_a_resend_is_not() {
 fn s2_a_group_term_going_back_on_one_server_is_a_violation() {
     let (mut c, dbs) = checker();
     let mut s = server(1, 1, false, 0, 0);
-    s.obs.group_terms.insert(GroupId(1), Term(5));
+    std::sync::Arc::make_mut(&mut s.obs)
+        .group_terms
+        .insert(GroupId(1), Term(5));
     c.check_state(Instant::ZERO, &[s.clone()], &dbs, &nobody, &nobody);
-    s.obs.group_terms.insert(GroupId(1), Term(4));
+    std::sync::Arc::make_mut(&mut s.obs)
+        .group_terms
+        .insert(GroupId(1), Term(4));
     c.check_state(Instant::ZERO, &[s.clone()], &dbs, &nobody, &nobody);
     assert_eq!(c.violations[0].rule, "S2");
     s.incarnation = 2;
-    s.obs.group_terms.insert(GroupId(1), Term(3));
+    std::sync::Arc::make_mut(&mut s.obs)
+        .group_terms
+        .insert(GroupId(1), Term(3));
     c.check_state(Instant::ZERO, &[s], &dbs, &nobody, &nobody);
     assert_eq!(
         c.violations.len(),
@@ -429,16 +435,16 @@ fn h_a_promotion_replacing_no_primary_must_be_the_start() {
         wall_ms: cm_core::time::WallMillis(0),
     };
     let mut s = server(1, 1, true, 10, 1);
-    s.obs.newest_promotion = Some(promotion(PromotionReason::Start));
+    std::sync::Arc::make_mut(&mut s.obs).newest_promotion = Some(promotion(PromotionReason::Start));
     c.check_state(Instant::from_secs(1), &[s.clone()], &dbs, &nobody, &nobody);
     assert!(c.violations.is_empty(), "{:?}", c.violations);
-    s.obs.newest_promotion = Some(Promotion {
+    std::sync::Arc::make_mut(&mut s.obs).newest_promotion = Some(Promotion {
         previous: Some(InstanceId(6002)),
         ..promotion(PromotionReason::Failover)
     });
     c.check_state(Instant::from_secs(2), &[s.clone()], &dbs, &nobody, &nobody);
     assert!(c.violations.is_empty(), "{:?}", c.violations);
-    s.obs.newest_promotion = Some(promotion(PromotionReason::Failover));
+    std::sync::Arc::make_mut(&mut s.obs).newest_promotion = Some(promotion(PromotionReason::Failover));
     c.check_state(Instant::from_secs(3), &[s], &dbs, &nobody, &nobody);
     assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
     assert_eq!(c.violations[0].rule, "H");

@@ -167,7 +167,16 @@ impl Agent {
                 highest,
                 weight,
             } => {
-                self.on_term_check_reply(from, nonce, highest, weight, qterm, out);
+                self.on_term_check_reply(from, nonce, highest, weight, None, qterm, out);
+            }
+            Msg::GroupTermCheckReply {
+                nonce,
+                highest,
+                weight,
+                group_term,
+            } => {
+                let group_term = Some(group_term);
+                self.on_term_check_reply(from, nonce, highest, weight, group_term, qterm, out);
             }
             _ => {}
         }

@@ -131,7 +131,7 @@ pub use msg::{EntryPayload, LogEntry, QuorumMsg};
 use self::log::Log;
 use crate::codec::{self, DecodeError};
 use crate::config::ClusterConfig;
-use crate::ids::{LogIndex, NodeId, ProposalId, QuorumTerm, Term, WriteToken};
+use crate::ids::{GroupId, LogIndex, NodeId, ProposalId, QuorumTerm, Term, WriteToken};
 use crate::io::{PersistState, WriteCompleted};
 use crate::params::Params;
 use crate::quorum_math;
@@ -823,6 +823,51 @@ impl Quorum {
             );
         }
         quorum_math::is_voter_quorum(&self.members, &self.state.non_voters, set)
+    }
+
+    /// The highest term `group` has or may get in this node's log: the applied state's, or
+    /// what an entry not yet applied (committed or not) would give it. An agent asks it of a
+    /// quorum before promoting (§4.1): a committed newer term is in the log of at least one
+    /// node of any quorum, so a Failover superseded by a newer one never promotes (swarm seed
+    /// 1475: a Failover read at a thaw, 30 s after it had been resent with a fresh term to
+    /// another member that then acknowledged writes). An upper bound: an entry that does not
+    /// commit or apply only makes a promotion wait for the leader's resend.
+    pub fn group_term_bound(&self, group: GroupId) -> Term {
+        let mut term = self.state.groups.get(&group).map_or(Term(0), |g| g.term);
+        let mut index = self.applied;
+        while index < self.log.last_index() {
+            index = index.next();
+            let Some(entry) = self.log.entry(index) else {
+                break;
+            };
+            let EntryPayload::Change(change) = &entry.payload else {
+                continue;
+            };
+            let step = |t: Term| {
+                quorum_math::next_group_term(t, self.two_node_failover().then_some(entry.term))
+            };
+            let moved = match change {
+                Change::Promote {
+                    group: g,
+                    expected_term,
+                    ..
+                }
+                | Change::BeginSwitchover {
+                    group: g,
+                    expected_term,
+                    ..
+                }
+                | Change::RenewSwitchoverTerm {
+                    group: g,
+                    expected_term,
+                } if *g == group => Some(step(*expected_term)),
+                Change::AbortSwitchover { group: g, term } if *g == group => Some(step(*term)),
+                Change::MergeDiverged { groups } => groups.get(&group).map(|g| g.term),
+                _ => None,
+            };
+            term = term.max(moved.unwrap_or(Term(0)));
+        }
+        term
     }
 
     /// The weight this node's confirmation of a term carries for an agent (§4.1), counted as

@@ -320,3 +320,30 @@ fn a_follower_that_lost_its_store_is_replicated_from_scratch_without_a_storm() {
     let out = norm(q.step(now, message(3, 1, refusal)));
     assert_eq!(out, vec![], "a duplicated refusal starts no second stream");
 }
+
+/// §4.1's group-term confirmation (swarm seed 1475): a node answers with the highest term its
+/// log holds for the group — an entry not yet committed or applied counts (a committed one may
+/// not be applied on a follower yet), other groups' entries do not.
+#[test]
+fn the_group_term_bound_counts_entries_not_yet_applied() {
+    use crate::history::PromotionReason;
+    use crate::ids::{GroupId, InstanceId, Term};
+    let cfg = config(3);
+    let mut q = started(&cfg, 2, ms(0));
+    let g = GroupId(1);
+    let promote = |group, expected| Change::Promote {
+        group,
+        expected_term: Term(expected),
+        static_primary: InstanceId(6002),
+        reason: PromotionReason::Failover,
+    };
+    assert_eq!(q.group_term_bound(g), Term(0));
+    q.term = t(1);
+    q.log.append(entry(1, 1, None));
+    q.log.append(entry(1, 2, Some(promote(g, 0))));
+    q.log.append(entry(1, 3, Some(promote(GroupId(2), 6))));
+    q.commit = idx(1);
+    assert_eq!(q.group_term_bound(g), Term(1));
+    q.log.append(entry(1, 4, Some(promote(g, 1))));
+    assert_eq!(q.group_term_bound(g), Term(2));
+}

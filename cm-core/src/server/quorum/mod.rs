@@ -435,6 +435,11 @@ pub struct Quorum {
     few_agents_since: Option<Instant>,
     demoted_until: Option<Instant>,
     peer_heard_at: Instant,
+    /// The peer was heard since this process started (§5.4: a restarted W2 knows nothing of
+    /// how long its peer has been silent, so its weight does not count until it hears it or
+    /// the gateway answers; swarm seed 1222).
+    #[serde(default)]
+    peer_heard_since_start: bool,
     isolated: bool,
     gateways: Option<bool>,
     probe_at: Instant,
@@ -535,6 +540,7 @@ impl Quorum {
             few_agents_since: None,
             demoted_until: None,
             peer_heard_at: Instant::ZERO,
+            peer_heard_since_start: false,
             isolated: false,
             gateways: None,
             probe_at: Instant::ZERO,
@@ -672,6 +678,7 @@ impl Quorum {
     fn start(&mut self, now: Instant) {
         self.started_at = Some(now);
         self.peer_heard_at = now;
+        self.peer_heard_since_start = false;
         self.reset_election_timer(now);
         if self.sends_hellos() {
             self.send_hellos(now);

@@ -194,8 +194,11 @@ fn a_superseded_failover_read_at_a_thaw() {
 /// * 824: two CMS, W2 leading, cut from the agents; a 1P1S group's standby rebuilt meanwhile
 ///   never got its stream back (the §5.3 second rule keeps a two-node W2 leader, see
 ///   `quorum/cut.rs`; applying it to W2 fixed this seed but broke 607);
-/// * `F` (switchovers started and aborted again and again): 809, 1519;
-/// * safety: 1222 (S1, two-node leases).
+/// * `F` (switchovers started and aborted again and again): 809, 1519 (both pass on main
+///   after the nemesis/rejoin fixes, as does 1980);
+/// * 1222: `A` at 99 s (two CMS, W1 alone with the majority of DNs); its S1 (two leases at
+///   181 s: a restarted W2 counted its weight before hearing its peer) is fixed (quorum
+///   `a_restarted_w2_that_has_not_heard_its_peer_does_not_count_its_weight`).
 #[test]
 #[ignore = "open: found by the 0..2000 sweep after issue 11's fixes"]
 fn open_after_the_issue_11_sweep() {

@@ -347,3 +347,69 @@ fn the_group_term_bound_counts_entries_not_yet_applied() {
     q.log.append(entry(1, 4, Some(promote(g, 1))));
     assert_eq!(q.group_term_bound(g), Term(2));
 }
+
+/// Issue 11's scale question, measured: the whole-state snapshot (what the quorum persists and
+/// sends as one frame) of 10,000 groups of three members, each with five terms of timeline
+/// history (forks growing with the timeline), a read-only entry per member, and the promotion
+/// history full (§15: 20 per group, 1,000 in all). Printed, and held under half of the 4 MiB
+/// frame limit so that such a cluster fits with room to spare.
+#[test]
+fn a_snapshot_of_10000_groups_fits_in_half_a_frame() {
+    use crate::codec::{MAX_BODY_LEN, encode_persisted};
+    use crate::dn::History;
+    use crate::history::{Promotion, PromotionReason};
+    use crate::ids::{GroupId, InstanceId, Lsn, Term, Timeline};
+    use crate::state::{GroupState, ReadOnlyState};
+    let mut state = ClusterState::default();
+    for g in 1..=10_000u32 {
+        let first = InstanceId(6000 + g * 10);
+        let timelines = (1..=5u64)
+            .map(|t| {
+                let forks = (1..t)
+                    .map(|f| (Timeline(f as u32), Lsn(f << 24)))
+                    .collect();
+                let history = History {
+                    timeline: Timeline(t as u32),
+                    forks,
+                };
+                (Term(t), history)
+            })
+            .collect();
+        let read_only = (0..3)
+            .map(|m| (InstanceId(first.0 + m), ReadOnlyState::Off))
+            .collect();
+        let group = GroupState {
+            term: Term(5),
+            static_primary: first,
+            initial_primary: first,
+            timelines,
+            read_only,
+            phony_dead_cooldown: Default::default(),
+            switchover: None,
+            last_switchover: None,
+            term_reason: Some(PromotionReason::Failover),
+        };
+        state.groups.insert(GroupId(g), group);
+        if g <= 50 {
+            for t in 1..=20u64 {
+                state.promotions.record(Promotion {
+                    group: GroupId(g),
+                    term: Term(t),
+                    instance: first,
+                    previous: Some(InstanceId(first.0 + 1)),
+                    reason: PromotionReason::Failover,
+                    timeline: Timeline(t as u32),
+                    wall_ms: crate::time::WallMillis(1_700_000_000_000 + t),
+                });
+            }
+        }
+    }
+    assert_eq!(state.promotions.len(), 1_000);
+    let bytes = encode_persisted(&state).expect("encodes");
+    println!(
+        "snapshot of 10,000 groups: {} bytes ({:.1} per group; frame limit {MAX_BODY_LEN})",
+        bytes.len(),
+        bytes.len() as f64 / 10_000.0
+    );
+    assert!(bytes.len() < MAX_BODY_LEN / 2, "{} bytes", bytes.len());
+}

@@ -440,6 +440,11 @@ pub struct Quorum {
     /// the gateway answers; swarm seed 1222).
     #[serde(default)]
     peer_heard_since_start: bool,
+    /// The length of the newest store written: past [`STORE_BUDGET`] proposals are refused
+    /// (with an error logged) so that the store never reaches the frame limit, whose encoding
+    /// failure would stop the node.
+    #[serde(default)]
+    store_len: usize,
     isolated: bool,
     gateways: Option<bool>,
     probe_at: Instant,
@@ -541,6 +546,7 @@ impl Quorum {
             demoted_until: None,
             peer_heard_at: Instant::ZERO,
             peer_heard_since_start: false,
+            store_len: 0,
             isolated: false,
             gateways: None,
             probe_at: Instant::ZERO,
@@ -725,10 +731,13 @@ impl Quorum {
                 self.next_token += 1;
                 let bytes = match codec::encode_persisted(&self.stored()) {
                     Ok(b) => b,
-                    // The state is bounded by compaction far below the frame limit; if that
-                    // ever fails, stopping is safer than acting on state that cannot be kept.
+                    // Proposals are refused past STORE_BUDGET (a quarter of the frame limit
+                    // below it), far above a 10,000-group cluster's snapshot (1.1 MB); if the
+                    // encoding still fails, stopping is safer than acting on state that cannot
+                    // be kept.
                     Err(e) => panic!("cannot encode the quorum store: {e}"),
                 };
+                self.store_len = bytes.len();
                 result.push(QuorumOutput::Persist(PersistState { token, bytes }));
                 self.writes.push_back(PendingWrite {
                     token,
@@ -943,11 +952,23 @@ impl Quorum {
     }
 }
 
+/// The store size past which proposals are refused: three quarters of the frame limit, so
+/// that the entries already queued and the snapshot still fit.
+pub(crate) const STORE_BUDGET: usize = codec::MAX_BODY_LEN / 4 * 3;
+
 impl ReplicatedState for Quorum {
     /// Queues a change; `None` unless this node leads with a lease (as of the last step) and
     /// the queue has room. It is appended on the next [`QuorumInput::Flush`].
     fn propose(&mut self, change: Change) -> Option<ProposalId> {
         if !self.holds_lease(self.clock.last()) || self.queued.len() >= MAX_QUEUED_PROPOSALS {
+            return None;
+        }
+        if self.store_len > STORE_BUDGET {
+            tracing::error!(
+                store_bytes = self.store_len,
+                budget = STORE_BUDGET,
+                "the replicated state is too large to grow: change refused"
+            );
             return None;
         }
         let id = ProposalId(self.next_proposal);

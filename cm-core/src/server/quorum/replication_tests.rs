@@ -365,9 +365,7 @@ fn a_snapshot_of_10000_groups_fits_in_half_a_frame() {
         let first = InstanceId(6000 + g * 10);
         let timelines = (1..=5u64)
             .map(|t| {
-                let forks = (1..t)
-                    .map(|f| (Timeline(f as u32), Lsn(f << 24)))
-                    .collect();
+                let forks = (1..t).map(|f| (Timeline(f as u32), Lsn(f << 24))).collect();
                 let history = History {
                     timeline: Timeline(t as u32),
                     forks,
@@ -412,4 +410,18 @@ fn a_snapshot_of_10000_groups_fits_in_half_a_frame() {
         bytes.len() as f64 / 10_000.0
     );
     assert!(bytes.len() < MAX_BODY_LEN / 2, "{} bytes", bytes.len());
+}
+
+/// A store grown past the budget refuses changes instead of reaching the frame limit (where
+/// encoding it would fail and stop the node): the leader keeps leading, proposals get `None`.
+#[test]
+fn a_store_past_its_budget_refuses_proposals() {
+    let cfg = config(3);
+    let (mut q, now) = leader(&cfg);
+    assert!(q.holds_lease(now));
+    assert!(q.store_len > 0 && q.store_len < super::super::STORE_BUDGET);
+    assert!(q.propose(Change::SetPaused(true)).is_some());
+    q.store_len = super::super::STORE_BUDGET + 1;
+    assert_eq!(q.propose(Change::SetPaused(false)), None);
+    assert!(q.holds_lease(now));
 }

@@ -66,6 +66,14 @@ pub(super) struct TermCheck {
     ok: BTreeMap<NodeId, u32>,
 }
 
+/// One CMS's answer to a term check: its highest quorum term, the weight its confirmation
+/// carries, and (to a [`Msg::GroupTermCheck`]) the group's highest term in its log.
+pub(super) struct TermAnswer {
+    pub(super) highest: QuorumTerm,
+    pub(super) weight: u32,
+    pub(super) group_term: Option<Term>,
+}
+
 impl TermCheck {
     /// When the CMS nodes that have not answered are asked again.
     pub(super) fn retry_at(&self) -> Instant {
@@ -368,12 +376,15 @@ impl Agent {
         &mut self,
         from: NodeId,
         nonce: u64,
-        highest: QuorumTerm,
-        weight: u32,
-        group_term: Option<Term>,
+        answer: TermAnswer,
         qterm: QuorumTerm,
         out: &mut Vec<AgentCommand>,
     ) {
+        let TermAnswer {
+            highest,
+            weight,
+            group_term,
+        } = answer;
         self.observe_qterm(qterm.max(highest));
         let cms_count = self.cms_nodes.len();
         let Some((&id, inst)) = self

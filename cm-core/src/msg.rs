@@ -138,6 +138,28 @@ pub enum Msg {
         /// The reply.
         reply: MonitorReply,
     },
+    /// Agent → every CMS, before promoting a member of `group` (§4.1): [`Msg::TermCheck`], and
+    /// also "what is the group's term in your log?" — a Failover superseded by a newer one
+    /// (resent with a fresh term while its target was frozen) must not promote when it is
+    /// finally read. (Last, so the encoding of the older variants is unchanged.)
+    GroupTermCheck {
+        /// Matches the reply to the check.
+        nonce: u64,
+        /// The group of the member to promote.
+        group: GroupId,
+    },
+    /// CMS → agent: [`Msg::TermCheckReply`] and the highest term the group has or may get in
+    /// this CMS's log (committed or not).
+    GroupTermCheckReply {
+        /// The check answered.
+        nonce: u64,
+        /// The highest quorum term known.
+        highest: QuorumTerm,
+        /// The weight this CMS's confirmation carries (as in [`Msg::TermCheckReply`]).
+        weight: u32,
+        /// The group's highest term in this CMS's log.
+        group_term: Term,
+    },
 }
 
 /// What an agent reports.

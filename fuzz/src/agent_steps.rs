@@ -463,7 +463,9 @@ impl Driver {
             }
             AgentCommand::Net(NetCommand::Send { envelope }) => {
                 match &envelope.msg {
-                    Msg::TermCheck { nonce } => push_bounded(&mut self.nonces, *nonce, KEPT),
+                    Msg::TermCheck { nonce } | Msg::GroupTermCheck { nonce, .. } => {
+                        push_bounded(&mut self.nonces, *nonce, KEPT);
+                    }
                     Msg::AgentReport(r) => push_bounded(&mut self.report_seqs, r.seq, KEPT),
                     _ => {}
                 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::commands::TermAnswer;
 use super::{Agent, AgentCommand, ResInst};
 use crate::ctl::{CtlReply, CtlRequest};
 use crate::ids::{NodeId, QuorumTerm, ReportSeq};
@@ -167,7 +168,25 @@ impl Agent {
                 highest,
                 weight,
             } => {
-                self.on_term_check_reply(from, nonce, highest, weight, qterm, out);
+                let answer = TermAnswer {
+                    highest,
+                    weight,
+                    group_term: None,
+                };
+                self.on_term_check_reply(from, nonce, answer, qterm, out);
+            }
+            Msg::GroupTermCheckReply {
+                nonce,
+                highest,
+                weight,
+                group_term,
+            } => {
+                let answer = TermAnswer {
+                    highest,
+                    weight,
+                    group_term: Some(group_term),
+                };
+                self.on_term_check_reply(from, nonce, answer, qterm, out);
             }
             _ => {}
         }

@@ -66,6 +66,14 @@ pub(super) struct TermCheck {
     ok: BTreeMap<NodeId, u32>,
 }
 
+/// One CMS's answer to a term check: its highest quorum term, the weight its confirmation
+/// carries, and (to a [`Msg::GroupTermCheck`]) the group's highest term in its log.
+pub(super) struct TermAnswer {
+    pub(super) highest: QuorumTerm,
+    pub(super) weight: u32,
+    pub(super) group_term: Option<Term>,
+}
+
 impl TermCheck {
     /// When the CMS nodes that have not answered are asked again.
     pub(super) fn retry_at(&self) -> Instant {
@@ -346,6 +354,9 @@ impl Agent {
         out: &mut Vec<AgentCommand>,
     ) {
         let nonce = self.op().0;
+        let Some(group) = self.insts.get(&id).map(|i| i.gid) else {
+            return;
+        };
         if let Some(inst) = self.insts.get_mut(&id) {
             inst.term_check = Some(TermCheck {
                 nonce,
@@ -357,7 +368,7 @@ impl Agent {
             });
         }
         for n in self.cms_nodes.clone() {
-            out.push(self.envelope(n, Msg::TermCheck { nonce }));
+            out.push(self.envelope(n, Msg::GroupTermCheck { nonce, group }));
         }
     }
 
@@ -365,11 +376,15 @@ impl Agent {
         &mut self,
         from: NodeId,
         nonce: u64,
-        highest: QuorumTerm,
-        weight: u32,
+        answer: TermAnswer,
         qterm: QuorumTerm,
         out: &mut Vec<AgentCommand>,
     ) {
+        let TermAnswer {
+            highest,
+            weight,
+            group_term,
+        } = answer;
         self.observe_qterm(qterm.max(highest));
         let cms_count = self.cms_nodes.len();
         let Some((&id, inst)) = self
@@ -385,6 +400,12 @@ impl Agent {
         if highest > tc.qterm {
             tracing::warn!(instance = %id, cms = %from, %highest, ordered_in = %tc.qterm,
                 "a CMS knows a higher quorum term: promotion abandoned");
+            inst.term_check = None;
+            return;
+        }
+        if let Some(group_term) = group_term.filter(|g| *g > tc.term) {
+            tracing::warn!(instance = %id, cms = %from, %group_term, ordered = %tc.term,
+                "the group has a newer term than the Failover's: promotion abandoned");
             inst.term_check = None;
             return;
         }
@@ -431,11 +452,11 @@ impl Agent {
             } else if now >= tc.asked_at + TERM_CHECK_RETRY {
                 tc.asked_at = now;
                 let silent = self.cms_nodes.iter().filter(|n| !tc.ok.contains_key(n));
-                ask.extend(silent.map(|n| (*n, tc.nonce)));
+                ask.extend(silent.map(|n| (*n, tc.nonce, inst.gid)));
             }
         }
-        for (n, nonce) in ask {
-            out.push(self.envelope(n, Msg::TermCheck { nonce }));
+        for (n, nonce, group) in ask {
+            out.push(self.envelope(n, Msg::GroupTermCheck { nonce, group }));
         }
     }
 }

@@ -1,6 +1,7 @@
 use crate::agent::testkit::*;
 use crate::codec::encode_persisted;
 use crate::dn::BuildOutcome;
+use crate::ids::GroupId;
 
 fn stamp(q: u64, s: u64) -> CmdStamp {
     CmdStamp {
@@ -208,7 +209,16 @@ fn failover_persists_the_term_then_checks_every_cms_then_promotes_on_a_majority(
     );
     let cmds = a.step(ms(20), write_ok(persist_token(&cmds)));
     let nonce = a.insts[&DN].term_check.as_ref().expect("check").nonce;
-    let check = |n| to_cms(&a, n, Msg::TermCheck { nonce });
+    let check = |n| {
+        to_cms(
+            &a,
+            n,
+            Msg::GroupTermCheck {
+                nonce,
+                group: GroupId(1),
+            },
+        )
+    };
     assert_eq!(cmds, vec![check(CMS[0]), check(CMS[1]), check(CMS[2])]);
     assert_eq!(a.insts[&DN].report(ms(20)).term, Term(4));
     let reply = |n, h| {
@@ -756,6 +766,45 @@ fn a_rejected_build_is_reported_as_a_failed_build_with_the_reason() {
     );
 }
 
+/// Swarm seed 1475 (S3/S5): a Failover read long after it was sent (its host was frozen) while
+/// the leader, still at the same quorum term, had resent it with a fresh group term to another
+/// member. A CMS whose log holds a newer term for the group stops the promotion; replies that
+/// know only older group terms confirm it.
+#[test]
+fn failover_is_abandoned_when_a_cms_log_holds_a_newer_group_term() {
+    for (newer, promoted) in [(5, false), (4, true)] {
+        let mut a = boot(DnRole::Standby);
+        let nonce = failover_waiting_for_its_term_check(&mut a);
+        let reply = |n, group_term| {
+            from_cms(
+                n,
+                1,
+                Msg::GroupTermCheckReply {
+                    nonce,
+                    highest: QuorumTerm(1),
+                    weight: 1,
+                    group_term: Term(group_term),
+                },
+            )
+        };
+        let cmds = a.step(ms(30), reply(CMS[1], newer));
+        let promotes = cmds.iter().any(|c| {
+            matches!(
+                c,
+                AgentCommand::RunDnAction {
+                    action: DnAction::Promote { .. },
+                    ..
+                }
+            )
+        });
+        assert_eq!(
+            promotes, promoted,
+            "group term {newer} against Failover{{4}}"
+        );
+        assert!(a.insts[&DN].term_check.is_none());
+    }
+}
+
 /// A term check asks the CMS nodes that have not answered again every 500 ms (before: once,
 /// so a lost reply stalled the promotion until the check timed out, and a sent Switchover was
 /// never resent: swarm seed 387).
@@ -763,7 +812,16 @@ fn a_rejected_build_is_reported_as_a_failed_build_with_the_reason() {
 fn a_term_check_asks_the_silent_cms_nodes_again() {
     let mut a = boot(DnRole::Standby);
     let nonce = failover_waiting_for_its_term_check(&mut a);
-    let check = |a: &Agent, n| to_cms(a, n, Msg::TermCheck { nonce });
+    let check = |a: &Agent, n| {
+        to_cms(
+            a,
+            n,
+            Msg::GroupTermCheck {
+                nonce,
+                group: GroupId(1),
+            },
+        )
+    };
     let asks = |cmds: &[AgentCommand]| {
         cmds.iter()
             .filter(|c| format!("{c:?}").contains("TermCheck"))

@@ -155,6 +155,39 @@ fn primary_stays_200_across_a_leader_change_of_5_2_s_while_a_standby_streams() {
     }
 }
 
+/// Swarm seed 1575 (S8): a whole host frozen for 50 s; at the thaw the agent got the answer of
+/// a status query sent before the freeze, whose streaming row was fresh when it was read. A
+/// sample is as old as its query: the answer neither keeps `/primary` 200 nor holds off the
+/// self-fence (§8's exception needs a fresh sample), so the old primary, failed over meanwhile,
+/// does not answer 200 beside the new one.
+#[test]
+fn a_status_answer_delayed_by_a_freeze_is_as_old_as_its_query() {
+    let mut a = booted(DnRole::Primary);
+    let seq = report_at(&mut a, ms(1000));
+    answer(&mut a, ms(1010), CMS[0], 1, seq, vec![view(6001, 3)]);
+    let streaming = primary_with(&[(6002, 100)]);
+    let mut query = None;
+    for t in (1100..3000).step_by(100) {
+        let cmds = tick(&mut a, ms(t));
+        query = cmds.iter().find_map(|c| match c {
+            AgentCommand::QueryDnStatus { op, .. } => Some((*op, t)),
+            _ => None,
+        });
+        if query.is_some() {
+            break;
+        }
+    }
+    let (op, sent) = query.expect("a status query within 2 s");
+    // The frozen agent: the answer arrives 50 s after its query.
+    let thaw = ms(sent + 50_000);
+    a.step(thaw, queried(op, Ok(streaming)));
+    assert!(matches!(
+        a.primary(DN, thaw),
+        Err(NotWritable::LeaseExpired { .. })
+    ));
+    assert_eq!(kills(&tick(&mut a, thaw)), 1, "self-fenced at the thaw");
+}
+
 /// §15: a Lock1, Demote or Restart accepted for the primary makes `/primary` 503 at once (the
 /// lease-and-role part still holds: placement moves only with the role); an Unlock releases it.
 #[test]

@@ -62,6 +62,10 @@ pub(super) struct Watch {
     pub(super) read_only: Option<bool>,
 }
 
+/// How many status queries in flight an instance remembers the send time of (one is sent per
+/// report interval; an answer later than this many intervals is stale anyway).
+const QUERIES_KEPT: usize = 8;
+
 /// One local DN.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Inst {
@@ -88,6 +92,10 @@ pub(super) struct Inst {
     /// Samples and queries requested before the latest action completed are stale.
     sample_floor: OpId,
     last_query_op: OpId,
+    /// The status queries in flight and when each was sent (the newest [`QUERIES_KEPT`]): a
+    /// sample is as old as its query, not its answer — an answer delayed by a host freeze
+    /// carries streaming rows from before the freeze (§8's exception, §15's `/primary`).
+    queries_sent: Vec<(OpId, Instant)>,
     /// Seen running since the agent last started it: its next start is a restart.
     seen_running: bool,
     /// A `Demote` (switchover) stopped it: the next start is planned, not a restart (§4.4
@@ -154,6 +162,7 @@ impl Inst {
             processes: Vec::new(),
             sample_floor: OpId(0),
             last_query_op: OpId(0),
+            queries_sent: Vec::new(),
             seen_running: false,
             planned_stop: false,
             start_until: None,
@@ -380,6 +389,12 @@ impl Agent {
             out.push(AgentCommand::SampleProcesses { op, instance });
             let op = self.op();
             out.push(AgentCommand::QueryDnStatus { op, instance });
+            if let Some(inst) = self.insts.get_mut(&instance) {
+                if inst.queries_sent.len() >= QUERIES_KEPT {
+                    inst.queries_sent.remove(0);
+                }
+                inst.queries_sent.push((op, now));
+            }
         }
         self.send_report(now, out);
     }
@@ -549,13 +564,21 @@ impl Agent {
             return;
         }
         inst.last_query_op = op;
+        // Unknown (older than every query kept): a sample of unknown age, so as good as none
+        // for anything that needs it fresh.
+        let sent = inst
+            .queries_sent
+            .iter()
+            .find(|(o, _)| *o == op)
+            .map_or(Instant::ZERO, |(_, at)| *at);
+        inst.queries_sent.retain(|(o, _)| *o > op);
         let mut seen_role = None;
         let term = inst.term;
         match result {
             Ok(s) => {
                 seen_role = Some(s.role);
                 inst.status = Some(s);
-                inst.status_at = now;
+                inst.status_at = sent;
                 inst.query_ok = true;
                 inst.start_until = None;
             }

@@ -266,6 +266,15 @@ impl Server {
                 };
                 self.send(out, peer, reply);
             }
+            Msg::GroupTermCheck { nonce, group } => {
+                let reply = Msg::GroupTermCheckReply {
+                    nonce,
+                    highest: self.quorum_term(),
+                    weight: self.quorum.confirmation_weight(),
+                    group_term: self.quorum.group_term_bound(group),
+                };
+                self.send(out, peer, reply);
+            }
             // cm_ctl may ask anything; an agent serving `/cluster` (§15) only the read-only status.
             Msg::CtlRequest { id, req }
                 if peer.role == PeerRole::Ctl

@@ -141,9 +141,11 @@ fn outside_two_node_mode_a_committed_conflict_is_refused_not_a_panic() {
     assert!(q.state.paused);
 }
 
-/// W2 (node 1) alone: elected in term 1 at the end of its start-up hold-off, a quorum alone.
+/// W2 (node 1) alone: elected in term 1 at the end of its start-up hold-off, a quorum alone
+/// (having heard its peer as it started: its weight counts).
 fn w2_leader(cfg: &crate::config::ClusterConfig) -> (Quorum, Instant) {
     let mut q = started(cfg, 1, ms(0));
+    q.peer_heard_since_start = true;
     let at = (ms(0) + q.params.startup_vote_holdoff()).max(q.election_at);
     let out = q.step(at, QuorumInput::Tick);
     let out = q.step(at, done(last_token(&out).unwrap()));

@@ -134,6 +134,7 @@ impl Quorum {
     /// (§5.4: the leases overlap only while both sides reach the gateway).
     pub(super) fn note_peer(&mut self, now: Instant, _from: NodeId) {
         self.peer_heard_at = now;
+        self.peer_heard_since_start = true;
         self.gateway_ok_sent_at = None;
         if self.isolated {
             self.isolated = false;
@@ -153,10 +154,16 @@ impl Quorum {
 
     /// Two-node mode with failover (§5.4): whether W2's weight counts now — it heard its peer
     /// within `cms_network_isolation_timeout × (1 − ρ)/(1 + ρ)`, or a gateway probe sent after
-    /// that instant answered. Without the failover rule, always.
+    /// that instant answered (not heard since this process started: only a gateway answer).
+    /// Without the failover rule, always.
     pub(super) fn w2_weight_counts(&self, now: Instant) -> bool {
         if !self.two_node_failover() {
             return true;
+        }
+        if !self.peer_heard_since_start {
+            // Not heard since this process started: the peer may have been silent for long
+            // and lead alone by now (its start instant stands in for W1's own wait, not here).
+            return self.gateway_ok_sent_at.is_some();
         }
         let until = quorum_math::w2_weight_until(
             self.peer_heard_at,

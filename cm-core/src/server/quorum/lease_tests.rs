@@ -267,6 +267,7 @@ fn an_isolated_second_cms_leads_alone_only_after_the_peers_lease_must_have_lapse
 fn w2_stops_using_its_lease_when_its_weight_stops_counting() {
     let cfg = failover_config();
     let mut q = started(&cfg, 1, ms(0));
+    heard_peer(&mut q, ms(0));
     let until = Instant::from_nanos(19_603_960_396);
     let before = until - Duration::from_nanos(1);
     let seen = tick_until(&mut q, before);
@@ -294,11 +295,48 @@ fn w2_stops_using_its_lease_when_its_weight_stops_counting() {
 fn w2_reports_its_weight_only_while_it_counts() {
     let cfg = failover_config();
     let mut q = started(&cfg, 1, ms(0));
+    heard_peer(&mut q, ms(0));
     let until = Instant::from_nanos(19_603_960_396);
     let _ = tick_until(&mut q, until - Duration::from_nanos(1));
     assert_eq!(q.confirmation_weight(), 3);
     let _ = tick_until(&mut q, until);
     assert_eq!(q.confirmation_weight(), 1);
+}
+
+/// A message from node 2 reaches `q` at `at` (an answer to no hello of `q`'s: only heard).
+fn heard_peer(q: &mut Quorum, at: Instant) {
+    let reply = QuorumMsg::HelloReply {
+        nonce: u64::MAX,
+        counted: false,
+        last_index: idx(0),
+    };
+    let _ = q.step(at, message(2, 0, reply));
+}
+
+/// Swarm seed 1222 (S1): W2 restarted while W1 led alone (W2's messages had not reached W1 for
+/// 20 s) and counted its weight from its start, as if it had just heard W1: two leases. A W2
+/// that has not heard its peer since it started does not count its weight — not in the first
+/// 19.6 s, whatever its election timer says — until a gateway probe answers.
+#[test]
+fn a_restarted_w2_that_has_not_heard_its_peer_does_not_count_its_weight() {
+    let cfg = failover_config();
+    let mut q = started(&cfg, 1, ms(0));
+    let until = Instant::from_nanos(19_603_960_396);
+    let seen = tick_until(&mut q, until - Duration::from_nanos(1));
+    assert!(
+        !seen.iter().any(|(_, o)| matches!(o, Out::BecameLeader(_))),
+        "{seen:?}"
+    );
+    assert_eq!(q.confirmation_weight(), 1);
+    let seen = tick_until(&mut q, until);
+    assert_eq!(probes(&seen), vec![until]);
+    let answered = until + Duration::from_millis(100);
+    let _ = q.step(answered, gateways(true));
+    let seen = tick_until(&mut q, answered + Duration::from_secs(2));
+    assert!(
+        seen.iter().any(|(_, o)| matches!(o, Out::BecameLeader(_))),
+        "{seen:?}"
+    );
 }
 
 fn gateways(reachable: bool) -> QuorumInput {

@@ -131,7 +131,7 @@ pub use msg::{EntryPayload, LogEntry, QuorumMsg};
 use self::log::Log;
 use crate::codec::{self, DecodeError};
 use crate::config::ClusterConfig;
-use crate::ids::{LogIndex, NodeId, ProposalId, QuorumTerm, Term, WriteToken};
+use crate::ids::{GroupId, LogIndex, NodeId, ProposalId, QuorumTerm, Term, WriteToken};
 use crate::io::{PersistState, WriteCompleted};
 use crate::params::Params;
 use crate::quorum_math;
@@ -435,6 +435,16 @@ pub struct Quorum {
     few_agents_since: Option<Instant>,
     demoted_until: Option<Instant>,
     peer_heard_at: Instant,
+    /// The peer was heard since this process started (§5.4: a restarted W2 knows nothing of
+    /// how long its peer has been silent, so its weight does not count until it hears it or
+    /// the gateway answers; swarm seed 1222).
+    #[serde(default)]
+    peer_heard_since_start: bool,
+    /// The length of the newest store written: past [`STORE_BUDGET`] proposals are refused
+    /// (with an error logged) so that the store never reaches the frame limit, whose encoding
+    /// failure would stop the node.
+    #[serde(default)]
+    store_len: usize,
     isolated: bool,
     gateways: Option<bool>,
     probe_at: Instant,
@@ -535,6 +545,8 @@ impl Quorum {
             few_agents_since: None,
             demoted_until: None,
             peer_heard_at: Instant::ZERO,
+            peer_heard_since_start: false,
+            store_len: 0,
             isolated: false,
             gateways: None,
             probe_at: Instant::ZERO,
@@ -672,6 +684,7 @@ impl Quorum {
     fn start(&mut self, now: Instant) {
         self.started_at = Some(now);
         self.peer_heard_at = now;
+        self.peer_heard_since_start = false;
         self.reset_election_timer(now);
         if self.sends_hellos() {
             self.send_hellos(now);
@@ -718,10 +731,13 @@ impl Quorum {
                 self.next_token += 1;
                 let bytes = match codec::encode_persisted(&self.stored()) {
                     Ok(b) => b,
-                    // The state is bounded by compaction far below the frame limit; if that
-                    // ever fails, stopping is safer than acting on state that cannot be kept.
+                    // Proposals are refused past STORE_BUDGET (a quarter of the frame limit
+                    // below it), far above a 10,000-group cluster's snapshot (1.1 MB); if the
+                    // encoding still fails, stopping is safer than acting on state that cannot
+                    // be kept.
                     Err(e) => panic!("cannot encode the quorum store: {e}"),
                 };
+                self.store_len = bytes.len();
                 result.push(QuorumOutput::Persist(PersistState { token, bytes }));
                 self.writes.push_back(PendingWrite {
                     token,
@@ -825,6 +841,51 @@ impl Quorum {
         quorum_math::is_voter_quorum(&self.members, &self.state.non_voters, set)
     }
 
+    /// The highest term `group` has or may get in this node's log: the applied state's, or
+    /// what an entry not yet applied (committed or not) would give it. An agent asks it of a
+    /// quorum before promoting (§4.1): a committed newer term is in the log of at least one
+    /// node of any quorum, so a Failover superseded by a newer one never promotes (swarm seed
+    /// 1475: a Failover read at a thaw, 30 s after it had been resent with a fresh term to
+    /// another member that then acknowledged writes). An upper bound: an entry that does not
+    /// commit or apply only makes a promotion wait for the leader's resend.
+    pub fn group_term_bound(&self, group: GroupId) -> Term {
+        let mut term = self.state.groups.get(&group).map_or(Term(0), |g| g.term);
+        let mut index = self.applied;
+        while index < self.log.last_index() {
+            index = index.next();
+            let Some(entry) = self.log.entry(index) else {
+                break;
+            };
+            let EntryPayload::Change(change) = &entry.payload else {
+                continue;
+            };
+            let step = |t: Term| {
+                quorum_math::next_group_term(t, self.two_node_failover().then_some(entry.term))
+            };
+            let moved = match change {
+                Change::Promote {
+                    group: g,
+                    expected_term,
+                    ..
+                }
+                | Change::BeginSwitchover {
+                    group: g,
+                    expected_term,
+                    ..
+                }
+                | Change::RenewSwitchoverTerm {
+                    group: g,
+                    expected_term,
+                } if *g == group => Some(step(*expected_term)),
+                Change::AbortSwitchover { group: g, term } if *g == group => Some(step(*term)),
+                Change::MergeDiverged { groups } => groups.get(&group).map(|g| g.term),
+                _ => None,
+            };
+            term = term.max(moved.unwrap_or(Term(0)));
+        }
+        term
+    }
+
     /// The weight this node's confirmation of a term carries for an agent (§4.1), counted as
     /// this quorum counts it: 0 for a non-voter, the whole total while it is a quorum alone by
     /// the gateway rule, else its configured weight.
@@ -891,11 +952,23 @@ impl Quorum {
     }
 }
 
+/// The store size past which proposals are refused: three quarters of the frame limit, so
+/// that the entries already queued and the snapshot still fit.
+pub(crate) const STORE_BUDGET: usize = codec::MAX_BODY_LEN / 4 * 3;
+
 impl ReplicatedState for Quorum {
     /// Queues a change; `None` unless this node leads with a lease (as of the last step) and
     /// the queue has room. It is appended on the next [`QuorumInput::Flush`].
     fn propose(&mut self, change: Change) -> Option<ProposalId> {
         if !self.holds_lease(self.clock.last()) || self.queued.len() >= MAX_QUEUED_PROPOSALS {
+            return None;
+        }
+        if self.store_len > STORE_BUDGET {
+            tracing::error!(
+                store_bytes = self.store_len,
+                budget = STORE_BUDGET,
+                "the replicated state is too large to grow: change refused"
+            );
             return None;
         }
         let id = ProposalId(self.next_proposal);

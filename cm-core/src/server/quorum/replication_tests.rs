@@ -320,3 +320,108 @@ fn a_follower_that_lost_its_store_is_replicated_from_scratch_without_a_storm() {
     let out = norm(q.step(now, message(3, 1, refusal)));
     assert_eq!(out, vec![], "a duplicated refusal starts no second stream");
 }
+
+/// §4.1's group-term confirmation (swarm seed 1475): a node answers with the highest term its
+/// log holds for the group — an entry not yet committed or applied counts (a committed one may
+/// not be applied on a follower yet), other groups' entries do not.
+#[test]
+fn the_group_term_bound_counts_entries_not_yet_applied() {
+    use crate::history::PromotionReason;
+    use crate::ids::{GroupId, InstanceId, Term};
+    let cfg = config(3);
+    let mut q = started(&cfg, 2, ms(0));
+    let g = GroupId(1);
+    let promote = |group, expected| Change::Promote {
+        group,
+        expected_term: Term(expected),
+        static_primary: InstanceId(6002),
+        reason: PromotionReason::Failover,
+    };
+    assert_eq!(q.group_term_bound(g), Term(0));
+    q.term = t(1);
+    q.log.append(entry(1, 1, None));
+    q.log.append(entry(1, 2, Some(promote(g, 0))));
+    q.log.append(entry(1, 3, Some(promote(GroupId(2), 6))));
+    q.commit = idx(1);
+    assert_eq!(q.group_term_bound(g), Term(1));
+    q.log.append(entry(1, 4, Some(promote(g, 1))));
+    assert_eq!(q.group_term_bound(g), Term(2));
+}
+
+/// Issue 11's scale question, measured: the whole-state snapshot (what the quorum persists and
+/// sends as one frame) of 10,000 groups of three members, each with five terms of timeline
+/// history (forks growing with the timeline), a read-only entry per member, and the promotion
+/// history full (§15: 20 per group, 1,000 in all). Printed, and held under half of the 4 MiB
+/// frame limit so that such a cluster fits with room to spare.
+#[test]
+fn a_snapshot_of_10000_groups_fits_in_half_a_frame() {
+    use crate::codec::{MAX_BODY_LEN, encode_persisted};
+    use crate::dn::History;
+    use crate::history::{Promotion, PromotionReason};
+    use crate::ids::{GroupId, InstanceId, Lsn, Term, Timeline};
+    use crate::state::{GroupState, ReadOnlyState};
+    let mut state = ClusterState::default();
+    for g in 1..=10_000u32 {
+        let first = InstanceId(6000 + g * 10);
+        let timelines = (1..=5u64)
+            .map(|t| {
+                let forks = (1..t).map(|f| (Timeline(f as u32), Lsn(f << 24))).collect();
+                let history = History {
+                    timeline: Timeline(t as u32),
+                    forks,
+                };
+                (Term(t), history)
+            })
+            .collect();
+        let read_only = (0..3)
+            .map(|m| (InstanceId(first.0 + m), ReadOnlyState::Off))
+            .collect();
+        let group = GroupState {
+            term: Term(5),
+            static_primary: first,
+            initial_primary: first,
+            timelines,
+            read_only,
+            phony_dead_cooldown: Default::default(),
+            switchover: None,
+            last_switchover: None,
+            term_reason: Some(PromotionReason::Failover),
+        };
+        state.groups.insert(GroupId(g), group);
+        if g <= 50 {
+            for t in 1..=20u64 {
+                state.promotions.record(Promotion {
+                    group: GroupId(g),
+                    term: Term(t),
+                    instance: first,
+                    previous: Some(InstanceId(first.0 + 1)),
+                    reason: PromotionReason::Failover,
+                    timeline: Timeline(t as u32),
+                    wall_ms: crate::time::WallMillis(1_700_000_000_000 + t),
+                });
+            }
+        }
+    }
+    assert_eq!(state.promotions.len(), 1_000);
+    let bytes = encode_persisted(&state).expect("encodes");
+    println!(
+        "snapshot of 10,000 groups: {} bytes ({:.1} per group; frame limit {MAX_BODY_LEN})",
+        bytes.len(),
+        bytes.len() as f64 / 10_000.0
+    );
+    assert!(bytes.len() < MAX_BODY_LEN / 2, "{} bytes", bytes.len());
+}
+
+/// A store grown past the budget refuses changes instead of reaching the frame limit (where
+/// encoding it would fail and stop the node): the leader keeps leading, proposals get `None`.
+#[test]
+fn a_store_past_its_budget_refuses_proposals() {
+    let cfg = config(3);
+    let (mut q, now) = leader(&cfg);
+    assert!(q.holds_lease(now));
+    assert!(q.store_len > 0 && q.store_len < super::super::STORE_BUDGET);
+    assert!(q.propose(Change::SetPaused(true)).is_some());
+    q.store_len = super::super::STORE_BUDGET + 1;
+    assert_eq!(q.propose(Change::SetPaused(false)), None);
+    assert!(q.holds_lease(now));
+}

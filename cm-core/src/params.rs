@@ -708,6 +708,16 @@ impl Params {
         Duration::from_millis(self.election_timeout_max_ms)
     }
 
+    /// How long bytes sent on a connection (CMS to CMS, agent to CMS) may stay unacknowledged
+    /// by the peer's TCP before the connection counts as dead: the transport drops it and
+    /// redials (`TCP_USER_TIMEOUT`). Twice the longest election timeout, at least 1 s (1 s in
+    /// the fast profile, 3.2 s by default): after a partition heals, a pre-vote must not wait
+    /// in a connection whose retransmissions backed off for seconds (nemesis, issue 16: a
+    /// 14 s election); a short loss on a live link is retransmitted well within it.
+    pub fn unacked_send_bound(&self) -> Duration {
+        (self.election_timeout_max() * 2).max(Duration::from_secs(1))
+    }
+
     /// Leader heartbeat interval.
     pub fn quorum_heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.quorum_heartbeat_interval_ms)

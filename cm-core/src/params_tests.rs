@@ -150,6 +150,26 @@ fn dn_start_bound_is_twenty_heartbeat_timeouts() {
     }
 }
 
+/// Issue 16: the transport drops a connection whose sends stay unacknowledged this long.
+#[test]
+fn unacked_send_bound_is_two_election_timeouts_at_least_a_second() {
+    let mut slow = Params::defaults();
+    slow.election_timeout_max_ms = 5_000;
+    let table = [
+        (Params::defaults(), Duration::from_millis(3_200)),
+        (Params::fast(), Duration::from_secs(1)),
+        (slow, Duration::from_secs(10)),
+    ];
+    for (p, want) in table {
+        assert_eq!(
+            p.unacked_send_bound(),
+            want,
+            "{}",
+            p.election_timeout_max_ms
+        );
+    }
+}
+
 #[test]
 fn the_parameter_reference_in_docs_is_generated_from_this_table() {
     let committed = include_str!("../../docs/parameters.md");

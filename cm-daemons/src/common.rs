@@ -274,7 +274,8 @@ impl JournalCounters {
     }
 }
 
-/// The transport limits of a daemon: defaults, and the certificate-expiry alarm threshold.
+/// The transport limits of a daemon: defaults, the certificate-expiry alarm threshold, and the
+/// bound on unacknowledged sends after which a connection is dropped and redialled.
 pub fn limits(config: &ClusterConfig) -> Limits {
     Limits {
         cert_expire_alert: std::time::Duration::from_secs(
@@ -283,6 +284,7 @@ pub fn limits(config: &ClusterConfig) -> Limits {
                 .ssl_cert_expire_alert_threshold
                 .saturating_mul(86_400),
         ),
+        unacked_timeout: Some(config.params.unacked_send_bound()),
         ..Limits::default()
     }
 }

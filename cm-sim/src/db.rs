@@ -154,6 +154,12 @@ pub struct Instance {
     /// minimum recovery point … on timeline M`): every start exits at once, until a Build
     /// replaces its data.
     pub unstartable: bool,
+    /// Its data cannot reach a consistent state (fault `stall_recovery`, nemesis issue 16 on
+    /// real PostgreSQL: after a pg_rewind, a standby's recovery waits for good on a local
+    /// record with an incorrect prev-link before its backup end point): it runs, but answers
+    /// every connection `the database system is starting up` — no status, no action but a
+    /// stop or kill. A rewind leaves it so; only a full copy (`Build { full: true }`) cures it.
+    pub recovery_stalls: bool,
 }
 
 impl Instance {
@@ -272,6 +278,7 @@ impl Databases {
                         wal_diverged: false,
                         wal_removed: false,
                         build_breaks: false,
+                        recovery_stalls: false,
                         unstartable: false,
                     },
                 );
@@ -368,6 +375,13 @@ impl Databases {
                 draw(rng, t.rewind_ms)
             }
             _ if !inst.running => return Err(format!("instance {id} is not running")),
+            _ if inst.recovery_stalls
+                && !matches!(action, DnAction::Stop { .. } | DnAction::Build { .. }) =>
+            {
+                return Err(format!(
+                    "instance {id}: FATAL 57P03: the database system is starting up"
+                ));
+            }
             DnAction::Stop { mode } => match mode {
                 StopMode::Immediate => draw(rng, [5.0, 20.0]),
                 _ => draw(rng, t.stop_ms),
@@ -517,6 +531,7 @@ impl Databases {
                 inst.stream_broken = false;
                 inst.wal_diverged = false;
                 inst.wal_removed &= !*full;
+                inst.recovery_stalls &= !*full;
                 start_pending(inst, now);
                 inst.role = DnRole::Standby;
                 inst.upstream_setting = Some(src.id);
@@ -603,6 +618,10 @@ impl Databases {
         if host_frozen || inst.proc_state != ProcState::Running {
             let timeout = Duration::from_secs_f64(t.query_timeout_ms / 1000.0);
             return (timeout, Err("timeout expired".into()));
+        }
+        if inst.recovery_stalls {
+            let e = "FATAL 57P03: the database system is starting up";
+            return (draw(rng, t.query_ms), Err(e.into()));
         }
         (draw(rng, t.query_ms), Ok(self.status_of(now, inst)))
     }
@@ -707,9 +726,9 @@ impl Databases {
             if s.receiver.is_some_and(|r| Some(r.upstream) != target) {
                 s.receiver = None;
             }
-            if s.wal_diverged || s.wal_removed {
+            if s.wal_diverged || s.wal_removed || s.recovery_stalls {
                 // The startup process stops at the bad record before asking for a stream, or
-                // the upstream refuses the stream it asks for.
+                // the upstream refuses the stream it asks for (or, stalled, keeps none).
                 s.receiver = None;
                 continue;
             }

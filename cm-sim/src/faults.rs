@@ -105,6 +105,12 @@ impl World {
                     i.receiver = None;
                 }
             }
+            F::StallRecovery { instance } => {
+                if let Some(i) = self.dbs.instances.get_mut(&instance) {
+                    i.recovery_stalls = true;
+                }
+                self.dbs.kill(instance);
+            }
             F::BreakBuild { instance } => {
                 if let Some(i) = self.dbs.instances.get_mut(&instance) {
                     i.build_breaks = true;

@@ -169,6 +169,13 @@ pub enum FaultAction {
         /// The instance.
         instance: InstanceId,
     },
+    /// The DN is killed and its data can no longer reach a consistent state: every start
+    /// stays "starting up" (refusing every connection) until a full copy replaces the data;
+    /// a rewind leaves it so (nemesis, issue 16).
+    StallRecovery {
+        /// The instance.
+        instance: InstanceId,
+    },
     /// Puts a DN's processes in a scheduler state: "R", "T", "D" or "Z".
     DnState {
         /// The instance.
@@ -318,6 +325,7 @@ impl FaultAction {
             | Self::DivergeWal { instance }
             | Self::RemoveWal { instance }
             | Self::BreakBuild { instance }
+            | Self::StallRecovery { instance }
             | Self::DnState { instance, .. } => of_instance(*instance),
             Self::KillResource { .. } => Vec::new(),
             Self::CrashHost { node }
@@ -573,7 +581,8 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         | F::BreakStream { instance }
         | F::DivergeWal { instance }
         | F::RemoveWal { instance }
-        | F::BreakBuild { instance } => inst_ok(instance),
+        | F::BreakBuild { instance }
+        | F::StallRecovery { instance } => inst_ok(instance),
         F::KillResource { instance } => c
             .resource_instance(*instance)
             .map(|_| ())

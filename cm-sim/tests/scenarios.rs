@@ -127,6 +127,13 @@ fn build_failed_unstartable() {
     check("build-failed-unstartable");
 }
 
+/// Issue 16 (nemesis run f2, fault #20): a standby whose recovery stalls "starting up" after
+/// a rewind is rewound once, then copied in full (before: rewound after every start bound).
+#[test]
+fn standby_recovery_stalls() {
+    check("standby-recovery-stalls");
+}
+
 #[test]
 fn primary_node_crash() {
     check("primary-node-crash");

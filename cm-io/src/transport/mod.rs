@@ -58,6 +58,12 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// A connection that receives nothing for this long is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// A connection whose sent bytes stay unacknowledged by the peer's TCP for this long is
+    /// closed by the kernel (`TCP_USER_TIMEOUT`), and an outbound one redialled at once
+    /// (`None`: the kernel's retransmission limits, many minutes). Without it a connection cut
+    /// by a partition stays silent long after the heal, its retransmissions backed off
+    /// (nemesis, issue 16: a CMS pre-vote sat 14 s in such a connection).
+    pub unacked_timeout: Option<Duration>,
     /// First wait between connection attempts to a peer.
     pub backoff_initial: Duration,
     /// Cap of the doubling wait between attempts.
@@ -84,6 +90,7 @@ impl Default for Limits {
         Self {
             handshake_timeout: Duration::from_secs(2),
             idle_timeout: Some(Duration::from_secs(60)),
+            unacked_timeout: None,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(3),
             outbox_frames: 1024,
@@ -600,10 +607,21 @@ async fn dial(ctx: &Ctx, peer: Endpoint) -> Result<handshake::BoxStream, DialErr
             source,
         })?;
     let _ = stream.set_nodelay(true);
+    set_unacked_timeout(&stream, ctx.limits.unacked_timeout);
     let stream = tokio::time::timeout(t, handshake::client(&ctx.security, stream, ctx.local, peer))
         .await
         .map_err(|_| DialError::Timeout { what: "handshake" })??;
     Ok(stream)
+}
+
+/// Sets [`Limits::unacked_timeout`] on a connected socket (a failure is logged: the connection
+/// still works, only without the bound).
+fn set_unacked_timeout(stream: &TcpStream, timeout: Option<Duration>) {
+    if let Some(t) = timeout
+        && let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(t))
+    {
+        tracing::warn!("cannot set TCP_USER_TIMEOUT: {e}");
+    }
 }
 
 /// The part of the pending-handshake budget kept for the cluster's members (a quarter, at
@@ -688,6 +706,7 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, shutdown: watch::Rece
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
+            set_unacked_timeout(&stream, ctx.limits.unacked_timeout);
             let peer = inbound_handshake(&ctx, stream, addr).await;
             drop(from_address);
             drop(permit);
@@ -807,5 +826,29 @@ async fn expiry_loop(ctx: Arc<Ctx>, tls: Arc<Tls>, shutdown: watch::Receiver<boo
             () = tokio::time::sleep(every) => {},
             () = stopped(shutdown.clone()) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: the bound on unacknowledged sends reaches the socket (and `None` leaves the
+    /// kernel's default).
+    #[tokio::test]
+    async fn the_unacked_timeout_is_set_on_the_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        set_unacked_timeout(&stream, Some(Duration::from_millis(1_250)));
+        set_unacked_timeout(&accepted, None);
+        let get = |s: &TcpStream| {
+            socket2::SockRef::from(s)
+                .tcp_user_timeout()
+                .expect("getsockopt")
+        };
+        assert_eq!(get(&stream), Some(Duration::from_millis(1_250)));
+        assert_eq!(get(&accepted), None);
     }
 }

@@ -3,8 +3,8 @@
 //! standby that diverged (one build at a time in groups of ≤ 2 standbys), and repair a standby
 //! that does not stream from the primary: re-point it, then Build it (issue 18, defect 3; also
 //! when its receiver never came up, issue 16) — by pg_rewind first, by a full copy when a
-//! rewind from the same primary did not bring its stream back — and Build again a member left
-//! Down by a failed Build (issue 16).
+//! rewind from the same primary did not bring its stream back, or left it unable to answer a
+//! status query — and Build again a member left Down by a failed Build (issue 16).
 
 use crate::dn::{DbState, DnReport, DnRole, LockState};
 use crate::ids::InstanceId;
@@ -86,8 +86,14 @@ impl GroupArbiter {
                                 matches!(c.cmd, CmsCommand::Build { full: false, .. })
                                     && r.last_applied < c.stamp
                             });
+                            // Also a full copy when the rewound standby came back from its
+                            // start without ever answering a status query (nemesis, issue
+                            // 16: its recovery stalled "starting up" on a bad local record
+                            // before its backup end point; a rewind changed nothing, 11 times).
+                            let no_status = r.db_state == DbState::Unknown
+                                && r.position == crate::ids::Position::default();
                             let full = m.rewound_from == Some(primary)
-                                && repair == StreamRepair::Build
+                                && (repair == StreamRepair::Build || no_status)
                                 && !unapplied_rewind;
                             let m = &mut self.members[i];
                             if !full {

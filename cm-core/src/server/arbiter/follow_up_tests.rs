@@ -340,6 +340,43 @@ fn a_standby_a_rewind_did_not_bring_back_is_copied_in_full_next() {
     );
 }
 
+/// Nemesis on real PostgreSQL (issue 16, fault #20 of run f2): a rewound standby came back
+/// from its start "starting up" for good (recovery stalled on a bad local record before its
+/// backup end point); after each start bound its agent reported it with no status read, and
+/// the CMS rewound it again from the same primary, 11 times. The first Build is a rewind; once
+/// that rewind was applied, a report with no status is evidence it did not help: a full copy.
+#[test]
+fn a_rewound_standby_that_never_answers_again_is_copied_in_full() {
+    let (mut h, h2) = promoted();
+    let p = || dn(2).primary(2).pos(2, 100).hist(h2.clone());
+    let no_status = |applied: u64| {
+        let mut r = dn(1).db(DbState::Unknown).applied(applied);
+        r.0.position = crate::ids::Position::default();
+        r.0.history = History::default();
+        r
+    };
+    let builds = |out: &[crate::server::leader::LeaderOutput]| -> Vec<bool> {
+        cmds(out)
+            .into_iter()
+            .filter_map(|(_, c)| match c {
+                CmsCommand::Build { full, .. } => Some(full),
+                _ => None,
+            })
+            .collect()
+    };
+    // Never rewound from this primary: a rewind first.
+    let out = h.reports(vec![p(), no_status(0)]);
+    assert_eq!(builds(&out), vec![false], "{out:?}");
+    // Not applied yet (the report predates the rewind): resent as a rewind, not a full copy.
+    h.advance_ms(10_000);
+    let out = h.reports(vec![p(), no_status(0)]);
+    assert_eq!(builds(&out), vec![false], "{out:?}");
+    // Applied, and it still answers no status query: copied in full.
+    h.advance_ms(10_000);
+    let out = h.reports(vec![p(), no_status(1000)]);
+    assert_eq!(builds(&out), vec![true], "{out:?}");
+}
+
 /// Nemesis on real PostgreSQL (issue 16): a Build whose source was demoted mid-copy failed and
 /// left data that could not start; the member stayed Down for good (Builds went only to
 /// standbys). Down after a failed Build for `instance_heartbeat_timeout` (6 s): built again,

@@ -326,10 +326,7 @@ fn no_build_is_sent_while_the_agent_reports_one_queued_or_running() {
     }
     // Done: on the primary's history, nothing more.
     h.advance_ms(1000);
-    let out = h.reports(vec![
-        p.clone(),
-        dn(1).pos(2, 50).hist(h2.clone()).applied(1),
-    ]);
+    let out = h.reports(vec![p.clone(), dn(1).pos(2, 50).hist(h2).applied(1)]);
     assert!(
         !cmds(&out).iter().any(|(i, c)| *i == 6001 && *c == build),
         "{out:?}"

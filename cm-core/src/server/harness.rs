@@ -169,6 +169,11 @@ impl Rb {
             Some("pg_basebackup: the database system is shutting down".into());
         self
     }
+    /// Its agent has a Build of it queued or running.
+    pub(crate) fn build_pending(mut self) -> Self {
+        self.0.last_build.pending = true;
+        self
+    }
     pub(crate) fn manually_stopped(mut self) -> Self {
         self.0.manually_stopped = true;
         self

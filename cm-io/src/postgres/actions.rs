@@ -247,9 +247,16 @@ impl PgDriver {
             self.opts.db_user,
             credential::conninfo_value(&self.passfile.display().to_string())
         );
-        let mut rewind_error =
-            full_copy_reason(full, inst.data_dir.join("PG_VERSION").exists()).map(String::from);
+        let half_rewound = swap::half_rewound(&inst.data_dir);
+        let mut rewind_error = full_copy_reason(
+            full,
+            inst.data_dir.join("PG_VERSION").exists(),
+            half_rewound.is_some(),
+        )
+        .map(String::from);
         if rewind_error.is_none() {
+            // Marked before pg_rewind writes anything; cleared once the directory is whole.
+            swap::mark_rewinding(&inst.data_dir)?;
             let args = vec![
                 format!("--target-pgdata={}", inst.data_dir.display()),
                 format!("--source-server={conn}"),
@@ -259,7 +266,10 @@ impl PgDriver {
                 ),
             ];
             match self.run_tool("pg_rewind", args).await {
-                Ok(()) => tracing::info!(instance = %inst.id, %source, "rebuilt by pg_rewind"),
+                Ok(()) => {
+                    swap::clear_rewinding(&inst.data_dir)?;
+                    tracing::info!(instance = %inst.id, %source, "rebuilt by pg_rewind");
+                }
                 Err(e) => {
                     tracing::warn!(instance = %inst.id, error = %e, "pg_rewind failed; full copy");
                     rewind_error = Some(e.to_string());
@@ -271,8 +281,16 @@ impl PgDriver {
                 .await
                 .map_err(|e| DriverError::BuildFailed {
                     instance: inst.id,
-                    reason: format!("{e} (full copy because {why})"),
+                    reason: match swap::half_rewound(&inst.data_dir) {
+                        Some(marker) => format!(
+                            "{e} (full copy because {why}); the data directory {} is half-rewound (marker {}): it will not start, and the next Build copies it in full",
+                            inst.data_dir.display(),
+                            marker.display()
+                        ),
+                        None => format!("{e} (full copy because {why})"),
+                    },
                 })?;
+            swap::clear_rewinding(&inst.data_dir)?;
             tracing::info!(instance = %inst.id, %source, because = %why, "rebuilt by pg_basebackup");
         }
         lock(&inst.desired).rebuilt_from = Some(source);
@@ -566,10 +584,14 @@ const TOOL_CONNINFO: &str =
     "connect_timeout=5 keepalives=1 keepalives_idle=5 keepalives_interval=5 keepalives_count=3";
 
 /// Why a Build copies everything without trying `pg_rewind` first: asked to (`cm_ctl build
-/// --full`), or the data directory holds no cluster to rewind. `None`: rewind first.
-fn full_copy_reason(full: bool, has_pg_version: bool) -> Option<&'static str> {
+/// --full`), a pg_rewind that stopped partway left the data half-rewound (a second pg_rewind
+/// would start from a state neither side knows), or the data directory holds no cluster to
+/// rewind. `None`: rewind first.
+fn full_copy_reason(full: bool, has_pg_version: bool, half_rewound: bool) -> Option<&'static str> {
     if full {
         Some("a full copy was asked for (cm_ctl build --full)")
+    } else if half_rewound {
+        Some("an earlier pg_rewind stopped partway and left the data directory half-rewound")
     } else if !has_pg_version {
         Some("there is no PG_VERSION in the data directory")
     } else {
@@ -648,9 +670,20 @@ mod tests {
 
     #[test]
     fn a_full_build_skips_pg_rewind_and_an_empty_directory_cannot_rewind() {
-        assert_eq!(full_copy_reason(false, true), None, "rewind first");
-        assert!(full_copy_reason(true, true).is_some_and(|r| r.contains("--full")));
-        assert!(full_copy_reason(false, false).is_some_and(|r| r.contains("PG_VERSION")));
-        assert!(full_copy_reason(true, false).is_some_and(|r| r.contains("--full")));
+        assert_eq!(full_copy_reason(false, true, false), None, "rewind first");
+        assert!(full_copy_reason(true, true, false).is_some_and(|r| r.contains("--full")));
+        assert!(full_copy_reason(false, false, false).is_some_and(|r| r.contains("PG_VERSION")));
+        assert!(full_copy_reason(true, false, false).is_some_and(|r| r.contains("--full")));
+    }
+
+    #[test]
+    fn a_half_rewound_data_directory_is_copied_in_full() {
+        for has_pg_version in [true, false] {
+            assert!(
+                full_copy_reason(false, has_pg_version, true)
+                    .is_some_and(|r| r.contains("pg_rewind stopped partway")),
+                "{has_pg_version}"
+            );
+        }
     }
 }

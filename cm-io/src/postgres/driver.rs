@@ -430,6 +430,7 @@ impl PgDriver {
             return Err(DriverError::AlreadyRunning(inst.id));
         }
         recover_data_dir(inst.id, &inst.data_dir)?;
+        refuse_half_rewound(inst.id, &inst.data_dir)?;
         {
             let mut d = lock(&inst.desired);
             d.upstream = match d.rebuilt_from.take() {
@@ -705,6 +706,18 @@ fn recover_data_dir(id: InstanceId, data: &Path) -> Result<(), DriverError> {
     Ok(())
 }
 
+/// A data directory a pg_rewind left half-rewound is never started (see `swap.rs`).
+fn refuse_half_rewound(id: InstanceId, data: &Path) -> Result<(), DriverError> {
+    match super::swap::half_rewound(data) {
+        Some(marker) => Err(DriverError::HalfRewound {
+            instance: id,
+            data: data.display().to_string(),
+            marker: marker.display().to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// At driver start: an interrupted swap is recovered, and the disk probe of an old deployment
 /// inside the data directory removed. Failures are only logged here (the start repeats the
 /// recovery and reports its error).
@@ -755,6 +768,29 @@ mod tests {
             stat.is_empty() || stat.contains(") Z ")
         });
         assert!(gone, "the forked child was killed with the tool");
+    }
+
+    #[test]
+    fn a_half_rewound_data_directory_is_refused_saying_what_and_where() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("dn1");
+        fs::create_dir_all(&data).unwrap();
+        refuse_half_rewound(InstanceId(6001), &data).expect("no marker: starts");
+        super::super::swap::mark_rewinding(&data).unwrap();
+        let err = refuse_half_rewound(InstanceId(6001), &data)
+            .expect_err("refused")
+            .to_string();
+        for part in [
+            "6001",
+            "half-rewound",
+            &data.display().to_string(),
+            &tmp.path().join("dn1.cm_rewinding").display().to_string(),
+            "copies it in full",
+        ] {
+            assert!(err.contains(part), "{part:?} missing: {err}");
+        }
+        super::super::swap::clear_rewinding(&data).unwrap();
+        refuse_half_rewound(InstanceId(6001), &data).expect("cleared: starts");
     }
 
     #[tokio::test]

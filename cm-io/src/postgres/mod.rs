@@ -89,6 +89,19 @@ pub enum DriverError {
         /// Why the last attempt failed.
         reason: String,
     },
+    /// The data directory was left half-rewound by a pg_rewind that stopped partway (its
+    /// marker beside the data directory says so): it is not started; a Build copies it in full.
+    #[error(
+        "instance {instance}: not started: the data directory {data} is half-rewound (a pg_rewind stopped partway; marker {marker}); the next Build copies it in full (cm_ctl build)"
+    )]
+    HalfRewound {
+        /// The instance.
+        instance: InstanceId,
+        /// Its data directory.
+        data: String,
+        /// The marker.
+        marker: String,
+    },
     /// SQL or connection error (with PostgreSQL's own message, [`pg_error`]).
     #[error("instance {instance}: {}", pg_error(.source))]
     Sql {

@@ -60,6 +60,36 @@ fn is_empty_dir(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|mut it| it.next().is_none())
 }
 
+/// pg_rewind rewrites the data directory in place: one that stops partway (the source died
+/// mid-copy) leaves data that is neither the old cluster nor the source's. The marker
+/// `<data>.cm_rewinding` is written (durably) before pg_rewind starts and removed only once
+/// the data directory is whole again (the rewind or a full copy succeeded); while it exists
+/// the DN is not started and the next Build copies in full (review of issue 18).
+pub(super) fn rewind_marker(data: &Path) -> PathBuf {
+    sibling(data, "cm_rewinding")
+}
+
+/// Writes the rewind marker before pg_rewind touches the data directory.
+pub(super) fn mark_rewinding(data: &Path) -> Result<(), DriverError> {
+    let marker = rewind_marker(data);
+    fs::File::create(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(io_at(&marker))?;
+    sync_parent(data)
+}
+
+/// Removes the rewind marker: the data directory is whole again.
+pub(super) fn clear_rewinding(data: &Path) -> Result<(), DriverError> {
+    remove_file(&rewind_marker(data))?;
+    sync_parent(data)
+}
+
+/// The rewind marker, when a pg_rewind left the data directory half-rewound.
+pub(super) fn half_rewound(data: &Path) -> Option<PathBuf> {
+    let marker = rewind_marker(data);
+    marker.exists().then_some(marker)
+}
+
 /// Swaps the complete copy in `<data>.cm_build` in as the data directory; the current data
 /// moves to `<data>.cm_old`. A `cm_old` left from an earlier copy (its data never restarted,
 /// or the agent adopted a running postmaster and never removed it) is removed first: it is the
@@ -238,6 +268,27 @@ mod tests {
     }
 
     /// Review finding A: the root-owned probe of an old deployment inside the data directory.
+    #[test]
+    fn a_rewind_marker_is_set_beside_the_data_and_cleared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("dn1");
+        cluster(&data, "old");
+        assert_eq!(half_rewound(&data), None);
+        mark_rewinding(&data).unwrap();
+        let marker = half_rewound(&data).expect("marked");
+        assert_eq!(marker, tmp.path().join("dn1.cm_rewinding"));
+        assert!(
+            !data.join("dn1.cm_rewinding").exists(),
+            "outside the data directory"
+        );
+        // Recovery of an interrupted swap leaves a half-rewound directory marked.
+        recover(&data).unwrap();
+        assert_eq!(half_rewound(&data), Some(marker));
+        clear_rewinding(&data).unwrap();
+        assert_eq!(half_rewound(&data), None);
+        clear_rewinding(&data).expect("clearing twice is fine");
+    }
+
     #[test]
     fn the_legacy_probe_inside_the_data_directory_is_removed() {
         let tmp = tempfile::tempdir().unwrap();

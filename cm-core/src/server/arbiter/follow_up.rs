@@ -73,7 +73,12 @@ impl GroupArbiter {
                             || self.refused_by(ctx, i, &r, primary)
                             || repair == StreamRepair::Build);
                     if diverged {
-                        if r.db_state == DbState::Building || builds >= limit {
+                        // A Build its agent reports queued or running is not sent again: its
+                        // status may still be the diverged one (review of issue 18).
+                        if r.db_state == DbState::Building
+                            || r.last_build.pending
+                            || builds >= limit
+                        {
                             None
                         } else {
                             builds += 1;
@@ -270,7 +275,7 @@ impl GroupArbiter {
         ctx.now.saturating_since(since) >= hb && !recent
     }
 
-    /// Builds running or sent and not yet applied.
+    /// Builds running (or queued, as the agent reports) or sent and not yet applied.
     fn builds_in_progress(&self, ctx: &Ctx<'_>) -> usize {
         self.members
             .iter()
@@ -281,7 +286,7 @@ impl GroupArbiter {
                         && r.last_applied < c.stamp
                         && ctx.now.saturating_since(c.at) < ctx.resend_interval()
                 });
-                r.db_state == DbState::Building || unapplied
+                r.db_state == DbState::Building || r.last_build.pending || unapplied
             })
             .count()
     }

@@ -302,6 +302,45 @@ fn a_standby_whose_receiver_never_comes_up_is_repointed_then_built_at_exact_inst
     );
 }
 
+/// Review of issue 18 (frozen-node e2e flake): pg_rewind failed, the full copy succeeded, and
+/// a second Build by pg_rewind ran 50 ms later on the fresh copy — the CMS had sent it while
+/// the first ran (longer than the resend interval), seeing the member's stale diverged status.
+/// A Build the agent reports queued or running is in progress: no other Build is sent, by this
+/// leader after the resend interval nor by a new one, and it counts against the build limit.
+#[test]
+fn no_build_is_sent_while_the_agent_reports_one_queued_or_running() {
+    let (mut h, h2) = promoted();
+    let p = dn(2).primary(2).pos(2, 100).hist(h2.clone());
+    let build = CmsCommand::Build {
+        source: P,
+        full: false,
+    };
+    let out = h.reports(vec![p.clone(), dn(1).pos(1, 120)]);
+    assert_eq!(cmds(&out), vec![(6001, build.clone())]);
+    // The Build runs for 10 s; the status the agent holds is still the diverged one.
+    let running = || dn(1).pos(1, 120).db(DbState::Unknown).build_pending();
+    for s in 1..=10 {
+        h.advance_ms(1000);
+        let out = h.reports(vec![p.clone(), running(), dn(3).pos(1, 130)]);
+        assert_eq!(cmds(&out), vec![], "second {s}: one Build at a time");
+    }
+    // Done: on the primary's history, nothing more.
+    h.advance_ms(1000);
+    let out = h.reports(vec![p.clone(), dn(1).pos(2, 50).hist(h2).applied(1)]);
+    assert!(
+        !cmds(&out).iter().any(|(i, c)| *i == 6001 && *c == build),
+        "{out:?}"
+    );
+    // A new leader, which never sent the first Build, sends none either.
+    let (mut fresh, _) = promoted();
+    let out = fresh.reports(vec![p, running()]);
+    assert_eq!(
+        cmds(&out),
+        vec![],
+        "a new leader waits for the running Build"
+    );
+}
+
 /// Issue 18 on real PostgreSQL: a standby whose stream start the primary no longer has (WAL
 /// recycled, a timeline the primary never had) is refused after every rewind — pg_rewind
 /// copies the source's WAL, which lacks the segment, or finds nothing to rewind. The rewind

@@ -376,7 +376,9 @@ async fn alter_system_of_managed_keys_is_undone_at_start(c: &TestCluster) {
 /// by itself, so only a Kill that reaches it ends it (a frozen backend, deterministically).
 fn instance_processes(c: &TestCluster, i: usize) -> Vec<(i32, u64)> {
     use cm_io::process as p;
-    let pm = PostmasterPid::read(&c.data_dir(i)).expect("postmaster.pid").pid;
+    let pm = PostmasterPid::read(&c.data_dir(i))
+        .expect("postmaster.pid")
+        .pid;
     let all: Vec<_> = p::all_pids()
         .into_iter()
         .filter_map(p::read_stat)
@@ -392,13 +394,21 @@ fn instance_processes(c: &TestCluster, i: usize) -> Vec<(i32, u64)> {
 /// postmaster's children lead sessions of their own, so a SIGKILL to its group alone missed
 /// them. `before` is [`instance_processes`] taken just before the Kill.
 fn assert_no_process_left(before: &[(i32, u64)]) {
-    assert!(before.len() > 2, "the postmaster and its children: {before:?}");
+    assert!(
+        before.len() > 2,
+        "the postmaster and its children: {before:?}"
+    );
     let left: Vec<_> = before
         .iter()
-        .filter_map(|(pid, start)| cm_io::process::read_stat(*pid).filter(|s| s.starttime == *start))
+        .filter_map(|(pid, start)| {
+            cm_io::process::read_stat(*pid).filter(|s| s.starttime == *start)
+        })
         .filter(|s| s.state != 'Z')
         .collect();
-    assert!(left.is_empty(), "processes of the killed instance still run: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes of the killed instance still run: {left:?}"
+    );
 }
 
 /// An agent restart: a fresh driver adopts the running postmaster and can fence it.

@@ -47,8 +47,7 @@ fn kill_reaches_descendants_that_lead_sessions_of_their_own() {
     let mut escaped = None;
     wait_until("a child in a session of its own", || {
         escaped = cm_io::process::all_pids().into_iter().find(|p| {
-            cm_io::process::read_stat(*p)
-                .is_some_and(|s| s.ppid == child.pid() && s.pgrp == s.pid)
+            cm_io::process::read_stat(*p).is_some_and(|s| s.ppid == child.pid() && s.pgrp == s.pid)
         });
         escaped.is_some()
     });

@@ -7,6 +7,10 @@
 //! second copy exits 0 at once — so it can be started every minute by cron
 //! (`dist/om_monitor.cron`) or kept alive by systemd (`dist/om_monitor.service`).
 //!
+//! Its cm_agent holds `<state_dir>/cm_agent.lock` the same way; every second the monitor reads
+//! `/proc/locks` for the processes holding or waiting for that lock (every agent of this node)
+//! and SIGKILLs the ones it did not start (SPEC §1), without scanning /proc.
+//!
 //! **SIGTERM/SIGINT** stop the monitor and leave its cm_agent running, as CM's om_monitor does:
 //! the cluster keeps being managed while the monitor is restarted. The next monitor finds the
 //! agent is not its child and the machine kills it and starts its own (SPEC.md §2), so that

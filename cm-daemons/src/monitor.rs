@@ -7,6 +7,10 @@
 //! second copy exits 0 at once — so it can be started every minute by cron
 //! (`dist/om_monitor.cron`) or kept alive by systemd (`dist/om_monitor.service`).
 //!
+//! Its cm_agent holds `<state_dir>/cm_agent.lock` the same way; every second the monitor reads
+//! `/proc/locks` for the processes holding or waiting for that lock (every agent of this node)
+//! and SIGKILLs the ones it did not start (SPEC §1), without scanning /proc.
+//!
 //! **SIGTERM/SIGINT** stop the monitor and leave its cm_agent running, as CM's om_monitor does:
 //! the cluster keeps being managed while the monitor is restarted. The next monitor finds the
 //! agent is not its child and the machine kills it and starts its own (SPEC.md §2), so that
@@ -95,7 +99,8 @@ pub fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         node: me.id,
         log: args.node.log.clone(),
         log_json: args.node.log_json,
-        scan: Arc::default(),
+        agent_lock: node::agent_lock_path(Path::new(&me.state_dir)),
+        child: Arc::default(),
     };
     // One thread: the loop and its tasks only wait for IO (blocking work goes to the blocking
     // pool), and idle worker threads each cost wake-ups and memory (issue 16).
@@ -142,8 +147,10 @@ struct AgentSpawn {
     node: NodeId,
     log: String,
     log_json: bool,
-    /// The last full scan's findings ([`node::scan_cached`]).
-    scan: Arc<node::ScanCache>,
+    /// The lock file every cm_agent of this node holds or waits for ([`node::agent_lock_path`]).
+    agent_lock: PathBuf,
+    /// The pid of the agent this monitor started, until it has been reaped.
+    child: Arc<Mutex<Option<i32>>>,
 }
 
 async fn run(
@@ -354,6 +361,9 @@ impl MonitorExec {
                 return;
             }
         };
+        let pid = child.id().and_then(|p| i32::try_from(p).ok());
+        *s.child.lock().unwrap_or_else(|e| e.into_inner()) = pid;
+        let child_slot = Arc::clone(&s.child);
         let errors = Arc::clone(&self.agent_error);
         let repeat = errors
             .lock()
@@ -368,7 +378,14 @@ impl MonitorExec {
         let tx = self.tx.clone();
         let error_file = s.error_file.clone();
         tokio::spawn(async move {
-            let abnormal = match child.wait().await {
+            let waited = child.wait().await;
+            {
+                let mut slot = child_slot.lock().unwrap_or_else(|e| e.into_inner());
+                if *slot == pid {
+                    *slot = None;
+                }
+            }
+            let abnormal = match waited {
                 Ok(status) => {
                     let error = (!status.success()).then(|| {
                         std::fs::read_to_string(&error_file)
@@ -459,7 +476,7 @@ impl MonitorExec {
 /// an operator stopped.
 fn sample_agent(spawn: &AgentSpawn, flags: &FlagDir) -> Option<MonitorInput> {
     let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-    let processes = node::scan_cached(&spawn.scan, "cm_agent", &spawn.config, spawn.node.0)
+    let processes = agent_processes(spawn)
         .into_iter()
         .map(|f| AgentProcess {
             pid: Pid(u32::try_from(f.pid).unwrap_or(0)),
@@ -480,6 +497,34 @@ fn sample_agent(spawn: &AgentSpawn, flags: &FlagDir) -> Option<MonitorInput> {
         binary_executable: node::is_executable(&spawn.agent_bin),
         config_readable: std::fs::File::open(&spawn.config).is_ok(),
     })
+}
+
+/// This node's cm_agent processes: the agent this monitor started (from its start until it
+/// takes the lock, too) and every process holding or waiting for the node's agent lock, read
+/// from `/proc/locks` — one file and a `stat` per agent each second, however many processes
+/// run (SPEC §1: a foreign agent is seen at the next check). Only when `/proc/locks` cannot be
+/// read is every process in /proc scanned.
+fn agent_processes(spawn: &AgentSpawn) -> Vec<node::Found> {
+    use cm_io::process as p;
+    let holders = match p::FileId::of(&spawn.agent_lock) {
+        // No lock file: no agent of this node ever ran here.
+        None => Some(Vec::new()),
+        Some(id) => p::lock_holders(id),
+    };
+    let Some(mut pids) = holders else {
+        return node::scan("cm_agent", &spawn.config, spawn.node.0);
+    };
+    pids.extend(*spawn.child.lock().unwrap_or_else(|e| e.into_inner()));
+    pids.sort_unstable();
+    pids.dedup();
+    pids.into_iter()
+        .filter_map(p::read_stat)
+        .map(|st| node::Found {
+            pid: st.pid,
+            ppid: st.ppid,
+            state: p::proc_state_of(st.state),
+        })
+        .collect()
 }
 
 fn kill_agent(pid: Pid) {

@@ -210,6 +210,42 @@ pub fn try_lock(path: &Path) -> anyhow::Result<Option<Flock<File>>> {
     }
 }
 
+/// The lock file cm_agent holds (flock) while it runs: one agent per node and state directory,
+/// and om_monitor finds it, and any other agent of this node waiting for it, in `/proc/locks`
+/// every second (SPEC §1) without reading every process in /proc.
+pub fn agent_lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("cm_agent.lock")
+}
+
+/// Takes the exclusive lock on `path` (created if absent), waiting up to `wait` for a holder to
+/// go (an agent killed by om_monitor releases it only once it has exited). While it waits, this
+/// process shows in `/proc/locks` as a waiter. `Ok(None)`: still held after `wait`.
+pub fn lock_waiting(path: &Path, wait: std::time::Duration) -> anyhow::Result<Option<Flock<File>>> {
+    if let Some(held) = try_lock(path)? {
+        return Ok(Some(held));
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    // A blocking flock has no timeout: it waits on its own thread, and the process gives up
+    // (and exits, which ends the waiting thread) after `wait`.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("lock-wait".into())
+        .spawn(move || {
+            let _ = tx.send(Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| e));
+        })
+        .context("cannot start the lock waiter")?;
+    match rx.recv_timeout(wait) {
+        Ok(Ok(lock)) => Ok(Some(lock)),
+        Ok(Err(e)) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
+        Err(_) => Ok(None),
+    }
+}
+
 /// `host:port` resolved to one socket address.
 pub fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
     (host, port)

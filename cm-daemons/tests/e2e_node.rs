@@ -356,6 +356,82 @@ fn e2e_node_a_second_monitor_exits_because_of_the_lock() {
     assert!(monitors_agent(&node, first).is_some());
 }
 
+/// SPEC §1: a cm_agent of this node that this om_monitor did not start is SIGKILLed. A second
+/// agent started by hand beside the monitor's waits for the node's agent lock (up to 10 s, then
+/// it would exit 1); the monitor sees it waiting in /proc/locks at its next check and kills it,
+/// so it dies of SIGKILL, not of the wait, and the monitor's own agent runs on untouched.
+#[test]
+fn e2e_node_a_foreign_agent_waiting_for_the_lock_is_killed_and_the_monitors_agent_stays() {
+    let _s = serial();
+    let mut node = Node::new("foreign", false);
+    let monitor = node.start_monitor("monitor");
+    let mut mine = None;
+    assert!(
+        wait_until(WAIT, || {
+            mine = monitors_agent(&node, monitor);
+            mine.is_some()
+        }),
+        "om_monitor did not start cm_agent:\n{}",
+        node.logs()
+    );
+    let mine = mine.unwrap();
+    let foreign = node.start_agent();
+    let status = foreign.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the foreign agent was not killed: {status}\n{}",
+        node.logs()
+    );
+    assert_eq!(
+        monitors_agent(&node, monitor),
+        Some(mine),
+        "{}",
+        node.logs()
+    );
+    // The monitor logs the kill just after sending it.
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(node.log("monitor"))
+            .is_ok_and(|l| l.contains("cm_agent killed"))),
+        "{}",
+        node.logs()
+    );
+}
+
+/// SPEC §1 after an om_monitor restart: the agent left running by the previous monitor holds
+/// the lock and is not the new monitor's child, so the new monitor kills it and starts its own,
+/// which takes the lock once the old one is gone: exactly one agent, the new monitor's.
+#[test]
+fn e2e_node_a_new_monitor_replaces_the_agent_its_predecessor_left() {
+    let _s = serial();
+    let mut node = Node::new("replace", false);
+    let first = node.start_monitor("monitor");
+    let mut old = None;
+    assert!(
+        wait_until(WAIT, || {
+            old = monitors_agent(&node, first);
+            old.is_some()
+        }),
+        "om_monitor did not start cm_agent:\n{}",
+        node.logs()
+    );
+    let old = old.unwrap();
+    // SIGKILL the monitor alone: its agent keeps running (own process group).
+    let m = node.children.iter_mut().find(|c| c.id() == first).unwrap();
+    m.kill().unwrap();
+    m.wait().unwrap();
+    assert!(node.agents().iter().any(|a| a.pid == old));
+    let second = node.start_monitor("monitor2");
+    assert!(
+        wait_until(WAIT, || monitors_agent(&node, second).is_some()),
+        "the new om_monitor did not replace the old agent:\n{}\n{}",
+        node.logs(),
+        std::fs::read_to_string(node.log("monitor2")).unwrap_or_default()
+    );
+    assert!(node.agents().iter().all(|a| a.pid != old));
+}
+
 #[test]
 fn e2e_node_agent_with_a_corrupt_store_exits_naming_the_file() {
     let _s = serial();

@@ -187,6 +187,65 @@ fn read_proc_file(path: &str) -> Option<String> {
     String::from_utf8(buf).ok()
 }
 
+/// The identity of a file as `/proc/locks` names it: device major, minor and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    /// The device's major number.
+    pub major: u64,
+    /// The device's minor number.
+    pub minor: u64,
+    /// The inode number.
+    pub inode: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path` (one `stat`); `None` when it does not exist.
+    pub fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = fs::metadata(path).ok()?;
+        let dev = m.dev();
+        Some(Self {
+            major: nix::sys::stat::major(dev),
+            minor: nix::sys::stat::minor(dev),
+            inode: m.ino(),
+        })
+    }
+}
+
+/// The pids holding or waiting for a lock on `file` in the text of `/proc/locks`, sorted and
+/// without repeats. Lines look like `1: FLOCK  ADVISORY  WRITE 4242 fe:00:5382148 0 EOF`, a
+/// blocked request with `->` after the number; the device is `major:minor` in hex.
+pub fn parse_lock_holders(text: &str, file: FileId) -> Vec<i32> {
+    let mut out: Vec<i32> = text
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace().skip(1).skip_while(|t| *t == "->");
+            let pid = f.nth(3)?.parse::<i32>().ok()?;
+            let mut id = f.next()?.split(':');
+            let major = u64::from_str_radix(id.next()?, 16).ok()?;
+            let minor = u64::from_str_radix(id.next()?, 16).ok()?;
+            let inode = id.next()?.parse::<u64>().ok()?;
+            (FileId {
+                major,
+                minor,
+                inode,
+            } == file
+                && pid > 0)
+                .then_some(pid)
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The pids holding or waiting for a lock on `file`, from `/proc/locks` (one open and read,
+/// whatever the number of processes: om_monitor finds its node's cm_agent this way every
+/// second, SPEC §1). `None` when `/proc/locks` cannot be read.
+pub fn lock_holders(file: FileId) -> Option<Vec<i32>> {
+    Some(parse_lock_holders(&read_proc_file("/proc/locks")?, file))
+}
+
 /// The name of a pid (`/proc/<pid>/comm`, at most 15 bytes), without reading its `stat`.
 pub fn comm(pid: i32) -> Option<String> {
     let mut c = read_proc_file(&format!("/proc/{pid}/comm"))?;
@@ -270,6 +329,22 @@ fn group_from_leader(pgid: i32) -> Option<Vec<GroupMember>> {
         }
     }
     Some(out)
+}
+
+/// Every live descendant of `pid` (children, their children, ...), whatever their group;
+/// empty when `pid` is gone. Processes vanishing meanwhile are skipped.
+fn descendants(pid: i32) -> Vec<Stat> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for child in children(p).unwrap_or_default() {
+            if let Some(st) = read_stat(child) {
+                todo.push(child);
+                out.push(st);
+            }
+        }
+    }
+    out
 }
 
 fn group_by_scan(pgid: i32) -> Vec<GroupMember> {
@@ -457,19 +532,56 @@ impl Supervised {
         out
     }
 
-    /// Fences the instance (§3): SIGKILL to its whole process group, then waits up to `timeout`
-    /// until the leader is reaped (children) and every remaining group member is a zombie or
-    /// holds a pending SIGKILL. Returns the members still present (all fenced) or an error
-    /// listing what survived.
+    /// Fences the instance (§3): SIGKILL to its whole process group and to every descendant
+    /// with the group it leads, then waits up to `timeout` until the leader is reaped
+    /// (children) and every remaining member is a zombie or holds a pending SIGKILL. Returns
+    /// the members still present (all fenced) or an error listing what survived.
+    ///
+    /// The descendants matter: PostgreSQL's postmaster children each call `setsid`, so a
+    /// SIGKILL to the postmaster's group reaches the postmaster alone and its backends,
+    /// walsenders and background workers would run on until they notice its death. The leader
+    /// is stopped first (SIGSTOP) so that it forks nothing while its tree is read.
     pub fn kill_group(&self, timeout: Duration) -> Result<Vec<GroupMember>, KillError> {
         let deadline = std::time::Instant::now() + timeout;
+        if self.is_alive() {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGSTOP);
+        }
+        // (pid, start time) of every descendant seen while the leader lived: once it is
+        // gone they are re-parented and can no longer be found from it.
+        let mut tree: Vec<(i32, u64)> = Vec::new();
         loop {
-            let members = self.group();
+            if self.is_alive() {
+                for st in descendants(self.pid) {
+                    if !tree.iter().any(|(p, _)| *p == st.pid) {
+                        tree.push((st.pid, st.starttime));
+                    }
+                }
+            }
+            let mut members = self.group();
+            let mut others = Vec::new();
+            for (pid, start) in &tree {
+                if let Some(st) = read_stat(*pid).filter(|st| st.starttime == *start)
+                    && !members.iter().any(|m| m.pid == st.pid)
+                {
+                    others.push(st);
+                }
+            }
+            members.extend(others.iter().map(member));
             let leader_done = !self.is_alive();
             if leader_done && group_fenced(&members) {
                 return Ok(members);
             }
             self.send_kill(&members)?;
+            for st in others.iter().filter(|st| st.state != 'Z') {
+                // A descendant leading its own group (a backend and whatever it runs) is
+                // killed with its group; another only by itself.
+                let target = Pid::from_raw(st.pid);
+                let _ = if st.pgrp == st.pid {
+                    killpg(target, Signal::SIGKILL)
+                } else {
+                    kill(target, Signal::SIGKILL)
+                };
+            }
             if std::time::Instant::now() >= deadline {
                 return Err(KillError::Survivors(members));
             }
@@ -620,6 +732,46 @@ fn runs_in(pid: i32, dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_holders_and_waiters_of_one_file_are_found_in_proc_locks_text() {
+        let text = "1: FLOCK  ADVISORY  WRITE 16756 fe:00:5382148 0 EOF\n\
+                    1: -> FLOCK  ADVISORY  WRITE 17001 fe:00:5382148 0 EOF\n\
+                    2: FLOCK  ADVISORY  WRITE 17140 fe:00:7111056 0 EOF\n\
+                    3: POSIX  ADVISORY  READ 16756 fe:01:5382148 0 EOF\n\
+                    4: OFDLCK ADVISORY  READ -1 fe:00:5382148 0 EOF\n\
+                    garbage\n\
+                    5: FLOCK  ADVISORY  WRITE 99 103:0a:5382148 0 EOF\n";
+        let file = FileId {
+            major: 0xfe,
+            minor: 0,
+            inode: 5_382_148,
+        };
+        assert_eq!(parse_lock_holders(text, file), vec![16756, 17001]);
+        let other = FileId {
+            major: 0x103,
+            minor: 0x0a,
+            inode: 5_382_148,
+        };
+        assert_eq!(parse_lock_holders(text, other), vec![99]);
+        assert_eq!(parse_lock_holders("", file), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn a_real_flock_shows_its_holder_in_proc_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let f = fs::File::create(&path).unwrap();
+        let id = FileId::of(&path).unwrap();
+        assert_eq!(lock_holders(id), Some(vec![]));
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert_eq!(lock_holders(id), Some(vec![me]));
+        drop(lock);
+        assert_eq!(lock_holders(id), Some(vec![]));
+    }
 
     #[test]
     fn state_letters_map_to_report_states() {

@@ -360,13 +360,55 @@ async fn alter_system_of_managed_keys_is_undone_at_start(c: &TestCluster) {
     ] {
         s.batch_execute(stmt).await.expect("alter system");
     }
-    drop(s);
+    let before = instance_processes(c, 0);
     act(c, 0, DnAction::Kill).await;
+    assert_no_process_left(&before);
+    drop(s);
     assert!(!c.driver(0).is_running(c.id(0)).expect("running?"));
     act(c, 0, DnAction::StartPending).await;
     assert!(!status(c, 0).await.read_only, "managed key removed");
     let auto = std::fs::read_to_string(c.data_dir(0).join("postgresql.auto.conf")).expect("auto");
     assert!(auto.contains("work_mem") && !auto.contains("default_transaction_read_only"));
+}
+
+/// The postmaster of member `i` and every process it forked, as (pid, start time). The
+/// children are SIGSTOPped: a stopped process cannot notice its postmaster's death and exit
+/// by itself, so only a Kill that reaches it ends it (a frozen backend, deterministically).
+fn instance_processes(c: &TestCluster, i: usize) -> Vec<(i32, u64)> {
+    use cm_io::process as p;
+    let pm = PostmasterPid::read(&c.data_dir(i))
+        .expect("postmaster.pid")
+        .pid;
+    let all: Vec<_> = p::all_pids()
+        .into_iter()
+        .filter_map(p::read_stat)
+        .filter(|st| st.pid == pm || st.ppid == pm)
+        .collect();
+    for st in all.iter().filter(|st| st.pid != pm) {
+        let _ = kill(Pid::from_raw(st.pid), Signal::SIGSTOP);
+    }
+    all.iter().map(|st| (st.pid, st.starttime)).collect()
+}
+
+/// SPEC §3: after Kill no process of the instance runs (each is gone or a zombie). The
+/// postmaster's children lead sessions of their own, so a SIGKILL to its group alone missed
+/// them. `before` is [`instance_processes`] taken just before the Kill.
+fn assert_no_process_left(before: &[(i32, u64)]) {
+    assert!(
+        before.len() > 2,
+        "the postmaster and its children: {before:?}"
+    );
+    let left: Vec<_> = before
+        .iter()
+        .filter_map(|(pid, start)| {
+            cm_io::process::read_stat(*pid).filter(|s| s.starttime == *start)
+        })
+        .filter(|s| s.state != 'Z')
+        .collect();
+    assert!(
+        left.is_empty(),
+        "processes of the killed instance still run: {left:?}"
+    );
 }
 
 /// An agent restart: a fresh driver adopts the running postmaster and can fence it.
@@ -380,10 +422,14 @@ async fn restarted_agent_adopts_and_kills(c: &TestCluster) {
     assert!(again.is_running(c.id(0)).expect("adopted"));
     let st = again.status(c.id(0)).await.expect("status");
     assert_eq!(st.role, DnRole::Pending, "desired state restored from disk");
+    // A client session open: its backend must die with the instance.
+    let _session = c.client(0).await.expect("a session");
+    let before = instance_processes(c, 0);
     again
         .run(c.id(0), DnAction::Kill)
         .await
         .expect("kill adopted");
+    assert_no_process_left(&before);
     assert!(!c.driver(0).is_running(c.id(0)).expect("running?"));
     assert!(
         !c.data_dir(0).join("postmaster.pid").exists(),

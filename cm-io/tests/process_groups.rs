@@ -38,6 +38,30 @@ fn sh(script: &str) -> Command {
     c
 }
 
+/// SPEC §3 "Kill means fence": every process of the instance, also the descendants that left
+/// its process group (PostgreSQL's backends each call `setsid`), is killed and confirmed.
+#[test]
+fn kill_reaches_descendants_that_lead_sessions_of_their_own() {
+    let child = Supervised::spawn(sh("setsid sleep 30 & wait"), None).expect("spawn");
+    let guard = Guard(vec![child.clone()]);
+    let mut escaped = None;
+    wait_until("a child in a session of its own", || {
+        escaped = cm_io::process::all_pids().into_iter().find(|p| {
+            cm_io::process::read_stat(*p).is_some_and(|s| s.ppid == child.pid() && s.pgrp == s.pid)
+        });
+        escaped.is_some()
+    });
+    let escaped = escaped.unwrap();
+    let start = start_ticks(escaped).expect("its start time");
+    // Not a member of the leader's group: a group kill alone would miss it.
+    assert!(group_members(child.pid()).iter().all(|m| m.pid != escaped));
+    child.kill_group(Duration::from_secs(5)).expect("fenced");
+    wait_until("the escaped child gone", || {
+        start_ticks(escaped) != Some(start) || proc_state(escaped) == Some(ProcState::Zombie)
+    });
+    drop(guard);
+}
+
 #[test]
 fn spawned_child_leads_its_own_group_and_is_reaped_when_killed() {
     let child = Supervised::spawn(sh("sleep 30 & sleep 30 & wait"), None).expect("spawn");

@@ -89,6 +89,9 @@ pub fn store_path(state_dir: &Path) -> PathBuf {
 /// How long the agent waits at exit for its state writes to finish.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a starting agent waits for the node's agent lock before it gives up.
+const AGENT_LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// Runs cm_agent until `Exit`, SIGTERM or SIGINT.
 pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
     common::init_logging(args.node.log_json, &args.node.log)?;
@@ -99,6 +102,16 @@ pub fn main(args: AgentArgs) -> anyhow::Result<ExitCode> {
     })?;
     let state_dir = PathBuf::from(&me.state_dir);
     node::ensure_state_dir(&state_dir)?;
+    // One agent per node (SPEC §1): the lock is held until the process exits. A new agent
+    // waits for one om_monitor just killed; om_monitor sees waiters too and kills a foreign one.
+    let lock_file = node::agent_lock_path(&state_dir);
+    let Some(_lock) = node::lock_waiting(&lock_file, AGENT_LOCK_WAIT)? else {
+        anyhow::bail!(
+            "another cm_agent of node {} holds {}",
+            me.id,
+            lock_file.display()
+        );
+    };
     let store = Store::new(store_path(&state_dir));
     let restored = store.load()?;
     // This start's id (a restarted agent's build count begins again; cm_ctl build sees it).

@@ -209,7 +209,7 @@ pub enum Daemon {
         /// Whether it was told the wall clock (the daemon does so before its first input).
         wall_fed: bool,
         /// What the checkers see of it, built on first use after each step (its observation
-        /// changes only when it steps: every step goes through [`Daemon::server_mut`], which
+        /// changes only when it steps: every step goes through `Daemon::server_mut`, which
         /// moves this cache to `prev`).
         view: std::cell::OnceCell<Option<Arc<ServerObs>>>,
         /// What it showed before its last step, kept when it still shows the same.

@@ -853,8 +853,12 @@ impl World {
     /// not linked — or linked again but not yet having heard each other (until then each still
     /// acts on its isolation): the span SPEC §5.4 trades S4 and single leases in.
     fn two_node_concession(&mut self) -> bool {
+        // The flag first: listing the CMS nodes allocates, and this runs after every event.
+        if !self.scenario.config.params.cms_enable_failover_on2nodes {
+            return false;
+        }
         let cms = self.scenario.config.cms_nodes();
-        if cms.len() != 2 || !self.scenario.config.params.cms_enable_failover_on2nodes {
+        if cms.len() != 2 {
             return false;
         }
         let linked = self.net.link_up(cms[0], cms[1]);

@@ -143,6 +143,10 @@ pub trait SimMachine<I, C> {
     fn writable(&self, _local_now: Instant) -> Vec<InstanceId> {
         Vec::new()
     }
+    /// [`SimMachine::writable`], each handed to `f` (nothing collected).
+    fn for_each_writable(&self, local_now: Instant, f: &mut dyn FnMut(InstanceId)) {
+        self.writable(local_now).into_iter().for_each(f);
+    }
     /// The local DNs that hold the write lease (the lease-and-role part of `/primary`, SPEC
     /// §14's placement condition) at the node's local `now` (agents only).
     fn write_leased(&self, _local_now: Instant) -> Vec<InstanceId> {
@@ -324,6 +328,13 @@ impl Daemon {
         }
     }
 
+    /// See [`SimMachine::for_each_writable`].
+    pub fn for_each_writable(&self, local_now: Instant, f: &mut dyn FnMut(InstanceId)) {
+        if let Self::Agent { machine, .. } = self {
+            machine.for_each_writable(local_now, f);
+        }
+    }
+
     /// See [`SimMachine::write_leased`].
     pub fn write_leased(&self, local_now: Instant) -> Vec<InstanceId> {
         match self {
@@ -397,6 +408,10 @@ impl SimMachine<AgentInput, AgentCommand> for Agent {
 
     fn writable(&self, local_now: Instant) -> Vec<InstanceId> {
         Self::writable(self, local_now)
+    }
+
+    fn for_each_writable(&self, local_now: Instant, f: &mut dyn FnMut(InstanceId)) {
+        self.writable_iter(local_now).for_each(f);
     }
 
     fn write_leased(&self, local_now: Instant) -> Vec<InstanceId> {

@@ -155,6 +155,9 @@ pub struct World {
     /// (from, to) of cm_server frames delivered between CMS nodes since their link was last
     /// down (the two-node concession lasts until both have heard each other).
     cms_heard: std::collections::BTreeSet<(NodeId, NodeId)>,
+    /// The per-event checks' buffers (server views, `/primary` answers), kept between events
+    /// so that checking after each event allocates nothing.
+    check_bufs: (Vec<ServerView>, Vec<(NodeId, InstanceId)>),
     /// Until when the two-node concession lasts after its span ended on a lost gateway.
     concession_until: Option<Instant>,
     pub(crate) avail: crate::avail::Availability,
@@ -225,6 +228,7 @@ impl World {
             exiting: None,
             last_restart_cmd: BTreeMap::new(),
             cms_heard: std::collections::BTreeSet::new(),
+            check_bufs: (Vec::new(), Vec::new()),
             concession_until: None,
             avail: crate::avail::Availability::default(),
             resource_models,
@@ -810,7 +814,8 @@ impl World {
     /// Runs the checkers on the state after an event.
     fn check(&mut self) {
         let now = self.now();
-        let servers = self.server_views();
+        let (mut servers, mut writable) = std::mem::take(&mut self.check_bufs);
+        self.server_views_into(&mut servers);
         self.checker.two_node_concession = self.two_node_concession();
         let hosts = &self.hosts;
         let frozen = |n: NodeId| hosts.get(&n).is_none_or(|h| !h.up || h.frozen);
@@ -825,8 +830,11 @@ impl World {
         };
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
-        let writable = self.primary_answers();
+        servers.clear();
+        self.primary_answers_into(&mut writable);
         self.checker.check_primary_answers(now, &writable);
+        writable.clear();
+        self.check_bufs = (servers, writable);
         self.check_resources();
         self.check_availability();
     }
@@ -834,19 +842,18 @@ impl World {
     /// Every local DN whose agent answers `/primary` with 200 now (SPEC §15), evaluated by the
     /// same cm-core function the daemon serves, at each node's local clock; agents on a host
     /// that is down or frozen, or that are themselves stopped, answer nothing.
-    fn primary_answers(&self) -> Vec<(NodeId, InstanceId)> {
+    fn primary_answers_into(&self, out: &mut Vec<(NodeId, InstanceId)>) {
         let now = self.now();
-        let mut out = Vec::new();
         for (node, h) in &self.hosts {
             if !h.up || h.frozen {
                 continue;
             }
             if let Some(p) = h.procs.get(&Role::Agent).filter(|p| !p.stopped) {
                 let local = h.clock.local(now);
-                out.extend(p.daemon.writable(local).into_iter().map(|i| (*node, i)));
+                p.daemon
+                    .for_each_writable(local, &mut |i| out.push((*node, i)));
             }
         }
-        out
     }
 
     /// Two-node mode with the gateway rule, both CMS nodes reaching the gateway, and the two
@@ -884,8 +891,14 @@ impl World {
 
     /// What every live cm_server shows, with its local clock.
     pub fn server_views(&self) -> Vec<ServerView> {
-        let now = self.now();
         let mut out = Vec::new();
+        self.server_views_into(&mut out);
+        out
+    }
+
+    /// [`World::server_views`] appended to `out` (the per-event checks reuse one buffer).
+    fn server_views_into(&self, out: &mut Vec<ServerView>) {
+        let now = self.now();
         for (node, h) in &self.hosts {
             if !h.up {
                 continue;
@@ -901,7 +914,6 @@ impl World {
                 });
             }
         }
-        out
     }
 
     /// Whether the leader-held pause is in effect (any lease holder says paused).

@@ -821,11 +821,12 @@ impl World {
         let frozen = |n: NodeId| hosts.get(&n).is_none_or(|h| !h.up || h.frozen);
         // An agent "runs" for S4 once it had a moment to act after a thaw: its self-fence
         // check runs on its next turn (at most one report interval).
-        let grace = self.scenario.config.params.report_interval();
+        let params = &self.scenario.config.params;
         let agents = |n: NodeId| {
             hosts.get(&n).is_some_and(|h| {
                 h.procs.get(&Role::Agent).is_some_and(|p| !p.stopped)
-                    && h.thawed_at.is_none_or(|t| now - t > grace)
+                    && h.thawed_at
+                        .is_none_or(|t| now - t > params.report_interval())
             })
         };
         self.checker

@@ -85,6 +85,76 @@ pub(crate) enum Event {
     Operator(crate::operator::OpEvent),
 }
 
+/// A host's daemons by role: a slot per role, in `Role`'s order (what a `BTreeMap<Role, Proc>`
+/// iterated in), looked up by index — the checks after every event look up every host's
+/// agent and server.
+#[derive(Default)]
+pub struct Procs([Option<Proc>; 4]);
+
+impl Procs {
+    fn slot(role: Role) -> usize {
+        match role {
+            Role::Monitor => 0,
+            Role::Agent => 1,
+            Role::Server => 2,
+            Role::Ctl => 3,
+        }
+    }
+
+    const ROLES: [Role; 4] = [Role::Monitor, Role::Agent, Role::Server, Role::Ctl];
+
+    /// The process of `role`, if one runs.
+    pub fn get(&self, role: &Role) -> Option<&Proc> {
+        self.0[Self::slot(*role)].as_ref()
+    }
+
+    /// The process of `role`, if one runs.
+    pub fn get_mut(&mut self, role: &Role) -> Option<&mut Proc> {
+        self.0[Self::slot(*role)].as_mut()
+    }
+
+    /// Whether a process of `role` runs.
+    pub fn contains_key(&self, role: &Role) -> bool {
+        self.get(role).is_some()
+    }
+
+    /// Puts `p` in `role`'s slot; returns what was there.
+    pub fn insert(&mut self, role: Role, p: Proc) -> Option<Proc> {
+        self.0[Self::slot(role)].replace(p)
+    }
+
+    /// Empties `role`'s slot; returns what was there.
+    pub fn remove(&mut self, role: &Role) -> Option<Proc> {
+        self.0[Self::slot(*role)].take()
+    }
+
+    /// Whether no process runs.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    /// The processes with their roles, in `Role`'s order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Role, &Proc)> {
+        Self::ROLES
+            .iter()
+            .zip(&self.0)
+            .filter_map(|(r, p)| p.as_ref().map(|p| (r, p)))
+    }
+
+    /// The roles that run, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &Role> {
+        self.iter().map(|(r, _)| r)
+    }
+}
+
+impl std::ops::Index<&Role> for Procs {
+    type Output = Proc;
+
+    fn index(&self, role: &Role) -> &Proc {
+        self.get(role).expect("no process of that role")
+    }
+}
+
 /// A running daemon process.
 pub struct Proc {
     pub(crate) daemon: Daemon,
@@ -113,7 +183,7 @@ pub struct Host {
     /// Flag files in its state directory.
     pub flags: FlagSet,
     /// Its daemons.
-    pub procs: BTreeMap<Role, Proc>,
+    pub procs: Procs,
     /// Custom resource programs on it (§14): running or not.
     pub resources: BTreeMap<InstanceId, bool>,
     /// Programs a slow `-start` brings up when it ends (world time), §14's worst case.
@@ -198,7 +268,7 @@ impl World {
                     clock,
                     disk: Disk::new(scenario.sim.disk_pct),
                     flags: FlagSet::default(),
-                    procs: BTreeMap::new(),
+                    procs: Procs::default(),
                     resources: BTreeMap::new(),
                     resources_coming: BTreeMap::new(),
                     thawed_at: None,
@@ -958,7 +1028,7 @@ impl World {
                 h.disk.usage_pct(now),
                 h.flags
             ));
-            for (role, p) in &h.procs {
+            for (role, p) in h.procs.iter() {
                 s.push_str(&format!(
                     "  {role:?} inc={} stopped={} {}\n",
                     p.inc,

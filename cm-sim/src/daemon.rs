@@ -143,6 +143,10 @@ pub trait SimMachine<I, C> {
     fn writable(&self, _local_now: Instant) -> Vec<InstanceId> {
         Vec::new()
     }
+    /// [`SimMachine::writable`], each handed to `f` (nothing collected).
+    fn for_each_writable(&self, local_now: Instant, f: &mut dyn FnMut(InstanceId)) {
+        self.writable(local_now).into_iter().for_each(f);
+    }
     /// The local DNs that hold the write lease (the lease-and-role part of `/primary`, SPEC
     /// §14's placement condition) at the node's local `now` (agents only).
     fn write_leased(&self, _local_now: Instant) -> Vec<InstanceId> {
@@ -201,6 +205,13 @@ pub enum Daemon {
         /// Event triggers it ordered (shown in the dump; the simulated script never finishes
         /// and touches nothing — what a script that sleeps forever does to the cluster).
         triggers: u64,
+        /// Some(t): its `/primary` answered 200 for no DN at local time `t`, and it has not
+        /// stepped since (every step goes through [`Daemon::agent_mut`], which clears this).
+        /// Until it steps the answer stays empty at any later local time: each condition of
+        /// the rule is either fixed between steps or a lease or sample age that only grows
+        /// with the clock (the write lease's `sent_ago < window`, the streaming quorum's
+        /// fresh rows), so a DN that answers no cannot answer yes before its agent steps.
+        no_primary_since: std::cell::Cell<Option<Instant>>,
     },
     /// cm_server.
     Server {
@@ -231,6 +242,7 @@ impl Daemon {
         Self::Agent {
             machine: Box::new(machine),
             triggers: 0,
+            no_primary_since: std::cell::Cell::new(None),
         }
     }
 
@@ -257,7 +269,15 @@ impl Daemon {
     /// The agent's machine.
     pub(crate) fn agent_mut(&mut self) -> Option<&mut dyn SimMachine<AgentInput, AgentCommand>> {
         match self {
-            Self::Agent { machine, .. } => Some(machine.as_mut()),
+            Self::Agent {
+                machine,
+                no_primary_since,
+                ..
+            } => {
+                // It may step: its `/primary` is evaluated afresh on next use.
+                no_primary_since.set(None);
+                Some(machine.as_mut())
+            }
             _ => None,
         }
     }
@@ -324,6 +344,32 @@ impl Daemon {
         }
     }
 
+    /// See [`SimMachine::for_each_writable`].
+    /// An agent that answered no for every DN and has not stepped since is not asked again
+    /// (see `no_primary_since`); debug builds (every test) check that it would still say no.
+    pub fn for_each_writable(&self, local_now: Instant, f: &mut dyn FnMut(InstanceId)) {
+        if let Self::Agent {
+            machine,
+            no_primary_since,
+            ..
+        } = self
+        {
+            if no_primary_since.get().is_some_and(|t| local_now >= t) {
+                debug_assert!(
+                    machine.writable(local_now).is_empty(),
+                    "an agent's /primary turned 200 without a step"
+                );
+                return;
+            }
+            let mut any = false;
+            machine.for_each_writable(local_now, &mut |i| {
+                any = true;
+                f(i);
+            });
+            no_primary_since.set((!any).then_some(local_now));
+        }
+    }
+
     /// See [`SimMachine::write_leased`].
     pub fn write_leased(&self, local_now: Instant) -> Vec<InstanceId> {
         match self {
@@ -356,7 +402,9 @@ impl Daemon {
     pub fn dump(&self) -> String {
         match self {
             Self::Monitor { machine, .. } => machine.dump(),
-            Self::Agent { machine, triggers } => format!("{} triggers={triggers}", machine.dump()),
+            Self::Agent {
+                machine, triggers, ..
+            } => format!("{} triggers={triggers}", machine.dump()),
             Self::Server { machine, .. } => machine.dump(),
         }
     }
@@ -397,6 +445,10 @@ impl SimMachine<AgentInput, AgentCommand> for Agent {
 
     fn writable(&self, local_now: Instant) -> Vec<InstanceId> {
         Self::writable(self, local_now)
+    }
+
+    fn for_each_writable(&self, local_now: Instant, f: &mut dyn FnMut(InstanceId)) {
+        self.writable_iter(local_now).for_each(f);
     }
 
     fn write_leased(&self, local_now: Instant) -> Vec<InstanceId> {

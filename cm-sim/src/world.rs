@@ -85,6 +85,76 @@ pub(crate) enum Event {
     Operator(crate::operator::OpEvent),
 }
 
+/// A host's daemons by role: a slot per role, in `Role`'s order (what a `BTreeMap<Role, Proc>`
+/// iterated in), looked up by index — the checks after every event look up every host's
+/// agent and server.
+#[derive(Default)]
+pub struct Procs([Option<Proc>; 4]);
+
+impl Procs {
+    fn slot(role: Role) -> usize {
+        match role {
+            Role::Monitor => 0,
+            Role::Agent => 1,
+            Role::Server => 2,
+            Role::Ctl => 3,
+        }
+    }
+
+    const ROLES: [Role; 4] = [Role::Monitor, Role::Agent, Role::Server, Role::Ctl];
+
+    /// The process of `role`, if one runs.
+    pub fn get(&self, role: &Role) -> Option<&Proc> {
+        self.0[Self::slot(*role)].as_ref()
+    }
+
+    /// The process of `role`, if one runs.
+    pub fn get_mut(&mut self, role: &Role) -> Option<&mut Proc> {
+        self.0[Self::slot(*role)].as_mut()
+    }
+
+    /// Whether a process of `role` runs.
+    pub fn contains_key(&self, role: &Role) -> bool {
+        self.get(role).is_some()
+    }
+
+    /// Puts `p` in `role`'s slot; returns what was there.
+    pub fn insert(&mut self, role: Role, p: Proc) -> Option<Proc> {
+        self.0[Self::slot(role)].replace(p)
+    }
+
+    /// Empties `role`'s slot; returns what was there.
+    pub fn remove(&mut self, role: &Role) -> Option<Proc> {
+        self.0[Self::slot(*role)].take()
+    }
+
+    /// Whether no process runs.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    /// The processes with their roles, in `Role`'s order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Role, &Proc)> {
+        Self::ROLES
+            .iter()
+            .zip(&self.0)
+            .filter_map(|(r, p)| p.as_ref().map(|p| (r, p)))
+    }
+
+    /// The roles that run, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &Role> {
+        self.iter().map(|(r, _)| r)
+    }
+}
+
+impl std::ops::Index<&Role> for Procs {
+    type Output = Proc;
+
+    fn index(&self, role: &Role) -> &Proc {
+        self.get(role).expect("no process of that role")
+    }
+}
+
 /// A running daemon process.
 pub struct Proc {
     pub(crate) daemon: Daemon,
@@ -113,7 +183,7 @@ pub struct Host {
     /// Flag files in its state directory.
     pub flags: FlagSet,
     /// Its daemons.
-    pub procs: BTreeMap<Role, Proc>,
+    pub procs: Procs,
     /// Custom resource programs on it (§14): running or not.
     pub resources: BTreeMap<InstanceId, bool>,
     /// Programs a slow `-start` brings up when it ends (world time), §14's worst case.
@@ -155,6 +225,9 @@ pub struct World {
     /// (from, to) of cm_server frames delivered between CMS nodes since their link was last
     /// down (the two-node concession lasts until both have heard each other).
     cms_heard: std::collections::BTreeSet<(NodeId, NodeId)>,
+    /// The per-event checks' buffers (server views, `/primary` answers), kept between events
+    /// so that checking after each event allocates nothing.
+    check_bufs: (Vec<ServerView>, Vec<(NodeId, InstanceId)>),
     /// Until when the two-node concession lasts after its span ended on a lost gateway.
     concession_until: Option<Instant>,
     pub(crate) avail: crate::avail::Availability,
@@ -195,7 +268,7 @@ impl World {
                     clock,
                     disk: Disk::new(scenario.sim.disk_pct),
                     flags: FlagSet::default(),
-                    procs: BTreeMap::new(),
+                    procs: Procs::default(),
                     resources: BTreeMap::new(),
                     resources_coming: BTreeMap::new(),
                     thawed_at: None,
@@ -225,6 +298,7 @@ impl World {
             exiting: None,
             last_restart_cmd: BTreeMap::new(),
             cms_heard: std::collections::BTreeSet::new(),
+            check_bufs: (Vec::new(), Vec::new()),
             concession_until: None,
             avail: crate::avail::Availability::default(),
             resource_models,
@@ -810,23 +884,28 @@ impl World {
     /// Runs the checkers on the state after an event.
     fn check(&mut self) {
         let now = self.now();
-        let servers = self.server_views();
+        let (mut servers, mut writable) = std::mem::take(&mut self.check_bufs);
+        self.server_views_into(&mut servers);
         self.checker.two_node_concession = self.two_node_concession();
         let hosts = &self.hosts;
         let frozen = |n: NodeId| hosts.get(&n).is_none_or(|h| !h.up || h.frozen);
         // An agent "runs" for S4 once it had a moment to act after a thaw: its self-fence
         // check runs on its next turn (at most one report interval).
-        let grace = self.scenario.config.params.report_interval();
+        let params = &self.scenario.config.params;
         let agents = |n: NodeId| {
             hosts.get(&n).is_some_and(|h| {
                 h.procs.get(&Role::Agent).is_some_and(|p| !p.stopped)
-                    && h.thawed_at.is_none_or(|t| now - t > grace)
+                    && h.thawed_at
+                        .is_none_or(|t| now - t > params.report_interval())
             })
         };
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
-        let writable = self.primary_answers();
+        servers.clear();
+        self.primary_answers_into(&mut writable);
         self.checker.check_primary_answers(now, &writable);
+        writable.clear();
+        self.check_bufs = (servers, writable);
         self.check_resources();
         self.check_availability();
     }
@@ -834,27 +913,30 @@ impl World {
     /// Every local DN whose agent answers `/primary` with 200 now (SPEC §15), evaluated by the
     /// same cm-core function the daemon serves, at each node's local clock; agents on a host
     /// that is down or frozen, or that are themselves stopped, answer nothing.
-    fn primary_answers(&self) -> Vec<(NodeId, InstanceId)> {
+    fn primary_answers_into(&self, out: &mut Vec<(NodeId, InstanceId)>) {
         let now = self.now();
-        let mut out = Vec::new();
         for (node, h) in &self.hosts {
             if !h.up || h.frozen {
                 continue;
             }
             if let Some(p) = h.procs.get(&Role::Agent).filter(|p| !p.stopped) {
                 let local = h.clock.local(now);
-                out.extend(p.daemon.writable(local).into_iter().map(|i| (*node, i)));
+                p.daemon
+                    .for_each_writable(local, &mut |i| out.push((*node, i)));
             }
         }
-        out
     }
 
     /// Two-node mode with the gateway rule, both CMS nodes reaching the gateway, and the two
     /// not linked — or linked again but not yet having heard each other (until then each still
     /// acts on its isolation): the span SPEC §5.4 trades S4 and single leases in.
     fn two_node_concession(&mut self) -> bool {
+        // The flag first: listing the CMS nodes allocates, and this runs after every event.
+        if !self.scenario.config.params.cms_enable_failover_on2nodes {
+            return false;
+        }
         let cms = self.scenario.config.cms_nodes();
-        if cms.len() != 2 || !self.scenario.config.params.cms_enable_failover_on2nodes {
+        if cms.len() != 2 {
             return false;
         }
         let linked = self.net.link_up(cms[0], cms[1]);
@@ -880,8 +962,14 @@ impl World {
 
     /// What every live cm_server shows, with its local clock.
     pub fn server_views(&self) -> Vec<ServerView> {
-        let now = self.now();
         let mut out = Vec::new();
+        self.server_views_into(&mut out);
+        out
+    }
+
+    /// [`World::server_views`] appended to `out` (the per-event checks reuse one buffer).
+    fn server_views_into(&self, out: &mut Vec<ServerView>) {
+        let now = self.now();
         for (node, h) in &self.hosts {
             if !h.up {
                 continue;
@@ -897,7 +985,6 @@ impl World {
                 });
             }
         }
-        out
     }
 
     /// Whether the leader-held pause is in effect (any lease holder says paused).
@@ -941,7 +1028,7 @@ impl World {
                 h.disk.usage_pct(now),
                 h.flags
             ));
-            for (role, p) in &h.procs {
+            for (role, p) in h.procs.iter() {
                 s.push_str(&format!(
                     "  {role:?} inc={} stopped={} {}\n",
                     p.inc,

@@ -426,13 +426,18 @@ impl Agent {
     /// The local DNs for which `/primary` answers 200 at `now` (the simulator's check that no
     /// two members of a group answer it at once).
     pub fn writable(&self, now: Instant) -> Vec<InstanceId> {
+        self.writable_iter(now).collect()
+    }
+
+    /// [`Agent::writable`] without collecting (the simulator asks after every event).
+    pub fn writable_iter(&self, now: Instant) -> impl Iterator<Item = InstanceId> + '_ {
         self.insts
             .values()
-            // Cheap first: only a live primary can answer 200 (this runs after every
-            // simulated event).
-            .filter(|i| i.is_live_primary() && i.lease_inputs().primary(&self.params, now).is_ok())
+            // Cheap first: only a live primary can answer 200.
+            .filter(move |i| {
+                i.is_live_primary() && i.lease_inputs().primary(&self.params, now).is_ok()
+            })
             .map(|i| i.id)
-            .collect()
     }
 
     /// The health snapshot of one local DN.

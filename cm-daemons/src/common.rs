@@ -36,7 +36,7 @@ pub struct NodeArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "CM_LOG_JSON")]
     pub log_json: bool,
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `cm_core=debug`.
+    /// Log filter: a level and `target=level` pairs, e.g. `info` or `cm_core=debug,info`.
     #[arg(long, env = "CM_LOG", default_value = "info")]
     pub log: String,
 }
@@ -308,20 +308,36 @@ pub fn error_text(e: &anyhow::Error) -> String {
 
 /// Installs the tracing subscriber (stderr), human or JSON. Colours only when stderr is a
 /// terminal: a log file or the journal gets plain text.
+///
+/// The filter is tracing-subscriber's `Targets` (`info`, `cm_core=debug,info`: a default level
+/// and levels per module path), not `EnvFilter`: `EnvFilter`'s span and field filters bring
+/// regex-automata and regex-syntax into every daemon, about 250 kB of code each that is never
+/// run but stays resident through the kernel's fault-around (issue 16).
 pub fn init_logging(json: bool, filter: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("bad log filter `{filter}`"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = parse_log_filter(filter)?;
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let result = if json {
-        builder.json().try_init()
+    let layer = if json {
+        layer.json().with_filter(filter).boxed()
     } else {
-        builder.try_init()
+        layer.with_filter(filter).boxed()
     };
-    result.map_err(|e| anyhow::anyhow!("cannot install logging: {e}"))
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install logging: {e}"))
+}
+
+/// The `--log` filter: a default level and `target=level` pairs, comma-separated.
+pub fn parse_log_filter(filter: &str) -> anyhow::Result<tracing_subscriber::filter::Targets> {
+    filter
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad log filter `{filter}`: {e}"))
 }
 
 /// A signal that asks a daemon to act.
@@ -358,6 +374,22 @@ pub fn signals() -> anyhow::Result<tokio::sync::mpsc::Receiver<Signal>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_filter_takes_a_default_level_and_levels_per_target() {
+        use tracing::Level;
+        let f = parse_log_filter("info").unwrap();
+        assert!(f.would_enable("cm_io::transport", &Level::INFO));
+        assert!(!f.would_enable("cm_io::transport", &Level::DEBUG));
+        let f = parse_log_filter("cm_core=debug,warn").unwrap();
+        assert!(f.would_enable("cm_core::agent", &Level::DEBUG));
+        assert!(!f.would_enable("cm_io", &Level::INFO));
+        assert!(f.would_enable("cm_io", &Level::WARN));
+        let f = parse_log_filter("cm_core=debug").unwrap();
+        assert!(!f.would_enable("tokio_postgres", &Level::ERROR));
+        let e = parse_log_filter("cm_core=loud").unwrap_err().to_string();
+        assert!(e.contains("bad log filter `cm_core=loud`"), "{e}");
+    }
 
     #[test]
     fn the_journal_counters_show_the_journal_statistics_at_each_scrape() {

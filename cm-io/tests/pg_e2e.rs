@@ -137,9 +137,11 @@ impl Prober {
 /// Runs a test body with an overall bound, so a hang fails (and unwinds through the cluster's
 /// drop guard) instead of being killed from outside with its processes left behind.
 async fn bounded(body: impl Future<Output = ()>) {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("cm_io=info")
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_test_writer())
+        .with(tracing_subscriber::filter::Targets::new().with_target("cm_io", tracing::Level::INFO))
         .try_init();
     tokio::time::timeout(Duration::from_secs(120), body)
         .await

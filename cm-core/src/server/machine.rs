@@ -184,8 +184,11 @@ impl Server {
         }
     }
 
+    /// The quorum term this CMS shows outside the quorum — on every envelope to an agent or
+    /// cm_ctl and in term-check answers: the durable one (see [`Quorum::durable_term`]).
+    /// Quorum messages carry the quorum's own term (`quorum_step`).
     fn quorum_term(&self) -> crate::ids::QuorumTerm {
-        self.quorum.status(self.guard.last()).term
+        self.quorum.durable_term()
     }
 
     fn me(&self) -> Endpoint {
@@ -522,7 +525,9 @@ impl Server {
         let lease = self.quorum.holds_lease(now);
         if lease && !self.leader.is_elected() {
             let wall = self.wall(now);
-            let term = self.quorum_term();
+            // A leader's term is durable (it counted its own vote only once written).
+            let term = self.quorum.status(now).term;
+            debug_assert_eq!(term, self.quorum_term());
             let outs = self.leader.on_elected(now, wall, term, &mut self.quorum);
             self.resources.elected(now);
             self.leader_outputs(outs, out);

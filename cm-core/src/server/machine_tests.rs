@@ -537,3 +537,112 @@ fn a_fence_command_carries_the_effective_fence_command() {
         }]
     );
 }
+
+/// Runs `s` from `now` for `span`, ticking at its deadlines; completes its writes (keeping the
+/// newest completed store in `disk`) only when `disk_works`. Returns every envelope it sent.
+fn run_for(
+    s: &mut Server,
+    now: &mut Instant,
+    span: Duration,
+    disk_works: bool,
+    disk: &mut Option<Vec<u8>>,
+) -> Vec<Envelope> {
+    let end = *now + span;
+    let mut sent = Vec::new();
+    let mut pending: Vec<ServerInput> = Vec::new();
+    while *now < end {
+        let input = pending.pop().unwrap_or(ServerInput::Tick);
+        for c in s.step(*now, input) {
+            match c {
+                ServerCommand::Persist(p) if disk_works => {
+                    *disk = Some(p.bytes.clone());
+                    pending.push(ServerInput::WriteCompleted(WriteCompleted {
+                        token: p.token,
+                        result: Ok(()),
+                    }));
+                }
+                ServerCommand::Net(NetCommand::Send { envelope }) => sent.push(envelope),
+                _ => {}
+            }
+        }
+        if pending.is_empty() {
+            let next = s.next_deadline().unwrap_or(end).min(end);
+            *now = next.max(*now + Duration::from_millis(1));
+            // An agent reports every second or so: its answers are what it learns terms from.
+            if now.as_nanos() / 1_000_000 % 1000 < 200 {
+                pending.push(frame(
+                    Endpoint::agent(NodeId(2)),
+                    NodeId(1),
+                    Msg::AgentReport(report(now.as_nanos() / 1_000_000)),
+                ));
+                pending.push(frame(
+                    Endpoint::agent(NodeId(2)),
+                    NodeId(1),
+                    Msg::TermCheck { nonce: 1 },
+                ));
+            }
+        }
+    }
+    sent
+}
+
+/// Swarm seed 1093 (`A`, then `L`: no primary for good): the only CMS's disk hung while it
+/// led term 3; it stopped counting itself, stepped down and campaigned in memory up to term
+/// 15, telling the agents each term in its `NotLeader` answers; it crashed before any of those
+/// writes completed, came back with term 3 on disk and led term 4 — and every agent, having
+/// seen 15, ignored its answers and commands (SPEC §4.1) for good. A CMS now tells agents
+/// only a durable term, so a restarted CMS always leads above what the agents saw.
+#[test]
+fn a_cms_tells_agents_only_a_term_its_store_holds() {
+    let mut now = Instant::ZERO;
+    let mut s = Server::new(&config(1), NodeId(1), 7, None).unwrap();
+    let mut disk = None;
+    let mut seen = run_for(&mut s, &mut now, Duration::from_secs(5), true, &mut disk);
+    assert!(s.status().arbitrating, "{:?}", s.status());
+    let led = s.status().quorum.term;
+    // The disk hangs with a write pending (an operator's pause): the leader stops counting
+    // itself, steps down and campaigns again and again, writing nothing.
+    let ctl = Endpoint {
+        node: NodeId(77),
+        role: PeerRole::Ctl,
+    };
+    let pause = Msg::CtlRequest {
+        id: 1,
+        req: CtlRequest::Pause,
+    };
+    for c in s.step(now, frame(ctl, NodeId(1), pause)) {
+        if let ServerCommand::Net(NetCommand::Send { envelope }) = c {
+            seen.push(envelope);
+        }
+    }
+    seen.extend(run_for(
+        &mut s,
+        &mut now,
+        Duration::from_secs(40),
+        false,
+        &mut disk,
+    ));
+    assert!(
+        s.status().quorum.term.0 > led.0 + 3,
+        "it campaigned in memory: {:?}",
+        s.status().quorum
+    );
+    let told = seen.iter().map(|e| e.quorum_term).max().unwrap();
+    let answered_checks: Vec<QuorumTerm> = seen
+        .iter()
+        .filter_map(|e| match e.msg {
+            Msg::TermCheckReply { highest, .. } => Some(highest),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, led, "agents were told a term not on disk");
+    assert!(
+        answered_checks.iter().all(|t| *t == led),
+        "{answered_checks:?}"
+    );
+    // Crash and restart on the store as written: it leads above every term the agents saw.
+    let mut s = Server::new(&config(1), NodeId(1), 8, disk).unwrap();
+    run_for(&mut s, &mut now, Duration::from_secs(5), true, &mut None);
+    assert!(s.status().arbitrating, "{:?}", s.status());
+    assert!(s.status().quorum.term > told, "{:?} vs {told}", s.status());
+}

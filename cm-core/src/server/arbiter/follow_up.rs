@@ -275,12 +275,20 @@ impl GroupArbiter {
         ctx.now.saturating_since(since) >= hb && !recent
     }
 
-    /// Builds running (or queued, as the agent reports) or sent and not yet applied.
+    /// Builds running (or queued, as the agent reports) or sent and not yet applied, on
+    /// members heard from within `instance_heartbeat_timeout`: a silent member's last report
+    /// (a Build pending when its host crashed) says nothing of now, and whatever it runs, it is
+    /// lost to the group either way (swarm seeds 619, 924: such a report blocked the Build of
+    /// a diverged standby until the crashed host came back, and the group had no synchronous
+    /// quorum meanwhile).
     fn builds_in_progress(&self, ctx: &Ctx<'_>) -> usize {
         self.members
             .iter()
             .filter(|m| {
                 let Some(r) = &m.report else { return false };
+                if m.heartbeat_expired(ctx.now, ctx.params) {
+                    return false;
+                }
                 let unapplied = m.last_cmd.as_ref().is_some_and(|c| {
                     matches!(c.cmd, CmsCommand::Build { .. })
                         && r.last_applied < c.stamp

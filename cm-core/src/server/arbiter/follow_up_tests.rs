@@ -483,3 +483,34 @@ fn a_member_down_after_a_failed_build_is_built_again() {
     ]);
     assert!(!cmds(&out).contains(&build), "{out:?}");
 }
+
+/// Swarm seed 924 (`A`): a standby whose Build was running when its host crashed left, as
+/// its last report, a Build pending; that stale report counted against the build limit for
+/// as long as the host stayed down (89 s), so another standby whose WAL diverged (no WAL
+/// receiver ever again) was re-pointed but never built, and with it down the group had no
+/// synchronous quorum: no writable primary. A member not heard from for
+/// `instance_heartbeat_timeout` is no Build in progress: whatever it runs, it is lost to the
+/// group either way, and the limit keeps streaming standbys available.
+#[test]
+fn a_silent_members_stale_pending_build_does_not_block_another_build() {
+    let (mut h, h2) = promoted();
+    let p = || dn(2).primary(2).pos(2, 100).hist(h2.clone());
+    let broken = || dn(3).pos(2, 50).hist(h2.clone()).applied(1);
+    // 6001's Build is running when its host crashes: its last report says so.
+    h.reports(vec![p(), dn(1).down().build_pending(), broken()]);
+    let build = CmsCommand::Build {
+        source: P,
+        full: false,
+    };
+    let mut built_at = None;
+    for s in 1..=20 {
+        h.advance_ms(1000);
+        let out = h.reports(vec![p(), broken()]);
+        if cmds(&out).contains(&(6003, build.clone())) {
+            built_at = Some(s);
+            break;
+        }
+    }
+    // Pointed at once, re-pointed 6 s later, built 6 s after that.
+    assert_eq!(built_at, Some(12));
+}

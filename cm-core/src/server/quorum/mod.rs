@@ -361,6 +361,9 @@ struct PendingWrite {
     /// When the write was issued (a leader whose store stops completing writes stops counting
     /// itself, see `lease.rs`).
     since: Instant,
+    /// The term it records: durable once it completes (see [`Quorum::durable_term`]).
+    #[serde(default)]
+    term: QuorumTerm,
 }
 
 /// One heartbeat round of a leader: when it was sent and who acknowledged it.
@@ -408,6 +411,10 @@ pub struct Quorum {
 
     // Persistent.
     term: QuorumTerm,
+    /// The term of the newest completed write (or of the restored store): what this node may
+    /// tell agents (see [`Quorum::durable_term`]).
+    #[serde(default)]
+    durable_term: QuorumTerm,
     voted_for: Option<NodeId>,
     membership: Membership,
     log: Log,
@@ -525,6 +532,7 @@ impl Quorum {
             clock: MonotonicGuard::default(),
             started_at: None,
             term: stored.term,
+            durable_term: stored.term,
             voted_for: stored.voted_for,
             membership: stored.membership,
             log: stored.log,
@@ -650,6 +658,18 @@ impl Quorum {
         }
     }
 
+    /// The newest quorum term this node's store holds durably: the one it tells agents and
+    /// answers their term checks with (SPEC §4.1), never its in-memory term. Agents reject
+    /// every command below the highest quorum term they have seen, so a term they saw must
+    /// survive a restart of the CMS that told them; a term not yet written may not (swarm seed
+    /// 1093: a single CMS whose disk hung campaigned in memory from term 4 to 15 and told the
+    /// agents in its refusals; restarted with term 3 on disk, it led term 4 for good and
+    /// every agent ignored it). A leader's term is always durable: it counts its own vote only
+    /// once written.
+    pub fn durable_term(&self) -> QuorumTerm {
+        self.durable_term
+    }
+
     /// Whether this node has committed an entry of its own term: only then is its committed
     /// state known to hold every entry a previous leader committed (Raft §5.4.2), so only then
     /// may it tell agents which member is a group's primary (§15).
@@ -743,6 +763,7 @@ impl Quorum {
                     token,
                     actions: Vec::new(),
                     since: now,
+                    term: self.term,
                 });
             }
             result.append(&mut self.out);
@@ -768,6 +789,9 @@ impl Quorum {
         let completed: Vec<PendingWrite> = self.writes.drain(..=pos).collect();
         match done.result {
             Ok(()) => {
+                for w in &completed {
+                    self.durable_term = self.durable_term.max(w.term);
+                }
                 for action in completed.into_iter().flat_map(|w| w.actions) {
                     self.perform(now, action);
                 }

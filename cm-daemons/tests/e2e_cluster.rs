@@ -201,12 +201,12 @@ fn e2e_cluster_primary_postmaster_killed_the_same_node_is_primary_again() {
     for n in 1..=NODES {
         let log = h.node_log(n);
         assert!(
-            !log.contains("action=Build"),
+            !log.contains("action=build"),
             "a Build on node {n}\n{}",
             h.logs_tail()
         );
         assert!(
-            !log.contains("action=Kill"),
+            !log.contains("action=kill"),
             "a Restart on node {n}\n{}",
             h.logs_tail()
         );
@@ -487,7 +487,7 @@ fn e2e_cluster_frozen_primary_node_rejoins_after_the_thaw_by_rewind() {
         "acknowledged writes lost ({present} rows present)"
     );
     let log = h.node_log(p);
-    if log.contains("action=Build") {
+    if log.contains("action=build") {
         assert!(log.contains("rebuilt by pg_rewind"), "{}", h.logs_tail());
         assert!(!log.contains("pg_rewind failed"), "{}", h.logs_tail());
     }

@@ -319,6 +319,12 @@ impl Databases {
             i.pending.clear();
             i.proc_state = ProcState::Running;
             i.lock = LockState::None;
+            // A Build cut short (its host crashed) leaves cm-io's `<data>.cm_rewinding` marker
+            // (written before pg_rewind starts, removed only once the data directory is whole):
+            // the driver refuses to start that data until a Build replaces it.
+            if i.db_state == DbState::Building {
+                i.unstartable = true;
+            }
             if i.db_state != DbState::NeedRepair {
                 i.db_state = DbState::Normal;
             }

@@ -444,7 +444,8 @@ fn h_a_promotion_replacing_no_primary_must_be_the_start() {
     });
     c.check_state(Instant::from_secs(2), &[s.clone()], &dbs, &nobody, &nobody);
     assert!(c.violations.is_empty(), "{:?}", c.violations);
-    std::sync::Arc::make_mut(&mut s.obs).newest_promotion = Some(promotion(PromotionReason::Failover));
+    std::sync::Arc::make_mut(&mut s.obs).newest_promotion =
+        Some(promotion(PromotionReason::Failover));
     c.check_state(Instant::from_secs(3), &[s], &dbs, &nobody, &nobody);
     assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
     assert_eq!(c.violations[0].rule, "H");

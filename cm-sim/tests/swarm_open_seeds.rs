@@ -188,6 +188,16 @@ fn a_superseded_failover_read_at_a_thaw() {
     assert_clean(SWARM, &[1475]);
 }
 
+/// Review of issue 18 defect 2: a host crash in the middle of a standby's Build leaves cm-io's
+/// rewind marker, so the driver refuses every start of its data; the restarted agent had
+/// forgotten the Build and the CMS rebuilds only a member whose last Build failed, so it stayed
+/// Down for good (`L`). The agent now reports the refusal (`ActionError::HalfRewound`) as a
+/// failed Build and the CMS builds it again, in full.
+#[test]
+fn a_build_cut_by_a_host_crash() {
+    assert_clean(SWARM, &[37]);
+}
+
 /// Still open after issue 11's round of fixes (`cm-sim sweep --seeds 0..2000`, 14 failures),
 /// by class; each still needs its own trace read:
 /// * `A` at the bound: 757, 871, 1078, 1284, 1646; with `L` after healing: 1093, 1980;

@@ -10,8 +10,8 @@ use core::time::Duration;
 
 use cm_core::config::ClusterConfig;
 use cm_core::dn::{
-    ActionError, DbState, DnAction, DnRole, DnStatus, Downstream, History, LockState, ProcState, StopMode,
-    Upstream,
+    ActionError, DbState, DnAction, DnRole, DnStatus, Downstream, History, LockState, ProcState,
+    StopMode, Upstream,
 };
 use cm_core::params::{Params, SyncMode};
 use cm_core::rng::Prng;
@@ -385,7 +385,8 @@ impl Databases {
                 return Err(format!(
                     "instance {id} exited during start: requested timeline does not contain \
                      minimum recovery point"
-                ).into());
+                )
+                .into());
             }
             DnAction::StartPending => draw(rng, t.start_ms),
             // The driver builds a stopped DN as well (it stops a running one first).
@@ -400,7 +401,8 @@ impl Databases {
             {
                 return Err(format!(
                     "instance {id}: FATAL 57P03: the database system is starting up"
-                ).into());
+                )
+                .into());
             }
             DnAction::Stop { mode } => match mode {
                 StopMode::Immediate => draw(rng, [5.0, 20.0]),

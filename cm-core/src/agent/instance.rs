@@ -634,7 +634,8 @@ impl Agent {
             tracing::warn!(instance = %id, kind = kind.name(), error = %e, "DN action failed");
         }
         if inst.build_ops.remove(&op) {
-            inst.last_build.record(&result.clone().map_err(|e| e.to_string()));
+            inst.last_build
+                .record(&result.clone().map_err(|e| e.to_string()));
         } else if let Err(ActionError::HalfRewound(why)) = &result {
             // Its data was left half-rewound by a Build its host's crash cut short: reported
             // as a failed Build (naming the marker), the CMS's rule for a member whose last

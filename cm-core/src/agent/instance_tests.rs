@@ -470,7 +470,10 @@ fn a_start_refused_as_half_rewound_is_reported_as_a_failed_build_and_the_cms_bui
             result: Err("postgres exited during start".into()),
         },
     );
-    assert_eq!(a.insts[&DN].report(ms(1200)).last_build, BuildOutcome::default());
+    assert_eq!(
+        a.insts[&DN].report(ms(1200)).last_build,
+        BuildOutcome::default()
+    );
     for t in [2000, 3000] {
         let c = round(&mut a, ms(t), vec![]);
         assert_eq!(c, vec![run(action_op(&c), DnAction::StartPending)]);
@@ -484,7 +487,11 @@ fn a_start_refused_as_half_rewound_is_reported_as_a_failed_build_and_the_cms_bui
         );
     }
     let last = a.insts[&DN].report(ms(3200)).last_build;
-    assert_eq!((last.count, last.error.as_deref()), (1, Some(why)), "{last:?}");
+    assert_eq!(
+        (last.count, last.error.as_deref()),
+        (1, Some(why)),
+        "{last:?}"
+    );
     assert!(!last.pending);
     // The CMS, fed this outcome in the report of a Down member, builds it once the heartbeat
     // timeout passed.

@@ -483,33 +483,3 @@ fn a_member_down_after_a_failed_build_is_built_again() {
     ]);
     assert!(!cmds(&out).contains(&build), "{out:?}");
 }
-
-/// Review of issue 18 (defect 3's real symptom): a standby whose replay is stuck on a bad
-/// record, so the startup process shuts its WAL receiver down and retries every 5 s
-/// (`wal_retrieve_retry_interval`). Each retry streams briefly from the primary and the
-/// receive LSN (and so `position`, max of receive and replay) moves up to the primary's.
-/// One report in five catches the receiver streaming. It never replays anything: it must
-/// be re-pointed and then rebuilt.
-#[test]
-fn review_a_standby_whose_receiver_streams_one_report_in_five_is_still_repaired() {
-    let (mut h, h2) = promoted();
-    let mut out = Vec::new();
-    for s in 0..=60u64 {
-        let head = 100 + 10 * s;
-        let p = dn(2).primary(2).pos(2, head).hist(h2.clone());
-        // Received up to the primary's head at the last retry; replay stuck at 50.
-        let received = head - 10 * (s % 5);
-        let mut stuck = dn(1).pos(2, received).hist(h2.clone()).applied(1);
-        if s % 5 == 0 {
-            stuck = stuck.upstream(2, 10);
-        }
-        let got = cmds(&h.reports(vec![p, stuck]));
-        out.extend(got.into_iter().map(|(i, c)| (s, i, c)));
-        h.advance_ms(1000);
-    }
-    assert!(
-        out.iter()
-            .any(|(_, i, c)| *i == 6001 && matches!(c, CmsCommand::Build { .. })),
-        "never rebuilt: {out:?}"
-    );
-}

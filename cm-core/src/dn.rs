@@ -330,6 +330,16 @@ impl BuildOutcome {
         self.count = self.count.saturating_add(1);
         self.error = result.as_ref().err().map(|e| bounded_reason(e));
     }
+
+    /// Records a start refused because a Build was cut short ([`ActionError::HalfRewound`]) as
+    /// a failed Build, so the CMS builds the member again (an agent that restarted since has
+    /// forgotten that Build). Counted once: the same refusal repeated by every start attempt is
+    /// not another Build.
+    pub fn record_cut_short(&mut self, why: &str) {
+        if self.error.as_deref() != Some(bounded_reason(why).as_str()) {
+            self.record(&Err(why.to_owned()));
+        }
+    }
 }
 
 impl DnReport {
@@ -358,6 +368,33 @@ impl DnReport {
             manually_stopped: false,
             last_build: BuildOutcome::default(),
         }
+    }
+}
+
+/// Why a [`DnAction`] failed, as the driver reports it to the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ActionError {
+    /// It failed; the driver's message (PostgreSQL's own where it has one).
+    #[error("{0}")]
+    Failed(String),
+    /// A start refused because the data directory was left half-rewound: a pg_rewind stopped
+    /// partway (its host or agent crashed) and left its marker beside the data directory. The
+    /// data never starts again; only a Build, which then copies it in full, cures it. The
+    /// message names the marker. The agent reports it as a failed Build (issue 18: after a
+    /// restart the agent has forgotten the Build the crash cut short).
+    #[error("{0}")]
+    HalfRewound(String),
+}
+
+impl From<String> for ActionError {
+    fn from(reason: String) -> Self {
+        Self::Failed(reason)
+    }
+}
+
+impl From<&str> for ActionError {
+    fn from(reason: &str) -> Self {
+        Self::Failed(reason.to_owned())
     }
 }
 

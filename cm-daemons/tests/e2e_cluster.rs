@@ -201,12 +201,12 @@ fn e2e_cluster_primary_postmaster_killed_the_same_node_is_primary_again() {
     for n in 1..=NODES {
         let log = h.node_log(n);
         assert!(
-            !log.contains("action=Build"),
+            !log.contains("action=build"),
             "a Build on node {n}\n{}",
             h.logs_tail()
         );
         assert!(
-            !log.contains("action=Kill"),
+            !log.contains("action=kill"),
             "a Restart on node {n}\n{}",
             h.logs_tail()
         );
@@ -487,7 +487,7 @@ fn e2e_cluster_frozen_primary_node_rejoins_after_the_thaw_by_rewind() {
         "acknowledged writes lost ({present} rows present)"
     );
     let log = h.node_log(p);
-    if log.contains("action=Build") {
+    if log.contains("action=build") {
         assert!(log.contains("rebuilt by pg_rewind"), "{}", h.logs_tail());
         assert!(!log.contains("pg_rewind failed"), "{}", h.logs_tail());
     }
@@ -1083,4 +1083,35 @@ fn e2e_cluster_old_primary_whose_wal_the_new_primary_recycled_is_copied_in_full_
         data.file_name().unwrap().to_string_lossy()
     ));
     assert!(!old.exists(), "{} left behind", old.display());
+}
+
+/// Review of issue 18 (rejoin3's rewind marker): a standby's node crashes while pg_rewind
+/// rebuilds it — here the crash is the node kill and the marker cm-io writes before pg_rewind
+/// is put beside its data by hand, as that crash leaves it. After the node's restart its DN
+/// must come back (rebuilt by a full copy), not stay Down while its agent starts it again
+/// and again: the restarted agent has no failed Build to report, and the CMS builds again
+/// only a member whose last Build failed.
+#[test]
+fn e2e_cluster_review_a_standby_whose_rewind_was_cut_by_a_node_crash_comes_back() {
+    let Some(mut h) = Harness::up(&[]) else {
+        return;
+    };
+    let p = primary_of(&h.normal());
+    let s = if p == 2 { 3 } else { 2 };
+    let left = h.c.kill_node(s);
+    assert!(left.is_empty(), "survivors of the node kill: {left:?}");
+    let data = h.c.data_dir(s);
+    let marker = data.with_file_name(format!(
+        "{}.cm_rewinding",
+        data.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&marker, b"").expect("marker");
+    h.until("the crashed standby seen gone", |st| {
+        role_of(st, s) != Some(DnRole::Standby)
+    });
+    h.c.start_monitor(s).expect("restart the node's om_monitor");
+    h.until("the standby back and streaming", |st| {
+        is_normal(st) && role_of(st, s) == Some(DnRole::Standby) && primary_node(st) == Some(p)
+    });
+    assert!(!marker.exists(), "the marker is cleared by the full copy");
 }

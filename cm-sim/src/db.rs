@@ -10,8 +10,8 @@ use core::time::Duration;
 
 use cm_core::config::ClusterConfig;
 use cm_core::dn::{
-    DbState, DnAction, DnRole, DnStatus, Downstream, History, LockState, ProcState, StopMode,
-    Upstream,
+    ActionError, DbState, DnAction, DnRole, DnStatus, Downstream, History, LockState, ProcState,
+    StopMode, Upstream,
 };
 use cm_core::params::{Params, SyncMode};
 use cm_core::rng::Prng;
@@ -154,6 +154,10 @@ pub struct Instance {
     /// minimum recovery point … on timeline M`): every start exits at once, until a Build
     /// replaces its data.
     pub unstartable: bool,
+    /// A Build was cut short (its host crashed mid-Build) and left cm-io's rewind marker
+    /// beside the data directory: every start is refused
+    /// ([`cm_core::dn::ActionError::HalfRewound`]), and the next Build copies it in full.
+    pub half_rewound: bool,
     /// Its data cannot reach a consistent state (fault `stall_recovery`, nemesis issue 16 on
     /// real PostgreSQL: after a pg_rewind, a standby's recovery waits for good on a local
     /// record with an incorrect prev-link before its backup end point): it runs, but answers
@@ -280,6 +284,7 @@ impl Databases {
                         build_breaks: false,
                         recovery_stalls: false,
                         unstartable: false,
+                        half_rewound: false,
                     },
                 );
             }
@@ -319,6 +324,13 @@ impl Databases {
             i.pending.clear();
             i.proc_state = ProcState::Running;
             i.lock = LockState::None;
+            // A Build cut short (its host crashed) leaves cm-io's `<data>.cm_rewinding` marker
+            // (written before pg_rewind starts, removed only once the data directory is whole):
+            // the driver refuses to start that data until a Build replaces it. (A full copy cut
+            // short leaves the old data startable on real PostgreSQL; the model is harsher.)
+            if i.db_state == DbState::Building {
+                i.half_rewound = true;
+            }
             if i.db_state != DbState::NeedRepair {
                 i.db_state = DbState::Normal;
             }
@@ -345,7 +357,7 @@ impl Databases {
         id: InstanceId,
         action: &DnAction,
         rng: &mut Prng,
-    ) -> Result<Begun, String> {
+    ) -> Result<Begun, ActionError> {
         let t = self.timings.clone();
         let inst = self
             .instances
@@ -359,13 +371,22 @@ impl Databases {
             // The driver runs one lifecycle action per instance at a time: a start waits for a
             // rebuild (which ends with the instance started) and is refused meanwhile.
             DnAction::StartPending if inst.db_state == DbState::Building => {
-                return Err(format!("instance {id} is being rebuilt"));
+                return Err(format!("instance {id} is being rebuilt").into());
+            }
+            // cm-io refuses to start data a pg_rewind left half-rewound (its marker is there).
+            DnAction::StartPending if inst.half_rewound => {
+                return Err(ActionError::HalfRewound(format!(
+                    "instance {id}: not started: the data directory is half-rewound (a \
+                     pg_rewind stopped partway; marker <data>.cm_rewinding); the next Build \
+                     copies it in full (cm_ctl build)"
+                )));
             }
             DnAction::StartPending if inst.unstartable => {
                 return Err(format!(
                     "instance {id} exited during start: requested timeline does not contain \
                      minimum recovery point"
-                ));
+                )
+                .into());
             }
             DnAction::StartPending => draw(rng, t.start_ms),
             // The driver builds a stopped DN as well (it stops a running one first).
@@ -374,13 +395,14 @@ impl Databases {
                 inst.pending.clear();
                 draw(rng, t.rewind_ms)
             }
-            _ if !inst.running => return Err(format!("instance {id} is not running")),
+            _ if !inst.running => return Err(format!("instance {id} is not running").into()),
             _ if inst.recovery_stalls
                 && !matches!(action, DnAction::Stop { .. } | DnAction::Build { .. }) =>
             {
                 return Err(format!(
                     "instance {id}: FATAL 57P03: the database system is starting up"
-                ));
+                )
+                .into());
             }
             DnAction::Stop { mode } => match mode {
                 StopMode::Immediate => draw(rng, [5.0, 20.0]),
@@ -396,7 +418,7 @@ impl Databases {
             }
             DnAction::Promote { .. } => {
                 if inst.role == DnRole::Primary {
-                    return Err(format!("instance {id} is already primary"));
+                    return Err(format!("instance {id} is already primary").into());
                 }
                 inst.db_state = DbState::Promoting;
                 inst.receiver = None;
@@ -525,13 +547,15 @@ impl Databases {
                         src.id
                     ));
                 }
+                // The marker makes cm-io skip pg_rewind: a full copy.
+                let full = *full || core::mem::take(&mut inst.half_rewound);
                 inst.unstartable = false;
                 inst.history = src.history.clone();
                 inst.lsn = src.lsn;
                 inst.stream_broken = false;
                 inst.wal_diverged = false;
-                inst.wal_removed &= !*full;
-                inst.recovery_stalls &= !*full;
+                inst.wal_removed &= !full;
+                inst.recovery_stalls &= !full;
                 start_pending(inst, now);
                 inst.role = DnRole::Standby;
                 inst.upstream_setting = Some(src.id);

@@ -394,7 +394,8 @@ impl World {
                         self.dbs.fail_build(instance, *source, db_inc)
                     }
                     _ => self.dbs.finish(now, instance, &action, db_inc),
-                };
+                }
+                .map_err(cm_core::dn::ActionError::from);
                 self.after_db_change();
                 let done = cm_core::agent::AgentInput::ActionCompleted {
                     op,

@@ -220,6 +220,16 @@ fn passing_since_the_nemesis_and_rejoin_fixes() {
     assert_clean(SWARM, &[809, 1519, 1980]);
 }
 
+/// Review of issue 18 defect 2: a host crash in the middle of a standby's Build leaves cm-io's
+/// rewind marker, so the driver refuses every start of its data; the restarted agent had
+/// forgotten the Build and the CMS rebuilds only a member whose last Build failed, so it stayed
+/// Down for good (`L`). The agent now reports the refusal (`ActionError::HalfRewound`) as a
+/// failed Build and the CMS builds it again, in full.
+#[test]
+fn a_build_cut_by_a_host_crash() {
+    assert_clean(SWARM, &[37]);
+}
+
 /// Still open after issue 11's round of fixes (`cm-sim sweep --seeds 0..2000`; on the merged
 /// main of this round, 10 failures before the fixes above, 7 after),
 /// by class; each still needs its own trace read:

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cm_core::Instant;
 use cm_core::agent::{Agent, AgentCommand, AgentInput, PhonyProbe};
-use cm_core::dn::StopMode;
+use cm_core::dn::{ActionError, StopMode};
 use cm_core::dn::{DbState, DnAction, DnRole, DnStatus, Downstream, History, LockState, ProcState};
 use cm_core::flags::{Flag, FlagSet};
 use cm_core::history::PromotionReason;
@@ -316,7 +316,10 @@ impl Driver {
             14 => AgentInput::ActionCompleted {
                 op: op_or_stale(b, &self.actions),
                 instance: DN,
-                result: result(b),
+                result: match result(b) {
+                    Err(e) if b.bool() => Err(ActionError::HalfRewound(e)),
+                    r => r.map_err(ActionError::Failed),
+                },
             },
             15 => AgentInput::WriteCompleted(WriteCompleted {
                 token: b

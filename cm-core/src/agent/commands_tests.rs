@@ -688,7 +688,7 @@ fn a_finished_build_is_counted_in_the_report_with_its_error() {
         AgentInput::ActionCompleted {
             op,
             instance: DN,
-            result: Err("x".repeat(10_000)),
+            result: Err("x".repeat(10_000).into()),
         },
     );
     let last = a.insts[&DN].report(ms(2600)).last_build;

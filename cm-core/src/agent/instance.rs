@@ -8,7 +8,7 @@ use super::commands::TermCheck;
 use super::{Agent, AgentCommand, InstanceStatus, PersistedInstance};
 use crate::config::ClusterConfig;
 use crate::dn::{
-    BuildOutcome, DbState, DnAction, DnReport, DnRole, DnStatus, LockState, ProcState,
+    ActionError, BuildOutcome, DbState, DnAction, DnReport, DnRole, DnStatus, LockState, ProcState,
 };
 use crate::flags::{Flag, FlagSet};
 use crate::ids::{CmdStamp, GroupId, InstanceId, OpId, Term};
@@ -618,7 +618,7 @@ impl Agent {
         now: Instant,
         op: OpId,
         id: InstanceId,
-        result: Result<(), String>,
+        result: Result<(), ActionError>,
         out: &mut Vec<AgentCommand>,
     ) {
         let floor = OpId(self.next_op);
@@ -634,7 +634,13 @@ impl Agent {
             tracing::warn!(instance = %id, kind = kind.name(), error = %e, "DN action failed");
         }
         if inst.build_ops.remove(&op) {
-            inst.last_build.record(&result);
+            inst.last_build
+                .record(&result.clone().map_err(|e| e.to_string()));
+        } else if let Err(ActionError::HalfRewound(why)) = &result {
+            // Its data was left half-rewound by a Build its host's crash cut short: reported
+            // as a failed Build (naming the marker), the CMS's rule for a member whose last
+            // Build failed builds it again, in full (issue 18 defect 2, review).
+            inst.last_build.record_cut_short(why);
         }
         if kind
             == (ActionKind::Start {

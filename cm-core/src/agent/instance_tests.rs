@@ -444,3 +444,74 @@ fn a_dn_in_its_start_that_answers_is_reported_as_it_answers() {
     let r = a.insts[&DN].report(ms(2000));
     assert_eq!((r.role, r.db_state), (DnRole::Pending, DbState::Normal));
 }
+
+/// Review of issue 18 defect 2: a host crash cut a standby's pg_rewind short and left cm-io's
+/// marker beside its data; the restarted agent has forgotten that Build, and every start is
+/// refused as half-rewound. The refusal is reported as a failed Build naming the marker (once,
+/// not once per attempt), so the CMS's rule for a member Down after a failed Build builds it
+/// again after `instance_heartbeat_timeout`. (Fails without the fix: the report said no Build
+/// ever ran, and the CMS never sent one.) A start that failed otherwise is no Build.
+#[test]
+fn a_start_refused_as_half_rewound_is_reported_as_a_failed_build_and_the_cms_builds_it() {
+    use crate::dn::{ActionError, BuildOutcome};
+    use crate::msg::CmsCommand;
+    use crate::server::harness::{H, cmds, dn};
+    let why = "instance 6001: not started: the data directory /d/dn is half-rewound (a \
+               pg_rewind stopped partway; marker /d/dn.cm_rewinding); the next Build copies \
+               it in full (cm_ctl build)";
+    let mut a = boot(DnRole::Standby);
+    // An ordinary start failure is not a Build.
+    let cmds1 = round(&mut a, ms(1000), vec![]);
+    a.step(
+        ms(1100),
+        AgentInput::ActionCompleted {
+            op: action_op(&cmds1),
+            instance: DN,
+            result: Err("postgres exited during start".into()),
+        },
+    );
+    assert_eq!(
+        a.insts[&DN].report(ms(1200)).last_build,
+        BuildOutcome::default()
+    );
+    for t in [2000, 3000] {
+        let c = round(&mut a, ms(t), vec![]);
+        assert_eq!(c, vec![run(action_op(&c), DnAction::StartPending)]);
+        a.step(
+            ms(t + 100),
+            AgentInput::ActionCompleted {
+                op: action_op(&c),
+                instance: DN,
+                result: Err(ActionError::HalfRewound(why.into())),
+            },
+        );
+    }
+    let last = a.insts[&DN].report(ms(3200)).last_build;
+    assert_eq!(
+        (last.count, last.error.as_deref()),
+        (1, Some(why)),
+        "{last:?}"
+    );
+    assert!(!last.pending);
+    // The CMS, fed this outcome in the report of a Down member, builds it once the heartbeat
+    // timeout passed.
+    let build = (
+        6003,
+        CmsCommand::Build {
+            source: InstanceId(6001),
+            full: false,
+        },
+    );
+    let down = || {
+        let mut r = dn(3).down();
+        r.0.last_build = last.clone();
+        r
+    };
+    let mut h = H::new(3);
+    h.reports(vec![dn(2).upstream(1, 100), dn(1).primary(1)]);
+    let out = h.report(down());
+    assert!(!cmds(&out).contains(&build), "{out:?}");
+    h.advance_ms(6_100);
+    let out = h.reports(vec![dn(1).primary(1), dn(2).upstream(1, 100), down()]);
+    assert!(cmds(&out).contains(&build), "{out:?}");
+}

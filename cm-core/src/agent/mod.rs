@@ -105,7 +105,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{DecodeError, decode_persisted};
 use crate::config::ClusterConfig;
-use crate::dn::{DnAction, DnRole, DnStatus, ProcState};
+use crate::dn::{ActionError, DnAction, DnRole, DnStatus, ProcState};
 use crate::flags::{Flag, FlagSet};
 use crate::ids::{CmdStamp, InstanceId, NodeId, OpId, QuorumTerm, Term, WriteToken};
 use crate::io::{Alarm, Machine, NetCommand, NetEvent, PersistState, WriteCompleted};
@@ -235,8 +235,8 @@ pub enum AgentInput {
         op: OpId,
         /// The instance.
         instance: InstanceId,
-        /// `Err(reason)` when it failed.
-        result: Result<(), String>,
+        /// `Err(why)` when it failed.
+        result: Result<(), ActionError>,
     },
     /// A [`AgentCommand::PersistState`] finished.
     WriteCompleted(WriteCompleted),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use cm_core::Instant;
 use cm_core::agent::{AgentCommand, AgentInput, PhonyProbe};
 use cm_core::config::ClusterConfig;
-use cm_core::dn::DnAction;
+use cm_core::dn::{ActionError, DnAction};
 use cm_core::ids::{InstanceId, NodeId, OpId};
 use cm_core::io::{Executor, Flow, PersistState, WriteCompleted};
 use cm_core::resource::{ScriptExit, ScriptVerb, script_args};
@@ -342,7 +342,7 @@ impl AgentExec {
             let result = driver
                 .run(instance, action)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(ActionError::from);
             AgentInput::ActionCompleted {
                 op,
                 instance,

@@ -777,9 +777,14 @@ mod tests {
         fs::create_dir_all(&data).unwrap();
         refuse_half_rewound(InstanceId(6001), &data).expect("no marker: starts");
         super::super::swap::mark_rewinding(&data).unwrap();
-        let err = refuse_half_rewound(InstanceId(6001), &data)
-            .expect_err("refused")
-            .to_string();
+        let refused = refuse_half_rewound(InstanceId(6001), &data).expect_err("refused");
+        let err = refused.to_string();
+        // The agent is told it as its own kind, with the same message (it reports a failed
+        // Build, so the CMS builds the member again).
+        assert_eq!(
+            cm_core::dn::ActionError::from(refused),
+            cm_core::dn::ActionError::HalfRewound(err.clone())
+        );
         for part in [
             "6001",
             "half-rewound",

@@ -134,6 +134,17 @@ pub enum DriverError {
     },
 }
 
+/// What the agent is told of a failed action: a start refused for half-rewound data is its
+/// own kind (the agent reports it as a failed Build, so the CMS builds the member again).
+impl From<DriverError> for cm_core::dn::ActionError {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::HalfRewound { .. } => Self::HalfRewound(e.to_string()),
+            _ => Self::Failed(e.to_string()),
+        }
+    }
+}
+
 /// A PostgreSQL client error as an operator needs it: what the server said (severity, SQLSTATE,
 /// message, detail, hint) when it answered with an error, else the client's error and its cause
 /// (tokio_postgres's own `Display` says only "db error" or "error connecting to server").

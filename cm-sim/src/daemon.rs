@@ -206,7 +206,7 @@ pub enum Daemon {
         /// and touches nothing — what a script that sleeps forever does to the cluster).
         triggers: u64,
         /// Some(t): its `/primary` answered 200 for no DN at local time `t`, and it has not
-        /// stepped since (every step goes through [`Daemon::agent_mut`], which clears this).
+        /// stepped since (every step goes through `Daemon::agent_mut`, which clears this).
         /// Until it steps the answer stays empty at any later local time: each condition of
         /// the rule is either fixed between steps or a lease or sample age that only grows
         /// with the clock (the write lease's `sent_ago < window`, the streaming quorum's

@@ -667,9 +667,11 @@ impl Params {
         let v = v.max(0.0);
         let ns = v * 1e9;
         if ns < EXACT_BELOW {
-            let whole = ns as u64;
+            // Through i64, whose conversions are single instructions (u64's are not); `ns`
+            // is in [0, 2⁵²) here, so nothing saturates.
+            let whole = ns as i64;
             if whole as f64 == ns {
-                return Duration::from_nanos(whole);
+                return Duration::from_nanos(whole.unsigned_abs());
             }
         }
         Duration::from_secs_f64(v)

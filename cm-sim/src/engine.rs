@@ -8,7 +8,7 @@ use cm_core::Instant;
 
 /// A min-heap of events ordered by `(time, seq)`: ties break by insertion order, so a run
 /// depends only on the seed. The heap holds small `(time, seq, slot)` keys (16 bytes: the
-/// sequence number and the slot share one word, see [`Entry`]) and the events wait in a slab,
+/// sequence number and the slot share one word) and the events wait in a slab,
 /// so sifting moves keys rather than whole events (frames carry envelopes).
 #[derive(Debug)]
 pub struct EventQueue<E> {

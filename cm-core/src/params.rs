@@ -654,8 +654,27 @@ impl Params {
         out
     }
 
+    /// Seconds as a duration: `Duration::from_secs_f64(v.max(0.0))`, which rounds the exact
+    /// value of `v × 10⁹` to the nearest nanosecond. Every duration accessor goes through here,
+    /// several times per step of every machine, so the common case takes a shorter road to the
+    /// same result: when the float product `p = v × 10⁹` is a whole number below 2⁵², it is
+    /// within half an ulp (at most 1/4 there) of the exact product, whose nearest nanosecond is
+    /// then `p` itself. Anything else (fractions of a nanosecond, huge or infinite values) is
+    /// left to `from_secs_f64`.
     fn secs(v: f64) -> Duration {
-        Duration::from_secs_f64(v.max(0.0))
+        /// 2⁵²: below it an ulp is at most 1/2.
+        const EXACT_BELOW: f64 = 4_503_599_627_370_496.0;
+        let v = v.max(0.0);
+        let ns = v * 1e9;
+        if ns < EXACT_BELOW {
+            // Through i64, whose conversions are single instructions (u64's are not); `ns`
+            // is in [0, 2⁵²) here, so nothing saturates.
+            let whole = ns as i64;
+            if whole as f64 == ns {
+                return Duration::from_nanos(whole.unsigned_abs());
+            }
+        }
+        Duration::from_secs_f64(v)
     }
 
     /// (1 + ρ) / (1 − ρ): how much longer a timeout may look on another node's clock.

@@ -234,3 +234,57 @@ fn the_test_switches_are_not_parameters_and_say_so() {
     }
     assert_eq!(Params::defaults().test, TestSwitches::default());
 }
+
+/// `Params::secs` takes a shortcut for whole nanoseconds; it must give exactly what
+/// `Duration::from_secs_f64` gives (the machines' deadlines and the simulator's trace depend
+/// on it), for parameter-like values, values a hair off them, and arbitrary bit patterns.
+#[test]
+fn secs_equals_from_secs_f64_everywhere() {
+    let reference = |v: f64| Duration::from_secs_f64(v.max(0.0));
+    let mut values = vec![
+        0.0,
+        -0.0,
+        -1.0,
+        f64::NAN,
+        f64::MIN_POSITIVE,
+        5e-324,
+        0.5e-9,
+        1.5e-9,
+        2.5e-9,
+        0.3,
+        0.7,
+        0.1 + 0.2,
+        4_503_599.627_370_496,
+        4_503_599.627_370_497,
+        9_007_199.254_740_992,
+        1e7,
+        1e9,
+        1.8e10,
+    ];
+    for k in 0..200_000u32 {
+        let base = f64::from(k) / 1000.0;
+        values.push(base);
+        values.push(f64::from_bits(base.to_bits() + 1));
+        values.push(f64::from_bits(base.to_bits().saturating_sub(1)));
+        values.push(f64::from(k) / 7.0);
+    }
+    let mut rng = crate::rng::Prng::new(12);
+    for _ in 0..200_000 {
+        values.push(rng.unit_f64() * 1e5);
+        // Any finite non-negative bit pattern small enough for a Duration.
+        let v = f64::from_bits(rng.next_u64() >> 2);
+        if v < 1e15 {
+            values.push(v);
+        }
+    }
+    for (name, v) in [Params::defaults(), Params::fast()]
+        .iter()
+        .flat_map(|p| p.list())
+        .filter_map(|(n, _, v)| v.parse::<f64>().ok().map(|f| (n, f)))
+    {
+        assert_eq!(Params::secs(v), reference(v), "parameter {name} = {v}");
+    }
+    for v in values {
+        assert_eq!(Params::secs(v), reference(v), "{v:e} ({:#x})", v.to_bits());
+    }
+}

@@ -201,12 +201,12 @@ impl World {
             return;
         }
         self.avail.next_check = Some(now + CHECK_EVERY);
-        let p = self.scenario.config.params.clone();
+        let p = &self.scenario.config.params;
         let cms_count = self.scenario.config.cms_nodes().len();
         let views = self.server_views();
         let holders: Vec<_> = views.iter().filter(|s| s.holds_lease()).collect();
         let paused = views.iter().any(|s| s.obs.paused || s.obs.stopping);
-        let sw_bound = switchover_bound(&p);
+        let sw_bound = switchover_bound(p);
         let groups: Vec<GroupId> = self.scenario.config.groups.iter().map(|g| g.id).collect();
         let mut found = Vec::new();
         for g in groups {
@@ -216,7 +216,7 @@ impl World {
             }
             let picture = if paused { None } else { self.picture(g) };
             let last_ack = self.checker.last_ack.get(&g).copied();
-            let bound = |e: Exposure| availability_bound(&p, cms_count, e);
+            let bound = |e: Exposure| availability_bound(p, cms_count, e);
             if let Some(v) = self.avail.observe(now, g, picture, &bound, last_ack) {
                 found.push(("A", v));
             }

@@ -323,6 +323,13 @@ impl Daemon {
     /// What the checkers see of a cm_server (None: not one, or it shows nothing), shared until
     /// it next steps.
     pub fn server_obs(&self) -> Option<Arc<ServerObs>> {
+        self.server_obs_ref().cloned()
+    }
+
+    /// [`Daemon::server_obs`] borrowed: the per-event checks compare it with the one they
+    /// hold and take a new reference (an atomic increment, and a decrement when dropped) only
+    /// when it changed.
+    pub fn server_obs_ref(&self) -> Option<&Arc<ServerObs>> {
         match self {
             Self::Server {
                 machine,
@@ -331,7 +338,7 @@ impl Daemon {
                 ..
             } => view
                 .get_or_init(|| machine.observe_server(prev.as_ref()))
-                .clone(),
+                .as_ref(),
             _ => None,
         }
     }

@@ -7,8 +7,9 @@ use std::collections::BinaryHeap;
 use cm_core::Instant;
 
 /// A min-heap of events ordered by `(time, seq)`: ties break by insertion order, so a run
-/// depends only on the seed. The heap holds small `(time, seq, slot)` keys and the events wait
-/// in a slab, so sifting moves 24 bytes rather than whole events (frames carry envelopes).
+/// depends only on the seed. The heap holds small `(time, seq, slot)` keys (16 bytes: the
+/// sequence number and the slot share one word) and the events wait in a slab,
+/// so sifting moves keys rather than whole events (frames carry envelopes).
 #[derive(Debug)]
 pub struct EventQueue<E> {
     heap: BinaryHeap<Reverse<Entry>>,
@@ -18,11 +19,35 @@ pub struct EventQueue<E> {
     now: Instant,
 }
 
+/// A heap key: `seq_slot` is the sequence number above [`SLOT_BITS`] bits of slab slot.
+/// Sequence numbers are unique and increasing, so ordering by `(at, seq_slot)` is ordering
+/// by `(at, seq)`; the slot never decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
     at: Instant,
-    seq: u64,
-    slot: u32,
+    seq_slot: u64,
+}
+
+/// Bits of [`Entry::seq_slot`] that hold the slot: up to 2^24 events queued at once (a run
+/// queues hundreds) and 2^40 events pushed in a run.
+const SLOT_BITS: u32 = 24;
+
+impl Entry {
+    fn new(at: Instant, seq: u64, slot: u32) -> Self {
+        assert!(slot < 1 << SLOT_BITS, "fewer than 2^24 queued events");
+        assert!(
+            seq < 1 << (64 - SLOT_BITS),
+            "fewer than 2^40 events in a run"
+        );
+        Self {
+            at,
+            seq_slot: seq << SLOT_BITS | u64::from(slot),
+        }
+    }
+
+    fn slot(self) -> usize {
+        (self.seq_slot & ((1 << SLOT_BITS) - 1)) as usize
+    }
 }
 
 impl<E> Default for EventQueue<E> {
@@ -58,11 +83,7 @@ impl<E> EventQueue<E> {
                 slot
             }
         };
-        self.heap.push(Reverse(Entry {
-            at,
-            seq: self.seq,
-            slot,
-        }));
+        self.heap.push(Reverse(Entry::new(at, self.seq, slot)));
     }
 
     /// Schedules `event` `after` from now.
@@ -80,10 +101,11 @@ impl<E> EventQueue<E> {
         let Reverse(e) = self.heap.pop()?;
         assert!(e.at >= self.now, "virtual time went backwards");
         self.now = e.at;
-        let event = self.slab[e.slot as usize]
+        let slot = e.slot();
+        let event = self.slab[slot]
             .take()
             .expect("a queued slot holds its event");
-        self.free.push(e.slot);
+        self.free.push(slot as u32);
         Some((e.at, event))
     }
 
@@ -186,6 +208,29 @@ mod tests {
             .collect();
         assert_eq!(order, vec!["a", "b", "c"]);
         assert_eq!(q.now(), Instant::from_millis(5));
+    }
+
+    #[test]
+    fn many_events_at_one_instant_pop_in_insertion_order_through_reused_slots() {
+        // Slots are reused in LIFO order, so later events sit in lower slots: the order must
+        // come from the sequence number, never from the slot sharing its word.
+        let mut q = EventQueue::default();
+        let t = Instant::from_millis(1);
+        for i in 0..100u32 {
+            q.push(t, i);
+        }
+        let first: Vec<u32> = (0..50)
+            .filter_map(|_| q.pop_until(Instant::MAX))
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(first, (0..50).collect::<Vec<_>>());
+        for i in 100..150u32 {
+            q.push(t, i);
+        }
+        let rest: Vec<u32> = std::iter::from_fn(|| q.pop_until(Instant::MAX))
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(rest, (50..150).collect::<Vec<_>>());
     }
 
     #[test]

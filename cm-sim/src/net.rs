@@ -217,17 +217,17 @@ impl Network {
         from: Endpoint,
         to: Endpoint,
         rng: &mut Prng,
-    ) -> Vec<Instant> {
+    ) -> FrameTimes {
+        let mut out = FrameTimes::default();
         let remote = from.node != to.node;
         if remote && rng.chance(self.params.loss) {
-            return Vec::new();
+            return out;
         }
         let copies = if remote && rng.chance(self.params.duplication) {
             2
         } else {
             1
         };
-        let mut out = Vec::with_capacity(copies);
         for _ in 0..copies {
             let mut at = now + self.latency(from.node, to.node, rng);
             if !self.params.reorder {
@@ -235,7 +235,8 @@ impl Network {
                 at = at.max(*last);
                 *last = at;
             }
-            out.push(at);
+            out.at[out.len] = at;
+            out.len += 1;
         }
         out
     }
@@ -248,6 +249,22 @@ impl Network {
     /// How long the peers of a crashed host take to see their connections close.
     pub fn dead_peer_close(&self) -> Duration {
         ms(self.params.dead_peer_close_ms)
+    }
+}
+
+/// The delivery instants of one frame ([`Network::plan_frame`]): none, one or two, kept
+/// inline (a frame is planned for every message sent).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FrameTimes {
+    at: [Instant; 2],
+    len: usize,
+}
+
+impl core::ops::Deref for FrameTimes {
+    type Target = [Instant];
+
+    fn deref(&self) -> &[Instant] {
+        &self.at[..self.len]
     }
 }
 

@@ -305,7 +305,7 @@ fn send(w: &mut World, to: Endpoint, msg: Msg) -> bool {
         quorum_term: QuorumTerm(0),
         msg,
     };
-    for at in w.net.plan_frame(now, from, to, &mut w.rng) {
+    for &at in w.net.plan_frame(now, from, to, &mut w.rng).iter() {
         w.queue.push(
             at,
             Event::Frame {

@@ -177,11 +177,13 @@ impl World {
     /// sent while the lease held; up to `time_out`) and one `check_interval` for the agent's
     /// turn. A thawed host's agent counts as running after that same grace.
     pub(crate) fn check_resources(&mut self) {
+        if self.scenario.config.resources.is_empty() {
+            // Nothing can run twice (S7's span state stays empty), and nothing is coming up
+            // to settle: only a resource's script puts a program in `resources_coming`.
+            return;
+        }
         self.settle_resources();
         let now = self.now();
-        if self.scenario.config.resources.is_empty() {
-            return; // nothing can run twice (S7's span state stays empty)
-        }
         let drift = self.scenario.config.params.drift_up();
         let agent_runs = |w: &Self, n: NodeId, grace: Duration| {
             w.hosts.get(&n).is_some_and(|h| {

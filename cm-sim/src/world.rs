@@ -503,18 +503,19 @@ impl World {
         }
         let local = clock.local(now);
         let actions = match input {
-            Delivery::Monitor(i) => self.drive(to, inc, local, vec![i], Daemon::monitor_mut),
-            Delivery::Agent(i) => self.drive(to, inc, local, vec![i], Daemon::agent_mut),
+            Delivery::Monitor(i) => self.drive(to, inc, local, i, Vec::new(), Daemon::monitor_mut),
+            Delivery::Agent(i) => self.drive(to, inc, local, i, Vec::new(), Daemon::agent_mut),
             Delivery::Server(i) => {
-                let mut inputs = vec![i];
                 if let Daemon::Server { wall_fed, .. } = &mut p.daemon
                     && !*wall_fed
                 {
                     // The daemon tells its machine the wall clock before anything else.
                     *wall_fed = true;
-                    inputs.push(ServerInput::WallClock(WallMillis(clock.wall_ms(now))));
+                    let wall = ServerInput::WallClock(WallMillis(clock.wall_ms(now)));
+                    self.drive(to, inc, local, wall, vec![i], Daemon::server_mut)
+                } else {
+                    self.drive(to, inc, local, i, Vec::new(), Daemon::server_mut)
                 }
-                self.drive(to, inc, local, inputs, Daemon::server_mut)
             }
             Delivery::Absorbed => 0,
         };
@@ -522,15 +523,18 @@ impl World {
         self.reschedule(to);
     }
 
-    /// Steps the machine of daemon `to` on `pending` (the last first) and hands each step's
-    /// commands, in order, to the world's executor for that machine; completions a
-    /// synchronous driver feeds back at once are stepped before the delivery ends. Stops when
-    /// the daemon dies (an order may kill it). Returns the world operations started.
+    /// Steps the machine of daemon `to` on `first`, then on `pending` (the last first), and
+    /// hands each step's commands, in order, to the world's executor for that machine;
+    /// completions a synchronous driver feeds back at once are stepped before the delivery
+    /// ends. Stops when the daemon dies (an order may kill it). Returns the world operations
+    /// started. (`first` apart from `pending`: most deliveries are one input, and an empty
+    /// `Vec` allocates nothing.)
     fn drive<I, C>(
         &mut self,
         to: Endpoint,
         inc: u64,
         local: Instant,
+        first: I,
         mut pending: Vec<I>,
         machine: fn(&mut Daemon) -> Option<&mut dyn SimMachine<I, C>>,
     ) -> u64
@@ -538,7 +542,8 @@ impl World {
         for<'w> ProcExec<'w, I>: Executor<C>,
     {
         let mut actions = 0;
-        while let Some(input) = pending.pop() {
+        let mut next = Some(first);
+        while let Some(input) = next.take().or_else(|| pending.pop()) {
             let Some(commands) = self
                 .proc_mut(to, inc)
                 .and_then(|p| machine(&mut p.daemon))
@@ -886,7 +891,7 @@ impl World {
     fn check(&mut self) {
         let now = self.now();
         let (mut servers, mut writable) = std::mem::take(&mut self.check_bufs);
-        self.server_views_into(&mut servers);
+        self.refresh_server_views(&mut servers);
         self.checker.two_node_concession = self.two_node_concession();
         let hosts = &self.hosts;
         let frozen = |n: NodeId| hosts.get(&n).is_none_or(|h| !h.up || h.frozen);
@@ -902,7 +907,6 @@ impl World {
         };
         self.checker
             .check_state(now, &servers, &self.dbs, &frozen, &agents);
-        servers.clear();
         self.primary_answers_into(&mut writable);
         self.checker.check_primary_answers(now, &writable);
         writable.clear();
@@ -986,6 +990,49 @@ impl World {
                 });
             }
         }
+    }
+
+    /// Makes `out` what [`World::server_views_into`] would give on an empty vector, in place:
+    /// a view still showing the observation it holds gets only its clock (and incarnation)
+    /// updated, so a server that did not step costs no reference count traffic (two atomic
+    /// operations per server per event, when the views were rebuilt after every event).
+    fn refresh_server_views(&self, out: &mut Vec<ServerView>) {
+        let now = self.now();
+        let mut k = 0;
+        for (node, h) in &self.hosts {
+            if !h.up {
+                continue;
+            }
+            let Some(p) = h.procs.get(&Role::Server) else {
+                continue;
+            };
+            let Some(obs) = p.daemon.server_obs_ref() else {
+                continue;
+            };
+            let local_now = h.clock.local(now);
+            match out.get_mut(k) {
+                Some(v) if v.node == *node && std::sync::Arc::ptr_eq(&v.obs, obs) => {
+                    v.local_now = local_now;
+                    v.incarnation = p.inc;
+                }
+                Some(v) => {
+                    *v = ServerView {
+                        node: *node,
+                        local_now,
+                        incarnation: p.inc,
+                        obs: std::sync::Arc::clone(obs),
+                    };
+                }
+                None => out.push(ServerView {
+                    node: *node,
+                    local_now,
+                    incarnation: p.inc,
+                    obs: std::sync::Arc::clone(obs),
+                }),
+            }
+            k += 1;
+        }
+        out.truncate(k);
     }
 
     /// Whether the leader-held pause is in effect (any lease holder says paused).

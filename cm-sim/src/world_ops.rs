@@ -396,14 +396,26 @@ impl World {
                     ));
                 }
                 let times = self.net.plan_frame(now, ep, to, &mut self.rng);
-                for at in times {
+                // A duplicate gets a copy; the last (usually the only) frame takes the
+                // envelope itself.
+                if let Some((&last, copies)) = times.split_last() {
+                    for &at in copies {
+                        let envelope = envelope.clone();
+                        let ev = Event::Frame {
+                            from: ep,
+                            to,
+                            conn,
+                            envelope,
+                        };
+                        self.queue.push(at, ev);
+                    }
                     let ev = Event::Frame {
                         from: ep,
                         to,
                         conn,
-                        envelope: envelope.clone(),
+                        envelope,
                     };
-                    self.queue.push(at, ev);
+                    self.queue.push(last, ev);
                 }
             }
         }

@@ -749,6 +749,7 @@ fn build_status(
         count,
         error: error.map(str::to_owned),
         pending: false,
+        half_rewound: false,
         agent_incarnation: Some(AGENT_STARTED_MS),
     };
     s

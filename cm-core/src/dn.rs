@@ -322,13 +322,22 @@ pub struct BuildOutcome {
     /// same place in the encoding, the old name still read from JSON.)
     #[serde(default, alias = "agent_started_ms")]
     pub agent_incarnation: Option<u64>,
+    /// The last one failed because the data directory is half-rewound
+    /// ([`ActionError::HalfRewound`]: a pg_rewind stopped partway): only a full copy cures it,
+    /// and the CMS orders the next Build as one (issue 18: the method is the core's choice).
+    #[serde(default)]
+    pub half_rewound: bool,
 }
 
 impl BuildOutcome {
     /// Records one more finished build.
-    pub fn record(&mut self, result: &Result<(), String>) {
+    pub fn record(&mut self, result: &Result<(), ActionError>) {
         self.count = self.count.saturating_add(1);
-        self.error = result.as_ref().err().map(|e| bounded_reason(e));
+        self.error = result
+            .as_ref()
+            .err()
+            .map(|e| bounded_reason(&e.to_string()));
+        self.half_rewound = matches!(result, Err(ActionError::HalfRewound(_)));
     }
 
     /// Records a start refused because a Build was cut short ([`ActionError::HalfRewound`]) as
@@ -336,8 +345,8 @@ impl BuildOutcome {
     /// forgotten that Build). Counted once: the same refusal repeated by every start attempt is
     /// not another Build.
     pub fn record_cut_short(&mut self, why: &str) {
-        if self.error.as_deref() != Some(bounded_reason(why).as_str()) {
-            self.record(&Err(why.to_owned()));
+        if self.error.as_deref() != Some(bounded_reason(why).as_str()) || !self.half_rewound {
+            self.record(&Err(ActionError::HalfRewound(why.to_owned())));
         }
     }
 }

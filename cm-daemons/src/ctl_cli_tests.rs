@@ -507,6 +507,7 @@ fn the_operator_guide_documents_every_query_json_field() {
         error: Some("x".into()),
         pending: false,
         agent_incarnation: Some(5),
+        half_rewound: true,
     };
     let json = serde_json::to_value(&s).unwrap();
     let mut keys = std::collections::BTreeSet::new();

@@ -120,6 +120,38 @@ impl Harness {
         })
     }
 
+    /// Creates the table `acked` on the primary and starts a client that inserts increasing
+    /// ids into it on whichever DN accepts them (see [`write_until`]), until
+    /// [`Harness::stop_writer`].
+    fn start_writer(&self) -> Writer {
+        let p = primary_of(&self.normal());
+        self.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
+        let ports: Vec<u16> = (1..=NODES).map(|n| self.c.dn_port(n)).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = self
+            .rt
+            .spawn(write_until(ports, self.password(), Arc::clone(&stop)));
+        Writer { stop, task }
+    }
+
+    /// Stops the writing client; its acknowledged ids and its number of failed attempts.
+    fn stop_writer(&self, w: Writer) -> (Vec<i64>, u64) {
+        w.stop.store(true, Ordering::SeqCst);
+        self.rt.block_on(w.task).expect("writer")
+    }
+
+    /// How many of the `acked` ids node `n`'s table `acked` lacks.
+    fn missing(&self, n: u32, acked: &[i64]) -> usize {
+        self.rt.block_on(async {
+            let c = connect(self.c.dn_port(n), &self.password(), Duration::from_secs(2))
+                .await
+                .expect("connect");
+            let rows = c.query("SELECT id FROM acked", &[]).await.expect("select");
+            let ids: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+            acked.iter().filter(|i| !ids.contains(i)).count()
+        })
+    }
+
     /// `cm_ctl` with arguments; panics with its output when it fails.
     fn ctl_ok(&self, args: &[&str]) -> String {
         let out = self
@@ -157,6 +189,12 @@ impl Harness {
         }
         out
     }
+}
+
+/// A writing client started by [`Harness::start_writer`].
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Vec<i64>, u64)>,
 }
 
 /// Pids below `monitor` (its own process tree) whose command line contains `needle`.
@@ -396,11 +434,7 @@ fn e2e_cluster_switchover_under_writes_loses_no_acknowledged_write() {
     let s = h.normal();
     let p = primary_of(&s);
     let target = if p == 2 { 3 } else { 2 };
-    h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
-    let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer =
-        h.rt.spawn(write_until(ports, h.password(), Arc::clone(&stop)));
+    let writer = h.start_writer();
     std::thread::sleep(Duration::from_secs(2));
     let dir = h.c.data_dir(target).display().to_string();
     h.ctl_ok(&["switchover", "-n", &target.to_string(), "-D", &dir]);
@@ -408,89 +442,96 @@ fn e2e_cluster_switchover_under_writes_loses_no_acknowledged_write() {
         is_normal(s) && primary_node(s) == Some(target)
     });
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::SeqCst);
-    let (acked, failed) = h.rt.block_on(writer).expect("writer");
+    let (acked, failed) = h.stop_writer(writer);
     assert!(
         !acked.is_empty(),
         "the writer got no acknowledgement at all"
     );
-    let q = primary_of(&s);
-    let present: BTreeSet<i64> = h.rt.block_on(async {
-        let c = connect(h.c.dn_port(q), &h.password(), Duration::from_secs(2))
-            .await
-            .expect("connect");
-        c.query("SELECT id FROM acked", &[])
-            .await
-            .expect("select")
-            .iter()
-            .map(|r| r.get::<_, i64>(0))
-            .collect()
-    });
-    let lost: Vec<&i64> = acked.iter().filter(|i| !present.contains(i)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged writes lost of {} ({} attempts failed): {lost:?}",
-        lost.len(),
-        acked.len(),
-        failed
+    let lost = h.missing(primary_of(&s), &acked);
+    assert_eq!(
+        lost,
+        0,
+        "{lost} acknowledged writes lost of {} ({failed} attempts failed)",
+        acked.len()
     );
 }
 
 /// Issue 18: the primary's whole node freezes (every process SIGSTOPped, as a VM pause) under a
-/// writing client, so it may hold WAL the new primary never got; a standby is promoted. After
-/// the thaw the old primary comes back as a streaming standby with no operator — through
-/// pg_rewind if it was rebuilt at all — and no acknowledged write is lost.
+/// writing client, holding WAL the new primary never got: just before the freeze its WAL
+/// senders are stopped and a row is committed on it with `synchronous_commit = local` (written
+/// there, never sent). A standby is promoted. After the thaw the old primary is diverged; it
+/// must come back through pg_rewind (its log says so, no full copy), as a streaming standby of
+/// a Normal cluster, with no operator, without the row only it had, and with no acknowledged
+/// write lost.
 #[test]
 fn e2e_cluster_frozen_primary_node_rejoins_after_the_thaw_by_rewind() {
     let Some(mut h) = Harness::up(&[]) else {
         return;
     };
     let p = primary_of(&h.normal());
-    h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
-    let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer =
-        h.rt.spawn(write_until(ports, h.password(), Arc::clone(&stop)));
+    h.sql_ok(p, "CREATE TABLE only_on_the_old_primary (x int)");
+    let writer = h.start_writer();
     std::thread::sleep(Duration::from_secs(1));
-    let monitor = h.c.monitor_pid(p);
-    let groups = procs::node_groups(monitor, &[h.c.data_dir(p)]);
-    let _thaw = Thaw(groups.clone());
-    for g in &groups {
-        let _ = nix::sys::signal::killpg(Pid::from_raw(*g), Signal::SIGSTOP);
+    // The old primary's WAL senders stop: what it writes from now on reaches no standby.
+    let postmaster = procs::postmaster_pid(&h.c.data_dir(p)).expect("a running primary");
+    let all = procs::snapshot();
+    let senders: Vec<i32> = procs::descendants(&all, postmaster)
+        .iter()
+        .filter(|q| q.cmdline.contains("walsender"))
+        .map(|q| q.pid)
+        .collect();
+    assert!(!senders.is_empty(), "no WAL sender on node {p}");
+    for pid in &senders {
+        kill(Pid::from_raw(*pid), Signal::SIGSTOP).unwrap();
     }
+    let local = h.rt.block_on(async {
+        let c = connect(h.c.dn_port(p), &h.password(), Duration::from_secs(2)).await?;
+        c.batch_execute(
+            "SET synchronous_commit = local; INSERT INTO only_on_the_old_primary VALUES (1)",
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    local.expect("a local commit on the old primary");
+    let thaw = h.freeze_node(p);
     let s = h.until("another node primary", |s| {
         primary_node(s).is_some_and(|q| q != p)
     });
     let q = primary_of(&s);
     std::thread::sleep(Duration::from_secs(2));
-    drop(_thaw);
+    drop(thaw);
     let s = h.until("the old primary back as a streaming standby", |s| {
         is_normal(s) && role_of(s, p) == Some(DnRole::Standby) && primary_node(s) == Some(q)
     });
     assert!(s.groups[0].commits_acknowledged);
-    stop.store(true, Ordering::SeqCst);
-    let (acked, _) = h.rt.block_on(writer).expect("writer");
-    assert!(!acked.is_empty(), "the writer got no acknowledgement");
-    let present = h
-        .count(q, "SELECT count(*) FROM acked")
-        .expect("count on the new primary");
-    let missing = h.rt.block_on(async {
-        let c = connect(h.c.dn_port(q), &h.password(), Duration::from_secs(2))
-            .await
-            .expect("connect");
-        let rows = c.query("SELECT id FROM acked", &[]).await.expect("select");
-        let ids: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
-        acked.iter().filter(|i| !ids.contains(i)).count()
+    // It streams from the new primary: a row written there after the rejoin reaches it.
+    h.sql_ok(q, "CREATE TABLE after_the_rejoin (x int)");
+    h.sql_ok(q, "INSERT INTO after_the_rejoin VALUES (1)");
+    h.poll("the old primary replays the new primary's rows", || {
+        h.count(p, "SELECT count(*) FROM after_the_rejoin") == Ok(1)
     });
+    // Its own row was rewound away; the new primary never had it.
     assert_eq!(
-        missing, 0,
-        "acknowledged writes lost ({present} rows present)"
+        h.count(p, "SELECT count(*) FROM only_on_the_old_primary"),
+        Ok(0)
     );
+    assert_eq!(
+        h.count(q, "SELECT count(*) FROM only_on_the_old_primary"),
+        Ok(0)
+    );
+    let (acked, _) = h.stop_writer(writer);
+    assert!(!acked.is_empty(), "the writer got no acknowledgement");
+    assert_eq!(h.missing(q, &acked), 0, "acknowledged writes lost");
+    // Rebuilt by pg_rewind, not by a full copy.
     let log = h.node_log(p);
-    if log.contains("action=build") {
-        assert!(log.contains("rebuilt by pg_rewind"), "{}", h.logs_tail());
-        assert!(!log.contains("pg_rewind failed"), "{}", h.logs_tail());
-    }
+    assert!(log.contains("action=build"), "no Build\n{}", h.logs_tail());
+    assert!(log.contains("rebuilt by pg_rewind"), "{}", h.logs_tail());
+    assert!(!log.contains("pg_rewind failed"), "{}", h.logs_tail());
+    assert!(
+        !log.contains("rebuilt by pg_basebackup"),
+        "{}",
+        h.logs_tail()
+    );
 }
 
 /// SIGCONTs process groups when dropped (a failing test must not leave a node frozen).
@@ -745,11 +786,7 @@ fn e2e_cluster_certificates_rotate_under_writes_without_a_failover() {
     let s = h.normal();
     let p = primary_of(&s);
     let term = s.groups[0].term;
-    h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
-    let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer =
-        h.rt.spawn(write_until(ports, h.password(), Arc::clone(&stop)));
+    let writer = h.start_writer();
     std::thread::sleep(Duration::from_secs(1));
 
     let tls = h.c.paths.tls_dir();
@@ -806,20 +843,11 @@ fn e2e_cluster_certificates_rotate_under_writes_without_a_failover() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    stop.store(true, Ordering::SeqCst);
-    let (acked, _) = h.rt.block_on(writer).expect("writer");
+    let (acked, _) = h.stop_writer(writer);
     assert!(!acked.is_empty(), "the writer got no acknowledgement");
     assert_eq!(primary_of(&s), p, "no failover: {}", summary(&s));
     assert_eq!(s.groups[0].term, term, "no failover: {}", summary(&s));
-    let missing = h.rt.block_on(async {
-        let c = connect(h.c.dn_port(p), &h.password(), Duration::from_secs(2))
-            .await
-            .expect("connect");
-        let rows = c.query("SELECT id FROM acked", &[]).await.expect("select");
-        let ids: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
-        acked.iter().filter(|i| !ids.contains(i)).count()
-    });
-    assert_eq!(missing, 0, "acknowledged writes lost");
+    assert_eq!(h.missing(p, &acked), 0, "acknowledged writes lost");
     for n in 1..=NODES {
         let log = h.node_log(n);
         assert!(
@@ -1029,11 +1057,7 @@ fn e2e_cluster_old_primary_whose_wal_the_new_primary_recycled_is_copied_in_full_
         return;
     };
     let p = primary_of(&h.normal());
-    h.sql_ok(p, "CREATE TABLE acked (id bigint PRIMARY KEY)");
-    let ports: Vec<u16> = (1..=NODES).map(|n| h.c.dn_port(n)).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer =
-        h.rt.spawn(write_until(ports, h.password(), Arc::clone(&stop)));
+    let writer = h.start_writer();
     std::thread::sleep(Duration::from_secs(1));
     let left_off = h
         .text(p, "SELECT pg_current_wal_lsn()::text")
@@ -1060,8 +1084,7 @@ fn e2e_cluster_old_primary_whose_wal_the_new_primary_recycled_is_copied_in_full_
         is_normal(st) && role_of(st, p) == Some(DnRole::Standby) && primary_node(st) == Some(q)
     });
     // Joined after the thaw: a session the writer opened to the frozen member waits for it.
-    stop.store(true, Ordering::SeqCst);
-    let (acked, _) = h.rt.block_on(writer).expect("writer");
+    let (acked, _) = h.stop_writer(writer);
     assert!(!acked.is_empty(), "the writer got no acknowledgement");
     h.poll("the old primary has the new primary's rows", || {
         h.count(p, "SELECT count(*) FROM after_recycling") == Ok(1)

@@ -69,6 +69,13 @@ pub const WRITE_BYTES: u64 = 512;
 /// LSN every instance starts at (after initdb).
 pub const INITIAL_LSN: u64 = 0x0100_0000;
 
+/// How often the startup process restarts a flapping WAL receiver
+/// (`wal_retrieve_retry_interval`, PostgreSQL's default 5 s).
+pub const FLAP_PERIOD: Duration = Duration::from_secs(5);
+/// How long each retry of a flapping receiver streams before it dies: about one agent report
+/// in five catches it streaming.
+pub const FLAP_UP: Duration = Duration::from_secs(1);
+
 /// A standby's running WAL receiver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Receiver {
@@ -134,6 +141,14 @@ pub struct Instance {
     /// its upstream and dies over a bad record again and again, so nothing new is received or
     /// replayed, until a Build replaces its data.
     pub stream_broken: bool,
+    /// Its replay is stuck on a record it cannot apply (fault `flap_stream`, review of issue
+    /// 18 on real PostgreSQL: `invalid record length` / `terminating walreceiver process`
+    /// every 5 s): the startup process restarts its WAL receiver every
+    /// [`FLAP_PERIOD`]; each retry streams from the upstream for [`FLAP_UP`] (the receive
+    /// position catches up) and dies. Until a Build replaces its data.
+    pub stream_flaps: bool,
+    /// When the current retry of a flapping receiver began.
+    pub flap_since: Instant,
     /// Its local WAL diverged from its upstream's at the same timeline (fault `diverge_wal`,
     /// issue 18 on real PostgreSQL: a standby rewound after a failover replays a record with an
     /// incorrect prev-link): its WAL receiver never comes up again — no stream, no refusal the
@@ -155,8 +170,9 @@ pub struct Instance {
     /// replaces its data.
     pub unstartable: bool,
     /// A Build was cut short (its host crashed mid-Build) and left cm-io's rewind marker
-    /// beside the data directory: every start is refused
-    /// ([`cm_core::dn::ActionError::HalfRewound`]), and the next Build copies it in full.
+    /// beside the data directory: every start, and every Build ordered to rewind it, is
+    /// refused ([`cm_core::dn::ActionError::HalfRewound`]); only a Build the CMS orders as a
+    /// full copy replaces it.
     pub half_rewound: bool,
     /// Its data cannot reach a consistent state (fault `stall_recovery`, nemesis issue 16 on
     /// real PostgreSQL: after a pg_rewind, a standby's recovery waits for good on a local
@@ -279,6 +295,8 @@ impl Databases {
                         last_wal_change: Instant::ZERO,
                         starts: 0,
                         stream_broken: false,
+                        stream_flaps: false,
+                        flap_since: Instant::ZERO,
                         wal_diverged: false,
                         wal_removed: false,
                         build_breaks: false,
@@ -379,6 +397,15 @@ impl Databases {
                     "instance {id}: not started: the data directory is half-rewound (a \
                      pg_rewind stopped partway; marker <data>.cm_rewinding); the next Build \
                      copies it in full (cm_ctl build)"
+                )));
+            }
+            // cm-io refuses to rewind half-rewound data: the CMS chooses the method, and it
+            // orders a full copy once told of the refusal (issue 18).
+            DnAction::Build { full: false, .. } if inst.half_rewound => {
+                return Err(ActionError::HalfRewound(format!(
+                    "instance {id}: pg_rewind refused: the data directory is half-rewound (a \
+                     pg_rewind stopped partway; marker <data>.cm_rewinding); only a full copy \
+                     cures it (cm_ctl build --full)"
                 )));
             }
             DnAction::StartPending if inst.unstartable => {
@@ -547,12 +574,15 @@ impl Databases {
                         src.id
                     ));
                 }
-                // The marker makes cm-io skip pg_rewind: a full copy.
-                let full = *full || core::mem::take(&mut inst.half_rewound);
+                // Only a full copy reaches here on half-rewound data (a rewind of it is
+                // refused at the start, as cm-io does); it replaces the data whole.
+                let full = *full;
+                inst.half_rewound = false;
                 inst.unstartable = false;
                 inst.history = src.history.clone();
                 inst.lsn = src.lsn;
                 inst.stream_broken = false;
+                inst.stream_flaps = false;
                 inst.wal_diverged = false;
                 inst.wal_removed &= !full;
                 inst.recovery_stalls &= !full;
@@ -749,6 +779,15 @@ impl Databases {
             };
             if s.receiver.is_some_and(|r| Some(r.upstream) != target) {
                 s.receiver = None;
+            }
+            if s.stream_flaps {
+                if now.saturating_since(s.flap_since) >= FLAP_PERIOD {
+                    s.flap_since = now;
+                }
+                if now.saturating_since(s.flap_since) >= FLAP_UP {
+                    s.receiver = None;
+                    continue;
+                }
             }
             if s.wal_diverged || s.wal_removed || s.recovery_stalls {
                 // The startup process stops at the bad record before asking for a stream, or

@@ -93,6 +93,11 @@ impl World {
                     i.stream_broken = true;
                 }
             }
+            F::FlapStream { instance } => {
+                if let Some(i) = self.dbs.instances.get_mut(&instance) {
+                    i.stream_flaps = true;
+                }
+            }
             F::DivergeWal { instance } => {
                 if let Some(i) = self.dbs.instances.get_mut(&instance) {
                     i.wal_diverged = true;

@@ -148,6 +148,13 @@ pub enum FaultAction {
         /// The instance.
         instance: InstanceId,
     },
+    /// Makes a standby's stream flap: its replay is stuck on a record it cannot apply, and the
+    /// startup process restarts its WAL receiver every 5 s; each retry streams for about a
+    /// second (the receive position catches up with the primary's) and dies — until a Build.
+    FlapStream {
+        /// The instance.
+        instance: InstanceId,
+    },
     /// Diverges a standby's local WAL from its upstream's (a rewind that left a record with an
     /// incorrect prev-link): its WAL receiver never comes up again until a Build.
     DivergeWal {
@@ -322,6 +329,7 @@ impl FaultAction {
         match self {
             Self::KillDn { instance }
             | Self::BreakStream { instance }
+            | Self::FlapStream { instance }
             | Self::DivergeWal { instance }
             | Self::RemoveWal { instance }
             | Self::BreakBuild { instance }
@@ -579,6 +587,7 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
         | F::WipeStore { node, .. } => node_ok(node),
         F::KillDn { instance }
         | F::BreakStream { instance }
+        | F::FlapStream { instance }
         | F::DivergeWal { instance }
         | F::RemoveWal { instance }
         | F::BreakBuild { instance }

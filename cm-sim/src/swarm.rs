@@ -588,7 +588,14 @@ fn wide_faults(wide: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<
                     .flat_map(|g| g.members.iter().map(|m| m.instance))
                     .collect();
                 let instance = members[wide.index(members.len())];
-                out.push(fault(at, FaultAction::BreakStream { instance }));
+                // Or one that flaps: it streams for a moment every few seconds and fails in
+                // between (review of issue 18: one streaming report used to end its loss).
+                let action = if wide.chance(0.5) {
+                    FaultAction::FlapStream { instance }
+                } else {
+                    FaultAction::BreakStream { instance }
+                };
+                out.push(fault(at, action));
             }
             _ => {
                 // A one-way cut of one node from the rest.
@@ -849,6 +856,7 @@ mod tests {
                     FaultAction::DiskHangCmsLeader { .. } => "leader-disk-hang".into(),
                     FaultAction::Partition { one_way: true, .. } => "one-way".into(),
                     FaultAction::BreakStream { .. } => "break-stream".into(),
+                    FaultAction::FlapStream { .. } => "flap-stream".into(),
                     FaultAction::DivergeWal { .. } => "diverge-wal".into(),
                     FaultAction::RemoveWal { .. } => "remove-wal".into(),
                     _ => continue,
@@ -870,6 +878,7 @@ mod tests {
             "leader-disk-hang",
             "one-way",
             "break-stream",
+            "flap-stream",
             "diverge-wal",
         ] {
             assert!(kinds.contains(k), "{k} never drawn: {kinds:?}");

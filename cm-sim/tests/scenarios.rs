@@ -55,6 +55,15 @@ fn standby_stream_broken() {
     check("standby-stream-broken");
 }
 
+/// Review of issue 18: a standby whose stream flaps (its receiver streams for a second every
+/// 5 s and dies) is re-pointed and then rebuilt — before, one report that caught it streaming
+/// reset its stream-loss clock and it was never rebuilt (the Build expectation failed on
+/// every seed, and the checker's liveness counts a flapping stream as none).
+#[test]
+fn standby_stream_flapping() {
+    check("standby-stream-flapping");
+}
+
 /// Issue 18 (`cm_local bench --rejoin`, fast profile): a postmaster kill whose restart
 /// outlasts the 5-round wait (1.25 s of 0.25 s reports) is a failover by SPEC §4.2, not a
 /// restart in place: a standby is promoted and the old primary follows it (rewound, having

@@ -333,7 +333,7 @@ impl Inst {
     /// Records a Build this agent refused as a finished, failed one.
     pub(super) fn refuse_build(&mut self, why: &str) {
         self.last_build
-            .record(&Err(format!("the cm_agent refused the Build: {why}")));
+            .record(&Err(format!("the cm_agent refused the Build: {why}").into()));
     }
 
     pub(super) fn status(&self, now: Instant) -> InstanceStatus {
@@ -634,8 +634,7 @@ impl Agent {
             tracing::warn!(instance = %id, kind = kind.name(), error = %e, "DN action failed");
         }
         if inst.build_ops.remove(&op) {
-            inst.last_build
-                .record(&result.clone().map_err(|e| e.to_string()));
+            inst.last_build.record(&result);
         } else if let Err(ActionError::HalfRewound(why)) = &result {
             // Its data was left half-rewound by a Build its host's crash cut short: reported
             // as a failed Build (naming the marker), the CMS's rule for a member whose last

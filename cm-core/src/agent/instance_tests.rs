@@ -493,13 +493,14 @@ fn a_start_refused_as_half_rewound_is_reported_as_a_failed_build_and_the_cms_bui
         "{last:?}"
     );
     assert!(!last.pending);
+    assert!(last.half_rewound, "the reason is typed: {last:?}");
     // The CMS, fed this outcome in the report of a Down member, builds it once the heartbeat
-    // timeout passed.
+    // timeout passed — by a full copy (the driver refuses a rewind of half-rewound data).
     let build = (
         6003,
         CmsCommand::Build {
             source: InstanceId(6001),
-            full: false,
+            full: true,
         },
     );
     let down = || {

@@ -169,6 +169,15 @@ impl Rb {
             Some("pg_basebackup: the database system is shutting down".into());
         self
     }
+    /// Its agent's last Build of it, or a start, was refused: the data is half-rewound.
+    pub(crate) fn build_refused_half_rewound(mut self) -> Self {
+        self.0.last_build.count += 1;
+        self.0.last_build.error = Some(
+            "instance 6003: pg_rewind refused: the data directory /d/dn3 is half-rewound".into(),
+        );
+        self.0.last_build.half_rewound = true;
+        self
+    }
     /// Its agent has a Build of it queued or running.
     pub(crate) fn build_pending(mut self) -> Self {
         self.0.last_build.pending = true;

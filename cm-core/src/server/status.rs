@@ -98,9 +98,11 @@ pub fn cluster_status(
 }
 
 /// How long a standby has not streamed from the valid primary, as its group's arbiter tracks
-/// it (only while it is a standby heard from).
+/// it (only while it is a standby heard from, and not while its newest report found it
+/// streaming: it acknowledges commits then, even if the arbiter waits for its stream to hold
+/// before it ends the loss).
 fn not_streaming_ms(m: &Member, now: Instant, params: &Params) -> Option<u64> {
-    if m.role(now, params) != DnRole::Standby {
+    if m.role(now, params) != DnRole::Standby || m.streaming_since.is_some() {
         return None;
     }
     let loss = m.stream_loss?;

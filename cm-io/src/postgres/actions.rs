@@ -210,6 +210,7 @@ impl PgDriver {
         source: InstanceId,
         full: bool,
     ) -> Result<(), DriverError> {
+        refuse_rewind_of_half_rewound(inst.id, &inst.data_dir, full)?;
         let src = self.endpoint(source)?;
         // The source first: a Build from a source that cannot be reached or cannot checkpoint
         // fails before it stops anything, so a running standby keeps running (and serving
@@ -281,6 +282,7 @@ impl PgDriver {
                 .await
                 .map_err(|e| DriverError::BuildFailed {
                     instance: inst.id,
+                    half_rewound: swap::half_rewound(&inst.data_dir).is_some(),
                     reason: match swap::half_rewound(&inst.data_dir) {
                         Some(marker) => format!(
                             "{e} (full copy because {why}); the data directory {} is half-rewound (marker {}): it will not start, and the next Build copies it in full",
@@ -361,6 +363,7 @@ impl PgDriver {
             Some(reason) => Err(DriverError::BuildFailed {
                 instance: inst.id,
                 reason,
+                half_rewound: false,
             }),
             None => Ok(()),
         }
@@ -583,15 +586,35 @@ fn is_mount_point(dir: &Path) -> bool {
 const TOOL_CONNINFO: &str =
     "connect_timeout=5 keepalives=1 keepalives_idle=5 keepalives_interval=5 keepalives_count=3";
 
-/// Why a Build copies everything without trying `pg_rewind` first: asked to (`cm_ctl build
-/// --full`), a pg_rewind that stopped partway left the data half-rewound (a second pg_rewind
-/// would start from a state neither side knows), or the data directory holds no cluster to
-/// rewind. `None`: rewind first.
+/// A Build ordered to rewind first (`full` false) a data directory an earlier pg_rewind left
+/// half-rewound is refused, typed ([`DriverError::RewindRefused`]): the method is the CMS's
+/// choice (issue 18), and the driver keeps only the interlock that never lets a second
+/// pg_rewind start from a state neither side knows.
+fn refuse_rewind_of_half_rewound(
+    id: InstanceId,
+    data: &Path,
+    full: bool,
+) -> Result<(), DriverError> {
+    match swap::half_rewound(data) {
+        Some(marker) if !full => Err(DriverError::RewindRefused {
+            instance: id,
+            data: data.display().to_string(),
+            marker: marker.display().to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Why a Build copies everything without trying `pg_rewind` first: ordered to (by the CMS,
+/// for data a pg_rewind left half-rewound, or `cm_ctl build --full`), or the data directory
+/// holds no cluster to rewind. `None`: rewind first.
 fn full_copy_reason(full: bool, has_pg_version: bool, half_rewound: bool) -> Option<&'static str> {
-    if full {
-        Some("a full copy was asked for (cm_ctl build --full)")
-    } else if half_rewound {
-        Some("an earlier pg_rewind stopped partway and left the data directory half-rewound")
+    if full && half_rewound {
+        Some(
+            "a full copy was ordered: an earlier pg_rewind stopped partway and left the data directory half-rewound",
+        )
+    } else if full {
+        Some("a full copy was ordered (the CMS's choice, or cm_ctl build --full)")
     } else if !has_pg_version {
         Some("there is no PG_VERSION in the data directory")
     } else {
@@ -642,7 +665,7 @@ pub(super) fn remove_old_copy(id: InstanceId, data: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use super::{copy_space_problem, full_copy_reason};
+    use super::{copy_space_problem, full_copy_reason, refuse_rewind_of_half_rewound, swap};
     use std::path::Path;
 
     #[test]
@@ -677,13 +700,40 @@ mod tests {
     }
 
     #[test]
-    fn a_half_rewound_data_directory_is_copied_in_full() {
+    fn a_half_rewound_data_directory_copied_in_full_says_why() {
         for has_pg_version in [true, false] {
             assert!(
-                full_copy_reason(false, has_pg_version, true)
+                full_copy_reason(true, has_pg_version, true)
                     .is_some_and(|r| r.contains("pg_rewind stopped partway")),
                 "{has_pg_version}"
             );
         }
+    }
+
+    /// Issue 18: the driver does not choose the method; ordered to rewind half-rewound data
+    /// it refuses, typed, before it touches anything (the agent is told `HalfRewound`, and the
+    /// CMS orders a full copy); ordered to copy in full, or without the marker, it goes on.
+    #[test]
+    fn a_rewind_of_a_half_rewound_data_directory_is_refused_typed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("dn1");
+        std::fs::create_dir(&data).unwrap();
+        let id = cm_core::ids::InstanceId(6001);
+        refuse_rewind_of_half_rewound(id, &data, false).expect("no marker: rewind");
+        swap::mark_rewinding(&data).unwrap();
+        let refused = refuse_rewind_of_half_rewound(id, &data, false).expect_err("refused");
+        let text = refused.to_string();
+        for part in ["pg_rewind refused", "half-rewound", "dn1.cm_rewinding"] {
+            assert!(text.contains(part), "{part:?} missing: {text}");
+        }
+        assert!(matches!(
+            cm_core::dn::ActionError::from(refused),
+            cm_core::dn::ActionError::HalfRewound(_)
+        ));
+        refuse_rewind_of_half_rewound(id, &data, true).expect("a full copy goes on");
+        assert!(
+            data.with_file_name("dn1.cm_rewinding").exists(),
+            "untouched"
+        );
     }
 }

@@ -88,6 +88,25 @@ pub enum DriverError {
         instance: InstanceId,
         /// Why the last attempt failed.
         reason: String,
+        /// The data directory is left half-rewound (a pg_rewind stopped partway, then the
+        /// full copy failed): the agent is told [`cm_core::dn::ActionError::HalfRewound`], so
+        /// the CMS orders a full copy next.
+        half_rewound: bool,
+    },
+    /// A Build ordered to rewind (pg_rewind first) a data directory that an earlier pg_rewind
+    /// left half-rewound: refused before anything is touched. A second pg_rewind would start
+    /// from a state neither side knows; only a full copy cures it, and the method is the
+    /// CMS's choice (it orders one when told of this refusal).
+    #[error(
+        "instance {instance}: pg_rewind refused: the data directory {data} is half-rewound (a pg_rewind stopped partway; marker {marker}); only a full copy cures it (cm_ctl build --full)"
+    )]
+    RewindRefused {
+        /// The instance.
+        instance: InstanceId,
+        /// Its data directory.
+        data: String,
+        /// The marker.
+        marker: String,
     },
     /// The data directory was left half-rewound by a pg_rewind that stopped partway (its
     /// marker beside the data directory says so): it is not started; a Build copies it in full.
@@ -134,12 +153,17 @@ pub enum DriverError {
     },
 }
 
-/// What the agent is told of a failed action: a start refused for half-rewound data is its
-/// own kind (the agent reports it as a failed Build, so the CMS builds the member again).
+/// What the agent is told of a failed action: a start or a rewind refused for half-rewound
+/// data, or a Build that failed and left it so, is its own kind (the agent reports it as a
+/// failed Build that left the data half-rewound, so the CMS builds the member again, in full).
 impl From<DriverError> for cm_core::dn::ActionError {
     fn from(e: DriverError) -> Self {
         match e {
-            DriverError::HalfRewound { .. } => Self::HalfRewound(e.to_string()),
+            DriverError::HalfRewound { .. }
+            | DriverError::RewindRefused { .. }
+            | DriverError::BuildFailed {
+                half_rewound: true, ..
+            } => Self::HalfRewound(e.to_string()),
             _ => Self::Failed(e.to_string()),
         }
     }

@@ -1,6 +1,7 @@
 //! Liveness (SPEC §13): after every fault is healed, the cluster converges within the bound
 //! (`run::liveness_bound`): one lease, one writable primary per group that acknowledges
-//! writes, every other member streaming from it, nothing read-only below the disk threshold.
+//! writes, every other member streaming from it (a broken or flapping stream is none),
+//! nothing read-only below the disk threshold.
 
 use core::time::Duration;
 
@@ -37,8 +38,12 @@ pub fn liveness_problem(w: &World) -> Option<String> {
             ));
         }
         for s in members.iter().filter(|i| i.id != p.id) {
+            // A receiver that gets nothing (a broken stream), or one caught in a moment of a
+            // flapping stream, is no stream: only a Build cures those.
             let streaming = s.running
                 && s.role == DnRole::Standby
+                && !s.stream_broken
+                && !s.stream_flaps
                 && s.receiver.is_some_and(|r| r.upstream == p.id);
             if !streaming {
                 return Some(format!("{}: {} is not streaming from {}", g.id, s.id, p.id));

@@ -167,9 +167,7 @@ impl GroupArbiter {
             .iter()
             .filter(|m| m.instance != primary && !m.timed_out(ctx.now, ctx.params))
             .filter(|m| {
-                let streams = m.stream_loss.is_none()
-                    && m.stream_checked.is_some_and(|(p, _, _)| p == primary);
-                streams
+                m.streams_now(primary)
                     && m.report.as_ref().is_some_and(|r| {
                         r.role == DnRole::Standby
                             && r.db_state == DbState::Normal

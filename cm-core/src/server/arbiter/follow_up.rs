@@ -58,8 +58,7 @@ impl GroupArbiter {
                 continue;
             };
             if role != DnRole::Standby {
-                self.members[i].stream_loss = None;
-                self.members[i].stream_checked = None;
+                self.members[i].forget_stream();
             }
             if matches!(role, DnRole::Pending | DnRole::Standby | DnRole::Primary) {
                 self.members[i].build_failed_down = None;
@@ -106,8 +105,7 @@ impl GroupArbiter {
                             }
                             // The rebuilt member's stream is judged afresh: re-pointed after
                             // instance_heartbeat_timeout without one, rebuilt one later.
-                            m.stream_loss = None;
-                            m.stream_checked = None;
+                            m.forget_stream();
                             Some(CmsCommand::Build {
                                 source: primary,
                                 full,
@@ -133,9 +131,12 @@ impl GroupArbiter {
                     let again = source_ok && builds < limit && self.build_again(ctx, i, &r);
                     again.then(|| {
                         builds += 1;
+                        // The method is chosen here, from the failure the agent reported: a
+                        // data directory left half-rewound is copied in full (the driver
+                        // refuses a rewind of it); otherwise pg_rewind first.
                         CmsCommand::Build {
                             source: primary,
-                            full: false,
+                            full: r.last_build.half_rewound,
                         }
                     })
                 }
@@ -166,6 +167,13 @@ impl GroupArbiter {
     /// tell that from a standby cut from the primary alone; a Build from an unreachable source
     /// fails, keeps the old data and costs a restart, while no Build leaves a diverged standby
     /// broken for good.)
+    ///
+    /// A loss ends only once the stream has held for `instance_heartbeat_timeout` (reports in
+    /// a row that all found it streaming): a receiver that the startup process restarts every
+    /// few seconds over a record it cannot replay streams for a moment each time, and one such
+    /// report used to reset the clock, so it was re-pointed for good and never rebuilt (review
+    /// of issue 18). Nothing is decided on a report that finds it streaming, though: a standby
+    /// that streams again is not re-pointed or rebuilt while its stream holds.
     fn stream_repair(
         &mut self,
         ctx: &Ctx<'_>,
@@ -180,27 +188,33 @@ impl GroupArbiter {
         let prev = m.stream_checked.filter(|(p, _, _)| *p == primary);
         if prev.is_none() {
             m.stream_loss = None;
+            m.streaming_since = None;
         }
         if prev.is_none_or(|(_, at, _)| at != receipt) {
             let from_primary = r.upstream.is_some_and(|u| u.instance == primary);
             let advancing = prev.is_some_and(|(_, _, pos)| r.position > pos);
             let streams = from_primary && (r.position >= pr.position || advancing);
             if streams {
-                m.rewound_from = None;
-            }
-            m.stream_loss = if streams {
-                None
+                let since = *m.streaming_since.get_or_insert(receipt);
+                if receipt.saturating_since(since) >= hb {
+                    m.stream_loss = None;
+                    m.rewound_from = None;
+                }
             } else {
-                Some(m.stream_loss.unwrap_or(StreamLoss {
+                m.streaming_since = None;
+                m.stream_loss = Some(m.stream_loss.unwrap_or(StreamLoss {
                     since: receipt,
                     repointed: None,
-                }))
-            };
+                }));
+            }
             m.stream_checked = Some((primary, receipt, r.position));
         }
         let Some(loss) = m.stream_loss else {
             return StreamRepair::None;
         };
+        if m.streaming_since.is_some() {
+            return StreamRepair::None;
+        }
         match loss.repointed {
             None if ctx.now.saturating_since(loss.since) >= hb => StreamRepair::Repoint,
             Some(at) if ctx.now.saturating_since(at) >= hb => StreamRepair::Build,

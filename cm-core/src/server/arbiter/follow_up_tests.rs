@@ -514,3 +514,110 @@ fn a_silent_members_stale_pending_build_does_not_block_another_build() {
     // Pointed at once, re-pointed 6 s later, built 6 s after that.
     assert_eq!(built_at, Some(12));
 }
+
+/// Review of issue 18 (defect 3's real symptom): a standby whose replay is stuck on a bad
+/// record, so the startup process shuts its WAL receiver down and retries every 5 s
+/// (`wal_retrieve_retry_interval`). Each retry streams briefly from the primary and the
+/// receive LSN (and so `position`, max of receive and replay) moves up to the primary's.
+/// One report in five catches the receiver streaming. It never replays anything: it must
+/// be re-pointed and then rebuilt (before: one streaming report reset the stream-loss clock,
+/// so it was re-pointed every few seconds for good and never rebuilt).
+#[test]
+fn review_a_standby_whose_receiver_streams_one_report_in_five_is_still_repaired() {
+    let (mut h, h2) = promoted();
+    let mut out = Vec::new();
+    for s in 0..=60u64 {
+        let head = 100 + 10 * s;
+        let p = dn(2).primary(2).pos(2, head).hist(h2.clone());
+        // Received up to the primary's head at the last retry; replay stuck at 50.
+        let received = head - 10 * (s % 5);
+        let mut stuck = dn(1).pos(2, received).hist(h2.clone()).applied(1);
+        if s % 5 == 0 {
+            stuck = stuck.upstream(2, 10);
+        }
+        let got = cmds(&h.reports(vec![p, stuck]));
+        out.extend(got.into_iter().map(|(i, c)| (s, i, c)));
+        h.advance_ms(1000);
+    }
+    assert!(
+        out.iter()
+            .any(|(_, i, c)| *i == 6001 && matches!(c, CmsCommand::Build { .. })),
+        "never rebuilt: {out:?}"
+    );
+}
+
+/// The other side of the rule above: a standby re-pointed for a lost stream that then streams
+/// from the primary, report after report, is neither re-pointed again nor rebuilt while its
+/// stream holds — also past the instant its Build would have been due (12 s) — and once it
+/// has held for `instance_heartbeat_timeout` (6 s) the loss is over: when its receiver dies
+/// again at 25 s a fresh clock starts (the old one, re-pointed at 6 s, would build it at once).
+#[test]
+fn a_repointed_standby_whose_stream_comes_back_and_holds_is_not_rebuilt() {
+    let (mut h, h2) = promoted();
+    let mut out = Vec::new();
+    for s in 0..=36u64 {
+        let head = 100 + 10 * s;
+        let p = dn(2).primary(2).pos(2, head).hist(h2.clone());
+        let standby = if (7..25).contains(&s) {
+            dn(1)
+                .pos(2, head)
+                .hist(h2.clone())
+                .upstream(2, 10)
+                .applied(1)
+        } else {
+            dn(1).pos(2, 50).hist(h2.clone()).applied(1)
+        };
+        let got = cmds(&h.reports(vec![p, standby]));
+        out.extend(got.into_iter().map(|(i, c)| (s, i, c)));
+        h.advance_ms(1000);
+    }
+    let unlock = CmsCommand::Unlock { primary: P };
+    assert!(
+        out.contains(&(6, 6001, unlock)),
+        "re-pointed at 6 s: {out:?}"
+    );
+    assert!(
+        !out.iter().any(|(s, _, _)| (7..25).contains(s)),
+        "nothing while it streams: {out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|(_, _, c)| matches!(c, CmsCommand::Build { .. })),
+        "no Build before the fresh clock's deadline (37 s): {out:?}"
+    );
+}
+
+/// Issue 18 (the Build method is the core's choice): a member left Down because its data is
+/// half-rewound (a pg_rewind stopped partway; the driver refuses to start it, and refuses a
+/// rewind of it) is built again by a full copy; a member whose last Build failed otherwise is
+/// built again pg_rewind first.
+#[test]
+fn a_member_down_with_half_rewound_data_is_built_again_in_full() {
+    let build = |full| {
+        (
+            6003,
+            CmsCommand::Build {
+                source: InstanceId(6001),
+                full,
+            },
+        )
+    };
+    for (half_rewound, full) in [(true, true), (false, false)] {
+        let mut h = H::new(3);
+        h.reports(vec![dn(2).upstream(1, 100), dn(1).primary(1)]);
+        let down = || {
+            if half_rewound {
+                dn(3).down().build_refused_half_rewound()
+            } else {
+                dn(3).down().build_failed()
+            }
+        };
+        h.report(down());
+        h.advance_ms(6_100);
+        let out = h.reports(vec![dn(1).primary(1), dn(2).upstream(1, 100), down()]);
+        assert!(
+            cmds(&out).contains(&build(full)),
+            "half-rewound {half_rewound}: {out:?}"
+        );
+    }
+}

@@ -81,6 +81,12 @@ pub struct Member {
     pub stream_loss: Option<StreamLoss>,
     /// The primary, receipt and position of the newest report the stream check looked at.
     pub stream_checked: Option<(InstanceId, Instant, Position)>,
+    /// The receipt of the first of the newest reports in a row that found it streaming from
+    /// the primary (`None` when the newest did not). A [`StreamLoss`] ends only once the
+    /// stream has held for `instance_heartbeat_timeout`: a receiver that streams for one
+    /// report every few seconds and fails in between is still repaired (issue 18).
+    #[serde(default)]
+    pub streaming_since: Option<Instant>,
     /// A Build without a full copy (pg_rewind first) was sent to it from this primary and it
     /// has not streamed from it since: its next Build copies everything (issue 18: a standby
     /// whose stream start the primary no longer has stays refused after any number of rewinds).
@@ -121,6 +127,7 @@ impl Member {
             unknown_since: None,
             stream_loss: None,
             stream_checked: None,
+            streaming_since: None,
             rewound_from: None,
             build_failed_down: None,
         }
@@ -135,6 +142,19 @@ impl Member {
             self.az_priority,
             now,
         );
+    }
+
+    /// Forgets what the stream check learned (another primary, another role, a Build).
+    pub fn forget_stream(&mut self) {
+        self.stream_loss = None;
+        self.stream_checked = None;
+        self.streaming_since = None;
+    }
+
+    /// Its newest report, checked against `primary`, found it streaming from it (not
+    /// necessarily for long: see [`Member::streaming_since`]).
+    pub fn streams_now(&self, primary: InstanceId) -> bool {
+        self.streaming_since.is_some() && self.stream_checked.is_some_and(|(p, _, _)| p == primary)
     }
 
     /// Time since the newest receipt.

@@ -15,6 +15,7 @@ pub mod common;
 pub mod ctl;
 pub mod ctl_cli;
 pub mod ctl_history;
+pub mod daemon_cli;
 pub mod local;
 pub mod monitor;
 pub mod node;

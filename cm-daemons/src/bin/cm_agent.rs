@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
     let args = cm_daemons::agent::AgentArgs::parse();
     match cm_daemons::agent::main(args) {

@@ -1,10 +1,8 @@
 //! `cm_server`: a CMS quorum member and, while it leads, the cluster's arbiter.
 
-use std::process::ExitCode;
-
-use clap::Parser as _;
 use cm_daemons::common::init_logging;
 use cm_daemons::server::{ServerArgs, run};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();

@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
     let args = cm_daemons::monitor::MonitorArgs::parse();
     match cm_daemons::monitor::main(args) {

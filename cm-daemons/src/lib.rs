@@ -19,4 +19,5 @@ pub mod daemon_cli;
 pub mod local;
 pub mod monitor;
 pub mod node;
+pub mod resident;
 pub mod server;

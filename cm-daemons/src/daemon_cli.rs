@@ -224,14 +224,11 @@ impl Spec {
                 "the following required arguments were not provided:\n  --node <NODE> (or CM_NODE)",
             );
         };
-        let node = match node.to_str().map(str::parse::<u32>) {
-            Some(Ok(n)) => n,
-            _ => {
-                return self.error(&format!(
-                    "invalid value '{}' for '--node <NODE>': not a node id (a number)",
-                    node.to_string_lossy()
-                ));
-            }
+        let Some(Ok(node)) = node.to_str().map(str::parse::<u32>) else {
+            return self.error(&format!(
+                "invalid value '{}' for '--node <NODE>': not a node id (a number)",
+                node.to_string_lossy()
+            ));
         };
         let log = match from("log") {
             None => "info".to_owned(),

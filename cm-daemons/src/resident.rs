@@ -14,12 +14,21 @@
 
 use std::time::Duration;
 
-/// When a daemon first releases its file pages: after its start's one-off work.
-pub const FIRST_RELEASE: Duration = Duration::from_secs(30);
+/// When a daemon first releases its file pages; the wait before each next release doubles
+/// up to [`RELEASE_EVERY`] (releases 10, 30, 70, 150, 310 s after the start, then every
+/// 300 s): the
+/// start's one-off work (connections, TLS handshakes, the first reports, starting cm_server)
+/// ends at no fixed time, and what it ran is dropped soon whenever it ends.
+pub const FIRST_RELEASE: Duration = Duration::from_secs(10);
 
-/// How often it releases them again (code run once since, e.g. by a failover, is dropped
-/// again).
+/// How often it releases them at most, once started (code run once since, e.g. by a
+/// failover, is dropped again).
 pub const RELEASE_EVERY: Duration = Duration::from_secs(300);
+
+/// The wait before each release: [`FIRST_RELEASE`], then doubling, at most [`RELEASE_EVERY`].
+pub fn release_waits() -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(FIRST_RELEASE), |w| Some((*w * 2).min(RELEASE_EVERY)))
+}
 
 /// One mapping that may be released: `start..end` of this process's address space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,13 +144,13 @@ pub fn release_file_pages() -> std::io::Result<u64> {
     Ok(released)
 }
 
-/// Releases the file pages [`FIRST_RELEASE`] after it starts, then every [`RELEASE_EVERY`],
-/// on the current tokio runtime (a read of /proc/self/smaps and a few system calls each
-/// time). A failure is logged once at debug level and ends the task.
+/// Releases the file pages after each of [`release_waits`], on the current tokio runtime (a
+/// read of /proc/self/smaps and a few system calls each time). A failure is logged once at
+/// debug level and ends the task.
 pub fn spawn_release_task() {
     tokio::spawn(async {
-        tokio::time::sleep(FIRST_RELEASE).await;
-        loop {
+        for wait in release_waits() {
+            tokio::time::sleep(wait).await;
             match release_file_pages() {
                 Ok(kb) => tracing::debug!(released_kb = kb, "file pages released"),
                 Err(e) => {
@@ -149,7 +158,6 @@ pub fn spawn_release_task() {
                     return;
                 }
             }
-            tokio::time::sleep(RELEASE_EVERY).await;
         }
     });
 }
@@ -249,6 +257,12 @@ Anonymous:             0 kB
         );
         // Another program's name: only code.
         assert_eq!(releasable(SMAPS, "/opt/cm/om_monitor").len(), 2);
+    }
+
+    #[test]
+    fn releases_come_soon_after_the_start_then_every_five_minutes() {
+        let waits: Vec<u64> = release_waits().take(8).map(|d| d.as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300, 300]);
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use clap::Args;
 use cm_core::config::{ClusterConfig, NodeConfig};
 use cm_core::ids::NodeId;
 use std::sync::Arc;
@@ -19,25 +18,18 @@ use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Arguments shared by cm_server, cm_agent and om_monitor.
-#[derive(Debug, Clone, Args)]
+/// Arguments shared by cm_server, cm_agent and om_monitor (parsed by [`crate::daemon_cli`]:
+/// `-c/--config` or `CM_CONFIG`, `-n/--node` or `CM_NODE`, `--log-json` or `CM_LOG_JSON`,
+/// `--log` or `CM_LOG`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeArgs {
     /// The cluster config file (the same file on every node).
-    #[arg(
-        long,
-        short = 'c',
-        env = "CM_CONFIG",
-        default_value = "/etc/cm/cluster.toml"
-    )]
     pub config: PathBuf,
     /// This node's id in the config.
-    #[arg(long, short = 'n', env = "CM_NODE")]
     pub node: u32,
     /// Log as JSON lines instead of human-readable text.
-    #[arg(long, env = "CM_LOG_JSON")]
     pub log_json: bool,
     /// Log filter: a level and `target=level` pairs, e.g. `info` or `cm_core=debug,info`.
-    #[arg(long, env = "CM_LOG", default_value = "info")]
     pub log: String,
 }
 

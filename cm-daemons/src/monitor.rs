@@ -23,7 +23,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use clap::Parser;
 use cm_core::Instant;
 use cm_core::config::ClusterConfig;
 use cm_core::ctl::MonitorReply;
@@ -42,22 +41,48 @@ use crate::common::{self, NodeArgs, Signal};
 use crate::node;
 
 /// om_monitor's command line.
-#[derive(Debug, Parser)]
-#[command(
-    name = "om_monitor",
-    version,
-    about = "Keeps this node's cm_agent running; serves cm_ctl."
-)]
+#[derive(Debug)]
 pub struct MonitorArgs {
     /// Config, node and logging.
-    #[command(flatten)]
     pub node: NodeArgs,
     /// The cm_agent binary (default: `cm_agent` next to this executable).
-    #[arg(long)]
     pub agent_bin: Option<PathBuf>,
     /// The cm_server binary, passed to cm_agent (default: the agent's own default).
-    #[arg(long)]
     pub server_bin: Option<PathBuf>,
+}
+
+/// om_monitor's flags (see [`crate::daemon_cli`]).
+pub const CLI: crate::daemon_cli::Spec = crate::daemon_cli::Spec {
+    name: "om_monitor",
+    about: "Keeps this node's cm_agent running; serves cm_ctl.",
+    extra: &[
+        (
+            "agent-bin",
+            "PATH",
+            "The cm_agent binary (default: `cm_agent` next to this executable)",
+        ),
+        (
+            "server-bin",
+            "PATH",
+            "The cm_server binary, passed to cm_agent (default: the agent's own default)",
+        ),
+    ],
+};
+
+impl MonitorArgs {
+    /// The arguments of a parsed command line.
+    pub fn from_parsed(p: &crate::daemon_cli::Parsed) -> Self {
+        Self {
+            node: p.node.clone(),
+            agent_bin: p.value("agent-bin").map(PathBuf::from),
+            server_bin: p.value("server-bin").map(PathBuf::from),
+        }
+    }
+
+    /// The process's command line; prints and exits on `--help`, `--version` or an error.
+    pub fn parse() -> Self {
+        CLI.parse(|p| Ok(Self::from_parsed(&p)))
+    }
 }
 
 /// The lock file of the node's om_monitor.
@@ -162,6 +187,8 @@ async fn run(
     journal: Option<FileJournal>,
 ) -> anyhow::Result<()> {
     let clock = Clock::process();
+    // Unmap the start's code once it has run, then now and then (issue 16).
+    crate::resident::spawn_release_task();
     let machine = Monitor::new(&config, spawn.node, 0, None);
     let map = InputMap {
         // The monitor has no connection inputs: control frames are translated below.

@@ -197,17 +197,22 @@ pub fn try_lock(path: &Path) -> anyhow::Result<Option<Flock<File>>> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    match Flock::lock(open_lock_file(path)?, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, e)) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
     }
+}
+
+/// Opens (creating if absent, never truncating) the lock file `path` for [`try_lock`] and
+/// [`lock_waiting`].
+fn open_lock_file(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))
 }
 
 /// The lock file cm_agent holds (flock) while it runs: one agent per node and state directory,
@@ -224,12 +229,7 @@ pub fn lock_waiting(path: &Path, wait: std::time::Duration) -> anyhow::Result<Op
     if let Some(held) = try_lock(path)? {
         return Ok(Some(held));
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    let file = open_lock_file(path)?;
     // A blocking flock has no timeout: it waits on its own thread, and the process gives up
     // (and exits, which ends the waiting thread) after `wait`.
     let (tx, rx) = std::sync::mpsc::sync_channel(1);

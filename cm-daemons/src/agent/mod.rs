@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
 use cm_core::agent::{Agent, AgentInput};
 use cm_core::config::ClusterConfig;
 use cm_core::ids::NodeId;
@@ -45,7 +44,7 @@ use crate::common::{self, NodeArgs, Signal};
 use crate::node;
 
 /// How om_monitor started this agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartKindArg {
     /// Right after `cm_ctl start`: alarms are suppressed for a while.
     Normal,
@@ -63,22 +62,59 @@ impl From<StartKindArg> for StartKind {
 }
 
 /// cm_agent's command line.
-#[derive(Debug, Parser)]
-#[command(
-    name = "cm_agent",
-    version,
-    about = "Supervises this node's DNs and reports to every CMS."
-)]
+#[derive(Debug)]
 pub struct AgentArgs {
     /// Config, node and logging.
-    #[command(flatten)]
     pub node: NodeArgs,
-    /// How om_monitor started this agent.
-    #[arg(long, value_enum, default_value = "abnormal")]
+    /// How om_monitor started this agent (`--start-kind normal|abnormal`, default abnormal).
     pub start_kind: StartKindArg,
     /// The cm_server binary (default: `cm_server` next to this executable).
-    #[arg(long)]
     pub server_bin: Option<PathBuf>,
+}
+
+/// cm_agent's flags (see [`crate::daemon_cli`]).
+pub const CLI: crate::daemon_cli::Spec = crate::daemon_cli::Spec {
+    name: "cm_agent",
+    about: "Supervises this node's DNs and reports to every CMS.",
+    extra: &[
+        (
+            "start-kind",
+            "KIND",
+            "How om_monitor started this agent: normal or abnormal [default: abnormal]",
+        ),
+        (
+            "server-bin",
+            "PATH",
+            "The cm_server binary (default: `cm_server` next to this executable)",
+        ),
+    ],
+};
+
+impl AgentArgs {
+    /// The arguments of a parsed command line; an error names a bad `--start-kind`.
+    pub fn from_parsed(p: &crate::daemon_cli::Parsed) -> Result<Self, String> {
+        let start_kind = match p.value("start-kind") {
+            None => StartKindArg::Abnormal,
+            Some(v) if v == "normal" => StartKindArg::Normal,
+            Some(v) if v == "abnormal" => StartKindArg::Abnormal,
+            Some(v) => {
+                return Err(format!(
+                    "invalid value '{}' for '--start-kind <KIND>': normal or abnormal",
+                    v.to_string_lossy()
+                ));
+            }
+        };
+        Ok(Self {
+            node: p.node.clone(),
+            start_kind,
+            server_bin: p.value("server-bin").map(PathBuf::from),
+        })
+    }
+
+    /// The process's command line; prints and exits on `--help`, `--version` or an error.
+    pub fn parse() -> Self {
+        CLI.parse(|p| Self::from_parsed(&p))
+    }
 }
 
 /// The agent's store file.
@@ -189,6 +225,8 @@ fn rest_addr(address: &str, port: u16) -> anyhow::Result<std::net::SocketAddr> {
 
 async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     let clock = Clock::process();
+    // Unmap the start's code once it has run, then now and then (issue 16).
+    crate::resident::spawn_release_task();
     let driver = Arc::new(
         PgDriver::new(
             Arc::clone(&s.config),

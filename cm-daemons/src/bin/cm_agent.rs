@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
+    // Before any thread starts (issue 16: fewer resident malloc arenas).
+    cm_daemons::resident::limit_malloc_arenas();
     let args = cm_daemons::agent::AgentArgs::parse();
     match cm_daemons::agent::main(args) {
         Ok(code) => code,

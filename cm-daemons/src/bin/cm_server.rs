@@ -1,12 +1,12 @@
 //! `cm_server`: a CMS quorum member and, while it leads, the cluster's arbiter.
 
-use std::process::ExitCode;
-
-use clap::Parser as _;
 use cm_daemons::common::init_logging;
 use cm_daemons::server::{ServerArgs, run};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before any thread starts (issue 16: fewer resident malloc arenas).
+    cm_daemons::resident::limit_malloc_arenas();
     let args = ServerArgs::parse();
     if let Err(e) = init_logging(args.node.log_json, &args.node.log) {
         eprintln!("cm_server: {}", cm_daemons::common::error_text(&e));

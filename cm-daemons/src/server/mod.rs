@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use clap::Parser;
 use cm_core::config::ClusterConfig;
 use cm_core::ids::NodeId;
 use cm_core::journal::{DaemonKind, Opening};
@@ -47,16 +46,24 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(10);
 const INPUT_QUEUE: usize = 1024;
 
 /// cm_server's command line.
-#[derive(Debug, Parser)]
-#[command(
-    name = "cm_server",
-    version,
-    about = "The CMS: quorum member and, when leading, arbiter"
-)]
+#[derive(Debug)]
 pub struct ServerArgs {
     /// Node, config and logging.
-    #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// cm_server's flags (see [`crate::daemon_cli`]).
+pub const CLI: crate::daemon_cli::Spec = crate::daemon_cli::Spec {
+    name: "cm_server",
+    about: "The CMS: quorum member and, when leading, arbiter",
+    extra: &[],
+};
+
+impl ServerArgs {
+    /// The process's command line; prints and exits on `--help`, `--version` or an error.
+    pub fn parse() -> Self {
+        CLI.parse(|p| Ok(Self { node: p.node }))
+    }
 }
 
 /// A seed for the quorum's election timeouts: different per node and per start.
@@ -90,6 +97,8 @@ async fn listen_addr(address: &str, port: u16) -> anyhow::Result<std::net::Socke
 /// Runs cm_server until SIGTERM. Errors say what was wrong and where.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let clock = Clock::process();
+    // Unmap the start's code once it has run, then now and then (issue 16).
+    crate::resident::spawn_release_task();
     let (config, me) = common::load_node(&args.node)?;
     let cfg_path = args.node.config.clone();
     let port = me.cms_port.with_context(|| {

@@ -188,7 +188,6 @@ async fn run(
 ) -> anyhow::Result<()> {
     let clock = Clock::process();
     // Unmap the start's code once it has run, then now and then (issue 16).
-    crate::resident::spawn_release_task();
     let machine = Monitor::new(&config, spawn.node, 0, None);
     let map = InputMap {
         // The monitor has no connection inputs: control frames are translated below.

@@ -226,7 +226,6 @@ fn rest_addr(address: &str, port: u16) -> anyhow::Result<std::net::SocketAddr> {
 async fn run(agent: Agent, store: Store, s: Setup) -> anyhow::Result<()> {
     let clock = Clock::process();
     // Unmap the start's code once it has run, then now and then (issue 16).
-    crate::resident::spawn_release_task();
     let driver = Arc::new(
         PgDriver::new(
             Arc::clone(&s.config),

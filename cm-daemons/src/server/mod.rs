@@ -98,7 +98,6 @@ async fn listen_addr(address: &str, port: u16) -> anyhow::Result<std::net::Socke
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let clock = Clock::process();
     // Unmap the start's code once it has run, then now and then (issue 16).
-    crate::resident::spawn_release_task();
     let (config, me) = common::load_node(&args.node)?;
     let cfg_path = args.node.config.clone();
     let port = me.cms_port.with_context(|| {

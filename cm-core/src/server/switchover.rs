@@ -214,11 +214,11 @@ impl Switchovers {
                 .is_some_and(|r| matches!(r.role, DnRole::Down | DnRole::Pending))
             {
                 Some("the target's process stopped")
-            } else if target.report.as_ref().is_some_and(|r| {
-                r.processes
-                    .iter()
-                    .any(|p| *p != ProcState::Running)
-            }) {
+            } else if target
+                .report
+                .as_ref()
+                .is_some_and(|r| r.processes.iter().any(|p| *p != ProcState::Running))
+            {
                 Some("the target's process hangs or is a zombie")
             } else if prog.switch_sent_at.is_some_and(|at| {
                 ctx.now.saturating_since(at) >= ctx.params.instance_heartbeat_timeout()

@@ -3,8 +3,8 @@
 use core::time::Duration;
 
 use crate::ctl::{CtlReply, CtlRequest, Refusal, SwitchoverRefused, SwitchoverStarted};
-use crate::dn::{DbState, ProcState};
 use crate::dn::History;
+use crate::dn::{DbState, ProcState};
 use crate::history::PromotionReason;
 use crate::ids::{InstanceId, Lsn, Term, Timeline};
 use crate::io::Alarm;

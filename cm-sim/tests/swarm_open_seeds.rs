@@ -284,8 +284,13 @@ fn an_undecided_empty_store_is_no_voter_of_the_majority_side() {
 ///   longer get commands at (e.g. a leader of the other side it no longer reaches). Its S1
 ///   (two leases at 181 s) is fixed (quorum
 ///   `a_restarted_w2_that_has_not_heard_its_peer_does_not_count_its_weight`).
+/// * 2235 (`A` at the bound, 28.8 s of 28.7 s; two CMS without the gateway rule, sync off),
+///   found by `cm-sim sweep --seeds 2000..2500` on this branch: an automatic switchover of
+///   group 1 demoted 6002 at 277.4 s, AZ2 was isolated 1.4 s later and the side [1] (W2, 6001)
+///   got no writable primary within the bound. Not read yet; it fails with the switchover
+///   commit of this round alone too, so whether it is older was not settled.
 #[test]
 #[ignore = "open: found by the 0..2000 sweep after issue 11's fixes"]
 fn open_after_the_issue_11_sweep() {
-    assert_clean(SWARM, &[1222]);
+    assert_clean(SWARM, &[1222, 2235]);
 }

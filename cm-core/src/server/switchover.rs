@@ -13,6 +13,12 @@
 //! term to the old primary as soon as its agent reports it running again (it holds the newest
 //! position). A switchover inherited from a previous leader is never aborted: that leader may
 //! have sent `Switchover{term}`.
+//!
+//! Once `Switchover{term}` is out, the request ends without an abort
+//! (`EndSwitchover{promoted: false}`, ordinary failover applies) as soon as the target cannot
+//! promote: its agent falls silent, it reports Down or Pending, a process of it hangs or is a
+//! zombie (T/D/Z), or — as for an unanswered Failover — `instance_heartbeat_timeout` after the
+//! send it reports neither Promoting nor Primary at the term (its promotion failed).
 
 use std::collections::BTreeMap;
 

@@ -289,8 +289,11 @@ fn an_undecided_empty_store_is_no_voter_of_the_majority_side() {
 ///   group 1 demoted 6002 at 277.4 s, AZ2 was isolated 1.4 s later and the side [1] (W2, 6001)
 ///   got no writable primary within the bound. Not read yet; it fails with the switchover
 ///   commit of this round alone too, so whether it is older was not settled.
+/// * 2533 (`A` at the bound, 16.8 s, fast profile; 5 CMS, two of them CMS-only, 1P2S),
+///   found by `cm-sim sweep --seeds 2500..3000` on this branch; fails with the switchover
+///   commit alone too. Not read yet.
 #[test]
 #[ignore = "open: found by the 0..2000 sweep after issue 11's fixes"]
 fn open_after_the_issue_11_sweep() {
-    assert_clean(SWARM, &[1222, 2235]);
+    assert_clean(SWARM, &[1222, 2235, 2533]);
 }

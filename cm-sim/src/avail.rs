@@ -266,10 +266,21 @@ impl World {
             .copied()
             .filter(|n| self.node_sound(*n, now))
             .collect();
+        // Only a cm_server that may vote counts toward a side's majority (SPEC §5.1): one that
+        // started with an empty store neither votes nor campaigns until every other CMS node
+        // has answered that it never counted it (swarm seed 1646: cm_server 5, its host
+        // restarted, could not reach cm_server 3 across a one-way cut and stayed undecided;
+        // with the leader's node isolated, the side [1, 2, 5] had two voters of five).
+        let voters: BTreeSet<NodeId> = self
+            .server_views()
+            .iter()
+            .filter(|s| s.obs.voter)
+            .map(|s| s.node)
+            .collect();
         let live_cms: BTreeSet<NodeId> = cms_all
             .iter()
             .copied()
-            .filter(|n| sound.contains(n) && self.proc_runs(*n, Role::Server))
+            .filter(|n| sound.contains(n) && self.proc_runs(*n, Role::Server) && voters.contains(n))
             .collect();
         let two_node = cms_all.len() == 2;
         // Two-node mode: a CMS whose disk hangs still talks to its peer, which so never loses

@@ -26,6 +26,9 @@ pub struct ServerObs {
     pub quorum_term: QuorumTerm,
     /// It believes it leads.
     pub leader: bool,
+    /// It may vote (SPEC §5.1): not a committed non-voter, and not a CMS with an empty store
+    /// still asking its peers whether they ever counted it.
+    pub voter: bool,
     /// Until when (its local clock) its lease holds, if it leads.
     pub lease_until: Option<Instant>,
     /// Committed group terms it knows.
@@ -565,6 +568,7 @@ impl SimMachine<ServerInput, ServerCommand> for SimServer {
         Obs::Server(ServerObs {
             quorum_term: q.term,
             leader: q.role == QuorumRole::Leader,
+            voter: q.voter,
             lease_until: q.lease_until,
             group_terms: committed.groups.iter().map(|(g, s)| (*g, s.term)).collect(),
             paused: committed.paused,

@@ -147,6 +147,7 @@ impl SimMachine<ServerInput, ServerCommand> for ToyServer {
         Obs::Server(ServerObs {
             quorum_term: QuorumTerm(1),
             leader: self.leader,
+            voter: true,
             lease_until: self.leader.then(|| self.last + Duration::from_secs(3600)),
             paused: self.paused,
             ..ServerObs::default()

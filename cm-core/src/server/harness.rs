@@ -183,6 +183,11 @@ impl Rb {
         self.0.last_build.pending = true;
         self
     }
+    /// Its processes are all in state `s`.
+    pub(crate) fn procs(mut self, s: crate::dn::ProcState) -> Self {
+        self.0.processes = vec![s; 3];
+        self
+    }
     pub(crate) fn manually_stopped(mut self) -> Self {
         self.0.manually_stopped = true;
         self

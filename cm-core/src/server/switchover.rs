@@ -13,11 +13,17 @@
 //! term to the old primary as soon as its agent reports it running again (it holds the newest
 //! position). A switchover inherited from a previous leader is never aborted: that leader may
 //! have sent `Switchover{term}`.
+//!
+//! Once `Switchover{term}` is out, the request ends without an abort
+//! (`EndSwitchover{promoted: false}`, ordinary failover applies) as soon as the target cannot
+//! promote: its agent falls silent, it reports Down or Pending, a process of it hangs or is a
+//! zombie (T/D/Z), or — as for an unanswered Failover — `instance_heartbeat_timeout` after the
+//! send it reports neither Promoting nor Primary at the term (its promotion failed).
 
 use std::collections::BTreeMap;
 
 use crate::ctl::Refusal;
-use crate::dn::{DbState, DnRole};
+use crate::dn::{DbState, DnRole, ProcState};
 use crate::history::PromotionReason;
 use crate::ids::{GroupId, InstanceId, Position, ProposalId, Term};
 use crate::msg::CmsCommand;
@@ -41,6 +47,9 @@ struct Progress {
     down_at: Option<Instant>,
     final_position: Option<Position>,
     switch_sent: bool,
+    /// When this leader sent `Switchover{term}`.
+    #[serde(default)]
+    switch_sent_at: Option<Instant>,
     end_proposed: bool,
 }
 
@@ -54,6 +63,7 @@ impl Progress {
             down_at: None,
             final_position: None,
             switch_sent: false,
+            switch_sent_at: None,
             end_proposed: false,
         }
     }
@@ -196,16 +206,41 @@ impl Switchovers {
             // whose process stopped (or came back pending) or whose agent fell silent will not
             // report Primary: end the request now rather than at its timeout, so that the
             // group is arbitrated (before: no failover for up to 120 s, swarm seeds 20, 223).
+            // So does a target whose processes hang or are zombies (T/D/Z, swarm seed 1078:
+            // it turned zombie after its last report, the Switchover went out, its promotion
+            // failed, and it came back a healthy standby that nothing promoted), and, as for
+            // an unanswered Failover (`promotion_in_progress`), a target that neither promotes
+            // nor reports Primary at the term `instance_heartbeat_timeout` after the send.
             let target = &arb.members[t];
-            let gone = target.timed_out(ctx.now, ctx.params)
-                || target
-                    .report
-                    .as_ref()
-                    .is_some_and(|r| matches!(r.role, DnRole::Down | DnRole::Pending));
-            if gone {
+            let why = if target.timed_out(ctx.now, ctx.params) {
+                Some("the target's agent is silent")
+            } else if target
+                .report
+                .as_ref()
+                .is_some_and(|r| matches!(r.role, DnRole::Down | DnRole::Pending))
+            {
+                Some("the target's process stopped")
+            } else if target
+                .report
+                .as_ref()
+                .is_some_and(|r| r.processes.iter().any(|p| *p != ProcState::Running))
+            {
+                Some("the target's process hangs or is a zombie")
+            } else if prog.switch_sent_at.is_some_and(|at| {
+                ctx.now.saturating_since(at) >= ctx.params.instance_heartbeat_timeout()
+            }) && target
+                .report
+                .as_ref()
+                .is_none_or(|r| r.db_state != DbState::Promoting)
+            {
+                Some("the target did not promote")
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 prog.end_proposed = true;
                 tracing::info!(group = %arb.id, term = %sw.term, from = %sw.from,
-                    target = %sw.target, "switchover: the target stopped after Switchover was sent; ordinary failover applies");
+                    target = %sw.target, reason = why, "switchover: the target failed after Switchover was sent; ordinary failover applies");
                 ctx.state.propose(Change::EndSwitchover {
                     group: arb.id,
                     term: sw.term,
@@ -301,6 +336,7 @@ impl Switchovers {
             tracing::info!(group = %arb.id, term = %sw.term, from = %sw.from, target = %sw.target,
                 final_position = %final_pos, "switchover: the target reached the old primary's final position; sending Switchover");
             prog.switch_sent = true;
+            prog.switch_sent_at = Some(ctx.now);
             arb.note_promotion(sw.term);
             arb.members[t].send(ctx.out, ctx.now, CmsCommand::Switchover { term: sw.term });
         }

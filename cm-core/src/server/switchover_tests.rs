@@ -3,8 +3,8 @@
 use core::time::Duration;
 
 use crate::ctl::{CtlReply, CtlRequest, Refusal, SwitchoverRefused, SwitchoverStarted};
-use crate::dn::DbState;
 use crate::dn::History;
+use crate::dn::{DbState, ProcState};
 use crate::history::PromotionReason;
 use crate::ids::{InstanceId, Lsn, Term, Timeline};
 use crate::io::Alarm;
@@ -195,6 +195,79 @@ fn a_switchover_whose_target_falls_silent_after_switchover_was_sent_ends() {
         }]
     );
     let _ = Duration::ZERO;
+}
+
+/// Swarm seed 1078: the target turned zombie (Z) just after the report the leader read, the
+/// Switchover went out, its promotion failed ("does not respond"), and the group waited for
+/// the 120 s timeout — with no arbitration — although the target reported its processes
+/// zombies at once (and, once they ran again, stayed a standby that nothing would promote).
+/// Once `Switchover{term}` is out only ordinary failover applies (§4.5): the request ends.
+#[test]
+fn a_switchover_whose_target_turns_zombie_after_switchover_was_sent_ends_at_once() {
+    for state in [ProcState::Zombie, ProcState::Stopped, ProcState::DiskSleep] {
+        let mut h = H::new(3);
+        h.healthy_round(3);
+        h.ctl(7, sw(2));
+        h.commit();
+        h.advance_ms(1000);
+        h.report(dn(1).pending().pos(1, 200));
+        assert_eq!(
+            h.report(dn(2).pos(1, 200)),
+            vec![command(2, 1, CmsCommand::Switchover { term: Term(2) })]
+        );
+        h.advance_ms(600);
+        h.report(dn(2).pos(1, 200).procs(ProcState::Running));
+        assert_eq!(ends(&h), vec![], "still promoting");
+        h.report(dn(2).pos(1, 200).procs(state).db(DbState::Unknown));
+        assert_eq!(
+            ends(&h),
+            vec![Change::EndSwitchover {
+                group: G,
+                term: Term(2),
+                promoted: false
+            }],
+            "{state:?}"
+        );
+    }
+}
+
+/// As for an unanswered Failover (§4.2, `promotion_in_progress`): a target that still reports
+/// a standby, not promoting, `instance_heartbeat_timeout` (6 s) after the Switchover went out
+/// did not promote (its promotion failed, seed 1078 once its processes ran again); the
+/// request ends and ordinary failover applies. Promoting holds it.
+#[test]
+fn a_switchover_whose_target_does_not_promote_ends_after_the_heartbeat_timeout() {
+    let mut h = H::new(3);
+    h.healthy_round(3);
+    h.ctl(7, sw(2));
+    h.commit();
+    h.advance_ms(1000);
+    h.report(dn(1).pending().pos(1, 200));
+    assert_eq!(
+        h.report(dn(2).pos(1, 200)),
+        vec![command(2, 1, CmsCommand::Switchover { term: Term(2) })]
+    );
+    for _ in 0..5 {
+        h.advance_ms(1000);
+        h.report(dn(1).pending().pos(1, 200));
+        h.report(dn(2).pos(1, 200));
+        assert_eq!(ends(&h), vec![]);
+    }
+    h.advance_ms(999);
+    h.report(dn(2).pos(1, 200).db(DbState::Promoting));
+    h.advance_ms(1);
+    h.report(dn(2).pos(1, 200).db(DbState::Promoting));
+    assert_eq!(ends(&h), vec![], "promoting");
+    h.advance_ms(500);
+    h.report(dn(2).pos(1, 200));
+    assert_eq!(
+        ends(&h),
+        vec![Change::EndSwitchover {
+            group: G,
+            term: Term(2),
+            promoted: false
+        }]
+    );
 }
 
 fn aborts(h: &H) -> Vec<Change> {

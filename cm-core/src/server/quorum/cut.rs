@@ -5,12 +5,17 @@
 //! DN-less nodes, sees several agents and keeps a lease it cannot use: no report reaches it, so
 //! a primary that dies is never replaced. Hence, with D nodes hosting DNs and at least 2 CMS
 //! nodes (a single CMS has no follower to compare with). Two-node setups apply it too, unlike
-//! CM's rule, which SPEC §5.3 skips there, but only to W1: a W1 leader cut from the agents W2
+//! CM's rule, which SPEC §5.3 skips there, to either node. A W1 leader cut from the agents W2
 //! hears hands over to W2, which confirms terms alone (swarm seeds 30 and 83: W1 kept a lease
-//! it could not use and no group failed over until the cut healed). A W2 leader stays: every
-//! term confirmation (§4.1) and so every promotion needs W2's weight, so W1 leading in its
-//! place could not promote anyone either — worse, its disk-rule switchover demoted a primary
-//! whose successor then could not confirm its term (swarm seed 607). W2 still sends its view:
+//! it could not use and no group failed over until the cut healed). A W2 leader cut from the
+//! agents W1 hears hands over to W1 (swarm seeds 824 and 1284: a restarted or rebuilt standby
+//! of a synchronous group got no `Notify standby` or Build, so the group took no writes, until
+//! the cut healed). It was once exempt, because every term confirmation (§4.1) needs W2's
+//! weight: W1 leading can promote nobody whose agent does not reach W2 — but neither can a W2
+//! that no agent reaches, while W1 can still send every command that needs no promotion. (Swarm
+//! seed 607 once failed with W2 demoted: W1's disk-rule switchover demoted a primary whose
+//! successor could not confirm its term; it passes now. A switchover whose target does not
+//! promote ends `instance_heartbeat_timeout` after the send, see `switchover.rs`.) The rule:
 //! * every CMS counts the DN-hosting nodes whose agent it heard within
 //!   `instance_heartbeat_timeout` (the server machine feeds [`QuorumInput::DnAgentsHeard`]);
 //! * followers send that count to their leader in a [`QuorumMsg::AgentView`] with their heartbeat
@@ -70,7 +75,7 @@ impl Quorum {
 
     /// Starts or ends the leader's "cut" span as the condition changes.
     pub(super) fn update_cut(&mut self, now: Instant) {
-        if self.role != Role::Leader || !self.cut_rule_applies() || self.is_w2() {
+        if self.role != Role::Leader || !self.cut_rule_applies() {
             self.cut_since = None;
             return;
         }

@@ -328,11 +328,14 @@ fn a_w1_leader_hearing_fewer_dn_agents_than_w2_steps_down_at_exactly_10_s() {
     assert_eq!(q.role, Role::Follower);
 }
 
-/// A W2 leader cut from the agents W1 hears stays: every term confirmation needs W2's weight,
-/// so W1 could promote nobody either (swarm seed 607: W1's disk-rule switchover demoted the
-/// primary and its target could not confirm its term).
+/// A W2 leader cut from the agents W1 hears steps down at exactly 10 s too (swarm seeds 824 and
+/// 1284: W2 led, cut from every agent, and a group that needed only a `Notify standby` or a
+/// Build — a restarted or rebuilt standby of a synchronous group — got none until the cut
+/// healed). Before, W2 was exempt because every term confirmation needs its weight; but a W2
+/// that no agent reaches cannot confirm any either, whoever leads, while W1 leading can still
+/// send every command that needs no promotion.
 #[test]
-fn a_w2_leader_is_not_demoted_by_w1s_view() {
+fn a_w2_leader_hearing_fewer_dn_agents_than_w1_steps_down_at_exactly_10_s() {
     let cfg = dn_config(2);
     let mut q = started(&cfg, 1, ms(0));
     let now = (ms(0) + q.params.startup_vote_holdoff()).max(q.election_at);
@@ -343,9 +346,14 @@ fn a_w2_leader_is_not_demoted_by_w1s_view() {
     assert_eq!(q.role, Role::Leader);
     let _ = q.step(now, heard(0));
     let _ = q.step(now, view(2, 1, 2));
-    let horizon = now + Duration::from_secs(40);
-    assert_eq!(lead_until(&mut q, horizon, Some(2)), None);
-    assert_eq!(q.role, Role::Leader);
+    assert_eq!(
+        lead_until_with(&mut q, now + CUT_AFTER - NS, Some(2), 2),
+        None
+    );
+    assert_eq!(q.role, Role::Leader, "not 1 ns early");
+    let out = norm(q.step(now + CUT_AFTER, QuorumInput::Tick));
+    assert_eq!(out, vec![Out::SteppedDown(1)]);
+    assert_eq!(q.role, Role::Follower);
 }
 
 #[test]

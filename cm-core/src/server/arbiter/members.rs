@@ -91,7 +91,7 @@ pub struct Member {
     #[serde(default)]
     pub build_failed_down: Option<Instant>,
     /// Since when its reports say a DN that came back from a pending start (the report before
-    /// said `Starting`) without a status query answered since — `Unknown`, no position, with
+    /// said `Starting`) or from a rewind without a status query answered since — `Unknown`, no position, with
     /// whatever role its agent last read (§3): its recovery stalls "starting up" (issue 16).
     /// Started pending and never answered, it cannot be serving as a primary; only a Build
     /// cures it (swarm-faults: an old primary whose recovery stalled was restarted as a
@@ -223,10 +223,13 @@ impl Member {
         let no_status = r.role != DnRole::Down
             && r.db_state == DbState::Unknown
             && r.position == Position::default();
+        // Back from a pending start, or rewound and not streaming since (the driver starts the
+        // rewound DN itself, with no `Starting` report in between).
         let from_start = self
             .report
             .as_ref()
-            .is_some_and(|p| p.db_state == DbState::Starting);
+            .is_some_and(|p| p.db_state == DbState::Starting)
+            || self.rewound_from.is_some();
         if !no_status {
             self.start_stalled = None;
         } else if from_start {

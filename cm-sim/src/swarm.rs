@@ -750,6 +750,17 @@ pub fn model_faults(
     let span = duration.as_secs_f64() - 80.0;
     let mut wiped = false;
     let stall_cure = 2.0 * cfg.params.dn_start_bound().as_secs_f64() + 60.0;
+    let mut stalled: Vec<GroupId> = Vec::new();
+    let stalled_ok = |stalled: &mut Vec<GroupId>, i: InstanceId| {
+        let g = cfg
+            .groups
+            .iter()
+            .find(|g| g.members.iter().any(|m| m.instance == i));
+        let g = g.map(|g| g.id).unwrap_or(GroupId(0));
+        let ok = !stalled.contains(&g);
+        stalled.push(g);
+        ok
+    };
     let mut out = Vec::new();
     for _ in 0..2 + r.index(4) {
         let at = 20.0 + r.unit_f64() * span;
@@ -771,6 +782,9 @@ pub fn model_faults(
             // the second, see `standby-recovery-stalls`) and a copy: drawn only early enough
             // to end before the heal, since SPEC §13's liveness bound counts one Build, not
             // the start bounds.
+            // At most one member per group: with two, a 1P1S group has no copy left to
+            // rebuild from (both members' data lost is outside the fault model).
+            1 if !stalled_ok(&mut stalled, instance) => {}
             1 if at + stall_cure <= duration.as_secs_f64() => {
                 out.push(fault(at, FaultAction::StallRecovery { instance }))
             }

@@ -297,7 +297,7 @@ fn swarm_faults_stalled_recovery() {
     assert_clean(SWARM_FAULTS, &[1, 3, 14, 42, 115, 303, 487]);
 }
 
-/// Still open in `cm-sim sweep --seeds 0..1000 --scenario swarm-faults` (18 of 1000 after the
+/// Still open in `cm-sim sweep --seeds 0..1000 --scenario swarm-faults` (17 of 1000 after the
 /// fixes above, 135 before), by class; each needs its trace read.
 const SWARM_FAULTS_OPEN: &[(&str, &[u64])] = &[
     // A filling data disk (`disk_usage` with growth): a DN left read-only below the clear

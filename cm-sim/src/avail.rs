@@ -2,8 +2,9 @@
 //! the side that holds a CMS majority also holds a Lock1 quorum of a group (members whose DN and
 //! agent run, the agent reaching a cm_server of that side), and what that side looks like has
 //! not changed for the bound B of [`availability_bound`], the group must have a
-//! writable primary (a write acknowledged within the last second). Also: every switchover the
-//! CMS accepted ends (done or aborted) within the bound of SPEC §4.5.
+//! writable primary (a write acknowledged within the last second). Majorities count CMS
+//! voters only (§5.1: a CMS that lost its store votes again only once re-added). Also: every
+//! switchover the CMS accepted ends (done or aborted) within the bound of SPEC §4.5.
 //!
 //! A group is exempt (no clock runs for it) while the check could not be fair to it: before its
 //! first acknowledged write (cold start, §4.2 `cluster_starting_arbit_delay`), while the cluster
@@ -18,7 +19,7 @@ use core::time::Duration;
 use cm_core::dn::ProcState;
 use cm_core::msg::{Endpoint, Role};
 use cm_core::params::{Params, SyncMode};
-use cm_core::{GroupId, InstanceId, Instant, NodeId};
+use cm_core::{GroupId, InstanceId, Instant, NodeId, QuorumTerm};
 
 use crate::world::World;
 
@@ -99,6 +100,9 @@ pub struct Availability {
     next_check: Option<Instant>,
     stable: BTreeMap<GroupId, (Picture, Instant)>,
     switchover_since: BTreeMap<GroupId, Instant>,
+    /// CMS nodes whose store was lost (`WipeStore`), with the highest quorum term seen then:
+    /// the simulated operator re-adds one only from a leader of a higher term (§5.1).
+    pub(crate) wiped_cms: BTreeMap<NodeId, QuorumTerm>,
 }
 
 /// How often the (costly) picture is taken, simulated time.
@@ -297,6 +301,30 @@ impl World {
         {
             return None;
         }
+        // §5.1: majorities count voters only — the configured CMS minus the committed
+        // non-voters — and a CMS that lost its store (or has not yet decided whether it did)
+        // does not vote. Servers may know different committed sets: a side is a majority only
+        // under each of them.
+        let views = self.server_views();
+        let not_voting: BTreeSet<NodeId> = views
+            .iter()
+            .filter(|v| v.obs.not_voting)
+            .map(|v| v.node)
+            .collect();
+        let mut non_voter_sets: BTreeSet<&BTreeSet<NodeId>> =
+            views.iter().map(|v| &v.obs.non_voters).collect();
+        let none = BTreeSet::new();
+        non_voter_sets.insert(&none);
+        let is_majority = |set: &[NodeId]| {
+            non_voter_sets.iter().all(|nv| {
+                let voters = cms_all.iter().filter(|n| !nv.contains(n)).count();
+                let got = set
+                    .iter()
+                    .filter(|n| !nv.contains(n) && !not_voting.contains(n))
+                    .count();
+                2 * got > voters
+            })
+        };
         let gateway_rule = two_node && p.cms_enable_failover_on2nodes;
         let all_nodes: Vec<NodeId> = self.hosts.keys().copied().collect();
         let mut best: Option<Picture> = None;
@@ -314,7 +342,7 @@ impl World {
                 alone = !both;
                 both || if gateway_rule { gw } else { w2 }
             } else {
-                2 * cms.len() > cms_all.len()
+                is_majority(&cms)
             };
             if !majority {
                 continue;
@@ -329,10 +357,13 @@ impl World {
                             self.net
                                 .endpoints_up(Endpoint::agent(m.node), Endpoint::server(*c))
                         })
-                        && self
-                            .dbs
-                            .get(m.instance)
-                            .is_some_and(|d| d.running && d.proc_state == ProcState::Running)
+                        && self.dbs.get(m.instance).is_some_and(|d| {
+                            // A DN whose recovery stalls "starting up" refuses every
+                            // connection: it can be neither locked (§4.2 wants a `Prohibit`
+                            // report) nor a synchronous standby, so it is no member of a
+                            // Lock1 quorum until a Build cures it.
+                            d.running && d.proc_state == ProcState::Running && !d.recovery_stalls
+                        })
                 })
                 .map(|m| m.instance)
                 .collect();
@@ -370,7 +401,7 @@ impl World {
                         reached.len() == cms.len()
                     }
                 } else {
-                    2 * reached.len() > cms_all.len()
+                    is_majority(&reached)
                 }
             };
             let position = |i: &InstanceId| self.dbs.get(*i).map(|d| d.position());

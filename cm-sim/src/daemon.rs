@@ -45,6 +45,11 @@ pub struct ServerObs {
     /// The newest committed promotion of the history (§15), if any: every record is the
     /// newest at least once after the step that committed it (one per step in practice).
     pub newest_promotion: Option<cm_core::history::Promotion>,
+    /// It may not vote (§5.1: a CMS that rejoined after losing its store, or one that has not
+    /// yet decided whether it did).
+    pub not_voting: bool,
+    /// The committed non-voters it knows.
+    pub non_voters: std::collections::BTreeSet<NodeId>,
 }
 
 /// What the checkers can see of a daemon.
@@ -514,6 +519,8 @@ impl SimServer {
             || obs.stopping != committed.stopping
             || obs.group_terms.len() != committed.groups.len()
             || obs.newest_promotion.as_ref() != committed.promotions.entries().next_back()
+            || obs.not_voting == q.voter
+            || obs.non_voters != committed.non_voters
         {
             return false;
         }
@@ -585,6 +592,8 @@ impl SimMachine<ServerInput, ServerCommand> for SimServer {
                 .filter_map(|(g, s)| s.switchover.as_ref().map(|sw| (*g, sw.term)))
                 .collect(),
             newest_promotion: committed.promotions.entries().next_back().cloned(),
+            not_voting: !q.voter,
+            non_voters: committed.non_voters.clone(),
         })
     }
 

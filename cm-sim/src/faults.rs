@@ -220,6 +220,16 @@ impl World {
             }
             F::Net { params } => self.net.params = params,
             F::WipeStore { node, role } => {
+                if role == RoleName::Server {
+                    let seen = self
+                        .server_views()
+                        .iter()
+                        .map(|s| s.obs.quorum_term)
+                        .chain(self.checker.highest_leader_term())
+                        .max()
+                        .unwrap_or_default();
+                    self.avail.wiped_cms.insert(node, seen);
+                }
                 if let Some(h) = self.hosts.get_mut(&node) {
                     h.disk.wipe(role_of(role));
                 }
@@ -233,10 +243,36 @@ impl World {
                 if command == "switchover" {
                     self.checker.on_switchover_request(now);
                 }
+                if command == "readd"
+                    && let Some(n) = node
+                    && let Some(why) = self.readd_too_early(n)
+                {
+                    self.note(format!("cm_ctl cms --readd {}: not yet, {why}", n.0));
+                    let outcome = ("cm_ctl readd".to_owned(), Err(why));
+                    self.operator.outcomes.push(outcome);
+                    self.after_db_change();
+                    return;
+                }
                 crate::operator::start(self, &command, node, instance, mode.as_deref());
             }
         }
         self.after_db_change();
+    }
+
+    /// Why the operator may not re-add CMS `node` now (None: it may): SPEC §5.1 and the
+    /// quorum's module doc want the cluster past every quorum term the lost store may have
+    /// voted in, so a lease holder of a term above the highest one seen at the loss.
+    fn readd_too_early(&self, node: NodeId) -> Option<String> {
+        let lost_at = self.avail.wiped_cms.get(&node).copied().unwrap_or_default();
+        let leader = self.server_views().into_iter().find(|s| s.holds_lease());
+        match leader {
+            Some(l) if l.obs.quorum_term > lost_at => None,
+            Some(l) => Some(format!(
+                "the leader's quorum term {} is not above {} (the store was lost then)",
+                l.obs.quorum_term, lost_at
+            )),
+            None => Some("no CMS leader holds a lease".into()),
+        }
     }
 
     /// The node of the cm_server holding the leader lease now.

@@ -22,8 +22,8 @@ use cm_sim::swarm;
 
 const USAGE: &str = "usage:
   cm-sim list
-  cm-sim run <name|path|swarm|swarm-classic> [--seed N] [--json] [--trace]
-  cm-sim sweep --seeds A..B [--scenario <name|path|swarm|swarm-classic>] [--json]
+  cm-sim run <name|path|swarm|swarm-classic|swarm-resources|swarm-faults> [--seed N] [--json] [--trace]
+  cm-sim sweep --seeds A..B [--scenario <name|path|swarm|swarm-classic|swarm-resources|swarm-faults>] [--json]
   cm-sim replay <journal dir|segment file> [--from N]";
 
 fn scenarios_dir() -> PathBuf {
@@ -159,6 +159,10 @@ fn cmd_list() -> ExitCode {
     println!(
         "{:<30} `swarm` plus custom resources (SPEC §14: S7; scripts that fail, hang, flap, start slowly)",
         swarm::SWARM_RESOURCES
+    );
+    println!(
+        "{:<30} `swarm` plus every other fault of the model (failed Builds, stalled recoveries, disk errors and hangs, SIGSTOP, a lost CMS store and its re-add, the leader isolated, network changes)",
+        swarm::SWARM_FAULTS
     );
     ExitCode::SUCCESS
 }

@@ -143,6 +143,7 @@ pub(crate) fn start(
             timeout,
         },
         ("pause", _) => Operation::Leader(CtlRequest::Pause),
+        ("readd", Some(node)) => Operation::Leader(CtlRequest::ReaddCms { node }),
         ("resume", _) => Operation::Leader(CtlRequest::Resume),
         ("switchover", _) => match instance {
             Some(instance) => Operation::Switchover {

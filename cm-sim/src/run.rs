@@ -92,7 +92,16 @@ pub fn run(
     let mut liveness_s = None;
     if scenario.liveness {
         w.heal_all();
-        let bound = liveness_bound(scenario);
+        let mut bound = liveness_bound(scenario);
+        // A DN whose recovery still stalls "starting up" (`stall_recovery`) is damaged data
+        // that no heal cures: SPEC §13's bound presumes healed faults and counts one Build. The
+        // core cures it in two start bounds from its latest start (a rewind after the first,
+        // a full copy after the second, `standby-recovery-stalls`), each seen a heartbeat
+        // timeout late, plus that copy (one Build, counted already).
+        if w.dbs.instances.values().any(|i| i.recovery_stalls) {
+            let p = &scenario.config.params;
+            bound += 2 * (p.dn_start_bound() + p.instance_heartbeat_timeout());
+        }
         let mut next_check = safety_end;
         let converged = w.run_until(safety_end + bound, &mut |w| {
             if w.now() < next_check {

@@ -286,7 +286,9 @@ pub enum FaultAction {
     },
     /// An operator command through the cm_ctl planner.
     Ctl {
-        /// `stop`, `start`, `switchover`, `pause`, `resume`.
+        /// `stop`, `start`, `switchover`, `build`, `pause`, `resume`, `readd` (`cms --readd
+        /// NODE`: issued only once a CMS leader holds a lease in a quorum term above every term
+        /// seen when the node's store was lost, SPEC §5.1; else the operator waits for good).
         command: String,
         /// `-n NODE`.
         #[serde(default)]
@@ -629,10 +631,12 @@ fn check_refs(action: &FaultAction, c: &ClusterConfig) -> Result<(), String> {
             }
             match command.as_str() {
                 "stop" | "start" | "pause" | "resume" => Ok(()),
+                "readd" if node.is_some() => Ok(()),
+                "readd" => Err("readd needs `node` (a CMS node)".into()),
                 "switchover" | "build" if instance.is_some() => Ok(()),
                 "switchover" | "build" => Err(format!("{command} needs `instance`")),
                 other => Err(format!(
-                    "command: `{other}` is not stop, start, switchover, build, pause or resume"
+                    "command: `{other}` is not stop, start, switchover, build, pause, resume or readd"
                 )),
             }
         }

@@ -41,6 +41,15 @@ pub const SWARM_CLASSIC: &str = "swarm-classic";
 /// are drawn last, but they change the runs of the seeds that draw them).
 pub const SWARM_RESOURCES: &str = "swarm-resources";
 
+/// The widened generator plus every fault of the model that `swarm` never draws (review of
+/// issue 11): failing Builds, recoveries that never end, disk read/write errors and hung I/O on
+/// any node, SIGSTOP/SIGCONT of one daemon, a CMS store lost with its disk (the §5.1 non-voter
+/// path, then the operator's `cms --readd`), the CMS leader's node isolated, the network's
+/// loss, latency, duplication and reordering changed for a while, a data disk that fills up,
+/// and the operator's `build`. Drawn from a stream of its own after the `swarm` draw, which it
+/// keeps unchanged: `swarm` and `swarm-classic` seeds keep their meaning.
+pub const SWARM_FAULTS: &str = "swarm-faults";
+
 /// Where the classic draw places CMS and DNs: `cms` CMS nodes, of which `cms_only` host no DN.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
@@ -289,6 +298,18 @@ fn faults(rng: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<Fault>
     out
 }
 
+/// The scenario of `swarm-faults` for a seed: the widened draw plus [`model_faults`].
+pub fn with_model_faults(seed: u64) -> Scenario {
+    let mut s = draw(seed, true);
+    let mut rng = Prng::new(derive_seed(seed, 0x4641_554c_5453));
+    let extra = model_faults(&mut rng, &s.config, s.duration, &s.net);
+    s.description += &format!(", {} model faults", extra.len());
+    s.faults.extend(extra);
+    s.faults.sort_by_key(|f| f.at);
+    s.name = SWARM_FAULTS.into();
+    s
+}
+
 /// The scenario a seed draws (the widened generator, `swarm`).
 pub fn scenario(seed: u64) -> Scenario {
     draw(seed, true)
@@ -306,12 +327,14 @@ pub fn classic(seed: u64) -> Scenario {
     draw(seed, false)
 }
 
-/// The scenario of a generator name (`swarm` or `swarm-classic`), None for other names.
+/// The scenario of a generator name (`swarm`, `swarm-classic`, `swarm-resources`,
+/// `swarm-faults`), None for other names.
 pub fn by_name(name: &str, seed: u64) -> Option<Scenario> {
     match name {
         SWARM => Some(scenario(seed)),
         SWARM_CLASSIC => Some(classic(seed)),
         SWARM_RESOURCES => Some(with_resources(seed)),
+        SWARM_FAULTS => Some(with_model_faults(seed)),
         _ => None,
     }
 }
@@ -686,6 +709,198 @@ fn nemesis_faults(n: &mut Prng, cfg: &ClusterConfig, duration: Duration) -> Vec<
     out
 }
 
+/// The kinds [`model_faults`] draws, by name (the test table's rows).
+pub const MODEL_FAULT_KINDS: &[&str] = &[
+    "break-build",
+    "stall-recovery",
+    "disk-error-write",
+    "disk-error-read",
+    "disk-hang",
+    "stop-agent",
+    "stop-server",
+    "stop-monitor",
+    "wipe-cms-store",
+    "readd",
+    "isolate-cms-leader",
+    "net-lossy",
+    "net-slow",
+    "net-dup-reorder",
+    "disk-filling",
+    "ctl-build",
+];
+
+/// The faults of the model that `swarm` never draws, each with its healing (see
+/// [`SWARM_FAULTS`]): 2–5 of them per seed, started between 20 s and 60 s before the end of
+/// the safety phase and healed before it ends (the liveness phase heals the rest).
+///
+/// Ordering rules: a stopped daemon is continued; a disk error is cleared (the disk replaced);
+/// a Build is broken just before something needs one (a diverged WAL or the operator's
+/// `build`); a CMS store is lost at most once per run and only with 3 or more CMS (SPEC §13's
+/// fault model: a minority of CMS disks; §5.1), with its cm_server dead while the disk is
+/// replaced, and the operator re-adds it later (`cms --readd`, after a new CMS leader in half
+/// the seeds: §5.1 wants the cluster past every term the lost store may have voted in — the
+/// simulated operator refuses otherwise); the network changes back to what it was.
+pub fn model_faults(
+    r: &mut Prng,
+    cfg: &ClusterConfig,
+    duration: Duration,
+    net: &NetParams,
+) -> Vec<Fault> {
+    let nodes: Vec<NodeId> = cfg.nodes.iter().map(|n| n.id).collect();
+    let cms = cfg.cms_nodes();
+    let members: Vec<InstanceId> = cfg
+        .groups
+        .iter()
+        .flat_map(|g| g.members.iter().map(|m| m.instance))
+        .collect();
+    let end = duration.as_secs_f64() - 5.0;
+    let span = duration.as_secs_f64() - 80.0;
+    let mut wiped = false;
+    let stall_cure = 2.0 * cfg.params.dn_start_bound().as_secs_f64() + 60.0;
+    let mut stalled: Vec<GroupId> = Vec::new();
+    let stalled_ok = |stalled: &mut Vec<GroupId>, i: InstanceId| {
+        let g = cfg
+            .groups
+            .iter()
+            .find(|g| g.members.iter().any(|m| m.instance == i));
+        let g = g.map(|g| g.id).unwrap_or(GroupId(0));
+        let ok = !stalled.contains(&g);
+        stalled.push(g);
+        ok
+    };
+    let mut out = Vec::new();
+    for _ in 0..2 + r.index(4) {
+        let at = 20.0 + r.unit_f64() * span;
+        let until = |hold: f64| (at + hold).min(end);
+        let hold = 2.0 + r.unit_f64() * 60.0;
+        let node = nodes[r.index(nodes.len())];
+        let instance = members[r.index(members.len())];
+        match r.index(11) {
+            0 => {
+                out.push(fault(at, FaultAction::BreakBuild { instance }));
+                let trigger = if r.chance(0.5) {
+                    FaultAction::DivergeWal { instance }
+                } else {
+                    ctl("build", None, Some(instance))
+                };
+                out.push(fault(at + r.unit_f64() * 5.0, trigger));
+            }
+            // The cure takes two start bounds (a rewind after the first, a full copy after
+            // the second, see `standby-recovery-stalls`) and a copy: drawn only early enough
+            // to end before the heal, since SPEC §13's liveness bound counts one Build, not
+            // the start bounds.
+            // At most one member per group: with two, a 1P1S group has no copy left to
+            // rebuild from (both members' data lost is outside the fault model).
+            1 if !stalled_ok(&mut stalled, instance) => {}
+            1 if at + stall_cure <= duration.as_secs_f64() => {
+                out.push(fault(at, FaultAction::StallRecovery { instance }))
+            }
+            1 => {
+                let at = 20.0 + r.unit_f64() * (duration.as_secs_f64() - stall_cure - 20.0);
+                if at >= 20.0 {
+                    out.push(fault(at, FaultAction::StallRecovery { instance }));
+                }
+            }
+            2 => {
+                let (write, read) = match r.index(3) {
+                    0 => (true, false),
+                    1 => (false, true),
+                    _ => (true, true),
+                };
+                out.push(fault(at, FaultAction::DiskError { node, write, read }));
+                let healed = FaultAction::DiskError {
+                    node,
+                    write: false,
+                    read: false,
+                };
+                out.push(fault(until(hold), healed));
+            }
+            3 => {
+                let duration_s = 1.0 + r.unit_f64() * 60.0;
+                out.push(fault(at, FaultAction::DiskHang { node, duration_s }));
+            }
+            4 => {
+                let role = [RoleName::Agent, RoleName::Server, RoleName::Monitor][r.index(3)];
+                out.push(fault(at, FaultAction::StopProcess { node, role }));
+                out.push(fault(until(hold), FaultAction::ContProcess { node, role }));
+            }
+            5 if cms.len() >= 3 && !wiped => {
+                wiped = true;
+                let node = cms[r.index(cms.len())];
+                let role = RoleName::Server;
+                if r.chance(0.5) {
+                    // The whole host down while its disk is replaced.
+                    out.push(fault(at, FaultAction::CrashHost { node }));
+                    out.push(fault(at + 0.5, FaultAction::WipeStore { node, role }));
+                    out.push(fault(until(5.0 + hold), FaultAction::RestartHost { node }));
+                } else {
+                    // Only cm_server's store (its own volume): it dies and om_monitor
+                    // restarts it on an empty store.
+                    out.push(fault(at, FaultAction::KillProcess { node, role }));
+                    out.push(fault(at + 0.01, FaultAction::WipeStore { node, role }));
+                }
+                let readd = until(5.0 + hold + 20.0 + r.unit_f64() * 60.0);
+                if r.chance(0.5) {
+                    out.push(fault(readd - 10.0, FaultAction::CrashCmsLeader));
+                }
+                out.push(fault(readd, ctl("readd", Some(node), None)));
+            }
+            6 => {
+                out.push(fault(at, FaultAction::IsolateCmsLeader));
+                out.push(fault(until(hold), FaultAction::Heal));
+            }
+            7 => {
+                let mut worse = net.clone();
+                match r.index(3) {
+                    0 => worse.loss = worse.loss.max(0.01 + r.unit_f64() * 0.04),
+                    1 => {
+                        // Slow, but a round trip well inside the shortest election timeout.
+                        let cap = (cfg.params.election_timeout_min_ms as f64 / 8.0).min(150.0);
+                        worse.latency_min_ms = cap * (0.2 + r.unit_f64() * 0.3);
+                        worse.latency_max_ms =
+                            worse.latency_min_ms + r.unit_f64() * (cap - worse.latency_min_ms);
+                    }
+                    _ => {
+                        worse.duplication = worse.duplication.max(0.01 + r.unit_f64() * 0.09);
+                        worse.reorder = true;
+                    }
+                }
+                out.push(fault(at, FaultAction::Net { params: worse }));
+                let params = net.clone();
+                out.push(fault(until(hold), FaultAction::Net { params }));
+            }
+            8 => {
+                // A data disk filling up past the read-only threshold (§7.2), then emptied.
+                let growth_pct_per_s = 0.2 + r.unit_f64() * 1.5;
+                out.push(fault(
+                    at,
+                    FaultAction::DiskUsage {
+                        node,
+                        pct: 70.0,
+                        growth_pct_per_s,
+                    },
+                ));
+                out.push(fault(
+                    until(hold + 20.0),
+                    FaultAction::DiskUsage {
+                        node,
+                        pct: 40.0,
+                        growth_pct_per_s: 0.0,
+                    },
+                ));
+            }
+            9 => out.push(fault(at, ctl("build", None, Some(instance)))),
+            _ => {
+                // A hung disk on a CMS node that is not (necessarily) the leader.
+                let node = cms[r.index(cms.len())];
+                let duration_s = 1.0 + r.unit_f64() * 30.0;
+                out.push(fault(at, FaultAction::DiskHang { node, duration_s }));
+            }
+        }
+    }
+    out
+}
+
 fn ctl(command: &str, node: Option<NodeId>, instance: Option<InstanceId>) -> FaultAction {
     FaultAction::Ctl {
         command: command.into(),
@@ -953,6 +1168,96 @@ mod tests {
         let default = outs[&10];
         assert!((60..=110).contains(&default), "{outs:?}");
         assert!((1..=9).all(|t| outs.contains_key(&t)), "{outs:?}");
+    }
+
+    /// The kind of a `swarm-faults` action in [`MODEL_FAULT_KINDS`] (None: a healing step or
+    /// a fault `swarm` draws too).
+    fn model_kind(a: &FaultAction, net: &NetParams) -> Option<&'static str> {
+        Some(match a {
+            FaultAction::BreakBuild { .. } => "break-build",
+            FaultAction::StallRecovery { .. } => "stall-recovery",
+            FaultAction::DiskError { write: true, .. } => "disk-error-write",
+            FaultAction::DiskError { read: true, .. } => "disk-error-read",
+            FaultAction::DiskHang { .. } => "disk-hang",
+            FaultAction::StopProcess { role, .. } => match role {
+                RoleName::Agent => "stop-agent",
+                RoleName::Server => "stop-server",
+                RoleName::Monitor => "stop-monitor",
+            },
+            FaultAction::WipeStore { .. } => "wipe-cms-store",
+            FaultAction::Ctl { command, .. } if command == "readd" => "readd",
+            FaultAction::Ctl { command, .. } if command == "build" => "ctl-build",
+            FaultAction::IsolateCmsLeader => "isolate-cms-leader",
+            FaultAction::Net { params } if params == net => return None,
+            FaultAction::Net { params } if params.loss > net.loss => "net-lossy",
+            FaultAction::Net { params } if params.latency_min_ms > net.latency_min_ms => "net-slow",
+            FaultAction::Net { .. } => "net-dup-reorder",
+            FaultAction::DiskUsage {
+                growth_pct_per_s, ..
+            } if *growth_pct_per_s > 0.0 => "disk-filling",
+            _ => return None,
+        })
+    }
+
+    /// `swarm-faults` draws every kind of [`MODEL_FAULT_KINDS`] (a table of counts over 300
+    /// seeds; fails if one is never drawn), each stopped daemon is continued and each disk
+    /// error cleared before the safety phase ends, a store is lost at most once and only with
+    /// 3 or more CMS, and `swarm` is unchanged underneath.
+    #[test]
+    fn swarm_faults_draws_every_fault_kind_of_the_model() {
+        let mut table: BTreeMap<&str, usize> = MODEL_FAULT_KINDS.iter().map(|k| (*k, 0)).collect();
+        for seed in 0..300 {
+            let s = with_model_faults(seed);
+            let base = scenario(seed);
+            assert!(s.config.validate().is_empty(), "seed {seed}");
+            assert!(s.faults.windows(2).all(|w| w[0].at <= w[1].at));
+            assert!(
+                base.faults.iter().all(|f| s.faults.contains(f)),
+                "seed {seed}: the swarm draw changed"
+            );
+            let mut wipes = 0;
+            for (i, f) in s.faults.iter().enumerate() {
+                if let Some(k) = model_kind(&f.action, &s.net) {
+                    *table.get_mut(k).expect("a listed kind") += 1;
+                }
+                let later = &s.faults[i + 1..];
+                match &f.action {
+                    FaultAction::StopProcess { node, role } => assert!(
+                        later.iter().any(|g| g.at < s.duration
+                            && g.action
+                                == FaultAction::ContProcess {
+                                    node: *node,
+                                    role: *role
+                                }),
+                        "seed {seed}: {f:?} never continued"
+                    ),
+                    FaultAction::DiskError { node, write, read } if *write || *read => assert!(
+                        later.iter().any(|g| g.at < s.duration
+                            && g.action
+                                == FaultAction::DiskError {
+                                    node: *node,
+                                    write: false,
+                                    read: false
+                                }),
+                        "seed {seed}: {f:?} never cleared"
+                    ),
+                    FaultAction::WipeStore { node, .. } => {
+                        wipes += 1;
+                        assert!(s.config.cms_nodes().len() >= 3, "seed {seed}");
+                        let readd = ctl("readd", Some(*node), None);
+                        assert!(later.iter().any(|g| g.action == readd), "seed {seed}");
+                    }
+                    _ => {}
+                }
+            }
+            assert!(wipes <= 1, "seed {seed}: {wipes} stores lost");
+        }
+        let never: Vec<&&str> = table
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(k, _)| k)
+            .collect();
+        assert!(never.is_empty(), "never drawn: {never:?} in {table:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! that class alone; reproduce one with `cargo run -p cm-sim --release -- run swarm --seed N`
 //! (`swarm-classic` where named).
 
-use cm_sim::swarm::{SWARM, SWARM_CLASSIC, failures_of};
+use cm_sim::swarm::{SWARM, SWARM_CLASSIC, SWARM_FAULTS, failures_of};
 
 fn assert_clean(name: &str, seeds: &[u64]) {
     let failed = failures_of(name, seeds.iter().copied());
@@ -296,4 +296,81 @@ fn an_undecided_empty_store_is_no_voter_of_the_majority_side() {
 #[ignore = "open: found by the 0..2000 sweep after issue 11's fixes"]
 fn open_after_the_issue_11_sweep() {
     assert_clean(SWARM, &[1222, 2235, 2533]);
+}
+
+/// The CI smoke of `swarm-faults` (every fault of the model, see `cm_sim::swarm::SWARM_FAULTS`):
+/// seeds 0..40, in four tests so that they run side by side, minus the seeds of
+/// [`SWARM_FAULTS_OPEN`] (each still needs its fix; listed with its class below). A seed that
+/// fails here is a new failure. Reproduce one with `cargo run -p cm-sim --release -- run
+/// swarm-faults --seed N`.
+fn swarm_faults_smoke(seeds: core::ops::Range<u64>) {
+    let open: Vec<u64> = SWARM_FAULTS_OPEN
+        .iter()
+        .flat_map(|(_, s)| s.iter())
+        .copied()
+        .collect();
+    let seeds: Vec<u64> = seeds.filter(|s| !open.contains(s)).collect();
+    assert!(seeds.len() >= 7, "{seeds:?}");
+    assert_clean(SWARM_FAULTS, &seeds);
+}
+
+#[test]
+fn swarm_faults_smoke_0_to_10() {
+    swarm_faults_smoke(0..10);
+}
+
+#[test]
+fn swarm_faults_smoke_10_to_20() {
+    swarm_faults_smoke(10..20);
+}
+
+#[test]
+fn swarm_faults_smoke_20_to_30() {
+    swarm_faults_smoke(20..30);
+}
+
+#[test]
+fn swarm_faults_smoke_30_to_40() {
+    swarm_faults_smoke(30..40);
+}
+
+/// `swarm-faults` (`cm-sim sweep --seeds 0..1000 --scenario swarm-faults`: 135 failed at
+/// first, 129 of them drawing `stall_recovery`): an old primary whose recovery stalled
+/// "starting up" after its group failed over was restarted as a stale primary or notified as
+/// pending every start bound and never rebuilt (cm-core `an_old_primary_whose_recovery_
+/// stalls_is_rebuilt_not_restarted`; 14, 42, 303, 487); a 1P1S synchronous group whose only
+/// standby stalled counted it toward its Lock1 quorum in the availability check (115: a DN
+/// refusing every connection can be neither locked nor a synchronous standby); and the
+/// liveness phase gave a stall still in force at the heal one Build, not the two start
+/// bounds of its cure (1, 3).
+#[test]
+fn swarm_faults_stalled_recovery() {
+    assert_clean(SWARM_FAULTS, &[1, 3, 14, 42, 115, 303, 487]);
+}
+
+/// Still open in `cm-sim sweep --seeds 0..1000 --scenario swarm-faults` (17 of 1000 after the
+/// fixes above, 135 before), by class; each needs its trace read.
+const SWARM_FAULTS_OPEN: &[(&str, &[u64])] = &[
+    // A filling data disk (`disk_usage` with growth): a DN left read-only below the clear
+    // level after the heal (`L`), or the disk rule's switchovers begun again and again (`F`).
+    ("filling disk", &[212, 269, 341, 344, 752]),
+    // A stall still not cured 344–380 s after the heal, or a group without writes after it
+    // (several restarts of the stalled DN, other members' faults meanwhile).
+    ("stall not cured", &[583, 623, 690, 740, 826, 866, 920, 969]),
+    // `A` missed by ≤ 0.1 s (a read-disk error and hung disks, 218; two-node, 838; 757 is
+    // `swarm`'s own open seed).
+    ("A at the bound", &[218, 757, 838]),
+    // No CMS lease after the heal.
+    ("no leader after the heal", &[684]),
+];
+
+#[test]
+#[ignore = "open: found by the swarm-faults sweep 0..1000"]
+fn open_swarm_faults() {
+    let seeds: Vec<u64> = SWARM_FAULTS_OPEN
+        .iter()
+        .flat_map(|(_, s)| s.iter())
+        .copied()
+        .collect();
+    assert_clean(SWARM_FAULTS, &seeds);
 }

@@ -341,48 +341,29 @@ impl Checker {
         let mut out = BTreeMap::new();
         let fault = self.fault_at;
         let rel = |t: Instant| fault.map(|f| (t.as_nanos() as f64 - f.as_nanos() as f64) / 1e9);
-        out.insert("fault_at_s", fault.map(|f| f.as_secs_f64()));
-        for name in [
-            "failover_sent_s",
-            "writable_again_s",
-            "restart_sent_s",
-            "build_sent_s",
-            "read_only_on_s",
-            "read_only_off_s",
-            "cms_leader_s",
-            "self_fenced_s",
-            "primary_http_lost_s",
-        ] {
-            out.insert(name, self.firsts.get(name).and_then(|t| rel(*t)));
+        // One entry per name of `TIMING_NAMES` (SPEC §12), in its order; most are the first
+        // instant of their event after the fault.
+        for name in crate::scenario::TIMING_NAMES {
+            let value = match *name {
+                "fault_at_s" => fault.map(|f| f.as_secs_f64()),
+                "agent_last_report_s" => self
+                    .silent_agent_last_report(heartbeat_timeout, end)
+                    .and_then(rel),
+                "dual_writable_ms" => Some(self.dual_writable.as_secs_f64() * 1000.0),
+                "lost_acked_writes" => Some(self.lost_acked_writes as f64),
+                "switchovers_sent" => fault.map(|_| self.switchover_terms.len() as f64),
+                "switchovers_begun" => fault.map(|f| {
+                    self.flapping
+                        .begun
+                        .iter()
+                        .filter(|((g, _), t)| *g == self.affected_group && **t >= f)
+                        .count() as f64
+                }),
+                "unwritable_max_s" => fault.map(|_| self.unwritable_max.as_secs_f64()),
+                first => self.firsts.get(first).and_then(|t| rel(*t)),
+            };
+            out.insert(*name, value);
         }
-        out.insert(
-            "agent_last_report_s",
-            self.silent_agent_last_report(heartbeat_timeout, end)
-                .and_then(rel),
-        );
-        out.insert(
-            "dual_writable_ms",
-            Some(self.dual_writable.as_secs_f64() * 1000.0),
-        );
-        out.insert("lost_acked_writes", Some(self.lost_acked_writes as f64));
-        out.insert(
-            "switchovers_sent",
-            fault.map(|_| self.switchover_terms.len() as f64),
-        );
-        out.insert(
-            "switchovers_begun",
-            fault.map(|f| {
-                self.flapping
-                    .begun
-                    .iter()
-                    .filter(|((g, _), t)| *g == self.affected_group && **t >= f)
-                    .count() as f64
-            }),
-        );
-        out.insert(
-            "unwritable_max_s",
-            fault.map(|_| self.unwritable_max.as_secs_f64()),
-        );
         out
     }
 

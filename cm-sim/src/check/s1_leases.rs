@@ -20,6 +20,11 @@ pub(super) struct S1 {
 }
 
 impl Checker {
+    /// The highest quorum term a leader was seen in so far.
+    pub fn highest_leader_term(&self) -> Option<QuorumTerm> {
+        self.s1.leaders.keys().next_back().copied()
+    }
+
     pub(super) fn check_leaders(&mut self, at: Instant, servers: &[ServerView]) {
         let held = servers.iter().filter(|s| s.holds_lease()).count();
         if held > 0 && self.two_node_concession {

@@ -229,6 +229,16 @@ fn timings_are_relative_to_the_first_fault_and_null_when_absent() {
     assert_eq!(t["lost_acked_writes"], Some(0.0));
 }
 
+/// The timings map has exactly the SPEC §12 names of `TIMING_NAMES`, no more, no fewer.
+#[test]
+fn timings_name_exactly_the_timing_names() {
+    let (c, _) = checker();
+    let t = c.timings(Duration::from_secs(6), Instant::from_secs(60));
+    let mut want: Vec<&str> = crate::scenario::TIMING_NAMES.to_vec();
+    want.sort_unstable();
+    assert_eq!(t.keys().copied().collect::<Vec<_>>(), want);
+}
+
 #[test]
 fn two_node_concession_reports_simultaneous_leases_but_never_two_leaders_of_a_term() {
     let (mut c, dbs) = checker();

@@ -51,6 +51,10 @@ impl GroupArbiter {
         let live: Vec<usize> = (0..self.members.len())
             .filter(|&i| self.members[i].is_live_primary(ctx.now, ctx.params))
             .filter(|&i| Some(self.members[i].instance) != switching)
+            // Its saved role says Primary, but it was started pending and has answered no
+            // status query since: it serves nothing, and the follow-up rebuilds it (a Restart
+            // only starts the same stalled recovery again).
+            .filter(|&i| !self.members[i].may_be_stalled_old_primary())
             .collect();
         let term_of = |i: usize| self.members[i].report.as_ref().map(|r| r.term);
         // A live primary above the committed term exists only after both sides of a two-node

@@ -4,7 +4,9 @@
 //! that does not stream from the primary: re-point it, then Build it (issue 18, defect 3; also
 //! when its receiver never came up, issue 16) — by pg_rewind first, by a full copy when a
 //! rewind from the same primary did not bring its stream back, or left it unable to answer a
-//! status query — and Build again a member left Down by a failed Build (issue 16).
+//! status query — and Build again a member left Down by a failed Build (issue 16), or one back
+//! from a pending start that never answered a status query whatever role its agent last read
+//! (an old primary whose recovery stalled, swarm-faults).
 
 use crate::dn::{DbState, DnReport, DnRole, LockState};
 use crate::ids::InstanceId;
@@ -47,6 +49,7 @@ impl GroupArbiter {
             pr.db_state == DbState::Normal && pr.history.timeline == pr.position.timeline;
         let mut builds = self.builds_in_progress(ctx);
         let limit = self.build_limit();
+        let hb = ctx.params.instance_heartbeat_timeout();
         for i in 0..self.members.len() {
             if i == p {
                 continue;
@@ -63,7 +66,27 @@ impl GroupArbiter {
             if matches!(role, DnRole::Pending | DnRole::Standby | DnRole::Primary) {
                 self.members[i].build_failed_down = None;
             }
+            // Back from a pending start with no status read since, for a heartbeat timeout
+            // (an agent restarted mid-start reads its DN within a second or two): its
+            // recovery stalls. Its role is whatever its agent last read (§3) — pending, or
+            // the primary it was before a failover —, so neither a NotifyStandby nor §4.4's
+            // Restart of a stale primary can cure it; a Build does (the rewind first, then
+            // a full copy, as for a standby below).
+            let stalled = self.members[i].may_be_stalled_old_primary()
+                && self.members[i].start_stalled_for(ctx.now, hb);
             let cmd = match role {
+                DnRole::Pending | DnRole::Primary if stalled => {
+                    if !source_ok
+                        || r.db_state == DbState::Building
+                        || r.last_build.pending
+                        || builds >= limit
+                    {
+                        None
+                    } else {
+                        builds += 1;
+                        Some(self.rebuild(i, &r, primary, true))
+                    }
+                }
                 DnRole::Pending => Some(CmsCommand::NotifyStandby { primary }),
                 DnRole::Standby => {
                     let repair = self.stream_repair(ctx, i, &r, &pr, primary);
@@ -81,35 +104,14 @@ impl GroupArbiter {
                             None
                         } else {
                             builds += 1;
-                            // A rewind from this primary was applied and, re-pointed since,
-                            // it still does not stream: copy everything this time (an
-                            // unapplied rewind is only sent again; a report from before the
-                            // rewind, still showing the old divergence, is no evidence).
-                            let m = &self.members[i];
-                            let unapplied_rewind = m.last_cmd.as_ref().is_some_and(|c| {
-                                matches!(c.cmd, CmsCommand::Build { full: false, .. })
-                                    && r.last_applied < c.stamp
-                            });
                             // Also a full copy when the rewound standby came back from its
                             // start without ever answering a status query (nemesis, issue
                             // 16: its recovery stalled "starting up" on a bad local record
                             // before its backup end point; a rewind changed nothing, 11 times).
                             let no_status = r.db_state == DbState::Unknown
                                 && r.position == crate::ids::Position::default();
-                            let full = m.rewound_from == Some(primary)
-                                && (repair == StreamRepair::Build || no_status)
-                                && !unapplied_rewind;
-                            let m = &mut self.members[i];
-                            if !full {
-                                m.rewound_from = Some(primary);
-                            }
-                            // The rebuilt member's stream is judged afresh: re-pointed after
-                            // instance_heartbeat_timeout without one, rebuilt one later.
-                            m.forget_stream();
-                            Some(CmsCommand::Build {
-                                source: primary,
-                                full,
-                            })
+                            let evidence = repair == StreamRepair::Build || no_status;
+                            Some(self.rebuild(i, &r, primary, evidence))
                         }
                     } else if repair == StreamRepair::Repoint {
                         self.members[i].stream_loss =
@@ -145,6 +147,34 @@ impl GroupArbiter {
             if let Some(cmd) = cmd {
                 self.members[i].send_unless_recent(ctx.out, ctx.now, cmd, resend);
             }
+        }
+    }
+
+    /// The Build that repairs member `i` from `primary`: a rewind, or a full copy when a
+    /// rewind from this primary was applied and `evidence` says it did not help (an unapplied
+    /// rewind is only sent again; a report from before the rewind, still showing the old
+    /// divergence, is no evidence).
+    fn rebuild(
+        &mut self,
+        i: usize,
+        r: &DnReport,
+        primary: InstanceId,
+        evidence: bool,
+    ) -> CmsCommand {
+        let m = &mut self.members[i];
+        let unapplied_rewind = m.last_cmd.as_ref().is_some_and(|c| {
+            matches!(c.cmd, CmsCommand::Build { full: false, .. }) && r.last_applied < c.stamp
+        });
+        let full = m.rewound_from == Some(primary) && evidence && !unapplied_rewind;
+        if !full {
+            m.rewound_from = Some(primary);
+        }
+        // The rebuilt member's stream is judged afresh: re-pointed after
+        // instance_heartbeat_timeout without one, rebuilt one later.
+        m.forget_stream();
+        CmsCommand::Build {
+            source: primary,
+            full,
         }
     }
 

@@ -621,3 +621,77 @@ fn a_member_down_with_half_rewound_data_is_built_again_in_full() {
         );
     }
 }
+
+/// swarm-faults (`cm-sim run swarm-faults --seed 303`, and 14, 487, ...): the old primary's
+/// recovery stalled "starting up" after the group failed over. Past its start bound its agent
+/// reported it, as §3 says, with the role it last read — Primary (stale term 1), or Pending —
+/// `Unknown` and no position. The CMS restarted it as a stale primary (§4.4), or notified it
+/// as pending, every start bound, and never rebuilt it: the group never had its standby back
+/// (`L` after healing; in a 1P1S synchronous group no write for good). A member back from a
+/// pending start with no status read for `instance_heartbeat_timeout` is rebuilt instead —
+/// rewound first, copied in full once that rewind was applied and it still stalls — and is
+/// not restarted as a stale primary meanwhile. Before the fix: `Restart`, no `Build`.
+#[test]
+fn an_old_primary_whose_recovery_stalls_is_rebuilt_not_restarted() {
+    for saved_role in [crate::dn::DnRole::Primary, crate::dn::DnRole::Pending] {
+        let (mut h, h2) = promoted();
+        let p = || dn(2).primary(2).pos(2, 100).hist(h2.clone());
+        let no_pos = |mut r: crate::server::harness::Rb| {
+            r.0.position = crate::ids::Position::default();
+            r.0.history = History::default();
+            r
+        };
+        let starting =
+            |applied: u64| no_pos(dn(1).pending().db(DbState::Starting).applied(applied));
+        let stalled = |applied: u64| {
+            let mut r = no_pos(dn(1).primary(1).db(DbState::Unknown).applied(applied));
+            r.0.role = saved_role;
+            r
+        };
+        let sent = |out: &[crate::server::leader::LeaderOutput]| -> Vec<CmsCommand> {
+            cmds(out)
+                .into_iter()
+                .filter(|(i, _)| *i == 6001)
+                .map(|(_, c)| c)
+                .collect()
+        };
+        let builds = |c: &[CmsCommand]| -> Vec<bool> {
+            c.iter()
+                .filter_map(|c| match c {
+                    CmsCommand::Build { full, .. } => Some(*full),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Killed (Down), restarted pending, in its start.
+        h.reports(vec![p(), no_pos(dn(1).down())]);
+        h.reports(vec![p(), starting(0)]);
+        // Past its start bound: no status, its saved role. Not restarted; not yet rebuilt (an
+        // agent restarted mid-start reads its DN within a second or two).
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            h.advance_ms(1_000);
+            seen.extend(sent(&h.reports(vec![p(), stalled(0)])));
+        }
+        assert!(
+            !seen.contains(&CmsCommand::Restart),
+            "{saved_role:?}: {seen:?}"
+        );
+        assert!(builds(&seen).is_empty(), "{saved_role:?}: {seen:?}");
+        // A heartbeat timeout (6 s) after the first such report: a rewind.
+        h.advance_ms(2_000);
+        let out = sent(&h.reports(vec![p(), stalled(0)]));
+        assert_eq!(builds(&out), vec![false], "{saved_role:?}: {out:?}");
+        assert!(
+            !out.contains(&CmsCommand::Restart),
+            "{saved_role:?}: {out:?}"
+        );
+        // The rewind applied (the driver restarts the rewound DN itself: no `Starting` report
+        // in between), and it stalls again: a full copy.
+        h.advance_ms(10_000);
+        h.reports(vec![p(), stalled(1000)]);
+        h.advance_ms(6_500);
+        let out = sent(&h.reports(vec![p(), stalled(1000)]));
+        assert_eq!(builds(&out), vec![true], "{saved_role:?}: {out:?}");
+    }
+}

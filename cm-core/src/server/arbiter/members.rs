@@ -96,6 +96,14 @@ pub struct Member {
     /// (Pending, Standby, Primary) in between: the receipt of the first such report.
     #[serde(default)]
     pub build_failed_down: Option<Instant>,
+    /// Since when its reports say a DN that came back from a pending start (the report before
+    /// said `Starting`) or from a rewind without a status query answered since — `Unknown`, no position, with
+    /// whatever role its agent last read (§3): its recovery stalls "starting up" (issue 16).
+    /// Started pending and never answered, it cannot be serving as a primary; only a Build
+    /// cures it (swarm-faults: an old primary whose recovery stalled was restarted as a
+    /// stale primary, or notified as pending, every start bound, and never rebuilt).
+    #[serde(default)]
+    pub start_stalled: Option<Instant>,
 }
 
 impl Member {
@@ -130,6 +138,7 @@ impl Member {
             streaming_since: None,
             rewound_from: None,
             build_failed_down: None,
+            start_stalled: None,
         }
     }
 
@@ -215,6 +224,9 @@ impl Member {
         {
             return true;
         }
+        if self.start_stalled.is_some() {
+            return false;
+        }
         match self.report.as_ref().map(|r| r.role) {
             Some(DnRole::Primary) => true,
             Some(DnRole::Unknown) => match self.known_role {
@@ -228,6 +240,21 @@ impl Member {
     /// Bookkeeping of a new report: the known role, and whether it resolves an outstanding
     /// promotion.
     pub fn note_report(&mut self, r: &DnReport, now: Instant) {
+        let no_status = r.role != DnRole::Down
+            && r.db_state == DbState::Unknown
+            && r.position == Position::default();
+        // Back from a pending start, or rewound and not streaming since (the driver starts the
+        // rewound DN itself, with no `Starting` report in between).
+        let from_start = self
+            .report
+            .as_ref()
+            .is_some_and(|p| p.db_state == DbState::Starting)
+            || self.rewound_from.is_some();
+        if !no_status {
+            self.start_stalled = None;
+        } else if from_start {
+            self.start_stalled.get_or_insert(now);
+        }
         if r.role == DnRole::Unknown {
             self.unknown_since.get_or_insert(now);
         } else {
@@ -253,6 +280,18 @@ impl Member {
         if resolved {
             self.promotion = None;
         }
+    }
+
+    /// Its newest report says a stalled start (see [`Member::start_stalled`]) and no
+    /// promotion sent to it is unresolved.
+    pub fn may_be_stalled_old_primary(&self) -> bool {
+        self.start_stalled.is_some() && self.promotion.is_none()
+    }
+
+    /// Its recovery has stalled (see [`Member::start_stalled`]) for at least `d`.
+    pub fn start_stalled_for(&self, now: Instant, d: Duration) -> bool {
+        self.start_stalled
+            .is_some_and(|since| now.saturating_since(since) >= d)
     }
 
     /// A standby or pending member that is heard from (Lock1 goes to these, §4.2).

@@ -695,3 +695,39 @@ fn an_old_primary_whose_recovery_stalls_is_rebuilt_not_restarted() {
         assert_eq!(builds(&out), vec![true], "{saved_role:?}: {out:?}");
     }
 }
+
+/// Review 19 (issue 18's hold rule): a healthy standby that streams from the primary, caught
+/// up report after report, except that one report in four does not find its receiver (a
+/// receiver reconnect, a `pg_stat_wal_receiver` read that missed it, a status query that timed
+/// out on a loaded host). Each such blip is one report; the stream never stays away for
+/// `instance_heartbeat_timeout` (6 s). It must not be rebuilt (each blip may cost an Unlock, as before the rule). Since the
+/// hold rule, a blip opens a loss that only 6 s of unbroken streaming ends, so blips closer than
+/// 6 s keep one loss open from the first: re-pointed at the second blip past 6 s, rebuilt
+/// (pg_rewind: the standby stopped, its reads lost) at the next one past 12 s.
+#[test]
+fn review19_a_healthy_standby_with_a_one_report_blip_every_four_seconds_is_not_rebuilt() {
+    let (mut h, h2) = promoted();
+    let mut out = Vec::new();
+    for s in 0..=60u64 {
+        let head = 100 + 10 * s;
+        let p = dn(2).primary(2).pos(2, head).hist(h2.clone());
+        let standby = if s % 4 == 3 {
+            // The blip: no receiver seen in this report, position where the last one was.
+            dn(1).pos(2, head - 10).hist(h2.clone()).applied(1)
+        } else {
+            dn(1)
+                .pos(2, head)
+                .hist(h2.clone())
+                .upstream(2, 10)
+                .applied(1)
+        };
+        let got = cmds(&h.reports(vec![p, standby]));
+        out.extend(got.into_iter().map(|(i, c)| (s, i, c)));
+        h.advance_ms(1000);
+    }
+    assert!(
+        !out.iter()
+            .any(|(_, i, c)| *i == 6001 && matches!(c, CmsCommand::Build { .. })),
+        "a healthy standby was rebuilt: {out:?}"
+    );
+}

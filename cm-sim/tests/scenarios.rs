@@ -394,3 +394,14 @@ fn availability_check_fails_a_group_left_without_a_primary() {
     );
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
+
+/// Review 19 (issue 18's stream-hold rule): a healthy standby that stalls 1.5 s in every 4 s
+/// is never away from its stream for instance_heartbeat_timeout and must not be rebuilt. On
+/// main (7fe06e4) it is rebuilt ~13-18 s after the first stall on 20 seeds of 20 (the loss
+/// the first stall opened never ends, since the stream never holds 6 s); with the rule before
+/// it (any streaming report ends the loss) 0 of 20 fail.
+#[test]
+#[ignore = "review19: fails on main (7fe06e4), issue 18's stream-hold rule rebuilds a standby that is never away for 6 s"]
+fn review19_standby_short_stalls() {
+    check("review19-standby-short-stalls");
+}

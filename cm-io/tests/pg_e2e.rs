@@ -630,12 +630,31 @@ async fn e2e_pg_full_copy_is_built_beside_and_keeps_the_old_data_until_started()
         assert!(data.join("cm_test_marker").exists(), "old data untouched");
         assert!(!fresh.exists() && !old.exists());
 
+        // pg_rewind ran and failed, so the directory carries the rewind marker: the agent
+        // reports the failed Build as half-rewound and the CMS orders a full copy (issue 18:
+        // the core chooses the method). A rewind ordered now is refused before anything is
+        // touched.
+        let refused = c
+            .driver(1)
+            .run(
+                c.id(1),
+                DnAction::Build {
+                    source: c.id(0),
+                    full: false,
+                },
+            )
+            .await
+            .expect_err("a rewind of half-rewound data is refused")
+            .to_string();
+        assert!(refused.contains("half-rewound"), "{refused}");
+        assert_eq!(inode_of(&data.join("PG_VERSION")), version_inode);
+        assert!(data.join("cm_test_marker").exists(), "old data untouched");
         act(
             &c,
             1,
             DnAction::Build {
                 source: c.id(0),
-                full: false,
+                full: true,
             },
         )
         .await;

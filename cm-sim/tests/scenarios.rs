@@ -401,7 +401,7 @@ fn availability_check_fails_a_group_left_without_a_primary() {
 /// the first stall opened never ends, since the stream never holds 6 s); with the rule before
 /// it (any streaming report ends the loss) 0 of 20 fail.
 #[test]
-#[ignore = "review19: fails on main (7fe06e4), issue 18's stream-hold rule rebuilds a standby that is never away for 6 s"]
+#[ignore = "open (issue 18, review 19): while a status query is in flight the agent reports the previous sample as if fresh; the CMS reads it as a stream that stopped advancing"]
 fn review19_standby_short_stalls() {
     check("review19-standby-short-stalls");
 }

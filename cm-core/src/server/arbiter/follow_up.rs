@@ -220,7 +220,16 @@ impl GroupArbiter {
             m.stream_loss = None;
             m.streaming_since = None;
         }
-        if prev.is_none_or(|(_, at, _)| at != receipt) {
+        // A report whose status the agent could not read (a query failed or timed out: the
+        // previous sample again, `Unknown`) is no evidence about the stream. While the last
+        // read status found it streaming and is younger than `instance_heartbeat_timeout`,
+        // such a report changes nothing (review 19: one failed query in four on a loaded
+        // host opened a loss that the hold rule never ended, and a streaming standby was
+        // rebuilt, then copied in full, again and again); older, it counts as no stream.
+        let unread = r.db_state == DbState::Unknown
+            && m.streaming_since.is_some()
+            && prev.is_some_and(|(_, at, _)| receipt.saturating_since(at) < hb);
+        if !unread && prev.is_none_or(|(_, at, _)| at != receipt) {
             let from_primary = r.upstream.is_some_and(|u| u.instance == primary);
             let advancing = prev.is_some_and(|(_, _, pos)| r.position > pos);
             let streams = from_primary && (r.position >= pr.position || advancing);

@@ -30,7 +30,7 @@ use crate::msg::CmsCommand;
 use crate::state::{Change, GroupState, Outcome, PendingSwitchover};
 use crate::time::Instant;
 
-use super::arbiter::{Ctx, GroupArbiter, RestartHold};
+use super::arbiter::{Ctx, GroupArbiter, Member, RestartHold};
 
 /// Leader-local progress of one group's switchover.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -212,14 +212,8 @@ impl Switchovers {
             // an unanswered Failover (`promotion_in_progress`), a target that neither promotes
             // nor reports Primary at the term `instance_heartbeat_timeout` after the send.
             let target = &arb.members[t];
-            let why = if target.timed_out(ctx.now, ctx.params) {
-                Some("the target's agent is silent")
-            } else if target
-                .report
-                .as_ref()
-                .is_some_and(|r| matches!(r.role, DnRole::Down | DnRole::Pending))
-            {
-                Some("the target's process stopped")
+            let why = if let Some(why) = target_gone(target, ctx) {
+                Some(why)
             } else if target
                 .report
                 .as_ref()
@@ -280,16 +274,8 @@ impl Switchovers {
             .final_position
             .is_some_and(|fp| target.report.as_ref().is_some_and(|r| r.position >= fp));
         if prog.owned && prog.demote_at.is_some() {
-            let why = if target.timed_out(ctx.now, ctx.params) {
-                Some("the target's agent is silent")
-            } else if target
-                .report
-                .as_ref()
-                .is_some_and(|r| matches!(r.role, DnRole::Down | DnRole::Pending))
-            {
-                // Pending: its process stopped and came back pending; nothing points it at a
-                // primary during the switchover, so it cannot catch up.
-                Some("the target's process stopped")
+            let why = if let Some(why) = target_gone(target, ctx) {
+                Some(why)
             } else if !reached
                 && ctx.now.saturating_since(down_at) >= ctx.params.instance_heartbeat_timeout()
             {
@@ -410,6 +396,23 @@ pub struct Restore {
     pub instance: InstanceId,
     /// When the abort committed.
     pub since: Instant,
+}
+
+/// Why a switchover's target can no longer take over, whatever step the switchover is at:
+/// its agent fell silent, or its process stopped (Down), or came back pending (nothing points
+/// it at a primary during the switchover, so it cannot catch up or promote).
+fn target_gone(target: &Member, ctx: &Ctx<'_>) -> Option<&'static str> {
+    if target.timed_out(ctx.now, ctx.params) {
+        Some("the target's agent is silent")
+    } else if target
+        .report
+        .as_ref()
+        .is_some_and(|r| matches!(r.role, DnRole::Down | DnRole::Pending))
+    {
+        Some("the target's process stopped")
+    } else {
+        None
+    }
 }
 
 impl GroupArbiter {

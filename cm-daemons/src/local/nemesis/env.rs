@@ -119,6 +119,148 @@ pub fn partition_rules(peers: &[String], both_ways: bool) -> String {
     t + "}\n"
 }
 
+/// The run tag and its process id if `name` names a resource of a nemesis run: its
+/// namespaces (`cmnem<pid>-hub`, `cmnem<pid>-n1`), cgroups, tmpfs sources (`cmnem<pid>-fs1`),
+/// or a test's (`cmnemt<pid>-…`).
+pub fn run_tag(name: &str) -> Option<(&str, u32)> {
+    let (tag, _) = name.split_once('-')?;
+    let digits = tag.strip_prefix("cmnem")?;
+    let digits = digits.strip_prefix('t').unwrap_or(digits);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((tag, digits.parse().ok()?))
+}
+
+/// `name`'s run tag if it belongs to a run whose process is gone: a run killed before its
+/// cleanup could run (SIGKILL, the end of a login session, a machine's OOM killer). A pid
+/// reused since is taken as alive, so a live run's resources are never touched.
+fn orphan_tag(name: &str) -> Option<String> {
+    run_tag(name)
+        .filter(|(_, pid)| !Path::new(&format!("/proc/{pid}")).exists())
+        .map(|(tag, _)| tag.to_owned())
+}
+
+/// A path field of `/proc/mounts`, whose space, tab, newline and backslash are octal escapes.
+fn unescape_mount_path(field: &str) -> PathBuf {
+    let mut out = Vec::with_capacity(field.len());
+    let b = field.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    use std::os::unix::ffi::OsStringExt as _;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Removes what earlier nemesis runs that were killed before their cleanup left on this
+/// machine — their processes (through their freezer cgroups, and a postmaster on their data
+/// filesystems), tmpfs mounts, cgroups and network namespaces — and returns a line for each
+/// thing removed or that could not be. Their run directories stay (logs and journals for a
+/// post-mortem; the next run refuses an existing `--dir`). Resources of a live run, this
+/// machine's other namespaces and mounts are never touched: only names of the nemesis's own
+/// form whose run's process is gone.
+pub fn reap_orphans() -> Vec<String> {
+    let mut notes = Vec::new();
+    let cgroups: Vec<PathBuf> = fs::read_dir(FREEZER_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| orphan_tag(&e.file_name().to_string_lossy()).is_some())
+        .map(|e| e.path())
+        .collect();
+    for cg in &cgroups {
+        let pids = || -> Vec<i32> {
+            fs::read_to_string(cg.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        };
+        let _ = fs::write(cg.join("freezer.state"), "THAWED");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pids().is_empty() && Instant::now() < deadline {
+            for p in pids() {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !pids().is_empty() {
+            notes.push(format!(
+                "processes {:?} of the interrupted run's {} survived SIGKILL",
+                pids(),
+                cg.display()
+            ));
+        }
+    }
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let mut fields = line.split(' ');
+        let (Some(source), Some(point)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if orphan_tag(source).is_none() || !source.contains("-fs") {
+            continue;
+        }
+        let point = unescape_mount_path(point);
+        // The postmaster that made the base backups runs outside the node cgroups.
+        for data in fs::read_dir(&point).into_iter().flatten().flatten() {
+            if let Some(pid) = super::super::procs::postmaster_pid(&data.path()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        if run(Command::new("umount").arg(&point)).is_ok()
+            || run(Command::new("umount").arg("-l").arg(&point)).is_ok()
+        {
+            notes.push(format!("unmounted {source} from {}", point.display()));
+        } else {
+            notes.push(format!("cannot unmount {}", point.display()));
+        }
+    }
+    for cg in cgroups {
+        let mut removed = false;
+        for _ in 0..100 {
+            if fs::remove_dir(&cg).is_ok() {
+                removed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        notes.push(if removed {
+            format!("removed the cgroup {}", cg.display())
+        } else {
+            format!("cannot remove the cgroup {}", cg.display())
+        });
+    }
+    let mut namespaces: Vec<String> = fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| orphan_tag(n).is_some())
+        .collect();
+    namespaces.sort();
+    for ns in namespaces {
+        notes.push(match ip(&["netns", "del", &ns]) {
+            Ok(_) => format!("removed the network namespace {ns}"),
+            Err(e) => format!("{e:#}"),
+        });
+    }
+    notes
+}
+
 /// The resources of one nemesis run.
 #[derive(Debug)]
 pub struct Env {
@@ -526,6 +668,101 @@ mod tests {
         let one = partition_rules(&["10.77.0.1".into()], false);
         assert!(one.contains("chain input"));
         assert!(!one.contains("chain output"));
+    }
+
+    #[test]
+    fn run_tags_are_recognised_only_in_the_nemesis_s_own_form() {
+        assert_eq!(run_tag("cmnem12234-hub"), Some(("cmnem12234", 12234)));
+        assert_eq!(run_tag("cmnem7-n3"), Some(("cmnem7", 7)));
+        assert_eq!(run_tag("cmnemt99-fs1"), Some(("cmnemt99", 99)));
+        for other in [
+            "cmnem-hub",
+            "cmnem12x-n1",
+            "cmnem+5-n1",
+            "cmnem5",
+            "netns0",
+            "cni-1234",
+            "tmpfs",
+            "cmnemtt5-n1",
+        ] {
+            assert_eq!(run_tag(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn mount_paths_are_unescaped_as_proc_mounts_writes_them() {
+        assert_eq!(
+            unescape_mount_path(r"/tmp/a\040b/fs1"),
+            PathBuf::from("/tmp/a b/fs1")
+        );
+        assert_eq!(unescape_mount_path(r"/x\134y"), PathBuf::from(r"/x\y"));
+        assert_eq!(unescape_mount_path(r"/x\9"), PathBuf::from(r"/x\9"));
+        assert_eq!(unescape_mount_path("/plain"), PathBuf::from("/plain"));
+    }
+
+    /// What a run killed before its cleanup left (a process frozen in its node, its tmpfs,
+    /// cgroups and namespaces) is removed by the next run's reaping; its directory stays.
+    /// Needs root and the tools; says so and passes vacuously only when they are missing.
+    #[test]
+    fn an_interrupted_run_s_leftovers_are_reaped_and_its_directory_kept() {
+        let missing = missing_prerequisites(nix::unistd::geteuid().is_root());
+        if !missing.is_empty() {
+            eprintln!("skipped: {}", missing.join("; "));
+            return;
+        }
+        // A tag whose pid is not running: a child that has exited and been waited for.
+        let mut gone = Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        assert!(!Path::new(&format!("/proc/{dead}")).exists());
+        let dir = std::env::temp_dir().join(format!("cm-nemesis-orphan-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut env = Env::new(dir.clone(), 16, 2);
+        env.tag = format!("cmnemt{dead}");
+        env.create().unwrap();
+        env.start_node(
+            1,
+            Path::new("/bin/sleep"),
+            &["600".into()],
+            &dir.join("n1.log"),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while env.pids(1).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let pid = env.pids(1)[0];
+        env.freeze(1).unwrap();
+        let (hub, n1, cg) = (env.hub(), env.netns(1), env.cgroup(1));
+        // The run dies here: nothing of its own cleanup runs.
+        env.cleaned = true;
+        drop(env);
+        let notes = reap_orphans();
+        assert!(
+            notes
+                .iter()
+                .all(|n| !n.contains("cannot") && !n.contains("survived")),
+            "{notes:?}"
+        );
+        assert!(notes.iter().any(|n| n.contains(&hub)), "{notes:?}");
+        let gone_or_zombie = |p: i32| {
+            fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+                s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gone_or_zombie(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(gone_or_zombie(pid), "pid {pid} still runs");
+        for ns in [hub, n1] {
+            assert!(!Path::new(&format!("/run/netns/{ns}")).exists(), "{ns}");
+        }
+        assert!(!cg.exists());
+        let mounts = fs::read_to_string("/proc/mounts").unwrap();
+        assert!(!mounts.contains(&dir.display().to_string()), "{mounts}");
+        assert!(dir.exists(), "the run directory is kept for a post-mortem");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -426,6 +426,9 @@ pub fn run(
     if !missing.is_empty() {
         bail!("{}", missing.join("\n"));
     }
+    for note in env::reap_orphans() {
+        log(&format!("an interrupted earlier run's leftovers: {note}"));
+    }
     let mut env = Env::new(opts.dir.clone(), opts.disk_mb, NODES);
     env.keep = opts.keep;
     env.create()?;
